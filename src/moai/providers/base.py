@@ -1,0 +1,169 @@
+"""One async interface for every model call, whatever protocol sits behind it.
+
+Strategies only see ``Provider.complete`` and ``Provider.stream``; failures arrive as one small
+hierarchy of errors so that fallbacks and circuit breakers can decide what is retryable.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from moai.catalog import ModelCard
+
+
+class ProviderError(RuntimeError):
+    """A model call failed. ``retryable`` says whether another model/attempt may succeed."""
+
+    retryable: bool = True
+    status: int = 502
+
+    def __init__(self, model: str, message: str) -> None:
+        super().__init__(f"{model}: {message}")
+        self.model = model
+
+
+class ProviderTimeout(ProviderError):
+    status = 504
+
+
+class ProviderUnavailable(ProviderError):
+    """Connection refused/reset, or the model cannot be loaded."""
+
+    status = 503
+
+
+class ProviderRateLimited(ProviderError):
+    status = 429
+
+    def __init__(self, model: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(model, message)
+        self.retry_after = retry_after
+
+
+class ProviderServerError(ProviderError):
+    status = 502
+
+
+class ProviderRequestError(ProviderError):
+    """The upstream refused the request itself (4xx other than 429): retrying elsewhere may still work."""
+
+    status = 400
+
+
+class ProviderAuthError(ProviderError):
+    retryable = True  # another model with its own key may work
+    status = 502
+
+
+@dataclass
+class ChatParams:
+    """What the caller asked for, minus routing: passed through to the model."""
+
+    messages: list[dict[str, Any]]
+    max_tokens: int = 512
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] | None = None
+    seed: int | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    response_format: dict[str, Any] | None = None
+
+    def openai_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {"messages": self.messages, "max_tokens": self.max_tokens}
+        for name in ("temperature", "top_p", "stop", "seed", "tools", "tool_choice", "response_format"):
+            value = getattr(self, name)
+            if value is not None:
+                kw[name] = value
+        return kw
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class Completion:
+    """A finished model call, with what telemetry needs."""
+
+    model: str
+    text: str
+    finish_reason: str = "stop"
+    usage: Usage = field(default_factory=Usage)
+    tool_calls: list[dict[str, Any]] | None = None
+    latency_s: float = 0.0
+    ttft_s: float | None = None
+    cpu_s: float | None = None  # process CPU time spent (local models), for energy estimates
+
+
+@dataclass
+class Delta:
+    """One streamed piece. The last one carries ``finish_reason`` and, when known, ``usage``."""
+
+    text: str = ""
+    tool_calls: list[dict[str, Any]] | None = None
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    cpu_s: float | None = None
+
+
+class Provider(ABC):
+    """A model behind some protocol. Implementations must not block the event loop."""
+
+    def __init__(self, card: ModelCard) -> None:
+        self.card = card
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @abstractmethod
+    async def stream(self, params: ChatParams) -> AsyncIterator[Delta]:
+        """Yield deltas; the final delta has finish_reason set."""
+        raise NotImplementedError
+        yield Delta()  # pragma: no cover
+
+    async def complete(self, params: ChatParams) -> Completion:
+        """Default: drain the stream. Providers with a cheaper non-streaming call override this."""
+        start = time.perf_counter()
+        ttft: float | None = None
+        parts: list[str] = []
+        tool_calls: list[dict[str, Any]] = []
+        finish = "stop"
+        usage: Usage | None = None
+        cpu_s: float | None = None
+        async for d in self.stream(params):
+            if ttft is None and (d.text or d.tool_calls):
+                ttft = time.perf_counter() - start
+            parts.append(d.text)
+            if d.tool_calls:
+                tool_calls.extend(d.tool_calls)
+            if d.finish_reason:
+                finish = d.finish_reason
+            if d.usage:
+                usage = d.usage
+            if d.cpu_s is not None:
+                cpu_s = d.cpu_s
+        return Completion(
+            model=self.name,
+            text="".join(parts),
+            finish_reason=finish,
+            usage=usage or Usage(),
+            tool_calls=tool_calls or None,
+            latency_s=time.perf_counter() - start,
+            ttft_s=ttft,
+            cpu_s=cpu_s,
+        )
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing
+        """Release connections or models."""

@@ -1,0 +1,144 @@
+"""In-process local models: llama-cpp-python on GGUF files from the local zoo.
+
+llama.cpp is synchronous and not thread-safe per model, so each model gets a lock and runs in a worker
+thread; streamed tokens cross back to the event loop through a queue. When several local models generate
+at once they share the CPU: each call gets ``cores // active_calls`` threads (one each on 2 cores), since
+oversubscribing halves everyone's speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from moai.catalog import ModelCard
+from moai.providers.base import ChatParams, Delta, Provider, ProviderUnavailable, Usage
+
+_active_lock = threading.Lock()
+_active_calls = 0
+_load_lock = threading.Lock()
+_models: dict[str, Any] = {}  # path -> Llama, shared by every provider instance in the process
+
+
+def _threads_for_call(card: ModelCard) -> int:
+    cores = os.cpu_count() or 2
+    with _active_lock:
+        active = max(1, _active_calls)
+    share = max(1, cores // active)
+    return min(card.threads, share) if card.threads else share
+
+
+def resolve_path(card: ModelCard) -> str:
+    """The GGUF file for a card: an explicit path, or the zoo entry (which must be pulled)."""
+    from moai import local_models
+
+    if card.path:
+        path = os.path.expanduser(card.path)
+    else:
+        assert card.package is not None
+        path = str(local_models.model_path(card.package))
+    if not os.path.exists(path):
+        hint = f" (run: moai models pull {card.package})" if card.package else ""
+        raise ProviderUnavailable(card.name, f"model file not found: {path}{hint}")
+    return path
+
+
+def load_llama(card: ModelCard) -> Any:
+    """Load (once per process) the llama.cpp model for a card."""
+    path = resolve_path(card)
+    with _load_lock:
+        if path not in _models:
+            try:
+                from llama_cpp import Llama
+            except ImportError as e:  # pragma: no cover - depends on the install
+                raise ProviderUnavailable(card.name, "llama-cpp-python is not installed") from e
+            _models[path] = Llama(
+                model_path=path,
+                n_ctx=card.context,
+                n_threads=card.threads or os.cpu_count() or 2,
+                verbose=False,
+            )
+        return _models[path]
+
+
+class LlamaCppProvider(Provider):
+    """A GGUF model run in this process."""
+
+    def __init__(self, card: ModelCard) -> None:
+        super().__init__(card)
+        self._lock = threading.Lock()
+
+    def _kwargs(self, params: ChatParams) -> dict[str, Any]:
+        kw: dict[str, Any] = {"messages": params.messages, "max_tokens": params.max_tokens}
+        kw["temperature"] = 0.0 if params.temperature is None else params.temperature
+        for name in ("top_p", "stop", "seed", "tools", "tool_choice", "response_format"):
+            value = getattr(params, name)
+            if value is not None:
+                kw[name] = value
+        return kw
+
+    def _run(self, params: ChatParams, emit: Any) -> None:
+        """Worker thread: generate, pushing (delta | exception | None) to ``emit``."""
+        global _active_calls
+        try:
+            llm = load_llama(self.card)
+        except Exception as e:  # noqa: BLE001 - surfaced to the caller as a provider error
+            emit(e if isinstance(e, ProviderUnavailable) else ProviderUnavailable(self.name, str(e)))
+            return
+        with self._lock:
+            with _active_lock:
+                _active_calls += 1
+            try:
+                import llama_cpp
+
+                n = _threads_for_call(self.card)
+                llama_cpp.llama_set_n_threads(llm._ctx.ctx, n, n)
+                cpu0 = time.process_time()
+                chunks: Iterator[dict[str, Any]] = llm.create_chat_completion(stream=True, **self._kwargs(params))
+                n_out = 0
+                finish = "stop"
+                for chunk in chunks:
+                    choice = chunk["choices"][0]
+                    delta = choice.get("delta", {})
+                    text = delta.get("content") or ""
+                    tool_calls = delta.get("tool_calls")
+                    if text or tool_calls:
+                        n_out += 1
+                        emit(Delta(text=text, tool_calls=tool_calls))
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+                n_in = self._prompt_tokens(llm, params)
+                emit(Delta(finish_reason=finish, usage=Usage(n_in, n_out), cpu_s=time.process_time() - cpu0))
+            except Exception as e:  # noqa: BLE001
+                emit(ProviderUnavailable(self.name, f"generation failed: {e}"))
+            finally:
+                with _active_lock:
+                    _active_calls -= 1
+                emit(None)
+
+    @staticmethod
+    def _prompt_tokens(llm: Any, params: ChatParams) -> int:
+        """Prompt size as the model saw it (the chat template applied), for exact usage."""
+        text = "".join(str(m.get("content") or "") for m in params.messages)
+        return len(llm.tokenize(text.encode(), add_bos=True, special=True)) + 4 * len(params.messages)
+
+    async def stream(self, params: ChatParams) -> AsyncIterator[Delta]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        def emit(item: Any) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        worker = threading.Thread(target=self._run, args=(params, emit), daemon=True)
+        worker.start()
+        while True:
+            item = await queue.get()
+            if item is None:
+                break
+            if isinstance(item, Exception):
+                raise item
+            yield item

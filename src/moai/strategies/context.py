@@ -1,0 +1,71 @@
+"""What a strategy gets to build its plan: the request, the mix, the eligible models and a chooser."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from moai.catalog import PRIVACY_RANK, ModelCard
+from moai.config import Config, Mix, Weights
+from moai.gate.decision import RouteDecision
+from moai.providers.base import ChatParams
+
+
+class Chooser(Protocol):
+    """Anything that ranks models for a query: the learned gate, or the rule-based fallback."""
+
+    name: str
+
+    def decide(
+        self, messages: Sequence[dict[str, Any]], cards: Sequence[ModelCard], weights: Weights
+    ) -> RouteDecision: ...
+
+
+class NoEligibleModel(ValueError):
+    """Every model was excluded by a hard constraint; the request must be refused, not degraded."""
+
+    def __init__(self, message: str, excluded: dict[str, str]) -> None:
+        super().__init__(message)
+        self.excluded = excluded
+
+
+@dataclass
+class RequestContext:
+    config: Config
+    mix_name: str
+    mix: Mix
+    params: ChatParams
+    chooser: Chooser
+    weights: Weights
+    candidates: list[ModelCard]
+    excluded: dict[str, str] = field(default_factory=dict)
+    decision: RouteDecision | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def decide(self, cards: Sequence[ModelCard] | None = None) -> RouteDecision:
+        """Rank ``cards`` (default: all eligible) for this request; the first call is kept as the trace."""
+        pool = list(cards) if cards is not None else self.candidates
+        decision = self.chooser.decide(self.params.messages, pool, self.weights)
+        decision.excluded = {**self.excluded, **decision.excluded}
+        if self.decision is None:
+            self.decision = decision
+        return decision
+
+
+def eligible(config: Config, mix: Mix, prompt_tokens: int, needs_tools: bool = False,
+             max_privacy: str | None = None) -> tuple[list[ModelCard], dict[str, str]]:
+    """Apply the hard constraints that do not depend on the gate: pool, privacy, context, tools."""
+    excluded: dict[str, str] = {}
+    kept: list[ModelCard] = []
+    limit = max_privacy or mix.constraints.max_privacy
+    for card in config.pool(mix):
+        if limit is not None and PRIVACY_RANK[card.privacy] > PRIVACY_RANK[limit]:
+            excluded[card.name] = f"privacy tier {card.privacy} not allowed (max {limit})"
+        elif prompt_tokens > card.context:
+            excluded[card.name] = f"prompt ~{prompt_tokens} tokens exceeds context {card.context}"
+        elif needs_tools and not card.supports_tools:
+            excluded[card.name] = "does not support tools"
+        else:
+            kept.append(card)
+    return kept, excluded

@@ -1,0 +1,249 @@
+"""The one executor: runs any plan with asyncio — independent steps concurrently, dependent ones in order.
+
+Every strategy builds a ``Plan``; only this module calls providers. It owns the per-model concurrency
+limits, fallbacks to the next model on retryable errors, per-step telemetry (tokens, latency, cost,
+energy), and the streaming of the final step to the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from moai.catalog import ModelCard
+from moai.config import Config
+from moai.providers import ChatParams, Delta, Provider, ProviderError, Usage, make_provider
+from moai.strategies.plan import Passthrough, Plan, Step, StepResult
+from moai.telemetry.carbon import CarbonModel
+
+
+class PlanFailed(RuntimeError):
+    """No model could produce the final answer; carries the trace of what was tried."""
+
+    def __init__(self, message: str, results: list[StepResult]) -> None:
+        super().__init__(message)
+        self.results = results
+        self.status = 502
+
+
+class ProviderRegistry:
+    """One provider and one concurrency gate per model, created on first use."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._providers: dict[str, Provider] = {}
+        self._limits: dict[str, asyncio.Semaphore] = {}
+        self.health: Callable[[str], bool] = lambda _name: True  # replaced by live statistics
+
+    def card(self, name: str) -> ModelCard:
+        return self.config.models[name]
+
+    def get(self, name: str) -> Provider:
+        if name not in self._providers:
+            self._providers[name] = make_provider(self.card(name))
+        return self._providers[name]
+
+    def limit(self, name: str) -> asyncio.Semaphore:
+        if name not in self._limits:
+            self._limits[name] = asyncio.Semaphore(self.card(name).concurrency)
+        return self._limits[name]
+
+    async def aclose(self) -> None:
+        for p in self._providers.values():
+            await p.aclose()
+
+
+@dataclass
+class Execution:
+    """What happened: the answer, and one result per step in the order they were run."""
+
+    plan: Plan
+    answer: StepResult
+    results: list[StepResult] = field(default_factory=list)
+
+    @property
+    def usage(self) -> Usage:
+        u = Usage()
+        for r in self.results:
+            u.prompt_tokens += r.usage.prompt_tokens
+            u.completion_tokens += r.usage.completion_tokens
+        return u
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(r.cost_usd for r in self.results)
+
+    @property
+    def energy_kwh(self) -> float:
+        return sum(r.energy_kwh for r in self.results)
+
+    @property
+    def co2_g(self) -> float:
+        return sum(r.co2_g for r in self.results)
+
+    @property
+    def models_used(self) -> list[str]:
+        seen: list[str] = []
+        for r in self.results:
+            if r.status == "ok" and r.model and r.model not in seen:
+                seen.append(r.model)
+        return seen
+
+
+class Executor:
+    def __init__(self, registry: ProviderRegistry, carbon: CarbonModel | None = None) -> None:
+        self.registry = registry
+        self.carbon = carbon or CarbonModel()
+
+    def _account(self, res: StepResult, card: ModelCard) -> None:
+        res.cost_usd = card.cost_usd(res.usage.prompt_tokens, res.usage.completion_tokens)
+        res.energy_kwh, res.co2_g = self.carbon.estimate(
+            card, res.usage.prompt_tokens, res.usage.completion_tokens, res.latency_ms / 1000, res.cpu_s
+        )
+
+    def _candidates(self, step: Step) -> list[str]:
+        healthy = [m for m in step.models if self.registry.health(m)]
+        return healthy or step.models  # all tripped: still try, in order
+
+    async def _call(self, step: Step, params: ChatParams) -> StepResult:
+        """Non-streamed call with fallbacks along ``step.models``."""
+        res = StepResult(step=step.id, role=step.role, model=None, status="failed", start=time.time())
+        for model in self._candidates(step):
+            t0 = time.time()
+            try:
+                async with self.registry.limit(model):
+                    out = await self.registry.get(model).complete(params)
+            except ProviderError as e:
+                res.attempts.append({"model": model, "error": str(e), "latency_ms": (time.time() - t0) * 1000})
+                res.error = str(e)
+                if not e.retryable:
+                    break
+                continue
+            res.attempts.append({"model": model, "latency_ms": (time.time() - t0) * 1000})
+            res.model, res.status, res.text, res.error = model, "ok", out.text, None
+            res.usage, res.ttft_s, res.cpu_s = out.usage, out.ttft_s, out.cpu_s
+            res.tool_calls, res.finish_reason = out.tool_calls, out.finish_reason
+            res.end = time.time()
+            self._account(res, self.registry.card(model))
+            return res
+        res.end = time.time()
+        return res
+
+    async def _run_steps(self, plan: Plan, results: dict[str, StepResult]) -> None:
+        """Run every non-final step as soon as its dependencies are done."""
+        pending = {s.id: s for s in plan.steps if s.id != plan.final}
+        tasks: dict[str, asyncio.Task[StepResult]] = {}
+
+        async def run_one(step: Step) -> StepResult:
+            await asyncio.gather(*(tasks[d] for d in step.deps if d in tasks))
+            deps_failed = [d for d in step.deps if d in results and not results[d].ok and d in pending]
+            built = step.build(results)
+            now = time.time()
+            if built is None or (deps_failed and not any(results[d].ok for d in step.deps)):
+                why = "dependencies failed" if deps_failed else None
+                r = StepResult(step.id, step.role, None, "skipped", start=now, end=now, error=why)
+            elif isinstance(built, Passthrough):
+                r = StepResult(step.id, step.role, results[built.source].model, "passthrough",
+                               text=built.text, start=now, end=now)
+            else:
+                r = await self._call(step, built)
+            results[step.id] = r
+            return r
+
+        for step in plan.steps:
+            if step.id in pending:
+                tasks[step.id] = asyncio.ensure_future(run_one(step))
+        if tasks:
+            await asyncio.gather(*tasks.values())
+        for step in plan.steps:
+            r = results.get(step.id)
+            if r is not None and r.status == "failed" and not step.optional:
+                raise PlanFailed(f"step {step.id} ({step.role}) failed: {r.error}", list(results.values()))
+
+    async def stream(self, plan: Plan) -> AsyncIterator[Delta | Execution]:
+        """Run the plan; yield the final answer's deltas, then one ``Execution``."""
+        results: dict[str, StepResult] = {}
+        await self._run_steps(plan, results)
+        final = plan.step(plan.final)
+        built = final.build(results)
+        if isinstance(built, Passthrough) or built is None:
+            source = built.source if isinstance(built, Passthrough) else None
+            text = built.text if isinstance(built, Passthrough) else ""
+            now = time.time()
+            model = results[source].model if source else None
+            ans = StepResult(final.id, final.role, model, "passthrough", text=text, start=now, end=now)
+            results[final.id] = ans
+            if text:
+                yield Delta(text=text)
+            yield Delta(finish_reason="stop")
+            yield Execution(plan, ans, list(results.values()))
+            return
+        ans = StepResult(final.id, final.role, None, "failed", start=time.time())
+        results[final.id] = ans
+        async for item in self._stream_final(final, built, ans):
+            yield item
+        if not ans.ok:
+            rescued = plan.rescue(results) if plan.rescue else None
+            if rescued is None:
+                raise PlanFailed(f"final step {final.id} failed: {ans.error}", list(results.values()))
+            plan.notes.append(f"{final.role} failed ({ans.error}); answered with {rescued.step}'s answer")
+            yield Delta(text=rescued.text)
+            yield Delta(finish_reason="stop")
+            yield Execution(plan, rescued, list(results.values()))
+            return
+        yield Execution(plan, ans, list(results.values()))
+
+    async def _stream_final(self, step: Step, params: ChatParams, ans: StepResult) -> AsyncIterator[Delta]:
+        """Stream with transparent fallback before the first token; after it, errors propagate."""
+        for model in self._candidates(step):
+            t0 = time.time()
+            started = False
+            parts: list[str] = []
+            tool_calls: list[dict[str, Any]] = []
+            try:
+                async with self.registry.limit(model):
+                    async for d in self.registry.get(model).stream(params):
+                        if d.text or d.tool_calls:
+                            if not started:
+                                ans.ttft_s = time.time() - t0
+                            started = True
+                            parts.append(d.text)
+                            tool_calls.extend(d.tool_calls or [])
+                        if d.usage:
+                            ans.usage = d.usage
+                        if d.cpu_s is not None:
+                            ans.cpu_s = d.cpu_s
+                        if d.finish_reason:
+                            ans.finish_reason = d.finish_reason
+                            continue  # the caller decides how the stream ends
+                        yield d
+            except ProviderError as e:
+                ans.attempts.append({"model": model, "error": str(e), "latency_ms": (time.time() - t0) * 1000})
+                ans.error = str(e)
+                if started or not e.retryable:
+                    ans.end = time.time()
+                    ans.model = model
+                    raise
+                continue
+            ans.attempts.append({"model": model, "latency_ms": (time.time() - t0) * 1000})
+            ans.model, ans.status, ans.error = model, "ok", None
+            ans.text, ans.tool_calls = "".join(parts), tool_calls or None
+            ans.end = time.time()
+            if not ans.usage.completion_tokens and ans.text:
+                ans.usage.completion_tokens = max(1, len(ans.text) // 4)  # upstream sent no usage
+            self._account(ans, self.registry.card(model))
+            yield Delta(finish_reason=ans.finish_reason)
+            return
+        ans.end = time.time()
+
+    async def run(self, plan: Plan) -> Execution:
+        """Run to completion (non-streaming clients)."""
+        execution: Execution | None = None
+        async for item in self.stream(plan):
+            if isinstance(item, Execution):
+                execution = item
+        assert execution is not None
+        return execution

@@ -1,0 +1,106 @@
+"""Plans: a small DAG of model calls, each with a role. Strategies build them; the executor runs them.
+
+A step's ``build`` sees the results of its dependencies and returns the call to make — or a
+``Passthrough`` (reuse an earlier answer, e.g. the critic approved or the cascade did not escalate), or
+``None`` (skip). That keeps conditional plans (critique rounds, cascades) as plain DAGs, and lets the
+final step always be streamed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from moai.providers.base import ChatParams, Usage
+
+
+@dataclass
+class Passthrough:
+    """Answer with text already produced by an earlier step, at no cost."""
+
+    text: str
+    source: str  # the step whose answer this is
+
+
+@dataclass
+class StepResult:
+    step: str
+    role: str
+    model: str | None
+    status: str  # ok | failed | skipped | passthrough
+    text: str = ""
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+    start: float = 0.0  # unix seconds
+    end: float = 0.0
+    ttft_s: float | None = None
+    cpu_s: float | None = None
+    error: str | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    tool_calls: list[dict[str, Any]] | None = None
+    finish_reason: str = "stop"
+    energy_kwh: float = 0.0
+    co2_g: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("ok", "passthrough")
+
+    @property
+    def latency_ms(self) -> float:
+        return max(0.0, (self.end - self.start) * 1000)
+
+    def trace(self) -> dict[str, Any]:
+        """The entry that goes into the response's ``moai.trace`` list."""
+        entry: dict[str, Any] = {
+            "step": self.step,
+            "role": self.role,
+            "model": self.model,
+            "status": self.status,
+            "start": round(self.start, 4),
+            "end": round(self.end, 4),
+            "latency_ms": round(self.latency_ms, 1),
+            "tokens": {"input": self.usage.prompt_tokens, "output": self.usage.completion_tokens},
+            "cost_usd": round(self.cost_usd, 8),
+            "energy_kwh": self.energy_kwh,
+            "co2_g": self.co2_g,
+        }
+        if self.error:
+            entry["error"] = self.error
+        if len(self.attempts) > 1 or (self.attempts and self.attempts[0].get("error")):
+            entry["attempts"] = self.attempts
+        return entry
+
+
+Build = Callable[[dict[str, StepResult]], "ChatParams | Passthrough | None"]
+
+
+@dataclass
+class Step:
+    """One model call. ``models`` is ordered: the first is the choice, the rest are fallbacks."""
+
+    id: str
+    role: str
+    models: list[str]
+    build: Build
+    deps: list[str] = field(default_factory=list)
+    optional: bool = False  # a failure leaves the plan running (e.g. one of several proposers)
+
+
+@dataclass
+class Plan:
+    """Steps in any order (the executor sorts by dependencies) and the one whose answer is returned."""
+
+    strategy: str
+    steps: list[Step]
+    final: str
+    # when the final step fails: which earlier answer to return instead (e.g. the best proposer)
+    rescue: Callable[[dict[str, StepResult]], StepResult | None] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def step(self, step_id: str) -> Step:
+        for s in self.steps:
+            if s.id == step_id:
+                return s
+        raise KeyError(step_id)

@@ -1,0 +1,144 @@
+"""Telemetry records in a real database: one row per request, one per model call.
+
+SQLite (WAL, synchronous=FULL) by default so a crash after a response is sent loses nothing that was
+committed before it; any SQLAlchemy URL (PostgreSQL) via ``MOAI_DATABASE_URL``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class RequestRecord(Base):
+    __tablename__ = "requests"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    mix: Mapped[str] = mapped_column(String(128), index=True)
+    strategy: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str | None] = mapped_column(String(128), index=True)  # the model whose answer was returned
+    status: Mapped[str] = mapped_column(String(16))  # ok | error
+    http_status: Mapped[int] = mapped_column(Integer, default=200)
+    stream: Mapped[bool] = mapped_column(Boolean, default=False)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    ttft_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    energy_kwh: Mapped[float] = mapped_column(Float, default=0.0)
+    co2_g: Mapped[float] = mapped_column(Float, default=0.0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    decision: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    api_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+
+    calls: Mapped[list[CallRecord]] = relationship(back_populates="request", cascade="all, delete-orphan")
+
+
+class CallRecord(Base):
+    __tablename__ = "calls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"), index=True)
+    step: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str | None] = mapped_column(String(128), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float] = mapped_column(Float)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    ttft_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    energy_kwh: Mapped[float] = mapped_column(Float, default=0.0)
+    co2_g: Mapped[float] = mapped_column(Float, default=0.0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    request: Mapped[RequestRecord] = relationship(back_populates="calls")
+
+
+def default_database_url() -> str:
+    if url := os.environ.get("MOAI_DATABASE_URL"):
+        return url
+    home = Path(os.environ.get("MOAI_HOME", Path.home() / ".cache" / "moai"))
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'moai.db'}"
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")  # committed = on disk, even if the process is killed
+        cur.execute("PRAGMA busy_timeout=5000")
+        cur.close()
+
+
+class TelemetryStore:
+    """Writes and reads records; safe to share across threads (one engine, short sessions)."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or default_database_url()
+        self.engine = create_engine(self.url, future=True, pool_pre_ping=True)
+        if self.engine.dialect.name == "sqlite":
+            _sqlite_pragmas(self.engine)
+        Base.metadata.create_all(self.engine)
+
+    def write(self, request: RequestRecord) -> None:
+        with Session(self.engine) as s, s.begin():
+            s.add(request)
+
+    def requests(self, since: datetime | None = None, limit: int | None = None) -> list[RequestRecord]:
+        with Session(self.engine) as s:
+            q = select(RequestRecord).order_by(RequestRecord.created_at)
+            if since is not None:
+                q = q.where(RequestRecord.created_at >= since)
+            if limit is not None:
+                q = q.limit(limit)
+            rows = list(s.scalars(q))
+            for r in rows:
+                _ = r.calls  # load while the session is open
+            return rows
+
+    def get(self, request_id: str) -> RequestRecord | None:
+        with Session(self.engine) as s:
+            row = s.get(RequestRecord, request_id)
+            if row is not None:
+                _ = row.calls
+            return row
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, default=str)
