@@ -203,7 +203,7 @@ def config_check(path: str = typer.Argument(..., help="Mix instructions YAML."))
     """Validate a mix-instructions file; print a summary or one line naming file, line and field."""
     cfg = _config(path)
     console.print(f"[green]ok[/green] {path}: {len(cfg.models)} model(s), {len(cfg.mixes)} mix(es): "
-                  + ", ".join(f"{n} ({m.strategy})" for n, m in cfg.mixes.items()))
+                  + ", ".join(f"{n} ({m.strategy})" for n, m in cfg.mixes.items()), soft_wrap=True)
 
 
 def _register_optional() -> None:

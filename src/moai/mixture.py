@@ -138,10 +138,10 @@ class Mixture:
 
     # ------------------------------------------------------------------ execution
 
-    async def stream(self, prep: Prepared) -> AsyncIterator[Delta | Execution]:
+    async def stream(self, prep: Prepared, live: bool = True) -> AsyncIterator[Delta | Execution]:
         """Run the plan; the last item is the Execution. Telemetry is written before it is yielded."""
         try:
-            async for item in self.executor.stream(prep.plan):
+            async for item in self.executor.stream(prep.plan, live=live):
                 if isinstance(item, Execution):
                     await self.record(prep, item)
                 yield item
@@ -154,7 +154,7 @@ class Mixture:
 
     async def run(self, prep: Prepared) -> Execution:
         execution: Execution | None = None
-        async for item in self.stream(prep):
+        async for item in self.stream(prep, live=False):
             if isinstance(item, Execution):
                 execution = item
         assert execution is not None

@@ -20,6 +20,11 @@ from moai.strategies.plan import Passthrough, Plan, Step, StepResult
 from moai.telemetry.carbon import CarbonModel
 
 
+def _estimate_prompt(params: ChatParams) -> int:
+    chars = sum(len(str(m.get("content") or "")) for m in params.messages)
+    return chars // 4 + 4 * len(params.messages)
+
+
 class PlanFailed(RuntimeError):
     """No model could produce the final answer; carries the trace of what was tried."""
 
@@ -139,12 +144,14 @@ class Executor:
 
         async def run_one(step: Step) -> StepResult:
             await asyncio.gather(*(tasks[d] for d in step.deps if d in tasks))
-            deps_failed = [d for d in step.deps if d in results and not results[d].ok and d in pending]
-            built = step.build(results)
             now = time.time()
-            if built is None or (deps_failed and not any(results[d].ok for d in step.deps)):
-                why = "dependencies failed" if deps_failed else None
-                r = StepResult(step.id, step.role, None, "skipped", start=now, end=now, error=why)
+            if step.deps and not any(results[d].ok for d in step.deps if d in results):
+                r = StepResult(step.id, step.role, None, "skipped", start=now, end=now, error="dependencies failed")
+                results[step.id] = r
+                return r
+            built = step.build(results)
+            if built is None:
+                r = StepResult(step.id, step.role, None, "skipped", start=now, end=now)
             elif isinstance(built, Passthrough):
                 r = StepResult(step.id, step.role, results[built.source].model, "passthrough",
                                text=built.text, start=now, end=now)
@@ -163,11 +170,19 @@ class Executor:
             if r is not None and r.status == "failed" and not step.optional:
                 raise PlanFailed(f"step {step.id} ({step.role}) failed: {r.error}", list(results.values()))
 
-    async def stream(self, plan: Plan) -> AsyncIterator[Delta | Execution]:
-        """Run the plan; yield the final answer's deltas, then one ``Execution``."""
+    async def stream(self, plan: Plan, live: bool = True) -> AsyncIterator[Delta | Execution]:
+        """Run the plan; yield the final answer's deltas, then one ``Execution``.
+
+        ``live=False`` (non-streaming clients) makes the final call non-streamed too: upstream servers
+        report exact usage on plain responses more reliably than on streams.
+        """
         results: dict[str, StepResult] = {}
         await self._run_steps(plan, results)
         final = plan.step(plan.final)
+        if final.deps and not any(results[d].ok for d in final.deps if d in results):
+            rescued = plan.rescue(results) if plan.rescue else None
+            if rescued is None:
+                raise PlanFailed(f"every input of {final.id} failed", list(results.values()))
         built = final.build(results)
         if isinstance(built, Passthrough) or built is None:
             source = built.source if isinstance(built, Passthrough) else None
@@ -181,10 +196,17 @@ class Executor:
             yield Delta(finish_reason="stop")
             yield Execution(plan, ans, list(results.values()))
             return
-        ans = StepResult(final.id, final.role, None, "failed", start=time.time())
-        results[final.id] = ans
-        async for item in self._stream_final(final, built, ans):
-            yield item
+        if live:
+            ans = StepResult(final.id, final.role, None, "failed", start=time.time())
+            results[final.id] = ans
+            async for item in self._stream_final(final, built, ans):
+                yield item
+        else:
+            ans = await self._call(final, built)
+            results[final.id] = ans
+            if ans.ok:
+                yield Delta(text=ans.text, tool_calls=ans.tool_calls)
+                yield Delta(finish_reason=ans.finish_reason)
         if not ans.ok:
             rescued = plan.rescue(results) if plan.rescue else None
             if rescued is None:
@@ -232,8 +254,9 @@ class Executor:
             ans.model, ans.status, ans.error = model, "ok", None
             ans.text, ans.tool_calls = "".join(parts), tool_calls or None
             ans.end = time.time()
-            if not ans.usage.completion_tokens and ans.text:
-                ans.usage.completion_tokens = max(1, len(ans.text) // 4)  # upstream sent no usage
+            if not ans.usage.completion_tokens:  # the upstream stream carried no usage: estimate it
+                ans.usage = Usage(ans.usage.prompt_tokens or _estimate_prompt(params),
+                                  max(1, len(ans.text) // 4) if ans.text else 0)
             self._account(ans, self.registry.card(model))
             yield Delta(finish_reason=ans.finish_reason)
             return
@@ -242,7 +265,7 @@ class Executor:
     async def run(self, plan: Plan) -> Execution:
         """Run to completion (non-streaming clients)."""
         execution: Execution | None = None
-        async for item in self.stream(plan):
+        async for item in self.stream(plan, live=False):
             if isinstance(item, Execution):
                 execution = item
         assert execution is not None

@@ -1,0 +1,53 @@
+"""``auto``: one model for easy queries, the collaboration mix for hard ones — decided per query.
+
+The gate's predicted difficulty (1 − best expected quality, or the rule-based estimate) is compared with
+the mix's threshold; collaboration is also skipped when its expected cost or latency breaks the budget,
+so simple queries never pay for MoA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from moai.strategies import builder
+from moai.strategies.budget import plan_estimate
+from moai.strategies.context import RequestContext
+from moai.strategies.plan import Plan
+from moai.strategies.roles import fill
+
+
+def difficulty(ctx: RequestContext) -> float:
+    d = ctx.decide()
+    if d.difficulty is not None:
+        return d.difficulty
+    return 1.0 - max(d.quality.values()) if d.quality else 0.5
+
+
+def plan(ctx: RequestContext) -> Plan:
+    from moai.strategies import route
+
+    level = difficulty(ctx)
+    target_name = ctx.mix.collaborate
+    assert target_name is not None
+    target = ctx.config.mixes[target_name]
+    use_collab = level >= ctx.mix.difficulty_threshold
+    reason = f"auto: difficulty {level:.2f} {'≥' if use_collab else '<'} threshold {ctx.mix.difficulty_threshold}"
+    if use_collab:
+        sub = replace(ctx, mix=target.model_copy(update={"constraints": ctx.mix.constraints}))
+        proposers = fill(sub, target.proposers, default_n=3) if target.proposers is not None else []
+        if proposers:
+            agg = fill(sub, target.aggregator) or [None]
+            cost, latency = plan_estimate(sub, proposers, agg[0], target.layers)
+            c = ctx.mix.constraints
+            if (c.max_cost_usd and cost > c.max_cost_usd) or (c.max_latency_s and latency > c.max_latency_s):
+                use_collab = False
+                reason += f"; {target_name} would exceed the budget (${cost:.5f}, {latency:.1f}s)"
+    ctx.notes.append(reason + (f" → {target_name} ({target.strategy})" if use_collab else " → single model"))
+    if not use_collab:
+        p = route.plan(ctx)
+        p.strategy = "auto/route"
+        return p
+    sub_ctx = replace(ctx, mix=target.model_copy(update={"constraints": ctx.mix.constraints}))
+    p = builder(target.strategy)(sub_ctx)
+    p.strategy = f"auto/{p.strategy}"
+    return p

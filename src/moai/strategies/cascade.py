@@ -1,0 +1,73 @@
+"""``cascade`` (FrugalGPT): the cheapest model answers first; a scorer decides whether to escalate.
+
+The scorer is either the gate (its predicted quality of that model on this query, plus a check that the
+answer is not empty or truncated) or a judge model grading the answer 0–10. An accepted answer ends the
+cascade; the last model's step is the final one and is streamed when reached.
+"""
+
+from __future__ import annotations
+
+from moai.strategies.context import RequestContext
+from moai.strategies.plan import Passthrough, Plan, Step, StepResult
+from moai.strategies.prompts import GRADE, first_number, review_messages
+from moai.strategies.roles import expected_cost, fill, with_messages
+
+
+def order(ctx: RequestContext) -> list[str]:
+    eligible = {c.name: c for c in ctx.candidates}
+    if ctx.mix.cascade:
+        return [m for m in ctx.mix.cascade if m in eligible]
+    return sorted(eligible, key=lambda m: expected_cost(eligible[m], 500, ctx.params.max_tokens))
+
+
+def plan(ctx: RequestContext) -> Plan:
+    models = order(ctx)
+    if not models:
+        raise ValueError(f"mix {ctx.mix_name!r}: no eligible model for the cascade")
+    decision = ctx.decide()
+    threshold = ctx.mix.threshold
+    judge = fill(ctx, ctx.mix.judge) if ctx.mix.scorer == "judge" else []
+    steps: list[Step] = []
+    tries: list[str] = []
+
+    def accepted(results: dict[str, StepResult], sid: str) -> bool:
+        r = results.get(sid)
+        if r is None or r.status != "ok" or not r.text.strip() or r.finish_reason == "length":
+            return False
+        if ctx.mix.scorer == "judge":
+            grade = results.get(f"grade.{sid}")
+            score = first_number(grade.text) if grade is not None and grade.status == "ok" else None
+            return score is not None and score / 10 >= threshold
+        q = decision.quality.get(r.model or "") if decision.quality else None
+        p = q if q is not None else decision.probabilities.get(r.model or "", 0.0)
+        return p >= threshold
+
+    for i, model in enumerate(models):
+        sid = f"try{i + 1}"
+        earlier = list(tries)
+        last = i == len(models) - 1
+
+        def build(results: dict[str, StepResult], earlier: list[str] = earlier, last: bool = last):  # type: ignore[no-untyped-def]
+            for prev in earlier:
+                if accepted(results, prev):
+                    return Passthrough(results[prev].text, prev) if last else None
+            return ctx.params
+
+        deps = [d for e in earlier for d in (e, f"grade.{e}") if judge or d == e]
+        steps.append(Step(sid, "answer", [model], build, deps=deps, optional=not last))
+        if judge and not last:
+            def build_grade(results: dict[str, StepResult], sid: str = sid):  # type: ignore[no-untyped-def]
+                r = results.get(sid)
+                if r is None or r.status != "ok":
+                    return None
+                msgs = review_messages(GRADE, ctx.params.messages, r.text)
+                return with_messages(ctx, msgs, max_tokens=4, temperature=0.0)
+
+            steps.append(Step(f"grade.{sid}", "judge", judge, build_grade, deps=[sid], optional=True))
+        tries.append(sid)
+
+    def rescue(results: dict[str, StepResult]) -> StepResult | None:
+        done = [results[t] for t in tries[:-1] if t in results and results[t].status == "ok"]
+        return done[-1] if done else None
+
+    return Plan("cascade", steps, final=tries[-1], rescue=rescue, notes=ctx.notes)

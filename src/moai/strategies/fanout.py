@@ -1,0 +1,49 @@
+"""``fanout``: the proposers answer concurrently; an aggregator merges them, or a judge picks the best."""
+
+from __future__ import annotations
+
+from moai.strategies.budget import fit_budget
+from moai.strategies.context import RequestContext
+from moai.strategies.moa import aggregator_step, best_of, ok_answers, proposer_layers
+from moai.strategies.plan import Passthrough, Plan, Step, StepResult
+from moai.strategies.prompts import first_number, judge_messages
+from moai.strategies.roles import fill, with_messages
+
+
+def plan(ctx: RequestContext) -> Plan:
+    mix = ctx.mix
+    proposers = fill(ctx, mix.proposers, default_n=3)
+    if not proposers:
+        raise ValueError(f"mix {ctx.mix_name!r}: no eligible proposer")
+    if mix.judge is None:
+        aggregator = fill(ctx, mix.aggregator)
+        proposers = fit_budget(ctx, proposers, aggregator[0] if aggregator else None, 1)
+        steps, last = proposer_layers(ctx, 1, proposers)
+        steps.append(aggregator_step(ctx, aggregator, last))
+        return Plan("fanout", steps, "aggregate", rescue=lambda r: best_of(ctx, ok_answers(r, last)), notes=ctx.notes)
+
+    judge = fill(ctx, mix.judge)
+    proposers = fit_budget(ctx, proposers, judge[0] if judge else None, 1)
+    steps, last = proposer_layers(ctx, 1, proposers)
+
+    def build_judge(results: dict[str, StepResult]):  # type: ignore[no-untyped-def]
+        answers = ok_answers(results, last)
+        if len(answers) < 2:
+            return None  # nothing to choose between
+        return with_messages(ctx, judge_messages(ctx.params.messages, [a.text for a in answers]), max_tokens=8,
+                             temperature=0.0)
+
+    steps.append(Step("judge", "judge", judge, build_judge, deps=list(last), optional=True))
+
+    def build_final(results: dict[str, StepResult]):  # type: ignore[no-untyped-def]
+        answers = ok_answers(results, last)
+        if not answers:
+            return None
+        verdict = results.get("judge")
+        pick = first_number(verdict.text) if verdict is not None and verdict.status == "ok" else None
+        chosen = answers[int(pick) - 1] if pick is not None and 1 <= pick <= len(answers) else best_of(ctx, answers)
+        assert chosen is not None
+        return Passthrough(chosen.text, chosen.step)
+
+    steps.append(Step("pick", "judge", [], build_final, deps=[*last, "judge"]))
+    return Plan("fanout", steps, "pick", rescue=lambda r: best_of(ctx, ok_answers(r, last)), notes=ctx.notes)

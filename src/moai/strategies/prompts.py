@@ -1,0 +1,85 @@
+"""The instructions given to models playing a role (aggregator, critic, reviser, judge)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+AGGREGATE = (
+    "You have been given several answers from different models to the user's latest query. Synthesize them "
+    "into one high-quality answer. Evaluate them critically: some may be wrong or biased. Do not just copy one; "
+    "give a refined, accurate and complete reply that is well structured and coherent.\n\nAnswers:"
+)
+
+CRITIC = (
+    "You review an answer to the user's request. If the answer is correct and complete, reply with exactly "
+    "APPROVED. Otherwise list the concrete mistakes or omissions, briefly, without rewriting the answer."
+)
+
+REVISE = (
+    "Revise your previous answer to the user's request using the reviewer's comments. Reply with the "
+    "improved answer only."
+)
+
+JUDGE = (
+    "Several candidate answers to the user's request follow, numbered. Reply with the number of the best "
+    "answer only (correctness first, then clarity)."
+)
+
+GRADE = (
+    "Rate how well the answer below solves the user's request, from 0 (wrong or useless) to 10 (correct and "
+    "complete). Reply with the number only."
+)
+
+
+def numbered(answers: list[str]) -> str:
+    return "\n\n".join(f"{i}. {a.strip()}" for i, a in enumerate(answers, 1))
+
+
+def aggregate_messages(messages: list[dict[str, Any]], answers: list[str]) -> list[dict[str, Any]]:
+    """Wang et al.'s Aggregate-and-Synthesize: the answers go in a system message before the dialogue."""
+    system = {"role": "system", "content": f"{AGGREGATE}\n\n{numbered(answers)}"}
+    return [system, *[m for m in messages if m.get("role") != "system"]]
+
+
+def user_query(messages: list[dict[str, Any]]) -> str:
+    for m in reversed(messages):
+        if m.get("role") == "user":
+            c = m.get("content")
+            if isinstance(c, list):
+                return "".join(p.get("text", "") for p in c if isinstance(p, dict))
+            return str(c or "")
+    return ""
+
+
+def review_messages(instruction: str, messages: list[dict[str, Any]], answer: str) -> list[dict[str, Any]]:
+    return [
+        {"role": "system", "content": instruction},
+        {"role": "user", "content": f"Request:\n{user_query(messages)}\n\nAnswer:\n{answer}"},
+    ]
+
+
+def revise_messages(messages: list[dict[str, Any]], answer: str, critique: str) -> list[dict[str, Any]]:
+    return [
+        *messages,
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": f"{REVISE}\n\nReviewer's comments:\n{critique}"},
+    ]
+
+
+def judge_messages(messages: list[dict[str, Any]], answers: list[str]) -> list[dict[str, Any]]:
+    return [
+        {"role": "system", "content": JUDGE},
+        {"role": "user", "content": f"Request:\n{user_query(messages)}\n\nCandidates:\n{numbered(answers)}"},
+    ]
+
+
+def approved(critique: str) -> bool:
+    head = critique.strip().upper()
+    return head.startswith("APPROVED") or head in {"LGTM", "OK", "CORRECT"}
+
+
+def first_number(text: str) -> float | None:
+    import re
+
+    m = re.search(r"-?\d+(?:\.\d+)?", text)
+    return float(m.group()) if m else None

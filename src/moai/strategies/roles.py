@@ -1,0 +1,73 @@
+"""Filling roles: a pinned model name, a list, or ``pick:`` — the gate chooses under the mix's constraints.
+
+``pick: N`` takes the gate's N best distinct models; ``best``/``cheapest``/``diverse`` pick one (or N for
+diverse: one per model family first). Repeating a model only makes sense with sampling, so repeats are
+refused unless the role says ``allow_repeats``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from moai.catalog import ModelCard
+from moai.config import Pick, Role
+from moai.providers.base import ChatParams
+from moai.strategies.context import RequestContext
+
+
+def expected_cost(card: ModelCard, prompt_tokens: int, output_tokens: int) -> float:
+    """USD for priced models; for free (local) ones a tiny size-proportional stand-in keeps an order."""
+    usd = card.cost_usd(prompt_tokens, output_tokens)
+    return usd if usd > 0 else (card.params_b or 1.0) * 1e-9 * output_tokens
+
+
+def fill(ctx: RequestContext, role: Role | None, default_n: int = 1) -> list[str]:
+    """The models that play a role, best first."""
+    eligible = {c.name: c for c in ctx.candidates}
+    if role is None:
+        role = Pick(pick=default_n if default_n > 1 else "best")
+    if isinstance(role, str):
+        return [role] if role in eligible else []
+    if isinstance(role, list):
+        return [m for m in role if m in eligible]
+    pool = [eligible[m] for m in (role.among or eligible) if m in eligible]
+    if not pool:
+        return []
+    ranking = ctx.decide(pool).ranking
+    if role.pick == "best":
+        return ranking[:1]
+    if role.pick == "cheapest":
+        return [min(pool, key=lambda c: (expected_cost(c, 500, 300), ranking.index(c.name))).name]
+    n = role.pick if isinstance(role.pick, int) else len(pool)
+    if role.pick == "diverse" or isinstance(role.pick, int):
+        chosen = _diverse(ranking, eligible) if role.pick == "diverse" else list(ranking)
+        chosen = chosen[:n]
+        if len(chosen) < n and role.allow_repeats:
+            chosen += [ranking[i % len(ranking)] for i in range(n - len(chosen))]
+        return chosen
+    return ranking[:1]
+
+
+def _diverse(ranking: list[str], cards: dict[str, ModelCard]) -> list[str]:
+    """One model per family first (in gate order), then the rest."""
+    seen: set[str] = set()
+    first, rest = [], []
+    for name in ranking:
+        fam = cards[name].family or name
+        (rest if fam in seen else first).append(name)
+        seen.add(fam)
+    return first + rest
+
+
+def with_messages(ctx: RequestContext, messages: list[dict[str, Any]], **changes: Any) -> ChatParams:
+    """The request's parameters with other messages (and optional overrides)."""
+    p = ctx.params
+    fields = dict(messages=messages, max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p,
+                  stop=p.stop, seed=p.seed, tools=None, tool_choice=None, response_format=p.response_format)
+    fields.update(changes)
+    return ChatParams(**fields)
+
+
+def repeat_temperature(models: list[str], index: int, base: float | None) -> float | None:
+    """A repeated model answers the same at temperature 0: sample the repeats."""
+    return 0.7 if models[:index].count(models[index]) else base

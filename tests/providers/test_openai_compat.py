@@ -1,0 +1,56 @@
+"""The openai_compat provider over real HTTP: usage from the response, retries, and typed errors."""
+
+from __future__ import annotations
+
+import pytest
+from stub_openai import Script, StubServer, free_port
+
+from moai.catalog import ModelCard
+from moai.providers import ChatParams, ProviderRequestError, ProviderServerError, ProviderUnavailable
+from moai.providers.openai_compat import OpenAICompatProvider
+
+PARAMS = ChatParams(messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+
+
+def provider(url: str, retries: int = 2) -> OpenAICompatProvider:
+    card = ModelCard(name="stub", provider="openai_compat", endpoint=url, max_retries=retries, timeout_s=5)
+    return OpenAICompatProvider(card)
+
+
+async def test_complete_takes_usage_from_the_response() -> None:
+    with StubServer(Script(reply="one two three")) as s:
+        out = await provider(s.url).complete(PARAMS)
+    assert out.text == "one two three"
+    assert (out.usage.prompt_tokens, out.usage.completion_tokens) == (7, 3)
+    assert s.script.seen[0]["max_tokens"] == 8
+
+
+async def test_stream_yields_text_then_usage() -> None:
+    with StubServer(Script(reply="a b c")) as s:
+        deltas = [d async for d in provider(s.url).stream(PARAMS)]
+    assert "".join(d.text for d in deltas) == "a b c"
+    assert deltas[-1].finish_reason == "stop" and deltas[-1].usage.completion_tokens == 3
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+async def test_retries_transient_failures(status: int) -> None:
+    with StubServer(Script(fail_times=2, fail_status=status)) as s:
+        out = await provider(s.url, retries=2).complete(PARAMS)
+    assert out.text == "stub answer" and s.script.calls == 3
+
+
+async def test_gives_up_with_a_typed_error() -> None:
+    with StubServer(Script(fail_times=10, fail_status=500)) as s, pytest.raises(ProviderServerError):
+        await provider(s.url, retries=1).complete(PARAMS)
+    assert s.script.calls == 2
+
+
+async def test_client_error_is_not_retried() -> None:
+    with StubServer(Script(fail_times=10, fail_status=400)) as s, pytest.raises(ProviderRequestError):
+        await provider(s.url).complete(PARAMS)
+    assert s.script.calls == 1
+
+
+async def test_connection_refused_is_unavailable() -> None:
+    with pytest.raises(ProviderUnavailable):
+        await provider(f"http://127.0.0.1:{free_port()}/v1", retries=0).complete(PARAMS)

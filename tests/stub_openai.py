@@ -1,0 +1,107 @@
+"""A scriptable OpenAI-compatible server on loopback, standing in for cloud providers in tests.
+
+It speaks the real protocol (JSON and SSE) so moai's provider code runs unmodified against it; tests
+script failures (status codes, delays, drops) to exercise retries and fallbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Script:
+    """What the stub does: fail the first ``fail_times`` calls with ``fail_status``, then answer."""
+
+    reply: str = "stub answer"
+    fail_times: int = 0
+    fail_status: int = 500
+    delay_s: float = 0.0
+    calls: int = 0
+    seen: list[dict[str, Any]] = field(default_factory=list)
+
+
+def make_app(script: Script) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": "stub", "object": "model"}]}
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(request: Request) -> Any:
+        body = await request.json()
+        script.calls += 1
+        script.seen.append(body)
+        if script.calls <= script.fail_times:
+            headers = {"retry-after": "0"} if script.fail_status == 429 else {}
+            return JSONResponse({"error": {"message": "scripted failure", "type": "server_error"}},
+                                status_code=script.fail_status, headers=headers)
+        if script.delay_s:
+            await asyncio.sleep(script.delay_s)
+        words = script.reply.split(" ")
+        usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}
+        if body.get("stream"):
+            async def gen() -> Any:
+                base = {"id": "stub-1", "object": "chat.completion.chunk", "created": int(time.time()),
+                        "model": body["model"]}
+                for i, w in enumerate(words):
+                    delta = {"content": w if i == 0 else " " + w}
+                    yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': delta}]})}\n\n"
+                fin = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                yield f"data: {json.dumps(fin)}\n\n"
+                yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n"
+                yield "data: [DONE]\n\n"
+            return StreamingResponse(gen(), media_type="text/event-stream")
+        return {
+            "id": "stub-1", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": script.reply},
+                         "finish_reason": "stop"}],
+            "usage": usage,
+        }
+
+    return app
+
+
+class StubServer:
+    """Runs the stub in a background thread; ``url`` is its /v1 base."""
+
+    def __init__(self, script: Script | None = None) -> None:
+        self.script = script or Script()
+        self.port = free_port()
+        config = uvicorn.Config(make_app(self.script), host="127.0.0.1", port=self.port, log_level="error")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> StubServer:
+        self.thread.start()
+        deadline = time.time() + 10
+        while not self.server.started:
+            if time.time() > deadline:
+                raise RuntimeError("stub server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
