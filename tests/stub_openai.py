@@ -30,6 +30,7 @@ class Script:
     """What the stub does: fail the first ``fail_times`` calls with ``fail_status``, then answer."""
 
     reply: str = "stub answer"
+    replies: list[str] | None = None  # per call, in order (the last one repeats)
     fail_times: int = 0
     fail_status: int = 500
     delay_s: float = 0.0
@@ -55,7 +56,8 @@ def make_app(script: Script) -> FastAPI:
                                 status_code=script.fail_status, headers=headers)
         if script.delay_s:
             await asyncio.sleep(script.delay_s)
-        words = script.reply.split(" ")
+        reply = script.replies[min(script.calls, len(script.replies)) - 1] if script.replies else script.reply
+        words = reply.split(" ")
         usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}
         if body.get("stream"):
             async def gen() -> Any:
@@ -71,7 +73,7 @@ def make_app(script: Script) -> FastAPI:
             return StreamingResponse(gen(), media_type="text/event-stream")
         return {
             "id": "stub-1", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": script.reply},
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
                          "finish_reason": "stop"}],
             "usage": usage,
         }

@@ -20,8 +20,8 @@ def smol() -> LlamaCppProvider:
 
 
 async def test_local_model_answers(smollm_path: Path) -> None:
-    out = await smol().complete(ChatParams(messages=[{"role": "user", "content": "What is the capital of France? Answer with one word."}],
-                                           max_tokens=24))
+    ask = "What is the capital of France? Answer with one word."
+    out = await smol().complete(ChatParams(messages=[{"role": "user", "content": ask}], max_tokens=24))
     assert "paris" in out.text.lower()
     assert out.usage.prompt_tokens > 5 and 0 < out.usage.completion_tokens <= 24
     assert out.cpu_s is not None and out.cpu_s > 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from moai.strategies.budget import fit_budget
 from moai.strategies.context import RequestContext
-from moai.strategies.moa import aggregator_step, best_of, ok_answers, proposer_layers
+from moai.strategies.moa import aggregator_step, best_of, ok_answers, proposer_layers, with_fallbacks
 from moai.strategies.plan import Passthrough, Plan, Step, StepResult
 from moai.strategies.prompts import first_number, judge_messages
 from moai.strategies.roles import fill, with_messages
@@ -12,14 +12,17 @@ from moai.strategies.roles import fill, with_messages
 
 def plan(ctx: RequestContext) -> Plan:
     mix = ctx.mix
+    ctx.decision or ctx.decide()  # the gate's ranking orders rescues and ties
     proposers = fill(ctx, mix.proposers, default_n=3)
     if not proposers:
         raise ValueError(f"mix {ctx.mix_name!r}: no eligible proposer")
     if mix.judge is None:
         aggregator = fill(ctx, mix.aggregator)
+        if not aggregator:
+            raise ValueError(f"mix {ctx.mix_name!r}: no eligible aggregator")
         proposers = fit_budget(ctx, proposers, aggregator[0] if aggregator else None, 1)
         steps, last = proposer_layers(ctx, 1, proposers)
-        steps.append(aggregator_step(ctx, aggregator, last))
+        steps.append(aggregator_step(ctx, with_fallbacks(ctx, aggregator), last))
         return Plan("fanout", steps, "aggregate", rescue=lambda r: best_of(ctx, ok_answers(r, last)), notes=ctx.notes)
 
     judge = fill(ctx, mix.judge)

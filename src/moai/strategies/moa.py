@@ -57,6 +57,14 @@ def aggregator_step(ctx: RequestContext, models: list[str], last: list[str]) -> 
     return Step("aggregate", "aggregator", models, build, deps=list(last))
 
 
+def with_fallbacks(ctx: RequestContext, models: list[str]) -> list[str]:
+    """A role's model followed by the mix's fallbacks (the gate's next best when ``fallbacks: gate``)."""
+    from moai.strategies.route import fallback_order
+
+    ranking = (ctx.decision or ctx.decide()).ranking
+    return fallback_order(ctx, [models[0], *[m for m in ranking if m != models[0]]])[:2]
+
+
 def plan(ctx: RequestContext) -> Plan:
     mix = ctx.mix
     proposers = fill(ctx, mix.proposers, default_n=3)
@@ -65,9 +73,7 @@ def plan(ctx: RequestContext) -> Plan:
         raise ValueError(f"mix {ctx.mix_name!r}: no eligible model for proposers/aggregator")
     proposers = fit_budget(ctx, proposers, aggregator[0], mix.layers)
     steps, last = proposer_layers(ctx, mix.layers, proposers)
-    ranking = ctx.decision.ranking if ctx.decision else []
-    backups = [m for m in ranking if m != aggregator[0]][:1]
-    steps.append(aggregator_step(ctx, aggregator + backups, last))
+    steps.append(aggregator_step(ctx, with_fallbacks(ctx, aggregator), last))
     p = Plan("moa", steps, final="aggregate", rescue=lambda r: best_of(ctx, ok_answers(r, last)))
     p.notes += ctx.notes
     return p

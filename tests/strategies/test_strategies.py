@@ -1,0 +1,142 @@
+"""Strategy logic over scripted OpenAI-compatible endpoints: early stops, judges, escalation, budgets."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+from stub_openai import Script, StubServer
+
+from moai.config import parse_config
+from moai.gate.decision import RouteDecision
+from moai.mixture import Mixture
+from moai.server.openai_schema import ChatCompletionRequest
+
+
+class Fixed:
+    """Ranks models in a fixed order with given expected qualities (stands in for the gate)."""
+
+    name = "fixed"
+
+    def __init__(self, order: list[str], quality: dict[str, float] | None = None, difficulty: float = 0.5):
+        self.order, self.q, self.d = order, quality or {}, difficulty
+
+    def decide(self, messages, cards, weights):  # type: ignore[no-untyped-def]
+        names = [n for n in self.order if n in {c.name for c in cards}]
+        return RouteDecision(model=names[0], ranking=names, probabilities={n: 1 / len(names) for n in names},
+                             quality={n: self.q.get(n, 0.5) for n in names}, difficulty=self.d)
+
+
+def setup(stack: ExitStack, scripts: dict[str, Script], mixes: str, prices: dict[str, float] | None = None) -> str:
+    lines = ["models:"]
+    for name, script in scripts.items():
+        url = stack.enter_context(StubServer(script)).url
+        price = (prices or {}).get(name, 0.0)
+        lines.append(f"  {name}: {{provider: openai_compat, endpoint: '{url}', privacy: private, max_retries: 0, "
+                     f"price: {{input_per_mtok: {price}, output_per_mtok: {price}}}}}")
+    return "\n".join(lines) + "\nmixes:\n" + mixes
+
+
+async def run(cfg_text: str, chooser: Fixed, mix: str = "m"):  # type: ignore[no-untyped-def]
+    m = Mixture(parse_config(cfg_text), chooser=chooser)
+    msgs = [{"role": "user", "content": "q"}]
+    body = ChatCompletionRequest.model_validate({"model": f"moai/{mix}", "messages": msgs})
+    prep = m.prepare(body)
+    ex = await m.run(prep)
+    summary = m.summary(prep, ex)
+    await m.aclose()
+    return ex, summary
+
+
+async def test_critique_stops_early_when_the_critic_approves() -> None:
+    with ExitStack() as st:
+        writer, critic = Script(reply="draft answer"), Script(reply="APPROVED")
+        cfg = setup(st, {"w": writer, "c": critic}, "  m: {strategy: critique, writer: w, critic: c, rounds: 3}\n")
+        ex, _ = await run(cfg, Fixed(["w", "c"]))
+    assert ex.answer.text == "draft answer"
+    assert writer.calls == 1 and critic.calls == 1  # no revision, no second review
+    statuses = {r.step: r.status for r in ex.results}
+    assert statuses["critique2"] == "skipped" and statuses["revise3"] == "passthrough"
+
+
+async def test_critique_revises_until_approved() -> None:
+    with ExitStack() as st:
+        writer = Script(replies=["draft", "better", "best"])
+        critic = Script(replies=["wrong sum", "APPROVED"])
+        cfg = setup(st, {"w": writer, "c": critic}, "  m: {strategy: critique, writer: w, critic: c, rounds: 3}\n")
+        ex, _ = await run(cfg, Fixed(["w", "c"]))
+    assert ex.answer.text == "better" and writer.calls == 2 and critic.calls == 2
+    assert "wrong sum" in writer.seen[1]["messages"][-1]["content"]
+
+
+async def test_fanout_judge_picks_the_numbered_answer() -> None:
+    with ExitStack() as st:
+        scripts = {"a": Script(reply="answer A"), "b": Script(reply="answer B"), "j": Script(reply="2")}
+        cfg = setup(st, scripts, "  m: {strategy: fanout, proposers: [a, b], judge: j}\n")
+        ex, summary = await run(cfg, Fixed(["a", "b", "j"]))
+    assert ex.answer.text == "answer B" and ex.answer.model == "b"
+    assert "1. answer A" in scripts["j"].seen[0]["messages"][-1]["content"]
+
+
+async def test_moa_aggregator_sees_every_proposal_and_failure_falls_back() -> None:
+    with ExitStack() as st:
+        scripts = {"a": Script(reply="alpha"), "b": Script(reply="beta"),
+                   "agg": Script(fail_times=99, fail_status=500)}
+        cfg = setup(st, scripts, "  m: {strategy: moa, proposers: [a, b], aggregator: agg, fallbacks: null}\n")
+        ex, summary = await run(cfg, Fixed(["b", "a", "agg"]))
+    system = scripts["agg"].seen[0]["messages"][0]["content"]
+    assert "1. alpha" in system and "2. beta" in system
+    assert ex.answer.text == "beta"  # the gate's best proposer rescues a failed aggregation
+    assert any("aggregator failed" in r for r in summary["reason"])
+
+
+async def test_cascade_escalates_only_when_the_scorer_doubts() -> None:
+    mix = "  m: {strategy: cascade, cascade: [cheap, big], threshold: 0.6}\n"
+    with ExitStack() as st:
+        scripts = {"cheap": Script(reply="cheap answer"), "big": Script(reply="big answer")}
+        ex, _ = await run(setup(st, scripts, mix), Fixed(["big", "cheap"], {"cheap": 0.9, "big": 0.95}))
+    assert ex.answer.text == "cheap answer" and scripts["big"].calls == 0
+    with ExitStack() as st:
+        scripts = {"cheap": Script(reply="cheap answer"), "big": Script(reply="big answer")}
+        ex, _ = await run(setup(st, scripts, mix), Fixed(["big", "cheap"], {"cheap": 0.3, "big": 0.95}))
+    assert ex.answer.text == "big answer" and scripts["cheap"].calls == 1
+
+
+async def test_cascade_with_a_judge_scorer() -> None:
+    mix = "  m: {strategy: cascade, cascade: [cheap, big], threshold: 0.7, scorer: judge, judge: j}\n"
+    with ExitStack() as st:
+        scripts = {"cheap": Script(reply="meh"), "big": Script(reply="great"), "j": Script(reply="3")}
+        ex, _ = await run(setup(st, scripts, mix), Fixed(["big", "cheap", "j"]))
+    assert ex.answer.text == "great" and scripts["j"].calls == 1
+
+
+async def test_auto_uses_one_model_for_easy_and_moa_for_hard_queries() -> None:
+    mixes = ("  m: {strategy: auto, collaborate: deep, difficulty_threshold: 0.5}\n"
+             "  deep: {strategy: moa, proposers: [a, b], aggregator: a}\n")
+    for difficulty, expected in ((0.2, "auto/route"), (0.8, "auto/moa")):
+        with ExitStack() as st:
+            scripts = {"a": Script(reply="A"), "b": Script(reply="B")}
+            ex, summary = await run(setup(st, scripts, mixes), Fixed(["a", "b"], difficulty=difficulty))
+        assert ex.plan.strategy == expected
+        assert scripts["b"].calls == (0 if expected == "auto/route" else 1)
+
+
+async def test_budget_drops_proposers_to_fit() -> None:
+    mixes = ("  m: {strategy: moa, proposers: [a, b, c], aggregator: a, max_tokens: 1000,\n"
+             "      constraints: {max_cost_usd: 0.05}}\n")
+    with ExitStack() as st:
+        scripts = {"a": Script(), "b": Script(), "c": Script()}
+        ex, summary = await run(setup(st, scripts, mixes, prices={"a": 10.0, "b": 10.0, "c": 10.0}),
+                                Fixed(["a", "b", "c"]))
+    proposers = [r for r in ex.results if r.role == "proposer"]
+    assert len(proposers) < 3 and scripts["c"].calls == 0
+    assert any(r.startswith("budget: dropped proposer c") for r in summary["reason"])
+
+
+async def test_pick_fills_roles_with_distinct_models() -> None:
+    mixes = "  m: {strategy: moa, proposers: {pick: 2}, aggregator: {pick: best}}\n"
+    with ExitStack() as st:
+        scripts = {"a": Script(), "b": Script(), "c": Script()}
+        ex, _ = await run(setup(st, scripts, mixes), Fixed(["c", "a", "b"]))
+    proposers = [r.model for r in sorted(ex.results, key=lambda r: r.step) if r.role == "proposer"]
+    assert proposers == ["c", "a"]
+    assert ex.answer.model == "c"
