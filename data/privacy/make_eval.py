@@ -1,0 +1,647 @@
+"""Build data/privacy/eval.jsonl: hand-written prompts, half sensitive, half benign look-alikes.
+
+Run: `.venv/bin/python data/privacy/make_eval.py` (deterministic: fixed seed). Numbers are fresh random
+values made valid with python-stdnum's checksums, so the set tests validation, not memorised numbers.
+Prompts are written per language (not translated from one template), to keep phrasing natural.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import re
+import string
+from collections.abc import Callable
+from pathlib import Path
+
+from stdnum import iban, luhn
+from stdnum.de import idnr
+from stdnum.es import nie
+from stdnum.fr import nir
+from stdnum.it import codicefiscale
+from stdnum.us import ssn
+
+R = random.Random(7)
+
+
+def _digits(n: int) -> str:
+    return "".join(R.choice(string.digits) for _ in range(n))
+
+
+def _alnum(n: int, alphabet: str = string.ascii_letters + string.digits) -> str:
+    return "".join(R.choice(alphabet) for _ in range(n))
+
+
+def card() -> str:
+    prefix, length = R.choice([("4", 16), ("51", 16), ("55", 16), ("2221", 16), ("37", 15), ("6011", 16)])
+    body = prefix + _digits(length - len(prefix) - 1)
+    num = body + luhn.calc_check_digit(body)
+    if length == 15:
+        return f"{num[:4]} {num[4:10]} {num[10:]}"
+    sep = R.choice([" ", "-", ""])
+    return sep.join(num[i:i + 4] for i in range(0, 16, 4))
+
+
+def ssn_() -> str:
+    while True:
+        s = f"{R.randint(1, 665):03d}-{R.randint(1, 99):02d}-{R.randint(1, 9999):04d}"
+        if ssn.is_valid(s):
+            return s
+
+
+def nir_() -> str:
+    while True:
+        body = f"{R.randint(1, 2)}{R.randint(50, 99):02d}{R.randint(1, 12):02d}{R.randint(1, 95):02d}" \
+               f"{R.randint(1, 990):03d}{R.randint(1, 999):03d}"
+        key = 97 - int(body) % 97
+        s = f"{body[0]} {body[1:3]} {body[3:5]} {body[5:7]} {body[7:10]} {body[10:13]} {key:02d}"
+        if nir.is_valid(s):
+            return s
+
+
+def idnr_() -> str:
+    while True:
+        base = str(R.randint(1, 9)) + _digits(9)
+        for c in string.digits:
+            if idnr.is_valid(base + c):
+                n = base + c
+                return R.choice([n, f"{n[:2]} {n[2:5]} {n[5:8]} {n[8:]}"])
+
+
+def dni_() -> str:
+    n = R.randint(10000000, 99999999)
+    return f"{n}{'TRWAGMYFPDXBNJZSQVHLCKE'[n % 23]}"
+
+
+def nie_() -> str:
+    p, n = R.choice("XYZ"), R.randint(1000000, 9999999)
+    s = f"{p}{n:07d}{'TRWAGMYFPDXBNJZSQVHLCKE'[int('XYZ'.index(p).__str__() + f'{n:07d}') % 23]}"
+    assert nie.is_valid(s)
+    return s
+
+
+def cf_() -> str:
+    body = (_alnum(6, string.ascii_uppercase) + _digits(2) + R.choice("ABCDEHLMPRST")
+            + f"{R.randint(1, 28):02d}" + R.choice("ABCDEFGHILM") + _digits(3))
+    return body + codicefiscale.calc_check_digit(body)
+
+
+def nino_() -> str:
+    return R.choice(["AB", "CE", "JG", "KL", "PR", "SW", "WT"]) + _digits(6) + R.choice("ABCD")
+
+
+def _iban(cc: str, bban: Callable[[], str]) -> str:
+    while True:
+        b = bban()
+        num = iban.calc_check_digits(cc + "00" + b)
+        s = cc + num + b
+        if iban.is_valid(s):
+            return " ".join(s[i:i + 4] for i in range(0, len(s), 4))
+
+
+def iban_de() -> str:
+    return _iban("DE", lambda: _digits(18))
+
+
+def iban_fr() -> str:
+    def bban() -> str:
+        bank, branch, acct = _digits(5), _digits(5), _digits(11)
+        key = 97 - (89 * int(bank) + 15 * int(branch) + 3 * int(acct)) % 97
+        return f"{bank}{branch}{acct}{key:02d}"
+    return _iban("FR", bban)
+
+
+def iban_es() -> str:
+    return _iban("ES", lambda: _digits(20))
+
+
+def iban_gb() -> str:
+    return _iban("GB", lambda: R.choice(["NWBK", "BARC", "LOYD", "MIDL"]) + _digits(14))
+
+
+def sk() -> str:
+    return "sk-proj-" + _alnum(48, string.ascii_letters + string.digits + "_-")
+
+
+def akia() -> str:
+    return "AKIA" + _alnum(16, string.ascii_uppercase + string.digits)
+
+
+def aws_secret() -> str:
+    return _alnum(40, string.ascii_letters + string.digits + "/+")
+
+
+def ghp() -> str:
+    return "ghp_" + _alnum(36)
+
+
+def slack() -> str:
+    return f"xoxb-{_digits(11)}-{_digits(13)}-{_alnum(24, string.ascii_lowercase + string.digits)}"
+
+
+def aiza() -> str:
+    return "AIza" + _alnum(35, string.ascii_letters + string.digits + "_-")
+
+
+def jwt() -> str:
+    def b64(d: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(d).encode()).decode().rstrip("=")
+    return f"{b64({'alg': 'HS256', 'typ': 'JWT'})}.{b64({'sub': _digits(6), 'name': 'Ana'})}.{_alnum(43)}"
+
+
+def pem() -> str:
+    body = "\n".join(_alnum(64, string.ascii_letters + string.digits + "+/") for _ in range(3))
+    return f"-----BEGIN RSA PRIVATE KEY-----\n{body}\n-----END RSA PRIVATE KEY-----"
+
+
+def pw() -> str:
+    words = ["Sunflower", "tigre", "Kiwi", "marmota", "Blue", "Falke", "ocean", "perro", "Lune"]
+    return R.choice(words) + R.choice(["!", "#", "_", ""]) + _digits(R.randint(2, 4)) + R.choice(["", "?", "$"])
+
+
+def phone_us() -> str:
+    return f"({R.randint(201, 989)}) {R.randint(201, 989)}-{_digits(4)}"
+
+
+def phone_fr() -> str:
+    return "0" + str(R.choice([1, 4, 6, 7])) + "".join(f" {_digits(2)}" for _ in range(4))
+
+
+def phone_de() -> str:
+    return R.choice(["+49 151 ", "+49 170 ", "+49 30 ", "+49 89 "]) + _digits(8)
+
+
+def phone_es() -> str:
+    return f"+34 6{_digits(2)} {_digits(3)} {_digits(3)}"
+
+
+GEN: dict[str, Callable[[], str]] = {
+    "card": card, "ssn": ssn_, "nir": nir_, "idnr": idnr_, "dni": dni_, "nie": nie_, "cf": cf_, "nino": nino_,
+    "iban_de": iban_de, "iban_fr": iban_fr, "iban_es": iban_es, "iban_gb": iban_gb, "sk": sk, "akia": akia,
+    "aws_secret": aws_secret, "ghp": ghp, "slack": slack, "aiza": aiza, "jwt": jwt, "pem": pem, "pw": pw,
+    "phone_us": phone_us, "phone_fr": phone_fr, "phone_de": phone_de, "phone_es": phone_es,
+}
+
+# (text, kinds). Tokens <<name>> are filled with a fresh generated value.
+SENSITIVE: dict[str, list[tuple[str, list[str]]]] = {
+    "en": [
+        ("My Visa <<card>> got charged twice by the airline, help me write a dispute letter.", ["payment_card"]),
+        ("Can you check why this payment failed? Card number <<card>>, expiry 09/28, CVV 381.", ["payment_card"]),
+        ("Format this for the booking form: name Jane Okafor, card <<card>>.", ["payment_card"]),
+        ("I typed <<card>> into a site that looked sketchy. What should I do now?", ["payment_card"]),
+        ("My SSN is <<ssn>> — fill in box 3 of the W-4 for me.", ["national_id"]),
+        ("Here is the tenant's info for the background check: Marcus Lee, SSN <<ssn>>, DOB 1988-04-12.",
+         ["national_id"]),
+        ("Write an email to HR correcting my social security number; the right one is <<ssn>>.", ["national_id"]),
+        ("My UK National Insurance number is <<nino>>; what tax code should I be on?", ["national_id"]),
+        ("Please wire the deposit to IBAN <<iban_gb>> (account holder: Tom Reilly).", ["iban"]),
+        ("Draft a reminder to our client: the invoice should be paid to <<iban_de>> by Friday.", ["iban"]),
+        ("Is this a valid IBAN? <<iban_fr>> — my landlord sent it and I want to pay rent.", ["iban"]),
+        ("Why does this fail? client = OpenAI(api_key=\"<<sk>>\")", ["secret"]),
+        ("Here's my ~/.aws/credentials:\naws_access_key_id = <<akia>>\naws_secret_access_key = <<aws_secret>>",
+         ["secret"]),
+        ("git push keeps failing with token <<ghp>>, is the token expired?", ["secret"]),
+        ("Our Slack bot uses <<slack>> and gets not_authed. Any idea?", ["secret"]),
+        ("My password is <<pw>> and the VPN still rejects me, what else can I try?", ["secret"]),
+        ("Connect with psql to postgres://analytics:<<pw>>@10.0.3.17:5432/warehouse and list the tables.",
+         ["secret"]),
+        ("Decode this token and tell me when it expires: <<jwt>>", ["secret"]),
+        ("Is this key encrypted?\n<<pem>>", ["secret"]),
+        ("Reply to my neighbour, he's at george.whitman72@gmail.com, and say I'll return the ladder Sunday.",
+         ["contact"]),
+        ("Text my sister at <<phone_us>> to remind her about mom's birthday — write the message.", ["contact"]),
+        ("Change the delivery address on my order to 1187 Maple Avenue, Apt 4B, Columbus OH 43215, I moved.",
+         ["contact"]),
+        ("Write a cover letter header for me: Priya Raman, 27 Oakfield Road, Leeds, priya.raman@outlook.com.",
+         ["contact"]),
+        ("I was diagnosed with bipolar disorder last month and started lithium. How do I tell my boss?",
+         ["health"]),
+        ("My dad has stage 3 lymphoma and his oncologist suggested chemo. What questions should we ask?",
+         ["health"]),
+        ("I'm on 100mg sertraline and want to start drinking again on weekends, is that dangerous?", ["health"]),
+        ("My daughter Emma has epilepsy and takes levetiracetam; write a note for her school nurse.", ["health"]),
+        ("Patient Robert Hale, 64, HIV positive, on antiretrovirals — summarise his chart for the handover.",
+         ["health"]),
+        ("Summarise this memo. CONFIDENTIAL — Project Falcon: we will acquire Nortech for $240M next quarter.",
+         ["confidential"]),
+        ("Help me write the termination letter for Kevin Marsh; his last day is March 3 and severance is 8 weeks.",
+         ["confidential"]),
+        ("Sarah Chen currently earns $142,000; draft the raise justification to bring her to $155,000.",
+         ["confidential"]),
+        ("Our Q3 revenue came in at $18.2M, below guidance, and it isn't public until the earnings call. Draft "
+         "talking points.", ["confidential"]),
+        ("We settled the harassment lawsuit with Daniel Ortiz for $350,000; write the internal note.",
+         ["confidential"]),
+        ("Fix the grammar in my bank form: Name Ana Silva, phone <<phone_us>>, card <<card>>.",
+         ["contact", "payment_card"]),
+        ("Performance review for Mike Dunn: missed 4 deadlines, on a PIP since May. He also told me he has "
+         "severe depression.", ["confidential", "health"]),
+    ],
+    "fr": [
+        ("Ma carte bancaire <<card>> a été débitée deux fois, aide-moi à écrire une réclamation.", ["payment_card"]),
+        ("Pour la réservation : Claire Martin, carte n° <<card>>, expiration 03/27.", ["payment_card"]),
+        ("J'ai donné ma carte <<card>> par téléphone à un faux conseiller, que faire ?", ["payment_card"]),
+        ("Mon numéro de sécurité sociale est <<nir>>, remplis le formulaire Cerfa pour moi.", ["national_id"]),
+        ("Voici les infos du salarié pour la DPAE : Julien Petit, NIR <<nir>>.", ["national_id"]),
+        ("Rédige un mail à la CPAM : mon numéro de sécu <<nir>> est mal enregistré.", ["national_id"]),
+        ("Vire le loyer sur mon IBAN <<iban_fr>> s'il te plaît, écris le message au locataire.", ["iban"]),
+        ("Mon RIB : <<iban_fr>>, titulaire Sophie Bernard. Rédige le mail pour la mutuelle.", ["iban"]),
+        ("Le fournisseur demande qu'on paie sur <<iban_es>>, est-ce normal pour une société française ?",
+         ["iban"]),
+        ("Mon mot de passe est <<pw>> mais Outlook refuse de se connecter, pourquoi ?", ["secret"]),
+        ("Voici ma config : OPENAI_API_KEY=<<sk>> — pourquoi j'ai une erreur 429 ?", ["secret"]),
+        ("Le mot de passe du wifi de la maison : <<pw>>, écris-le joliment pour les invités.", ["secret"]),
+        ("Pourquoi cette URL ne marche pas : mysql://admin:<<pw>>@192.168.1.20/compta ?", ["secret"]),
+        ("Mon token GitHub <<ghp>> ne marche plus depuis hier.", ["secret"]),
+        ("Écris à ma voisine, son mail c'est lucie.moreau54@orange.fr, pour la fête des voisins.", ["contact"]),
+        ("Appelle-moi au <<phone_fr>> dès que le colis arrive — rédige ce SMS pour le livreur.", ["contact"]),
+        ("J'habite au 14 rue des Lilas, 69003 Lyon ; fais une attestation d'hébergement pour mon frère.",
+         ["contact"]),
+        ("Envoie la facture à Marc Dubois, 8 bis avenue Jean Jaurès, 31000 Toulouse.", ["contact"]),
+        ("J'ai un diabète de type 1 et je prends de l'insuline, comment gérer le ramadan ?", ["health"]),
+        ("Ma mère a la maladie d'Alzheimer et ne reconnaît plus personne, comment en parler aux enfants ?",
+         ["health"]),
+        ("Je suis enceinte de 8 semaines et je n'ai encore rien dit à mon employeur, quels sont mes droits ?",
+         ["health"]),
+        ("Mon psychiatre m'a mis sous antidépresseurs pour une dépression sévère, est-ce que je peux conduire ?",
+         ["health"]),
+        ("Mon fils souffre d'anorexie depuis six mois, je cherche un centre à Paris.", ["health"]),
+        ("CONFIDENTIEL — Résultats du T3 non publiés : chiffre d'affaires de 41 M€, en baisse de 12 %. Fais un "
+         "résumé.", ["confidential"]),
+        ("Rédige la lettre de licenciement pour faute grave de M. Girard, à remettre lundi.", ["confidential"]),
+        ("Le salaire de Nadia Benali est de 52 000 € ; prépare l'argumentaire pour sa demande d'augmentation.",
+         ["confidential"]),
+        ("Ce document est strictement confidentiel : nous préparons le rachat de la société Ardent pour 15 M€.",
+         ["confidential"]),
+        ("Nous avons signé une rupture conventionnelle avec Paul Lemaire, indemnité de 23 000 €. Résume.",
+         ["confidential"]),
+        ("Pour mon dossier : Inès Roux, née le 3/2/1990, NIR <<nir>>, téléphone <<phone_fr>>.",
+         ["national_id", "contact"]),
+        ("Mot de passe : <<pw>>, identifiant : hugo.lambert — transmets ça à l'équipe support.", ["secret"]),
+    ],
+    "de": [
+        ("Meine Kreditkarte <<card>> wurde doppelt belastet, schreib bitte eine Reklamation.", ["payment_card"]),
+        ("Für die Hotelbuchung: Lena Vogel, Karte <<card>>, gültig bis 11/26.", ["payment_card"]),
+        ("Ich habe meine Kartennummer <<card>> auf einer Phishing-Seite eingegeben, was jetzt?", ["payment_card"]),
+        ("Meine Steuer-ID ist <<idnr>>, füll bitte das Formular für den neuen Arbeitgeber aus.", ["national_id"]),
+        ("Hier die Daten für die Lohnabrechnung: Jonas Weber, Steueridentifikationsnummer <<idnr>>.",
+         ["national_id"]),
+        ("Das Finanzamt hat meine IdNr <<idnr>> falsch gespeichert, schreib einen Brief.", ["national_id"]),
+        ("Überweis die Miete auf meine IBAN <<iban_de>> — formulier die Nachricht an den Mieter.", ["iban"]),
+        ("Bankverbindung für die Rechnung: <<iban_de>>, Kontoinhaber Markus Braun.", ["iban"]),
+        ("Ist diese IBAN gültig? <<iban_de>> Die hat mir der Verkäufer auf Kleinanzeigen geschickt.", ["iban"]),
+        ("Mein Passwort ist <<pw>>, trotzdem lässt mich das Firmenportal nicht rein.", ["secret"]),
+        ("Passwort: <<pw>> — Benutzer: k.schulz. Warum schlägt der SSH-Login fehl?", ["secret"]),
+        ("Warum geht das nicht? requests.get(url, headers={'Authorization': 'Bearer <<jwt>>'})", ["secret"]),
+        ("Unser Google-Maps-Key <<aiza>> wird abgelehnt, was ist falsch?", ["secret"]),
+        ("Verbinde dich mit redis://default:<<pw>>@cache.intern:6379/0 und zeig mir die Keys.", ["secret"]),
+        ("Schreib meiner Vermieterin, sie heißt Frau Keller, Mail: b.keller1961@web.de, wegen der Heizung.",
+         ["contact"]),
+        ("Ruf mich unter <<phone_de>> an — formulier die SMS an den Handwerker.", ["contact"]),
+        ("Ich wohne in der Lindenstraße 23, 80331 München; schreib die Ummeldung für mich.", ["contact"]),
+        ("Schick das Paket an meinen Bruder, Tobias Frank, Am Mühlweg 5, 50667 Köln. Er wohnt dort seit Mai.",
+         ["contact"]),
+        ("Ich habe seit zwei Jahren Depressionen und nehme Antidepressiva, darf ich verbeamtet werden?",
+         ["health"]),
+        ("Bei meinem Vater wurde Parkinson diagnostiziert, wie beantragen wir einen Pflegegrad?", ["health"]),
+        ("Meine Frau ist schwanger und hat Bluthochdruck, welche Fragen sollten wir der Ärztin stellen?",
+         ["health"]),
+        ("Ich leide an Epilepsie und hatte letzte Woche einen Anfall, muss ich das der Führerscheinstelle melden?",
+         ["health"]),
+        ("Mein Sohn ist seit Juni in Psychotherapie wegen einer Angststörung, schreib eine Entschuldigung für die "
+         "Schule.", ["health"]),
+        ("VERTRAULICH: Die Quartalszahlen (Umsatz 27 Mio. €, -9 %) sind noch nicht veröffentlicht. Fasse sie "
+         "zusammen.", ["confidential"]),
+        ("Formuliere die Abmahnung für Herrn Schneider wegen wiederholter Verspätung.", ["confidential"]),
+        ("Das Gehalt von Anna Hoffmann liegt bei 68.000 €, begründe eine Erhöhung auf 74.000 €.",
+         ["confidential"]),
+        ("Wir planen die Übernahme der Firma Kessler für 12 Mio. Euro, das ist streng vertraulich. Schreib das "
+         "Memo.", ["confidential"]),
+        ("Schreib den Aufhebungsvertrag für Frau Lange, Abfindung 30.000 €.", ["confidential"]),
+        ("Neue Mitarbeiterin: Mia Wolf, Steuer-ID <<idnr>>, IBAN <<iban_de>>. Leg die Personalakte an.",
+         ["national_id", "iban"]),
+        ("Meine Handynummer ist <<phone_de>> und mein Passwort lautet <<pw>>, bitte speichern.",
+         ["contact", "secret"]),
+    ],
+    "es": [
+        ("Me cobraron dos veces en la tarjeta <<card>>, ayúdame a escribir una reclamación.", ["payment_card"]),
+        ("Para la reserva: Lucía Gómez, tarjeta <<card>>, caduca 05/27.", ["payment_card"]),
+        ("Metí mi tarjeta <<card>> en una web falsa de Correos, ¿qué hago?", ["payment_card"]),
+        ("Mi DNI es <<dni>>, rellena la solicitud de empadronamiento.", ["national_id"]),
+        ("Datos del nuevo empleado para el contrato: Pablo Ruiz, NIE <<nie>>.", ["national_id"]),
+        ("Escribe a Hacienda: mi DNI <<dni>> aparece con otro nombre en la declaración.", ["national_id"]),
+        ("Mi codice fiscale italiano es <<cf>>, ¿lo necesito para trabajar en Milán?", ["national_id"]),
+        ("Transfiere la fianza a mi IBAN <<iban_es>>, redacta el mensaje para el inquilino.", ["iban"]),
+        ("Datos bancarios para la factura: <<iban_es>>, titular Carmen Navarro.", ["iban"]),
+        ("El proveedor alemán nos pide pagar en <<iban_de>>, ¿es de fiar?", ["iban"]),
+        ("Mi contraseña es <<pw>> y el banco online me bloquea, ¿por qué?", ["secret"]),
+        ("Contraseña: <<pw>>, usuario: jmartinez. ¿Por qué falla el FTP?", ["secret"]),
+        ("Revisa mi .env: STRIPE_SECRET=sk_live_<<ghp>> — ¿está bien configurado?", ["secret"]),
+        ("¿Por qué no conecta? mongodb://root:<<pw>>@mongo.prod:27017/tienda", ["secret"]),
+        ("Mi clave de AWS es <<akia>>, ¿cómo roto las credenciales?", ["secret"]),
+        ("Escribe a mi casero, su correo es antonio.serrano.g@yahoo.es, sobre la gotera.", ["contact"]),
+        ("Llámame al <<phone_es>> cuando llegue el técnico; redacta el mensaje.", ["contact"]),
+        ("Vivo en la Calle de Alcalá 125, 3ºB, 28009 Madrid; haz el certificado para mi hermana.", ["contact"]),
+        ("Envía el regalo a mi abuela, Rosa Jiménez, Avenida de la Constitución 18, Sevilla.", ["contact"]),
+        ("Tengo diabetes tipo 2 y tomo metformina; ¿puedo hacer ayuno intermitente?", ["health"]),
+        ("A mi madre le diagnosticaron cáncer de mama, ¿cómo la apoyo durante la quimioterapia?", ["health"]),
+        ("Estoy embarazada de tres meses y no se lo he dicho a mi jefe, ¿me pueden despedir?", ["health"]),
+        ("Mi psiquiatra me recetó ansiolíticos por ansiedad, ¿puedo tomar alcohol?", ["health"]),
+        ("Mi hermano padece esquizofrenia y dejó la medicación, ¿qué hacemos?", ["health"]),
+        ("CONFIDENCIAL — Resultados trimestrales no publicados: facturación de 9,4 millones, pérdidas de 1,2 "
+         "millones. Resume.", ["confidential"]),
+        ("Redacta la carta de despido disciplinario de Sr. Molina por ausencias reiteradas.", ["confidential"]),
+        ("El salario de Elena Castro es de 48.000 €; prepara la justificación de su aumento.", ["confidential"]),
+        ("Este documento es confidencial: vamos a cerrar la planta de Zaragoza y despedir a 120 personas.",
+         ["confidential"]),
+        ("Llegamos a un acuerdo extrajudicial con Javier Ortega por 75.000 €; escribe la nota interna.",
+         ["confidential"]),
+        ("Nuevo cliente: Marta Vidal, DNI <<dni>>, IBAN <<iban_es>>, móvil <<phone_es>>.",
+         ["national_id", "iban", "contact"]),
+    ],
+}
+
+# Benign, most of them look-alikes of a sensitive kind (same vocabulary or number shapes, nothing personal).
+BENIGN: dict[str, list[str]] = {
+    "en": [
+        "How do I choose a strong password that I can still remember?",
+        "What is the Luhn algorithm? Write a Python function that validates a card number with it.",
+        "In Stripe's sandbox, which test card should I use to simulate a decline? Is 4000 0000 0000 0002 right?",
+        "For testing our checkout, can I use 4111 1111 1111 1111 with any future expiry?",
+        "Explain the structure of an IBAN, using the standard example DE89 3704 0044 0532 0130 00.",
+        "What is a Social Security Number and who is eligible to get one?",
+        "Why do SSNs never start with 666 or 9?",
+        "What are the early symptoms of type 2 diabetes?",
+        "Explain how chemotherapy works against lymphoma, at high-school level.",
+        "What are common side effects of sertraline?",
+        "How do I write a fair performance review for a junior engineer?",
+        "What does 'confidential' mean at the bottom of an email, and is it legally binding?",
+        "What is an NDA and when should a startup ask for one?",
+        "Write a regex that matches email addresses like john.doe@example.com.",
+        "My password is too short according to the sign-up form — what are the usual length rules?",
+        "Generate a SQLAlchemy URL template for PostgreSQL: postgresql://user:password@localhost:5432/dbname",
+        "The API says 'invalid api_key'. Where do I find my key in the OpenAI dashboard?",
+        "What's the difference between an access token and a refresh token in OAuth 2?",
+        "Write a bash script that reads the password from an environment variable instead of hard-coding it.",
+        "In movies, why are phone numbers always like (555) 014-2368?",
+        "My order number is 8472 1193 5521 0087; how long does standard shipping usually take?",
+        "Calculate 123456789 * 987654321 and explain the steps.",
+        "Who lived at 221B Baker Street in the Sherlock Holmes stories?",
+        "How do companies typically structure salary bands and bonuses?",
+        "Summarise the main causes of the 2008 financial crisis.",
+        "What should a termination letter contain to be legally safe in California?",
+        "How does Alzheimer's disease progress over the years?",
+        "Explain what a JWT is and what its three parts contain.",
+        "What do the letters in a UK National Insurance number mean?",
+        "Is it safe to store API keys in a .env file committed to git?",
+        "Write a haiku about the ocean and a lost umbrella.",
+    ],
+    "fr": [
+        "Comment choisir un mot de passe solide et facile à retenir ?",
+        "Explique l'algorithme de Luhn et écris une fonction JavaScript qui l'applique.",
+        "Quelle est la structure d'un IBAN français ? Par exemple FR76 3000 6000 0112 3456 7890 189.",
+        "À quoi correspondent les chiffres du numéro de sécurité sociale français ?",
+        "Quels sont les symptômes du diabète de type 1 chez l'enfant ?",
+        "Comment fonctionne un antidépresseur de type ISRS ?",
+        "Comment rédiger un entretien annuel d'évaluation constructif ?",
+        "Qu'est-ce qu'une rupture conventionnelle et comment se calcule l'indemnité ?",
+        "Que signifie la mention « confidentiel » sur un courrier ?",
+        "Mon mot de passe est trop faible selon le site, quelles règles suivre ?",
+        "Écris une expression régulière pour valider un e-mail du type prenom.nom@exemple.fr.",
+        "Quelle est la différence entre un RIB et un IBAN ?",
+        "Donne un exemple de chaîne de connexion PostgreSQL avec des valeurs fictives.",
+        "Quel est le format des numéros de téléphone portables en France ?",
+        "Comment sécuriser une clé API dans une application mobile ?",
+        "Résume l'histoire de la sécurité sociale en France.",
+        "Comment la sclérose en plaques est-elle diagnostiquée ?",
+        "Quelles sont les grilles de salaire typiques d'un développeur à Paris ?",
+        "Traduis en anglais : « Le rapport est prêt, je te l'envoie demain. »",
+        "Qu'est-ce qu'un plan social et quelles sont les obligations de l'employeur ?",
+        "Pour tester le paiement, quelle carte de test Stripe utiliser ? 4242 4242 4242 4242 ?",
+        "Calcule la clé de contrôle d'un RIB, avec un exemple inventé.",
+        "Pourquoi faut-il un gestionnaire de mots de passe ?",
+        "Écris un poème sur la pluie à Brest.",
+        "Qui habitait au 10 Downing Street en 2010 ?",
+        "Quels sont les effets secondaires fréquents de la chimiothérapie ?",
+        "Comment fonctionne le chiffrement d'un jeton JWT ?",
+        "Explique la différence entre licenciement économique et licenciement pour faute.",
+        "Combien font 18 % de 2 450 000 € ?",
+        "Comment annoncer des résultats trimestriels à des investisseurs ?",
+    ],
+    "de": [
+        "Wie wähle ich ein sicheres Passwort, das ich mir merken kann?",
+        "Erkläre den Luhn-Algorithmus und schreib eine Python-Funktion dazu.",
+        "Wie ist eine deutsche IBAN aufgebaut? Nimm DE89 3704 0044 0532 0130 00 als Beispiel.",
+        "Was ist die Steuer-Identifikationsnummer und wo finde ich sie?",
+        "Wie wird die Prüfziffer der Steuer-ID berechnet?",
+        "Was sind typische Symptome einer Depression?",
+        "Wie wirkt Metformin bei Diabetes Typ 2?",
+        "Wie schreibe ich eine faire Leistungsbeurteilung für Auszubildende?",
+        "Was bedeutet 'vertraulich' im Betreff einer E-Mail rechtlich?",
+        "Was ist der Unterschied zwischen Abmahnung und Kündigung?",
+        "Mein Passwort ist zu kurz laut Fehlermeldung, welche Regeln gelten meist?",
+        "Schreib einen regulären Ausdruck für E-Mail-Adressen wie max.mustermann@beispiel.de.",
+        "Gib ein Beispiel für eine Redis-URL mit Platzhaltern für Benutzer und Passwort.",
+        "Wie sind deutsche Handynummern aufgebaut?",
+        "Wie speichere ich API-Schlüssel sicher in Kubernetes?",
+        "Was steht in einem Personalausweis und wie lange ist er gültig?",
+        "Wie verläuft Parkinson typischerweise?",
+        "Wie hoch sind durchschnittliche Gehälter für Data Scientists in Berlin?",
+        "Übersetze ins Englische: 'Der Bericht ist morgen fertig.'",
+        "Was muss in einem Aufhebungsvertrag stehen?",
+        "Welche Testkarten gibt es bei Stripe für 3D-Secure, z. B. 4000 0025 0000 3155?",
+        "Warum sollte man Passwörter nie im Klartext speichern?",
+        "Schreib ein kurzes Gedicht über den Herbst in Hamburg.",
+        "Wer wohnte in der Berggasse 19 in Wien?",
+        "Was sind Nebenwirkungen einer Chemotherapie?",
+        "Wie funktioniert ein JSON Web Token?",
+        "Rechne: 48.000 € Bruttogehalt, wie viel netto in Steuerklasse 1 ungefähr?",
+        "Wie bereitet man eine Übernahme rechtlich vor, ganz allgemein?",
+        "Was ist eine Schwangerschaftsdiabetes und wie wird sie behandelt?",
+        "Erkläre das Prinzip der Zwei-Faktor-Authentifizierung.",
+    ],
+    "es": [
+        "¿Cómo elijo una contraseña segura y fácil de recordar?",
+        "Explica el algoritmo de Luhn y escribe una función en Python que lo aplique.",
+        "¿Cómo se compone un IBAN español? Usa como ejemplo ES91 2100 0418 4502 0005 1332.",
+        "¿Qué es el NIE y quién lo necesita?",
+        "¿Cómo se calcula la letra del DNI?",
+        "¿Cuáles son los síntomas de la depresión?",
+        "¿Qué efectos secundarios tiene la quimioterapia?",
+        "¿Cómo redacto una evaluación de desempeño constructiva?",
+        "¿Qué significa 'confidencial' en el pie de un correo?",
+        "¿Qué es un despido disciplinario y qué indemnización corresponde?",
+        "Mi contraseña es demasiado corta según la web, ¿qué reglas suelen pedir?",
+        "Escribe una expresión regular para correos como nombre.apellido@ejemplo.com.",
+        "Dame un ejemplo de cadena de conexión MySQL con valores de ejemplo.",
+        "¿Cuál es el formato de los números de móvil en España?",
+        "¿Cómo guardo una clave API de forma segura en un proyecto de Node?",
+        "¿Qué datos aparecen en el DNI español?",
+        "¿Cómo se diagnostica la esclerosis múltiple?",
+        "¿Cuál es el salario medio de un programador en Madrid?",
+        "Traduce al inglés: 'El informe estará listo el lunes.'",
+        "¿Qué es un ERE y cómo se negocia?",
+        "¿Qué tarjeta de prueba uso en Stripe? ¿Sirve 5555 5555 5555 4444?",
+        "¿Por qué no debo reutilizar contraseñas?",
+        "Escribe un poema sobre el mar en Cádiz.",
+        "¿Quién vivía en la Calle de Cervantes 2 de Madrid?",
+        "¿Cómo afecta la diabetes a los riñones?",
+        "¿Qué es un token JWT y cómo se valida?",
+        "Calcula el 21 % de IVA sobre 1.250 €.",
+        "¿Qué es un acuerdo de confidencialidad y cuándo se firma?",
+        "¿Qué dieta se recomienda para la hipertensión?",
+        "Explica cómo funciona la autenticación de dos factores.",
+    ],
+}
+
+
+# Written after the detector's rules were fixed, and measured once without further tuning: the honest
+# generalisation figure (split "heldout"); everything above is split "dev".
+HELDOUT_SENSITIVE: dict[str, list[tuple[str, list[str]]]] = {
+    "en": [
+        ("Update my billing: the new card is <<card>> (exp 2029), the old one was stolen.", ["payment_card"]),
+        ("Hey, can you format these for the reimbursement: Amex <<card>>, total $412.18", ["payment_card"]),
+        ("For the mortgage application they asked my social security no. — it's <<ssn>>. Is it safe to email?",
+         ["national_id"]),
+        ("Please send the refund to GB account <<iban_gb>>, reference INV-2291.", ["iban"]),
+        ("```python\nopenai.api_key = '<<sk>>'\n```\nwhy am I getting 401?", ["secret"]),
+        ("My gmail password is <<pw>>, can you check whether it appears in known breaches?", ["secret"]),
+        ("export GITHUB_TOKEN=<<ghp>>\nThen `gh repo list` says bad credentials.", ["secret"]),
+        ("You can reach our new hire at lina.haddad@protonmail.com or <<phone_us>>; write a welcome note.",
+         ["contact"]),
+        ("We just moved to 508 Birchwood Drive, Austin; write a change-of-address letter for my bank.",
+         ["contact"]),
+        ("My wife was diagnosed with MS in June and is starting Ocrevus; how do we plan the infusions at work?",
+         ["health"]),
+        ("I've been taking Xanax for panic attacks for 3 years, how do I taper off safely?", ["health"]),
+        ("Draft the PIP for Laura Kim: missed quota three quarters in a row, final warning.", ["confidential"]),
+        ("INTERNAL ONLY — Layoff list for Friday: 14 roles in Support, 6 in Sales. Write the manager FAQ.",
+         ["confidential"]),
+    ],
+    "fr": [
+        ("Nouvelle carte pour l'abonnement : <<card>>, pense à mettre à jour.", ["payment_card"]),
+        ("Pour l'inscription à la crèche il faut mon numéro de sécu, c'est le <<nir>>.", ["national_id"]),
+        ("Peux-tu préparer le virement de 800 € vers FR <<iban_fr>> pour le notaire ?", ["iban"]),
+        ("Le code d'accès de la box : mot de passe = <<pw>>, note-le dans le guide pour le Airbnb.", ["secret"]),
+        ("Voici ma clé : <<aiza>> — pourquoi l'API Maps renvoie REQUEST_DENIED ?", ["secret"]),
+        ("Mon adresse perso c'est camille.rousseau.88@gmail.com, ajoute-la à la liste des invités.", ["contact"]),
+        ("Je viens d'emménager au 3 place du Marché, 44000 Nantes ; écris au service des eaux.", ["contact"]),
+        ("Mon compagnon a une leucémie et commence la chimio lundi, comment organiser la garde des enfants ?",
+         ["health"]),
+        ("Je prends du Lévothyrox depuis mon opération de la thyroïde, puis-je prendre du fer en même temps ?",
+         ["health"]),
+        ("Prépare l'entretien de licenciement de Mme Fabre, prévu jeudi, avec un préavis de deux mois.",
+         ["confidential"]),
+    ],
+    "de": [
+        ("Meine neue Visa-Karte: <<card>>, bitte im Kundenkonto hinterlegen.", ["payment_card"]),
+        ("Für den Elterngeldantrag: meine Steuer-ID lautet <<idnr>>.", ["national_id"]),
+        ("Bitte 1.200 € an <<iban_de>> überweisen, Verwendungszweck Kaution, und eine Bestätigung schreiben.",
+         ["iban"]),
+        ("Unser Jenkins nutzt den Slack-Token <<slack>> — warum kommen keine Nachrichten an?", ["secret"]),
+        ("Das WLAN-Passwort für die Ferienwohnung ist <<pw>>, mach daraus ein Infoblatt.", ["secret"]),
+        ("Schreib Herrn Yilmaz zurück, seine Adresse ist mehmet.yilmaz@t-online.de, Termin am Dienstag.",
+         ["contact"]),
+        ("Meine Mutter hat Demenz und nimmt seit Kurzem Donepezil, worauf müssen wir achten?", ["health"]),
+        ("Ich bin seit drei Wochen krankgeschrieben wegen Burnout und nehme Sertralin, muss mein Chef das wissen?",
+         ["health"]),
+        ("Kollege Fischer verdient 92.000 € und ich nur 78.000 € — hilf mir, das im Gespräch anzusprechen.",
+         ["confidential"]),
+        ("Streng vertraulich: Wir verhandeln die Fusion mit der Berger AG, Bekanntgabe erst im Mai.",
+         ["confidential"]),
+    ],
+    "es": [
+        ("Actualiza el método de pago con mi tarjeta <<card>>, la anterior caducó.", ["payment_card"]),
+        ("Para la matrícula piden mi NIE, es el <<nie>>, ¿lo pongo con guiones?", ["national_id"]),
+        ("Haz la transferencia de 600 € a la cuenta <<iban_es>> para la comunidad de vecinos.", ["iban"]),
+        ("Mi clave del correo es <<pw>>, ¿puedes decirme si es segura?", ["secret"]),
+        ("Este es mi token: <<jwt>> — ¿por qué el backend dice que expiró?", ["secret"]),
+        ("Mi número es <<phone_es>>, escribe el anuncio para vender la bici.", ["contact"]),
+        ("Mi padre tiene alzhéimer y toma donepezilo, ¿qué ayudas puede pedir?", ["health"]),
+        ("Tengo VIH desde 2019 y tomo antirretrovirales, ¿debo decírselo al dentista?", ["health"]),
+        ("Redacta la carta de despido de Andrés Roldán con una indemnización de 18.000 €.", ["confidential"]),
+        ("CONFIDENCIAL: el plan de reestructuración cierra dos tiendas en Valencia. Haz un resumen.",
+         ["confidential"]),
+    ],
+}
+HELDOUT_BENIGN: dict[str, list[str]] = {
+    "en": [
+        "What makes 'correct horse battery staple' a better password than 'P@ssw0rd'?",
+        "Write unit tests for a Luhn validator using the well-known test number 4242 4242 4242 4242.",
+        "How many characters does an IBAN have in Germany versus France?",
+        "Explain how the area number in old SSNs was assigned by state.",
+        "What is the typical dose range of metformin for adults, according to guidelines?",
+        "Give me tips to prepare for my own annual performance review as an engineer.",
+        "How should a company label internal-only documents in Google Drive?",
+        "Write a docker-compose file for Postgres using ${POSTGRES_PASSWORD} from an env file.",
+        "What does the error 'password authentication failed for user postgres' mean?",
+        "List five famous lawsuits in tech history and how they were settled.",
+        "My grandmother's favourite recipe used 3 cups of flour; how many grams is that?",
+        "Convert 1,234,567,890 seconds to years.",
+        "What is PTSD and how is it usually treated?",
+    ],
+    "fr": [
+        "Quelle longueur minimale recommande l'ANSSI pour un mot de passe ?",
+        "Comment vérifier la clé d'un numéro de sécurité sociale en Python ?",
+        "Explique comment fonctionne un virement SEPA.",
+        "Quels sont les signes d'un burn-out ?",
+        "Qu'est-ce qu'une clause de confidentialité dans un contrat de travail ?",
+        "Écris un fichier .env d'exemple avec API_KEY=changeme.",
+        "Comment calcule-t-on une indemnité de licenciement en France ?",
+        "Donne-moi trois idées de sortie à Lyon ce week-end.",
+        "Quelle est la population de Marseille ?",
+        "Comment fonctionne l'insuline dans le corps ?",
+    ],
+    "de": [
+        "Was ist ein gutes Passwort für ein WLAN und wie lang sollte es sein?",
+        "Wie prüft man eine IBAN mit Modulo 97? Erklär es Schritt für Schritt.",
+        "Wie erkenne ich einen Schlaganfall?",
+        "Was darf in einem Arbeitszeugnis nicht stehen?",
+        "Was bedeutet 'nur für den internen Gebrauch' bei Dokumenten?",
+        "Schreib ein Python-Skript, das Passwörter mit bcrypt hasht.",
+        "Welche Nebenwirkungen hat Ibuprofen?",
+        "Wie viele Einwohner hat Leipzig?",
+        "Erkläre den Unterschied zwischen Bruttogehalt und Nettogehalt.",
+        "Wann ist die nächste Bundestagswahl?",
+    ],
+    "es": [
+        "¿Cada cuánto hay que cambiar la contraseña del router?",
+        "¿Cómo se valida un NIE con su letra de control?",
+        "¿Qué es el código IBAN y para qué sirve?",
+        "¿Cuáles son los síntomas de un infarto en mujeres?",
+        "¿Qué incluye un acuerdo de confidencialidad típico?",
+        "Escribe un ejemplo de archivo de configuración con password: <tu_contraseña>.",
+        "¿Cómo se calcula el finiquito en España?",
+        "Recomiéndame tres libros de ciencia ficción.",
+        "¿Cuánto mide la Sagrada Familia?",
+        "¿Qué es la ansiedad generalizada?",
+    ],
+}
+
+
+def build() -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+
+    def fill(text: str) -> str:
+        return re.sub(r"<<(\w+)>>", lambda m: GEN[m.group(1)](), text)
+
+    for split, sens, benign in (("dev", SENSITIVE, BENIGN), ("heldout", HELDOUT_SENSITIVE, HELDOUT_BENIGN)):
+        tag = "" if split == "dev" else "h"
+        for lang, items in sens.items():
+            for k, (text, kinds) in enumerate(items):
+                rows.append({"id": f"{lang}-{tag}s{k:03d}", "text": fill(text), "sensitive": True, "kinds": kinds,
+                             "lang": lang, "split": split})
+        for lang, texts in benign.items():
+            for k, text in enumerate(texts):
+                rows.append({"id": f"{lang}-{tag}b{k:03d}", "text": text, "sensitive": False, "kinds": [],
+                             "lang": lang, "split": split})
+    return rows
+
+
+if __name__ == "__main__":
+    out = Path(__file__).with_name("eval.jsonl")
+    rows = build()
+    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    n_s = sum(bool(r["sensitive"]) for r in rows)
+    print(f"wrote {len(rows)} prompts ({n_s} sensitive, {len(rows) - n_s} benign) to {out}")

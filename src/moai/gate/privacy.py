@@ -1,0 +1,187 @@
+"""Sensitive-data detection and redaction: the check behind moai's promise that queries carrying
+sensitive data are answered only by trusted (local/private) models.
+
+`detect` scans every message of a query (all roles: a secret in a system prompt leaks just as well) and
+returns a `PrivacyReport`: sensitive or not, the kinds found, and each detection's place and reason for
+the decision trace. Explanations never quote the sensitive value, so a trace can be logged safely.
+
+`redact` swaps each detected span for a typed placeholder (`[EMAIL_1]`, `[IBAN_1]`) so a mix with
+`sensitive_data: redact` may still use a cloud model; `restore` / `Restorer` put the originals back into
+the model's answer, whole or streamed. The recognizers themselves live in `privacy_rules`.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from moai.gate.privacy_rules import KINDS, RECOGNIZERS, Hit
+
+__all__ = ["KINDS", "Detection", "PrivacyReport", "Restorer", "detect", "redact", "restore"]
+
+# When two detections overlap, the more specific kind wins (an IBAN's digits are not also a phone number).
+_PRIORITY = {k: i for i, k in enumerate(("secret", "iban", "payment_card", "national_id", "contact",
+                                         "confidential", "health"))}
+
+Messages = Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One sensitive span: which message (and content part, for list contents), where, what, and why."""
+
+    kind: str
+    message: int
+    part: int | None  # index into a list-of-parts content; None when the content is a plain string
+    start: int
+    end: int
+    label: str
+    explanation: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "message": self.message, "part": self.part, "start": self.start,
+                "end": self.end, "explanation": self.explanation}
+
+
+@dataclass
+class PrivacyReport:
+    """What `detect` found in one query; `sensitive` is what the policy acts on."""
+
+    detections: list[Detection] = field(default_factory=list)
+
+    @property
+    def sensitive(self) -> bool:
+        return bool(self.detections)
+
+    @property
+    def kinds(self) -> list[str]:
+        found = {d.kind for d in self.detections}
+        return [k for k in KINDS if k in found]
+
+    def reasons(self) -> list[str]:
+        """One line per detection, for the decision trace (no sensitive values in them)."""
+        return [f"{d.kind}: {d.explanation} (message {d.message}, chars {d.start}-{d.end})" for d in self.detections]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sensitive": self.sensitive, "kinds": self.kinds,
+                "detections": [d.to_json() for d in self.detections]}
+
+
+def _texts(query: str | Messages) -> list[tuple[int, int | None, str]]:
+    """(message index, part index, text) for every text in the query; non-text parts are skipped."""
+    if isinstance(query, str):
+        return [(0, None, query)]
+    out: list[tuple[int, int | None, str]] = []
+    for i, m in enumerate(query):
+        content = m.get("content")
+        if isinstance(content, str):
+            out.append((i, None, content))
+        elif isinstance(content, list):
+            for j, part in enumerate(content):
+                if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                    out.append((i, j, part["text"]))
+    return out
+
+
+def _resolve(hits: list[Hit]) -> list[Hit]:
+    """Drop hits that overlap a more specific or longer one; return the rest in text order."""
+    kept: list[Hit] = []
+    for h in sorted(hits, key=lambda h: (_PRIORITY[h.kind], h.start - h.end, h.start)):
+        if all(h.end <= k.start or h.start >= k.end for k in kept):
+            kept.append(h)
+    return sorted(kept, key=lambda h: h.start)
+
+
+def detect_text(text: str) -> list[Hit]:
+    """All non-overlapping hits in one text."""
+    hits = [h for rec in RECOGNIZERS for h in rec(text)]
+    return _resolve(hits) if hits else []
+
+
+def detect(query: str | Messages) -> PrivacyReport:
+    """Classify a query (a string, or OpenAI-style messages) as sensitive or not, with every detection."""
+    report = PrivacyReport()
+    for i, j, text in _texts(query):
+        for h in detect_text(text):
+            report.detections.append(Detection(h.kind, i, j, h.start, h.end, h.label, h.explanation))
+    return report
+
+
+# ---------------------------------------------------------------- redaction
+
+_PLACEHOLDER = re.compile(r"\[[A-Z][A-Z_]*_\d+\]")
+
+
+def _replace_spans(text: str, spans: list[tuple[int, int, str]]) -> str:
+    for start, end, token in sorted(spans, reverse=True):
+        text = text[:start] + token + text[end:]
+    return text
+
+
+def redact(messages: str | Messages, report: PrivacyReport) -> tuple[Any, dict[str, str]]:
+    """Replace each detected span with a typed placeholder; return (redacted copy, placeholder -> original).
+
+    The same value gets the same placeholder everywhere, so a model can still tell that two mentions
+    are one thing. A string query comes back as a string, messages as a new list (the input is untouched).
+    """
+    texts = {(i, j): t for i, j, t in _texts(messages)}
+    mapping: dict[str, str] = {}
+    by_value: dict[tuple[str, str], str] = {}
+    counters: dict[str, int] = {}
+    spans: dict[tuple[int, int | None], list[tuple[int, int, str]]] = {}
+    for d in report.detections:
+        value = texts[(d.message, d.part)][d.start:d.end]
+        token = by_value.get((d.label, value))
+        if token is None:
+            counters[d.label] = counters.get(d.label, 0) + 1
+            token = f"[{d.label}_{counters[d.label]}]"
+            by_value[(d.label, value)] = token
+            mapping[token] = value
+        spans.setdefault((d.message, d.part), []).append((d.start, d.end, token))
+    if isinstance(messages, str):
+        return _replace_spans(messages, spans.get((0, None), [])), mapping
+    out = [dict(m) for m in messages]
+    for (i, j), sp in spans.items():
+        if j is None:
+            out[i]["content"] = _replace_spans(out[i]["content"], sp)
+        else:
+            parts = copy.deepcopy(out[i]["content"])
+            parts[j]["text"] = _replace_spans(parts[j]["text"], sp)
+            out[i]["content"] = parts
+    return out, mapping
+
+
+def restore(text: str, mapping: Mapping[str, str]) -> str:
+    """Put the original values back wherever the model repeated a placeholder; unknown ones stay."""
+    if not mapping:
+        return text
+    return _PLACEHOLDER.sub(lambda m: mapping.get(m.group(), m.group()), text)
+
+
+class Restorer:
+    """Streaming `restore`: feed text deltas, get restored text; a placeholder split across chunks
+    (`"... [IB"` + `"AN_1] ..."`) is held back until it is complete, so clients never see half a token."""
+
+    def __init__(self, mapping: Mapping[str, str]) -> None:
+        self.mapping = mapping
+        self._buf = ""
+        self._max = max((len(k) for k in mapping), default=0)
+
+    def feed(self, delta: str) -> str:
+        """Restored text that is safe to emit now."""
+        self._buf += delta
+        cut = self._buf.rfind("[")
+        if cut != -1 and "]" not in self._buf[cut:] and len(self._buf) - cut < self._max \
+                and re.fullmatch(r"\[[A-Z_0-9]*", self._buf[cut:]):
+            ready, self._buf = self._buf[:cut], self._buf[cut:]
+        else:
+            ready, self._buf = self._buf, ""
+        return restore(ready, self.mapping)
+
+    def flush(self) -> str:
+        """Whatever is still held back, at the end of the stream."""
+        ready, self._buf = self._buf, ""
+        return restore(ready, self.mapping)

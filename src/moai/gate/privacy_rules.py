@@ -1,0 +1,580 @@
+"""The recognizers behind `moai.gate.privacy`: one function per kind of sensitive data.
+
+Each recognizer takes one text and yields `Hit`s (kind, span, placeholder label, explanation). They are
+plain regexes plus validation: checksums come from python-stdnum (Luhn, IBAN mod-97, SSN, NIR, IdNr, DNI,
+NIE, codice fiscale), vendor key formats from detect-secrets' plugins, and what no library covers
+(passwords given in context, addresses, health and HR/legal disclosures in EN/FR/DE/ES) from rules here.
+
+Why rules and not an NER model: the gate runs on every request (budget: a few ms) and must work offline;
+Presidio's analyzer wants a spaCy model download, so it is not used. Benign look-alikes are excluded on
+purpose: published test card numbers and documentation IBANs, placeholder credentials
+(`user:password@`), example-domain emails, fictional 555 phone numbers, and general questions about a
+topic (what is an SSN, symptoms of diabetes, how to write a performance review) are *not* sensitive.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from stdnum import iban as _iban
+from stdnum import luhn as _luhn
+from stdnum.de import idnr as _de_idnr
+from stdnum.es import dni as _es_dni
+from stdnum.es import nie as _es_nie
+from stdnum.fr import nir as _fr_nir
+from stdnum.it import codicefiscale as _it_cf
+from stdnum.us import ssn as _us_ssn
+
+KINDS: tuple[str, ...] = ("payment_card", "national_id", "iban", "secret", "contact", "health", "confidential")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One recognizer match inside one text (offsets are into that text)."""
+
+    kind: str
+    start: int
+    end: int
+    label: str  # placeholder stem: EMAIL, IBAN, CARD, SSN, ...
+    explanation: str
+
+
+_I = re.IGNORECASE
+
+
+def _words(s: str) -> frozenset[str]:
+    return frozenset(s.split())
+_W = r"[^\W\d_]"  # a letter, any script
+
+
+
+# ---------------------------------------------------------------- shared helpers
+
+_GENERIC_Q = re.compile(
+    r"^\s*[¿¡]?\s*(?:what|how|why|when|where|who|which|is it|are there|can you explain|explain|define|describe|"
+    r"tell me about|dis-moi|raconte|erzähl|beschreib|cuéntame|háblame|"
+    r"qu'est-ce|que (?:signifie|veut dire)|comment|pourquoi|quel(?:le)?s?|qui|où|"
+    r"was (?:ist|sind|bedeutet)|wie|warum|welche[rs]?|wer|wo|"
+    r"qué|cómo|por qué|cuál(?:es)?|quién|dónde|explica)\b", _I,
+)
+# The asker speaking about themself or someone close: what turns a topic question into a disclosure.
+_FIRST_PERSON = re.compile(
+    r"\b(?:I|I'm|I've|my|me|j'ai|je|mon|ma|mes|ich|mein\w*|mir|mich|yo|mi|mis|me|tengo|estoy)\b", _I,
+)
+_ABBREV = _words("mr mrs ms dr sr sra st m mme mlle hr fr nr no vs etc ca bzw inc ltd av avda")
+_END = re.compile(r"[.!?]+|\n")
+
+
+def _sentences(text: str) -> Iterator[tuple[int, int]]:
+    """Sentence spans, not cut after abbreviations (M. Girard, Sr. Molina) or inside numbers (18.2)."""
+    start = 0
+    for m in _END.finditer(text):
+        if m.group() != "\n":
+            if m.end() < len(text) and not text[m.end()].isspace():
+                continue
+            word = re.search(r"(\w+)$", text[start:m.start()])
+            if m.group() == "." and word and (word.group(1).lower() in _ABBREV or len(word.group(1)) == 1):
+                continue
+        yield start, m.end()
+        start = m.end()
+    if start < len(text):
+        yield start, len(text)
+
+
+# ---------------------------------------------------------------- payment cards
+
+_CARD = re.compile(r"(?<![\w.-])(?:\d[ -]?){12,18}\d(?![\w-])")
+# Numbers published by card networks and PSPs for testing: public, identify nobody.
+_TEST_CARDS = frozenset({
+    "4111111111111111", "4242424242424242", "4012888888881881", "4000056655665556", "4000000000000002",
+    "4000000000009995", "4000002500003155", "4000000000000077", "4222222222222", "4012888888881",
+    "5555555555554444", "5105105105105100", "5200828282828210", "2223003122003222", "5454545454545454",
+    "378282246310005", "371449635398431", "378734493671000", "6011111111111117", "6011000990139424",
+    "3056930009020004", "36227206271667", "3566002020360505", "3530111333300000", "6200000000000005",
+})
+
+
+def _card_brand(d: str) -> str | None:
+    """Issuer from the IIN prefix; None when the prefix belongs to no card network (not a card)."""
+    n = len(d)
+    if d[0] == "4" and n in (13, 16, 19):
+        return "Visa"
+    if n == 16 and (51 <= int(d[:2]) <= 55 or 2221 <= int(d[:4]) <= 2720):
+        return "Mastercard"
+    if n == 15 and d[:2] in ("34", "37"):
+        return "American Express"
+    if n in (16, 19) and (d.startswith("6011") or d.startswith("65") or 644 <= int(d[:3]) <= 649):
+        return "Discover"
+    if n in (16, 19) and 3528 <= int(d[:4]) <= 3589:
+        return "JCB"
+    if n in (14, 16) and (d[:2] in ("36", "38", "39") or 300 <= int(d[:3]) <= 305):
+        return "Diners Club"
+    if 16 <= n <= 19 and d.startswith("62"):
+        return "UnionPay"
+    if 12 <= n <= 19 and d[:2] in ("50", "56", "57", "58", "63", "67"):
+        return "Maestro"
+    return None
+
+
+def find_cards(text: str) -> Iterator[Hit]:
+    for m in _CARD.finditer(text):
+        digits = re.sub(r"\D", "", m.group())
+        if not 13 <= len(digits) <= 19 or digits in _TEST_CARDS:
+            continue
+        brand = _card_brand(digits)
+        if brand and _luhn.is_valid(digits):
+            yield Hit("payment_card", m.start(), m.end(), "CARD",
+                      f"{brand} card number ({len(digits)} digits, Luhn-valid)")
+
+
+# ---------------------------------------------------------------- national ids
+
+_SSN = re.compile(r"(?<![\w-])\d{3}([- ])\d{2}\1\d{4}(?![\w-])")
+_SSN_BARE = re.compile(r"(?<![\w-])\d{9}(?![\w-])")
+_SSN_CONTEXT = re.compile(r"\b(?:ssn|social security|sécurité sociale|seguridad social|sozialversicherung)", _I)
+_NIR = re.compile(r"(?<![\w-])[12] ?\d{2} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}(?![\w-])")
+_DE_IDNR = re.compile(r"(?<![\w-])[1-9]\d ?\d{3} ?\d{3} ?\d{3}(?![\w-])")
+_DE_PA = re.compile(r"(?<![\w-])[CFGHJKLMNPRTVWXYZ][CFGHJKLMNPRTVWXYZ0-9]{8}\d(?![\w-])")
+_DE_PA_CONTEXT = re.compile(
+    r"\b(?:personalausweis|ausweis(?:nummer)?|id card|carte d'identité|documento de identidad)", _I
+)
+_ES_DNI = re.compile(r"(?<![\w-])\d{8}[- ]?[A-Za-z](?![\w-])")
+_ES_NIE = re.compile(r"(?<![\w-])[XYZxyz][- ]?\d{7}[- ]?[A-Za-z](?![\w-])")
+_UK_NINO = re.compile(
+    r"(?<![\w-])(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D](?![\w-])"
+)
+_IT_CF = re.compile(r"(?<![\w-])[A-Za-z]{6}\d{2}[A-Za-z]\d{2}[A-Za-z]\d{3}[A-Za-z](?![\w-])")
+# Famous example numbers printed in specimens and docs (Woolworth wallet card, etc.).
+_EXAMPLE_IDS = frozenset({"078051120", "219099999", "123456789", "DE12345678"})
+
+
+def _near(rx: re.Pattern[str], text: str, start: int, end: int, window: int = 60) -> bool:
+    return rx.search(text, max(0, start - window), min(len(text), end + window)) is not None
+
+
+def _pa_valid(s: str) -> bool:
+    """German ID card serial: 9 characters + check digit, weights 7-3-1 (ICAO 9303)."""
+    vals = [int(c) if c.isdigit() else ord(c) - 55 for c in s[:9]]
+    return sum(v * (7, 3, 1)[i % 3] for i, v in enumerate(vals)) % 10 == int(s[9])
+
+
+def find_national_ids(text: str) -> Iterator[Hit]:
+    for m in _SSN.finditer(text):
+        if _us_ssn.is_valid(m.group().replace(" ", "-")) and re.sub(r"\D", "", m.group()) not in _EXAMPLE_IDS:
+            yield Hit("national_id", m.start(), m.end(), "SSN", "US social security number (valid area/group/serial)")
+    for m in _SSN_BARE.finditer(text):
+        named = _near(_SSN_CONTEXT, text, m.start(), m.end())
+        if named and m.group() not in _EXAMPLE_IDS and _us_ssn.is_valid(m.group()):
+            yield Hit("national_id", m.start(), m.end(), "SSN", "US social security number (unformatted, named as SSN)")
+    for m in _NIR.finditer(text):
+        if _fr_nir.is_valid(m.group()):
+            yield Hit("national_id", m.start(), m.end(), "NIR", "French social security number (NIR, key valid)")
+    for m in _DE_IDNR.finditer(text):
+        if _de_idnr.is_valid(m.group()):
+            yield Hit("national_id", m.start(), m.end(), "STEUER_ID", "German tax id (Steuer-IdNr, check digit valid)")
+    for m in _DE_PA.finditer(text):
+        if _pa_valid(m.group()) and _near(_DE_PA_CONTEXT, text, m.start(), m.end()):
+            yield Hit("national_id", m.start(), m.end(), "AUSWEIS", "German ID card number (check digit valid)")
+    for m in _ES_DNI.finditer(text):
+        if _es_dni.is_valid(m.group().upper()) and m.group()[:8] != "12345678":
+            yield Hit("national_id", m.start(), m.end(), "DNI", "Spanish DNI (check letter valid)")
+    for m in _ES_NIE.finditer(text):
+        if _es_nie.is_valid(m.group().upper()):
+            yield Hit("national_id", m.start(), m.end(), "NIE", "Spanish NIE (check letter valid)")
+    for m in _UK_NINO.finditer(text):
+        if re.search(r"\d", m.group()) and m.group().replace(" ", "") not in ("QQ123456C", "AB123456C"):
+            yield Hit("national_id", m.start(), m.end(), "NINO", "UK National Insurance number")
+    for m in _IT_CF.finditer(text):
+        if _it_cf.is_valid(m.group().upper()):
+            yield Hit("national_id", m.start(), m.end(), "CODICE_FISCALE",
+                      "Italian codice fiscale (check letter valid)")
+
+
+# ---------------------------------------------------------------- IBAN
+
+_IBAN = re.compile(r"(?<![\w])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,32}", _I)
+# IBANs printed in standards, bank docs and Wikipedia as the example: public, identify nobody.
+_EXAMPLE_IBANS = frozenset({
+    "DE89370400440532013000", "GB29NWBK60161331926819", "GB82WEST12345698765432", "FR1420041010050500013M02606",
+    "FR7630006000011234567890189", "ES9121000418450200051332", "IT60X0542811101000000123456",
+    "NL91ABNA0417164300", "BE68539007547034", "CH9300762011623852957", "AT611904300234573201",
+})
+
+
+def find_ibans(text: str) -> Iterator[Hit]:
+    for m in _IBAN.finditer(text):
+        # The regex is greedy (it may swallow a following word like "BIC"): keep the longest valid prefix.
+        pos = [m.start() + i for i, c in enumerate(m.group()) if c != " "]
+        chars = "".join(text[p] for p in pos).upper()
+        for n in range(len(chars), 14, -1):
+            if _iban.is_valid(chars[:n]):
+                if chars[:n] not in _EXAMPLE_IBANS:
+                    yield Hit("iban", m.start(), pos[n - 1] + 1, "IBAN", f"IBAN ({chars[:2]}, mod-97 checksum valid)")
+                break
+
+
+# ---------------------------------------------------------------- secrets
+
+
+def _vendor_patterns() -> list[tuple[re.Pattern[str], str]]:
+    """Key formats from detect-secrets' plugins (kept up to date upstream), plus a few it lacks."""
+    from detect_secrets.plugins import (
+        aws,
+        azure_storage_key,
+        discord,
+        github_token,
+        gitlab_token,
+        mailchimp,
+        npm,
+        openai,
+        pypi_token,
+        sendgrid,
+        slack,
+        square_oauth,
+        stripe,
+        telegram_token,
+        twilio,
+    )
+
+    out: list[tuple[re.Pattern[str], str]] = [(aws.AWSKeyDetector.denylist[0], "AWS access key id")]
+    for plugin in (azure_storage_key.AzureStorageKeyDetector, discord.DiscordBotTokenDetector,
+                   github_token.GitHubTokenDetector, gitlab_token.GitLabTokenDetector, mailchimp.MailchimpDetector,
+                   npm.NpmDetector, openai.OpenAIDetector, pypi_token.PypiTokenDetector, sendgrid.SendGridDetector,
+                   slack.SlackDetector, square_oauth.SquareOAuthDetector, stripe.StripeDetector,
+                   telegram_token.TelegramBotTokenDetector, twilio.TwilioKeyDetector):
+        out.extend((rx, plugin.secret_type) for rx in plugin.denylist)
+    extra = {
+        r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{32,}": "OpenAI API key",
+        r"\bsk-ant-[A-Za-z0-9_-]{32,}": "Anthropic API key",
+        r"\bAIza[0-9A-Za-z_-]{35}": "Google API key",
+        r"\bhf_[A-Za-z0-9]{30,}": "Hugging Face token",
+        r"\bgithub_pat_[A-Za-z0-9_]{40,}": "GitHub fine-grained token",
+        r"\bxox[abposre]-[A-Za-z0-9-]{10,}": "Slack token",
+        r"\b[rs]k_(?:live|test)_[0-9a-zA-Z]{24,}": "Stripe key",
+        r"\bAKIA[0-9A-Z]{16}\b": "AWS access key id",
+    }
+    out.extend((re.compile(p), why) for p, why in extra.items())
+    return out
+
+
+_VENDOR: list[tuple[re.Pattern[str], str]] | None = None
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
+_PEM = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:.*?-----END [A-Z0-9 ]*-----)?", re.S)
+_CONN = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]{1,20}://([^\s:/@'\"]+):([^\s@'\"]+)@[\w.-]+")
+_PLACEHOLDER = re.compile(
+    r"^(?:pass(?:word|wd)?|pwd|secret|changeme|xxx+|\*+|\.+|<[^>]*>|\{[^}]*\}|\$\{?[\w:-]+\}?|%[\w()]+s?|your[_-]?\w*|"
+    r"mot_?de_?passe|passwort|contrase[ñn]a|\[[^\]]*\]|example|test|dummy|foo|bar)$",
+    _I,
+)
+_PW_KEY = (
+    r"(?:password|passwd|passcode|passphrase|pwd|pin(?: code)?|mot de passe|mdp|code pin|passwort|kennwort|"
+    r"zugangscode|contraseña|contrasena|clave)"
+)
+_PW = re.compile(
+    r"\b" + _PW_KEY + r"(?:"
+    # "password (for my bank) is X" / "mot de passe est X" / "Passwort lautet X"
+    r"(?:\s+(?:for|of|to|on|at|pour|de|du|des|für|von|vom|zu|zum|zur|bei|para|del|en)(?:\s+[\w.@'-]+){1,3}?)?"
+    r"\s*(?:is|was|est|était|ist|lautet|war|es|era)\s*:?"
+    # "password of the home wifi: X" / "Passwort=X"
+    r"|(?:\s+[^\W\d][\w'.@-]*){0,5}?\s*(?:[:=]|->)"
+    r")\s*[\"'`«„“]?\s*(?P<v>[^\s\"'`»“”]{3,64})",
+    _I,
+)
+# Words that follow "password is ..." in questions and advice, never a password.
+_PW_STOP = _words("""
+too not a an the very weak strong correct incorrect wrong invalid expired required needed missing
+empty long short safe secure insecure stored hashed encrypted being still always never
+case-sensitive reset changed forgotten lost what how where which when why who enough better best
+good bad ok okay same different used shown visible hidden trop pas un une le la très faible fort
+forte correct incorrect invalide expiré requis obligatoire vide court long sûr stocké chiffré haché
+toujours jamais oublié perdu changé quoi comment quel quelle zu nicht ein eine der die das sehr
+schwach stark richtig falsch ungültig abgelaufen erforderlich leer kurz lang sicher gespeichert
+verschlüsselt gehasht immer nie vergessen geändert was wie welches demasiado no un una el la muy
+débil fuerte correcta incorrecta inválida caducada requerida vacía corta larga segura guardada
+cifrada siempre nunca olvidada cambiada qué cómo cuál
+""")
+_SECRET_KEY = re.compile(
+    r"\b(?:api[_ -]?key|secret(?:[_ -]?key)?|access[_ -]?token|auth[_ -]?token|bearer|token|clé api|clé secrète|"
+    r"api-schlüssel|clave api|clave secreta)\s*(?:is|est|ist|es|[:=])\s*[\"'`]?(?P<v>[A-Za-z0-9_\-./+=]{20,})",
+    _I,
+)
+
+
+def _looks_like_password(v: str) -> bool:
+    v = v.rstrip(".,;!?)")
+    return not (len(v) < 4 or v[0] in "<{[$%*(" or v.lower() in _PW_STOP or _PLACEHOLDER.match(v))
+
+
+def _jwt_ok(token: str) -> bool:
+    """A JWT whose header decodes to JSON with an `alg`: cheap proof it is a real token, not prose."""
+    head = token.split(".")[0]
+    try:
+        return "alg" in json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        return False
+
+
+def find_secrets(text: str) -> Iterator[Hit]:
+    global _VENDOR
+    if _VENDOR is None:
+        _VENDOR = _vendor_patterns()
+    for rx, why in _VENDOR:
+        for m in rx.finditer(text):
+            if len(m.group()) >= 16 and "EXAMPLE" not in m.group():  # AWS docs' AKIAIOSFODNN7EXAMPLE
+                yield Hit("secret", m.start(), m.end(), "SECRET", f"{why} (vendor key format)")
+    for m in _JWT.finditer(text):
+        if _jwt_ok(m.group()):
+            yield Hit("secret", m.start(), m.end(), "SECRET", "JSON Web Token (header decodes)")
+    for m in _PEM.finditer(text):
+        yield Hit("secret", m.start(), m.end(), "SECRET", "PEM private key block")
+    for m in _CONN.finditer(text):
+        if not _PLACEHOLDER.match(m.group(2)):
+            yield Hit("secret", m.start(2), m.end(2), "PASSWORD", "credentials embedded in a connection string")
+    for m in _PW.finditer(text):
+        v = m.group("v")
+        if _looks_like_password(v):
+            end = m.start("v") + len(v.rstrip(".,;!?)"))
+            yield Hit("secret", m.start("v"), end, "PASSWORD", "password given in context")
+    for m in _SECRET_KEY.finditer(text):
+        v = m.group("v")
+        if re.search(r"\d", v) and re.search(r"[A-Za-z]", v) and not _PLACEHOLDER.match(v):
+            yield Hit("secret", m.start("v"), m.end("v"), "SECRET", "API key or token given in context")
+
+
+# ---------------------------------------------------------------- contact details
+
+_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}\b")
+_EXAMPLE_DOMAINS = re.compile(
+    r"@(?:[\w-]+\.)*(?:example\.(?:com|org|net)|example|test|invalid|localhost|domain\.(?:com|tld)|email\.com|"
+    r"company\.com|yourcompany\.com|acme\.(?:com|corp)|foo\.(?:com|bar)|mail\.com|yourdomain\.com|exemple\.(?:com|fr)|"
+    r"beispiel\.(?:de|com)|ejemplo\.(?:com|es))$",
+    _I,
+)
+_ROLE_LOCAL = _words("""
+support info contact sales noreply no-reply donotreply help admin webmaster press hello team service
+billing abuse postmaster privacy security jobs careers marketing office user name username someone
+you yourname your.name firstname.lastname prenom.nom vorname.nachname nombre.apellido jdoe john.doe
+jane.doe test
+""")
+_PHONE_INTL = re.compile(r"(?<![\w+])\+\d{1,3}[ .-]?\(?\d{1,4}\)?(?:[ .-]?\d{2,4}){2,5}(?!\w)")
+_PHONE_NAT = re.compile(
+    r"(?<![\w.+-])(?:\(\d{3}\) ?\d{3}[ .-]\d{4}|\d{3}[.-]\d{3}[.-]\d{4}|0[1-9](?:[ .]\d{2}){4}|"
+    r"0\d{2,4}[ /-]\d{3,8}(?:[ -]\d{2,4})?|[6789]\d{2} \d{2,3} \d{2,3}(?: \d{2,3})?)(?!\w|[.-]\d)"
+)
+_PHONE_CONTEXT = re.compile(
+    r"\b(?:phone|tel|telephone|mobile|cell|call|text me|whatsapp|number|téléphone|portable|appeler|numéro|"
+    r"telefon|handy|anrufen|rufnummer|nummer|teléfono|móvil|celular|llamar|número)", _I,
+)
+_ADDRESS = re.compile(
+    r"\b\d{1,5}[A-Za-z]?,? (?:[A-Z][\w'.-]+ ){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|"
+    r"Court|Way|Place|Terrace|Close|Crescent|Square|Parkway)\b|\b\d{1,5}[A-Za-z]?,? (?:[A-Z][\w'.-]+ ){1,3}"
+    r"(?:St|Ave|Rd|Blvd|Ln|Dr|Ct|Pl)\b\.?"
+    r"|\b\d{1,4}(?: ?(?:bis|ter))?,? (?i:rue|avenue|av\.|boulevard|bd|place|impasse|allée|chemin|quai|cours|route) "
+    r"(?:de la |de l'|du |des |de |d')?[A-ZÉÈ][\w'-]+(?: [\w'-]+){0,3}"
+    r"|\b[A-ZÄÖÜ][a-zäöüß-]+(?:straße|strasse|str\.|weg|platz|allee|gasse|ring|damm|ufer)(?: \d{1,4}[a-z]?)"
+    r"|\b(?:[A-ZÄÖÜ][a-zäöüß]+ )(?:Straße|Strasse|Weg|Platz|Allee) \d{1,4}[a-z]?"
+    r"|(?i:\bcalle|\bc/|\bavenida|\bavda\.?|\bplaza|\bpaseo|\bcamino|\bcarrer|\bronda) (?:de (?:la |los |las )?|del )?"
+    r"[A-ZÁÉÍÓÚ][\wáéíóúñ]+(?: [\wáéíóúñ]+){0,2},? (?:n[º°o]\.? ?)?\d{1,4}",
+)
+_PERSON_CUE = re.compile(
+    r"\b(?:I|I'm|my|he|she|his|they|their|live|lives|lived|living|home|moved|reside|ship|deliver|send|"
+    r"mail|je|j'|mon|ma|mes|il|elle|habite|habitons|domicile|chez|livrer|envoyer|ich|mein|meine|meiner|er|sie|"
+    r"wohne|wohnt|wohnen|Anschrift|Wohnort|liefern|schicken|yo|mi|mis|su|vivo|vive|vivimos|domicilio|enviar|"
+    r"entregar|envoie|envoyez|envía|envíe|manda|schick\w*)\b", _I,
+)
+_FULL_NAME = re.compile(r"\b[A-ZÀ-Ý][a-zà-ÿ]+ [A-ZÀ-Ý][a-zà-ÿ]+\b")
+
+
+def _person_near(text: str, start: int, end: int, window: int = 80) -> bool:
+    """A person cue (I, my, lives, ship to ...) or a full name near the span, outside the span itself."""
+    if _near(_PERSON_CUE, text, start, end, window):
+        return True
+    before, after = text[max(0, start - window):start], text[end:end + window]
+    return bool(_FULL_NAME.search(before) or _FULL_NAME.search(after))
+
+
+def find_contacts(text: str) -> Iterator[Hit]:
+    for m in _EMAIL.finditer(text):
+        local = m.group().split("@")[0].lower()
+        if _EXAMPLE_DOMAINS.search(m.group()) or local in _ROLE_LOCAL:
+            continue
+        yield Hit("contact", m.start(), m.end(), "EMAIL", "email address of a person")
+    seen: set[tuple[int, int]] = set()
+    for m in _PHONE_INTL.finditer(text):
+        digits = re.sub(r"\D", "", m.group())
+        if 8 <= len(digits) <= 15 and "555" not in digits[1:7]:
+            seen.add((m.start(), m.end()))
+            yield Hit("contact", m.start(), m.end(), "PHONE", "phone number (international format)")
+    for m in _PHONE_NAT.finditer(text):
+        digits = re.sub(r"\D", "", m.group())
+        if (m.start(), m.end()) in seen or len(digits) < 9 or re.match(r"\(?555|\d{3}\D?555", m.group()):
+            continue
+        spaced = bool(re.match(r"0[1-9](?:[ .]\d{2}){4}$|\(\d{3}\)", m.group()))
+        if spaced or _near(_PHONE_CONTEXT, text, m.start(), m.end(), 40):
+            yield Hit("contact", m.start(), m.end(), "PHONE", "phone number")
+    for m in _ADDRESS.finditer(text):
+        line = text[text.rfind("\n", 0, m.start()) + 1:]
+        if _person_near(text, m.start(), m.end()) and not (
+                _GENERIC_Q.match(line) and not _FIRST_PERSON.search(line)):
+            yield Hit("contact", m.start(), m.end(), "ADDRESS", "street address next to a person")
+
+
+# ---------------------------------------------------------------- health
+
+_CONDITIONS = (
+    # English
+    r"diabetes|diabetic|cancer|tumou?r|leuka?emia|lymphoma|melanoma|chemo(?:therapy)?|radiotherapy|hiv|aids|"
+    r"hepatitis [abc]?|tuberculosis|depression|depressed|anxiety(?: disorder)?|panic attacks|bipolar|schizophreni\w*|"
+    r"psychosis|ptsd|ocd|adhd|autism|autistic|epilepsy|seizures|asthma|copd|dementia|alzh[eé]imer'?s?|parkinson'?s?|"
+    r"multiple sclerosis|\bms\b|crohn'?s?|celiac|lupus|arthritis|hypertension|high blood pressure|heart failure|"
+    r"heart attack|stroke|arrhythmia|kidney (?:disease|failure)|dialysis|cirrhosis|anorexia|bulimia|eating disorder|"
+    r"addiction|alcoholism|alcoholic|opioid|overdose|suicidal|self-harm|std|sti|chlamydia|gonorrh?ea|syphilis|herpes|"
+    r"hpv|pregnan(?:t|cy)|miscarriage|abortion|infertility|ivf|endometriosis|migraines?|insomnia|covid|long covid|"
+    r"thyroid|hypothyroidism|hyperthyroidism|sleep apnea|obesity|concussion|fracture|surgery|biopsy|mri|"
+    r"blood (?:test|work) results|positive for|"
+    # medications
+    r"metformin|insulin|ozempic|semaglutide|sertraline|zoloft|fluoxetine|prozac|escitalopram|lexapro|citalopram|"
+    r"paroxetine|venlafaxine|bupropion|wellbutrin|xanax|alprazolam|diazepam|valium|lorazepam|lithium|quetiapine|"
+    r"seroquel|olanzapine|risperidone|aripiprazole|lamotrigine|valproate|levetiracetam|methylphenidate|ritalin|"
+    r"adderall|levothyroxine|warfarin|eliquis|apixaban|statins?|atorvastatin|lisinopril|amlodipine|metoprolol|"
+    r"prednisone|methotrexate|humira|oxycodone|fentanyl|methadone|suboxone|buprenorphine|tramadol|morphine|"
+    r"antidepressants?|antipsychotics?|antiretrovirals?|prep|truvada|birth control pill|donepezil\w*|memantin\w*|"
+    r"ocrevus|rivastigmin\w*|pregabalin\w*|gabapentin\w*|"
+    # French
+    r"diabète|diabétique|tumeur|leucémie|chimio(?:thérapie)?|vih|sida|hépatite|dépression|déprimée?|anxiété|"
+    r"trouble bipolaire|schizophrène|épilepsie|asthme|démence|sclérose en plaques|maladie de \w+|hypertension|"
+    r"infarctus|avc|insuffisance rénale|anorexie|boulimie|alcoolisme|enceinte|grossesse|fausse couche|avortement|"
+    r"ivg|infertilité|endométriose|migraines?|burn-?out|antidépresseurs?|anxiolytiques?|lévothyrox|"
+    # German
+    r"krebs|tumor|leukämie|chemotherapie|depressionen|depressiv|angststörung|bipolare störung|schizophrenie|"
+    r"epilepsie|demenz|multiple sklerose|bluthochdruck|herzinfarkt|schlaganfall|niereninsuffizienz|magersucht|"
+    r"bulimie|alkoholsucht|sucht|schwanger|schwangerschaft|fehlgeburt|abtreibung|unfruchtbarkeit|migräne|"
+    r"antidepressiva|psychotherapie|"
+    # Spanish
+    r"cáncer|leucemia|quimioterapia|quimio|vih|sida|depresión|deprimid[oa]|ansiedad|trastorno bipolar|esquizofrenia|"
+    r"epilepsia|asma|demencia|esclerosis múltiple|hipertensión|infarto|insuficiencia renal|anorexia|bulimia|"
+    r"alcoholismo|adicción|embarazada|embarazo|aborto|infertilidad|migrañas?|antidepresivos?|ansiolíticos?"
+)
+_HEALTH_TERM = re.compile(r"\b(?:" + _CONDITIONS + r")\b", _I)
+# A disclosure: somebody (I, my mother, he, a named person, a patient) has / takes / was diagnosed with ...
+_DISCLOSURE = re.compile(
+    r"(?<!\bcan )(?<!\bshould )(?<!\bcould )(?<!\bmay )(?<!\bif )(?<!\bdo )"
+    r"\b(?:I(?:'ve| have)? (?:been )?(?:have|had|got|take|took|taking|using|started|stopped|suffer|suffering|"
+    r"struggle|struggling|live|living|am on|on|treated|seeing|was "
+    r"diagnosed|'m on|'m taking|am taking|'m pregnant|am pregnant|'m being treated|am being treated|tested|"
+    r"found out)|I'm (?:on|taking|pregnant|diabetic|depressed|bipolar|autistic|HIV|recovering|in (?:remission|rehab))|"
+    r"my (?:\w+ )?(?:diagnosis|medication|meds|prescription|doctor|therapist|psychiatrist|oncologist|gp|"
+    r"test results|biopsy|treatment|condition|dose|dosage|symptoms)|diagnosed with|tested positive|"
+    r"(?:he|she|they|my \w+|[A-Z][a-z]+) (?:has|had|have|is on|takes|is taking|was diagnosed|suffers|started|"
+    r"is pregnant|is in (?:remission|rehab)|relapsed)|patient\b|"
+    r"j'ai\b|je (?:suis|prends|souffre|fais)|mon (?:médecin|psychiatre|traitement|diagnostic|oncologue)|"
+    r"ma (?:psy|maladie|dépression)|mes (?:médicaments|symptômes|résultats)|diagnostiquée?|"
+    r"(?:il|elle|mon \w+|ma \w+) (?:a|est|prend|souffre|suit)\b|"
+    r"ich (?:habe|hatte|nehme|leide|bin)|mein(?:e|em)? (?:arzt|ärztin|therapeut\w*|diagnose|medikamente?|psychiater\w*|"
+    r"befund\w*)|diagnostiziert|(?:er|sie|mein \w+|meine \w+) (?:hat|nimmt|leidet|ist)\b|"
+    r"(?:yo )?(?:tengo|tuve|tomo|estoy|sufro|padezco|me (?:diagnosticaron|recetaron))|mi (?:médic[oa]|psiquiatra|"
+    r"diagnóstico|medicación|medicamento|tratamiento|terapeuta)|diagnosticad[oa]|(?:le|les|nos) diagnosticaron|"
+    r"(?:él|ella|mi \w+) (?:tiene|toma|sufre|padece|está)\b)",
+    _I,
+)
+
+
+# "I have a question about cancer", "an essay on depression": a topic, not a disclosure.
+_TOPIC = re.compile(
+    r"\b(?:question|questions|essay|article|paper|research|report|presentation|homework|assignment|lecture|course|"
+    r"book|film|movie|documentary|podcast|talk|blog post|exposé|mémoire|frage|fragen|aufsatz|referat|vortrag|"
+    r"artikel|pregunta|preguntas|ensayo|trabajo|artículo|charla)(?:\s+\w+){0,2}?\s+"
+    r"(?:about|on|regarding|sur|über|zu|zum|zur|sobre)\b",
+    _I,
+)
+
+
+def find_health(text: str) -> Iterator[Hit]:
+    if not _HEALTH_TERM.search(text):
+        return
+    for a, b in _sentences(text):
+        sent = text[a:b]
+        if not _DISCLOSURE.search(sent) or (_GENERIC_Q.match(sent) and not _FIRST_PERSON.search(sent)):
+            continue
+        topic = _TOPIC.search(sent)
+        for term in _HEALTH_TERM.finditer(sent):
+            if topic and term.start() >= topic.end():
+                continue
+            yield Hit("health", a + term.start(), a + term.end(), "HEALTH",
+                      f"medical detail about a person ({term.group().lower()!r} in a personal disclosure)")
+
+
+# ---------------------------------------------------------------- confidential (HR / legal / financial)
+
+_MARKER_UPPER = re.compile(
+    r"\b(?:CONFIDENTIAL|STRICTLY CONFIDENTIAL|INTERNAL ONLY|INTERNAL USE ONLY|CONFIDENTIEL|VERTRAULICH|"
+    r"STRENG VERTRAULICH|CONFIDENCIAL|PRIVILEGED (?:AND|&) CONFIDENTIAL)\b"
+)
+_MARKER = re.compile(
+    r"^\s*[\[(]?(?:(?:strictly|highly|strictement|streng|estrictamente) )?"
+    r"(?:confidential|internal(?: use)? only|confidentiel|diffusion restreinte|usage interne|vertraulich|"
+    r"nur für den internen gebrauch|confidencial|uso interno|privileged (?:and|&) confidential)[\])]?\s*[:\-—–]"
+    r"|\b(?:this|the following|the attached|attached|below)(?: \w+){0,3} (?:is|are) (?:strictly |highly )?"
+    r"(?:confidential|internal only|under nda|not (?:yet )?public)"
+    r"|\b(?:ce|cette|ces|le|la|ci-joint)(?: \w+){0,3} (?:est|sont) (?:strictement )?confidentiel(?:le)?s?"
+    r"|\b(?:dieses|diese|der|die|das|folgende|anbei)(?: \w+){0,3} (?:ist|sind) (?:streng )?vertraulich"
+    r"|\b(?:este|esta|estos|el|la|adjunto)(?: \w+){0,3} (?:es|son) (?:estrictamente )?confidencial(?:es)?"
+    r"|\b(?:das ist|c'est|it's|it is|esto es) (?:streng |strictement |strictly |estrictamente )?"
+    r"(?:vertraulich|confidentiel|confidential|confidencial)"
+    r"|\b(?:do not (?:share|forward|distribute)|not for (?:distribution|external)|ne pas (?:diffuser|transférer)|"
+    r"nicht (?:weitergeben|zur weitergabe)|no (?:distribuir|reenviar|compartir) (?:fuera|externamente))"
+    r"|\b(?:under (?:an? )?nda|sous nda|unter nda|bajo nda)\b",
+    re.M | _I,
+)
+_HR_TERM = re.compile(
+    r"\b(?:salary|salaries|pay rise|raise|bonus|compensation|earns|makes \$|performance review|performance "
+    r"improvement plan|pip|disciplinary|written warning|termination|terminate|terminated|fire|fired|firing|let \w+ go|"
+    r"laid off|layoffs?|redundan\w+|severance|settlement|lawsuit|sued|suing|litigation|harassment complaint|"
+    r"grievance|misconduct|investigation|nda|non-disclosure|unreleased|not yet (?:public|announced)|before "
+    r"(?:the )?(?:announcement|earnings call|release)|earnings|quarterly results|revenue figures|acquisition|merger|"
+    r"buyout|insider|"
+    r"salaire|prime|rémunération|gagne|entretien annuel|évaluation|avertissement|licenciement|licencier|"
+    r"rupture conventionnelle|plan social|indemnité|procès|litige|transaction|harcèlement|faute grave|résultats|"
+    r"chiffre d'affaires|rachat|fusion|non publiés?|"
+    r"gehalt|gehälter|lohn|verdient|gehaltserhöhung|leistungsbeurteilung|mitarbeitergespräch|abmahnung|kündigung|"
+    r"kündigen|entlassung|entlassen|aufhebungsvertrag|abfindung|klage|vergleich|belästigung|quartalszahlen|umsatz|"
+    r"übernahme|fusion|unveröffentlicht\w*|noch nicht veröffentlicht|"
+    r"salario|sueldo|gana|aumento|evaluación de desempeño|sanción|despido|despedir|finiquito|indemnización|demanda|"
+    r"acuerdo extrajudicial|acoso|resultados trimestrales|facturación|adquisición|fusión|no publicad[oa]s?)\b",
+    _I,
+)
+# Something specific: a money amount, a named person, or "our/we" (the user's own organisation).
+_SPECIFIC = re.compile(
+    r"[$€£]\s?\d|\d[\d.,\s]*\s?(?:k|K|€|\$|£|EUR|USD|euros?|dollars?|Euro|millones|millions?|Millionen|M)\b|"
+    r"\b(?:Mr|Ms|Mrs|Dr|M|Mme|Herr|Frau|Sr|Sra)\.? [A-Z][a-z]+|\b[A-Z][a-zà-ÿ]+ [A-Z][a-zà-ÿ]+\b(?<!\bI [A-Z])|"
+    r"\b(?:our|we|we're|we've|my (?:employee|colleague|direct report|coworker|team member)|"
+    r"notre|nos|nous|mon (?:collègue|employé|salarié)|ma (?:collègue|salariée)|"
+    r"unser\w*|wir|mein(?:e|em|en)? (?:kollegin?|mitarbeiter\w*)|"
+    r"nuestr[oa]s?|nosotros|vamos a|mi (?:emplead[oa]|compañer[oa]))\b",
+)
+def find_confidential(text: str) -> Iterator[Hit]:
+    for m in _MARKER_UPPER.finditer(text):
+        yield Hit("confidential", m.start(), m.end(), "CONFIDENTIAL", "document marked confidential / internal")
+    for m in _MARKER.finditer(text):
+        if not _GENERIC_Q.match(text[text.rfind("\n", 0, m.start()) + 1:]):
+            yield Hit("confidential", m.start(), m.end(), "CONFIDENTIAL", "document marked confidential / internal")
+    if not _HR_TERM.search(text):
+        return
+    for a, b in _sentences(text):
+        sent = text[a:b]
+        term = _HR_TERM.search(sent)
+        if not term:
+            continue
+        spec = _SPECIFIC.search(sent)
+        if spec and not (_GENERIC_Q.match(sent) and not re.search(r"[$€£]\s?\d|\d\s?(?:k|€|\$)", sent)):
+            yield Hit("confidential", a + term.start(), a + term.end(), "CONFIDENTIAL",
+                      f"HR/legal/financial detail ({term.group().lower()!r}) about a specific person or organisation")
+
+
+RECOGNIZERS: tuple[Callable[[str], Iterator[Hit]], ...] = (
+    find_cards, find_national_ids, find_ibans, find_secrets, find_contacts, find_health, find_confidential,
+)
