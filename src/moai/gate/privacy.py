@@ -13,6 +13,7 @@ the model's answer, whole or streamed. The recognizers themselves live in `priva
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -95,10 +96,12 @@ def _resolve(hits: list[Hit]) -> list[Hit]:
     return sorted(kept, key=lambda h: h.start)
 
 
-def detect_text(text: str) -> list[Hit]:
-    """All non-overlapping hits in one text."""
+@functools.lru_cache(maxsize=4096)
+def detect_text(text: str) -> tuple[Hit, ...]:
+    """All non-overlapping hits in one text. Cached: a chat resends its whole history every turn, and
+    only the new message should cost anything."""
     hits = [h for rec in RECOGNIZERS for h in rec(text)]
-    return _resolve(hits) if hits else []
+    return tuple(_resolve(hits)) if hits else ()
 
 
 def detect(query: str | Messages) -> PrivacyReport:

@@ -304,9 +304,18 @@ _SECRET_KEY = re.compile(
 )
 
 
+# `password = os.environ["PW"]`, `password: Optional[str]`, `pwd = self.pwd`: code reading a password, not one.
+_CODE_EXPR = re.compile(
+    r"^(?:[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)*[(\[]|(?:self|this|os|args|config|settings|request|env|process|cfg|opts?)\."
+    r"|(?:str|string|bytes|none|null|true|false|undefined|optional|varchar|text|secretstr)\b)",
+    _I,
+)
+
+
 def _looks_like_password(v: str) -> bool:
     v = v.rstrip(".,;!?)")
-    return not (len(v) < 4 or v[0] in "<{[$%*(" or v.lower() in _PW_STOP or _PLACEHOLDER.match(v))
+    return not (len(v) < 4 or v[0] in "<{[$%*(" or v.lower() in _PW_STOP or _PLACEHOLDER.match(v)
+                or _CODE_EXPR.match(v))
 
 
 def _jwt_ok(token: str) -> bool:
@@ -446,7 +455,7 @@ _CONDITIONS = (
     r"ocrevus|rivastigmin\w*|pregabalin\w*|gabapentin\w*|"
     # French
     r"diabète|diabétique|tumeur|leucémie|chimio(?:thérapie)?|vih|sida|hépatite|dépression|déprimée?|anxiété|"
-    r"trouble bipolaire|schizophrène|épilepsie|asthme|démence|sclérose en plaques|maladie de \w+|hypertension|"
+    r"trouble bipolaire|schizophrène|épilepsie|asthme|démence|sclérose en plaques|maladie d(?:e |')\w+|hypertension|"
     r"infarctus|avc|insuffisance rénale|anorexie|boulimie|alcoolisme|enceinte|grossesse|fausse couche|avortement|"
     r"ivg|infertilité|endométriose|migraines?|burn-?out|antidépresseurs?|anxiolytiques?|lévothyrox|"
     # German
@@ -493,18 +502,37 @@ _TOPIC = re.compile(
 )
 
 
-def find_health(text: str) -> Iterator[Hit]:
-    if not _HEALTH_TERM.search(text):
+def _sentences_with(rx: re.Pattern[str], text: str) -> Iterator[tuple[int, int, list[re.Match[str]]]]:
+    """Sentences holding at least one match of `rx`, with those matches (offsets into `text`).
+
+    The term scan runs once over the whole text; sentence rules run only where a term is, which keeps
+    long conversations cheap."""
+    terms = list(rx.finditer(text))
+    if not terms:
         return
+    k = 0
     for a, b in _sentences(text):
+        inside = []
+        while k < len(terms) and terms[k].start() < b:
+            if terms[k].start() >= a:
+                inside.append(terms[k])
+            k += 1
+        if inside:
+            yield a, b, inside
+        if k == len(terms):
+            return
+
+
+def find_health(text: str) -> Iterator[Hit]:
+    for a, b, terms in _sentences_with(_HEALTH_TERM, text):
         sent = text[a:b]
         if not _DISCLOSURE.search(sent) or (_GENERIC_Q.match(sent) and not _FIRST_PERSON.search(sent)):
             continue
         topic = _TOPIC.search(sent)
-        for term in _HEALTH_TERM.finditer(sent):
-            if topic and term.start() >= topic.end():
+        for term in terms:
+            if topic and term.start() - a >= topic.end():
                 continue
-            yield Hit("health", a + term.start(), a + term.end(), "HEALTH",
+            yield Hit("health", term.start(), term.end(), "HEALTH",
                       f"medical detail about a person ({term.group().lower()!r} in a personal disclosure)")
 
 
@@ -517,7 +545,7 @@ _MARKER_UPPER = re.compile(
 _MARKER = re.compile(
     r"^\s*[\[(]?(?:(?:strictly|highly|strictement|streng|estrictamente) )?"
     r"(?:confidential|internal(?: use)? only|confidentiel|diffusion restreinte|usage interne|vertraulich|"
-    r"nur für den internen gebrauch|confidencial|uso interno|privileged (?:and|&) confidential)[\])]?\s*[:\-—–]"
+    r"nur für den internen gebrauch|confidencial|uso interno|privileged (?:and|&) confidential)(?=[\])]?\s*[:\-—–])"
     r"|\b(?:this|the following|the attached|attached|below)(?: \w+){0,3} (?:is|are) (?:strictly |highly )?"
     r"(?:confidential|internal only|under nda|not (?:yet )?public)"
     r"|\b(?:ce|cette|ces|le|la|ci-joint)(?: \w+){0,3} (?:est|sont) (?:strictement )?confidentiel(?:le)?s?"
@@ -562,16 +590,11 @@ def find_confidential(text: str) -> Iterator[Hit]:
     for m in _MARKER.finditer(text):
         if not _GENERIC_Q.match(text[text.rfind("\n", 0, m.start()) + 1:]):
             yield Hit("confidential", m.start(), m.end(), "CONFIDENTIAL", "document marked confidential / internal")
-    if not _HR_TERM.search(text):
-        return
-    for a, b in _sentences(text):
-        sent = text[a:b]
-        term = _HR_TERM.search(sent)
-        if not term:
-            continue
+    for a, b, terms in _sentences_with(_HR_TERM, text):
+        sent, term = text[a:b], terms[0]
         spec = _SPECIFIC.search(sent)
         if spec and not (_GENERIC_Q.match(sent) and not re.search(r"[$€£]\s?\d|\d\s?(?:k|€|\$)", sent)):
-            yield Hit("confidential", a + term.start(), a + term.end(), "CONFIDENTIAL",
+            yield Hit("confidential", term.start(), term.end(), "CONFIDENTIAL",
                       f"HR/legal/financial detail ({term.group().lower()!r}) about a specific person or organisation")
 
 

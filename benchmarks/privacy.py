@@ -1,0 +1,114 @@
+"""Privacy detector figures on data/privacy/eval.jsonl: precision/recall per kind and overall, false-positive
+rate on benign look-alikes, and latency per query.
+
+Run: `.venv/bin/python benchmarks/privacy.py [--split dev|heldout|all] [--errors]`.
+Goals (issue 7): recall >= 0.98 on sensitive prompts, FPR <= 5% on benign look-alikes, p50 <= 5 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from moai.gate.privacy import KINDS, detect, detect_text
+
+EVAL = Path(__file__).resolve().parent.parent / "data" / "privacy" / "eval.jsonl"
+
+
+def _ratio(a: int, b: int) -> str:
+    return f"{a / b:.3f}" if b else "-"
+
+
+def load(split: str) -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in EVAL.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r for r in rows if split == "all" or r.get("split", "dev") == split]
+
+
+def run(rows: list[dict[str, Any]], repeats: int = 5) -> tuple[list[list[str]], list[float]]:
+    """Predicted kinds per row, and per-query latency (median of `repeats` cold runs, after one warm-up).
+
+    The per-text cache is cleared before every timed call: these are first-sight costs."""
+    detect("warm-up: lazy patterns compile here, not in the timings")
+    preds: list[list[str]] = []
+    lat: list[float] = []
+    for r in rows:
+        times = []
+        for _ in range(repeats):
+            detect_text.cache_clear()
+            t0 = time.perf_counter()
+            rep = detect(r["text"])
+            times.append(time.perf_counter() - t0)
+        preds.append(rep.kinds)
+        lat.append(statistics.median(times) * 1000)
+    return preds, lat
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--split", default="all", choices=["dev", "heldout", "all"])
+    ap.add_argument("--errors", action="store_true", help="list every misclassified prompt")
+    args = ap.parse_args()
+    rows = load(args.split)
+    preds, lat = run(rows)
+    con = Console()
+
+    t = Table(title=f"privacy detector on {EVAL.name} (split={args.split}, {len(rows)} prompts)")
+    for col in ("kind", "support", "TP", "FP", "FN", "precision", "recall"):
+        t.add_column(col, justify="right" if col != "kind" else "left")
+    for kind in KINDS:
+        tp = sum(kind in p and kind in r["kinds"] for r, p in zip(rows, preds, strict=True))
+        fp = sum(kind in p and kind not in r["kinds"] for r, p in zip(rows, preds, strict=True))
+        fn = sum(kind not in p and kind in r["kinds"] for r, p in zip(rows, preds, strict=True))
+        t.add_row(kind, str(tp + fn), str(tp), str(fp), str(fn), _ratio(tp, tp + fp), _ratio(tp, tp + fn))
+    tp = sum(bool(p) and r["sensitive"] for r, p in zip(rows, preds, strict=True))
+    fp = sum(bool(p) and not r["sensitive"] for r, p in zip(rows, preds, strict=True))
+    fn = sum(not p and r["sensitive"] for r, p in zip(rows, preds, strict=True))
+    t.add_row("[b]sensitive (any kind)[/b]", str(tp + fn), str(tp), str(fp), str(fn), _ratio(tp, tp + fp),
+              _ratio(tp, tp + fn))
+    con.print(t)
+
+    t2 = Table(title="per language: recall on sensitive, false-positive rate on benign look-alikes")
+    for col in ("lang", "sensitive", "recall", "benign", "FPR"):
+        t2.add_column(col, justify="right")
+    for lang in sorted({r["lang"] for r in rows}):
+        sens = [bool(p) for r, p in zip(rows, preds, strict=True) if r["lang"] == lang and r["sensitive"]]
+        ben = [bool(p) for r, p in zip(rows, preds, strict=True) if r["lang"] == lang and not r["sensitive"]]
+        t2.add_row(lang, str(len(sens)), _ratio(sum(sens), len(sens)), str(len(ben)), _ratio(sum(ben), len(ben)))
+    n_ben = sum(not r["sensitive"] for r in rows)
+    t2.add_row("[b]all[/b]", str(tp + fn), _ratio(tp, tp + fn), str(n_ben), _ratio(fp, n_ben))
+    con.print(t2)
+
+    q = statistics.quantiles(lat, n=100)
+    con.print(f"latency per query (ms): p50 {statistics.median(lat):.3f}  p90 {q[89]:.3f}  p99 {q[98]:.3f}  "
+              f"max {max(lat):.3f}  (mean length {statistics.mean(len(r['text']) for r in rows):.0f} chars)")
+    chat = [{"role": "user" if i % 2 == 0 else "assistant", "content": r["text"]} for i, r in enumerate(rows[:40])]
+    nxt = {"role": "user", "content": "And one more question on top of all that, please."}
+    cold, warm = [], []
+    for _ in range(5):
+        detect_text.cache_clear()
+        t0 = time.perf_counter()
+        detect(chat)
+        cold.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        detect([*chat, nxt])
+        warm.append((time.perf_counter() - t0) * 1000)
+    con.print(f"40-message chat ({sum(len(m['content']) for m in chat)} chars): {statistics.median(cold):.2f} ms "
+              f"cold, {statistics.median(warm):.2f} ms for the next turn (history cached)")
+    recall, fpr = tp / max(tp + fn, 1), fp / max(n_ben, 1)
+    ok = recall >= 0.98 and fpr <= 0.05 and statistics.median(lat) <= 5
+    con.print(f"goals (recall >= 0.98, FPR <= 0.05, p50 <= 5 ms): {'[green]met' if ok else '[red]not met'}")
+    if args.errors:
+        for r, p in zip(rows, preds, strict=True):
+            if set(p) != set(r["kinds"]):
+                con.print(f"[yellow]{r['id']}[/yellow] expected {r['kinds']} got {p}: {r['text'][:100]!r}")
+
+
+if __name__ == "__main__":
+    main()
