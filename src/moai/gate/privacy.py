@@ -15,11 +15,12 @@ from __future__ import annotations
 import copy
 import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from moai.gate.privacy_rules import KINDS, RECOGNIZERS, Hit
+from moai.gate.privacy_context import find_confidential, find_health
+from moai.gate.privacy_rules import KINDS, Hit, find_cards, find_contacts, find_ibans, find_national_ids, find_secrets
 
 __all__ = ["KINDS", "Detection", "PrivacyReport", "Restorer", "detect", "redact", "restore"]
 
@@ -28,6 +29,10 @@ _PRIORITY = {k: i for i, k in enumerate(("secret", "iban", "payment_card", "nati
                                          "confidential", "health"))}
 
 Messages = Sequence[Mapping[str, Any]]
+
+RECOGNIZERS: tuple[Callable[[str], Iterator[Hit]], ...] = (
+    find_cards, find_national_ids, find_ibans, find_secrets, find_contacts, find_health, find_confidential,
+)
 
 
 @dataclass(frozen=True)

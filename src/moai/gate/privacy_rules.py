@@ -1,9 +1,11 @@
-"""The recognizers behind `moai.gate.privacy`: one function per kind of sensitive data.
+"""The shape-based recognizers behind `moai.gate.privacy`, and the helpers all recognizers share.
 
-Each recognizer takes one text and yields `Hit`s (kind, span, placeholder label, explanation). They are
-plain regexes plus validation: checksums come from python-stdnum (Luhn, IBAN mod-97, SSN, NIR, IdNr, DNI,
-NIE, codice fiscale), vendor key formats from detect-secrets' plugins, and what no library covers
-(passwords given in context, addresses, health and HR/legal disclosures in EN/FR/DE/ES) from rules here.
+Each recognizer takes one text and yields `Hit`s (kind, span, placeholder label, explanation). Here are the
+kinds with a recognisable shape (cards, national ids, IBAN, secrets, contact details): regexes plus
+validation, with checksums from python-stdnum (Luhn, IBAN mod-97, SSN, NIR, IdNr, DNI, NIE, codice fiscale),
+vendor key formats from detect-secrets' plugins, and own rules for what no library covers (passwords given
+in context, addresses) in EN/FR/DE/ES. The kinds that need language rules (health, confidential) are in
+`privacy_context`.
 
 Why rules and not an NER model: the gate runs on every request (budget: a few ms) and must work offline;
 Presidio's analyzer wants a spaCy model download, so it is not used. Benign look-alikes are excluded on
@@ -17,7 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from stdnum import iban as _iban
@@ -48,13 +50,11 @@ _I = re.IGNORECASE
 
 def _words(s: str) -> frozenset[str]:
     return frozenset(s.split())
-_W = r"[^\W\d_]"  # a letter, any script
-
 
 
 # ---------------------------------------------------------------- shared helpers
 
-_GENERIC_Q = re.compile(
+GENERIC_QUESTION = re.compile(
     r"^\s*[¿¡]?\s*(?:what|how|why|when|where|who|which|is it|are there|can you explain|explain|define|describe|"
     r"tell me about|dis-moi|raconte|erzähl|beschreib|cuéntame|háblame|"
     r"qu'est-ce|que (?:signifie|veut dire)|comment|pourquoi|quel(?:le)?s?|qui|où|"
@@ -62,14 +62,19 @@ _GENERIC_Q = re.compile(
     r"qué|cómo|por qué|cuál(?:es)?|quién|dónde|explica)\b", _I,
 )
 # The asker speaking about themself or someone close: what turns a topic question into a disclosure.
-_FIRST_PERSON = re.compile(
+FIRST_PERSON = re.compile(
     r"\b(?:I|I'm|I've|my|me|j'ai|je|mon|ma|mes|ich|mein\w*|mir|mich|yo|mi|mis|me|tengo|estoy)\b", _I,
 )
 _ABBREV = _words("mr mrs ms dr sr sra st m mme mlle hr fr nr no vs etc ca bzw inc ltd av avda")
 _END = re.compile(r"[.!?]+|\n")
 
 
-def _sentences(text: str) -> Iterator[tuple[int, int]]:
+def near(rx: re.Pattern[str], text: str, start: int, end: int, window: int = 60) -> bool:
+    """Whether `rx` matches within `window` characters of the span."""
+    return rx.search(text, max(0, start - window), min(len(text), end + window)) is not None
+
+
+def sentences(text: str) -> Iterator[tuple[int, int]]:
     """Sentence spans, not cut after abbreviations (M. Girard, Sr. Molina) or inside numbers (18.2)."""
     start = 0
     for m in _END.finditer(text):
@@ -120,10 +125,24 @@ def _card_brand(d: str) -> str | None:
     return None
 
 
+# A Luhn-valid number labelled as an order/tracking/reference number is that, unless cards are mentioned too.
+_NOT_CARD = re.compile(
+    r"\b(?:order|tracking|invoice|reference|ref|serial|imei|isbn|ticket|booking|commande|suivi|facture|"
+    r"bestell\w*|sendungs\w*|rechnungs\w*|pedido|factura|seguimiento|referencia)\b", _I,
+)
+_CARD_CONTEXT = re.compile(
+    r"\b(?:card|carte|karte|kreditkarte|tarjeta|visa|mastercard|amex|cvv|cvc|credit|debit|payment|paiement|"
+    r"zahlung|pago|cb)\b", _I,
+)
+
+
 def find_cards(text: str) -> Iterator[Hit]:
     for m in _CARD.finditer(text):
         digits = re.sub(r"\D", "", m.group())
         if not 13 <= len(digits) <= 19 or digits in _TEST_CARDS:
+            continue
+        before = text[max(0, m.start() - 40):m.start()]
+        if _NOT_CARD.search(before) and not near(_CARD_CONTEXT, text, m.start(), m.end()):
             continue
         brand = _card_brand(digits)
         if brand and _luhn.is_valid(digits):
@@ -152,10 +171,6 @@ _IT_CF = re.compile(r"(?<![\w-])[A-Za-z]{6}\d{2}[A-Za-z]\d{2}[A-Za-z]\d{3}[A-Za-
 _EXAMPLE_IDS = frozenset({"078051120", "219099999", "123456789", "DE12345678"})
 
 
-def _near(rx: re.Pattern[str], text: str, start: int, end: int, window: int = 60) -> bool:
-    return rx.search(text, max(0, start - window), min(len(text), end + window)) is not None
-
-
 def _pa_valid(s: str) -> bool:
     """German ID card serial: 9 characters + check digit, weights 7-3-1 (ICAO 9303)."""
     vals = [int(c) if c.isdigit() else ord(c) - 55 for c in s[:9]]
@@ -167,7 +182,7 @@ def find_national_ids(text: str) -> Iterator[Hit]:
         if _us_ssn.is_valid(m.group().replace(" ", "-")) and re.sub(r"\D", "", m.group()) not in _EXAMPLE_IDS:
             yield Hit("national_id", m.start(), m.end(), "SSN", "US social security number (valid area/group/serial)")
     for m in _SSN_BARE.finditer(text):
-        named = _near(_SSN_CONTEXT, text, m.start(), m.end())
+        named = near(_SSN_CONTEXT, text, m.start(), m.end())
         if named and m.group() not in _EXAMPLE_IDS and _us_ssn.is_valid(m.group()):
             yield Hit("national_id", m.start(), m.end(), "SSN", "US social security number (unformatted, named as SSN)")
     for m in _NIR.finditer(text):
@@ -177,7 +192,7 @@ def find_national_ids(text: str) -> Iterator[Hit]:
         if _de_idnr.is_valid(m.group()):
             yield Hit("national_id", m.start(), m.end(), "STEUER_ID", "German tax id (Steuer-IdNr, check digit valid)")
     for m in _DE_PA.finditer(text):
-        if _pa_valid(m.group()) and _near(_DE_PA_CONTEXT, text, m.start(), m.end()):
+        if _pa_valid(m.group()) and near(_DE_PA_CONTEXT, text, m.start(), m.end()):
             yield Hit("national_id", m.start(), m.end(), "AUSWEIS", "German ID card number (check digit valid)")
     for m in _ES_DNI.finditer(text):
         if _es_dni.is_valid(m.group().upper()) and m.group()[:8] != "12345678":
@@ -400,7 +415,7 @@ _FULL_NAME = re.compile(r"\b[A-ZÀ-Ý][a-zà-ÿ]+ [A-ZÀ-Ý][a-zà-ÿ]+\b")
 
 def _person_near(text: str, start: int, end: int, window: int = 80) -> bool:
     """A person cue (I, my, lives, ship to ...) or a full name near the span, outside the span itself."""
-    if _near(_PERSON_CUE, text, start, end, window):
+    if near(_PERSON_CUE, text, start, end, window):
         return True
     before, after = text[max(0, start - window):start], text[end:end + window]
     return bool(_FULL_NAME.search(before) or _FULL_NAME.search(after))
@@ -423,181 +438,10 @@ def find_contacts(text: str) -> Iterator[Hit]:
         if (m.start(), m.end()) in seen or len(digits) < 9 or re.match(r"\(?555|\d{3}\D?555", m.group()):
             continue
         spaced = bool(re.match(r"0[1-9](?:[ .]\d{2}){4}$|\(\d{3}\)", m.group()))
-        if spaced or _near(_PHONE_CONTEXT, text, m.start(), m.end(), 40):
+        if spaced or near(_PHONE_CONTEXT, text, m.start(), m.end(), 40):
             yield Hit("contact", m.start(), m.end(), "PHONE", "phone number")
     for m in _ADDRESS.finditer(text):
         line = text[text.rfind("\n", 0, m.start()) + 1:]
         if _person_near(text, m.start(), m.end()) and not (
-                _GENERIC_Q.match(line) and not _FIRST_PERSON.search(line)):
+                GENERIC_QUESTION.match(line) and not FIRST_PERSON.search(line)):
             yield Hit("contact", m.start(), m.end(), "ADDRESS", "street address next to a person")
-
-
-# ---------------------------------------------------------------- health
-
-_CONDITIONS = (
-    # English
-    r"diabetes|diabetic|cancer|tumou?r|leuka?emia|lymphoma|melanoma|chemo(?:therapy)?|radiotherapy|hiv|aids|"
-    r"hepatitis [abc]?|tuberculosis|depression|depressed|anxiety(?: disorder)?|panic attacks|bipolar|schizophreni\w*|"
-    r"psychosis|ptsd|ocd|adhd|autism|autistic|epilepsy|seizures|asthma|copd|dementia|alzh[eé]imer'?s?|parkinson'?s?|"
-    r"multiple sclerosis|\bms\b|crohn'?s?|celiac|lupus|arthritis|hypertension|high blood pressure|heart failure|"
-    r"heart attack|stroke|arrhythmia|kidney (?:disease|failure)|dialysis|cirrhosis|anorexia|bulimia|eating disorder|"
-    r"addiction|alcoholism|alcoholic|opioid|overdose|suicidal|self-harm|std|sti|chlamydia|gonorrh?ea|syphilis|herpes|"
-    r"hpv|pregnan(?:t|cy)|miscarriage|abortion|infertility|ivf|endometriosis|migraines?|insomnia|covid|long covid|"
-    r"thyroid|hypothyroidism|hyperthyroidism|sleep apnea|obesity|concussion|fracture|surgery|biopsy|mri|"
-    r"blood (?:test|work) results|positive for|"
-    # medications
-    r"metformin|insulin|ozempic|semaglutide|sertraline|zoloft|fluoxetine|prozac|escitalopram|lexapro|citalopram|"
-    r"paroxetine|venlafaxine|bupropion|wellbutrin|xanax|alprazolam|diazepam|valium|lorazepam|lithium|quetiapine|"
-    r"seroquel|olanzapine|risperidone|aripiprazole|lamotrigine|valproate|levetiracetam|methylphenidate|ritalin|"
-    r"adderall|levothyroxine|warfarin|eliquis|apixaban|statins?|atorvastatin|lisinopril|amlodipine|metoprolol|"
-    r"prednisone|methotrexate|humira|oxycodone|fentanyl|methadone|suboxone|buprenorphine|tramadol|morphine|"
-    r"antidepressants?|antipsychotics?|antiretrovirals?|prep|truvada|birth control pill|donepezil\w*|memantin\w*|"
-    r"ocrevus|rivastigmin\w*|pregabalin\w*|gabapentin\w*|"
-    # French
-    r"diabète|diabétique|tumeur|leucémie|chimio(?:thérapie)?|vih|sida|hépatite|dépression|déprimée?|anxiété|"
-    r"trouble bipolaire|schizophrène|épilepsie|asthme|démence|sclérose en plaques|maladie d(?:e |')\w+|hypertension|"
-    r"infarctus|avc|insuffisance rénale|anorexie|boulimie|alcoolisme|enceinte|grossesse|fausse couche|avortement|"
-    r"ivg|infertilité|endométriose|migraines?|burn-?out|antidépresseurs?|anxiolytiques?|lévothyrox|"
-    # German
-    r"krebs|tumor|leukämie|chemotherapie|depressionen|depressiv|angststörung|bipolare störung|schizophrenie|"
-    r"epilepsie|demenz|multiple sklerose|bluthochdruck|herzinfarkt|schlaganfall|niereninsuffizienz|magersucht|"
-    r"bulimie|alkoholsucht|sucht|schwanger|schwangerschaft|fehlgeburt|abtreibung|unfruchtbarkeit|migräne|"
-    r"antidepressiva|psychotherapie|"
-    # Spanish
-    r"cáncer|leucemia|quimioterapia|quimio|vih|sida|depresión|deprimid[oa]|ansiedad|trastorno bipolar|esquizofrenia|"
-    r"epilepsia|asma|demencia|esclerosis múltiple|hipertensión|infarto|insuficiencia renal|anorexia|bulimia|"
-    r"alcoholismo|adicción|embarazada|embarazo|aborto|infertilidad|migrañas?|antidepresivos?|ansiolíticos?"
-)
-_HEALTH_TERM = re.compile(r"\b(?:" + _CONDITIONS + r")\b", _I)
-# A disclosure: somebody (I, my mother, he, a named person, a patient) has / takes / was diagnosed with ...
-_DISCLOSURE = re.compile(
-    r"(?<!\bcan )(?<!\bshould )(?<!\bcould )(?<!\bmay )(?<!\bif )(?<!\bdo )"
-    r"\b(?:I(?:'ve| have)? (?:been )?(?:have|had|got|take|took|taking|using|started|stopped|suffer|suffering|"
-    r"struggle|struggling|live|living|am on|on|treated|seeing|was "
-    r"diagnosed|'m on|'m taking|am taking|'m pregnant|am pregnant|'m being treated|am being treated|tested|"
-    r"found out)|I'm (?:on|taking|pregnant|diabetic|depressed|bipolar|autistic|HIV|recovering|in (?:remission|rehab))|"
-    r"my (?:\w+ )?(?:diagnosis|medication|meds|prescription|doctor|therapist|psychiatrist|oncologist|gp|"
-    r"test results|biopsy|treatment|condition|dose|dosage|symptoms)|diagnosed with|tested positive|"
-    r"(?:he|she|they|my \w+|[A-Z][a-z]+) (?:has|had|have|is on|takes|is taking|was diagnosed|suffers|started|"
-    r"is pregnant|is in (?:remission|rehab)|relapsed)|patient\b|"
-    r"j'ai\b|je (?:suis|prends|souffre|fais)|mon (?:médecin|psychiatre|traitement|diagnostic|oncologue)|"
-    r"ma (?:psy|maladie|dépression)|mes (?:médicaments|symptômes|résultats)|diagnostiquée?|"
-    r"(?:il|elle|mon \w+|ma \w+) (?:a|est|prend|souffre|suit)\b|"
-    r"ich (?:habe|hatte|nehme|leide|bin)|mein(?:e|em)? (?:arzt|ärztin|therapeut\w*|diagnose|medikamente?|psychiater\w*|"
-    r"befund\w*)|diagnostiziert|(?:er|sie|mein \w+|meine \w+) (?:hat|nimmt|leidet|ist)\b|"
-    r"(?:yo )?(?:tengo|tuve|tomo|estoy|sufro|padezco|me (?:diagnosticaron|recetaron))|mi (?:médic[oa]|psiquiatra|"
-    r"diagnóstico|medicación|medicamento|tratamiento|terapeuta)|diagnosticad[oa]|(?:le|les|nos) diagnosticaron|"
-    r"(?:él|ella|mi \w+) (?:tiene|toma|sufre|padece|está)\b)",
-    _I,
-)
-
-
-# "I have a question about cancer", "an essay on depression": a topic, not a disclosure.
-_TOPIC = re.compile(
-    r"\b(?:question|questions|essay|article|paper|research|report|presentation|homework|assignment|lecture|course|"
-    r"book|film|movie|documentary|podcast|talk|blog post|exposé|mémoire|frage|fragen|aufsatz|referat|vortrag|"
-    r"artikel|pregunta|preguntas|ensayo|trabajo|artículo|charla)(?:\s+\w+){0,2}?\s+"
-    r"(?:about|on|regarding|sur|über|zu|zum|zur|sobre)\b",
-    _I,
-)
-
-
-def _sentences_with(rx: re.Pattern[str], text: str) -> Iterator[tuple[int, int, list[re.Match[str]]]]:
-    """Sentences holding at least one match of `rx`, with those matches (offsets into `text`).
-
-    The term scan runs once over the whole text; sentence rules run only where a term is, which keeps
-    long conversations cheap."""
-    terms = list(rx.finditer(text))
-    if not terms:
-        return
-    k = 0
-    for a, b in _sentences(text):
-        inside = []
-        while k < len(terms) and terms[k].start() < b:
-            if terms[k].start() >= a:
-                inside.append(terms[k])
-            k += 1
-        if inside:
-            yield a, b, inside
-        if k == len(terms):
-            return
-
-
-def find_health(text: str) -> Iterator[Hit]:
-    for a, b, terms in _sentences_with(_HEALTH_TERM, text):
-        sent = text[a:b]
-        if not _DISCLOSURE.search(sent) or (_GENERIC_Q.match(sent) and not _FIRST_PERSON.search(sent)):
-            continue
-        topic = _TOPIC.search(sent)
-        for term in terms:
-            if topic and term.start() - a >= topic.end():
-                continue
-            yield Hit("health", term.start(), term.end(), "HEALTH",
-                      f"medical detail about a person ({term.group().lower()!r} in a personal disclosure)")
-
-
-# ---------------------------------------------------------------- confidential (HR / legal / financial)
-
-_MARKER_UPPER = re.compile(
-    r"\b(?:CONFIDENTIAL|STRICTLY CONFIDENTIAL|INTERNAL ONLY|INTERNAL USE ONLY|CONFIDENTIEL|VERTRAULICH|"
-    r"STRENG VERTRAULICH|CONFIDENCIAL|PRIVILEGED (?:AND|&) CONFIDENTIAL)\b"
-)
-_MARKER = re.compile(
-    r"^\s*[\[(]?(?:(?:strictly|highly|strictement|streng|estrictamente) )?"
-    r"(?:confidential|internal(?: use)? only|confidentiel|diffusion restreinte|usage interne|vertraulich|"
-    r"nur für den internen gebrauch|confidencial|uso interno|privileged (?:and|&) confidential)(?=[\])]?\s*[:\-—–])"
-    r"|\b(?:this|the following|the attached|attached|below)(?: \w+){0,3} (?:is|are) (?:strictly |highly )?"
-    r"(?:confidential|internal only|under nda|not (?:yet )?public)"
-    r"|\b(?:ce|cette|ces|le|la|ci-joint)(?: \w+){0,3} (?:est|sont) (?:strictement )?confidentiel(?:le)?s?"
-    r"|\b(?:dieses|diese|der|die|das|folgende|anbei)(?: \w+){0,3} (?:ist|sind) (?:streng )?vertraulich"
-    r"|\b(?:este|esta|estos|el|la|adjunto)(?: \w+){0,3} (?:es|son) (?:estrictamente )?confidencial(?:es)?"
-    r"|\b(?:das ist|c'est|it's|it is|esto es) (?:streng |strictement |strictly |estrictamente )?"
-    r"(?:vertraulich|confidentiel|confidential|confidencial)"
-    r"|\b(?:do not (?:share|forward|distribute)|not for (?:distribution|external)|ne pas (?:diffuser|transférer)|"
-    r"nicht (?:weitergeben|zur weitergabe)|no (?:distribuir|reenviar|compartir) (?:fuera|externamente))"
-    r"|\b(?:under (?:an? )?nda|sous nda|unter nda|bajo nda)\b",
-    re.M | _I,
-)
-_HR_TERM = re.compile(
-    r"\b(?:salary|salaries|pay rise|raise|bonus|compensation|earns|makes \$|performance review|performance "
-    r"improvement plan|pip|disciplinary|written warning|termination|terminate|terminated|fire|fired|firing|let \w+ go|"
-    r"laid off|layoffs?|redundan\w+|severance|settlement|lawsuit|sued|suing|litigation|harassment complaint|"
-    r"grievance|misconduct|investigation|nda|non-disclosure|unreleased|not yet (?:public|announced)|before "
-    r"(?:the )?(?:announcement|earnings call|release)|earnings|quarterly results|revenue figures|acquisition|merger|"
-    r"buyout|insider|"
-    r"salaire|prime|rémunération|gagne|entretien annuel|évaluation|avertissement|licenciement|licencier|"
-    r"rupture conventionnelle|plan social|indemnité|procès|litige|transaction|harcèlement|faute grave|résultats|"
-    r"chiffre d'affaires|rachat|fusion|non publiés?|"
-    r"gehalt|gehälter|lohn|verdient|gehaltserhöhung|leistungsbeurteilung|mitarbeitergespräch|abmahnung|kündigung|"
-    r"kündigen|entlassung|entlassen|aufhebungsvertrag|abfindung|klage|vergleich|belästigung|quartalszahlen|umsatz|"
-    r"übernahme|fusion|unveröffentlicht\w*|noch nicht veröffentlicht|"
-    r"salario|sueldo|gana|aumento|evaluación de desempeño|sanción|despido|despedir|finiquito|indemnización|demanda|"
-    r"acuerdo extrajudicial|acoso|resultados trimestrales|facturación|adquisición|fusión|no publicad[oa]s?)\b",
-    _I,
-)
-# Something specific: a money amount, a named person, or "our/we" (the user's own organisation).
-_SPECIFIC = re.compile(
-    r"[$€£]\s?\d|\d[\d.,\s]*\s?(?:k|K|€|\$|£|EUR|USD|euros?|dollars?|Euro|millones|millions?|Millionen|M)\b|"
-    r"\b(?:Mr|Ms|Mrs|Dr|M|Mme|Herr|Frau|Sr|Sra)\.? [A-Z][a-z]+|\b[A-Z][a-zà-ÿ]+ [A-Z][a-zà-ÿ]+\b(?<!\bI [A-Z])|"
-    r"\b(?:our|we|we're|we've|my (?:employee|colleague|direct report|coworker|team member)|"
-    r"notre|nos|nous|mon (?:collègue|employé|salarié)|ma (?:collègue|salariée)|"
-    r"unser\w*|wir|mein(?:e|em|en)? (?:kollegin?|mitarbeiter\w*)|"
-    r"nuestr[oa]s?|nosotros|vamos a|mi (?:emplead[oa]|compañer[oa]))\b",
-)
-def find_confidential(text: str) -> Iterator[Hit]:
-    for m in _MARKER_UPPER.finditer(text):
-        yield Hit("confidential", m.start(), m.end(), "CONFIDENTIAL", "document marked confidential / internal")
-    for m in _MARKER.finditer(text):
-        if not _GENERIC_Q.match(text[text.rfind("\n", 0, m.start()) + 1:]):
-            yield Hit("confidential", m.start(), m.end(), "CONFIDENTIAL", "document marked confidential / internal")
-    for a, b, terms in _sentences_with(_HR_TERM, text):
-        sent, term = text[a:b], terms[0]
-        spec = _SPECIFIC.search(sent)
-        if spec and not (_GENERIC_Q.match(sent) and not re.search(r"[$€£]\s?\d|\d\s?(?:k|€|\$)", sent)):
-            yield Hit("confidential", term.start(), term.end(), "CONFIDENTIAL",
-                      f"HR/legal/financial detail ({term.group().lower()!r}) about a specific person or organisation")
-
-
-RECOGNIZERS: tuple[Callable[[str], Iterator[Hit]], ...] = (
-    find_cards, find_national_ids, find_ibans, find_secrets, find_contacts, find_health, find_confidential,
-)
