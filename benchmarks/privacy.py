@@ -1,15 +1,21 @@
 """Privacy detector figures on data/privacy/eval.jsonl: precision/recall per kind and overall, false-positive
 rate on benign look-alikes, and latency per query.
 
-Run: `.venv/bin/python benchmarks/privacy.py [--split dev|heldout|all] [--errors]`.
+Run: `.venv/bin/python benchmarks/privacy.py [--split dev|heldout|heldout2|all] [--errors] [--wild]`.
+`--wild` also scans unlabelled benign text found on this machine (Python's stdlib docstrings for English,
+the system's gettext catalogs for French/German/Spanish) and reports how often anything is flagged: an upper
+bound on the false-positive rate outside the hand-written set (some hits are real maintainers' emails).
 Goals (issue 7): recall >= 0.98 on sensitive prompts, FPR <= 5% on benign look-alikes, p50 <= 5 ms.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import gettext
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -50,10 +56,58 @@ def run(rows: list[dict[str, Any]], repeats: int = 5) -> tuple[list[list[str]], 
     return preds, lat
 
 
+def wild_texts() -> dict[str, list[str]]:
+    """Benign text in the wild, per language; empty lists where this machine has none."""
+    out: dict[str, list[str]] = {"en": [], "fr": [], "de": [], "es": []}
+    stdlib = Path(sys.base_prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for f in stdlib.rglob("*.py"):
+        if "test" in f.parts or "site-packages" in f.parts:
+            continue
+        try:
+            tree = ast.parse(f.read_text(errors="ignore"))
+        except (SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                doc = ast.get_docstring(node)
+                if doc and len(doc) > 40:
+                    out["en"].append(doc)
+    for lang in ("fr", "de", "es"):
+        for mo in Path(f"/usr/share/locale/{lang}/LC_MESSAGES").glob("*.mo"):
+            try:
+                with mo.open("rb") as fh:
+                    catalog = gettext.GNUTranslations(fh)._catalog  # type: ignore[attr-defined]
+            except (OSError, UnicodeDecodeError, ValueError):
+                continue
+            out[lang].extend(v for v in catalog.values()
+                             if isinstance(v, str) and len(v) > 15 and "Last-Translator" not in v)
+    return out
+
+
+def report_wild(con: Console) -> None:
+    t = Table(title="benign text in the wild (unlabelled): share of texts flagged")
+    for col in ("lang", "source", "texts", "flagged", "rate", "kinds"):
+        t.add_column(col, justify="right")
+    for lang, texts in wild_texts().items():
+        kinds: dict[str, int] = {}
+        flagged = 0
+        for text in texts:
+            rep = detect(text)
+            flagged += rep.sensitive
+            for k in rep.kinds:
+                kinds[k] = kinds.get(k, 0) + 1
+        source = "stdlib docstrings" if lang == "en" else "gettext catalogs"
+        rate = f"{flagged / len(texts):.4f}" if texts else "-"
+        t.add_row(lang, source, str(len(texts)), str(flagged), rate,
+                  ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
+    con.print(t)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--split", default="all", choices=["dev", "heldout", "all"])
+    ap.add_argument("--split", default="all", choices=["dev", "heldout", "heldout2", "all"])
     ap.add_argument("--errors", action="store_true", help="list every misclassified prompt")
+    ap.add_argument("--wild", action="store_true", help="also scan unlabelled benign text on this machine")
     args = ap.parse_args()
     rows = load(args.split)
     preds, lat = run(rows)
@@ -104,6 +158,8 @@ def main() -> None:
     recall, fpr = tp / max(tp + fn, 1), fp / max(n_ben, 1)
     ok = recall >= 0.98 and fpr <= 0.05 and statistics.median(lat) <= 5
     con.print(f"goals (recall >= 0.98, FPR <= 0.05, p50 <= 5 ms): {'[green]met' if ok else '[red]not met'}")
+    if args.wild:
+        report_wild(con)
     if args.errors:
         for r, p in zip(rows, preds, strict=True):
             if set(p) != set(r["kinds"]):

@@ -620,14 +620,192 @@ HELDOUT_BENIGN: dict[str, list[str]] = {
 }
 
 
+# A second held-out batch, longer and messier (pasted emails, code, chat turns), written after the first
+# held-out measurement; measured once, figures in README.md (split "heldout2").
+HELDOUT2_SENSITIVE: dict[str, list[tuple[str, list[str]]]] = {
+    "en": [
+        ("Can you proofread this before I send it?\n\nHi Dana,\nAttached is the signed lease. For the deposit "
+         "please use my account <<iban_gb>>. Thanks!\nOliver", ["iban"]),
+        ("settings.py:\nDATABASES = {'default': {'ENGINE': 'django.db.backends.postgresql', 'NAME': 'shop', "
+         "'USER': 'shop', 'PASSWORD': 'Qm7#vLx92!', 'HOST': 'db'}}\nwhy won't it connect?", ["secret"]),
+        ("I think my son might be autistic, his pediatrician referred him for an evaluation. How do I prepare "
+         "him?", ["health"]),
+        ("Rewrite more politely: 'Jake, your salary stays at $61k this year because your review was "
+         "below expectations.'", ["confidential"]),
+        ("Translate to Spanish for our nanny: 'In an emergency call me at <<phone_us>>.'", ["contact"]),
+        ("The charge on card ending ...  actually here's the full number <<card>> — is it fraud?",
+         ["payment_card"]),
+        ("After my miscarriage in March I've had panic attacks at night. Is that common?", ["health"]),
+        ("curl -H 'Authorization: Bearer <<sk>>' https://api.openai.com/v1/models returns 401", ["secret"]),
+        ("Hi! I'm Grace Liu, 3815 Cedar Lane, Portland OR. Write a complaint to my landlord about the mold.",
+         ["contact"]),
+        ("Board deck draft — not for distribution. Slide 4: we'll miss Q4 revenue by 15%. Tighten the wording.",
+         ["confidential"]),
+        ("Our tax preparer needs my husband's SSN: <<ssn>>. Write a short secure-email note to her.",
+         ["national_id"]),
+        ("We let go of our CFO, Raj Patel, yesterday; draft an internal announcement that doesn't say why.",
+         ["confidential"]),
+        ("my gf's email is sofia.marquez.94@hotmail.com, write a birthday message to send there", ["contact"]),
+        ("The config has slack_webhook: <<slack>> — rotate it for me? what are the steps", ["secret"]),
+        ("I'm HIV positive and starting a new job, do I have to tell HR?", ["health"]),
+    ],
+    "fr": [
+        ("Relis ce mail stp :\n\nBonjour Madame,\nVeuillez trouver mon RIB : <<iban_fr>>.\nCordialement, "
+         "Thomas Garnier", ["iban"]),
+        ("Mon médecin pense que j'ai une endométriose, je dois faire une IRM. Comment ça se passe ?",
+         ["health"]),
+        ("Dans docker-compose : POSTGRES_PASSWORD=Vx9!plM3q — pourquoi le conteneur redémarre en boucle ?",
+         ["secret"]),
+        ("Note interne, ne pas diffuser : la direction prévoit 40 suppressions de postes à Lille en juin.",
+         ["confidential"]),
+        ("Peux-tu écrire à mon propriétaire ? Son numéro c'est le <<phone_fr>>, il s'appelle M. Rey.",
+         ["contact"]),
+        ("Carte Visa <<card>> refusée au péage, c'est normal ?", ["payment_card"]),
+        ("Mon fils de 7 ans est épileptique et part en colo, rédige la fiche sanitaire.", ["health"]),
+        ("L'augmentation de Karim passe de 38 000 à 41 000 € brut, rédige le courrier de notification.",
+         ["confidential"]),
+        ("Voilà ma carte vitale : <<nir>>. Tu peux remplir la feuille de soins ?", ["national_id"]),
+        ("Le token d'API Stripe en prod est sk_live_<<ghp>>, on l'a commité par erreur, que faire ?",
+         ["secret"]),
+        ("Je m'appelle Léa Fontaine, j'habite 27 avenue Foch à Metz, écris une réclamation à La Poste.",
+         ["contact"]),
+        ("Résume : « CONFIDENTIEL – Projet Atlas : acquisition de Biotex pour 60 M€, annonce prévue le 12 mai. »",
+         ["confidential"]),
+        ("Depuis mon burn-out je suis sous anxiolytiques, est-ce compatible avec la conduite de nuit ?",
+         ["health"]),
+        ("Adresse mail perso : nicolas.perrin31@laposte.net — ajoute-la dans la signature.", ["contact"]),
+        ("Virement de 2 300 € vers <<iban_de>> à faire avant vendredi, écris le message pour la compta.",
+         ["iban"]),
+    ],
+    "de": [
+        ("Kannst du das korrigieren?\n\nSehr geehrte Frau Roth,\nbitte überweisen Sie den Betrag auf "
+         "<<iban_de>>.\nMit freundlichen Grüßen\nPaul Arnold", ["iban"]),
+        ("Meine Ärztin hat bei mir eine Schilddrüsenunterfunktion festgestellt, ich nehme jetzt L-Thyroxin. "
+         "Darf ich Sport machen?", ["health"]),
+        ("In der .env steht DB_PASSWORD=Ha5en!Zahn77, trotzdem Zugriff verweigert. Was ist falsch?", ["secret"]),
+        ("Intern, nicht weitergeben: Der Betriebsrat wurde über 25 Kündigungen im Werk Kassel informiert. "
+         "Schreib eine Zusammenfassung.", ["confidential"]),
+        ("Meine Kreditkartennummer ist <<card>>, ist die bei dem Datenleck dabei?", ["payment_card"]),
+        ("Schick die Einladung an meine Tante, ihre Nummer ist <<phone_de>>.", ["contact"]),
+        ("Mein Mann ist alkoholabhängig und will jetzt eine Entgiftung machen, wie finde ich eine Klinik?",
+         ["health"]),
+        ("Für die Bewerbung: Steuer-ID <<idnr>>, bitte ins Formular eintragen.", ["national_id"]),
+        ("Der Key für die Google Cloud ist <<aiza>>, warum kommt 'API key not valid'?", ["secret"]),
+        ("Herr Krämer bekommt eine Abfindung von 45.000 €, formuliere das Schreiben.", ["confidential"]),
+        ("Ich heiße Sabine Koch und wohne in der Gartenstraße 12, 04109 Leipzig. Schreib eine Kündigung für "
+         "mein Fitnessstudio.", ["contact"]),
+        ("Bei meiner Tochter wurde ADHS festgestellt, sie soll Methylphenidat nehmen. Was sind Erfahrungen?",
+         ["health"]),
+        ("VERTRAULICH – Entwurf Pressemitteilung: Umsatzwarnung für das Geschäftsjahr. Bitte kürzen.",
+         ["confidential"]),
+        ("Meine private Mail ist jan.becker.hh@gmx.de, trag sie in den Newsletter-Text ein.", ["contact"]),
+        ("ssh -i key.pem funktioniert nicht. Inhalt:\n<<pem>>", ["secret"]),
+    ],
+    "es": [
+        ("Revisa este correo:\n\nHola Pedro,\nte paso mi cuenta para el pago: <<iban_es>>.\nUn abrazo, "
+         "Irene", ["iban"]),
+        ("Me han detectado hipotiroidismo y tomo levotiroxina, ¿puedo tomar café por la mañana?", ["health"]),
+        ("En el docker-compose tengo MYSQL_ROOT_PASSWORD=T0rtuga!88, ¿por qué no arranca?", ["secret"]),
+        ("Documento interno, no distribuir fuera del comité: despediremos a 30 personas de logística en marzo.",
+         ["confidential"]),
+        ("Mi número de tarjeta es <<card>>, ¿me ayudas a reclamar un cargo que no reconozco?",
+         ["payment_card"]),
+        ("Escríbele a mi vecina por WhatsApp, su móvil es <<phone_es>>, para el cumpleaños.", ["contact"]),
+        ("Mi pareja tiene depresión y no quiere ir al médico, ¿cómo le ayudo?", ["health"]),
+        ("Mi DNI <<dni>> me sale como no válido en la web de la DGT, ¿qué hago?", ["national_id"]),
+        ("La API key de producción es <<aiza>>, ¿cómo la restrinjo por IP?", ["secret"]),
+        ("A Lucía Herrera le subimos el sueldo a 39.000 €, redacta la carta.", ["confidential"]),
+        ("Me llamo Diego Santos y vivo en Calle Mayor 7, 2ºA, Valladolid; redacta una queja al ayuntamiento.",
+         ["contact"]),
+        ("A mi abuelo le diagnosticaron párkinson y toma levodopa, ¿qué ejercicios le recomiendas?",
+         ["health"]),
+        ("CONFIDENCIAL — Borrador: la fusión con Grupo Lince se anunciará en junio. Mejora la redacción.",
+         ["confidential"]),
+        ("Mi correo personal es marina.lopez.vlc@gmail.com, ponlo en mi CV.", ["contact"]),
+        ("Token de GitHub: <<ghp>>. ¿Qué permisos tiene?", ["secret"]),
+    ],
+}
+HELDOUT2_BENIGN: dict[str, list[str]] = {
+    "en": [
+        "Write a Flask login route that checks the password hash with werkzeug and never logs the password.",
+        "What's a good password policy for a 50-person company? Include rotation and MFA.",
+        "Here's my regex for Visa numbers: ^4[0-9]{12}(?:[0-9]{3})?$ — does it also accept 13 digits?",
+        "Summarise the plot of 'The Bell Jar' and its treatment of depression.",
+        "How do SEPA instant transfers differ from regular SEPA transfers?",
+        "Our team retro: deploys were slow, tests flaky, and we want more pairing. Turn this into action items.",
+        "Write an email template asking employees to complete their annual benefits enrollment.",
+        "My dog keeps scratching his ear, what could it be?",
+        "Explain what 'internal only' classification usually means in ISO 27001 terms.",
+        "Generate 5 fake customer records for a test database (use obviously fake names and example.com emails).",
+        "What's the difference between a W-2 and a 1099?",
+        "Draft a LinkedIn post announcing that I'm starting a new role as data engineer.",
+        "In Python, how do I read a secret from AWS Secrets Manager instead of hard-coding it?",
+        "Which vaccines are recommended for adults over 65?",
+        "How do companies usually handle layoffs ethically? General principles please.",
+    ],
+    "fr": [
+        "Écris une fonction Python qui vérifie la clé RIB d'un compte français.",
+        "Quels sont les droits d'un salarié pendant un arrêt maladie en France ?",
+        "Comment configurer un coffre-fort de mots de passe pour une équipe ?",
+        "Résume le film « Intouchables ».",
+        "Quelle est la différence entre une carte de débit et une carte de crédit ?",
+        "Propose un plan pour un exposé sur le secret médical.",
+        "Comment fonctionne la portabilité de la mutuelle après un licenciement ?",
+        "Donne un exemple de fichier .env avec des valeurs factices pour une appli Django.",
+        "Quels sont les symptômes de la maladie de Lyme ?",
+        "Rédige une annonce pour recruter un comptable en CDI.",
+        "Qu'est-ce que le RGPD entend par données de santé ?",
+        "Comment se passe un entretien préalable au licenciement, en général ?",
+        "Traduis « mot de passe oublié » en allemand et en espagnol.",
+        "Combien de temps faut-il pour obtenir une carte Vitale ?",
+        "Écris un SMS pour confirmer un rendez-vous chez le coiffeur demain à 14 h.",
+    ],
+    "de": [
+        "Schreib eine Funktion in Go, die eine IBAN validiert.",
+        "Wie lange darf man in Deutschland krankgeschrieben sein, bevor Krankengeld kommt?",
+        "Welche Passwort-Richtlinien empfiehlt das BSI?",
+        "Fasse den Roman 'Der Vorleser' zusammen.",
+        "Was ist der Unterschied zwischen Girokarte und Kreditkarte?",
+        "Wie formuliert man eine Vertraulichkeitsklausel in einem Freelancer-Vertrag allgemein?",
+        "Erstelle Testdaten mit offensichtlich erfundenen Namen und E-Mails wie test@beispiel.de.",
+        "Was sind typische Symptome von Heuschnupfen?",
+        "Schreib eine Stellenanzeige für eine Pflegekraft in Teilzeit.",
+        "Was zählt laut DSGVO zu den besonderen Kategorien personenbezogener Daten?",
+        "Wie läuft ein Kündigungsschutzprozess ab, grob erklärt?",
+        "Übersetze 'Passwort zurücksetzen' ins Französische.",
+        "Wie beantrage ich einen neuen Personalausweis?",
+        "Schreib eine kurze Zusage für ein Abendessen am Samstag.",
+        "Wie speichert man Secrets in GitHub Actions richtig?",
+    ],
+    "es": [
+        "Escribe una función en JavaScript que valide el dígito de control de una tarjeta.",
+        "¿Cuánto dura una baja por enfermedad común en España?",
+        "¿Qué gestor de contraseñas recomiendas para una familia?",
+        "Resume la novela 'Nada' de Carmen Laforet.",
+        "¿Qué diferencia hay entre una tarjeta de débito y una de crédito?",
+        "Dame ideas para una charla sobre salud mental en el trabajo.",
+        "¿Cómo funciona el paro después de un despido?",
+        "Genera datos de prueba con nombres inventados y correos tipo usuario@ejemplo.com.",
+        "¿Cuáles son los síntomas de la gripe?",
+        "Redacta una oferta de empleo para un camarero.",
+        "¿Qué considera el RGPD como datos sensibles?",
+        "Explícame qué es una cláusula de confidencialidad en un contrato laboral.",
+        "Traduce 'contraseña incorrecta' al inglés y al francés.",
+        "¿Cómo renuevo el DNI?",
+        "Escribe un mensaje para felicitar a un compañero por su ascenso.",
+    ],
+}
+
+
 def build() -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
 
     def fill(text: str) -> str:
         return re.sub(r"<<(\w+)>>", lambda m: GEN[m.group(1)](), text)
 
-    for split, sens, benign in (("dev", SENSITIVE, BENIGN), ("heldout", HELDOUT_SENSITIVE, HELDOUT_BENIGN)):
-        tag = "" if split == "dev" else "h"
+    for split, sens, benign in (("dev", SENSITIVE, BENIGN), ("heldout", HELDOUT_SENSITIVE, HELDOUT_BENIGN),
+                                ("heldout2", HELDOUT2_SENSITIVE, HELDOUT2_BENIGN)):
+        tag = {"dev": "", "heldout": "h", "heldout2": "h2"}[split]
         for lang, items in sens.items():
             for k, (text, kinds) in enumerate(items):
                 rows.append({"id": f"{lang}-{tag}s{k:03d}", "text": fill(text), "sensitive": True, "kinds": kinds,

@@ -75,6 +75,15 @@ def found(text: str) -> dict[str, list[str]]:
     ("Rédige la lettre de licenciement de M. Girard.", "confidential", "licenciement"),
     ("Das Gehalt von Anna Hoffmann liegt bei 68.000 €.", "confidential", "Gehalt"),
     ("El salario de Elena Castro es de 48.000 €.", "confidential", "salario"),
+    ("In der .env steht DB_PASSWORD=Ha5en!Zahn77, Zugriff verweigert.", "secret", "Ha5en!Zahn77"),
+    ("DATABASES = {'default': {'USER': 'shop', 'PASSWORD': 'Qm7#vLx92!'}}", "secret", "Qm7#vLx92!"),
+    ("mi clave del correo es gatito", "secret", "gatito"),
+    ("I'm HIV positive and starting a new job.", "health", "HIV"),
+    ("Mon fils de 7 ans est épileptique.", "health", "épileptique"),
+    ("Me han detectado hipotiroidismo y tomo levotiroxina.", "health", "hipotiroidismo"),
+    ("Bei meiner Tochter wurde ADHS festgestellt.", "health", "ADHS"),
+    ("We let go of our CFO, Raj Patel, yesterday.", "confidential", "let go"),
+    ("Kollege Fischer verdient 92.000 € im Jahr.", "confidential", "verdient"),
 ])
 def test_kind_detected_with_span(text: str, kind: str, value: str) -> None:
     assert value in found(text).get(kind, []), found(text)
@@ -133,6 +142,23 @@ def test_jwt_and_pem_blocks() -> None:
     "Was ist der Unterschied zwischen Abmahnung und Kündigung?",
     "Version 1.2.3 was released on 2024-05-01 with build 20240501123456.",
     "Meeting at 10:30 in room 4.12, bring the Q3 numbers.",
+    # code and UI strings that share words with the rules
+    "If False, seek() and truncate() will raise OSError.",
+    "On Windows kill() is an alias for terminate().",
+    "I have 30 ms latency and std::vector copies everywhere.",
+    "I have a lithium battery pack that swells.",
+    "Votre mot de passe est inactif.",
+    "Ihr Passwort ist inaktiv.",
+    "PKCS #11: PIN ist gesperrt",
+    "La clave de sobrescritura «%s» en el esquema no es válida.",
+    "change_password: fehlendes Datenbankargument",
+    "Mein Bruder sucht eine Wohnung in Berlin.",
+    "Ein Vergleich von Python und Go für unser Team.",
+    "La demanda de nuestros clientes creció un 10 %.",
+    "Notre équipe gagne le match.",
+    "Report bugs to <bug-make@gnu.org>.",
+    "Diabetes has many causes; list them.",
+    "Decimal('1.38435736E+12') and Decimal('+35236450.6')",
 ])
 def test_lookalikes_not_sensitive(text: str) -> None:
     rep = detect(text)

@@ -13,67 +13,90 @@ import re
 from collections.abc import Iterator
 
 from moai.gate.privacy_rules import FIRST_PERSON, GENERIC_QUESTION, Hit, sentences
+from moai.gate.privacy_rules import words as _words
 
 _I = re.IGNORECASE
 
 # ---------------------------------------------------------------- health
 
+# Conditions, procedures and drugs, as stems where the four languages share one (diabet- covers diabetes,
+# diabetic, diabète, diabétique, Diabetiker, diabético). Acronyms that are also ordinary words or code
+# (MS for milliseconds, STD for std::, AIDS for hearing aids, PrEP for prep) match in capitals only.
 _CONDITIONS = (
-    # English
-    r"diabetes|diabetic|cancer|tumou?r|leuka?emia|lymphoma|melanoma|chemo(?:therapy)?|radiotherapy|hiv|aids|"
-    r"hepatitis [abc]?|tuberculosis|depression|depressed|anxiety(?: disorder)?|panic attacks|bipolar|schizophreni\w*|"
-    r"psychosis|ptsd|ocd|adhd|autism|autistic|epilepsy|seizures|asthma|copd|dementia|alzh[eé]imer'?s?|parkinson'?s?|"
-    r"multiple sclerosis|\bms\b|crohn'?s?|celiac|lupus|arthritis|hypertension|high blood pressure|heart failure|"
-    r"heart attack|stroke|arrhythmia|kidney (?:disease|failure)|dialysis|cirrhosis|anorexia|bulimia|eating disorder|"
-    r"addiction|alcoholism|alcoholic|opioid|overdose|suicidal|self-harm|std|sti|chlamydia|gonorrh?ea|syphilis|herpes|"
-    r"hpv|pregnan(?:t|cy)|miscarriage|abortion|infertility|ivf|endometriosis|migraines?|insomnia|covid|long covid|"
-    r"thyroid|hypothyroidism|hyperthyroidism|sleep apnea|obesity|concussion|fracture|surgery|biopsy|mri|"
-    r"blood (?:test|work) results|positive for|"
-    # medications
-    r"metformin|insulin|ozempic|semaglutide|sertraline|zoloft|fluoxetine|prozac|escitalopram|lexapro|citalopram|"
-    r"paroxetine|venlafaxine|bupropion|wellbutrin|xanax|alprazolam|diazepam|valium|lorazepam|lithium|quetiapine|"
-    r"seroquel|olanzapine|risperidone|aripiprazole|lamotrigine|valproate|levetiracetam|methylphenidate|ritalin|"
-    r"adderall|levothyroxine|warfarin|eliquis|apixaban|statins?|atorvastatin|lisinopril|amlodipine|metoprolol|"
-    r"prednisone|methotrexate|humira|oxycodone|fentanyl|methadone|suboxone|buprenorphine|tramadol|morphine|"
-    r"antidepressants?|antipsychotics?|antiretrovirals?|prep|truvada|birth control pill|donepezil\w*|memantin\w*|"
-    r"ocrevus|rivastigmin\w*|pregabalin\w*|gabapentin\w*|"
-    # French
-    r"diabète|diabétique|tumeur|leucémie|chimio(?:thérapie)?|vih|sida|hépatite|dépression|déprimée?|anxiété|"
-    r"trouble bipolaire|schizophrène|épilepsie|asthme|démence|sclérose en plaques|maladie d(?:e |')\w+|hypertension|"
-    r"infarctus|avc|insuffisance rénale|anorexie|boulimie|alcoolisme|enceinte|grossesse|fausse couche|avortement|"
-    r"ivg|infertilité|endométriose|migraines?|burn-?out|antidépresseurs?|anxiolytiques?|lévothyrox|"
-    # German
-    r"krebs|tumor|leukämie|chemotherapie|depressionen|depressiv|angststörung|bipolare störung|schizophrenie|"
-    r"epilepsie|demenz|multiple sklerose|bluthochdruck|herzinfarkt|schlaganfall|niereninsuffizienz|magersucht|"
-    r"bulimie|alkoholsucht|sucht|schwanger|schwangerschaft|fehlgeburt|abtreibung|unfruchtbarkeit|migräne|"
-    r"antidepressiva|psychotherapie|"
-    # Spanish
-    r"cáncer|leucemia|quimioterapia|quimio|vih|sida|depresión|deprimid[oa]|ansiedad|trastorno bipolar|esquizofrenia|"
-    r"epilepsia|asma|demencia|esclerosis múltiple|hipertensión|infarto|insuficiencia renal|anorexia|bulimia|"
-    r"alcoholismo|adicción|embarazada|embarazo|aborto|infertilidad|migrañas?|antidepresivos?|ansiolíticos?"
+    r"(?-i:HIV|AIDS|STI|STD|PrEP|MS|ADHS|TDAH|VIH|SIDA|IVG|AVC|PTSD|OCD|COPD|TOC|TEPT)|"
+    # shared stems
+    r"diab[eéè]t\w*|canc[eé]r\w*|c[aá]ncer|tumou?r\w*|tumeur\w*|leu[ck]\w*mi\w*|lymphom\w*|linfoma|melanom\w*|"
+    r"chemo\w*|chimio\w*|quimio\w*|radiother\w*|radioterap\w*|hepati\w*|h[eé]patite|tuberculo\w*|"
+    r"depress\w*|d[eé]pressi\w*|depresi[oó]n|deprimid[oa]|d[eé]prim[eé]e?|anxi\w*|angst\w*st[oö]rung|ansiedad|"
+    r"panic attacks?|crises? d'angoisse|panikattacke\w*|ataques? de p[aá]nico|bipola\w*|schizo\w*|esquizo\w*|"
+    r"psychos\w*|psicosis|adhd|autis\w*|autist\w*|[eé]pilep\w*|seizures?|crises? d'[eé]pilepsie|anfall|anf[aä]lle|"
+    r"asthm\w*|asma\w*|dement\w*|d[eé]mence|demenz|alzh[eé]imer\w*|p[aá]rkinson\w*|multiple sclerosis|"
+    r"scl[eé]rose en plaques|multiple sklerose|esclerosis m[uú]ltiple|crohn\w*|c[eo]liac\w*|lupus|arthri\w*|"
+    r"hypertension|hipertensi[oó]n|high blood pressure|bluthochdruck|heart (?:failure|attack)|infarct\w*|"
+    r"infarto|herzinfarkt|stroke|schlaganfall|arrhythmi\w*|kidney (?:disease|failure)|insuffisance r[eé]nale|"
+    r"niereninsuffizienz|insuficiencia renal|dialys\w*|di[aá]lisis|cirrho\w*|cirrosis|anore\w*|bulimi\w*|"
+    r"boulimi\w*|magersucht|eating disorder|troubles? alimentaires?|essst[oö]rung\w*|addict\w*|adicci[oó]n|"
+    r"addiction|alcoholi\w*|alcoh[oó]lic[oa]|alcool\w*|alkohol(?:sucht|abh[aä]ngig\w*|iker\w*|krank\w*)|"
+    r"s[uü]chtig|drogensucht|spielsucht|suchterkrankung|opioid\w*|overdose|suicid\w*|self-harm|automutilation|"
+    r"chlamydia|gonorrh?oea|syphilis|s[iy]filis|herpes|hpv|pregnan\w*|enceinte|grossesse|schwanger\w*|"
+    r"embarazad[oa]|embarazo|miscarriage|fausse couche|fehlgeburt|aborto espont[aá]neo|abortion|avortement|"
+    r"abtreibung|aborto|infertil\w*|unfruchtbar\w*|ivf|fiv|endometrio\w*|endom[eé]tri\w*|migra[iñ]\w*|"
+    r"migr[aä]ne|insomni\w*|schlafst[oö]rung\w*|covid\w*|long covid|thyro\w*|thyroï\w*|tiroid\w*|"
+    r"hypothyr\w*|hyperthyr\w*|hipotiroid\w*|hipertiroid\w*|schilddr[uü]s\w*|sleep apnea|apn[eé]e du sommeil|"
+    r"obesity|concussion|biops\w*|mri|irm|blood (?:test|work) results|positive for|s[eé]ropositi\w*|"
+    r"seropositiv\w*|hiv-positiv\w*|burn-?out|psychotherap\w*|psicoterapia|psychiatri\w*|psiqui[aá]tric\w*|"
+    r"enfermedad de \w+|maladie d(?:e |')\w+|krankheit|"
+    # drugs
+    r"metformin\w*|insulin\w*|ozempic|semaglutid\w*|sertralin\w*|zoloft|fluoxetin\w*|prozac|escitalopram|"
+    r"lexapro|citalopram|paroxetin\w*|venlafaxin\w*|bupropion|wellbutrin|xanax|alprazolam|diazepam|valium|"
+    r"lorazepam|lithium(?![- ](?:ion|batter|polymer|akku))|litio|quetiapin\w*|seroquel|olanzapin\w*|"
+    r"risperidon\w*|aripiprazol\w*|lamotrigin\w*|valpro\w*|levetiracetam|methylphenidat\w*|metilfenidato|"
+    r"ritalin\w*|adderall|levothyrox\w*|levotiroxina|l-thyroxin|warfarin\w*|eliquis|apixaban|atorvastatin\w*|"
+    r"lisinopril|amlodipin\w*|metoprolol|prednis\w*|methotrexat\w*|metotrexato|humira|oxycodon\w*|fentanyl|"
+    r"methadon\w*|metadona|suboxone|buprenorphin\w*|tramadol|morphin\w*|morfina|levodopa|donepezil\w*|"
+    r"memantin\w*|rivastigmin\w*|pregabalin\w*|gabapentin\w*|ocrevus|truvada|antiretrovira\w*|antirretrovira\w*|"
+    r"antidepress\w*|antid[eé]presseur\w*|antidepresiv\w*|anxiolyti\w*|ansiol[ií]tic\w*|antipsychoti\w*|"
+    r"neurolepti\w*|antipsic[oó]tic\w*|birth control pill"
 )
 _HEALTH_TERM = re.compile(r"\b(?:" + _CONDITIONS + r")\b", _I)
 # A disclosure: somebody (I, my mother, he, a named person, a patient) has / takes / was diagnosed with ...
+# It must be followed closely by a health term (see `find_health`), so broad verbs like "is" stay safe.
 _DISCLOSURE = re.compile(
-    r"(?<!\bcan )(?<!\bshould )(?<!\bcould )(?<!\bmay )(?<!\bif )(?<!\bdo )"
-    r"\b(?:I(?:'ve| have)? (?:been )?(?:have|had|got|take|took|taking|using|started|stopped|suffer|suffering|"
-    r"struggle|struggling|live|living|am on|on|treated|seeing|was "
-    r"diagnosed|'m on|'m taking|am taking|'m pregnant|am pregnant|'m being treated|am being treated|tested|"
-    r"found out)|I'm (?:on|taking|pregnant|diabetic|depressed|bipolar|autistic|HIV|recovering|in (?:remission|rehab))|"
-    r"my (?:\w+ )?(?:diagnosis|medication|meds|prescription|doctor|therapist|psychiatrist|oncologist|gp|"
-    r"test results|biopsy|treatment|condition|dose|dosage|symptoms)|diagnosed with|tested positive|"
-    r"(?:he|she|they|my \w+|[A-Z][a-z]+) (?:has|had|have|is on|takes|is taking|was diagnosed|suffers|started|"
-    r"is pregnant|is in (?:remission|rehab)|relapsed)|patient\b|"
-    r"j'ai\b|je (?:suis|prends|souffre|fais)|mon (?:médecin|psychiatre|traitement|diagnostic|oncologue)|"
-    r"ma (?:psy|maladie|dépression)|mes (?:médicaments|symptômes|résultats)|diagnostiquée?|"
-    r"(?:il|elle|mon \w+|ma \w+) (?:a|est|prend|souffre|suit)\b|"
-    r"ich (?:habe|hatte|nehme|leide|bin)|mein(?:e|em)? (?:arzt|ärztin|therapeut\w*|diagnose|medikamente?|psychiater\w*|"
-    r"befund\w*)|diagnostiziert|(?:er|sie|mein \w+|meine \w+) (?:hat|nimmt|leidet|ist)\b|"
-    r"(?:yo )?(?:tengo|tuve|tomo|estoy|sufro|padezco|me (?:diagnosticaron|recetaron))|mi (?:médic[oa]|psiquiatra|"
-    r"diagnóstico|medicación|medicamento|tratamiento|terapeuta)|diagnosticad[oa]|(?:le|les|nos) diagnosticaron|"
-    r"(?:él|ella|mi \w+) (?:tiene|toma|sufre|padece|está)\b)",
+    r"(?<!\bcan )(?<!\bshould )(?<!\bcould )(?<!\bif )(?<!\bdo )(?<!\bdoes )\b(?:"
+    # English
+    r"I(?:'ve| have)? (?:been )?(?:have|had|got|take|took|taking|using|started|stopped|suffer\w*|struggl\w*|"
+    r"liv\w*|on|treated|seeing|diagnosed|tested|found out)|I(?:'m| am) (?:\w+ )?|"
+    r"(?:he|she|they|(?:my|our|his|her|their) \w+|(?-i:[A-Z][a-z]+))(?: \w+){0,3}? (?:has|had|have|is|was|seems|"
+    r"might be|may be|takes|took|is taking|suffers|started|got|relapsed)|"
+    r"diagnosed with|tested positive|patient\b|"
+    # French
+    r"j'ai\b|je (?:suis|prends|souffre|fais|vis|sors)|on m'a (?:diagnostiqu\w+|trouv\w+|d[eé]tect\w+)|"
+    r"(?:il|elle|(?:mon|ma|mes|son|sa|notre) \w+)(?: [\w']+){0,3}? (?:a|est|prend|souffre|suit|fait|vit)\b|"
+    r"depuis (?:mon|ma) |diagnostiqu\w+|"
+    # German
+    r"ich (?:habe|hatte|nehme|leide|bin|war)|bei mir|bei (?:meine[mr]?|unsere[mr]?) \w+|"
+    r"(?:er|sie|(?:mein|meine|meinem|unser|unsere) \w+)(?: \w+){0,3}? (?:hat|hatte|nimmt|leidet|ist|war)\b|"
+    r"diagnostiziert|festgestellt|"
+    # Spanish
+    r"(?:yo )?(?:tengo|tuve|tomo|estoy|sufro|padezco)\b|me (?:diagnosticaron|recetaron|han (?:diagnosticado|"
+    r"detectado|encontrado))|(?:le|les|nos) (?:diagnosticaron|detectaron|han diagnosticado|han detectado)|"
+    r"(?:él|ella|(?:mi|mis|su|nuestr[oa]) \w+)(?: \w+){0,3}? (?:tiene|toma|sufre|padece|está|es)\b|"
+    r"diagnosticad[oa])",
     _I,
 )
+# The asker's (or a relative's) own clinician or treatment: a disclosure wherever it stands in the sentence.
+_CARE = re.compile(
+    r"\b(?:(?:my|his|her|their|our) (?:\w+ )?(?:doctor|pediatrician|paediatrician|therapist|psychiatrist|"
+    r"oncologist|neurologist|cardiologist|gp|surgeon|diagnosis|medication|meds|prescription|test results|"
+    r"treatment|dose|dosage|symptoms)|(?:mon|ma|son|sa|notre) (?:m[eé]decin|psychiatre|psy|oncologue|"
+    r"neurologue|cardiologue|p[eé]diatre|g[eé]n[eé]raliste|traitement|diagnostic|ordonnance)|"
+    r"(?:mes|ses) (?:m[eé]dicaments|sympt[oô]mes|r[eé]sultats)|(?:mein|meine|sein|seine|ihr|ihre) "
+    r"(?:arzt|[aä]rztin|hausarzt|haus[aä]rztin|kinderarzt|kinder[aä]rztin|therapeut\w*|psychiater\w*|onkolog\w*|"
+    r"diagnose|medikament\w*|befund\w*)|(?:mi|su) (?:m[eé]dic[oa]|psiquiatra|terapeuta|onc[oó]log[oa]|pediatra|"
+    r"neur[oó]log[oa]|diagn[oó]stico|medicaci[oó]n|medicamento|tratamiento))\b",
+    _I,
+)
+_NEAR_CHARS = 60  # a disclosure verb and its health term sit within this many characters
 
 
 # "I have a question about cancer", "an essay on depression": a topic, not a disclosure.
@@ -110,7 +133,11 @@ def _sentences_with(rx: re.Pattern[str], text: str) -> Iterator[tuple[int, int, 
 def find_health(text: str) -> Iterator[Hit]:
     for a, b, terms in _sentences_with(_HEALTH_TERM, text):
         sent = text[a:b]
-        if not _DISCLOSURE.search(sent) or (GENERIC_QUESTION.match(sent) and not FIRST_PERSON.search(sent)):
+        if GENERIC_QUESTION.match(sent) and not FIRST_PERSON.search(sent):
+            continue
+        rel = [t.start() - a for t in terms]
+        if not _CARE.search(sent) and not any(
+                d.start() < r <= d.end() + _NEAR_CHARS for d in _DISCLOSURE.finditer(sent) for r in rel):
             continue
         topic = _TOPIC.search(sent)
         for term in terms:
@@ -142,32 +169,64 @@ _MARKER = re.compile(
     r"|\b(?:under (?:an? )?nda|sous nda|unter nda|bajo nda)\b",
     re.M | _I,
 )
+_MONEY = r"(?=[^!?\n]{0,40}?(?:[$€£]\s?\d|\d\s?(?:k|K|€|\$|£|EUR|USD|euros?|dollars?)))"
 _HR_TERM = re.compile(
-    r"\b(?:salary|salaries|pay rise|raise|bonus|compensation|earns|makes \$|performance review|performance "
-    r"improvement plan|pip|disciplinary|written warning|termination|terminate|terminated|fire|fired|firing|let \w+ go|"
-    r"laid off|layoffs?|redundan\w+|severance|settlement|lawsuit|sued|suing|litigation|harassment complaint|"
-    r"grievance|misconduct|investigation|nda|non-disclosure|unreleased|not yet (?:public|announced)|before "
-    r"(?:the )?(?:announcement|earnings call|release)|earnings|quarterly results|revenue figures|acquisition|merger|"
-    r"buyout|insider|"
-    r"salaire|prime|rémunération|gagne|entretien annuel|évaluation|avertissement|licenciement|licencier|"
-    r"rupture conventionnelle|plan social|indemnité|procès|litige|transaction|harcèlement|faute grave|résultats|"
-    r"chiffre d'affaires|rachat|fusion|non publiés?|"
-    r"gehalt|gehälter|lohn|verdient|gehaltserhöhung|leistungsbeurteilung|mitarbeitergespräch|abmahnung|kündigung|"
-    r"kündigen|entlassung|entlassen|aufhebungsvertrag|abfindung|klage|vergleich|belästigung|quartalszahlen|umsatz|"
-    r"übernahme|fusion|unveröffentlicht\w*|noch nicht veröffentlicht|"
-    r"salario|sueldo|gana|aumento|evaluación de desempeño|sanción|despido|despedir|finiquito|indemnización|demanda|"
-    r"acuerdo extrajudicial|acoso|resultados trimestrales|facturación|adquisición|fusión|no publicad[oa]s?)\b",
+    # Words that are also code or everyday words ("raise", "terminate()", "fire an event", "pip", "Vergleich" =
+    # comparison, "demanda" = demand, "gagne" = wins) are bound to a form or an amount, or kept out.
+    r"\b(?:salary|salaries|pay rise|(?:a|pay|salary) raise|raise (?:to|of) [$€£\d]|bonus|compensation|"
+    r"(?:earns|makes|gagne|verdient|gana|cobra)" + _MONEY + r"|performance review|performance improvement plan|"
+    r"(?-i:PIP)|disciplinary|written warning|termination|terminated|(?:fire|fired|firing) (?:him|her|them)|"
+    r"(?:get|got|getting|be|been) fired|let \w+ go|let go|letting go|dismiss\w*|gross salary|annual salary|"
+    r"laid off|layoffs?|redundancy|redundancies|made redundant|severance|settlement|lawsuit|sued|suing|litigation|"
+    r"harassment complaint|grievance|misconduct|investigation|nda|non-disclosure|unreleased|"
+    r"not yet (?:public|announced)|before (?:the )?(?:announcement|earnings call|release)|earnings|"
+    r"quarterly results|revenue figures|acquisition|merger|buyout|insider|"
+    # French
+    r"salaire|augmentation|brut|prime de \w+|rémunération|entretien annuel|évaluation (?:annuelle|individuelle|"
+    r"de performance)|avertissement (?:disciplinaire|écrit)|licenciement|licencier|rupture conventionnelle|"
+    r"plan social|indemnité|procès|litige|harcèlement|faute grave|résultats (?:financiers|trimestriels|annuels|"
+    r"semestriels|du T\d|non publiés)|chiffre d'affaires|rachat|fusion|non publiés?|"
+    # German
+    r"gehalt|gehälter|lohn|brutto|gehaltserhöhung|leistungsbeurteilung|mitarbeitergespräch|abmahnung|kündigung|"
+    r"kündigen|entlassung|entlassen|aufhebungsvertrag|abfindung|klage|außergerichtlicher vergleich|"
+    r"vergleichssumme|belästigung|quartalszahlen|umsatz\w*|übernahme|unveröffentlicht\w*|"
+    r"noch nicht veröffentlicht|"
+    # Spanish
+    r"salario|sueldo|bruto|aumento (?:de sueldo|salarial)|subida salarial|evaluación de desempeño|sanción|despido|"
+    r"despedir|finiquito|indemnización|demanda (?:judicial|laboral|contra|por)|demandar\w*|acuerdo extrajudicial|"
+    r"acoso|resultados trimestrales|facturación|adquisición|fusión|no publicad[oa]s?)\b",
     _I,
 )
 # Something specific: a money amount, a named person, or "our/we" (the user's own organisation).
 _SPECIFIC = re.compile(
-    r"[$€£]\s?\d|\d[\d.,\s]*\s?(?:k|K|€|\$|£|EUR|USD|euros?|dollars?|Euro|millones|millions?|Millionen|M)\b|"
-    r"\b(?:Mr|Ms|Mrs|Dr|M|Mme|Herr|Frau|Sr|Sra)\.? [A-Z][a-z]+|\b[A-Z][a-zà-ÿ]+ [A-Z][a-zà-ÿ]+\b(?<!\bI [A-Z])|"
+    r"[$€£]\s?\d|\d[\d.,\s]*\s?(?:k|K|€|\$|£|EUR|USD|euros?|dollars?|Euro|millones|millions?|Millionen|Mio|M)(?!\w)|"
+    r"\b(?:Mr|Ms|Mrs|Dr|M|Mme|Herr|Frau|Sr|Sra)\.? [A-Z][a-z]+|"
     r"\b(?:our|we|we're|we've|my (?:employee|colleague|direct report|coworker|team member)|"
     r"notre|nos|nous|mon (?:collègue|employé|salarié)|ma (?:collègue|salariée)|"
     r"unser\w*|wir|mein(?:e|em|en)? (?:kollegin?|mitarbeiter\w*)|"
     r"nuestr[oa]s?|nosotros|vamos a|mi (?:emplead[oa]|compañer[oa]))\b",
 )
+_FULL_NAME = re.compile(r"\b([A-ZÀ-Ý][a-zà-ÿ]+) ([A-ZÀ-Ý][a-zà-ÿ]+)\b")
+# Capitalised words that start sentences or name things, not people ("If False", "On Windows", "Das Gehalt").
+_NOT_NAME = _words(
+    "If On In At The This That These Those For When While And But Or With Without See Note Return Returns True False "
+    "None Windows Linux Python Please Our We You Your My His Her Their It Its Is Are Was Le La Les Un Une Des Ce "
+    "Cette Pour Dans Sur Mon Ma Mes Notre Nos Votre Der Die Das Ein Eine Für Mit Und Im Am Unser Unsere Mein Meine "
+    "El La Los Las Un Una Para Con En Mi Mis Nuestro Nuestra Su Sus Dear Hi Hello Bonjour Hallo Hola Draft Write "
+    "Help Summarise Summarize Translate Rewrite Redacta Rédige Schreib Escribe Formuliere Prépare"
+)
+
+
+_AMOUNT = re.compile(r"[$€£]\s?\d|\d\s?(?:k|€|\$)")
+
+
+def _specific(sent: str) -> bool:
+    """A money amount, a title + name, a full name, or "we/our": the sentence is about someone in particular."""
+    if _SPECIFIC.search(sent):
+        return True
+    return any(a not in _NOT_NAME and b not in _NOT_NAME for a, b in _FULL_NAME.findall(sent))
+
+
 def find_confidential(text: str) -> Iterator[Hit]:
     for m in _MARKER_UPPER.finditer(text):
         yield Hit("confidential", m.start(), m.end(), "CONFIDENTIAL", "document marked confidential / internal")
@@ -176,7 +235,7 @@ def find_confidential(text: str) -> Iterator[Hit]:
             yield Hit("confidential", m.start(), m.end(), "CONFIDENTIAL", "document marked confidential / internal")
     for a, b, terms in _sentences_with(_HR_TERM, text):
         sent, term = text[a:b], terms[0]
-        spec = _SPECIFIC.search(sent)
-        if spec and not (GENERIC_QUESTION.match(sent) and not re.search(r"[$€£]\s?\d|\d\s?(?:k|€|\$)", sent)):
+        # A general question ("How is severance calculated?") stays benign unless it names an amount.
+        if _specific(sent) and not (GENERIC_QUESTION.match(sent) and not _AMOUNT.search(sent)):
             yield Hit("confidential", term.start(), term.end(), "CONFIDENTIAL",
                       f"HR/legal/financial detail ({term.group().lower()!r}) about a specific person or organisation")

@@ -48,7 +48,8 @@ class Hit:
 _I = re.IGNORECASE
 
 
-def _words(s: str) -> frozenset[str]:
+def words(s: str) -> frozenset[str]:
+    """A word set from a whitespace-separated string (long lexicons stay readable)."""
     return frozenset(s.split())
 
 
@@ -65,7 +66,7 @@ GENERIC_QUESTION = re.compile(
 FIRST_PERSON = re.compile(
     r"\b(?:I|I'm|I've|my|me|j'ai|je|mon|ma|mes|ich|mein\w*|mir|mich|yo|mi|mis|me|tengo|estoy)\b", _I,
 )
-_ABBREV = _words("mr mrs ms dr sr sra st m mme mlle hr fr nr no vs etc ca bzw inc ltd av avda")
+_ABBREV = words("mr mrs ms dr sr sra st m mme mlle hr fr nr no vs etc ca bzw inc ltd av avda")
 _END = re.compile(r"[.!?]+|\n")
 
 
@@ -152,17 +153,17 @@ def find_cards(text: str) -> Iterator[Hit]:
 
 # ---------------------------------------------------------------- national ids
 
-_SSN = re.compile(r"(?<![\w-])\d{3}([- ])\d{2}\1\d{4}(?![\w-])")
+_SSN = re.compile(r"(?<![\w.,+-])\d{3}([- ])\d{2}\1\d{4}(?![\w-])")
 _SSN_BARE = re.compile(r"(?<![\w-])\d{9}(?![\w-])")
 _SSN_CONTEXT = re.compile(r"\b(?:ssn|social security|sécurité sociale|seguridad social|sozialversicherung)", _I)
-_NIR = re.compile(r"(?<![\w-])[12] ?\d{2} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}(?![\w-])")
-_DE_IDNR = re.compile(r"(?<![\w-])[1-9]\d ?\d{3} ?\d{3} ?\d{3}(?![\w-])")
+_NIR = re.compile(r"(?<![\w.,+-])[12] ?\d{2} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}(?![\w-])")
+_DE_IDNR = re.compile(r"(?<![\w.,+-])[1-9]\d ?\d{3} ?\d{3} ?\d{3}(?![\w-])")
 _DE_PA = re.compile(r"(?<![\w-])[CFGHJKLMNPRTVWXYZ][CFGHJKLMNPRTVWXYZ0-9]{8}\d(?![\w-])")
 _DE_PA_CONTEXT = re.compile(
     r"\b(?:personalausweis|ausweis(?:nummer)?|id card|carte d'identité|documento de identidad)", _I
 )
-_ES_DNI = re.compile(r"(?<![\w-])\d{8}[- ]?[A-Za-z](?![\w-])")
-_ES_NIE = re.compile(r"(?<![\w-])[XYZxyz][- ]?\d{7}[- ]?[A-Za-z](?![\w-])")
+_ES_DNI = re.compile(r"(?<![\w.,+-])\d{8}[- ]?[A-Za-z](?![\w-])")
+_ES_NIE = re.compile(r"(?<![\w.,+-])[XYZxyz][- ]?\d{7}[- ]?[A-Za-z](?![\w-])")
 _UK_NINO = re.compile(
     r"(?<![\w-])(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D](?![\w-])"
 )
@@ -287,20 +288,29 @@ _PLACEHOLDER = re.compile(
 )
 _PW_KEY = (
     r"(?:password|passwd|passcode|passphrase|pwd|pin(?: code)?|mot de passe|mdp|code pin|passwort|kennwort|"
-    r"zugangscode|contraseña|contrasena|clave)"
+    r"zugangscode|contraseña|contrasena|"
+    # Spanish "clave" is also "key": only "mi clave", "clave de acceso", "clave del wifi" ...
+    r"(?:(?<=\bmi )|(?<=\btu )|(?<=\bsu ))clave|clave(?= (?:de acceso|secreta|del? (?:wifi|wi-fi|correo|banco|router|"
+    r"email|red|m[oó]vil|tarjeta))))"
 )
 _PW = re.compile(
-    r"\b" + _PW_KEY + r"(?:"
+    # "my (gmail) password", "the wifi password": a particular one, so even a plain word after it counts.
+    # ("Your password is inactive" is a system message talking to the user: no such credit.)
+    r"(?:(?:(?P<own>\b(?:my|our|mon|ma|notre|mein\w*|unser\w*|mi|nuestr[oa])\b)|"
+    r"(?P<det>\b(?:the|le|la|das|der|el)\b))(?:\s+[\w-]+){0,2}?\s+)?"
+    # DB_PASSWORD=, WLAN-Passwort: the key may be glued to a prefix by _ or -, not to letters.
+    r"(?<![^\W_])" + _PW_KEY + r"(?![^\W\d_])(?:"
     # "password (for my bank) is X" / "mot de passe est X" / "Passwort lautet X"
     r"(?:\s+(?:for|of|to|on|at|pour|de|du|des|für|von|vom|zu|zum|zur|bei|para|del|en)(?:\s+[\w.@'-]+){1,3}?)?"
-    r"\s*(?:is|was|est|était|ist|lautet|war|es|era)\s*:?"
-    # "password of the home wifi: X" / "Passwort=X"
-    r"|(?:\s+[^\W\d][\w'.@-]*){0,5}?\s*(?:[:=]|->)"
-    r")\s*[\"'`«„“]?\s*(?P<v>[^\s\"'`»“”]{3,64})",
+    r"\s+(?P<verb>is|was|est|était|ist|lautet|war|es|era)\b\s*:?"
+    # "password of the home wifi: X" / "Passwort=X" / 'PASSWORD': 'X'
+    r"|(?:\s+[^\W\d][\w'.@-]*){0,5}?[\"']?\s*(?:[:=]|->)"
+    r")\s*(?P<q>[\"'`«„“])?\s*(?P<v>[^\s\"'`»“”]{3,64})",
     _I,
 )
 # Words that follow "password is ..." in questions and advice, never a password.
-_PW_STOP = _words("""
+_PW_STOP = words("""
+locked blocked disabled enabled active inactive gesperrt bloqué bloqueado activo inactivo aktiv inaktiv
 too not a an the very weak strong correct incorrect wrong invalid expired required needed missing
 empty long short safe secure insecure stored hashed encrypted being still always never
 case-sensitive reset changed forgotten lost what how where which when why who enough better best
@@ -327,7 +337,16 @@ _CODE_EXPR = re.compile(
 )
 
 
+# A plain word after "password is" is usually prose ("Your password is inactive."); a value with a digit,
+# a symbol or inner capitals, a quoted one, one standing alone at the end of a line, or one after "my
+# password" is taken as a password.
+_STRONG = re.compile(r"\d|[^\w\s]|(?<=[a-z])[A-Z]")
+_ALONE = re.compile(r"[.!]?\s*(?:$|\n)|[,;]")
+
+
 def _looks_like_password(v: str) -> bool:
+    if v.endswith(":"):  # "Password: Username:" is a form label, the value is missing
+        return False
     v = v.rstrip(".,;!?)")
     return not (len(v) < 4 or v[0] in "<{[$%*(" or v.lower() in _PW_STOP or _PLACEHOLDER.match(v)
                 or _CODE_EXPR.match(v))
@@ -359,9 +378,10 @@ def find_secrets(text: str) -> Iterator[Hit]:
         if not _PLACEHOLDER.match(m.group(2)):
             yield Hit("secret", m.start(2), m.end(2), "PASSWORD", "credentials embedded in a connection string")
     for m in _PW.finditer(text):
-        v = m.group("v")
-        if _looks_like_password(v):
-            end = m.start("v") + len(v.rstrip(".,;!?)"))
+        v = m.group("v") if m.group("q") else m.group("v").rstrip(".,;!?)")  # quoted: the quotes delimit it
+        end = m.start("v") + len(v)
+        if _looks_like_password(v) and (m.group("own") or m.group("q") or _STRONG.search(v)
+                                        or ((m.group("det") or not m.group("verb")) and _ALONE.match(text, end))):
             yield Hit("secret", m.start("v"), end, "PASSWORD", "password given in context")
     for m in _SECRET_KEY.finditer(text):
         v = m.group("v")
@@ -378,13 +398,18 @@ _EXAMPLE_DOMAINS = re.compile(
     r"beispiel\.(?:de|com)|ejemplo\.(?:com|es))$",
     _I,
 )
-_ROLE_LOCAL = _words("""
+_ROLE_LOCAL = words("""
 support info contact sales noreply no-reply donotreply help admin webmaster press hello team service
 billing abuse postmaster privacy security jobs careers marketing office user name username someone
 you yourname your.name firstname.lastname prenom.nom vorname.nachname nombre.apellido jdoe john.doe
 jane.doe test
 """)
-_PHONE_INTL = re.compile(r"(?<![\w+])\+\d{1,3}[ .-]?\(?\d{1,4}\)?(?:[ .-]?\d{2,4}){2,5}(?!\w)")
+# Mailing lists, bug trackers, teams, system accounts: addresses of no one in particular.
+_ROLE_PART = re.compile(
+    r"^(?:[^@]*(?:bug|team|list|master|devel|announce|translat|notif|alert|report|feedback|newsletter)[^@]*|"
+    r"[a-z]{1,2})@|@lists\.", _I,
+)
+_PHONE_INTL = re.compile(r"(?<![\w+])\+\d{1,3}[ .-]?\(?\d{1,4}\)?(?:[ .-]?\d{2,4}){2,5}(?!\w|[.,]\d)")
 _PHONE_NAT = re.compile(
     r"(?<![\w.+-])(?:\(\d{3}\) ?\d{3}[ .-]\d{4}|\d{3}[.-]\d{3}[.-]\d{4}|0[1-9](?:[ .]\d{2}){4}|"
     r"0\d{2,4}[ /-]\d{3,8}(?:[ -]\d{2,4})?|[6789]\d{2} \d{2,3} \d{2,3}(?: \d{2,3})?)(?!\w|[.-]\d)"
@@ -424,7 +449,7 @@ def _person_near(text: str, start: int, end: int, window: int = 80) -> bool:
 def find_contacts(text: str) -> Iterator[Hit]:
     for m in _EMAIL.finditer(text):
         local = m.group().split("@")[0].lower()
-        if _EXAMPLE_DOMAINS.search(m.group()) or local in _ROLE_LOCAL:
+        if _EXAMPLE_DOMAINS.search(m.group()) or local in _ROLE_LOCAL or _ROLE_PART.search(m.group()):
             continue
         yield Hit("contact", m.start(), m.end(), "EMAIL", "email address of a person")
     seen: set[tuple[int, int]] = set()
