@@ -82,13 +82,14 @@ class MoaiServer:
         return self.url.removesuffix("/v1")
 
 
-def start_moai(config_text: str, tmp: Path, env: dict[str, str] | None = None) -> MoaiServer:
+def start_moai(config_text: str, tmp: Path, env: dict[str, str] | None = None,
+               database_url: str | None = None) -> MoaiServer:
     cfg = tmp / "mix.yaml"
     cfg.write_text(config_text)
     db = tmp / "moai.db"
     port = free_port()
     cmd = [sys.executable, "-m", "moai.cli", "serve", "--config", str(cfg), "--port", str(port),
-           "--database-url", f"sqlite:///{db}", "--log-level", "warning"]
+           "--database-url", database_url or f"sqlite:///{db}", "--log-level", "warning"]
     log = tmp / "moai.log"
     proc = spawn(cmd, log, env)
     wait_http(f"http://127.0.0.1:{port}/healthz", proc, log=log)
@@ -118,3 +119,38 @@ mixes:
         yield server
     finally:
         stop(server.proc)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL on loopback, started (and installed if needed) by the project's own script."""
+    import tempfile
+
+    data = tempfile.mkdtemp(prefix="moai-pg-")
+    port = free_port()
+    script = ROOT / "scripts" / "postgres.sh"
+    url = subprocess.run(["bash", str(script), "start", data, str(port)], check=True, capture_output=True,
+                         text=True).stdout.strip().splitlines()[-1]
+    try:
+        yield url
+    finally:
+        subprocess.run(["bash", str(script), "stop", data], check=False, capture_output=True)
+        subprocess.run(["rm", "-rf", data], check=False)
+
+
+@pytest.fixture
+def fresh_postgres(postgres_url: str) -> Iterator[str]:
+    """An empty database on the shared server, per test."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f"CREATE DATABASE {name}"))
+    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        admin.dispose()

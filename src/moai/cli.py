@@ -206,6 +206,78 @@ def config_check(path: str = typer.Argument(..., help="Mix instructions YAML."))
                   + ", ".join(f"{n} ({m.strategy})" for n, m in cfg.mixes.items()), soft_wrap=True)
 
 
+# ---------------------------------------------------------------------------- monitoring
+
+
+@app.command()
+def report(
+    since: str | None = typer.Option(None, help="Only requests newer than this: 30m, 24h, 7d or ISO time."),
+    html_out: str | None = typer.Option(None, "--html", help="Also write a self-contained HTML page here."),
+    plot: str | None = typer.Option(None, "--plot", help="Also write the plots as a PNG here."),
+    database_url: str | None = typer.Option(None, help="Default: MOAI_DATABASE_URL, else the local SQLite."),
+) -> None:
+    """Usage per model and mix: requests, tokens, p50/p95 latency, cost, energy, CO2, feedback."""
+    from pathlib import Path
+
+    from moai.telemetry.report import build_report, fmt, parse_since, plot_png, write_html
+    from moai.telemetry.store import TelemetryStore
+
+    try:
+        start = parse_since(since)
+    except ValueError as e:
+        fail(str(e))
+        return
+    rep = build_report(TelemetryStore(database_url), start)
+    for title, rows in (("models", rep.model_rows()), ("mixes", rep.mix_rows()), ("spend per key", rep.key_rows())):
+        if not rows:
+            continue
+        t = Table(title=title)
+        for col in rows[0]:
+            t.add_column(col, overflow="fold")
+        for r in rows:
+            t.add_row(*(fmt(v) for v in r.values()))
+        console.print(t)
+    if not rep.requests:
+        console.print("no requests recorded" + (f" since {since}" if since else ""))
+    if plot:
+        Path(plot).write_bytes(plot_png(rep))
+        console.print(f"plots: {plot}")
+    if html_out:
+        write_html(rep, Path(html_out))
+        console.print(f"html: {html_out}")
+
+
+@app.command()
+def feedback(
+    request_id: str = typer.Argument(..., help="The chat completion id (chatcmpl-...)."),
+    score: float = typer.Argument(..., help="-1..1 (thumbs), 0..1, or a 0-10 rating."),
+    comment: str | None = typer.Option(None, help="Free text."),
+    url: str | None = typer.Option(None, help="Send to a running server (its base URL) instead of the database."),
+    database_url: str | None = typer.Option(None, help="Default: MOAI_DATABASE_URL, else the local SQLite."),
+) -> None:
+    """Rate an answer; the gate's live quality estimate for that model moves with it."""
+    if url:
+        import httpx
+
+        try:
+            r = httpx.post(url.rstrip("/") + "/v1/feedback", json={"id": request_id, "score": score,
+                                                                    "comment": comment}, timeout=30)
+        except httpx.HTTPError as e:
+            fail(f"cannot reach {url}: {e}")
+            return
+        if r.status_code != 200:
+            fail(r.json().get("error", {}).get("message", r.text))
+        console.print(f"recorded feedback {score:g} for {request_id}")
+        return
+    from moai.telemetry.store import TelemetryStore, UnknownRequest
+
+    try:
+        TelemetryStore(database_url).add_feedback(request_id, score, comment)
+    except UnknownRequest:
+        fail(f"no chat completion with id {request_id!r} in the telemetry database")
+    console.print(f"recorded feedback {score:g} for {request_id}")
+
+
 def _register_optional() -> None:
     """Sub-apps living beside their subsystem (gate, bench, ...), added when present."""
     from importlib import import_module

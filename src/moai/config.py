@@ -126,6 +126,7 @@ class Settings(BaseModel):
     grid_g_per_kwh: float | None = Field(None, gt=0)  # explicit grid intensity overrides the zone
     gate: str | None = None  # a trained gate directory; default: the one shipped with moai
     max_body_bytes: int = Field(4 << 20, gt=0)
+    stats_refresh_s: float = Field(2.0, gt=0)  # how often live statistics are re-read from the database
 
 
 class Config(BaseModel):

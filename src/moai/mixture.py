@@ -20,8 +20,11 @@ from moai.strategies import builder
 from moai.strategies.context import Chooser, NoEligibleModel, RequestContext, eligible
 from moai.strategies.executor import Execution, Executor, PlanFailed, ProviderRegistry
 from moai.strategies.plan import Plan
+from moai.telemetry.adapt import LiveStats
 from moai.telemetry.carbon import CarbonModel
+from moai.telemetry.metrics import Metrics
 from moai.telemetry.store import CallRecord, RequestRecord, TelemetryStore
+from moai.telemetry.writer import TelemetryWriter
 
 
 class UnknownModel(LookupError):
@@ -70,7 +73,13 @@ class Mixture:
         s = config.settings
         self.executor = Executor(self.registry, CarbonModel(s.carbon_zone, s.grid_g_per_kwh))
         self.store = store
+        self.writer = TelemetryWriter(store) if store is not None else None
         self.chooser = chooser or load_chooser(config)
+        self.metrics = Metrics()
+        self.stats = LiveStats()
+        self.registry.health = self.stats.healthy
+        if store is not None:
+            self.stats.refresh(store)  # resume from what earlier runs (or other replicas) observed
 
     @classmethod
     def from_config(cls, path: str | None = None, **kw: Any) -> Mixture:
@@ -129,7 +138,8 @@ class Mixture:
             tool_choice=body.tool_choice,
             response_format=body.response_format,
         )
-        ctx = RequestContext(self.config, mix_name, mix, params, self.chooser, weights, cards, excluded)
+        ctx = RequestContext(self.config, mix_name, mix, params, self.chooser, weights, cards, excluded,
+                             live=self.stats.snapshot(params.max_tokens))
         try:
             plan = builder(mix.strategy)(ctx)
         except ValueError as e:
@@ -206,6 +216,15 @@ class Mixture:
             decision=prep.ctx.decision.to_json() if prep.ctx.decision else None, api_key=prep.api_key,
         )
         for r in results:
+            for a in r.attempts:  # every failed attempt is a call of its own: live statistics need them
+                if "error" in a:
+                    start = a.get("start", r.start)
+                    rec.calls.append(CallRecord(
+                        step=r.step, role=r.role, model=a["model"], status="failed", started_at=start,
+                        ended_at=start + a["latency_ms"] / 1000, latency_ms=a["latency_ms"], error=a["error"],
+                    ))
+            if r.status == "failed" and r.attempts:
+                continue
             rec.calls.append(CallRecord(
                 step=r.step, role=r.role, model=r.model, status=r.status, started_at=r.start, ended_at=r.end,
                 latency_ms=r.latency_ms, ttft_ms=r.ttft_s * 1000 if r.ttft_s else None,
@@ -214,18 +233,55 @@ class Mixture:
             ))
         return rec
 
+    def _observe(self, prep: Prepared, status: str, results: list[Any], answer_model: str | None) -> None:
+        """Feed live statistics and metrics from every attempt of every step."""
+        for r in results:
+            for a in r.attempts:
+                failed = "error" in a
+                if failed or a.get("model") != r.model:
+                    self.stats.observe(a["model"], not failed, a.get("latency_ms", 0) / 1000)
+            if r.model and r.status == "ok":
+                self.stats.observe(r.model, True, r.latency_ms / 1000, r.ttft_s, r.usage.completion_tokens)
+        decided = prep.ctx.decision.model if prep.ctx.decision else None
+        self.metrics.observe_request(prep.ctx.mix_name, status, time.time() - prep.started, results, decided,
+                                     answer_model)
+
+    async def _persist(self, rec: RequestRecord) -> None:
+        if self.writer is not None:
+            await self.writer.write(rec)
+
     async def record(self, prep: Prepared, ex: Execution) -> None:
+        self._observe(prep, "ok", ex.results, ex.answer.model)
         if self.store is not None:
-            rec = self._record(prep, "ok", None, ex.results, ex.answer.model, 200)
-            await asyncio.to_thread(self.store.write, rec)
+            await self._persist(self._record(prep, "ok", None, ex.results, ex.answer.model, 200))
 
     async def record_failure(self, prep: Prepared, error: str, results: list[Any], http_status: int = 502) -> None:
+        self._observe(prep, "error", results, None)
         if self.store is not None:
-            rec = self._record(prep, "error", error, results, None, http_status)
-            await asyncio.to_thread(self.store.write, rec)
+            await self._persist(self._record(prep, "error", error, results, None, http_status))
+
+    async def feedback(self, request_id: str, score: float, comment: str | None = None) -> dict[str, Any]:
+        """Store feedback on an answered request and move that model's live quality estimate at once."""
+        if self.store is None:
+            raise LookupError("feedback needs a telemetry database")
+        from moai.telemetry.adapt import _predicted_quality
+
+        fb = await asyncio.to_thread(self.store.add_feedback, request_id, score, comment)
+        req = await asyncio.to_thread(self.store.get, request_id)
+        if req is not None and req.model:
+            self.stats.observe_feedback(req.model, score, _predicted_quality(req.decision, req.model))
+            self.metrics.observe_feedback(req.model, score)
+        return {"object": "feedback", "id": fb.id, "request_id": request_id, "score": score,
+                "model": req.model if req else None}
+
+    async def refresh_stats(self) -> None:
+        if self.store is not None:
+            await asyncio.to_thread(self.stats.refresh, self.store)
 
     async def aclose(self) -> None:
         await self.registry.aclose()
+        if self.writer is not None:
+            await asyncio.to_thread(self.writer.close)
 
 
 __all__ = ["BadRequest", "Mixture", "NoEligibleModel", "Prepared", "UnknownModel"]

@@ -27,7 +27,7 @@ class First:
 
     name = "test"
 
-    def decide(self, messages, cards, weights):  # type: ignore[no-untyped-def]
+    def decide(self, messages, cards, weights, live=None):  # type: ignore[no-untyped-def]
         from moai.gate.decision import RouteDecision
 
         names = sorted((c.name for c in cards), key=lambda n: n != "primary")

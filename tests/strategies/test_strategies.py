@@ -20,7 +20,7 @@ class Fixed:
     def __init__(self, order: list[str], quality: dict[str, float] | None = None, difficulty: float = 0.5):
         self.order, self.q, self.d = order, quality or {}, difficulty
 
-    def decide(self, messages, cards, weights):  # type: ignore[no-untyped-def]
+    def decide(self, messages, cards, weights, live=None):  # type: ignore[no-untyped-def]
         names = [n for n in self.order if n in {c.name for c in cards}]
         return RouteDecision(model=names[0], ranking=names, probabilities={n: 1 / len(names) for n in names},
                              quality={n: self.q.get(n, 0.5) for n in names}, difficulty=self.d)

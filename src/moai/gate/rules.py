@@ -8,7 +8,7 @@ gate replaces it whenever a trained gate can be loaded.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from moai.catalog import ModelCard
@@ -43,7 +43,8 @@ def difficulty(text: str) -> float:
 class RuleChooser:
     name = "rules"
 
-    def decide(self, messages: Sequence[dict[str, Any]], cards: Sequence[ModelCard], weights: Weights) -> RouteDecision:
+    def decide(self, messages: Sequence[dict[str, Any]], cards: Sequence[ModelCard], weights: Weights,
+               live: Mapping[str, Mapping[str, float]] | None = None) -> RouteDecision:
         text = message_text(messages)
         d = difficulty(text)
         sizes = [c.params_b or 10.0 for c in cards]
@@ -53,6 +54,9 @@ class RuleChooser:
             quality = 1.0 - abs(d - (size / top) ** 0.5)  # big models for hard queries, small for easy
             cost = card.cost_usd(len(text) // 4, 256) * 1000
             latency = card.expected_latency_s(256)
+            seen = (live or {}).get(card.name, {})
+            quality = (quality + seen.get("quality_delta", 0.0)) * (1 - seen.get("error_rate", 0.0))
+            latency = seen.get("latency_s", latency)
             utilities[card.name] = weights.quality * quality - weights.cost * cost - weights.latency * latency
         probs = softmax(utilities, temperature=0.1)
         ranking = sorted(utilities, key=lambda n: -utilities[n])

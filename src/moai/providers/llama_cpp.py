@@ -9,6 +9,8 @@ oversubscribing halves everyone's speed.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import os
 import threading
 import time
@@ -26,6 +28,15 @@ _active_lock = threading.Lock()
 _active_calls = 0
 _load_lock = threading.Lock()
 _models: dict[str, Any] = {}  # path -> Llama, shared by every provider instance in the process
+
+
+@atexit.register
+def _close_models() -> None:
+    """Free llama.cpp models while the interpreter is intact (their finalizers fail during teardown)."""
+    for llm in _models.values():
+        with contextlib.suppress(Exception):
+            llm.close()
+    _models.clear()
 
 
 def _threads_for_call(card: ModelCard) -> int:

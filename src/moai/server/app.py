@@ -6,6 +6,8 @@ raise their usual exceptions; nothing a client sends can produce a traceback.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -14,7 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -22,10 +24,11 @@ from moai import __version__
 from moai.config import Config
 from moai.mixture import BadRequest, Mixture, Prepared, UnknownModel
 from moai.providers.base import Delta
-from moai.server.openai_schema import ChatCompletionRequest, error_body
+from moai.server.openai_schema import ChatCompletionRequest, FeedbackRequest, error_body
 from moai.strategies.context import NoEligibleModel
 from moai.strategies.executor import Execution, PlanFailed
-from moai.telemetry.store import TelemetryStore
+from moai.telemetry.metrics import CONTENT_TYPE
+from moai.telemetry.store import TelemetryStore, UnknownRequest
 
 
 def err(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
@@ -46,8 +49,12 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await mix.aclose()
+        refresher = asyncio.create_task(_refresh_forever(mix, config.settings.stats_refresh_s))
+        try:
+            yield
+        finally:
+            refresher.cancel()
+            await mix.aclose()  # flushes queued telemetry
 
     app = FastAPI(title="moai", version=__version__, lifespan=lifespan)
     app.state.mixture = mix
@@ -70,6 +77,31 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "version": __version__, "models": len(config.models), "mixes": len(config.mixes)}
+
+    @app.get("/moai/stats")
+    async def stats() -> dict[str, Any]:
+        """Live per-model statistics and circuit-breaker states, as the gate sees them now."""
+        snap = mix.stats.snapshot()
+        return {"models": {m: {**v, "breaker": mix.stats.state(m), "calls": mix.stats.models[m].calls}
+                           for m, v in snap.items()}}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(mix.metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.post("/v1/feedback")
+    async def feedback(request: Request) -> Any:
+        try:
+            body = FeedbackRequest.model_validate_json(await request.body())
+        except ValidationError as e:
+            message, param = _validation_message(e)
+            return err(400, message, param=param)
+        try:
+            return await mix.feedback(body.id, body.score, body.comment)
+        except UnknownRequest:
+            return err(404, f"No chat completion with id '{body.id}'", "not_found_error", "id", "unknown_id")
+        except LookupError as e:
+            return err(409, str(e))
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -129,6 +161,14 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         return JSONResponse(_completion(prep, body.model, ex, summary), headers=headers)
 
     return app
+
+
+async def _refresh_forever(mix: Mixture, every_s: float) -> None:
+    """Pull the shared statistics (other replicas' calls and feedback) from the database periodically."""
+    while True:
+        await asyncio.sleep(every_s)
+        with contextlib.suppress(Exception):  # a database hiccup must not stop adaptation for good
+            await mix.refresh_stats()
 
 
 def _completion(prep: Prepared, model: str, ex: Execution, summary: dict[str, Any]) -> dict[str, Any]:

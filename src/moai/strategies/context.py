@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,7 +18,8 @@ class Chooser(Protocol):
     name: str
 
     def decide(
-        self, messages: Sequence[dict[str, Any]], cards: Sequence[ModelCard], weights: Weights
+        self, messages: Sequence[dict[str, Any]], cards: Sequence[ModelCard], weights: Weights,
+        live: Mapping[str, Mapping[str, float]] | None = None,
     ) -> RouteDecision: ...
 
 
@@ -42,11 +43,12 @@ class RequestContext:
     excluded: dict[str, str] = field(default_factory=dict)
     decision: RouteDecision | None = None
     notes: list[str] = field(default_factory=list)
+    live: Mapping[str, Mapping[str, float]] | None = None  # live statistics per model (adaptation)
 
     def decide(self, cards: Sequence[ModelCard] | None = None) -> RouteDecision:
         """Rank ``cards`` (default: all eligible) for this request; the first call is kept as the trace."""
         pool = list(cards) if cards is not None else self.candidates
-        decision = self.chooser.decide(self.params.messages, pool, self.weights)
+        decision = self.chooser.decide(self.params.messages, pool, self.weights, live=self.live)
         decision.excluded = {**self.excluded, **decision.excluded}
         if self.decision is None:
             self.decision = decision

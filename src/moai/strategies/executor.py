@@ -122,7 +122,8 @@ class Executor:
                 async with self.registry.limit(model):
                     out = await self.registry.get(model).complete(params)
             except ProviderError as e:
-                res.attempts.append({"model": model, "error": str(e), "latency_ms": (time.time() - t0) * 1000})
+                res.attempts.append({"model": model, "error": str(e), "start": t0,
+                                     "latency_ms": (time.time() - t0) * 1000})
                 res.error = str(e)
                 if not e.retryable:
                     break
@@ -243,7 +244,8 @@ class Executor:
                             continue  # the caller decides how the stream ends
                         yield d
             except ProviderError as e:
-                ans.attempts.append({"model": model, "error": str(e), "latency_ms": (time.time() - t0) * 1000})
+                ans.attempts.append({"model": model, "error": str(e), "start": t0,
+                                     "latency_ms": (time.time() - t0) * 1000})
                 ans.error = str(e)
                 if started or not e.retryable:
                     ans.end = time.time()

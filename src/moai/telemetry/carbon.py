@@ -1,56 +1,79 @@
 """Energy (kWh) and CO2e (g) per model call.
 
-Local models: measured CPU time × the card's power draw (per core), since that is what the machine
-actually spent. Remote models: an estimate from the model's size and the tokens generated (the
-per-token energy of GPU inference grows roughly linearly with active parameters).
+Local models: what this machine actually spent — measured CPU time × the card's power draw — times the
+grid intensity of the configured zone. Remote models: EcoLogits' per-provider/model impact estimate from
+output tokens and latency; for models EcoLogits does not know, a size-based estimate (energy per token
+grows roughly linearly with active parameters).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from functools import lru_cache
 
 from moai.catalog import ModelCard
 
-# Average grid intensity, gCO2e/kWh (Ember/IEA 2023 figures, rounded).
-GRID_G_PER_KWH: dict[str, float] = {
-    "WOR": 480.0,
-    "USA": 370.0,
-    "FRA": 56.0,
-    "DEU": 380.0,
-    "GBR": 210.0,
-    "ESP": 150.0,
-    "CHN": 560.0,
-    "IND": 710.0,
-    "SWE": 40.0,
-    "NOR": 30.0,
-}
-
-# Remote inference: kWh per output token per billion active parameters (GPU serving, PUE included).
+# Fallback for remote models EcoLogits cannot place: kWh per output token per billion parameters.
 KWH_PER_TOKEN_PER_B = 2.0e-8
+ECOLOGITS_PROVIDERS = {"openai": "openai", "anthropic": "anthropic"}
+
+
+@lru_cache(maxsize=64)
+def grid_g_per_kwh(zone: str) -> float:
+    """Grid intensity (gCO2e/kWh) of an electricity-mix zone (ISO 3166-1 alpha-3, or WOR), from EcoLogits."""
+    from ecologits.electricity_mix_repository import electricity_mixes
+
+    mix = electricity_mixes.find_electricity_mix(zone=zone.upper())
+    if mix is None:
+        raise ValueError(f"unknown electricity-mix zone {zone!r} (use an ISO-3 country code such as FRA, or WOR)")
+    return float(mix.gwp) * 1000.0
+
+
+@lru_cache(maxsize=256)
+def _ecologits(provider: str, model: str, output_tokens: int, latency_s: float, zone: str) -> tuple[
+        float, float] | None:
+    try:
+        from ecologits.tracers.utils import llm_impacts
+
+        logging.getLogger("ecologits").setLevel(logging.ERROR)  # after import: it installs its own logger class
+        impacts = llm_impacts(provider=provider, model_name=model, output_token_count=output_tokens,
+                              request_latency=latency_s, electricity_mix_zone=zone)
+    except Exception:  # noqa: BLE001 - unknown model or provider: fall back to the size-based estimate
+        return None
+    if impacts is None or impacts.energy is None:
+        return None
+
+    def mid(v: object) -> float:
+        value = getattr(v, "value", v)
+        if hasattr(value, "min"):
+            return (float(value.min) + float(value.max)) / 2
+        return float(value)  # type: ignore[arg-type]
+
+    return mid(impacts.energy), mid(impacts.gwp) * 1000.0
 
 
 class CarbonModel:
     """Turns a call's measured CPU time, latency and tokens into energy and emissions."""
 
-    def __init__(self, zone: str = "WOR", grid_g_per_kwh: float | None = None) -> None:
+    def __init__(self, zone: str = "WOR", grid_g_per_kwh_override: float | None = None) -> None:
         self.zone = zone.upper()
-        if grid_g_per_kwh is None and self.zone not in GRID_G_PER_KWH:
-            raise ValueError(f"unknown carbon zone {zone!r}; known: {', '.join(sorted(GRID_G_PER_KWH))}")
-        self.grid = grid_g_per_kwh or GRID_G_PER_KWH[self.zone]
-
-    def energy_kwh(
-        self, card: ModelCard, input_tokens: int, output_tokens: int, latency_s: float, cpu_s: float | None
-    ) -> float:
-        if card.provider == "local":
-            watts = card.power_w or 30.0
-            cores = os.cpu_count() or 2
-            busy_s = cpu_s / cores if cpu_s is not None else latency_s  # power_w is for the whole CPU
-            return watts * busy_s / 3.6e6
-        params = card.params_b or 70.0
-        return KWH_PER_TOKEN_PER_B * params * (output_tokens + input_tokens / 10)
+        self.grid = grid_g_per_kwh_override or grid_g_per_kwh(self.zone)
 
     def estimate(
         self, card: ModelCard, input_tokens: int, output_tokens: int, latency_s: float, cpu_s: float | None
     ) -> tuple[float, float]:
-        kwh = self.energy_kwh(card, input_tokens, output_tokens, latency_s, cpu_s)
+        """(kWh, gCO2e) for one call."""
+        if card.provider == "local":
+            watts = card.power_w or 30.0
+            cores = os.cpu_count() or 2
+            busy_s = cpu_s / cores if cpu_s is not None else latency_s  # power_w is the whole CPU's draw
+            kwh = watts * busy_s / 3.6e6
+            return kwh, kwh * self.grid
+        provider = ECOLOGITS_PROVIDERS.get(card.provider)
+        if provider and output_tokens > 0:
+            found = _ecologits(provider, card.upstream_model, output_tokens, round(max(latency_s, 0.01), 2), self.zone)
+            if found is not None:
+                return found
+        kwh = KWH_PER_TOKEN_PER_B * (card.params_b or 70.0) * (output_tokens + input_tokens / 10)
         return kwh, kwh * self.grid

@@ -1,7 +1,8 @@
-"""Telemetry records in a real database: one row per request, one per model call.
+"""Telemetry records in a real database: one row per request, one per model call, one per feedback.
 
-SQLite (WAL, synchronous=FULL) by default so a crash after a response is sent loses nothing that was
-committed before it; any SQLAlchemy URL (PostgreSQL) via ``MOAI_DATABASE_URL``.
+SQLite (WAL) by default; any SQLAlchemy URL (PostgreSQL) via ``MOAI_DATABASE_URL``. The schema is owned
+by Alembic migrations (``telemetry/migrations``), applied on start-up, so upgrades never need a manual step.
+A record counts as acknowledged once committed; a killed process loses nothing acknowledged.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class RequestRecord(Base):
     api_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
     calls: Mapped[list[CallRecord]] = relationship(back_populates="request", cascade="all, delete-orphan")
+    feedback: Mapped[list[FeedbackRecord]] = relationship(back_populates="request", cascade="all, delete-orphan")
 
 
 class CallRecord(Base):
@@ -85,6 +87,22 @@ class CallRecord(Base):
     request: Mapped[RequestRecord] = relationship(back_populates="calls")
 
 
+class FeedbackRecord(Base):
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    score: Mapped[float] = mapped_column(Float)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    request: Mapped[RequestRecord] = relationship(back_populates="feedback")
+
+
+class UnknownRequest(LookupError):
+    """Feedback for a request id that was never recorded."""
+
+
 def default_database_url() -> str:
     if url := os.environ.get("MOAI_DATABASE_URL"):
         return url
@@ -98,7 +116,9 @@ def _sqlite_pragmas(engine: Engine) -> None:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=FULL")  # committed = on disk, even if the process is killed
+        # NORMAL in WAL mode: a commit survives the process being killed (kill -9); only an OS crash
+        # could lose the last transactions. FULL would fsync every commit for that last case.
+        cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA busy_timeout=5000")
         cur.close()
 
@@ -106,16 +126,39 @@ def _sqlite_pragmas(engine: Engine) -> None:
 class TelemetryStore:
     """Writes and reads records; safe to share across threads (one engine, short sessions)."""
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | None = None, migrate: bool = True) -> None:
         self.url = url or default_database_url()
         self.engine = create_engine(self.url, future=True, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             _sqlite_pragmas(self.engine)
-        Base.metadata.create_all(self.engine)
+        if migrate:
+            self.migrate()
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (creates it from empty)."""
+        from moai.telemetry.migrations import upgrade
+
+        upgrade(self.engine)
 
     def write(self, request: RequestRecord) -> None:
-        with Session(self.engine) as s, s.begin():
-            s.add(request)
+        self.write_many([request])
+
+    def write_many(self, records: list[Any]) -> None:
+        """One transaction for a batch (the background writer's group commit)."""
+        with Session(self.engine, expire_on_commit=False) as s, s.begin():
+            s.add_all(records)
+
+    def add_feedback(self, request_id: str, score: float, comment: str | None = None) -> FeedbackRecord:
+        with Session(self.engine, expire_on_commit=False) as s, s.begin():
+            if s.get(RequestRecord, request_id) is None:
+                raise UnknownRequest(request_id)
+            fb = FeedbackRecord(request_id=request_id, score=score, comment=comment)
+            s.add(fb)
+        return fb
+
+    def feedback_for(self, request_id: str) -> list[FeedbackRecord]:
+        with Session(self.engine) as s:
+            return list(s.scalars(select(FeedbackRecord).where(FeedbackRecord.request_id == request_id)))
 
     def requests(self, since: datetime | None = None, limit: int | None = None) -> list[RequestRecord]:
         with Session(self.engine) as s:
@@ -126,14 +169,14 @@ class TelemetryStore:
                 q = q.limit(limit)
             rows = list(s.scalars(q))
             for r in rows:
-                _ = r.calls  # load while the session is open
+                _ = r.calls, r.feedback  # load while the session is open
             return rows
 
     def get(self, request_id: str) -> RequestRecord | None:
         with Session(self.engine) as s:
             row = s.get(RequestRecord, request_id)
             if row is not None:
-                _ = row.calls
+                _ = row.calls, row.feedback
             return row
 
     def close(self) -> None:

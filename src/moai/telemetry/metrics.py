@@ -1,0 +1,74 @@
+"""Prometheus metrics: what operators graph and alert on (traffic, tokens, spend, energy, latency, errors).
+
+One registry per engine instance (not the global default) so that several apps in one process — tests,
+embedded use — never collide.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("moai_requests", "Chat requests", ["mix", "model", "status"], registry=r)
+        self.tokens = Counter("moai_tokens", "Tokens processed", ["mix", "model", "kind"], registry=r)
+        self.cost = Counter("moai_cost_usd", "Spend in USD", ["mix", "model"], registry=r)
+        self.energy = Counter("moai_energy_kwh", "Energy in kWh", ["mix", "model"], registry=r)
+        self.co2 = Counter("moai_co2_grams", "Emissions in gCO2e", ["mix", "model"], registry=r)
+        self.request_latency = Histogram("moai_request_latency_seconds", "End-to-end request latency", ["mix"],
+                                         buckets=LATENCY_BUCKETS, registry=r)
+        self.call_latency = Histogram("moai_call_latency_seconds", "Model call latency", ["model"],
+                                      buckets=LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("moai_time_to_first_token_seconds", "Time to first token", ["model"],
+                              buckets=LATENCY_BUCKETS, registry=r)
+        self.errors = Counter("moai_errors", "Failed model calls and requests", ["model", "kind"], registry=r)
+        self.decisions = Counter("moai_gate_decisions", "Gate choices", ["mix", "model"], registry=r)
+        self.feedback = Counter("moai_feedback", "Feedback received", ["model"], registry=r)
+        self.feedback_score = Counter("moai_feedback_score", "Sum of feedback scores normalised to 0..1", ["model"],
+                                      registry=r)
+        self.cache = Counter("moai_cache", "Response cache lookups", ["mix", "result"], registry=r)
+
+    def observe_request(self, mix: str, status: str, latency_s: float, results: list[Any],
+                        decided: str | None, answer_model: str | None) -> None:
+        self.requests.labels(mix, answer_model or "none", status).inc()
+        self.request_latency.labels(mix).observe(latency_s)
+        if decided:
+            self.decisions.labels(mix, decided).inc()
+        for r in results:
+            if r.model is None:
+                continue
+            if r.status == "failed":
+                self.errors.labels(r.model, "call").inc()
+                continue
+            if r.status != "ok":
+                continue
+            self.tokens.labels(mix, r.model, "prompt").inc(r.usage.prompt_tokens)
+            self.tokens.labels(mix, r.model, "completion").inc(r.usage.completion_tokens)
+            self.cost.labels(mix, r.model).inc(r.cost_usd)
+            self.energy.labels(mix, r.model).inc(r.energy_kwh)
+            self.co2.labels(mix, r.model).inc(r.co2_g)
+            self.call_latency.labels(r.model).observe(r.latency_ms / 1000)
+            if r.ttft_s is not None:
+                self.ttft.labels(r.model).observe(r.ttft_s)
+        for r in results:
+            for attempt in r.attempts:
+                if attempt.get("error") and attempt.get("model"):
+                    self.errors.labels(attempt["model"], "attempt").inc()
+
+    def observe_feedback(self, model: str | None, score: float) -> None:
+        from moai.telemetry.adapt import normalise_score
+
+        self.feedback.labels(model or "none").inc()
+        self.feedback_score.labels(model or "none").inc(normalise_score(score))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,192 @@
+"""Usage reports from the telemetry database: tables for the terminal, PNG plots, a self-contained HTML page.
+
+Per model (calls, tokens, p50/p95 latency, cost, energy, CO2, feedback) and per mix (requests, errors,
+latency, spend), plus plots people would rather see than read: spend and CO2 over time, latency
+distributions, route shares.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moai.telemetry.store import RequestRecord, TelemetryStore
+
+_SINCE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(spec: str | None) -> datetime | None:
+    """``24h``, ``30m``, ``7d`` (or an ISO timestamp) → the earliest time to include."""
+    if not spec:
+        return None
+    m = _SINCE.match(spec.strip())
+    if m:
+        return datetime.now(UTC) - timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
+    try:
+        t = datetime.fromisoformat(spec)
+    except ValueError:
+        raise ValueError(f"--since {spec!r}: use a duration like 30m, 24h, 7d or an ISO timestamp") from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else 0.0
+
+
+@dataclass
+class Report:
+    since: datetime | None
+    requests: list[RequestRecord]
+
+    def model_rows(self) -> list[dict[str, Any]]:
+        acc: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(float) | {"lat": [], "fb": []})
+        for req in self.requests:
+            for call in req.calls:
+                if not call.model or call.status == "skipped":
+                    continue
+                a = acc[call.model]
+                a["calls"] += 1
+                a["errors"] += call.status == "failed"
+                a["in"] += call.prompt_tokens
+                a["out"] += call.completion_tokens
+                a["cost"] += call.cost_usd
+                a["kwh"] += call.energy_kwh
+                a["co2"] += call.co2_g
+                if call.status == "ok":
+                    a["lat"].append(call.latency_ms)
+            if req.model:
+                acc[req.model]["fb"].extend(f.score for f in req.feedback)
+        rows = []
+        for model, a in sorted(acc.items()):
+            rows.append({"model": model, "calls": int(a["calls"]), "errors": int(a["errors"]),
+                         "tokens_in": int(a["in"]), "tokens_out": int(a["out"]),
+                         "p50_ms": _pct(a["lat"], 50), "p95_ms": _pct(a["lat"], 95), "cost_usd": a["cost"],
+                         "kwh": a["kwh"], "co2_g": a["co2"], "feedback_n": len(a["fb"]),
+                         "feedback_mean": float(np.mean(a["fb"])) if a["fb"] else None})
+        return rows
+
+    def mix_rows(self) -> list[dict[str, Any]]:
+        groups: dict[str, list[RequestRecord]] = defaultdict(list)
+        for req in self.requests:
+            groups[req.mix].append(req)
+        rows = []
+        for mix, reqs in sorted(groups.items()):
+            lat = [r.latency_ms for r in reqs if r.status == "ok"]
+            routes: dict[str, int] = defaultdict(int)
+            for r in reqs:
+                routes[r.model or "(failed)"] += 1
+            rows.append({"mix": mix, "requests": len(reqs), "errors": sum(r.status != "ok" for r in reqs),
+                         "tokens": sum(r.prompt_tokens + r.completion_tokens for r in reqs),
+                         "p50_ms": _pct(lat, 50), "p95_ms": _pct(lat, 95),
+                         "cost_usd": sum(r.cost_usd for r in reqs), "kwh": sum(r.energy_kwh for r in reqs),
+                         "co2_g": sum(r.co2_g for r in reqs), "routes": dict(routes)})
+        return rows
+
+    def key_rows(self) -> list[dict[str, Any]]:
+        spend: dict[str, dict[str, float]] = defaultdict(lambda: {"requests": 0, "cost_usd": 0.0})
+        for r in self.requests:
+            if r.api_key:
+                spend[r.api_key]["requests"] += 1
+                spend[r.api_key]["cost_usd"] += r.cost_usd
+        return [{"key": k, **v} for k, v in sorted(spend.items())]
+
+
+def build_report(store: TelemetryStore, since: datetime | None) -> Report:
+    return Report(since, store.requests(since=since))
+
+
+# ------------------------------------------------------------------------------------------- plots
+
+
+def plot_png(report: Report) -> bytes:
+    """One PNG: cumulative spend and CO2 over time, latency distribution per model, route shares."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    reqs = sorted(report.requests, key=lambda r: r.created_at)
+    times = [r.created_at for r in reqs]
+    ax = axes[0][0]
+    if reqs:
+        ax.plot(times, np.cumsum([r.cost_usd for r in reqs]), color="tab:blue")
+    ax.set_title("cumulative cost (USD)")
+    ax.tick_params(axis="x", rotation=30)
+    ax = axes[0][1]
+    if reqs:
+        ax.plot(times, np.cumsum([r.co2_g for r in reqs]), color="tab:green")
+    ax.set_title("cumulative CO2e (g)")
+    ax.tick_params(axis="x", rotation=30)
+    ax = axes[1][0]
+    per_model: dict[str, list[float]] = defaultdict(list)
+    for r in reqs:
+        for c in r.calls:
+            if c.model and c.status == "ok":
+                per_model[c.model].append(c.latency_ms / 1000)
+    if per_model:
+        ax.boxplot(list(per_model.values()), tick_labels=list(per_model.keys()), showfliers=False)
+        ax.tick_params(axis="x", rotation=20)
+    ax.set_title("call latency (s)")
+    ax = axes[1][1]
+    shares: dict[str, int] = defaultdict(int)
+    for r in reqs:
+        shares[r.model or "(failed)"] += 1
+    if shares:
+        ax.bar(list(shares.keys()), list(shares.values()), color="tab:orange")
+        ax.tick_params(axis="x", rotation=20)
+    ax.set_title("route shares (requests answered)")
+    fig.suptitle(f"moai usage — {len(reqs)} requests")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------------- html
+
+
+def _table(rows: list[dict[str, Any]], title: str) -> str:
+    if not rows:
+        return f"<h2>{html.escape(title)}</h2><p>No data.</p>"
+    cols = list(rows[0].keys())
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(fmt(r[c]))}</td>" for c in cols) + "</tr>" for r in rows
+    )
+    return f"<h2>{html.escape(title)}</h2><table><tr>{head}</tr>{body}</table>"
+
+
+def fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 0.01 and v else f"{v:,.2f}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}: {n}" for k, n in v.items())
+    return "" if v is None else str(v)
+
+
+def to_html(report: Report, png: bytes) -> str:
+    since = report.since.isoformat(timespec="minutes") if report.since else "the beginning"
+    img = base64.b64encode(png).decode()
+    style = ("body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin-bottom:1.5em}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>moai report</title><style>{style}</style>"
+            f"</head><body><h1>moai report</h1><p>{len(report.requests)} requests since {html.escape(since)}.</p>"
+            + _table(report.model_rows(), "Models") + _table(report.mix_rows(), "Mixes")
+            + _table(report.key_rows(), "Spend per API key")
+            + f"<img alt='plots' src='data:image/png;base64,{img}'/></body></html>")
+
+
+def write_html(report: Report, path: Path) -> None:
+    path.write_text(to_html(report, plot_png(report)))

@@ -1,0 +1,71 @@
+"""Live statistics: EWMA latency, circuit breaker, feedback shrinkage, rebuilt from the shared database."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from moai.telemetry.adapt import LiveStats, normalise_score
+from moai.telemetry.store import CallRecord, FeedbackRecord, RequestRecord, TelemetryStore
+
+
+def test_ewma_latency_follows_a_slowdown() -> None:
+    s = LiveStats()
+    s.observe("m", True, 9.0, 0.01, 10)  # the cold first call is not taken as the model's speed
+    for _ in range(5):
+        s.observe("m", True, 0.1, 0.01, 10)
+    fast = s.snapshot(10)["m"]["latency_s"]
+    for _ in range(5):
+        s.observe("m", True, 2.0, 0.01, 10)
+    slow = s.snapshot(10)["m"]["latency_s"]
+    assert fast < 0.15 and slow > 1.0
+    assert "latency_s" not in s.snapshot(10, now=time.time() + 3600)["m"]  # stale: re-explored
+
+
+def test_per_token_speed_comes_from_streamed_calls() -> None:
+    s = LiveStats()
+    s.observe("m", True, 1.0, 0.1, 100)
+    s.observe("m", True, 1.0, 0.1, 100)  # 0.9 s for 100 tokens after the first
+    assert abs(s.snapshot(200)["m"]["latency_s"] - (0.1 + 0.009 * 200)) < 1e-6
+
+
+def test_breaker_opens_probes_and_closes() -> None:
+    s = LiveStats(failure_threshold=3, cooldown_s=10)
+    for t in range(3):
+        s.observe("m", False, 0.1, now=100.0 + t)
+    assert s.state("m") == "open" and not s.healthy("m", now=105)
+    assert s.healthy("m", now=113) and s.state("m") == "half-open"
+    assert not s.healthy("m", now=113.5)  # one probe at a time
+    s.observe("m", False, 0.1, now=114)  # failed probe: open again
+    assert s.state("m") == "open" and not s.healthy("m", now=115)
+    assert s.healthy("m", now=125)
+    s.observe("m", True, 0.1, now=126)
+    assert s.state("m") == "closed" and s.healthy("m")
+
+
+def test_feedback_moves_quality_in_its_direction() -> None:
+    s = LiveStats()
+    for _ in range(5):
+        s.observe_feedback("bad", -1, predicted=0.8)
+        s.observe_feedback("good", 1, predicted=0.4)
+    snap = s.snapshot()
+    assert snap["bad"]["quality_delta"] < -0.2 and snap["good"]["quality_delta"] > 0.15
+    assert normalise_score(8) == 0.8 and normalise_score(-1) == 0 and normalise_score(0.3) == 0.3
+
+
+def test_refresh_rebuilds_from_the_database(tmp_path: Path) -> None:
+    store = TelemetryStore(f"sqlite:///{tmp_path / 'a.db'}")
+    req = RequestRecord(id="r", mix="d", strategy="route", model="m", status="ok", http_status=200, stream=False,
+                        prompt_tokens=1, completion_tokens=1, latency_ms=1, cost_usd=0, energy_kwh=0, co2_g=0,
+                        decision={"quality": {"m": 0.9}})
+    for i in range(4):
+        req.calls.append(CallRecord(step=f"s{i}", role="answer", model="m", status="failed", started_at=i,
+                                    ended_at=i + 0.5, latency_ms=10, prompt_tokens=0, completion_tokens=0,
+                                    cost_usd=0, energy_kwh=0, co2_g=0))
+    req.feedback.append(FeedbackRecord(score=0.0))
+    store.write(req)
+    other_replica = LiveStats(failure_threshold=3)
+    other_replica.refresh(store)
+    snap = other_replica.snapshot()["m"]
+    assert snap["open"] == 1.0 and snap["error_rate"] > 0.5
+    assert snap["quality_delta"] < 0
