@@ -22,7 +22,12 @@ from typing import Any
 from moai.gate.privacy_context import find_confidential, find_health
 from moai.gate.privacy_rules import KINDS, Hit, find_cards, find_contacts, find_ibans, find_national_ids, find_secrets
 
-__all__ = ["KINDS", "Detection", "PrivacyReport", "Restorer", "detect", "redact", "restore"]
+__all__ = ["KINDS", "REDACTABLE", "Detection", "PrivacyReport", "Restorer", "detect", "redact", "restore"]
+
+# Kinds a placeholder really hides: the value *is* the secret. Health and confidential detections mark a
+# term inside a disclosure, and masking the term leaves the disclosure readable, so a report holding them
+# is not `redactable` and a `redact` policy should keep such queries on trusted models instead.
+REDACTABLE: frozenset[str] = frozenset({"payment_card", "national_id", "iban", "secret", "contact"})
 
 # When two detections overlap, the more specific kind wins (an IBAN's digits are not also a phone number).
 _PRIORITY = {k: i for i, k in enumerate(("secret", "iban", "payment_card", "national_id", "contact",
@@ -67,12 +72,17 @@ class PrivacyReport:
         found = {d.kind for d in self.detections}
         return [k for k in KINDS if k in found]
 
+    @property
+    def redactable(self) -> bool:
+        """True when placeholders would hide everything found (see REDACTABLE)."""
+        return all(d.kind in REDACTABLE for d in self.detections)
+
     def reasons(self) -> list[str]:
         """One line per detection, for the decision trace (no sensitive values in them)."""
         return [f"{d.kind}: {d.explanation} (message {d.message}, chars {d.start}-{d.end})" for d in self.detections]
 
     def to_json(self) -> dict[str, Any]:
-        return {"sensitive": self.sensitive, "kinds": self.kinds,
+        return {"sensitive": self.sensitive, "kinds": self.kinds, "redactable": self.redactable,
                 "detections": [d.to_json() for d in self.detections]}
 
 
@@ -101,10 +111,20 @@ def _resolve(hits: list[Hit]) -> list[Hit]:
     return sorted(kept, key=lambda h: h.start)
 
 
+# One character for one character (so spans stay valid in the original): no-break and thin spaces as
+# spaces (French writes "52 000 €" with U+202F), dash variants as "-", full-width digits as ASCII.
+_NORMALIZE = str.maketrans(
+    {**{c: " " for c in "\u00a0\u2007\u2009\u202f\u2002\u2003\u3000"},
+     **{c: "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2212"},
+     **{chr(0xFF10 + i): str(i) for i in range(10)}}
+)
+
+
 @functools.lru_cache(maxsize=4096)
 def detect_text(text: str) -> tuple[Hit, ...]:
     """All non-overlapping hits in one text. Cached: a chat resends its whole history every turn, and
     only the new message should cost anything."""
+    text = text.translate(_NORMALIZE)
     hits = [h for rec in RECOGNIZERS for h in rec(text)]
     return tuple(_resolve(hits)) if hits else ()
 

@@ -391,7 +391,21 @@ def find_secrets(text: str) -> Iterator[Hit]:
 
 # ---------------------------------------------------------------- contact details
 
-_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}\b")
+# Emails are found from their "@" outwards: a plain regex scan is quadratic on long runs like "a.a.a.a...".
+_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9._%+-]{1,64}$")
+_EMAIL_DOMAIN = re.compile(r"(?:[A-Za-z0-9-]{1,63}\.){1,8}[A-Za-z]{2,24}\b")
+
+
+def _emails(text: str) -> Iterator[tuple[int, int]]:
+    for at in re.finditer("@", text):
+        local = _EMAIL_LOCAL.search(text, max(0, at.start() - 64), at.start())
+        domain = _EMAIL_DOMAIN.match(text, at.end())
+        if local and domain:
+            start = local.start()
+            while start < at.start() and not text[start].isalnum():  # "\b": the address starts at a letter/digit
+                start += 1
+            if start < at.start():
+                yield start, domain.end()
 _EXAMPLE_DOMAINS = re.compile(
     r"@(?:[\w-]+\.)*(?:example\.(?:com|org|net)|example|test|invalid|localhost|domain\.(?:com|tld)|email\.com|"
     r"company\.com|yourcompany\.com|acme\.(?:com|corp)|foo\.(?:com|bar)|mail\.com|yourdomain\.com|exemple\.(?:com|fr)|"
@@ -447,11 +461,11 @@ def _person_near(text: str, start: int, end: int, window: int = 80) -> bool:
 
 
 def find_contacts(text: str) -> Iterator[Hit]:
-    for m in _EMAIL.finditer(text):
-        local = m.group().split("@")[0].lower()
-        if _EXAMPLE_DOMAINS.search(m.group()) or local in _ROLE_LOCAL or _ROLE_PART.search(m.group()):
+    for start, end in _emails(text):
+        email = text[start:end]
+        if _EXAMPLE_DOMAINS.search(email) or email.split("@")[0].lower() in _ROLE_LOCAL or _ROLE_PART.search(email):
             continue
-        yield Hit("contact", m.start(), m.end(), "EMAIL", "email address of a person")
+        yield Hit("contact", start, end, "EMAIL", "email address of a person")
     seen: set[tuple[int, int]] = set()
     for m in _PHONE_INTL.finditer(text):
         digits = re.sub(r"\D", "", m.group())
