@@ -51,6 +51,9 @@ def found(text: str) -> dict[str, list[str]]:
     ("Meine Steuer-ID ist 36 574 261 809.", "national_id", "36 574 261 809"),
     ("Mi DNI es 45678912S, rellena la solicitud.", "national_id", "45678912S"),
     ("Mi NIE: X1234567L.", "national_id", "X1234567L"),
+    ("My National Insurance number is JG 10 37 52 D.", "national_id", "JG 10 37 52 D"),
+    ("Il mio codice fiscale è RSSMRA85T10A562S.", "national_id", "RSSMRA85T10A562S"),
+    ("Meine Personalausweisnummer ist C4JK7PL92.", "national_id", "C4JK7PL92"),
     (f"Please wire it to {IBAN_DE} today.", "iban", IBAN_DE),
     ("my password is hunter2, why can't I log in?", "secret", "hunter2"),
     ("Mon mot de passe est Chaton#42 mais ça ne marche pas.", "secret", "Chaton#42"),
@@ -188,14 +191,32 @@ def test_messages_all_roles_and_parts() -> None:
     ]
     rep = detect(messages)
     assert rep.sensitive and rep.kinds == ["secret", "contact"]
-    where = {(d.kind, d.message, d.part) for d in rep.detections}
-    assert where == {("contact", 1, 2), ("secret", 3, None)}
+    where = {(d.kind, d.message, d.field, d.part) for d in rep.detections}
+    assert where == {("contact", 1, "content", 2), ("secret", 3, "content", None)}
+
+
+def test_tool_call_arguments_scanned_and_redacted() -> None:
+    import json
+
+    messages = [
+        {"role": "user", "content": "Email my landlord about the heating."},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function",
+             "function": {"name": "send_email", "arguments": json.dumps({"to": "b.keller1961@web.de", "body": "Hi"})}},
+        ]},
+    ]
+    rep = detect(messages)
+    assert [(d.kind, d.message, d.field) for d in rep.detections] == [("contact", 1, "tool_calls.0.arguments")]
+    red, mapping = redact(messages, rep)
+    args = json.loads(red[1]["tool_calls"][0]["function"]["arguments"])
+    assert args["to"] == "[EMAIL_1]" and mapping["[EMAIL_1]"] == "b.keller1961@web.de"
+    assert "b.keller1961" in messages[1]["tool_calls"][0]["function"]["arguments"]  # input untouched
 
 
 def test_report_json_and_reasons_hide_values() -> None:
-    rep = detect("my password is hunter2 and my card is " + CARD)
+    rep = detect("my password is hunter2 and my card is " + CARD + ". I was diagnosed with leukemia.")
     blob = str(rep.to_json()) + " ".join(rep.reasons())
-    assert "hunter2" not in blob and CARD not in blob
+    assert "hunter2" not in blob and CARD not in blob and "leuk" not in blob.lower()
     assert rep.to_json()["sensitive"] is True
     assert not PrivacyReport().sensitive
 
@@ -299,3 +320,17 @@ def test_latency_budget() -> None:
         detect(text)
         times.append(time.perf_counter() - t0)
     assert statistics.median(times) < 0.005
+
+
+def test_eval_set_meets_goals() -> None:
+    """Regression guard on data/privacy/eval.jsonl: the issue's goals, as thresholds rather than totals."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "data" / "privacy" / "eval.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    sens = [detect(r["text"]).sensitive for r in rows if r["sensitive"]]
+    benign = [detect(r["text"]).sensitive for r in rows if not r["sensitive"]]
+    assert {r["lang"] for r in rows} >= {"en", "fr", "de", "es"} and len(rows) >= 240
+    assert sum(sens) / len(sens) >= 0.98
+    assert sum(benign) / len(benign) <= 0.05

@@ -17,7 +17,7 @@ import functools
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from moai.gate.privacy_context import find_confidential, find_health
 from moai.gate.privacy_rules import KINDS, Hit, find_cards, find_contacts, find_ibans, find_national_ids, find_secrets
@@ -51,10 +51,11 @@ class Detection:
     end: int
     label: str
     explanation: str
+    field: str = "content"  # or "tool_calls.<k>.arguments": tool arguments go to the model too
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "message": self.message, "part": self.part, "start": self.start,
-                "end": self.end, "explanation": self.explanation}
+        return {"kind": self.kind, "message": self.message, "field": self.field, "part": self.part,
+                "start": self.start, "end": self.end, "explanation": self.explanation}
 
 
 @dataclass
@@ -78,27 +79,35 @@ class PrivacyReport:
         return all(d.kind in REDACTABLE for d in self.detections)
 
     def reasons(self) -> list[str]:
-        """One line per detection, for the decision trace (no sensitive values in them)."""
-        return [f"{d.kind}: {d.explanation} (message {d.message}, chars {d.start}-{d.end})" for d in self.detections]
+        """One line per detection, for the decision trace (no values, no diagnosis terms: safe to log)."""
+        return [f"{d.kind}: {d.explanation} (message {d.message} {d.field}, chars {d.start}-{d.end})"
+                for d in self.detections]
 
     def to_json(self) -> dict[str, Any]:
         return {"sensitive": self.sensitive, "kinds": self.kinds, "redactable": self.redactable,
                 "detections": [d.to_json() for d in self.detections]}
 
 
-def _texts(query: str | Messages) -> list[tuple[int, int | None, str]]:
-    """(message index, part index, text) for every text in the query; non-text parts are skipped."""
+Where = tuple[int, str, int | None]  # (message index, field, content part index)
+
+
+def _texts(query: str | Messages) -> list[tuple[Where, str]]:
+    """Every text the model would see, with where it sits; non-text parts (images, audio) are skipped."""
     if isinstance(query, str):
-        return [(0, None, query)]
-    out: list[tuple[int, int | None, str]] = []
+        return [((0, "content", None), query)]
+    out: list[tuple[Where, str]] = []
     for i, m in enumerate(query):
         content = m.get("content")
         if isinstance(content, str):
-            out.append((i, None, content))
+            out.append(((i, "content", None), content))
         elif isinstance(content, list):
             for j, part in enumerate(content):
                 if isinstance(part, Mapping) and isinstance(part.get("text"), str):
-                    out.append((i, j, part["text"]))
+                    out.append(((i, "content", j), part["text"]))
+        for k, call in enumerate(m.get("tool_calls") or []):
+            args = call.get("function", {}).get("arguments") if isinstance(call, Mapping) else None
+            if isinstance(args, str):
+                out.append(((i, f"tool_calls.{k}.arguments", None), args))
     return out
 
 
@@ -132,9 +141,9 @@ def detect_text(text: str) -> tuple[Hit, ...]:
 def detect(query: str | Messages) -> PrivacyReport:
     """Classify a query (a string, or OpenAI-style messages) as sensitive or not, with every detection."""
     report = PrivacyReport()
-    for i, j, text in _texts(query):
+    for (i, fld, j), text in _texts(query):
         for h in detect_text(text):
-            report.detections.append(Detection(h.kind, i, j, h.start, h.end, h.label, h.explanation))
+            report.detections.append(Detection(h.kind, i, j, h.start, h.end, h.label, h.explanation, fld))
     return report
 
 
@@ -149,31 +158,41 @@ def _replace_spans(text: str, spans: list[tuple[int, int, str]]) -> str:
     return text
 
 
-def redact(messages: str | Messages, report: PrivacyReport) -> tuple[Any, dict[str, str]]:
+@overload
+def redact(messages: str, report: PrivacyReport) -> tuple[str, dict[str, str]]: ...
+@overload
+def redact(messages: Messages, report: PrivacyReport) -> tuple[list[dict[str, Any]], dict[str, str]]: ...
+def redact(messages: str | Messages, report: PrivacyReport) -> tuple[str | list[dict[str, Any]], dict[str, str]]:
     """Replace each detected span with a typed placeholder; return (redacted copy, placeholder -> original).
 
     The same value gets the same placeholder everywhere, so a model can still tell that two mentions
     are one thing. A string query comes back as a string, messages as a new list (the input is untouched).
     """
-    texts = {(i, j): t for i, j, t in _texts(messages)}
+    texts = dict(_texts(messages))
     mapping: dict[str, str] = {}
     by_value: dict[tuple[str, str], str] = {}
     counters: dict[str, int] = {}
-    spans: dict[tuple[int, int | None], list[tuple[int, int, str]]] = {}
+    spans: dict[Where, list[tuple[int, int, str]]] = {}
     for d in report.detections:
-        value = texts[(d.message, d.part)][d.start:d.end]
+        where = (d.message, d.field, d.part)
+        value = texts[where][d.start:d.end]
         token = by_value.get((d.label, value))
         if token is None:
             counters[d.label] = counters.get(d.label, 0) + 1
             token = f"[{d.label}_{counters[d.label]}]"
             by_value[(d.label, value)] = token
             mapping[token] = value
-        spans.setdefault((d.message, d.part), []).append((d.start, d.end, token))
+        spans.setdefault(where, []).append((d.start, d.end, token))
     if isinstance(messages, str):
-        return _replace_spans(messages, spans.get((0, None), [])), mapping
+        return _replace_spans(messages, spans.get((0, "content", None), [])), mapping
     out = [dict(m) for m in messages]
-    for (i, j), sp in spans.items():
-        if j is None:
+    for (i, fld, j), sp in spans.items():
+        if fld != "content":  # tool_calls.<k>.arguments: placeholders are plain [A-Z_0-9], the JSON stays valid
+            calls = copy.deepcopy(out[i]["tool_calls"])
+            fn = calls[int(fld.split(".")[1])]["function"]
+            fn["arguments"] = _replace_spans(fn["arguments"], sp)
+            out[i]["tool_calls"] = calls
+        elif j is None:
             out[i]["content"] = _replace_spans(out[i]["content"], sp)
         else:
             parts = copy.deepcopy(out[i]["content"])
