@@ -105,7 +105,7 @@ def report_wild(con: Console) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--split", default="all", choices=["dev", "heldout", "heldout2", "all"])
+    ap.add_argument("--split", default="all", choices=["dev", "heldout", "heldout2", "heldout3", "all"])
     ap.add_argument("--errors", action="store_true", help="list every misclassified prompt")
     ap.add_argument("--wild", action="store_true", help="also scan unlabelled benign text on this machine")
     args = ap.parse_args()

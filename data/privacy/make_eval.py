@@ -797,6 +797,95 @@ HELDOUT2_BENIGN: dict[str, list[str]] = {
 }
 
 
+# A third held-out batch aimed at the rules' blind spots (implicit disclosures, fiction and textbook cases,
+# configs in YAML/JSON, public figures), written after `heldout2` was fixed; measured once (split "heldout3").
+HELDOUT3_SENSITIVE: dict[str, list[tuple[str, list[str]]]] = {
+    "en": [
+        ("my chemo starts monday and I need to tell my team I'll be out every other week, help me word it",
+         ["health"]),
+        ("don't tell anyone but we're being acquired by Oracle next month, how do I prepare my team?",
+         ["confidential"]),
+        ("config.yaml:\n  smtp:\n    user: alerts\n    password: \"Gr33n-Tea!\"\nWhy does login fail?", ["secret"]),
+        ("Best, \nMaria Gonzalez\nSenior Analyst\nm.gonzalez@kestrel-partners.co.uk | +44 7700 912 345",
+         ["contact"]),
+        ("Can you help me budget? I earn $4,200 a month after tax and my Visa <<card>> is maxed out.",
+         ["payment_card"]),
+        ("Rewrite this patient note in plain English: 'Mr. Alan Brooks, 58, T2DM, on metformin 1g BID, HbA1c "
+         "8.1'", ["health"]),
+        ("Here's the HR memo to polish: 'Following the investigation, Tom Becker's contract will be terminated "
+         "on 30 June.'", ["confidential"]),
+        ("we use this key in prod: AIza<<aiza>> — is it ok to ship it in the android app?", ["secret"]),
+        ("My therapist thinks my insomnia is linked to trauma from my childhood. Any books you'd suggest?",
+         ["health"]),
+        ("Please send the contract to my home address: 77 Willow Crescent, Bristol BS8 1QU", ["contact"]),
+    ],
+    "fr": [
+        ("je commence une chimio lundi, aide-moi à prévenir mon équipe sans trop en dire", ["health"]),
+        ("entre nous, la boîte va être rachetée par un fonds en septembre, comment je prépare mes gars ?",
+         ["confidential"]),
+        ("application.yml :\n  datasource:\n    password: Soleil#2024\npourquoi Spring n'arrive pas à se connecter ?",
+         ["secret"]),
+        ("Cordialement,\nÉric Vasseur\neric.vasseur@atelier-vasseur.fr\n06 71 22 48 90", ["contact"]),
+        ("Réécris ce compte rendu : « Mme Dumas, 72 ans, insuffisance cardiaque, sous furosémide 40 mg ».",
+         ["health"]),
+    ],
+    "de": [
+        ("ich fang nächste woche mit der chemo an, wie sag ich es meinem team?", ["health"]),
+        ("unter uns: wir werden im Herbst von einem Konkurrenten übernommen, wie bereite ich mein Team vor?",
+         ["confidential"]),
+        ("docker run -e POSTGRES_PASSWORD=Wald!Weg42 postgres — Container startet nicht, warum?", ["secret"]),
+        ("Viele Grüße\nKatrin Albers\nk.albers@albers-steuerberatung.de\nTel. 0421 3398 217", ["contact"]),
+        ("Formuliere den Arztbrief verständlich: 'Herr Brandt, 66, Vorhofflimmern, Apixaban 5 mg'.",
+         ["health"]),
+    ],
+    "es": [
+        ("empiezo la quimio el lunes, ayúdame a decírselo a mi equipo", ["health"]),
+        ("que no salga de aquí: nos compra una multinacional en octubre, ¿cómo preparo a mi equipo?",
+         ["confidential"]),
+        ("config.json: {\"db\": {\"user\": \"app\", \"password\": \"Luna$Roja77\"}} ¿por qué falla la conexión?",
+         ["secret"]),
+        ("Un saludo,\nJavier Ibáñez\njavier.ibanez@ibanez-abogados.es\nTel. 612 48 93 07", ["contact"]),
+        ("Resume el informe: 'Sra. Pilar Vega, 49 años, cáncer de ovario, en quimioterapia con carboplatino'.",
+         ["health"]),
+    ],
+}
+HELDOUT3_BENIGN: dict[str, list[str]] = {
+    "en": [
+        "A 45-year-old patient presents with chest pain radiating to the left arm. What is the differential?",
+        "In my novel the heroine is diagnosed with leukemia at 30; is the timeline of treatment realistic?",
+        "What salary does the US President earn per year?",
+        "Apple reported $94.9B revenue last quarter; summarise what analysts said about it.",
+        "I use 1Password and Bitwarden; which has better family sharing?",
+        "Write a villain monologue where he reveals the vault password is 'swordfish'.",
+        "Explain the MRZ on a passport and how its check digits work.",
+        "List the ICD-10 codes for type 2 diabetes and what each means.",
+        "Our open-source project's contributing guide says to email security@ for vulnerabilities; rewrite it.",
+        "Translate into German: 'The tenant must pay the deposit within 14 days.'",
+    ],
+    "fr": [
+        "Un patient de 60 ans se présente avec une dyspnée d'effort, quelles hypothèses ?",
+        "Dans mon roman, le héros est atteint de la maladie de Charcot ; comment décrire les symptômes ?",
+        "Combien gagne un député français par mois ?",
+        "Résume les résultats annuels publiés par LVMH cette année.",
+        "Explique la différence entre un mot de passe et une passphrase.",
+    ],
+    "de": [
+        "Ein 50-jähriger Patient kommt mit Bauchschmerzen, welche Differenzialdiagnosen gibt es?",
+        "In meinem Roman hat die Hauptfigur Krebs; wie realistisch ist eine Heilung nach zwei Jahren?",
+        "Wie viel verdient ein Bundestagsabgeordneter?",
+        "Fasse die veröffentlichten Quartalszahlen von Siemens zusammen.",
+        "Was ist sicherer: ein langes Passwort oder eine PIN mit Fingerabdruck?",
+    ],
+    "es": [
+        "Un paciente de 70 años acude con fiebre y tos, ¿qué pruebas pedirías?",
+        "En mi novela la protagonista tiene esclerosis múltiple; ¿cómo describo un brote?",
+        "¿Cuánto cobra un diputado en España?",
+        "Resume los resultados trimestrales publicados de Inditex.",
+        "¿Qué es más seguro, una contraseña larga o una frase de paso?",
+    ],
+}
+
+
 def build() -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
 
@@ -804,8 +893,9 @@ def build() -> list[dict[str, object]]:
         return re.sub(r"<<(\w+)>>", lambda m: GEN[m.group(1)](), text)
 
     for split, sens, benign in (("dev", SENSITIVE, BENIGN), ("heldout", HELDOUT_SENSITIVE, HELDOUT_BENIGN),
-                                ("heldout2", HELDOUT2_SENSITIVE, HELDOUT2_BENIGN)):
-        tag = {"dev": "", "heldout": "h", "heldout2": "h2"}[split]
+                                ("heldout2", HELDOUT2_SENSITIVE, HELDOUT2_BENIGN),
+                                ("heldout3", HELDOUT3_SENSITIVE, HELDOUT3_BENIGN)):
+        tag = {"dev": "", "heldout": "h", "heldout2": "h2", "heldout3": "h3"}[split]
         for lang, items in sens.items():
             for k, (text, kinds) in enumerate(items):
                 rows.append({"id": f"{lang}-{tag}s{k:03d}", "text": fill(text), "sensitive": True, "kinds": kinds,

@@ -87,6 +87,12 @@ def found(text: str) -> dict[str, list[str]]:
     ("Bei meiner Tochter wurde ADHS festgestellt.", "health", "ADHS"),
     ("We let go of our CFO, Raj Patel, yesterday.", "confidential", "let go"),
     ("Kollege Fischer verdient 92.000 € im Jahr.", "confidential", "verdient"),
+    ("my chemo starts monday, help me tell my team", "health", "chemo"),
+    ("ich fang nächste woche mit der chemo an", "health", "chemo"),
+    ("Réécris : « Mme Dumas, 72 ans, insuffisance cardiaque, sous furosémide 40 mg ».", "health",
+     "insuffisance cardiaque"),
+    ("don't tell anyone but we're being acquired by Oracle next month", "confidential", "don't tell anyone"),
+    ("que no salga de aquí: nos compra una multinacional en octubre", "confidential", "que no salga de aquí"),
 ])
 def test_kind_detected_with_span(text: str, kind: str, value: str) -> None:
     assert value in found(text).get(kind, []), found(text)
@@ -162,6 +168,12 @@ def test_jwt_and_pem_blocks() -> None:
     "Report bugs to <bug-make@gnu.org>.",
     "Diabetes has many causes; list them.",
     "Decimal('1.38435736E+12') and Decimal('+35236450.6')",
+    # fiction, textbook cases, public figures
+    "In my novel the heroine is diagnosed with leukemia at 30; is that realistic?",
+    "Write a villain monologue where he reveals the vault password is 'swordfish'.",
+    "A 45-year-old patient presents with chest pain and diabetes. What is the differential?",
+    "What salary does the US President earn per year?",
+    "Between us, I think tabs are better than spaces.",
 ])
 def test_lookalikes_not_sensitive(text: str) -> None:
     rep = detect(text)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from moai.gate.privacy_rules import FIRST_PERSON, GENERIC_QUESTION, Hit, sentences
+from moai.gate.privacy_rules import FICTION, FIRST_PERSON, GENERIC_QUESTION, Hit, sentences
 from moai.gate.privacy_rules import words as _words
 
 _I = re.IGNORECASE
@@ -32,6 +32,8 @@ _CONDITIONS = (
     r"psychos\w*|psicosis|adhd|autis\w*|autist\w*|[eé]pilep\w*|seizures?|crises? d'[eé]pilepsie|anfall|anf[aä]lle|"
     r"asthm\w*|asma\w*|dement\w*|d[eé]mence|demenz|alzh[eé]imer\w*|p[aá]rkinson\w*|multiple sclerosis|"
     r"scl[eé]rose en plaques|multiple sklerose|esclerosis m[uú]ltiple|crohn\w*|c[eo]liac\w*|lupus|arthri\w*|"
+    r"insuffisance (?:cardiaque|r[eé]nale|respiratoire)|herzinsuffizienz|vorhofflimmern|atrial fibrillation|"
+    r"insuficiencia (?:card[ií]aca|renal)|fibrilaci[oó]n auricular|(?-i:T[12]DM)|hba1c|"
     r"hypertension|hipertensi[oó]n|high blood pressure|bluthochdruck|heart (?:failure|attack)|infarct\w*|"
     r"infarto|herzinfarkt|stroke|schlaganfall|arrhythmi\w*|kidney (?:disease|failure)|insuffisance r[eé]nale|"
     r"niereninsuffizienz|insuficiencia renal|dialys\w*|di[aá]lisis|cirrho\w*|cirrosis|anore\w*|bulimi\w*|"
@@ -49,6 +51,7 @@ _CONDITIONS = (
     # drugs
     r"metformin\w*|insulin\w*|ozempic|semaglutid\w*|sertralin\w*|zoloft|fluoxetin\w*|prozac|escitalopram|"
     r"lexapro|citalopram|paroxetin\w*|venlafaxin\w*|bupropion|wellbutrin|xanax|alprazolam|diazepam|valium|"
+    r"furos[eé]mid\w*|carboplatin\w*|cisplatin\w*|tamoxif\w*|"
     r"lorazepam|lithium(?![- ](?:ion|batter|polymer|akku))|litio|quetiapin\w*|seroquel|olanzapin\w*|"
     r"risperidon\w*|aripiprazol\w*|lamotrigin\w*|valpro\w*|levetiracetam|methylphenidat\w*|metilfenidato|"
     r"ritalin\w*|adderall|levothyrox\w*|levotiroxina|l-thyroxin|warfarin\w*|eliquis|apixaban|atorvastatin\w*|"
@@ -68,7 +71,12 @@ _DISCLOSURE = re.compile(
     r"liv\w*|on|treated|seeing|diagnosed|tested|found out)|I(?:'m| am) (?:\w+ )?|"
     r"(?:he|she|they|(?:my|our|his|her|their) \w+|(?-i:[A-Z][a-z]+))(?: \w+){0,3}? (?:has|had|have|is|was|seems|"
     r"might be|may be|takes|took|is taking|suffers|started|got|relapsed)|"
-    r"diagnosed with|tested positive|patient\b|"
+    r"I (?:start|begin|began|finish|finished|get|got)\b|diagnosed with|tested positive|"
+    # a named patient: "Patient Robert Hale", "Mr. Alan Brooks, 58,", "Mme Dumas, 72 ans,", "Herr Brandt, 66,"
+    r"(?-i:[Pp]atient(?:in|e)? [A-Z][a-z]+)|(?-i:(?:Mr|Mrs|Ms|M|Mme|Mlle|Herr|Frau|Sr|Sra|Srta)\.? [A-Z][\w-]+"
+    r"(?: [A-Z][\w-]+)?),? \d{1,3}\b|"
+    r"je (?:commence|débute|termine|finis|reprends)|ich (?:fange|fang|beginne|starte|bekomme|kriege)\b|"
+    r"(?:empiezo|comienzo|termino|acabo|empecé)\b|"
     # French
     r"j'ai\b|je (?:suis|prends|souffre|fais|vis|sors)|on m'a (?:diagnostiqu\w+|trouv\w+|d[eé]tect\w+)|"
     r"(?:il|elle|(?:mon|ma|mes|son|sa|notre) \w+)(?: [\w']+){0,3}? (?:a|est|prend|souffre|suit|fait|vit)\b|"
@@ -95,6 +103,9 @@ _CARE = re.compile(
     r"diagnose|medikament\w*|befund\w*)|(?:mi|su) (?:m[eé]dic[oa]|psiquiatra|terapeuta|onc[oó]log[oa]|pediatra|"
     r"neur[oó]log[oa]|diagn[oó]stico|medicaci[oó]n|medicamento|tratamiento))\b",
     _I,
+)
+_POSSESSIVE_BEFORE = re.compile(
+    r"\b(?:my|his|her|their|mon|ma|mes|son|sa|ses|mein\w*|sein\w*|ihr\w*|mi|mis|su|sus)\s+(?:[\w-]+\s+)?$", _I,
 )
 _NEAR_CHARS = 60  # a disclosure verb and its health term sit within this many characters
 
@@ -133,10 +144,11 @@ def _sentences_with(rx: re.Pattern[str], text: str) -> Iterator[tuple[int, int, 
 def find_health(text: str) -> Iterator[Hit]:
     for a, b, terms in _sentences_with(_HEALTH_TERM, text):
         sent = text[a:b]
-        if GENERIC_QUESTION.match(sent) and not FIRST_PERSON.search(sent):
+        if (GENERIC_QUESTION.match(sent) and not FIRST_PERSON.search(sent)) or FICTION.search(sent):
             continue
         rel = [t.start() - a for t in terms]
-        if not _CARE.search(sent) and not any(
+        owned = any(_POSSESSIVE_BEFORE.search(text, max(a, t.start() - 30), t.start()) for t in terms)
+        if not owned and not _CARE.search(sent) and not any(
                 d.start() < r <= d.end() + _NEAR_CHARS for d in _DISCLOSURE.finditer(sent) for r in rel):
             continue
         topic = _TOPIC.search(sent)
@@ -144,7 +156,7 @@ def find_health(text: str) -> Iterator[Hit]:
             if topic and term.start() - a >= topic.end():
                 continue
             yield Hit("health", term.start(), term.end(), "HEALTH",
-                      f"medical detail about a person ({term.group().lower()!r} in a personal disclosure)")
+                      "medical detail about a person (a condition, treatment or drug in a personal disclosure)")
 
 
 # ---------------------------------------------------------------- confidential (HR / legal / financial)
@@ -227,7 +239,24 @@ def _specific(sent: str) -> bool:
     return any(a not in _NOT_NAME and b not in _NOT_NAME for a, b in _FULL_NAME.findall(sent))
 
 
+# "Don't tell anyone but we're being acquired": confided news about an organisation or a colleague.
+_CONFIDE = re.compile(
+    r"\b(?:don'?t tell anyone|between (?:us|you and me)|off the record|keep (?:this|it) (?:quiet|to yourself)|"
+    r"entre nous|ne le dis à personne|que ça reste entre nous|unter uns|sag(?:'s| es)? niemandem|"
+    r"que no salga de aquí|entre nosotros|no se lo digas a nadie)\b", _I,
+)
+_EVENT = re.compile(
+    r"\b(?:acquired|being bought|bought out|takeover|merger|layoffs?|laid off|fired|restructuring|bankrupt\w*|"
+    r"rachet\w*|rachat|fusion|licenci\w*|plan social|faillite|übernomm\w*|übernahme|fusion|entlass\w*|"
+    r"kündig\w*|insolven\w*|nos compra|compra(?:rá|n)?|adquiri\w*|fusión|despid\w*|(?-i:ERE)|quiebra)\b", _I,
+)
+
+
 def find_confidential(text: str) -> Iterator[Hit]:
+    confide = _CONFIDE.search(text)
+    if confide and _EVENT.search(text):
+        yield Hit("confidential", confide.start(), confide.end(), "CONFIDENTIAL",
+                  "news confided off the record about an organisation or a colleague")
     for m in _MARKER_UPPER.finditer(text):
         yield Hit("confidential", m.start(), m.end(), "CONFIDENTIAL", "document marked confidential / internal")
     for m in _MARKER.finditer(text):
@@ -238,4 +267,4 @@ def find_confidential(text: str) -> Iterator[Hit]:
         # A general question ("How is severance calculated?") stays benign unless it names an amount.
         if _specific(sent) and not (GENERIC_QUESTION.match(sent) and not _AMOUNT.search(sent)):
             yield Hit("confidential", term.start(), term.end(), "CONFIDENTIAL",
-                      f"HR/legal/financial detail ({term.group().lower()!r}) about a specific person or organisation")
+                      "HR/legal/financial detail about a specific person or organisation")

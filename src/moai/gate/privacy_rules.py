@@ -66,6 +66,16 @@ GENERIC_QUESTION = re.compile(
 FIRST_PERSON = re.compile(
     r"\b(?:I|I'm|I've|my|me|j'ai|je|mon|ma|mes|ich|mein\w*|mir|mich|yo|mi|mis|me|tengo|estoy)\b", _I,
 )
+# Fiction, role-play and exercises: "in my novel the heroine has leukemia", "a villain reveals the password".
+FICTION = re.compile(
+    # Bare "story", "histoire", "historia" (also a medical history) or "nouvelle" (also "new") are not enough.
+    r"\b(?:novel|short story|screenplay|fiction\w*|villain|heroine|protagonist|role-?play|"
+    r"(?:in|for) (?:my|a|the) (?:story|game|script)|(?:a|the|my) character|"
+    r"roman|personnage|héroïne|protagoniste|dans (?:mon|un|le) (?:histoire|récit|scénario)|"
+    r"drehbuch|romanfigur|hauptfigur|heldin|bösewicht|in (?:meiner|einer) geschichte|"
+    r"novela|cuento|guion|personaje|protagonista|villano|heroína|en (?:mi|un|una) (?:relato|historia de ficción))\b",
+    _I,
+)
 _ABBREV = words("mr mrs ms dr sr sra st m mme mlle hr fr nr no vs etc ca bzw inc ltd av avda")
 _END = re.compile(r"[.!?]+|\n")
 
@@ -383,8 +393,10 @@ def find_secrets(text: str) -> Iterator[Hit]:
     for m in _PW.finditer(text):
         v = m.group("v") if m.group("q") else m.group("v").rstrip(".,;!?)")  # quoted: the quotes delimit it
         end = m.start("v") + len(v)
-        if _looks_like_password(v) and (m.group("own") or m.group("q") or _STRONG.search(v)
-                                        or ((m.group("det") or not m.group("verb")) and _ALONE.match(text, end))):
+        line = text[text.rfind("\n", 0, m.start()) + 1:m.start()]
+        if _looks_like_password(v) and not FICTION.search(line) and (
+                m.group("own") or m.group("q") or _STRONG.search(v)
+                or ((m.group("det") or not m.group("verb")) and _ALONE.match(text, end))):
             yield Hit("secret", m.start("v"), end, "PASSWORD", "password given in context")
     for m in _SECRET_KEY.finditer(text):
         v = m.group("v")
