@@ -33,6 +33,7 @@ def _ratio(a: int, b: int) -> str:
 
 
 def load(split: str) -> list[dict[str, Any]]:
+    """Rows of eval.jsonl in `split` ("all" for every split)."""
     rows = [json.loads(line) for line in EVAL.read_text(encoding="utf-8").splitlines() if line.strip()]
     return [r for r in rows if split == "all" or r.get("split", "dev") == split]
 
@@ -85,6 +86,7 @@ def wild_texts() -> dict[str, list[str]]:
 
 
 def report_wild(con: Console) -> None:
+    """Print how often benign unlabelled text gets flagged, per language."""
     t = Table(title="benign text in the wild (unlabelled): share of texts flagged")
     for col in ("lang", "source", "texts", "flagged", "rate", "kinds"):
         t.add_column(col, justify="right")
@@ -104,6 +106,7 @@ def report_wild(con: Console) -> None:
 
 
 def main() -> None:
+    """Print the tables and whether the goals are met."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--split", default="all", choices=["dev", "heldout", "heldout2", "heldout3", "all"])
     ap.add_argument("--errors", action="store_true", help="list every misclassified prompt")

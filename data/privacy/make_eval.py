@@ -25,6 +25,9 @@ from stdnum.us import ssn
 R = random.Random(7)
 
 
+# Generators: one fresh, checksum-valid (or vendor-shaped) value per call.
+
+
 def _digits(n: int) -> str:
     return "".join(R.choice(string.digits) for _ in range(n))
 
@@ -887,6 +890,7 @@ HELDOUT3_BENIGN: dict[str, list[str]] = {
 
 
 def build() -> list[dict[str, object]]:
+    """All rows, splits in order, with fresh valid identifiers filled into the templates."""
     rows: list[dict[str, object]] = []
 
     def fill(text: str) -> str:

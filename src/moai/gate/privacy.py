@@ -153,6 +153,7 @@ _PLACEHOLDER = re.compile(r"\[[A-Z][A-Z_]*_\d+\]")
 
 
 def _replace_spans(text: str, spans: list[tuple[int, int, str]]) -> str:
+    """Right to left, so earlier offsets stay valid while later spans change length."""
     for start, end, token in sorted(spans, reverse=True):
         text = text[:start] + token + text[end:]
     return text
@@ -213,6 +214,7 @@ class Restorer:
     (`"... [IB"` + `"AN_1] ..."`) is held back until it is complete, so clients never see half a token."""
 
     def __init__(self, mapping: Mapping[str, str]) -> None:
+        """`mapping` is the one `redact` returned for the request being answered."""
         self.mapping = mapping
         self._buf = ""
         self._max = max((len(k) for k in mapping), default=0)

@@ -142,6 +142,7 @@ def _sentences_with(rx: re.Pattern[str], text: str) -> Iterator[tuple[int, int, 
 
 
 def find_health(text: str) -> Iterator[Hit]:
+    """Health terms in sentences that disclose something about somebody (not topics, fiction or quizzes)."""
     for a, b, terms in _sentences_with(_HEALTH_TERM, text):
         sent = text[a:b]
         if (GENERIC_QUESTION.match(sent) and not FIRST_PERSON.search(sent)) or FICTION.search(sent):
@@ -253,6 +254,7 @@ _EVENT = re.compile(
 
 
 def find_confidential(text: str) -> Iterator[Hit]:
+    """Confidentiality markers, confided corporate news, and HR/legal/financial details about someone."""
     confide = _CONFIDE.search(text)
     if confide and _EVENT.search(text):
         yield Hit("confidential", confide.start(), confide.end(), "CONFIDENTIAL",

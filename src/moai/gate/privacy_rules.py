@@ -148,6 +148,7 @@ _CARD_CONTEXT = re.compile(
 
 
 def find_cards(text: str) -> Iterator[Hit]:
+    """Card numbers: issuer prefix + Luhn, minus published test cards and labelled order/ref numbers."""
     for m in _CARD.finditer(text):
         digits = re.sub(r"\D", "", m.group())
         if not 13 <= len(digits) <= 19 or digits in _TEST_CARDS:
@@ -190,6 +191,7 @@ def _pa_valid(s: str) -> bool:
 
 
 def find_national_ids(text: str) -> Iterator[Hit]:
+    """SSN, NIR, Steuer-ID, Personalausweis, DNI/NIE, NINO, codice fiscale: each checked by its own rules."""
     for m in _SSN.finditer(text):
         if _us_ssn.is_valid(m.group().replace(" ", "-")) and re.sub(r"\D", "", m.group()) not in _EXAMPLE_IDS:
             yield Hit("national_id", m.start(), m.end(), "SSN", "US social security number (valid area/group/serial)")
@@ -235,6 +237,7 @@ _EXAMPLE_IBANS = frozenset({
 
 
 def find_ibans(text: str) -> Iterator[Hit]:
+    """IBANs whose country length and mod-97 (and national check, via stdnum) hold; doc examples excluded."""
     for m in _IBAN.finditer(text):
         # The regex is greedy (it may swallow a following word like "BIC"): keep the longest valid prefix.
         pos = [m.start() + i for i, c in enumerate(m.group()) if c != " "]
@@ -358,6 +361,7 @@ _ALONE = re.compile(r"[.!]?\s*(?:$|\n)|[,;]")
 
 
 def _looks_like_password(v: str) -> bool:
+    """Not a stop word, a placeholder or a code expression: something that could be typed as a password."""
     if v.endswith(":"):  # "Password: Username:" is a form label, the value is missing
         return False
     v = v.rstrip(".,;!?)")
@@ -375,6 +379,7 @@ def _jwt_ok(token: str) -> bool:
 
 
 def find_secrets(text: str) -> Iterator[Hit]:
+    """Vendor keys, JWTs, PEM keys, credentials in URLs, and passwords/tokens given in context."""
     global _VENDOR
     if _VENDOR is None:
         _VENDOR = _vendor_patterns()
@@ -412,6 +417,7 @@ _EMAIL_DOMAIN = re.compile(r"(?:[A-Za-z0-9-]{1,63}\.){1,8}[A-Za-z]{2,24}\b")
 
 
 def _emails(text: str) -> Iterator[tuple[int, int]]:
+    """Email spans, grown outwards from each "@" (bounded work per "@", so linear in the text)."""
     for at in re.finditer("@", text):
         local = _EMAIL_LOCAL.search(text, max(0, at.start() - 64), at.start())
         domain = _EMAIL_DOMAIN.match(text, at.end())
@@ -476,6 +482,7 @@ def _person_near(text: str, start: int, end: int, window: int = 80) -> bool:
 
 
 def find_contacts(text: str) -> Iterator[Hit]:
+    """A person's email, phone number, or street address (addresses only next to a person)."""
     for start, end in _emails(text):
         email = text[start:end]
         if _EXAMPLE_DOMAINS.search(email) or email.split("@")[0].lower() in _ROLE_LOCAL or _ROLE_PART.search(email):
