@@ -138,6 +138,35 @@ def chat(
             err_console.print_json(json.dumps(summary))
 
 
+# ---------------------------------------------------------------------------- route
+
+
+@app.command()
+def route(
+    prompt: str = typer.Argument(..., help="The user message to route."),
+    mix: str = typer.Option("default", "--mix", "-m", help="Mix name."),
+    config: str | None = typer.Option(None, "--config", "-c", help="Mix instructions (default: embedded)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Show the gate's decision for a prompt — model, strategy, sensitivity, reasons — calling no model."""
+    from moai.mixture import BadRequest, Mixture, UnknownModel
+
+    cfg = _config(config)
+    try:
+        decision = Mixture(cfg).route([{"role": "user", "content": prompt}], mix=mix)
+    except (UnknownModel, BadRequest) as e:
+        fail(str(e))
+        return
+    if as_json:
+        sys.stdout.write(json.dumps({k: decision[k] for k in ("model", "strategy", "sensitive", "kinds", "reasons",
+                                                               "scores")} | {"plan": decision.get("plan", [])}))
+        sys.stdout.write("\n")
+    else:
+        console.print_json(json.dumps(decision))
+    if decision["model"] is None:
+        raise typer.Exit(1)
+
+
 # ---------------------------------------------------------------------------- models
 
 

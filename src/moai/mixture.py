@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from moai.catalog import PRIVACY_RANK
 from moai.config import Config, Mix, Weights, load_config
 from moai.gate.rules import RuleChooser, message_text
 from moai.providers.base import ChatParams, Delta, ProviderError
@@ -20,6 +21,7 @@ from moai.strategies import builder
 from moai.strategies.context import Chooser, NoEligibleModel, RequestContext, eligible
 from moai.strategies.executor import Execution, Executor, PlanFailed, ProviderRegistry
 from moai.strategies.plan import Plan
+from moai.strategies.privacy_guard import privacy_guard
 from moai.telemetry.adapt import LiveStats
 from moai.telemetry.carbon import CarbonModel
 from moai.telemetry.metrics import Metrics
@@ -108,8 +110,10 @@ class Mixture:
             if unknown:
                 raise BadRequest(f"unknown weight(s): {', '.join(sorted(unknown))}", "moai.weights")
             weights = weights.model_copy(update=opts.weights)
-        cards, excluded = eligible(self.config, mix, prompt_tokens, needs_tools=bool(body.tools),
-                                   max_privacy=opts.privacy if opts else None)
+        guard = privacy_guard(messages, mix.constraints.sensitive_data, opts.sensitive_data if opts else None)
+        tiers = [t for t in (opts.privacy if opts else None, guard.max_tier) if t is not None]
+        max_tier = min(tiers, key=lambda t: PRIVACY_RANK[t]) if tiers else None
+        cards, excluded = eligible(self.config, mix, prompt_tokens, needs_tools=bool(body.tools), max_privacy=max_tier)
         if opts and opts.models is not None:
             for c in cards:
                 if c.name not in opts.models:
@@ -126,6 +130,11 @@ class Mixture:
                     f"This request is about {prompt_tokens} tokens, more than any model's context allows",
                     "messages", "context_length_exceeded",
                 )
+            if guard.report.sensitive and guard.max_tier is not None:
+                raise NoEligibleModel(
+                    f"this request carries sensitive data ({', '.join(guard.report.kinds)}) and mix {mix_name!r} "
+                    f"has no model of privacy tier {guard.max_tier} or more trusted to send it to", excluded,
+                    code="no_trusted_model")
             raise NoEligibleModel(f"no model satisfies the constraints of mix {mix_name!r}", excluded)
         params = ChatParams(
             messages=messages,
@@ -139,12 +148,42 @@ class Mixture:
             response_format=body.response_format,
         )
         ctx = RequestContext(self.config, mix_name, mix, params, self.chooser, weights, cards, excluded,
-                             live=self.stats.snapshot(params.max_tokens))
+                             live=self.stats.snapshot(params.max_tokens), privacy=guard.report)
+        ctx.notes.extend(guard.notes)
         try:
             plan = builder(mix.strategy)(ctx)
         except ValueError as e:
             raise BadRequest(str(e), "model") from e
+        plan.redactor = guard.redactor
         return Prepared(f"chatcmpl-{uuid.uuid4().hex}", ctx, plan, body.stream, api_key=api_key)
+
+    def route(self, messages: list[dict[str, Any]], mix: str = "default", **options: Any) -> dict[str, Any]:
+        """The gate's decision for ``messages`` under a mix, without calling any model."""
+        from moai.server.openai_schema import ChatCompletionRequest
+
+        body = ChatCompletionRequest.model_validate({"model": mix, "messages": messages, **options})
+        try:
+            prep = self.prepare(body)
+        except NoEligibleModel as e:
+            from moai.gate.privacy import detect
+
+            report = detect([m.to_provider() for m in body.messages])
+            return {"model": None, "strategy": self.resolve(body.model)[1].strategy, "sensitive": report.sensitive,
+                    "kinds": report.kinds, "reasons": [f"refused: {e}", *(f"{m}: {w}" for m, w in e.excluded.items())],
+                    "scores": {}, "refused": True}
+        plan, d, report = prep.plan, prep.ctx.decision, prep.ctx.privacy
+        final = plan.step(plan.final)
+        model = final.models[0] if final.models else (d.model if d else None)
+        return {
+            "model": model,
+            "strategy": plan.strategy,
+            "sensitive": bool(report and report.sensitive),
+            "kinds": report.kinds if report else [],
+            "reasons": (d.reasons if d else []) + prep.ctx.notes + plan.notes,
+            "scores": {k: round(v, 4) for k, v in (d.probabilities if d else {}).items()},
+            "plan": [{"step": st.id, "role": st.role, "models": st.models} for st in plan.steps],
+            "decision": d.to_json() if d else None,
+        }
 
     # ------------------------------------------------------------------ execution
 
@@ -194,6 +233,7 @@ class Mixture:
             "co2_g": ex.co2_g,
             "latency_ms": round((time.time() - prep.started) * 1000, 1),
             "reason": reasons,
+            "privacy": prep.ctx.privacy.to_json() if prep.ctx.privacy is not None else None,
             "decision": d.to_json() if d else None,
             "trace": [r.trace() for r in ex.results],
         }

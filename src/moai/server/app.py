@@ -143,7 +143,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             return err(400, str(e), param=e.param, code=e.code)
         except NoEligibleModel as e:
             detail = "; ".join(f"{m}: {why}" for m, why in e.excluded.items())
-            return err(422, f"{e} ({detail})", param="model", code="no_eligible_model")
+            return err(422, f"{e} ({detail})", param="model", code=e.code)
         headers = {"x-moai-mix": prep.ctx.mix_name, "x-moai-request-id": prep.id}
         if prep.ctx.decision:
             headers["x-moai-model"] = prep.ctx.decision.model

@@ -57,7 +57,8 @@ class MoaiOptions(BaseModel):
     exclude: list[str] | None = None
     max_cost_usd: float | None = Field(None, gt=0)
     weights: dict[str, float] | None = None
-    privacy: Literal["local", "private", "cloud"] | None = None
+    privacy: Literal["local", "private", "cloud"] | None = None  # the least-trusted tier allowed (only narrows)
+    sensitive_data: Literal["local_only", "private_ok", "allow", "redact"] | None = None  # may only raise
     cache: bool = True
 
 

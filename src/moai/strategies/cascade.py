@@ -70,4 +70,4 @@ def plan(ctx: RequestContext) -> Plan:
         done = [results[t] for t in tries[:-1] if t in results and results[t].status == "ok"]
         return done[-1] if done else None
 
-    return Plan("cascade", steps, final=tries[-1], rescue=rescue, notes=ctx.notes)
+    return Plan("cascade", steps, final=tries[-1], rescue=rescue)

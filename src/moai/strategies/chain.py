@@ -28,4 +28,4 @@ def plan(ctx: RequestContext) -> Plan:
                           deps=[prev] if prev else []))
         prev = sid
     assert prev is not None
-    return Plan("chain", steps, final=prev, notes=ctx.notes)
+    return Plan("chain", steps, final=prev)

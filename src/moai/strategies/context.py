@@ -26,9 +26,10 @@ class Chooser(Protocol):
 class NoEligibleModel(ValueError):
     """Every model was excluded by a hard constraint; the request must be refused, not degraded."""
 
-    def __init__(self, message: str, excluded: dict[str, str]) -> None:
+    def __init__(self, message: str, excluded: dict[str, str], code: str = "no_eligible_model") -> None:
         super().__init__(message)
         self.excluded = excluded
+        self.code = code
 
 
 @dataclass
@@ -43,6 +44,7 @@ class RequestContext:
     excluded: dict[str, str] = field(default_factory=dict)
     decision: RouteDecision | None = None
     notes: list[str] = field(default_factory=list)
+    privacy: Any = None  # gate.privacy.PrivacyReport of this request
     live: Mapping[str, Mapping[str, float]] | None = None  # live statistics per model (adaptation)
 
     def decide(self, cards: Sequence[ModelCard] | None = None) -> RouteDecision:
@@ -60,7 +62,8 @@ def eligible(config: Config, mix: Mix, prompt_tokens: int, needs_tools: bool = F
     """Apply the hard constraints that do not depend on the gate: pool, privacy, context, tools."""
     excluded: dict[str, str] = {}
     kept: list[ModelCard] = []
-    limit = max_privacy or mix.constraints.max_privacy
+    limits = [t for t in (max_privacy, mix.constraints.max_privacy) if t is not None]
+    limit = min(limits, key=lambda t: PRIVACY_RANK[t]) if limits else None  # the stricter one wins
     for card in config.pool(mix):
         if limit is not None and PRIVACY_RANK[card.privacy] > PRIVACY_RANK[limit]:
             excluded[card.name] = f"privacy tier {card.privacy} not allowed (max {limit})"

@@ -48,4 +48,4 @@ def plan(ctx: RequestContext) -> Plan:
         answers.append(rid)
     return Plan("critique", steps, final=answers[-1],
                 rescue=lambda r: latest_answer(r, answers[:-1]) if any(
-                    r.get(a) and r[a].ok for a in answers[:-1]) else None, notes=ctx.notes)
+                    r.get(a) and r[a].ok for a in answers[:-1]) else None)

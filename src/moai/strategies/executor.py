@@ -113,14 +113,22 @@ class Executor:
         healthy = [m for m in step.models if self.registry.health(m)]
         return healthy or step.models  # all tripped: still try, in order
 
-    async def _call(self, step: Step, params: ChatParams) -> StepResult:
+    def _redactor(self, plan: Plan | None, model: str) -> Any:
+        if plan is None or plan.redactor is None or self.registry.card(model).privacy != "cloud":
+            return None
+        return plan.redactor
+
+    async def _call(self, step: Step, params: ChatParams, plan: Plan | None = None) -> StepResult:
         """Non-streamed call with fallbacks along ``step.models``."""
         res = StepResult(step=step.id, role=step.role, model=None, status="failed", start=time.time())
         for model in self._candidates(step):
             t0 = time.time()
+            redactor = self._redactor(plan, model)
             try:
                 async with self.registry.limit(model):
-                    out = await self.registry.get(model).complete(params)
+                    out = await self.registry.get(model).complete(redactor.apply(params) if redactor else params)
+                if redactor:
+                    out.text = redactor.restore(out.text)
             except ProviderError as e:
                 res.attempts.append({"model": model, "error": str(e), "start": t0,
                                      "latency_ms": (time.time() - t0) * 1000})
@@ -157,7 +165,7 @@ class Executor:
                 r = StepResult(step.id, step.role, results[built.source].model, "passthrough",
                                text=built.text, start=now, end=now)
             else:
-                r = await self._call(step, built)
+                r = await self._call(step, built, plan)
             results[step.id] = r
             return r
 
@@ -200,10 +208,10 @@ class Executor:
         if live:
             ans = StepResult(final.id, final.role, None, "failed", start=time.time())
             results[final.id] = ans
-            async for item in self._stream_final(final, built, ans):
+            async for item in self._stream_final(final, built, ans, plan):
                 yield item
         else:
-            ans = await self._call(final, built)
+            ans = await self._call(final, built, plan)
             results[final.id] = ans
             if ans.ok:
                 yield Delta(text=ans.text, tool_calls=ans.tool_calls)
@@ -219,16 +227,21 @@ class Executor:
             return
         yield Execution(plan, ans, list(results.values()))
 
-    async def _stream_final(self, step: Step, params: ChatParams, ans: StepResult) -> AsyncIterator[Delta]:
+    async def _stream_final(self, step: Step, params: ChatParams, ans: StepResult,
+                            plan: Plan | None = None) -> AsyncIterator[Delta]:
         """Stream with transparent fallback before the first token; after it, errors propagate."""
         for model in self._candidates(step):
             t0 = time.time()
             started = False
             parts: list[str] = []
             tool_calls: list[dict[str, Any]] = []
+            redactor = self._redactor(plan, model)
+            restorer = redactor.restorer() if redactor else None
             try:
                 async with self.registry.limit(model):
-                    async for d in self.registry.get(model).stream(params):
+                    async for d in self.registry.get(model).stream(redactor.apply(params) if redactor else params):
+                        if restorer is not None:
+                            d.text = restorer.feed(d.text) + (restorer.flush() if d.finish_reason else "")
                         if d.text or d.tool_calls:
                             if not started:
                                 ans.ttft_s = time.time() - t0
@@ -241,6 +254,8 @@ class Executor:
                             ans.cpu_s = d.cpu_s
                         if d.finish_reason:
                             ans.finish_reason = d.finish_reason
+                            if d.text or d.tool_calls:
+                                yield Delta(text=d.text, tool_calls=d.tool_calls)
                             continue  # the caller decides how the stream ends
                         yield d
             except ProviderError as e:

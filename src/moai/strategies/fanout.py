@@ -23,7 +23,7 @@ def plan(ctx: RequestContext) -> Plan:
         proposers = fit_budget(ctx, proposers, aggregator[0] if aggregator else None, 1)
         steps, last = proposer_layers(ctx, 1, proposers)
         steps.append(aggregator_step(ctx, with_fallbacks(ctx, aggregator), last))
-        return Plan("fanout", steps, "aggregate", rescue=lambda r: best_of(ctx, ok_answers(r, last)), notes=ctx.notes)
+        return Plan("fanout", steps, "aggregate", rescue=lambda r: best_of(ctx, ok_answers(r, last)))
 
     judge = fill(ctx, mix.judge)
     proposers = fit_budget(ctx, proposers, judge[0] if judge else None, 1)
@@ -49,4 +49,4 @@ def plan(ctx: RequestContext) -> Plan:
         return Passthrough(chosen.text, chosen.step)
 
     steps.append(Step("pick", "judge", [], build_final, deps=[*last, "judge"]))
-    return Plan("fanout", steps, "pick", rescue=lambda r: best_of(ctx, ok_answers(r, last)), notes=ctx.notes)
+    return Plan("fanout", steps, "pick", rescue=lambda r: best_of(ctx, ok_answers(r, last)))

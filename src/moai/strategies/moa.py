@@ -74,6 +74,4 @@ def plan(ctx: RequestContext) -> Plan:
     proposers = fit_budget(ctx, proposers, aggregator[0], mix.layers)
     steps, last = proposer_layers(ctx, mix.layers, proposers)
     steps.append(aggregator_step(ctx, with_fallbacks(ctx, aggregator), last))
-    p = Plan("moa", steps, final="aggregate", rescue=lambda r: best_of(ctx, ok_answers(r, last)))
-    p.notes += ctx.notes
-    return p
+    return Plan("moa", steps, final="aggregate", rescue=lambda r: best_of(ctx, ok_answers(r, last)))

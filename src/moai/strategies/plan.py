@@ -98,6 +98,7 @@ class Plan:
     # when the final step fails: which earlier answer to return instead (e.g. the best proposer)
     rescue: Callable[[dict[str, StepResult]], StepResult | None] | None = None
     notes: list[str] = field(default_factory=list)
+    redactor: Any = None  # strategies.redaction.Redactor: applied to every call to a cloud-tier model
 
     def step(self, step_id: str) -> Step:
         for s in self.steps:

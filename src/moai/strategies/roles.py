@@ -26,10 +26,19 @@ def fill(ctx: RequestContext, role: Role | None, default_n: int = 1) -> list[str
     eligible = {c.name: c for c in ctx.candidates}
     if role is None:
         role = Pick(pick=default_n if default_n > 1 else "best")
-    if isinstance(role, str):
-        return [role] if role in eligible else []
-    if isinstance(role, list):
-        return [m for m in role if m in eligible]
+    if isinstance(role, str | list):
+        pinned = [role] if isinstance(role, str) else role
+        kept = [m for m in pinned if m in eligible]
+        dropped = [m for m in pinned if m not in eligible]
+        if dropped:
+            why = "; ".join(f"{m}: {ctx.excluded.get(m, 'not eligible')}" for m in dropped)
+            ctx.notes.append(f"role: pinned {', '.join(dropped)} not eligible ({why})")
+        if kept or not dropped:
+            return kept
+        role = Pick(pick=len(pinned) if len(pinned) > 1 else "best")  # let the gate stand in
+        chosen = fill(ctx, role)
+        ctx.notes.append(f"role: the gate chose {', '.join(chosen)} instead")
+        return chosen
     pool = [eligible[m] for m in (role.among or eligible) if m in eligible]
     if not pool:
         return []
