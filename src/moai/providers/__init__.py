@@ -43,6 +43,10 @@ def make_provider(card: ModelCard) -> Provider:
         from moai.providers.llama_cpp import LlamaCppProvider
 
         return LlamaCppProvider(card)
+    if card.provider == "anthropic":
+        from moai.providers.anthropic import AnthropicProvider
+
+        return AnthropicProvider(card)
     if card.provider == "replay":
         from moai.providers.replay import ReplayProvider
 

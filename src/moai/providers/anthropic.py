@@ -1,0 +1,342 @@
+"""Anthropic's Messages API via the official ``anthropic`` SDK, behind moai's OpenAI-shaped interface.
+
+Everything above the providers speaks OpenAI's chat format, so this module only translates: system
+messages become the top-level ``system``, tool calls and tool results become ``tool_use`` /
+``tool_result`` blocks (and back), and ``stop_reason`` becomes ``finish_reason``. The SDK already
+retries 408/409/429/5xx/529 with backoff (honouring ``retry-after``), so we configure it and map its
+exceptions onto moai's error types.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anthropic
+
+from moai.catalog import ModelCard
+from moai.providers.base import (
+    ChatParams,
+    Completion,
+    Delta,
+    Provider,
+    ProviderAuthError,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderRequestError,
+    ProviderServerError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    Usage,
+)
+
+DEFAULT_ENDPOINT = "https://api.anthropic.com"
+DEFAULT_KEY_ENV = "ANTHROPIC_API_KEY"
+
+STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+JSON_HINT = "Respond with a single valid JSON value and nothing else."
+
+
+# ---------------------------------------------------------------- errors
+
+
+def _retry_after(exc: anthropic.APIStatusError) -> float | None:
+    headers = exc.response.headers if exc.response is not None else {}
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                return float(value) / scale
+            except ValueError:
+                return None
+    return None
+
+
+def translate_error(model: str, exc: Exception) -> ProviderError:
+    """Map the SDK's exceptions onto moai's; an in-stream ``error`` event arrives with HTTP 200."""
+    if isinstance(exc, anthropic.APITimeoutError):
+        return ProviderTimeout(model, "timed out")
+    if isinstance(exc, anthropic.APIConnectionError):
+        return ProviderUnavailable(model, f"connection failed: {exc.__cause__ or exc}")
+    if isinstance(exc, anthropic.RateLimitError):
+        return ProviderRateLimited(model, "rate limited", _retry_after(exc))
+    if isinstance(exc, anthropic.AuthenticationError | anthropic.PermissionDeniedError):
+        return ProviderAuthError(model, f"authentication failed ({exc.status_code})")
+    if isinstance(exc, anthropic.APIStatusError):
+        kind = _error_type(exc.body)
+        if exc.status_code == 529 or kind == "overloaded_error":
+            return ProviderUnavailable(model, "overloaded (529)")
+        if exc.status_code >= 500 or exc.status_code < 400:
+            return ProviderServerError(model, f"upstream error {exc.status_code}{f' ({kind})' if kind else ''}")
+        if exc.status_code == 429 or kind == "rate_limit_error":
+            return ProviderRateLimited(model, "rate limited", _retry_after(exc))
+        return ProviderRequestError(model, f"upstream refused the request ({exc.status_code}): {exc.message}")
+    return ProviderServerError(model, f"{type(exc).__name__}: {exc}")
+
+
+def _error_type(body: object) -> str | None:
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and isinstance(err.get("type"), str):
+            return err["type"]
+    return None
+
+
+# ---------------------------------------------------------------- OpenAI -> Anthropic
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return "" if content is None else str(content)
+
+
+def _image_block(part: dict[str, Any]) -> dict[str, Any] | None:
+    url = (part.get("image_url") or {}).get("url") if isinstance(part.get("image_url"), dict) else None
+    if not url:
+        return None
+    if url.startswith("data:") and ";base64," in url:
+        media, data = url[5:].split(";base64,", 1)
+        return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
+    return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+def _content_blocks(content: Any) -> list[dict[str, Any]]:
+    """OpenAI content (a string or parts) as Anthropic blocks; empty text is dropped (the API rejects it)."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks: list[dict[str, Any]] = []
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "text" and part.get("text"):
+            blocks.append({"type": "text", "text": part["text"]})
+        elif part.get("type") == "image_url":
+            image = _image_block(part)
+            if image:
+                blocks.append(image)
+    return blocks
+
+
+def _tool_use_block(call: dict[str, Any]) -> dict[str, Any]:
+    fn = call.get("function") or {}
+    raw = fn.get("arguments") or "{}"
+    try:
+        args = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError:
+        args = {"_raw": raw}  # keep what the model said rather than failing the whole conversation
+    if not isinstance(args, dict):
+        args = {"value": args}
+    return {"type": "tool_use", "id": call.get("id") or "", "name": fn.get("name") or "", "input": args}
+
+
+def to_anthropic_messages(messages: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, Any]]]:
+    """Split OpenAI messages into Anthropic's ``system`` and user/assistant turns.
+
+    Consecutive turns of one role are merged (tool results following each other become one user turn),
+    because Anthropic expects user and assistant to alternate.
+    """
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    for m in messages:
+        role = m.get("role")
+        if role in ("system", "developer"):
+            text = _text_of(m.get("content"))
+            if text:
+                system.append(text)
+            continue
+        if role == "tool":
+            blocks = [{"type": "tool_result", "tool_use_id": m.get("tool_call_id") or "",
+                       "content": _text_of(m.get("content"))}]
+            role = "user"
+        elif role == "assistant":
+            blocks = _content_blocks(m.get("content"))
+            blocks += [_tool_use_block(tc) for tc in m.get("tool_calls") or []]
+        else:
+            role = "user"
+            blocks = _content_blocks(m.get("content"))
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    return ("\n\n".join(system) or None), turns
+
+
+def to_anthropic_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """OpenAI function tools as Anthropic tool definitions (``parameters`` becomes ``input_schema``)."""
+    if not tools:
+        return None
+    out = []
+    for t in tools:
+        fn = t.get("function") if t.get("type", "function") == "function" else None
+        if not fn:
+            continue
+        tool: dict[str, Any] = {"name": fn["name"],
+                                "input_schema": fn.get("parameters") or {"type": "object", "properties": {}}}
+        if fn.get("description"):
+            tool["description"] = fn["description"]
+        out.append(tool)
+    return out or None
+
+
+def to_anthropic_tool_choice(choice: Any) -> dict[str, Any] | None:
+    """``auto``/``required``/``none``/a named function, in Anthropic's shape."""
+    if choice is None:
+        return None
+    if isinstance(choice, str):
+        return {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}.get(choice)
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        if name:
+            return {"type": "tool", "name": name}
+    return None
+
+
+def request_kwargs(params: ChatParams, model: str) -> dict[str, Any]:
+    """The Messages API arguments for one call."""
+    system, messages = to_anthropic_messages(params.messages)
+    if params.response_format and params.response_format.get("type") in ("json_object", "json_schema"):
+        system = f"{system}\n\n{JSON_HINT}" if system else JSON_HINT  # Anthropic has no JSON mode
+    kw: dict[str, Any] = {"model": model, "max_tokens": params.max_tokens, "messages": messages}
+    if system:
+        kw["system"] = system
+    # The SDK no longer lists sampling parameters (newer models fix them), but the API still accepts
+    # them for models that do: send them as extra body fields only when the caller set them.
+    sampling: dict[str, float] = {}
+    if params.temperature is not None:
+        sampling["temperature"] = min(params.temperature, 1.0)  # Anthropic's range is 0..1, OpenAI's 0..2
+    if params.top_p is not None:
+        sampling["top_p"] = params.top_p
+    if sampling:
+        kw["extra_body"] = sampling
+    if params.stop:
+        kw["stop_sequences"] = params.stop
+    tools = to_anthropic_tools(params.tools)
+    if tools:
+        kw["tools"] = tools
+        choice = to_anthropic_tool_choice(params.tool_choice)
+        if choice:
+            kw["tool_choice"] = choice
+    return kw
+
+
+# ---------------------------------------------------------------- Anthropic -> OpenAI
+
+
+def tool_call(block_id: str, name: str, args: Any, index: int | None = None) -> dict[str, Any]:
+    """An OpenAI ``tool_calls`` entry; ``arguments`` is a JSON string, as OpenAI clients expect."""
+    call: dict[str, Any] = {"id": block_id, "type": "function",
+                            "function": {"name": name, "arguments": json.dumps(args or {})}}
+    if index is not None:
+        call["index"] = index
+    return call
+
+
+def _usage(u: Any) -> Usage:
+    """Prompt tokens include cached input: all of it was read by the model."""
+    if u is None:
+        return Usage()
+    prompt = (u.input_tokens or 0) + (getattr(u, "cache_read_input_tokens", 0) or 0)
+    prompt += getattr(u, "cache_creation_input_tokens", 0) or 0
+    return Usage(prompt, u.output_tokens or 0)
+
+
+class AnthropicProvider(Provider):
+    """Talks to ``card.endpoint`` (default api.anthropic.com) with ``anthropic.AsyncAnthropic``."""
+
+    def __init__(self, card: ModelCard) -> None:
+        super().__init__(card)
+        self._client: anthropic.AsyncAnthropic | None = None
+
+    @property
+    def client(self) -> anthropic.AsyncAnthropic:
+        if self._client is None:  # created lazily: never at import or config load
+            key = os.environ.get(self.card.api_key_env or DEFAULT_KEY_ENV, "")
+            base = (self.card.endpoint or DEFAULT_ENDPOINT).rstrip("/").removesuffix("/v1")
+            self._client = anthropic.AsyncAnthropic(
+                base_url=base, api_key=key or "not-needed", timeout=self.card.timeout_s,
+                max_retries=self.card.max_retries,
+            )
+        return self._client
+
+    async def complete(self, params: ChatParams) -> Completion:
+        start = time.perf_counter()
+        try:
+            msg = await self.client.messages.create(**request_kwargs(params, self.card.upstream_model))
+        except anthropic.AnthropicError as e:
+            raise translate_error(self.name, e) from e
+        texts: list[str] = []
+        calls: list[dict[str, Any]] = []
+        for block in msg.content:
+            if block.type == "text":
+                texts.append(block.text)
+            elif block.type == "tool_use":
+                calls.append(tool_call(block.id, block.name, block.input))
+        elapsed = time.perf_counter() - start
+        return Completion(
+            model=self.name, text="".join(texts), finish_reason=STOP_REASONS.get(msg.stop_reason or "", "stop"),
+            usage=_usage(msg.usage), tool_calls=calls or None, latency_s=elapsed, ttft_s=elapsed,
+        )
+
+    async def stream(self, params: ChatParams) -> AsyncIterator[Delta]:
+        """Text streams as it comes; a tool call is emitted whole when its block closes (arguments complete)."""
+        try:
+            events = await self.client.messages.create(**request_kwargs(params, self.card.upstream_model),
+                                                       stream=True)
+            prompt = output = 0
+            finish = "stop"
+            tools: dict[int, dict[str, Any]] = {}  # content-block index -> tool_use being assembled
+            n_calls = 0
+            async for ev in events:
+                if ev.type == "message_start":
+                    u = _usage(ev.message.usage)
+                    prompt, output = u.prompt_tokens, u.completion_tokens
+                elif ev.type == "content_block_start" and ev.content_block.type == "tool_use":
+                    b = ev.content_block
+                    tools[ev.index] = {"id": b.id, "name": b.name, "json": [], "input": b.input}
+                elif ev.type == "content_block_start" and ev.content_block.type == "text" and ev.content_block.text:
+                    yield Delta(text=ev.content_block.text)
+                elif ev.type == "content_block_delta":
+                    if ev.delta.type == "text_delta" and ev.delta.text:
+                        yield Delta(text=ev.delta.text)
+                    elif ev.delta.type == "input_json_delta" and ev.index in tools:
+                        tools[ev.index]["json"].append(ev.delta.partial_json)
+                elif ev.type == "content_block_stop" and ev.index in tools:
+                    t = tools.pop(ev.index)
+                    raw = "".join(t["json"])
+                    args = json.loads(raw) if raw else (t["input"] or {})
+                    yield Delta(tool_calls=[tool_call(t["id"], t["name"], args, n_calls)])
+                    n_calls += 1
+                elif ev.type == "message_delta":
+                    if ev.delta.stop_reason:
+                        finish = STOP_REASONS.get(ev.delta.stop_reason, "stop")
+                    if ev.usage is not None:
+                        output = ev.usage.output_tokens or output
+                        if getattr(ev.usage, "input_tokens", None):
+                            prompt = _usage(ev.usage).prompt_tokens
+            yield Delta(finish_reason=finish, usage=Usage(prompt, output))
+        except anthropic.AnthropicError as e:
+            raise translate_error(self.name, e) from e
+        except json.JSONDecodeError as e:
+            raise ProviderServerError(self.name, f"tool arguments were not valid JSON: {e}") from e
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

@@ -1,0 +1,175 @@
+"""The anthropic provider over real HTTP against a Messages-API stub: translation both ways, streaming,
+tools, usage, retries and typed errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from stub_anthropic import Script, StubAnthropic, api_key
+from stub_openai import free_port
+
+from moai.catalog import ModelCard
+from moai.providers import (
+    ChatParams,
+    ProviderRateLimited,
+    ProviderRequestError,
+    ProviderServerError,
+    ProviderUnavailable,
+    make_provider,
+)
+from moai.providers.anthropic import (
+    AnthropicProvider,
+    to_anthropic_messages,
+    to_anthropic_tool_choice,
+    to_anthropic_tools,
+)
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+PARAMS = ChatParams(messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}],
+                    max_tokens=8)
+
+
+def provider(url: str, retries: int = 2) -> AnthropicProvider:
+    card = ModelCard(name="claude", provider="anthropic", endpoint=url, model="claude-test",
+                     api_key_env="MOAI_TEST_ANTHROPIC_KEY", max_retries=retries, timeout_s=5)
+    p = make_provider(card)
+    assert isinstance(p, AnthropicProvider)
+    return p
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOAI_TEST_ANTHROPIC_KEY", "sk-ant-test")
+
+
+# ---------------------------------------------------------------- translation (pure)
+
+
+def test_system_messages_become_the_system_field_and_turns_alternate() -> None:
+    system, turns = to_anthropic_messages([
+        {"role": "system", "content": "A"}, {"role": "developer", "content": "B"},
+        {"role": "user", "content": "q1"}, {"role": "user", "content": [{"type": "text", "text": "q2"}]},
+        {"role": "assistant", "content": ""},
+    ])
+    assert system == "A\n\nB"
+    assert turns == [{"role": "user", "content": [{"type": "text", "text": "q1"}, {"type": "text", "text": "q2"}]}]
+
+
+def test_tool_calls_and_results_become_blocks() -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
+    _, turns = to_anthropic_messages([
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "12C"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "13C"},
+    ])
+    assert turns[1] == {"role": "assistant", "content": [
+        {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Oslo"}}]}
+    assert turns[2]["role"] == "user" and [b["tool_use_id"] for b in turns[2]["content"]] == ["call_1", "call_2"]
+
+
+def test_tools_and_tool_choice() -> None:
+    assert to_anthropic_tools([WEATHER]) == [{"name": "get_weather", "description": "Current weather for a city",
+                                              "input_schema": WEATHER["function"]["parameters"]}]
+    assert to_anthropic_tool_choice("required") == {"type": "any"}
+    assert to_anthropic_tool_choice("none") == {"type": "none"}
+    assert to_anthropic_tool_choice({"type": "function", "function": {"name": "f"}}) == {"type": "tool", "name": "f"}
+
+
+# ---------------------------------------------------------------- over HTTP
+
+
+async def test_complete_translates_request_and_usage() -> None:
+    params = ChatParams(messages=PARAMS.messages, max_tokens=8, temperature=1.5, stop=["END"])
+    with StubAnthropic(Script(reply="one two three")) as s:
+        out = await provider(s.url).complete(params)
+    assert out.text == "one two three" and out.finish_reason == "stop"
+    assert (out.usage.prompt_tokens, out.usage.completion_tokens) == (11, 3)
+    sent = s.script.seen[0]
+    assert sent["system"] == "Be brief." and sent["model"] == "claude-test" and sent["max_tokens"] == 8
+    assert sent["temperature"] == 1.0 and sent["stop_sequences"] == ["END"]
+    assert api_key(s.script.headers[0]) == "sk-ant-test"
+
+
+async def test_endpoint_with_v1_suffix_works() -> None:
+    with StubAnthropic() as s:
+        out = await provider(s.url + "/v1").complete(PARAMS)
+    assert out.text == "stub answer"
+
+
+async def test_stream_yields_text_then_finish_and_usage() -> None:
+    with StubAnthropic(Script(reply="a b c", stop_reason="max_tokens")) as s:
+        deltas = [d async for d in provider(s.url).stream(PARAMS)]
+    assert [d.text for d in deltas if d.text] == ["a", " b", " c"]
+    last = deltas[-1]
+    assert last.finish_reason == "length" and (last.usage.prompt_tokens, last.usage.completion_tokens) == (11, 3)
+
+
+async def test_tool_use_comes_back_as_openai_tool_calls() -> None:
+    params = ChatParams(messages=[{"role": "user", "content": "weather in Oslo?"}], tools=[WEATHER],
+                        tool_choice="required")
+    with StubAnthropic(Script(reply="Let me check.", tool_use=("get_weather", {"city": "Oslo"}))) as s:
+        out = await provider(s.url).complete(params)
+        deltas = [d async for d in provider(s.url).stream(params)]
+    assert out.finish_reason == "tool_calls"
+    (call,) = out.tool_calls or []
+    assert call["function"] == {"name": "get_weather", "arguments": '{"city": "Oslo"}'} and call["type"] == "function"
+    streamed = [tc for d in deltas for tc in d.tool_calls or []]
+    assert len(streamed) == 1 and json.loads(streamed[0]["function"]["arguments"]) == {"city": "Oslo"}
+    assert streamed[0]["index"] == 0 and streamed[0]["id"] == "toolu_0002"
+    assert deltas[-1].finish_reason == "tool_calls"
+    assert s.script.seen[0]["tools"][0]["input_schema"]["required"] == ["city"]
+    assert s.script.seen[0]["tool_choice"] == {"type": "any"}
+
+
+async def test_tool_round_trip_is_accepted_by_the_api() -> None:
+    """A full OpenAI tool conversation, as a client sends it back, passes the API's own checks."""
+    call = {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}
+    params = ChatParams(tools=[WEATHER], messages=[
+        {"role": "system", "content": "You are terse."}, {"role": "user", "content": "weather in Oslo?"},
+        {"role": "assistant", "content": "Checking.", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "12C, cloudy"}])
+    with StubAnthropic(Script(reply="It is 12C.")) as s:
+        out = await provider(s.url).complete(params)
+    assert out.text == "It is 12C."
+    assert s.script.seen[0]["messages"][2]["content"][0] == {
+        "type": "tool_result", "tool_use_id": "toolu_1", "content": "12C, cloudy"}
+
+
+@pytest.mark.parametrize("status", [429, 500, 529])
+async def test_sdk_retries_transient_failures(status: int) -> None:
+    with StubAnthropic(Script(fail_times=2, fail_status=status)) as s:
+        out = await provider(s.url, retries=2).complete(PARAMS)
+    assert out.text == "stub answer" and s.script.calls == 3
+
+
+@pytest.mark.parametrize(("status", "error"), [(429, ProviderRateLimited), (500, ProviderServerError),
+                                               (529, ProviderUnavailable)])
+async def test_gives_up_with_a_typed_error(status: int, error: type[Exception]) -> None:
+    with StubAnthropic(Script(fail_times=10, fail_status=status)) as s, pytest.raises(error):
+        await provider(s.url, retries=1).complete(PARAMS)
+    assert s.script.calls == 2
+
+
+async def test_bad_request_is_not_retried() -> None:
+    with StubAnthropic(Script(fail_times=10, fail_status=400)) as s, pytest.raises(ProviderRequestError) as e:
+        [d async for d in provider(s.url).stream(PARAMS)]
+    assert s.script.calls == 1 and not isinstance(e.value, ProviderServerError)
+
+
+async def test_in_stream_error_event_is_typed() -> None:
+    with StubAnthropic(Script(reply="a b", stream_error="overloaded_error")) as s:
+        got: list[Any] = []
+        with pytest.raises(ProviderUnavailable):
+            async for d in provider(s.url).stream(PARAMS):
+                got.append(d)
+    assert [d.text for d in got] == ["a"]
+
+
+async def test_connection_refused_is_unavailable() -> None:
+    with pytest.raises(ProviderUnavailable):
+        await provider(f"http://127.0.0.1:{free_port()}", retries=0).complete(PARAMS)
