@@ -34,6 +34,7 @@ class Script:
     fail_times: int = 0
     fail_status: int = 500
     delay_s: float = 0.0
+    die_after_words: int | None = None  # streams: drop the connection after this many words (no [DONE])
     calls: int = 0
     seen: list[dict[str, Any]] = field(default_factory=list)
 
@@ -64,6 +65,9 @@ def make_app(script: Script) -> FastAPI:
                 base = {"id": "stub-1", "object": "chat.completion.chunk", "created": int(time.time()),
                         "model": body["model"]}
                 for i, w in enumerate(words):
+                    if script.die_after_words is not None and i >= script.die_after_words:
+                        await asyncio.sleep(0.05)  # let the words already sent reach the client
+                        raise ConnectionAbortedError("scripted: died mid-stream")
                     delta = {"content": w if i == 0 else " " + w}
                     yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': delta}]})}\n\n"
                 fin = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}

@@ -17,16 +17,18 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from moai import __version__
 from moai.config import Config
 from moai.mixture import BadRequest, Mixture, Prepared, UnknownModel
 from moai.providers.base import Delta
+from moai.server.auth import Denied, Gatekeeper
 from moai.server.openai_schema import ChatCompletionRequest, FeedbackRequest, error_body
 from moai.strategies.context import NoEligibleModel
 from moai.strategies.executor import Execution, PlanFailed
+from moai.telemetry.adapt import LiveStats
 from moai.telemetry.metrics import CONTENT_TYPE
 from moai.telemetry.store import TelemetryStore, UnknownRequest
 
@@ -44,8 +46,55 @@ def _validation_message(e: ValidationError | RequestValidationError) -> tuple[st
     return (f"{param}: {msg}" if param else msg), param
 
 
-def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mixture | None = None) -> FastAPI:
+async def _read_body(request: Request, limit: int) -> bytes | JSONResponse:
+    """The body, or a 413 as soon as it is known to exceed ``limit`` (never buffers more than limit + one chunk)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return err(413, f"request body is {int(declared)} bytes; the limit is {limit}", code="request_too_large")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return err(413, f"request body exceeds the limit of {limit} bytes", code="request_too_large")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _usable(stats: LiveStats, model: str, now: float) -> bool:
+    """Closed or half-open, or open with its cool-down over (the next call will probe it). Read-only."""
+    st = stats.models.get(model)
+    return st is None or st.opened_at is None or st.probing or now - st.opened_at >= stats.cooldown_s
+
+
+def _document_bodies(app: FastAPI, bodies: dict[str, type[BaseModel]]) -> None:
+    """Describe request bodies that the handlers read raw (for their own 413/400 handling) in /openapi.json."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for path, model in bodies.items():
+            js = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(js.pop("$defs", {}))
+            components[model.__name__] = js
+            ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+            schema["paths"][path]["post"]["requestBody"] = {"required": True,
+                                                            "content": {"application/json": {"schema": ref}}}
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mixture | None = None,
+               request_timeout_s: float | None = None) -> FastAPI:
+    """The ASGI app. ``request_timeout_s`` (default: ``settings.request_timeout_s`` when the config has it)
+    bounds a whole chat request; past it the client gets a 504 (or an error event on a stream)."""
     mix = mixture or Mixture(config, store=store)
+    if request_timeout_s is None:
+        request_timeout_s = getattr(config.settings, "request_timeout_s", None)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -59,6 +108,13 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
     app = FastAPI(title="moai", version=__version__, lifespan=lifespan)
     app.state.mixture = mix
     max_body = config.settings.max_body_bytes
+    keeper = Gatekeeper(mix.store)
+
+    def denied(e: Denied) -> JSONResponse:
+        headers = {"retry-after": str(int(e.retry_after + 0.999))} if e.retry_after is not None else None
+        type_ = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}.get(
+            e.status, "invalid_request_error")
+        return err(e.status, e.message, type_, code=e.code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, e: RequestValidationError) -> JSONResponse:
@@ -74,9 +130,27 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
     async def _crash(_req: Request, e: Exception) -> JSONResponse:  # last resort: never a traceback
         return err(500, f"internal error: {type(e).__name__}", "server_error")
 
+    ready_mix = "default" if "default" in config.mixes else next(iter(config.mixes))
+
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "version": __version__, "models": len(config.models), "mixes": len(config.mixes)}
+        """Liveness, with every model's circuit breaker (closed, open, half-open) as routing sees it."""
+        breakers = {m: mix.stats.state(m) for m in config.models}
+        return {"status": "ok", "version": __version__, "models": len(config.models), "mixes": len(config.mixes),
+                "breakers": breakers, "open_circuits": sorted(m for m, s in breakers.items() if s == "open")}
+
+    @app.get("/readyz", response_model=None)
+    async def readyz() -> Any:
+        """Ready while at least one model of the default mix can be called (circuit not open, or cooling off)."""
+        now = time.time()
+        pool = [c.name for c in config.pool(config.mixes[ready_mix])]
+        usable = [m for m in pool if _usable(mix.stats, m, now)]
+        if usable:
+            return {"status": "ready", "mix": ready_mix, "usable": usable}
+        body = error_body(f"no model of mix {ready_mix!r} is usable; open circuits: {', '.join(pool)}",
+                          "server_error", code="no_model_available")
+        body["open_circuits"] = pool
+        return JSONResponse(body, status_code=503)
 
     @app.get("/moai/stats")
     async def stats() -> dict[str, Any]:
@@ -91,8 +165,11 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
 
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> Any:
+        raw = await _read_body(request, max_body)
+        if isinstance(raw, JSONResponse):
+            return raw
         try:
-            body = FeedbackRequest.model_validate_json(await request.body())
+            body = FeedbackRequest.model_validate_json(raw)
         except ValidationError as e:
             message, param = _validation_message(e)
             return err(400, message, param=param)
@@ -103,30 +180,35 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         except LookupError as e:
             return err(409, str(e))
 
-    @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
+    @app.get("/v1/models", response_model=None)
+    async def models(request: Request) -> Any:
+        try:
+            key = await asyncio.to_thread(keeper.authenticate, request.headers.get("authorization"))
+        except Denied as e:
+            return denied(e)
+        allowed = key.allowed_mixes if key is not None else None
         now = int(time.time())
         data = [
             {"id": f"moai/{name}", "object": "model", "created": now, "owned_by": "moai",
              "moai": {"kind": "mix", "strategy": m.strategy, "description": m.description}}
-            for name, m in config.mixes.items()
+            for name, m in config.mixes.items() if allowed is None or name in allowed
         ]
         data += [
             {"id": name, "object": "model", "created": now, "owned_by": c.provider,
              "moai": {"kind": "model", "privacy": c.privacy, "context": c.context,
                       "price": c.price.model_dump(), "params_b": c.params_b}}
-            for name, c in config.models.items()
+            for name, c in config.models.items() if allowed is None
         ]
         return {"object": "list", "data": data}
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(request: Request) -> Any:
-        raw = await request.body()
-        if len(raw) > max_body:
-            return err(413, f"request body is {len(raw)} bytes; the limit is {max_body}", code="request_too_large")
+        raw = await _read_body(request, max_body)
+        if isinstance(raw, JSONResponse):
+            return raw
         try:
             payload = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, bad UTF-8, over-long ints, deep nesting
             return err(400, f"We could not parse the JSON body of your request: {e}", code="invalid_json")
         if not isinstance(payload, dict):
             return err(400, "the request body must be a JSON object")
@@ -136,7 +218,14 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             message, param = _validation_message(e)
             return err(400, message, param=param)
         try:
-            prep = mix.prepare(body)
+            key = await asyncio.to_thread(keeper.authenticate, request.headers.get("authorization"))
+            if key is not None:
+                mix_name = mix.resolve(body.model)[0] if _known(mix, body.model) else body.model
+                await asyncio.to_thread(keeper.authorize, key, mix_name)
+        except Denied as e:
+            return denied(e)
+        try:
+            prep = mix.prepare(body, api_key=key.id if key is not None else None)
         except UnknownModel as e:
             return err(404, str(e), param="model", code="model_not_found")
         except BadRequest as e:
@@ -150,17 +239,32 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(
-                _sse(mix, prep, body.model, include_usage), media_type="text/event-stream", headers=headers
+                _sse(mix, prep, body.model, include_usage, request_timeout_s), media_type="text/event-stream",
+                headers=headers,
             )
         try:
-            ex = await mix.run(prep)
+            async with asyncio.timeout(request_timeout_s):
+                ex = await mix.run(prep)
         except PlanFailed as e:
             return err(502, f"no model could answer: {e}", "upstream_error", code="upstream_failed")
+        except TimeoutError:
+            await mix.record_failure(prep, f"request timed out after {request_timeout_s}s", [], 504)
+            return err(504, f"the request did not complete within {request_timeout_s}s", "server_error",
+                       code="request_timeout")
         summary = mix.summary(prep, ex)
         headers.update({"x-moai-model": ex.answer.model or "", "x-moai-cost-usd": f"{ex.cost_usd:.8f}"})
         return JSONResponse(_completion(prep, body.model, ex, summary), headers=headers)
 
+    _document_bodies(app, {"/v1/chat/completions": ChatCompletionRequest, "/v1/feedback": FeedbackRequest})
     return app
+
+
+def _known(mix: Mixture, model: str) -> bool:
+    try:
+        mix.resolve(model)
+    except UnknownModel:
+        return False
+    return True
 
 
 async def _refresh_forever(mix: Mixture, every_s: float) -> None:
@@ -198,12 +302,33 @@ def _chunk(prep: Prepared, model: str, delta: dict[str, Any], finish: str | None
     return f"data: {json.dumps(obj)}\n\n"
 
 
-async def _sse(mix: Mixture, prep: Prepared, model: str, include_usage: bool) -> AsyncIterator[str]:
+async def _within(items: AsyncIterator[Any], timeout_s: float | None) -> AsyncIterator[Any]:
+    """``items``, raising TimeoutError once ``timeout_s`` has passed in total (checked while waiting only)."""
+    if timeout_s is None:
+        async for item in items:
+            yield item
+        return
+    deadline = time.monotonic() + timeout_s
+    it = aiter(items)
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(anext(it), max(0.0, deadline - time.monotonic()))
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        with contextlib.suppress(Exception):
+            await it.aclose()  # type: ignore[attr-defined]
+
+
+async def _sse(mix: Mixture, prep: Prepared, model: str, include_usage: bool,
+               timeout_s: float | None = None) -> AsyncIterator[str]:
     """OpenAI's chunk format: a role chunk, content chunks, a finish chunk, [usage chunk], [DONE]."""
     yield _chunk(prep, model, {"role": "assistant", "content": ""})
     finish = "stop"
     try:
-        async for item in mix.stream(prep):
+        async for item in _within(mix.stream(prep), timeout_s):
             if isinstance(item, Execution):
                 summary = mix.summary(prep, item)
                 yield _chunk(prep, model, {}, item.answer.finish_reason or finish, moai=summary)
@@ -224,6 +349,10 @@ async def _sse(mix: Mixture, prep: Prepared, model: str, include_usage: bool) ->
                     if item.tool_calls:
                         delta["tool_calls"] = item.tool_calls
                     yield _chunk(prep, model, delta)
+    except TimeoutError:
+        await mix.record_failure(prep, f"request timed out after {timeout_s}s", [], 504)
+        body = error_body(f"the request did not complete within {timeout_s}s", "server_error", code="request_timeout")
+        yield f"data: {json.dumps(body)}\n\n"
     except Exception as e:  # noqa: BLE001 - the stream has started: report in-band, as OpenAI does
         status = getattr(e, "status", 502)
         yield f"data: {json.dumps(error_body(f'stream failed: {e}', 'upstream_error', code=str(status)))}\n\n"

@@ -6,7 +6,7 @@ top-level fields, as OpenAI's own API is, so that newer clients keep working.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -56,7 +56,9 @@ class MoaiOptions(BaseModel):
     models: list[str] | None = None
     exclude: list[str] | None = None
     max_cost_usd: float | None = Field(None, gt=0)
-    weights: dict[str, float] | None = None
+    # finite, non-negative and bounded: the mix's weights are replaced without re-validation, and one NaN or
+    # inf - inf would turn every utility into NaN (and the response into invalid JSON)
+    weights: dict[str, Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]] | None = None
     privacy: Literal["local", "private", "cloud"] | None = None  # the least-trusted tier allowed (only narrows)
     sensitive_data: Literal["local_only", "private_ok", "allow", "redact"] | None = None  # may only raise
     cache: bool = True
@@ -101,7 +103,7 @@ class ChatCompletionRequest(BaseModel):
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(min_length=1)
-    score: float
+    score: float = Field(allow_inf_nan=False)
     comment: str | None = Field(None, max_length=10000)
 
 
