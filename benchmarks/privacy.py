@@ -108,7 +108,7 @@ def report_wild(con: Console) -> None:
 def main() -> None:
     """Print the tables and whether the goals are met."""
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--split", default="all", choices=["dev", "heldout", "heldout2", "heldout3", "all"])
+    ap.add_argument("--split", default="all", choices=["dev", "heldout", "heldout2", "heldout3", "heldout4", "all"])
     ap.add_argument("--errors", action="store_true", help="list every misclassified prompt")
     ap.add_argument("--wild", action="store_true", help="also scan unlabelled benign text on this machine")
     args = ap.parse_args()
@@ -142,6 +142,16 @@ def main() -> None:
     t2.add_row("[b]all[/b]", str(tp + fn), _ratio(tp, tp + fn), str(n_ben), _ratio(fp, n_ben))
     con.print(t2)
 
+    t3 = Table(title="per split (dev + heldout..heldout3 were used to fix rules; heldout4 never was)")
+    for col in ("split", "sensitive", "recall", "benign", "FPR"):
+        t3.add_column(col, justify="right")
+    for split in sorted({r.get("split", "dev") for r in rows}, key=lambda x: (x != "dev", x)):
+        pairs = [(r, bool(p)) for r, p in zip(rows, preds, strict=True) if r.get("split", "dev") == split]
+        sens = [p for r, p in pairs if r["sensitive"]]
+        ben = [p for r, p in pairs if not r["sensitive"]]
+        t3.add_row(split, str(len(sens)), _ratio(sum(sens), len(sens)), str(len(ben)), _ratio(sum(ben), len(ben)))
+    con.print(t3)
+
     q = statistics.quantiles(lat, n=100)
     con.print(f"latency per query (ms): p50 {statistics.median(lat):.3f}  p90 {q[89]:.3f}  p99 {q[98]:.3f}  "
               f"max {max(lat):.3f}  (mean length {statistics.mean(len(r['text']) for r in rows):.0f} chars)")
@@ -158,9 +168,17 @@ def main() -> None:
         warm.append((time.perf_counter() - t0) * 1000)
     con.print(f"40-message chat ({sum(len(m['content']) for m in chat)} chars): {statistics.median(cold):.2f} ms "
               f"cold, {statistics.median(warm):.2f} ms for the next turn (history cached)")
-    recall, fpr = tp / max(tp + fn, 1), fp / max(n_ben, 1)
-    ok = recall >= 0.98 and fpr <= 0.05 and statistics.median(lat) <= 5
-    con.print(f"goals (recall >= 0.98, FPR <= 0.05, p50 <= 5 ms): {'[green]met' if ok else '[red]not met'}")
+    p50 = statistics.median(lat)
+    for label, keep in (("tuned splits (dev, heldout..heldout3)", lambda r: r.get("split", "dev") != "heldout4"),
+                        ("untuned heldout4 (honest estimate)", lambda r: r.get("split") == "heldout4")):
+        sel = [(r, bool(p)) for r, p in zip(rows, preds, strict=True) if keep(r)]
+        sens, ben = [p for r, p in sel if r["sensitive"]], [p for r, p in sel if not r["sensitive"]]
+        if not sens or not ben:
+            continue
+        recall, fpr = sum(sens) / len(sens), sum(ben) / len(ben)
+        ok = recall >= 0.98 and fpr <= 0.05 and p50 <= 5
+        con.print(f"goals (recall >= 0.98, FPR <= 0.05, p50 <= 5 ms) on {label}: recall {recall:.3f}, "
+                  f"FPR {fpr:.3f}, p50 {p50:.3f} ms -> {'[green]met' if ok else '[red]not met'}")
     if args.wild:
         report_wild(con)
     if args.errors:

@@ -889,6 +889,107 @@ HELDOUT3_BENIGN: dict[str, list[str]] = {
 }
 
 
+# A fourth held-out batch, written last and deliberately never used to change a rule: the benchmark's
+# figures on split "heldout4" stay an honest estimate for as long as nobody tunes against it.
+HELDOUT4_SENSITIVE: dict[str, list[tuple[str, list[str]]]] = {
+    "en": [
+        ("Hey, quick q — my doc upped my lamotrigine to 200mg and I feel dizzy, is that normal?", ["health"]),
+        ("Can you turn this into a polite email? 'Priya, your offer is $135k base + 10% bonus, start date Aug 1.'",
+         ["confidential"]),
+        ("paste from my terminal:\n$ export ANTHROPIC_API_KEY=sk-ant-<<ghp>><<ghp>>\n$ python app.py\n401 Unauthorized",
+         ["secret"]),
+        ("Ship to: Daniel Kowalski, 2290 Lakeview Blvd, Apt 12, Madison WI 53703, phone <<phone_us>>",
+         ["contact"]),
+        ("I need to dispute a charge of $89.99 on my Mastercard <<card>> from a gym I cancelled.",
+         ["payment_card"]),
+        ("please format for my visa application: SSN <<ssn>>, passport 548213907, DOB 02/14/1991",
+         ["national_id"]),
+        ("my sister just told me she's been self-harming, what do I say to her tonight?", ["health"]),
+        ("The board approved cutting 8% of staff in Q3; this isn't announced yet. Draft the CEO's all-hands script.",
+         ["confidential"]),
+    ],
+    "fr": [
+        ("Mon généraliste m'a prescrit du Seroquel pour dormir, c'est pas un antipsychotique ça ?", ["health"]),
+        ("Voici ce que j'ai reçu de la banque, est-ce une arnaque ? « Confirmez votre IBAN <<iban_fr>> »",
+         ["iban"]),
+        ("Envoie un SMS à Julie au <<phone_fr>> pour lui dire que je serai en retard.", ["contact"]),
+        ("Le DRH m'a dit que Sébastien allait être licencié la semaine prochaine, comment je réagis ?",
+         ["confidential"]),
+        ("identifiants du serveur : root / P@ssw0rd-Marseille13, aide-moi à écrire la procédure de connexion",
+         ["secret"]),
+        ("Ma fille a fait une crise d'asthme cette nuit, on a dû aller aux urgences. Que dire à l'école ?",
+         ["health"]),
+        ("Numéro de sécurité sociale de mon père : <<nir>>, il faut le mettre où sur le formulaire ?",
+         ["national_id"]),
+    ],
+    "de": [
+        ("Mein Hausarzt hat mir Ibuprofen 800 und Pantoprazol verschrieben wegen Bandscheibenvorfall, wie lange?",
+         ["health"]),
+        ("Bitte prüf die Überweisung: Empfänger Lars Meier, IBAN <<iban_de>>, Betrag 2.450 €.", ["iban"]),
+        ("Mein Chef hat mir gesagt, dass Petra Neumann im März gekündigt wird, soll ich sie warnen?",
+         ["confidential"]),
+        ("Hier unser Kubernetes-Secret: stringData: { password: Kaffee&Kuchen2024 } — warum wird es nicht gemountet?",
+         ["secret"]),
+        ("Schreib eine Geburtstagskarte an Oma, Anschrift: Rosenweg 4, 79098 Freiburg, ich wohne leider zu weit weg.",
+         ["contact"]),
+        ("Meine Kreditkarte <<card>> läuft ab, wie aktualisiere ich sie bei Netflix?", ["payment_card"]),
+        ("Unsere Quartalszahlen kommen erst am Donnerstag raus: Umsatz minus 6 %, EBIT halbiert. Formuliere die "
+         "Pressemitteilung vor.", ["confidential"]),
+    ],
+    "es": [
+        ("Mi médico de cabecera me mandó sertralina por ataques de pánico, ¿cuándo empieza a hacer efecto?",
+         ["health"]),
+        ("Para el alquiler me piden el NIE <<nie>> y la nómina, ¿es normal que pidan tanto?", ["national_id"]),
+        ("Pásale mi contacto al fontanero: Rocío Márquez, <<phone_es>>, rocio.marquez.b@gmail.com", ["contact"]),
+        ("contraseña del router: Girasol_7721, escríbela en una tarjeta bonita para las visitas", ["secret"]),
+        ("Mi jefe me contó que van a despedir a Marcos Gil el viernes, ¿se lo digo?", ["confidential"]),
+        ("Paga la factura de la luz con la tarjeta <<card>>, ¿cómo lo hago en la app?", ["payment_card"]),
+        ("Mi marido tiene apnea del sueño y usa CPAP, ¿puede viajar en avión con ella?", ["health"]),
+        ("Transferencia a <<iban_es>> de 350 €, concepto: fianza piso Valencia. ¿Está bien escrito?", ["iban"]),
+    ],
+}
+HELDOUT4_BENIGN: dict[str, list[str]] = {
+    "en": [
+        "What's the maximum safe daily dose of ibuprofen for an adult?",
+        "How do credit card numbers encode the issuing bank?",
+        "Write a short story where a hacker guesses the password 'letmein' on the first try.",
+        "Explain how JWT refresh rotation works with a diagram in text.",
+        "What are typical severance packages in the US tech industry?",
+        "Our API returns 401 when the token is missing; write the error message copy.",
+        "Give me a regex for US phone numbers and three made-up examples with 555.",
+        "Summarise the public court ruling in Oracle v. Google.",
+    ],
+    "fr": [
+        "Quelle est la posologie habituelle du paracétamol chez l'adulte ?",
+        "Comment est construit un numéro de sécurité sociale, chiffre par chiffre ?",
+        "Écris une nouvelle où un détective découvre que le coupable est diabétique.",
+        "Comment formuler une clause de non-concurrence dans un contrat ?",
+        "Quels sont les horaires d'ouverture habituels des banques en France ?",
+        "Génère un faux IBAN pour un jeu de test, en précisant qu'il est invalide.",
+        "Comment fonctionne le congé maternité en France ?",
+    ],
+    "de": [
+        "Wie hoch ist die Tageshöchstdosis von Paracetamol?",
+        "Was bedeutet die Prüfziffer in einer Kreditkartennummer?",
+        "Schreib eine Kurzgeschichte, in der ein Arzt einem Patienten eine schwere Diagnose überbringt.",
+        "Wie kündige ich fristgerecht einen Handyvertrag?",
+        "Welche Angaben gehören in ein Impressum?",
+        "Erkläre, wie Passwort-Hashing mit Salt funktioniert.",
+        "Was verdient ein Lehrer in Bayern im Durchschnitt?",
+    ],
+    "es": [
+        "¿Cuál es la dosis máxima de paracetamol al día?",
+        "¿Cómo se calcula el dígito de control de una cuenta bancaria española?",
+        "Escribe un relato en el que una doctora da una mala noticia a un paciente.",
+        "¿Qué debe incluir una carta de renuncia voluntaria?",
+        "¿Cuál es el prefijo telefónico de Portugal?",
+        "Explícame cómo funcionan las claves públicas y privadas en SSH.",
+        "¿Cuánto cobra de media un enfermero en España?",
+        "¿Qué síntomas tiene la apnea del sueño?",
+    ],
+}
+
+
 def build() -> list[dict[str, object]]:
     """All rows, splits in order, with fresh valid identifiers filled into the templates."""
     rows: list[dict[str, object]] = []
@@ -898,8 +999,9 @@ def build() -> list[dict[str, object]]:
 
     for split, sens, benign in (("dev", SENSITIVE, BENIGN), ("heldout", HELDOUT_SENSITIVE, HELDOUT_BENIGN),
                                 ("heldout2", HELDOUT2_SENSITIVE, HELDOUT2_BENIGN),
-                                ("heldout3", HELDOUT3_SENSITIVE, HELDOUT3_BENIGN)):
-        tag = {"dev": "", "heldout": "h", "heldout2": "h2", "heldout3": "h3"}[split]
+                                ("heldout3", HELDOUT3_SENSITIVE, HELDOUT3_BENIGN),
+                                ("heldout4", HELDOUT4_SENSITIVE, HELDOUT4_BENIGN)):
+        tag = {"dev": "", "heldout": "h", "heldout2": "h2", "heldout3": "h3", "heldout4": "h4"}[split]
         for lang, items in sens.items():
             for k, (text, kinds) in enumerate(items):
                 rows.append({"id": f"{lang}-{tag}s{k:03d}", "text": fill(text), "sensitive": True, "kinds": kinds,
