@@ -24,6 +24,8 @@ models_app = typer.Typer(help="The embedded local models (GGUF from PyPI package
 config_app = typer.Typer(help="Mix instructions (YAML).", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
+keys_app = typer.Typer(help="Gateway API keys (hashed at rest).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -305,6 +307,68 @@ def feedback(
     except UnknownRequest:
         fail(f"no chat completion with id {request_id!r} in the telemetry database")
     console.print(f"recorded feedback {score:g} for {request_id}")
+
+
+# ---------------------------------------------------------------------------- keys
+
+
+def _db_option() -> Any:
+    return typer.Option(None, "--database-url", help="Default: MOAI_DATABASE_URL, else the local SQLite.")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: str = typer.Option(..., "--name", help="Who or what the key is for."),
+    mixes: str | None = typer.Option(None, help="Comma-separated mixes this key may use (default: all)."),
+    budget_day: float | None = typer.Option(None, help="USD per UTC day."),
+    budget_month: float | None = typer.Option(None, help="USD per calendar month."),
+    rpm: int | None = typer.Option(None, help="Requests per minute."),
+    database_url: str | None = _db_option(),
+) -> None:
+    """Create a key; its secret is printed once and only its hash is stored."""
+    from moai.server.auth import create_key
+    from moai.telemetry.store import TelemetryStore
+
+    if rpm is not None and rpm < 1 or any(v is not None and v <= 0 for v in (budget_day, budget_month)):
+        fail("budgets and --rpm must be positive")
+    allowed = [m.strip() for m in mixes.split(",") if m.strip()] if mixes else None
+    key, secret = create_key(TelemetryStore(database_url), name, allowed, budget_day, budget_month, rpm)
+    console.print(f"created key {key.id} ({name}); the secret is shown only now:", soft_wrap=True)
+    sys.stdout.write(secret + "\n")
+
+
+@keys_app.command("list")
+def keys_list(database_url: str | None = _db_option()) -> None:
+    """Keys with their limits and what they spent today and this month."""
+    from datetime import UTC, datetime
+
+    from moai.server.auth import list_keys, period_starts, spend
+    from moai.telemetry.store import TelemetryStore
+
+    store = TelemetryStore(database_url)
+    day, month = period_starts(datetime.now(UTC))
+    t = Table(title="gateway keys")
+    for col in ("id", "name", "created", "status", "mixes", "budget day/month", "rpm", "spent today", "spent month"):
+        t.add_column(col)
+    for k in list_keys(store):
+        t.add_row(k.id, k.name, k.created_at.strftime("%Y-%m-%d %H:%M"), "revoked" if k.revoked_at else "active",
+                  ",".join(k.allowed_mixes) if k.allowed_mixes else "all",
+                  f"{k.budget_day_usd or '-'} / {k.budget_month_usd or '-'}", str(k.rpm or "-"),
+                  f"${spend(store, k.id, day):.4f}", f"${spend(store, k.id, month):.4f}")
+    console.print(t)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: str = typer.Argument(..., help="The key id (mk_...)."), database_url: str | None = _db_option()
+) -> None:
+    """Revoke a key at once (servers pick it up within seconds)."""
+    from moai.server.auth import revoke_key
+    from moai.telemetry.store import TelemetryStore
+
+    if not revoke_key(TelemetryStore(database_url), key_id):
+        fail(f"no active key {key_id!r}")
+    console.print(f"revoked {key_id}")
 
 
 def _register_optional() -> None:

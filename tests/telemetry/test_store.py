@@ -25,8 +25,8 @@ def request(i: int, model: str = "m") -> RequestRecord:
 
 def roundtrip(url: str) -> None:
     store = TelemetryStore(url)
-    assert current(store.engine) == "0001"
-    assert {"requests", "calls", "feedback", "alembic_version"} <= set(inspect(store.engine).get_table_names())
+    assert current(store.engine) == "0002"
+    assert {"requests", "calls", "feedback", "api_keys", "alembic_version"} <= set(inspect(store.engine).get_table_names())
     store.write_many([request(i) for i in range(3)])
     rows = store.requests()
     assert [r.prompt_tokens for r in rows] == [10, 11, 12]

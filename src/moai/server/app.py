@@ -246,11 +246,11 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             async with asyncio.timeout(request_timeout_s):
                 ex = await mix.run(prep)
         except PlanFailed as e:
-            return err(502, f"no model could answer: {e}", "upstream_error", code="upstream_failed")
+            return err(502, f"no model could answer: {e}", "upstream_error", code="upstream_failed", headers=headers)
         except TimeoutError:
             await mix.record_failure(prep, f"request timed out after {request_timeout_s}s", [], 504)
             return err(504, f"the request did not complete within {request_timeout_s}s", "server_error",
-                       code="request_timeout")
+                       code="request_timeout", headers=headers)
         summary = mix.summary(prep, ex)
         headers.update({"x-moai-model": ex.answer.model or "", "x-moai-cost-usd": f"{ex.cost_usd:.8f}"})
         return JSONResponse(_completion(prep, body.model, ex, summary), headers=headers)

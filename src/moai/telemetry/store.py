@@ -99,6 +99,22 @@ class FeedbackRecord(Base):
     request: Mapped[RequestRecord] = relationship(back_populates="feedback")
 
 
+class ApiKey(Base):
+    """A gateway key: only its hash is stored; the secret is shown once at creation."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # public id, e.g. mk_3f2a9c1d
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    allowed_mixes: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    budget_day_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    budget_month_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
 class UnknownRequest(LookupError):
     """Feedback for a request id that was never recorded."""
 

@@ -1,0 +1,139 @@
+"""Gateway keys: who may call, which mixes, how much they may spend, how fast.
+
+Keys live hashed in the telemetry database (shared by replicas). Authentication is required as soon as
+one active key exists. Budgets are checked against the spend recorded in the database (per UTC day and
+month); requests-per-minute limits are a sliding window per process (for several replicas put a shared
+limiter such as Redis in front, see README "Scaling").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from moai.telemetry.store import ApiKey, RequestRecord, TelemetryStore
+
+PREFIX = "moai-sk-"
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_key(store: TelemetryStore, name: str, mixes: list[str] | None = None, budget_day: float | None = None,
+               budget_month: float | None = None, rpm: int | None = None) -> tuple[ApiKey, str]:
+    """Create a key; returns the record and the secret (shown once, never stored)."""
+    key_id = f"mk_{secrets.token_hex(4)}"
+    secret = f"{PREFIX}{key_id}-{secrets.token_urlsafe(24)}"
+    key = ApiKey(id=key_id, secret_hash=hash_secret(secret), name=name, allowed_mixes=mixes,
+                 budget_day_usd=budget_day, budget_month_usd=budget_month, rpm=rpm)
+    with Session(store.engine, expire_on_commit=False) as s, s.begin():
+        s.add(key)
+    return key, secret
+
+
+def list_keys(store: TelemetryStore) -> list[ApiKey]:
+    with Session(store.engine) as s:
+        return list(s.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+
+
+def revoke_key(store: TelemetryStore, key_id: str) -> bool:
+    with Session(store.engine) as s, s.begin():
+        key = s.get(ApiKey, key_id)
+        if key is None or key.revoked_at is not None:
+            return False
+        key.revoked_at = datetime.now(UTC)
+        return True
+
+
+def period_starts(now: datetime) -> tuple[datetime, datetime]:
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return day, day.replace(day=1)
+
+
+def spend(store: TelemetryStore, key_id: str, since: datetime) -> float:
+    with Session(store.engine) as s:
+        total = s.scalar(select(func.coalesce(func.sum(RequestRecord.cost_usd), 0.0))
+                         .where(RequestRecord.api_key == key_id, RequestRecord.created_at >= since))
+    return float(total or 0.0)
+
+
+@dataclass
+class Denied(Exception):
+    status: int
+    message: str
+    code: str
+    retry_after: float | None = None
+
+
+class Gatekeeper:
+    """Checks a request's key against the database (cached briefly) and its limits."""
+
+    def __init__(self, store: TelemetryStore | None, refresh_s: float = 2.0) -> None:
+        self.store = store
+        self.refresh_s = refresh_s
+        self._keys: dict[str, ApiKey] = {}
+        self._loaded = 0.0
+        self._lock = threading.Lock()
+        self._windows: dict[str, deque[float]] = {}
+
+    def _refresh(self, force: bool = False) -> None:
+        if self.store is None:
+            return
+        if force or time.monotonic() - self._loaded > self.refresh_s:
+            keys = {k.secret_hash: k for k in list_keys(self.store) if k.revoked_at is None}
+            with self._lock:
+                self._keys, self._loaded = keys, time.monotonic()
+
+    def authenticate(self, authorization: str | None) -> ApiKey | None:
+        """None when no key exists (open gateway); the key when valid; raises Denied otherwise."""
+        self._refresh()
+        if not self._keys:
+            return None
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise Denied(401, "This gateway requires an API key: send 'Authorization: Bearer <key>'.",
+                         "missing_api_key")
+        digest = hash_secret(authorization[7:].strip())
+        key = self._keys.get(digest)
+        if key is None:
+            self._refresh(force=True)  # a key created a moment ago on another replica
+            key = self._keys.get(digest)
+        if key is None:
+            raise Denied(401, "Incorrect or revoked API key provided.", "invalid_api_key")
+        return key
+
+    def authorize(self, key: ApiKey | None, mix: str, now: datetime | None = None) -> None:
+        """Mix allowed, within budget, under the rate limit — or Denied."""
+        if key is None:
+            return
+        if key.allowed_mixes is not None and mix not in key.allowed_mixes:
+            raise Denied(403, f"This key may not use mix '{mix}' (allowed: {', '.join(key.allowed_mixes)}).",
+                         "model_not_allowed")
+        now = now or datetime.now(UTC)
+        day, month = period_starts(now)
+        if self.store is not None:
+            for limit, start, label, reset in (
+                (key.budget_day_usd, day, "daily", day + timedelta(days=1)),
+                (key.budget_month_usd, month, "monthly", (month + timedelta(days=32)).replace(day=1)),
+            ):
+                if limit is not None and spend(self.store, key.id, start) >= limit:
+                    raise Denied(429, f"This key has spent its {label} budget of ${limit:g}.", "insufficient_quota",
+                                 retry_after=(reset - now).total_seconds())
+        if key.rpm:
+            t = time.monotonic()
+            with self._lock:
+                window = self._windows.setdefault(key.id, deque())
+                while window and t - window[0] >= 60:
+                    window.popleft()
+                if len(window) >= key.rpm:
+                    raise Denied(429, f"Rate limit of {key.rpm} requests per minute reached for this key.",
+                                 "rate_limit_exceeded", retry_after=max(1.0, 60 - (t - window[0])))
+                window.append(t)
