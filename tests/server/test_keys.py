@@ -73,8 +73,13 @@ mixes:
             assert r.status_code == 401
         finally:
             stop(srv.proc)
-    out = runner.invoke(app, ["keys", "list", "--database-url", db]).output
-    assert "revoked" in out and "broke" in out
+    assert runner.invoke(app, ["keys", "list", "--database-url", db]).exit_code == 0
+    from moai.server.auth import list_keys
+    from moai.telemetry.store import TelemetryStore
+
+    keys = {k.name: k for k in list_keys(TelemetryStore(db))}
+    assert keys["ci"].revoked_at is not None and keys["broke"].revoked_at is None
+    assert keys["ci"].secret_hash != limited and limited[8:] not in keys["ci"].secret_hash  # only the hash at rest
     report = runner.invoke(app, ["report", "--database-url", db]).output
     assert broke.split("-")[2] in report  # spend per key
     assert runner.invoke(app, ["keys", "revoke", "mk_nope", "--database-url", db]).exit_code == 2
