@@ -58,8 +58,8 @@ class RequestContext:
 
 
 def eligible(config: Config, mix: Mix, prompt_tokens: int, needs_tools: bool = False,
-             max_privacy: str | None = None) -> tuple[list[ModelCard], dict[str, str]]:
-    """Apply the hard constraints that do not depend on the gate: pool, privacy, context, tools."""
+             max_privacy: str | None = None, output_tokens: int = 0) -> tuple[list[ModelCard], dict[str, str]]:
+    """Apply the hard constraints that do not depend on the gate: pool, privacy, context, tools, cost."""
     excluded: dict[str, str] = {}
     kept: list[ModelCard] = []
     limits = [t for t in (max_privacy, mix.constraints.max_privacy) if t is not None]
@@ -71,6 +71,10 @@ def eligible(config: Config, mix: Mix, prompt_tokens: int, needs_tools: bool = F
             excluded[card.name] = f"prompt ~{prompt_tokens} tokens exceeds context {card.context}"
         elif needs_tools and not card.supports_tools:
             excluded[card.name] = "does not support tools"
+        elif (mix.constraints.max_cost_usd is not None
+              and card.cost_usd(prompt_tokens, output_tokens) > mix.constraints.max_cost_usd):
+            excluded[card.name] = (f"expected cost ${card.cost_usd(prompt_tokens, output_tokens):.5f} "
+                                   f"> max ${mix.constraints.max_cost_usd:g}")
         else:
             kept.append(card)
     return kept, excluded

@@ -1,0 +1,70 @@
+"""The learned gate as the server's chooser: loads a trained gate and adapts it to the engine's interface.
+
+The embedded default ships a gate trained on the local zoo's measured behaviour (``gate/default/``); a
+mix-instructions file may point ``settings.gate`` at another trained directory. When none can be loaded,
+the engine falls back to the rule-based chooser and says so in each decision's reasons.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from moai.catalog import ModelCard
+from moai.config import Config, Weights
+from moai.gate.decision import RouteDecision
+
+log = logging.getLogger("moai.gate")
+DEFAULT_GATE_DIR = Path(__file__).parent / "default"
+
+
+class GateChooser:
+    """Wraps ``moai.gate.store.Gate``: quality per model (softmax), utility under the mix's weights."""
+
+    name = "gate"
+
+    def __init__(self, gate: Any, source: str) -> None:
+        self.gate = gate
+        self.source = source
+
+    def decide(self, messages: Sequence[dict[str, Any]], cards: Sequence[ModelCard], weights: Weights,
+               live: Mapping[str, Mapping[str, float]] | None = None) -> RouteDecision:
+        from moai.gate import policy
+
+        w = policy.Weights(quality=weights.quality, cost=weights.cost, latency=weights.latency,
+                           carbon=weights.carbon)
+        d = self.gate.decide(list(messages), list(cards), w, live_stats=live)
+        ranking = sorted(d.utilities, key=lambda n: -d.utilities[n])
+        if not ranking:  # every model excluded by the gate's own checks: keep the caller's order
+            ranking = [c.name for c in cards]
+        quality = dict(d.scores)
+        return RouteDecision(
+            model=d.model or ranking[0], ranking=ranking, probabilities=dict(d.probabilities),
+            utilities=dict(d.utilities), quality=quality,
+            difficulty=1.0 - max(quality.values()) if quality else None,
+            reasons=[f"gate {self.source}", *d.reasons], excluded=dict(d.excluded), chooser=self.name,
+        )
+
+
+def load_gate_dir(path: str | Path) -> GateChooser:
+    from moai.gate.store import Gate
+
+    return GateChooser(Gate.load(path), Path(path).name)
+
+
+def load_default_gate(config: Config) -> GateChooser | None:
+    """The configured gate, else the shipped default one; None (rule-based fallback) if neither loads."""
+    candidates = [Path(config.settings.gate).expanduser()] if config.settings.gate else []
+    candidates.append(DEFAULT_GATE_DIR)
+    for path in candidates:
+        if not (path / "gate.json").exists():
+            if path != DEFAULT_GATE_DIR:
+                log.warning("gate %s not found; using the rule-based chooser", path)
+            continue
+        try:
+            return load_gate_dir(path)
+        except Exception as e:  # noqa: BLE001 - a broken gate must not take the server down
+            log.warning("could not load gate %s (%s); using the rule-based chooser", path, e)
+    return None
