@@ -7,12 +7,14 @@ builds the strategy's plan, runs it on the executor, and writes the telemetry re
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from moai.cache import ResponseCache
 from moai.catalog import PRIVACY_RANK
 from moai.config import Config, Mix, Weights, load_config
 from moai.gate.rules import RuleChooser, message_text
@@ -54,6 +56,8 @@ class Prepared:
     stream: bool
     started: float = field(default_factory=time.time)
     api_key: str | None = None
+    use_cache: bool = True  # False: the request opted out (moai.cache: false)
+    cache: Any = None  # cache.Lookup, once the response cache was consulted
 
 
 def load_chooser(config: Config) -> Chooser:
@@ -80,12 +84,27 @@ class Mixture:
         self.metrics = Metrics()
         self.stats = LiveStats()
         self.registry.health = self.stats.healthy
+        self.cache = ResponseCache.from_config(config, self.metrics.cache)
         if store is not None:
             self.stats.refresh(store)  # resume from what earlier runs (or other replicas) observed
 
     @classmethod
     def from_config(cls, path: str | None = None, **kw: Any) -> Mixture:
         return cls(load_config(path), **kw)
+
+    @functools.cached_property
+    def chat(self) -> Any:
+        """``m.chat.completions.create(...)``: the OpenAI client's surface, in process (see moai.api)."""
+        from moai.api import Chat
+
+        return Chat(self)
+
+    @functools.cached_property
+    def achat(self) -> Any:
+        """``await m.achat.completions.create(...)``: the async twin of ``chat`` (see moai.api)."""
+        from moai.api import AsyncChat
+
+        return AsyncChat(self)
 
     # ------------------------------------------------------------------ resolution
 
@@ -113,7 +132,8 @@ class Mixture:
         guard = privacy_guard(messages, mix.constraints.sensitive_data, opts.sensitive_data if opts else None)
         tiers = [t for t in (opts.privacy if opts else None, guard.max_tier) if t is not None]
         max_tier = min(tiers, key=lambda t: PRIVACY_RANK[t]) if tiers else None
-        cards, excluded = eligible(self.config, mix, prompt_tokens, needs_tools=bool(body.tools), max_privacy=max_tier)
+        cards, excluded = eligible(self.config, mix, prompt_tokens, needs_tools=bool(body.tools), max_privacy=max_tier,
+                                   output_tokens=body.completion_budget or mix.max_tokens)
         if opts and opts.models is not None:
             for c in cards:
                 if c.name not in opts.models:
@@ -155,7 +175,8 @@ class Mixture:
         except ValueError as e:
             raise BadRequest(str(e), "model") from e
         plan.redactor = guard.redactor
-        return Prepared(f"chatcmpl-{uuid.uuid4().hex}", ctx, plan, body.stream, api_key=api_key)
+        return Prepared(f"chatcmpl-{uuid.uuid4().hex}", ctx, plan, body.stream, api_key=api_key,
+                        use_cache=opts.cache if opts else True)
 
     def route(self, messages: list[dict[str, Any]], mix: str = "default", **options: Any) -> dict[str, Any]:
         """The gate's decision for ``messages`` under a mix, without calling any model."""
@@ -189,10 +210,20 @@ class Mixture:
 
     async def stream(self, prep: Prepared, live: bool = True) -> AsyncIterator[Delta | Execution]:
         """Run the plan; the last item is the Execution. Telemetry is written before it is yielded."""
+        cache = self.cache if self.cache.enabled else None
+        look = await cache.alookup(prep) if cache is not None else None
+        if cache is not None and look is not None and look.entry is not None:  # no model is called
+            for cached in cache.replay(prep, look):
+                if isinstance(cached, Execution):
+                    await self.record(prep, cached)
+                yield cached
+            return
         try:
             async for item in self.executor.stream(prep.plan, live=live):
                 if isinstance(item, Execution):
                     await self.record(prep, item)
+                    if cache is not None:
+                        await cache.astore(prep, item)
                 yield item
         except PlanFailed as e:
             await self.record_failure(prep, str(e), e.results)
@@ -234,6 +265,7 @@ class Mixture:
             "latency_ms": round((time.time() - prep.started) * 1000, 1),
             "reason": reasons,
             "privacy": prep.ctx.privacy.to_json() if prep.ctx.privacy is not None else None,
+            "cache": prep.cache.status if prep.cache is not None else None,
             "decision": d.to_json() if d else None,
             "trace": [r.trace() for r in ex.results],
         }

@@ -236,6 +236,9 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         headers = {"x-moai-mix": prep.ctx.mix_name, "x-moai-request-id": prep.id}
         if prep.ctx.decision:
             headers["x-moai-model"] = prep.ctx.decision.model
+        if mix.cache.enabled:  # looked up now (memoised on prep) so that a stream's headers can say it too
+            look = await mix.cache.alookup(prep)
+            headers["x-moai-cache"] = "hit" if look.status == "semantic" else look.status
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(

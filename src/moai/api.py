@@ -1,0 +1,421 @@
+"""The Python API: moai in process, with the OpenAI client's surface and types, no server needed.
+
+    from moai import Mixture
+
+    m = Mixture.from_config("mix.yaml")                  # or Mixture.from_config() for the embedded default
+    r = m.chat.completions.create(model="moai/default", messages=[{"role": "user", "content": "hi"}])
+    r.choices[0].message.content, r.moai["model"]        # openai.types.chat.ChatCompletion + moai's summary
+    for chunk in m.chat.completions.create(model="moai/default", messages=..., stream=True):
+        ...                                              # openai.types.chat.ChatCompletionChunk
+    r = await m.achat.completions.create(...)            # async twin; ``stream=True`` gives an async iterator
+    m.route([{"role": "user", "content": "hi"}])         # the gate's decision, no model called
+
+Why a private event loop: the engine's providers hold connection pools and semaphores bound to the loop
+that first used them. Running every call on one loop thread owned by the Mixture makes the sync API work
+inside Jupyter or any running loop, and lets sync and async calls share one Mixture safely; the async API
+awaits that loop's futures from whatever loop the caller is on.
+
+Errors are the ``openai`` client's own exception classes for the status the HTTP server would return
+(``openai.NotFoundError`` for an unknown model, ``BadRequestError`` for invalid input,
+``UnprocessableEntityError`` when no model satisfies the constraints, ``InternalServerError`` when every
+model failed), so code written against the OpenAI client handles moai unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import queue
+import threading
+import weakref
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import openai
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from moai.mixture import Mixture, Prepared
+    from moai.strategies.executor import Execution
+
+try:  # the openai SDK's own HTTP library: its exceptions want a response object of that type
+    import httpx2 as _http  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - older openai releases use httpx
+    import httpx as _http  # type: ignore[no-redef]
+
+T = TypeVar("T")
+_URL = "http://moai.local/v1/chat/completions"
+_DONE = object()
+
+__all__ = ["AsyncChat", "AsyncChunkStream", "Chat", "ChunkStream", "shutdown"]
+
+
+# ---------------------------------------------------------------- the private loop
+
+
+class _LoopThread:
+    """One event loop in a daemon thread, started on first use."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or not self._loop.is_running():
+                loop = asyncio.new_event_loop()
+                started = threading.Event()
+                self._thread = threading.Thread(target=self._serve, args=(loop, started), name="moai-api-loop",
+                                                daemon=True)
+                self._thread.start()
+                started.wait()
+                self._loop = loop
+            return self._loop
+
+    @staticmethod
+    def _serve(loop: asyncio.AbstractEventLoop, started: threading.Event) -> None:
+        asyncio.set_event_loop(loop)
+        loop.call_soon(started.set)
+        loop.run_forever()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if self._thread is not None and threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("the sync API cannot be called from the engine's own loop; use achat")
+        fut = self.submit(coro)
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise openai.APITimeoutError(_http.Request("POST", _URL)) from None
+
+    async def arun(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        fut = asyncio.wrap_future(self.submit(coro))
+        if timeout is None:
+            return await fut
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise openai.APITimeoutError(_http.Request("POST", _URL)) from None
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._loop is not None and self._loop.is_running():
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                if self._thread is not None:
+                    self._thread.join(timeout=5)
+            self._loop = self._thread = None
+
+
+_LOOPS: weakref.WeakKeyDictionary[Any, _LoopThread] = weakref.WeakKeyDictionary()
+_LOOPS_LOCK = threading.Lock()
+
+
+def _loop_for(mixture: Mixture) -> _LoopThread:
+    with _LOOPS_LOCK:
+        if mixture not in _LOOPS:
+            _LOOPS[mixture] = _LoopThread()
+        return _LOOPS[mixture]
+
+
+def shutdown(mixture: Mixture) -> None:
+    """Close the Mixture's connections and stop its private loop (optional: the thread is a daemon)."""
+    runner = _LOOPS.get(mixture)
+    if runner is not None:
+        runner.run(mixture.aclose(), timeout=30)
+        runner.stop()
+
+
+# ---------------------------------------------------------------- errors
+
+
+def status_error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None) -> openai.APIStatusError:
+    """The exception the openai client raises for this status and error body."""
+    from moai.server.openai_schema import error_body
+
+    body = error_body(message, type_, param, code)
+    response = _http.Response(status, request=_http.Request("POST", _URL), json=body)
+    cls: type[openai.APIStatusError] = {
+        400: openai.BadRequestError, 401: openai.AuthenticationError, 403: openai.PermissionDeniedError,
+        404: openai.NotFoundError, 409: openai.ConflictError, 422: openai.UnprocessableEntityError,
+        429: openai.RateLimitError,
+    }.get(status, openai.InternalServerError if status >= 500 else openai.APIStatusError)
+    return cls(f"Error code: {status} - {body}", response=response, body=body["error"])
+
+
+def _translate(e: Exception) -> Exception:
+    """Engine exceptions -> openai exceptions, with the statuses the HTTP server uses."""
+    from moai.mixture import BadRequest, UnknownModel
+    from moai.providers.base import ProviderError
+    from moai.strategies.context import NoEligibleModel
+    from moai.strategies.executor import PlanFailed
+
+    if isinstance(e, ValidationError):
+        first = e.errors()[0]
+        param = ".".join(str(p) for p in first.get("loc", ())) or None
+        msg = first.get("msg", "invalid request").removeprefix("Value error, ")
+        return status_error(400, f"{param}: {msg}" if param else msg, param=param)
+    if isinstance(e, UnknownModel):
+        return status_error(404, str(e), "not_found_error", "model", "model_not_found")
+    if isinstance(e, BadRequest):
+        return status_error(400, str(e), param=e.param, code=e.code)
+    if isinstance(e, NoEligibleModel):
+        detail = "; ".join(f"{m}: {why}" for m, why in e.excluded.items())
+        return status_error(422, f"{e} ({detail})", param="model", code=getattr(e, "code", "no_eligible_model"))
+    if isinstance(e, PlanFailed):
+        return status_error(502, f"no model could answer: {e}", "upstream_error", code="upstream_failed")
+    if isinstance(e, ProviderError):
+        return status_error(e.status if e.status >= 500 else 502, f"stream failed: {e}", "upstream_error")
+    return e
+
+
+# ---------------------------------------------------------------- request / response shapes
+
+
+def _payload(model: str, messages: Any, stream: bool, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The JSON body the OpenAI client would send: ``extra_body`` merged, transport-only options dropped."""
+    kw = dict(kwargs)
+    extra = kw.pop("extra_body", None) or {}
+    for transport in ("extra_headers", "extra_query", "timeout"):
+        kw.pop(transport, None)
+    return {"model": model, "messages": list(messages), "stream": stream,
+            **{k: v for k, v in kw.items() if v is not None}, **extra}
+
+
+def _usage(ex: Execution) -> dict[str, int]:
+    u = ex.usage
+    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+            "total_tokens": u.total_tokens}
+
+
+def _build(cls: type[T], data: dict[str, Any]) -> T:
+    """Validated where the data fits OpenAI's types; constructed leniently where moai says more."""
+    try:
+        return cls.model_validate(data)  # type: ignore[attr-defined,no-any-return]
+    except ValidationError:
+        return cls.construct(**data)  # type: ignore[attr-defined,no-any-return]
+
+
+def completion(mixture: Mixture, prep: Prepared, model: str, ex: Execution) -> ChatCompletion:
+    ans = ex.answer
+    message: dict[str, Any] = {"role": "assistant", "content": ans.text}
+    if ans.tool_calls:
+        message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in ans.tool_calls]
+    data = {"id": prep.id, "object": "chat.completion", "created": int(prep.started), "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": ans.finish_reason, "logprobs": None}],
+            "usage": _usage(ex), "moai": mixture.summary(prep, ex)}
+    return _build(ChatCompletion, data)
+
+
+async def _prepare(mixture: Mixture, payload: dict[str, Any]) -> Prepared:
+    from moai.server.openai_schema import ChatCompletionRequest
+
+    try:
+        body = ChatCompletionRequest.model_validate(payload)
+        return mixture.prepare(body)
+    except Exception as e:  # noqa: BLE001 - re-raised as the openai client's exception
+        raise _translate(e) from e
+
+
+async def _complete(mixture: Mixture, payload: dict[str, Any]) -> ChatCompletion:
+    prep = await _prepare(mixture, payload)
+    try:
+        ex = await mixture.run(prep)
+    except Exception as e:  # noqa: BLE001
+        raise _translate(e) from e
+    return completion(mixture, prep, payload["model"], ex)
+
+
+async def _chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: bool) -> AsyncIterator[Any]:
+    """OpenAI's chunk sequence: role, content/tool-call deltas, finish (with ``moai``), [usage]."""
+    from moai.providers.base import Delta
+    from moai.strategies.executor import Execution
+
+    base = {"id": prep.id, "object": "chat.completion.chunk", "created": int(prep.started), "model": model}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> ChatCompletionChunk:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        return _build(ChatCompletionChunk, {**base, "choices": [choice], **extra})
+
+    yield chunk({"role": "assistant", "content": ""})
+    try:
+        async for item in mixture.stream(prep):
+            if isinstance(item, Execution):
+                yield chunk({}, item.answer.finish_reason or "stop", moai=mixture.summary(prep, item))
+                if include_usage:
+                    yield _build(ChatCompletionChunk, {**base, "choices": [], "usage": _usage(item)})
+            elif isinstance(item, Delta) and (item.text or item.tool_calls):
+                delta: dict[str, Any] = {}
+                if item.text:
+                    delta["content"] = item.text
+                if item.tool_calls:
+                    delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(item.tool_calls)]
+                yield chunk(delta)
+    except Exception as e:  # noqa: BLE001
+        raise _translate(e) from e
+
+
+# ---------------------------------------------------------------- streams
+
+
+class ChunkStream:
+    """Iterator of ``ChatCompletionChunk`` (like ``openai.Stream``); ``close()`` stops the model call."""
+
+    def __init__(self, runner: _LoopThread, source: AsyncIterator[Any]) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._runner = runner
+        ready = threading.Event()
+
+        async def pump() -> None:
+            self._task = asyncio.current_task()  # type: ignore[assignment]
+            ready.set()
+            try:
+                async for item in source:
+                    self._queue.put(item)
+                self._queue.put(_DONE)
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer, cancellation included
+                self._queue.put(e)
+
+        runner.submit(pump())
+        ready.wait()
+        self._closed = False
+
+    def __iter__(self) -> Iterator[ChatCompletionChunk]:
+        return self
+
+    def __next__(self) -> ChatCompletionChunk:
+        if self._closed:
+            raise StopIteration
+        item = self._queue.get()
+        if item is _DONE:
+            self._closed = True
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self._closed = True
+            if isinstance(item, asyncio.CancelledError):
+                raise StopIteration
+            raise item
+        return item  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if not self._closed and self._task is not None:
+            self._runner.loop.call_soon_threadsafe(self._task.cancel)
+        self._closed = True
+
+    def __enter__(self) -> ChunkStream:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class AsyncChunkStream:
+    """Async iterator of ``ChatCompletionChunk`` (like ``openai.AsyncStream``), fed from the private loop."""
+
+    def __init__(self, runner: _LoopThread, source: AsyncIterator[Any]) -> None:
+        self._runner = runner
+        self._source = source
+        self._queue: asyncio.Queue[Any] | None = None
+        self._future: concurrent.futures.Future[None] | None = None
+        self._closed = False
+
+    def _start(self) -> asyncio.Queue[Any]:
+        caller = asyncio.get_running_loop()
+        q: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def pump() -> None:
+            try:
+                async for item in self._source:
+                    caller.call_soon_threadsafe(q.put_nowait, item)
+                caller.call_soon_threadsafe(q.put_nowait, _DONE)
+            except BaseException as e:  # noqa: BLE001
+                caller.call_soon_threadsafe(q.put_nowait, e)
+
+        self._future = self._runner.submit(pump())
+        return q
+
+    def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
+        return self
+
+    async def __anext__(self) -> ChatCompletionChunk:
+        if self._closed:
+            raise StopAsyncIteration
+        if self._queue is None:
+            self._queue = self._start()
+        item = await self._queue.get()
+        if item is _DONE or isinstance(item, asyncio.CancelledError):
+            self._closed = True
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            self._closed = True
+            raise item
+        return item  # type: ignore[no-any-return]
+
+    async def aclose(self) -> None:
+        if not self._closed and self._future is not None:
+            self._future.cancel()
+        self._closed = True
+
+    async def __aenter__(self) -> AsyncChunkStream:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+
+# ---------------------------------------------------------------- the client surface
+
+
+class _Completions:
+    def __init__(self, mixture: Mixture) -> None:
+        self._mixture = mixture
+        self._runner = _loop_for(mixture)
+
+
+class Completions(_Completions):
+    def create(self, *, model: str, messages: Any, stream: bool = False, timeout: float | None = None,
+               **kwargs: Any) -> ChatCompletion | ChunkStream:
+        """Like ``OpenAI().chat.completions.create``; ``moai={...}`` or ``extra_body={"moai": ...}`` narrow the mix."""
+        payload = _payload(model, messages, stream, kwargs)
+        m, run = self._mixture, self._runner
+        if not stream:
+            return run.run(_complete(m, payload), timeout)
+        prep = run.run(_prepare(m, payload), timeout)
+        include = bool((payload.get("stream_options") or {}).get("include_usage"))
+        return ChunkStream(run, _chunks(m, prep, model, include))
+
+
+class AsyncCompletions(_Completions):
+    async def create(self, *, model: str, messages: Any, stream: bool = False, timeout: float | None = None,
+                     **kwargs: Any) -> ChatCompletion | AsyncChunkStream:
+        """Like ``AsyncOpenAI().chat.completions.create``."""
+        payload = _payload(model, messages, stream, kwargs)
+        m, run = self._mixture, self._runner
+        if not stream:
+            return await run.arun(_complete(m, payload), timeout)
+        prep = await run.arun(_prepare(m, payload), timeout)
+        include = bool((payload.get("stream_options") or {}).get("include_usage"))
+        return AsyncChunkStream(run, _chunks(m, prep, model, include))
+
+
+class Chat:
+    """``m.chat``: holds ``completions`` as the OpenAI client does."""
+
+    def __init__(self, mixture: Mixture) -> None:
+        self.completions = Completions(mixture)
+
+
+class AsyncChat:
+    """``m.achat``: the async twin of ``m.chat``."""
+
+    def __init__(self, mixture: Mixture) -> None:
+        self.completions = AsyncCompletions(mixture)
+

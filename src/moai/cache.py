@@ -1,0 +1,336 @@
+"""Response cache: answer a repeated (or, optionally, paraphrased) request without calling any model.
+
+Two levels:
+
+* **exact** — a SHA-256 of everything that can change the answer: the mix, the candidate models left
+  after the hard constraints, the weights, the privacy level, the messages and every generation
+  parameter. A hit costs a dictionary lookup.
+* **semantic** (opt-in) — when the conversation before the last user message is identical (same
+  *scope*) and the last user message embeds within ``threshold`` cosine similarity of a cached one,
+  and both carry the same numbers. Sensitive requests never take part: a paraphrase of someone else's
+  card number must not return their answer.
+
+Privacy: the key and the scope include the request's privacy level (the least-trusted tier it may use,
+after the privacy guard) and whether it carries sensitive data, so a request that is restricted to
+local models never receives an answer cached at a less private level, and vice versa.
+
+Bounded in size (LRU) and in time (TTL). A request opts out with ``moai: {cache: false}``; it then
+neither reads nor writes. Configure with ``MOAI_CACHE=off|exact|semantic`` (default ``off``),
+``MOAI_CACHE_TTL_S``, ``MOAI_CACHE_MAX_ENTRIES``, ``MOAI_CACHE_THRESHOLD``, or a ``cache:`` block in the
+mix instructions' settings once config.py has one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from moai.catalog import PRIVACY_RANK
+
+if TYPE_CHECKING:
+    from moai.mixture import Prepared
+    from moai.strategies.executor import Execution
+
+Mode = Literal["off", "exact", "semantic"]
+Status = Literal["hit", "semantic", "miss", "bypass"]
+Embed = Callable[[Sequence[str]], np.ndarray]
+
+DEFAULT_THRESHOLD = 0.9  # chosen on data/paraphrases/pairs.jsonl; see benchmarks/cache.py
+SEMANTIC_MAX_CHARS = 1000  # longer queries (documents, code) are exact-only: one changed line changes the answer
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+@dataclass
+class CacheEntry:
+    """One cached answer and where it came from (for the trace)."""
+
+    key: str
+    scope: str
+    text: str
+    tool_calls: list[dict[str, Any]] | None
+    finish_reason: str
+    model: str | None
+    source_id: str
+    created: float
+    expires: float
+    vector: np.ndarray | None = None
+    numbers: tuple[str, ...] = ()
+    hits: int = 0
+
+
+@dataclass
+class Lookup:
+    """The outcome of one lookup; memoised on the request so the server header and the engine agree."""
+
+    status: Status
+    key: str = ""
+    scope: str = ""
+    query: str | None = None  # the last user message, when the request may take part in semantic caching
+    entry: CacheEntry | None = None
+    similarity: float | None = None
+    vector: np.ndarray | None = field(default=None, repr=False)
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return "" if content is None else str(content)
+
+
+def numbers_of(text: str) -> tuple[str, ...]:
+    """The numbers a query mentions: '17*23' and '17*24' embed alike but must not share an answer."""
+    return tuple(sorted(_NUMBER.findall(text)))
+
+
+def merge_tool_calls(calls: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """Join streamed tool-call fragments (OpenAI deltas keyed by ``index``) into whole calls."""
+    if not calls:
+        return None
+    merged: dict[int, dict[str, Any]] = {}
+    for n, c in enumerate(calls):
+        i = c.get("index", n)
+        m = merged.setdefault(i, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+        m["id"] = c.get("id") or m["id"]
+        fn = c.get("function") or {}
+        m["function"]["name"] = fn.get("name") or m["function"]["name"]
+        m["function"]["arguments"] += fn.get("arguments") or ""
+    return [merged[i] for i in sorted(merged)]
+
+
+def default_embed() -> Embed:
+    """MiniLM sentence embeddings (the gate's encoder) with the model's full 256-token window."""
+    from moai.gate.encoder import MiniLMEncoder
+
+    encoder = MiniLMEncoder(max_tokens=256)
+    return encoder.encode
+
+
+class ResponseCache:
+    """Thread-safe in-process cache; one per engine (``Mixture.cache``)."""
+
+    def __init__(self, mode: Mode = "exact", ttl_s: float = 3600.0, max_entries: int = 1024,
+                 threshold: float = DEFAULT_THRESHOLD, embed: Embed | None = None,
+                 clock: Callable[[], float] = time.monotonic, counter: Any = None) -> None:
+        self.mode: Mode = mode
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.threshold = threshold
+        self._embed = embed
+        self.clock = clock
+        self.counter = counter  # prometheus Counter labelled (mix, result), or None
+        self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
+        self._scopes: dict[str, dict[str, CacheEntry]] = {}  # scope -> key -> entry (semantic candidates)
+        self._lock = threading.Lock()
+        self.counts: dict[str, int] = {"hit": 0, "semantic": 0, "miss": 0, "bypass": 0}
+
+    @classmethod
+    def from_config(cls, config: Any, counter: Any = None) -> ResponseCache:
+        """Settings from a ``cache:`` block when the config has one, else from ``MOAI_CACHE*`` variables."""
+        block = getattr(getattr(config, "settings", None), "cache", None) or getattr(config, "cache", None)
+        get: Callable[[str, Any], Any]
+        if block is not None:
+            data = block.model_dump() if hasattr(block, "model_dump") else dict(block)
+            get = lambda name, default: data.get(name, default)  # noqa: E731
+        else:
+            get = lambda name, default: os.environ.get(f"MOAI_CACHE_{name.upper()}", default)  # noqa: E731
+        mode = os.environ.get("MOAI_CACHE", "off") if block is None else get("mode", "exact")
+        if mode not in ("off", "exact", "semantic"):
+            raise ValueError(f"cache mode must be off, exact or semantic, not {mode!r}")
+        return cls(mode=mode, ttl_s=float(get("ttl_s", 3600)), max_entries=int(get("max_entries", 1024)),
+                   threshold=float(get("threshold", DEFAULT_THRESHOLD)), counter=counter)
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised rows; the encoder is loaded on first use, never at import."""
+        if self._embed is None:
+            self._embed = default_embed()
+        v = np.asarray(self._embed(list(texts)), dtype=np.float32)
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-9)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._scopes.clear()
+
+    # ------------------------------------------------------------------ keys
+
+    @staticmethod
+    def privacy_level(prep: Prepared) -> tuple[str, bool]:
+        """(least-trusted tier the request may reach, carries sensitive data)."""
+        tiers = [c.privacy for c in prep.ctx.candidates]
+        tier = max(tiers, key=lambda t: PRIVACY_RANK[t]) if tiers else "local"
+        report = prep.ctx.privacy
+        return tier, bool(report is not None and report.sensitive)
+
+    def keys(self, prep: Prepared) -> tuple[str, str, str | None]:
+        """(exact key, semantic scope, last user message or None when semantic matching is not allowed)."""
+        ctx, p = prep.ctx, prep.ctx.params
+        tier, sensitive = self.privacy_level(prep)
+        base = {
+            "mix": ctx.mix_name, "strategy": prep.plan.strategy, "tier": tier, "sensitive": sensitive,
+            "models": sorted(c.name for c in ctx.candidates), "weights": ctx.weights.model_dump(),
+            "params": {"max_tokens": p.max_tokens, "temperature": p.temperature, "top_p": p.top_p, "stop": p.stop,
+                       "seed": p.seed, "tools": p.tools, "tool_choice": p.tool_choice,
+                       "response_format": p.response_format},
+        }
+        key = _sha(_canonical({**base, "messages": p.messages}))
+        last = p.messages[-1] if p.messages else {}
+        query = _text(last.get("content")) if last.get("role") == "user" else ""
+        scope = _sha(_canonical({**base, "context": p.messages[:-1]}))
+        content = last.get("content")
+        text_only = isinstance(content, str) or (  # an image question is only ever answered from an exact hit
+            isinstance(content, list) and all(isinstance(c, dict) and c.get("type") == "text" for c in content))
+        allowed = (self.mode == "semantic" and not sensitive and text_only and bool(query.strip())
+                   and len(query) <= SEMANTIC_MAX_CHARS)
+        return key, scope, (query if allowed else None)
+
+    # ------------------------------------------------------------------ lookup / store
+
+    def lookup(self, prep: Prepared) -> Lookup:
+        """Exact, then semantic; memoised on ``prep.cache`` (embedding happens in the caller's thread)."""
+        if prep.cache is not None:
+            return prep.cache
+        if not prep.use_cache:
+            return self._done(prep, Lookup("bypass"))
+        key, scope, query = self.keys(prep)
+        now = self.clock()
+        with self._lock:
+            entry = self._get(key, now)
+            if entry is not None:
+                return self._done(prep, Lookup("hit", key, scope, query, entry, 1.0))
+            has_candidates = query is not None and bool(self._scopes.get(scope))
+        if not has_candidates:
+            return self._done(prep, Lookup("miss", key, scope, query))
+        assert query is not None
+        vec = self.embed([query])[0]
+        nums = numbers_of(query)
+        with self._lock:
+            best, sim = None, -1.0
+            for e in list(self._scopes.get(scope, {}).values()):
+                if e.expires <= now:
+                    self._drop(e.key)
+                    continue
+                if e.vector is None or e.numbers != nums:
+                    continue
+                s = float(np.dot(e.vector, vec))
+                if s > sim:
+                    best, sim = e, s
+            if best is not None and sim >= self.threshold:
+                self._entries.move_to_end(best.key)
+                best.hits += 1
+                return self._done(prep, Lookup("semantic", key, scope, query, best, sim, vec))
+        return self._done(prep, Lookup("miss", key, scope, query, similarity=sim if best else None, vector=vec))
+
+    async def alookup(self, prep: Prepared) -> Lookup:
+        """``lookup`` without blocking the event loop on the encoder (exact hits stay on the loop)."""
+        if prep.cache is not None:
+            return prep.cache
+        if self.mode == "semantic" and prep.use_cache:
+            return await asyncio.to_thread(self.lookup, prep)
+        return self.lookup(prep)
+
+    def store(self, prep: Prepared, ex: Execution) -> bool:
+        """Keep a successful final answer; rescued, empty or opted-out answers are not kept."""
+        look = prep.cache
+        if look is None or look.status != "miss":
+            return False
+        ans = ex.answer
+        if ans.status != "ok" or ans.step != ex.plan.final or not (ans.text or ans.tool_calls):
+            return False
+        vector = look.vector
+        if look.query is not None and vector is None:
+            vector = self.embed([look.query])[0]
+        now = self.clock()
+        entry = CacheEntry(look.key, look.scope, ans.text, merge_tool_calls(ans.tool_calls), ans.finish_reason,
+                           ans.model, prep.id, now, now + self.ttl_s, vector,
+                           numbers_of(look.query) if look.query is not None else ())
+        with self._lock:
+            self._drop(entry.key)
+            self._entries[entry.key] = entry
+            if vector is not None:
+                self._scopes.setdefault(entry.scope, {})[entry.key] = entry
+            while len(self._entries) > self.max_entries:
+                self._drop(next(iter(self._entries)))
+        return True
+
+    async def astore(self, prep: Prepared, ex: Execution) -> bool:
+        look = prep.cache
+        if look is not None and look.query is not None and look.vector is None:
+            return await asyncio.to_thread(self.store, prep, ex)
+        return self.store(prep, ex)
+
+    def _get(self, key: str, now: float) -> CacheEntry | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.expires <= now:
+            self._drop(key)
+            return None
+        self._entries.move_to_end(key)
+        entry.hits += 1
+        return entry
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            scope = self._scopes.get(entry.scope)
+            if scope is not None:
+                scope.pop(key, None)
+                if not scope:
+                    del self._scopes[entry.scope]
+
+    def _done(self, prep: Prepared, look: Lookup) -> Lookup:
+        prep.cache = look
+        self.counts[look.status] += 1
+        if self.counter is not None:
+            self.counter.labels(prep.ctx.mix_name, look.status).inc()
+        return look
+
+    # ------------------------------------------------------------------ replay
+
+    def replay(self, prep: Prepared, look: Lookup) -> Iterator[Any]:
+        """The cached answer as the engine's own stream: deltas, then an Execution costing nothing."""
+        from moai.providers.base import Delta
+        from moai.strategies.executor import Execution
+        from moai.strategies.plan import StepResult
+
+        entry = look.entry
+        assert entry is not None
+        plan = prep.plan
+        now = time.time()
+        final = plan.step(plan.final)
+        ans = StepResult(step=final.id, role=final.role, model=entry.model, status="cached", text=entry.text,
+                         tool_calls=entry.tool_calls, finish_reason=entry.finish_reason, start=prep.started, end=now)
+        age = self.clock() - entry.created
+        how = "exact match" if look.status == "hit" else f"similar question (cosine {look.similarity:.3f})"
+        plan.notes.append(f"answered from the response cache: {how}, first answered by {entry.model} "
+                          f"in {entry.source_id} {age:.0f}s ago; no model was called")
+        calls = [{**c, "index": i} for i, c in enumerate(entry.tool_calls)] if entry.tool_calls else None
+        yield Delta(text=entry.text, tool_calls=calls)
+        yield Delta(finish_reason=entry.finish_reason)
+        yield Execution(plan, ans, [ans])

@@ -1,0 +1,150 @@
+"""The Python API: OpenAI-client surface and types in process, sync/async/streaming, errors as openai's."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from stub_anthropic import Script as AScript
+from stub_anthropic import StubAnthropic
+from stub_openai import Script, StubServer
+
+from moai import Mixture
+from moai.api import shutdown
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+def config(tmp: Path, url: str, anthropic_url: str | None = None) -> str:
+    text = f"""
+models:
+  small: {{provider: openai_compat, endpoint: "{url}", model: stub, privacy: cloud, params_b: 1}}
+  big: {{provider: openai_compat, endpoint: "{url}", model: stub, privacy: cloud, params_b: 70}}
+"""
+    if anthropic_url:
+        text += f"""  claude: {{provider: anthropic, endpoint: "{anthropic_url}", model: claude-test, privacy: cloud,
+            api_key_env: MOAI_TEST_ANTHROPIC_KEY, supports_tools: true}}
+"""
+    text += """mixes:
+  default: {strategy: route, max_tokens: 16}
+"""
+    path = tmp / "mix.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.fixture
+def stub() -> Iterator[StubServer]:
+    with StubServer(Script(reply="hello from the stub")) as s:
+        yield s
+
+
+@pytest.fixture
+def mix(stub: StubServer, tmp_path: Path) -> Iterator[Mixture]:
+    m = Mixture.from_config(config(tmp_path, stub.url))
+    yield m
+    shutdown(m)
+
+
+def test_create_returns_an_openai_chat_completion(mix: Mixture, stub: StubServer) -> None:
+    r = mix.chat.completions.create(model="moai/default", messages=HI, temperature=0.2)
+    assert isinstance(r, ChatCompletion)
+    assert r.choices[0].message.content == "hello from the stub" and r.choices[0].finish_reason == "stop"
+    assert r.model == "moai/default" and r.usage is not None and r.usage.completion_tokens == 4
+    assert r.moai["mix"] == "default" and r.moai["model"] in ("small", "big")  # type: ignore[attr-defined]
+    assert stub.script.seen[0]["temperature"] == 0.2
+
+
+def test_stream_yields_openai_chunks_with_summary_and_usage(mix: Mixture) -> None:
+    stream = mix.chat.completions.create(model="moai/default", messages=HI, stream=True,
+                                         stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert all(isinstance(c, ChatCompletionChunk) for c in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "hello from the stub"
+    finish = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish[0].choices[0].finish_reason == "stop" and finish[0].moai["strategy"] == "route"  # type: ignore[attr-defined]
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
+
+
+async def test_async_create_and_stream(mix: Mixture) -> None:
+    r = await mix.achat.completions.create(model="moai/default", messages=HI)
+    assert r.choices[0].message.content == "hello from the stub"
+    stream = await mix.achat.completions.create(model="moai/default", messages=HI, stream=True)
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text == "hello from the stub"
+
+
+async def test_sync_api_works_inside_a_running_loop(mix: Mixture) -> None:
+    """As in Jupyter: the engine runs on its own loop thread, so a blocking call here cannot deadlock."""
+    asyncio.get_running_loop()
+    r = mix.chat.completions.create(model="moai/default", messages=HI)
+    assert r.choices[0].message.content == "hello from the stub"
+
+
+def test_sync_and_async_calls_share_one_mixture(mix: Mixture) -> None:
+    assert mix.chat.completions.create(model="default", messages=HI).choices[0].message.content
+    r = asyncio.run(mix.achat.completions.create(model="default", messages=HI))
+    assert r.choices[0].message.content == "hello from the stub"
+
+
+def test_errors_are_the_openai_clients_exceptions(mix: Mixture) -> None:
+    with pytest.raises(openai.NotFoundError) as e:
+        mix.chat.completions.create(model="moai/nope", messages=HI)
+    assert e.value.status_code == 404 and e.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError):
+        mix.chat.completions.create(model="moai/default", messages=[{"role": "user", "content": ""}])
+    with pytest.raises(openai.BadRequestError):
+        mix.chat.completions.create(model="moai/default", messages=HI, moai={"weights": {"beauty": 1}})
+    with pytest.raises(openai.UnprocessableEntityError):  # every model is cloud; the request allows local only
+        mix.chat.completions.create(model="moai/default", messages=HI, extra_body={"moai": {"privacy": "local"}})
+
+
+def test_upstream_failure_is_an_internal_server_error(tmp_path: Path) -> None:
+    with StubServer(Script(fail_times=100, fail_status=400)) as s:
+        m = Mixture.from_config(config(tmp_path, s.url))
+        try:
+            with pytest.raises(openai.InternalServerError) as e:
+                m.chat.completions.create(model="moai/default", messages=HI)
+            assert e.value.status_code == 502
+        finally:
+            shutdown(m)
+
+
+def test_route_decides_without_calling_a_model(mix: Mixture, stub: StubServer) -> None:
+    d = mix.route([{"role": "user", "content": "Prove that there are infinitely many primes, step by step."}])
+    assert d["model"] in ("small", "big") and set(d["scores"]) == {"small", "big"} and d["reasons"]
+    assert stub.script.calls == 0
+
+
+def test_tools_through_the_anthropic_provider(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOAI_TEST_ANTHROPIC_KEY", "sk-ant-test")
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}
+    with StubServer() as s, StubAnthropic(AScript(reply="Checking.", tool_use=("get_weather", {"city": "Oslo"}))) as a:
+        m = Mixture.from_config(config(tmp_path, s.url, a.url))
+        try:
+            r = m.chat.completions.create(model="claude", messages=[{"role": "user", "content": "Oslo weather?"}],
+                                          tools=[tool], tool_choice="auto")
+            chunks = list(m.chat.completions.create(model="claude", messages=HI, tools=[tool], stream=True))
+        finally:
+            shutdown(m)
+    call = (r.choices[0].message.tool_calls or [])[0]
+    assert r.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Oslo"}
+    streamed = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or []]
+    assert streamed[0].function is not None and json.loads(streamed[0].function.arguments or "") == {"city": "Oslo"}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+
+
+def test_import_moai_stays_light() -> None:
+    code = "import sys, moai; print(sorted(m for m in sys.modules if m.startswith(('moai.', 'openai', 'numpy'))))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
