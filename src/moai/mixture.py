@@ -30,6 +30,8 @@ from moai.telemetry.metrics import Metrics
 from moai.telemetry.store import CallRecord, RequestRecord, TelemetryStore
 from moai.telemetry.writer import TelemetryWriter
 
+NO_TOOLS = frozenset({"moa", "fanout", "chain", "critique"})  # strategies whose answer is synthesised text
+
 
 class UnknownModel(LookupError):
     """The ``model`` field names neither a mix nor a model."""
@@ -120,6 +122,11 @@ class Mixture:
     def prepare(self, body: Any, api_key: str | None = None) -> Prepared:
         """Turn a validated ChatCompletionRequest into a plan (raises BadRequest/UnknownModel/NoEligibleModel)."""
         mix_name, mix = self.resolve(body.model)
+        if body.tools and mix.strategy in NO_TOOLS:
+            raise BadRequest(
+                f"mix {mix_name!r} uses the {mix.strategy} strategy, which cannot carry tool calls: its answer is "
+                "written from several models' texts. Use a route, cascade or auto mix for requests with tools.",
+                "tools", "tools_not_supported")
         messages = [m.to_provider() for m in body.messages]
         prompt_tokens = estimate_tokens(message_text(messages))
         opts = body.moai

@@ -19,6 +19,7 @@ from typing import Any
 
 from moai.catalog import ModelCard
 from moai.providers.base import ChatParams, Delta, Provider, ProviderUnavailable, Usage
+from moai.providers.tool_calls import parse_tool_calls
 
 # llama.cpp's OpenMP threads spin while waiting; with any other load on a small machine that collapses
 # throughput (measured: 0.5 vs 41 tok/s on 2 busy cores). Passive waiting must be set before libllama loads.
@@ -116,6 +117,7 @@ class LlamaCppProvider(Provider):
                 chunks: Iterator[dict[str, Any]] = llm.create_chat_completion(stream=True, **self._kwargs(params))
                 n_out = 0
                 finish = "stop"
+                held: list[str] = []  # with tools offered, the answer may be a call: hold text until the end
                 for chunk in chunks:
                     if cancel.is_set():  # the caller went away: stop spending CPU on it
                         finish = "cancelled"
@@ -126,9 +128,17 @@ class LlamaCppProvider(Provider):
                     tool_calls = delta.get("tool_calls")
                     if text or tool_calls:
                         n_out += 1
-                        emit(Delta(text=text, tool_calls=tool_calls))
+                        if params.tools:
+                            held.append(text)
+                        else:
+                            emit(Delta(text=text, tool_calls=tool_calls))
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
+                if params.tools:
+                    calls = parse_tool_calls("".join(held), params.tools)
+                    if calls:
+                        finish = "tool_calls"
+                    emit(Delta(text="" if calls else "".join(held), tool_calls=calls))
                 n_in = max(1, llm.n_tokens - n_out)  # the context holds exactly prompt + generated tokens
                 emit(Delta(finish_reason=finish, usage=Usage(n_in, n_out), cpu_s=time.process_time() - cpu0))
             except Exception as e:  # noqa: BLE001

@@ -282,7 +282,8 @@ def _completion(prep: Prepared, model: str, ex: Execution, summary: dict[str, An
     ans = ex.answer
     message: dict[str, Any] = {"role": "assistant", "content": ans.text}
     if ans.tool_calls:
-        message["tool_calls"] = ans.tool_calls
+        message["tool_calls"] = [{k: v for k, v in tc.items() if k != "index"} for tc in ans.tool_calls]
+        message["content"] = ans.text or None
     usage = ex.usage
     return {
         "id": prep.id,

@@ -32,6 +32,9 @@ def plan(ctx: RequestContext) -> Plan:
     target = ctx.config.mixes[target_name]
     use_collab = level >= ctx.mix.difficulty_threshold
     reason = f"auto: difficulty {level:.2f} {'≥' if use_collab else '<'} threshold {ctx.mix.difficulty_threshold}"
+    if use_collab and ctx.params.tools and target.strategy in ("moa", "fanout", "chain", "critique"):
+        use_collab = False
+        reason += f"; the request carries tools, which {target.strategy} cannot return"
     if use_collab:
         sub = replace(ctx, mix=target.model_copy(update={"constraints": ctx.mix.constraints}))
         proposers = fill(sub, target.proposers, default_n=3) if target.proposers is not None else []
