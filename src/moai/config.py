@@ -85,6 +85,8 @@ class Mix(BaseModel):
     fallbacks: list[str] | Literal["gate"] | None = "gate"
     max_tokens: int = Field(512, ge=1, le=32768)  # default completion budget per call
     temperature: float | None = Field(None, ge=0, le=2)
+    # conversations (a session: the request's `user` field or x-moai-session header)
+    sessions: Literal["sticky", "escalate", "off"] = "sticky"  # escalate: may move to a stronger model only
     # moa / fanout
     layers: int = Field(1, ge=1, le=5)
     proposers: Role | None = None

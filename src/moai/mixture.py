@@ -10,6 +10,7 @@ import asyncio
 import functools
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,6 +88,7 @@ class Mixture:
         self.stats = LiveStats()
         self.registry.health = self.stats.healthy
         self.cache = ResponseCache.from_config(config, self.metrics.cache)
+        self._sessions: OrderedDict[tuple[str, str], str] = OrderedDict()  # (mix, session) -> model, LRU
         if store is not None:
             self.stats.refresh(store)  # resume from what earlier runs (or other replicas) observed
 
@@ -119,7 +121,14 @@ class Mixture:
             return model, Mix(strategy="route", models=[model], fallbacks=None)
         raise UnknownModel(f"The model '{model}' does not exist; see GET /v1/models")
 
-    def prepare(self, body: Any, api_key: str | None = None) -> Prepared:
+    def session_model(self, session: str, mix: str) -> str | None:
+        """Which model this conversation is on: this process's memory, else the shared database."""
+        model = self._sessions.get((mix, session))
+        if model is None and self.store is not None:
+            model = self.store.session_model(session, mix)
+        return model
+
+    def prepare(self, body: Any, api_key: str | None = None, session: str | None = None) -> Prepared:
         """Turn a validated ChatCompletionRequest into a plan (raises BadRequest/UnknownModel/NoEligibleModel)."""
         mix_name, mix = self.resolve(body.model)
         if body.tools and mix.strategy in NO_TOOLS:
@@ -177,6 +186,10 @@ class Mixture:
         ctx = RequestContext(self.config, mix_name, mix, params, self.chooser, weights, cards, excluded,
                              live=self.stats.snapshot(params.max_tokens), privacy=guard.report)
         ctx.notes.extend(guard.notes)
+        session = session or body.user
+        if session and mix.sessions != "off":
+            ctx.session = session
+            ctx.session_model = self.session_model(session, mix_name)
         try:
             plan = builder(mix.strategy)(ctx)
         except ValueError as e:
@@ -293,6 +306,7 @@ class Mixture:
             cost_usd=sum(r.cost_usd for r in results), energy_kwh=sum(r.energy_kwh for r in results),
             co2_g=sum(r.co2_g for r in results), error=error,
             decision=prep.ctx.decision.to_json() if prep.ctx.decision else None, api_key=prep.api_key,
+            session=prep.ctx.session,
         )
         for r in results:
             for a in r.attempts:  # every failed attempt is a call of its own: live statistics need them
@@ -331,6 +345,12 @@ class Mixture:
 
     async def record(self, prep: Prepared, ex: Execution) -> None:
         self._observe(prep, "ok", ex.results, ex.answer.model)
+        if prep.ctx.session and ex.answer.model:
+            key = (prep.ctx.mix_name, prep.ctx.session)
+            self._sessions[key] = ex.answer.model
+            self._sessions.move_to_end(key)
+            while len(self._sessions) > 100_000:
+                self._sessions.popitem(last=False)
         if self.store is not None:
             await self._persist(self._record(prep, "ok", None, ex.results, ex.answer.model, 200))
 

@@ -25,7 +25,7 @@ def request(i: int, model: str = "m") -> RequestRecord:
 
 def roundtrip(url: str) -> None:
     store = TelemetryStore(url)
-    assert current(store.engine) == "0002"
+    assert current(store.engine) == "0003"
     assert {"requests", "calls", "feedback", "api_keys", "alembic_version"} <= set(inspect(store.engine).get_table_names())
     store.write_many([request(i) for i in range(3)])
     rows = store.requests()

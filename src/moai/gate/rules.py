@@ -50,6 +50,7 @@ class RuleChooser:
         sizes = [c.params_b or 10.0 for c in cards]
         top = max(sizes)
         utilities: dict[str, float] = {}
+        qualities: dict[str, float] = {}
         for card, size in zip(cards, sizes, strict=True):
             quality = 1.0 - abs(d - (size / top) ** 0.5)  # big models for hard queries, small for easy
             cost = card.cost_usd(len(text) // 4, 256) * 1000
@@ -57,6 +58,7 @@ class RuleChooser:
             seen = (live or {}).get(card.name, {})
             quality = (quality + seen.get("quality_delta", 0.0)) * (1 - seen.get("error_rate", 0.0))
             latency = seen.get("latency_s", latency)
+            qualities[card.name] = quality
             utilities[card.name] = weights.quality * quality - weights.cost * cost - weights.latency * latency
         probs = softmax(utilities, temperature=0.1)
         ranking = sorted(utilities, key=lambda n: -utilities[n])
@@ -65,6 +67,7 @@ class RuleChooser:
             ranking=ranking,
             probabilities=probs,
             utilities=utilities,
+            quality=qualities,
             difficulty=d,
             reasons=[f"rule-based: estimated difficulty {d:.2f}", f"chose {ranking[0]} (highest utility)"],
             chooser=self.name,

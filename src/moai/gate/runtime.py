@@ -35,7 +35,7 @@ class GateChooser:
 
         w = policy.Weights(quality=weights.quality, cost=weights.cost, latency=weights.latency,
                            carbon=weights.carbon)
-        d = self.gate.decide(list(messages), list(cards), w, live_stats=live)
+        d = self.gate.decide(conversation(messages), list(cards), w, live_stats=live)
         ranking = sorted(d.utilities, key=lambda n: -d.utilities[n])
         if not ranking:  # every model excluded by the gate's own checks: keep the caller's order
             ranking = [c.name for c in cards]
@@ -46,6 +46,20 @@ class GateChooser:
             difficulty=1.0 - max(quality.values()) if quality else None,
             reasons=[f"gate {self.source}", *d.reasons], excluded=dict(d.excluded), chooser=self.name,
         )
+
+
+def conversation(messages: Sequence[dict[str, Any]], turns: int = 3) -> list[dict[str, Any]]:
+    """What the gate reads: the last user turn, preceded by up to ``turns - 1`` earlier user turns.
+
+    A follow-up like "and in Python?" means little alone; the earlier turns carry the task.
+    """
+    from moai.gate.rules import message_text
+
+    users = [m for m in messages if m.get("role") == "user"]
+    if len(users) <= 1:
+        return list(messages)
+    text = "\n\n".join(message_text([m]) for m in users[-turns:])
+    return [{"role": "user", "content": text}]
 
 
 def load_gate_dir(path: str | Path) -> GateChooser:

@@ -225,7 +225,8 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         except Denied as e:
             return denied(e)
         try:
-            prep = mix.prepare(body, api_key=key.id if key is not None else None)
+            prep = mix.prepare(body, api_key=key.id if key is not None else None,
+                               session=request.headers.get("x-moai-session"))
         except UnknownModel as e:
             return err(404, str(e), param="model", code="model_not_found")
         except BadRequest as e:

@@ -45,6 +45,8 @@ class RequestContext:
     decision: RouteDecision | None = None
     notes: list[str] = field(default_factory=list)
     privacy: Any = None  # gate.privacy.PrivacyReport of this request
+    session: str | None = None  # the conversation this request continues
+    session_model: str | None = None  # the model that answered its previous turn
     live: Mapping[str, Mapping[str, float]] | None = None  # live statistics per model (adaptation)
 
     def decide(self, cards: Sequence[ModelCard] | None = None) -> RouteDecision:

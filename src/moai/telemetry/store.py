@@ -59,6 +59,7 @@ class RequestRecord(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     decision: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     api_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    session: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
 
     calls: Mapped[list[CallRecord]] = relationship(back_populates="request", cascade="all, delete-orphan")
     feedback: Mapped[list[FeedbackRecord]] = relationship(back_populates="request", cascade="all, delete-orphan")
@@ -171,6 +172,14 @@ class TelemetryStore:
             fb = FeedbackRecord(request_id=request_id, score=score, comment=comment)
             s.add(fb)
         return fb
+
+    def session_model(self, session: str, mix: str) -> str | None:
+        """The model that answered this session's latest successful request in this mix (any replica)."""
+        with Session(self.engine) as s:
+            return s.scalar(select(RequestRecord.model)
+                            .where(RequestRecord.session == session, RequestRecord.mix == mix,
+                                   RequestRecord.status == "ok")
+                            .order_by(RequestRecord.created_at.desc()).limit(1))
 
     def feedback_for(self, request_id: str) -> list[FeedbackRecord]:
         with Session(self.engine) as s:
