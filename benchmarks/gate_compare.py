@@ -1,0 +1,199 @@
+"""Gate vs baselines on shared/data/routing, cross-validated; prints the comparison table, writes PNGs.
+
+    .venv/bin/python benchmarks/gate_compare.py [--folds 5] [--out benchmarks/out] [--data DIR]
+
+One training per fold: every evaluated set (RouteLLM MMLU/GSM8K, RouterBench x3, LLMRouter) is split
+into k folds grouped by prompt; fold f of every set is the test set, everything else (plus RouterArena
+and AlpacaEval) is training data, after dropping training records that contain a test prompt (GSM8K
+questions reappear inside LLMRouter). The gate and every baseline see the same training records.
+Out of domain: MT-Bench has no per-question labels here, so it cannot be scored; as a proxy, routers are
+trained without AlpacaEval and scored on it for gpt-4-1106-preview vs Mixtral-8x7B.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from moai.bench.baselines import Router, all_baselines
+from moai.bench.compare import GateRouter, cost_sweep, router_matrix
+from moai.bench.datasets import RoutingRecord, load_records, model_names, score_matrix
+from moai.bench.metrics import cost_report, pair_report, routellm_curve
+from moai.bench.plots import plot_cost_curves, plot_pair_curves
+from moai.gate.train import TrainConfig
+
+STRONG, WEAK = "gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1"
+PAIR_SETS = {"mmlu": "routellm-mmlu", "gsm8k": "routellm-gsm8k"}
+MULTI_SETS = ["routerbench-arc_challenge", "routerbench-mbpp", "routerbench-winograde", "llmrouter"]
+PUBLISHED = {"mmlu": "SW 0.603 / CPT50 35.4% / CPT80 71.6%", "gsm8k": "Causal-LLM 0.622 / 33.6% / 63.3%"}
+
+
+def _norm(t: str) -> list[str]:
+    return re.sub(r"[^a-z0-9]+", " ", t.lower()).split()
+
+
+def shingle_index(records: Sequence[RoutingRecord], n: int = 8) -> dict[str, set[int]]:
+    """n-word shingles -> records containing them (to find a test prompt inside a training prompt)."""
+    idx: dict[str, set[int]] = defaultdict(set)
+    for i, r in enumerate(records):
+        w = _norm(r.prompt)
+        for s in range(0, max(len(w) - n + 1, 1)):
+            idx[" ".join(w[s : s + n])].add(i)
+    return idx
+
+
+def overlapping(test: Sequence[int], records: Sequence[RoutingRecord], idx: dict[str, set[int]]) -> set[int]:
+    """Records whose text contains a whole test prompt (found via the test's rarest 8-word shingle)."""
+    out: set[int] = set()
+    for i in test:
+        w = _norm(records[i].prompt)
+        keys = [" ".join(w[s : s + 8]) for s in range(0, max(len(w) - 7, 1))]
+        cands = min((idx.get(k, set()) for k in keys), key=len)
+        text = " ".join(w)
+        out |= {j for j in cands if j != i and text in " ".join(_norm(records[j].prompt))}
+    return out
+
+
+def fold_of(r: RoutingRecord, k: int, seed: int) -> int:
+    return int(hashlib.sha1(f"{seed}:{r.prompt}".encode()).hexdigest()[:8], 16) % k
+
+
+def llmrouter_costs(records: Sequence[RoutingRecord], prices: dict[str, dict]) -> None:
+    """LLMRouter has prices, not per-answer costs: USD = price * (prompt tokens + 256 output) / 1e6."""
+    for r in records:
+        if r.benchmark == "llmrouter" and not r.cost_usd:
+            n = len(r.prompt) / 4 + 256
+            r.cost_usd = {m: prices[m]["input_price"] * n / 1e6 for m in r.scores if m in prices}
+
+
+def make_routers(seed: int, cfg: TrainConfig) -> list[Router]:
+    return [GateRouter(config=cfg), *all_baselines(seed)]
+
+
+def fmt(vals: Sequence[float], pct: bool = False) -> str:
+    a = np.array(vals, float)
+    return f"{a.mean():.1f}±{a.std():.1f}" if pct else f"{a.mean():.3f}±{a.std():.3f}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/routing"))
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="benchmarks/out")
+    ap.add_argument("--only-gate", action="store_true", help="skip baselines (quick method iteration)")
+    ap.add_argument("--set", action="append", default=[], help="config override key=value")
+    args = ap.parse_args(argv)
+    cfg = TrainConfig()
+    for kv in args.set:
+        k, _, v = kv.partition("=")
+        setattr(cfg, k, type(getattr(cfg, k))(v if not isinstance(getattr(cfg, k), bool) else v == "1"))
+    data = Path(args.data)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = load_records(sorted(data.glob("*.jsonl")))
+    llmrouter_costs(records, json.loads((data / "llmrouter-models.json").read_text()))
+    by_set: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(records):
+        by_set[Path(r.source).stem].append(i)
+    evaluated = list(PAIR_SETS.values()) + MULTI_SETS
+    idx = shingle_index(records)
+    pair_res: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    cost_res: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    curves: dict[str, dict] = defaultdict(dict)
+    t_start = time.time()
+    for f in range(args.folds):
+        test = {s: [i for i in by_set[s] if fold_of(records[i], args.folds, args.seed) == f] for s in evaluated}
+        all_test = {i for v in test.values() for i in v}
+        drop = overlapping(sorted(all_test), records, idx) | all_test
+        train = [records[i] for i in range(len(records)) if i not in drop]
+        print(f"fold {f}: train {len(train)} (dropped {len(drop) - len(all_test)} overlapping), "
+              f"test {len(all_test)}", file=sys.stderr, flush=True)
+        routers = make_routers(args.seed + f, cfg)
+        if args.only_gate:
+            routers = routers[:1]
+        for router in routers:
+            t0 = time.time()
+            router.fit(train)
+            name = router.name
+            for s in PAIR_SETS.values():
+                recs = [records[i] for i in test[s]]
+                y = score_matrix(recs, [STRONG, WEAK])
+                sc = router.score(recs, STRONG, WEAK)
+                rep = pair_report(sc, y[:, 0], y[:, 1])
+                for k in ("apgr", "cpt50", "cpt80"):
+                    pair_res[s][f"{name}.{k}"].append(getattr(rep, k))
+                if f == 0:
+                    curves[s][name] = (routellm_curve(sc, y[:, 0], y[:, 1]), rep)
+                if isinstance(router, GateRouter) and router.gate is not None:
+                    E = router.gate.featurizer.embed([r.prompt for r in recs])
+                    X, S = router.gate.featurizer.transform([r.prompt for r in recs], E)
+                    js, jw = router.gate._ensure([STRONG, WEAK])
+                    for part, q in router.gate.head.parts(X, S, E).items():
+                        rp = pair_report(q[:, js] - q[:, jw], y[:, 0], y[:, 1])
+                        pair_res[s][f"gate[{part}].apgr"].append(rp.apgr)
+            for s in MULTI_SETS:
+                recs = [records[i] for i in test[s]]
+                tr = [r for r in train if Path(r.source).stem == s]
+                models = model_names(recs)
+                y, c = score_matrix(recs, models), np.full((len(recs), len(models)), np.nan)
+                for a, r in enumerate(recs):
+                    for b, m in enumerate(models):
+                        c[a, b] = r.cost_usd.get(m, np.nan)
+                ctr = np.array([np.nanmean([r.cost_usd.get(m, np.nan) for r in tr]) for m in models])
+                q = router_matrix(router, recs, models)
+                sw = cost_sweep(q, ctr, y, c)
+                rep = cost_report(sw.costs, sw.quals, y, c, models)
+                for k in ("auc", "q_at_25", "q_at_50", "q_at_100", "max_quality", "best_quality", "best_cost"):
+                    cost_res[s][f"{name}.{k}"].append(getattr(rep, k))
+                if f == 0:
+                    singles = {m: (float(np.nanmean(c[:, j])), float(np.nanmean(y[:, j])))
+                               for j, m in enumerate(models)}
+                    curves[s][name] = ((sw.costs, sw.quals), singles)
+            print(f"  {name}: {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
+    total = time.time() - t_start
+    # ----------------------------------------------------------------- report
+    names = [r.name for r in make_routers(0, cfg)][: 1 if args.only_gate else None]
+    print(f"\n# Pair sets ({STRONG} vs {WEAK}); {args.folds}-fold CV, mean±sd over folds")
+    for s, short in ((v, k) for k, v in PAIR_SETS.items()):
+        res = pair_res[s]
+        print(f"\n## {short}   (published best: {PUBLISHED[short]})")
+        print(f"{'router':18s} {'APGR':>13s} {'CPT50 %':>11s} {'CPT80 %':>11s}")
+        for n in names + sorted({k.split('.')[0] for k in res if k.startswith('gate[')}):
+            if f"{n}.apgr" not in res:
+                continue
+            c50 = fmt(res[f"{n}.cpt50"], True) if f"{n}.cpt50" in res else ""
+            c80 = fmt(res[f"{n}.cpt80"], True) if f"{n}.cpt80" in res else ""
+            print(f"{n:18s} {fmt(res[f'{n}.apgr']):>13s} {c50:>11s} {c80:>11s}")
+        pts = {n: v[0] for n, v in curves[s].items()}
+        rep0 = next(iter(curves[s].values()))[1]
+        plot_pair_curves(pts, rep0.weak_acc, rep0.strong_acc, out / f"{short}.png", f"{short} (fold 0)", WEAK, STRONG)
+    print("\n# Many-model sets: quality vs mean cost (lambda sweep of quality - lambda * predicted cost)")
+    for s in MULTI_SETS:
+        res = cost_res[s]
+        bq, bc = np.mean(res["gate.best_quality"]), np.mean(res["gate.best_cost"])
+        print(f"\n## {s}   best single model: quality {bq:.3f} at ${bc:.6f}/query")
+        heads = ("AUC(logcost)", "q@25%cost", "q@50%cost", "q@100%cost", "max q")
+        print(f"{'router':18s} " + " ".join(f"{h:>13s}" for h in heads))
+        for n in names:
+            if f"{n}.auc" in res:
+                print(f"{n:18s} " + " ".join(f"{fmt(res[f'{n}.{k}']):>13s}" for k in
+                                             ("auc", "q_at_25", "q_at_50", "q_at_100", "max_quality")))
+        first = curves[s]
+        singles = next(iter(first.values()))[1]
+        plot_cost_curves({n: v[0] for n, v in first.items()}, singles, out / f"{s}.png", f"{s} (fold 0)")
+    print(f"\ntotal {total:.0f}s; plots in {out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

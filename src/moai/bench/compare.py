@@ -1,0 +1,95 @@
+"""Evaluate the gate and baselines on the same records: pair metrics and quality-vs-cost sweeps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from moai.bench.baselines import Router
+from moai.bench.datasets import RoutingRecord, cost_matrix, model_names, score_matrix
+from moai.gate.quality import canonical
+from moai.gate.store import Gate
+from moai.gate.train import TrainConfig
+
+
+class GateRouter(Router):
+    """The gate behind the baseline interface (so one loop evaluates everything)."""
+
+    name = "gate"
+
+    def __init__(self, gate: Gate | None = None, config: TrainConfig | None = None) -> None:
+        self.gate, self.config = gate, config or TrainConfig()
+        if gate is not None:
+            self.models = gate.models
+
+    def fit(self, records: Sequence[RoutingRecord]) -> GateRouter:
+        from moai.gate.store import train_gate
+
+        self.gate = train_gate(records, self.config)
+        self.models = self.gate.models
+        return self
+
+    def predict_quality(self, records: Sequence[RoutingRecord]) -> np.ndarray:
+        assert self.gate is not None
+        return self.gate.quality_matrix([r.prompt for r in records], self.models, cached=True)
+
+    def cols(self, names: Sequence[str]) -> list[int]:
+        assert self.gate is not None
+        return self.gate._ensure(names) if self.gate else []
+
+
+def pick_pair(records: Sequence[RoutingRecord]) -> tuple[str, str]:
+    """Strong = the model with the higher mean score, weak = the lower, among the two most covered."""
+    names = model_names(records)[:2]
+    if len(names) < 2:
+        raise ValueError("need at least two models with scores to evaluate a strong/weak pair")
+    y = score_matrix(records, names)
+    m = np.nanmean(y, 0)
+    return (names[0], names[1]) if m[0] >= m[1] else (names[1], names[0])
+
+
+def predicted_costs(train: Sequence[RoutingRecord], models: Sequence[str]) -> np.ndarray:
+    """Per-model mean USD per answer in the training records (NaN if never priced)."""
+    c = cost_matrix(train, models)
+    with np.errstate(all="ignore"):
+        return np.nanmean(c, 0) if len(train) else np.full(len(models), np.nan)
+
+
+@dataclass
+class CostSweep:
+    costs: list[float]
+    quals: list[float]
+
+
+def cost_sweep(
+    q: np.ndarray, cost_pred: np.ndarray, y: np.ndarray, cost_real: np.ndarray, n: int = 60
+) -> CostSweep:
+    """Operating points of 'argmax quality - lam * predicted cost' for lam from 0 to very large.
+
+    q, y, cost_real: (n_records, M) over the same model columns (NaN = model not available there).
+    """
+    avail = np.isfinite(y) & np.isfinite(cost_real)
+    scale = float(np.nanmedian(cost_pred)) or 1e-3
+    lams = np.concatenate([[0.0], np.logspace(-3, 3, n) / scale])
+    cp = np.broadcast_to(cost_pred, q.shape)
+    costs, quals = [], []
+    rows = np.arange(len(q))
+    for lam in lams:
+        u = np.where(avail, q - lam * cp, -np.inf)
+        ch = np.argmax(u, 1)
+        quals.append(float(np.mean(y[rows, ch])))
+        costs.append(float(np.mean(cost_real[rows, ch])))
+    return CostSweep(costs, quals)
+
+
+def router_matrix(router: Router, records: Sequence[RoutingRecord], names: Sequence[str]) -> np.ndarray:
+    """Router's expected quality for ``names`` (columns), with NaN-safe fallback for unknown models."""
+    q = router.predict_quality(records)
+    col = {m: j for j, m in enumerate(router.models)}
+    out = np.zeros((len(records), len(names)))
+    for k, n in enumerate(names):
+        j = col.get(canonical(n))
+        out[:, k] = q[:, j] if j is not None else -1.0
+    return out

@@ -1,0 +1,167 @@
+"""Routing records (shared/data/MANIFEST.md format): load, validate, and turn into score matrices.
+
+Any number of files, any set of models per record, missing models allowed. A malformed line raises
+``RecordError`` naming the file, the line and what is wrong, so the CLI can print one useful line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class RecordError(ValueError):
+    """A routing-record file is malformed: carries file, line and reason."""
+
+    def __init__(self, path: str | Path, line: int, reason: str) -> None:
+        self.path, self.line, self.reason = str(path), line, reason
+        super().__init__(f"{path}:{line}: {reason}" if line else f"{path}: {reason}")
+
+
+@dataclass
+class RoutingRecord:
+    """One query with how well each model answered it (and optionally what that cost)."""
+
+    id: str
+    prompt: str
+    scores: dict[str, float]
+    benchmark: str = ""
+    cost_usd: dict[str, float] = field(default_factory=dict)
+    tokens: dict[str, dict[str, int]] = field(default_factory=dict)
+    category: str | None = None
+    answer: Any = None
+    turns: list[str] | None = None
+    source: str = ""  # file it came from
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        return [{"role": "user", "content": self.prompt}]
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _parse(obj: Any, path: Path, ln: int, need_scores: bool) -> RoutingRecord:
+    def bad(reason: str) -> RecordError:
+        return RecordError(path, ln, reason)
+
+    if not isinstance(obj, dict):
+        raise bad(f"expected a JSON object, got {type(obj).__name__}")
+    rid = obj.get("id")
+    if not isinstance(rid, (str, int)) or isinstance(rid, bool) or str(rid) == "":
+        raise bad("missing or invalid 'id' (a non-empty string)")
+    prompt = obj.get("prompt")
+    if prompt is None and isinstance(obj.get("turns"), list) and obj["turns"]:
+        prompt = obj["turns"][0]
+    if not isinstance(prompt, str):
+        raise bad(f"record {rid!r}: missing or non-string 'prompt'")
+    scores = obj.get("scores", {} if not need_scores else None)
+    if not isinstance(scores, dict):
+        raise bad(f"record {rid!r}: 'scores' must be an object {{model: number}}")
+    if need_scores and not scores:
+        raise bad(f"record {rid!r}: 'scores' is empty")
+    for m, s in scores.items():
+        if not _num(s):
+            raise bad(f"record {rid!r}: score for model {m!r} is not a finite number: {s!r}")
+    cost = obj.get("cost_usd") or {}
+    if not isinstance(cost, dict) or any(not _num(c) or c < 0 for c in cost.values()):
+        raise bad(f"record {rid!r}: 'cost_usd' must be an object {{model: non-negative number}}")
+    tokens = obj.get("tokens") or {}
+    if not isinstance(tokens, dict) or any(not isinstance(t, dict) for t in tokens.values()):
+        raise bad(f"record {rid!r}: 'tokens' must be an object {{model: {{input, output}}}}")
+    turns = obj.get("turns")
+    if turns is not None and not (isinstance(turns, list) and all(isinstance(t, str) for t in turns)):
+        raise bad(f"record {rid!r}: 'turns' must be a list of strings")
+    cat = obj.get("category")
+    return RoutingRecord(
+        id=str(rid),
+        prompt=prompt,
+        scores={str(m): float(s) for m, s in scores.items()},
+        benchmark=str(obj.get("benchmark") or ""),
+        cost_usd={str(m): float(c) for m, c in cost.items()},
+        tokens=tokens,
+        category=None if cat is None else str(cat),
+        answer=obj.get("answer"),
+        turns=turns,
+        source=str(path),
+    )
+
+
+def load_records(paths: str | Path | Iterable[str | Path], need_scores: bool = True) -> list[RoutingRecord]:
+    """Load and validate routing records from one or more JSONL files.
+
+    Duplicate ids are kept (public sets have a few, e.g. RouterBench ARC); splits should group by prompt.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    out: list[RoutingRecord] = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_file():
+            raise RecordError(path, 0, "no such file")
+        try:
+            fh = path.open(encoding="utf-8")
+        except OSError as e:
+            raise RecordError(path, 0, f"cannot read: {e.strerror}") from e
+        n_before = len(out)
+        with fh:
+            try:
+                for ln, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise RecordError(path, ln, f"invalid JSON ({e.msg} at column {e.colno})") from e
+                    out.append(_parse(obj, path, ln, need_scores))
+            except UnicodeDecodeError as e:
+                raise RecordError(path, 0, f"not UTF-8 text ({e.reason})") from e
+        if len(out) == n_before:
+            raise RecordError(path, 0, "no records in file")
+    return out
+
+
+def model_names(records: Sequence[RoutingRecord]) -> list[str]:
+    """All models seen, most frequent first (ties by name) so the order is stable."""
+    counts: dict[str, int] = {}
+    for r in records:
+        for m in r.scores:
+            counts[m] = counts.get(m, 0) + 1
+    return sorted(counts, key=lambda m: (-counts[m], m))
+
+
+def score_matrix(records: Sequence[RoutingRecord], models: Sequence[str]) -> np.ndarray:
+    """(n_records, n_models) scores with NaN where a model has no score."""
+    y = np.full((len(records), len(models)), np.nan)
+    col = {m: j for j, m in enumerate(models)}
+    for i, r in enumerate(records):
+        for m, s in r.scores.items():
+            if m in col:
+                y[i, col[m]] = s
+    return y
+
+
+def cost_matrix(records: Sequence[RoutingRecord], models: Sequence[str]) -> np.ndarray:
+    """(n_records, n_models) USD actually paid, NaN where unknown."""
+    c = np.full((len(records), len(models)), np.nan)
+    col = {m: j for j, m in enumerate(models)}
+    for i, r in enumerate(records):
+        for m, v in r.cost_usd.items():
+            if m in col:
+                c[i, col[m]] = v
+    return c
+
+
+def normalise_scores(y: np.ndarray) -> np.ndarray:
+    """Map judge scores on a 1-10 scale to 0-1; 0-1 scores pass through."""
+    finite = y[np.isfinite(y)]
+    if finite.size and finite.max() > 1.0 + 1e-9:
+        return (y - 1.0) / 9.0
+    return y

@@ -1,0 +1,253 @@
+"""`moai gate ...`: train, evaluate, score and decide from routing-record files.
+
+Bad input (a malformed file, an unknown model, a missing gate) prints one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+
+app = typer.Typer(help="Train and inspect the learned gate.", no_args_is_help=True, add_completion=False)
+
+
+class CliError(Exception):
+    """An error meant for the user: printed as one line."""
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    from moai.bench.datasets import RecordError
+    from moai.gate.encoder import EncoderUnavailable
+    from moai.gate.store import GateLoadError
+
+    try:
+        yield
+    except (CliError, RecordError, GateLoadError, EncoderUnavailable, ValueError, KeyError, OSError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        typer.echo(f"error: {msg}", err=True)
+        raise typer.Exit(2) from None
+
+
+@dataclass
+class _Card:
+    """A minimal model card (the policy's CardLike) for records without a catalog."""
+
+    name: str
+    provider: str = "replay"
+    privacy: str = "cloud"
+    price: Any = field(default_factory=lambda: type("P", (), {"input_per_mtok": 0.0, "output_per_mtok": 0.0})())
+    params_b: float | None = None
+    family: str | None = None
+    context: int = 1_000_000
+    supports_tools: bool = False
+    tokens_per_s: float | None = None
+    ttft_s: float | None = None
+    power_w: float | None = None
+
+
+def _progress_train(records: list[Any], cfg: Any) -> Any:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from moai.gate.store import train_gate
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), transient=False) as prog:
+        tasks: dict[str, Any] = {}
+
+        def cb(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = prog.add_task({"embed": "embedding queries", "train": "training heads"}
+                                             .get(stage, stage), total=total)
+            prog.update(tasks[stage], completed=done)
+
+        return train_gate(records, cfg, progress=cb)
+
+
+@app.command()
+def train(
+    data: list[Path] = typer.Option(..., "--data", help="routing-record JSONL file(s)"),
+    out: Path = typer.Option(..., "--out", help="directory to write the gate to"),
+    epochs: int = typer.Option(30, help="factor-model epochs"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Train a gate on routing records and save it."""
+    with _errors():
+        from moai.bench.datasets import load_records
+        from moai.gate.train import TrainConfig
+
+        records = load_records(data)
+        gate = _progress_train(records, TrainConfig(epochs=epochs, seed=seed))
+        gate.meta["train_files"] = [str(p.resolve()) for p in data]
+        gate.save(out)
+        typer.echo(f"gate with {len(gate.models)} models trained on {len(records)} records "
+                   f"in {gate.meta['train_seconds']}s -> {out}")
+
+
+@app.command("eval")
+def eval_(
+    gate: Path = typer.Option(..., "--gate", help="trained gate directory"),
+    data: Path = typer.Option(..., "--data", help="routing records to evaluate on"),
+    baselines: str = typer.Option("none", "--baselines", help="'all', 'none' or comma-separated names"),
+    plot: Path | None = typer.Option(None, "--plot", help="write a PNG of the curves"),
+    strong: str | None = typer.Option(None, help="strong model (default: best mean score)"),
+    weak: str | None = typer.Option(None, help="weak model (default: the other of the top two)"),
+) -> None:
+    """Compare the gate (and baselines, trained on the gate's training files) on one record file."""
+    with _errors():
+        from rich.console import Console
+        from rich.table import Table
+
+        from moai.bench.baselines import all_baselines
+        from moai.bench.compare import GateRouter, cost_sweep, pick_pair, predicted_costs, router_matrix
+        from moai.bench.datasets import cost_matrix, load_records, model_names, score_matrix
+        from moai.bench.metrics import cost_report, pair_report, routellm_curve
+        from moai.gate.store import Gate
+
+        g = Gate.load(gate)
+        recs = load_records(data)
+        routers: list[Any] = [GateRouter(g)]
+        train_recs: list[Any] = []
+        if baselines != "none":
+            files = g.meta.get("train_files") or []
+            if not files:
+                raise CliError("this gate does not record its training files; cannot fit baselines")
+            train_recs = load_records(files)
+            wanted = None if baselines == "all" else {b.strip() for b in baselines.split(",")}
+            bl = [b for b in all_baselines() if wanted is None or b.name in wanted]
+            if wanted and len(bl) != len(wanted):
+                known = ", ".join(b.name for b in all_baselines())
+                raise CliError(f"unknown baseline in {baselines!r}; known: {known}")
+            overlap = {r.prompt for r in recs} & {r.prompt for r in train_recs}
+            if overlap:
+                typer.echo(f"warning: {len(overlap)} evaluated prompts are in the training files", err=True)
+            for b in bl:
+                b.fit(train_recs)
+                routers.append(b)
+        s, w = (strong, weak) if strong and weak else pick_pair(recs)
+        y = score_matrix(recs, [s, w])
+        keep = np.isfinite(y).all(1)
+        if not keep.any():
+            raise CliError(f"no record scores both {s} and {w}")
+        pr = [r for r, k in zip(recs, keep, strict=True) if k]
+        table = Table(title=f"{data.name}: {s} (strong) vs {w} (weak), {len(pr)} records")
+        for col in ("router", "APGR", "CPT(50%)", "CPT(80%)"):
+            table.add_column(col)
+        curves = {}
+        for r in routers:
+            sc = r.score(pr, s, w)
+            rep = pair_report(sc, y[keep, 0], y[keep, 1])
+            curves[r.name] = routellm_curve(sc, y[keep, 0], y[keep, 1])
+            table.add_row(r.name, f"{rep.apgr:.3f}", f"{rep.cpt50:.1f}%", f"{rep.cpt80:.1f}%")
+        console = Console()
+        console.print(table)
+        models = model_names(recs)
+        cost = cost_matrix(recs, models)
+        if len(models) > 2 and np.isfinite(cost).any():
+            ym = score_matrix(recs, models)
+            cp = predicted_costs(train_recs or recs, models)
+            ct = Table(title="quality vs cost (lambda sweep)")
+            for col in ("router", "AUC", "q@50% best cost", "q@100%", "max q"):
+                ct.add_column(col)
+            for r in routers:
+                sw = cost_sweep(router_matrix(r, recs, models), cp, ym, cost)
+                rep2 = cost_report(sw.costs, sw.quals, ym, cost, models)
+                ct.add_row(r.name, f"{rep2.auc:.3f}", f"{rep2.q_at_50:.3f}", f"{rep2.q_at_100:.3f}",
+                           f"{rep2.max_quality:.3f}")
+            console.print(ct)
+        if plot is not None:
+            from moai.bench.plots import plot_pair_curves
+
+            rep = pair_report(np.zeros(len(pr)), y[keep, 0], y[keep, 1])
+            plot_pair_curves(curves, rep.weak_acc, rep.strong_acc, plot, data.name, w, s)
+            typer.echo(f"plot -> {plot}")
+
+
+def _write_lines(out: Path, rows: Iterator[dict[str, Any]]) -> int:
+    n = 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+            n += 1
+    return n
+
+
+@app.command()
+def score(
+    gate: Path = typer.Option(..., "--gate"),
+    data: Path = typer.Option(..., "--data"),
+    strong: str = typer.Option(..., "--strong"),
+    weak: str = typer.Option(..., "--weak"),
+    out: Path = typer.Option(..., "--out"),
+) -> None:
+    """One line per record: {"id", "score"}; higher = the strong model is worth it."""
+    with _errors():
+        from moai.bench.datasets import load_records
+        from moai.gate.store import Gate
+
+        g = Gate.load(gate)
+        recs = load_records(data, need_scores=False)
+        q = g.quality_matrix([r.prompt for r in recs], [strong, weak])
+        n = _write_lines(out, ({"id": r.id, "score": float(q[i, 0] - q[i, 1])} for i, r in enumerate(recs)))
+        typer.echo(f"{n} scores -> {out}")
+
+
+@app.command()
+def decide(
+    gate: Path = typer.Option(..., "--gate"),
+    data: Path = typer.Option(..., "--data"),
+    weights: str = typer.Option("quality=1", "--weights", help="e.g. quality=1,cost=0.3 (cost per cent)"),
+    out: Path = typer.Option(..., "--out"),
+    models: str | None = typer.Option(None, "--models", help="candidates when a record has no scores"),
+) -> None:
+    """One line per record: {"id", "model"}, using each record's own cost_usd when present."""
+    with _errors():
+        from moai.bench.datasets import load_records
+        from moai.gate.policy import Weights, choose
+        from moai.gate.store import Gate
+
+        w = Weights.parse(weights)
+        g = Gate.load(gate)
+        recs = load_records(data, need_scores=False)
+        default = [m.strip() for m in models.split(",")] if models else None
+        names_all = sorted({m for r in recs for m in r.scores} | set(default or []))
+        if not names_all:
+            raise CliError("records have no scores: name the candidate models with --models")
+        q = g.quality_matrix([r.prompt for r in recs], names_all)
+        col = {m: j for j, m in enumerate(names_all)}
+        cards = {m: _Card(m) for m in names_all}
+
+        def rows() -> Iterator[dict[str, Any]]:
+            for i, r in enumerate(recs):
+                cand = list(r.scores) or default or names_all
+                n_tok = len(r.prompt) // 4 + 1
+                costs = {m: r.cost_usd[m] for m in cand if m in r.cost_usd}
+                for m in cand:
+                    if m not in costs:
+                        p = g.cost.predict(m, n_tok)
+                        if p is not None:
+                            costs[m] = p
+                d = choose({m: float(q[i, col[m]]) for m in cand}, {m: cards[m] for m in cand}, w,
+                           prompt_tokens=0, observed_costs=costs)
+                yield {"id": r.id, "model": d.model}
+
+        n = _write_lines(out, rows())
+        typer.echo(f"{n} decisions -> {out}")
+
+
+def main(argv: list[str] | None = None) -> Callable[..., Any] | None:  # pragma: no cover
+    return app(argv)
+
+
+if __name__ == "__main__":
+    app()
+    sys.exit(0)

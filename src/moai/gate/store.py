@@ -1,0 +1,168 @@
+"""A trained gate on disk and in memory: ``Gate.load(dir)``, ``gate.quality``, ``gate.decide``.
+
+Saved as ``gate.json`` (readable metadata) + ``gate.pkl`` (arrays and the TF-IDF vocabulary). Only load
+gate directories you trust: the pickle can run code, like any scikit-learn model file.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moai.gate.policy import CardLike, Constraints, Decision, Weights, choose
+from moai.gate.quality import QualityHead, canonical, guess_card
+from moai.gate.train import CostModel, Featurizer, TrainConfig
+
+FORMAT_VERSION = 1
+Messages = str | Sequence[Mapping[str, Any]]
+
+
+def query_text(messages: Messages) -> str:
+    """The text the gate routes on: the last user turn (string content or text parts)."""
+    if isinstance(messages, str):
+        return messages
+    for m in reversed(list(messages)):
+        if m.get("role", "user") == "user":
+            content = m.get("content", "")
+            if isinstance(content, list):
+                return " ".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
+            return str(content or "")
+    return ""
+
+
+class GateLoadError(RuntimeError):
+    """A gate directory is missing, incomplete or from an incompatible version."""
+
+
+class Gate:
+    """Features -> per-model expected quality -> policy decision."""
+
+    def __init__(
+        self, featurizer: Featurizer, head: QualityHead, cost: CostModel, config: TrainConfig,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        self.featurizer, self.head, self.cost, self.config = featurizer, head, cost, config
+        self.meta = meta or {}
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | Path) -> Path:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        enc, self.featurizer.encoder = self.featurizer.encoder, None
+        try:
+            blob = pickle.dumps({"featurizer": self.featurizer, "head": self.head, "cost": self.cost})
+        finally:
+            self.featurizer.encoder = enc
+        (d / "gate.pkl").write_bytes(blob)
+        meta = {
+            "format": FORMAT_VERSION, "saved_at": time.time(), "models": self.head.models,
+            "config": asdict(self.config), **{k: v for k, v in self.meta.items() if k != "models"},
+        }
+        (d / "gate.json").write_text(json.dumps(meta, indent=2))
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Gate:
+        d = Path(directory)
+        try:
+            meta = json.loads((d / "gate.json").read_text())
+            blob = pickle.loads((d / "gate.pkl").read_bytes())
+        except FileNotFoundError as e:
+            raise GateLoadError(f"{d}: not a gate directory (missing {Path(e.filename).name})") from e
+        except (json.JSONDecodeError, pickle.UnpicklingError, EOFError) as e:
+            raise GateLoadError(f"{d}: corrupt gate files ({e})") from e
+        if meta.get("format") != FORMAT_VERSION:
+            raise GateLoadError(f"{d}: gate format {meta.get('format')} != supported {FORMAT_VERSION}")
+        cfg = TrainConfig(**meta.get("config", {}))
+        return cls(blob["featurizer"], blob["head"], blob["cost"], cfg, meta)
+
+    # ------------------------------------------------------------------ quality
+    @property
+    def models(self) -> list[str]:
+        return list(self.head.models)
+
+    def _ensure(self, names: Sequence[str], cards: Mapping[str, CardLike] | None = None) -> list[int]:
+        cols = []
+        for n, j in zip(names, self.head.index(names), strict=True):
+            if j is None:
+                card = (cards or {}).get(n)
+                g = guess_card(n)
+                fam = getattr(card, "family", None) or g["family"]
+                size = getattr(card, "params_b", None) or g["params_b"]
+                j = self.head.add_model(n, fam, size)
+            cols.append(j)
+        return cols
+
+    def quality_matrix(self, texts: Sequence[str], names: Sequence[str], cached: bool = False) -> np.ndarray:
+        """(n, len(names)) expected quality; unknown names get a card-based prior."""
+        cols = self._ensure(names)
+        E = self.featurizer.embed(texts, cached=cached)
+        X, S = self.featurizer.transform(texts, E)
+        return self.head.predict(X, S, E)[:, cols]
+
+    def quality(self, prompt: Messages, model_names: Sequence[str]) -> dict[str, float]:
+        """Expected quality (0-1) of each named model on this query."""
+        q = self.quality_matrix([query_text(prompt)], model_names)[0]
+        return {n: float(v) for n, v in zip(model_names, q, strict=True)}
+
+    def score(self, prompt: Messages, strong: str, weak: str) -> float:
+        """Expected quality gained by paying for the strong model (higher = strong is worth it)."""
+        q = self.quality(prompt, [strong, weak])
+        return q[strong] - q[weak]
+
+    def feedback(self, prompt: Messages, model: str, score: float) -> None:
+        """Refine one model's head from an observed 0-1 score (e.g. a user rating)."""
+        j = self._ensure([model])[0]
+        text = query_text(prompt)
+        E = self.featurizer.embed([text], cached=False)
+        X, S = self.featurizer.transform([text], E)
+        self.head.update(j, X, S, float(np.clip(score, 0.0, 1.0)))
+
+    # ------------------------------------------------------------------ decisions
+    def decide(
+        self,
+        messages: Messages,
+        cards: Mapping[str, CardLike] | Sequence[CardLike],
+        weights: Weights | Mapping[str, float] | str | None = None,
+        constraints: Constraints | None = None,
+        live_stats: Mapping[str, Mapping[str, float]] | None = None,
+        observed_costs: Mapping[str, float] | None = None,
+        quality: Mapping[str, float] | None = None,
+    ) -> Decision:
+        """Pick a model for this request; ``quality`` may be passed in when already computed."""
+        card_map = dict(cards) if isinstance(cards, Mapping) else {c.name: c for c in cards}
+        w = weights if isinstance(weights, Weights) else Weights.parse(weights)
+        text = query_text(messages)
+        names = list(card_map)
+        if quality is None:
+            self._ensure(names, card_map)
+            quality = self.quality(text, names) if names else {}
+        n_tok = len(text) // 4 + 1
+        out_tok = {n: self.cost.out_tokens.get(canonical(n), 256.0) for n in names}
+        if observed_costs is None:
+            pred = {n: self.cost.predict(n, n_tok) for n in names}
+            observed_costs = {n: v for n, v in pred.items() if v is not None and not card_has_price(card_map[n])}
+        return choose(quality, card_map, w, constraints, n_tok, out_tok, observed_costs, live_stats)
+
+
+def card_has_price(card: CardLike) -> bool:
+    return bool(card.price.input_per_mtok or card.price.output_per_mtok)
+
+
+def train_gate(records: Sequence[Any], config: TrainConfig | None = None, progress: Any = None) -> Gate:
+    """Fit a gate on routing records (see moai.gate.train)."""
+    from moai.gate.train import fit_head
+
+    cfg = config or TrainConfig()
+    t0 = time.time()
+    feat, head, cost, _ = fit_head(records, cfg, progress=progress)
+    meta = {"n_records": len(records), "train_seconds": round(time.time() - t0, 1),
+            "benchmarks": sorted({r.benchmark for r in records})}
+    return Gate(feat, head, cost, cfg, meta)

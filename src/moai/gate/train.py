@@ -1,0 +1,180 @@
+"""Fit a gate from routing records: features, data-set balancing, the joint quality head, cost model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+
+from moai.bench.datasets import RoutingRecord, normalise_scores
+from moai.gate.encoder import LEXICAL_NAMES, MiniLMEncoder, embed_cached, lexical_matrix
+from moai.gate.quality import FactorModel, KNNHead, LinearHead, QualityHead, canonical, guess_card
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass
+class Featurizer:
+    """Query text -> (dense standardised [embedding, lexical], sparse TF-IDF, raw embedding)."""
+
+    max_tokens: int = 48
+    head_tokens: int = 16
+    tfidf_features: int = 30000
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+    tfidf: Any = None
+    encoder: MiniLMEncoder | None = field(default=None, repr=False)
+
+    def _enc(self) -> MiniLMEncoder:
+        if self.encoder is None:
+            self.encoder = MiniLMEncoder(max_tokens=self.max_tokens, head_tokens=self.head_tokens)
+        return self.encoder
+
+    def embed(self, texts: Sequence[str], cached: bool = True, progress: Any = None) -> np.ndarray:
+        if cached:
+            return embed_cached(self._enc(), texts, progress=progress)
+        return self._enc().encode(texts)
+
+    def fit(self, texts: Sequence[str], E: np.ndarray) -> Featurizer:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        D = np.hstack([E, lexical_matrix(texts)])
+        self.mean, self.std = D.mean(0), D.std(0) + 1e-6
+        if self.tfidf_features > 0:
+            self.tfidf = TfidfVectorizer(
+                sublinear_tf=True, min_df=2, ngram_range=(1, 2), max_features=self.tfidf_features,
+                dtype=np.float32,
+            ).fit(texts)
+        return self
+
+    def transform(
+        self, texts: Sequence[str], E: np.ndarray
+    ) -> tuple[np.ndarray, sparse.csr_matrix | None]:
+        assert self.mean is not None and self.std is not None
+        X = (np.hstack([E, lexical_matrix(texts)]) - self.mean) / self.std
+        S = self.tfidf.transform(texts).tocsr() if self.tfidf is not None else None
+        return X.astype(np.float64), S
+
+    @property
+    def n_dense(self) -> int:
+        return 384 + len(LEXICAL_NAMES)
+
+
+@dataclass
+class CostModel:
+    """Expected USD per answer per model: a + b * prompt_tokens, fit on records with cost_usd."""
+
+    coef: dict[str, tuple[float, float]] = field(default_factory=dict)
+    out_tokens: dict[str, float] = field(default_factory=dict)
+
+    def fit(self, records: Sequence[RoutingRecord], n_tokens: Sequence[int]) -> CostModel:
+        per: dict[str, list[tuple[int, float]]] = {}
+        outs: dict[str, list[float]] = {}
+        for r, n in zip(records, n_tokens, strict=True):
+            for m, c in r.cost_usd.items():
+                per.setdefault(canonical(m), []).append((n, c))
+            for m, t in r.tokens.items():
+                if isinstance(t, dict) and isinstance(t.get("output"), (int, float)):
+                    outs.setdefault(canonical(m), []).append(float(t["output"]))
+        for m, pts in per.items():
+            x = np.array([p[0] for p in pts], float)
+            y = np.array([p[1] for p in pts], float)
+            if len(pts) >= 3 and x.std() > 0:
+                b, a = np.polyfit(x, y, 1)
+                b = max(b, 0.0)
+                a = float(np.mean(y - b * x))
+            else:
+                a, b = float(y.mean()), 0.0
+            self.coef[m] = (float(a), float(b))
+        self.out_tokens = {m: float(np.median(v)) for m, v in outs.items()}
+        return self
+
+    def predict(self, model: str, n_tokens: int) -> float | None:
+        c = self.coef.get(canonical(model))
+        return None if c is None else max(c[0] + c[1] * n_tokens, 0.0)
+
+
+def row_weights(records: Sequence[RoutingRecord], power: float = 0.5) -> np.ndarray:
+    """Down-weight big benchmarks (n^-power per row) so small ones still shape the shared layer."""
+    bench = [r.benchmark or r.source for r in records]
+    counts: dict[str, int] = {}
+    for b in bench:
+        counts[b] = counts.get(b, 0) + 1
+    w = np.array([counts[b] ** -power for b in bench])
+    return w * len(w) / w.sum()
+
+
+def target_matrix(records: Sequence[RoutingRecord]) -> tuple[list[str], np.ndarray]:
+    """Canonical model list and the (N, M) score matrix (0-1, NaN = unobserved), 1-10 judges rescaled."""
+    models: list[str] = []
+    col: dict[str, int] = {}
+    for r in records:
+        for m in r.scores:
+            c = canonical(m)
+            if c not in col:
+                col[c] = len(models)
+                models.append(c)
+    Y = np.full((len(records), len(models)), np.nan)
+    by_bench: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        by_bench.setdefault(r.benchmark or r.source, []).append(i)
+        for m, s in r.scores.items():
+            Y[i, col[canonical(m)]] = s
+    for rows in by_bench.values():
+        Y[rows] = np.clip(normalise_scores(Y[rows]), 0.0, 1.0)
+    return models, Y
+
+
+@dataclass
+class TrainConfig:
+    hidden: int = 48
+    epochs: int = 30
+    pair_weight: float = 0.0
+    factor_sparse: bool = False
+    w_factor: float = 0.5  # blend weights: the joint factor head was the weakest alone in CV
+    w_knn: float = 1.0
+    w_linear: float = 1.5
+    linear_c: float = 1.0
+    knn_k: int = 64
+    tfidf_features: int = 30000
+    max_tokens: int = 48
+    seed: int = 0
+
+
+def fit_head(
+    records: Sequence[RoutingRecord],
+    cfg: TrainConfig,
+    progress: Progress | None = None,
+    featurizer: Featurizer | None = None,
+) -> tuple[Featurizer, QualityHead, CostModel, np.ndarray]:
+    """Train features + quality head + cost model; returns the training embeddings too (for reuse)."""
+    texts = [r.prompt for r in records]
+    feat = featurizer or Featurizer(max_tokens=cfg.max_tokens, tfidf_features=cfg.tfidf_features)
+    done = [0]
+
+    def emb_prog(k: int) -> None:
+        done[0] += k
+        if progress:
+            progress("embed", done[0], len(texts))
+
+    E = feat.embed(texts, progress=emb_prog)
+    feat.fit(texts, E)
+    X, S = feat.transform(texts, E)
+    models, Y = target_matrix(records)
+    rw = row_weights(records)
+    fm = FactorModel(hidden=cfg.hidden, epochs=cfg.epochs, pair_weight=cfg.pair_weight, seed=cfg.seed)
+    if cfg.w_factor > 0:
+        fm.fit(X, S if cfg.factor_sparse else None, Y, rw,
+               progress=(lambda ep: progress("train", ep, cfg.epochs)) if progress else None)
+    # each model's own regression sees its rows unweighted: balancing only matters for shared layers
+    linear = LinearHead(C=cfg.linear_c).fit(X, S, Y, np.ones(len(Y))) if cfg.w_linear > 0 else None
+    knn = KNNHead(k=cfg.knn_k).fit(E, Y)
+    weights = {"factor": cfg.w_factor, "knn": cfg.w_knn, "linear": cfg.w_linear}
+    head = QualityHead(models=models, factor=fm, knn=knn, linear=linear, weights=weights)
+    head.cards = {m: guess_card(m) for m in models}
+    n_tok = [len(t) // 4 + 1 for t in texts]  # ~4 characters per LLM token
+    cost = CostModel().fit(records, n_tok)
+    return feat, head, cost, E

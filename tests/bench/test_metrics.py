@@ -1,0 +1,62 @@
+"""Metrics against hand-computed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from moai.bench.metrics import (
+    CurvePoint,
+    apgr,
+    cpt,
+    curve_auc,
+    pair_report,
+    pareto_front,
+    quality_at_budget,
+    routellm_curve,
+)
+
+
+def test_apgr_bounds_for_perfect_and_inverted_router() -> None:
+    # strong right exactly where weak is wrong: a perfect score recovers the gap fastest
+    ys = np.array([1, 1, 1, 1, 0, 0, 1, 1, 1, 1], float)
+    yw = np.array([0, 0, 1, 1, 0, 0, 1, 1, 1, 1], float)
+    gain = ys - yw
+    perfect = pair_report(gain, ys, yw)
+    inverted = pair_report(-gain, ys, yw)
+    assert perfect.apgr > 0.5 > inverted.apgr
+    assert perfect.cpt50 < inverted.cpt50
+
+
+def test_apgr_hand_computed_three_points() -> None:
+    pts = [CurvePoint(0, 0.0, 50.0), CurvePoint(0, 50.0, 80.0), CurvePoint(0, 100.0, 90.0)]
+    # trapezoids: 0.5*(50+80)/2 + 0.5*(80+90)/2 = 32.5 + 42.5 = 75; weak 50, strong 90
+    assert apgr(pts, 50.0, 90.0) == pytest.approx((75 - 50) / (90 - 50))
+    # 50% of the gap = 70 -> interpolate between (0,50) and (50,80): 100/3 %
+    assert cpt(pts, 50.0, 90.0, 0.5) == pytest.approx(100 / 3)
+
+
+def test_routellm_curve_endpoints_are_all_strong_and_all_weak() -> None:
+    rng = np.random.default_rng(0)
+    s = rng.random(50)
+    ys, yw = rng.integers(0, 2, 50).astype(float), rng.integers(0, 2, 50).astype(float)
+    pts = routellm_curve(s, ys, yw)
+    assert len(pts) == 11
+    assert pts[0].strong_pct == 100.0 and pts[0].accuracy == pytest.approx(ys.mean() * 100)
+    assert pts[-1].strong_pct == 0.0 and pts[-1].accuracy == pytest.approx(yw.mean() * 100)
+
+
+def test_constant_router_apgr_is_half() -> None:
+    ys = np.array([1, 0, 1, 1], float)
+    yw = np.array([0, 0, 1, 0], float)
+    assert pair_report(np.zeros(4), ys, yw).apgr == pytest.approx(0.5)
+
+
+def test_pareto_and_budget() -> None:
+    c, q = [1.0, 2.0, 3.0, 2.5], [0.5, 0.7, 0.6, 0.8]
+    fc, fq = pareto_front(c, q)
+    assert list(fc) == [1.0, 2.0, 2.5] and list(fq) == [0.5, 0.7, 0.8]
+    assert quality_at_budget(c, q, 2.2) == 0.7
+    assert np.isnan(quality_at_budget(c, q, 0.5))
+    # a router better at every budget has the larger area
+    assert curve_auc(c, [x + 0.1 for x in q], 1.0, 3.0) > curve_auc(c, q, 1.0, 3.0)
