@@ -24,6 +24,16 @@ class Price(BaseModel):
     output_per_mtok: float = Field(0.0, ge=0)
 
 
+class Deployment(BaseModel):
+    """One place a model is served (an endpoint, or the same endpoint with another key)."""
+
+    model_config = ConfigDict(extra="forbid")
+    endpoint: str
+    api_key_env: str | None = None
+    model: str | None = None
+    concurrency: int = Field(8, ge=1)
+
+
 class ModelCard(BaseModel):
     """One model as the mix instructions describe it."""
 
@@ -49,18 +59,30 @@ class ModelCard(BaseModel):
     power_w: float | None = Field(None, gt=0)  # local models: CPU power draw while generating
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(2, ge=0, le=10)
-    concurrency: int = Field(4, ge=1)
+    concurrency: int | None = Field(None, ge=1)  # calls in flight (default: local 4, remote 64, Σ deployments)
     threads: int | None = Field(None, ge=1)  # local models: llama.cpp threads (None: all cores)
+    deployments: list[Deployment] = Field(default_factory=list)  # several endpoints serving this model
+    balance: Literal["least_busy", "latency"] = "least_busy"
 
     @model_validator(mode="after")
     def _provider_fields(self) -> ModelCard:
-        if self.provider in ("openai_compat",) and not self.endpoint:
+        if self.deployments and self.provider not in ("openai_compat", "openai"):
+            raise ValueError("deployments are supported for openai_compat/openai models")
+        if self.provider in ("openai_compat",) and not self.endpoint and not self.deployments:
             raise ValueError("provider openai_compat needs an 'endpoint' (base URL ending in /v1)")
         if self.provider == "local" and not (self.package or self.path):
             raise ValueError("provider local needs a 'package' (zoo name) or a 'path' to a GGUF file")
         if self.provider == "replay" and not self.records:
             raise ValueError("provider replay needs 'records' (routing-record files)")
         return self
+
+    @property
+    def max_concurrency(self) -> int:
+        if self.concurrency is not None:
+            return self.concurrency
+        if self.deployments:
+            return sum(d.concurrency for d in self.deployments)
+        return 4 if self.provider == "local" else 64
 
     @property
     def upstream_model(self) -> str:

@@ -35,6 +35,10 @@ __all__ = [
 
 def make_provider(card: ModelCard) -> Provider:
     """Build the provider for a card; imports are lazy so unused backends cost nothing."""
+    if card.deployments:
+        from moai.providers.balanced import BalancedProvider
+
+        return BalancedProvider(card)
     if card.provider in ("openai_compat", "openai"):
         from moai.providers.openai_compat import OpenAICompatProvider
 

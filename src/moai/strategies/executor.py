@@ -53,7 +53,7 @@ class ProviderRegistry:
 
     def limit(self, name: str) -> asyncio.Semaphore:
         if name not in self._limits:
-            self._limits[name] = asyncio.Semaphore(self.card(name).concurrency)
+            self._limits[name] = asyncio.Semaphore(self.card(name).max_concurrency)
         return self._limits[name]
 
     async def aclose(self) -> None:

@@ -1,0 +1,88 @@
+"""One model, several deployments (endpoints or keys): spread the load, survive one going down.
+
+Each call goes to the deployment with the fewest calls in flight relative to its capacity
+(``least_busy``), or to the lowest expected wait — EWMA latency × (in flight + 1) — (``latency``).
+Per-deployment concurrency limits hold; a deployment that fails before answering hands the call to the
+next one, so the executor's model-level fallback is only needed when every deployment fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from moai.catalog import ModelCard
+from moai.providers.base import ChatParams, Delta, Provider, ProviderError
+
+
+@dataclass
+class _Deployment:
+    name: str
+    provider: Provider
+    limit: asyncio.Semaphore
+    capacity: int
+    in_flight: int = 0
+    latency_s: float | None = None
+    calls: int = 0
+    failures: int = 0
+    history: list[float] = field(default_factory=list)
+
+    def wait_score(self, mode: str) -> float:
+        if mode == "latency":
+            return (self.latency_s or 0.05) * (self.in_flight + 1)
+        return self.in_flight / self.capacity
+
+
+class BalancedProvider(Provider):
+    def __init__(self, card: ModelCard, make: type[Provider] | None = None) -> None:
+        super().__init__(card)
+        from moai.providers.openai_compat import OpenAICompatProvider
+
+        factory = make or OpenAICompatProvider
+        self.mode = card.balance
+        self.deployments = []
+        for i, dep in enumerate(card.deployments):
+            sub = card.model_copy(update={
+                "endpoint": dep.endpoint, "api_key_env": dep.api_key_env or card.api_key_env,
+                "model": dep.model or card.model, "deployments": [], "name": f"{card.name}#{i + 1}",
+            })
+            limit = asyncio.Semaphore(dep.concurrency)
+            self.deployments.append(_Deployment(f"{card.name}#{i + 1}", factory(sub), limit, dep.concurrency))
+
+    def _order(self) -> list[_Deployment]:
+        return sorted(self.deployments, key=lambda d: (d.wait_score(self.mode), d.calls))
+
+    async def stream(self, params: ChatParams) -> AsyncIterator[Delta]:
+        last: ProviderError | None = None
+        for dep in self._order():
+            started = False
+            dep.in_flight += 1
+            t0 = time.perf_counter()
+            try:
+                async with dep.limit:
+                    async for d in dep.provider.stream(params):
+                        started = started or bool(d.text or d.tool_calls)
+                        yield d
+                elapsed = time.perf_counter() - t0
+                dep.latency_s = elapsed if dep.latency_s is None else 0.7 * dep.latency_s + 0.3 * elapsed
+                dep.calls += 1
+                return
+            except ProviderError as e:
+                dep.failures += 1
+                last = e
+                if started or not e.retryable:
+                    raise
+            finally:
+                dep.in_flight -= 1
+        assert last is not None
+        raise last
+
+    def load(self) -> dict[str, int]:
+        """Calls answered per deployment (for tests, metrics and the trace)."""
+        return {d.name: d.calls for d in self.deployments}
+
+    async def aclose(self) -> None:
+        for d in self.deployments:
+            await d.provider.aclose()
