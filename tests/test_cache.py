@@ -18,7 +18,7 @@ from stub_openai import Script, StubServer
 
 from moai import Mixture
 from moai.api import shutdown
-from moai.cache import ResponseCache, merge_tool_calls, numbers_of
+from moai.cache import ResponseCache, lookalike, merge_tool_calls, numbers_of
 from moai.config import parse_config
 
 
@@ -156,6 +156,16 @@ def test_semantic_requires_the_same_numbers_and_context(mix: Mixture, stubs: tup
     history = [{"role": "system", "content": "Answer in French."}, {"role": "user", "content": "what is 17 times 23"}]
     assert mix.chat.completions.create(model="moai/default", messages=history).moai["cache"] == "miss"
     assert numbers_of("pay 1,200.50 in 3 parts") == ("1,200.50", "3")
+
+
+def test_lookalike_checks() -> None:
+    assert lookalike("What is the capital of Australia?", "What is the capital of Austria?")
+    assert lookalike("convert a string to an integer in Java", "convert an integer to a string in Java")
+    assert lookalike("what is 17 times 23", "what is 17 times 24") == "different numbers"
+    q = "How do I convert a string to an integer in Java?"
+    assert lookalike(q, "In Java, how can I turn a String into an int?") is None
+    assert lookalike("Who wrote Hamlet?", "Who was the writer of the play Hamlet?") is None
+    assert lookalike("Who wrote Hamlet?", "Who is the author of Hamlet?")  # the price: a lone synonym swap misses
 
 
 def test_semantic_never_crosses_mixes(mix: Mixture) -> None:

@@ -7,8 +7,9 @@ Two levels:
   parameter. A hit costs a dictionary lookup.
 * **semantic** (opt-in) — when the conversation before the last user message is identical (same
   *scope*) and the last user message embeds within ``threshold`` cosine similarity of a cached one,
-  and both carry the same numbers. Sensitive requests never take part: a paraphrase of someone else's
-  card number must not return their answer.
+  and no cheap check calls them look-alikes (different numbers, one content word swapped, a reversed
+  direction). Sensitive requests never take part: a paraphrase of someone else's card number must not
+  return their answer.
 
 Privacy: the key and the scope include the request's privacy level (the least-trusted tier it may use,
 after the privacy guard) and whether it carries sensitive data, so a request that is restricted to
@@ -49,6 +50,15 @@ Embed = Callable[[Sequence[str]], np.ndarray]
 DEFAULT_THRESHOLD = 0.9  # chosen on data/paraphrases/pairs.jsonl; see benchmarks/cache.py
 SEMANTIC_MAX_CHARS = 1000  # longer queries (documents, code) are exact-only: one changed line changes the answer
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_WORD = re.compile(r"[a-z0-9]+")
+_DIRECTION = re.compile(r"\b(?:to|into|from|than|vs|versus)\b")
+# Function words and the filler that paraphrases add or drop ("what's the best way to ..."): not content.
+_FILLER_WORDS = (
+    "a an the is are was were be been do does did how what which who whom why when where can could would should s "
+    "i me my you your to of in on for with by at from and or it its this that these those some any there their them "
+    "please way ways best good right steps step tell give show share explain describe mean meaning use using get make"
+)
+_FILLER = frozenset(_FILLER_WORDS.split())
 
 
 @dataclass
@@ -65,7 +75,7 @@ class CacheEntry:
     created: float
     expires: float
     vector: np.ndarray | None = None
-    numbers: tuple[str, ...] = ()
+    query: str | None = None  # the last user message, kept for the look-alike check
     hits: int = 0
 
 
@@ -99,6 +109,43 @@ def _text(content: Any) -> str:
 def numbers_of(text: str) -> tuple[str, ...]:
     """The numbers a query mentions: '17*23' and '17*24' embed alike but must not share an answer."""
     return tuple(sorted(_NUMBER.findall(text)))
+
+
+def content_words(text: str) -> list[str]:
+    """Lower-cased words minus filler, with a crude plural strip (enough to compare two short queries)."""
+    out = []
+    for w in _WORD.findall(text.lower()):
+        if w not in _FILLER:
+            out.append(w[:-1] if len(w) > 4 and w.endswith("s") else w)
+    return out
+
+
+def _direction(text: str) -> tuple[str, str] | None:
+    """The content words either side of the first 'to'/'into'/'from'/'than' ('convert X to Y')."""
+    m = _DIRECTION.search(text.lower())
+    if m is None:
+        return None
+    before, after = content_words(text[: m.start()]), content_words(text[m.end() :])
+    return (before[-1], after[0]) if before and after else None
+
+
+def lookalike(a: str, b: str) -> str | None:
+    """Why two queries that embed alike are still different requests, or None.
+
+    Sentence embeddings score a one-word substitution ('capital of Austria' vs 'of Australia', 'sort by
+    key' vs 'by value') and a reversed direction ('string to integer' vs 'integer to string') as nearly
+    identical: the classic false hit of semantic caches. These cheap checks catch them.
+    """
+    if numbers_of(a) != numbers_of(b):
+        return "different numbers"
+    wa, wb = set(content_words(a)), set(content_words(b))
+    only_a, only_b = wa - wb, wb - wa
+    if len(only_a) == 1 and len(only_b) == 1:
+        return f"one word differs ({next(iter(only_a))} / {next(iter(only_b))})"
+    da, db = _direction(a), _direction(b)
+    if da and db and da != db and da == db[::-1]:
+        return "reversed direction"
+    return None
 
 
 def merge_tool_calls(calls: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
@@ -228,23 +275,23 @@ class ResponseCache:
             return self._done(prep, Lookup("miss", key, scope, query))
         assert query is not None
         vec = self.embed([query])[0]
-        nums = numbers_of(query)
         with self._lock:
-            best, sim = None, -1.0
+            scored: list[tuple[float, CacheEntry]] = []
             for e in list(self._scopes.get(scope, {}).values()):
                 if e.expires <= now:
                     self._drop(e.key)
-                    continue
-                if e.vector is None or e.numbers != nums:
-                    continue
-                s = float(np.dot(e.vector, vec))
-                if s > sim:
-                    best, sim = e, s
-            if best is not None and sim >= self.threshold:
-                self._entries.move_to_end(best.key)
-                best.hits += 1
-                return self._done(prep, Lookup("semantic", key, scope, query, best, sim, vec))
-        return self._done(prep, Lookup("miss", key, scope, query, similarity=sim if best else None, vector=vec))
+                elif e.vector is not None and e.query is not None:
+                    scored.append((float(np.dot(e.vector, vec)), e))
+            scored.sort(key=lambda se: -se[0])
+            for sim, e in scored:
+                if sim < self.threshold:
+                    break
+                if lookalike(query, e.query or "") is None:
+                    self._entries.move_to_end(e.key)
+                    e.hits += 1
+                    return self._done(prep, Lookup("semantic", key, scope, query, e, sim, vec))
+        best = scored[0][0] if scored else None
+        return self._done(prep, Lookup("miss", key, scope, query, similarity=best, vector=vec))
 
     async def alookup(self, prep: Prepared) -> Lookup:
         """``lookup`` without blocking the event loop on the encoder (exact hits stay on the loop)."""
@@ -267,8 +314,7 @@ class ResponseCache:
             vector = self.embed([look.query])[0]
         now = self.clock()
         entry = CacheEntry(look.key, look.scope, ans.text, merge_tool_calls(ans.tool_calls), ans.finish_reason,
-                           ans.model, prep.id, now, now + self.ttl_s, vector,
-                           numbers_of(look.query) if look.query is not None else ())
+                           ans.model, prep.id, now, now + self.ttl_s, vector, look.query)
         with self._lock:
             self._drop(entry.key)
             self._entries[entry.key] = entry
