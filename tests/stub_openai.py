@@ -35,6 +35,7 @@ class Script:
     fail_status: int = 500
     delay_s: float = 0.0
     die_after_words: int | None = None  # streams: drop the connection after this many words (no [DONE])
+    word_delay_s: float = 0.0  # streams: pause between words (a slow generator)
     calls: int = 0
     seen: list[dict[str, Any]] = field(default_factory=list)
 
@@ -68,6 +69,8 @@ def make_app(script: Script) -> FastAPI:
                     if script.die_after_words is not None and i >= script.die_after_words:
                         await asyncio.sleep(0.05)  # let the words already sent reach the client
                         raise ConnectionAbortedError("scripted: died mid-stream")
+                    if script.word_delay_s:
+                        await asyncio.sleep(script.word_delay_s)
                     delta = {"content": w if i == 0 else " " + w}
                     yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': delta}]})}\n\n"
                 fin = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}

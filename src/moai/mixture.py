@@ -249,7 +249,11 @@ class Mixture:
             await self.record_failure(prep, str(e), e.results)
             raise
         except ProviderError as e:  # failed mid-stream, after the first token
-            await self.record_failure(prep, str(e), [])
+            await self.record_failure(prep, str(e), list(prep.plan.results.values()))
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            # the client went away mid-answer: what was generated so far was still paid for
+            self.record_cancelled(prep)
             raise
 
     async def run(self, prep: Prepared) -> Execution:
@@ -358,6 +362,19 @@ class Mixture:
         self._observe(prep, "error", results, None)
         if self.store is not None:
             await self._persist(self._record(prep, "error", error, results, None, http_status))
+
+    def record_cancelled(self, prep: Prepared) -> None:
+        """Record a request cut short by its client, with the usage generated until then (no await: the
+        task is being cancelled, so the record is handed to the writer thread)."""
+        results = list(prep.plan.results.values())
+        for r in results:
+            if r.status == "failed" and r.model is not None and r.usage.completion_tokens:
+                r.status = "cancelled"
+                r.end = time.time()
+                r.cost_usd = self.config.models[r.model].cost_usd(r.usage.prompt_tokens, r.usage.completion_tokens)
+        self._observe(prep, "cancelled", [], None)
+        if self.writer is not None:
+            self.writer.submit_nowait(self._record(prep, "cancelled", "client disconnected", results, None, 499))
 
     async def feedback(self, request_id: str, score: float, comment: str | None = None) -> dict[str, Any]:
         """Store feedback on an answered request and move that model's live quality estimate at once."""

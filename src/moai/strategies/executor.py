@@ -185,7 +185,7 @@ class Executor:
         ``live=False`` (non-streaming clients) makes the final call non-streamed too: upstream servers
         report exact usage on plain responses more reliably than on streams.
         """
-        results: dict[str, StepResult] = {}
+        results = plan.results
         await self._run_steps(plan, results)
         final = plan.step(plan.final)
         if final.deps and not any(results[d].ok for d in final.deps if d in results):
@@ -237,6 +237,8 @@ class Executor:
             tool_calls: list[dict[str, Any]] = []
             redactor = self._redactor(plan, model)
             restorer = redactor.restorer() if redactor else None
+            ans.model = model
+            ans.usage = Usage(_estimate_prompt(params), 0)  # counted as it streams, exact at the end
             try:
                 async with self.registry.limit(model):
                     async for d in self.registry.get(model).stream(redactor.apply(params) if redactor else params):
@@ -247,6 +249,7 @@ class Executor:
                                 ans.ttft_s = time.time() - t0
                             started = True
                             parts.append(d.text)
+                            ans.usage.completion_tokens += 1
                             tool_calls.extend(d.tool_calls or [])
                         if d.usage:
                             ans.usage = d.usage

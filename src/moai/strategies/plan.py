@@ -99,6 +99,7 @@ class Plan:
     rescue: Callable[[dict[str, StepResult]], StepResult | None] | None = None
     notes: list[str] = field(default_factory=list)
     redactor: Any = None  # strategies.redaction.Redactor: applied to every call to a cloud-tier model
+    results: dict[str, StepResult] = field(default_factory=dict)  # filled while running (partial usage)
 
     def step(self, step_id: str) -> Step:
         for s in self.steps:
