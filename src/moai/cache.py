@@ -51,6 +51,7 @@ DEFAULT_THRESHOLD = 0.9  # chosen on data/paraphrases/pairs.jsonl; see benchmark
 SEMANTIC_MAX_CHARS = 1000  # longer queries (documents, code) are exact-only: one changed line changes the answer
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _WORD = re.compile(r"[a-z0-9]+")
+_NEGATION = re.compile(r"\b(?:not|no|never|without|cannot|can't|don't|doesn't|isn't|aren't|won't|shouldn't)\b")
 _DIRECTION = re.compile(r"\b(?:to|into|from|than|vs|versus)\b")
 # Function words and the filler that paraphrases add or drop ("what's the best way to ..."): not content.
 _FILLER_WORDS = (
@@ -129,15 +130,22 @@ def _direction(text: str) -> tuple[str, str] | None:
     return (before[-1], after[0]) if before and after else None
 
 
+def _negated(text: str) -> bool:
+    """Odd number of negations: 'foods that are safe' vs 'foods that are not safe' embed almost alike."""
+    return len(_NEGATION.findall(text.lower())) % 2 == 1
+
+
 def lookalike(a: str, b: str) -> str | None:
     """Why two queries that embed alike are still different requests, or None.
 
     Sentence embeddings score a one-word substitution ('capital of Austria' vs 'of Australia', 'sort by
-    key' vs 'by value') and a reversed direction ('string to integer' vs 'integer to string') as nearly
-    identical: the classic false hit of semantic caches. These cheap checks catch them.
+    key' vs 'by value'), a negation and a reversed direction ('string to integer' vs 'integer to string')
+    as nearly identical: the classic false hits of semantic caches. These cheap checks catch them.
     """
     if numbers_of(a) != numbers_of(b):
         return "different numbers"
+    if _negated(a) != _negated(b):
+        return "one is negated"
     wa, wb = set(content_words(a)), set(content_words(b))
     only_a, only_b = wa - wb, wb - wa
     if len(only_a) == 1 and len(only_b) == 1:
