@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from conftest import start_moai, stop
+from servers import start_moai, stop
 from stub_openai import Script, StubServer
 
 from moai import Mixture
@@ -162,6 +162,7 @@ def test_lookalike_checks() -> None:
     assert lookalike("What is the capital of Australia?", "What is the capital of Austria?")
     assert lookalike("convert a string to an integer in Java", "convert an integer to a string in Java")
     assert lookalike("what is 17 times 23", "what is 17 times 24") == "different numbers"
+    assert lookalike("Which foods are safe for dogs?", "Which foods are not safe for dogs?") == "one is negated"
     q = "How do I convert a string to an integer in Java?"
     assert lookalike(q, "In Java, how can I turn a String into an int?") is None
     assert lookalike("Who wrote Hamlet?", "Who was the writer of the play Hamlet?") is None

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 import schemathesis
-from conftest import start_moai, stop
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from servers import start_moai, stop
 from stub_openai import Script, StubServer
 
 pytestmark = pytest.mark.integration

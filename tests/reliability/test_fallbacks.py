@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import MoaiServer, start_moai, stop
 from reliability_support import (
     assert_openai_error,
     card,
@@ -20,6 +19,7 @@ from reliability_support import (
     stream_summary,
     stream_text,
 )
+from servers import MoaiServer, start_moai, stop
 from stub_openai import Script, StubServer, free_port
 
 pytestmark = pytest.mark.integration

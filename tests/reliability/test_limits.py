@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import MoaiServer, start_moai, stop
 from reliability_support import USER, AppServer, assert_openai_error, card, chat, chat_stream, rows
+from servers import MoaiServer, start_moai, stop
 from stub_openai import Script, StubServer
 
 from moai.config import parse_config

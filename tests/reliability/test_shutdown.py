@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import start_moai
 from reliability_support import card, chat, chat_stream, rows, stream_text
+from servers import start_moai
 from stub_openai import Script, StubServer
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import start_moai, stop
+from servers import start_moai, stop
 from stub_openai import StubServer
 from typer.testing import CliRunner
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import openai
 import pytest
-from conftest import MoaiServer, start_moai, stop
+from servers import MoaiServer, start_moai, stop
 
 from moai import local_models
 from moai.providers.tool_calls import parse_tool_calls

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import start_moai, stop
+from servers import start_moai, stop
 from stub_openai import Script, StubServer
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import openai
 import pytest
-from conftest import MoaiServer, start_moai, stop
+from servers import MoaiServer, start_moai, stop
 from stub_openai import free_port
 
 from moai import local_models

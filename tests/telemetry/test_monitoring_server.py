@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import start_moai, stop
 from prometheus_client.parser import text_string_to_metric_families
+from servers import start_moai, stop
 from stub_openai import Script, StubServer
 from typer.testing import CliRunner
 

@@ -1,0 +1,127 @@
+"""Collaboration vs single models on GSM8K test questions with the local zoo.
+
+For each system — every local model alone, ``moai/moa`` (0.5B + 1.5B + SmolLM proposers, 1.5B
+aggregator), ``moai/critique`` and ``moai/auto`` from the embedded default config — answers N questions
+one at a time (as a user would), grades the final number, and reports accuracy, mean latency and mean
+energy, plus MoA's concurrency ratio (proposer-layer wall time / sum of the proposers' call times).
+
+    .venv/bin/python benchmarks/collab_gsm8k.py --n 50 [--max-tokens 256] [--out out/collab]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from moai.bench.graders import grade_number, gsm8k_gold
+from moai.config import load_config
+from moai.mixture import Mixture
+from moai.server.openai_schema import ChatCompletionRequest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "questions"
+PROMPT = "{q}\n\nSolve it step by step, briefly. End with the final answer on its own line as: #### <number>"
+SYSTEMS = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "moai/moa", "moai/critique", "moai/auto"]
+
+
+def questions(n: int) -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in (SHARED / "gsm8k-test.jsonl").open()]
+    return rows[:n]
+
+
+def concurrency_ratio(trace: list[dict[str, Any]]) -> float | None:
+    layer = [t for t in trace if t["role"] == "proposer" and t["status"] == "ok" and t["step"].startswith("p1.")]
+    if len(layer) < 2:
+        return None
+    wall = max(t["end"] for t in layer) - min(t["start"] for t in layer)
+    return wall / sum(t["end"] - t["start"] for t in layer)
+
+
+async def run(system: str, qs: list[dict[str, Any]], mixture: Mixture, max_tokens: int, progress: Progress,
+              task: Any) -> dict[str, Any]:
+    correct, latency, energy, ratios, strategies = [], [], [], [], []
+    for q in qs:
+        body = ChatCompletionRequest.model_validate({
+            "model": system, "max_tokens": max_tokens, "temperature": 0,
+            "messages": [{"role": "user", "content": PROMPT.format(q=q["question"])}]})
+        t0 = time.perf_counter()
+        prep = mixture.prepare(body)
+        ex = await mixture.run(prep)
+        latency.append(time.perf_counter() - t0)
+        summary = mixture.summary(prep, ex)
+        correct.append(grade_number(ex.answer.text, gsm8k_gold(q["answer"])))
+        energy.append(summary["energy_kwh"] * 1000)
+        strategies.append(summary["strategy"])
+        if (r := concurrency_ratio(summary["trace"])) is not None:
+            ratios.append(r)
+        progress.advance(task)
+    return {"system": system, "accuracy": statistics.fmean(correct), "latency_s": statistics.fmean(latency),
+            "energy_wh": statistics.fmean(energy), "concurrency_ratio": statistics.fmean(ratios) if ratios else None,
+            "strategies": {s: strategies.count(s) for s in set(strategies)}, "n": len(qs), "correct": correct}
+
+
+async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
+    mixture = Mixture(load_config(None))
+    qs = questions(args.n)
+    results = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeRemainingColumn()) as progress:
+        for system in args.systems:
+            task = progress.add_task(system, total=len(qs))
+            results.append(await run(system, qs, mixture, args.max_tokens, progress, task))
+    await mixture.aclose()
+    return results
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for r in results:
+        ax.scatter(r["latency_s"], r["accuracy"] * 100, s=60)
+        ax.annotate(r["system"].removeprefix("moai/"), (r["latency_s"], r["accuracy"] * 100), fontsize=9,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("mean latency per question (s)")
+    ax.set_ylabel("GSM8K accuracy (%)")
+    ax.set_title(f"local zoo on {results[0]['n']} GSM8K test questions")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=50)
+    ap.add_argument("--max-tokens", type=int, default=256)
+    ap.add_argument("--systems", nargs="+", default=SYSTEMS)
+    ap.add_argument("--out", default="out/collab")
+    args = ap.parse_args()
+    results = asyncio.run(main_async(args))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    plot(results, out / "accuracy_latency.png")
+    t = Table(title=f"GSM8K test, first {args.n} questions, ≤{args.max_tokens} tokens per call")
+    for col in ("system", "accuracy", "mean latency (s)", "mean energy (Wh)", "MoA concurrency ratio", "routes"):
+        t.add_column(col)
+    for r in results:
+        ratio = f"{r['concurrency_ratio']:.2f}" if r["concurrency_ratio"] is not None else "-"
+        t.add_row(r["system"], f"{r['accuracy']:.1%}", f"{r['latency_s']:.1f}", f"{r['energy_wh']:.3f}", ratio,
+                  ", ".join(f"{k}: {v}" for k, v in sorted(r["strategies"].items())))
+    Console().print(t)
+    print(f"wrote {out / 'results.json'} and {out / 'accuracy_latency.png'}")
+
+
+if __name__ == "__main__":
+    main()
