@@ -247,7 +247,7 @@ class ResponseCache:
         ctx, p = prep.ctx, prep.ctx.params
         tier, sensitive = self.privacy_level(prep)
         base = {
-            "mix": ctx.mix_name, "strategy": prep.plan.strategy, "tier": tier, "sensitive": sensitive,
+            "mix": ctx.mix_name, "strategy": ctx.mix.strategy, "tier": tier, "sensitive": sensitive,
             "models": sorted(c.name for c in ctx.candidates), "weights": ctx.weights.model_dump(),
             "params": {"max_tokens": p.max_tokens, "temperature": p.temperature, "top_p": p.top_p, "stop": p.stop,
                        "seed": p.seed, "tools": p.tools, "tool_choice": p.tool_choice,
