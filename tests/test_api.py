@@ -74,6 +74,20 @@ def test_stream_yields_openai_chunks_with_summary_and_usage(mix: Mixture) -> Non
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
 
 
+def test_closing_a_stream_early_stops_it(tmp_path: Path) -> None:
+    with StubServer(Script(reply="one two three", delay_s=0.3)) as s:
+        m = Mixture.from_config(config(tmp_path, s.url))
+        try:
+            with m.chat.completions.create(model="moai/default", messages=HI, stream=True) as stream:
+                first = next(iter(stream))
+            assert first.choices[0].delta.role == "assistant"
+            assert list(stream) == []  # closed: nothing more, no error
+            r = m.chat.completions.create(model="moai/default", messages=HI)  # the loop is still healthy
+            assert r.choices[0].message.content == "one two three"
+        finally:
+            shutdown(m)
+
+
 async def test_async_create_and_stream(mix: Mixture) -> None:
     r = await mix.achat.completions.create(model="moai/default", messages=HI)
     assert r.choices[0].message.content == "hello from the stub"

@@ -310,6 +310,10 @@ class ChunkStream:
             self._runner.loop.call_soon_threadsafe(self._task.cancel)
         self._closed = True
 
+    def __del__(self) -> None:  # abandoned half-way: stop the model call rather than let it run on
+        if not getattr(self, "_closed", True):
+            self.close()
+
     def __enter__(self) -> ChunkStream:
         return self
 
