@@ -1,0 +1,155 @@
+"""``moai bench``: collect a routing dataset from real models, and report on one.
+
+Registered by the main CLI as a sub-app. Bad input gives one line on stderr and exit status 2, never a
+traceback; Ctrl-C during a collection keeps everything already graded (exit status 130).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+app = typer.Typer(help="Benchmarks: collect routing records from real models, report on them.",
+                  no_args_is_help=True, add_completion=False)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {msg}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def collect(
+    questions: Annotated[list[Path], typer.Option("--questions", "-q", help="question file(s) (JSONL); repeatable")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="routing records to write (JSONL)")],
+    models: Annotated[str | None, typer.Option("--models", "-m", help="comma-separated model names")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="mix instructions (default: embedded)")] = None,
+    limit: Annotated[list[int] | None, typer.Option(
+        help="questions per file; once for all files, or once per --questions in the same order", min=1)] = None,
+    offset: Annotated[int, typer.Option(help="skip this many questions per file first", min=0)] = 0,
+    seed: Annotated[int | None, typer.Option(help="shuffle each file with this seed (a fixed sample)")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-k", help="model calls in flight", min=1)] = 1,
+    regrade: Annotated[bool, typer.Option(help="re-score the journaled answers with the current graders; "
+                                          "no model calls")] = False,
+) -> None:
+    """Ask every model every question, grade the answers, write routing records (resumable)."""
+    from moai.bench import collect as col
+    from moai.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config)
+        names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+        col.resolve_models(cfg, names)
+        limits = col.per_file_limits(limit, len(questions))
+        for q in questions:
+            col.load_questions(q, limit=1)  # fail fast on a bad file before loading any model
+    except (ConfigError, col.QuestionFormatError) as e:
+        _fail(str(e))
+        return
+
+    live = err.is_terminal
+    progress = Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err, disable=not live,
+    )
+    state: dict[str, Any] = {"task": None, "acc": {}, "last_log": time.monotonic(), "n": 0, "total": 0,
+                             "t0": time.monotonic(), "failed": 0}
+
+    def on_start(s: col.Summary) -> None:
+        remaining = s.total - s.skipped
+        state["total"] = remaining
+        err.print(f"{s.total} pairs, {s.skipped} already graded (journal {col.journal_path(out)}), "
+                  f"{remaining} to run, concurrency {concurrency}", highlight=False)
+        state["task"] = progress.add_task("collecting", total=remaining)
+
+    def on_done(entry: col.Entry | None, error: str | None) -> None:
+        state["n"] += 1
+        if entry is not None:
+            hits, n = state["acc"].get(entry.model, (0.0, 0))
+            state["acc"][entry.model] = (hits + entry.score, n + 1)
+        else:
+            state["failed"] += 1
+            err.print(f"[yellow]failed (retried next run):[/yellow] {error}", highlight=False)
+        accs = " ".join(f"{m.split('-')[0][:6]}…{m[-4:]} {h / n:.2f}" for m, (h, n) in state["acc"].items())
+        progress.update(state["task"], advance=1, description=accs or "collecting")
+        now = time.monotonic()
+        if not live and (now - state["last_log"] > 30 or state["n"] == state["total"]):
+            state["last_log"] = now
+            rate = state["n"] / max(now - state["t0"], 1e-9)
+            eta = (state["total"] - state["n"]) / rate if rate else float("inf")
+            err.print(f"{time.strftime('%H:%M:%S')} {state['n']}/{state['total']} pairs, {rate * 60:.1f}/min, "
+                      f"eta {eta / 60:.1f} min, failed {state['failed']} | {accs}", highlight=False)
+
+    if regrade:
+        try:
+            s = col.collect(questions, cfg, out, models=names, limit=limits, offset=offset, seed=seed,
+                            only_regrade=True)
+        except col.QuestionFormatError as e:
+            _fail(str(e))
+            return
+        err.print(f"regraded {s.total} journaled answers ({s.errors[0]}); records in {out}", highlight=False)
+        return
+
+    def _terminate(_sig: int, _frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM (kill, nohup'd runs) ends like Ctrl-C: records rewritten, journal kept
+
+    signal.signal(signal.SIGTERM, _terminate)
+    interrupted = False
+    try:
+        with progress:
+            summary = col.collect(questions, cfg, out, models=names, limit=limits, offset=offset, seed=seed,
+                                  concurrency=concurrency, on_done=on_done, on_start=on_start)
+    except KeyboardInterrupt:
+        interrupted = True
+    except col.QuestionFormatError as e:
+        _fail(str(e))
+        return
+    n_journal = len(col.read_journal(col.journal_path(out)))
+    if interrupted:
+        err.print(f"interrupted: {n_journal} graded pairs kept in {col.journal_path(out)}; records in {out}. "
+                  "Re-run the same command to resume.", highlight=False)
+        raise typer.Exit(130)
+    err.print(f"done in {summary.seconds:.0f}s: graded {summary.graded}, skipped {summary.skipped}, "
+              f"failed {summary.failed}; records in {out}", highlight=False)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    records: Annotated[list[Path], typer.Argument(help="routing-record file(s) (JSONL)")],
+    plot: Annotated[Path | None, typer.Option("--plot", help="write a PNG summary here")] = None,
+) -> None:
+    """Accuracy, mean latency and energy per model, overall and per benchmark."""
+    from moai.bench import report as rep
+
+    try:
+        rows = rep.summarise(rep.load(records))
+    except rep.ReportError as e:
+        _fail(str(e))
+        return
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 140)  # logs and pipes: don't squeeze model names
+    console.print(rep.table(rows))
+    if plot is not None:
+        try:
+            rep.plot(rows, plot)
+        except OSError as e:
+            _fail(f"{plot}: cannot write: {e.strerror}")
+        err.print(f"plot written to {plot}", highlight=False)

@@ -1,0 +1,522 @@
+"""Build a routing dataset by running real models on graded questions.
+
+Every (question, model) pair goes through the normal provider layer, is graded automatically, and is
+appended to a journal beside the output (``<out>.journal.jsonl``) the moment it is graded. The routing
+records are rebuilt from the journal, so a run can be stopped at any time (Ctrl-C, a crash, a reboot)
+and re-run with the same command: finished pairs are skipped, nothing graded is lost.
+
+Prompts are short and ask for a gradable answer format, and ``max_tokens`` is set per task, because
+the local models are small and slow: see ``TASKS`` for the choices and the reasons.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import random
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moai.bench import graders
+from moai.catalog import ModelCard
+from moai.config import Config
+from moai.providers import ChatParams, Provider, ProviderError, make_provider
+from moai.telemetry.carbon import CarbonModel
+
+
+class QuestionFormatError(ValueError):
+    """A question file line we cannot interpret; the message is one line: ``file:line: problem``."""
+
+
+# ------------------------------------------------------------------------------------------ tasks
+
+
+@dataclass(frozen=True)
+class Task:
+    """How one kind of question is asked and graded.
+
+    ``max_tokens`` bounds the cost of a call: enough for a short worked answer where reasoning helps
+    (arithmetic, code), a handful of tokens where the answer is a letter or a few words.
+    """
+
+    template: str
+    max_tokens: int
+    shot: tuple[str, str] | None = None  # one worked (question, answer) turn that shows the answer format
+
+
+NUMBER_SHOT = ("A baker makes 3 trays of 12 cookies and sells 20. How many cookies are left?\n\n"
+               "Give only the final answer as a number, nothing else.", "16")
+MATH_SHOT = ("What is $\\frac{1}{2} + \\frac{1}{4}$?\n\nGive only the final answer in \\boxed{}, nothing else.",
+             "\\boxed{\\frac{3}{4}}")
+
+
+TASKS: dict[str, Task] = {
+    # Measured on the shared 2-core box: the 1.5B model generates ~5 tok/s when the machine is busy, so a
+    # 200-token chain of thought costs ~40 s per question and model. Arithmetic is therefore asked for the
+    # final number only (the routing signal is "who knows it without scratch work"); see data/local-zoo/README.md.
+    # Without an example turn the models start explaining anyway and get cut off; with one they comply.
+    "number": Task("{question}\n\nGive only the final answer as a number, nothing else.", 12, NUMBER_SHOT),
+    # Competition maths (MATH, MGSM): the same, with the answer in \boxed{} as the dataset expects.
+    "math": Task("{question}\n\nGive only the final answer in \\boxed{{}}, nothing else.", 24, MATH_SHOT),
+    # Multiple choice: the letter only; reasoning would cost 20-50x the tokens for small models.
+    "letter": Task("{question}\n\n{options}\n\nAnswer with the letter only.", 4),
+    # Open-domain QA graded by token F1: a few words, not a sentence.
+    "f1": Task("Answer in as few words as possible.\n\nQuestion: {question}", 16),
+    # CommonGen: one sentence; coverage of the given words is the score.
+    "commongen": Task("Write one short sentence that uses all of these words: {question}", 48),
+    # MBPP: the first test shows the expected name and signature; code needs room, but not much.
+    "mbpp": Task("{question}\nYour code must pass this test:\n{test}\n\nReply with only the Python code.", 160),
+    # HumanEval: the full function, so the grader can run the prompt's tests on it.
+    "humaneval": Task("Complete this Python function. Reply with only the complete function in a Python "
+                      "code block.\n\n```python\n{question}```", 160),
+}
+
+MULTITASK_METRICS = {
+    "em_mc": "letter",
+    "GSM8K": "number",
+    "MATH": "math",
+    "f1_score": "f1",
+    "commongen_coverage": "commongen",
+    "code_eval": "code",
+}
+
+
+@dataclass
+class Question:
+    """One gradable question, already rendered into the prompt the models see."""
+
+    id: str
+    benchmark: str
+    kind: str  # a TASKS key
+    prompt: str
+    gold: Any  # what the grader compares with (number string, letter, text, tests)
+    category: str | None = None
+    choices: list[str] | None = None
+    source: str = ""  # the original question text (HumanEval needs the bare function prompt)
+
+    @property
+    def max_tokens(self) -> int:
+        return TASKS[self.kind].max_tokens
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        """The chat sent: the task's example turn (if any), then the prompt."""
+        shot = TASKS[self.kind].shot
+        pre = [{"role": "user", "content": shot[0]}, {"role": "assistant", "content": shot[1]}] if shot else []
+        return [*pre, {"role": "user", "content": self.prompt}]
+
+
+def _options(choices: Sequence[str]) -> str:
+    return "\n".join(f"{graders.LETTERS[i]}. {c}" for i, c in enumerate(choices))
+
+
+def _parse_choices(raw: Any) -> list[str]:
+    """Multitask choices come as a list, a dict {'text': [...], 'label': [...]}, or the repr of either."""
+    if isinstance(raw, str):
+        try:
+            raw = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            return []
+    if isinstance(raw, dict):
+        raw = raw.get("text", [])
+    return [str(c) for c in raw] if isinstance(raw, list | tuple) else []
+
+
+def parse_question(obj: Any, stem: str, index: int, where: str) -> Question:
+    """Detect a line's format (GSM8K, MMLU, LLMRouter multitask) and render its prompt."""
+    if not isinstance(obj, dict):
+        raise QuestionFormatError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    qid = f"{stem}/{index}"
+    if {"query", "ground_truth", "metric"} <= obj.keys():
+        return _multitask(obj, qid, where)
+    if {"question", "choices", "answer"} <= obj.keys():
+        choices = [str(c) for c in obj["choices"]] if isinstance(obj["choices"], list) else []
+        gold = str(obj["answer"]).strip().upper()
+        if not choices or gold not in graders.LETTERS[: len(choices)]:
+            raise QuestionFormatError(f"{where}: multiple-choice line needs a list of choices and a gold letter")
+        prompt = TASKS["letter"].template.format(question=obj["question"].strip(), options=_options(choices))
+        return Question(qid, "mmlu", "letter", prompt, gold, obj.get("subject"), choices)
+    if {"question", "answer"} <= obj.keys() and "####" in str(obj["answer"]):
+        gold = graders.gsm8k_gold(str(obj["answer"]))
+        prompt = TASKS["number"].template.format(question=obj["question"].strip())
+        return Question(qid, "gsm8k", "number", prompt, gold)
+    keys = ", ".join(sorted(obj)) or "none"
+    raise QuestionFormatError(
+        f"{where}: unknown question format (keys: {keys}); expected GSM8K (question, answer with ####), "
+        "MMLU (question, choices, answer) or multitask (query, ground_truth, metric)"
+    )
+
+
+def _multitask(obj: dict[str, Any], qid: str, where: str) -> Question:
+    metric, task = str(obj["metric"]), str(obj.get("task_name") or "multitask")
+    kind = MULTITASK_METRICS.get(metric)
+    if kind is None:
+        raise QuestionFormatError(f"{where}: unknown metric {metric!r}; known: {', '.join(MULTITASK_METRICS)}")
+    query, gt = str(obj["query"]), obj["ground_truth"]
+    if kind == "letter":
+        choices = _parse_choices(obj.get("choices"))
+        if not choices:
+            raise QuestionFormatError(f"{where}: em_mc question without choices")
+        prompt = TASKS["letter"].template.format(question=query.strip(), options=_options(choices))
+        return Question(qid, task, "letter", prompt, str(gt).strip().upper(), task, choices)
+    if kind == "number":
+        gold = graders.gsm8k_gold(str(gt))
+        return Question(qid, task, "number", TASKS["number"].template.format(question=query.strip()), gold, task)
+    if kind == "math":
+        # MGSM queries carry their own "after careful thought, put ... in \\boxed{}": replace it with ours
+        q = re.sub(r"\n?After careful thought.*$", "", query.strip(), flags=re.S | re.I).strip()
+        prompt = TASKS["math"].template.format(question=q)
+        return Question(qid, task, "math", prompt, graders.math_gold(str(gt)), task)
+    if kind == "f1":
+        return Question(qid, task, "f1", TASKS["f1"].template.format(question=query.strip()), str(gt), task)
+    if kind == "commongen":
+        return Question(qid, task, "commongen", TASKS["commongen"].template.format(question=query.strip()),
+                        str(gt), task)
+    # code_eval: MBPP carries its asserts (choices == ground_truth); HumanEval carries check(candidate)
+    if "human" in task.lower() or "def check(" in str(gt):
+        prompt = TASKS["humaneval"].template.format(question=query)
+        return Question(qid, task, "humaneval", prompt, str(gt), task, source=query)
+    tests = graders.parse_tests(gt)
+    if not tests:
+        raise QuestionFormatError(f"{where}: code_eval question without tests")
+    prompt = TASKS["mbpp"].template.format(question=query.strip(), test=tests[0])
+    return Question(qid, task, "mbpp", prompt, tests, task)
+
+
+def load_questions(path: str | Path, *, seed: int | None = None, offset: int = 0,
+                   limit: int | None = None) -> list[Question]:
+    """Read a question file; with ``seed``, take a seeded shuffle (a fixed random sample) before offset/limit."""
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").split("\n")  # not splitlines(): U+2028 occurs in text
+    except OSError as e:
+        raise QuestionFormatError(f"{p}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise QuestionFormatError(f"{p}: not UTF-8 text") from None
+    out: list[Question] = []
+    for ln, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise QuestionFormatError(f"{p}:{ln}: invalid JSON ({e.msg} at column {e.colno})") from None
+        out.append(parse_question(obj, p.stem, ln - 1, f"{p}:{ln}"))
+    if not out:
+        raise QuestionFormatError(f"{p}: no questions in file")
+    if seed is not None:
+        random.Random(seed).shuffle(out)
+    return out[offset : None if limit is None else offset + limit]
+
+
+def interleave(groups: Sequence[Sequence[Question]]) -> list[Question]:
+    """Round-robin over files, so a run stopped early still covers every task."""
+    out: list[Question] = []
+    for i in range(max((len(g) for g in groups), default=0)):
+        out += [g[i] for g in groups if i < len(g)]
+    return out
+
+
+def grade(q: Question, response: str, code_timeout_s: float = 10.0) -> float:
+    """Score one answer in [0, 1] with the grader for its task."""
+    if q.kind == "number":
+        return graders.grade_number(response, q.gold)
+    if q.kind == "math":
+        return graders.grade_math(response, q.gold)
+    if q.kind == "letter":
+        return graders.grade_letter(response, q.gold, len(q.choices or []) or 4, q.choices)
+    if q.kind == "f1":
+        return graders.f1_score(graders.short_answer(response), q.gold)
+    if q.kind == "commongen":
+        return graders.commongen_coverage(response, q.gold)
+    if q.kind == "mbpp":
+        return graders.grade_mbpp(response, q.gold, code_timeout_s)
+    if q.kind == "humaneval":
+        return graders.grade_humaneval(response, q.source, q.gold, code_timeout_s)
+    raise ValueError(f"no grader for {q.kind!r}")
+
+
+# ---------------------------------------------------------------------------------------- journal
+
+
+@dataclass
+class Entry:
+    """One graded (question, model) pair: a journal line."""
+
+    id: str
+    model: str
+    benchmark: str
+    prompt: str
+    answer: Any
+    category: str | None
+    score: float
+    response: str
+    input_tokens: int
+    output_tokens: int
+    latency_ms: float
+    cost_usd: float
+    energy_kwh: float
+    co2_g: float
+    finish_reason: str = "stop"
+    t: float = field(default_factory=time.time)
+
+
+def journal_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".journal.jsonl")
+
+
+def read_journal(path: Path) -> list[Entry]:
+    """Graded pairs so far; a torn last line (killed mid-write) is ignored, it will be redone."""
+    if not path.exists():
+        return []
+    entries: list[Entry] = []
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        if not line.strip():
+            continue
+        try:
+            entries.append(Entry(**json.loads(line)))
+        except (json.JSONDecodeError, TypeError):
+            continue
+    return entries
+
+
+def build_records(entries: Iterable[Entry]) -> list[dict[str, Any]]:
+    """Routing records (shared/data/MANIFEST.md format plus latency, energy, responses), in journal order."""
+    records: dict[str, dict[str, Any]] = {}
+    for e in entries:
+        r = records.get(e.id)
+        if r is None:
+            r = records[e.id] = {
+                "id": e.id, "benchmark": e.benchmark, "prompt": e.prompt, "category": e.category,
+                "answer": e.answer, "scores": {}, "tokens": {}, "latency_ms": {}, "cost_usd": {},
+                "energy_kwh": {}, "co2_g": {}, "responses": {},
+            }
+        r["scores"][e.model] = e.score
+        r["tokens"][e.model] = {"input": e.input_tokens, "output": e.output_tokens}
+        r["latency_ms"][e.model] = round(e.latency_ms, 1)
+        r["cost_usd"][e.model] = e.cost_usd
+        r["energy_kwh"][e.model] = e.energy_kwh
+        r["co2_g"][e.model] = e.co2_g
+        r["responses"][e.model] = e.response
+    return list(records.values())
+
+
+def write_records(out: str | Path, entries: Iterable[Entry]) -> int:
+    """Rewrite the records file atomically from the journal; returns how many records."""
+    out = Path(out)
+    records = build_records(entries)
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    tmp.replace(out)
+    return len(records)
+
+
+def regrade(out: str | Path, questions: Sequence[Question], code_timeout_s: float = 10.0) -> int:
+    """Re-score journaled answers with the current graders (after a grader fix), without calling models.
+
+    Rewrites the journal atomically and then the records; returns how many scores changed. Do not run it
+    while a collection is appending to the same journal.
+    """
+    journal = journal_path(out)
+    entries = read_journal(journal)
+    by_id = {q.id: q for q in questions}
+    changed = 0
+    for e in entries:
+        q = by_id.get(e.id)
+        if q is None:
+            continue
+        score = round(grade(q, e.response, code_timeout_s), 4)
+        changed += score != e.score
+        e.score = score
+    tmp = journal.with_name(journal.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for e in entries:
+            f.write(json.dumps(asdict(e), ensure_ascii=False) + "\n")
+    tmp.replace(journal)
+    write_records(out, entries)
+    return changed
+
+
+# ---------------------------------------------------------------------------------------- running
+
+
+@dataclass
+class Summary:
+    """What a run did: pairs graded now, skipped as already done, failed (retried on the next run)."""
+
+    total: int
+    skipped: int
+    graded: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+
+ProgressHook = Callable[[Entry | None, str | None], None]
+
+
+async def run_pairs(
+    questions: Sequence[Question],
+    cards: Sequence[ModelCard],
+    journal: Path,
+    *,
+    concurrency: int = 1,
+    carbon: CarbonModel | None = None,
+    seed: int | None = None,
+    code_timeout_s: float = 10.0,
+    on_done: ProgressHook | None = None,
+    providers: dict[str, Provider] | None = None,
+) -> Summary:
+    """Run every not-yet-journaled (question, model) pair; journal each graded one immediately.
+
+    A global semaphore bounds calls in flight; each model also gets its own bound (1 for local models,
+    whose llama.cpp context is serial anyway, so a waiting call never holds a global slot).
+    """
+    carbon = carbon or CarbonModel()
+    done = {(e.id, e.model) for e in read_journal(journal)}
+    todo = [(q, c) for q in questions for c in cards if (q.id, c.name) not in done]
+    summary = Summary(total=len(questions) * len(cards), skipped=len(questions) * len(cards) - len(todo))
+    providers = providers if providers is not None else {c.name: make_provider(c) for c in cards}
+    slots = asyncio.Semaphore(max(1, concurrency))
+    per_model = {c.name: asyncio.Semaphore(1 if c.provider == "local" else c.max_concurrency) for c in cards}
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+
+    with journal.open("a", encoding="utf-8") as jf:
+
+        async def one(q: Question, card: ModelCard) -> None:
+            async with per_model[card.name], slots:
+                params = ChatParams(messages=q.messages, max_tokens=q.max_tokens,
+                                    temperature=0.0, seed=seed)
+                try:
+                    comp = await providers[card.name].complete(params)
+                except ProviderError as e:
+                    summary.failed += 1
+                    summary.errors.append(f"{q.id} {card.name}: {e}")
+                    if on_done:
+                        on_done(None, str(e))
+                    return
+            score = await asyncio.to_thread(grade, q, comp.text, code_timeout_s)
+            n_in, n_out = comp.usage.prompt_tokens, comp.usage.completion_tokens
+            kwh, g = carbon.estimate(card, n_in, n_out, comp.latency_s, comp.cpu_s)
+            entry = Entry(
+                id=q.id, model=card.name, benchmark=q.benchmark, prompt=q.prompt, answer=q.gold,
+                category=q.category, score=round(score, 4), response=comp.text, input_tokens=n_in,
+                output_tokens=n_out, latency_ms=comp.latency_s * 1000, cost_usd=card.cost_usd(n_in, n_out),
+                energy_kwh=kwh, co2_g=g, finish_reason=comp.finish_reason,
+            )
+            jf.write(json.dumps(asdict(entry), ensure_ascii=False) + "\n")
+            jf.flush()
+            summary.graded += 1
+            if on_done:
+                on_done(entry, None)
+
+        tasks = [asyncio.create_task(one(q, c)) for q, c in todo]
+        try:
+            await asyncio.gather(*tasks)
+        except asyncio.CancelledError:
+            summary.interrupted = True
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        finally:
+            summary.seconds = time.perf_counter() - start
+            for p in providers.values():
+                await p.aclose()
+    return summary
+
+
+def resolve_models(cfg: Config, names: Sequence[str] | None) -> list[ModelCard]:
+    """Cards for the requested model names (default: every model in the config)."""
+    names = list(names) if names else list(cfg.models)
+    unknown = [n for n in names if n not in cfg.models]
+    if unknown:
+        raise QuestionFormatError(
+            f"{cfg.source}: unknown model(s) {', '.join(unknown)}; known: {', '.join(cfg.models)}"
+        )
+    return [cfg.models[n] for n in names]
+
+
+def per_file_limits(limit: int | Sequence[int | None] | None, n_files: int) -> list[int | None]:
+    """One limit for every file, or one per file (in the order the files were given)."""
+    if limit is None or isinstance(limit, int):
+        return [limit] * n_files
+    limits = list(limit)
+    if len(limits) == 1:
+        return limits * n_files
+    if len(limits) != n_files:
+        raise QuestionFormatError(f"{len(limits)} limits for {n_files} question files; give one, or one per file")
+    return limits
+
+
+def collect(
+    question_files: Sequence[str | Path],
+    cfg: Config,
+    out: str | Path,
+    *,
+    models: Sequence[str] | None = None,
+    limit: int | Sequence[int | None] | None = None,
+    offset: int = 0,
+    seed: int | None = None,
+    concurrency: int = 1,
+    on_done: ProgressHook | None = None,
+    on_start: Callable[[Summary], None] | None = None,
+    only_regrade: bool = False,
+) -> Summary:
+    """Synchronous entry point: load, run (resuming from the journal), rebuild the records file.
+
+    The records file is rewritten even when interrupted, so what was graded is always in it.
+    """
+    cards = resolve_models(cfg, models)
+    limits = per_file_limits(limit, len(question_files))
+    groups = [load_questions(f, seed=seed, offset=offset, limit=n) for f, n in zip(question_files, limits, strict=True)]
+    questions = interleave(groups)
+    ids = [q.id for q in questions]
+    if len(set(ids)) != len(ids):
+        raise QuestionFormatError("two question files share a name; ids (<file stem>/<line>) would collide")
+    journal = journal_path(out)
+    if only_regrade:
+        n = len(read_journal(journal))
+        changed = regrade(out, questions)
+        return Summary(total=n, skipped=n, errors=[f"{changed} of {n} scores changed"])
+    carbon = CarbonModel(cfg.settings.carbon_zone, cfg.settings.grid_g_per_kwh)
+    pending = Summary(total=len(questions) * len(cards), skipped=0)
+    done = {(e.id, e.model) for e in read_journal(journal)}
+    pending.skipped = sum((q.id, c.name) in done for q in questions for c in cards)
+    if on_start:
+        on_start(pending)
+    summary = pending
+    try:
+        summary = asyncio.run(
+            run_pairs(questions, cards, journal, concurrency=concurrency, carbon=carbon, seed=seed,
+                      on_done=on_done)
+        )
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        raise
+    finally:
+        write_records(out, read_journal(journal))
+    return summary
+
+
+def main_guard() -> None:  # pragma: no cover - helper for `python -m moai.bench.collect`
+    """Run the bench CLI's collect (handy when the main CLI is unavailable)."""
+    from moai.bench.cli import app
+
+    sys.argv.insert(1, "collect")
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main_guard()

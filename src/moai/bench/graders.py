@@ -1,0 +1,346 @@
+"""Automatic graders: turn a model's free-text answer into a 0–1 score against a gold answer.
+
+Small models answer in every format imaginable ("The answer is $1,234.00", "**B**", "I think (C)",
+"\\boxed{\\frac{3}{4}}"), so extraction is tolerant, but it never guesses: an answer we cannot find
+scores 0. Code is graded by running it with its tests in a separate Python process with a time limit,
+in a scratch directory, with the environment stripped, so a bad program cannot hang or litter the run.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import string
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+
+# ------------------------------------------------------------------------------------------ numbers
+
+_NUM = r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+"
+_NUM_RE = re.compile(rf"(?<![\w.])(?:{_NUM})(?:\s*/\s*\d+)?")
+
+
+def parse_number(text: str) -> float | None:
+    """A number from a short answer string: '$1,234.00', '-5', '72.0', '3/4', '\\frac{3}{4}', '50%'."""
+    s = text.strip()
+    s = re.sub(r"\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}", r"(\1)/(\2)", s)
+    s = re.sub(r"\\(?:left|right|!|,|;|\s)|\\text\{[^{}]*\}|\\mathrm\{[^{}]*\}|\$|\\%|%|\\\$", "", s)
+    s = s.replace("−", "-").replace("{", "").replace("}", "").strip().rstrip(".")
+    s = re.sub(r"^\((.*)\)$", r"\1", s)
+    m = re.fullmatch(r"\(?\s*(-?[\d,]*\.?\d+)\s*\)?\s*/\s*\(?\s*(-?[\d,]*\.?\d+)\s*\)?", s)
+    try:
+        if m:
+            num, den = (float(g.replace(",", "")) for g in m.groups())
+            return num / den if den else None
+        m = re.search(_NUM, s)
+        if m is None or not re.fullmatch(rf"[^\d]*(?:{_NUM})[^\d]*", s):
+            return None
+        return float(m.group(0).replace(",", ""))
+    except ValueError:
+        return None
+
+
+def numbers_equal(a: float | None, b: float | None, rel: float = 1e-6) -> bool:
+    """Equal up to rounding noise ('72' == '72.0' == '72.00')."""
+    if a is None or b is None:
+        return False
+    return abs(a - b) <= rel * max(1.0, abs(a), abs(b))
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``), with nested braces balanced."""
+    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if start < 0:
+        return None
+    i = text.find("{", start)
+    if i < 0:
+        return None
+    depth = 0
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : j]
+    return None
+
+
+def extract_number(text: str) -> float | None:
+    """The final numeric answer of a worked solution.
+
+    Order of trust: after '####', inside \\boxed{}, after 'answer is'/'Answer:', then the last number.
+    """
+    for pattern in (r"####\s*(.+)", r"(?:final answer|answer)\s*(?:is|:|=)\s*:?\s*(.+)"):
+        hits = re.findall(pattern, text, flags=re.IGNORECASE)
+        if hits:
+            value = _first_number(hits[-1])
+            if value is not None:
+                return value
+    boxed = last_boxed(text)
+    if boxed is not None:
+        value = parse_number(boxed)
+        if value is None:
+            value = _first_number(boxed)
+        if value is not None:
+            return value
+    return _last_number(text)
+
+
+def _clean_latex(text: str) -> str:
+    text = re.sub(r"\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}", r"\1/\2", text)
+    return text.replace("\\$", "$").replace("\\%", "%").replace("\\,", "").replace("**", "")
+
+
+def _first_number(text: str) -> float | None:
+    m = _NUM_RE.search(_clean_latex(text.split("\n")[0]))
+    return parse_number(m.group(0)) if m else None
+
+
+def _last_number(text: str) -> float | None:
+    hits = _NUM_RE.findall(_clean_latex(text))
+    return parse_number(hits[-1]) if hits else None
+
+
+def gsm8k_gold(answer: str) -> str:
+    """GSM8K's gold is the text after '#### ' (the worked solution comes before it)."""
+    return answer.split("####")[-1].strip()
+
+
+def grade_number(response: str, gold: str | float) -> float:
+    """1.0 when the response's final number equals the gold number."""
+    g = gold if isinstance(gold, float | int) else parse_number(gsm8k_gold(str(gold)))
+    return float(numbers_equal(extract_number(response), None if g is None else float(g)))
+
+
+# ------------------------------------------------------------------------------------- MATH answers
+
+
+def _normalise_math(s: str) -> str:
+    """Canonical form of a MATH answer (after Hendrycks et al.'s is_equiv, abridged)."""
+    s = s.strip().strip("$").strip()
+    s = re.sub(r"\\text\{\s*([^{}]*)\}", r"\1", s)
+    s = re.sub(r"\\(?:left|right|displaystyle|!|,|;|:)", "", s)
+    s = s.replace("dfrac", "frac").replace("tfrac", "frac").replace("^\\circ", "").replace("^{\\circ}", "")
+    s = s.replace("\\$", "").replace("\\%", "").replace("%", "").replace(" ", "")
+    s = re.sub(r"\\frac(\d)(\d)", r"\\frac{\1}{\2}", s)
+    s = re.sub(r"(\d),(\d{3})(?!\d)", r"\1\2", s)
+    s = s.rstrip(".")
+    if re.fullmatch(r"[a-z]\s*=.*", s):
+        s = s.split("=", 1)[1]
+    s = re.sub(r"(\d+)\.0+$", r"\1", s)
+    return s
+
+
+def math_gold(ground_truth: str) -> str:
+    """The MATH gold answer: the solution's last \\boxed{}, or the string itself (MGSM gives a number)."""
+    boxed = last_boxed(ground_truth)
+    return boxed if boxed is not None else ground_truth.strip()
+
+
+def grade_math(response: str, ground_truth: str) -> float:
+    """MATH / MGSM: compare the last \\boxed{} (else the stated final answer) with the gold, symbolically-ish."""
+    gold = math_gold(ground_truth)
+    pred = last_boxed(response)
+    if pred is None:
+        hits = re.findall(r"(?:final answer|answer)\s*(?:is|:)\s*:?\s*\$?([^\n$]+)", response, flags=re.I)
+        pred = hits[-1].strip().rstrip(".") if hits else None
+    if pred is None:
+        n = extract_number(response)
+        return float(numbers_equal(n, parse_number(gold)))
+    if _normalise_math(pred) == _normalise_math(gold):
+        return 1.0
+    return float(numbers_equal(parse_number(pred), parse_number(gold)))
+
+
+# --------------------------------------------------------------------------------- multiple choice
+
+LETTERS = "ABCDEFGHIJ"
+
+
+def extract_letter(text: str, n_choices: int = 4, choices: Sequence[str] | None = None) -> str | None:
+    """The chosen option letter: 'B', '**B**', '(C)', 'Answer: D', 'The answer is B.', 'B) text'.
+
+    When no letter is found, an answer that repeats exactly one option's text picks that option.
+    """
+    valid = LETTERS[:n_choices]
+    t = text.strip().replace("*", "")
+    patterns = [
+        rf"^\(?([{valid}])\)?(?:[.):]|\s*$|\s*\n)",  # the letter alone, or first with '.', ')' or ':'
+        rf"answer\s*(?:is|:)?\s*(?:option\s*)?:?\s*\(?([{valid}])\)?(?![\w])",
+        rf"(?:option|choice)\s*\(?([{valid}])\)?(?![\w])",
+        rf"\(([{valid}])\)",
+        rf"(?<![\w'])([{valid}])[.)](?:\s|$)",
+        rf"(?<![\w'])([{valid}])(?![\w'])",
+    ]
+    for i, pattern in enumerate(patterns):
+        flags = re.IGNORECASE if i in (1, 2) else 0
+        hits = re.findall(pattern, t, flags=flags)
+        if hits:
+            if i == len(patterns) - 1 and len(set(hits)) > 1:
+                break  # several bare capitals ('A' as an article, ...): ambiguous
+            return hits[-1].upper() if i in (1, 2) else hits[0].upper()
+    if choices:
+        low = t.lower().strip(" .")
+        picked = [k for k, c in enumerate(choices) if c and (low == c.lower().strip() or c.lower() in low)]
+        if len(picked) == 1:
+            return LETTERS[picked[0]]
+    return None
+
+
+def grade_letter(response: str, gold: str, n_choices: int = 4, choices: Sequence[str] | None = None) -> float:
+    """1.0 when the chosen letter is the gold letter."""
+    return float(extract_letter(response, n_choices, choices) == gold.strip().upper())
+
+
+# ------------------------------------------------------------------------------------ text metrics
+
+
+def normalize_answer(s: str) -> str:
+    """SQuAD normalisation: lower case, no punctuation, no articles, single spaces."""
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in set(string.punctuation))
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def exact_match(pred: str, gold: str) -> float:
+    return float(normalize_answer(pred) == normalize_answer(gold))
+
+
+def f1_score(pred: str, gold: str) -> float:
+    """SQuAD token F1 between a short answer and the gold answer."""
+    p, g = normalize_answer(pred).split(), normalize_answer(gold).split()
+    common = Counter(p) & Counter(g)
+    same = sum(common.values())
+    if not p or not g:
+        return float(p == g)
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(p), same / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def short_answer(text: str) -> str:
+    """The answer part of a chatty reply: first line, without 'The answer is' and the like."""
+    line = next((ln for ln in text.strip().splitlines() if ln.strip()), "")
+    line = re.sub(r"^\s*(?:\*\*)?(?:final\s+)?answer(?:\*\*)?\s*[:\-]\s*", "", line, flags=re.I)
+    line = re.sub(r"^\s*the answer is\s*", "", line, flags=re.I)
+    return line.replace("**", "").strip()
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "ed", "es", "s", "e"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+def commongen_coverage(response: str, concepts: str | Sequence[str]) -> float:
+    """Share of the given concept words that the generated sentence uses (any inflection)."""
+    items = [c.strip().lower() for c in (concepts.split(",") if isinstance(concepts, str) else concepts)]
+    items = [c for c in items if c]
+    if not items:
+        return 0.0
+    words = {_stem(w) for w in re.findall(r"[a-z]+", response.lower())}
+    return sum(_stem(c) in words for c in items) / len(items)
+
+
+# ---------------------------------------------------------------------------------------- code
+
+
+def extract_code(text: str) -> str:
+    """The Python in a reply: the fenced blocks joined (python-tagged first), else the whole reply."""
+    blocks = re.findall(r"```[ \t]*(\w*)[^\n]*\n(.*?)(?:```|\Z)", text, flags=re.S)
+    py = [code for lang, code in blocks if lang.lower() in ("python", "py", "python3", "")]
+    return "\n".join(py).strip("\n") if py else text.strip("\n")
+
+
+def _limit_resources() -> None:  # pragma: no cover - runs in the child
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 20, 16 << 20))
+    os.setsid()
+
+
+def run_python(program: str, timeout_s: float = 10.0) -> tuple[bool, str]:
+    """Run a program in a fresh isolated interpreter; (exit status 0, last output lines).
+
+    The child gets an empty scratch directory, no environment (no keys, no proxies), isolated mode
+    (no user site, no PYTHON* variables), 2 GiB of memory and its own session so a timeout kills
+    everything it spawned.
+    """
+    with tempfile.TemporaryDirectory(prefix="moai-code-") as tmp:
+        path = os.path.join(tmp, "prog.py")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(program)
+        env = {"PATH": "/usr/bin:/bin", "HOME": tmp, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+        preexec = _limit_resources if sys.platform != "win32" else None
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", path], cwd=tmp, env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=preexec,
+            )
+        except OSError as e:
+            return False, f"could not start python: {e}"
+        try:
+            out, _ = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            proc.communicate()
+            return False, f"timed out after {timeout_s:g}s"
+        tail = out.decode("utf-8", "replace")[-500:]
+        return proc.returncode == 0, tail
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, 9)
+    except (ProcessLookupError, PermissionError, AttributeError):
+        proc.kill()
+
+
+def parse_tests(tests: str | Sequence[str]) -> list[str]:
+    """MBPP tests arrive as a list or as its repr string: "['assert f(1)==2', ...]"."""
+    if isinstance(tests, str):
+        try:
+            value = ast.literal_eval(tests)
+        except (ValueError, SyntaxError):
+            return [ln for ln in tests.splitlines() if ln.strip()]
+        return [str(t) for t in value] if isinstance(value, list | tuple) else [str(value)]
+    return [str(t) for t in tests]
+
+
+def grade_mbpp(response: str, tests: str | Sequence[str], timeout_s: float = 10.0) -> float:
+    """1.0 when the reply's code passes every MBPP assert."""
+    program = extract_code(response) + "\n\n" + "\n".join(parse_tests(tests)) + "\n"
+    return float(run_python(program, timeout_s)[0])
+
+
+def humaneval_entry_point(prompt: str) -> str | None:
+    """The function HumanEval tests: the last top-level ``def`` in the prompt."""
+    names = re.findall(r"^def\s+(\w+)\s*\(", prompt, flags=re.M)
+    return names[-1] if names else None
+
+
+def grade_humaneval(response: str, prompt: str, test: str, timeout_s: float = 10.0) -> float:
+    """1.0 when the completed function passes HumanEval's ``check(candidate)``.
+
+    A reply that (re)defines the whole function is appended after the prompt, so its definition wins
+    and the prompt's imports and helpers stay available; a bare body is appended to the prompt as is.
+    """
+    entry = humaneval_entry_point(prompt)
+    if entry is None:
+        return 0.0
+    code = extract_code(response)
+    if re.search(rf"^\s*def\s+{re.escape(entry)}\s*\(", code, flags=re.M):
+        program = prompt + "\n    pass\n\n" + code
+    else:
+        program = prompt + code
+    program += "\n\n" + test + f"\n\ncheck({entry})\n"
+    return float(run_python(program, timeout_s)[0])

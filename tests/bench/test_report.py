@@ -1,0 +1,84 @@
+"""``moai bench report``: per-model, per-task numbers from a small records file, as a table and a PNG."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from moai.bench import report as rep
+from moai.bench.cli import app
+
+
+def rec(rid: str, bench: str, scores: dict[str, float], lat: dict[str, float] | None = None) -> dict[str, object]:
+    return {
+        "id": rid, "benchmark": bench, "prompt": "q", "scores": scores,
+        "latency_ms": lat or {m: 100.0 for m in scores},
+        "energy_kwh": {m: 1e-5 for m in scores},
+        "tokens": {m: {"input": 10, "output": 4} for m in scores},
+        "cost_usd": {m: 0.001 for m in scores},
+    }
+
+
+RECORDS = [
+    rec("gsm8k-train/0", "gsm8k", {"a": 1.0, "b": 0.0}, {"a": 100.0, "b": 300.0}),
+    rec("gsm8k-train/1", "gsm8k", {"a": 0.0, "b": 0.0}, {"a": 200.0, "b": 500.0}),
+    rec("mmlu-test/0", "mmlu", {"a": 1.0, "b": 1.0}),
+    rec("multitask-train/0", "mmlu", {"a": 0.5}),  # a multitask slice named like a set: kept apart
+]
+
+
+@pytest.fixture
+def records_file(tmp_path: Path) -> Path:
+    path = tmp_path / "records.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    return path
+
+
+def test_summarise_per_task_and_overall(records_file: Path) -> None:
+    rows = {(r.task, r.model): r for r in rep.summarise(rep.load(records_file))}
+    assert rows[("gsm8k", "a")].score == 0.5 and rows[("gsm8k", "b")].score == 0.0
+    assert rows[("gsm8k", "a")].latency_ms == 150.0 and rows[("gsm8k", "b")].latency_ms == 400.0
+    assert rows[("gsm8k", "a")].n == 2 and rows[("gsm8k", "a")].cost_usd == pytest.approx(0.002)
+    assert rows[("gsm8k", "a")].energy_wh == pytest.approx(0.01) and rows[("gsm8k", "a")].out_tokens == 4
+    assert rows[("multitask-train:mmlu", "a")].score == 0.5 and ("multitask-train:mmlu", "b") not in rows
+    assert rows[("all", "a")].n == 4 and rows[("all", "a")].score == pytest.approx(2.5 / 4)
+    assert rows[("all", "b")].n == 3
+
+
+def test_missing_measurements_are_nan_not_errors(tmp_path: Path) -> None:
+    path = tmp_path / "bare.jsonl"
+    path.write_text(json.dumps({"id": "x/0", "benchmark": "x", "prompt": "p", "scores": {"m": 1}}) + "\n")
+    (row, _all) = rep.summarise(rep.load(path))
+    assert row.score == 1.0 and math.isnan(row.latency_ms) and math.isnan(row.energy_wh)
+
+
+def test_table_and_plot(records_file: Path, tmp_path: Path) -> None:
+    rows = rep.summarise(rep.load(records_file))
+    console = Console(width=200, record=True)
+    console.print(rep.table(rows))
+    text = console.export_text()
+    assert "gsm8k" in text and "multitask-train:mmlu" in text and "0.500" in text
+    png = tmp_path / "out.png"
+    rep.plot(rows, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_cli_report(records_file: Path, tmp_path: Path) -> None:
+    png = tmp_path / "p.png"
+    res = CliRunner().invoke(app, ["report", str(records_file), "--plot", str(png)])
+    assert res.exit_code == 0, res.output
+    assert "gsm8k" in res.output and png.exists()
+
+
+def test_cli_report_bad_input(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 1}\n')
+    res = CliRunner().invoke(app, ["report", str(bad)])
+    assert res.exit_code == 2 and "needs a 'scores' object" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "nope.jsonl")])
+    assert res.exit_code == 2 and "cannot read" in res.output
