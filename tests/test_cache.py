@@ -222,6 +222,17 @@ def test_merge_tool_call_fragments() -> None:
     assert merge_tool_calls(frags) == [whole]
 
 
+def test_per_key_partitions(stubs: tuple[StubServer, StubServer]) -> None:
+    from moai.server.openai_schema import ChatCompletionRequest
+
+    m = Mixture(parse_config(cfg_text(stubs[0].url, stubs[1].url)))
+    body = ChatCompletionRequest.model_validate({"model": "default", "messages": [{"role": "user", "content": "x"}]})
+    for per_key, same in ((False, True), (True, False)):
+        m.cache = ResponseCache(mode="exact", per_key=per_key)
+        a, b = m.prepare(body, api_key="tenant-a"), m.prepare(body, api_key="tenant-b")
+        assert (m.cache.keys(a)[0] == m.cache.keys(b)[0]) is same
+
+
 def test_from_config_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MOAI_CACHE", "semantic")
     monkeypatch.setenv("MOAI_CACHE_TTL_S", "5")

@@ -17,8 +17,8 @@ local models never receives an answer cached at a less private level, and vice v
 
 Bounded in size (LRU) and in time (TTL). A request opts out with ``moai: {cache: false}``; it then
 neither reads nor writes. Configure with ``MOAI_CACHE=off|exact|semantic`` (default ``off``),
-``MOAI_CACHE_TTL_S``, ``MOAI_CACHE_MAX_ENTRIES``, ``MOAI_CACHE_THRESHOLD``, or a ``cache:`` block in the
-mix instructions' settings once config.py has one.
+``MOAI_CACHE_TTL_S``, ``MOAI_CACHE_MAX_ENTRIES``, ``MOAI_CACHE_THRESHOLD``, ``MOAI_CACHE_PER_KEY`` (one
+partition per API key), or a ``cache:`` block in the mix instructions' settings once config.py has one.
 """
 
 from __future__ import annotations
@@ -184,8 +184,9 @@ class ResponseCache:
 
     def __init__(self, mode: Mode = "exact", ttl_s: float = 3600.0, max_entries: int = 1024,
                  threshold: float = DEFAULT_THRESHOLD, embed: Embed | None = None,
-                 clock: Callable[[], float] = time.monotonic, counter: Any = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, counter: Any = None, per_key: bool = False) -> None:
         self.mode: Mode = mode
+        self.per_key = per_key  # partition entries by API key: tenants never see each other's answers
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self.threshold = threshold
@@ -210,8 +211,9 @@ class ResponseCache:
         mode = os.environ.get("MOAI_CACHE", "off") if block is None else get("mode", "exact")
         if mode not in ("off", "exact", "semantic"):
             raise ValueError(f"cache mode must be off, exact or semantic, not {mode!r}")
+        per_key = str(get("per_key", "false")).lower() in ("1", "true", "yes")
         return cls(mode=mode, ttl_s=float(get("ttl_s", 3600)), max_entries=int(get("max_entries", 1024)),
-                   threshold=float(get("threshold", DEFAULT_THRESHOLD)), counter=counter)
+                   threshold=float(get("threshold", DEFAULT_THRESHOLD)), counter=counter, per_key=per_key)
 
     @property
     def enabled(self) -> bool:
@@ -248,6 +250,7 @@ class ResponseCache:
         tier, sensitive = self.privacy_level(prep)
         base = {
             "mix": ctx.mix_name, "strategy": ctx.mix.strategy, "tier": tier, "sensitive": sensitive,
+            "tenant": prep.api_key if self.per_key else None,
             "models": sorted(c.name for c in ctx.candidates), "weights": ctx.weights.model_dump(),
             "params": {"max_tokens": p.max_tokens, "temperature": p.temperature, "top_p": p.top_p, "stop": p.stop,
                        "seed": p.seed, "tools": p.tools, "tool_choice": p.tool_choice,
