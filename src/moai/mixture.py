@@ -359,6 +359,7 @@ class Mixture:
             await self._persist(self._record(prep, "ok", None, ex.results, ex.answer.model, 200))
 
     async def record_failure(self, prep: Prepared, error: str, results: list[Any], http_status: int = 502) -> None:
+        results = results or list(prep.plan.results.values())
         self._observe(prep, "error", results, None)
         if self.store is not None:
             await self._persist(self._record(prep, "error", error, results, None, http_status))

@@ -60,10 +60,24 @@ async def test_writer_acknowledges_only_committed_records(tmp_path: Path) -> Non
 async def test_writer_isolates_a_bad_record(tmp_path: Path) -> None:
     store = TelemetryStore(f"sqlite:///{tmp_path / 'b.db'}")
     writer = TelemetryWriter(store)
-    store.write(request(1))
-    results = await asyncio.gather(writer.write(request(1)), writer.write(request(2)), return_exceptions=True)
-    assert isinstance(results[0], Exception) and results[1] is None  # duplicate id fails alone
-    assert {r.id for r in store.requests()} == {"chatcmpl-1", "chatcmpl-2"}
+    bad = request(1)
+    bad.mix = None  # type: ignore[assignment]  # violates NOT NULL
+    results = await asyncio.gather(writer.write(bad), writer.write(request(2)), return_exceptions=True)
+    assert isinstance(results[0], Exception) and results[1] is None  # the bad record fails alone
+    assert {r.id for r in store.requests()} == {"chatcmpl-2"}
+
+
+def test_rewriting_a_request_updates_it(tmp_path: Path) -> None:
+    store = TelemetryStore(f"sqlite:///{tmp_path / 'u.db'}")
+    first = request(1)
+    first.status, first.http_status = "cancelled", 499
+    store.write(first)
+    final = request(1)
+    final.calls = []
+    final.status, final.http_status = "error", 504
+    store.write(final)
+    row = store.get("chatcmpl-1")
+    assert (row.status, row.http_status, len(row.calls)) == ("error", 504, 1)
     writer.close()
 
 

@@ -163,7 +163,10 @@ class TelemetryStore:
     def write_many(self, records: list[Any]) -> None:
         """One transaction for a batch (the background writer's group commit)."""
         with Session(self.engine, expire_on_commit=False) as s, s.begin():
-            s.add_all(records)
+            for rec in records:
+                # merge, not add: a request recorded as cancelled can be re-recorded with its final status
+                # (e.g. a timeout: the cancellation is seen first, the 504 right after)
+                s.merge(rec)
 
     def add_feedback(self, request_id: str, score: float, comment: str | None = None) -> FeedbackRecord:
         with Session(self.engine, expire_on_commit=False) as s, s.begin():
