@@ -65,6 +65,7 @@ async def test_writer_isolates_a_bad_record(tmp_path: Path) -> None:
     results = await asyncio.gather(writer.write(bad), writer.write(request(2)), return_exceptions=True)
     assert isinstance(results[0], Exception) and results[1] is None  # the bad record fails alone
     assert {r.id for r in store.requests()} == {"chatcmpl-2"}
+    writer.close()
 
 
 def test_rewriting_a_request_updates_it(tmp_path: Path) -> None:
@@ -72,13 +73,11 @@ def test_rewriting_a_request_updates_it(tmp_path: Path) -> None:
     first = request(1)
     first.status, first.http_status = "cancelled", 499
     store.write(first)
-    final = request(1)
-    final.calls = []
+    final = request(1)  # the last write wins, calls included (no duplicates)
     final.status, final.http_status = "error", 504
     store.write(final)
     row = store.get("chatcmpl-1")
     assert (row.status, row.http_status, len(row.calls)) == ("error", 504, 1)
-    writer.close()
 
 
 def test_close_flushes_the_queue(tmp_path: Path) -> None:
