@@ -84,6 +84,45 @@ def fmt(vals: Sequence[float], pct: bool = False) -> str:
     return f"{a.mean():.1f}±{a.std():.1f}" if pct else f"{a.mean():.3f}±{a.std():.3f}"
 
 
+def ood_alpaca(records: list[RoutingRecord], cfg: TrainConfig, seed: int, out: Path, only_gate: bool) -> None:
+    """MT-Bench proxy: train without AlpacaEval, route gpt-4 vs Mixtral on its open-ended prompts.
+
+    Labels: score = P(judge prefers the answer over gpt4_1106_preview's), so gpt-4's own is 0.5.
+    Also writes the gate's strong-vs-weak scores for the 80 MT-Bench first turns (no labels here).
+    """
+    test_idx = [i for i, r in enumerate(records) if Path(r.source).stem == "alpacaeval2"]
+    idx = shingle_index(records)
+    drop = overlapping(test_idx, records, idx) | set(test_idx)
+    train = [r for i, r in enumerate(records) if i not in drop]
+    test = [records[i] for i in test_idx]
+    y = score_matrix(test, ["gpt4_1106_preview", "Mixtral-8x7B-Instruct-v0.1_concise"])
+    keep = np.isfinite(y).all(1)
+    test = [r for r, k in zip(test, keep, strict=True) if k]
+    y = y[keep]
+    print(f"\n# Out of domain (MT-Bench proxy): trained without AlpacaEval ({len(train)} records), "
+          f"routing gpt-4-1106-preview vs Mixtral-8x7B on {len(test)} AlpacaEval prompts")
+    print(f"{'router':18s} {'APGR':>7s} {'CPT50 %':>8s} {'CPT80 %':>8s}")
+    routers = make_routers(seed, cfg)[: 1 if only_gate else None]
+    curves = {}
+    for router in routers:
+        router.fit(train)
+        sc = router.score(test, STRONG, WEAK)
+        rep = pair_report(sc, y[:, 0], y[:, 1])
+        curves[router.name] = routellm_curve(sc, y[:, 0], y[:, 1])
+        print(f"{router.name:18s} {rep.apgr:7.3f} {rep.cpt50:8.1f} {rep.cpt80:8.1f}", flush=True)
+        if isinstance(router, GateRouter) and router.gate is not None:
+            mt = Path(__file__).resolve().parents[2] / "shared/data/questions/mt-bench-questions.jsonl"
+            if mt.is_file():
+                qs = [json.loads(x) for x in mt.read_text().splitlines() if x.strip()]
+                q = router.gate.quality_matrix([x["turns"][0] for x in qs], [STRONG, WEAK])
+                with (out / "mt-bench-gate-scores.jsonl").open("w") as fh:
+                    for x, row in zip(qs, q, strict=True):
+                        fh.write(json.dumps({"question_id": x["question_id"], "score": float(row[0] - row[1])}) + "\n")
+    rep0 = pair_report(np.zeros(len(y)), y[:, 0], y[:, 1])
+    plot_pair_curves(curves, rep0.weak_acc, rep0.strong_acc, out / "ood-alpacaeval.png",
+                     "AlpacaEval, out of domain", "mixtral", "gpt-4")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/routing"))
@@ -92,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/out")
     ap.add_argument("--only-gate", action="store_true", help="skip baselines (quick method iteration)")
     ap.add_argument("--set", action="append", default=[], help="config override key=value")
+    ap.add_argument("--ood-only", action="store_true", help="only the out-of-domain (MT-Bench proxy) part")
+    ap.add_argument("--no-ood", action="store_true", help="skip the out-of-domain part")
     args = ap.parse_args(argv)
     cfg = TrainConfig()
     for kv in args.set:
@@ -102,6 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     records = load_records(sorted(data.glob("*.jsonl")))
     llmrouter_costs(records, json.loads((data / "llmrouter-models.json").read_text()))
+    if args.ood_only:
+        ood_alpaca(records, cfg, args.seed, out, args.only_gate)
+        return 0
     by_set: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(records):
         by_set[Path(r.source).stem].append(i)
@@ -191,7 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         first = curves[s]
         singles = next(iter(first.values()))[1]
         plot_cost_curves({n: v[0] for n, v in first.items()}, singles, out / f"{s}.png", f"{s} (fold 0)")
-    print(f"\ntotal {total:.0f}s; plots in {out}/")
+    print(f"\ncross-validation {total:.0f}s; plots in {out}/")
+    if not args.no_ood:
+        ood_alpaca(records, cfg, args.seed, out, args.only_gate)
     return 0
 
 

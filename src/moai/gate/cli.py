@@ -72,14 +72,16 @@ def _progress_train(records: list[Any], cfg: Any) -> Any:
         return train_gate(records, cfg, progress=cb)
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True})
 def train(
-    data: list[Path] = typer.Option(..., "--data", help="routing-record JSONL file(s)"),
+    ctx: typer.Context,
+    data: list[Path] = typer.Option(..., "--data", help="routing-record JSONL file(s): --data a.jsonl b.jsonl"),
     out: Path = typer.Option(..., "--out", help="directory to write the gate to"),
     epochs: int = typer.Option(30, help="factor-model epochs"),
     seed: int = typer.Option(0),
 ) -> None:
     """Train a gate on routing records and save it."""
+    data = [*data, *(Path(a) for a in ctx.args)]  # `--data a b c` (shell globs) as well as repeated --data
     with _errors():
         from moai.bench.datasets import load_records
         from moai.gate.train import TrainConfig

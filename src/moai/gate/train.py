@@ -44,10 +44,13 @@ class Featurizer:
         D = np.hstack([E, lexical_matrix(texts)])
         self.mean, self.std = D.mean(0), D.std(0) + 1e-6
         if self.tfidf_features > 0:
-            self.tfidf = TfidfVectorizer(
-                sublinear_tf=True, min_df=2, ngram_range=(1, 2), max_features=self.tfidf_features,
-                dtype=np.float32,
-            ).fit(texts)
+            try:
+                self.tfidf = TfidfVectorizer(
+                    sublinear_tf=True, min_df=2, ngram_range=(1, 2), max_features=self.tfidf_features,
+                    dtype=np.float32,
+                ).fit(texts)
+            except ValueError:  # too few texts for a vocabulary: dense features only
+                self.tfidf = None
         return self
 
     def transform(

@@ -1,0 +1,79 @@
+"""The four `moai gate` commands through typer's CliRunner, including bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from moai.gate.cli import app
+from moai.gate.encoder import EncoderUnavailable, find_model_file, find_tokenizer_file
+
+try:
+    find_model_file()
+    find_tokenizer_file()
+    HAVE_ENCODER = True
+except EncoderUnavailable:
+    HAVE_ENCODER = False
+
+pytestmark = pytest.mark.skipif(not HAVE_ENCODER, reason="MiniLM ONNX model/tokenizer not installed")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def gate_dir(synth_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "gate"
+    r = runner.invoke(app, ["train", "--data", str(synth_file), "--out", str(out), "--epochs", "10"])
+    assert r.exit_code == 0, r.output
+    assert (out / "gate.json").is_file()
+    return out
+
+
+def test_eval_prints_table(gate_dir: Path, synth_file: Path, tmp_path: Path) -> None:
+    png = tmp_path / "curve.png"
+    r = runner.invoke(app, ["eval", "--gate", str(gate_dir), "--data", str(synth_file),
+                            "--baselines", "random,knn", "--plot", str(png)])
+    assert r.exit_code == 0, r.output
+    assert "APGR" in r.output and "gate" in r.output and "knn" in r.output
+    assert png.is_file() and png.stat().st_size > 0
+
+
+def test_score_writes_one_line_per_record(gate_dir: Path, synth_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "scores.jsonl"
+    r = runner.invoke(app, ["score", "--gate", str(gate_dir), "--data", str(synth_file),
+                            "--strong", "big", "--weak", "small", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    ids = [json.loads(x)["id"] for x in synth_file.read_text().splitlines()]
+    assert [x["id"] for x in rows] == ids
+    assert all(isinstance(x["score"], float) for x in rows)
+
+
+def test_decide_uses_weights(gate_dir: Path, synth_file: Path, tmp_path: Path) -> None:
+    out_q, out_c = tmp_path / "q.jsonl", tmp_path / "c.jsonl"
+    for w, o in (("quality=1", out_q), ("quality=1,cost=100", out_c)):
+        r = runner.invoke(app, ["decide", "--gate", str(gate_dir), "--data", str(synth_file),
+                                "--weights", w, "--out", str(o)])
+        assert r.exit_code == 0, r.output
+    q = [json.loads(x)["model"] for x in out_q.read_text().splitlines()]
+    c = [json.loads(x)["model"] for x in out_c.read_text().splitlines()]
+    assert set(q) <= {"big", "small"} and c.count("small") > q.count("small")
+
+
+def test_bad_inputs_are_one_line_errors(gate_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "1", "prompt": "x", "scores": {"a": 1}}\n{oops\n')
+    r = runner.invoke(app, ["score", "--gate", str(gate_dir), "--data", str(bad), "--strong", "a",
+                            "--weak", "b", "--out", str(tmp_path / "s.jsonl")])
+    assert r.exit_code == 2
+    assert "bad.jsonl:2" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["train", "--data", str(bad), "--out", str(tmp_path / "g")])
+    assert r.exit_code == 2 and "invalid JSON" in r.output
+    r = runner.invoke(app, ["decide", "--gate", str(tmp_path / "nogate"), "--data", str(bad),
+                            "--out", str(tmp_path / "d.jsonl")])
+    assert r.exit_code == 2 and "error:" in r.output
+    r = runner.invoke(app, ["decide", "--gate", str(gate_dir), "--data", str(bad), "--weights", "qualty=1",
+                            "--out", str(tmp_path / "d.jsonl")])
+    assert r.exit_code == 2 and "unknown weight" in r.output

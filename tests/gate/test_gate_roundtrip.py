@@ -1,0 +1,96 @@
+"""Train -> save -> load -> quality/decide on a tiny synthetic set (uses the real local encoder)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from moai.bench.datasets import load_records
+from moai.gate.encoder import EncoderUnavailable, find_model_file, find_tokenizer_file
+from moai.gate.policy import Constraints, Weights
+from moai.gate.store import Gate, GateLoadError, train_gate
+from moai.gate.train import TrainConfig
+
+try:
+    find_model_file()
+    find_tokenizer_file()
+    HAVE_ENCODER = True
+except EncoderUnavailable:
+    HAVE_ENCODER = False
+
+pytestmark = pytest.mark.skipif(not HAVE_ENCODER, reason="MiniLM ONNX model/tokenizer not installed")
+
+CFG = TrainConfig(epochs=25, hidden=8, knn_k=8)
+
+
+@dataclass
+class Price:
+    input_per_mtok: float = 0.0
+    output_per_mtok: float = 0.0
+
+
+@dataclass
+class Card:
+    name: str
+    provider: str = "openai"
+    privacy: str = "cloud"
+    price: Price = field(default_factory=Price)
+    params_b: float | None = None
+    family: str | None = None
+    context: int = 8192
+    supports_tools: bool = False
+    tokens_per_s: float | None = 50.0
+    ttft_s: float | None = 0.2
+    power_w: float | None = None
+
+
+@pytest.fixture(scope="module")
+def trained(synth_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    gate = train_gate(load_records(synth_file), CFG)
+    out = tmp_path_factory.mktemp("gate")
+    gate.save(out)
+    return out
+
+
+def test_roundtrip_keeps_predictions(trained: Path, synth_file: Path) -> None:
+    g = Gate.load(trained)
+    assert set(g.models) == {"big", "small"}
+    a = g.quality("solve 5 x + 3 = 11 for x", ["big", "small"])
+    b = Gate.load(trained).quality("solve 5 x + 3 = 11 for x", ["big", "small"])
+    assert a == pytest.approx(b)
+    assert all(0.0 <= v <= 1.0 for v in a.values())
+
+
+def test_gate_learns_where_strong_model_matters(trained: Path) -> None:
+    g = Gate.load(trained)
+    hard = g.score("compute the derivative of sin(9 x)", "big", "small")
+    easy = g.score("say hello to the river", "big", "small")
+    assert hard > easy
+
+
+def test_decide_with_cards_weights_and_constraints(trained: Path) -> None:
+    g = Gate.load(trained)
+    cards = {"big": Card("big", price=Price(30.0, 60.0)), "small": Card("small", price=Price(0.1, 0.1))}
+    msgs = [{"role": "user", "content": "factor the polynomial x^2 - 9"}]
+    d = g.decide(msgs, cards, Weights())
+    assert d.model == "big" and set(d.probabilities) == {"big", "small"} and d.reasons
+    d = g.decide(msgs, cards, "quality=1,cost=100")
+    assert d.model == "small"
+    d = g.decide(msgs, cards, Weights(), Constraints(allowed_models=["small"]))
+    assert d.model == "small" and "big" in d.excluded
+
+
+def test_unknown_model_gets_prior_and_feedback_moves_it(trained: Path) -> None:
+    g = Gate.load(trained)
+    q0 = g.quality("integrate x^3 dx from 0 to 7", ["newbie-7b"])["newbie-7b"]
+    assert 0.0 <= q0 <= 1.0 and "newbie-7b" in g.models
+    for _ in range(20):
+        g.feedback("integrate x^3 dx from 0 to 7", "newbie-7b", 1.0)
+    assert g.quality("integrate x^3 dx from 0 to 7", ["newbie-7b"])["newbie-7b"] > q0
+
+
+def test_load_errors(tmp_path: Path) -> None:
+    with pytest.raises(GateLoadError, match="not a gate directory"):
+        Gate.load(tmp_path)
