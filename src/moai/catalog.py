@@ -19,7 +19,7 @@ ProviderKind = Literal["local", "openai_compat", "openai", "anthropic", "replay"
 class Price(BaseModel):
     """USD per million tokens."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     input_per_mtok: float = Field(0.0, ge=0)
     output_per_mtok: float = Field(0.0, ge=0)
 
@@ -37,7 +37,7 @@ class Deployment(BaseModel):
 class ModelCard(BaseModel):
     """One model as the mix instructions describe it."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
     name: str = ""
     provider: ProviderKind

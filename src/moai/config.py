@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from moai.catalog import ModelCard, PrivacyTier, complete_card
 
@@ -29,7 +29,7 @@ class ConfigError(ValueError):
 class Weights(BaseModel):
     """Soft objectives: utility = quality − cost·$ − latency·s − carbon·gCO2 (each scaled, see policy)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     quality: float = Field(1.0, ge=0)
     cost: float = Field(0.0, ge=0)
     latency: float = Field(0.0, ge=0)
@@ -39,7 +39,7 @@ class Weights(BaseModel):
 class Constraints(BaseModel):
     """Hard limits: a model (or plan) that breaks one is never chosen."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     sensitive_data: SensitivePolicy = "allow"
     max_privacy: PrivacyTier | None = None  # the least-trusted tier this mix may use at all
     max_cost_usd: float | None = Field(None, gt=0)
@@ -75,7 +75,7 @@ class ChainStep(BaseModel):
 class Mix(BaseModel):
     """One mix: a strategy, its roles, and the weights and constraints the gate applies."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     strategy: Strategy = "route"
     description: str = ""
@@ -121,14 +121,29 @@ class Mix(BaseModel):
         return self
 
 
+class CacheSettings(BaseModel):
+    """Response cache: exact (same request) or semantic (a paraphrase, same mix and privacy level)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    mode: Literal["off", "exact", "semantic"] = "exact"
+    ttl_s: float = Field(3600.0, gt=0)
+    max_entries: int = Field(1024, ge=1)
+    threshold: float = Field(0.90, gt=0, le=1)
+    per_key: bool = False  # a separate cache per gateway key
+
+
 class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     database_url: str | None = None  # default: sqlite under ~/.cache/moai (MOAI_DATABASE_URL wins)
     carbon_zone: str = "WOR"  # electricity mix zone for CO2 (ISO-3 or WOR)
     grid_g_per_kwh: float | None = Field(None, gt=0)  # explicit grid intensity overrides the zone
     gate: str | None = None  # a trained gate directory; default: the one shipped with moai
     max_body_bytes: int = Field(4 << 20, gt=0)
     stats_refresh_s: float = Field(2.0, gt=0)  # how often live statistics are re-read from the database
+    request_timeout_s: float | None = Field(None, gt=0)  # whole-request limit (504 / in-band error event)
+    breaker_failures: int = Field(3, ge=1)  # consecutive failures that open a model's circuit
+    breaker_cooldown_s: float = Field(30.0, gt=0)  # how long an open circuit waits before a probe
+    cache: CacheSettings | None = None  # response cache (default: off, or the MOAI_CACHE variables)
 
 
 class Config(BaseModel):
@@ -218,13 +233,22 @@ def _clean_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     return tuple(p for p in loc if not (isinstance(p, str) and (p in tags or p.startswith("literal["))))
 
 
+def _one_line(text: str) -> str:
+    """Errors are one line: escape newlines (a YAML key may contain one)."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def parse_config(text: str, source: str = "<string>") -> Config:
     """Parse and validate mix instructions; raise ConfigError with ``file:line: field: problem``."""
     try:
         data = YAML(typ="rt").load(text)
     except MarkedYAMLError as e:
         line = e.problem_mark.line + 1 if e.problem_mark else "?"
-        raise ConfigError(f"{source}:{line}: YAML syntax: {e.problem}") from None
+        raise ConfigError(f"{source}:{line}: YAML syntax: {_one_line(str(e.problem))}") from None
+    except YAMLError as e:  # e.g. control characters (ReaderError)
+        raise ConfigError(f"{source}:1: YAML syntax: {_one_line(str(e))}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}:1: YAML syntax: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}:1: the file must be a mapping with 'models' and 'mixes'")
     try:
@@ -237,8 +261,12 @@ def parse_config(text: str, source: str = "<string>") -> Config:
             # cross-field errors name their own path: "mixes.d.models: unknown model 'b'"
             path, msg = msg.split(": ", 1)
             loc = tuple(int(p) if p.isdigit() else p for p in path.split("."))
-        line = _line_of(data, loc) or 1
-        field = ".".join(str(p) for p in loc) or "(top level)"
+        try:
+            line = _line_of(data, loc) or 1
+        except RecursionError:
+            line = 1
+        field = _one_line(".".join(str(p) for p in loc)) or "(top level)"
+        msg = _one_line(msg)
         raise ConfigError(f"{source}:{line}: {field}: {msg}") from None
     cfg.source = source
     return cfg

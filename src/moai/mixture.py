@@ -85,7 +85,7 @@ class Mixture:
         self.writer = TelemetryWriter(store) if store is not None else None
         self.chooser = chooser or load_chooser(config)
         self.metrics = Metrics()
-        self.stats = LiveStats()
+        self.stats = LiveStats(failure_threshold=s.breaker_failures, cooldown_s=s.breaker_cooldown_s)
         self.registry.health = self.stats.healthy
         self.cache = ResponseCache.from_config(config, self.metrics.cache)
         self._sessions: OrderedDict[tuple[str, str], str] = OrderedDict()  # (mix, session) -> model, LRU

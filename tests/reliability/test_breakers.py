@@ -123,9 +123,6 @@ def test_all_circuits_open_still_tries_every_model_in_order(tmp_path: Path, stac
     assert attempts(r) == ["a", "b"] and r.json()["choices"][0]["message"]["content"] == "b recovered"
 
 
-@pytest.mark.xfail(strict=True, reason="executor.py _candidates() asks healthy() of every fallback up front; "
-                                       "adapt.py healthy() then marks an unused fallback 'probing' for good, so "
-                                       "its circuit never closes again (stuck half-open)")
 def test_breaker_is_not_stuck_half_open_when_the_probe_is_never_sent(tmp_path: Path, stack: ExitStack) -> None:
     flaky, backup = Script(reply="primary is back", fail_times=3), Script(reply="from backup")
     mixes = ("  default: {models: [flaky, backup], fallbacks: gate, weights: {quality: 0, cost: 1}}\n"

@@ -168,8 +168,6 @@ def test_stream_that_dies_after_the_first_token_ends_with_an_error_event(rig: Ri
     assert rows(rig.server.db, "select status from requests where id=?", request_id) == [("error",)]
 
 
-@pytest.mark.xfail(strict=True, reason="mixture.py:269/284 record and observe the answering model with the whole "
-                                       "step's start and latency, so the timed-out attempt is billed to the backup")
 def test_backup_latency_excludes_the_failed_attempts(rig: Rig) -> None:
     r = chat(rig.server.url, "moai/via_slow")
     assert r.status_code == 200, r.text

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,9 +109,16 @@ class Executor:
             card, res.usage.prompt_tokens, res.usage.completion_tokens, res.latency_ms / 1000, res.cpu_s
         )
 
-    def _candidates(self, step: Step) -> list[str]:
-        healthy = [m for m in step.models if self.registry.health(m)]
-        return healthy or step.models  # all tripped: still try, in order
+    def _candidates(self, step: Step) -> Iterator[str]:
+        """Models to try, in order. Health is asked just before each try (asking may reserve a circuit's
+        probe), and models with an open circuit are tried last rather than never."""
+        skipped = []
+        for m in step.models:
+            if self.registry.health(m):
+                yield m
+            else:
+                skipped.append(m)
+        yield from skipped
 
     def _redactor(self, plan: Plan | None, model: str) -> Any:
         if plan is None or plan.redactor is None or self.registry.card(model).privacy != "cloud":
@@ -136,7 +143,8 @@ class Executor:
                 if not e.retryable:
                     break
                 continue
-            res.attempts.append({"model": model, "latency_ms": (time.time() - t0) * 1000})
+            res.attempts.append({"model": model, "start": t0, "latency_ms": (time.time() - t0) * 1000})
+            res.start = t0  # the answering model's own call: failed attempts are recorded on their own
             res.model, res.status, res.text, res.error = model, "ok", out.text, None
             res.usage, res.ttft_s, res.cpu_s = out.usage, out.ttft_s, out.cpu_s
             res.tool_calls, res.finish_reason = out.tool_calls, out.finish_reason
@@ -270,7 +278,8 @@ class Executor:
                     ans.model = model
                     raise
                 continue
-            ans.attempts.append({"model": model, "latency_ms": (time.time() - t0) * 1000})
+            ans.attempts.append({"model": model, "start": t0, "latency_ms": (time.time() - t0) * 1000})
+            ans.start = t0
             ans.model, ans.status, ans.error = model, "ok", None
             ans.text, ans.tool_calls = "".join(parts), tool_calls or None
             ans.end = time.time()
