@@ -165,6 +165,10 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
 
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> Any:
+        try:
+            await keeper.check(request.headers.get("authorization"))
+        except Denied as e:
+            return denied(e)
         raw = await _read_body(request, max_body)
         if isinstance(raw, JSONResponse):
             return raw
@@ -183,7 +187,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
     @app.get("/v1/models", response_model=None)
     async def models(request: Request) -> Any:
         try:
-            key = await asyncio.to_thread(keeper.authenticate, request.headers.get("authorization"))
+            key = await keeper.check(request.headers.get("authorization"))
         except Denied as e:
             return denied(e)
         allowed = key.allowed_mixes if key is not None else None
@@ -218,10 +222,8 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             message, param = _validation_message(e)
             return err(400, message, param=param)
         try:
-            key = await asyncio.to_thread(keeper.authenticate, request.headers.get("authorization"))
-            if key is not None:
-                mix_name = mix.resolve(body.model)[0] if _known(mix, body.model) else body.model
-                await asyncio.to_thread(keeper.authorize, key, mix_name)
+            mix_name = mix.resolve(body.model)[0] if _known(mix, body.model) else body.model
+            key = await keeper.check(request.headers.get("authorization"), mix_name)
         except Denied as e:
             return denied(e)
         try:

@@ -8,6 +8,7 @@ limiter such as Redis in front, see README "Scaling").
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import threading
@@ -85,29 +86,51 @@ class Gatekeeper:
         self._lock = threading.Lock()
         self._windows: dict[str, deque[float]] = {}
 
-    def _refresh(self, force: bool = False) -> None:
+    def _refresh(self) -> None:
         if self.store is None:
             return
-        if force or time.monotonic() - self._loaded > self.refresh_s:
-            keys = {k.secret_hash: k for k in list_keys(self.store) if k.revoked_at is None}
-            with self._lock:
-                self._keys, self._loaded = keys, time.monotonic()
+        keys = {k.secret_hash: k for k in list_keys(self.store) if k.revoked_at is None}
+        with self._lock:
+            self._keys, self._loaded = keys, time.monotonic()
 
-    def authenticate(self, authorization: str | None) -> ApiKey | None:
-        """None when no key exists (open gateway); the key when valid; raises Denied otherwise."""
-        self._refresh()
+    def _stale(self) -> bool:
+        return self.store is not None and time.monotonic() - self._loaded > self.refresh_s
+
+    def _match(self, authorization: str | None) -> tuple[ApiKey | None, str | None]:
+        """(key, None) or (None, None) for an open gateway, or (None, digest) for an unknown secret."""
         if not self._keys:
-            return None
+            return None, None
         if not authorization or not authorization.lower().startswith("bearer "):
             raise Denied(401, "This gateway requires an API key: send 'Authorization: Bearer <key>'.",
                          "missing_api_key")
         digest = hash_secret(authorization[7:].strip())
-        key = self._keys.get(digest)
-        if key is None:
-            self._refresh(force=True)  # a key created a moment ago on another replica
-            key = self._keys.get(digest)
-        if key is None:
+        return self._keys.get(digest), digest
+
+    def authenticate(self, authorization: str | None) -> ApiKey | None:
+        """None when no key exists (open gateway); the key when valid; raises Denied otherwise."""
+        if self._stale():
+            self._refresh()
+        key, digest = self._match(authorization)
+        if key is None and digest is not None:
+            self._refresh()  # a key created a moment ago on another replica
+            key, digest = self._match(authorization)
+        if key is None and digest is not None:
             raise Denied(401, "Incorrect or revoked API key provided.", "invalid_api_key")
+        return key
+
+    async def check(self, authorization: str | None, mix: str | None = None) -> ApiKey | None:
+        """authenticate + authorize without blocking the event loop, and without a thread hop when the
+        answer is in memory (the common case: keys cached, no budget to look up)."""
+        if self._stale():
+            await asyncio.to_thread(self._refresh)
+        key, digest = self._match(authorization)
+        if key is None and digest is not None:
+            key = await asyncio.to_thread(self.authenticate, authorization)
+        if key is not None and mix is not None:
+            if key.budget_day_usd is not None or key.budget_month_usd is not None:
+                await asyncio.to_thread(self.authorize, key, mix)
+            else:
+                self.authorize(key, mix)
         return key
 
     def authorize(self, key: ApiKey | None, mix: str, now: datetime | None = None) -> None:
