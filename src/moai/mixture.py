@@ -139,6 +139,9 @@ class Mixture:
         messages = [m.to_provider() for m in body.messages]
         prompt_tokens = estimate_tokens(message_text(messages))
         opts = body.moai
+        if opts and opts.max_cost_usd is not None:  # a request may tighten the mix's cap, never loosen it
+            cap = min(opts.max_cost_usd, mix.constraints.max_cost_usd or opts.max_cost_usd)
+            mix = mix.model_copy(update={"constraints": mix.constraints.model_copy(update={"max_cost_usd": cap})})
         weights = mix.weights
         if opts and opts.weights:
             unknown = set(opts.weights) - set(Weights.model_fields)
