@@ -375,7 +375,7 @@ def _register_optional() -> None:
     """Sub-apps living beside their subsystem (gate, bench, ...), added when present."""
     from importlib import import_module
 
-    for module, name in (("moai.gate.cli", "gate"), ("moai.bench.cli", "bench")):
+    for module, name in (("moai.gate.cli", "gate"), ("moai.bench.cli", "bench"), ("moai.tune_cli", "mix")):
         try:
             sub = import_module(module)
         except ModuleNotFoundError:

@@ -1,0 +1,112 @@
+"""``moai mix tune``: find the weights/threshold that meet a spending, quality or latency target, write them back.
+
+Bad input (unknown mix, malformed records, an unreadable target) prints one line and exits 2; so does a
+target no point on the curve can meet, naming the closest point that can be reached.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from moai.tuning.targets import HELP as TARGET_HELP
+
+app = typer.Typer(help="Tune mixes: weights and thresholds that hold a cost, quality or latency target.",
+                  no_args_is_help=True, add_completion=False)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(code)
+
+
+def _load_gate(path: Path | None, cfg: Any) -> Any:
+    """--gate, else the config's settings.gate, else the gate shipped with moai."""
+    from moai.gate.runtime import DEFAULT_GATE_DIR
+    from moai.gate.store import Gate
+
+    d = path or (Path(cfg.settings.gate).expanduser() if cfg.settings.gate else DEFAULT_GATE_DIR)
+    return Gate.load(d)
+
+
+@app.command(context_settings={"allow_extra_args": True})
+def tune(
+    ctx: typer.Context,
+    mix: str = typer.Option(..., "--mix", help="the mix to tune (route: weights; cascade: threshold; "
+                            "auto: difficulty_threshold)"),
+    data: list[Path] = typer.Option(..., "--data", help="routing-record JSONL file(s): --data a.jsonl b.jsonl"),
+    target: str = typer.Option(..., "--target", help=TARGET_HELP),
+    config: Path | None = typer.Option(None, "--config", "-c", help="mix instructions to read and update "
+                                       "(default: MOAI_CONFIG, else the embedded default, which is not written)"),
+    gate: Path | None = typer.Option(None, "--gate", help="trained gate directory (default: settings.gate or "
+                                     "the shipped gate)"),
+    plot: Path | None = typer.Option(None, "--plot", help="write the trade-off curve (PNG) here"),
+    holdout: float = typer.Option(0.2, "--holdout", min=0.0, max=0.9,
+                                  help="share of records (grouped by prompt) kept out of tuning to check the result"),
+    seed: int = typer.Option(0, help="seed of the hold-out split"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="do not write the YAML"),
+) -> None:
+    """Sweep the mix's knob over the records, choose the best point meeting the target, write it to the YAML.
+
+    For spending and latency targets the chosen point is the one with the highest quality; for a quality
+    target, the cheapest. Quality and cost are the records' own (the gate only decides), so the figures
+    are what the mix would have done on these queries.
+    """
+    data = [*data, *(Path(a) for a in ctx.args)]
+    from moai.bench.datasets import RecordError
+    from moai.config import ConfigError, load_config
+    from moai.gate.encoder import EncoderUnavailable
+    from moai.gate.store import GateLoadError
+    from moai.tuning import offline as off
+    from moai.tuning.report import table
+    from moai.tuning.targets import TargetError, parse_target
+    from moai.tuning.yaml_io import write_mix_value
+
+    cfg_path = config or (Path(os.environ["MOAI_CONFIG"]) if os.environ.get("MOAI_CONFIG") else None)
+    try:
+        tg = parse_target(target)
+        cfg = load_config(cfg_path)
+        if mix not in cfg.mixes:
+            raise off.TuneError(f"unknown mix {mix!r}; known: {', '.join(cfg.mixes)}")
+        g = _load_gate(gate, cfg)
+        records, mx = off.prepare(data, cfg, mix, g)
+        spec = off.spec_for(cfg.mixes[mix], mix, tg, cfg, mx.models)
+        tune_rows, held_rows = off.split(len(records), holdout, seed, [r.prompt for r in records])
+        if len(tune_rows) < 10:
+            raise off.TuneError(f"only {len(tune_rows)} records left to tune on; lower --holdout or add data")
+        res = off.sweep(mx.take(tune_rows), spec, tg)
+    except off.Infeasible as e:
+        _fail(str(e))
+        return
+    except (TargetError, ConfigError, RecordError, GateLoadError, EncoderUnavailable, off.TuneError, OSError) as e:
+        _fail(str(e))
+        return
+    held = None
+    if len(held_rows):
+        hm = mx.take(held_rows)
+        held = off.evaluate(hm, spec, res.chosen.value)
+        held.measured = tg.measure(held.quality, held.cost_usd, held.p95_latency_s, hm.reference())
+        held.feasible = tg.met(held.measured)
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 130)  # logs and pipes: keep the columns readable
+    console.print(table(res, held, mix, len(tune_rows), len(held_rows)))
+    if plot is not None:
+        from moai.tuning.plot import plot_result
+
+        plot_result(res, plot, f"mix {mix}: {tg} ({len(tune_rows)} records)")
+        typer.echo(f"plot -> {plot}")
+    if cfg_path is None or dry_run:
+        typer.echo(f"not written ({'--dry-run' if dry_run else 'no --config'}): set mixes.{mix}.{spec.knob} "
+                   f"to {res.chosen.value:g}")
+        return
+    try:
+        write_mix_value(cfg_path, mix, spec.knob, res.chosen.value)
+    except (ConfigError, OSError) as e:
+        _fail(f"{cfg_path}: not updated: {e}")
+    typer.echo(f"{cfg_path}: mixes.{mix}.{spec.knob} = {res.chosen.value:g}")

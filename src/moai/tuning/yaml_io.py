@@ -1,0 +1,70 @@
+"""Write a tuned value back into the mix instructions without disturbing the rest of the file.
+
+People keep comments and an order that makes sense to them in this file; a tool that rewrites it as
+plain YAML would be reverted by hand. We use ruamel.yaml's round-trip mode, keep the file's own
+indentation, and re-validate the result before replacing the file atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+
+from moai.config import parse_config
+
+
+def _indents(text: str) -> tuple[int, int]:
+    """The file's mapping indent and block-sequence dash offset (ruamel's own guess misreads nested lists)."""
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    mapping = next((len(ln) - len(ln.lstrip()) for ln in lines if ln[0] == " "), 2)
+    offset = 2 if mapping >= 2 else 0
+    for prev, ln in zip(lines, lines[1:], strict=False):
+        if re.match(r"^\s*- ", ln) and prev.rstrip().endswith(":"):
+            offset = (len(ln) - len(ln.lstrip())) - (len(prev) - len(prev.lstrip()))
+            break
+    return mapping, max(offset, 0)
+
+
+def _yaml(text: str) -> tuple[YAML, Any]:
+    mapping, offset = _indents(text)
+    y = YAML(typ="rt")
+    y.preserve_quotes = True
+    y.width = 4096  # never re-wrap long descriptions
+    y.indent(mapping=mapping, sequence=offset + 2, offset=offset)
+    return y, y.load(text)
+
+
+def set_mix_value(text: str, mix: str, key: str, value: float, source: str = "<string>") -> str:
+    """Return ``text`` with ``mixes.<mix>.<key>`` (``weights.cost``, ``threshold``...) set to ``value``.
+
+    A missing ``weights`` mapping or key is added at the end of its mapping; everything else is kept.
+    """
+    y, data = _yaml(text)
+    node = data["mixes"][mix]
+    *parents, leaf = key.split(".")
+    for p in parents:
+        if p not in node or node[p] is None:
+            child = CommentedMap()
+            child.fa.set_flow_style()  # a new small mapping reads best inline: {cost: 0.3}
+            node[p] = child
+        node = node[p]
+    node[leaf] = float(value)
+    buf = io.StringIO()
+    y.dump(data, buf)
+    out = buf.getvalue()
+    parse_config(out, source)  # the result must still be valid mix instructions
+    return out
+
+
+def write_mix_value(path: str | Path, mix: str, key: str, value: float) -> None:
+    """Update the file in place (atomically: a crash leaves the old or the new file, never half of one)."""
+    p = Path(path)
+    new = set_mix_value(p.read_text(encoding="utf-8"), mix, key, value, str(p))
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(new, encoding="utf-8")
+    tmp.replace(p)
