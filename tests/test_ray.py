@@ -96,3 +96,14 @@ def test_train_on_cluster_gives_a_working_gate(cluster: str) -> None:
     q = gate.quality_matrix(["question number 99 about code"], ["strong", "weak"])
     assert q.shape == (1, 2) and q[0, 0] > 0.5
     assert gate.meta["trained_on"] == "ray"
+
+
+def test_concurrency_per_provider_is_a_real_bound(cluster: str, tmp_path: Path) -> None:
+    """With a bound of 1, two worker nodes still call one endpoint strictly one at a time."""
+    delay = 0.3
+    with StubServer(Script(reply="16", delay_s=delay)) as stub:
+        card = ModelCard(name="solo", provider="openai_compat", endpoint=stub.url)
+        t0 = time.perf_counter()
+        s = collect_with_ray(_questions(4), [card], tmp_path / "r.jsonl", address=cluster, concurrency_per_provider=1)
+        assert s.graded == 4
+        assert time.perf_counter() - t0 >= 4 * delay  # serial: it cannot be faster than one call after another
