@@ -144,6 +144,25 @@ def test_vectorised_choice_matches_policy_choose(world: dict) -> None:
         assert d.model == sub.models[vec[i]]
 
 
+def test_quality_target_with_free_models_trades_latency() -> None:
+    """Local models cost nothing: a quality target then buys speed, and the fastest feasible point wins."""
+    n = 200
+    rng = np.random.default_rng(0)
+    y = np.stack([rng.random(n) < 0.3, rng.random(n) < 0.6], 1).astype(float)  # small model, big model
+    q = np.clip(y * 0.5 + 0.25 + rng.normal(0, 0.05, y.shape), 0, 1)  # an informative gate
+    lat = np.tile([1.0, 6.0], (n, 1))
+    z = np.zeros_like(y)
+    mx = off.Matrices(["small", "big"], y, z, lat, z, q, z, lat, z)
+    cfg = parse_config(MIX_YAML)
+    tg = parse_target("quality=0.9_of_best")
+    spec = off.spec_for(cfg.mixes["cheap"], "cheap", tg, cfg, mx.models, mx)
+    assert spec.knob == "weights.latency"
+    res = off.sweep(mx, spec, tg)
+    ok = [p for p in res.curve if p.feasible]
+    assert res.chosen.mean_latency_s == pytest.approx(min(p.mean_latency_s for p in ok))
+    assert res.chosen.value > 0 and res.chosen.mean_latency_s < 6.0
+
+
 def test_infeasible_target_is_one_clear_line_exit_2(world: dict) -> None:
     from moai.tune_cli import app
 

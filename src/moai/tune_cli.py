@@ -52,8 +52,9 @@ def tune(
     """Sweep the mix's knob over the records, choose the best point meeting the target, write it to the YAML.
 
     For spending and latency targets the chosen point is the one with the highest quality; for a quality
-    target, the cheapest. Quality and cost are the records' own (the gate only decides), so the figures
-    are what the mix would have done on these queries.
+    target, the cheapest (with free models only: the weight traded is latency, and the fastest point wins).
+    Quality and cost are the records' own (the gate only decides), so the figures are what the mix would
+    have done on these queries.
     """
     data = [*data, *(Path(a) for a in ctx.args)]
     from moai.bench.datasets import RecordError
@@ -73,7 +74,7 @@ def tune(
             raise off.TuneError(f"unknown mix {mix!r}; known: {', '.join(cfg.mixes)}")
         g = _load_gate(gate, cfg)
         records, mx = off.prepare(data, cfg, mix, g)
-        spec = off.spec_for(cfg.mixes[mix], mix, tg, cfg, mx.models)
+        spec = off.spec_for(cfg.mixes[mix], mix, tg, cfg, mx.models, mx)
         tune_rows, held_rows = off.split(len(records), holdout, seed, [r.prompt for r in records])
         if len(tune_rows) < 10:
             raise off.TuneError(f"only {len(tune_rows)} records left to tune on; lower --holdout or add data")

@@ -378,14 +378,20 @@ def sweep(mx: Matrices, spec: Spec, target: Target) -> Result:
             closest,
         )
     if target.kind == "quality":
-        chosen = min(ok, key=lambda p: (round(p.cost_usd, 12), -p.quality))
+        # the cheapest; among equally cheap (free local models), the fastest
+        chosen = min(ok, key=lambda p: (round(p.cost_usd, 12), round(p.mean_latency_s, 6), -p.quality))
     else:
         chosen = max(ok, key=lambda p: (round(p.quality, 9), -p.cost_usd, -p.p95_latency_s))
     return Result(target, spec, curve, chosen, ref)
 
 
-def spec_for(mix: Any, mix_name: str, target: Target, config: Any, models: Sequence[str]) -> Spec:
-    """Which knob to tune for this mix and target; refuses strategies that records cannot replay."""
+def spec_for(
+    mix: Any, mix_name: str, target: Target, config: Any, models: Sequence[str], mx: Matrices | None = None
+) -> Spec:
+    """Which knob to tune for this mix and target; refuses strategies that records cannot replay.
+
+    A quality target trades against cost, unless every model is free (local zoo): then against latency.
+    """
     if mix.strategy not in TUNABLE:
         raise TuneError(f"mix {mix_name!r} uses strategy {mix.strategy}; tuning supports {', '.join(TUNABLE)} "
                         "(their outputs can be replayed from routing records)")
@@ -402,7 +408,10 @@ def spec_for(mix: Any, mix_name: str, target: Target, config: Any, models: Seque
             props = target_mix.proposers.pick
         agg = target_mix.aggregator if isinstance(target_mix.aggregator, str) else None
         return Spec("auto", "difficulty_threshold", w, collab=Collab(props, col.get(agg, -1) if agg else -1))
-    return Spec("route", f"weights.{target.knob}", w)
+    knob = target.knob
+    if target.kind == "quality" and mx is not None and not np.any(mx.ec > 0):
+        knob = "latency"
+    return Spec("route", f"weights.{knob}", w)
 
 
 def prepare(

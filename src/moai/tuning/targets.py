@@ -11,7 +11,7 @@ Every target is a number measured over a set of requests (an operating point) co
 * ``p95_latency_s=X``: the 95th percentile of end-to-end request latency, in seconds; met when ≤ X.
 
 For the spending and latency targets the best point is the one with the highest quality; for a quality
-target it is the cheapest one.
+target it is the cheapest one (the fastest among equally cheap ones: free local models).
 """
 
 from __future__ import annotations
