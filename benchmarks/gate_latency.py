@@ -23,7 +23,9 @@ QUERY = (
     "the second train catch up with the first, and how far from the station are they at that moment? Explain "
     "each step of your reasoning, state any assumptions you make about acceleration and stopping, and then "
     "give the final answer as a clock time and a distance in kilometres, rounded to one decimal place. "
-    "Finally, check your answer by computing both trains' positions at the time you found."
+    "Finally, check your answer by computing both trains' positions at the time you found. If the second "
+    "train had left ten minutes later, would it still catch up before the first train reaches the terminus "
+    "320 km away? Show the inequality you solve and say which train arrives first."
 )
 
 
