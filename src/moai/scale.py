@@ -42,11 +42,11 @@ def _ray() -> Any:
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> Any:
-    """Join the cluster at ``address`` (``host:port`` or ``auto``), else start a local instance."""
+    """Join the cluster at ``address`` (``host:port`` or ``auto``), else (None, ``local``) start a local instance."""
     ray = _ray()
     if not ray.is_initialized():
         kw: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False, "include_dashboard": False}
-        if address:
+        if address and address != "local":
             ray.init(address=address, **kw)
         else:
             ray.init(num_cpus=num_cpus, **kw)
