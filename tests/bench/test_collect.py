@@ -223,3 +223,16 @@ def test_ctrl_c_keeps_everything_graded(tmp_path: Path, files: dict[str, Path]) 
         assert resumed.skipped == len(kept) and resumed.graded == 8 - len(kept)
         assert stub.script.calls - calls_before == 8 - len(kept)  # only the missing pairs were asked
     assert sum(len(r["scores"]) for r in read(out)) == 8
+
+
+def test_pairs_run_in_question_order_so_an_early_stop_leaves_complete_records(
+    tmp_path: Path, files: dict[str, Path]
+) -> None:
+    out = tmp_path / "r.jsonl"
+    with StubServer(Script(reply=REPLY)) as stub:
+        cfg = load_config(write_config(tmp_path, stub.url))
+        col.collect([files["gsm"], files["mmlu"]], cfg, out, concurrency=2)
+    ids = [e.id for e in col.read_journal(col.journal_path(out))]
+    order = ["gsm8k-train/0", "mmlu-test/0", "gsm8k-train/1", "mmlu-test/1"]
+    # at most one question ahead: two workers, two models, one pair per model at a time
+    assert all(abs(order.index(i) - k // 2) <= 1 for k, i in enumerate(ids)), ids

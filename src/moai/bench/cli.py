@@ -85,7 +85,7 @@ def collect(
         else:
             state["failed"] += 1
             err.print(f"[yellow]failed (retried next run):[/yellow] {error}", highlight=False)
-        accs = " ".join(f"{m.split('-')[0][:6]}…{m[-4:]} {h / n:.2f}" for m, (h, n) in state["acc"].items())
+        accs = " · ".join(f"{m} {h / n:.2f}" for m, (h, n) in state["acc"].items())
         progress.update(state["task"], advance=1, description=accs or "collecting")
         now = time.monotonic()
         if not live and (now - state["last_log"] > 30 or state["n"] == state["total"]):

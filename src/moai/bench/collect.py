@@ -379,33 +379,51 @@ async def run_pairs(
 ) -> Summary:
     """Run every not-yet-journaled (question, model) pair; journal each graded one immediately.
 
-    A global semaphore bounds calls in flight; each model also gets its own bound (1 for local models,
-    whose llama.cpp context is serial anyway, so a waiting call never holds a global slot).
+    ``concurrency`` workers take pairs in question order; each model also has its own bound (1 for local
+    models, whose llama.cpp context is serial anyway; the card's concurrency for remote ones).
     """
     carbon = carbon or CarbonModel()
     done = {(e.id, e.model) for e in read_journal(journal)}
     todo = [(q, c) for q in questions for c in cards if (q.id, c.name) not in done]
     summary = Summary(total=len(questions) * len(cards), skipped=len(questions) * len(cards) - len(todo))
     providers = providers if providers is not None else {c.name: make_provider(c) for c in cards}
-    slots = asyncio.Semaphore(max(1, concurrency))
-    per_model = {c.name: asyncio.Semaphore(1 if c.provider == "local" else c.max_concurrency) for c in cards}
+    cap = {c.name: 1 if c.provider == "local" else c.max_concurrency for c in cards}
     journal.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    # Fair, question-major scheduling: a free worker takes the earliest pending pair whose model has room,
+    # among the first `window` unfinished questions. Without the window the fastest model runs far ahead
+    # (measured: 303 / 239 / 154 answers per model after 700 calls), and a run stopped early would leave
+    # mostly incomplete records; with it, at most `window` records are incomplete at any moment.
+    window = max(4, 4 * concurrency)
+    pending = list(todo)
+    left: dict[str, int] = {}
+    for q, _ in todo:
+        left[q.id] = left.get(q.id, 0) + 1
+    open_ids = list(left)  # questions with pairs still pending or running, in order
+    running = dict.fromkeys(cap, 0)
+    cond = asyncio.Condition()
+
+    def pick() -> tuple[Question, ModelCard] | None:
+        allowed = set(open_ids[:window])
+        for i, (q, c) in enumerate(pending):
+            if q.id not in allowed:
+                break  # pending is question-major, so nothing later is in the window
+            if running[c.name] < cap[c.name]:
+                return pending.pop(i)
+        return None
 
     with journal.open("a", encoding="utf-8") as jf:
 
         async def one(q: Question, card: ModelCard) -> None:
-            async with per_model[card.name], slots:
-                params = ChatParams(messages=q.messages, max_tokens=q.max_tokens,
-                                    temperature=0.0, seed=seed)
-                try:
-                    comp = await providers[card.name].complete(params)
-                except ProviderError as e:
-                    summary.failed += 1
-                    summary.errors.append(f"{q.id} {card.name}: {e}")
-                    if on_done:
-                        on_done(None, str(e))
-                    return
+            params = ChatParams(messages=q.messages, max_tokens=q.max_tokens, temperature=0.0, seed=seed)
+            try:
+                comp = await providers[card.name].complete(params)
+            except ProviderError as e:
+                summary.failed += 1
+                summary.errors.append(f"{q.id} {card.name}: {e}")
+                if on_done:
+                    on_done(None, str(e))
+                return
             score = await asyncio.to_thread(grade, q, comp.text, code_timeout_s)
             n_in, n_out = comp.usage.prompt_tokens, comp.usage.completion_tokens
             kwh, g = carbon.estimate(card, n_in, n_out, comp.latency_s, comp.cpu_s)
@@ -421,7 +439,27 @@ async def run_pairs(
             if on_done:
                 on_done(entry, None)
 
-        tasks = [asyncio.create_task(one(q, c)) for q, c in todo]
+        async def worker() -> None:
+            while True:
+                async with cond:
+                    job = pick()
+                    while job is None:
+                        if not pending:
+                            return
+                        await cond.wait()
+                        job = pick()
+                    running[job[1].name] += 1
+                try:
+                    await one(*job)
+                finally:
+                    async with cond:
+                        running[job[1].name] -= 1
+                        left[job[0].id] -= 1
+                        if left[job[0].id] == 0:
+                            open_ids.remove(job[0].id)
+                        cond.notify_all()
+
+        tasks = [asyncio.create_task(worker()) for _ in range(max(1, min(concurrency, len(todo))))]
         try:
             await asyncio.gather(*tasks)
         except asyncio.CancelledError:
