@@ -25,8 +25,11 @@ RAY = str(Path(sys.executable).parent / "ray")
 
 
 def run(workers: int, pairs: int, delay: float) -> float:
+    import os
+
     import ray
 
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # a throwaway loopback cluster (see tests/test_ray.py)
     port = free_port()
     addr = f"127.0.0.1:{port}"
     subprocess.run([RAY, "start", "--head", "--port", str(port), "--num-cpus", "0", "--include-dashboard=false",

@@ -25,7 +25,9 @@ RAY = str(Path(sys.executable).parent / "ray")
 
 
 def _ray_cli(*args: str) -> None:
-    subprocess.run([RAY, *args], check=True, capture_output=True, timeout=60)
+    r = subprocess.run([RAY, *args], capture_output=True, text=True, timeout=60)
+    if r.returncode:
+        raise RuntimeError(f"ray {' '.join(args)} failed: {r.stderr[-2000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +35,10 @@ def cluster() -> Iterator[str]:
     """`ray start --head` with 1 CPU plus one worker node with 1 CPU; always stopped afterwards."""
     port = free_port()
     address = f"127.0.0.1:{port}"
+    # a token left in ~/.ray by an earlier local ray.init() makes the head demand it from the worker: this
+    # throwaway loopback cluster runs without token authentication
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RAY_AUTH_MODE", "disabled")
     try:
         _ray_cli("start", "--head", "--port", str(port), "--num-cpus", "1", "--include-dashboard=false",
                  "--disable-usage-stats")
@@ -42,6 +48,7 @@ def cluster() -> Iterator[str]:
         if ray.is_initialized():
             ray.shutdown()
         subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=60)
+        mp.undo()
 
 
 def _questions(n: int) -> list[col.Question]:
