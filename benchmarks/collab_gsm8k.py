@@ -29,6 +29,10 @@ from moai.server.openai_schema import ChatCompletionRequest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "questions"
 PROMPT = "{q}\n\nSolve it step by step, briefly. End with the final answer on its own line as: #### <number>"
+# --direct: the answer alone (as `moai bench collect` asks), for machines too small for chains of thought
+DIRECT = "{q}\n\nGive only the final answer as a number, nothing else."
+SHOT = [{"role": "user", "content": "A baker makes 3 trays of 12 cookies and sells 20. How many cookies are left?"
+         "\n\nGive only the final answer as a number, nothing else."}, {"role": "assistant", "content": "16"}]
 SYSTEMS = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "moai/moa", "moai/critique", "moai/auto"]
 
 
@@ -46,12 +50,13 @@ def concurrency_ratio(trace: list[dict[str, Any]]) -> float | None:
 
 
 async def run(system: str, qs: list[dict[str, Any]], mixture: Mixture, max_tokens: int, progress: Progress,
-              task: Any) -> dict[str, Any]:
+              task: Any, direct: bool = False) -> dict[str, Any]:
     correct, latency, energy, ratios, strategies = [], [], [], [], []
     for q in qs:
+        ask = {"role": "user", "content": (DIRECT if direct else PROMPT).format(q=q["question"])}
         body = ChatCompletionRequest.model_validate({
             "model": system, "max_tokens": max_tokens, "temperature": 0,
-            "messages": [{"role": "user", "content": PROMPT.format(q=q["question"])}]})
+            "messages": [*SHOT, ask] if direct else [ask]})
         t0 = time.perf_counter()
         prep = mixture.prepare(body)
         ex = await mixture.run(prep)
@@ -76,7 +81,7 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
                   TimeRemainingColumn()) as progress:
         for system in args.systems:
             task = progress.add_task(system, total=len(qs))
-            results.append(await run(system, qs, mixture, args.max_tokens, progress, task))
+            results.append(await run(system, qs, mixture, args.max_tokens, progress, task, args.direct))
     await mixture.aclose()
     return results
 
@@ -105,14 +110,16 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--systems", nargs="+", default=SYSTEMS)
-    ap.add_argument("--out", default="out/collab")
+    ap.add_argument("--out", default="benchmarks/out/collab")
+    ap.add_argument("--direct", action="store_true", help="ask for the number only (short answers)")
     args = ap.parse_args()
     results = asyncio.run(main_async(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     plot(results, out / "accuracy_latency.png")
-    t = Table(title=f"GSM8K test, first {args.n} questions, ≤{args.max_tokens} tokens per call")
+    mode = "answer only" if args.direct else "step by step"
+    t = Table(title=f"GSM8K test, first {args.n} questions, {mode}, ≤{args.max_tokens} tokens per call")
     for col in ("system", "accuracy", "mean latency (s)", "mean energy (Wh)", "MoA concurrency ratio", "routes"):
         t.add_column(col)
     for r in results:
