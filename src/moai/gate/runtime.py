@@ -68,6 +68,16 @@ def load_gate_dir(path: str | Path) -> GateChooser:
     return GateChooser(Gate.load(path), Path(path).name)
 
 
+def _knows_all(path: Path, config: Config) -> bool:
+    import json
+
+    try:
+        known = set(json.loads((path / "gate.json").read_text()).get("models", []))
+    except (OSError, ValueError):
+        return False
+    return set(config.models) <= known
+
+
 def load_default_gate(config: Config) -> GateChooser | None:
     """The configured gate, else the shipped default one; None (rule-based fallback) if neither loads."""
     candidates = [Path(config.settings.gate).expanduser()] if config.settings.gate else []
@@ -77,6 +87,8 @@ def load_default_gate(config: Config) -> GateChooser | None:
             if path != DEFAULT_GATE_DIR:
                 log.warning("gate %s not found; using the rule-based chooser", path)
             continue
+        if path == DEFAULT_GATE_DIR and not _knows_all(path, config):
+            continue  # the shipped gate was trained on the local zoo; other mixes need their own
         try:
             return load_gate_dir(path)
         except Exception as e:  # noqa: BLE001 - a broken gate must not take the server down
