@@ -25,7 +25,7 @@ from moai.config import Weights, load_config
 from moai.gate.runtime import GateChooser
 from moai.gate.store import train_gate
 
-WEIGHTS = [0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2]
+WEIGHTS = [0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0]
 
 
 def latencies(path: Path) -> dict[str, dict[str, float]]:

@@ -187,7 +187,7 @@ class Mixture:
             response_format=body.response_format,
         )
         ctx = RequestContext(self.config, mix_name, mix, params, self.chooser, weights, cards, excluded,
-                             live=self.stats.snapshot(params.max_tokens), privacy=guard.report)
+                             live=self.stats.snapshot(min(params.max_tokens, 256)), privacy=guard.report)
         ctx.notes.extend(guard.notes)
         session = session or body.user
         if session and mix.sessions != "off":

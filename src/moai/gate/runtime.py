@@ -80,14 +80,14 @@ def _knows_all(path: Path, config: Config) -> bool:
 
 def load_default_gate(config: Config) -> GateChooser | None:
     """The configured gate, else the shipped default one; None (rule-based fallback) if neither loads."""
-    candidates = [Path(config.settings.gate).expanduser()] if config.settings.gate else []
-    candidates.append(DEFAULT_GATE_DIR)
+    named = Path(config.settings.gate).expanduser() if config.settings.gate else None
+    candidates = [p for p in (named, DEFAULT_GATE_DIR) if p is not None]
     for path in candidates:
         if not (path / "gate.json").exists():
-            if path != DEFAULT_GATE_DIR:
+            if path == named:
                 log.warning("gate %s not found; using the rule-based chooser", path)
             continue
-        if path == DEFAULT_GATE_DIR and not _knows_all(path, config):
+        if path != named and not _knows_all(path, config):
             continue  # the shipped gate was trained on the local zoo; other mixes need their own
         try:
             return load_gate_dir(path)

@@ -151,11 +151,15 @@ class LlamaCppProvider(Provider):
     async def stream(self, params: ChatParams) -> AsyncIterator[Delta]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancel = threading.Event()
 
         def emit(item: Any) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+            if loop.is_closed():  # the caller's loop is gone (interrupted run): nobody is listening
+                cancel.set()
+                return
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        cancel = threading.Event()
         worker = threading.Thread(target=self._run, args=(params, emit, cancel), daemon=True)
         worker.start()
         try:
