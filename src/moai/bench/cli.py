@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import time
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -46,6 +47,8 @@ def collect(
     concurrency: Annotated[int, typer.Option("--concurrency", "-k", help="model calls in flight", min=1)] = 1,
     regrade: Annotated[bool, typer.Option(help="re-score the journaled answers with the current graders; "
                                           "no model calls")] = False,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", help="run the pairs as Ray tasks: a cluster address (host:port) or 'local' (-k: per endpoint)")] = None,
 ) -> None:
     """Ask every model every question, grade the answers, write routing records (resumable)."""
     from moai.bench import collect as col
@@ -112,8 +115,14 @@ def collect(
     interrupted = False
     try:
         with progress:
-            summary = col.collect(questions, cfg, out, models=names, limit=limits, offset=offset, seed=seed,
-                                  concurrency=concurrency, on_done=on_done, on_start=on_start)
+            if ray is None:
+                run = col.collect
+            else:
+                from moai.scale import collect_files_with_ray
+
+                run = partial(collect_files_with_ray, address=ray)
+            summary = run(questions, cfg, out, models=names, limit=limits, offset=offset, seed=seed,
+                          concurrency=concurrency, on_done=on_done, on_start=on_start)
     except KeyboardInterrupt:
         interrupted = True
     except col.QuestionFormatError as e:
