@@ -79,6 +79,7 @@ def train(
     out: Path = typer.Option(..., "--out", help="directory to write the gate to"),
     epochs: int = typer.Option(30, help="factor-model epochs"),
     seed: int = typer.Option(0),
+    ray: str | None = typer.Option(None, "--ray", help="embed and train on Ray: a cluster address or 'local'"),
 ) -> None:
     """Train a gate on routing records and save it."""
     data = [*data, *(Path(a) for a in ctx.args)]  # `--data a b c` (shell globs) as well as repeated --data
@@ -87,7 +88,13 @@ def train(
         from moai.gate.train import TrainConfig
 
         records = load_records(data)
-        gate = _progress_train(records, TrainConfig(epochs=epochs, seed=seed))
+        cfg = TrainConfig(epochs=epochs, seed=seed)
+        if ray is None:
+            gate = _progress_train(records, cfg)
+        else:
+            from moai.scale import train_with_ray
+
+            gate = train_with_ray(records, cfg, address=ray)
         gate.meta["train_files"] = [str(p.resolve()) for p in data]
         gate.save(out)
         typer.echo(f"gate with {len(gate.models)} models trained on {len(records)} records "
