@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -19,12 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import openai
 from rich.console import Console
 from rich.table import Table
 
 from moai import local_models
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from servers import free_port, wait_http  # noqa: E402
 
 PROMPTS = [
     "Write a haiku about the sea.",
@@ -32,24 +33,6 @@ PROMPTS = [
     "List three uses of copper.",
     "What is the capital of Japan, and why is it important?",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait(url: str, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"{url} did not start")
 
 
 def measure(base_url: str, model: str, n: int, max_tokens: int) -> dict[str, float]:
@@ -95,7 +78,7 @@ def main() -> None:
              str(lport), "--n_ctx", "2048", "--n_threads", str(args.threads), "--model_alias", "m"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
         llama = f"http://127.0.0.1:{lport}/v1"
-        wait(llama + "/models")
+        wait_http(llama + "/models", timeout=120)
         rows = [("llama.cpp server, direct", measure(llama, "m", args.n, args.max_tokens))]
         for label, card in (
             ("moai → llama.cpp server (openai_compat)",
@@ -110,7 +93,7 @@ def main() -> None:
                 [sys.executable, "-m", "moai.cli", "serve", "--config", str(cfg), "--port", str(port),
                  "--database-url", f"sqlite:///{tmp / f'{port}.db'}", "--log-level", "warning"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
-            wait(f"http://127.0.0.1:{port}/healthz")
+            wait_http(f"http://127.0.0.1:{port}/healthz", timeout=120)
             rows.append((label, measure(f"http://127.0.0.1:{port}/v1", "moai/default", args.n, args.max_tokens)))
             procs[-1].terminate()
             procs[-1].wait()

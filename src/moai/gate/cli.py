@@ -9,12 +9,13 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import typer
+
+from moai.gate.policy import RecordCard as _Card
 
 app = typer.Typer(help="Train and inspect the learned gate.", no_args_is_help=True, add_completion=False)
 
@@ -37,21 +38,6 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
-@dataclass
-class _Card:
-    """A minimal model card (the policy's CardLike) for records without a catalog."""
-
-    name: str
-    provider: str = "replay"
-    privacy: str = "cloud"
-    price: Any = field(default_factory=lambda: type("P", (), {"input_per_mtok": 0.0, "output_per_mtok": 0.0})())
-    params_b: float | None = None
-    family: str | None = None
-    context: int = 1_000_000
-    supports_tools: bool = False
-    tokens_per_s: float | None = None
-    ttft_s: float | None = None
-    power_w: float | None = None
 
 
 def _progress_train(records: list[Any], cfg: Any) -> Any:

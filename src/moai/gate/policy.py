@@ -41,6 +41,23 @@ class CardLike(Protocol):
 
 
 @dataclass
+class RecordCard:
+    """A minimal model card (CardLike) for models known only from routing records, not from a catalog."""
+
+    name: str
+    provider: str = "replay"
+    privacy: str = "cloud"
+    price: Any = field(default_factory=lambda: type("P", (), {"input_per_mtok": 0.0, "output_per_mtok": 0.0})())
+    params_b: float | None = None
+    family: str | None = None
+    context: int = 1_000_000
+    supports_tools: bool = False
+    tokens_per_s: float | None = None
+    ttft_s: float | None = None
+    power_w: float | None = None
+
+
+@dataclass
 class Weights:
     """How much one unit of each term costs in quality points (quality is 0-1)."""
 

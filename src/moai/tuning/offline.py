@@ -15,13 +15,14 @@ import json
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from moai.bench.datasets import RoutingRecord, load_records, normalise_scores
+from moai.gate.policy import RecordCard as StubCard
 from moai.tuning.targets import Reference, Target
 
 TUNABLE = ("route", "cascade", "auto")
@@ -39,21 +40,6 @@ class Infeasible(TuneError):
         self.closest = closest
 
 
-@dataclass
-class StubCard:
-    """A model card (the policy's CardLike) for record models that the mix instructions do not describe."""
-
-    name: str
-    provider: str = "replay"
-    privacy: str = "cloud"
-    price: Any = field(default_factory=lambda: type("P", (), {"input_per_mtok": 0.0, "output_per_mtok": 0.0})())
-    params_b: float | None = None
-    family: str | None = None
-    context: int = 1_000_000
-    supports_tools: bool = False
-    tokens_per_s: float | None = None
-    ttft_s: float | None = None
-    power_w: float | None = None
 
 
 # ------------------------------------------------------------------------------------------ data
