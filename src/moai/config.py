@@ -65,6 +65,30 @@ class Pick(BaseModel):
 
 Role = str | list[str] | Pick
 
+LiveKnob = Literal["weights.cost", "weights.latency", "threshold", "difficulty_threshold"]
+
+
+class LiveTune(BaseModel):
+    """Hold a spending or latency target online: the server nudges one knob of the mix from its telemetry."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    target: str  # cost_share=X | max_cost_usd_per_1k=X | p95_latency_s=X (quality needs grades: offline only)
+    knob: LiveKnob | None = None  # default: route → the weight the target trades; cascade/auto → its threshold
+    min_samples: int = Field(50, ge=1, le=100_000)  # requests seen since the last change before judging
+    window: int = Field(500, ge=1, le=1_000_000)
+    max_step: float = Field(1.5, gt=1, le=100)  # one change multiplies or divides the knob by at most this
+    deadband: float = Field(0.05, ge=0, lt=1)
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        from moai.tuning.targets import parse_target
+
+        t = parse_target(v)  # TargetError is a ValueError: pydantic reports it at the field
+        if t.kind == "quality":
+            raise ValueError("a quality target needs graded answers; tune it offline with `moai mix tune`")
+        return v
+
 
 class ChainStep(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -105,6 +129,8 @@ class Mix(BaseModel):
     # auto
     collaborate: str | None = None  # the mix to use for hard queries
     difficulty_threshold: float = Field(0.5, ge=0, le=1)
+    # live tuning (route, cascade, auto)
+    live_tune: LiveTune | None = None
 
     @model_validator(mode="after")
     def _strategy_fields(self) -> Mix:
@@ -118,7 +144,23 @@ class Mix(BaseModel):
         missing = [f for f in need if getattr(self, f) in (None, [])]
         if missing:
             raise ValueError(f"strategy {self.strategy} needs {', '.join(missing)}")
+        if self.live_tune is not None and self.live_knob() is None:
+            raise ValueError(f"live_tune: knob {self.live_tune.knob} does not apply to strategy {self.strategy} "
+                             "(route: weights.cost|weights.latency; cascade: threshold; auto: difficulty_threshold)")
         return self
+
+    def live_knob(self) -> str | None:
+        """The knob live tuning moves for this mix, or None when its strategy has none of that kind."""
+        from moai.tuning.targets import parse_target
+
+        if self.live_tune is None:
+            return None
+        allowed = {"route": ("weights.cost", "weights.latency"), "cascade": ("threshold",),
+                   "auto": ("difficulty_threshold",)}.get(self.strategy, ())
+        knob = self.live_tune.knob
+        if knob is None and allowed:
+            knob = allowed[0] if self.strategy != "route" else f"weights.{parse_target(self.live_tune.target).knob}"
+        return knob if knob in allowed else None
 
 
 class CacheSettings(BaseModel):

@@ -30,6 +30,8 @@ from moai.telemetry.carbon import CarbonModel
 from moai.telemetry.metrics import Metrics
 from moai.telemetry.store import CallRecord, RequestRecord, TelemetryStore
 from moai.telemetry.writer import TelemetryWriter
+from moai.tuning.live import LiveTuner
+from moai.tuning.targets import parse_target
 
 NO_TOOLS = frozenset({"moa", "fanout", "chain", "critique"})  # strategies whose answer is synthesised text
 
@@ -63,6 +65,20 @@ class Prepared:
     cache: Any = None  # cache.Lookup, once the response cache was consulted
 
 
+def live_tuners(config: Config) -> dict[str, LiveTuner]:
+    """One live tuner per mix with ``live_tune``, starting from the knob's value in the instructions."""
+    out = {}
+    for name, mix in config.mixes.items():
+        knob = mix.live_knob()
+        if mix.live_tune is None or knob is None:
+            continue
+        lt = mix.live_tune
+        start = getattr(mix.weights, knob.split(".", 1)[1]) if knob.startswith("weights.") else getattr(mix, knob)
+        out[name] = LiveTuner(parse_target(lt.target), knob, value=start, min_samples=lt.min_samples,
+                              window=lt.window, max_step=lt.max_step, deadband=lt.deadband)
+    return out
+
+
 def load_chooser(config: Config) -> Chooser:
     """The learned gate when one can be loaded, else the rule-based chooser."""
     try:
@@ -89,6 +105,9 @@ class Mixture:
         self.registry.health = self.stats.healthy
         self.cache = ResponseCache.from_config(config, self.metrics.cache)
         self._sessions: OrderedDict[tuple[str, str], str] = OrderedDict()  # (mix, session) -> model, LRU
+        self.tuners = live_tuners(config)  # mixes whose instructions ask for a target held online
+        for name, t in self.tuners.items():
+            self.metrics.knob.labels(name, t.knob).set(t.value)
         if store is not None:
             self.stats.refresh(store)  # resume from what earlier runs (or other replicas) observed
 
@@ -350,8 +369,26 @@ class Mixture:
         if self.writer is not None:
             await self.writer.write(rec)
 
+    def _tune(self, prep: Prepared, results: list[Any]) -> None:
+        """Feed a served request to its mix's live tuner; a change replaces the mix for the next requests."""
+        name = prep.ctx.mix_name
+        tuner = self.tuners.get(name)
+        if tuner is None:
+            return
+        ok = [r for r in results if r.status == "ok" and r.model]
+        if not ok:
+            return
+        prompt = max(r.usage.prompt_tokens for r in ok)
+        completion = max(r.usage.completion_tokens for r in ok)
+        dearest = max((c.cost_usd(prompt, completion) for c in prep.ctx.candidates), default=0.0)
+        change = tuner.observe(sum(r.cost_usd for r in results), time.time() - prep.started, dearest)
+        if change is not None:
+            self.config.mixes[name] = tuner.apply(self.config.mixes[name])
+            self.metrics.observe_tuning(name, change.knob, change.new)
+
     async def record(self, prep: Prepared, ex: Execution) -> None:
         self._observe(prep, "ok", ex.results, ex.answer.model)
+        self._tune(prep, ex.results)
         if prep.ctx.session and ex.answer.model:
             key = (prep.ctx.mix_name, prep.ctx.session)
             self._sessions[key] = ex.answer.model

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
@@ -156,8 +157,11 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
     async def stats() -> dict[str, Any]:
         """Live per-model statistics and circuit-breaker states, as the gate sees them now."""
         snap = mix.stats.snapshot()
+        tuning = {name: {"target": str(t.target), "knob": t.knob, "value": t.value,
+                         "observed": t.pending, "changes": [dataclasses.asdict(c) for c in t.changes[-50:]]}
+                  for name, t in mix.tuners.items()}
         return {"models": {m: {**v, "breaker": mix.stats.state(m), "calls": mix.stats.models[m].calls}
-                           for m, v in snap.items()}}
+                           for m, v in snap.items()}, "tuning": tuning}
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -36,6 +36,12 @@ class Metrics:
         self.feedback_score = Counter("moai_feedback_score", "Sum of feedback scores normalised to 0..1", ["model"],
                                       registry=r)
         self.cache = Counter("moai_cache", "Response cache lookups", ["mix", "result"], registry=r)
+        self.knob = Gauge("moai_mix_knob", "Current value of a live-tuned mix knob", ["mix", "knob"], registry=r)
+        self.knob_changes = Counter("moai_mix_knob_changes", "Live tuning changes", ["mix", "knob"], registry=r)
+
+    def observe_tuning(self, mix: str, knob: str, value: float) -> None:
+        self.knob.labels(mix, knob).set(value)
+        self.knob_changes.labels(mix, knob).inc()
 
     def observe_request(self, mix: str, status: str, latency_s: float, results: list[Any],
                         decided: str | None, answer_model: str | None) -> None:

@@ -24,6 +24,7 @@ from moai.tuning.targets import Target
 log = logging.getLogger("moai.tuning.live")
 
 # does raising the knob make requests cheaper/faster? (route weights, auto's threshold) or dearer (cascade)
+CONVERGED = math.log(1.02)  # knob positions closer than 2% are one and the same
 CHEAPER_WHEN_UP = {"weights.cost": True, "weights.latency": True, "difficulty_threshold": True, "threshold": False}
 
 
@@ -42,9 +43,10 @@ class Change:
 class LiveTuner:
     """Keeps ``target`` by moving ``knob`` (see CHEAPER_WHEN_UP) starting from ``value``.
 
-    ``reference_cost_usd``: the mean cost of the most expensive model per request (from offline tuning),
-    needed for ``cost_share`` because the counterfactual is not observed online. Quality targets need
-    graded answers and are not held online.
+    ``cost_share`` needs the counterfactual spend of the most expensive model, which is not observed
+    online: either each observation carries it (the engine prices the request's tokens at the dearest
+    eligible model's card) or ``reference_cost_usd`` gives a fixed mean (from offline tuning). Quality
+    targets need graded answers and are not held online.
     """
 
     target: Target
@@ -62,6 +64,10 @@ class LiveTuner:
     changes: list[Change] = field(default_factory=list)
     _costs: list[float] = field(default_factory=list, repr=False)
     _lat: list[float] = field(default_factory=list, repr=False)
+    _refs: list[float] = field(default_factory=list, repr=False)
+    _good: float | None = field(default=None, repr=False)  # nearest knob position (log, cheaper-up) meeting it
+    _bad: float | None = field(default=None, repr=False)  # nearest one that missed it
+    _held: int = field(default=0, repr=False)
     _seen: set[str] = field(default_factory=set, repr=False)
     _since: datetime | None = field(default=None, repr=False)
 
@@ -70,25 +76,35 @@ class LiveTuner:
             raise ValueError("quality targets need graded answers; hold them offline (moai mix tune)")
         if self.knob not in CHEAPER_WHEN_UP:
             raise ValueError(f"unknown knob {self.knob!r}; one of {', '.join(CHEAPER_WHEN_UP)}")
-        if self.target.kind == "cost_share" and not self.reference_cost_usd:
-            raise ValueError("cost_share needs reference_cost_usd (mean cost of the most expensive model)")
         if self.knob.endswith("threshold"):
             self.max_value = min(self.max_value, 1.0)
         self.value = min(max(self.value, self.min_value), self.max_value)
 
     # ------------------------------------------------------------------ measuring
-    def observe(self, cost_usd: float, latency_s: float) -> Change | None:
-        """Record one finished request; returns the change if this observation triggered one."""
+    @property
+    def pending(self) -> int:
+        """Requests observed since the last change (what the next judgement is based on)."""
+        return len(self._costs)
+
+    def observe(self, cost_usd: float, latency_s: float, reference_cost_usd: float | None = None) -> Change | None:
+        """Record one finished request (with, for ``cost_share``, what the dearest model would have cost);
+        returns the change if this observation triggered one."""
+        ref = reference_cost_usd if reference_cost_usd is not None else self.reference_cost_usd
+        if self.target.kind == "cost_share" and not ref:
+            if reference_cost_usd is None and self.reference_cost_usd is None:
+                raise ValueError("cost_share needs a reference cost: per observation or reference_cost_usd")
+            return None  # nothing costs anything here: no share to hold
         self._costs.append(float(cost_usd))
         self._lat.append(float(latency_s))
-        del self._costs[: -self.window], self._lat[: -self.window]
+        self._refs.append(float(ref or 0.0))
+        del self._costs[: -self.window], self._lat[: -self.window], self._refs[: -self.window]
         return self.update()
 
     def measured(self) -> float:
         """The target's quantity over the requests seen since the last change."""
         costs, lat = np.asarray(self._costs), np.asarray(self._lat)
         if self.target.kind == "cost_share":
-            return float(costs.mean() / self.reference_cost_usd)  # type: ignore[operator]
+            return float(costs.sum() / max(sum(self._refs), 1e-12))
         if self.target.kind == "max_cost_usd_per_1k":
             return float(costs.mean() * 1000)
         return float(np.percentile(lat, 95))
@@ -100,9 +116,9 @@ class LiveTuner:
         ratio = m / self.target.value
         if abs(ratio - 1.0) <= self.deadband:
             return None
-        step = min(max(ratio**self.gain, 1.0 / self.max_step), self.max_step)  # >1: over target (too dear/slow)
-        factor = step if CHEAPER_WHEN_UP[self.knob] else 1.0 / step
-        new = min(max(self.value * factor, self.min_value), self.max_value)
+        new = self._next(ratio)
+        if new is None:
+            return None
         if math.isclose(new, self.value):
             return None  # pinned at a bound: nothing more this knob can do
         over = "above" if ratio > 1 else "below"
@@ -112,10 +128,46 @@ class LiveTuner:
         self.value = new
         self.changes.append(ch)
         self._costs.clear()
+        self._refs.clear()
         self._lat.clear()  # what follows is measured under the new value only
         if self.on_change:
             self.on_change(ch)
         return ch
+
+    def _next(self, ratio: float) -> float | None:
+        """The next knob value, in log space along the "cheaper" direction.
+
+        A bounded multiplicative step, narrowed by bisection against the nearest values already seen on
+        the other side of the target: with few models the outcome jumps at a switch point, and plain steps
+        would swing across it forever. A remembered side that the traffic contradicts is forgotten.
+        """
+        sign = 1.0 if CHEAPER_WHEN_UP[self.knob] else -1.0
+        u = sign * math.log(self.value)
+        step = math.log(min(max(ratio**self.gain, 1.0 / self.max_step), self.max_step))  # >0: too dear/slow
+        if ratio > 1:  # must get cheaper: every value this side of u misses the target
+            if self._good is not None and self._good <= u:
+                self._good = None  # traffic changed: that value no longer meets the target
+            self._bad = u
+            new_u = u + abs(step)
+            if self._good is not None:
+                half = (u + self._good) / 2
+                new_u = self._good if self._good - u < 2 * CONVERGED else min(new_u, half)
+        else:  # within budget: give quality back, but not past a value known to miss
+            if self._bad is not None and self._bad >= u:
+                self._bad = None
+            self._good = u
+            new_u = u - abs(step)
+            if self._bad is not None:
+                if u - self._bad < 2 * CONVERGED:
+                    # the switch point is pinned down: stay on the side that meets the target, and after a
+                    # full window of doing so forget it, so cheaper traffic can be given quality back
+                    self._held += 1
+                    if self._held >= self.window:
+                        self._bad, self._held = None, 0
+                    return None
+                new_u = max(new_u, (u + self._bad) / 2)
+        lo, hi = math.log(self.min_value), math.log(self.max_value)
+        return math.exp(min(max(sign * new_u, lo), hi))
 
     # ------------------------------------------------------------------ telemetry
     def poll(self, store: Any, mix: str) -> list[Change]:

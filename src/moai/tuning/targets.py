@@ -16,6 +16,7 @@ target it is the cheapest one (the fastest among equally cheap ones: free local 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -98,7 +99,7 @@ def parse_target(spec: str) -> Target:
         value = float(raw.removesuffix("_of_best"))
     except ValueError:
         raise TargetError(f"target {spec!r}: {raw!r} is not a number") from None
-    if value <= 0 or (key in ("cost_share", "quality") and value > 1.0):
+    if not math.isfinite(value) or value <= 0 or (key in ("cost_share", "quality") and value > 1.0):
         bound = "in (0, 1]" if key in ("cost_share", "quality") else "> 0"
         raise TargetError(f"target {spec!r}: {key} must be {bound}")
     return Target(key, value, relative)  # type: ignore[arg-type]
