@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from stub_openai import Script, StubServer, free_port
 
@@ -96,13 +97,20 @@ def test_train_on_cluster_gives_a_working_gate(cluster: str) -> None:
 
     recs = [RoutingRecord(id=str(i), prompt=f"question number {i} about {'code' if i % 2 else 'history'}",
                           scores={"strong": 1.0, "weak": float(i % 2)}, benchmark="t") for i in range(40)]
+    from moai.gate.store import train_gate
+
+    cfg = TrainConfig(epochs=2, w_factor=0.5, tfidf_features=500)
     t0 = time.time()
-    gate = train_with_ray(recs, TrainConfig(epochs=2, w_factor=0.0, tfidf_features=500), address=cluster,
-                          chunk_size=16)
+    gate = train_with_ray(recs, cfg, address=cluster, chunk_size=16)
     assert time.time() - t0 < 60
-    q = gate.quality_matrix(["question number 99 about code"], ["strong", "weak"])
-    assert q.shape == (1, 2) and q[0, 0] > 0.5
-    assert gate.meta["trained_on"] == "ray"
+    queries = ["question number 99 about code", "question number 98 about history"]
+    q = gate.quality_matrix(queries, ["strong", "weak"])
+    assert q.shape == (2, 2) and q[0, 0] > 0.5 and q[0, 1] > q[1, 1]
+    # the factor model and each model's regression were separate cluster tasks
+    assert gate.meta["trained_on"] == "ray" and gate.meta["ray_fit_tasks"] == 3
+    # and they fit exactly what the one-process trainer fits
+    here = train_gate(recs, cfg)
+    np.testing.assert_allclose(q, here.quality_matrix(queries, ["strong", "weak"]), rtol=1e-5, atol=1e-6)
 
 
 def test_concurrency_per_provider_is_a_real_bound(cluster: str, tmp_path: Path) -> None:

@@ -9,7 +9,9 @@ local instance on this machine, so the same code runs on a laptop and on a clust
   pair is appended to the same journal, in the same format, the moment it comes back, so a run stays
   resumable exactly like ``moai bench collect``.
 * ``train_with_ray``: query embeddings are computed in parallel chunks on the cluster (the dominant cost
-  of training on a large set), cached on the driver, then the heads are fitted in one cluster task.
+  of training on a large set), cached on the driver; then the joint factor model and each model's
+  regression are fitted as separate cluster tasks side by side (``RayRunner``), the features and targets
+  shipped to the object store once.
 """
 
 from __future__ import annotations
@@ -197,16 +199,33 @@ class _Precomputed:
         return self.E
 
 
-def fit_remote(records: list[Any], cfg: Any, E: np.ndarray) -> tuple[Any, Any, Any]:
-    """Fit features + heads + cost model with the given embeddings; runs on a worker."""
-    from moai.gate.train import Featurizer, fit_head
+class RayRunner:
+    """Runs ``fit_head``'s independent fits as Ray tasks; big arrays go to the object store once, not per task."""
 
-    feat = Featurizer(max_tokens=cfg.max_tokens, tfidf_features=cfg.tfidf_features)
-    feat.embed = _Precomputed(E)  # type: ignore[method-assign]
-    feat, head, cost, _ = fit_head(records, cfg, featurizer=feat)
-    del feat.embed  # back to the class method: the saved gate embeds new queries itself
-    feat.encoder = None
-    return feat, head, cost
+    def __init__(self, ray: Any, num_cpus: float = 1) -> None:
+        self.ray, self.num_cpus = ray, num_cpus
+        self._remote: dict[Callable[..., Any], Any] = {}
+        self._stored: dict[int, tuple[Any, Any]] = {}  # id(array) -> (array kept alive, object ref)
+        self.tasks = 0
+
+    def _arg(self, a: Any) -> Any:
+        from scipy import sparse
+
+        big = (isinstance(a, np.ndarray) and a.nbytes > 1 << 16) or sparse.issparse(a)
+        if not big:
+            return a
+        if id(a) not in self._stored:
+            self._stored[id(a)] = (a, self.ray.put(a))
+        return self._stored[id(a)][1]
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if fn not in self._remote:
+            self._remote[fn] = self.ray.remote(num_cpus=self.num_cpus)(fn)
+        self.tasks += 1
+        return self._remote[fn].remote(*[self._arg(a) for a in args])
+
+    def result(self, handle: Any) -> Any:
+        return self.ray.get(handle)
 
 
 def train_with_ray(
@@ -216,7 +235,7 @@ def train_with_ray(
     """Train a gate with embeddings computed in parallel on the cluster; returns a ``moai.gate.store.Gate``."""
     from moai.gate.encoder import HEAD_TOKENS, EmbeddingCache, MiniLMEncoder, text_key
     from moai.gate.store import Gate
-    from moai.gate.train import TrainConfig
+    from moai.gate.train import Featurizer, TrainConfig, fit_head
 
     ray = connect(address)
     cfg = config or TrainConfig()
@@ -251,8 +270,16 @@ def train_with_ray(
                 progress("embed", n_done, len(texts))
     for i, k in enumerate(keys):
         E[i] = vec_of[k]
-    fit = ray.remote(num_cpus=1)(fit_remote)
-    feat, head, cost = ray.get(fit.remote(list(records), cfg, E))
+    feat = Featurizer(max_tokens=cfg.max_tokens, tfidf_features=cfg.tfidf_features)
+    feat.embed = _Precomputed(E)  # type: ignore[method-assign]
+    runner = RayRunner(ray)
+    if progress:
+        progress("train", 0, 1)
+    feat, head, cost, _ = fit_head(records, cfg, featurizer=feat, runner=runner)
+    if progress:
+        progress("train", 1, 1)
+    del feat.embed  # back to the class method: the saved gate embeds new queries itself
+    feat.encoder = None
     meta = {"n_records": len(records), "train_seconds": round(time.time() - t0, 1),
-            "benchmarks": sorted({r.benchmark for r in records}), "trained_on": "ray"}
+            "benchmarks": sorted({r.benchmark for r in records}), "trained_on": "ray", "ray_fit_tasks": runner.tasks}
     return Gate(feat, head, cost, cfg, meta)

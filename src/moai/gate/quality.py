@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from scipy import sparse
@@ -193,31 +193,61 @@ class LinearHead:
     W: Any = None  # (F, M) sparse-friendly dense matrix
     b: np.ndarray | None = None
 
-    def fit(self, X: np.ndarray, S: sparse.csr_matrix | None, Y: np.ndarray, row_w: np.ndarray) -> LinearHead:
-        from sklearn.linear_model import LogisticRegression
-
+    def fit(self, X: np.ndarray, S: sparse.csr_matrix | None, Y: np.ndarray, row_w: np.ndarray,
+            runner: Runner | None = None) -> LinearHead:
+        """One regression per model column; ``runner`` may fit the columns elsewhere (a Ray cluster)."""
+        run = runner or SERIAL
         Z = _stack(X, S)
-        m = Y.shape[1]
-        self.W = np.zeros((Z.shape[1], m))
-        self.b = np.zeros(m)
-        for j in range(m):
-            ok = np.flatnonzero(np.isfinite(Y[:, j]))
-            y = Y[ok, j]
-            mean = float(np.clip(y.mean(), 1e-3, 1 - 1e-3)) if len(y) else 0.5
-            self.b[j] = math.log(mean / (1 - mean))
-            if len(ok) < 10 or y.std() < 1e-6:
-                continue
-            # soft labels: each row twice, as a positive with weight y and a negative with weight 1-y
-            Zj = sparse.vstack([Z[ok], Z[ok]]).tocsr()
-            lab = np.r_[np.ones(len(ok)), np.zeros(len(ok))]
-            sw = np.r_[y, 1 - y] * np.r_[row_w[ok], row_w[ok]] + 1e-6
-            clf = LogisticRegression(C=self.C, max_iter=300).fit(Zj, lab, sample_weight=sw)
-            self.W[:, j] = clf.coef_[0]
-            self.b[j] = clf.intercept_[0]
+        handles = [run.submit(fit_column, Z, Y[:, j], row_w, self.C) for j in range(Y.shape[1])]
+        return self.assemble(Z.shape[1], [run.result(h) for h in handles])
+
+    def assemble(self, n_features: int, columns: Sequence[tuple[np.ndarray | None, float]]) -> LinearHead:
+        self.W = np.zeros((n_features, len(columns)))
+        self.b = np.zeros(len(columns))
+        for j, (coef, intercept) in enumerate(columns):
+            if coef is not None:
+                self.W[:, j] = coef
+            self.b[j] = intercept
         return self
 
     def predict(self, X: np.ndarray, S: sparse.csr_matrix | None) -> np.ndarray:
         return _sigmoid(np.asarray(_stack(X, S) @ self.W) + self.b)
+
+
+def fit_column(Z: sparse.csr_matrix, y_all: np.ndarray, row_w: np.ndarray, C: float) -> tuple[np.ndarray | None, float]:
+    """One model's logistic regression with soft labels; (None, prior logit) when its column can't be fit."""
+    from sklearn.linear_model import LogisticRegression
+
+    ok = np.flatnonzero(np.isfinite(y_all))
+    y = y_all[ok]
+    mean = float(np.clip(y.mean(), 1e-3, 1 - 1e-3)) if len(y) else 0.5
+    if len(ok) < 10 or y.std() < 1e-6:
+        return None, math.log(mean / (1 - mean))
+    # soft labels: each row twice, as a positive with weight y and a negative with weight 1-y
+    Zj = sparse.vstack([Z[ok], Z[ok]]).tocsr()
+    lab = np.r_[np.ones(len(ok)), np.zeros(len(ok))]
+    sw = np.r_[y, 1 - y] * np.r_[row_w[ok], row_w[ok]] + 1e-6
+    clf = LogisticRegression(C=C, max_iter=300).fit(Zj, lab, sample_weight=sw)
+    return clf.coef_[0], float(clf.intercept_[0])
+
+
+class Runner(Protocol):
+    """Where independent fitting tasks run: here, one after another, or spread over a cluster."""
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any: ...
+
+    def result(self, handle: Any) -> Any: ...
+
+
+class SerialRunner:
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(*args)
+
+    def result(self, handle: Any) -> Any:
+        return handle
+
+
+SERIAL = SerialRunner()
 
 
 def _stack(X: np.ndarray, S: sparse.csr_matrix | None) -> sparse.csr_matrix:

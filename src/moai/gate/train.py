@@ -11,7 +11,16 @@ from scipy import sparse
 
 from moai.bench.datasets import RoutingRecord, normalise_scores
 from moai.gate.encoder import LEXICAL_NAMES, MiniLMEncoder, embed_cached, lexical_matrix
-from moai.gate.quality import FactorModel, KNNHead, LinearHead, QualityHead, canonical, guess_card
+from moai.gate.quality import (
+    SERIAL,
+    FactorModel,
+    KNNHead,
+    LinearHead,
+    QualityHead,
+    Runner,
+    canonical,
+    guess_card,
+)
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -147,13 +156,26 @@ class TrainConfig:
     seed: int = 0
 
 
+def fit_factor(fm: FactorModel, X: np.ndarray, S: sparse.csr_matrix | None, Y: np.ndarray, rw: np.ndarray,
+               on_epoch: Callable[[int], None] | None = None) -> FactorModel:
+    """Fit the joint factor model and hand it back (a task of its own: it may run on another machine)."""
+    fm.fit(X, S, Y, rw, progress=on_epoch)
+    return fm
+
+
 def fit_head(
     records: Sequence[RoutingRecord],
     cfg: TrainConfig,
     progress: Progress | None = None,
     featurizer: Featurizer | None = None,
+    runner: Runner | None = None,
 ) -> tuple[Featurizer, QualityHead, CostModel, np.ndarray]:
-    """Train features + quality head + cost model; returns the training embeddings too (for reuse)."""
+    """Train features + quality head + cost model; returns the training embeddings too (for reuse).
+
+    The factor model and every model's regression are independent fits: ``runner`` may run them side by
+    side (``moai.scale`` spreads them over a Ray cluster); by default they run here, one after another.
+    """
+    run = runner or SERIAL
     texts = [r.prompt for r in records]
     feat = featurizer or Featurizer(max_tokens=cfg.max_tokens, tfidf_features=cfg.tfidf_features)
     done = [0]
@@ -169,11 +191,14 @@ def fit_head(
     models, Y = target_matrix(records)
     rw = row_weights(records)
     fm = FactorModel(hidden=cfg.hidden, epochs=cfg.epochs, pair_weight=cfg.pair_weight, seed=cfg.seed)
+    fm_job = None
     if cfg.w_factor > 0:
-        fm.fit(X, S if cfg.factor_sparse else None, Y, rw,
-               progress=(lambda ep: progress("train", ep, cfg.epochs)) if progress else None)
+        on_epoch = (lambda ep: progress("train", ep, cfg.epochs)) if progress and run is SERIAL else None
+        fm_job = run.submit(fit_factor, fm, X, S if cfg.factor_sparse else None, Y, rw, on_epoch)
     # each model's own regression sees its rows unweighted: balancing only matters for shared layers
-    linear = LinearHead(C=cfg.linear_c).fit(X, S, Y, np.ones(len(Y))) if cfg.w_linear > 0 else None
+    linear = LinearHead(C=cfg.linear_c).fit(X, S, Y, np.ones(len(Y)), runner=run) if cfg.w_linear > 0 else None
+    if fm_job is not None:
+        fm = run.result(fm_job)
     knn = KNNHead(k=cfg.knn_k).fit(E, Y)
     weights = {"factor": cfg.w_factor, "knn": cfg.w_knn, "linear": cfg.w_linear}
     head = QualityHead(models=models, factor=fm, knn=knn, linear=linear, weights=weights)
