@@ -1,10 +1,10 @@
-"""Any OpenAI-compatible server (OpenAI, Together, Groq, vLLM, llama.cpp, Ollama) over httpx.
+"""Any OpenAI-compatible server (OpenAI, Together, Groq, vLLM, llama.cpp, Ollama) over aiohttp.
 
 A gateway's own cost per call is what every request pays, so this speaks the protocol with one pooled
-``httpx.AsyncClient`` per model (half the CPU of the ``openai`` SDK per call, measured by
-benchmarks/overhead.py) and keeps the SDK's retry policy: exponential backoff with jitter on timeouts,
-connection errors, 408/409/429 and 5xx, honouring ``Retry-After``; streams are retried only before
-their first byte.
+``aiohttp.ClientSession`` per model. Measured (benchmarks/load.py, py-spy): httpx spent ~60% of moai's
+per-request CPU in its pool's per-connection expiry checks, the openai SDK more still; aiohttp's pool does
+not scan. It keeps the SDK's retry policy: exponential backoff with jitter on timeouts, connection
+errors, 408/409/429 and 5xx, honouring ``Retry-After``; streams are retried only before their first byte.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import json
 import os
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 
 from moai.catalog import ModelCard
 from moai.providers.base import (
@@ -40,23 +40,30 @@ RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 MAX_BACKOFF_S = 8.0
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+class UpstreamStatus(Exception):
+    """The upstream's HTTP error status, kept as the cause of the moai error raised for it."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(f"HTTP {status}: {body[:200].decode(errors='replace')}")
+        self.status, self.body = status, body
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after")
     try:
         return min(float(value), 60.0) if value is not None else None
     except ValueError:
         return None
 
 
-def status_error(model: str, response: httpx.Response, body: bytes) -> ProviderError:
+def status_error(model: str, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
     """The moai error for an upstream HTTP error status."""
-    status = response.status_code
     try:
         message = json.loads(body).get("error", {}).get("message") or body.decode(errors="replace")[:200]
     except (ValueError, AttributeError):
         message = body.decode(errors="replace")[:200]
     if status == 429:
-        return ProviderRateLimited(model, f"rate limited: {message}", _retry_after(response))
+        return ProviderRateLimited(model, f"rate limited: {message}", _retry_after(headers))
     if status in (401, 403):
         return ProviderAuthError(model, f"authentication failed ({status})")
     if status >= 500:
@@ -71,23 +78,30 @@ def _usage(raw: dict[str, Any] | None) -> Usage | None:
 
 
 class OpenAICompatProvider(Provider):
-    """Talks to ``card.endpoint``; one connection pool per provider instance."""
+    """Talks to ``card.endpoint``; one connection pool per provider instance and event loop."""
 
     def __init__(self, card: ModelCard) -> None:
         super().__init__(card)
-        self._client: httpx.AsyncClient | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        key = os.environ.get(card.api_key_env, "") if card.api_key_env else ""
+        self._headers = {"authorization": f"Bearer {key}"} if key else {}
+        base = (card.endpoint or DEFAULT_ENDPOINTS.get(card.provider, "")).rstrip("/")
+        self._url = base + "/chat/completions"
+        # connect: 10 s; then at most timeout_s between bytes (a long generation is not a stall)
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=card.timeout_s)
 
     @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:  # created lazily: never at import or config load
-            key = os.environ.get(self.card.api_key_env, "") if self.card.api_key_env else ""
-            headers = {"authorization": f"Bearer {key}"} if key else {}
-            base = (self.card.endpoint or DEFAULT_ENDPOINTS.get(self.card.provider, "")).rstrip("/")
-            limits = httpx.Limits(max_connections=self.card.max_concurrency * 2,
-                                  max_keepalive_connections=self.card.max_concurrency)
-            self._client = httpx.AsyncClient(base_url=base, headers=headers, limits=limits,
-                                             timeout=httpx.Timeout(self.card.timeout_s, connect=10.0))
-        return self._client
+    def session(self) -> aiohttp.ClientSession:
+        """Created lazily in the running loop (never at import or config load); a new loop gets its own."""
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            connector = aiohttp.TCPConnector(limit=self.card.max_concurrency * 2, limit_per_host=0,
+                                             keepalive_timeout=30, enable_cleanup_closed=True)
+            self._session = aiohttp.ClientSession(connector=connector, headers=self._headers, timeout=self._timeout,
+                                                  json_serialize=json.dumps, raise_for_status=False)
+            self._loop = loop
+        return self._session
 
     def _payload(self, params: ChatParams, stream: bool) -> dict[str, Any]:
         body = {"model": self.card.upstream_model, **params.openai_kwargs()}
@@ -100,27 +114,32 @@ class OpenAICompatProvider(Provider):
         delay = hint if hint is not None else min(MAX_BACKOFF_S, 0.5 * 2**attempt) * random.uniform(0.75, 1.0)
         await asyncio.sleep(delay)
 
-    async def _send(self, payload: dict[str, Any], stream: bool) -> httpx.Response:
-        """POST with retries; returns an open response with a 2xx status (streamed when ``stream``)."""
+    async def _send(self, payload: dict[str, Any]) -> aiohttp.ClientResponse:
+        """POST with retries; returns an open response with a 2xx status (the caller reads and releases it)."""
         attempt = 0
+        data = json.dumps(payload).encode()
         while True:
+            hint: float | None = None
             try:
-                request = self.client.build_request("POST", "/chat/completions", json=payload)
-                response = await self.client.send(request, stream=stream)
-            except httpx.TimeoutException as e:
+                response = await self.session.post(self._url, data=data,
+                                                   headers={"content-type": "application/json"})
+            except TimeoutError as e:
                 error: ProviderError = ProviderTimeout(self.name, "timed out")
-                hint = None
                 cause: Exception = e
-            except httpx.TransportError as e:
-                error, hint, cause = ProviderUnavailable(self.name, f"connection failed: {e}"), None, e
+            except aiohttp.ClientError as e:
+                error, cause = ProviderUnavailable(self.name, f"connection failed: {e or type(e).__name__}"), e
             else:
-                if response.status_code < 400:
+                if response.status < 400:
                     return response
-                body = await response.aread()
-                await response.aclose()
-                error, hint = status_error(self.name, response, body), _retry_after(response)
-                cause = error_cause(response)
-                if response.status_code not in RETRY_STATUSES:
+                try:
+                    body = await response.read()
+                except (aiohttp.ClientError, TimeoutError):
+                    body = b""
+                response.release()
+                error = status_error(self.name, response.status, response.headers, body)
+                hint = _retry_after(response.headers)
+                cause = UpstreamStatus(response.status, body)
+                if response.status not in RETRY_STATUSES:
                     raise error from cause
             if attempt >= self.card.max_retries:
                 raise error from cause
@@ -129,12 +148,20 @@ class OpenAICompatProvider(Provider):
 
     async def complete(self, params: ChatParams) -> Completion:
         start = time.perf_counter()
-        response = await self._send(self._payload(params, stream=False), stream=False)
+        response = await self._send(self._payload(params, stream=False))
         try:
-            data = response.json()
+            raw = await response.read()
+        except TimeoutError as e:
+            raise ProviderTimeout(self.name, "timed out reading the response") from e
+        except aiohttp.ClientError as e:
+            raise ProviderUnavailable(self.name, f"connection lost: {e or type(e).__name__}") from e
+        finally:
+            response.release()
+        try:
+            data = json.loads(raw)
         except ValueError as e:
             raise ProviderServerError(self.name, "response was not JSON") from e
-        choices = data.get("choices") or []
+        choices = (data.get("choices") if isinstance(data, dict) else None) or []
         if not choices:
             raise ProviderServerError(self.name, "response had no choices")
         choice = choices[0]
@@ -151,11 +178,12 @@ class OpenAICompatProvider(Provider):
         )
 
     async def stream(self, params: ChatParams) -> AsyncIterator[Delta]:
-        response = await self._send(self._payload(params, stream=True), stream=True)
+        response = await self._send(self._payload(params, stream=True))
         finish: str | None = None
         usage: Usage | None = None
         try:
-            async for line in response.aiter_lines():
+            async for raw in response.content:
+                line = raw.decode(errors="replace").strip()
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
@@ -164,6 +192,8 @@ class OpenAICompatProvider(Provider):
                 try:
                     chunk = json.loads(data)
                 except ValueError:
+                    continue
+                if not isinstance(chunk, dict):
                     continue
                 if "error" in chunk and not chunk.get("choices"):
                     message = (chunk.get("error") or {}).get("message", "stream error")
@@ -175,19 +205,15 @@ class OpenAICompatProvider(Provider):
                         yield Delta(text=d.get("content") or "", tool_calls=d.get("tool_calls"))
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
-        except httpx.TimeoutException as e:
+        except TimeoutError as e:
             raise ProviderTimeout(self.name, "timed out mid-stream") from e
-        except httpx.TransportError as e:
-            raise ProviderUnavailable(self.name, f"connection lost mid-stream: {e}") from e
+        except aiohttp.ClientError as e:
+            raise ProviderUnavailable(self.name, f"connection lost mid-stream: {e or type(e).__name__}") from e
         finally:
-            await response.aclose()
+            response.release()  # a stream cut short leaves unread data: aiohttp drops that connection
         yield Delta(finish_reason=finish or "stop", usage=usage)
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-
-def error_cause(response: httpx.Response) -> Exception:
-    return httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request, response=response)
+        session, self._session = self._session, None
+        if session is not None and not session.closed and self._loop is asyncio.get_running_loop():
+            await session.close()
