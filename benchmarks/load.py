@@ -38,7 +38,6 @@ from overhead import (  # noqa: E402
     overhead,
     request_body,
     run,
-    start_lean_moai,
     start_llama,
     start_moai,
     start_stub,
@@ -77,10 +76,10 @@ def measured(moai: Proc, db: Path, body: bytes, n: int, concurrency: int, max_s:
     return out
 
 
-def scenario_stub(n: int, levels: list[int], max_s: float, stream: bool, lean: bool = False) -> dict[str, Any]:
+def scenario_stub(n: int, levels: list[int], max_s: float, stream: bool) -> dict[str, Any]:
     with workdir() as tmp:
         stub = start_stub(tmp)
-        moai, db = (start_lean_moai if lean else start_moai)(tmp, one_model_config(stub.url))
+        moai, db = start_moai(tmp, one_model_config(stub.url))
         try:
             body = request_body(16, stream)
             run(drive(moai.url, body, 300, 8))  # warm-up: connections, first-call effects
@@ -89,7 +88,7 @@ def scenario_stub(n: int, levels: list[int], max_s: float, stream: bool, lean: b
         finally:
             moai.stop()
             stub.stop()
-    return {"stream": stream, "lean_experiment": lean, "by_concurrency": rows,
+    return {"stream": stream, "by_concurrency": rows,
             "added_latency_sequential": {k: added[k] for k in ("added_p50_ms", "added_p99_ms")},
             "direct_p50_ms": added["direct"]["p50_ms"], "via_moai_p50_ms": added["via_moai"]["p50_ms"]}
 
@@ -198,7 +197,6 @@ def main() -> None:
     ap.add_argument("--kill-duration", type=float, default=12, help="seconds of load in the kill scenario")
     ap.add_argument("--kill-concurrency", type=int, default=32)
     ap.add_argument("--stream", action="store_true", help="streamed requests (stub, kill)")
-    ap.add_argument("--lean", action="store_true", help="stub: moai with the hot spots patched (overhead.py)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     out: dict[str, Any] = {}
@@ -206,7 +204,7 @@ def main() -> None:
         t0 = time.time()
         if name == "stub":
             levels = [int(c) for c in args.levels.split(",")]
-            out[name] = scenario_stub(args.n, levels, args.max_s, args.stream, args.lean)
+            out[name] = scenario_stub(args.n, levels, args.max_s, args.stream)
         elif name == "kill":
             out[name] = scenario_kill(args.kill_duration, args.kill_concurrency, args.stream)
         elif not SMOLLM.exists():

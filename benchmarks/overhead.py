@@ -173,74 +173,6 @@ def start_moai(workdir: Path, config: str, env: dict[str, str] | None = None,
     return p, db
 
 
-def start_lean_moai(workdir: Path, config: str) -> tuple[Proc, Path]:
-    """An experiment, not a product: moai with two hot spots swapped in-process (see ``_lean_patches``)."""
-    return start_moai(workdir, config, env={"MOAI_BENCH_LEAN": "1"}, module=str(Path(__file__).resolve()))
-
-
-def _lean_patches() -> None:
-    """What moai could gain: the upstream call over aiohttp instead of the openai SDK (non-streamed calls), and
-    telemetry written with SQLAlchemy Core executemany instead of ORM objects. Applied only in this benchmark."""
-    import aiohttp
-
-    from moai.providers import openai_compat as oc
-    from moai.providers.base import Completion, ProviderServerError, ProviderUnavailable, Usage
-    from moai.telemetry import store as st
-
-    sessions: dict[int, aiohttp.ClientSession] = {}
-
-    async def complete(self: Any, params: Any) -> Any:
-        start = time.perf_counter()
-        session = sessions.get(id(self))
-        if session is None:
-            session = sessions[id(self)] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(self.card.timeout_s))
-        body = {"model": self.card.upstream_model, **params.openai_kwargs()}
-        try:
-            async with session.post(self.card.endpoint.rstrip("/") + "/chat/completions", json=body) as r:
-                data = await r.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise ProviderUnavailable(self.name, f"connection failed: {e}") from e
-        if r.status >= 400:
-            raise ProviderServerError(self.name, f"upstream error {r.status}")
-        choice, u = data["choices"][0], data.get("usage") or {}
-        elapsed = time.perf_counter() - start
-        return Completion(model=self.name, text=choice["message"].get("content") or "",
-                          finish_reason=choice.get("finish_reason") or "stop",
-                          usage=Usage(u.get("prompt_tokens", 0), u.get("completion_tokens", 0)),
-                          latency_s=elapsed, ttft_s=elapsed)
-
-    oc.OpenAICompatProvider.complete = complete  # type: ignore[method-assign]
-
-    def row(obj: Any, table: Any) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for c in table.columns:
-            v = getattr(obj, c.key, None)
-            if v is None and c.default is not None:
-                v = c.default.arg(None) if c.default.is_callable else c.default.arg
-            if v is None and c.primary_key and c.autoincrement in (True, "auto"):
-                continue
-            out[c.key] = v
-        return out
-
-    def write_many(self: Any, records: list[Any]) -> None:
-        reqs = [r for r in records if isinstance(r, st.RequestRecord)]
-        if len(reqs) != len(records):
-            return original(self, records)
-        calls = []
-        for r in reqs:
-            for c in r.calls:
-                c.request_id = r.id
-                calls.append(row(c, st.CallRecord.__table__))
-        with self.engine.begin() as conn:
-            conn.execute(st.RequestRecord.__table__.insert(), [row(r, st.RequestRecord.__table__) for r in reqs])
-            if calls:
-                conn.execute(st.CallRecord.__table__.insert(), calls)
-        return None
-
-    original = st.TelemetryStore.write_many
-    st.TelemetryStore.write_many = write_many  # type: ignore[method-assign]
-
-
 def one_model_config(endpoint: str, name: str = "m", max_tokens: int = 16) -> str:
     return f"""
 models:
@@ -454,8 +386,6 @@ def main() -> None:
     ap.add_argument("--llama", action="store_true", help="llama.cpp's server with SmolLM2 instead of the stub")
     ap.add_argument("--max-tokens", type=int, default=8)
     ap.add_argument("--components", action="store_true", help="cost of each piece in isolation (see components())")
-    ap.add_argument("--lean", action="store_true", help="experiment: moai with aiohttp upstream calls and Core "
-                                                        "telemetry inserts patched in (see _lean_patches)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     if args.serve_stub:
@@ -466,8 +396,7 @@ def main() -> None:
         return
     with workdir() as tmp:
         upstream = start_llama(tmp) if args.llama else start_stub(tmp)
-        starter = start_lean_moai if args.lean else start_moai
-        moai, _db = starter(tmp, one_model_config(upstream.url, max_tokens=args.max_tokens))
+        moai, _db = start_moai(tmp, one_model_config(upstream.url, max_tokens=args.max_tokens))
         try:
             n = args.n if not args.llama or args.n != 2000 else 24
             body = request_body(args.max_tokens, args.stream, "Say hello." if not args.llama else "Name a colour.")
@@ -483,10 +412,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if os.environ.get("MOAI_BENCH_LEAN") and sys.argv[1:2] == ["serve"]:  # the lean experiment's server
-        _lean_patches()
-        from moai.cli import app
-
-        app()
-    else:
-        main()
+    main()

@@ -165,6 +165,7 @@ class KNNHead:
         assert self.E is not None and self.Y is not None and self.fallback is not None
         out = np.empty((len(E), self.Y.shape[1]), dtype=np.float64)
         k = min(self.k + int(exclude_self), len(self.E))
+        E = np.asarray(E, dtype=np.float32)  # a float64 query would upcast (copy) the whole index per call
         for s in range(0, len(E), 1024):
             sim = E[s : s + 1024] @ self.E.T
             if exclude_self:
