@@ -94,3 +94,28 @@ def test_unknown_model_gets_prior_and_feedback_moves_it(trained: Path) -> None:
 def test_load_errors(tmp_path: Path) -> None:
     with pytest.raises(GateLoadError, match="not a gate directory"):
         Gate.load(tmp_path)
+
+
+def test_measured_latency_replaces_the_cards_guess(tmp_path: Path) -> None:
+    """Records with latency_ms teach the gate each model's seconds per answer (prefill grows with the prompt)."""
+    import json
+
+    from conftest import make_rows
+
+    rows = make_rows()
+    for r in rows:
+        n = len(r["prompt"]) // 4 + 1
+        r["latency_ms"] = {"big": 2000.0 + 100.0 * n, "small": 300.0}
+    path = tmp_path / "timed.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    gate = train_gate(load_records(path), CFG)
+    assert gate.cost.predict_latency("big", 10) == pytest.approx(3.0, rel=0.02)
+    assert gate.cost.predict_latency("small", 10) == pytest.approx(0.3, rel=0.02)
+    cards = [Card("big"), Card("small")]
+    msgs = [{"role": "user", "content": "integrate x^5 dx from 0 to 7"}]  # 'big' is worth it on quality
+    d = gate.decide(msgs, cards, Weights(quality=1.0))
+    assert d.model == "big" and d.expected["big"]["latency_s"] == pytest.approx(2.0 + 0.1 * 8, rel=0.05)
+    assert gate.decide(msgs, cards, Weights(quality=1.0, latency=1.0)).model == "small"  # ~3 s is worth 1 point
+    # gates saved before latency was learned still load and fall back to the card
+    del gate.cost.latency
+    assert gate.cost.predict_latency("big", 10) is None

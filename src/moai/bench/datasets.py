@@ -34,6 +34,7 @@ class RoutingRecord:
     benchmark: str = ""
     cost_usd: dict[str, float] = field(default_factory=dict)
     tokens: dict[str, dict[str, int]] = field(default_factory=dict)
+    latency_ms: dict[str, float] = field(default_factory=dict)  # measured end-to-end, when collected
     category: str | None = None
     answer: Any = None
     turns: list[str] | None = None
@@ -76,6 +77,9 @@ def _parse(obj: Any, path: Path, ln: int, need_scores: bool) -> RoutingRecord:
     tokens = obj.get("tokens") or {}
     if not isinstance(tokens, dict) or any(not isinstance(t, dict) for t in tokens.values()):
         raise bad(f"record {rid!r}: 'tokens' must be an object {{model: {{input, output}}}}")
+    latency = obj.get("latency_ms") or {}
+    if not isinstance(latency, dict) or any(not _num(v) or v < 0 for v in latency.values()):
+        raise bad(f"record {rid!r}: 'latency_ms' must be an object {{model: non-negative number}}")
     turns = obj.get("turns")
     if turns is not None and not (isinstance(turns, list) and all(isinstance(t, str) for t in turns)):
         raise bad(f"record {rid!r}: 'turns' must be a list of strings")
@@ -87,6 +91,7 @@ def _parse(obj: Any, path: Path, ln: int, need_scores: bool) -> RoutingRecord:
         benchmark=str(obj.get("benchmark") or ""),
         cost_usd={str(m): float(c) for m, c in cost.items()},
         tokens=tokens,
+        latency_ms={str(m): float(v) for m, v in latency.items()},
         category=None if cat is None else str(cat),
         answer=obj.get("answer"),
         turns=turns,

@@ -126,14 +126,18 @@ def expected_costs(
     output_tokens: float,
     grid_g_per_kwh: float = DEFAULT_GRID_G_PER_KWH,
     observed_cost: float | None = None,
+    observed_latency: float | None = None,
 ) -> dict[str, float]:
-    """USD, seconds and grams CO2 for one answer, from the card (or a measured cost if given)."""
+    """USD, seconds and grams CO2 for one answer, from the card (or measured cost/latency if given)."""
     usd = observed_cost
     if usd is None:
         usd = (prompt_tokens * card.price.input_per_mtok + output_tokens * card.price.output_per_mtok) / 1e6
-    tps = card.tokens_per_s or 60.0
-    ttft = card.ttft_s if card.ttft_s is not None else 0.5
-    latency = ttft + output_tokens / max(tps, 1e-6)
+    if observed_latency is not None:
+        latency = observed_latency
+    else:
+        tps = card.tokens_per_s or 60.0
+        ttft = card.ttft_s if card.ttft_s is not None else 0.5
+        latency = ttft + output_tokens / max(tps, 1e-6)
     if card.power_w:
         wh = card.power_w * latency / 3600.0
     else:
@@ -162,6 +166,7 @@ def choose(
     live_stats: Mapping[str, Mapping[str, float]] | None = None,
     grid_g_per_kwh: float = DEFAULT_GRID_G_PER_KWH,
     temperature: float = 0.05,
+    observed_latency: Mapping[str, float] | None = None,
 ) -> Decision:
     """Apply constraints, score each remaining model, pick the argmax, and explain it.
 
@@ -192,7 +197,8 @@ def choose(
             d.excluded[name] = "no quality estimate"
             continue
         out_tok = (output_tokens or {}).get(name, 256.0)
-        exp = expected_costs(card, prompt_tokens, out_tok, grid_g_per_kwh, (observed_costs or {}).get(name))
+        exp = expected_costs(card, prompt_tokens, out_tok, grid_g_per_kwh, (observed_costs or {}).get(name),
+                             (observed_latency or {}).get(name))
         q = float(quality[name])
         live = (live_stats or {}).get(name)
         if live:

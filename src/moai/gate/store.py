@@ -149,7 +149,10 @@ class Gate:
         if observed_costs is None:
             pred = {n: self.cost.predict(n, n_tok) for n in names}
             observed_costs = {n: v for n, v in pred.items() if v is not None and not card_has_price(card_map[n])}
-        return choose(quality, card_map, w, constraints, n_tok, out_tok, observed_costs, live_stats)
+        lat = {n: self.cost.predict_latency(n, n_tok) for n in names}
+        observed_latency = {n: v for n, v in lat.items() if v is not None}
+        return choose(quality, card_map, w, constraints, n_tok, out_tok, observed_costs, live_stats,
+                      observed_latency=observed_latency)
 
 
 def card_has_price(card: CardLike) -> bool:

@@ -77,36 +77,50 @@ class Featurizer:
 
 @dataclass
 class CostModel:
-    """Expected USD per answer per model: a + b * prompt_tokens, fit on records with cost_usd."""
+    """Expected USD and seconds per answer per model: a + b * prompt_tokens, fit on records that have them.
+
+    Measured latency beats a card's guess: for small local models the prompt's prefill, not the answer,
+    dominates, which a tokens-per-second figure cannot express.
+    """
 
     coef: dict[str, tuple[float, float]] = field(default_factory=dict)
     out_tokens: dict[str, float] = field(default_factory=dict)
+    latency: dict[str, tuple[float, float]] = field(default_factory=dict)  # seconds
 
     def fit(self, records: Sequence[RoutingRecord], n_tokens: Sequence[int]) -> CostModel:
         per: dict[str, list[tuple[int, float]]] = {}
+        lat: dict[str, list[tuple[int, float]]] = {}
         outs: dict[str, list[float]] = {}
         for r, n in zip(records, n_tokens, strict=True):
             for m, c in r.cost_usd.items():
                 per.setdefault(canonical(m), []).append((n, c))
+            for m, ms in r.latency_ms.items():
+                lat.setdefault(canonical(m), []).append((n, ms / 1000.0))
             for m, t in r.tokens.items():
                 if isinstance(t, dict) and isinstance(t.get("output"), (int, float)):
                     outs.setdefault(canonical(m), []).append(float(t["output"]))
-        for m, pts in per.items():
-            x = np.array([p[0] for p in pts], float)
-            y = np.array([p[1] for p in pts], float)
-            if len(pts) >= 3 and x.std() > 0:
-                b, a = np.polyfit(x, y, 1)
-                b = max(b, 0.0)
-                a = float(np.mean(y - b * x))
-            else:
-                a, b = float(y.mean()), 0.0
-            self.coef[m] = (float(a), float(b))
+        self.coef = {m: _line(pts) for m, pts in per.items()}
+        self.latency = {m: _line(pts) for m, pts in lat.items()}
         self.out_tokens = {m: float(np.median(v)) for m, v in outs.items()}
         return self
 
     def predict(self, model: str, n_tokens: int) -> float | None:
         c = self.coef.get(canonical(model))
         return None if c is None else max(c[0] + c[1] * n_tokens, 0.0)
+
+    def predict_latency(self, model: str, n_tokens: int) -> float | None:
+        c = getattr(self, "latency", {}).get(canonical(model))  # gates saved before latency was learned
+        return None if c is None else max(c[0] + c[1] * n_tokens, 0.0)
+
+
+def _line(pts: Sequence[tuple[int, float]]) -> tuple[float, float]:
+    """a + b * x through the points, b ≥ 0 (more prompt never costs less), the mean kept exact."""
+    x = np.array([p[0] for p in pts], float)
+    y = np.array([p[1] for p in pts], float)
+    if len(pts) >= 3 and x.std() > 0:
+        b = max(float(np.polyfit(x, y, 1)[0]), 0.0)
+        return float(np.mean(y - b * x)), b
+    return float(y.mean()), 0.0
 
 
 def row_weights(records: Sequence[RoutingRecord], power: float = 0.5) -> np.ndarray:
