@@ -79,9 +79,12 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeRemainingColumn()) as progress:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
         for system in args.systems:
             task = progress.add_task(system, total=len(qs))
             results.append(await run(system, qs, mixture, args.max_tokens, progress, task, args.direct))
+            (out / "results.json").write_text(json.dumps(results, indent=2))  # a stopped run keeps what it did
     await mixture.aclose()
     return results
 
@@ -115,8 +118,6 @@ def main() -> None:
     args = ap.parse_args()
     results = asyncio.run(main_async(args))
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
     plot(results, out / "accuracy_latency.png")
     mode = "answer only" if args.direct else "step by step"
     t = Table(title=f"GSM8K test, first {args.n} questions, {mode}, ≤{args.max_tokens} tokens per call")
