@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -122,3 +123,20 @@ def test_concurrency_per_provider_is_a_real_bound(cluster: str, tmp_path: Path) 
         s = collect_with_ray(_questions(4), [card], tmp_path / "r.jsonl", address=cluster, concurrency_per_provider=1)
         assert s.graded == 4
         assert time.perf_counter() - t0 >= 4 * delay  # serial: it cannot be faster than one call after another
+
+
+def test_ray_flag_without_address_trains_on_a_local_instance(tmp_path: Path) -> None:
+    """`moai gate train ... --ray` (no value) starts a local Ray, as `--ray local` does."""
+    from moai.cli import with_optional_values
+
+    assert with_optional_values(["gate", "train", "--ray", "--out", "x"]) == ["gate", "train", "--ray", "local",
+                                                                                "--out", "x"]
+    assert with_optional_values(["bench", "collect", "--ray", "h:6379"]) == ["bench", "collect", "--ray", "h:6379"]
+    data = tmp_path / "r.jsonl"
+    data.write_text("\n".join(json.dumps({"id": str(i), "prompt": f"question {i} about {'code' if i % 2 else 'art'}",
+                                          "scores": {"strong": 1.0, "weak": float(i % 2)}}) for i in range(30)) + "\n")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MOAI_CACHE_DIR": str(tmp_path / "cache")}
+    r = subprocess.run([str(Path(sys.executable).parent / "moai"), "gate", "train", "--data", str(data), "--out",
+                        str(tmp_path / "g"), "--ray"], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "g" / "gate.json").read_text())["trained_on"] == "ray"

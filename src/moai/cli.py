@@ -386,5 +386,23 @@ def _register_optional() -> None:
 _register_optional()
 
 
+OPTIONAL_VALUES = {"--ray": "local"}  # options whose value may be left out: `--ray` alone = a local Ray
+
+
+def with_optional_values(argv: list[str]) -> list[str]:
+    """``--ray`` with no value (last, or followed by another option) means ``--ray local``."""
+    out: list[str] = []
+    for i, a in enumerate(argv):
+        out.append(a)
+        if a in OPTIONAL_VALUES and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append(OPTIONAL_VALUES[a])
+    return out
+
+
+def main() -> None:
+    """The ``moai`` command."""
+    app(args=with_optional_values(sys.argv[1:]), prog_name="moai")
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -48,7 +48,8 @@ def collect(
     regrade: Annotated[bool, typer.Option(help="re-score the journaled answers with the current graders; "
                                           "no model calls")] = False,
     ray: Annotated[str | None, typer.Option(
-        "--ray", help="run pairs as Ray tasks: a cluster address (host:port) or 'local' (-k: per endpoint)")] = None,
+        "--ray", help="run pairs as Ray tasks: --ray HOST:PORT joins a cluster, --ray alone starts a local one "
+        "(-k: per endpoint)")] = None,
 ) -> None:
     """Ask every model every question, grade the answers, write routing records (resumable)."""
     from moai.bench import collect as col

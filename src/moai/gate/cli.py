@@ -65,7 +65,8 @@ def train(
     out: Path = typer.Option(..., "--out", help="directory to write the gate to"),
     epochs: int = typer.Option(30, help="factor-model epochs"),
     seed: int = typer.Option(0),
-    ray: str | None = typer.Option(None, "--ray", help="embed and train on Ray: a cluster address or 'local'"),
+    ray: str | None = typer.Option(None, "--ray", help="embed and train on Ray: --ray HOST:PORT joins a cluster, "
+                                   "--ray alone starts a local one"),
 ) -> None:
     """Train a gate on routing records and save it."""
     data = [*data, *(Path(a) for a in ctx.args)]  # `--data a b c` (shell globs) as well as repeated --data
