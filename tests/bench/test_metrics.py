@@ -60,3 +60,20 @@ def test_pareto_and_budget() -> None:
     assert np.isnan(quality_at_budget(c, q, 0.5))
     # a router better at every budget has the larger area
     assert curve_auc(c, [x + 0.1 for x in q], 1.0, 3.0) > curve_auc(c, q, 1.0, 3.0)
+
+
+def test_cost_sweep_skips_records_no_model_can_answer() -> None:
+    """A record with no scored+priced model must not turn the whole curve into NaN (RouterBench ARC has some)."""
+    from moai.bench.compare import cost_sweep
+
+    nan = float("nan")
+    y = np.array([[1.0, 0.0], [1.0, 1.0], [nan, nan]])
+    cost = np.array([[0.01, 0.001], [0.01, 0.001], [nan, nan]])
+    q = np.array([[0.9, 0.2], [0.6, 0.55], [0.5, 0.5]])
+    sw = cost_sweep(q, np.array([0.01, 0.001]), y, cost, n=20)
+    assert all(np.isfinite(sw.costs)) and all(np.isfinite(sw.quals))
+    # no cost weight: the strong model on both answerable records; a huge one: the cheap model on both
+    assert sw.quals[0] == 1.0 and sw.costs[0] == pytest.approx(0.01)
+    assert sw.quals[-1] == 0.5 and sw.costs[-1] == pytest.approx(0.001)
+    # in between, the router keeps the strong model only where it expects a large gain (record 0)
+    assert any(c == pytest.approx(0.0055) and qq == 1.0 for c, qq in zip(sw.costs, sw.quals, strict=True))

@@ -71,6 +71,8 @@ def cost_sweep(
     q, y, cost_real: (n_records, M) over the same model columns (NaN = model not available there).
     """
     avail = np.isfinite(y) & np.isfinite(cost_real)
+    keep = avail.any(1)  # a record no model has both a score and a cost for cannot be routed: leave it out
+    q, y, cost_real, avail = q[keep], y[keep], cost_real[keep], avail[keep]
     scale = float(np.nanmedian(cost_pred)) or 1e-3
     lams = np.concatenate([[0.0], np.logspace(-3, 3, n) / scale])
     cp = np.broadcast_to(cost_pred, q.shape)
