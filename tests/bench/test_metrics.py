@@ -77,3 +77,13 @@ def test_cost_sweep_skips_records_no_model_can_answer() -> None:
     assert sw.quals[-1] == 0.5 and sw.costs[-1] == pytest.approx(0.001)
     # in between, the router keeps the strong model only where it expects a large gain (record 0)
     assert any(c == pytest.approx(0.0055) and qq == 1.0 for c, qq in zip(sw.costs, sw.quals, strict=True))
+
+
+def test_cost_sweep_never_picks_a_model_without_a_predicted_cost() -> None:
+    from moai.bench.compare import cost_sweep
+
+    y = np.array([[1.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
+    cost = np.array([[0.01, 0.001, 0.02], [0.01, 0.001, 0.02]])
+    q = np.array([[0.9, 0.2, 0.95], [0.6, 0.55, 0.99]])
+    sw = cost_sweep(q, np.array([0.01, 0.001, np.nan]), y, cost, n=10)
+    assert sw.costs[0] == pytest.approx(0.01) and sw.costs[-1] == pytest.approx(0.001)  # model 2 never chosen

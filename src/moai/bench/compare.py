@@ -70,12 +70,15 @@ def cost_sweep(
 
     q, y, cost_real: (n_records, M) over the same model columns (NaN = model not available there).
     """
-    avail = np.isfinite(y) & np.isfinite(cost_real)
+    cost_pred = np.asarray(cost_pred, float)
+    # a model never priced in training cannot be traded against cost (NaN would win every argmax): skip it
+    avail = np.isfinite(y) & np.isfinite(cost_real) & np.isfinite(np.broadcast_to(cost_pred, y.shape))
     keep = avail.any(1)  # a record no model has both a score and a cost for cannot be routed: leave it out
     q, y, cost_real, avail = q[keep], y[keep], cost_real[keep], avail[keep]
-    scale = float(np.nanmedian(cost_pred)) or 1e-3
+    scale = float(np.nanmedian(cost_pred)) if np.isfinite(cost_pred).any() else 1e-3
+    scale = scale or 1e-3
     lams = np.concatenate([[0.0], np.logspace(-3, 3, n) / scale])
-    cp = np.broadcast_to(cost_pred, q.shape)
+    cp = np.nan_to_num(np.broadcast_to(cost_pred, q.shape))
     costs, quals = [], []
     rows = np.arange(len(q))
     for lam in lams:
