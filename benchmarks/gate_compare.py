@@ -75,6 +75,19 @@ def llmrouter_costs(records: Sequence[RoutingRecord], prices: dict[str, dict]) -
             r.cost_usd = {m: prices[m]["input_price"] * n / 1e6 for m in r.scores if m in prices}
 
 
+def predicted_costs(in_set: Sequence[RoutingRecord], train: Sequence[RoutingRecord],
+                    models: Sequence[str]) -> np.ndarray:
+    """Mean USD per answer per model from the set's own training records, else from every training record
+    that priced the model (RouterBench ARC keeps no training records of its own: its few-shot prompts contain
+    LLMRouter's test questions, so all of them are dropped as overlapping)."""
+    out = []
+    for m in models:
+        own = [r.cost_usd[m] for r in in_set if m in r.cost_usd]
+        out.append(float(np.mean(own)) if own else
+                   float(np.mean([r.cost_usd[m] for r in train if m in r.cost_usd] or [np.nan])))
+    return np.array(out)
+
+
 def make_routers(seed: int, cfg: TrainConfig) -> list[Router]:
     return [GateRouter(config=cfg), *all_baselines(seed)]
 
@@ -193,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for a, r in enumerate(recs):
                     for b, m in enumerate(models):
                         c[a, b] = r.cost_usd.get(m, np.nan)
-                ctr = np.array([np.nanmean([r.cost_usd.get(m, np.nan) for r in tr]) for m in models])
+                ctr = predicted_costs(tr, train, models)
                 q = router_matrix(router, recs, models)
                 sw = cost_sweep(q, ctr, y, c)
                 rep = cost_report(sw.costs, sw.quals, y, c, models)
