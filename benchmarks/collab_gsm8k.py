@@ -36,9 +36,9 @@ SHOT = [{"role": "user", "content": "A baker makes 3 trays of 12 cookies and sel
 SYSTEMS = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "moai/moa", "moai/critique", "moai/auto"]
 
 
-def questions(n: int) -> list[dict[str, Any]]:
+def questions(n: int, offset: int = 0) -> list[dict[str, Any]]:
     rows = [json.loads(line) for line in (SHARED / "gsm8k-test.jsonl").open()]
-    return rows[:n]
+    return rows[offset : offset + n]
 
 
 def concurrency_ratio(trace: list[dict[str, Any]]) -> float | None:
@@ -75,7 +75,7 @@ async def run(system: str, qs: list[dict[str, Any]], mixture: Mixture, max_token
 
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
     mixture = Mixture(load_config(None))
-    qs = questions(args.n)
+    qs = questions(args.n, args.offset)
     results = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeRemainingColumn()) as progress:
@@ -111,6 +111,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=50)
+    ap.add_argument("--offset", type=int, default=0, help="skip this many questions (continue an earlier run)")
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--systems", nargs="+", default=SYSTEMS)
     ap.add_argument("--out", default="benchmarks/out/collab")
