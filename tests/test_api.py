@@ -162,3 +162,23 @@ def test_import_moai_stays_light() -> None:
     code = "import sys, moai; print(sorted(m for m in sys.modules if m.startswith(('moai.', 'openai', 'numpy'))))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_leaving_without_shutdown_closes_connections_and_flushes_telemetry(stub: StubServer, tmp_path: Path) -> None:
+    """A script that never calls shutdown(): at exit the pool closes cleanly and its request is recorded."""
+    db = tmp_path / "t.db"
+    code = f"""
+from moai import Mixture
+from moai.telemetry.store import TelemetryStore
+m = Mixture.from_config({config(tmp_path, stub.url)!r}, store=TelemetryStore("sqlite:///{db}"))
+r = m.chat.completions.create(model="moai/default", messages=[{{"role": "user", "content": "hi"}}])
+print(r.id)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Unclosed" not in done.stderr, done.stderr[-2000:]
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        ids = [row[0] for row in conn.execute("select id from requests")]
+    assert ids == [done.stdout.strip()]

@@ -24,7 +24,9 @@ model failed), so code written against the OpenAI client handles moai unchanged.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
+import contextlib
 import queue
 import threading
 import weakref
@@ -125,11 +127,20 @@ def _loop_for(mixture: Mixture) -> _LoopThread:
 
 
 def shutdown(mixture: Mixture) -> None:
-    """Close the Mixture's connections and stop its private loop (optional: the thread is a daemon)."""
-    runner = _LOOPS.get(mixture)
+    """Close the Mixture's connections, flush its telemetry and stop its private loop (done at exit anyway)."""
+    runner = _LOOPS.pop(mixture, None)
     if runner is not None:
         runner.run(mixture.aclose(), timeout=30)
         runner.stop()
+
+
+@atexit.register
+def _shutdown_all() -> None:
+    """At interpreter exit: close what callers left open, so pooled connections end cleanly and every
+    acknowledged request's telemetry record is written."""
+    for mixture in list(_LOOPS.keys()):
+        with contextlib.suppress(Exception):
+            shutdown(mixture)
 
 
 # ---------------------------------------------------------------- errors
