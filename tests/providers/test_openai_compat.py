@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 from stub_openai import Script, StubServer, free_port
 
@@ -12,9 +14,21 @@ from moai.providers.openai_compat import OpenAICompatProvider
 PARAMS = ChatParams(messages=[{"role": "user", "content": "hi"}], max_tokens=8)
 
 
+OPENED: list[OpenAICompatProvider] = []
+
+
 def provider(url: str, retries: int = 2) -> OpenAICompatProvider:
     card = ModelCard(name="stub", provider="openai_compat", endpoint=url, max_retries=retries, timeout_s=5)
-    return OpenAICompatProvider(card)
+    OPENED.append(OpenAICompatProvider(card))
+    return OPENED[-1]
+
+
+@pytest.fixture(autouse=True)
+async def _close_providers() -> AsyncIterator[None]:
+    """Each test's providers are closed in its own loop, as the engine does on shutdown."""
+    yield
+    while OPENED:
+        await OPENED.pop().aclose()
 
 
 async def test_complete_takes_usage_from_the_response() -> None:
