@@ -121,7 +121,8 @@ def main() -> None:
     out = Path(args.out)
     plot(results, out / "accuracy_latency.png")
     mode = "answer only" if args.direct else "step by step"
-    t = Table(title=f"GSM8K test, first {args.n} questions, {mode}, ≤{args.max_tokens} tokens per call")
+    t = Table(title=f"GSM8K test, questions {args.offset + 1}–{args.offset + args.n}, {mode}, "
+                    f"≤{args.max_tokens} tokens per call")
     for col in ("system", "accuracy", "mean latency (s)", "mean energy (Wh)", "MoA concurrency ratio", "routes"):
         t.add_column(col)
     for r in results:

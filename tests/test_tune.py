@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from moai.config import parse_config
+from moai.gate.policy import RecordCard
 from moai.tuning import offline as off
 from moai.tuning.live import LiveTuner
 from moai.tuning.targets import TargetError, parse_target
@@ -135,7 +136,7 @@ def test_vectorised_choice_matches_policy_choose(world: dict) -> None:
     sub = mx.take(np.arange(40))
     w = {"quality": 1.0, "cost": 0.1, "latency": 0.01}
     vec = off.route_choice(sub, w)
-    cards = {m: off.StubCard(m) for m in sub.models}
+    cards = {m: RecordCard(m) for m in sub.models}
     for i in range(40):
         ok = [j for j in range(len(sub.models)) if sub.avail[i, j]]
         d = choose({sub.models[j]: float(sub.q[i, j]) for j in ok}, {sub.models[j]: cards[sub.models[j]] for j in ok},

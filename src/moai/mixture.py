@@ -30,7 +30,7 @@ from moai.telemetry.carbon import CarbonModel
 from moai.telemetry.metrics import Metrics
 from moai.telemetry.store import CallRecord, RequestRecord, TelemetryStore
 from moai.telemetry.writer import TelemetryWriter
-from moai.tuning.live import LiveTuner
+from moai.tuning.live import LiveTuner, knob_value
 from moai.tuning.targets import parse_target
 
 NO_TOOLS = frozenset({"moa", "fanout", "chain", "critique"})  # strategies whose answer is synthesised text
@@ -73,8 +73,7 @@ def live_tuners(config: Config) -> dict[str, LiveTuner]:
         if mix.live_tune is None or knob is None:
             continue
         lt = mix.live_tune
-        start = getattr(mix.weights, knob.split(".", 1)[1]) if knob.startswith("weights.") else getattr(mix, knob)
-        out[name] = LiveTuner(parse_target(lt.target), knob, value=start, min_samples=lt.min_samples,
+        out[name] = LiveTuner(parse_target(lt.target), knob, value=knob_value(mix, knob), min_samples=lt.min_samples,
                               window=lt.window, max_step=lt.max_step, deadband=lt.deadband)
     return out
 

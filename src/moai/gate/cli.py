@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import typer
 
-from moai.gate.policy import RecordCard as _Card
+from moai.gate.policy import RecordCard
 
 app = typer.Typer(help="Train and inspect the learned gate.", no_args_is_help=True, add_completion=False)
 
@@ -220,7 +220,7 @@ def decide(
             raise CliError("records have no scores: name the candidate models with --models")
         q = g.quality_matrix([r.prompt for r in recs], names_all)
         col = {m: j for j, m in enumerate(names_all)}
-        cards = {m: _Card(m) for m in names_all}
+        cards = {m: RecordCard(m) for m in names_all}
 
         def rows() -> Iterator[dict[str, Any]]:
             for i, r in enumerate(recs):

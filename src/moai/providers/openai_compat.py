@@ -85,7 +85,7 @@ class OpenAICompatProvider(Provider):
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         key = os.environ.get(card.api_key_env, "") if card.api_key_env else ""
-        self._headers = {"authorization": f"Bearer {key}"} if key else {}
+        self._headers = {"content-type": "application/json", **({"authorization": f"Bearer {key}"} if key else {})}
         base = (card.endpoint or DEFAULT_ENDPOINTS.get(card.provider, "")).rstrip("/")
         self._url = base + "/chat/completions"
         # connect: 10 s; then at most timeout_s between bytes (a long generation is not a stall)
@@ -96,10 +96,8 @@ class OpenAICompatProvider(Provider):
         """Created lazily in the running loop (never at import or config load); a new loop gets its own."""
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._loop is not loop:
-            connector = aiohttp.TCPConnector(limit=self.card.max_concurrency * 2, limit_per_host=0,
-                                             keepalive_timeout=30, enable_cleanup_closed=True)
-            self._session = aiohttp.ClientSession(connector=connector, headers=self._headers, timeout=self._timeout,
-                                                  json_serialize=json.dumps, raise_for_status=False)
+            connector = aiohttp.TCPConnector(limit=self.card.max_concurrency * 2, keepalive_timeout=30)
+            self._session = aiohttp.ClientSession(connector=connector, headers=self._headers, timeout=self._timeout)
             self._loop = loop
         return self._session
 
@@ -121,8 +119,7 @@ class OpenAICompatProvider(Provider):
         while True:
             hint: float | None = None
             try:
-                response = await self.session.post(self._url, data=data,
-                                                   headers={"content-type": "application/json"})
+                response = await self.session.post(self._url, data=data)
             except TimeoutError as e:
                 error: ProviderError = ProviderTimeout(self.name, "timed out")
                 cause: Exception = e

@@ -90,10 +90,11 @@ class LiveTuner:
         """Record one finished request (with, for ``cost_share``, what the dearest model would have cost);
         returns the change if this observation triggered one."""
         ref = reference_cost_usd if reference_cost_usd is not None else self.reference_cost_usd
-        if self.target.kind == "cost_share" and not ref:
-            if reference_cost_usd is None and self.reference_cost_usd is None:
+        if self.target.kind == "cost_share":
+            if ref is None:
                 raise ValueError("cost_share needs a reference cost: per observation or reference_cost_usd")
-            return None  # nothing costs anything here: no share to hold
+            if not ref:
+                return None  # nothing costs anything here: no share to hold
         self._costs.append(float(cost_usd))
         self._lat.append(float(latency_s))
         self._refs.append(float(ref or 0.0))
@@ -190,6 +191,13 @@ class LiveTuner:
     def apply(self, mix: Any) -> Any:
         """A copy of ``mix`` (a moai.config.Mix) using the current value; the original is left as it was."""
         if self.knob.startswith("weights."):
-            w = mix.weights.model_copy(update={self.knob.split(".", 1)[1]: self.value})
+            w = mix.weights.model_copy(update={self.knob.removeprefix("weights."): self.value})
             return mix.model_copy(update={"weights": w})
         return mix.model_copy(update={self.knob: self.value})
+
+
+def knob_value(mix: Any, knob: str) -> float:
+    """The value ``knob`` has in ``mix`` (a moai.config.Mix): what ``LiveTuner.apply`` writes back."""
+    if knob.startswith("weights."):
+        return float(getattr(mix.weights, knob.removeprefix("weights.")))
+    return float(getattr(mix, knob))

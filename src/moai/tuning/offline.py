@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from moai.bench.datasets import RoutingRecord, load_records, normalise_scores
-from moai.gate.policy import RecordCard as StubCard
+from moai.gate.policy import RecordCard
 from moai.tuning.targets import Reference, Target
 
 TUNABLE = ("route", "cascade", "auto")
@@ -38,8 +38,6 @@ class Infeasible(TuneError):
     def __init__(self, message: str, closest: Point) -> None:
         super().__init__(message)
         self.closest = closest
-
-
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -415,7 +413,7 @@ def prepare(
     models = in_pool if len(in_pool) >= 2 else names  # records from other models: tune over what they hold
     if len(models) < 2:
         raise TuneError("the records score fewer than two models: nothing to trade off")
-    cards = {m: config.models[m] if m in config.models else StubCard(m) for m in models}
+    cards = {m: config.models[m] if m in config.models else RecordCard(m) for m in models}
     mx = build_matrices(records, extras, gate, cards, models, config.settings.grid_g_per_kwh or 400.0)
     keep = mx.avail.any(1)
     return [r for r, k in zip(records, keep, strict=True) if k], mx.take(np.flatnonzero(keep))
