@@ -1,7 +1,8 @@
 """Privacy detector figures on data/privacy/eval.jsonl: precision/recall per kind and overall, false-positive
 rate on benign look-alikes, and latency per query.
 
-Run: `.venv/bin/python benchmarks/privacy.py [--split dev|heldout|heldout2|all] [--errors] [--wild]`.
+Run: `.venv/bin/python benchmarks/privacy.py [--split dev|heldout..heldout5|all] [--errors] [--wild] [--rules-only]`.
+`--rules-only` turns the learned second opinion off (`MOAI_PRIVACY_MODEL=off`), to see what it adds.
 `--wild` also scans unlabelled benign text found on this machine (Python's stdlib docstrings for English,
 the system's gettext catalogs for French/German/Spanish) and reports how often anything is flagged: an upper
 bound on the false-positive rate outside the hand-written set (some hits are real maintainers' emails).
@@ -13,7 +14,9 @@ from __future__ import annotations
 import argparse
 import ast
 import gettext
+import hashlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -26,6 +29,8 @@ from rich.table import Table
 from moai.gate.privacy import KINDS, detect, detect_text
 
 EVAL = Path(__file__).resolve().parent.parent / "data" / "privacy" / "eval.jsonl"
+# Splits never used to change a rule nor to train the learned model: their figures are the honest ones.
+UNTUNED = ("heldout4", "heldout5")
 
 
 def _ratio(a: int, b: int) -> str:
@@ -55,6 +60,12 @@ def run(rows: list[dict[str, Any]], repeats: int = 5) -> tuple[list[list[str]], 
         preds.append(rep.kinds)
         lat.append(statistics.median(times) * 1000)
     return preds, lat
+
+
+def wild_half(text: str) -> str:
+    """"train" or "test": half of the wild text teaches the learned model what ordinary text looks like
+    (data/privacy/train_semantic.py); `--wild` measures on the other half only."""
+    return "train" if hashlib.sha1(text.encode()).digest()[0] % 2 == 0 else "test"
 
 
 def wild_texts() -> dict[str, list[str]]:
@@ -87,10 +98,11 @@ def wild_texts() -> dict[str, list[str]]:
 
 def report_wild(con: Console) -> None:
     """Print how often benign unlabelled text gets flagged, per language."""
-    t = Table(title="benign text in the wild (unlabelled): share of texts flagged")
+    t = Table(title="benign text in the wild (unlabelled, the half not trained on): share of texts flagged")
     for col in ("lang", "source", "texts", "flagged", "rate", "kinds"):
         t.add_column(col, justify="right")
-    for lang, texts in wild_texts().items():
+    for lang, every in wild_texts().items():
+        texts = [x for x in every if wild_half(x) == "test"]
         kinds: dict[str, int] = {}
         flagged = 0
         for text in texts:
@@ -108,10 +120,14 @@ def report_wild(con: Console) -> None:
 def main() -> None:
     """Print the tables and whether the goals are met."""
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--split", default="all", choices=["dev", "heldout", "heldout2", "heldout3", "heldout4", "all"])
+    ap.add_argument("--split", default="all",
+                    choices=["dev", "heldout", "heldout2", "heldout3", *UNTUNED, "all"])
     ap.add_argument("--errors", action="store_true", help="list every misclassified prompt")
     ap.add_argument("--wild", action="store_true", help="also scan unlabelled benign text on this machine")
+    ap.add_argument("--rules-only", action="store_true", help="without the learned second opinion")
     args = ap.parse_args()
+    if args.rules_only:
+        os.environ["MOAI_PRIVACY_MODEL"] = "off"
     rows = load(args.split)
     preds, lat = run(rows)
     con = Console()
@@ -142,7 +158,8 @@ def main() -> None:
     t2.add_row("[b]all[/b]", str(tp + fn), _ratio(tp, tp + fn), str(n_ben), _ratio(fp, n_ben))
     con.print(t2)
 
-    t3 = Table(title="per split (dev + heldout..heldout3 were used to fix rules; heldout4 never was)")
+    t3 = Table(title="per split (dev + heldout..heldout3 were used to fix rules and train the learned model; "
+                     "heldout4/5 never were)")
     for col in ("split", "sensitive", "recall", "benign", "FPR"):
         t3.add_column(col, justify="right")
     for split in sorted({r.get("split", "dev") for r in rows}, key=lambda x: (x != "dev", x)):
@@ -169,8 +186,9 @@ def main() -> None:
     con.print(f"40-message chat ({sum(len(m['content']) for m in chat)} chars): {statistics.median(cold):.2f} ms "
               f"cold, {statistics.median(warm):.2f} ms for the next turn (history cached)")
     p50 = statistics.median(lat)
-    for label, keep in (("tuned splits (dev, heldout..heldout3)", lambda r: r.get("split", "dev") != "heldout4"),
-                        ("untuned heldout4 (honest estimate)", lambda r: r.get("split") == "heldout4")):
+    for label, keep in (("tuned splits (dev, heldout..heldout3)", lambda r: r.get("split", "dev") not in UNTUNED),
+                        *((f"untuned {s} (honest estimate)", lambda r, s=s: r.get("split") == s) for s in UNTUNED),
+                        ("untuned heldout4+5 together", lambda r: r.get("split") in UNTUNED)):
         sel = [(r, bool(p)) for r, p in zip(rows, preds, strict=True) if keep(r)]
         sens, ben = [p for r, p in sel if r["sensitive"]], [p for r, p in sel if not r["sensitive"]]
         if not sens or not ben:

@@ -342,8 +342,8 @@ def test_eval_set_meets_goals() -> None:
     path = Path(__file__).resolve().parents[2] / "data" / "privacy" / "eval.jsonl"
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     assert {r["lang"] for r in rows} >= {"en", "fr", "de", "es"} and len(rows) >= 240
-    # heldout4 is the untouched generalisation estimate (see data/privacy/README.md): reported, not asserted.
-    rows = [r for r in rows if r.get("split") != "heldout4"]
+    # heldout4/5 are the untouched generalisation estimates (see data/privacy/README.md): reported, not asserted.
+    rows = [r for r in rows if r.get("split") not in ("heldout4", "heldout5")]
     sens = [detect(r["text"]).sensitive for r in rows if r["sensitive"]]
     benign = [detect(r["text"]).sensitive for r in rows if not r["sensitive"]]
     assert sum(sens) / len(sens) >= 0.98

@@ -67,6 +67,25 @@ def test_local_only_never_calls_a_cloud_model(servers) -> None:  # type: ignore[
     assert any("local_only" in r for r in moai["reason"])
 
 
+def test_a_disclosure_only_the_learned_model_sees_stays_local(servers) -> None:  # type: ignore[no-untyped-def]
+    """No lexicon word, no marker: the rules alone would let this go to the cloud (checked in
+    tests/gate/test_privacy_learned.py); the learned second opinion keeps it on the laptop, and `redact`
+    cannot hide it with a placeholder, so that mix keeps it off the cloud too."""
+    server, scripts = servers
+    text = ("Since the accident my brother can't feel his legs and the wheelchair doesn't fit in our car, "
+            "what are my options?")
+    before = calls(scripts)
+    resp = ask(server, "local_only", text)
+    after = calls(scripts)
+    assert after["cloud"] == before["cloud"] and after["laptop"] == before["laptop"] + 1
+    privacy = resp.model_extra["moai"]["privacy"]
+    assert privacy["kinds"] == ["health"] and not privacy["redactable"]
+    assert any("learned classifier" in r for r in resp.model_extra["moai"]["reason"])
+    with pytest.raises(openai.UnprocessableEntityError):  # redact mix: cloud only, nothing private to fall to
+        ask(server, "redact", text)
+    assert calls(scripts)["cloud"] == before["cloud"]
+
+
 def test_benign_query_may_use_the_cloud(servers) -> None:  # type: ignore[no-untyped-def]
     server, scripts = servers
     resp = ask(server, "local_only", "Explain how the Luhn checksum works, step by step, with an example.")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 from moai.gate.privacy_context import find_confidential, find_health
+from moai.gate.privacy_learned import find_semantic
 from moai.gate.privacy_rules import KINDS, Hit, find_cards, find_contacts, find_ibans, find_national_ids, find_secrets
 
 __all__ = ["KINDS", "REDACTABLE", "Detection", "PrivacyReport", "Restorer", "detect", "redact", "restore"]
@@ -134,8 +135,12 @@ def detect_text(text: str) -> tuple[Hit, ...]:
     """All non-overlapping hits in one text. Cached: a chat resends its whole history every turn, and
     only the new message should cost anything."""
     text = text.translate(_NORMALIZE)
-    hits = [h for rec in RECOGNIZERS for h in rec(text)]
-    return tuple(_resolve(hits)) if hits else ()
+    hits = _resolve([h for rec in RECOGNIZERS for h in rec(text)])
+    # The learned opinion covers the whole text, so it stays out of span resolution (it would shadow the
+    # precise hits) and only adds a kind the rules did not find.
+    found = {h.kind for h in hits}
+    hits += [h for h in find_semantic(text) if h.kind not in found]
+    return tuple(hits)
 
 
 def detect(query: str | Messages) -> PrivacyReport:

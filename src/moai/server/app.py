@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from moai import __version__
 from moai.config import Config
+from moai.gate.privacy_learned import load_model as load_privacy_model
 from moai.mixture import BadRequest, Mixture, Prepared, UnknownModel
 from moai.providers.base import Delta
 from moai.server.auth import Denied, Gatekeeper
@@ -100,6 +101,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         refresher = asyncio.create_task(_refresh_forever(mix, config.settings.stats_refresh_s))
+        await asyncio.to_thread(load_privacy_model)  # ~0.7 s, paid here rather than by the first request
         try:
             yield
         finally:
