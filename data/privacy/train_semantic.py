@@ -31,15 +31,15 @@ from moai.gate.privacy_learned import LABELS, MODEL_PATH, SemanticModel, build_p
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from privacy import load, wild_half, wild_texts  # noqa: E402  (benchmarks/privacy.py: eval rows, wild text)
+
 ROUTING = ROOT.parent / "shared" / "data" / "routing"
 TUNED_SPLITS = {"dev", "heldout", "heldout2", "heldout3"}
 
 
 def ordinary_text(per_language: int = 1500, prompts: int = 1500, seed: int = 0) -> list[str]:
     """Benign text that is not a look-alike: the wild training half and routing-benchmark prompts."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from privacy import wild_half, wild_texts  # benchmarks/privacy.py
-
     from moai.gate.privacy import detect_text
 
     os.environ["MOAI_PRIVACY_MODEL"] = "off"  # filter with the rules alone, not with the model being replaced
@@ -71,15 +71,11 @@ def rows() -> tuple[list[str], list[str], list[bool]]:
             r = json.loads(line)
             texts.append(r["text"])
             labels.append(r["label"])
-    for line in (HERE / "eval.jsonl").read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        r = json.loads(line)
-        if r["split"] not in TUNED_SPLITS:
-            continue
-        kinds = [k for k in r["kinds"] if k in LABELS]
-        texts.append(r["text"])
-        labels.append(kinds[0] if kinds else "none")
+    for r in load("all"):
+        if r["split"] in TUNED_SPLITS:
+            kinds = [k for k in r["kinds"] if k in LABELS]
+            texts.append(r["text"])
+            labels.append(kinds[0] if kinds else "none")
     ordinary = ordinary_text()
     flags = [False] * len(texts) + [True] * len(ordinary)
     return texts + ordinary, labels + ["none"] * len(ordinary), flags

@@ -75,8 +75,7 @@ def cost_sweep(
     avail = np.isfinite(y) & np.isfinite(cost_real) & np.isfinite(np.broadcast_to(cost_pred, y.shape))
     keep = avail.any(1)  # a record no model has both a score and a cost for cannot be routed: leave it out
     q, y, cost_real, avail = q[keep], y[keep], cost_real[keep], avail[keep]
-    scale = float(np.nanmedian(cost_pred)) if np.isfinite(cost_pred).any() else 1e-3
-    scale = scale or 1e-3
+    scale = (float(np.nanmedian(cost_pred)) if np.isfinite(cost_pred).any() else 0.0) or 1e-3
     lams = np.concatenate([[0.0], np.logspace(-3, 3, n) / scale])
     cp = np.nan_to_num(np.broadcast_to(cost_pred, q.shape))
     costs, quals = [], []

@@ -38,8 +38,6 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
-
-
 def _progress_train(records: list[Any], cfg: Any) -> Any:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -136,8 +136,8 @@ def detect_text(text: str) -> tuple[Hit, ...]:
     only the new message should cost anything."""
     text = text.translate(_NORMALIZE)
     hits = _resolve([h for rec in RECOGNIZERS for h in rec(text)])
-    # The learned opinion covers the whole text, so it stays out of span resolution (it would shadow the
-    # precise hits) and only adds a kind the rules did not find.
+    # The learned opinion covers a whole passage, so it stays out of span resolution (it would shadow the
+    # precise hits inside it) and only adds a kind the rules did not find.
     found = {h.kind for h in hits}
     hits += [h for h in find_semantic(text) if h.kind not in found]
     return tuple(hits)

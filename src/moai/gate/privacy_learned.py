@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 MODEL_PATH = Path(__file__).with_name("default") / "privacy_semantic.pkl"
 LABELS = ("none", "health", "confidential")
-_PLACEHOLDER = {"health": "HEALTH", "confidential": "CONFIDENTIAL"}
 
 
 @dataclass
@@ -40,7 +39,6 @@ class SemanticModel:
 
     pipeline: Any
     thresholds: dict[str, float]
-    version: int = 1
 
     def probabilities(self, texts: Sequence[str]) -> list[dict[str, float]]:
         """Per text, the model's probability of each label."""
@@ -68,7 +66,7 @@ class SemanticModel:
             p, (a, b) = max(((pr.get(kind, 0.0), sp) for pr, sp in zip(probs, spans, strict=True)),
                             key=lambda x: x[0])
             if p >= t:
-                yield Hit(kind, a, b, _PLACEHOLDER[kind],
+                yield Hit(kind, a, b, kind.upper(),
                           f"learned classifier: reads as a {kind} disclosure (p={p:.2f} >= {t:.2f})")
 
 
