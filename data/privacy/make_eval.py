@@ -992,6 +992,9 @@ HELDOUT4_BENIGN: dict[str, list[str]] = {
 
 # The fifth held-out batch lives in its own module, written without looking at the detector (see README).
 from batch5 import HELDOUT5_BENIGN, HELDOUT5_SENSITIVE  # noqa: E402
+from batch6 import HELDOUT6_BENIGN, HELDOUT6_SENSITIVE  # noqa: E402
+from batch7 import HELDOUT7_BENIGN, HELDOUT7_SENSITIVE  # noqa: E402
+from batch8 import HELDOUT8_BENIGN, HELDOUT8_SENSITIVE  # noqa: E402
 
 
 def build() -> list[dict[str, object]]:
@@ -1005,8 +1008,11 @@ def build() -> list[dict[str, object]]:
                                 ("heldout2", HELDOUT2_SENSITIVE, HELDOUT2_BENIGN),
                                 ("heldout3", HELDOUT3_SENSITIVE, HELDOUT3_BENIGN),
                                 ("heldout4", HELDOUT4_SENSITIVE, HELDOUT4_BENIGN),
-                                ("heldout5", HELDOUT5_SENSITIVE, HELDOUT5_BENIGN)):
-        tag = {"dev": "", "heldout": "h", "heldout2": "h2", "heldout3": "h3", "heldout4": "h4", "heldout5": "h5"}[split]
+                                ("heldout5", HELDOUT5_SENSITIVE, HELDOUT5_BENIGN),
+                                ("heldout6", HELDOUT6_SENSITIVE, HELDOUT6_BENIGN),
+                                ("heldout7", HELDOUT7_SENSITIVE, HELDOUT7_BENIGN),
+                                ("heldout8", HELDOUT8_SENSITIVE, HELDOUT8_BENIGN)):
+        tag = "" if split == "dev" else "h" + split.removeprefix("heldout")
         for lang, items in sens.items():
             for k, (text, kinds) in enumerate(items):
                 rows.append({"id": f"{lang}-{tag}s{k:03d}", "text": fill(text), "sensitive": True, "kinds": kinds,

@@ -1,8 +1,10 @@
 """Train the learned privacy second opinion (`moai.gate.privacy_learned`) and ship it with the package.
 
-Training rows: `semantic_train.jsonl` (written for training only) plus the splits of `eval.jsonl` that were
-already used to tune the rules (dev, heldout..heldout3). The held-out splits `heldout4` and `heldout5` are
-never read here, so the benchmark's figures on them stay honest. Look-alikes alone teach the model a narrow
+Training rows: the prompts written for training only (`semantic_train.jsonl`; `semantic_train2.jsonl`, more
+clinical notes and look-alikes; `ordinary_train.jsonl`, everyday first-person prompts) plus the splits of
+`eval.jsonl` already used to tune the rules (dev, heldout..heldout3, heldout6). The held-out splits
+`heldout4`, `heldout5`, `heldout7` and `heldout8` are never read here, so the benchmark's figures on them
+stay honest. Look-alikes alone teach the model a narrow
 picture of "benign": trained on them only, it called a third of Python's docstrings confidential. So ordinary
 text is added as `none` too: the training half of the unlabelled text `benchmarks/privacy.py --wild` scans
 (stdlib docstrings, gettext catalogs in fr/de/es; the other half stays for measuring) and prompts from the
@@ -35,7 +37,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from privacy import load, wild_half, wild_texts  # noqa: E402  (benchmarks/privacy.py: eval rows, wild text)
 
 ROUTING = ROOT.parent / "shared" / "data" / "routing"
-TUNED_SPLITS = {"dev", "heldout", "heldout2", "heldout3"}
+TUNED_SPLITS = {"dev", "heldout", "heldout2", "heldout3", "heldout6"}
+CORPORA = ("semantic_train.jsonl", "semantic_train2.jsonl", "ordinary_train.jsonl")
 
 
 def ordinary_text(per_language: int = 1500, prompts: int = 1500, seed: int = 0) -> list[str]:
@@ -66,11 +69,12 @@ def rows() -> tuple[list[str], list[str], list[bool]]:
     """(texts, labels, ordinary?) from the training corpus, the tuned eval splits and ordinary text."""
     texts: list[str] = []
     labels: list[str] = []
-    for line in (HERE / "semantic_train.jsonl").read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            r = json.loads(line)
-            texts.append(r["text"])
-            labels.append(r["label"])
+    for name in CORPORA:
+        for line in (HERE / name).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                r = json.loads(line)
+                texts.append(r["text"])
+                labels.append(r["label"])
     for r in load("all"):
         if r["split"] in TUNED_SPLITS:
             kinds = [k for k in r["kinds"] if k in LABELS]

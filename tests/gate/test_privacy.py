@@ -93,6 +93,16 @@ def found(text: str) -> dict[str, list[str]]:
      "insuffisance cardiaque"),
     ("don't tell anyone but we're being acquired by Oracle next month", "confidential", "don't tell anyone"),
     ("que no salga de aquí: nos compra una multinacional en octubre", "confidential", "que no salga de aquí"),
+    # a login and its password handed over together, no "is" or ":" in between
+    ("the camera admin page: user admin / pass Kiwi#2291, what setting turns off the IR?", "secret", "Kiwi#2291"),
+    ("identifiant jdupont, mot de passe Mouette77 : pourquoi ça bloque ?", "secret", "Mouette77"),
+    ("Drucker - Benutzer k.wolf - Passwort Tanne!58", "secret", "Tanne!58"),
+    ("usuario soporte_web / contraseña lince_904$", "secret", "lince_904$"),
+    # an envelope list in lower case, made specific by its postcodes
+    ("address these:\nuncle frank dobbs 7 quarry lane, whitby YO21 3PQ", "contact",
+     "7 quarry lane, whitby YO21 3PQ"),
+    ("name,team,base_salary\nLena Vogt,Data,91000\nOmar Haddad,Data,87000\nwhat is the average?", "confidential",
+     "name,team,base_salary"),
 ])
 def test_kind_detected_with_span(text: str, kind: str, value: str) -> None:
     assert value in found(text).get(kind, []), found(text)
@@ -137,6 +147,9 @@ def test_jwt_and_pem_blocks() -> None:
     "Explain IBAN structure with the example DE89 3704 0044 0532 0130 00.",
     "What is a Social Security Number? Is 123-45-6789 valid?",
     "AWS docs use AKIAIOSFODNN7EXAMPLE as the access key id.",
+    "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY (from the AWS CLI guide)",
+    "Redsys sandbox: pay with the test card 4548 8120 4940 0004, expiry 12/34, CVV 123.",
+    "Adyen test cards: 4111 1111 4555 1142 and 5555 3412 4444 1115.",
     "Write a regex for emails like john.doe@example.com.",
     "Contact support@github.com for help.",
     "In films, numbers look like (555) 014-2368.",
@@ -174,10 +187,30 @@ def test_jwt_and_pem_blocks() -> None:
     "A 45-year-old patient presents with chest pain and diabetes. What is the differential?",
     "What salary does the US President earn per year?",
     "Between us, I think tabs are better than spaces.",
+    # templates, made-up data, and credentials that are placeholders
+    "Write a dismissal letter template with placeholders [Employee Name], [Date] and [Severance Amount].",
+    "Vorlage für eine Kündigung: [Name Mitarbeiter], [Kündigungsgrund], [Datum]",
+    "Generate a fake salary table for 5 made-up employees:\nname,team,base_salary\nLena Vogt,Data,91000\n"
+    "Omar Haddad,Data,87000",
+    "Set user admin / pass <your password> in the config.",
+    "The famous address is 10 Downing Street; what is its history?",
 ])
 def test_lookalikes_not_sensitive(text: str) -> None:
     rep = detect(text)
     assert not rep.sensitive, rep.reasons()
+
+
+def test_learned_opinion_skips_fiction_and_templates() -> None:
+    """The judgement calls hold for the learned model too: a novel's character and a form are nobody."""
+    from moai.gate.privacy_learned import load_model
+
+    model = load_model()
+    if model is None:
+        pytest.skip("learned model turned off")
+    real = "my sister was just told she has stage 3 ovarian cancer and starts chemo on friday"
+    assert any(h.kind == "health" for h in model.find(real))
+    assert not list(model.find("In my novel, " + real.replace("my sister", "the heroine's sister")))
+    assert not list(model.find("Letter template: [Employee Name] told us [Condition]; write to [Manager Name]."))
 
 
 def test_invalid_checksums_rejected() -> None:
@@ -318,22 +351,6 @@ def test_streaming_restorer_holds_partial_placeholder() -> None:
     assert r.flush() == ""
 
 
-def test_latency_budget() -> None:
-    """p50 well under the 5 ms budget on a typical prompt (loose bound: CI machines are noisy)."""
-    import statistics
-    import time
-
-    text = "I was diagnosed with diabetes; my IBAN is " + IBAN_DE + " and my email ana@outlook.com."
-    detect(text)
-    times = []
-    for _ in range(50):
-        detect_text.cache_clear()
-        t0 = time.perf_counter()
-        detect(text)
-        times.append(time.perf_counter() - t0)
-    assert statistics.median(times) < 0.005
-
-
 def test_eval_set_meets_goals() -> None:
     """Regression guard on the splits the rules were fixed against: the issue's goals, as thresholds."""
     import json
@@ -342,8 +359,8 @@ def test_eval_set_meets_goals() -> None:
     path = Path(__file__).resolve().parents[2] / "data" / "privacy" / "eval.jsonl"
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     assert {r["lang"] for r in rows} >= {"en", "fr", "de", "es"} and len(rows) >= 240
-    # heldout4/5 are the untouched generalisation estimates (see data/privacy/README.md): reported, not asserted.
-    rows = [r for r in rows if r.get("split") not in ("heldout4", "heldout5")]
+    # the untouched generalisation estimates (see data/privacy/README.md) are reported by the benchmark, not asserted
+    rows = [r for r in rows if r.get("split") not in ("heldout4", "heldout5", "heldout7", "heldout8")]
     sens = [detect(r["text"]).sensitive for r in rows if r["sensitive"]]
     benign = [detect(r["text"]).sensitive for r in rows if not r["sensitive"]]
     assert sum(sens) / len(sens) >= 0.98

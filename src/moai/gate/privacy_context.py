@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from moai.gate.privacy_rules import FICTION, FIRST_PERSON, GENERIC_QUESTION, Hit, sentences
+from moai.gate.privacy_rules import FICTION, FIRST_PERSON, GENERIC_QUESTION, Hit, is_template, sentences
 from moai.gate.privacy_rules import words as _words
 
 _I = re.IGNORECASE
@@ -253,8 +253,28 @@ _EVENT = re.compile(
 )
 
 
+# A pasted pay table: a header naming a pay column, then rows with a person's full name and an amount.
+_PAY_HEADER = re.compile(
+    r"^(?=[^\n]*[,;|\t])[^\n]*(?<![^\W_])(?:salary|salaries|base|bonus|compensation|pay|wage|salaire|"
+    r"rémunération|prime|gehalt|brutto|lohn|jahresgehalt|sueldo|salario|bruto|retribución)(?![^\W\d_])[^\n]*$",
+    _I | re.M,
+)
+_PAY_ROW = re.compile(r"^[^\n]*\b[A-ZÀ-Ý][a-zà-ÿ]+ [A-ZÀ-Ý][a-zà-ÿ]+\b[^\n]*[,;|\t][^\n]*\d{4,}[^\n]*$", re.M)
+
+
+def _pay_table(text: str) -> re.Match[str] | None:
+    """The header of a table of named people's pay (two or more such rows after it), else None."""
+    head = _PAY_HEADER.search(text)
+    if head is None or FICTION.search(text):
+        return None
+    return head if len(_PAY_ROW.findall(text, head.end())) >= 2 else None
+
+
 def find_confidential(text: str) -> Iterator[Hit]:
     """Confidentiality markers, confided corporate news, and HR/legal/financial details about someone."""
+    pay = _pay_table(text)
+    if pay:
+        yield Hit("confidential", pay.start(), pay.end(), "CONFIDENTIAL", "table of named people's pay")
     confide = _CONFIDE.search(text)
     if confide and _EVENT.search(text):
         yield Hit("confidential", confide.start(), confide.end(), "CONFIDENTIAL",
@@ -264,6 +284,8 @@ def find_confidential(text: str) -> Iterator[Hit]:
     for m in _MARKER.finditer(text):
         if not GENERIC_QUESTION.match(text[text.rfind("\n", 0, m.start()) + 1:]):
             yield Hit("confidential", m.start(), m.end(), "CONFIDENTIAL", "document marked confidential / internal")
+    if is_template(text):  # "[Employee Name]", "[Abfindungsbetrag]": a form about nobody yet
+        return
     for a, b, terms in _sentences_with(_HR_TERM, text):
         sent, term = text[a:b], terms[0]
         # A general question ("How is severance calculated?") stays benign unless it names an amount.

@@ -25,7 +25,7 @@ from typing import Any
 
 import scipy.sparse
 
-from moai.gate.privacy_rules import Hit
+from moai.gate.privacy_rules import FICTION, Hit, is_template
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +58,14 @@ class SemanticModel:
 
         Long texts are read sentence by sentence (see `windows`).
         """
-        if len(text.strip()) < 12:  # too short to disclose anything the rules would not see
+        if len(text.strip()) < 12 or is_template(text):  # too short to disclose anything / a form to fill in
             return
         spans = windows(text)
         probs = self.probabilities([text[a:b] for a, b in spans])
         for kind, t in self.thresholds.items():
             p, (a, b) = max(((pr.get(kind, 0.0), sp) for pr, sp in zip(probs, spans, strict=True)),
                             key=lambda x: x[0])
-            if p >= t:
+            if p >= t and not FICTION.search(text, a, b):  # a novel's heroine or made-up data is nobody
                 yield Hit(kind, a, b, kind.upper(),
                           f"learned classifier: reads as a {kind} disclosure (p={p:.2f} >= {t:.2f})")
 
