@@ -995,6 +995,7 @@ from batch5 import HELDOUT5_BENIGN, HELDOUT5_SENSITIVE  # noqa: E402
 from batch6 import HELDOUT6_BENIGN, HELDOUT6_SENSITIVE  # noqa: E402
 from batch7 import HELDOUT7_BENIGN, HELDOUT7_SENSITIVE  # noqa: E402
 from batch8 import HELDOUT8_BENIGN, HELDOUT8_SENSITIVE  # noqa: E402
+from batch9 import HELDOUT9_BENIGN, HELDOUT9_SENSITIVE  # noqa: E402
 
 
 def build() -> list[dict[str, object]]:
@@ -1011,7 +1012,8 @@ def build() -> list[dict[str, object]]:
                                 ("heldout5", HELDOUT5_SENSITIVE, HELDOUT5_BENIGN),
                                 ("heldout6", HELDOUT6_SENSITIVE, HELDOUT6_BENIGN),
                                 ("heldout7", HELDOUT7_SENSITIVE, HELDOUT7_BENIGN),
-                                ("heldout8", HELDOUT8_SENSITIVE, HELDOUT8_BENIGN)):
+                                ("heldout8", HELDOUT8_SENSITIVE, HELDOUT8_BENIGN),
+                                ("heldout9", HELDOUT9_SENSITIVE, HELDOUT9_BENIGN)):
         tag = "" if split == "dev" else "h" + split.removeprefix("heldout")
         for lang, items in sens.items():
             for k, (text, kinds) in enumerate(items):

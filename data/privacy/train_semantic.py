@@ -1,12 +1,13 @@
 """Train the learned privacy second opinion (`moai.gate.privacy_learned`) and ship it with the package.
 
 Training rows: the prompts written for training only (`semantic_train.jsonl`; `semantic_train2.jsonl`, more
-clinical notes and look-alikes; `ordinary_train.jsonl`, everyday first-person prompts) plus the splits of
-`eval.jsonl` already used to tune the rules (dev, heldout..heldout3, heldout6). The held-out splits
-`heldout4`, `heldout5`, `heldout7` and `heldout8` are never read here, so the benchmark's figures on them
-stay honest. Look-alikes alone teach the model a narrow
-picture of "benign": trained on them only, it called a third of Python's docstrings confidential. So ordinary
-text is added as `none` too: the training half of the unlabelled text `benchmarks/privacy.py --wild` scans
+clinical notes and look-alikes; `ordinary_train.jsonl` and `ordinary_{en,fr,de,es}.jsonl`, everyday
+first-person prompts by five more writers) plus the splits of `eval.jsonl` already used to tune the rules
+(dev, heldout..heldout3, heldout6, heldout8). The held-out splits `heldout4`, `heldout5`, `heldout7` and
+`heldout9` are never read here, so the benchmark's figures on them stay honest. Look-alikes alone teach the
+model a narrow picture of "benign": trained on them only, it called a third of Python's docstrings
+confidential, and a third of everyday first-person prompts ("I'm on Ubuntu and...") health. So ordinary text
+is added as `none` too: the training half of the unlabelled text `benchmarks/privacy.py --wild` scans
 (stdlib docstrings, gettext catalogs in fr/de/es; the other half stays for measuring) and prompts from the
 routing benchmarks in ../shared/data (those the rules flag are left out, they may disclose something).
 
@@ -14,7 +15,7 @@ Per kind, the threshold is chosen on out-of-fold probabilities (5 folds): the lo
 rate on the benign look-alikes stays within `--fpr` (ordinary text is easier, its rate is printed apart).
 Then the pipeline is refitted on every row.
 
-Run: `.venv/bin/python data/privacy/train_semantic.py [--fpr 0.015] [--out src/moai/gate/default/privacy_semantic.pkl]`
+Run: `.venv/bin/python data/privacy/train_semantic.py [--fpr 0.03] [--out src/moai/gate/default/privacy_semantic.pkl]`
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from privacy import load, wild_half, wild_texts  # noqa: E402  (benchmarks/privacy.py: eval rows, wild text)
 
 ROUTING = ROOT.parent / "shared" / "data" / "routing"
-TUNED_SPLITS = {"dev", "heldout", "heldout2", "heldout3", "heldout6"}
-CORPORA = ("semantic_train.jsonl", "semantic_train2.jsonl", "ordinary_train.jsonl")
+TUNED_SPLITS = {"dev", "heldout", "heldout2", "heldout3", "heldout6", "heldout8"}
+CORPORA = ("semantic_train.jsonl", "semantic_train2.jsonl", "ordinary_train.jsonl",
+           *(f"ordinary_{lang}.jsonl" for lang in ("en", "fr", "de", "es")))
 
 
 def ordinary_text(per_language: int = 1500, prompts: int = 1500, seed: int = 0) -> list[str]:
@@ -94,7 +96,7 @@ def threshold(p: np.ndarray, benign: np.ndarray, fpr: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--fpr", type=float, default=0.015, help="allowed false-positive rate per kind (out of fold)")
+    ap.add_argument("--fpr", type=float, default=0.03, help="allowed false-positive rate per kind (out of fold)")
     ap.add_argument("--C", type=float, default=16.0, help="inverse regularisation (16 had the best out-of-fold recall)")
     ap.add_argument("--out", type=Path, default=MODEL_PATH)
     args = ap.parse_args()

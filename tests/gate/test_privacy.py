@@ -98,6 +98,10 @@ def found(text: str) -> dict[str, list[str]]:
     ("identifiant jdupont, mot de passe Mouette77 : pourquoi ça bloque ?", "secret", "Mouette77"),
     ("Drucker - Benutzer k.wolf - Passwort Tanne!58", "secret", "Tanne!58"),
     ("usuario soporte_web / contraseña lince_904$", "secret", "lince_904$"),
+    ("Willkommensmail: Benutzer j.roth, Initialpasswort Amsel_77#, bitte beim ersten Login ändern.", "secret",
+     "Amsel_77#"),
+    ("define('DB_USER', 'shop');\ndefine('DB_PASS', 'zorro_41$');", "secret", "zorro_41$"),
+    ("Mi hija Lucía tiene TEA y empieza el cole en septiembre.", "health", "TEA"),
     # an envelope list in lower case, made specific by its postcodes
     ("address these:\nuncle frank dobbs 7 quarry lane, whitby YO21 3PQ", "contact",
      "7 quarry lane, whitby YO21 3PQ"),
@@ -176,7 +180,7 @@ def test_jwt_and_pem_blocks() -> None:
     "change_password: fehlendes Datenbankargument",
     "Mein Bruder sucht eine Wohnung in Berlin.",
     "Ein Vergleich von Python und Go für unser Team.",
-    "La demanda de nuestros clientes creció un 10 %.",
+    "La demanda de vivienda en Madrid creció un 10 % según el INE.",
     "Notre équipe gagne le match.",
     "Report bugs to <bug-make@gnu.org>.",
     "Diabetes has many causes; list them.",
@@ -193,6 +197,9 @@ def test_jwt_and_pem_blocks() -> None:
     "Generate a fake salary table for 5 made-up employees:\nname,team,base_salary\nLena Vogt,Data,91000\n"
     "Omar Haddad,Data,87000",
     "Set user admin / pass <your password> in the config.",
+    "define('DB_PASS', getenv('DB_PASS'));",
+    'settings.set("api_token", "${TOKEN}")',
+    "I'd like a cup of TEA with milk, how do the British make it?",
     "The famous address is 10 Downing Street; what is its history?",
 ])
 def test_lookalikes_not_sensitive(text: str) -> None:
@@ -360,7 +367,7 @@ def test_eval_set_meets_goals() -> None:
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     assert {r["lang"] for r in rows} >= {"en", "fr", "de", "es"} and len(rows) >= 240
     # the untouched generalisation estimates (see data/privacy/README.md) are reported by the benchmark, not asserted
-    rows = [r for r in rows if r.get("split") not in ("heldout4", "heldout5", "heldout7", "heldout8")]
+    rows = [r for r in rows if r.get("split") not in ("heldout4", "heldout5", "heldout7", "heldout9")]
     sens = [detect(r["text"]).sensitive for r in rows if r["sensitive"]]
     benign = [detect(r["text"]).sensitive for r in rows if not r["sensitive"]]
     assert sum(sens) / len(sens) >= 0.98

@@ -23,7 +23,7 @@ _I = re.IGNORECASE
 # diabetic, diabète, diabétique, Diabetiker, diabético). Acronyms that are also ordinary words or code
 # (MS for milliseconds, STD for std::, AIDS for hearing aids, PrEP for prep) match in capitals only.
 _CONDITIONS = (
-    r"(?-i:HIV|AIDS|STI|STD|PrEP|MS|ADHS|TDAH|VIH|SIDA|IVG|AVC|PTSD|OCD|COPD|TOC|TEPT)|"
+    r"(?-i:HIV|AIDS|STI|STD|PrEP|MS|ADHS|TDAH|VIH|SIDA|IVG|AVC|PTSD|OCD|COPD|TOC|TEPT|TEA|TSA|ASD)|"
     # shared stems
     r"diab[eéè]t\w*|canc[eé]r\w*|c[aá]ncer|tumou?r\w*|tumeur\w*|leu[ck]\w*mi\w*|lymphom\w*|linfoma|melanom\w*|"
     r"chemo\w*|chimio\w*|quimio\w*|radiother\w*|radioterap\w*|hepati\w*|h[eé]patite|tuberculo\w*|"

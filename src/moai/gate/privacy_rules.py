@@ -365,8 +365,15 @@ cifrada siempre nunca olvidada cambiada qué cómo cuál
 _CRED_PAIR = re.compile(
     r"\b(?:user(?:name)?|login|identifiant|utilisateur|benutzer(?:name)?|usuario|nom d'utilisateur)\s*[:=]?\s*"
     r"[^\s,;/|]{2,40}\s*(?:[,;/|-]|\b(?:and|et|und|y)\b)?\s*"
-    r"(?:pass(?:word)?|pwd|mot de passe|mdp|passwort|kennwort|contraseña|contrasena|clave|pin)\b\s*[:=]?\s*"
+    # German compounds: Startpasswort, Initialkennwort
+    r"(?:pass(?:word)?|pwd|mot de passe|mdp|\w*passwort|\w*kennwort|contraseña|contrasena|clave|pin)\b\s*[:=]?\s*"
     r"(?P<v>[^\s\"'`]{3,64})",
+    _I,
+)
+# define('DB_PASS', 'x'), ("SMTP_PASSWORD", "x"), "api_token": "x": a quoted secret-named key, then its value.
+_QUOTED_PAIR = re.compile(
+    r"[\"'](?:\w*[_-])?(?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key)(?:[_-]\w*)?[\"']\s*[,:=]>?\s*"
+    r"[\"'](?P<v>[^\"'\s]{3,64})[\"']",
     _I,
 )
 _SECRET_KEY = re.compile(
@@ -443,6 +450,10 @@ def find_secrets(text: str) -> Iterator[Hit]:
         v = m.group("v").rstrip(".,;!?)")
         if _looks_like_password(v) and _STRONG.search(v) and not FICTION.search(text):
             yield Hit("secret", m.start("v"), m.start("v") + len(v), "PASSWORD", "login and password given together")
+    for m in _QUOTED_PAIR.finditer(text):
+        v = m.group("v")
+        if _looks_like_password(v) and _STRONG.search(v):
+            yield Hit("secret", m.start("v"), m.end("v"), "PASSWORD", "secret value under a secret-named key")
     for m in _SECRET_KEY.finditer(text):
         v = m.group("v")
         if re.search(r"\d", v) and re.search(r"[A-Za-z]", v) and not _PLACEHOLDER.match(v) and not _documented(v):
