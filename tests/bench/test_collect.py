@@ -200,7 +200,7 @@ def test_regrade_rescores_without_calls(tmp_path: Path, files: dict[str, Path]) 
 def test_ctrl_c_keeps_everything_graded(tmp_path: Path, files: dict[str, Path]) -> None:
     out = tmp_path / "records.jsonl"
     journal = col.journal_path(out)
-    with StubServer(Script(reply=REPLY, delay_s=0.4)) as stub:
+    with StubServer(Script(reply=REPLY, delay_s=1.0)) as stub:
         cfg_path = write_config(tmp_path, stub.url)
         cmd = [sys.executable, "-m", "moai.cli", "bench", "collect", "-q", str(files["gsm"]), "-q",
                str(files["mmlu"]), "--config", str(cfg_path), "--out", str(out)]
