@@ -4,14 +4,15 @@ Each recognizer takes one text and yields `Hit`s (kind, span, placeholder label,
 kinds with a recognisable shape (cards, national ids, IBAN, secrets, contact details): regexes plus
 validation, with checksums from python-stdnum (Luhn, IBAN mod-97, SSN, NIR, IdNr, DNI, NIE, codice fiscale),
 vendor key formats from detect-secrets' plugins, and own rules for what no library covers (passwords given
-in context, addresses) in EN/FR/DE/ES. The kinds that need language rules (health, confidential) are in
-`privacy_context`.
+in context or handed over with a login, secret-named keys in code, addresses) in EN/FR/DE/ES. The kinds
+that need language rules (health, confidential) are in `privacy_context`.
 
 Why rules and not an NER model: the gate runs on every request (budget: a few ms) and must work offline;
 Presidio's analyzer wants a spaCy model download, so it is not used. Benign look-alikes are excluded on
 purpose: published test card numbers and documentation IBANs, placeholder credentials
-(`user:password@`), example-domain emails, fictional 555 phone numbers, and general questions about a
-topic (what is an SSN, symptoms of diabetes, how to write a performance review) are *not* sensitive.
+(`user:password@`) and vendors' `…EXAMPLE…` values, example-domain emails, fictional 555 phone numbers,
+templates with `[placeholders]`, fiction and made-up example data, and general questions about a topic
+(what is an SSN, symptoms of diabetes, how to write a performance review) are *not* sensitive.
 """
 
 from __future__ import annotations
