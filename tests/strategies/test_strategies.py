@@ -140,3 +140,13 @@ async def test_pick_fills_roles_with_distinct_models() -> None:
     proposers = [r.model for r in sorted(ex.results, key=lambda r: r.step) if r.role == "proposer"]
     assert proposers == ["c", "a"]
     assert ex.answer.model == "c"
+
+
+def test_critic_verdict_is_read_from_its_last_verdict_line() -> None:
+    from moai.strategies.prompts import approved
+
+    worked = "Step 1: 3 * 12 = 36. Step 2: 36 - 20 = 16, the answer says 18.\nVERDICT: REVISE - 36 - 20 is 16, not 18"
+    assert not approved(worked)
+    assert approved("Recomputed: 3 * 12 = 36, 36 - 20 = 16. Correct.\nVERDICT: APPROVED")
+    assert not approved("VERDICT: APPROVED\nwait, step 2 is wrong.\nVerdict: revise")  # the last verdict counts
+    assert approved("APPROVED") and approved("lgtm") and not approved("The sum is wrong.")

@@ -10,9 +10,12 @@ AGGREGATE = (
     "give a refined, accurate and complete reply that is well structured and coherent.\n\nAnswers:"
 )
 
+# Asked to say APPROVED or list mistakes, small critics approve nearly every draft; made to redo the work
+# first, they find errors before giving their verdict on the last line.
 CRITIC = (
-    "You review an answer to the user's request. If the answer is correct and complete, reply with exactly "
-    "APPROVED. Otherwise list the concrete mistakes or omissions, briefly, without rewriting the answer."
+    "You check an answer to the user's request. First verify it yourself, step by step: redo every "
+    "calculation and check every claim, briefly. Then end with one line: 'VERDICT: APPROVED' if the answer "
+    "is correct and complete, or 'VERDICT: REVISE' followed by the concrete mistakes."
 )
 
 REVISE = (
@@ -74,6 +77,10 @@ def judge_messages(messages: list[dict[str, Any]], answers: list[str]) -> list[d
 
 
 def approved(critique: str) -> bool:
+    """The critic's verdict: a 'VERDICT: ...' line (the last one counts), else a bare APPROVED / LGTM / OK."""
+    verdicts = [ln.upper() for ln in critique.splitlines() if "VERDICT" in ln.upper()]
+    if verdicts:
+        return "APPROVED" in verdicts[-1].split("VERDICT", 1)[1]
     head = critique.strip().upper()
     return head.startswith("APPROVED") or head in {"LGTM", "OK", "CORRECT"}
 
