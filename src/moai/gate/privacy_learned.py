@@ -104,18 +104,19 @@ def windows(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def build_pipeline(C: float = 16.0, class_weight: str | None = "balanced", chars: bool = True) -> Any:
+def build_pipeline(C: float = 16.0) -> Any:
     """Word 1-2-grams + character 2-5-grams (within words), TF-IDF, multinomial logistic regression."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import FeatureUnion, make_pipeline
 
-    parts = [("words", TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, min_df=2,
-                                       lowercase=True, strip_accents="unicode", max_features=40_000))]
-    if chars:
-        parts.append(("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2,
-                                               lowercase=True, max_features=60_000)))
-    return make_pipeline(FeatureUnion(parts), LogisticRegression(C=C, max_iter=2000, class_weight=class_weight))
+    features = FeatureUnion([
+        ("words", TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, min_df=2,
+                                  lowercase=True, strip_accents="unicode", max_features=40_000)),
+        ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2,
+                                  lowercase=True, max_features=60_000)),
+    ])
+    return make_pipeline(features, LogisticRegression(C=C, max_iter=2000, class_weight="balanced"))
 
 
 def save(model: SemanticModel, path: Path = MODEL_PATH) -> None:
