@@ -49,9 +49,21 @@ def concurrency_ratio(trace: list[dict[str, Any]]) -> float | None:
     return wall / sum(t["end"] - t["start"] for t in layer)
 
 
+def summarise(system: str, correct: list[bool], latency: list[float], energy: list[float], ratios: list[float],
+              strategies: list[str]) -> dict[str, Any]:
+    return {"system": system, "accuracy": statistics.fmean(correct), "latency_s": statistics.fmean(latency),
+            "energy_wh": statistics.fmean(energy), "concurrency_ratio": statistics.fmean(ratios) if ratios else None,
+            "strategies": {s: strategies.count(s) for s in set(strategies)}, "n": len(correct), "correct": correct,
+            "latencies_s": latency}
+
+
 async def run(system: str, qs: list[dict[str, Any]], mixture: Mixture, max_tokens: int, progress: Progress,
-              task: Any, direct: bool = False) -> dict[str, Any]:
-    correct, latency, energy, ratios, strategies = [], [], [], [], []
+              task: Any, direct: bool = False, checkpoint: Any = None) -> dict[str, Any]:
+    correct: list[bool] = []
+    latency: list[float] = []
+    energy: list[float] = []
+    ratios: list[float] = []
+    strategies: list[str] = []
     for q in qs:
         ask = {"role": "user", "content": (DIRECT if direct else PROMPT).format(q=q["question"])}
         body = ChatCompletionRequest.model_validate({
@@ -68,9 +80,9 @@ async def run(system: str, qs: list[dict[str, Any]], mixture: Mixture, max_token
         if (r := concurrency_ratio(summary["trace"])) is not None:
             ratios.append(r)
         progress.advance(task)
-    return {"system": system, "accuracy": statistics.fmean(correct), "latency_s": statistics.fmean(latency),
-            "energy_wh": statistics.fmean(energy), "concurrency_ratio": statistics.fmean(ratios) if ratios else None,
-            "strategies": {s: strategies.count(s) for s in set(strategies)}, "n": len(qs), "correct": correct}
+        if checkpoint is not None:  # a stopped run keeps every question it answered
+            checkpoint(summarise(system, correct, latency, energy, ratios, strategies))
+    return summarise(system, correct, latency, energy, ratios, strategies)
 
 
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -83,8 +95,12 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
         out.mkdir(parents=True, exist_ok=True)
         for system in args.systems:
             task = progress.add_task(system, total=len(qs))
-            results.append(await run(system, qs, mixture, args.max_tokens, progress, task, args.direct))
-            (out / "results.json").write_text(json.dumps(results, indent=2))  # a stopped run keeps what it did
+
+            def save(partial: dict[str, Any]) -> None:
+                (out / "results.json").write_text(json.dumps([*results, partial], indent=2))
+
+            results.append(await run(system, qs, mixture, args.max_tokens, progress, task, args.direct, save))
+            (out / "results.json").write_text(json.dumps(results, indent=2))
     await mixture.aclose()
     return results
 
