@@ -198,7 +198,7 @@ class LinearHead:
             runner: Runner | None = None) -> LinearHead:
         """One regression per model column; ``runner`` may fit the columns elsewhere (a Ray cluster)."""
         run = runner or SERIAL
-        Z = stack_features(X, S)
+        Z = _stack(X, S)
         handles = [run.submit(fit_column, Z, Y[:, j], row_w, self.C) for j in range(Y.shape[1])]
         return self.assemble(Z.shape[1], [run.result(h) for h in handles])
 
@@ -212,87 +212,7 @@ class LinearHead:
         return self
 
     def predict(self, X: np.ndarray, S: sparse.csr_matrix | None) -> np.ndarray:
-        return _sigmoid(np.asarray(stack_features(X, S) @ self.W) + self.b)
-
-
-@dataclass
-class DomainHead:
-    """Per-source experts: a classifier guesses which data set a query comes from, and logistic regressions
-    trained on that set alone predict each model's quality there; the estimate is their posterior-weighted
-    mean. Scores mean different things from one set to another (a model's MMLU and ARC answers share a
-    column), and in-domain regressions were sharper than the joint ones (TF-IDF + LR on RouteLLM's MMLU
-    pair alone: APGR 0.66-0.67 in 3-fold CV, the joint gate 0.659). A source that never scored a model
-    defers to the other heads for it."""
-
-    C: float = 0.3
-    min_rows: int = 100
-    sources: list[str] = field(default_factory=list)
-    W_src: np.ndarray | None = None  # (F, n_sources) source classifier
-    b_src: np.ndarray | None = None
-    W: np.ndarray | None = None  # (F, K) one column per trained (source, model) expert
-    b: np.ndarray | None = None
-    slots: np.ndarray | None = None  # (n_sources, M) column of W, or -1 where no expert was trained
-
-    def fit(self, Z: sparse.csr_matrix, Y: np.ndarray, source: Sequence[str],
-            runner: Runner | None = None) -> DomainHead:
-        from sklearn.linear_model import LogisticRegression
-
-        run = runner or SERIAL
-        src = np.asarray(source)
-        self.sources = sorted(set(source))
-        if len(self.sources) < 2:
-            clf_w, clf_b = np.zeros((Z.shape[1], 1)), np.zeros(1)
-        else:
-            clf = LogisticRegression(C=1.0, max_iter=200).fit(Z, src)
-            classes = list(clf.classes_)
-            order = [classes.index(x) for x in self.sources]
-            if len(classes) == 2:  # binary: sklearn keeps one coefficient row for the second class
-                clf_w = np.hstack([-clf.coef_.T, clf.coef_.T]) / 2
-                clf_b = np.r_[-clf.intercept_, clf.intercept_] / 2
-            else:
-                clf_w, clf_b = clf.coef_.T[:, order], clf.intercept_[order]
-        self.W_src, self.b_src = clf_w.astype(np.float32), clf_b.astype(np.float32)
-        jobs, where = [], []
-        for si, s_name in enumerate(self.sources):
-            rows = np.flatnonzero(src == s_name)
-            Zs = Z[rows]
-            for m in range(Y.shape[1]):
-                y = Y[rows, m]
-                ok = np.isfinite(y)
-                if ok.sum() >= self.min_rows:  # constant labels give an intercept-only expert
-                    jobs.append(run.submit(fit_column, Zs, y, np.ones(len(rows)), self.C))
-                    where.append((si, m))
-        self.slots = np.full((len(self.sources), Y.shape[1]), -1, dtype=np.int32)
-        cols = [run.result(j) for j in jobs]
-        self.W = np.zeros((Z.shape[1], len(cols)), dtype=np.float32)
-        self.b = np.zeros(len(cols), dtype=np.float32)
-        for k, ((si, m), (coef, intercept)) in enumerate(zip(where, cols, strict=True)):
-            self.slots[si, m] = k
-            if coef is not None:
-                self.W[:, k] = coef
-            self.b[k] = intercept
-        return self
-
-    def posterior(self, Z: sparse.csr_matrix) -> np.ndarray:
-        assert self.W_src is not None and self.b_src is not None
-        z = np.asarray(Z @ self.W_src) + self.b_src
-        z = np.exp(z - z.max(1, keepdims=True))
-        return z / z.sum(1, keepdims=True)
-
-    def predict(self, Z: sparse.csr_matrix, fallback: np.ndarray) -> np.ndarray:
-        """(n, M): each source's experts where trained, ``fallback`` elsewhere, weighted by the posterior."""
-        assert self.W is not None and self.b is not None and self.slots is not None
-        post = self.posterior(Z)
-        expert = _sigmoid(np.asarray(Z @ self.W) + self.b) if self.W.shape[1] else np.zeros((Z.shape[0], 0))
-        out = np.zeros_like(fallback)
-        m = min(self.slots.shape[1], fallback.shape[1])
-        for si in range(len(self.sources)):
-            k = self.slots[si, :m]
-            est = fallback.copy()
-            has = np.flatnonzero(k >= 0)
-            est[:, has] = expert[:, k[has]]
-            out += post[:, si : si + 1] * est
-        return out
+        return _sigmoid(np.asarray(_stack(X, S) @ self.W) + self.b)
 
 
 def fit_column(Z: sparse.csr_matrix, y_all: np.ndarray, row_w: np.ndarray, C: float) -> tuple[np.ndarray | None, float]:
@@ -331,8 +251,7 @@ class SerialRunner:
 SERIAL = SerialRunner()
 
 
-def stack_features(X: np.ndarray, S: sparse.csr_matrix | None) -> sparse.csr_matrix:
-    """Dense features and TF-IDF side by side, the dense block scaled like TF-IDF (what the linear heads read)."""
+def _stack(X: np.ndarray, S: sparse.csr_matrix | None) -> sparse.csr_matrix:
     dense = sparse.csr_matrix(X / math.sqrt(X.shape[1]))  # standardised dense block, scaled like TF-IDF
     return sparse.hstack([dense, S]).tocsr() if S is not None else dense
 
@@ -346,7 +265,6 @@ class QualityHead:
     knn: KNNHead = field(default_factory=KNNHead)
     linear: LinearHead | None = None
     weights: dict[str, float] = field(default_factory=lambda: {"factor": 1.0, "knn": 1.0, "linear": 1.0})
-    domain: DomainHead | None = None
     cards: dict[str, dict[str, Any]] = field(default_factory=dict)  # family/params_b seen per model
 
     def predict(self, X: np.ndarray, S: sparse.csr_matrix | None, E: np.ndarray) -> np.ndarray:
@@ -364,11 +282,6 @@ class QualityHead:
             out["knn"] = self.knn.predict(E)
         if self.weights.get("linear", 0) > 0 and self.linear is not None:
             out["linear"] = self.linear.predict(X, S)
-        domain = getattr(self, "domain", None)  # gates saved before the domain head have none
-        if self.weights.get("domain", 0) > 0 and domain is not None and out:
-            w = {k: self.weights.get(k, 0.0) for k in out}
-            fallback = sum(w[k] * v for k, v in out.items()) / max(sum(w.values()), 1e-9)
-            out["domain"] = domain.predict(stack_features(X, S), fallback)
         return out
 
     def index(self, names: Sequence[str]) -> list[int | None]:

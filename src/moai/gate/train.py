@@ -13,7 +13,6 @@ from moai.bench.datasets import RoutingRecord, normalise_scores
 from moai.gate.encoder import LEXICAL_NAMES, MiniLMEncoder, embed_cached, lexical_matrix
 from moai.gate.quality import (
     SERIAL,
-    DomainHead,
     FactorModel,
     KNNHead,
     LinearHead,
@@ -21,7 +20,6 @@ from moai.gate.quality import (
     Runner,
     canonical,
     guess_card,
-    stack_features,
 )
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -165,7 +163,6 @@ class TrainConfig:
     w_factor: float = 0.5  # blend weights: the joint factor head was the weakest alone in CV
     w_knn: float = 1.0
     w_linear: float = 1.5
-    w_domain: float = 1.5
     linear_c: float = 1.0
     knn_k: int = 64
     tfidf_features: int = 30000
@@ -217,11 +214,8 @@ def fit_head(
     if fm_job is not None:
         fm = run.result(fm_job)
     knn = KNNHead(k=cfg.knn_k).fit(E, Y)
-    domain = None
-    if cfg.w_domain > 0:
-        domain = DomainHead().fit(stack_features(X, S), Y, [r.benchmark or "unnamed" for r in records], runner=run)
-    weights = {"factor": cfg.w_factor, "knn": cfg.w_knn, "linear": cfg.w_linear, "domain": cfg.w_domain}
-    head = QualityHead(models=models, factor=fm, knn=knn, linear=linear, weights=weights, domain=domain)
+    weights = {"factor": cfg.w_factor, "knn": cfg.w_knn, "linear": cfg.w_linear}
+    head = QualityHead(models=models, factor=fm, knn=knn, linear=linear, weights=weights)
     head.cards = {m: guess_card(m) for m in models}
     n_tok = [len(t) // 4 + 1 for t in texts]  # ~4 characters per LLM token
     cost = CostModel().fit(records, n_tok)
