@@ -15,6 +15,7 @@ import asyncio
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,8 @@ def summarise(system: str, correct: list[bool], latency: list[float], energy: li
 
 
 async def run(system: str, qs: list[dict[str, Any]], mixture: Mixture, max_tokens: int, progress: Progress,
-              task: Any, direct: bool = False, checkpoint: Any = None) -> dict[str, Any]:
+              task: Any, direct: bool = False,
+              checkpoint: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     correct: list[bool] = []
     latency: list[float] = []
     energy: list[float] = []
@@ -100,7 +102,6 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
                 (out / "results.json").write_text(json.dumps([*results, partial], indent=2))
 
             results.append(await run(system, qs, mixture, args.max_tokens, progress, task, args.direct, save))
-            (out / "results.json").write_text(json.dumps(results, indent=2))
     await mixture.aclose()
     return results
 

@@ -51,6 +51,9 @@ def shingle_index(records: Sequence[RoutingRecord], n: int = 8) -> dict[str, set
     return idx
 
 
+WRAPPER_WORDS = 30  # instructions a data set may add after the question ("put your final answer in ...")
+
+
 def same_question(test: str, other: str) -> bool:
     """Whether normalised text ``other`` asks the question ``test``: it contains it as its last part (a wrapper
     such as LLMRouter's "put your final answer in \\boxed{}" may follow) or mostly consists of it. A test
@@ -60,21 +63,30 @@ def same_question(test: str, other: str) -> bool:
     at = other.find(test)
     if at < 0:
         return False
-    return len(other[at + len(test):].split()) <= 30 or len(test) >= 0.5 * len(other)
+    return len(other[at + len(test):].split()) <= WRAPPER_WORDS or len(test) >= 0.5 * len(other)
 
 
 def overlapping(test: Sequence[int], records: Sequence[RoutingRecord], idx: dict[str, set[int]]) -> set[int]:
     """Records that ask a test prompt's question, or whose question is the test prompt's (via 8-word shingles)."""
+    words: dict[int, list[str]] = {}
+
+    def norm(j: int) -> str:  # each record normalised once, however many test prompts it is a candidate for
+        if j not in words:
+            words[j] = _norm(records[j].prompt)
+        return " ".join(words[j])
+
     out: set[int] = set()
     for i in test:
-        w = _norm(records[i].prompt)
+        text = norm(i)
+        w = words[i]
         keys = [" ".join(w[s : s + 8]) for s in range(0, max(len(w) - 7, 1))]
         cands = min((idx.get(k, set()) for k in keys), key=len)
-        text = " ".join(w)
-        out |= {j for j in cands if j != i and same_question(text, " ".join(_norm(records[j].prompt)))}
-        # and the other way round: a shorter record that is this test prompt's own (last) question
-        tail = {j for s in range(max(len(w) - 45, 0), max(len(w) - 7, 1)) for j in idx.get(" ".join(w[s : s + 8]), ())}
-        out |= {j for j in tail if j != i and same_question(" ".join(_norm(records[j].prompt)), text)}
+        out |= {j for j in cands if j != i and same_question(text, norm(j))}
+        # the other way round: a shorter record that is this prompt's own question has its last shingle among
+        # this prompt's last shingles (the wrapper's words, a shingle, and some slack)
+        last = range(max(len(w) - WRAPPER_WORDS - 15, 0), max(len(w) - 7, 1))
+        tail = {j for s in last for j in idx.get(" ".join(w[s : s + 8]), ())}
+        out |= {j for j in tail if j != i and same_question(norm(j), text)}
     return out
 
 
