@@ -7,7 +7,8 @@ into k folds grouped by prompt; fold f of every set is the test set, everything 
 and AlpacaEval) is training data, after dropping training records that contain a test prompt (GSM8K
 questions reappear inside LLMRouter). The gate and every baseline see the same training records.
 Out of domain: MT-Bench has no per-question labels here, so it cannot be scored; as a proxy, routers are
-trained without AlpacaEval and scored on it for gpt-4-1106-preview vs Mixtral-8x7B.
+trained without AlpacaEval and scored on it for gpt-4-1106-preview vs Mixtral-8x7B; and with ``--loso``,
+every set that scores both models is left out of training in turn and routed between them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from moai.bench.compare import GateRouter, cost_sweep, router_matrix
 from moai.bench.datasets import RoutingRecord, load_records, model_names, score_matrix
 from moai.bench.metrics import cost_report, pair_report, routellm_curve
 from moai.bench.plots import plot_cost_curves, plot_pair_curves
+from moai.gate.quality import canonical
 from moai.gate.train import TrainConfig
 
 STRONG, WEAK = "gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1"
@@ -162,6 +164,47 @@ def ood_alpaca(records: list[RoutingRecord], cfg: TrainConfig, seed: int, out: P
                      "AlpacaEval, out of domain", "mixtral", "gpt-4")
 
 
+LOSO_SETS = ["routellm-mmlu", "routellm-gsm8k", "routerbench-arc_challenge", "routerbench-mbpp",
+             "routerbench-winograde"]
+
+
+def pair_labels(recs: Sequence[RoutingRecord]) -> np.ndarray:
+    """(n, 2) scores of gpt-4-1106-preview and Mixtral-8x7B under whatever names the set gives them."""
+    y = np.full((len(recs), 2), np.nan)
+    want = {canonical(STRONG): 0, canonical(WEAK): 1}
+    for i, r in enumerate(recs):
+        for m, v in r.scores.items():
+            if (j := want.get(canonical(m))) is not None:
+                y[i, j] = v
+    return y
+
+
+def ood_sources(records: list[RoutingRecord], cfg: TrainConfig, seed: int, only_gate: bool) -> None:
+    """Out of domain with labels: each set that scores both gpt-4 and Mixtral is left out of training in turn
+    (with every record asking one of its questions) and routed between the two, as MT-Bench must be."""
+    idx = shingle_index(records)
+    names = [r.name for r in make_routers(seed, cfg)][: 1 if only_gate else None]
+    table: dict[str, dict[str, float]] = {}
+    for s in LOSO_SETS:
+        test_idx = [i for i, r in enumerate(records) if Path(r.source).stem == s]
+        drop = overlapping(test_idx, records, idx) | set(test_idx)
+        train = [r for i, r in enumerate(records) if i not in drop]
+        test = [records[i] for i in test_idx]
+        y = pair_labels(test)
+        keep = np.isfinite(y).all(1)
+        test, y = [r for r, k in zip(test, keep, strict=True) if k], y[keep]
+        print(f"leave out {s}: train {len(train)}, test {len(test)}", file=sys.stderr, flush=True)
+        for router in make_routers(seed, cfg)[: 1 if only_gate else None]:
+            router.fit(train)
+            table.setdefault(router.name, {})[s] = pair_report(router.score(test, STRONG, WEAK), y[:, 0], y[:, 1]).apgr
+    print("\n# Out of domain, leave one set out: APGR routing gpt-4-1106-preview vs Mixtral-8x7B on a set "
+          "no record of which was trained on")
+    print(f"{'router':18s} " + " ".join(f"{s.split('-', 1)[1][:11]:>11s}" for s in LOSO_SETS) + f" {'mean':>7s}")
+    for n in names:
+        row = [table[n][s] for s in LOSO_SETS]
+        print(f"{n:18s} " + " ".join(f"{v:11.3f}" for v in row) + f" {np.mean(row):7.3f}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/routing"))
@@ -172,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], help="config override key=value")
     ap.add_argument("--ood-only", action="store_true", help="only the out-of-domain (MT-Bench proxy) part")
     ap.add_argument("--no-ood", action="store_true", help="skip the out-of-domain part")
+    ap.add_argument("--loso", action="store_true",
+                    help="only the leave-one-set-out part: gpt-4 vs Mixtral on each set, trained without it")
     args = ap.parse_args(argv)
     cfg = TrainConfig()
     for kv in args.set:
@@ -182,6 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     records = load_records(sorted(data.glob("*.jsonl")))
     llmrouter_costs(records, json.loads((data / "llmrouter-models.json").read_text()))
+    if args.loso:
+        ood_sources(records, cfg, args.seed, args.only_gate)
+        return 0
     if args.ood_only:
         ood_alpaca(records, cfg, args.seed, out, args.only_gate)
         return 0

@@ -45,3 +45,13 @@ def test_same_question() -> None:
     assert gate_compare.same_question(text, text + " answer with one letter")
     assert not gate_compare.same_question(text, text + " " + " ".join(["word"] * 40))
     assert not gate_compare.same_question("unrelated words here", text)
+
+
+def test_pair_labels_find_both_models_under_each_sets_own_names() -> None:
+    recs = [
+        RoutingRecord(id="a/0", prompt="q", scores={"gpt-4-1106-preview": 1.0, "mistralai/mixtral-8x7b-chat": 0.0}),
+        RoutingRecord(id="b/0", prompt="q", scores={"gpt4_1106_preview": 0.5, "claude-v2": 1.0}),
+    ]
+    y = gate_compare.pair_labels(recs)
+    assert y[0].tolist() == [1.0, 0.0]
+    assert y[1, 0] == 0.5 and y[1, 1] != y[1, 1]  # Mixtral missing: NaN
