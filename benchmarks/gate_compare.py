@@ -183,8 +183,7 @@ def ood_sources(records: list[RoutingRecord], cfg: TrainConfig, seed: int, only_
     """Out of domain with labels: each set that scores both gpt-4 and Mixtral is left out of training in turn
     (with every record asking one of its questions) and routed between the two, as MT-Bench must be."""
     idx = shingle_index(records)
-    names = [r.name for r in make_routers(seed, cfg)][: 1 if only_gate else None]
-    table: dict[str, dict[str, float]] = {}
+    table: dict[str, dict[str, float]] = {}  # router -> set -> APGR, routers in their usual order
     for s in LOSO_SETS:
         test_idx = [i for i, r in enumerate(records) if Path(r.source).stem == s]
         drop = overlapping(test_idx, records, idx) | set(test_idx)
@@ -200,8 +199,8 @@ def ood_sources(records: list[RoutingRecord], cfg: TrainConfig, seed: int, only_
     print("\n# Out of domain, leave one set out: APGR routing gpt-4-1106-preview vs Mixtral-8x7B on a set "
           "no record of which was trained on")
     print(f"{'router':18s} " + " ".join(f"{s.split('-', 1)[1][:11]:>11s}" for s in LOSO_SETS) + f" {'mean':>7s}")
-    for n in names:
-        row = [table[n][s] for s in LOSO_SETS]
+    for n, by_set in table.items():
+        row = [by_set[s] for s in LOSO_SETS]
         print(f"{n:18s} " + " ".join(f"{v:11.3f}" for v in row) + f" {np.mean(row):7.3f}")
 
 
