@@ -51,11 +51,11 @@ def concurrency_ratio(trace: list[dict[str, Any]]) -> float | None:
 
 
 def summarise(system: str, correct: list[bool], latency: list[float], energy: list[float], ratios: list[float],
-              strategies: list[str]) -> dict[str, Any]:
+              strategies: list[str], checks: list[str | None] | None = None) -> dict[str, Any]:
     return {"system": system, "accuracy": statistics.fmean(correct), "latency_s": statistics.fmean(latency),
             "energy_wh": statistics.fmean(energy), "concurrency_ratio": statistics.fmean(ratios) if ratios else None,
             "strategies": {s: strategies.count(s) for s in set(strategies)}, "n": len(correct), "correct": correct,
-            "latencies_s": latency}
+            "latencies_s": latency, "program_checks": checks or []}
 
 
 async def run(system: str, qs: list[dict[str, Any]], mixture: Mixture, max_tokens: int, progress: Progress,
@@ -66,6 +66,7 @@ async def run(system: str, qs: list[dict[str, Any]], mixture: Mixture, max_token
     energy: list[float] = []
     ratios: list[float] = []
     strategies: list[str] = []
+    checks: list[str | None] = []  # the critique's program-check verdict per question, when it ran
     for q in qs:
         ask = {"role": "user", "content": (DIRECT if direct else PROMPT).format(q=q["question"])}
         body = ChatCompletionRequest.model_validate({
@@ -79,12 +80,13 @@ async def run(system: str, qs: list[dict[str, Any]], mixture: Mixture, max_token
         correct.append(grade_number(ex.answer.text, gsm8k_gold(q["answer"])))
         energy.append(summary["energy_kwh"] * 1000)
         strategies.append(summary["strategy"])
+        checks.append(next((r for r in summary["reason"] if r.startswith("program check")), None))
         if (r := concurrency_ratio(summary["trace"])) is not None:
             ratios.append(r)
         progress.advance(task)
         if checkpoint is not None:  # a stopped run keeps every question it answered
-            checkpoint(summarise(system, correct, latency, energy, ratios, strategies))
-    return summarise(system, correct, latency, energy, ratios, strategies)
+            checkpoint(summarise(system, correct, latency, energy, ratios, strategies, checks))
+    return summarise(system, correct, latency, energy, ratios, strategies, checks)
 
 
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -122,6 +122,9 @@ class Mix(BaseModel):
     writer: Role | None = None
     critic: Role | None = None
     rounds: int = Field(1, ge=1, le=5)
+    # review: the critic reads the draft; python: it writes a program recomputing the answer (run sandboxed),
+    # and only a number that disagrees with the draft's asks for a revision
+    check: Literal["review", "python"] = "review"
     # cascade
     cascade: list[str] | None = None  # explicit order; default: by expected cost, cheapest first
     threshold: float = Field(0.5, ge=0, le=1)
@@ -144,6 +147,8 @@ class Mix(BaseModel):
         missing = [f for f in need if getattr(self, f) in (None, [])]
         if missing:
             raise ValueError(f"strategy {self.strategy} needs {', '.join(missing)}")
+        if self.check == "python" and (self.strategy != "critique" or self.rounds != 1):
+            raise ValueError("check: python is one program check in a critique mix (strategy: critique, rounds: 1)")
         if self.live_tune is not None and self.live_knob() is None:
             raise ValueError(f"live_tune: knob {self.live_tune.knob} does not apply to strategy {self.strategy} "
                              "(route: weights.cost|weights.latency; cascade: threshold; auto: difficulty_threshold)")

@@ -9,14 +9,12 @@ in a scratch directory, with the environment stripped, so a bad program cannot h
 from __future__ import annotations
 
 import ast
-import os
 import re
 import string
-import subprocess
-import sys
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
+
+from moai.sandbox import run_python
 
 # ------------------------------------------------------------------------------------------ numbers
 
@@ -258,51 +256,6 @@ def extract_code(text: str) -> str:
     blocks = re.findall(r"```[ \t]*(\w*)[^\n]*\n(.*?)(?:```|\Z)", text, flags=re.S)
     py = [code for lang, code in blocks if lang.lower() in ("python", "py", "python3", "")]
     return "\n".join(py).strip("\n") if py else text.strip("\n")
-
-
-def _limit_resources() -> None:  # pragma: no cover - runs in the child
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 20, 16 << 20))
-    os.setsid()
-
-
-def run_python(program: str, timeout_s: float = 10.0) -> tuple[bool, str]:
-    """Run a program in a fresh isolated interpreter; (exit status 0, last output lines).
-
-    The child gets an empty scratch directory, no environment (no keys, no proxies), isolated mode
-    (no user site, no PYTHON* variables), 2 GiB of memory and its own session so a timeout kills
-    everything it spawned.
-    """
-    with tempfile.TemporaryDirectory(prefix="moai-code-") as tmp:
-        path = os.path.join(tmp, "prog.py")
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(program)
-        env = {"PATH": "/usr/bin:/bin", "HOME": tmp, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
-        preexec = _limit_resources if sys.platform != "win32" else None
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", path], cwd=tmp, env=env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=preexec,
-            )
-        except OSError as e:
-            return False, f"could not start python: {e}"
-        try:
-            out, _ = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            proc.communicate()
-            return False, f"timed out after {timeout_s:g}s"
-        tail = out.decode("utf-8", "replace")[-500:]
-        return proc.returncode == 0, tail
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, 9)
-    except (ProcessLookupError, PermissionError, AttributeError):
-        proc.kill()
 
 
 def parse_tests(tests: str | Sequence[str]) -> list[str]:

@@ -1,10 +1,22 @@
-"""``critique``: draft → critic → revise, for N rounds, stopping as soon as the critic approves."""
+"""``critique``: draft → critic → revise, for N rounds, stopping as soon as the critic approves.
+
+With ``check: python`` the critic writes a program that recomputes the answer instead of reviewing the
+draft; the program runs sandboxed and only a disagreement with the draft's number asks for a revision.
+"""
 
 from __future__ import annotations
 
+from moai.strategies import program_check
 from moai.strategies.context import RequestContext
-from moai.strategies.plan import Passthrough, Plan, Step, StepResult
-from moai.strategies.prompts import CRITIC, approved, review_messages, revise_messages
+from moai.strategies.plan import Built, Passthrough, Plan, Step, StepResult
+from moai.strategies.prompts import (
+    CHECK_DISAGREES,
+    CRITIC,
+    approved,
+    check_messages,
+    review_messages,
+    revise_messages,
+)
 from moai.strategies.roles import fill, with_messages
 
 
@@ -22,6 +34,8 @@ def plan(ctx: RequestContext) -> Plan:
     critic = fill(ctx, ctx.mix.critic)
     if not writer or not critic:
         raise ValueError(f"mix {ctx.mix_name!r}: no eligible writer/critic")
+    if ctx.mix.check == "python":
+        return checked_plan(ctx, writer, critic)
     steps = [Step("draft", "drafter", writer, lambda _r: ctx.params)]
     answers = ["draft"]
     rounds = ctx.mix.rounds
@@ -49,3 +63,43 @@ def plan(ctx: RequestContext) -> Plan:
     return Plan("critique", steps, final=answers[-1],
                 rescue=lambda r: latest_answer(r, answers[:-1]) if any(
                     r.get(a) and r[a].ok for a in answers[:-1]) else None)
+
+
+def checked_plan(ctx: RequestContext, writer: list[str], critic: list[str]) -> Plan:
+    """draft → the critic's program → revise on disagreement; the critic reviews in words when no program can."""
+    outcome: list[program_check.CheckResult] = []
+
+    def build_check(results: dict[str, StepResult]) -> Built:
+        if not program_check.has_number(results["draft"].text):
+            return None  # nothing a program could confirm
+        return with_messages(ctx, check_messages(ctx.params.messages), temperature=0.0, stop=None,
+                             response_format=None)
+
+    async def build_review(results: dict[str, StepResult]) -> Built:
+        draft, program = results["draft"], results.get("check")
+        if program is not None and program.status == "ok":
+            outcome.append(await program_check.check(draft.text, program.text))
+            plan.notes.append(outcome[0].note)
+            if outcome[0].verdict != "inconclusive":
+                return None
+        return with_messages(ctx, review_messages(CRITIC, ctx.params.messages, draft.text), temperature=0.0)
+
+    def build_revise(results: dict[str, StepResult]) -> Built:
+        draft, review = results["draft"], results.get("critique1")
+        if outcome and outcome[0].verdict == "disagrees":
+            o = outcome[0]
+            comments = CHECK_DISAGREES.format(printed=f"{o.printed:g}", drafted=f"{o.drafted:g}", code=o.code)
+            return with_messages(ctx, revise_messages(ctx.params.messages, draft.text, comments))
+        if review is not None and review.status == "ok" and not approved(review.text):
+            return with_messages(ctx, revise_messages(ctx.params.messages, draft.text, review.text))
+        return Passthrough(draft.text, draft.step)
+
+    steps = [
+        Step("draft", "drafter", writer, lambda _r: ctx.params),
+        Step("check", "critic", critic, build_check, deps=["draft"], optional=True),
+        Step("critique1", "critic", critic, build_review, deps=["check", "draft"], optional=True),
+        Step("revise1", "reviser", writer, build_revise, deps=["critique1", "check", "draft"]),
+    ]
+    plan = Plan("critique", steps, final="revise1",
+                rescue=lambda r: r["draft"] if r.get("draft") and r["draft"].ok else None)
+    return plan

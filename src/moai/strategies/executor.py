@@ -8,6 +8,7 @@ energy), and the streaming of the final step to the client.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -167,6 +168,8 @@ class Executor:
                 results[step.id] = r
                 return r
             built = step.build(results)
+            if inspect.isawaitable(built):
+                built = await built
             if built is None:
                 r = StepResult(step.id, step.role, None, "skipped", start=now, end=now)
             elif isinstance(built, Passthrough):
@@ -201,6 +204,8 @@ class Executor:
             if rescued is None:
                 raise PlanFailed(f"every input of {final.id} failed", list(results.values()))
         built = final.build(results)
+        if inspect.isawaitable(built):
+            built = await built
         if isinstance(built, Passthrough) or built is None:
             source = built.source if isinstance(built, Passthrough) else None
             text = built.text if isinstance(built, Passthrough) else ""

@@ -8,7 +8,7 @@ final step always be streamed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +73,9 @@ class StepResult:
         return entry
 
 
-Build = Callable[[dict[str, StepResult]], "ChatParams | Passthrough | None"]
+Built = ChatParams | Passthrough | None
+# may be a coroutine function: a step that must run something first (the critique's program check)
+Build = Callable[[dict[str, StepResult]], Built | Awaitable[Built]]
 
 
 @dataclass
