@@ -55,7 +55,7 @@ def summarise(system: str, correct: list[bool], latency: list[float], energy: li
     return {"system": system, "accuracy": statistics.fmean(correct), "latency_s": statistics.fmean(latency),
             "energy_wh": statistics.fmean(energy), "concurrency_ratio": statistics.fmean(ratios) if ratios else None,
             "strategies": {s: strategies.count(s) for s in set(strategies)}, "n": len(correct), "correct": correct,
-            "latencies_s": latency, "program_checks": checks or []}
+            "latencies_s": latency, "routes": strategies, "program_checks": checks or []}
 
 
 async def run(system: str, qs: list[dict[str, Any]], mixture: Mixture, max_tokens: int, progress: Progress,

@@ -39,6 +39,12 @@ mixes:
     critic: smol
     rounds: 1
     max_tokens: 12
+  checked:
+    strategy: critique
+    writer: qwen05
+    critic: qwen05
+    check: python
+    max_tokens: 60
   broken:
     strategy: moa
     proposers: [dead, smol, qwen05]
@@ -104,6 +110,19 @@ def test_critique_drafts_reviews_and_finishes(server: MoaiServer) -> None:
     assert {"draft", "critique1", "revise1"} <= set(steps)
     assert steps["critique1"]["model"] == "smol" and steps["draft"]["model"] == "qwen05"
     assert steps["revise1"]["status"] in ("ok", "passthrough")
+    assert resp["choices"][0]["message"]["content"].strip()
+
+
+def test_critique_checks_a_number_with_a_sandboxed_program(server: MoaiServer) -> None:
+    resp = ask(server, "checked", stream=True)
+    steps = {t["step"]: t for t in resp["moai"]["trace"]}
+    assert steps["check"]["status"] == "ok" and steps["check"]["role"] == "critic"
+    assert steps["check"]["start"] >= steps["draft"]["end"]
+    verdict = [r for r in resp["moai"]["reason"] if r.startswith("program check")]
+    assert len(verdict) == 1  # agrees / disagrees (revised) / inconclusive (reviewed in words)
+    if "agrees" in verdict[0]:
+        assert steps["revise1"]["status"] == "passthrough" and "critique1" not in steps or \
+            steps["critique1"]["status"] == "skipped"
     assert resp["choices"][0]["message"]["content"].strip()
 
 

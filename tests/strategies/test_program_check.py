@@ -16,14 +16,17 @@ MIX = "  m: {strategy: critique, writer: w, critic: c, rounds: 1, check: python}
 PROGRAM = "```python\nprice = 2\nprint(price + 2)\n```"
 
 
-async def test_a_disagreeing_program_makes_the_writer_revise() -> None:
+async def test_a_disagreeing_program_has_the_answer_rewritten_from_it() -> None:
     with ExitStack() as st:
         writer = Script(replies=["2 + 2 = 5\n#### 5", "2 + 2 = 4\n#### 4"])
         critic = Script(reply=PROGRAM)
         ex, summary = await run(setup(st, {"w": writer, "c": critic}, MIX), Fixed(["w", "c"]))
     assert ex.answer.text.endswith("#### 4") and writer.calls == 2 and critic.calls == 1
-    comments = writer.seen[1]["messages"][-1]["content"]
-    assert "prints 4" in comments and "gives 5" in comments and "print(price + 2)" in comments
+    rewrite = writer.seen[1]["messages"]
+    assert [m["role"] for m in rewrite] == ["user"]  # the request and the program, not the draft to copy
+    assert rewrite[0]["content"].startswith("q\n\n") and "computes 4" in rewrite[0]["content"]
+    assert "print(price + 2)" in rewrite[0]["content"] and "#### 5" not in rewrite[0]["content"]
+    assert "Its values:\nprice = 2\n" in rewrite[0]["content"]  # the program's numbers, to quote step by step
     statuses = {r.step: r.status for r in ex.results}
     assert statuses == {"draft": "ok", "check": "ok", "critique1": "skipped", "revise1": "ok"}
     assert any("program check prints 4, the draft gives 5" in r for r in summary["reason"])
@@ -59,12 +62,26 @@ async def test_no_program_falls_back_to_the_review() -> None:
     assert any("inconclusive (not a calculation)" in r for r in summary["reason"])
 
 
+async def verdict_of(draft: str, reply: str) -> program_check.Verdict:
+    return program_check.verdict(draft, await program_check.run_program(reply))
+
+
 async def test_a_failing_or_silent_program_is_inconclusive() -> None:
-    failed = await program_check.check("#### 7", "```python\nprint(1 / 0)\n```")
-    assert failed.verdict == "inconclusive" and "ZeroDivisionError" in failed.detail
-    silent = await program_check.check("#### 7", "```python\nprint('seven')\n```")
-    assert silent.verdict == "inconclusive" and "no number" in silent.detail
-    assert (await program_check.check("#### 7", "```python\nprint(3.5 * 2)\n```")).verdict == "agrees"
+    failed = await verdict_of("#### 7", "```python\nprint(1 / 0)\n```")
+    assert failed.action == "review" and "ZeroDivisionError" in failed.note
+    silent = await verdict_of("#### 7", "```python\nprint('seven')\n```")
+    assert silent.action == "review" and "no number" in silent.note
+    assert (await verdict_of("#### 7", "```python\nprint(3.5 * 2)\n```")).action == "approve"
+    # a difference taken the other way round ("how much less") is the same answer
+    assert (await verdict_of("It costs 40 less.", "```python\nprint(60 - 100)\n```")).action == "approve"
+    assert (await verdict_of("#### 7", "```python\nprint(8)\n```")).action == "rewrite"
+
+
+async def test_the_program_keeps_its_output_and_reports_its_values() -> None:
+    run = await program_check.run_program("```python\na = 3\nb = a * 2.5\nname = 'x'\nprint(f'total: {b}')\n```")
+    assert run.printed == 7.5 and run.values == {"a": 3.0, "b": 7.5}
+    assert program_check.worked_values(run) == "a = 3\nb = 7.5"
+    assert (await program_check.run_program("NONE")).detail == "not a calculation"
 
 
 @pytest.mark.parametrize("program, blocked", [

@@ -10,10 +10,10 @@ from moai.strategies import program_check
 from moai.strategies.context import RequestContext
 from moai.strategies.plan import Built, Passthrough, Plan, Step, StepResult
 from moai.strategies.prompts import (
-    CHECK_DISAGREES,
     CRITIC,
     approved,
     check_messages,
+    from_program_messages,
     review_messages,
     revise_messages,
 )
@@ -66,8 +66,9 @@ def plan(ctx: RequestContext) -> Plan:
 
 
 def checked_plan(ctx: RequestContext, writer: list[str], critic: list[str]) -> Plan:
-    """draft → the critic's program → revise on disagreement; the critic reviews in words when no program can."""
-    outcome: list[program_check.CheckResult] = []
+    """draft → the critic's program → approve, rewrite from the program, or (no program applies) review in
+    words, then revise. See ``program_check``."""
+    verdicts: list[program_check.Verdict] = []
 
     def build_check(results: dict[str, StepResult]) -> Built:
         if not program_check.has_number(results["draft"].text):
@@ -76,20 +77,25 @@ def checked_plan(ctx: RequestContext, writer: list[str], critic: list[str]) -> P
                              response_format=None)
 
     async def build_review(results: dict[str, StepResult]) -> Built:
-        draft, program = results["draft"], results.get("check")
+        program = results.get("check")
         if program is not None and program.status == "ok":
-            outcome.append(await program_check.check(draft.text, program.text))
-            plan.notes.append(outcome[0].note)
-            if outcome[0].verdict != "inconclusive":
-                return None
-        return with_messages(ctx, review_messages(CRITIC, ctx.params.messages, draft.text), temperature=0.0)
+            verdicts.append(program_check.verdict(results["draft"].text,
+                                                  await program_check.run_program(program.text)))
+        else:
+            why = "the draft gives no number" if program is None or program.status == "skipped" else "it failed"
+            verdicts.append(program_check.Verdict("review", f"program check skipped ({why}): reviewed in words"))
+        plan.notes.append(verdicts[0].note)
+        if verdicts[0].action != "review":
+            return None
+        return with_messages(ctx, review_messages(CRITIC, ctx.params.messages, results["draft"].text),
+                             temperature=0.0)
 
     def build_revise(results: dict[str, StepResult]) -> Built:
         draft, review = results["draft"], results.get("critique1")
-        if outcome and outcome[0].verdict == "disagrees":
-            o = outcome[0]
-            comments = CHECK_DISAGREES.format(printed=f"{o.printed:g}", drafted=f"{o.drafted:g}", code=o.code)
-            return with_messages(ctx, revise_messages(ctx.params.messages, draft.text, comments))
+        if verdicts and verdicts[0].action == "rewrite" and verdicts[0].program is not None:
+            p = verdicts[0].program
+            return with_messages(ctx, from_program_messages(ctx.params.messages, p.code, f"{p.printed:g}",
+                                                            program_check.worked_values(p)))
         if review is not None and review.status == "ok" and not approved(review.text):
             return with_messages(ctx, revise_messages(ctx.params.messages, draft.text, review.text))
         return Passthrough(draft.text, draft.step)

@@ -1,36 +1,37 @@
-"""The critique's program check: run the critic's program and compare what it prints with the draft's answer.
+"""The critique's program check: run the critic's programs and weigh what they print against the draft's answer.
 
 A small critic reading a draft approves its mistakes; a program that recomputes the answer independently
-is evidence. Two numbers that agree approve the draft, two that disagree ask for a revision; anything
-else (no program, NONE, a failure, no number printed) is inconclusive and the critic reviews in words.
+is evidence. A program that agrees with the draft approves it; one that disagrees has the answer rewritten
+from the program, the better witness (a code model's programs are right more often than its reasoning in
+words). Anything else (no program, NONE, a failure, no number printed) is inconclusive and the critic
+reviews the draft in words.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 
 from moai.bench.graders import extract_code, extract_number, numbers_equal
 from moai.sandbox import run_python
 
 TIME_LIMIT_S = 5.0
+_MARK = "\n__moai_values__"
+# Appended to the program: the numbers it computed, so the rewrite can quote them step by step.
+_VALUES = (
+    "\nimport json as __j\n"
+    f"print({_MARK!r} + __j.dumps({{__k: __v for __k, __v in list(globals().items()) if not __k.startswith('_') "
+    "and type(__v) in (int, float)}))\n"
+)
 
 
 @dataclass
-class CheckResult:
-    verdict: str  # agrees | disagrees | inconclusive
+class ProgramRun:
     code: str
-    printed: float | None
-    drafted: float | None
-    detail: str
-
-    @property
-    def note(self) -> str:
-        if self.verdict == "agrees":
-            return f"program check agrees with the draft ({_fmt(self.printed)})"
-        if self.verdict == "disagrees":
-            return f"program check prints {_fmt(self.printed)}, the draft gives {_fmt(self.drafted)}: revised"
-        return f"program check inconclusive ({self.detail}): reviewed in words"
+    printed: float | None  # the number the program printed, None when it failed or printed none
+    detail: str = ""  # why there is no number
+    values: dict[str, float] = field(default_factory=dict)  # the program's top-level numeric variables
 
 
 def _fmt(x: float | None) -> str:
@@ -41,20 +42,48 @@ def has_number(text: str) -> bool:
     return extract_number(text) is not None
 
 
-async def check(draft: str, program_reply: str, timeout_s: float = TIME_LIMIT_S) -> CheckResult:
-    """Run the program (in a worker thread: the event loop keeps serving) and compare numbers."""
-    drafted = extract_number(draft)
-    code = extract_code(program_reply)
-    if drafted is None:
-        return CheckResult("inconclusive", code, None, None, "the draft gives no number")
+async def run_program(reply: str, timeout_s: float = TIME_LIMIT_S) -> ProgramRun:
+    """Run the program in a reply (in a worker thread: the event loop keeps serving)."""
+    code = extract_code(reply)
     if not code.strip() or code.strip().upper().startswith("NONE"):
-        return CheckResult("inconclusive", code, None, drafted, "not a calculation")
-    ok, output = await asyncio.to_thread(run_python, code, timeout_s, True)
+        return ProgramRun(code, None, "not a calculation")
+    ok, output = await asyncio.to_thread(run_python, code + _VALUES, timeout_s, True)
+    shown, _, values = output.partition(_MARK)
     if not ok:
-        last = output.strip().splitlines()[-1:] or ["no output"]
-        return CheckResult("inconclusive", code, None, drafted, f"the program failed: {last[0][:120]}")
-    printed = extract_number(output)
+        last = shown.strip().splitlines()[-1:] or ["no output"]
+        return ProgramRun(code, None, f"the program failed: {last[0][:120]}")
+    printed = extract_number(shown)
     if printed is None:
-        return CheckResult("inconclusive", code, None, drafted, "the program printed no number")
-    verdict = "agrees" if numbers_equal(printed, drafted) else "disagrees"
-    return CheckResult(verdict, code, printed, drafted, output.strip()[-120:])
+        return ProgramRun(code, None, "the program printed no number")
+    try:
+        numbers = {k: float(v) for k, v in json.loads(values.strip() or "{}").items()}
+    except (ValueError, AttributeError):
+        numbers = {}  # the output tail was cut: the values are a nicety, the printed number is the check
+    return ProgramRun(code, printed, values=numbers)
+
+
+@dataclass
+class Verdict:
+    action: str  # approve | rewrite | review
+    note: str
+    program: ProgramRun | None = None  # the program to rewrite the answer from
+
+
+def verdict(draft: str, run: ProgramRun) -> Verdict:
+    """Agreement approves the draft, disagreement has it rewritten from the program, else review in words.
+
+    Numbers equal up to sign agree: a program computing "how much less" often prints b - a.
+    """
+    drafted = extract_number(draft)
+    if run.printed is None or drafted is None:
+        why = run.detail or "the draft gives no number"
+        return Verdict("review", f"program check inconclusive ({why}): reviewed in words")
+    if numbers_equal(abs(run.printed), abs(drafted)):
+        return Verdict("approve", f"program check agrees with the draft ({_fmt(drafted)})")
+    return Verdict("rewrite", f"program check prints {_fmt(run.printed)}, the draft gives {_fmt(drafted)}: "
+                              "answer rewritten from the program", run)
+
+
+def worked_values(program: ProgramRun) -> str:
+    """The program's numbers as 'name = value' lines (empty when it kept none at top level)."""
+    return "\n".join(f"{k} = {v:g}" for k, v in program.values.items())

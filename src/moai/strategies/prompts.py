@@ -33,10 +33,12 @@ CHECK_PROGRAM = (
     "only, in one ```python block. Otherwise reply NONE."
 )
 
-CHECK_DISAGREES = (
-    "An independent check disagrees with your answer: this Python program, written for the same request, "
-    "prints {printed}, but your answer gives {drafted}.\n```python\n{code}\n```\nOne of the two is wrong. "
-    "Check each step of your answer and of the program against the request."
+# A small writer shown its draft beside the program copies the draft, so the rewrite is written from the
+# request, the program and its values alone.
+FROM_PROGRAM = (
+    "A program written for this request computes {printed}:\n```python\n{code}\n```\nIts values:\n{values}\n"
+    "Answer the request: write the solution as short numbered steps that follow the program's lines and use "
+    "its values, and end with its result, {printed}, in the form the request asks for."
 )
 
 JUDGE = (
@@ -85,8 +87,17 @@ def revise_messages(messages: list[dict[str, Any]], answer: str, critique: str) 
     ]
 
 
-def check_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": f"{user_query(messages)}\n\n{CHECK_PROGRAM}"}]
+def check_messages(messages: list[dict[str, Any]], instruction: str = CHECK_PROGRAM) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": f"{user_query(messages)}\n\n{instruction}"}]
+
+
+def from_program_messages(messages: list[dict[str, Any]], code: str, printed: str,
+                          values: str) -> list[dict[str, Any]]:
+    """The conversation with its last request extended by the program, its values and what it printed."""
+    shown = FROM_PROGRAM.format(code=code, printed=printed, values=values or "(none kept)")
+    ask = f"{user_query(messages)}\n\n{shown}"
+    last = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=len(messages))
+    return [*messages[:last], {"role": "user", "content": ask}]
 
 
 def judge_messages(messages: list[dict[str, Any]], answers: list[str]) -> list[dict[str, Any]]:
