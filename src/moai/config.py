@@ -122,8 +122,8 @@ class Mix(BaseModel):
     writer: Role | None = None
     critic: Role | None = None
     rounds: int = Field(1, ge=1, le=5)
-    # review: the critic reads the draft; python: it writes a program recomputing the answer (run sandboxed),
-    # and only a number that disagrees with the draft's asks for a revision
+    # review: the critic reads the draft; python: it writes a program recomputing a numeric answer (run
+    # sandboxed): the same number approves, a different one has the answer rewritten from the program
     check: Literal["review", "python"] = "review"
     # cascade
     cascade: list[str] | None = None  # explicit order; default: by expected cost, cheapest first

@@ -1,7 +1,8 @@
 """``critique``: draft → critic → revise, for N rounds, stopping as soon as the critic approves.
 
-With ``check: python`` the critic writes a program that recomputes the answer instead of reviewing the
-draft; the program runs sandboxed and only a disagreement with the draft's number asks for a revision.
+With ``check: python`` the critic writes a program that recomputes a numeric answer instead of reviewing
+the draft; the program runs sandboxed, the same number approves the draft, a different one has the answer
+rewritten from the program, and a draft no program applies to is reviewed in words.
 """
 
 from __future__ import annotations
