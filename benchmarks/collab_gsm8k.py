@@ -90,7 +90,7 @@ async def run(system: str, qs: list[dict[str, Any]], mixture: Mixture, max_token
 
 
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
-    mixture = Mixture(load_config(None))
+    mixture = Mixture(load_config(args.config))
     qs = questions(args.n, args.offset)
     results = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -135,6 +135,7 @@ def main() -> None:
     ap.add_argument("--systems", nargs="+", default=SYSTEMS)
     ap.add_argument("--out", default="benchmarks/out/collab")
     ap.add_argument("--direct", action="store_true", help="ask for the number only (short answers)")
+    ap.add_argument("--config", default=None, help="mix instructions to use instead of the embedded default")
     args = ap.parse_args()
     results = asyncio.run(main_async(args))
     out = Path(args.out)

@@ -1,10 +1,10 @@
-"""The critique's program check: run the critic's programs and weigh what they print against the draft's answer.
+"""The critique's program check: run the critic's program and weigh what it prints against the draft's answer.
 
 A small critic reading a draft approves its mistakes; a program that recomputes the answer independently
 is evidence. A program that agrees with the draft approves it; one that disagrees has the answer rewritten
-from the program, the better witness (a code model's programs are right more often than its reasoning in
-words). Anything else (no program, NONE, a failure, no number printed) is inconclusive and the critic
-reviews the draft in words.
+from the program, taken as the better witness (right for critics whose programs beat their reasoning in
+words: measure it with ``benchmarks/collab_gsm8k.py --config``). Anything else (no program, NONE, a
+failure, no number printed) is inconclusive and the critic reviews the draft in words.
 """
 
 from __future__ import annotations

@@ -24,9 +24,9 @@ REVISE = (
 )
 
 # The program check (critique with `check: python`): the critic recomputes the answer as code, without
-# seeing the draft, so its mistakes are its own. A code model writes correct programs more often than it
-# reasons correctly in words (GSM8K test q51-100, Qwen2.5-Coder-1.5B: 31 of 50 programs print the
-# right number, 24 of 50 step-by-step answers are right).
+# seeing the draft, so its mistakes are its own. Whether its programs beat its reasoning in words depends
+# on the model and the questions (GSM8K test, Qwen2.5-Coder-1.5B: on q51-100 31 of 50 programs print the
+# right number against 24 of 50 step-by-step answers; on q1-50 no better).
 CHECK_PROGRAM = (
     "Do not answer in words. If the request asks for a number that a program can compute, write a short "
     "Python program that computes it step by step and prints only the final result, and reply with the code "
