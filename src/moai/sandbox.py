@@ -60,8 +60,9 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
-def run_python(program: str, timeout_s: float = 10.0, guarded: bool = False) -> tuple[bool, str]:
-    """Run a program in a fresh isolated interpreter; (exit status 0, last output lines).
+def run_python(program: str, timeout_s: float = 10.0, guarded: bool = False,
+               tail_chars: int = 500) -> tuple[bool, str]:
+    """Run a program in a fresh isolated interpreter; (exit status 0, the last ``tail_chars`` of its output).
 
     The child gets an empty scratch directory, no environment (no keys, no proxies), isolated mode
     (no user site, no PYTHON* variables), 2 GiB of memory and its own session so a timeout kills
@@ -86,5 +87,5 @@ def run_python(program: str, timeout_s: float = 10.0, guarded: bool = False) -> 
             _kill_group(proc)
             proc.communicate()
             return False, f"timed out after {timeout_s:g}s"
-        tail = out.decode("utf-8", "replace")[-500:]
+        tail = out.decode("utf-8", "replace")[-tail_chars:]
         return proc.returncode == 0, tail

@@ -82,6 +82,9 @@ async def test_the_program_keeps_its_output_and_reports_its_values() -> None:
     assert run.printed == 7.5 and run.values == {"a": 3.0, "b": 7.5}
     assert program_check.worked_values(run) == "a = 3\nb = 7.5"
     assert (await program_check.run_program("NONE")).detail == "not a calculation"
+    many = "\n".join(f"quantity_number_{i} = {i}" for i in range(60)) + "\nprint(quantity_number_59 * 2)"
+    run = await program_check.run_program(many)  # the values do not push the printed answer out of view
+    assert run.printed == 118 and len(run.values) == 60
 
 
 @pytest.mark.parametrize("program, blocked", [

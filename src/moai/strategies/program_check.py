@@ -47,7 +47,7 @@ async def run_program(reply: str, timeout_s: float = TIME_LIMIT_S) -> ProgramRun
     code = extract_code(reply)
     if not code.strip() or code.strip().upper().startswith("NONE"):
         return ProgramRun(code, None, "not a calculation")
-    ok, output = await asyncio.to_thread(run_python, code + _VALUES, timeout_s, True)
+    ok, output = await asyncio.to_thread(run_python, code + _VALUES, timeout_s, True, 20_000)
     shown, _, values = output.partition(_MARK)
     if not ok:
         last = shown.strip().splitlines()[-1:] or ["no output"]
