@@ -3,7 +3,8 @@
 Used to grade code answers (MBPP, HumanEval) and by the ``critique`` strategy's program check, where a
 model writes a program that recomputes an answer. ``guarded`` programs also run behind an audit hook that
 refuses network access, new processes, native code (ctypes) and writes or deletions outside their scratch
-directory: code a model wrote from a user's prompt may have been steered by that prompt.
+directory: code a model wrote from a user's prompt may have been steered by that prompt. It is defence in
+depth on top of the process limits, not a boundary against native-code exploits.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def __moai_guard():
             return False
 
     def hook(event, args):
-        if event.startswith(banned) or (event == "import" and args[0] in ("ctypes", "_ctypes")):
+        if event.startswith(banned) or (event == "import" and args[0] in ("ctypes", "_ctypes", "_posixsubprocess")):
             raise PermissionError("sandbox: " + event + " is not allowed")
         if event == "open" and not isinstance(args[0], int):
             mode, flags = args[1] or "r", args[2] or 0
