@@ -30,7 +30,9 @@ def __moai_guard():
             return False
 
     def hook(event, args):
-        if event.startswith(banned) or (event == "import" and args[0] in ("ctypes", "_ctypes", "_posixsubprocess")):
+        if event == "import" and args[0] in ("ctypes", "_ctypes", "_posixsubprocess"):
+            raise PermissionError("sandbox: import " + args[0] + " is not allowed")
+        if event.startswith(banned):
             raise PermissionError("sandbox: " + event + " is not allowed")
         if event == "open" and not isinstance(args[0], int):
             mode, flags = args[1] or "r", args[2] or 0
