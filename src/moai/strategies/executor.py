@@ -17,13 +17,19 @@ from typing import Any
 from moai.catalog import ModelCard
 from moai.config import Config
 from moai.providers import ChatParams, Delta, Provider, ProviderError, Usage, make_provider
-from moai.strategies.plan import Passthrough, Plan, Step, StepResult
+from moai.strategies.plan import Built, Passthrough, Plan, Step, StepResult
 from moai.telemetry.carbon import CarbonModel
 
 
 def _estimate_prompt(params: ChatParams) -> int:
     chars = sum(len(str(m.get("content") or "")) for m in params.messages)
     return chars // 4 + 4 * len(params.messages)
+
+
+async def _build(step: Step, results: dict[str, StepResult]) -> Built:
+    """A step's call; builders may be coroutines (the critique's program check runs its program first)."""
+    built = step.build(results)
+    return await built if inspect.isawaitable(built) else built
 
 
 class PlanFailed(RuntimeError):
@@ -167,9 +173,7 @@ class Executor:
                 r = StepResult(step.id, step.role, None, "skipped", start=now, end=now, error="dependencies failed")
                 results[step.id] = r
                 return r
-            built = step.build(results)
-            if inspect.isawaitable(built):
-                built = await built
+            built = await _build(step, results)
             if built is None:
                 r = StepResult(step.id, step.role, None, "skipped", start=now, end=now)
             elif isinstance(built, Passthrough):
@@ -203,9 +207,7 @@ class Executor:
             rescued = plan.rescue(results) if plan.rescue else None
             if rescued is None:
                 raise PlanFailed(f"every input of {final.id} failed", list(results.values()))
-        built = final.build(results)
-        if inspect.isawaitable(built):
-            built = await built
+        built = await _build(final, results)
         if isinstance(built, Passthrough) or built is None:
             source = built.source if isinstance(built, Passthrough) else None
             text = built.text if isinstance(built, Passthrough) else ""

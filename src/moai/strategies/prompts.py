@@ -87,8 +87,8 @@ def revise_messages(messages: list[dict[str, Any]], answer: str, critique: str) 
     ]
 
 
-def check_messages(messages: list[dict[str, Any]], instruction: str = CHECK_PROGRAM) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": f"{user_query(messages)}\n\n{instruction}"}]
+def check_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": f"{user_query(messages)}\n\n{CHECK_PROGRAM}"}]
 
 
 def from_program_messages(messages: list[dict[str, Any]], code: str, printed: str,
