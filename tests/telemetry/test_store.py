@@ -25,9 +25,9 @@ def request(i: int, model: str = "m") -> RequestRecord:
 
 def roundtrip(url: str) -> None:
     store = TelemetryStore(url)
-    assert current(store.engine) == "0003"
+    assert current(store.engine) == "0004"
     tables = set(inspect(store.engine).get_table_names())
-    assert {"requests", "calls", "feedback", "api_keys", "alembic_version"} <= tables
+    assert {"requests", "calls", "feedback", "api_keys", "rate_windows", "alembic_version"} <= tables
     store.write_many([request(i) for i in range(3)])
     rows = store.requests()
     assert [r.prompt_tokens for r in rows] == [10, 11, 12]

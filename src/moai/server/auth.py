@@ -2,8 +2,8 @@
 
 Keys live hashed in the telemetry database (shared by replicas). Authentication is required as soon as
 one active key exists. Budgets are checked against the spend recorded in the database (per UTC day and
-month); requests-per-minute limits are a sliding window per process (for several replicas put a shared
-limiter such as Redis in front, see README "Scaling").
+month); requests-per-minute limits are counted in the same database (``rate_limit``), so they hold across
+replicas too.
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import hashlib
 import secrets
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from moai.server.rate_limit import take
 from moai.telemetry.store import ApiKey, RequestRecord, TelemetryStore
 
 PREFIX = "moai-sk-"
@@ -84,7 +84,6 @@ class Gatekeeper:
         self._keys: dict[str, ApiKey] = {}
         self._loaded = 0.0
         self._lock = threading.Lock()
-        self._windows: dict[str, deque[float]] = {}
 
     def _refresh(self) -> None:
         if self.store is None:
@@ -127,7 +126,7 @@ class Gatekeeper:
         if key is None and digest is not None:
             key = await asyncio.to_thread(self.authenticate, authorization)
         if key is not None and mix is not None:
-            if key.budget_day_usd is not None or key.budget_month_usd is not None:
+            if key.budget_day_usd is not None or key.budget_month_usd is not None or key.rpm:
                 await asyncio.to_thread(self.authorize, key, mix)
             else:
                 self.authorize(key, mix)
@@ -150,13 +149,8 @@ class Gatekeeper:
                 if limit is not None and spend(self.store, key.id, start) >= limit:
                     raise Denied(429, f"This key has spent its {label} budget of ${limit:g}.", "insufficient_quota",
                                  retry_after=(reset - now).total_seconds())
-        if key.rpm:
-            t = time.monotonic()
-            with self._lock:
-                window = self._windows.setdefault(key.id, deque())
-                while window and t - window[0] >= 60:
-                    window.popleft()
-                if len(window) >= key.rpm:
-                    raise Denied(429, f"Rate limit of {key.rpm} requests per minute reached for this key.",
-                                 "rate_limit_exceeded", retry_after=max(1.0, 60 - (t - window[0])))
-                window.append(t)
+        if key.rpm and self.store is not None:
+            wait = take(self.store, key.id, key.rpm, now.timestamp())
+            if wait is not None:
+                raise Denied(429, f"Rate limit of {key.rpm} requests per minute reached for this key.",
+                             "rate_limit_exceeded", retry_after=wait)

@@ -118,6 +118,16 @@ class ApiKey(Base):
     rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
+class RateWindow(Base):
+    """Requests a key made in one UTC minute (unix time // 60): the shared state of its RPM limit."""
+
+    __tablename__ = "rate_windows"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    minute: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+
+
 class UnknownRequest(LookupError):
     """Feedback for a request id that was never recorded."""
 
