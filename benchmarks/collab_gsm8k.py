@@ -51,8 +51,11 @@ def concurrency_ratio(trace: list[dict[str, Any]]) -> float | None:
 
 
 def summarise(system: str, correct: list[bool], latency: list[float], energy: list[float], ratios: list[float],
-              strategies: list[str], checks: list[str | None] | None = None) -> dict[str, Any]:
-    return {"system": system, "accuracy": statistics.fmean(correct), "latency_s": statistics.fmean(latency),
+              strategies: list[str], checks: list[str | None] | None = None,
+              drafts: list[bool | None] | None = None) -> dict[str, Any]:
+    graded = [d for d in drafts or [] if d is not None]
+    return {"draft_accuracy": statistics.fmean(graded) if graded else None, "drafts_correct": drafts or [],
+            "system": system, "accuracy": statistics.fmean(correct), "latency_s": statistics.fmean(latency),
             "energy_wh": statistics.fmean(energy), "concurrency_ratio": statistics.fmean(ratios) if ratios else None,
             "strategies": {s: strategies.count(s) for s in set(strategies)}, "n": len(correct), "correct": correct,
             "latencies_s": latency, "routes": strategies, "program_checks": checks or []}
@@ -67,6 +70,9 @@ async def run(system: str, qs: list[dict[str, Any]], mixture: Mixture, max_token
     ratios: list[float] = []
     strategies: list[str] = []
     checks: list[str | None] = []  # the critique's program-check verdict per question, when it ran
+    # a critique's draft is its writer's answer to the unchanged request: at temperature 0 that is the
+    # writer alone, so one run measures both the writer and what the critique made of its draft
+    drafts: list[bool | None] = []
     for q in qs:
         ask = {"role": "user", "content": (DIRECT if direct else PROMPT).format(q=q["question"])}
         body = ChatCompletionRequest.model_validate({
@@ -81,12 +87,14 @@ async def run(system: str, qs: list[dict[str, Any]], mixture: Mixture, max_token
         energy.append(summary["energy_kwh"] * 1000)
         strategies.append(summary["strategy"])
         checks.append(next((r for r in summary["reason"] if r.startswith("program check")), None))
+        draft = next((r for r in ex.results if r.step == "draft" and r.ok), None)
+        drafts.append(None if draft is None else grade_number(draft.text, gsm8k_gold(q["answer"])))
         if (r := concurrency_ratio(summary["trace"])) is not None:
             ratios.append(r)
         progress.advance(task)
         if checkpoint is not None:  # a stopped run keeps every question it answered
-            checkpoint(summarise(system, correct, latency, energy, ratios, strategies, checks))
-    return summarise(system, correct, latency, energy, ratios, strategies, checks)
+            checkpoint(summarise(system, correct, latency, energy, ratios, strategies, checks, drafts))
+    return summarise(system, correct, latency, energy, ratios, strategies, checks, drafts)
 
 
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -143,11 +151,13 @@ def main() -> None:
     mode = "answer only" if args.direct else "step by step"
     t = Table(title=f"GSM8K test, questions {args.offset + 1}–{args.offset + args.n}, {mode}, "
                     f"≤{args.max_tokens} tokens per call")
-    for col in ("system", "accuracy", "mean latency (s)", "mean energy (Wh)", "MoA concurrency ratio", "routes"):
+    for col in ("system", "accuracy", "its drafts", "mean latency (s)", "mean energy (Wh)", "MoA concurrency ratio",
+                "routes"):
         t.add_column(col)
     for r in results:
         ratio = f"{r['concurrency_ratio']:.2f}" if r["concurrency_ratio"] is not None else "-"
-        t.add_row(r["system"], f"{r['accuracy']:.1%}", f"{r['latency_s']:.1f}", f"{r['energy_wh']:.3f}", ratio,
+        drafted = f"{r['draft_accuracy']:.1%}" if r["draft_accuracy"] is not None else "-"
+        t.add_row(r["system"], f"{r['accuracy']:.1%}", drafted, f"{r['latency_s']:.1f}", f"{r['energy_wh']:.3f}", ratio,
                   ", ".join(f"{k}: {v}" for k, v in sorted(r["strategies"].items())))
     Console().print(t)
     print(f"wrote {out / 'results.json'} and {out / 'accuracy_latency.png'}")
