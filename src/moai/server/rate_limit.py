@@ -14,7 +14,6 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
 from moai.telemetry.store import RateWindow, TelemetryStore
 
@@ -36,7 +35,7 @@ def _count_one(conn: Connection, key_id: str, minute: int) -> int:
         return int(conn.execute(stmt).scalar_one())
     where = (_T.c.key_id == key_id) & (_T.c.minute == minute)
     if conn.execute(update(_T).where(where).values(count=_T.c.count + 1)).rowcount == 0:
-        conn.execute(insert(_T).values(key_id=key_id, minute=minute, count=1))  # a race raises IntegrityError
+        conn.execute(insert(_T).values(key_id=key_id, minute=minute, count=1))  # a racing insert fails loudly
     return int(conn.execute(select(_T.c.count).where(where)).scalar_one())
 
 
@@ -55,19 +54,13 @@ def take(store: TelemetryStore, key_id: str, rpm: int, now: float | None = None)
     now = time.time() if now is None else now
     minute, elapsed = int(now // WINDOW_S), now % WINDOW_S
     this = (_T.c.key_id == key_id) & (_T.c.minute == minute)
-    for attempt in range(2):
-        try:
-            with store.engine.begin() as conn:
-                count = _count_one(conn, key_id, minute)
-                previous = conn.execute(select(_T.c.count).where(
-                    (_T.c.key_id == key_id) & (_T.c.minute == minute - 1))).scalar() or 0
-                if count + previous * (WINDOW_S - elapsed) / WINDOW_S <= rpm:
-                    if count == 1:  # first request of a minute: older counters are no longer read
-                        conn.execute(delete(_T).where((_T.c.key_id == key_id) & (_T.c.minute < minute - 1)))
-                    return None
-                conn.execute(update(_T).where(this).values(count=_T.c.count - 1))
-                return retry_after(count - 1, previous, rpm, elapsed)
-        except IntegrityError:  # another replica inserted the same minute first (generic dialects only)
-            if attempt:
-                raise
-    raise AssertionError("unreachable")
+    with store.engine.begin() as conn:
+        count = _count_one(conn, key_id, minute)
+        previous = conn.execute(select(_T.c.count).where(
+            (_T.c.key_id == key_id) & (_T.c.minute == minute - 1))).scalar() or 0
+        if count + previous * (WINDOW_S - elapsed) / WINDOW_S <= rpm:
+            if count == 1:  # first request of a minute: older counters are no longer read
+                conn.execute(delete(_T).where((_T.c.key_id == key_id) & (_T.c.minute < minute - 1)))
+            return None
+        conn.execute(update(_T).where(this).values(count=_T.c.count - 1))
+        return retry_after(count - 1, previous, rpm, elapsed)
