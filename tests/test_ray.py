@@ -107,8 +107,8 @@ def test_train_on_cluster_gives_a_working_gate(cluster: str) -> None:
     queries = ["question number 99 about code", "question number 98 about history"]
     q = gate.quality_matrix(queries, ["strong", "weak"])
     assert q.shape == (2, 2) and q[0, 0] > 0.5 and q[0, 1] > q[1, 1]
-    # the factor model and each model's regression were separate cluster tasks
-    assert gate.meta["trained_on"] == "ray" and gate.meta["ray_fit_tasks"] == 3
+    # the factor model, the domain head and each model's regression were separate cluster tasks
+    assert gate.meta["trained_on"] == "ray" and gate.meta["ray_fit_tasks"] == 4
     # and they fit exactly what the one-process trainer fits
     here = train_gate(recs, cfg)
     np.testing.assert_allclose(q, here.quality_matrix(queries, ["strong", "weak"]), rtol=1e-5, atol=1e-6)

@@ -9,6 +9,9 @@ Two heads, blended:
   outputs are calibrated probabilities of a good answer) plus a Bradley-Terry pairwise term on pairs of
   models scored on the same query, which is what routing between models actually needs.
 * a kNN head: the similarity-weighted mean score of each model over the nearest training queries.
+* a per-model logistic regression on the same features (the strong in-domain learner).
+* a domain head: which domain (an MMLU subject, a task) the query belongs to, and how each model scored
+  on that domain; a subject's record is a far steadier estimate than a query's own features.
 
 A model that was never trained gets a prior: the parameters of known models averaged with weights from
 how close their cards are (family, log size), and ``update`` refines any model from feedback.
@@ -155,17 +158,34 @@ class KNNHead:
     Y: np.ndarray | None = None  # (N, M) with NaN
     fallback: np.ndarray | None = None  # (M,)
 
+    dims: int = 0  # > 0: search in the top principal components (a smaller index: faster per query)
+    center: np.ndarray | None = None  # (D,)
+    proj: np.ndarray | None = None  # (D, dims)
+
     def fit(self, E: np.ndarray, Y: np.ndarray) -> KNNHead:
-        self.E = E.astype(np.float32)
+        if 0 < self.dims < E.shape[1]:
+            self.center = E.mean(0)
+            _, _, vt = np.linalg.svd(E - self.center, full_matrices=False)
+            self.proj = vt[: self.dims].T.astype(np.float32)
+        self.E = self._index(E)
         self.Y = Y.astype(np.float32)
         self.fallback = np.nan_to_num(np.nanmean(np.where(np.isfinite(Y), Y, np.nan), 0), nan=0.5)
         return self
+
+    def _index(self, E: np.ndarray) -> np.ndarray:
+        """Unit vectors to search with, float32 (a float64 query would upcast the whole index per call)."""
+        E = np.asarray(E, dtype=np.float32)
+        if getattr(self, "proj", None) is None:  # gates saved before the projection existed
+            return E
+        assert self.center is not None and self.proj is not None
+        P = (E - self.center.astype(np.float32)) @ self.proj
+        return P / np.maximum(np.linalg.norm(P, axis=1, keepdims=True), 1e-9)
 
     def predict(self, E: np.ndarray, exclude_self: bool = False) -> np.ndarray:
         assert self.E is not None and self.Y is not None and self.fallback is not None
         out = np.empty((len(E), self.Y.shape[1]), dtype=np.float64)
         k = min(self.k + int(exclude_self), len(self.E))
-        E = np.asarray(E, dtype=np.float32)  # a float64 query would upcast (copy) the whole index per call
+        E = self._index(E)
         for s in range(0, len(E), 1024):
             sim = E[s : s + 1024] @ self.E.T
             if exclude_self:
@@ -198,7 +218,7 @@ class LinearHead:
             runner: Runner | None = None) -> LinearHead:
         """One regression per model column; ``runner`` may fit the columns elsewhere (a Ray cluster)."""
         run = runner or SERIAL
-        Z = _stack(X, S)
+        Z = stack_features(X, S)
         handles = [run.submit(fit_column, Z, Y[:, j], row_w, self.C) for j in range(Y.shape[1])]
         return self.assemble(Z.shape[1], [run.result(h) for h in handles])
 
@@ -211,8 +231,9 @@ class LinearHead:
             self.b[j] = intercept
         return self
 
-    def predict(self, X: np.ndarray, S: sparse.csr_matrix | None) -> np.ndarray:
-        return _sigmoid(np.asarray(_stack(X, S) @ self.W) + self.b)
+    def predict(self, X: np.ndarray, S: sparse.csr_matrix | None, Z: sparse.csr_matrix | None = None) -> np.ndarray:
+        """``Z`` = ``stack_features(X, S)`` when the caller has it already."""
+        return _sigmoid(np.asarray((stack_features(X, S) if Z is None else Z) @ self.W) + self.b)
 
 
 def fit_column(Z: sparse.csr_matrix, y_all: np.ndarray, row_w: np.ndarray, C: float) -> tuple[np.ndarray | None, float]:
@@ -251,9 +272,80 @@ class SerialRunner:
 SERIAL = SerialRunner()
 
 
-def _stack(X: np.ndarray, S: sparse.csr_matrix | None) -> sparse.csr_matrix:
+def stack_features(X: np.ndarray, S: sparse.csr_matrix | None) -> sparse.csr_matrix:
     dense = sparse.csr_matrix(X / math.sqrt(X.shape[1]))  # standardised dense block, scaled like TF-IDF
     return sparse.hstack([dense, S]).tocsr() if S is not None else dense
+
+
+@dataclass
+class DomainHead:
+    """P(domain | query) from a multinomial regression, times each model's smoothed mean score per domain.
+
+    Routing records name their domain (``benchmark`` plus ``category``); a query never does, so the head
+    predicts it. Where a model has no score in a domain, ``predict`` uses the caller's estimate instead.
+    """
+
+    C: float = 1.0
+    smooth: float = 10.0  # pseudo-records pulling a small domain's mean toward the model's overall mean
+    domains: list[str] = field(default_factory=list)
+    W: np.ndarray | None = None  # (F, K)
+    b: np.ndarray | None = None  # (K,)
+    means: np.ndarray | None = None  # (K, M)
+    seen: np.ndarray | None = None  # (K, M) bool: the model has scores in the domain
+
+    def fit(self, Z: sparse.csr_matrix, labels: Sequence[str], Y: np.ndarray) -> DomainHead:
+        from sklearn.linear_model import LogisticRegression
+
+        self.domains = sorted(set(labels))
+        col = {d: k for k, d in enumerate(self.domains)}
+        lab = np.array([col[d] for d in labels])
+        mask = np.isfinite(Y)
+        Y0 = np.where(mask, Y, 0.0)
+        overall = Y0.sum(0) / np.maximum(mask.sum(0), 1)
+        onehot = sparse.csr_matrix((np.ones(len(lab)), (lab, np.arange(len(lab)))), shape=(len(self.domains), len(lab)))
+        n = np.asarray(onehot @ mask.astype(float))
+        sums = np.asarray(onehot @ Y0) + self.smooth * overall
+        self.means = np.where(n > 0, sums / np.maximum(n + self.smooth, 1e-9), overall)
+        self.seen = n > 0
+        if len(self.domains) == 1:
+            self.W, self.b = np.zeros((Z.shape[1], 1)), np.zeros(1)
+            return self
+        clf = LogisticRegression(C=self.C, max_iter=300).fit(Z, lab)
+        self.W, self.b = clf.coef_.T.astype(np.float32), clf.intercept_  # float32: half the file, same argmax
+        if len(self.domains) == 2:  # binary regression: one column for the second class
+            self.W, self.b = np.hstack([-self.W / 2, self.W / 2]), np.r_[-self.b / 2, self.b / 2]
+        return self
+
+    def proba(self, Z: sparse.csr_matrix) -> np.ndarray:
+        assert self.W is not None and self.b is not None
+        z = np.asarray(Z.astype(self.W.dtype) @ self.W) + self.b  # a float64 Z would copy W up per call
+        z -= z.max(1, keepdims=True)
+        p = np.exp(z)
+        return p / p.sum(1, keepdims=True)
+
+    def predict(self, Z: sparse.csr_matrix, fallback: np.ndarray) -> np.ndarray:
+        """(n, M) expected quality; ``fallback`` (n, M) stands in where a domain never scored a model."""
+        assert self.means is not None and self.seen is not None
+        P = self.proba(Z)
+        covered = P @ self.seen  # share of the query's domain mass where the model has scores
+        known = P @ (self.means * self.seen)
+        m = fallback.shape[1]
+        cov = np.zeros_like(fallback)
+        kn = np.zeros_like(fallback)
+        k = min(m, covered.shape[1])
+        cov[:, :k], kn[:, :k] = covered[:, :k], known[:, :k]
+        return kn + (1.0 - cov) * fallback
+
+    def add_column(self, weights: np.ndarray) -> None:
+        """A new model: no domain has scored it, so the head defers to the other heads for it."""
+        assert self.means is not None and self.seen is not None
+        self.means = np.hstack([self.means, self.means @ weights[:, None]])
+        self.seen = np.hstack([self.seen, np.zeros((len(self.seen), 1), dtype=bool)])
+
+
+def domain_label(benchmark: str, category: str | None) -> str:
+    """The domain a routing record names: its benchmark, and its subject or task where it has one."""
+    return f"{benchmark}/{category}" if category else benchmark
 
 
 @dataclass
@@ -266,6 +358,7 @@ class QualityHead:
     linear: LinearHead | None = None
     weights: dict[str, float] = field(default_factory=lambda: {"factor": 1.0, "knn": 1.0, "linear": 1.0})
     cards: dict[str, dict[str, Any]] = field(default_factory=dict)  # family/params_b seen per model
+    domain: DomainHead | None = None
 
     def predict(self, X: np.ndarray, S: sparse.csr_matrix | None, E: np.ndarray) -> np.ndarray:
         """(n, M) expected quality in [0, 1] for every trained model."""
@@ -274,14 +367,22 @@ class QualityHead:
         return sum(self.weights.get(k, 0.0) * v for k, v in parts.items()) / max(total, 1e-9)
 
     def parts(self, X: np.ndarray, S: sparse.csr_matrix | None, E: np.ndarray) -> dict[str, np.ndarray]:
-        """Each head's (n, M) estimate; the blend is their weighted mean."""
+        """Each head's (n, M) estimate; the blend is their weighted mean. The domain head defers to the
+        blend of the others where a domain never scored a model."""
         out: dict[str, np.ndarray] = {}
         if self.weights.get("factor", 0) > 0 and self.factor.W is not None:
             out["factor"] = _sigmoid(self.factor.logits(X, S))
         if self.weights.get("knn", 0) > 0 and self.knn.E is not None:
             out["knn"] = self.knn.predict(E)
-        if self.weights.get("linear", 0) > 0 and self.linear is not None:
-            out["linear"] = self.linear.predict(X, S)
+        use_linear = self.weights.get("linear", 0) > 0 and self.linear is not None
+        use_domain = self.weights.get("domain", 0) > 0 and self.domain is not None
+        Z = stack_features(X, S) if use_linear or use_domain else None
+        if use_linear and self.linear is not None:
+            out["linear"] = self.linear.predict(X, S, Z)
+        if use_domain and self.domain is not None and Z is not None and out:
+            total = sum(self.weights.get(k, 0.0) for k in out)
+            rest = sum(self.weights.get(k, 0.0) * v for k, v in out.items()) / max(total, 1e-9)
+            out["domain"] = self.domain.predict(Z, rest)
         return out
 
     def index(self, names: Sequence[str]) -> list[int | None]:
@@ -294,14 +395,14 @@ class QualityHead:
         if c in self.models:
             return self.models.index(c)
         f = self.factor
-        assert f.A is not None and f.V is not None
         sims = np.array([_card_similarity(family, params_b, self.cards.get(m, {})) for m in self.models])
         w = np.exp(3.0 * sims)
         w /= w.sum()
-        f.A = np.append(f.A, w @ f.A)
-        f.V = np.vstack([f.V, w @ f.V])
-        if f.T is not None:
-            f.T = np.hstack([f.T, (f.T @ w)[:, None]])
+        if f.A is not None and f.V is not None:  # a gate trained without the factor head has none
+            f.A = np.append(f.A, w @ f.A)
+            f.V = np.vstack([f.V, w @ f.V])
+            if f.T is not None:
+                f.T = np.hstack([f.T, (f.T @ w)[:, None]])
         if self.linear is not None and self.linear.b is not None:
             self.linear.W = np.hstack([self.linear.W, (self.linear.W @ w)[:, None]])
             self.linear.b = np.append(self.linear.b, w @ self.linear.b)
@@ -309,6 +410,8 @@ class QualityHead:
             # neighbours never scored this model: the kNN head falls back to the prior mean
             self.knn.Y = np.hstack([self.knn.Y, np.full((len(self.knn.Y), 1), np.nan, dtype=np.float32)])
             self.knn.fallback = np.append(self.knn.fallback, float(w @ self.knn.fallback))
+        if self.domain is not None and self.domain.means is not None:
+            self.domain.add_column(w)
         self.models.append(c)
         self.cards[c] = {"family": family, "params_b": params_b}
         return len(self.models) - 1

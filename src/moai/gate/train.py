@@ -13,13 +13,16 @@ from moai.bench.datasets import RoutingRecord, normalise_scores
 from moai.gate.encoder import LEXICAL_NAMES, MiniLMEncoder, embed_cached, lexical_matrix
 from moai.gate.quality import (
     SERIAL,
+    DomainHead,
     FactorModel,
     KNNHead,
     LinearHead,
     QualityHead,
     Runner,
     canonical,
+    domain_label,
     guess_card,
+    stack_features,
 )
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -67,8 +70,34 @@ class Featurizer:
     ) -> tuple[np.ndarray, sparse.csr_matrix | None]:
         assert self.mean is not None and self.std is not None
         X = (np.hstack([E, lexical_matrix(texts)]) - self.mean) / self.std
-        S = self.tfidf.transform(texts).tocsr() if self.tfidf is not None else None
+        S = self._tfidf_rows(texts) if self.tfidf is not None else None
         return X.astype(np.float64), S
+
+    def _tfidf_rows(self, texts: Sequence[str]) -> sparse.csr_matrix:
+        """TF-IDF rows; a few texts (one request) skip scikit-learn's per-call validation, which costs more
+        than the arithmetic (same values: sublinear tf, idf, l2 norm, as the fitted vectorizer)."""
+        tf = self.tfidf
+        if len(texts) > 8 or not (tf.sublinear_tf and tf.use_idf and tf.norm == "l2"):
+            return tf.transform(texts).tocsr()
+        analyze, vocab, idf = tf.build_analyzer(), tf.vocabulary_, tf.idf_
+        indptr, indices, data = [0], [], []
+        for t in texts:
+            counts: dict[int, int] = {}
+            for term in analyze(t):
+                j = vocab.get(term)
+                if j is not None:
+                    counts[j] = counts.get(j, 0) + 1
+            cols = np.fromiter(sorted(counts), dtype=np.int32, count=len(counts))
+            vals = (1.0 + np.log([counts[j] for j in cols])) * idf[cols] if len(cols) else np.zeros(0)
+            vals = vals / max(float(np.sqrt((vals * vals).sum())), 1e-12)
+            indices.append(cols)
+            data.append(vals.astype(tf.dtype))
+            indptr.append(indptr[-1] + len(cols))
+        return sparse.csr_matrix(
+            (np.concatenate(data) if data else np.zeros(0, tf.dtype),
+             np.concatenate(indices) if indices else np.zeros(0, np.int32), np.array(indptr)),
+            shape=(len(texts), len(vocab)),
+        )
 
     @property
     def n_dense(self) -> int:
@@ -164,7 +193,10 @@ class TrainConfig:
     w_knn: float = 1.0
     w_linear: float = 1.5
     linear_c: float = 1.0
+    w_domain: float = 3.0  # CV (3 folds, 2 seeds): MMLU APGR +0.012 / +0.016, the other sets unchanged
+    domain_c: float = 1.0
     knn_k: int = 64
+    knn_dims: int = 128  # kNN in 128 principal components: same CV quality, ~2 ms less per decision
     tfidf_features: int = 30000
     max_tokens: int = 48
     seed: int = 0
@@ -177,6 +209,11 @@ def fit_factor(fm: FactorModel, X: np.ndarray, S: sparse.csr_matrix | None, Y: n
     return fm
 
 
+def fit_domain(head: DomainHead, Z: sparse.csr_matrix, labels: Sequence[str], Y: np.ndarray) -> DomainHead:
+    """Fit the domain head and hand it back (a task of its own, like the factor model)."""
+    return head.fit(Z, labels, Y)
+
+
 def fit_head(
     records: Sequence[RoutingRecord],
     cfg: TrainConfig,
@@ -186,7 +223,7 @@ def fit_head(
 ) -> tuple[Featurizer, QualityHead, CostModel, np.ndarray]:
     """Train features + quality head + cost model; returns the training embeddings too (for reuse).
 
-    The factor model and every model's regression are independent fits: ``runner`` may run them side by
+    The factor model, the domain head and every model's regression are independent fits: ``runner`` may run them side by
     side (``moai.scale`` spreads them over a Ray cluster); by default they run here, one after another.
     """
     run = runner or SERIAL
@@ -209,13 +246,18 @@ def fit_head(
     if cfg.w_factor > 0:
         on_epoch = (lambda ep: progress("train", ep, cfg.epochs)) if progress and run is SERIAL else None
         fm_job = run.submit(fit_factor, fm, X, S if cfg.factor_sparse else None, Y, rw, on_epoch)
+    dom_job = None
+    if cfg.w_domain > 0:
+        labels = [domain_label(r.benchmark or r.source, r.category) for r in records]
+        dom_job = run.submit(fit_domain, DomainHead(C=cfg.domain_c), stack_features(X, S), labels, Y)
     # each model's own regression sees its rows unweighted: balancing only matters for shared layers
     linear = LinearHead(C=cfg.linear_c).fit(X, S, Y, np.ones(len(Y)), runner=run) if cfg.w_linear > 0 else None
     if fm_job is not None:
         fm = run.result(fm_job)
-    knn = KNNHead(k=cfg.knn_k).fit(E, Y)
-    weights = {"factor": cfg.w_factor, "knn": cfg.w_knn, "linear": cfg.w_linear}
-    head = QualityHead(models=models, factor=fm, knn=knn, linear=linear, weights=weights)
+    knn = KNNHead(k=cfg.knn_k, dims=cfg.knn_dims).fit(E, Y)
+    domain = run.result(dom_job) if dom_job is not None else None
+    weights = {"factor": cfg.w_factor, "knn": cfg.w_knn, "linear": cfg.w_linear, "domain": cfg.w_domain}
+    head = QualityHead(models=models, factor=fm, knn=knn, linear=linear, weights=weights, domain=domain)
     head.cards = {m: guess_card(m) for m in models}
     n_tok = [len(t) // 4 + 1 for t in texts]  # ~4 characters per LLM token
     cost = CostModel().fit(records, n_tok)
