@@ -92,3 +92,19 @@ def test_knn_in_principal_components_finds_the_same_neighbours() -> None:
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     assert np.allclose(small.predict(q)[:, 0], [1, 0, 1, 0], atol=0.15)
     assert np.allclose(small.predict(q), full.predict(q), atol=0.15)
+
+
+def test_a_small_subject_is_pulled_toward_its_benchmark() -> None:
+    Z, _, Y = _data(n_per=40)
+    # 'mmlu/tiny' has 2 records, both right; its benchmark 'mmlu' is mostly wrong; 'other' is mostly right
+    labels = ["mmlu/big"] * 38 + ["mmlu/tiny"] * 2 + ["other"] * 40
+    Y = np.zeros((80, 2))
+    Y[38:40, 0] = 1.0
+    Y[40:, 0] = 1.0
+    Y[:, 1] = np.nan
+    head = DomainHead(smooth=10.0).fit(Z, labels, Y)
+    assert head.means is not None
+    tiny = head.means[head.domains.index("mmlu/tiny"), 0]
+    mmlu = (2 + 10 * 0.525) / (40 + 10)  # the benchmark's own mean, shrunk toward the overall 42/80
+    assert tiny == pytest.approx((2 + 10 * mmlu) / 12)
+    assert tiny < 0.5  # closer to its benchmark than a pull toward the overall mean would leave it

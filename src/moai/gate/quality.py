@@ -286,7 +286,7 @@ class DomainHead:
     """
 
     C: float = 1.0
-    smooth: float = 10.0  # pseudo-records pulling a small domain's mean toward the model's overall mean
+    smooth: float = 10.0  # pseudo-records pulling a small domain's mean toward its benchmark's (or overall)
     domains: list[str] = field(default_factory=list)
     W: np.ndarray | None = None  # (F, K)
     b: np.ndarray | None = None  # (K,)
@@ -302,11 +302,14 @@ class DomainHead:
         mask = np.isfinite(Y)
         Y0 = np.where(mask, Y, 0.0)
         overall = Y0.sum(0) / np.maximum(mask.sum(0), 1)
-        onehot = sparse.csr_matrix((np.ones(len(lab)), (lab, np.arange(len(lab)))), shape=(len(self.domains), len(lab)))
-        n = np.asarray(onehot @ mask.astype(float))
-        sums = np.asarray(onehot @ Y0) + self.smooth * overall
-        self.means = np.where(n > 0, sums / np.maximum(n + self.smooth, 1e-9), overall)
-        self.seen = n > 0
+        # two levels of shrinkage: a benchmark's mean toward the overall one, a subject's toward its benchmark's
+        parents = sorted({d.split("/")[0] for d in self.domains})
+        parent_of = np.array([parents.index(d.split("/")[0]) for d in self.domains])
+        n_d, s_d = self._counts(lab, len(self.domains), mask, Y0)
+        n_p, s_p = self._counts(parent_of[lab], len(parents), mask, Y0)
+        parent_means = _shrunk(s_p, n_p, overall, self.smooth)
+        self.means = _shrunk(s_d, n_d, parent_means[parent_of], self.smooth)
+        self.seen = n_d > 0
         if len(self.domains) == 1:
             self.W, self.b = np.zeros((Z.shape[1], 1)), np.zeros(1)
             return self
@@ -315,6 +318,12 @@ class DomainHead:
         if len(self.domains) == 2:  # binary regression: one column for the second class
             self.W, self.b = np.hstack([-self.W / 2, self.W / 2]), np.r_[-self.b / 2, self.b / 2]
         return self
+
+    @staticmethod
+    def _counts(lab: np.ndarray, k: int, mask: np.ndarray, Y0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(k, M) number of scores and their sum per group."""
+        onehot = sparse.csr_matrix((np.ones(len(lab)), (lab, np.arange(len(lab)))), shape=(k, len(lab)))
+        return np.asarray(onehot @ mask.astype(float)), np.asarray(onehot @ Y0)
 
     def proba(self, Z: sparse.csr_matrix) -> np.ndarray:
         assert self.W is not None and self.b is not None
@@ -341,6 +350,13 @@ class DomainHead:
         assert self.means is not None and self.seen is not None
         self.means = np.hstack([self.means, self.means @ weights[:, None]])
         self.seen = np.hstack([self.seen, np.zeros((len(self.seen), 1), dtype=bool)])
+
+
+def _shrunk(sums: np.ndarray, n: np.ndarray, prior: np.ndarray, k: float) -> np.ndarray:
+    """(sums + k * prior) / (n + k); the prior itself where there is nothing to average."""
+    prior = np.broadcast_to(prior, sums.shape)
+    den = n + k
+    return np.divide(sums + k * prior, den, out=np.array(prior, dtype=float), where=den > 0)
 
 
 def domain_label(benchmark: str, category: str | None) -> str:
