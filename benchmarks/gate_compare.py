@@ -31,6 +31,7 @@ from moai.bench.datasets import RoutingRecord, load_records, model_names, score_
 from moai.bench.metrics import cost_report, pair_report, routellm_curve
 from moai.bench.plots import plot_cost_curves, plot_pair_curves
 from moai.gate.quality import canonical
+from moai.gate.store import Gate
 from moai.gate.train import TrainConfig
 
 STRONG, WEAK = "gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1"
@@ -179,6 +180,15 @@ def pair_labels(recs: Sequence[RoutingRecord]) -> np.ndarray:
     return y
 
 
+def gate_parts(gate: Gate, recs: Sequence[RoutingRecord]) -> dict[str, np.ndarray]:
+    """Each of the gate's heads alone: (n, 2) quality of the strong and the weak model."""
+    texts = [r.prompt for r in recs]
+    E = gate.featurizer.embed(texts)
+    X, S = gate.featurizer.transform(texts, E)
+    js, jw = gate._ensure([STRONG, WEAK])
+    return {part: q[:, [js, jw]] for part, q in gate.head.parts(X, S, E).items()}
+
+
 def ood_sources(records: list[RoutingRecord], cfg: TrainConfig, seed: int, only_gate: bool) -> None:
     """Out of domain with labels: each set that scores both gpt-4 and Mixtral is left out of training in turn
     (with every record asking one of its questions) and routed between the two, as MT-Bench must be."""
@@ -196,6 +206,9 @@ def ood_sources(records: list[RoutingRecord], cfg: TrainConfig, seed: int, only_
         for router in make_routers(seed, cfg)[: 1 if only_gate else None]:
             router.fit(train)
             table.setdefault(router.name, {})[s] = pair_report(router.score(test, STRONG, WEAK), y[:, 0], y[:, 1]).apgr
+            if isinstance(router, GateRouter) and router.gate is not None:
+                for part, q in gate_parts(router.gate, test).items():
+                    table.setdefault(f"gate[{part}]", {})[s] = pair_report(q[:, 0] - q[:, 1], y[:, 0], y[:, 1]).apgr
     print("\n# Out of domain, leave one set out: APGR routing gpt-4-1106-preview vs Mixtral-8x7B on a set "
           "no record of which was trained on")
     print(f"{'router':18s} " + " ".join(f"{s.split('-', 1)[1][:11]:>11s}" for s in LOSO_SETS) + f" {'mean':>7s}")
@@ -265,11 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if f == 0:
                     curves[s][name] = (routellm_curve(sc, y[:, 0], y[:, 1]), rep)
                 if isinstance(router, GateRouter) and router.gate is not None:
-                    E = router.gate.featurizer.embed([r.prompt for r in recs])
-                    X, S = router.gate.featurizer.transform([r.prompt for r in recs], E)
-                    js, jw = router.gate._ensure([STRONG, WEAK])
-                    for part, q in router.gate.head.parts(X, S, E).items():
-                        rp = pair_report(q[:, js] - q[:, jw], y[:, 0], y[:, 1])
+                    for part, q in gate_parts(router.gate, recs).items():
+                        rp = pair_report(q[:, 0] - q[:, 1], y[:, 0], y[:, 1])
                         pair_res[s][f"gate[{part}].apgr"].append(rp.apgr)
             for s in MULTI_SETS:
                 recs = [records[i] for i in test[s]]
