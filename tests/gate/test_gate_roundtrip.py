@@ -87,8 +87,23 @@ def test_unknown_model_gets_prior_and_feedback_moves_it(trained: Path) -> None:
     q0 = g.quality("integrate x^3 dx from 0 to 7", ["newbie-7b"])["newbie-7b"]
     assert 0.0 <= q0 <= 1.0 and "newbie-7b" in g.models
     for _ in range(20):
-        g.feedback("integrate x^3 dx from 0 to 7", "newbie-7b", 1.0)
-    assert g.quality("integrate x^3 dx from 0 to 7", ["newbie-7b"])["newbie-7b"] > q0
+        g.feedback("integrate x^3 dx from 0 to 7", "newbie-7b", 0.0)  # it fails these, users say
+    assert g.quality("integrate x^3 dx from 0 to 7", ["newbie-7b"])["newbie-7b"] < q0 - 0.2
+
+
+def test_feedback_moves_a_known_model_in_every_head(trained: Path) -> None:
+    g = Gate.load(trained)
+    text = "solve 7 x + 3 = 11 for x"
+    E = g.featurizer.embed([text], cached=False)
+    X, S = g.featurizer.transform([text], E)
+    before = g.head.parts(X, S, E)
+    j = g.head.index(["small"])[0]
+    assert j is not None and {"factor", "linear", "domain"} <= set(before)
+    for _ in range(20):
+        g.feedback(text, "small", 1.0)  # the small model keeps answering these well after all
+    after = g.head.parts(X, S, E)
+    for part in ("factor", "linear", "domain"):
+        assert after[part][0, j] > before[part][0, j] + 0.01, part
 
 
 def test_load_errors(tmp_path: Path) -> None:

@@ -433,16 +433,28 @@ class QualityHead:
         return len(self.models) - 1
 
     def update(self, j: int, X: np.ndarray, S: sparse.csr_matrix | None, y: float, lr: float = 0.05) -> None:
-        """One SGD step on model j's own head from a feedback score in [0, 1] (shared layers frozen)."""
+        """One step of model j's own parameters toward a feedback score in [0, 1] (shared layers frozen):
+        the factor and linear heads' logits by SGD, the domain head's means over the query's domains."""
         f = self.factor
-        assert f.W is not None and f.b is not None and f.A is not None and f.V is not None
-        h = np.tanh(X @ f.W + f.b)[0]
-        z = float(f.A[j] + f.V[j] @ h)
-        if S is not None and f.T is not None:
-            z += float((S @ f.T[:, j])[0])
-        g = float(_sigmoid(np.array(z))) - y
-        f.A[j] -= lr * g
-        f.V[j] -= lr * g * h
+        if f.W is not None and f.b is not None and f.A is not None and f.V is not None:
+            h = np.tanh(X @ f.W + f.b)[0]
+            z = float(f.A[j] + f.V[j] @ h)
+            if S is not None and f.T is not None:
+                z += float((S @ f.T[:, j])[0])
+            g = float(_sigmoid(np.array(z))) - y
+            f.A[j] -= lr * g
+            f.V[j] -= lr * g * h
+        lin, dom = self.linear, self.domain
+        if (lin is None or lin.W is None) and dom is None:
+            return
+        Z = stack_features(X, S)
+        if lin is not None and lin.W is not None and lin.b is not None:
+            g = float(_sigmoid(np.asarray(Z @ lin.W[:, j]) + lin.b[j])[0]) - y
+            lin.W[:, j] -= lr * g * Z.toarray()[0]
+            lin.b[j] -= lr * g
+        if dom is not None and dom.means is not None and dom.seen is not None:
+            step = lr * dom.proba(Z)[0] * dom.seen[:, j]  # domains that never scored the model stay deferred
+            dom.means[:, j] += step * (y - dom.means[:, j])
 
 
 def _card_similarity(family: str | None, params_b: float | None, other: dict[str, Any]) -> float:
