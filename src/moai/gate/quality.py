@@ -1,6 +1,6 @@
 """Per-model expected quality from query features, trained jointly over every model and data set.
 
-Two heads, blended:
+Four heads, blended:
 
 * a factorised model (MF in spirit): a shared projection h(x) = tanh(W x + b) of the query features
   (MiniLM embedding + lexical + TF-IDF), and per model a bias and a vector, logit_m = a_m + v_m . h(x)
@@ -366,7 +366,7 @@ def domain_label(benchmark: str, category: str | None) -> str:
 
 @dataclass
 class QualityHead:
-    """Blend of the factor model and the kNN head, keyed by canonical model names."""
+    """Weighted blend of the factor, kNN, linear and domain heads, keyed by canonical model names."""
 
     models: list[str] = field(default_factory=list)  # canonical names, column order
     factor: FactorModel = field(default_factory=FactorModel)

@@ -223,8 +223,9 @@ def fit_head(
 ) -> tuple[Featurizer, QualityHead, CostModel, np.ndarray]:
     """Train features + quality head + cost model; returns the training embeddings too (for reuse).
 
-    The factor model, the domain head and every model's regression are independent fits: ``runner`` may run them side by
-    side (``moai.scale`` spreads them over a Ray cluster); by default they run here, one after another.
+    The factor model, the domain head and every model's regression are independent fits: ``runner`` may run
+    them side by side (``moai.scale`` spreads them over a Ray cluster); by default they run here, one after
+    another.
     """
     run = runner or SERIAL
     texts = [r.prompt for r in records]
