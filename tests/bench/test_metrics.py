@@ -87,3 +87,17 @@ def test_cost_sweep_never_picks_a_model_without_a_predicted_cost() -> None:
     q = np.array([[0.9, 0.2, 0.95], [0.6, 0.55, 0.99]])
     sw = cost_sweep(q, np.array([0.01, 0.001, np.nan]), y, cost, n=10)
     assert sw.costs[0] == pytest.approx(0.01) and sw.costs[-1] == pytest.approx(0.001)  # model 2 never chosen
+
+
+def test_cost_sweep_resolves_gaps_that_differ_little() -> None:
+    """Ten records whose predicted gaps span 9%: the sweep finds mixes between all-strong and all-weak."""
+    from moai.bench.compare import cost_sweep
+
+    gaps = 0.30 + 0.003 * np.arange(10)
+    q = np.c_[0.5 + gaps, np.full(10, 0.5)]
+    y = np.c_[np.ones(10), np.zeros(10)]
+    cost = np.tile([0.01, 0.001], (10, 1))
+    fine = cost_sweep(q, np.array([0.01, 0.001]), y, cost)
+    assert len(set(np.round(fine.costs, 6))) >= 5
+    coarse = cost_sweep(q, np.array([0.01, 0.001]), y, cost, n=60)  # 10 weights per decade jump straight across
+    assert set(np.round(coarse.costs, 6)) == {0.01, 0.001}

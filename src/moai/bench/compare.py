@@ -64,11 +64,14 @@ class CostSweep:
 
 
 def cost_sweep(
-    q: np.ndarray, cost_pred: np.ndarray, y: np.ndarray, cost_real: np.ndarray, n: int = 60
+    q: np.ndarray, cost_pred: np.ndarray, y: np.ndarray, cost_real: np.ndarray, n: int = 600
 ) -> CostSweep:
     """Operating points of 'argmax quality - lam * predicted cost' for lam from 0 to very large.
 
     q, y, cost_real: (n_records, M) over the same model columns (NaN = model not available there).
+    ``n`` log-spaced weights over six decades (100 per decade): where a router's predicted gaps between two
+    models are alike across queries, they all flip within a narrow band of weights, and a coarse grid
+    (10 per decade) stepped over the operating points in between.
     """
     cost_pred = np.asarray(cost_pred, float)
     # a model never priced in training cannot be traded against cost (NaN would win every argmax): skip it
