@@ -175,7 +175,7 @@ class KNNHead:
     def _index(self, E: np.ndarray) -> np.ndarray:
         """Unit vectors to search with, float32 (a float64 query would upcast the whole index per call)."""
         E = np.asarray(E, dtype=np.float32)
-        if getattr(self, "proj", None) is None:  # gates saved before the projection existed
+        if self.proj is None:  # no projection (or a gate saved before there was one: the class default)
             return E
         assert self.center is not None and self.proj is not None
         P = (E - self.center.astype(np.float32)) @ self.proj
@@ -215,10 +215,11 @@ class LinearHead:
     b: np.ndarray | None = None
 
     def fit(self, X: np.ndarray, S: sparse.csr_matrix | None, Y: np.ndarray, row_w: np.ndarray,
-            runner: Runner | None = None) -> LinearHead:
-        """One regression per model column; ``runner`` may fit the columns elsewhere (a Ray cluster)."""
+            runner: Runner | None = None, Z: sparse.csr_matrix | None = None) -> LinearHead:
+        """One regression per model column; ``runner`` may fit the columns elsewhere (a Ray cluster);
+        ``Z`` = ``stack_features(X, S)`` when the caller has it already."""
         run = runner or SERIAL
-        Z = stack_features(X, S)
+        Z = stack_features(X, S) if Z is None else Z
         handles = [run.submit(fit_column, Z, Y[:, j], row_w, self.C) for j in range(Y.shape[1])]
         return self.assemble(Z.shape[1], [run.result(h) for h in handles])
 
@@ -337,13 +338,7 @@ class DomainHead:
         assert self.means is not None and self.seen is not None
         P = self.proba(Z)
         covered = P @ self.seen  # share of the query's domain mass where the model has scores
-        known = P @ (self.means * self.seen)
-        m = fallback.shape[1]
-        cov = np.zeros_like(fallback)
-        kn = np.zeros_like(fallback)
-        k = min(m, covered.shape[1])
-        cov[:, :k], kn[:, :k] = covered[:, :k], known[:, :k]
-        return kn + (1.0 - cov) * fallback
+        return P @ (self.means * self.seen) + (1.0 - covered) * fallback
 
     def add_column(self, weights: np.ndarray) -> None:
         """A new model: no domain has scored it, so the head defers to the other heads for it."""
@@ -378,7 +373,10 @@ class QualityHead:
 
     def predict(self, X: np.ndarray, S: sparse.csr_matrix | None, E: np.ndarray) -> np.ndarray:
         """(n, M) expected quality in [0, 1] for every trained model."""
-        parts = self.parts(X, S, E)
+        return self._blend(self.parts(X, S, E))
+
+    def _blend(self, parts: dict[str, np.ndarray]) -> np.ndarray:
+        """The weighted mean of the heads' estimates."""
         total = sum(self.weights.get(k, 0.0) for k in parts)
         return sum(self.weights.get(k, 0.0) * v for k, v in parts.items()) / max(total, 1e-9)
 
@@ -396,9 +394,7 @@ class QualityHead:
         if use_linear and self.linear is not None:
             out["linear"] = self.linear.predict(X, S, Z)
         if use_domain and self.domain is not None and Z is not None and out:
-            total = sum(self.weights.get(k, 0.0) for k in out)
-            rest = sum(self.weights.get(k, 0.0) * v for k, v in out.items()) / max(total, 1e-9)
-            out["domain"] = self.domain.predict(Z, rest)
+            out["domain"] = self.domain.predict(Z, self._blend(out))
         return out
 
     def index(self, names: Sequence[str]) -> list[int | None]:

@@ -247,12 +247,14 @@ def fit_head(
     if cfg.w_factor > 0:
         on_epoch = (lambda ep: progress("train", ep, cfg.epochs)) if progress and run is SERIAL else None
         fm_job = run.submit(fit_factor, fm, X, S if cfg.factor_sparse else None, Y, rw, on_epoch)
+    Z = stack_features(X, S) if cfg.w_domain > 0 or cfg.w_linear > 0 else None
     dom_job = None
     if cfg.w_domain > 0:
         labels = [domain_label(r.benchmark or r.source, r.category) for r in records]
-        dom_job = run.submit(fit_domain, DomainHead(C=cfg.domain_c), stack_features(X, S), labels, Y)
+        dom_job = run.submit(fit_domain, DomainHead(C=cfg.domain_c), Z, labels, Y)
     # each model's own regression sees its rows unweighted: balancing only matters for shared layers
-    linear = LinearHead(C=cfg.linear_c).fit(X, S, Y, np.ones(len(Y)), runner=run) if cfg.w_linear > 0 else None
+    linear = (LinearHead(C=cfg.linear_c).fit(X, S, Y, np.ones(len(Y)), runner=run, Z=Z)
+              if cfg.w_linear > 0 else None)
     if fm_job is not None:
         fm = run.result(fm_job)
     knn = KNNHead(k=cfg.knn_k, dims=cfg.knn_dims).fit(E, Y)
