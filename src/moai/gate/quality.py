@@ -274,8 +274,17 @@ SERIAL = SerialRunner()
 
 
 def stack_features(X: np.ndarray, S: sparse.csr_matrix | None) -> sparse.csr_matrix:
-    dense = sparse.csr_matrix(X / math.sqrt(X.shape[1]))  # standardised dense block, scaled like TF-IDF
-    return sparse.hstack([dense, S]).tocsr() if S is not None else dense
+    """[dense | TF-IDF] as one sparse matrix; the dense block standardised and scaled like TF-IDF rows."""
+    D = X / math.sqrt(X.shape[1])
+    if S is None:
+        return sparse.csr_matrix(D)
+    if X.shape[0] == 1:  # one request: put the row together directly (scipy's hstack costs ~0.3 ms here)
+        S = sparse.csr_matrix(S)
+        n = X.shape[1]
+        data = np.concatenate([D[0], S.data.astype(D.dtype)])
+        indices = np.concatenate([np.arange(n, dtype=np.int32), S.indices.astype(np.int32) + n])
+        return sparse.csr_matrix((data, indices, np.array([0, len(data)])), shape=(1, n + S.shape[1]))
+    return sparse.hstack([sparse.csr_matrix(D), S]).tocsr()
 
 
 @dataclass
