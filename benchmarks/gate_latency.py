@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/gate_latency.py --gate DIR [--n 300]
 
-Prints p50/p99 in milliseconds. The encoder runs on 1 thread (measured faster than 2 on a shared box).
+Prints p50/p99 in milliseconds. The encoder is the one the gate was trained with (int8 MatMuls unless the gate
+predates them), on ``moai.gate.encoder.default_threads()`` threads.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ def main() -> int:
     names = gate.models[:11]
     cards = {m: _Card(m, _Price(0.2 * (i + 1), 0.6 * (i + 1))) for i, m in enumerate(names)}
     enc = gate.featurizer._enc()
-    print(f"query: {enc.count_tokens(QUERY)} tokens (encoder window {enc.max_tokens}); {len(names)} candidates")
+    variant = "int8 MatMuls" if enc.quantized else "float"
+    print(f"query: {enc.count_tokens(QUERY)} tokens (encoder window {enc.max_tokens}, {variant}, "
+          f"{enc.threads} threads); {len(names)} candidates")
     msgs = [{"role": "user", "content": QUERY}]
     for _ in range(10):
         gate.decide(msgs, cards, "quality=1,cost=0.3")

@@ -8,6 +8,7 @@ mean measured latency of the gate's choices at that weight (and along the whole 
 against always-1.5B, always-0.5B and always-SmolLM.
 
     .venv/bin/python benchmarks/local_gate.py [--data data/local-zoo/records.jsonl] [--seed 0] [--plot out.png]
+        [--set KEY=VALUE ...]   (training settings, as `moai gate train --set`)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from moai.bench.datasets import load_records
 from moai.config import load_config
 from moai.gate.policy import Weights
 from moai.gate.store import Gate, query_text, train_gate
+from moai.gate.train import TrainConfig
 
 WEIGHTS = [0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.3, 0.5, 0.8, 1.2, 2.0, 5.0]
 STRONG = "qwen2.5-coder-1.5b"
@@ -57,13 +59,13 @@ def sweep(gate: Gate, records: list[Any], lat: dict[str, dict[str, float]], card
 
 
 def out_of_fold(train: list[Any], lat: dict[str, dict[str, float]], cards: dict[str, Any],
-                folds: int = 5) -> dict[float, dict[str, float]]:
+                cfg: TrainConfig, folds: int = 5) -> dict[float, dict[str, float]]:
     """Accuracy and latency per weight from gates that never saw the records they decide on."""
     picks: dict[float, list[tuple[float, float]]] = {w: [] for w in WEIGHTS}
     for k in range(folds):
         inner = [r for i, r in enumerate(train) if i % folds != k]
         held = [r for i, r in enumerate(train) if i % folds == k]
-        res = sweep(train_gate(inner), held, lat, cards)
+        res = sweep(train_gate(inner, cfg), held, lat, cards)
         for w in WEIGHTS:
             picks[w].append((res[w]["accuracy"] * len(held), res[w]["latency_ms"] * len(held)))
     n = len(train)
@@ -108,7 +110,9 @@ def main() -> None:
     ap.add_argument("--data", default="data/local-zoo/records.jsonl")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--plot", type=Path, default=None, help="PNG of the held-out accuracy-latency curve")
+    ap.add_argument("--set", action="append", default=[], help="training setting KEY=VALUE (as moai gate train)")
     args = ap.parse_args()
+    cfg = TrainConfig().override(args.set)
     path = Path(args.data)
     records = [r for r in load_records(path) if len(r.scores) == 3]
     lat = latencies(path)
@@ -118,11 +122,11 @@ def main() -> None:
     cards = dict(load_config(None).models)
 
     best = max(cards, key=lambda m: single(train, lat, m)["accuracy"])
-    oof = out_of_fold(train, lat, cards)
+    oof = out_of_fold(train, lat, cards, cfg)
     floor = single(train, lat, best)["accuracy"] - 0.02
     ok = [w for w in WEIGHTS if oof[w]["accuracy"] >= floor]
     chosen = max(ok) if ok else 0.0
-    held = sweep(train_gate(train), test, lat, cards)
+    held = sweep(train_gate(train, cfg), test, lat, cards)
 
     singles = {m: single(test, lat, m) for m in (STRONG, "qwen2.5-coder-0.5b", "smollm2-135m")}
     base = singles[STRONG]

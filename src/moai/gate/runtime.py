@@ -29,6 +29,10 @@ class GateChooser:
         self.gate = gate
         self.source = source
 
+    def warm(self) -> None:
+        """Load the encoder (and build its int8 copy on a first run) before a request has to wait for it."""
+        self.gate.featurizer.embed(["warm-up"], cached=False)
+
     def decide(self, messages: Sequence[dict[str, Any]], cards: Sequence[ModelCard], weights: Weights,
                live: Mapping[str, Mapping[str, float]] | None = None) -> RouteDecision:
         from moai.gate import policy

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,6 +34,8 @@ from moai.strategies.executor import Execution, PlanFailed
 from moai.telemetry.adapt import LiveStats
 from moai.telemetry.metrics import CONTENT_TYPE
 from moai.telemetry.store import TelemetryStore, UnknownRequest
+
+log = logging.getLogger("moai.server")
 
 
 def err(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
@@ -102,6 +105,12 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         refresher = asyncio.create_task(_refresh_forever(mix, config.settings.stats_refresh_s))
         await asyncio.to_thread(load_privacy_model)  # ~0.7 s, paid here rather than by the first request
+        warm = getattr(mix.chooser, "warm", None)
+        if warm is not None:
+            try:
+                await asyncio.to_thread(warm)  # the gate's encoder: ~0.3 s (a few s once, building its int8 copy)
+            except Exception as e:  # noqa: BLE001 - the first request will report what is wrong
+                log.warning("gate warm-up failed: %s", e)
         try:
             yield
         finally:
