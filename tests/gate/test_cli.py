@@ -77,3 +77,22 @@ def test_bad_inputs_are_one_line_errors(gate_dir: Path, tmp_path: Path) -> None:
     r = runner.invoke(app, ["decide", "--gate", str(gate_dir), "--data", str(bad), "--weights", "qualty=1",
                             "--out", str(tmp_path / "d.jsonl")])
     assert r.exit_code == 2 and "unknown weight" in r.output
+
+
+def test_train_settings_reach_the_saved_gate(synth_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "g"
+    r = runner.invoke(app, ["train", "--data", str(synth_file), "--out", str(out), "--epochs", "5",
+                            "--set", "w_domain=0", "--set", "knn_dims=0", "--set", "quantized_encoder=false"])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((out / "gate.json").read_text())["config"]
+    assert cfg["w_domain"] == 0.0 and cfg["knn_dims"] == 0 and cfg["quantized_encoder"] is False
+
+    from moai.gate.store import Gate
+
+    g = Gate.load(out)
+    assert g.featurizer.quantized is False and g.head.domain is None and g.head.knn.proj is None
+    for bad, says in [("wdomain=0", "expected KEY=VALUE"), ("w_domain=lots", "takes a float"),
+                      ("quantized_encoder=maybe", "true or false"), ("knn_dims", "expected KEY=VALUE")]:
+        r = runner.invoke(app, ["train", "--data", str(synth_file), "--out", str(tmp_path / "x"), "--set", bad])
+        assert r.exit_code == 2 and says in r.output and "Traceback" not in r.output
+        assert len(r.output.strip().splitlines()) == 1
