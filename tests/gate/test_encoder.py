@@ -64,3 +64,16 @@ def test_gates_saved_before_the_variant_keep_embedding_in_float() -> None:
     old.__setstate__(state)
     assert old.quantized is False and old._enc().quantized is False
     assert pickle.loads(pickle.dumps(Featurizer())).quantized is True
+
+
+@needs_encoder
+def test_an_unwritable_cache_builds_the_copy_in_the_temporary_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the cache directory would go")
+    monkeypatch.setenv("MOAI_CACHE_DIR", str(blocker))
+    monkeypatch.setattr("tempfile.gettempdir", lambda: str(tmp_path / "tmp"))
+    built = quantized_model_file()
+    assert built.is_file() and built.parent.parent == tmp_path / "tmp"
+    assert quantized_model_file() == built  # found there next time

@@ -20,6 +20,7 @@ import importlib.util
 import logging
 import os
 import re
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
@@ -78,22 +79,34 @@ def quantized_model_file(source: Path | None = None, directory: Path | None = No
 
     The shipped file's int8 weights become float32 constants at load, so every MatMul runs in float; integer
     MatMuls halve the arithmetic that dominates one query's embedding. Keyed by the source file's digest and
-    the onnxruntime version, so an upgrade of either builds a fresh copy (a few seconds).
+    the onnxruntime version, so an upgrade of either builds a fresh copy (a few seconds). Where the cache
+    cannot be written (a read-only home), the copy goes to the temporary directory instead.
     """
     import onnxruntime as ort
 
     src = source or find_model_file()
     digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+    name = f"minilm-{digest}-ort{ort.__version__}-{QUANTIZED_TAG}.onnx"
     d = directory or Path(os.environ.get("MOAI_CACHE_DIR") or Path.home() / ".cache" / "moai") / "encoder"
-    out = d / f"minilm-{digest}-ort{ort.__version__}-{QUANTIZED_TAG}.onnx"
-    if out.is_file():
-        return out
+    if (d / name).is_file():
+        return d / name
+    try:
+        return _quantize(src, d, name)
+    except OSError:
+        if directory is not None:
+            raise
+        fallback = Path(tempfile.gettempdir()) / f"moai-encoder-{os.getuid()}"
+        return fallback / name if (fallback / name).is_file() else _quantize(src, fallback, name)
+
+
+def _quantize(src: Path, d: Path, name: str) -> Path:
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError as e:  # the quantizer needs the `onnx` package
         raise EncoderUnavailable(f"cannot build the quantized encoder: {e} (`pip install onnx`)") from e
     d.mkdir(parents=True, exist_ok=True)
+    out = d / name
     tmp = d / f"tmp-{uuid.uuid4().hex}"
     folded, quantized = tmp.with_suffix(".pre.onnx"), tmp.with_suffix(".onnx")
     root = logging.getLogger()
