@@ -9,14 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from moai.gate.cli import app
-from moai.gate.encoder import EncoderUnavailable, find_model_file, find_tokenizer_file
+from moai.gate.encoder import encoder_installed
 
-try:
-    find_model_file()
-    find_tokenizer_file()
-    HAVE_ENCODER = True
-except EncoderUnavailable:
-    HAVE_ENCODER = False
+HAVE_ENCODER = encoder_installed()
 
 pytestmark = pytest.mark.skipif(not HAVE_ENCODER, reason="MiniLM ONNX model/tokenizer not installed")
 runner = CliRunner()

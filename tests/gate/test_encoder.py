@@ -9,23 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from moai.gate.encoder import (
-    EncoderUnavailable,
-    MiniLMEncoder,
-    find_model_file,
-    find_tokenizer_file,
-    quantized_model_file,
-)
+from moai.gate.encoder import MiniLMEncoder, encoder_installed, quantized_model_file
 from moai.gate.train import Featurizer
 
-try:
-    find_model_file()
-    find_tokenizer_file()
-    HAVE_ENCODER = True
-except EncoderUnavailable:
-    HAVE_ENCODER = False
-
-needs_encoder = pytest.mark.skipif(not HAVE_ENCODER, reason="MiniLM ONNX model/tokenizer not installed")
+needs_encoder = pytest.mark.skipif(not encoder_installed(), reason="MiniLM ONNX model/tokenizer not installed")
 
 TEXTS = [
     "What is the capital of France?", "Which city is France's capital?",

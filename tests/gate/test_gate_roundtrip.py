@@ -8,17 +8,12 @@ from pathlib import Path
 import pytest
 
 from moai.bench.datasets import load_records
-from moai.gate.encoder import EncoderUnavailable, find_model_file, find_tokenizer_file
+from moai.gate.encoder import encoder_installed
 from moai.gate.policy import Constraints, Weights
 from moai.gate.store import Gate, GateLoadError, train_gate
 from moai.gate.train import TrainConfig
 
-try:
-    find_model_file()
-    find_tokenizer_file()
-    HAVE_ENCODER = True
-except EncoderUnavailable:
-    HAVE_ENCODER = False
+HAVE_ENCODER = encoder_installed()
 
 pytestmark = pytest.mark.skipif(not HAVE_ENCODER, reason="MiniLM ONNX model/tokenizer not installed")
 

