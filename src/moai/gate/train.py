@@ -205,7 +205,9 @@ class TrainConfig:
     knn_dims: int = 128  # kNN in 128 principal components: same CV quality, ~2 ms less per decision
     tfidf_features: int = 30000
     max_tokens: int = 48
-    quantized_encoder: bool = True  # CV unchanged vs float (see README); ~1.5x faster per query
+    # int8 encoder: ~1.4-1.7x faster per query; CV vs float (3 folds x 3 seeds): MMLU APGR -0.002, GSM8K -0.011,
+    # the RouterBench sets and LLMRouter within 0.002 AUC
+    quantized_encoder: bool = True
     seed: int = 0
 
     def override(self, pairs: Sequence[str]) -> TrainConfig:
