@@ -224,16 +224,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/out")
     ap.add_argument("--only-gate", action="store_true", help="skip baselines (quick method iteration)")
-    ap.add_argument("--set", action="append", default=[], help="config override key=value")
+    ap.add_argument("--set", action="append", default=[], help="training setting KEY=VALUE (as moai gate train)")
     ap.add_argument("--ood-only", action="store_true", help="only the out-of-domain (MT-Bench proxy) part")
     ap.add_argument("--no-ood", action="store_true", help="skip the out-of-domain part")
     ap.add_argument("--loso", action="store_true",
                     help="only the leave-one-set-out part: gpt-4 vs Mixtral on each set, trained without it")
     args = ap.parse_args(argv)
-    cfg = TrainConfig()
-    for kv in args.set:
-        k, _, v = kv.partition("=")
-        setattr(cfg, k, type(getattr(cfg, k))(v if not isinstance(getattr(cfg, k), bool) else v == "1"))
+    cfg = TrainConfig().override(args.set)
     data = Path(args.data)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
