@@ -230,7 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--loso", action="store_true",
                     help="only the leave-one-set-out part: gpt-4 vs Mixtral on each set, trained without it")
     args = ap.parse_args(argv)
-    cfg = TrainConfig().override(args.set)
+    try:
+        cfg = TrainConfig().override(args.set)
+    except ValueError as e:
+        ap.error(str(e))
     data = Path(args.data)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

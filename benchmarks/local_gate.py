@@ -112,7 +112,10 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, default=None, help="PNG of the held-out accuracy-latency curve")
     ap.add_argument("--set", action="append", default=[], help="training setting KEY=VALUE (as moai gate train)")
     args = ap.parse_args()
-    cfg = TrainConfig().override(args.set)
+    try:
+        cfg = TrainConfig().override(args.set)
+    except ValueError as e:
+        ap.error(str(e))
     path = Path(args.data)
     records = [r for r in load_records(path) if len(r.scores) == 3]
     lat = latencies(path)
