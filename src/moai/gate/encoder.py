@@ -15,6 +15,7 @@ Embeddings of training data are cached on disk, keyed by a hash of the text, so 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -95,8 +96,8 @@ def quantized_model_file(source: Path | None = None, directory: Path | None = No
     import onnxruntime as ort
 
     src = source or find_model_file()
-    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
-    name = f"minilm-{digest}-ort{ort.__version__}-{QUANTIZED_TAG}.onnx"
+    st = src.stat()
+    name = f"minilm-{_digest(str(src), st.st_size, st.st_mtime_ns)}-ort{ort.__version__}-{QUANTIZED_TAG}.onnx"
     d = directory or Path(os.environ.get("MOAI_CACHE_DIR") or Path.home() / ".cache" / "moai") / "encoder"
     if (d / name).is_file():
         return d / name
@@ -107,6 +108,12 @@ def quantized_model_file(source: Path | None = None, directory: Path | None = No
             raise
         fallback = Path(tempfile.gettempdir()) / f"moai-encoder-{os.getuid()}"
         return fallback / name if (fallback / name).is_file() else _quantize(src, fallback, name)
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    """The model file's digest, read once per process (every encoder load asks; Ray tasks load one each)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def _quantize(src: Path, d: Path, name: str) -> Path:
