@@ -122,12 +122,23 @@ def test_errors_are_the_openai_clients_exceptions(mix: Mixture) -> None:
 
 
 def test_upstream_failure_is_an_internal_server_error(tmp_path: Path) -> None:
-    with StubServer(Script(fail_times=100, fail_status=400)) as s:
+    with StubServer(Script(fail_times=100, fail_status=500)) as s:
         m = Mixture.from_config(config(tmp_path, s.url))
         try:
             with pytest.raises(openai.InternalServerError) as e:
                 m.chat.completions.create(model="moai/default", messages=HI)
             assert e.value.status_code == 502
+        finally:
+            shutdown(m)
+
+
+def test_a_request_every_model_refuses_is_a_bad_request(tmp_path: Path) -> None:
+    with StubServer(Script(fail_times=100, fail_status=400)) as s:
+        m = Mixture.from_config(config(tmp_path, s.url))
+        try:
+            with pytest.raises(openai.BadRequestError) as e:
+                m.chat.completions.create(model="moai/default", messages=HI)
+            assert e.value.status_code == 400 and e.value.code == "unsupported_request"
         finally:
             shutdown(m)
 

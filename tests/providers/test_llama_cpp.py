@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from moai.catalog import ModelCard, complete_card
-from moai.providers import ChatParams, ProviderUnavailable
-from moai.providers.llama_cpp import LlamaCppProvider
+from moai.providers import ChatParams, ProviderRequestError, ProviderUnavailable
+from moai.providers.llama_cpp import LlamaCppProvider, text_messages
 
 pytestmark = pytest.mark.integration
 
@@ -40,3 +40,33 @@ async def test_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:
     card = ModelCard(name="ghost", provider="local", path=str(tmp_path / "ghost.gguf"), privacy="local")
     with pytest.raises(ProviderUnavailable, match="model file not found"):
         await LlamaCppProvider(card).complete(ChatParams(messages=[{"role": "user", "content": "hi"}]))
+
+
+def test_content_parts_become_text_for_the_chat_template() -> None:
+    msgs = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "What is 2 + 2?"}, {"type": "text", "text": "Digits."}]},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1"}]},
+    ]
+    out = text_messages("m", msgs)
+    assert out[0] == msgs[0] and out[2] == msgs[2]
+    assert out[1] == {"role": "user", "content": "What is 2 + 2?\nDigits."}
+    assert isinstance(msgs[1]["content"], list)  # the caller's messages are not modified
+
+
+@pytest.mark.parametrize("part", [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                                  {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}])
+async def test_a_part_a_text_model_cannot_read_is_refused_before_loading(tmp_path: Path, part: dict) -> None:
+    # the model file does not even exist: the request is refused first, as a request error another model may take
+    card = ModelCard(name="ghost", provider="local", path=str(tmp_path / "ghost.gguf"), privacy="local")
+    msgs = [{"role": "user", "content": [{"type": "text", "text": "What is this?"}, part]}]
+    with pytest.raises(ProviderRequestError, match=f"reads text only.*'{part['type']}'") as e:
+        await LlamaCppProvider(card).complete(ChatParams(messages=msgs))
+    assert e.value.retryable and e.value.status == 400
+
+
+async def test_local_model_reads_text_parts(smollm_path: Path) -> None:
+    parts = [{"type": "text", "text": "What is the capital of France?"},
+             {"type": "text", "text": "Answer with one word."}]
+    out = await smol().complete(ChatParams(messages=[{"role": "user", "content": parts}], max_tokens=24))
+    assert "paris" in out.text.lower()

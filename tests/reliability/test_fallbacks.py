@@ -56,12 +56,14 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         "dying": Script(reply="one two three four five", die_after_words=2),
         "backup": Script(reply=BACKUP),
         "cloudy": Script(reply=CLOUD),
+        "picky": Script(fail_times=10**6, fail_status=400),  # refuses every request as malformed
+        "fussy": Script(fail_times=10**6, fail_status=400),
     }
     with ExitStack() as stack:
         urls = {name: stack.enter_context(StubServer(s)).url for name, s in scripts.items()}
         urls["refused"] = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
         models = {name: card(urls[name], price=0.0, timeout_s=0.5 if name == "slow" else 10.0)
-                  for name in [*FAULTS, "guarded", "guarded_stream", "dying"]}
+                  for name in [*FAULTS, "guarded", "guarded_stream", "dying", "picky", "fussy"]}
         models["backup"] = card(urls["backup"], price=1.0)
         models["cloudy"] = card(urls["cloudy"], privacy="cloud", price=0.5)
         cheapest_first = "weights: {quality: 0, cost: 1}"
@@ -78,6 +80,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
                                        f"constraints: {{max_privacy: private}}, {cheapest_first}}}")
         mixes["dies"] = f"{{models: [dying, backup], fallbacks: gate, {cheapest_first}}}"
         mixes["default"] = f"{{models: [backup], {cheapest_first}}}"
+        mixes["refusing"] = f"{{models: [picky, fussy], fallbacks: gate, {cheapest_first}}}"
+        mixes["refused_then_broken"] = f"{{models: [picky, broken], fallbacks: [broken], {cheapest_first}}}"
         text = "models:\n" + "".join(f"  {k}: {v}\n" for k, v in models.items())
         text += "mixes:\n" + "".join(f"  {k}: {v}\n" for k, v in mixes.items())
         server = start_moai(text, Path(tmp_path_factory.mktemp("fallbacks")))
@@ -144,12 +148,33 @@ def test_fallback_respects_the_privacy_constraint(rig: Rig, stream: bool) -> Non
     assert rig.scripts["cloudy"].calls == before  # never even called
 
 
-def test_no_private_fallback_means_an_error_not_a_cloud_call(rig: Rig) -> None:
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_no_private_fallback_means_an_error_not_a_cloud_call(rig: Rig, stream: bool) -> None:
     before = rig.scripts["cloudy"].calls
-    r = chat(rig.server.url, "moai/private_only_cloud")
+    # a stream that fails before its first token gets the real status, not a 200 carrying an error event
+    r = chat(rig.server.url, "moai/private_only_cloud", stream=stream)
     err = assert_openai_error(r, 502)
     assert err["type"] == "upstream_error" and "broken" in err["message"]
     assert rig.scripts["cloudy"].calls == before
+    assert rows(rig.server.db, "select status from requests where id=?", r.headers["x-moai-request-id"]) == [
+        ("error",)]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_a_request_every_model_refuses_is_a_400(rig: Rig, stream: bool) -> None:
+    """Each model answered 400 to the request itself: the client must change it, so it is not a 502."""
+    before = {m: rig.scripts[m].calls for m in ("picky", "fussy")}
+    r = chat(rig.server.url, "moai/refusing", stream=stream)
+    err = assert_openai_error(r, 400)
+    assert err["type"] == "invalid_request_error" and err["code"] == "unsupported_request"
+    assert "scripted failure" in err["message"]
+    assert {m: rig.scripts[m].calls - n for m, n in before.items()} == {"picky": 1, "fussy": 1}  # both tried
+
+
+def test_a_refusal_and_an_outage_are_still_a_502(rig: Rig) -> None:
+    """One model refused the request but another was down: a retry later may succeed."""
+    err = assert_openai_error(chat(rig.server.url, "moai/refused_then_broken"), 502)
+    assert err["type"] == "upstream_error"
 
 
 def test_stream_that_dies_after_the_first_token_ends_with_an_error_event(rig: Rig) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from reliability_support import USER, AppServer, assert_openai_error, card, chat, chat_stream, rows
+from reliability_support import USER, AppServer, assert_openai_error, card, chat, chat_stream, rows, stream_text
 from servers import MoaiServer, start_moai, stop
 from stub_openai import Script, StubServer
 
@@ -135,10 +135,14 @@ def test_feedback_score_must_be_finite(server: MoaiServer) -> None:
 
 @pytest.fixture(scope="module")
 def timed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AppServer, Path]]:
-    """moai with a 0.5 s per-request timeout over a model that takes 3 s (its own time-out is longer)."""
+    """moai with a 0.5 s per-request timeout over a model that takes 3 s (its own time-out is longer), and one
+    that starts at once but then streams a word every 0.2 s."""
     tmp = Path(tmp_path_factory.mktemp("timeout"))
-    with StubServer(Script(reply="too slow", delay_s=3.0)) as slow:
-        config = parse_config(f"models:\n  slow: {card(slow.url, timeout_s=30)}\nmixes:\n  default: {{}}\n")
+    with (StubServer(Script(reply="too slow", delay_s=3.0)) as slow,
+          StubServer(Script(reply="one two three four five six seven", word_delay_s=0.2)) as dribbling):
+        config = parse_config(f"models:\n  slow: {card(slow.url, timeout_s=30)}\n"
+                              f"  dribbling: {card(dribbling.url, timeout_s=30)}\n"
+                              "mixes:\n  default: {models: [slow]}\n  dribble: {models: [dribbling]}\n")
         db = tmp / "moai.db"
         app = create_app(config, TelemetryStore(f"sqlite:///{db}"), request_timeout_s=0.5)
         with AppServer(app) as server:
@@ -154,10 +158,19 @@ def test_request_past_the_timeout_is_504_and_recorded(timed: tuple[AppServer, Pa
     assert rows(db, "select status, http_status from requests where id=?", request_id) == [("error", 504)]
 
 
+def test_stream_timing_out_before_its_first_token_is_a_504(timed: tuple[AppServer, Path]) -> None:
+    server, db = timed
+    r = chat(server.url, stream=True)
+    assert assert_openai_error(r, 504)["code"] == "request_timeout"
+    request_id = r.headers["x-moai-request-id"]
+    assert rows(db, "select status, http_status from requests where id=?", request_id) == [("error", 504)]
+
+
 def test_stream_past_the_timeout_ends_with_an_error_event(timed: tuple[AppServer, Path]) -> None:
     server, db = timed
-    status, events = chat_stream(server.url)
+    status, events = chat_stream(server.url, "moai/dribble")
     assert status == 200 and events[-1] == "[DONE]"
+    assert stream_text(events).startswith("one")  # what was sent before the timeout stays sent
     err = events[-2]["error"]
     assert err["code"] == "request_timeout" and set(err) == {"message", "type", "param", "code"}
     assert rows(db, "select status, http_status from requests where id=?", events[0]["id"]) == [("error", 504)]

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from moai.catalog import ModelCard
-from moai.providers.base import ChatParams, Delta, Provider, ProviderUnavailable, Usage
+from moai.providers.base import ChatParams, Delta, Provider, ProviderRequestError, ProviderUnavailable, Usage
 from moai.providers.tool_calls import parse_tool_calls
 
 # llama.cpp's OpenMP threads spin while waiting; with any other load on a small machine that collapses
@@ -46,6 +46,27 @@ def _threads_for_call(card: ModelCard) -> int:
         active = max(1, _active_calls)
     share = max(1, cores // active)
     return min(card.threads, share) if card.threads else share
+
+
+def text_messages(model: str, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages with OpenAI content parts flattened to plain text (chat templates concatenate strings).
+
+    Text parts are joined by newlines. Any other part (an image, audio, a file) is refused with a request
+    error rather than dropped: a GGUF chat model would answer without having seen it.
+    """
+    out = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, list):
+            texts = []
+            for part in content:
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                if kind != "text":
+                    raise ProviderRequestError(model, f"reads text only; the request has a {kind!r} content part")
+                texts.append(str(part.get("text") or ""))
+            m = {**m, "content": "\n".join(texts)}
+        out.append(m)
+    return out
 
 
 def resolve_path(card: ModelCard) -> str:
@@ -89,7 +110,7 @@ class LlamaCppProvider(Provider):
         self._lock = threading.Lock()
 
     def _kwargs(self, params: ChatParams) -> dict[str, Any]:
-        kw: dict[str, Any] = {"messages": params.messages, "max_tokens": params.max_tokens}
+        kw: dict[str, Any] = {"messages": text_messages(self.name, params.messages), "max_tokens": params.max_tokens}
         kw["temperature"] = 0.0 if params.temperature is None else params.temperature
         for name in ("top_p", "stop", "seed", "tools", "tool_choice", "response_format"):
             value = getattr(params, name)
@@ -160,6 +181,7 @@ class LlamaCppProvider(Provider):
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(queue.put_nowait, item)
 
+        text_messages(self.name, params.messages)  # refuse what a text-only model cannot read before loading it
         worker = threading.Thread(target=self._run, args=(params, emit, cancel), daemon=True)
         worker.start()
         try:

@@ -257,16 +257,22 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         if mix.cache.enabled:  # looked up now (memoised on prep) so that a stream's headers can say it too
             look = await mix.cache.alookup(prep)
             headers["x-moai-cache"] = "hit" if look.status == "semantic" else look.status
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(
-                _sse(mix, prep, body.model, include_usage, request_timeout_s), media_type="text/event-stream",
-                headers=headers,
-            )
         try:
+            if body.stream:
+                # wait for the first delta before answering 200: a request no model could start on gets its
+                # real status (as from OpenAI), not an error event inside a successful stream
+                include_usage = bool(body.stream_options and body.stream_options.include_usage)
+                items = _within(mix.stream(prep), request_timeout_s)
+                first = await anext(items, None)
+                return StreamingResponse(
+                    _sse(mix, prep, body.model, include_usage, _prepend(first, items), request_timeout_s),
+                    media_type="text/event-stream", headers=headers,
+                )
             async with asyncio.timeout(request_timeout_s):
                 ex = await mix.run(prep)
         except PlanFailed as e:
+            if e.status == 400:  # every model refused the request itself: the client has to change it
+                return err(400, f"no model accepts this request: {e}", code="unsupported_request", headers=headers)
             return err(502, f"no model could answer: {e}", "upstream_error", code="upstream_failed", headers=headers)
         except TimeoutError:
             await mix.record_failure(prep, f"request timed out after {request_timeout_s}s", [], 504)
@@ -344,13 +350,27 @@ async def _within(items: AsyncIterator[Any], timeout_s: float | None) -> AsyncIt
             await it.aclose()  # type: ignore[attr-defined]
 
 
-async def _sse(mix: Mixture, prep: Prepared, model: str, include_usage: bool,
+async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """``first`` (unless None: an empty stream) followed by ``rest``, which is closed when this is."""
+    try:
+        if first is not None:
+            yield first
+        async for item in rest:
+            yield item
+    finally:
+        with contextlib.suppress(Exception):
+            await rest.aclose()  # type: ignore[attr-defined]
+
+
+async def _sse(mix: Mixture, prep: Prepared, model: str, include_usage: bool, items: AsyncIterator[Any],
                timeout_s: float | None = None) -> AsyncIterator[str]:
-    """OpenAI's chunk format: a role chunk, content chunks, a finish chunk, [usage chunk], [DONE]."""
+    """OpenAI's chunk format: a role chunk, content chunks, a finish chunk, [usage chunk], [DONE].
+
+    ``items`` is the mix's stream (already started: its first item was waited for before the response)."""
     yield _chunk(prep, model, {"role": "assistant", "content": ""})
     finish = "stop"
     try:
-        async for item in _within(mix.stream(prep), timeout_s):
+        async for item in items:
             if isinstance(item, Execution):
                 summary = mix.summary(prep, item)
                 yield _chunk(prep, model, {}, item.answer.finish_reason or finish, moai=summary)

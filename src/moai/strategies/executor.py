@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,12 +33,17 @@ async def _build(step: Step, results: dict[str, StepResult]) -> Built:
 
 
 class PlanFailed(RuntimeError):
-    """No model could produce the final answer; carries the trace of what was tried."""
+    """No model could produce the final answer; carries the trace of what was tried.
 
-    def __init__(self, message: str, results: list[StepResult]) -> None:
+    ``status`` is 400 when every model tried for the failing step refused the request itself (e.g. an image
+    sent to text-only models): the caller must change the request, retrying it elsewhere will not help.
+    """
+
+    def __init__(self, message: str, results: list[StepResult], failed: Sequence[StepResult] = ()) -> None:
         super().__init__(message)
         self.results = results
-        self.status = 502
+        tried = [a.get("status") for r in failed for a in r.attempts if a.get("error")]
+        self.status = 400 if tried and all(s == 400 for s in tried) else 502
 
 
 class ProviderRegistry:
@@ -144,7 +149,7 @@ class Executor:
                 if redactor:
                     out.text = redactor.restore(out.text)
             except ProviderError as e:
-                res.attempts.append({"model": model, "error": str(e), "start": t0,
+                res.attempts.append({"model": model, "error": str(e), "status": e.status, "start": t0,
                                      "latency_ms": (time.time() - t0) * 1000})
                 res.error = str(e)
                 if not e.retryable:
@@ -192,7 +197,7 @@ class Executor:
         for step in plan.steps:
             r = results.get(step.id)
             if r is not None and r.status == "failed" and not step.optional:
-                raise PlanFailed(f"step {step.id} ({step.role}) failed: {r.error}", list(results.values()))
+                raise PlanFailed(f"step {step.id} ({step.role}) failed: {r.error}", list(results.values()), [r])
 
     async def stream(self, plan: Plan, live: bool = True) -> AsyncIterator[Delta | Execution]:
         """Run the plan; yield the final answer's deltas, then one ``Execution``.
@@ -206,7 +211,10 @@ class Executor:
         if final.deps and not any(results[d].ok for d in final.deps if d in results):
             rescued = plan.rescue(results) if plan.rescue else None
             if rescued is None:
-                raise PlanFailed(f"every input of {final.id} failed", list(results.values()))
+                inputs = [results[d] for d in final.deps if d in results]
+                why = next((r.error for r in inputs if r.error), None)
+                raise PlanFailed(f"every input of {final.id} failed" + (f" ({why})" if why else ""),
+                                 list(results.values()), inputs)
         built = await _build(final, results)
         if isinstance(built, Passthrough) or built is None:
             source = built.source if isinstance(built, Passthrough) else None
@@ -234,7 +242,7 @@ class Executor:
         if not ans.ok:
             rescued = plan.rescue(results) if plan.rescue else None
             if rescued is None:
-                raise PlanFailed(f"final step {final.id} failed: {ans.error}", list(results.values()))
+                raise PlanFailed(f"final step {final.id} failed: {ans.error}", list(results.values()), [ans])
             plan.notes.append(f"{final.role} failed ({ans.error}); answered with {rescued.step}'s answer")
             yield Delta(text=rescued.text)
             yield Delta(finish_reason="stop")
@@ -277,7 +285,7 @@ class Executor:
                             continue  # the caller decides how the stream ends
                         yield d
             except ProviderError as e:
-                ans.attempts.append({"model": model, "error": str(e), "start": t0,
+                ans.attempts.append({"model": model, "error": str(e), "status": e.status, "start": t0,
                                      "latency_ms": (time.time() - t0) * 1000})
                 ans.error = str(e)
                 if started or not e.retryable:
