@@ -89,7 +89,9 @@ def test_generation_parameters_are_part_of_the_key(mix: Mixture, stubs: tuple[St
     assert ask(mix, "Name a colour.", temperature=0.7).moai["cache"] == "miss"
     assert ask(mix, "Name a colour.", max_tokens=5).moai["cache"] == "miss"
     assert ask(mix, "Name a colour.", temperature=0.7).moai["cache"] == "hit"
-    assert stubs[0].script.calls == 3
+    assert ask(mix, "Name a colour.", presence_penalty=0.5).moai["cache"] == "miss"
+    assert ask(mix, "Name a colour.", presence_penalty=0.5).moai["cache"] == "hit"
+    assert stubs[0].script.calls == 4
 
 
 def test_stream_is_cached_and_replayed(mix: Mixture, stubs: tuple[StubServer, StubServer]) -> None:

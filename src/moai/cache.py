@@ -254,7 +254,10 @@ class ResponseCache:
             "models": sorted(c.name for c in ctx.candidates), "weights": ctx.weights.model_dump(),
             "params": {"max_tokens": p.max_tokens, "temperature": p.temperature, "top_p": p.top_p, "stop": p.stop,
                        "seed": p.seed, "tools": p.tools, "tool_choice": p.tool_choice,
-                       "response_format": p.response_format},
+                       "response_format": p.response_format,
+                       # only when set, so that keys stored before these options existed still match
+                       **{k: v for k in ("frequency_penalty", "presence_penalty")
+                          if (v := getattr(p, k)) is not None}},
         }
         key = _sha(_canonical({**base, "messages": p.messages}))
         last = p.messages[-1] if p.messages else {}

@@ -198,6 +198,8 @@ class Mixture:
             max_tokens=body.completion_budget or mix.max_tokens,
             temperature=body.temperature if body.temperature is not None else mix.temperature,
             top_p=body.top_p,
+            frequency_penalty=body.frequency_penalty,
+            presence_penalty=body.presence_penalty,
             stop=body.stop_list,
             seed=body.seed,
             tools=body.tools,

@@ -65,6 +65,14 @@ async def test_a_part_a_text_model_cannot_read_is_refused_before_loading(tmp_pat
     assert e.value.retryable and e.value.status == 400
 
 
+def test_sampling_options_reach_llama_cpp() -> None:
+    params = ChatParams(messages=[{"role": "user", "content": "hi"}], max_tokens=4, frequency_penalty=0.5,
+                        presence_penalty=0.25, seed=3)
+    kw = smol()._kwargs(params)
+    assert (kw["frequency_penalty"], kw["presence_penalty"], kw["seed"], kw["temperature"]) == (0.5, 0.25, 3, 0.0)
+    assert "top_p" not in kw  # unset: llama.cpp's own default
+
+
 async def test_local_model_reads_text_parts(smollm_path: Path) -> None:
     parts = [{"type": "text", "text": "What is the capital of France?"},
              {"type": "text", "text": "Answer with one word."}]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 from stub_openai import Script, StubServer, free_port
@@ -37,6 +38,13 @@ async def test_complete_takes_usage_from_the_response() -> None:
     assert out.text == "one two three"
     assert (out.usage.prompt_tokens, out.usage.completion_tokens) == (7, 3)
     assert s.script.seen[0]["max_tokens"] == 8
+    assert "frequency_penalty" not in s.script.seen[0]  # unset options are not sent
+
+
+async def test_sampling_penalties_reach_the_upstream() -> None:
+    with StubServer(Script(reply="ok")) as s:
+        await provider(s.url).complete(replace(PARAMS, frequency_penalty=0.4, presence_penalty=-0.2))
+    assert (s.script.seen[0]["frequency_penalty"], s.script.seen[0]["presence_penalty"]) == (0.4, -0.2)
 
 
 async def test_stream_yields_text_then_usage() -> None:

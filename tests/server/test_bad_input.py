@@ -34,6 +34,8 @@ CASES = [
                               b'"max_tokens": "lots"}', 400),
     ("negative temperature", b'{"model": "moai/default", "messages": [{"role":"user","content":"x"}], '
                              b'"temperature": -1}', 400),
+    ("penalty out of range", b'{"model": "moai/default", "messages": [{"role":"user","content":"x"}], '
+                             b'"frequency_penalty": 3}', 400),
     ("unknown model", b'{"model": "moai/nope", "messages": [{"role": "user", "content": "x"}]}', 404),
 ]
 

@@ -51,6 +51,9 @@ mixes:
             r = httpx.post(srv.url + "/chat/completions", json={**body, "model": "moai/other"}, headers=auth)
             assert r.status_code == 403 and r.json()["error"]["code"] == "model_not_allowed"
             assert [m["id"] for m in httpx.get(srv.url + "/models", headers=auth).json()["data"]] == ["moai/default"]
+            assert httpx.get(srv.url + "/models/moai/default", headers=auth).json()["id"] == "moai/default"
+            r = httpx.get(srv.url + "/models/moai/other", headers=auth)  # not this key's to see
+            assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
 
             codes = [httpx.post(srv.url + "/chat/completions", json=body, headers=auth).status_code
                      for _ in range(3)]

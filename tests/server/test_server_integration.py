@@ -75,3 +75,14 @@ def test_model_can_be_named_directly(moai_over_llama) -> None:  # type: ignore[n
 def test_healthz(moai_over_llama) -> None:  # type: ignore[no-untyped-def]
     r = httpx.get(moai_over_llama.base + "/healthz")
     assert r.status_code == 200 and r.json()["status"] == "ok"
+
+
+def test_retrieve_a_mix_or_a_model(moai_over_llama) -> None:  # type: ignore[no-untyped-def]
+    c = client(moai_over_llama)
+    listed = {m.id for m in c.models.list()}
+    mix = c.models.retrieve("moai/default")
+    assert mix.id == "moai/default" and mix.owned_by == "moai" and mix.model_extra["moai"]["kind"] == "mix"
+    assert c.models.retrieve("smol").id == "smol" and {"moai/default", "smol"} <= listed
+    with pytest.raises(openai.NotFoundError) as e:
+        c.models.retrieve("moai/nope")
+    assert e.value.code == "model_not_found"

@@ -67,6 +67,8 @@ class ChatParams:
     max_tokens: int = 512
     temperature: float | None = None
     top_p: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
     stop: list[str] | None = None
     seed: int | None = None
     tools: list[dict[str, Any]] | None = None
@@ -75,7 +77,8 @@ class ChatParams:
 
     def openai_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"messages": self.messages, "max_tokens": self.max_tokens}
-        for name in ("temperature", "top_p", "stop", "seed", "tools", "tool_choice", "response_format"):
+        for name in ("temperature", "top_p", "frequency_penalty", "presence_penalty", "stop", "seed", "tools",
+                     "tool_choice", "response_format"):
             value = getattr(self, name)
             if value is not None:
                 kw[name] = value

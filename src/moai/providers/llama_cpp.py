@@ -112,7 +112,8 @@ class LlamaCppProvider(Provider):
     def _kwargs(self, params: ChatParams) -> dict[str, Any]:
         kw: dict[str, Any] = {"messages": text_messages(self.name, params.messages), "max_tokens": params.max_tokens}
         kw["temperature"] = 0.0 if params.temperature is None else params.temperature
-        for name in ("top_p", "stop", "seed", "tools", "tool_choice", "response_format"):
+        for name in ("top_p", "frequency_penalty", "presence_penalty", "stop", "seed", "tools", "tool_choice",
+                     "response_format"):
             value = getattr(params, name)
             if value is not None:
                 kw[name] = value

@@ -199,13 +199,8 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         except LookupError as e:
             return err(409, str(e))
 
-    @app.get("/v1/models", response_model=None)
-    async def models(request: Request) -> Any:
-        try:
-            key = await keeper.check(request.headers.get("authorization"))
-        except Denied as e:
-            return denied(e)
-        allowed = key.allowed_mixes if key is not None else None
+    def model_objects(allowed: list[str] | None) -> list[dict[str, Any]]:
+        """What a key may call: every mix (as ``moai/<mix>``) and model, or only its allowed mixes."""
         now = int(time.time())
         data = [
             {"id": f"moai/{name}", "object": "model", "created": now, "owned_by": "moai",
@@ -218,7 +213,27 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
                       "price": c.price.model_dump(), "params_b": c.params_b}}
             for name, c in config.models.items() if allowed is None
         ]
-        return {"object": "list", "data": data}
+        return data
+
+    @app.get("/v1/models", response_model=None)
+    async def models(request: Request) -> Any:
+        try:
+            key = await keeper.check(request.headers.get("authorization"))
+        except Denied as e:
+            return denied(e)
+        return {"object": "list", "data": model_objects(key.allowed_mixes if key is not None else None)}
+
+    @app.get("/v1/models/{model_id:path}", response_model=None)
+    async def model(model_id: str, request: Request) -> Any:
+        """OpenAI's "retrieve model" (``client.models.retrieve("moai/default")``)."""
+        try:
+            key = await keeper.check(request.headers.get("authorization"))
+        except Denied as e:
+            return denied(e)
+        for obj in model_objects(key.allowed_mixes if key is not None else None):
+            if obj["id"] == model_id:
+                return obj
+        return err(404, f"The model {model_id!r} does not exist", "not_found_error", "model", "model_not_found")
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(request: Request) -> Any:

@@ -72,7 +72,8 @@ def with_messages(ctx: RequestContext, messages: list[dict[str, Any]], **changes
     """The request's parameters with other messages (and optional overrides)."""
     p = ctx.params
     fields = dict(messages=messages, max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p,
-                  stop=p.stop, seed=p.seed, tools=None, tool_choice=None, response_format=p.response_format)
+                  frequency_penalty=p.frequency_penalty, presence_penalty=p.presence_penalty, stop=p.stop,
+                  seed=p.seed, tools=None, tool_choice=None, response_format=p.response_format)
     fields.update(changes)
     return ChatParams(**fields)
 
