@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from moai.catalog import ModelCard, complete_card
 from moai.providers import ChatParams, ProviderRequestError, ProviderUnavailable
-from moai.providers.llama_cpp import LlamaCppProvider, text_messages
+from moai.providers.llama_cpp import LlamaCppProvider, llama_response_format, text_messages
 
 pytestmark = pytest.mark.integration
 
@@ -78,3 +79,21 @@ async def test_local_model_reads_text_parts(smollm_path: Path) -> None:
              {"type": "text", "text": "Answer with one word."}]
     out = await smol().complete(ChatParams(messages=[{"role": "user", "content": parts}], max_tokens=24))
     assert "paris" in out.text.lower()
+
+
+ANSWER_SCHEMA = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
+
+
+def test_openai_response_formats_in_llama_cpp_terms() -> None:
+    schema_kind = {"type": "json_schema", "json_schema": {"name": "a", "schema": ANSWER_SCHEMA, "strict": True}}
+    assert llama_response_format(schema_kind) == {"type": "json_object", "schema": ANSWER_SCHEMA}
+    assert llama_response_format({"type": "json_schema", "json_schema": {"name": "a"}}) == {"type": "json_object"}
+    assert llama_response_format({"type": "json_object"}) == {"type": "json_object"}
+    assert llama_response_format({"type": "text"}) is None and llama_response_format(None) is None
+
+
+async def test_local_model_answers_in_the_requested_schema(smollm_path: Path) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "sum", "schema": ANSWER_SCHEMA}}
+    out = await smol().complete(ChatParams(messages=[{"role": "user", "content": "What is 2 + 2?"}], max_tokens=40,
+                                           response_format=fmt))
+    assert isinstance(json.loads(out.text)["answer"], int)  # constrained by grammar, even for a 135M model

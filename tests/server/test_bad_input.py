@@ -36,6 +36,11 @@ CASES = [
                              b'"temperature": -1}', 400),
     ("penalty out of range", b'{"model": "moai/default", "messages": [{"role":"user","content":"x"}], '
                              b'"frequency_penalty": 3}', 400),
+    ("unknown response format", b'{"model": "moai/default", "messages": [{"role":"user","content":"x"}], '
+                                b'"response_format": {"type": "xml"}}', 400),
+    ("json_schema without its schema object", b'{"model": "moai/default", "messages": '
+                                              b'[{"role":"user","content":"x"}], '
+                                              b'"response_format": {"type": "json_schema"}}', 400),
     ("unknown model", b'{"model": "moai/nope", "messages": [{"role": "user", "content": "x"}]}', 404),
 ]
 

@@ -69,6 +69,18 @@ def text_messages(model: str, messages: list[dict[str, Any]]) -> list[dict[str, 
     return out
 
 
+def llama_response_format(fmt: dict[str, Any] | None) -> dict[str, Any] | None:
+    """OpenAI's ``response_format`` as llama-cpp-python takes it: it constrains output to JSON (to a schema
+    when one is given) for ``{"type": "json_object", "schema": ...}``, but ignores OpenAI's ``json_schema``
+    kind, which would leave structured-output clients with free text."""
+    if not fmt or fmt.get("type") == "text":
+        return None
+    if fmt.get("type") == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        return {"type": "json_object", **({"schema": schema} if schema else {})}
+    return fmt
+
+
 def resolve_path(card: ModelCard) -> str:
     """The GGUF file for a card: an explicit path, or the zoo entry (which must be pulled)."""
     from moai import local_models
@@ -112,11 +124,13 @@ class LlamaCppProvider(Provider):
     def _kwargs(self, params: ChatParams) -> dict[str, Any]:
         kw: dict[str, Any] = {"messages": text_messages(self.name, params.messages), "max_tokens": params.max_tokens}
         kw["temperature"] = 0.0 if params.temperature is None else params.temperature
-        for name in ("top_p", "frequency_penalty", "presence_penalty", "stop", "seed", "tools", "tool_choice",
-                     "response_format"):
+        for name in ("top_p", "frequency_penalty", "presence_penalty", "stop", "seed", "tools", "tool_choice"):
             value = getattr(params, name)
             if value is not None:
                 kw[name] = value
+        response_format = llama_response_format(params.response_format)
+        if response_format is not None:
+            kw["response_format"] = response_format
         return kw
 
     def _run(self, params: ChatParams, emit: Any, cancel: threading.Event) -> None:

@@ -93,6 +93,23 @@ class ChatCompletionRequest(BaseModel):
             raise ValueError("at most 4 stop sequences")
         return v
 
+    @field_validator("response_format")
+    @classmethod
+    def _response_format(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        """OpenAI's three kinds; a wrong one is a 400 there too, not silently free text."""
+        if v is None:
+            return v
+        kind = v.get("type")
+        if kind not in ("text", "json_object", "json_schema"):
+            raise ValueError(f"type must be 'text', 'json_object' or 'json_schema', not {kind!r}")
+        if kind == "json_schema":
+            spec = v.get("json_schema")
+            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not spec["name"]:
+                raise ValueError("a json_schema response format needs a 'json_schema' object with a 'name'")
+            if not isinstance(spec.get("schema", {}), dict):
+                raise ValueError("json_schema.schema must be a JSON Schema object")
+        return v
+
     @property
     def stop_list(self) -> list[str] | None:
         return [self.stop] if isinstance(self.stop, str) else self.stop
