@@ -53,6 +53,8 @@ def test_content_parts_become_text_for_the_chat_template() -> None:
     assert out[0] == msgs[0] and out[2] == msgs[2]
     assert out[1] == {"role": "user", "content": "What is 2 + 2?\nDigits."}
     assert isinstance(msgs[1]["content"], list)  # the caller's messages are not modified
+    assert text_messages("m", [{"role": "developer", "content": "Be brief."}]) == [
+        {"role": "system", "content": "Be brief."}]
 
 
 @pytest.mark.parametrize("part", [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},

@@ -52,10 +52,13 @@ def text_messages(model: str, messages: list[dict[str, Any]]) -> list[dict[str, 
     """Messages with OpenAI content parts flattened to plain text (chat templates concatenate strings).
 
     Text parts are joined by newlines. Any other part (an image, audio, a file) is refused with a request
-    error rather than dropped: a GGUF chat model would answer without having seen it.
+    error rather than dropped: a GGUF chat model would answer without having seen it. OpenAI's ``developer``
+    role is its ``system`` role under a new name, and the one these models' templates were trained with.
     """
     out = []
     for m in messages:
+        if m.get("role") == "developer":
+            m = {**m, "role": "system"}
         content = m.get("content")
         if isinstance(content, list):
             texts = []
