@@ -143,6 +143,24 @@ def test_a_request_every_model_refuses_is_a_bad_request(tmp_path: Path) -> None:
             shutdown(m)
 
 
+@pytest.mark.parametrize("status,error", [(500, openai.InternalServerError), (400, openai.BadRequestError)])
+def test_a_stream_no_model_could_start_raises_at_create(tmp_path: Path, status: int, error: type) -> None:
+    """As over HTTP: the failure is the call's status, raised by ``create``, not a chunk later."""
+    with StubServer(Script(fail_times=100, fail_status=status)) as s:
+        m = Mixture.from_config(config(tmp_path, s.url))
+        try:
+            with pytest.raises(error):
+                m.chat.completions.create(model="moai/default", messages=HI, stream=True)
+
+            async def go() -> None:
+                with pytest.raises(error):
+                    await m.achat.completions.create(model="moai/default", messages=HI, stream=True)
+
+            asyncio.run(go())
+        finally:
+            shutdown(m)
+
+
 def test_route_decides_without_calling_a_model(mix: Mixture, stub: StubServer) -> None:
     d = mix.route([{"role": "user", "content": "Prove that there are infinitely many primes, step by step."}])
     assert d["model"] in ("small", "big") and set(d["scores"]) == {"small", "big"} and d["reasons"]

@@ -257,9 +257,21 @@ async def _chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: b
         choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
         return _build(ChatCompletionChunk, {**base, "choices": [choice], **extra})
 
+    source = aiter(mixture.stream(prep))
+    try:  # the model's first output (or failure) comes before the role chunk, as the HTTP status does
+        first = await anext(source, None)
+    except Exception as e:  # noqa: BLE001
+        raise _translate(e) from e
+
+    async def items() -> AsyncIterator[Any]:
+        if first is not None:
+            yield first
+        async for item in source:
+            yield item
+
     yield chunk({"role": "assistant", "content": ""})
     try:
-        async for item in mixture.stream(prep):
+        async for item in items():
             if isinstance(item, Execution):
                 yield chunk({}, item.answer.finish_reason or "stop", moai=mixture.summary(prep, item))
                 if include_usage:
@@ -300,6 +312,17 @@ class ChunkStream:
         runner.submit(pump())
         ready.wait()
         self._closed = False
+        self._head: Any = None
+
+    def _ready(self) -> ChunkStream:
+        """Wait for the first chunk, as OpenAI's client waits for the response's status: a request no model
+        could start on raises here (``BadRequestError``, ``InternalServerError``...), not while iterating."""
+        item = self._queue.get()
+        if isinstance(item, BaseException) and not isinstance(item, asyncio.CancelledError):
+            self._closed = True
+            raise item
+        self._head = item
+        return self
 
     def __iter__(self) -> Iterator[ChatCompletionChunk]:
         return self
@@ -307,7 +330,7 @@ class ChunkStream:
     def __next__(self) -> ChatCompletionChunk:
         if self._closed:
             raise StopIteration
-        item = self._queue.get()
+        item, self._head = (self._head, None) if self._head is not None else (self._queue.get(), None)
         if item is _DONE:
             self._closed = True
             raise StopIteration
@@ -343,6 +366,17 @@ class AsyncChunkStream:
         self._queue: asyncio.Queue[Any] | None = None
         self._future: concurrent.futures.Future[None] | None = None
         self._closed = False
+        self._head: Any = None
+
+    async def _ready(self) -> AsyncChunkStream:
+        """Wait for the first chunk (see ``ChunkStream._ready``)."""
+        self._queue = self._start()
+        item = await self._queue.get()
+        if isinstance(item, BaseException) and not isinstance(item, asyncio.CancelledError):
+            self._closed = True
+            raise item
+        self._head = item
+        return self
 
     def _start(self) -> asyncio.Queue[Any]:
         caller = asyncio.get_running_loop()
@@ -367,7 +401,7 @@ class AsyncChunkStream:
             raise StopAsyncIteration
         if self._queue is None:
             self._queue = self._start()
-        item = await self._queue.get()
+        item, self._head = (self._head, None) if self._head is not None else (await self._queue.get(), None)
         if item is _DONE or isinstance(item, asyncio.CancelledError):
             self._closed = True
             raise StopAsyncIteration
@@ -407,7 +441,7 @@ class Completions(_Completions):
             return run.run(_complete(m, payload), timeout)
         prep = run.run(_prepare(m, payload), timeout)
         include = bool((payload.get("stream_options") or {}).get("include_usage"))
-        return ChunkStream(run, _chunks(m, prep, model, include))
+        return ChunkStream(run, _chunks(m, prep, model, include))._ready()
 
 
 class AsyncCompletions(_Completions):
@@ -420,7 +454,7 @@ class AsyncCompletions(_Completions):
             return await run.arun(_complete(m, payload), timeout)
         prep = await run.arun(_prepare(m, payload), timeout)
         include = bool((payload.get("stream_options") or {}).get("include_usage"))
-        return AsyncChunkStream(run, _chunks(m, prep, model, include))
+        return await AsyncChunkStream(run, _chunks(m, prep, model, include))._ready()
 
 
 class Chat:
