@@ -26,7 +26,7 @@ from moai import __version__
 from moai.config import Config
 from moai.gate.privacy_learned import load_model as load_privacy_model
 from moai.mixture import BadRequest, Mixture, Prepared, UnknownModel
-from moai.providers.base import Delta
+from moai.providers.base import Delta, ProviderError
 from moai.server.auth import Denied, Gatekeeper
 from moai.server.openai_schema import ChatCompletionRequest, FeedbackRequest, error_body
 from moai.strategies.context import NoEligibleModel
@@ -288,6 +288,8 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         except PlanFailed as e:
             if e.status == 400:  # every model refused the request itself: the client has to change it
                 return err(400, f"no model accepts this request: {e}", code="unsupported_request", headers=headers)
+            return err(502, f"no model could answer: {e}", "upstream_error", code="upstream_failed", headers=headers)
+        except ProviderError as e:  # a stream's model failed in a way no other model may retry (recorded)
             return err(502, f"no model could answer: {e}", "upstream_error", code="upstream_failed", headers=headers)
         except TimeoutError:
             await mix.record_failure(prep, f"request timed out after {request_timeout_s}s", [], 504)
