@@ -41,6 +41,7 @@ CASES = [
     ("json_schema without its schema object", b'{"model": "moai/default", "messages": '
                                               b'[{"role":"user","content":"x"}], '
                                               b'"response_format": {"type": "json_schema"}}', 400),
+    ("logprobs", b'{"model": "moai/default", "messages": [{"role":"user","content":"x"}], "logprobs": true}', 400),
     ("unknown model", b'{"model": "moai/nope", "messages": [{"role": "user", "content": "x"}]}', 404),
 ]
 

@@ -78,6 +78,8 @@ class ChatCompletionRequest(BaseModel):
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     n: int = Field(1, ge=1, le=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
     tools: list[dict[str, Any]] | None = None
@@ -91,6 +93,15 @@ class ChatCompletionRequest(BaseModel):
     def _stop_list(cls, v: str | list[str] | None) -> str | list[str] | None:
         if isinstance(v, list) and len(v) > 4:
             raise ValueError("at most 4 stop sequences")
+        return v
+
+    @field_validator("logprobs", "top_logprobs")
+    @classmethod
+    def _no_logprobs(cls, v: bool | int | None) -> bool | int | None:
+        """Token log-probabilities are not carried through mixes: asking for them is refused, not answered
+        with null."""
+        if v:
+            raise ValueError("token log-probabilities are not supported (an answer may be written by several models)")
         return v
 
     @field_validator("response_format")
