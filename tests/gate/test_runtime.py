@@ -16,7 +16,8 @@ def test_embedded_default_is_routed_by_the_shipped_gate() -> None:
     d = m.route([{"role": "user", "content": "Write a Python function that merges two sorted lists."}])
     assert d["decision"]["chooser"] == "gate"
     assert set(d["scores"]) == set(load_config().models)
-    assert abs(sum(d["scores"].values()) - 1) < 1e-6  # a softmax over the models
+    # a softmax over the models (each probability is reported to 4 decimals)
+    assert abs(sum(d["scores"].values()) - 1) <= 0.5e-4 * len(d["scores"]) + 1e-9
     assert d["model"] == max(d["scores"], key=d["scores"].get)
 
 
