@@ -282,5 +282,6 @@ def train_with_ray(
     del feat.embed  # back to the class method: the saved gate embeds new queries itself
     feat.encoder = None
     meta = {"n_records": len(records), "train_seconds": round(time.time() - t0, 1),
-            "benchmarks": sorted({r.benchmark for r in records}), "trained_on": "ray", "ray_fit_tasks": runner.tasks}
+            "benchmarks": sorted({r.benchmark for r in records}), "suspect_scores": head.suspect,
+            "trained_on": "ray", "ray_fit_tasks": runner.tasks}
     return Gate(feat, head, cost, cfg, meta)

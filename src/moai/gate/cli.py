@@ -83,6 +83,10 @@ def train(
 
             gate = train_with_ray(records, cfg, address=ray)
         gate.meta["train_files"] = [str(p.resolve()) for p in data]
+        for s in gate.meta.get("suspect_scores", []):
+            what = "ignored" if s["masked"] else "learnt as they are; --set mask_below_chance=true ignores them"
+            typer.echo(f"warning: {s['model']} scores {s['mean']:.3f} on {s['domain']} ({s['n']} multiple-choice "
+                       f"questions, chance {s['chance']:.2f}): a grading failure? ({what})", err=True)
         gate.save(out)
         typer.echo(f"gate with {len(gate.models)} models trained on {len(records)} records "
                    f"in {gate.meta['train_seconds']}s -> {out}")

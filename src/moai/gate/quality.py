@@ -379,6 +379,8 @@ class QualityHead:
     weights: dict[str, float] = field(default_factory=lambda: {"factor": 1.0, "knn": 1.0, "linear": 1.0})
     cards: dict[str, dict[str, Any]] = field(default_factory=dict)  # family/params_b seen per model
     domain: DomainHead | None = None
+    # (domain, model) scores far below guessing on multiple-choice questions, and whether training ignored them
+    suspect: list[dict[str, Any]] = field(default_factory=list)
 
     def predict(self, X: np.ndarray, S: sparse.csr_matrix | None, E: np.ndarray) -> np.ndarray:
         """(n, M) expected quality in [0, 1] for every trained model."""

@@ -183,5 +183,5 @@ def train_gate(records: Sequence[Any], config: TrainConfig | None = None, progre
     t0 = time.time()
     feat, head, cost, _ = fit_head(records, cfg, progress=progress)
     meta = {"n_records": len(records), "train_seconds": round(time.time() - t0, 1),
-            "benchmarks": sorted({r.benchmark for r in records})}
+            "benchmarks": sorted({r.benchmark for r in records}), "suspect_scores": head.suspect}
     return Gate(feat, head, cost, cfg, meta)
