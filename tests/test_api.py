@@ -121,24 +121,19 @@ def test_errors_are_the_openai_clients_exceptions(mix: Mixture) -> None:
         mix.chat.completions.create(model="moai/default", messages=HI, extra_body={"moai": {"privacy": "local"}})
 
 
-def test_upstream_failure_is_an_internal_server_error(tmp_path: Path) -> None:
-    with StubServer(Script(fail_times=100, fail_status=500)) as s:
+@pytest.mark.parametrize(("upstream", "error", "status", "code"), [
+    (500, openai.InternalServerError, 502, "upstream_failed"),  # every model failed
+    (400, openai.BadRequestError, 400, "unsupported_request"),  # every model refused the request itself
+])
+def test_a_request_no_model_answers_raises_openais_error(
+    tmp_path: Path, upstream: int, error: type[openai.APIStatusError], status: int, code: str,
+) -> None:
+    with StubServer(Script(fail_times=100, fail_status=upstream)) as s:
         m = Mixture.from_config(config(tmp_path, s.url))
         try:
-            with pytest.raises(openai.InternalServerError) as e:
+            with pytest.raises(error) as e:
                 m.chat.completions.create(model="moai/default", messages=HI)
-            assert e.value.status_code == 502
-        finally:
-            shutdown(m)
-
-
-def test_a_request_every_model_refuses_is_a_bad_request(tmp_path: Path) -> None:
-    with StubServer(Script(fail_times=100, fail_status=400)) as s:
-        m = Mixture.from_config(config(tmp_path, s.url))
-        try:
-            with pytest.raises(openai.BadRequestError) as e:
-                m.chat.completions.create(model="moai/default", messages=HI)
-            assert e.value.status_code == 400 and e.value.code == "unsupported_request"
+            assert e.value.status_code == status and e.value.code == code
         finally:
             shutdown(m)
 
