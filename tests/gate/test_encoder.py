@@ -64,3 +64,13 @@ def test_an_unwritable_cache_builds_the_copy_in_the_temporary_directory(
     built = quantized_model_file()
     assert built.is_file() and built.parent.parent == tmp_path / "tmp"
     assert quantized_model_file() == built  # found there next time
+
+
+@needs_encoder
+def test_one_text_embeds_as_it_does_in_a_batch() -> None:
+    """A request's single text takes a shorter tokenizer path; the float model shows it reads the same tokens
+    (the int8 copy quantizes activations per batch, so only the float model can match to the last digit)."""
+    enc = MiniLMEncoder(quantized=False)
+    batch = enc.encode(TEXTS + [""])
+    one = np.vstack([enc.encode([t]) for t in TEXTS + [""]])
+    np.testing.assert_allclose(one, batch, atol=1e-5)

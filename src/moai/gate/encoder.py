@@ -193,7 +193,10 @@ class MiniLMEncoder:
         out = np.zeros((len(texts), EMBED_DIM), dtype=np.float32)
         if not texts:
             return out
-        seqs = [self._window(e.ids) for e in self._tokenizer.encode_batch([t or " " for t in texts])]
+        # one text (a request) skips the batch call's hand-off to the tokenizer's thread pool
+        encoded = ([self._tokenizer.encode(texts[0] or " ")] if len(texts) == 1
+                   else self._tokenizer.encode_batch([t or " " for t in texts]))
+        seqs = [self._window(e.ids) for e in encoded]
         order = np.argsort([len(s) for s in seqs])
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]

@@ -19,6 +19,7 @@ how close their cards are (family, log size), and ``update`` refines any model f
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -35,8 +36,11 @@ _ALIASES = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
 def canonical(name: str) -> str:
-    """One name per model across data sets: 'mistralai/mixtral-8x7b-chat' == 'Mixtral-8x7B-Instruct-v0.1'."""
+    """One name per model across data sets: 'mistralai/mixtral-8x7b-chat' == 'Mixtral-8x7B-Instruct-v0.1'.
+
+    Memoised: a decision asks it several times per candidate (quality, cost, latency, output tokens)."""
     n = name.strip().lower().split("/")[-1].replace("_", "-")
     n = re.sub(r"^gpt4-", "gpt-4-", n)
     return _ALIASES.get(n, n)
