@@ -67,10 +67,12 @@ def test_an_unwritable_cache_builds_the_copy_in_the_temporary_directory(
 
 
 @needs_encoder
-def test_one_text_embeds_as_it_does_in_a_batch() -> None:
-    """A request's single text takes a shorter tokenizer path; the float model shows it reads the same tokens
-    (the int8 copy quantizes activations per batch, so only the float model can match to the last digit)."""
-    enc = MiniLMEncoder(quantized=False)
-    batch = enc.encode(TEXTS + [""])
-    one = np.vstack([enc.encode([t]) for t in TEXTS + [""]])
+@pytest.mark.parametrize("quantized", [False, True])
+def test_one_text_embeds_as_it_does_in_a_batch(quantized: bool) -> None:
+    """What a gate trains on (batches) is what it serves (one request's text): the int8 copy quantizes each
+    run's activations with one scale, so it embeds texts one at a time to keep them independent."""
+    enc = MiniLMEncoder(quantized=quantized)
+    texts = [*TEXTS, "", "word " * 400]
+    batch = enc.encode(texts)
+    one = np.vstack([enc.encode([t]) for t in texts])
     np.testing.assert_allclose(one, batch, atol=1e-5)
