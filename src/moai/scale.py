@@ -234,7 +234,7 @@ def train_with_ray(
 ) -> Any:
     """Train a gate with embeddings computed in parallel on the cluster; returns a ``moai.gate.store.Gate``."""
     from moai.gate.encoder import HEAD_TOKENS, EmbeddingCache, MiniLMEncoder, text_key
-    from moai.gate.store import Gate
+    from moai.gate.store import Gate, training_meta
     from moai.gate.train import Featurizer, TrainConfig, fit_head
 
     ray = connect(address)
@@ -281,7 +281,5 @@ def train_with_ray(
         progress("train", 1, 1)
     del feat.embed  # back to the class method: the saved gate embeds new queries itself
     feat.encoder = None
-    meta = {"n_records": len(records), "train_seconds": round(time.time() - t0, 1),
-            "benchmarks": sorted({r.benchmark for r in records}), "suspect_scores": head.suspect,
-            "trained_on": "ray", "ray_fit_tasks": runner.tasks}
+    meta = {**training_meta(records, head, t0), "trained_on": "ray", "ray_fit_tasks": runner.tasks}
     return Gate(feat, head, cost, cfg, meta)

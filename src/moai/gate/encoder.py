@@ -326,11 +326,17 @@ def embed_cached(
 
 _CODE = re.compile(r"```|\bdef |\bclass |\breturn\b|[{};]\s*$|#include|\bimport\b", re.M)
 _MATH = re.compile(r"[=+*/^<>]|\d+\s*[%$]|\\frac|\\sqrt|\bsolve\b|\bcalculate\b", re.I)
-_CHOICE = re.compile(r"^\s*\(?[A-Ja-j][.)]\s", re.M)
+_CHOICE = re.compile(r"^\s*\(?([A-Ja-j])[.)]\s", re.M)  # a lettered option line: "A. ...", "(b) ..."
 LEXICAL_NAMES = (
     "log_chars", "log_words", "log_lines", "digit_frac", "upper_frac", "punct_frac", "n_questions",
     "code", "math", "choices", "non_ascii", "avg_word_len",
 )
+
+
+def option_count(prompt: str) -> int:
+    """How many lettered options ("A. ...", "(B) ...") a multiple-choice prompt lists; 0 when it lists none."""
+    letters = {c for c in _CHOICE.findall(prompt) if c.isupper()}
+    return len(letters) if len(letters) >= 2 else 0
 
 
 def lexical_features(text: str) -> np.ndarray:

@@ -182,6 +182,10 @@ def train_gate(records: Sequence[Any], config: TrainConfig | None = None, progre
     cfg = config or TrainConfig()
     t0 = time.time()
     feat, head, cost, _ = fit_head(records, cfg, progress=progress)
-    meta = {"n_records": len(records), "train_seconds": round(time.time() - t0, 1),
+    return Gate(feat, head, cost, cfg, training_meta(records, head, t0))
+
+
+def training_meta(records: Sequence[Any], head: QualityHead, t0: float) -> dict[str, Any]:
+    """What gate.json says of a training run, whichever trainer (here or on Ray) ran it."""
+    return {"n_records": len(records), "train_seconds": round(time.time() - t0, 1),
             "benchmarks": sorted({r.benchmark for r in records}), "suspect_scores": head.suspect}
-    return Gate(feat, head, cost, cfg, meta)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -11,7 +10,7 @@ import numpy as np
 from scipy import sparse
 
 from moai.bench.datasets import RoutingRecord, normalise_scores
-from moai.gate.encoder import LEXICAL_NAMES, MiniLMEncoder, embed_cached, lexical_matrix
+from moai.gate.encoder import LEXICAL_NAMES, MiniLMEncoder, embed_cached, lexical_matrix, option_count
 from moai.gate.quality import (
     SERIAL,
     DomainHead,
@@ -188,15 +187,6 @@ def target_matrix(records: Sequence[RoutingRecord]) -> tuple[list[str], np.ndarr
     for rows in by_bench.values():
         Y[rows] = np.clip(normalise_scores(Y[rows]), 0.0, 1.0)
     return models, Y
-
-
-_OPTION = re.compile(r"^\s*\(?([A-J])[.)]\s", re.M)
-
-
-def option_count(prompt: str) -> int:
-    """How many lettered options ("A. ...", "(B) ...") a multiple-choice prompt lists; 0 when it lists none."""
-    letters = set(_OPTION.findall(prompt))
-    return len(letters) if len(letters) >= 2 else 0
 
 
 @dataclass(frozen=True)
