@@ -6,8 +6,10 @@ One training per fold: every evaluated set (RouteLLM MMLU/GSM8K, RouterBench x3,
 into k folds grouped by prompt; fold f of every set is the test set, everything else (plus RouterArena
 and AlpacaEval) is training data, after dropping training records that contain a test prompt (GSM8K
 questions reappear inside LLMRouter). The gate and every baseline see the same training records.
-Out of domain: MT-Bench has no per-question labels here, so it cannot be scored; as a proxy, routers are
-trained without AlpacaEval and scored on it for gpt-4-1106-preview vs Mixtral-8x7B; and with ``--loso``,
+Out of domain: MT-Bench has no per-question labels here. With ``--mt-bench JUDGEMENTS`` (RouteLLM's
+routellm/evals/mt_bench/judgements.jsonl) every router is trained on all the records and routes
+gpt-4-1106-preview vs Mixtral-8x7B on MT-Bench's 72 first turns, scored as RouteLLM scores them. Without it,
+as a proxy, routers are trained without AlpacaEval and scored on it for the same pair; and with ``--loso``,
 every set that scores both models is left out of training in turn and routed between them.
 """
 
@@ -29,6 +31,7 @@ from moai.bench.baselines import Router, all_baselines
 from moai.bench.compare import GateRouter, cost_sweep, router_matrix
 from moai.bench.datasets import RoutingRecord, load_records, model_names, score_matrix
 from moai.bench.metrics import cost_report, pair_report, routellm_curve
+from moai.bench.mt_bench import JudgementError, load_judgements, load_questions, mt_bench_set
 from moai.bench.plots import plot_cost_curves, plot_pair_curves
 from moai.gate.quality import canonical
 from moai.gate.store import Gate
@@ -165,6 +168,33 @@ def ood_alpaca(records: list[RoutingRecord], cfg: TrainConfig, seed: int, out: P
                      "AlpacaEval, out of domain", "mixtral", "gpt-4")
 
 
+def ood_mt_bench(records: list[RoutingRecord], cfg: TrainConfig, seed: int, out: Path, only_gate: bool,
+                 judgements: Path, questions: Path) -> None:
+    """MT-Bench with its GPT-4 judgements: every router trained on all the records (none is MT-Bench)."""
+    mt = mt_bench_set(load_questions(questions), load_judgements(judgements), STRONG, WEAK)
+    test = [RoutingRecord(id=f"mt-bench-{q}", prompt=t, scores={}) for q, t in
+            zip(mt.question_ids, mt.first_turns, strict=True)]
+    y = mt.y
+    print(f"\n# Out of domain: MT-Bench, {len(test)} questions routed by their first turn, trained on "
+          f"{len(records)} records; mean judge score gpt-4 {y[:, 0].mean():.2f}, Mixtral {y[:, 1].mean():.2f} "
+          "(published best: MF 0.802 / CPT50 13.4% / CPT80 31.3%)")
+    print(f"{'router':18s} {'APGR':>7s} {'CPT50 %':>8s} {'CPT80 %':>8s}")
+    curves = {}
+    for router in make_routers(seed, cfg)[: 1 if only_gate else None]:
+        router.fit(records)
+        sc = router.score(test, STRONG, WEAK)
+        rep = pair_report(sc, y[:, 0], y[:, 1])
+        curves[router.name] = routellm_curve(sc, y[:, 0], y[:, 1])
+        print(f"{router.name:18s} {rep.apgr:7.3f} {rep.cpt50:8.1f} {rep.cpt80:8.1f}", flush=True)
+        if isinstance(router, GateRouter) and router.gate is not None:
+            for part, q in gate_parts(router.gate, test).items():
+                rp = pair_report(q[:, 0] - q[:, 1], y[:, 0], y[:, 1])
+                print(f"{'gate[' + part + ']':18s} {rp.apgr:7.3f} {rp.cpt50:8.1f} {rp.cpt80:8.1f}", flush=True)
+    rep0 = pair_report(np.zeros(len(y)), y[:, 0], y[:, 1])
+    plot_pair_curves(curves, rep0.weak_acc, rep0.strong_acc, out / "mt-bench.png",
+                     "MT-Bench, out of domain", "mixtral", "gpt-4", ylabel="mean judge score (1-10)", scale=0.01)
+
+
 LOSO_SETS = ["routellm-mmlu", "routellm-gsm8k", "routerbench-arc_challenge", "routerbench-mbpp",
              "routerbench-winograde"]
 
@@ -227,6 +257,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], help="training setting KEY=VALUE (as moai gate train)")
     ap.add_argument("--ood-only", action="store_true", help="only the out-of-domain (MT-Bench proxy) part")
     ap.add_argument("--no-ood", action="store_true", help="skip the out-of-domain part")
+    ap.add_argument("--mt-bench", type=Path, metavar="JUDGEMENTS",
+                    help="only MT-Bench out of domain, scored by these judgements (RouteLLM's judgements.jsonl)")
+    ap.add_argument("--mt-bench-questions", type=Path,
+                    default=Path(__file__).resolve().parents[2] / "shared/data/questions/mt-bench-questions.jsonl")
     ap.add_argument("--loso", action="store_true",
                     help="only the leave-one-set-out part: gpt-4 vs Mixtral on each set, trained without it")
     args = ap.parse_args(argv)
@@ -239,6 +273,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     records = load_records(sorted(data.glob("*.jsonl")))
     llmrouter_costs(records, json.loads((data / "llmrouter-models.json").read_text()))
+    if args.mt_bench:
+        try:
+            ood_mt_bench(records, cfg, args.seed, out, args.only_gate, args.mt_bench, args.mt_bench_questions)
+        except JudgementError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     if args.loso:
         ood_sources(records, cfg, args.seed, args.only_gate)
         return 0

@@ -20,18 +20,21 @@ def _plt():  # type: ignore[no-untyped-def]
 def plot_pair_curves(
     curves: Mapping[str, Sequence[CurvePoint]], weak_acc: float, strong_acc: float, path: str | Path,
     title: str = "", weak_name: str = "weak", strong_name: str = "strong",
+    ylabel: str = "quality (%)", scale: float = 1.0,
 ) -> Path:
-    """Accuracy vs % strong calls, one line per router, with the two single models as references."""
+    """Accuracy vs % strong calls, one line per router, with the two single models as references.
+
+    ``scale`` multiplies every quality (0.01 shows a 1-10 judge score, which the curves hold as x100)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 5))
     for name, pts in curves.items():
         pts = sorted(pts, key=lambda p: p.strong_pct)
         lw = 2.5 if name.startswith("gate") else 1.2
-        ax.plot([p.strong_pct for p in pts], [p.accuracy for p in pts], marker=".", lw=lw, label=name)
-    ax.axhline(weak_acc, color="grey", ls="--", label=weak_name)
-    ax.axhline(strong_acc, color="red", ls="--", label=strong_name)
+        ax.plot([p.strong_pct for p in pts], [p.accuracy * scale for p in pts], marker=".", lw=lw, label=name)
+    ax.axhline(weak_acc * scale, color="grey", ls="--", label=weak_name)
+    ax.axhline(strong_acc * scale, color="red", ls="--", label=strong_name)
     ax.set_xlabel("strong model calls (%)")
-    ax.set_ylabel("quality (%)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=7)
     fig.tight_layout()
