@@ -1,4 +1,4 @@
-"""Scores far below guessing on a multiple-choice domain are found, reported, and (on request) not learnt."""
+"""Scores far below guessing on a multiple-choice domain are found, reported, and (unless told otherwise) not learnt."""
 
 from __future__ import annotations
 
@@ -64,19 +64,39 @@ def _mc_set() -> list[RoutingRecord]:
 
 
 @needs_encoder
-def test_gate_reports_the_failure_and_ignores_it_on_request(tmp_path: Path) -> None:
+def test_gate_reports_the_failure_and_ignores_it_unless_told_to_learn_it(tmp_path: Path) -> None:
     recs = _mc_set()
-    cfg = TrainConfig(epochs=10, hidden=8, knn_k=8)
-    learnt = train_gate(recs, cfg)
-    ignored = train_gate(recs, replace(cfg, mask_below_chance=True))
+    cfg = TrainConfig(epochs=10, hidden=8, knn_k=8, failure_in_domain=False)
+    ignored = train_gate(recs, cfg)
+    learnt = train_gate(recs, replace(cfg, mask_below_chance=False))
     cell = {"domain": "mc/maths", "model": "a", "n": 40, "mean": 0.0, "chance": 0.25}
-    assert learnt.meta["suspect_scores"] == [{**cell, "masked": False}]
-    assert ignored.meta["suspect_scores"] == [{**cell, "masked": True}]
+    assert learnt.meta["suspect_scores"] == [{**cell, "masked": False, "in_domain_offset": None}]
+    assert ignored.meta["suspect_scores"] == [{**cell, "masked": True, "in_domain_offset": None}]
     ignored.save(tmp_path / "g")
     assert Gate.load(tmp_path / "g").meta["suspect_scores"][0]["masked"] is True
     query = ["What is 5 plus 8 times 5?\nA. one\nB. two\nC. three\nD. four\nAnswer:"]
     q_learnt, q_ignored = learnt.quality_matrix(query, ["a"])[0, 0], ignored.quality_matrix(query, ["a"])[0, 0]
     assert q_learnt < 0.35 < q_ignored  # learnt as labels, a maths question looks hopeless for model a
+
+
+@needs_encoder
+def test_a_masked_failure_stays_with_its_own_data_sets_questions() -> None:
+    # the same kind of question asked openly, where model a is right every time
+    recs = _mc_set() + [RoutingRecord(id=f"o/{i}", prompt=f"Work out {i} plus {i + 3} times {i % 7}, show each step.",
+                                      benchmark="open", category="maths", scores={"a": 1.0, "b": float(i % 2)})
+                        for i in range(40)]
+    cfg = TrainConfig(epochs=10, hidden=8, knn_k=8)
+    kept, plain = train_gate(recs, cfg), train_gate(recs, replace(cfg, failure_in_domain=False))
+    assert kept.meta["suspect_scores"][0]["in_domain_offset"] < -0.3
+    assert plain.meta["suspect_scores"][0]["in_domain_offset"] is None
+
+    def q(gate: Gate, text: str) -> float:
+        return float(gate.quality_matrix([text], ["a"])[0, 0])
+
+    mc = "What is 5 plus 8 times 5?\nA. one\nB. two\nC. three\nD. four\nAnswer:"
+    open_ended = "Work out 5 plus 8 times 5, show each step."
+    assert q(kept, mc) < 0.35 < q(plain, mc)  # the data set's own format: graded as it was
+    assert q(kept, open_ended) > 0.6 and abs(q(kept, open_ended) - q(plain, open_ended)) < 0.1
 
 
 @needs_encoder
@@ -87,4 +107,4 @@ def test_gate_train_warns_about_a_grading_failure(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "g"), "--epochs", "5"])
     assert res.exit_code == 0, res.output
     assert ("warning: a scores 0.000 on mc/maths (40 multiple-choice questions, chance 0.25): a grading failure? "
-            "(learnt as they are; --set mask_below_chance=true ignores them)") in res.output
+            "(kept for that domain's own questions only; --set mask_below_chance=false learns them)") in res.output

@@ -84,7 +84,12 @@ def train(
             gate = train_with_ray(records, cfg, address=ray)
         gate.meta["train_files"] = [str(p.resolve()) for p in data]
         for s in gate.meta.get("suspect_scores", []):
-            what = "ignored" if s["masked"] else "learnt as they are; --set mask_below_chance=true ignores them"
+            if not s["masked"]:
+                what = "learnt as they are; --set mask_below_chance=true ignores them"
+            elif s.get("in_domain_offset") is None:
+                what = "ignored; --set mask_below_chance=false learns them"
+            else:
+                what = "kept for that domain's own questions only; --set mask_below_chance=false learns them"
             typer.echo(f"warning: {s['model']} scores {s['mean']:.3f} on {s['domain']} ({s['n']} multiple-choice "
                        f"questions, chance {s['chance']:.2f}): a grading failure? ({what})", err=True)
         gate.save(out)

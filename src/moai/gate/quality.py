@@ -346,10 +346,11 @@ class DomainHead:
         p = np.exp(z)
         return p / p.sum(1, keepdims=True)
 
-    def predict(self, Z: sparse.csr_matrix, fallback: np.ndarray) -> np.ndarray:
-        """(n, M) expected quality; ``fallback`` (n, M) stands in where a domain never scored a model."""
+    def predict(self, Z: sparse.csr_matrix, fallback: np.ndarray, P: np.ndarray | None = None) -> np.ndarray:
+        """(n, M) expected quality; ``fallback`` (n, M) stands in where a domain never scored a model.
+        ``P``: ``proba(Z)`` when the caller has it already."""
         assert self.means is not None and self.seen is not None
-        P = self.proba(Z)
+        P = self.proba(Z) if P is None else P
         covered = P @ self.seen  # share of the query's domain mass where the model has scores
         return P @ (self.means * self.seen) + (1.0 - covered) * fallback
 
@@ -385,10 +386,20 @@ class QualityHead:
     domain: DomainHead | None = None
     # (domain, model) scores far below guessing on multiple-choice questions, and whether training ignored them
     suspect: list[dict[str, Any]] = field(default_factory=list)
+    # a grading failure left out of the heads, kept as its data set's own: (domain index, model index, offset)
+    # added in proportion to P(domain | query), so it follows that data set's questions and nothing else
+    grader_offsets: list[tuple[int, int, float]] = field(default_factory=list)
 
     def predict(self, X: np.ndarray, S: sparse.csr_matrix | None, E: np.ndarray) -> np.ndarray:
         """(n, M) expected quality in [0, 1] for every trained model."""
-        return self._blend(self.parts(X, S, E))
+        parts, P = self._parts(X, S, E)
+        q = self._blend(parts)
+        offsets = getattr(self, "grader_offsets", [])  # gates saved before offsets existed have none
+        if offsets and P is not None:
+            for k, j, off in offsets:
+                q[:, j] += P[:, k] * off
+            q = np.clip(q, 0.0, 1.0)
+        return q
 
     def _blend(self, parts: dict[str, np.ndarray]) -> np.ndarray:
         """The weighted mean of the heads' estimates."""
@@ -398,7 +409,13 @@ class QualityHead:
     def parts(self, X: np.ndarray, S: sparse.csr_matrix | None, E: np.ndarray) -> dict[str, np.ndarray]:
         """Each head's (n, M) estimate; the blend is their weighted mean. The domain head defers to the
         blend of the others where a domain never scored a model."""
+        return self._parts(X, S, E)[0]
+
+    def _parts(self, X: np.ndarray, S: sparse.csr_matrix | None,
+               E: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """``parts`` and the domain head's P(domain | query) (None without that head)."""
         out: dict[str, np.ndarray] = {}
+        P = None
         if self.weights.get("factor", 0) > 0 and self.factor.W is not None:
             out["factor"] = _sigmoid(self.factor.logits(X, S))
         if self.weights.get("knn", 0) > 0 and self.knn.E is not None:
@@ -409,8 +426,9 @@ class QualityHead:
         if use_linear and self.linear is not None:
             out["linear"] = self.linear.predict(X, S, Z)
         if use_domain and self.domain is not None and Z is not None and out:
-            out["domain"] = self.domain.predict(Z, self._blend(out))
-        return out
+            P = self.domain.proba(Z)
+            out["domain"] = self.domain.predict(Z, self._blend(out), P)
+        return out, P
 
     def index(self, names: Sequence[str]) -> list[int | None]:
         col = {m: j for j, m in enumerate(self.models)}
