@@ -51,7 +51,7 @@ def test_a_router_that_sends_the_biggest_gaps_to_gpt4_recovers_the_gap(files: tu
 def test_bad_files_say_what_is_wrong(tmp_path: Path, files: tuple[Path, Path]) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question_id": 82, "model": "x", "score": 3}\nnot json\n')
-    with pytest.raises(JudgementError, match=r"bad.jsonl:2: not JSON"):
+    with pytest.raises(JudgementError, match=r"bad.jsonl:2: invalid JSON"):
         load_judgements(bad)
     _write(bad, [{"question_id": 82, "model": "x", "score": "ten"}])
     with pytest.raises(JudgementError, match="score must be a number"):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from moai.bench import graders
+from moai.bench.datasets import located, read_json_lines
 from moai.catalog import ModelCard
 from moai.config import Config
 from moai.providers import ChatParams, Provider, ProviderError, make_provider
@@ -193,21 +194,8 @@ def load_questions(path: str | Path, *, seed: int | None = None, offset: int = 0
                    limit: int | None = None) -> list[Question]:
     """Read a question file; with ``seed``, take a seeded shuffle (a fixed random sample) before offset/limit."""
     p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8").split("\n")  # not splitlines(): U+2028 occurs in text
-    except OSError as e:
-        raise QuestionFormatError(f"{p}: cannot read: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise QuestionFormatError(f"{p}: not UTF-8 text") from None
-    out: list[Question] = []
-    for ln, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise QuestionFormatError(f"{p}:{ln}: invalid JSON ({e.msg} at column {e.colno})") from None
-        out.append(parse_question(obj, p.stem, ln - 1, f"{p}:{ln}"))
+    out = [parse_question(obj, p.stem, ln - 1, f"{p}:{ln}")
+           for ln, obj in read_json_lines(p, lambda ln, reason: QuestionFormatError(located(p, ln, reason)))]
     if not out:
         raise QuestionFormatError(f"{p}: no questions in file")
     if seed is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,12 +16,17 @@ from typing import Any
 import numpy as np
 
 
+def located(path: str | Path, line: int, reason: str) -> str:
+    """'file:line: reason', or 'file: reason' for the file as a whole (line 0)."""
+    return f"{path}:{line}: {reason}" if line else f"{path}: {reason}"
+
+
 class RecordError(ValueError):
     """A routing-record file is malformed: carries file, line and reason."""
 
     def __init__(self, path: str | Path, line: int, reason: str) -> None:
         self.path, self.line, self.reason = str(path), line, reason
-        super().__init__(f"{path}:{line}: {reason}" if line else f"{path}: {reason}")
+        super().__init__(located(path, line, reason))
 
 
 @dataclass
@@ -99,6 +104,26 @@ def _parse(obj: Any, path: Path, ln: int, need_scores: bool) -> RoutingRecord:
     )
 
 
+def read_json_lines(path: Path, error: Callable[[int, str], Exception]) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) for each non-blank line of a UTF-8 JSON-lines file.
+
+    ``error(line, reason)`` builds what is raised for a file that cannot be read (line 0) or a line that is
+    not JSON, so each loader keeps its own exception type."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise error(0, f"cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise error(0, f"not UTF-8 text ({e.reason})") from None
+    for ln, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 occurs inside JSON strings
+        if line.strip():
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise error(ln, f"invalid JSON ({e.msg} at column {e.colno})") from None
+            yield ln, value
+
+
 def load_records(paths: str | Path | Iterable[str | Path], need_scores: bool = True) -> list[RoutingRecord]:
     """Load and validate routing records from one or more JSONL files.
 
@@ -111,23 +136,9 @@ def load_records(paths: str | Path | Iterable[str | Path], need_scores: bool = T
         path = Path(p)
         if not path.is_file():
             raise RecordError(path, 0, "no such file")
-        try:
-            fh = path.open(encoding="utf-8")
-        except OSError as e:
-            raise RecordError(path, 0, f"cannot read: {e.strerror}") from e
         n_before = len(out)
-        with fh:
-            try:
-                for ln, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise RecordError(path, ln, f"invalid JSON ({e.msg} at column {e.colno})") from e
-                    out.append(_parse(obj, path, ln, need_scores))
-            except UnicodeDecodeError as e:
-                raise RecordError(path, 0, f"not UTF-8 text ({e.reason})") from e
+        for ln, obj in read_json_lines(path, lambda ln, reason, path=path: RecordError(path, ln, reason)):
+            out.append(_parse(obj, path, ln, need_scores))
         if len(out) == n_before:
             raise RecordError(path, 0, "no records in file")
     return out

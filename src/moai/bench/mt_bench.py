@@ -9,7 +9,6 @@ a gate must reach MT-Bench out of domain. The judgements come from the user (Rou
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from moai.bench.datasets import located, read_json_lines
 from moai.gate.quality import canonical
 
 # MT-Bench questions whose first or second turn RouteLLM found in its own training data (Arena battles).
@@ -36,18 +36,8 @@ class MTBenchSet:
 
 
 def _lines(path: Path) -> list[tuple[int, dict]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise JudgementError(f"{path}: cannot read ({e.strerror or e})") from None
     out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise JudgementError(f"{path}:{n}: not JSON ({e.msg})") from None
+    for n, obj in read_json_lines(path, lambda ln, reason: JudgementError(located(path, ln, reason))):
         if not isinstance(obj, dict):
             raise JudgementError(f"{path}:{n}: expected a JSON object")
         out.append((n, obj))

@@ -7,7 +7,6 @@ for 0/1 tasks, mean F1 / coverage for graded-text tasks.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.table import Table
+
+from moai.bench.datasets import located, read_json_lines
 
 ALL = "all"
 
@@ -43,20 +44,8 @@ def load(paths: Sequence[str | Path] | str | Path) -> list[dict[str, Any]]:
         paths = [paths]
     out: list[dict[str, Any]] = []
     for p in map(Path, paths):
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as e:
-            raise ReportError(f"{p}: cannot read: {e.strerror}") from None
-        except UnicodeDecodeError:
-            raise ReportError(f"{p}: not UTF-8 text") from None
         n0 = len(out)
-        for ln, line in enumerate(text.split("\n"), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ReportError(f"{p}:{ln}: invalid JSON ({e.msg})") from None
+        for ln, obj in read_json_lines(p, lambda ln, reason, p=p: ReportError(located(p, ln, reason))):
             if not isinstance(obj, dict) or not isinstance(obj.get("scores"), dict):
                 raise ReportError(f"{p}:{ln}: not a routing record (needs a 'scores' object)")
             out.append(obj)
