@@ -2,9 +2,9 @@
 
     .venv/bin/python benchmarks/gate_compare.py [--folds 5] [--out benchmarks/out] [--data DIR]
 
-One training per fold: every evaluated set (RouteLLM MMLU/GSM8K, RouterBench x3, LLMRouter) is split
-into k folds grouped by prompt; fold f of every set is the test set, everything else (plus RouterArena
-and AlpacaEval) is training data, after dropping training records that contain a test prompt (GSM8K
+One training per fold: every evaluated set (RouteLLM MMLU/GSM8K, RouterBench x3, LLMRouter, RouterArena) is
+split into k folds grouped by prompt; fold f of every set is the test set, everything else (plus AlpacaEval)
+is training data, after dropping training records that contain a test prompt (GSM8K
 questions reappear inside LLMRouter). The gate and every baseline see the same training records.
 Out of domain: MT-Bench has no per-question labels here. With ``--mt-bench JUDGEMENTS`` (RouteLLM's
 routellm/evals/mt_bench/judgements.jsonl) every router is trained on all the records and routes
@@ -39,7 +39,8 @@ from moai.gate.train import TrainConfig
 
 STRONG, WEAK = "gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1"
 PAIR_SETS = {"mmlu": "routellm-mmlu", "gsm8k": "routellm-gsm8k"}
-MULTI_SETS = ["routerbench-arc_challenge", "routerbench-mbpp", "routerbench-winograde", "llmrouter"]
+# RouterArena: two models with real per-answer costs, where the better one (gemini-2.0-flash) is also the cheaper
+MULTI_SETS = ["routerbench-arc_challenge", "routerbench-mbpp", "routerbench-winograde", "llmrouter", "routerarena"]
 PUBLISHED = {"mmlu": "SW 0.603 / CPT50 35.4% / CPT80 71.6%", "gsm8k": "Causal-LLM 0.622 / 33.6% / 63.3%"}
 
 
@@ -125,7 +126,10 @@ def make_routers(seed: int, cfg: TrainConfig) -> list[Router]:
 
 
 def fmt(vals: Sequence[float], pct: bool = False) -> str:
+    """mean±sd over folds; "—" where no fold has a value (RouterArena: no budget under its best model's cost)."""
     a = np.array(vals, float)
+    if not np.isfinite(a).any():
+        return "—"
     return f"{a.mean():.1f}±{a.std():.1f}" if pct else f"{a.mean():.3f}±{a.std():.3f}"
 
 
