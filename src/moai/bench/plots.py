@@ -57,7 +57,8 @@ def plot_cost_curves(
     for name, (c, q) in points.items():
         fc, fq = pareto_front(c, q)
         lw = 2.5 if name.startswith("gate") else 1.2
-        ax.step(fc, fq, where="post", lw=lw, label=name)
+        # a front of one point (the router always takes the same model) draws no step: mark it
+        ax.step(fc, fq, where="post", lw=lw, label=name, marker="o" if len(fc) == 1 else None, ms=4 + lw)
     for name, (c, q) in singles.items():
         ax.scatter([c], [q], s=14, color="black")
         ax.annotate(name.split("/")[-1][:18], (c, q), fontsize=6)
