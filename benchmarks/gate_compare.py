@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/gate_compare.py [--folds 5] [--out benchmarks/out] [--data DIR]
 
-One training per fold: every evaluated set (RouteLLM MMLU/GSM8K, RouterBench x3, LLMRouter, RouterArena) is
-split into k folds grouped by prompt; fold f of every set is the test set, everything else (plus AlpacaEval)
+One training per fold: every evaluated set (RouteLLM MMLU/GSM8K, RouterBench x3, LLMRouter, RouterArena, the
+last both as a pair set, APGR of gemini-2.0-flash over claude-3-haiku, and on cost) is split into k folds grouped
+by prompt; fold f of every set is the test set, everything else (plus AlpacaEval)
 is training data, after dropping training records that contain a test prompt (GSM8K
 questions reappear inside LLMRouter). The gate and every baseline see the same training records.
 Out of domain: MT-Bench has no per-question labels here. With ``--mt-bench JUDGEMENTS`` (RouteLLM's
@@ -38,7 +39,9 @@ from moai.gate.store import Gate
 from moai.gate.train import TrainConfig
 
 STRONG, WEAK = "gpt-4-1106-preview", "mixtral-8x7b-instruct-v0.1"
-PAIR_SETS = {"mmlu": "routellm-mmlu", "gsm8k": "routellm-gsm8k"}
+# short name -> (set, strong, weak): RouteLLM's pair; RouterArena's two models, the better one named strong
+PAIR_SETS = {"mmlu": ("routellm-mmlu", STRONG, WEAK), "gsm8k": ("routellm-gsm8k", STRONG, WEAK),
+             "routerarena-pair": ("routerarena", "gemini-2.0-flash-001", "claude-3-haiku-20240307")}
 # RouterArena: two models with real per-answer costs, where the better one (gemini-2.0-flash) is also the cheaper
 MULTI_SETS = ["routerbench-arc_challenge", "routerbench-mbpp", "routerbench-winograde", "llmrouter", "routerarena"]
 PUBLISHED = {"mmlu": "SW 0.603 / CPT50 35.4% / CPT80 71.6%", "gsm8k": "Causal-LLM 0.622 / 33.6% / 63.3%"}
@@ -230,12 +233,13 @@ def pair_labels(recs: Sequence[RoutingRecord]) -> np.ndarray:
     return y
 
 
-def gate_parts(gate: Gate, recs: Sequence[RoutingRecord]) -> dict[str, np.ndarray]:
+def gate_parts(gate: Gate, recs: Sequence[RoutingRecord], strong: str = STRONG,
+               weak: str = WEAK) -> dict[str, np.ndarray]:
     """Each of the gate's heads alone: (n, 2) quality of the strong and the weak model."""
     texts = [r.prompt for r in recs]
     E = gate.featurizer.embed(texts)
     X, S = gate.featurizer.transform(texts, E)
-    js, jw = gate._ensure([STRONG, WEAK])
+    js, jw = gate._ensure([strong, weak])
     return {part: q[:, [js, jw]] for part, q in gate.head.parts(X, S, E).items()}
 
 
@@ -309,11 +313,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     by_set: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(records):
         by_set[Path(r.source).stem].append(i)
-    evaluated = list(PAIR_SETS.values()) + MULTI_SETS
+    evaluated = list(dict.fromkeys([s for s, _, _ in PAIR_SETS.values()] + MULTI_SETS))
     idx = shingle_index(records)
     pair_res: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     cost_res: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    curves: dict[str, dict] = defaultdict(dict)
+    curves: dict[str, dict] = defaultdict(dict)  # "pair:<set>" for the pair view, the set name for the cost view
     t_start = time.time()
     for f in range(args.folds):
         test = {s: [i for i in by_set[s] if fold_of(records[i], args.folds, args.seed) == f] for s in evaluated}
@@ -329,17 +333,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             t0 = time.time()
             router.fit(train)
             name = router.name
-            for s in PAIR_SETS.values():
+            for s, strong, weak in PAIR_SETS.values():
                 recs = [records[i] for i in test[s]]
-                y = score_matrix(recs, [STRONG, WEAK])
-                sc = router.score(recs, STRONG, WEAK)
+                y = score_matrix(recs, [strong, weak])
+                sc = router.score(recs, strong, weak)
                 rep = pair_report(sc, y[:, 0], y[:, 1])
                 for k in ("apgr", "cpt50", "cpt80"):
                     pair_res[s][f"{name}.{k}"].append(getattr(rep, k))
                 if f == 0:
-                    curves[s][name] = (routellm_curve(sc, y[:, 0], y[:, 1]), rep)
+                    curves[f"pair:{s}"][name] = (routellm_curve(sc, y[:, 0], y[:, 1]), rep)
                 if isinstance(router, GateRouter) and router.gate is not None:
-                    for part, q in gate_parts(router.gate, recs).items():
+                    for part, q in gate_parts(router.gate, recs, strong, weak).items():
                         rp = pair_report(q[:, 0] - q[:, 1], y[:, 0], y[:, 1])
                         pair_res[s][f"gate[{part}].apgr"].append(rp.apgr)
             for s in MULTI_SETS:
@@ -364,10 +368,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = time.time() - t_start
     # ----------------------------------------------------------------- report
     names = [r.name for r in make_routers(0, cfg)][: 1 if args.only_gate else None]
-    print(f"\n# Pair sets ({STRONG} vs {WEAK}); {args.folds}-fold CV, mean±sd over folds")
-    for s, short in ((v, k) for k, v in PAIR_SETS.items()):
+    print(f"\n# Pair sets: strong vs weak, routed by share of strong calls; {args.folds}-fold CV, mean±sd over folds")
+    for short, (s, strong, weak) in PAIR_SETS.items():
         res = pair_res[s]
-        print(f"\n## {short}   (published best: {PUBLISHED[short]})")
+        published = f"published best: {PUBLISHED[short]}" if short in PUBLISHED else "no published figure"
+        print(f"\n## {short}: {strong} vs {weak}   ({published})")
         print(f"{'router':18s} {'APGR':>13s} {'CPT50 %':>11s} {'CPT80 %':>11s}")
         for n in names + sorted({k.split('.')[0] for k in res if k.startswith('gate[')}):
             if f"{n}.apgr" not in res:
@@ -375,9 +380,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             c50 = fmt(res[f"{n}.cpt50"], True) if f"{n}.cpt50" in res else ""
             c80 = fmt(res[f"{n}.cpt80"], True) if f"{n}.cpt80" in res else ""
             print(f"{n:18s} {fmt(res[f'{n}.apgr']):>13s} {c50:>11s} {c80:>11s}")
-        pts = {n: v[0] for n, v in curves[s].items()}
-        rep0 = next(iter(curves[s].values()))[1]
-        plot_pair_curves(pts, rep0.weak_acc, rep0.strong_acc, out / f"{short}.png", f"{short} (fold 0)", WEAK, STRONG)
+        pts = {n: v[0] for n, v in curves[f"pair:{s}"].items()}
+        rep0 = next(iter(curves[f"pair:{s}"].values()))[1]
+        plot_pair_curves(pts, rep0.weak_acc, rep0.strong_acc, out / f"{short}.png", f"{short} (fold 0)", weak, strong)
     print("\n# Many-model sets: quality vs mean cost (lambda sweep of quality - lambda * predicted cost)")
     for s in MULTI_SETS:
         res = cost_res[s]
