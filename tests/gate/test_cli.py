@@ -46,6 +46,18 @@ def test_score_writes_one_line_per_record(gate_dir: Path, synth_file: Path, tmp_
     assert all(isinstance(x["score"], float) for x in rows)
 
 
+def test_score_names_an_untrained_model_and_refuses_one_pair(gate_dir: Path, synth_file: Path,
+                                                            tmp_path: Path) -> None:
+    out = tmp_path / "scores.jsonl"
+    r = runner.invoke(app, ["score", "--gate", str(gate_dir), "--data", str(synth_file),
+                            "--strong", "bgi", "--weak", "small", "--out", str(out)])
+    assert r.exit_code == 0, r.output  # an unseen model is allowed (a prior from its card), but not silently
+    assert "'bgi' is not among the gate's 2 trained models" in r.output and "'small'" not in r.output
+    r = runner.invoke(app, ["score", "--gate", str(gate_dir), "--data", str(synth_file),
+                            "--strong", "big", "--weak", "BIG", "--out", str(out)])
+    assert r.exit_code == 2 and "name the same model" in r.output and "Traceback" not in r.output
+
+
 def test_decide_uses_weights(gate_dir: Path, synth_file: Path, tmp_path: Path) -> None:
     out_q, out_c = tmp_path / "q.jsonl", tmp_path / "c.jsonl"
     for w, o in (("quality=1", out_q), ("quality=1,cost=100", out_c)):

@@ -38,6 +38,18 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
+def _warn_untrained(g: Any, names: list[str]) -> None:
+    """A model the gate never saw still gets an estimate (a prior from its name's family and size), which a
+    misspelt name gets too: say so instead of scoring it silently."""
+    from moai.gate.quality import canonical
+
+    trained = set(g.head.models)
+    for n in names:
+        if canonical(n) not in trained:
+            typer.echo(f"warning: {n!r} is not among the gate's {len(trained)} trained models: its quality is a "
+                       "prior from its name (family, size), not learnt; check the spelling", err=True)
+
+
 def _progress_train(records: list[Any], cfg: Any) -> Any:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -197,10 +209,14 @@ def score(
     """One line per record: {"id", "score"}; higher = the strong model is worth it."""
     with _errors():
         from moai.bench.datasets import load_records
+        from moai.gate.quality import canonical
         from moai.gate.store import Gate
 
+        if canonical(strong) == canonical(weak):
+            raise CliError(f"--strong and --weak name the same model ({strong!r}): every score would be 0")
         g = Gate.load(gate)
         recs = load_records(data, need_scores=False)
+        _warn_untrained(g, [strong, weak])
         q = g.quality_matrix([r.prompt for r in recs], [strong, weak])
         n = _write_lines(out, ({"id": r.id, "score": float(q[i, 0] - q[i, 1])} for i, r in enumerate(recs)))
         typer.echo(f"{n} scores -> {out}")
@@ -227,6 +243,7 @@ def decide(
         names_all = sorted({m for r in recs for m in r.scores} | set(default or []))
         if not names_all:
             raise CliError("records have no scores: name the candidate models with --models")
+        _warn_untrained(g, names_all)
         q = g.quality_matrix([r.prompt for r in recs], names_all)
         col = {m: j for j, m in enumerate(names_all)}
         cards = {m: RecordCard(m) for m in names_all}
