@@ -52,7 +52,7 @@ def test_score_names_an_untrained_model_and_refuses_one_pair(gate_dir: Path, syn
     r = runner.invoke(app, ["score", "--gate", str(gate_dir), "--data", str(synth_file),
                             "--strong", "bgi", "--weak", "small", "--out", str(out)])
     assert r.exit_code == 0, r.output  # an unseen model is allowed (a prior from its card), but not silently
-    assert "'bgi' is not among the gate's 2 trained models" in r.output and "'small'" not in r.output
+    assert "not among the gate's 2 trained models: 'bgi';" in r.output and "'small'" not in r.output
     r = runner.invoke(app, ["score", "--gate", str(gate_dir), "--data", str(synth_file),
                             "--strong", "big", "--weak", "BIG", "--out", str(out)])
     assert r.exit_code == 2 and "name the same model" in r.output and "Traceback" not in r.output

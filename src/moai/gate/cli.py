@@ -44,10 +44,10 @@ def _warn_untrained(g: Any, names: list[str]) -> None:
     from moai.gate.quality import canonical
 
     trained = set(g.head.models)
-    for n in names:
-        if canonical(n) not in trained:
-            typer.echo(f"warning: {n!r} is not among the gate's {len(trained)} trained models: its quality is a "
-                       "prior from its name (family, size), not learnt; check the spelling", err=True)
+    unseen = [n for n in names if canonical(n) not in trained]
+    if unseen:
+        typer.echo(f"warning: not among the gate's {len(trained)} trained models: {', '.join(map(repr, unseen))}; "
+                   "their quality is a prior from the name (family, size), not learnt: check the spelling", err=True)
 
 
 def _progress_train(records: list[Any], cfg: Any) -> Any:
