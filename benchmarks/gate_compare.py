@@ -3,10 +3,10 @@
     .venv/bin/python benchmarks/gate_compare.py [--folds 5] [--out benchmarks/out] [--data DIR]
 
 One training per fold: every evaluated set (RouteLLM MMLU/GSM8K, RouterBench x3, LLMRouter, RouterArena, the
-last both as a pair set, APGR of gemini-2.0-flash over claude-3-haiku, and on cost) is split into k folds grouped
-by prompt; fold f of every set is the test set, everything else (plus AlpacaEval)
-is training data, after dropping training records that contain a test prompt (GSM8K
-questions reappear inside LLMRouter). The gate and every baseline see the same training records.
+last scored both on cost and as a pair, APGR of gemini-2.0-flash over claude-3-haiku) is split into k folds
+grouped by prompt; fold f of every set is the test set, everything else (plus AlpacaEval) is training data,
+after dropping training records that contain a test prompt (GSM8K questions reappear inside LLMRouter). The
+gate and every baseline see the same training records.
 Out of domain: MT-Bench has no per-question labels here. With ``--mt-bench JUDGEMENTS`` (RouteLLM's
 routellm/evals/mt_bench/judgements.jsonl) every router is trained on all the records and routes
 gpt-4-1106-preview vs Mixtral-8x7B on MT-Bench's 72 first turns, scored as RouteLLM scores them. Without it,
