@@ -165,7 +165,7 @@ def ood_alpaca(records: list[RoutingRecord], cfg: TrainConfig, seed: int, out: P
         if isinstance(router, GateRouter) and router.gate is not None:
             mt = Path(__file__).resolve().parents[2] / "shared/data/questions/mt-bench-questions.jsonl"
             if mt.is_file():
-                qs = [json.loads(x) for x in mt.read_text().splitlines() if x.strip()]
+                qs = load_questions(mt)
                 q = router.gate.quality_matrix([x["turns"][0] for x in qs], [STRONG, WEAK])
                 with (out / "mt-bench-gate-scores.jsonl").open("w") as fh:
                     for x, row in zip(qs, q, strict=True):

@@ -2,31 +2,27 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import shutil
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from moai.gate.encoder import encoder_installed
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "routing"
-_spec = importlib.util.spec_from_file_location(
-    "gate_compare_run", Path(__file__).resolve().parents[2] / "benchmarks" / "gate_compare.py")
-assert _spec is not None and _spec.loader is not None
-gate_compare = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(gate_compare)
 
 
-def test_a_column_without_any_value_prints_a_dash() -> None:
+def test_a_column_without_any_value_prints_a_dash(gate_compare: ModuleType) -> None:
     assert gate_compare.fmt([math.nan, math.nan]) == "—"
     assert gate_compare.fmt([0.5, 0.7]) == "0.600±0.100"
     assert gate_compare.fmt([20.0, 30.0], pct=True) == "25.0±5.0"
 
 
 @pytest.mark.skipif(not encoder_installed(), reason="MiniLM ONNX model/tokenizer not installed")
-def test_every_set_is_reported_and_plotted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_every_set_is_reported_and_plotted(gate_compare: ModuleType, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     if not (DATA / "routerarena.jsonl").is_file():
         pytest.skip(f"shared routing data not found under {DATA}")

@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from types import ModuleType
 
 from moai.bench.datasets import RoutingRecord
-
-_spec = importlib.util.spec_from_file_location(
-    "gate_compare", Path(__file__).resolve().parents[2] / "benchmarks" / "gate_compare.py")
-assert _spec is not None and _spec.loader is not None
-gate_compare = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(gate_compare)
 
 QUESTION = "Which of the following statements best explains why magnets usually stick to a refrigerator door?"
 SHOTS = "\n\n".join(f"Example question number {k} about rocks, plants and the weather today?\nAnswer: B"
@@ -22,7 +15,7 @@ def _rec(i: int, prompt: str) -> RoutingRecord:
     return RoutingRecord(id=f"r/{i}", prompt=prompt, scores={"a": 1.0})
 
 
-def test_a_question_asked_elsewhere_is_dropped_but_a_quoted_example_is_not() -> None:
+def test_a_question_asked_elsewhere_is_dropped_but_a_quoted_example_is_not(gate_compare: ModuleType) -> None:
     records = [
         _rec(0, QUESTION),  # the test question
         _rec(1, f"{QUESTION}\nAfter careful thought, put your final answer in \\boxed{{...}}."),  # same, wrapped
@@ -38,7 +31,7 @@ def test_a_question_asked_elsewhere_is_dropped_but_a_quoted_example_is_not() -> 
     assert 0 in gate_compare.overlapping([5], records, idx)
 
 
-def test_same_question() -> None:
+def test_same_question(gate_compare: ModuleType) -> None:
     q = gate_compare._norm(QUESTION)
     text = " ".join(q)
     assert gate_compare.same_question(text, text)
@@ -47,7 +40,7 @@ def test_same_question() -> None:
     assert not gate_compare.same_question("unrelated words here", text)
 
 
-def test_pair_labels_find_both_models_under_each_sets_own_names() -> None:
+def test_pair_labels_find_both_models_under_each_sets_own_names(gate_compare: ModuleType) -> None:
     recs = [
         RoutingRecord(id="a/0", prompt="q", scores={"gpt-4-1106-preview": 1.0, "mistralai/mixtral-8x7b-chat": 0.0}),
         RoutingRecord(id="b/0", prompt="q", scores={"gpt4_1106_preview": 0.5, "claude-v2": 1.0}),
