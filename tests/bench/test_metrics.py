@@ -8,6 +8,7 @@ import pytest
 from moai.bench.metrics import (
     CurvePoint,
     apgr,
+    cost_report,
     cpt,
     curve_auc,
     pair_report,
@@ -60,6 +61,17 @@ def test_pareto_and_budget() -> None:
     assert np.isnan(quality_at_budget(c, q, 0.5))
     # a router better at every budget has the larger area
     assert curve_auc(c, [x + 0.1 for x in q], 1.0, 3.0) > curve_auc(c, q, 1.0, 3.0)
+
+
+def test_cost_report_with_a_free_model() -> None:
+    """A free (local) model has no log cost: the area spans the paid models' costs, not log(0)."""
+    y = np.array([[1.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
+    cost = np.array([[0.01, 0.0, 0.002], [0.01, 0.0, 0.002]])
+    rep = cost_report([0.0, 0.002, 0.01], [0.5, 0.6, 1.0], y, cost, ["big", "local", "mid"])
+    assert rep.auc == pytest.approx(curve_auc([0.0, 0.002, 0.01], [0.5, 0.6, 1.0], 0.002, 0.01))
+    assert 0.6 < rep.auc < 1.0 and rep.q_at_50 == 0.6 and rep.best_model == "big"
+    free = cost_report([0.0], [0.5], y, np.zeros_like(cost), ["big", "local", "mid"])
+    assert np.isnan(free.auc) and free.q_at_100 == 0.5  # nothing is paid: no curve, but the budgets still hold
 
 
 def test_cost_sweep_skips_records_no_model_can_answer() -> None:

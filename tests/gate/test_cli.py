@@ -35,6 +35,39 @@ def test_eval_prints_table(gate_dir: Path, synth_file: Path, tmp_path: Path) -> 
     assert png.is_file() and png.stat().st_size > 0
 
 
+def _three_models(path: Path, synth_file: Path, local_cost: float, paid: bool = True) -> Path:
+    """The synthetic set with a third model, 'local', that costs ``local_cost`` a query."""
+    rows = [json.loads(x) for x in synth_file.read_text().splitlines()]
+    for r in rows:
+        r["scores"]["local"] = r["scores"]["small"]
+        r["cost_usd"]["local"] = local_cost
+        if not paid:
+            r["cost_usd"] = {m: 0.0 for m in r["cost_usd"]}
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_eval_plots_quality_vs_cost_with_a_free_model(gate_dir: Path, synth_file: Path, tmp_path: Path) -> None:
+    data = _three_models(tmp_path / "three.jsonl", synth_file, 0.0)
+    png = tmp_path / "curves.png"
+    r = runner.invoke(app, ["eval", "--gate", str(gate_dir), "--data", str(data), "--plot", str(png)])
+    assert r.exit_code == 0, r.output
+    assert "quality vs cost" in r.output and "nan" not in r.output.lower()
+    assert "trained models: 'local'" in r.output  # priced and scored, but new to the gate: a prior, named
+    row = next(line for line in r.output.splitlines() if "│ gate" in line).split("│")
+    assert 0.0 < float(row[2]) <= 1.0  # the area over the paid models' costs, not over log(0)
+    assert png.is_file() and (tmp_path / "curves-cost.png").stat().st_size > 0
+
+
+def test_eval_on_free_answers_says_there_is_no_cost_curve(gate_dir: Path, synth_file: Path, tmp_path: Path) -> None:
+    data = _three_models(tmp_path / "free.jsonl", synth_file, 0.0, paid=False)
+    png = tmp_path / "curves.png"
+    r = runner.invoke(app, ["eval", "--gate", str(gate_dir), "--data", str(data), "--plot", str(png)])
+    assert r.exit_code == 0, r.output
+    assert "every answer in this file cost nothing" in r.output and "quality vs cost" not in r.output
+    assert png.is_file() and not (tmp_path / "curves-cost.png").exists()
+
+
 def test_score_writes_one_line_per_record(gate_dir: Path, synth_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "scores.jsonl"
     r = runner.invoke(app, ["score", "--gate", str(gate_dir), "--data", str(synth_file),

@@ -21,14 +21,16 @@ class GateRouter(Router):
 
     def __init__(self, gate: Gate | None = None, config: TrainConfig | None = None) -> None:
         self.gate, self.config = gate, config or TrainConfig()
-        if gate is not None:
-            self.models = gate.models
+
+    @property  # type: ignore[override]
+    def models(self) -> list[str]:
+        """The gate's models now: ``cols`` adds a prior for a model it never trained on."""
+        return self.gate.models if self.gate is not None else []
 
     def fit(self, records: Sequence[RoutingRecord]) -> GateRouter:
         from moai.gate.store import train_gate
 
         self.gate = train_gate(records, self.config)
-        self.models = self.gate.models
         return self
 
     def predict_quality(self, records: Sequence[RoutingRecord]) -> np.ndarray:

@@ -146,9 +146,10 @@ def cost_report(
     """Summarise a router's operating points against the best single model on the same records."""
     mq, mc = np.nanmean(y, 0), np.nanmean(cost, 0)
     b = int(np.nanargmax(mq))
-    lo, hi = float(np.nanmin(mc)), float(np.nanmax(mc))
+    paid = mc[mc > 0]  # a free (local) model has no log cost: the axis starts at the cheapest paid one
+    auc = curve_auc(costs, quals, float(paid.min()), float(paid.max())) if paid.size else float("nan")
     return CostReport(
-        auc=curve_auc(costs, quals, lo, hi),
+        auc=auc,
         q_at_25=quality_at_budget(costs, quals, 0.25 * mc[b]),
         q_at_50=quality_at_budget(costs, quals, 0.5 * mc[b]),
         q_at_100=quality_at_budget(costs, quals, mc[b]),

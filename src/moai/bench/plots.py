@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from moai.bench.metrics import CurvePoint, pareto_front
 
 
@@ -62,7 +64,12 @@ def plot_cost_curves(
     for name, (c, q) in singles.items():
         ax.scatter([c], [q], s=14, color="black")
         ax.annotate(name.split("/")[-1][:18], (c, q), fontsize=6)
-    ax.set_xscale("log")
+    allc = np.concatenate([np.asarray(c, float) for c, _ in points.values()] + [[c for c, _ in singles.values()]])
+    paid = allc[np.isfinite(allc) & (allc > 0)]
+    if paid.size and paid.size == np.isfinite(allc).sum():
+        ax.set_xscale("log")
+    else:  # free (local) models sit at 0, which a log axis cannot show: linear below the cheapest paid cost
+        ax.set_xscale("symlog", linthresh=float(paid.min()) if paid.size else 1e-6)
     ax.set_xlabel("mean cost per query (USD)")
     ax.set_ylabel("mean quality")
     ax.set_title(title)

@@ -114,7 +114,8 @@ def eval_(
     gate: Path = typer.Option(..., "--gate", help="trained gate directory"),
     data: Path = typer.Option(..., "--data", help="routing records to evaluate on"),
     baselines: str = typer.Option("none", "--baselines", help="'all', 'none' or comma-separated names"),
-    plot: Path | None = typer.Option(None, "--plot", help="write a PNG of the curves"),
+    plot: Path | None = typer.Option(None, "--plot", help="write a PNG of the pair curves; a file with costs and more "
+                                      "than two models also gets <name>-cost.png, quality vs cost"),
     strong: str | None = typer.Option(None, help="strong model (default: best mean score)"),
     weak: str | None = typer.Option(None, help="weak model (default: the other of the top two)"),
 ) -> None:
@@ -131,7 +132,10 @@ def eval_(
 
         g = Gate.load(gate)
         recs = load_records(data)
+        models = model_names(recs)
+        _warn_untrained(g, models)
         routers: list[Any] = [GateRouter(g)]
+        routers[0].cols(models)  # a model the gate never trained on competes with its prior, as in `decide`
         train_recs: list[Any] = []
         if baselines != "none":
             files = g.meta.get("train_files") or []
@@ -155,6 +159,10 @@ def eval_(
         if not keep.any():
             raise CliError(f"no record scores both {s} and {w}")
         pr = [r for r, k in zip(recs, keep, strict=True) if k]
+        gap = float(np.mean(y[keep, 0]) - np.mean(y[keep, 1]))
+        if abs(gap) < 0.02:
+            typer.echo(f"warning: {s} and {w} differ by {gap:+.3f} in mean score on these records; APGR is "
+                       "divided by that gap, so it is unstable here", err=True)
         table = Table(title=f"{data.name}: {s} (strong) vs {w} (weak), {len(pr)} records")
         for col in ("router", "APGR", "CPT(50%)", "CPT(80%)"):
             table.add_column(col)
@@ -166,9 +174,11 @@ def eval_(
             table.add_row(r.name, f"{rep.apgr:.3f}", f"{rep.cpt50:.1f}%", f"{rep.cpt80:.1f}%")
         console = Console()
         console.print(table)
-        models = model_names(recs)
         cost = cost_matrix(recs, models)
-        if len(models) > 2 and np.isfinite(cost).any():
+        fronts: dict[str, tuple[Any, Any]] = {}
+        if len(models) > 2 and np.isfinite(cost).any() and np.nanmax(cost) <= 0:
+            typer.echo("every answer in this file cost nothing: no quality-vs-cost curve", err=True)
+        elif len(models) > 2 and np.isfinite(cost).any():
             ym = score_matrix(recs, models)
             cp = predicted_costs(train_recs or recs, models)
             ct = Table(title="quality vs cost (lambda sweep)")
@@ -177,15 +187,27 @@ def eval_(
             for r in routers:
                 sw = cost_sweep(router_matrix(r, recs, models), cp, ym, cost)
                 rep2 = cost_report(sw.costs, sw.quals, ym, cost, models)
-                ct.add_row(r.name, f"{rep2.auc:.3f}", f"{rep2.q_at_50:.3f}", f"{rep2.q_at_100:.3f}",
-                           f"{rep2.max_quality:.3f}")
+                fronts[r.name] = (sw.costs, sw.quals)
+                ct.add_row(r.name, _num(rep2.auc), _num(rep2.q_at_50), _num(rep2.q_at_100), _num(rep2.max_quality))
             console.print(ct)
         if plot is not None:
-            from moai.bench.plots import plot_pair_curves
+            from moai.bench.plots import plot_cost_curves, plot_pair_curves
 
             rep = pair_report(np.zeros(len(pr)), y[keep, 0], y[keep, 1])
             plot_pair_curves(curves, rep.weak_acc, rep.strong_acc, plot, data.name, w, s)
             typer.echo(f"plot -> {plot}")
+            if fronts:
+                ym = score_matrix(recs, models)
+                singles = {m: (float(np.nanmean(cost[:, j])), float(np.nanmean(ym[:, j])))
+                           for j, m in enumerate(models) if np.isfinite(cost[:, j]).any()}
+                cost_png = plot.with_name(f"{plot.stem}-cost{plot.suffix or '.png'}")
+                plot_cost_curves(fronts, singles, cost_png, f"{data.name}: quality vs cost")
+                typer.echo(f"plot -> {cost_png}")
+
+
+def _num(x: float) -> str:
+    """A table cell: three decimals, or a dash where there is no value (no budget that low)."""
+    return "—" if not np.isfinite(x) else f"{x:.3f}"
 
 
 def _write_lines(out: Path, rows: Iterator[dict[str, Any]]) -> int:
