@@ -102,6 +102,35 @@ def test_decide_uses_weights(gate_dir: Path, synth_file: Path, tmp_path: Path) -
     assert set(q) <= {"big", "small"} and c.count("small") > q.count("small")
 
 
+def _decide(gate: Path, data: Path, weights: str, out: Path, *extra: str) -> list[str]:
+    r = runner.invoke(app, ["decide", "--gate", str(gate), "--data", str(data), "--weights", weights,
+                            "--out", str(out), *extra])
+    assert r.exit_code == 0, r.output
+    return [json.loads(x)["model"] for x in out.read_text().splitlines()]
+
+
+def test_decide_weighs_latency(gate_dir: Path, synth_file: Path, tmp_path: Path) -> None:
+    """A latency weight moves the choice: from each record's own latency_ms, else from the latency the gate
+    learnt (it was a silent no-op: every model got the same card-default latency)."""
+    rows = [json.loads(x) for x in synth_file.read_text().splitlines()]
+    for r in rows:
+        r["latency_ms"] = {"big": 9000.0, "small": 400.0}
+    timed = tmp_path / "timed.jsonl"
+    timed.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    quality_only = _decide(gate_dir, timed, "quality=1", tmp_path / "q.jsonl")
+    assert "big" in quality_only  # the hard prompts
+    assert set(_decide(gate_dir, timed, "quality=1,latency=1", tmp_path / "l.jsonl")) == {"small"}
+    # no latency in the records: the gate's own estimate, learnt from records that had it
+    learnt = tmp_path / "learnt"
+    r = runner.invoke(app, ["train", "--data", str(timed), "--out", str(learnt), "--epochs", "10"])
+    assert r.exit_code == 0, r.output
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text("".join(json.dumps({"id": r["id"], "prompt": r["prompt"]}) + "\n" for r in rows))
+    assert "big" in _decide(learnt, bare, "quality=1", tmp_path / "bq.jsonl", "--models", "big,small")
+    assert set(_decide(learnt, bare, "quality=1,latency=1", tmp_path / "bl.jsonl", "--models", "big,small")) == {
+        "small"}
+
+
 def test_bad_inputs_are_one_line_errors(gate_dir: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "1", "prompt": "x", "scores": {"a": 1}}\n{oops\n')

@@ -252,10 +252,11 @@ def decide(
     out: Path = typer.Option(..., "--out"),
     models: str | None = typer.Option(None, "--models", help="candidates when a record has no scores"),
 ) -> None:
-    """One line per record: {"id", "model"}, using each record's own cost_usd when present."""
+    """One line per record: {"id", "model"}, using each record's own cost_usd (and latency_ms) when present."""
     with _errors():
         from moai.bench.datasets import load_records
-        from moai.gate.policy import Weights, choose
+        from moai.gate.policy import Weights
+        from moai.gate.quality import guess_card
         from moai.gate.store import Gate
 
         w = Weights.parse(weights)
@@ -268,7 +269,8 @@ def decide(
         _warn_untrained(g, names_all)
         q = g.quality_matrix([r.prompt for r in recs], names_all)
         col = {m: j for j, m in enumerate(names_all)}
-        cards = {m: RecordCard(m) for m in names_all}
+        # size from the name: a larger model's answer is expected to cost more energy (the carbon term)
+        cards = {m: RecordCard(m, params_b=guess_card(m)["params_b"]) for m in names_all}
 
         def rows() -> Iterator[dict[str, Any]]:
             for i, r in enumerate(recs):
@@ -280,8 +282,10 @@ def decide(
                         p = g.cost.predict(m, n_tok)
                         if p is not None:
                             costs[m] = p
-                d = choose({m: float(q[i, col[m]]) for m in cand}, {m: cards[m] for m in cand}, w,
-                           prompt_tokens=0, observed_costs=costs)
+                # the record's own measured latency where it has one, else the latency the gate learnt
+                latency = {m: r.latency_ms[m] / 1000.0 for m in cand if m in r.latency_ms}
+                d = g.decide(r.prompt, {m: cards[m] for m in cand}, w, quality={m: float(q[i, col[m]]) for m in cand},
+                             observed_costs=costs, observed_latency=latency)
                 yield {"id": r.id, "model": d.model}
 
         n = _write_lines(out, rows())

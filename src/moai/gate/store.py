@@ -138,8 +138,12 @@ class Gate:
         live_stats: Mapping[str, Mapping[str, float]] | None = None,
         observed_costs: Mapping[str, float] | None = None,
         quality: Mapping[str, float] | None = None,
+        observed_latency: Mapping[str, float] | None = None,
     ) -> Decision:
-        """Pick a model for this request; ``quality`` may be passed in when already computed."""
+        """Pick a model for this request; ``quality`` may be passed in when already computed.
+
+        ``observed_latency`` (seconds per model, e.g. a routing record's own ``latency_ms``) wins over the
+        latency the gate learnt; a model in neither falls back to its card's speed."""
         card_map = dict(cards) if isinstance(cards, Mapping) else {c.name: c for c in cards}
         w = weights if isinstance(weights, Weights) else Weights.parse(weights)
         text = query_text(messages)
@@ -153,9 +157,9 @@ class Gate:
             pred = {n: self.cost.predict(n, n_tok) for n in names}
             observed_costs = {n: v for n, v in pred.items() if v is not None and not card_has_price(card_map[n])}
         lat = {n: self.cost.predict_latency(n, n_tok) for n in names}
-        observed_latency = {n: v for n, v in lat.items() if v is not None}
+        latency = {n: v for n, v in lat.items() if v is not None} | dict(observed_latency or {})
         return choose(quality, card_map, w, constraints, n_tok, out_tok, observed_costs, live_stats,
-                      observed_latency=observed_latency)
+                      observed_latency=latency)
 
 
 @functools.cache
