@@ -55,6 +55,7 @@ def test_missing_measurements_are_nan_not_errors(tmp_path: Path) -> None:
     path.write_text(json.dumps({"id": "x/0", "benchmark": "x", "prompt": "p", "scores": {"m": 1}}) + "\n")
     (row, _all) = rep.summarise(rep.load(path))
     assert row.score == 1.0 and math.isnan(row.latency_ms) and math.isnan(row.energy_wh)
+    assert math.isnan(row.cost_usd)  # no price recorded is not "free": the table shows a dash, not $0.0000
 
 
 def test_table_and_plot(records_file: Path, tmp_path: Path) -> None:

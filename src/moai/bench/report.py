@@ -34,7 +34,7 @@ class Row:
     score: float
     latency_ms: float  # mean over answers with a measured latency (NaN if none)
     energy_wh: float  # mean per answer, watt-hours (NaN if none)
-    cost_usd: float  # total
+    cost_usd: float  # total over its answers (NaN if none was priced)
     out_tokens: float  # mean completion tokens (NaN if none)
 
 
@@ -65,6 +65,12 @@ def task_of(record: dict[str, Any]) -> str:
     return bench if not stem or stem == str(record.get("id")) or stem.startswith(bench) else f"{stem}:{bench}"
 
 
+def _total(values: Iterable[Any]) -> float:
+    """Sum of the numbers among ``values``; NaN when there is none (a file that records no cost)."""
+    vals = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)]
+    return float(sum(vals)) if vals else math.nan
+
+
 def _mean(values: Iterable[float]) -> float:
     vals = [v for v in values if isinstance(v, int | float) and math.isfinite(v)]
     return sum(vals) / len(vals) if vals else math.nan
@@ -93,7 +99,7 @@ def summarise(records: Sequence[dict[str, Any]]) -> list[Row]:
                 score=_mean(float(r["scores"][m]) for r in rs),
                 latency_ms=_mean((r.get("latency_ms") or {}).get(m, math.nan) for r in rs),
                 energy_wh=_mean((r.get("energy_kwh") or {}).get(m, math.nan) * 1000 for r in rs),
-                cost_usd=sum(v for r in rs if isinstance(v := (r.get("cost_usd") or {}).get(m), int | float)),
+                cost_usd=_total((r.get("cost_usd") or {}).get(m) for r in rs),
                 out_tokens=_mean(((r.get("tokens") or {}).get(m) or {}).get("output", math.nan) for r in rs),
             ))
     return rows
@@ -108,7 +114,7 @@ def table(rows: Sequence[Row]) -> Table:
     t = Table(title="moai bench: per model and task", show_lines=False)
     for col, justify in (("task", "left"), ("model", "left"), ("n", "right"), ("score", "right"),
                          ("latency ms", "right"), ("energy mWh", "right"), ("out tok", "right"),
-                         ("cost $", "right")):
+                         ("total cost $", "right")):
         t.add_column(col, justify=justify)  # type: ignore[arg-type]
     prev = None
     for r in rows:
@@ -116,7 +122,7 @@ def table(rows: Sequence[Row]) -> Table:
             t.add_section()
         prev = r.task
         t.add_row(r.task, r.model, str(r.n), f"{r.score:.3f}", _fmt(r.latency_ms, ".0f"),
-                  _fmt(r.energy_wh * 1000, ".2f"), _fmt(r.out_tokens, ".1f"), f"{r.cost_usd:.4f}")
+                  _fmt(r.energy_wh * 1000, ".2f"), _fmt(r.out_tokens, ".1f"), _fmt(r.cost_usd, ".4f"))
     return t
 
 
