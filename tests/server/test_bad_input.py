@@ -42,6 +42,16 @@ CASES = [
                                               b'[{"role":"user","content":"x"}], '
                                               b'"response_format": {"type": "json_schema"}}', 400),
     ("logprobs", b'{"model": "moai/default", "messages": [{"role":"user","content":"x"}], "logprobs": true}', 400),
+    ("max_tokens as a string", b'{"model": "moai/default", "messages": [{"role":"user","content":"x"}], '
+                               b'"max_tokens": "3"}', 400),
+    ("stream as a string", b'{"model": "moai/default", "messages": [{"role":"user","content":"x"}], '
+                           b'"stream": "yes"}', 400),
+    ("lone surrogate", b'{"model": "moai/default", "messages": [{"role":"user","content":"hi \\ud800"}]}', 400),
+    ("unknown tool_choice", b'{"model": "moai/default", "messages": [{"role":"user","content":"x"}], '
+                            b'"tool_choice": "bogus"}', 400),
+    ("tool_choice naming no tool", b'{"model": "moai/default", "messages": [{"role":"user","content":"x"}], '
+                                   b'"tools": [{"type": "function", "function": {"name": "f"}}], '
+                                   b'"tool_choice": {"type": "function", "function": {"name": "g"}}}', 400),
     ("unknown model", b'{"model": "moai/nope", "messages": [{"role": "user", "content": "x"}]}', 404),
 ]
 

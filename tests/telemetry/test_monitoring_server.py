@@ -63,6 +63,8 @@ def test_metrics_and_feedback(tmp_path: Path) -> None:
             assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_id"
             bad = httpx.post(srv.base + "/v1/feedback", json={"id": first["id"], "score": "great"})
             assert bad.status_code == 400
+            off_scale = httpx.post(srv.base + "/v1/feedback", json={"id": first["id"], "score": 11})
+            assert off_scale.status_code == 400 and off_scale.json()["error"]["param"] == "score"
             stats = httpx.get(srv.base + "/moai/stats").json()["models"]
             assert stats[first["moai"]["model"]]["quality_delta"] < 0
         finally:

@@ -36,6 +36,10 @@ def roundtrip(url: str) -> None:
     assert fb.id and store.get("chatcmpl-1").feedback[0].comment == "good"
     with pytest.raises(UnknownRequest):
         store.add_feedback("chatcmpl-404", 1.0)
+    for off_scale in (-1.5, 10.5, float("nan")):  # would skew that model's feedback mean for good
+        with pytest.raises(ValueError, match="outside -1..10"):
+            store.add_feedback("chatcmpl-1", off_scale)
+    assert len(store.get("chatcmpl-1").feedback) == 1
     TelemetryStore(url)  # migrating an up-to-date schema again is a no-op
     store.close()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator, model_validator
 
 
 class ContentPart(BaseModel):
@@ -64,29 +64,120 @@ class MoaiOptions(BaseModel):
     cache: bool = True
 
 
+class FunctionSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(BaseModel):
+    """One entry of ``tools``: only functions exist in the chat-completions API."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+TOOL_CHOICES = ("none", "auto", "required")
+
+
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1)
+
+
+class NamedToolChoice(BaseModel):
+    """``tool_choice`` naming the function the model must call."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["function"]
+    function: NamedFunction
+
+
+def _unencodable(value: Any, path: str) -> str | None:
+    """Where a string holds a lone surrogate (valid JSON escapes, but no Unicode text: tokenizers and the
+    database cannot take it), else None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, dict):
+        return next((p for k, v in value.items() if (p := _unencodable(v, f"{path}.{k}" if path else str(k)))), None)
+    if isinstance(value, list):
+        return next((p for i, v in enumerate(value) if (p := _unencodable(v, f"{path}[{i}]"))), None)
+    return None
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
+    # strict: "3", true or 2.0 for max_tokens, or "yes" for stream, are 400s (as at OpenAI), not guesses
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1, max_length=1024)
-    stream: bool = False
+    stream: bool = Field(False, strict=True)
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1, le=32768)
-    max_completion_tokens: int | None = Field(None, ge=1, le=32768)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    n: int = Field(1, ge=1, le=1)
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
+    max_tokens: int | None = Field(None, ge=1, le=32768, strict=True)
+    max_completion_tokens: int | None = Field(None, ge=1, le=32768, strict=True)
+    temperature: float | None = Field(None, ge=0, le=2, strict=True)
+    top_p: float | None = Field(None, gt=0, le=1, strict=True)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2, strict=True)
+    presence_penalty: float | None = Field(None, ge=-2, le=2, strict=True)
+    n: int = Field(1, ge=1, le=1, strict=True)
+    logprobs: bool | None = Field(None, strict=True)
+    top_logprobs: int | None = Field(None, strict=True)
     stop: str | list[str] | None = None
-    seed: int | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    seed: int | None = Field(None, strict=True)
+    tools: list[dict[str, Any]] | None = None  # checked as Tool; kept as sent, for the providers
+    tool_choice: str | dict[str, Any] | None = None  # checked as TOOL_CHOICES or NamedToolChoice
     response_format: dict[str, Any] | None = None
     user: str | None = None
     moai: MoaiOptions | None = None
+    # the response cache's per-request opt-out also at the top level: `cache: false`, or LiteLLM's
+    # `cache: {"no-cache": true}`; folded into moai.cache
+    cache: StrictBool | dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        where = _unencodable(data, "")
+        if where is not None:
+            raise ValueError(f"{where}: text is not valid Unicode (a lone surrogate escape such as \\ud800)")
+        return data
+
+    @field_validator("tools")
+    @classmethod
+    def _tools(cls, v: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        for t in v or []:
+            Tool.model_validate(t)
+        return v
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _tool_choice(cls, v: str | dict[str, Any] | None, info: ValidationInfo) -> str | dict[str, Any] | None:
+        """OpenAI's rules: one of three words or a named function; one that calls a tool needs tools, and a
+        named one must be among them."""
+        if isinstance(v, str) and v not in TOOL_CHOICES:
+            raise ValueError(f"must be one of {', '.join(map(repr, TOOL_CHOICES))} or a named function, not {v!r}")
+        if v in (None, "none", "auto"):
+            return v
+        tools = info.data.get("tools")
+        if not tools:
+            raise ValueError("a tool choice that calls a tool requires tools")
+        if isinstance(v, dict):
+            name = NamedToolChoice.model_validate(v).function.name
+            if name not in {t["function"]["name"] for t in tools}:
+                raise ValueError(f"names function {name!r}, which is not among the tools")
+        return v
+
+    @model_validator(mode="after")
+    def _cache_opt_out(self) -> ChatCompletionRequest:
+        off = self.cache is False or (isinstance(self.cache, dict) and bool(self.cache.get("no-cache")))
+        if off:
+            self.moai = (self.moai or MoaiOptions()).model_copy(update={"cache": False})
+        return self
 
     @field_validator("stop")
     @classmethod
@@ -133,7 +224,7 @@ class ChatCompletionRequest(BaseModel):
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(min_length=1)
-    score: float = Field(allow_inf_nan=False)
+    score: float = Field(ge=-1, le=10, allow_inf_nan=False)  # -1..1 (thumbs), 0..1, or a 0-10 rating
     comment: str | None = Field(None, max_length=10000)
 
 

@@ -8,7 +8,9 @@ A record counts as acknowledged once committed; a killed process loses nothing a
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,9 +29,11 @@ from sqlalchemy import (
     insert,
     select,
 )
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+FEEDBACK_MIN, FEEDBACK_MAX = -1.0, 10.0  # the widest accepted scales: -1..1 thumbs and 0-10 ratings
 
 
 class Base(DeclarativeBase):
@@ -128,6 +132,25 @@ class RateWindow(Base):
     count: Mapped[int] = mapped_column(Integer)
 
 
+class DatabaseUnavailable(RuntimeError):
+    """The telemetry database URL is malformed, names a missing driver, or cannot be opened; one line."""
+
+
+def safe_url(url: str) -> str:
+    """The URL as it may be printed: any password replaced by ``***``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def _reason(e: BaseException) -> str:
+    """The driver's own first line (SQLAlchemy wraps it with a link and the statement)."""
+    cause = getattr(e, "orig", None) or e
+    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+    return lines[0] if lines else type(cause).__name__
+
+
 class UnknownRequest(LookupError):
     """Feedback for a request id that was never recorded."""
 
@@ -171,7 +194,16 @@ class TelemetryStore:
 
     def __init__(self, url: str | None = None, migrate: bool = True) -> None:
         self.url = url or default_database_url()
-        self.engine = create_engine(self.url, future=True, pool_pre_ping=True)
+        try:
+            self.engine = create_engine(self.url, future=True, pool_pre_ping=True)
+        except NoSuchModuleError:
+            raise DatabaseUnavailable(f"cannot use database URL {safe_url(self.url)!r}: unknown database kind "
+                                      f"{make_url(self.url).drivername!r}") from None
+        except ArgumentError:
+            raise DatabaseUnavailable(f"bad database URL {safe_url(self.url)!r} "
+                                      "(expected e.g. sqlite:///path/moai.db or postgresql+psycopg://...)") from None
+        except (SQLAlchemyError, ImportError) as e:  # unknown dialect, or its driver is not installed
+            raise DatabaseUnavailable(f"cannot use database URL {safe_url(self.url)!r}: {_reason(e)}") from None
         if self.engine.dialect.name == "sqlite":
             _sqlite_pragmas(self.engine)
         if migrate:
@@ -181,7 +213,11 @@ class TelemetryStore:
         """Bring the schema to the newest Alembic revision (creates it from empty)."""
         from moai.telemetry.migrations import upgrade
 
-        upgrade(self.engine)
+        try:
+            upgrade(self.engine)
+        except (SQLAlchemyError, OSError) as e:  # refused, unreachable, bad credentials, unwritable file
+            self.engine.dispose()
+            raise DatabaseUnavailable(f"cannot open database {safe_url(self.url)!r}: {_reason(e)}") from None
 
     def write(self, request: RequestRecord) -> None:
         self.write_many([request])
@@ -209,6 +245,10 @@ class TelemetryStore:
                 s.merge(rec)
 
     def add_feedback(self, request_id: str, score: float, comment: str | None = None) -> FeedbackRecord:
+        """Store one rating; a score off every accepted scale would skew the model's feedback mean for good."""
+        if not (math.isfinite(score) and FEEDBACK_MIN <= score <= FEEDBACK_MAX):
+            raise ValueError(f"feedback score {score:g} is outside {FEEDBACK_MIN:g}..{FEEDBACK_MAX:g} "
+                             "(-1..1 thumbs, 0..1, or a 0-10 rating)")
         with Session(self.engine, expire_on_commit=False) as s, s.begin():
             if s.get(RequestRecord, request_id) is None:
                 raise UnknownRequest(request_id)

@@ -1,0 +1,83 @@
+"""The chat-completions request model on its own: OpenAI's types taken strictly, tools checked, opt-outs read."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from moai.server.app import _validation_message
+from moai.server.openai_schema import ChatCompletionRequest, FeedbackRequest
+
+BASE: dict[str, Any] = {"model": "moai/default", "messages": [{"role": "user", "content": "What's the weather?"}]}
+CITY = {"type": "object", "properties": {"city": {"type": "string"}}}
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": CITY}}]
+NAMED = {"type": "function", "function": {"name": "get_weather"}}
+
+
+def parse(**extra: Any) -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate(json.loads(json.dumps(BASE | extra)))
+
+
+def refused(**extra: Any) -> tuple[str, str | None]:
+    with pytest.raises(ValidationError) as e:
+        parse(**extra)
+    return _validation_message(e.value)
+
+
+@pytest.mark.parametrize("field,value", [("max_tokens", "3"), ("max_tokens", True), ("max_tokens", 2.0),
+                                         ("temperature", "0.5"), ("top_p", "1"), ("stream", "yes"), ("stream", 1),
+                                         ("seed", "7"), ("n", 1.0)])
+def test_wrong_types_are_refused_not_coerced(field: str, value: Any) -> None:
+    _msg, param = refused(**{field: value})
+    assert param == field
+
+
+def test_right_types_pass_and_an_integer_is_a_number() -> None:
+    r = parse(max_tokens=3, temperature=1, top_p=0.5, stream=True, seed=7)
+    assert (r.max_tokens, r.temperature, r.stream, r.seed) == (3, 1.0, True, 7)
+
+
+def test_tools_and_tool_choice_follow_openai_rules() -> None:
+    assert parse(tools=TOOLS, tool_choice="auto").tools == TOOLS  # kept as sent, for the providers
+    assert parse(tools=TOOLS, tool_choice=NAMED).tool_choice == NAMED
+    assert parse(tool_choice="none").tool_choice == "none"  # calls nothing: needs no tools
+    assert refused(tools=TOOLS, tool_choice="bogus")[1] == "tool_choice"
+    assert refused(tool_choice="required") == ("tool_choice: a tool choice that calls a tool requires tools",
+                                               "tool_choice")
+    msg, param = refused(tools=TOOLS, tool_choice={"type": "function", "function": {"name": "nope"}})
+    assert param == "tool_choice" and "'nope'" in msg
+    assert refused(tools=[{}])[1] == "tools.type"
+    assert refused(tools=[{"type": "bogus", "function": {"name": "f"}}])[1] == "tools.type"
+    assert refused(tools=[{"type": "function", "function": {"name": "no spaces"}}])[1] == "tools.function.name"
+
+
+def test_a_lone_surrogate_is_a_400_not_a_crash() -> None:
+    """Valid JSON (json.loads takes "\\ud800"), but not text: the tokenizer and the database would fail on it."""
+    body = json.loads('{"model": "m", "messages": [{"role": "user", '
+                      '"content": [{"type": "text", "text": "hi \\ud800"}]}]}')
+    with pytest.raises(ValidationError) as e:
+        ChatCompletionRequest.model_validate(body)
+    assert "messages[0].content[0].text: text is not valid Unicode" in _validation_message(e.value)[0]
+
+
+def test_top_level_cache_opt_out() -> None:
+    assert parse().moai is None
+    assert parse(cache=True).moai is None
+    for off in (False, {"no-cache": True}):
+        r = parse(cache=off, moai={"models": ["smollm2-135m"]})
+        assert r.moai is not None and r.moai.cache is False and r.moai.models == ["smollm2-135m"]
+    assert refused(cache="no")[1] is not None
+
+
+@pytest.mark.parametrize("score", [-1, 0, 0.5, 1, 7, 10])
+def test_feedback_scores_on_every_scale(score: float) -> None:
+    assert FeedbackRequest.model_validate({"id": "chatcmpl-1", "score": score}).score == score
+
+
+@pytest.mark.parametrize("score", [-5, 11, 1e9])
+def test_feedback_score_off_every_scale_is_refused(score: float) -> None:
+    with pytest.raises(ValidationError):
+        FeedbackRequest.model_validate({"id": "chatcmpl-1", "score": score})
