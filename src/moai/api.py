@@ -181,7 +181,7 @@ def _translate(e: Exception) -> Exception:
         detail = "; ".join(f"{m}: {why}" for m, why in e.excluded.items())
         return status_error(422, f"{e} ({detail})", param="model", code=getattr(e, "code", "no_eligible_model"))
     if isinstance(e, PlanFailed) and e.status == 400:
-        return status_error(400, f"no model accepts this request: {e}", code="unsupported_request")
+        return status_error(400, f"no model accepts this request: {e}", param=e.param, code=e.code)
     if isinstance(e, PlanFailed):
         return status_error(502, f"no model could answer: {e}", "upstream_error", code="upstream_failed")
     if isinstance(e, ProviderError):

@@ -19,7 +19,7 @@ from moai.cache import ResponseCache
 from moai.catalog import PRIVACY_RANK
 from moai.config import Config, Mix, Weights, load_config
 from moai.gate.rules import RuleChooser, message_text
-from moai.providers.base import ChatParams, Delta, ProviderError
+from moai.providers.base import ChatParams, Delta, ProviderError, is_refusal
 from moai.strategies import builder
 from moai.strategies.context import Chooser, NoEligibleModel, RequestContext, eligible
 from moai.strategies.executor import Execution, Executor, PlanFailed, ProviderRegistry
@@ -269,7 +269,7 @@ class Mixture:
                         await cache.astore(prep, item)
                 yield item
         except PlanFailed as e:
-            await self.record_failure(prep, str(e), e.results)
+            await self.record_failure(prep, str(e), e.results, e.status)  # the status the client is answered
             raise
         except ProviderError as e:  # failed mid-stream, after the first token
             await self.record_failure(prep, str(e), list(prep.plan.results.values()))
@@ -339,8 +339,10 @@ class Mixture:
             for a in r.attempts:  # every failed attempt is a call of its own: live statistics need them
                 if "error" in a:
                     start = a.get("start", r.start)
+                    # a refusal of the request itself is kept apart: it says nothing about the model's health
+                    status = "refused" if is_refusal(a.get("status")) else "failed"
                     rec.calls.append(CallRecord(
-                        step=r.step, role=r.role, model=a["model"], status="failed", started_at=start,
+                        step=r.step, role=r.role, model=a["model"], status=status, started_at=start,
                         ended_at=start + a["latency_ms"] / 1000, latency_ms=a["latency_ms"], error=a["error"],
                     ))
             if r.status == "failed" and r.attempts:
@@ -354,10 +356,14 @@ class Mixture:
         return rec
 
     def _observe(self, prep: Prepared, status: str, results: list[Any], answer_model: str | None) -> None:
-        """Feed live statistics and metrics from every attempt of every step."""
+        """Feed live statistics and metrics from every attempt of every step (a refused request is no failure
+        of the model: it neither counts in the error rate nor trips the breaker)."""
         for r in results:
             for a in r.attempts:
                 failed = "error" in a
+                if failed and is_refusal(a.get("status")):
+                    self.stats.observe_refusal(a["model"])
+                    continue
                 if failed or a.get("model") != r.model:
                     self.stats.observe(a["model"], not failed, a.get("latency_ms", 0) / 1000)
             if r.model and r.status == "ok":

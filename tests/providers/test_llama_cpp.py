@@ -9,7 +9,13 @@ import pytest
 
 from moai.catalog import ModelCard, complete_card
 from moai.providers import ChatParams, ProviderRequestError, ProviderUnavailable
-from moai.providers.llama_cpp import LlamaCppProvider, llama_response_format, text_messages
+from moai.providers.llama_cpp import (
+    LlamaCppProvider,
+    generation_error,
+    llama_response_format,
+    merge_tool_call_deltas,
+    text_messages,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -99,3 +105,44 @@ async def test_local_model_answers_in_the_requested_schema(smollm_path: Path) ->
     out = await smol().complete(ChatParams(messages=[{"role": "user", "content": "What is 2 + 2?"}], max_tokens=40,
                                            response_format=fmt))
     assert isinstance(json.loads(out.text)["answer"], int)  # constrained by grammar, even for a 135M model
+
+
+def test_a_prompt_over_the_context_window_is_the_requests_fault() -> None:
+    e = generation_error("m", ValueError("Requested tokens (30030) exceed context window of 8192"))
+    assert isinstance(e, ProviderRequestError) and e.status == 400
+    assert (e.code, e.param) == ("context_length_exceeded", "messages")
+    assert "30030" in str(e) and "8192" in str(e)
+    assert type(generation_error("m", RuntimeError("llama_decode returned -3"))) is ProviderUnavailable
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_a_prompt_longer_than_the_window_is_refused_with_openais_code(smollm_path: Path, stream: bool) -> None:
+    # ~6000 characters that are ~3000 tokens: the length estimate before routing would let them through
+    params = ChatParams(messages=[{"role": "user", "content": "7 " * 3000}], max_tokens=4)
+    with pytest.raises(ProviderRequestError) as e:
+        if stream:
+            _ = [d async for d in smol().stream(params)]
+        else:
+            await smol().complete(params)
+    assert (e.value.code, e.value.param, e.value.status) == ("context_length_exceeded", "messages", 400)
+    assert "context window of 2048" in str(e.value)
+
+
+def test_streamed_tool_call_pieces_become_one_call() -> None:
+    # llama.cpp repeats the id and name in every piece of a call it makes for a named tool_choice
+    piece = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+    calls: list[dict] = []
+    for part in ('{"city"', ': "Paris"', "}"):
+        merge_tool_call_deltas(calls, [{**piece, "function": {**piece["function"], "arguments": part}}])
+    assert calls == [{"index": 0, "id": "call_1", "type": "function",
+                      "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]
+
+
+def test_tool_choice_none_shows_the_template_no_tools() -> None:
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    msgs = [{"role": "user", "content": "hi"}]
+    kw = smol()._kwargs(ChatParams(messages=msgs, tools=tools, tool_choice="none"))
+    assert "tools" not in kw and "tool_choice" not in kw
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    kw = smol()._kwargs(ChatParams(messages=msgs, tools=tools, tool_choice=named))
+    assert kw["tools"] == tools and kw["tool_choice"] == named

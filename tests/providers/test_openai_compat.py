@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -10,7 +11,7 @@ from stub_openai import Script, StubServer, free_port
 
 from moai.catalog import ModelCard
 from moai.providers import ChatParams, ProviderRequestError, ProviderServerError, ProviderUnavailable
-from moai.providers.openai_compat import OpenAICompatProvider
+from moai.providers.openai_compat import OpenAICompatProvider, status_error
 
 PARAMS = ChatParams(messages=[{"role": "user", "content": "hi"}], max_tokens=8)
 
@@ -76,3 +77,17 @@ async def test_client_error_is_not_retried() -> None:
 async def test_connection_refused_is_unavailable() -> None:
     with pytest.raises(ProviderUnavailable):
         await provider(f"http://127.0.0.1:{free_port()}/v1", retries=0).complete(PARAMS)
+
+
+def test_an_upstream_refusal_keeps_its_code_and_a_missing_model_is_the_models_fault() -> None:
+    too_long = json.dumps({"error": {"message": "This model's maximum context length is 2048 tokens.",
+                                     "type": "invalid_request_error", "param": "messages",
+                                     "code": "context_length_exceeded"}}).encode()
+    e = status_error("m", 400, {}, too_long)
+    assert isinstance(e, ProviderRequestError) and e.status == 400
+    assert (e.code, e.param) == ("context_length_exceeded", "messages") and "maximum context length" in str(e)
+    plain = status_error("m", 422, {}, b"not json")
+    assert isinstance(plain, ProviderRequestError) and (plain.code, plain.param) == (None, None)
+    unknown = json.dumps({"error": {"message": "The model `x` does not exist", "code": "model_not_found"}}).encode()
+    for status, body in ((400, unknown), (404, b'{"error": {"message": "no such model"}}')):
+        assert type(status_error("m", status, {}, body)) is ProviderUnavailable  # counts against the model

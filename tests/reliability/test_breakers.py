@@ -14,11 +14,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from reliability_support import AppServer, assert_openai_error, card, chat
+from reliability_support import AppServer, assert_openai_error, card, chat, rows
 from stub_openai import Script, StubServer
 
 from moai.config import parse_config
 from moai.server.app import create_app
+from moai.telemetry.adapt import LiveStats
 from moai.telemetry.store import TelemetryStore
 
 pytestmark = pytest.mark.integration
@@ -136,3 +137,24 @@ def test_breaker_is_not_stuck_half_open_when_the_probe_is_never_sent(tmp_path: P
     assert attempts(chat(server.url, "moai/small_first")) == ["backup"]
     time.sleep(COOLDOWN_S + 0.2)
     assert attempts(chat(server.url)) == ["flaky"]  # the model recovered long ago: it should be probed
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_requests_every_model_refuses_open_no_circuit(tmp_path: Path, stack: ExitStack, stream: bool) -> None:
+    """A 400 is the request's fault: answered as such, stored with that status, and held against no model."""
+    a, b = Script(fail_times=10**6, fail_status=400), Script(fail_times=10**6, fail_status=400)
+    mixes = "  default: {models: [a, b], fallbacks: gate, weights: {quality: 0, cost: 1}}\n"
+    server = serve(tmp_path, {"a": a, "b": b}, mixes, stack)
+    for _ in range(4):
+        r = chat(server.url, stream=stream)
+        assert assert_openai_error(r, 400)["code"] == "unsupported_request"
+        request_id = r.headers["x-moai-request-id"]
+        assert rows(tmp_path / "moai.db", "select http_status from requests where id=?", request_id) == [(400,)]
+        assert rows(tmp_path / "moai.db", "select model, status from calls where request_id=?", request_id) == [
+            ("a", "refused"), ("b", "refused")]
+    assert a.calls == b.calls == 4  # every request still reached both: no circuit steered it away
+    assert health(server)["open_circuits"] == []
+    assert httpx.get(server.base + "/readyz", timeout=10).status_code == 200
+    resumed = LiveStats()  # a restart reads the database back
+    resumed.refresh(TelemetryStore(f"sqlite:///{tmp_path / 'moai.db'}"))
+    assert {m: (s["error_rate"], s["open"]) for m, s in resumed.snapshot().items()} == {"a": (0, 0), "b": (0, 0)}

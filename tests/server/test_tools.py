@@ -82,3 +82,50 @@ def test_collaboration_refuses_tools_clearly(server: MoaiServer) -> None:
     with pytest.raises(openai.BadRequestError) as e:
         c.chat.completions.create(model="moai/team", tools=WEATHER, messages=[{"role": "user", "content": "hi"}])
     assert e.value.body["code"] == "tools_not_supported" and "moa" in e.value.body["message"]
+
+
+NAMED = {"type": "function", "function": {"name": "get_weather"}}
+
+
+@pytest.mark.integration
+def test_named_tool_choice_returns_that_call(server: MoaiServer) -> None:
+    c = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0, timeout=300)
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    r = c.chat.completions.create(model="qwen", messages=messages, tools=WEATHER, tool_choice=NAMED, temperature=0,
+                                  max_tokens=24)
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (call,) = choice.message.tool_calls or []
+    assert call.type == "function" and call.id and call.function.name == "get_weather"
+    assert json.loads(call.function.arguments)["city"] == "Paris"
+
+
+@pytest.mark.integration
+def test_named_tool_choice_streamed(server: MoaiServer) -> None:
+    c = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0, timeout=300)
+    with c.chat.completions.stream(model="qwen", tools=WEATHER, tool_choice=NAMED, temperature=0, max_tokens=24,
+                                   messages=[{"role": "user", "content": "Weather in Rome?"}]) as s:
+        final = s.get_final_completion()  # the client's own accumulation of the streamed pieces
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls or []
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments)["city"] == "Rome"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_tool_choice_none_answers_in_text(server: MoaiServer, stream: bool) -> None:
+    c = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0, timeout=300)
+    kw = {"model": "qwen", "tools": WEATHER, "tool_choice": "none", "temperature": 0, "max_tokens": 12,
+          "messages": [{"role": "user", "content": "What is the weather in Paris?"}]}
+    if stream:
+        chunks = list(c.chat.completions.create(stream=True, **kw))
+        deltas = [ch.choices[0].delta for ch in chunks if ch.choices]
+        assert not any(d.tool_calls for d in deltas)
+        text = "".join(d.content or "" for d in deltas)
+        finish = [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+    else:
+        choice = c.chat.completions.create(**kw).choices[0]
+        assert not choice.message.tool_calls
+        text, finish = choice.message.content or "", [choice.finish_reason]
+    assert text.strip() and "get_weather" not in text and finish in (["stop"], ["length"])

@@ -69,3 +69,16 @@ def test_refresh_rebuilds_from_the_database(tmp_path: Path) -> None:
     snap = other_replica.snapshot()["m"]
     assert snap["open"] == 1.0 and snap["error_rate"] > 0.5
     assert snap["quality_delta"] < 0
+
+
+def test_a_refusal_hands_back_the_probe_without_closing_the_circuit() -> None:
+    """A request the model refused for its own sake says nothing about the model: the probe it used is free again."""
+    s = LiveStats(failure_threshold=3, cooldown_s=10)
+    for t in range(3):
+        s.observe("m", False, 0.1, now=100.0 + t)
+    assert s.healthy("m", now=113) and s.state("m") == "half-open"
+    s.observe_refusal("m")
+    assert s.state("m") == "open" and s.snapshot()["m"]["error_rate"] == 1.0  # neither counted nor forgiven
+    assert s.healthy("m", now=113.5)  # the next request probes, instead of the circuit staying shut
+    s.observe_refusal("unseen")  # a model with no statistics yet gets none from a refusal
+    assert "unseen" not in s.snapshot()

@@ -82,7 +82,12 @@ def translate_error(model: str, exc: Exception) -> ProviderError:
             return ProviderServerError(model, f"upstream error {exc.status_code}{f' ({kind})' if kind else ''}")
         if exc.status_code == 429 or kind == "rate_limit_error":
             return ProviderRateLimited(model, "rate limited", _retry_after(exc))
-        return ProviderRequestError(model, f"upstream refused the request ({exc.status_code}): {exc.message}")
+        if exc.status_code == 404:  # the configured model does not exist: its fault, not the request's
+            return ProviderUnavailable(model, f"not found upstream (404): {exc.message}")
+        too_long = "prompt is too long" in str(exc.message)  # Anthropic's words for a context overflow
+        return ProviderRequestError(model, f"upstream refused the request ({exc.status_code}): {exc.message}",
+                                    code="context_length_exceeded" if too_long else None,
+                                    param="messages" if too_long else None)
     return ProviderServerError(model, f"{type(exc).__name__}: {exc}")
 
 

@@ -49,9 +49,22 @@ class ProviderServerError(ProviderError):
 
 
 class ProviderRequestError(ProviderError):
-    """The upstream refused the request itself (4xx other than 429): retrying elsewhere may still work."""
+    """The upstream refused the request itself (4xx other than 429): retrying elsewhere may still work.
+
+    A refusal says nothing about the model's health, so it never counts against it. ``code`` and ``param`` are
+    OpenAI's error fields, for a cause the client can act on (``context_length_exceeded`` on ``messages``).
+    """
 
     status = 400
+
+    def __init__(self, model: str, message: str, code: str | None = None, param: str | None = None) -> None:
+        super().__init__(model, message)
+        self.code, self.param = code, param
+
+
+def is_refusal(status: int | None) -> bool:
+    """Whether an error status is a refusal of the request itself (4xx but 429), not a failure of the model."""
+    return status is not None and 400 <= status < 500 and status != ProviderRateLimited.status
 
 
 class ProviderAuthError(ProviderError):

@@ -11,14 +11,25 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import json
 import os
+import re
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from moai.catalog import ModelCard
-from moai.providers.base import ChatParams, Delta, Provider, ProviderRequestError, ProviderUnavailable, Usage
+from moai.providers.base import (
+    ChatParams,
+    Delta,
+    Provider,
+    ProviderError,
+    ProviderRequestError,
+    ProviderUnavailable,
+    Usage,
+)
 from moai.providers.tool_calls import parse_tool_calls
 
 # llama.cpp's OpenMP threads spin while waiting; with any other load on a small machine that collapses
@@ -84,6 +95,49 @@ def llama_response_format(fmt: dict[str, Any] | None) -> dict[str, Any] | None:
     return fmt
 
 
+_CONTEXT_OVERFLOW = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
+
+
+def generation_error(model: str, e: Exception) -> ProviderError:
+    """A llama.cpp failure as a provider error: a prompt longer than the context window is the request's fault
+    (OpenAI's ``context_length_exceeded``, which the text-length estimate before routing can miss), anything
+    else the model's."""
+    overflow = _CONTEXT_OVERFLOW.search(str(e)) if isinstance(e, ValueError) else None
+    if overflow:
+        tokens, window = overflow.groups()
+        return ProviderRequestError(
+            model, f"this request is {tokens} tokens, more than the model's context window of {window} allows",
+            code="context_length_exceeded", param="messages")
+    return ProviderUnavailable(model, f"generation failed: {e}")
+
+
+def offers_tools(params: ChatParams) -> bool:
+    """Whether the model may answer with tool calls: tools were offered, and ``tool_choice`` is not "none"."""
+    return bool(params.tools) and params.tool_choice != "none"
+
+
+def merge_tool_call_deltas(calls: list[dict[str, Any]], deltas: list[dict[str, Any]]) -> None:
+    """Accumulate llama.cpp's streamed tool-call pieces (each repeats the id and name, with a piece of the
+    arguments) into whole OpenAI tool calls, one per index."""
+    for d in deltas:
+        index = d.get("index", 0)
+        while len(calls) <= index:
+            calls.append({"index": len(calls), "id": None, "type": "function",
+                          "function": {"name": "", "arguments": ""}})
+        call, fn = calls[index], d.get("function") or {}
+        call["id"] = call["id"] or d.get("id") or f"call_{uuid.uuid4().hex[:24]}"
+        call["function"]["name"] = call["function"]["name"] or fn.get("name") or ""
+        call["function"]["arguments"] += fn.get("arguments") or ""
+
+
+def _complete_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
 def resolve_path(card: ModelCard) -> str:
     """The GGUF file for a card: an explicit path, or the zoo entry (which must be pulled)."""
     from moai import local_models
@@ -127,10 +181,14 @@ class LlamaCppProvider(Provider):
     def _kwargs(self, params: ChatParams) -> dict[str, Any]:
         kw: dict[str, Any] = {"messages": text_messages(self.name, params.messages), "max_tokens": params.max_tokens}
         kw["temperature"] = 0.0 if params.temperature is None else params.temperature
-        for name in ("top_p", "frequency_penalty", "presence_penalty", "stop", "seed", "tools", "tool_choice"):
+        for name in ("top_p", "frequency_penalty", "presence_penalty", "stop", "seed"):
             value = getattr(params, name)
             if value is not None:
                 kw[name] = value
+        if offers_tools(params):  # with "none" the template does not show them: the model must answer in text
+            kw["tools"] = params.tools
+            if params.tool_choice is not None:
+                kw["tool_choice"] = params.tool_choice
         response_format = llama_response_format(params.response_format)
         if response_format is not None:
             kw["response_format"] = response_format
@@ -156,7 +214,9 @@ class LlamaCppProvider(Provider):
                 chunks: Iterator[dict[str, Any]] = llm.create_chat_completion(stream=True, **self._kwargs(params))
                 n_out = 0
                 finish = "stop"
+                tools = offers_tools(params)
                 held: list[str] = []  # with tools offered, the answer may be a call: hold text until the end
+                called: list[dict[str, Any]] = []  # calls llama.cpp made itself (a named tool_choice's grammar)
                 for chunk in chunks:
                     if cancel.is_set():  # the caller went away: stop spending CPU on it
                         finish = "cancelled"
@@ -167,21 +227,27 @@ class LlamaCppProvider(Provider):
                     tool_calls = delta.get("tool_calls")
                     if text or tool_calls:
                         n_out += 1
-                        if params.tools:
+                        if tools:
                             held.append(text)
+                            merge_tool_call_deltas(called, tool_calls or [])
                         else:
-                            emit(Delta(text=text, tool_calls=tool_calls))
+                            emit(Delta(text=text))
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
-                if params.tools:
-                    calls = parse_tool_calls("".join(held), params.tools)
-                    if calls:
-                        finish = "tool_calls"
+                if tools:
+                    if called:  # arguments cut short by max_tokens are not a finished call
+                        done = all(_complete_json(c["function"]["arguments"]) for c in called)
+                        calls: list[dict[str, Any]] | None = called
+                        finish = "tool_calls" if done else "length"
+                    else:
+                        calls = parse_tool_calls("".join(held), params.tools)
+                        if calls:
+                            finish = "tool_calls"
                     emit(Delta(text="" if calls else "".join(held), tool_calls=calls))
                 n_in = max(1, llm.n_tokens - n_out)  # the context holds exactly prompt + generated tokens
                 emit(Delta(finish_reason=finish, usage=Usage(n_in, n_out), cpu_s=time.process_time() - cpu0))
             except Exception as e:  # noqa: BLE001
-                emit(ProviderUnavailable(self.name, f"generation failed: {e}"))
+                emit(generation_error(self.name, e))
             finally:
                 with _active_lock:
                     _active_calls -= 1

@@ -10,6 +10,7 @@ errors, 408/409/429 and 5xx, honouring ``Retry-After``; streams are retried only
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -57,18 +58,29 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def status_error(model: str, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
-    """The moai error for an upstream HTTP error status."""
-    try:
-        message = json.loads(body).get("error", {}).get("message") or body.decode(errors="replace")[:200]
-    except (ValueError, AttributeError):
-        message = body.decode(errors="replace")[:200]
+    """The moai error for an upstream HTTP error status.
+
+    A 4xx keeps the upstream's ``code`` and ``param``: a peer's ``context_length_exceeded`` reaches the client
+    as such. A model the upstream does not know (404, ``model_not_found``) is the card's fault, not the request's.
+    """
+    error: dict[str, Any] = {}
+    with contextlib.suppress(ValueError, AttributeError):
+        error = json.loads(body).get("error") or {}
+    if not isinstance(error, dict):
+        error = {}
+    message = error.get("message") or body.decode(errors="replace")[:200]
+    code, param = error.get("code"), error.get("param")
     if status == 429:
         return ProviderRateLimited(model, f"rate limited: {message}", _retry_after(headers))
     if status in (401, 403):
         return ProviderAuthError(model, f"authentication failed ({status})")
     if status >= 500:
         return ProviderServerError(model, f"upstream error {status}")
-    return ProviderRequestError(model, f"upstream refused the request ({status}): {message}")
+    if status == 404 or code == "model_not_found":
+        return ProviderUnavailable(model, f"not found upstream ({status}): {message}")
+    return ProviderRequestError(model, f"upstream refused the request ({status}): {message}",
+                                code=code if isinstance(code, str) else None,
+                                param=param if isinstance(param, str) else None)
 
 
 def _usage(raw: dict[str, Any] | None) -> Usage | None:
@@ -178,6 +190,7 @@ class OpenAICompatProvider(Provider):
         response = await self._send(self._payload(params, stream=True))
         finish: str | None = None
         usage: Usage | None = None
+        done = False
         try:
             async for raw in response.content:
                 line = raw.decode(errors="replace").strip()
@@ -185,6 +198,7 @@ class OpenAICompatProvider(Provider):
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
+                    done = True
                     break
                 try:
                     chunk = json.loads(data)
@@ -208,6 +222,8 @@ class OpenAICompatProvider(Provider):
             raise ProviderUnavailable(self.name, f"connection lost mid-stream: {e or type(e).__name__}") from e
         finally:
             response.release()  # a stream cut short leaves unread data: aiohttp drops that connection
+        if not done and finish is None:  # closed without an end: e.g. llama.cpp's server hides a failure this way
+            raise ProviderServerError(self.name, "upstream stream ended unfinished (no finish_reason, no [DONE])")
         yield Delta(finish_reason=finish or "stop", usage=usage)
 
     async def aclose(self) -> None:

@@ -200,7 +200,11 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             return err(409, str(e))
 
     def model_objects(allowed: list[str] | None) -> list[dict[str, Any]]:
-        """What a key may call: every mix (as ``moai/<mix>``) and model, or only its allowed mixes."""
+        """What a key may call: every mix (as ``moai/<mix>``) and model, or only the names it allows.
+
+        A key's allowed names are checked against the resolved request name, so a model named there is callable
+        directly and must be listed too.
+        """
         now = int(time.time())
         data = [
             {"id": f"moai/{name}", "object": "model", "created": now, "owned_by": "moai",
@@ -211,7 +215,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             {"id": name, "object": "model", "created": now, "owned_by": c.provider,
              "moai": {"kind": "model", "privacy": c.privacy, "context": c.context,
                       "price": c.price.model_dump(), "params_b": c.params_b}}
-            for name, c in config.models.items() if allowed is None
+            for name, c in config.models.items() if allowed is None or name in allowed
         ]
         return data
 
@@ -287,7 +291,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
                 ex = await mix.run(prep)
         except PlanFailed as e:
             if e.status == 400:  # every model refused the request itself: the client has to change it
-                return err(400, f"no model accepts this request: {e}", code="unsupported_request", headers=headers)
+                return err(400, f"no model accepts this request: {e}", param=e.param, code=e.code, headers=headers)
             return err(502, f"no model could answer: {e}", "upstream_error", code="upstream_failed", headers=headers)
         except ProviderError as e:  # a stream's model failed in a way no other model may retry (recorded)
             return err(502, f"no model could answer: {e}", "upstream_error", code="upstream_failed", headers=headers)

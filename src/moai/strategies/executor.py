@@ -37,13 +37,28 @@ class PlanFailed(RuntimeError):
 
     ``status`` is 400 when every model tried for the failing step refused the request itself (e.g. an image
     sent to text-only models): the caller must change the request, retrying it elsewhere will not help.
+    ``code`` and ``param`` are then the refusals' own when they all agree (``context_length_exceeded``).
     """
 
     def __init__(self, message: str, results: list[StepResult], failed: Sequence[StepResult] = ()) -> None:
         super().__init__(message)
         self.results = results
-        tried = [a.get("status") for r in failed for a in r.attempts if a.get("error")]
-        self.status = 400 if tried and all(s == 400 for s in tried) else 502
+        tried = [a for r in failed for a in r.attempts if a.get("error")]
+        self.status = 400 if tried and all(a.get("status") == 400 for a in tried) else 502
+        causes = {(a.get("code"), a.get("param")) for a in tried}
+        code, param = causes.pop() if self.status == 400 and len(causes) == 1 else (None, None)
+        self.code: str = code or ("unsupported_request" if self.status == 400 else "upstream_failed")
+        self.param: str | None = param if code else None
+
+
+def _failed_attempt(model: str, e: ProviderError, t0: float) -> dict[str, Any]:
+    """A failed try, for the trace and telemetry: its status tells a refused request from a failing model."""
+    attempt = {"model": model, "error": str(e), "status": e.status, "start": t0,
+               "latency_ms": (time.time() - t0) * 1000}
+    code = getattr(e, "code", None)
+    if code:
+        attempt.update(code=code, param=getattr(e, "param", None))
+    return attempt
 
 
 class ProviderRegistry:
@@ -149,8 +164,7 @@ class Executor:
                 if redactor:
                     out.text = redactor.restore(out.text)
             except ProviderError as e:
-                res.attempts.append({"model": model, "error": str(e), "status": e.status, "start": t0,
-                                     "latency_ms": (time.time() - t0) * 1000})
+                res.attempts.append(_failed_attempt(model, e, t0))
                 res.error = str(e)
                 if not e.retryable:
                     break
@@ -285,8 +299,7 @@ class Executor:
                             continue  # the caller decides how the stream ends
                         yield d
             except ProviderError as e:
-                ans.attempts.append({"model": model, "error": str(e), "status": e.status, "start": t0,
-                                     "latency_ms": (time.time() - t0) * 1000})
+                ans.attempts.append(_failed_attempt(model, e, t0))
                 ans.error = str(e)
                 if started or not e.retryable:
                     ans.end = time.time()

@@ -111,6 +111,15 @@ class LiveStats:
             self._get(model).observe(ok, latency_s, ttft_s, output_tokens, now or time.time(),
                                      self.failure_threshold)
 
+    def observe_refusal(self, model: str) -> None:
+        """A call the model refused for the request's own sake (an unreadable part, too long a prompt) says
+        nothing about its health: it is not counted, and a half-open probe it used is handed back, so that the
+        next request probes rather than the circuit staying shut."""
+        with self._lock:
+            st = self.models.get(model)
+            if st is not None and st.probing:
+                st.probing = False
+
     def observe_feedback(self, model: str, score: float, predicted: float | None) -> None:
         with self._lock:
             st = self._get(model)
@@ -153,7 +162,10 @@ class LiveStats:
     # ---------------------------------------------------------------- shared state through the database
 
     def refresh(self, store: TelemetryStore) -> None:
-        """Rebuild every model's statistics from the newest calls and all feedback in the shared database."""
+        """Rebuild every model's statistics from the newest calls and all feedback in the shared database.
+
+        Only answered ("ok") and failed calls count: "refused" ones (the request's own fault) say nothing about
+        the model, and skipped or cancelled ones were never a verdict on it."""
         fresh: dict[str, ModelStats] = {}
         with Session(store.engine) as s:
             models = [m for (m,) in s.execute(select(CallRecord.model).distinct()) if m]

@@ -11,8 +11,16 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from moai.providers.base import is_refusal
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def _refused(attempts: list[dict[str, Any]]) -> bool:
+    """Whether a failed step failed only because every model refused the request itself (not a model error)."""
+    errors = [a for a in attempts if a.get("error")]
+    return bool(errors) and all(is_refusal(a.get("status")) for a in errors)
 
 
 class Metrics:
@@ -53,7 +61,8 @@ class Metrics:
             if r.model is None:
                 continue
             if r.status == "failed":
-                self.errors.labels(r.model, "call").inc()
+                if not _refused(r.attempts):
+                    self.errors.labels(r.model, "call").inc()
                 continue
             if r.status != "ok":
                 continue
@@ -68,7 +77,8 @@ class Metrics:
         for r in results:
             for attempt in r.attempts:
                 if attempt.get("error") and attempt.get("model"):
-                    self.errors.labels(attempt["model"], "attempt").inc()
+                    kind = "refused" if is_refusal(attempt.get("status")) else "attempt"
+                    self.errors.labels(attempt["model"], kind).inc()
 
     def observe_feedback(self, model: str | None, score: float) -> None:
         from moai.telemetry.adapt import normalise_score
