@@ -10,13 +10,17 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from moai.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from moai.telemetry.store import TelemetryStore
 
 app = typer.Typer(help="moai — Mixture of AI: many LLMs behind one OpenAI-compatible endpoint.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -52,6 +56,27 @@ def _config(path: str | None) -> Config:
     return guarded(lambda: load_config(path))
 
 
+def _store(url: str | None) -> TelemetryStore:
+    """Open (and migrate) the telemetry database; a bad or unreachable URL is one line, not a traceback."""
+    from moai.telemetry.store import DatabaseUnavailable, TelemetryStore
+
+    try:
+        return TelemetryStore(url)
+    except DatabaseUnavailable as e:
+        fail(str(e))
+        raise  # unreachable
+
+
+def _write_output(path: str, write: Callable[[Path], object]) -> None:
+    """Write a report file, creating its folder as the other outputs do; an unwritable path is one line."""
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        write(p)
+    except OSError as e:
+        fail(f"cannot write {path}: {e.strerror or e}")
+
+
 # ---------------------------------------------------------------------------- serve
 
 
@@ -59,7 +84,7 @@ def _config(path: str | None) -> Config:
 def serve(
     config: str | None = typer.Option(None, "--config", "-c", help="Mix instructions YAML (default: embedded)."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
-    port: int = typer.Option(8000, help="Port."),
+    port: int = typer.Option(8000, min=1, max=65535, help="Port."),
     database_url: str | None = typer.Option(
         None, help="Telemetry database URL (default: MOAI_DATABASE_URL or SQLite)."
     ),
@@ -69,10 +94,9 @@ def serve(
     import uvicorn
 
     from moai.server.app import create_app
-    from moai.telemetry.store import TelemetryStore
 
     cfg = _config(config or os.environ.get("MOAI_CONFIG"))
-    store = TelemetryStore(database_url or cfg.settings.database_url)
+    store = _store(database_url or cfg.settings.database_url)
     _warn_missing_local(cfg)
     console.print(f"moai serving {len(cfg.mixes)} mix(es) over {len(cfg.models)} model(s) on http://{host}:{port}/v1")
     uvicorn.run(create_app(cfg, store), host=host, port=port, log_level=log_level)
@@ -96,7 +120,7 @@ def chat(
     prompt: str = typer.Argument(..., help="The user message."),
     mix: str = typer.Option("default", "--mix", "-m", help="Mix (or model) name."),
     config: str | None = typer.Option(None, "--config", "-c"),
-    max_tokens: int | None = typer.Option(None, help="Completion budget."),
+    max_tokens: int | None = typer.Option(None, min=1, max=32768, help="Completion budget."),
     show_trace: bool = typer.Option(False, "--trace", help="Print the moai summary after the answer."),
 ) -> None:
     """Ask a question through a mix, in-process, streaming the answer to the terminal."""
@@ -105,14 +129,14 @@ def chat(
     from moai.server.openai_schema import ChatCompletionRequest
     from moai.strategies.context import NoEligibleModel
     from moai.strategies.executor import Execution, PlanFailed
-    from moai.telemetry.store import TelemetryStore
 
     cfg = _config(config)
+    store = _store(cfg.settings.database_url)
     body = ChatCompletionRequest(model=mix, messages=[{"role": "user", "content": prompt}],  # type: ignore[list-item]
                                  max_tokens=max_tokens, stream=True)
 
     async def go() -> dict[str, Any] | None:
-        m = Mixture(cfg, store=TelemetryStore(cfg.settings.database_url))
+        m = Mixture(cfg, store=store)
         try:
             prep = m.prepare(body)
             summary = None
@@ -254,17 +278,14 @@ def report(
     database_url: str | None = typer.Option(None, help="Default: MOAI_DATABASE_URL, else the local SQLite."),
 ) -> None:
     """Usage per model and mix: requests, tokens, p50/p95 latency, cost, energy, CO2, feedback."""
-    from pathlib import Path
-
     from moai.telemetry.report import build_report, fmt, parse_since, plot_png, write_html
-    from moai.telemetry.store import TelemetryStore
 
     try:
         start = parse_since(since)
     except ValueError as e:
         fail(str(e))
         return
-    rep = build_report(TelemetryStore(database_url), start)
+    rep = build_report(_store(database_url), start)
     for title, rows in (("models", rep.model_rows()), ("mixes", rep.mix_rows()), ("spend per key", rep.key_rows())):
         if not rows:
             continue
@@ -277,10 +298,10 @@ def report(
     if not rep.requests:
         console.print("no requests recorded" + (f" since {since}" if since else ""))
     if plot:
-        Path(plot).write_bytes(plot_png(rep))
+        _write_output(plot, lambda p: p.write_bytes(plot_png(rep)))
         console.print(f"plots: {plot}")
     if html_out:
-        write_html(rep, Path(html_out))
+        _write_output(html_out, lambda p: write_html(rep, p))
         console.print(f"html: {html_out}")
 
 
@@ -306,12 +327,15 @@ def feedback(
             fail(r.json().get("error", {}).get("message", r.text))
         console.print(f"recorded feedback {score:g} for {request_id}")
         return
-    from moai.telemetry.store import TelemetryStore, UnknownRequest
+    from moai.telemetry.store import UnknownRequest
 
+    store = _store(database_url)
     try:
-        TelemetryStore(database_url).add_feedback(request_id, score, comment)
+        store.add_feedback(request_id, score, comment)
     except UnknownRequest:
         fail(f"no chat completion with id {request_id!r} in the telemetry database")
+    except ValueError as e:  # a score off every accepted scale
+        fail(str(e))
     console.print(f"recorded feedback {score:g} for {request_id}")
 
 
@@ -325,22 +349,47 @@ def _db_option() -> Any:
 @keys_app.command("create")
 def keys_create(
     name: str = typer.Option(..., "--name", help="Who or what the key is for."),
-    mixes: str | None = typer.Option(None, help="Comma-separated mixes this key may use (default: all)."),
+    mixes: str | None = typer.Option(
+        None, help="Comma-separated mixes (or model names) this key may use (default: all)."
+    ),
     budget_day: float | None = typer.Option(None, help="USD per UTC day."),
     budget_month: float | None = typer.Option(None, help="USD per calendar month."),
     rpm: int | None = typer.Option(None, help="Requests per minute."),
+    config: str | None = typer.Option(
+        None, "--config", "-c", help="Mix instructions the --mixes are checked against (default: embedded)."
+    ),
     database_url: str | None = _db_option(),
 ) -> None:
     """Create a key; its secret is printed once and only its hash is stored."""
     from moai.server.auth import create_key
-    from moai.telemetry.store import TelemetryStore
 
     if rpm is not None and rpm < 1 or any(v is not None and v <= 0 for v in (budget_day, budget_month)):
         fail("budgets and --rpm must be positive")
-    allowed = [m.strip() for m in mixes.split(",") if m.strip()] if mixes else None
-    key, secret = create_key(TelemetryStore(database_url), name, allowed, budget_day, budget_month, rpm)
+    allowed = _allowed_names(mixes, _config(config or os.environ.get("MOAI_CONFIG"))) if mixes is not None else None
+    key, secret = create_key(_store(database_url), name, allowed, budget_day, budget_month, rpm)
     console.print(f"created key {key.id} ({name}); the secret is shown only now:", soft_wrap=True)
     sys.stdout.write(secret + "\n")
+
+
+def _allowed_names(spec: str, cfg: Config) -> list[str]:
+    """The names a key may use, checked now: a typo would otherwise lock the key out of everything.
+
+    A mix may be written as ``moai/<mix>`` (as clients name it); it is stored bare, as requests are checked.
+    """
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if not names:
+        fail("--mixes names no mix or model")
+    out: list[str] = []
+    for n in names:
+        bare = n.removeprefix("moai/")
+        if bare in cfg.mixes:
+            out.append(bare)
+        elif n in cfg.models:
+            out.append(n)
+        else:
+            fail(f"--mixes: unknown mix or model {n!r} in {cfg.source}; mixes: {', '.join(cfg.mixes)}; "
+                 f"models: {', '.join(cfg.models)}")
+    return list(dict.fromkeys(out))
 
 
 @keys_app.command("list")
@@ -349,9 +398,8 @@ def keys_list(database_url: str | None = _db_option()) -> None:
     from datetime import UTC, datetime
 
     from moai.server.auth import list_keys, period_starts, spend
-    from moai.telemetry.store import TelemetryStore
 
-    store = TelemetryStore(database_url)
+    store = _store(database_url)
     day, month = period_starts(datetime.now(UTC))
     t = Table(title="gateway keys")
     for col in ("id", "name", "created", "status", "mixes", "budget day/month", "rpm", "spent today", "spent month"):
@@ -370,9 +418,8 @@ def keys_revoke(
 ) -> None:
     """Revoke a key at once (servers pick it up within seconds)."""
     from moai.server.auth import revoke_key
-    from moai.telemetry.store import TelemetryStore
 
-    if not revoke_key(TelemetryStore(database_url), key_id):
+    if not revoke_key(_store(database_url), key_id):
         fail(f"no active key {key_id!r}")
     console.print(f"revoked {key_id}")
 

@@ -26,6 +26,15 @@ class ConfigError(ValueError):
     """Bad mix instructions; the message is one line: ``file:line: field: problem``."""
 
 
+class _FieldProblem(ValueError):
+    """A cross-field error that knows its YAML path, so names containing dots still find their line."""
+
+    def __init__(self, loc: tuple[int | str, ...], problem: str) -> None:
+        super().__init__(f"{'.'.join(str(p) for p in loc)}: {problem}")
+        self.loc = loc
+        self.problem = problem
+
+
 class Weights(BaseModel):
     """Soft objectives: utility = quality − cost·$ − latency·s − carbon·gCO2 (each scaled, see policy)."""
 
@@ -208,6 +217,8 @@ class Config(BaseModel):
             raise ValueError("at least one model is needed")
         if not self.mixes:
             raise ValueError("at least one mix is needed")
+        for name, card in self.models.items():
+            _check_package(name, card)
         self.models = {name: complete_card(name, card) for name, card in self.models.items()}
         for mix_name, mix in self.mixes.items():
             for fld, ref in _model_refs(mix):
@@ -226,6 +237,15 @@ class Config(BaseModel):
         if mix.constraints.allowed_models is not None:
             names = [n for n in names if n in mix.constraints.allowed_models]
         return [self.models[n] for n in names]
+
+
+def _check_package(name: str, card: ModelCard) -> None:
+    """A local model's zoo package must exist now, not fail on the first request that routes to it."""
+    from moai.local_models import ZOO
+
+    if card.provider == "local" and card.package is not None and card.package not in ZOO:
+        raise _FieldProblem(("models", name, "package"),
+                            f"unknown local package {card.package!r}; known: {', '.join(ZOO)}")
 
 
 def _model_refs(mix: Mix) -> list[tuple[str, str]]:
@@ -304,7 +324,10 @@ def parse_config(text: str, source: str = "<string>") -> Config:
         err = e.errors()[0]
         loc = _clean_loc(tuple(err["loc"]))
         msg = err["msg"].removeprefix("Value error, ")
-        if not loc and ": " in msg and msg.split(": ", 1)[0].count(".") >= 1:
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, _FieldProblem):
+            loc, msg = loc + cause.loc, cause.problem
+        elif not loc and ": " in msg and msg.split(": ", 1)[0].count(".") >= 1:
             # cross-field errors name their own path: "mixes.d.models: unknown model 'b'"
             path, msg = msg.split(": ", 1)
             loc = tuple(int(p) if p.isdigit() else p for p in path.split("."))
@@ -326,7 +349,10 @@ def load_config(path: str | Path | None = None) -> Config:
         return parse_config(text, "<embedded default_config.yaml>")
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{p}:0: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:  # a binary file, or another encoding: YAML here is UTF-8
+        line = e.object[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{p}:{line}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
     return parse_config(text, str(p))

@@ -1,0 +1,193 @@
+"""Bad input to the CLI is one line and a non-zero exit, never a traceback: configs, outputs, options, databases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+from typer.testing import CliRunner
+
+from moai.cli import app
+from moai.config import ConfigError, load_config, parse_config
+from moai.server.auth import list_keys
+from moai.telemetry.store import DatabaseUnavailable, TelemetryStore
+
+LOCAL = """\
+models:
+  a: {provider: local, package: smollm2-135m, privacy: local}
+  qwen2.5: {provider: local, package: nosuchpkg, privacy: local}
+mixes:
+  d: {strategy: route}
+"""
+
+REMOTE = """\
+models:
+  m: {provider: openai_compat, endpoint: "http://127.0.0.1:9/v1", privacy: private}
+mixes:
+  default: {strategy: route}
+  other: {strategy: route}
+"""
+
+
+@pytest.fixture()
+def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh SQLite database for the commands that default to MOAI_DATABASE_URL."""
+    url = f"sqlite:///{tmp_path / 'moai.db'}"
+    monkeypatch.setenv("MOAI_DATABASE_URL", url)
+    monkeypatch.delenv("MOAI_CONFIG", raising=False)
+    return url
+
+
+def one_line_error(r: Result, *needles: str, code: int = 2) -> str:
+    """The command failed cleanly: the exit code, no traceback, and one ``error:`` line holding the needles."""
+    assert r.exit_code == code, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    assert "Traceback" not in r.output
+    lines = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, r.output
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+# ---------------------------------------------------------------- config: local packages, encodings
+
+
+def test_unknown_local_package_is_a_load_time_error_with_line_and_known_names() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(LOCAL, "mix.yaml")
+    msg = str(e.value)
+    assert msg.startswith("mix.yaml:3: models.qwen2.5.package: unknown local package 'nosuchpkg'"), msg
+    assert "smollm2-135m" in msg and "qwen2.5-coder-1.5b" in msg
+
+
+def test_known_local_packages_and_the_embedded_default_still_load() -> None:
+    cfg = parse_config(LOCAL.replace("nosuchpkg", "qwen2.5-coder-0.5b"), "mix.yaml")
+    assert cfg.models["qwen2.5"].params_b == 0.5
+    assert load_config().models
+
+
+def test_config_check_rejects_unknown_package(tmp_path: Path) -> None:
+    path = tmp_path / "b.yaml"
+    path.write_text(LOCAL)
+    one_line_error(CliRunner().invoke(app, ["config", "check", str(path)]), f"{path}:3:", "nosuchpkg")
+
+
+def test_non_utf8_config_is_one_line_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match=r"x\.yaml:1: not UTF-8"):
+        load_config(path)
+    path.write_bytes(b"models:\n  a: {provider: local}\n# caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"x\.yaml:3: not UTF-8"):
+        load_config(path)
+    one_line_error(CliRunner().invoke(app, ["config", "check", str(path)]), "not UTF-8")
+    one_line_error(CliRunner().invoke(app, ["route", "hi", "--config", str(path)]), "not UTF-8")
+
+
+# ---------------------------------------------------------------- report outputs
+
+
+def test_report_creates_the_folders_of_its_outputs(tmp_path: Path, db: str) -> None:
+    html = tmp_path / "a" / "b" / "r.html"
+    png = tmp_path / "c" / "r.png"
+    r = CliRunner().invoke(app, ["report", "--since", "24h", "--html", str(html), "--plot", str(png)])
+    assert r.exit_code == 0, r.output
+    assert html.read_text().lstrip().lower().startswith("<!doctype html")
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_report_to_an_unwritable_path_is_one_line(tmp_path: Path, db: str) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    one_line_error(CliRunner().invoke(app, ["report", "--html", str(blocker / "r.html")]), "cannot write")
+
+
+# ---------------------------------------------------------------- option ranges
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "40000"])
+def test_chat_max_tokens_out_of_range_is_a_usage_error(value: str, db: str) -> None:
+    r = CliRunner().invoke(app, ["chat", "hi", "--max-tokens", value])
+    assert r.exit_code == 2, r.output
+    assert "--max-tokens" in r.output and "ValidationError" not in r.output
+
+
+@pytest.fixture()
+def no_serving(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """Record what would be served instead of serving (a test must fail, not hang, when serve goes ahead)."""
+    import uvicorn
+
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda _app, **kw: calls.append(kw))
+    return calls
+
+
+@pytest.mark.parametrize("value", ["99999", "-1", "65536"])
+def test_serve_port_out_of_range_is_a_usage_error(value: str, db: str, no_serving: list[dict[str, object]]) -> None:
+    r = CliRunner().invoke(app, ["serve", "--port", value])
+    assert r.exit_code == 2, r.output
+    assert "--port" in r.output and no_serving == []
+
+
+# ---------------------------------------------------------------- database URLs
+
+
+BAD_URLS = [
+    ("bogus://x", "unknown database kind 'bogus'"),
+    ("not a url", "bad database URL"),
+    ("sqlite:////nonexistent/dir/x.db", "unable to open database file"),
+    ("postgresql+psycopg://u:s3cret@127.0.0.1:1/db", "127.0.0.1"),
+]
+
+
+@pytest.mark.parametrize("url,reason", BAD_URLS)
+def test_store_raises_one_line_without_the_password(url: str, reason: str) -> None:
+    with pytest.raises(DatabaseUnavailable) as e:
+        TelemetryStore(url)
+    msg = str(e.value)
+    assert reason in msg and "\n" not in msg and "s3cret" not in msg, msg
+
+
+@pytest.mark.parametrize("url,reason", BAD_URLS)
+@pytest.mark.parametrize("argv", [["report"], ["keys", "list"], ["feedback", "chatcmpl-x", "1"],
+                                  ["serve", "--port", "1"], ["chat", "hi"]])
+def test_commands_with_a_bad_database_url_fail_in_one_line(url: str, reason: str, argv: list[str],
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           no_serving: list[dict[str, object]]) -> None:
+    monkeypatch.setenv("MOAI_DATABASE_URL", url)
+    monkeypatch.delenv("MOAI_CONFIG", raising=False)
+    line = one_line_error(CliRunner().invoke(app, argv), reason)
+    assert "s3cret" not in line and no_serving == []
+
+
+def test_serve_database_url_option_is_checked_before_serving(db: str, no_serving: list[dict[str, object]]) -> None:
+    one_line_error(CliRunner().invoke(app, ["serve", "--database-url", "bogus://x"]), "bogus")
+    assert no_serving == []
+
+
+# ---------------------------------------------------------------- keys: allowed names
+
+
+def test_keys_create_rejects_unknown_names_against_the_config_in_use(tmp_path: Path, db: str) -> None:
+    runner = CliRunner()
+    one_line_error(runner.invoke(app, ["keys", "create", "--name", "x", "--mixes", "nosuchmix"]),
+                   "'nosuchmix'", "<embedded default_config.yaml>", "smollm2-135m")
+    cfg = tmp_path / "mix.yaml"
+    cfg.write_text(REMOTE)
+    one_line_error(runner.invoke(app, ["keys", "create", "--name", "x", "--mixes", "default,smollm2-135m",
+                                       "--config", str(cfg)]), "'smollm2-135m'", str(cfg))
+    one_line_error(runner.invoke(app, ["keys", "create", "--name", "x", "--mixes", " , "]), "--mixes")
+    assert list_keys(TelemetryStore(db)) == []
+
+    r = runner.invoke(app, ["keys", "create", "--name", "ok", "--mixes", "moai/other,m", "--config", str(cfg)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["keys", "create", "--name", "env", "--mixes", "other"], env={"MOAI_CONFIG": str(cfg)})
+    assert r.exit_code == 0, r.output
+    keys = {k.name: k.allowed_mixes for k in list_keys(TelemetryStore(db))}
+    assert keys == {"ok": ["other", "m"], "env": ["other"]}  # stored as requests are checked: bare mix names
+
+
+def test_feedback_score_off_every_scale_is_one_line(db: str) -> None:
+    one_line_error(CliRunner().invoke(app, ["feedback", "chatcmpl-x", "50"]), "outside")
