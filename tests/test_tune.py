@@ -282,3 +282,18 @@ def test_live_tuner_polls_telemetry_store(tmp_path: Path) -> None:
     mix = tuner.apply(Mix(weights={"quality": 1.0, "latency": 0.1, "cost": 0.2}))
     assert mix.weights.latency == pytest.approx(0.1 * 4 / 3) and mix.weights.cost == 0.2
     store.close()
+
+
+def test_records_of_other_models_tune_with_a_warning(world: dict, tmp_path: Path) -> None:
+    """Public records of other models may stand in for a mix's own, but never silently."""
+    from moai.tune_cli import app
+
+    cfg = tmp_path / "other.yaml"
+    cfg.write_text("models:\n  foo: {provider: openai_compat, endpoint: \"http://127.0.0.1:9/v1\"}\n"
+                   "  bar: {provider: openai_compat, endpoint: \"http://127.0.0.1:9/v1\"}\n"
+                   "mixes:\n  cheap: {strategy: route, weights: {quality: 1.0, cost: 0.0}}\n")
+    r = CliRunner().invoke(app, ["--mix", "cheap", "--data", str(world["records"]), "--target", "cost_share=0.3",
+                                 "--gate", str(world["gate_dir"]), "--config", str(cfg), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "warning: the records score fewer than two models of mix 'cheap'" in r.output
+    assert "gpt-4-1106-preview" in r.output.split("warning:")[1].splitlines()[0]

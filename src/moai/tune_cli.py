@@ -74,6 +74,10 @@ def tune(
             raise off.TuneError(f"unknown mix {mix!r}; known: {', '.join(cfg.mixes)}")
         g = _load_gate(gate, cfg)
         records, mx = off.prepare(data, cfg, mix, g)
+        pool = {c.name for c in cfg.pool(cfg.mixes[mix])}
+        if not set(mx.models) <= pool:  # deliberate (public records of other models), but never silent
+            typer.echo(f"warning: the records score fewer than two models of mix {mix!r}; tuning over the "
+                       f"records' own models ({', '.join(mx.models)}) as stand-ins", err=True)
         spec = off.spec_for(cfg.mixes[mix], mix, tg, cfg, mx.models, mx)
         tune_rows, held_rows = off.split(len(records), holdout, seed, [r.prompt for r in records])
         if len(tune_rows) < 10:
