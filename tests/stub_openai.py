@@ -36,6 +36,7 @@ class Script:
     delay_s: float = 0.0
     die_after_words: int | None = None  # streams: drop the connection after this many words (no [DONE])
     word_delay_s: float = 0.0  # streams: pause between words (a slow generator)
+    tool_call: tuple[str, str] | None = None  # answer with a call (function name, JSON arguments) instead of text
     calls: int = 0
     seen: list[dict[str, Any]] = field(default_factory=list)
 
@@ -61,6 +62,8 @@ def make_app(script: Script) -> FastAPI:
         reply = script.replies[min(script.calls, len(script.replies)) - 1] if script.replies else script.reply
         words = reply.split(" ")
         usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}
+        if script.tool_call is not None:
+            return _tool_call_reply(body, *script.tool_call, usage)
         if body.get("stream"):
             async def gen() -> Any:
                 base = {"id": "stub-1", "object": "chat.completion.chunk", "created": int(time.time()),
@@ -86,6 +89,29 @@ def make_app(script: Script) -> FastAPI:
         }
 
     return app
+
+
+def _tool_call_reply(body: dict[str, Any], name: str, arguments: str, usage: dict[str, int]) -> Any:
+    """A tool call, as OpenAI sends it: whole, or streamed with the arguments in 4-character pieces (as real
+    streams split them, anywhere)."""
+    call = {"id": "call_stub1", "type": "function", "function": {"name": name, "arguments": arguments}}
+    base = {"id": "stub-1", "created": int(time.time()), "model": body["model"]}
+    if not body.get("stream"):
+        return {**base, "object": "chat.completion", "usage": usage,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                             "finish_reason": "tool_calls"}]}
+
+    async def gen() -> Any:
+        chunk = {**base, "object": "chat.completion.chunk"}
+        first = {"index": 0, **call, "function": {"name": name, "arguments": ""}}
+        yield f"data: {json.dumps({**chunk, 'choices': [{'index': 0, 'delta': {'tool_calls': [first]}}]})}\n\n"
+        for i in range(0, len(arguments), 4):
+            piece = {"index": 0, "function": {"arguments": arguments[i:i + 4]}}
+            yield f"data: {json.dumps({**chunk, 'choices': [{'index': 0, 'delta': {'tool_calls': [piece]}}]})}\n\n"
+        fin = {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
+        yield f"data: {json.dumps(fin)}\n\n"
+        yield "data: [DONE]\n\n"
+    return StreamingResponse(gen(), media_type="text/event-stream")
 
 
 class StubServer:

@@ -90,3 +90,45 @@ def test_cli_config_check(tmp_path: Path) -> None:
     assert "Traceback" not in r.output
     r = runner.invoke(app, ["config", "check", str(tmp_path / "missing.yaml")])
     assert r.exit_code == 2 and "cannot read" in r.output
+
+
+AUTO = """
+models:
+  a: {provider: openai_compat, endpoint: "http://127.0.0.1:9/v1", privacy: cloud, params_b: 8}
+mixes:
+  team: {strategy: moa, proposers: [a, a], aggregator: a}
+  entry: {strategy: auto, collaborate: first}
+  first:
+    strategy: auto
+    collaborate: second
+  second:
+    strategy: auto
+    collaborate: team
+"""
+
+
+def test_auto_mixes_may_nest_when_the_chain_ends_in_another_strategy() -> None:
+    cfg = parse_config(AUTO, "mix.yaml")
+    assert cfg.mixes["second"].collaborate == "team"
+
+
+@pytest.mark.parametrize(
+    "mutate,line,field,problem",
+    [
+        (lambda t: t.replace("collaborate: team", "collaborate: second"), 12, "mixes.second.collaborate",
+         "mix 'second' collaborates with itself"),
+        (lambda t: t.replace("collaborate: team", "collaborate: first"), 12, "mixes.second.collaborate",
+         "collaboration loops back to 'first': first → second → first"),
+    ],
+)
+def test_a_collaboration_loop_is_a_load_time_error(mutate, line: int, field: str, problem: str) -> None:  # type: ignore[no-untyped-def]
+    """Such a mix used to load and then fail every request with a RecursionError."""
+    with pytest.raises(ConfigError) as e:
+        parse_config(mutate(AUTO), "mix.yaml")
+    assert str(e.value).startswith(f"mix.yaml:{line}: {field}: {problem};"), str(e.value)
+
+
+def test_a_non_auto_mix_naming_itself_in_collaborate_is_no_loop() -> None:
+    """Only ``auto`` follows ``collaborate``: a moa mix carrying the field never plans through it."""
+    cfg = parse_config(AUTO.replace("aggregator: a}", "aggregator: a, collaborate: team}"), "mix.yaml")
+    assert cfg.mixes["team"].collaborate == "team"

@@ -29,6 +29,7 @@ import concurrent.futures
 import contextlib
 import queue
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -228,12 +229,21 @@ def completion(mixture: Mixture, prep: Prepared, model: str, ex: Execution) -> C
 
 
 async def _prepare(mixture: Mixture, payload: dict[str, Any]) -> Prepared:
+    """Validate and plan; a request refused once its mix is known is recorded, as the server records it."""
+    from moai.mixture import UnknownModel
     from moai.server.openai_schema import ChatCompletionRequest
 
+    started = time.time()
     try:
         body = ChatCompletionRequest.model_validate(payload)
-        return mixture.prepare(body)
     except Exception as e:  # noqa: BLE001 - re-raised as the openai client's exception
+        raise _translate(e) from e
+    try:
+        return mixture.prepare(body)
+    except UnknownModel as e:
+        raise _translate(e) from e
+    except Exception as e:  # noqa: BLE001
+        await mixture.record_refusal(body, e, started=started)
         raise _translate(e) from e
 
 

@@ -226,6 +226,7 @@ class Config(BaseModel):
                     raise ValueError(f"mixes.{mix_name}.{fld}: unknown model {ref!r}")
             if mix.collaborate is not None and mix.collaborate not in self.mixes:
                 raise ValueError(f"mixes.{mix_name}.collaborate: unknown mix {mix.collaborate!r}")
+        _check_collaboration_cycles(self.mixes)
         return self
 
     def mix(self, name: str) -> Mix:
@@ -246,6 +247,26 @@ def _check_package(name: str, card: ModelCard) -> None:
     if card.provider == "local" and card.package is not None and card.package not in ZOO:
         raise _FieldProblem(("models", name, "package"),
                             f"unknown local package {card.package!r}; known: {', '.join(ZOO)}")
+
+
+def _check_collaboration_cycles(mixes: dict[str, Mix]) -> None:
+    """An ``auto`` mix plans its hard queries with its ``collaborate`` mix, and an ``auto`` target does the same
+    in turn: a chain that comes back to a mix already on it would recurse on every request, so refuse it here."""
+    for start, mix in mixes.items():
+        if mix.strategy != "auto":
+            continue
+        path = [start]
+        current = mix
+        while current.strategy == "auto" and current.collaborate is not None:
+            nxt = current.collaborate
+            if nxt in path:
+                loop = path[path.index(nxt):] + [nxt]
+                problem = (f"mix {nxt!r} collaborates with itself" if len(loop) == 2 else
+                           f"collaboration loops back to {nxt!r}: {' → '.join(loop)}")
+                raise _FieldProblem(("mixes", path[-1], "collaborate"), problem + "; name a mix whose strategy "
+                                    "is not auto, or an auto mix that ends in one")
+            path.append(nxt)
+            current = mixes[nxt]
 
 
 def _model_refs(mix: Mix) -> list[tuple[str, str]]:

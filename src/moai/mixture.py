@@ -7,6 +7,7 @@ builds the strategy's plan, runs it on the executor, and writes the telemetry re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 import uuid
@@ -44,6 +45,17 @@ class BadRequest(ValueError):
     def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.param, self.code = param, code
+
+
+def refusal(e: Exception) -> tuple[int, str, str]:
+    """(HTTP status, error code, message) for a request that failed before any model ran: a 4xx the client can
+    act on (a privacy refusal, no eligible model, a bad option) or a 500 when the fault is moai's own."""
+    if isinstance(e, NoEligibleModel):
+        detail = "; ".join(f"{m}: {why}" for m, why in e.excluded.items())
+        return 422, e.code, f"{e} ({detail})"
+    if isinstance(e, BadRequest):
+        return 400, e.code or "invalid_request", str(e)
+    return 500, "internal_error", f"internal error: {type(e).__name__}: {e}"[:2000]
 
 
 def estimate_tokens(text: str) -> int:
@@ -166,7 +178,8 @@ class Mixture:
             if unknown:
                 raise BadRequest(f"unknown weight(s): {', '.join(sorted(unknown))}", "moai.weights")
             weights = weights.model_copy(update=opts.weights)
-        guard = privacy_guard(messages, mix.constraints.sensitive_data, opts.sensitive_data if opts else None)
+        guard = privacy_guard(messages, mix.constraints.sensitive_data, opts.sensitive_data if opts else None,
+                              tools=body.tools)
         tiers = [t for t in (opts.privacy if opts else None, guard.max_tier) if t is not None]
         max_tier = min(tiers, key=lambda t: PRIVACY_RANK[t]) if tiers else None
         cards, excluded = eligible(self.config, mix, prompt_tokens, needs_tools=bool(body.tools), max_privacy=max_tier,
@@ -231,7 +244,7 @@ class Mixture:
         except NoEligibleModel as e:
             from moai.gate.privacy import detect
 
-            report = detect([m.to_provider() for m in body.messages])
+            report = detect([m.to_provider() for m in body.messages], body.tools)
             return {"model": None, "strategy": self.resolve(body.model)[1].strategy, "sensitive": report.sensitive,
                     "kinds": report.kinds, "reasons": [f"refused: {e}", *(f"{m}: {w}" for m, w in e.excluded.items())],
                     "scores": {}, "refused": True}
@@ -277,6 +290,10 @@ class Mixture:
         except (asyncio.CancelledError, GeneratorExit):
             # the client went away mid-answer: what was generated so far was still paid for
             self.record_cancelled(prep)
+            raise
+        except Exception as e:  # a fault of moai's own (answered 500): still a request to count and keep
+            with contextlib.suppress(Exception):  # the record may be what failed: the original error matters more
+                await self.record_failure(prep, refusal(e)[2], list(prep.plan.results.values()), 500)
             raise
 
     async def run(self, prep: Prepared) -> Execution:
@@ -411,6 +428,30 @@ class Mixture:
         if self.store is not None:
             await self._persist(self._record(prep, "error", error, results, None, http_status))
 
+    async def record_refusal(self, body: Any, error: Exception, api_key: str | None = None,
+                             session: str | None = None, started: float | None = None) -> str | None:
+        """Count and store a request that ``prepare`` refused (or failed on) before any model ran, so that
+        refusals show in ``/metrics`` and in the report's errors like every other request. Returns the id it is
+        stored under; None when ``body.model`` names no mix or model (there is nothing to file it under)."""
+        try:
+            mix_name, mix = self.resolve(body.model)
+        except UnknownModel:
+            return None
+        http_status, code, message = refusal(error)
+        status = "refused" if http_status < 500 else "error"
+        started = started if started is not None else time.time()
+        self.metrics.observe_refusal(mix_name, status, code, time.time() - started)
+        request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        if self.store is not None:
+            session = session or body.user
+            await self._persist(RequestRecord(
+                id=request_id, mix=mix_name, strategy=mix.strategy, model=None, status=status,
+                http_status=http_status, stream=bool(body.stream), prompt_tokens=0, completion_tokens=0,
+                latency_ms=(time.time() - started) * 1000, cost_usd=0.0, energy_kwh=0.0, co2_g=0.0, error=message,
+                api_key=api_key, session=session if session and mix.sessions != "off" else None,
+            ))
+        return request_id
+
     def record_cancelled(self, prep: Prepared) -> None:
         """Record a request cut short by its client, with the usage generated until then (no await: the
         task is being cancelled, so the record is handed to the writer thread)."""
@@ -448,4 +489,4 @@ class Mixture:
             await asyncio.to_thread(self.writer.close)
 
 
-__all__ = ["BadRequest", "Mixture", "NoEligibleModel", "Prepared", "UnknownModel"]
+__all__ = ["BadRequest", "Mixture", "NoEligibleModel", "Prepared", "UnknownModel", "refusal"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,14 +22,24 @@ CARD = "Please check my card 4539 1488 0343 6467 and email me at jane.roe@fastma
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MoaiServer, dict[str, Script]]]:
     scripts = {"cloud": Script(reply="Done, I wrote to [EMAIL_1] about card [CARD_1]."),
-               "onprem": Script(reply="on-prem answer"), "laptop": Script(reply="local answer")}
+               "onprem": Script(reply="on-prem answer"), "laptop": Script(reply="local answer"),
+               # a trusted model that writes the user's values back in another form
+               "reformat": Script(reply="Card 4539148803436467 belongs to JEAN.DUPONT@ORANGE.FR"),
+               # a cloud model that answers with a tool call quoting the placeholders it was given
+               "caller": Script(tool_call=("send_email", '{"to": "[EMAIL_1]", "body": "card [CARD_1]"}'))}
     with StubServer(scripts["cloud"]) as cloud, StubServer(scripts["onprem"]) as onprem, \
-            StubServer(scripts["laptop"]) as laptop:
+            StubServer(scripts["laptop"]) as laptop, StubServer(scripts["reformat"]) as reformat, \
+            StubServer(scripts["caller"]) as caller:
         cfg = f"""
 models:
   cloud-big: {{provider: openai_compat, endpoint: "{cloud.url}", privacy: cloud, params_b: 400, max_retries: 0}}
+  cloud-tools: {{provider: openai_compat, endpoint: "{cloud.url}", privacy: cloud, params_b: 400, max_retries: 0,
+                 supports_tools: true}}
   onprem: {{provider: openai_compat, endpoint: "{onprem.url}", privacy: private, params_b: 30, max_retries: 0}}
+  reformat: {{provider: openai_compat, endpoint: "{reformat.url}", privacy: private, params_b: 30, max_retries: 0}}
   laptop: {{provider: openai_compat, endpoint: "{laptop.url}", privacy: local, params_b: 1, max_retries: 0}}
+  cloud-caller: {{provider: openai_compat, endpoint: "{caller.url}", privacy: cloud, params_b: 400, max_retries: 0,
+                  supports_tools: true}}
 mixes:
   local_only: {{strategy: route, models: [cloud-big, laptop], constraints: {{sensitive_data: local_only}}}}
   private_ok: {{strategy: route, models: [cloud-big, onprem], constraints: {{sensitive_data: private_ok}}}}
@@ -37,6 +48,13 @@ mixes:
   open: {{strategy: route, models: [cloud-big, laptop], constraints: {{sensitive_data: allow}}}}
   team: {{strategy: moa, proposers: [cloud-big, onprem, laptop], aggregator: cloud-big,
           constraints: {{sensitive_data: private_ok}}}}
+  redact_team: {{strategy: moa, proposers: [reformat, cloud-big], aggregator: cloud-big,
+                 constraints: {{sensitive_data: redact}}}}
+  redact_chain: {{strategy: chain, steps: [{{model: reformat}}, {{model: cloud-big}}],
+                  constraints: {{sensitive_data: redact}}}}
+  redact_tools: {{strategy: route, models: [cloud-tools], constraints: {{sensitive_data: redact}}}}
+  strict_tools: {{strategy: route, models: [cloud-tools], constraints: {{sensitive_data: local_only}}}}
+  redact_caller: {{strategy: route, models: [cloud-caller], constraints: {{sensitive_data: redact}}}}
 """
         server = start_moai(cfg, Path(tmp_path_factory.mktemp("privacy")))
         try:
@@ -130,6 +148,82 @@ def test_redaction_round_trip_streaming(servers) -> None:  # type: ignore[no-unt
     assert "jane.roe@fastmail.com" in text and "[EMAIL_1]" not in text
 
 
+def cloud_saw(scripts: dict[str, Script], since: int) -> str:
+    """Every request body the cloud stub received after its first `since` ones, as one lower-cased text."""
+    return json.dumps(scripts["cloud"].seen[since:], ensure_ascii=False).lower()
+
+
+KEY = "sk-proj-Ab3xQ9LmN7pR2sT5vW8yZ1cD4eF6gH0jK2lM4nP6qR8sT0uV"
+TOOLS = [{"type": "function", "function": {
+    "name": "lookup", "description": f"Looks a customer up. Authenticate with {KEY}.",
+    "parameters": {"type": "object", "properties": {"q": {"type": "string", "description": "search text"}}}}}]
+
+
+def test_redaction_covers_tool_call_arguments(servers) -> None:  # type: ignore[no-untyped-def]
+    server, scripts = servers
+    since = len(scripts["cloud"].seen)
+    c = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
+    resp = c.chat.completions.create(model="moai/redact", messages=[
+        {"role": "user", "content": "pay"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {
+            "name": "pay", "arguments": json.dumps({"card": "4539148803436467"})}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "done"}])
+    saw = cloud_saw(scripts, since)
+    assert "4539148803436467" not in saw
+    args = scripts["cloud"].seen[-1]["messages"][1]["tool_calls"][0]["function"]["arguments"]
+    assert json.loads(args) == {"card": "[CARD_1]"}
+    assert "4539148803436467" in resp.choices[0].message.content  # the answer's [CARD_1], restored
+
+
+@pytest.mark.parametrize("mix", ["redact_team", "redact_chain"])
+def test_redaction_catches_a_trusted_models_reformatted_copy(servers, mix: str) -> None:  # type: ignore[no-untyped-def]
+    """The private model answers with the card's digits run together and the email in capitals; the cloud
+    model that reads that answer (aggregator, next link) must see placeholders, the same ones."""
+    server, scripts = servers
+    since, private_before = len(scripts["cloud"].seen), scripts["reformat"].calls
+    resp = ask(server, mix, "Write to jean.dupont@orange.fr about card 4539 1488 0343 6467")
+    assert scripts["reformat"].calls == private_before + 1
+    saw = cloud_saw(scripts, since)
+    assert "4539148803436467" not in saw and "4539 1488" not in saw and "jean.dupont" not in saw
+    quoted = [b for b in scripts["cloud"].seen[since:] if "belongs to" in json.dumps(b)]
+    assert quoted and "card [card_1] belongs to [email_1]" in json.dumps(quoted[-1]).lower()
+    answer = resp.choices[0].message.content
+    assert "jean.dupont@orange.fr" in answer and "4539 1488 0343 6467" in answer
+
+
+def test_redaction_covers_tool_definitions_and_names(servers) -> None:  # type: ignore[no-untyped-def]
+    server, scripts = servers
+    since = len(scripts["cloud"].seen)
+    c = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
+    user = {"role": "user", "content": "Find the customer.", "name": "b.keller1961@web.de"}
+    c.chat.completions.create(model="moai/redact_tools", tools=TOOLS, messages=[user])  # type: ignore[arg-type]
+    saw = cloud_saw(scripts, since)
+    assert KEY.lower() not in saw and "b.keller1961" not in saw
+    body = scripts["cloud"].seen[-1]
+    assert body["tools"][0]["function"]["description"] == "Looks a customer up. Authenticate with [SECRET_1]."
+    assert body["tools"][0]["function"]["name"] == "lookup" and body["messages"][-1]["name"] == "[EMAIL_1]"
+
+
+def test_local_only_refuses_a_name_it_cannot_send(servers) -> None:  # type: ignore[no-untyped-def]
+    server, scripts = servers
+    before = calls(scripts)
+    c = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
+    with pytest.raises(openai.UnprocessableEntityError) as e:
+        c.chat.completions.create(model="moai/cloud_only_strict",
+                                  messages=[{"role": "user", "content": "hello", "name": "b.keller1961@web.de"}])
+    assert e.value.body["code"] == "no_trusted_model" and calls(scripts) == before
+
+
+def test_local_only_refuses_tool_definitions_it_cannot_send(servers) -> None:  # type: ignore[no-untyped-def]
+    server, scripts = servers
+    before = calls(scripts)
+    c = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
+    with pytest.raises(openai.UnprocessableEntityError) as e:
+        c.chat.completions.create(model="moai/strict_tools", tools=TOOLS,  # type: ignore[arg-type]
+                                  messages=[{"role": "user", "content": "Find the customer."}])
+    assert e.value.body["code"] == "no_trusted_model" and calls(scripts) == before
+
+
 def test_a_request_can_raise_but_not_lower_its_privacy(servers) -> None:  # type: ignore[no-untyped-def]
     server, scripts = servers
     before = calls(scripts)
@@ -145,11 +239,36 @@ def test_route_cli_prints_the_decision(tmp_path: Path) -> None:
     runner = CliRunner()
     r = runner.invoke(app, ["route", "--json", "My IBAN is DE44 5001 0517 5407 3249 31, pay my rent"])
     assert r.exit_code == 0, r.output
-    import json
-
     out = json.loads(r.output)
     assert set(out) >= {"model", "strategy", "sensitive", "kinds", "reasons", "scores"}
     assert out["sensitive"] is True and out["kinds"] == ["iban"] and out["strategy"] == "route"
     assert out["model"] in out["scores"]
     r = runner.invoke(app, ["route", "--json", "--mix", "nope", "hi"])
     assert r.exit_code == 2 and "does not exist" in r.output
+
+
+SEND = [{"type": "function", "function": {"name": "send_email", "parameters": {
+    "type": "object", "properties": {"to": {"type": "string"}, "body": {"type": "string"}}}}}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tool_calls_from_a_cloud_model_get_the_values_back(servers, stream: bool) -> None:  # type: ignore[no-untyped-def]
+    """The cloud model saw placeholders and called a tool with them: the caller gets the real values, in valid
+    JSON, also when a stream splits a placeholder across two pieces of the arguments."""
+    server, scripts = servers
+    since = len(scripts["caller"].seen)
+    c = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
+    kw = {"model": "moai/redact_caller", "tools": SEND,
+          "messages": [{"role": "user", "content": "Email jean.dupont@orange.fr about card 4539 1488 0343 6467"}]}
+    if stream:
+        with c.chat.completions.stream(**kw) as s:
+            for _ in s:
+                pass
+            calls_out = s.get_final_completion().choices[0].message.tool_calls
+    else:
+        calls_out = c.chat.completions.create(**kw).choices[0].message.tool_calls
+    assert calls_out and calls_out[0].function.name == "send_email"
+    args = json.loads(calls_out[0].function.arguments)
+    assert args == {"to": "jean.dupont@orange.fr", "body": "card 4539 1488 0343 6467"}
+    saw = json.dumps(scripts["caller"].seen[since:]).lower()
+    assert "jean.dupont" not in saw and "4539" not in saw and "[email_1]" in saw

@@ -13,9 +13,9 @@ from moai.providers.llama_cpp import (
     LlamaCppProvider,
     generation_error,
     llama_response_format,
-    merge_tool_call_deltas,
     text_messages,
 )
+from moai.providers.tool_calls import merge_tool_call_deltas
 
 pytestmark = pytest.mark.integration
 

@@ -130,7 +130,8 @@ def test_dead_proposer_does_not_fail_the_request(server: MoaiServer) -> None:
     resp = ask(server, "broken")
     trace = resp["moai"]["trace"]
     failed = [t for t in trace if t["status"] == "failed"]
-    assert [t["model"] for t in failed] == [None] and failed[0]["role"] == "proposer"
-    assert "dead" in failed[0]["error"]
+    assert [t["model"] for t in failed] == ["dead"] and failed[0]["role"] == "proposer"
+    assert "dead" in failed[0]["error"] and [a["model"] for a in failed[0]["attempts"]] == ["dead"]
+    assert failed[0]["tokens"] == {"input": 0, "output": 0}
     assert resp["choices"][0]["message"]["content"].strip()
     assert "dead" not in resp["moai"]["models_used"]

@@ -1,9 +1,10 @@
 """Sensitive-data detection and redaction: the check behind moai's promise that queries carrying
 sensitive data are answered only by trusted (local/private) models.
 
-`detect` scans every message of a query (all roles: a secret in a system prompt leaks just as well) and
-returns a `PrivacyReport`: sensitive or not, the kinds found, and each detection's place and reason for
-the decision trace. Explanations never quote the sensitive value, so a trace can be logged safely.
+`detect` scans every message of a query (all roles: a secret in a system prompt leaks just as well; content,
+participant names and tool-call arguments) and the request's tool definitions, and returns a
+`PrivacyReport`: sensitive or not, the kinds found, and each detection's place and reason for the
+decision trace. Explanations never quote the sensitive value, so a trace can be logged safely.
 
 `redact` swaps each detected span for a typed placeholder (`[EMAIL_1]`, `[IBAN_1]`) so a mix with
 `sensitive_data: redact` may still use a cloud model; `restore` / `Restorer` put the originals back into
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +25,8 @@ from moai.gate.privacy_context import find_confidential, find_health
 from moai.gate.privacy_learned import find_semantic
 from moai.gate.privacy_rules import KINDS, Hit, find_cards, find_contacts, find_ibans, find_national_ids, find_secrets
 
-__all__ = ["KINDS", "REDACTABLE", "Detection", "PrivacyReport", "Restorer", "detect", "redact", "restore"]
+__all__ = ["KINDS", "REDACTABLE", "Detection", "Placeholders", "PrivacyReport", "Restorer", "detect", "redact",
+           "restore", "value_key"]
 
 # Kinds a placeholder really hides: the value *is* the secret. Health and confidential detections mark a
 # term inside a disclosure, and masking the term leaves the disclosure readable, so a report holding them
@@ -35,6 +38,7 @@ _PRIORITY = {k: i for i, k in enumerate(("secret", "iban", "payment_card", "nati
                                          "confidential", "health"))}
 
 Messages = Sequence[Mapping[str, Any]]
+Tools = Sequence[Mapping[str, Any]]
 
 RECOGNIZERS: tuple[Callable[[str], Iterator[Hit]], ...] = (
     find_cards, find_national_ids, find_ibans, find_secrets, find_contacts, find_health, find_confidential,
@@ -46,13 +50,14 @@ class Detection:
     """One sensitive span: which message (and content part, for list contents), where, what, and why."""
 
     kind: str
-    message: int
+    message: int | None  # None for a tool definition (`field` "tools.<k>"): it belongs to no message
     part: int | None  # index into a list-of-parts content; None when the content is a plain string
     start: int
     end: int
     label: str
     explanation: str
-    field: str = "content"  # or "tool_calls.<k>.arguments": tool arguments go to the model too
+    # "content", "name", "tool_calls.<k>.arguments" or "tools.<k>" (the tool's JSON): the model reads them all
+    field: str = "content"
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "message": self.message, "field": self.field, "part": self.part,
@@ -81,34 +86,47 @@ class PrivacyReport:
 
     def reasons(self) -> list[str]:
         """One line per detection, for the decision trace (no values, no diagnosis terms: safe to log)."""
-        return [f"{d.kind}: {d.explanation} (message {d.message} {d.field}, chars {d.start}-{d.end})"
-                for d in self.detections]
+        return [f"{d.kind}: {d.explanation} ("
+                + (f"message {d.message} {d.field}" if d.message is not None else d.field)
+                + f", chars {d.start}-{d.end})" for d in self.detections]
 
     def to_json(self) -> dict[str, Any]:
         return {"sensitive": self.sensitive, "kinds": self.kinds, "redactable": self.redactable,
                 "detections": [d.to_json() for d in self.detections]}
 
 
-Where = tuple[int, str, int | None]  # (message index, field, content part index)
+Where = tuple[int | None, str, int | None]  # (message index or None for a tool, field, content part index)
 
 
-def _texts(query: str | Messages) -> list[tuple[Where, str]]:
+def tool_json(tool: Mapping[str, Any]) -> str:
+    """A tool definition as one text: its descriptions, enums and defaults read in context, as the model
+    reads them (a default next to a "password" property is a password)."""
+    return json.dumps(tool, ensure_ascii=False, default=str)
+
+
+def _texts(query: str | Messages, tools: Tools | None = None) -> list[tuple[Where, str]]:
     """Every text the model would see, with where it sits; non-text parts (images, audio) are skipped."""
-    if isinstance(query, str):
-        return [((0, "content", None), query)]
     out: list[tuple[Where, str]] = []
-    for i, m in enumerate(query):
-        content = m.get("content")
-        if isinstance(content, str):
-            out.append(((i, "content", None), content))
-        elif isinstance(content, list):
-            for j, part in enumerate(content):
-                if isinstance(part, Mapping) and isinstance(part.get("text"), str):
-                    out.append(((i, "content", j), part["text"]))
-        for k, call in enumerate(m.get("tool_calls") or []):
-            args = call.get("function", {}).get("arguments") if isinstance(call, Mapping) else None
-            if isinstance(args, str):
-                out.append(((i, f"tool_calls.{k}.arguments", None), args))
+    if isinstance(query, str):
+        out.append(((0, "content", None), query))
+    else:
+        for i, m in enumerate(query):
+            content = m.get("content")
+            if isinstance(content, str):
+                out.append(((i, "content", None), content))
+            elif isinstance(content, list):
+                for j, part in enumerate(content):
+                    if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                        out.append(((i, "content", j), part["text"]))
+            if isinstance(m.get("name"), str):  # a participant's name is sent too (and may be an email)
+                out.append(((i, "name", None), m["name"]))
+            for k, call in enumerate(m.get("tool_calls") or []):
+                args = call.get("function", {}).get("arguments") if isinstance(call, Mapping) else None
+                if isinstance(args, str):
+                    out.append(((i, f"tool_calls.{k}.arguments", None), args))
+    for k, tool in enumerate(tools or []):
+        if isinstance(tool, Mapping):
+            out.append(((None, f"tools.{k}", None), tool_json(tool)))
     return out
 
 
@@ -143,10 +161,11 @@ def detect_text(text: str) -> tuple[Hit, ...]:
     return tuple(hits)
 
 
-def detect(query: str | Messages) -> PrivacyReport:
-    """Classify a query (a string, or OpenAI-style messages) as sensitive or not, with every detection."""
+def detect(query: str | Messages, tools: Tools | None = None) -> PrivacyReport:
+    """Classify a query (a string, or OpenAI-style messages, with the request's tool definitions) as
+    sensitive or not, with every detection."""
     report = PrivacyReport()
-    for (i, fld, j), text in _texts(query):
+    for (i, fld, j), text in _texts(query, tools):
         for h in detect_text(text):
             report.detections.append(Detection(h.kind, i, j, h.start, h.end, h.label, h.explanation, fld))
     return report
@@ -155,6 +174,48 @@ def detect(query: str | Messages) -> PrivacyReport:
 # ---------------------------------------------------------------- redaction
 
 _PLACEHOLDER = re.compile(r"\[[A-Z][A-Z_]*_\d+\]")
+_TOKEN = re.compile(r"\[([A-Z][A-Z_]*)_(\d+)\]")
+# Values compared as written, character for character: a password differs from its upper-cased copy.
+_EXACT_LABELS = frozenset({"SECRET", "PASSWORD"})
+_CASEFOLD_LABELS = frozenset({"EMAIL", "ADDRESS"})
+
+
+def value_key(label: str, value: str) -> tuple[str, str]:
+    """What makes two mentions one value: a card or IBAN is its digits and letters whatever the spacing,
+    an email or address its case-folded words; secrets stay exact. A model quoting `4539148803436467`
+    back must get the placeholder that `4539 1488 0343 6467` got, or restoring would not find it."""
+    if label in _EXACT_LABELS:
+        return label, value
+    if label in _CASEFOLD_LABELS:
+        return label, " ".join(value.translate(_NORMALIZE).casefold().split())
+    return label, re.sub(r"[\W_]", "", value.translate(_NORMALIZE)).upper()
+
+
+class Placeholders:
+    """The typed placeholders of one request: the same value (see `value_key`) always gets the same one, and
+    later values get the next free number, so placeholders handed out mid-plan never collide."""
+
+    def __init__(self, mapping: Mapping[str, str] | None = None) -> None:
+        """Continue from `mapping` (placeholder -> original), e.g. the one the privacy check made."""
+        self.mapping: dict[str, str] = dict(mapping or {})
+        self._by_key: dict[tuple[str, str], str] = {}
+        self._count: dict[str, int] = {}
+        for token, original in self.mapping.items():
+            m = _TOKEN.fullmatch(token)
+            if m:
+                self._by_key.setdefault(value_key(m.group(1), original), token)
+                self._count[m.group(1)] = max(self._count.get(m.group(1), 0), int(m.group(2)))
+
+    def token(self, label: str, value: str) -> str:
+        """The placeholder for `value`, handing out a new one the first time it is seen."""
+        key = value_key(label, value)
+        token = self._by_key.get(key)
+        if token is None:
+            self._count[label] = self._count.get(label, 0) + 1
+            token = f"[{label}_{self._count[label]}]"
+            self._by_key[key] = token
+            self.mapping[token] = value
+        return token
 
 
 def _replace_spans(text: str, spans: list[tuple[int, int, str]]) -> str:
@@ -168,32 +229,32 @@ def _replace_spans(text: str, spans: list[tuple[int, int, str]]) -> str:
 def redact(messages: str, report: PrivacyReport) -> tuple[str, dict[str, str]]: ...
 @overload
 def redact(messages: Messages, report: PrivacyReport) -> tuple[list[dict[str, Any]], dict[str, str]]: ...
-def redact(messages: str | Messages, report: PrivacyReport) -> tuple[str | list[dict[str, Any]], dict[str, str]]:
+def redact(messages: str | Messages, report: PrivacyReport,
+           tools: Tools | None = None) -> tuple[str | list[dict[str, Any]], dict[str, str]]:
     """Replace each detected span with a typed placeholder; return (redacted copy, placeholder -> original).
 
-    The same value gets the same placeholder everywhere, so a model can still tell that two mentions
-    are one thing. A string query comes back as a string, messages as a new list (the input is untouched).
+    The same value (see `value_key`) gets the same placeholder everywhere, so a model can still tell that
+    two mentions are one thing. A string query comes back as a string, messages as a new list (the input
+    is untouched). Values found in `tools` get their placeholders in the mapping; the tool definitions
+    themselves are rewritten where the call is sent (`strategies.redaction.Redactor`).
     """
-    texts = dict(_texts(messages))
-    mapping: dict[str, str] = {}
-    by_value: dict[tuple[str, str], str] = {}
-    counters: dict[str, int] = {}
+    texts = dict(_texts(messages, tools))
+    placeholders = Placeholders()
     spans: dict[Where, list[tuple[int, int, str]]] = {}
     for d in report.detections:
         where = (d.message, d.field, d.part)
-        value = texts[where][d.start:d.end]
-        token = by_value.get((d.label, value))
-        if token is None:
-            counters[d.label] = counters.get(d.label, 0) + 1
-            token = f"[{d.label}_{counters[d.label]}]"
-            by_value[(d.label, value)] = token
-            mapping[token] = value
+        token = placeholders.token(d.label, texts[where][d.start:d.end])
         spans.setdefault(where, []).append((d.start, d.end, token))
+    mapping = placeholders.mapping
     if isinstance(messages, str):
         return _replace_spans(messages, spans.get((0, "content", None), [])), mapping
     out = [dict(m) for m in messages]
     for (i, fld, j), sp in spans.items():
-        if fld != "content":  # tool_calls.<k>.arguments: placeholders are plain [A-Z_0-9], the JSON stays valid
+        if i is None:  # a tool definition: not part of the messages
+            continue
+        if fld == "name":
+            out[i]["name"] = _replace_spans(out[i]["name"], sp)
+        elif fld != "content":  # tool_calls.<k>.arguments: placeholders are plain [A-Z_0-9], the JSON stays valid
             calls = copy.deepcopy(out[i]["tool_calls"])
             fn = calls[int(fld.split(".")[1])]["function"]
             fn["arguments"] = _replace_spans(fn["arguments"], sp)
@@ -220,15 +281,15 @@ class Restorer:
 
     def __init__(self, mapping: Mapping[str, str]) -> None:
         """`mapping` is the one `redact` returned for the request being answered."""
-        self.mapping = mapping
+        self.mapping = mapping  # read live: a Redactor adds placeholders while the plan runs
         self._buf = ""
-        self._max = max((len(k) for k in mapping), default=0)
 
     def feed(self, delta: str) -> str:
         """Restored text that is safe to emit now."""
         self._buf += delta
         cut = self._buf.rfind("[")
-        if cut != -1 and "]" not in self._buf[cut:] and len(self._buf) - cut < self._max \
+        longest = max((len(k) for k in self.mapping), default=0)
+        if cut != -1 and "]" not in self._buf[cut:] and len(self._buf) - cut < longest \
                 and re.fullmatch(r"\[[A-Z_0-9]*", self._buf[cut:]):
             ready, self._buf = self._buf[:cut], self._buf[cut:]
         else:

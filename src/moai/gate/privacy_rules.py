@@ -122,6 +122,12 @@ def sentences(text: str) -> Iterator[tuple[int, int]]:
 # ---------------------------------------------------------------- payment cards
 
 _CARD = re.compile(r"(?<![\w.-])(?:\d[ -]?){12,18}\d(?![\w-])")
+# Groups kept apart by something wider: "4539 - 1488 - 0343 - 6467", double spaces, dots, underscores.
+# Only as a card is printed (a first group of 4, the same separator throughout), so that version
+# numbers, dotted IPs (no group of 4) and number lists do not chain into one.
+_CARD_GROUPED = re.compile(
+    r"(?<![\w.-])\d{4}(?P<sep>[ \t]{2,3}|[ \t]{0,2}[-._][ \t]{0,2})\d{4,6}(?:(?P=sep)\d{1,6}){1,3}(?![\w-]|\.\d)"
+)
 # Numbers published by card networks and PSPs for testing: public, identify nobody.
 _TEST_CARDS = frozenset({
     "4111111111111111", "4242424242424242", "4012888888881881", "4000056655665556", "4000000000000002",
@@ -172,7 +178,7 @@ _CARD_CONTEXT = re.compile(
 
 def find_cards(text: str) -> Iterator[Hit]:
     """Card numbers: issuer prefix + Luhn, minus published test cards and labelled order/ref numbers."""
-    for m in _CARD.finditer(text):
+    for m in [*_CARD.finditer(text), *_CARD_GROUPED.finditer(text)]:  # the same span twice: resolved later
         digits = re.sub(r"\D", "", m.group())
         if not 13 <= len(digits) <= 19 or digits in _TEST_CARDS:
             continue
@@ -250,7 +256,9 @@ def find_national_ids(text: str) -> Iterator[Hit]:
 
 # ---------------------------------------------------------------- IBAN
 
-_IBAN = re.compile(r"(?<![\w])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,32}", _I)
+# Characters may be kept apart by a space or two, a dash or a dot: bank portals print "DE44-5001-0517-…";
+# the mod-97 checksum keeps what the looser shape lets in from counting.
+_IBAN = re.compile(r"(?<![\w])[A-Z]{2}\d{2}(?:(?:[ \t]{1,2}|[-.])?[A-Z0-9]){11,32}", _I)
 # IBANs printed in standards, bank docs and Wikipedia as the example: public, identify nobody.
 _EXAMPLE_IBANS = frozenset({
     "DE89370400440532013000", "GB29NWBK60161331926819", "GB82WEST12345698765432", "FR1420041010050500013M02606",
@@ -261,14 +269,17 @@ _EXAMPLE_IBANS = frozenset({
 
 def find_ibans(text: str) -> Iterator[Hit]:
     """IBANs whose country length and mod-97 (and national check, via stdnum) hold; doc examples excluded."""
-    for m in _IBAN.finditer(text):
+    at = 0
+    while m := _IBAN.search(text, at):
         # The regex is greedy (it may swallow a following word like "BIC"): keep the longest valid prefix.
-        pos = [m.start() + i for i, c in enumerate(m.group()) if c != " "]
+        pos = [m.start() + i for i, c in enumerate(m.group()) if c.isalnum()]
         chars = "".join(text[p] for p in pos).upper()
+        at = m.start() + 1  # nothing valid from here: an IBAN may start inside what was swallowed
         for n in range(len(chars), 14, -1):
             if _iban.is_valid(chars[:n]):
                 if chars[:n] not in _EXAMPLE_IBANS:
                     yield Hit("iban", m.start(), pos[n - 1] + 1, "IBAN", f"IBAN ({chars[:2]}, mod-97 checksum valid)")
+                at = pos[n - 1] + 1
                 break
 
 

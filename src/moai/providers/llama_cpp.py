@@ -16,7 +16,6 @@ import os
 import re
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -30,7 +29,7 @@ from moai.providers.base import (
     ProviderUnavailable,
     Usage,
 )
-from moai.providers.tool_calls import parse_tool_calls
+from moai.providers.tool_calls import merge_tool_call_deltas, parse_tool_calls
 
 # llama.cpp's OpenMP threads spin while waiting; with any other load on a small machine that collapses
 # throughput (measured: 0.5 vs 41 tok/s on 2 busy cores). Passive waiting must be set before libllama loads.
@@ -114,20 +113,6 @@ def generation_error(model: str, e: Exception) -> ProviderError:
 def offers_tools(params: ChatParams) -> bool:
     """Whether the model may answer with tool calls: tools were offered, and ``tool_choice`` is not "none"."""
     return bool(params.tools) and params.tool_choice != "none"
-
-
-def merge_tool_call_deltas(calls: list[dict[str, Any]], deltas: list[dict[str, Any]]) -> None:
-    """Accumulate llama.cpp's streamed tool-call pieces (each repeats the id and name, with a piece of the
-    arguments) into whole OpenAI tool calls, one per index."""
-    for d in deltas:
-        index = d.get("index", 0)
-        while len(calls) <= index:
-            calls.append({"index": len(calls), "id": None, "type": "function",
-                          "function": {"name": "", "arguments": ""}})
-        call, fn = calls[index], d.get("function") or {}
-        call["id"] = call["id"] or d.get("id") or f"call_{uuid.uuid4().hex[:24]}"
-        call["function"]["name"] = call["function"]["name"] or fn.get("name") or ""
-        call["function"]["arguments"] += fn.get("arguments") or ""
 
 
 def _complete_json(text: str) -> bool:

@@ -47,3 +47,17 @@ def parse_tool_calls(text: str, tools: list[dict[str, Any]] | None) -> list[dict
                 "function": {"name": item["name"], "arguments": args if isinstance(args, str) else json.dumps(args)},
             })
     return calls or None
+
+
+def merge_tool_call_deltas(calls: list[dict[str, Any]], deltas: list[dict[str, Any]]) -> None:
+    """Accumulate streamed tool-call pieces (llama.cpp's, an OpenAI stream's: the first names the call, each
+    carries a piece of the arguments) into whole OpenAI tool calls, one per index."""
+    for d in deltas:
+        index = d.get("index", 0)
+        while len(calls) <= index:
+            calls.append({"index": len(calls), "id": None, "type": "function",
+                          "function": {"name": "", "arguments": ""}})
+        call, fn = calls[index], d.get("function") or {}
+        call["id"] = call["id"] or d.get("id") or f"call_{uuid.uuid4().hex[:24]}"
+        call["function"]["name"] = call["function"]["name"] or fn.get("name") or ""
+        call["function"]["arguments"] += fn.get("arguments") or ""

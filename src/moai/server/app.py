@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from moai import __version__
 from moai.config import Config
 from moai.gate.privacy_learned import load_model as load_privacy_model
-from moai.mixture import BadRequest, Mixture, Prepared, UnknownModel
+from moai.mixture import BadRequest, Mixture, Prepared, UnknownModel, refusal
 from moai.providers.base import Delta, ProviderError
 from moai.server.auth import Denied, Gatekeeper
 from moai.server.openai_schema import ChatCompletionRequest, FeedbackRequest, error_body
@@ -241,6 +241,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(request: Request) -> Any:
+        started = time.time()
         raw = await _read_body(request, max_body)
         if isinstance(raw, JSONResponse):
             return raw
@@ -260,16 +261,21 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             key = await keeper.check(request.headers.get("authorization"), mix_name)
         except Denied as e:
             return denied(e)
+        api_key, session = key.id if key is not None else None, request.headers.get("x-moai-session")
         try:
-            prep = mix.prepare(body, api_key=key.id if key is not None else None,
-                               session=request.headers.get("x-moai-session"))
+            prep = mix.prepare(body, api_key=api_key, session=session)
         except UnknownModel as e:
             return err(404, str(e), param="model", code="model_not_found")
-        except BadRequest as e:
-            return err(400, str(e), param=e.param, code=e.code)
-        except NoEligibleModel as e:
-            detail = "; ".join(f"{m}: {why}" for m, why in e.excluded.items())
-            return err(422, f"{e} ({detail})", param="model", code=e.code)
+        except Exception as e:  # noqa: BLE001 - refused before any model ran: recorded like every request
+            request_id = await mix.record_refusal(body, e, api_key, session, started)
+            refused = {"x-moai-mix": mix_name, "x-moai-request-id": request_id} if request_id else None
+            if isinstance(e, BadRequest):
+                return err(400, str(e), param=e.param, code=e.code, headers=refused)
+            status, code, message = refusal(e)
+            if isinstance(e, NoEligibleModel):
+                return err(status, message, param="model", code=code, headers=refused)
+            log.error("request %s to %s failed before any model ran", request_id, mix_name, exc_info=e)
+            return err(500, f"internal error: {type(e).__name__}", "server_error", headers=refused)
         headers = {"x-moai-mix": prep.ctx.mix_name, "x-moai-request-id": prep.id}
         if prep.ctx.decision:
             headers["x-moai-model"] = prep.ctx.decision.model

@@ -17,6 +17,7 @@ from typing import Any
 from moai.catalog import ModelCard
 from moai.config import Config
 from moai.providers import ChatParams, Delta, Provider, ProviderError, Usage, make_provider
+from moai.providers.tool_calls import merge_tool_call_deltas
 from moai.strategies.plan import Built, Passthrough, Plan, Step, StepResult
 from moai.telemetry.carbon import CarbonModel
 
@@ -49,6 +50,19 @@ class PlanFailed(RuntimeError):
         code, param = causes.pop() if self.status == 400 and len(causes) == 1 else (None, None)
         self.code: str = code or ("unsupported_request" if self.status == 400 else "upstream_failed")
         self.param: str | None = param if code else None
+
+
+def _restored_calls(redactor: Any, calls: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """Tool calls an untrusted model wrote with placeholders, with the original values back in their arguments."""
+    if not calls or redactor is None:
+        return calls
+    out = []
+    for c in calls:
+        fn = dict(c.get("function") or {})
+        if isinstance(fn.get("arguments"), str):
+            fn["arguments"] = redactor.restore_arguments(fn["arguments"])
+        out.append({**c, "function": fn})
+    return out
 
 
 def _failed_attempt(model: str, e: ProviderError, t0: float) -> dict[str, Any]:
@@ -163,9 +177,10 @@ class Executor:
                     out = await self.registry.get(model).complete(redactor.apply(params) if redactor else params)
                 if redactor:
                     out.text = redactor.restore(out.text)
+                    out.tool_calls = _restored_calls(redactor, out.tool_calls)
             except ProviderError as e:
                 res.attempts.append(_failed_attempt(model, e, t0))
-                res.error = str(e)
+                res.model, res.error = model, str(e)  # a failed step names the last model tried, as streamed
                 if not e.retryable:
                     break
                 continue
@@ -266,7 +281,11 @@ class Executor:
 
     async def _stream_final(self, step: Step, params: ChatParams, ans: StepResult,
                             plan: Plan | None = None) -> AsyncIterator[Delta]:
-        """Stream with transparent fallback before the first token; after it, errors propagate."""
+        """Stream with transparent fallback before the first token; after it, errors propagate.
+
+        Usage counts from the prompt estimate while a model streams; a model that fails before its first token
+        leaves the step at zero tokens, so a step no model answered costs what it does unstreamed: nothing.
+        """
         for model in self._candidates(step):
             t0 = time.time()
             started = False
@@ -274,6 +293,7 @@ class Executor:
             tool_calls: list[dict[str, Any]] = []
             redactor = self._redactor(plan, model)
             restorer = redactor.restorer() if redactor else None
+            held_calls: list[dict[str, Any]] = []  # under redaction: pieces merged, placeholders restored at the end
             ans.model = model
             ans.usage = Usage(_estimate_prompt(params), 0)  # counted as it streams, exact at the end
             try:
@@ -281,6 +301,11 @@ class Executor:
                     async for d in self.registry.get(model).stream(redactor.apply(params) if redactor else params):
                         if restorer is not None:
                             d.text = restorer.feed(d.text) + (restorer.flush() if d.finish_reason else "")
+                            if d.tool_calls:  # a placeholder may straddle two pieces of the arguments
+                                merge_tool_call_deltas(held_calls, d.tool_calls)
+                                d.tool_calls = None
+                            if d.finish_reason and held_calls:
+                                d.tool_calls = _restored_calls(redactor, held_calls)
                         if d.text or d.tool_calls:
                             if not started:
                                 ans.ttft_s = time.time() - t0
@@ -301,9 +326,10 @@ class Executor:
             except ProviderError as e:
                 ans.attempts.append(_failed_attempt(model, e, t0))
                 ans.error = str(e)
+                if not started:  # nothing was generated: the prompt estimate above was never spent
+                    ans.usage, ans.cpu_s = Usage(), None
                 if started or not e.retryable:
                     ans.end = time.time()
-                    ans.model = model
                     raise
                 continue
             ans.attempts.append({"model": model, "start": t0, "latency_ms": (time.time() - t0) * 1000})

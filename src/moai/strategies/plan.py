@@ -25,6 +25,9 @@ class Passthrough:
 
 @dataclass
 class StepResult:
+    """One step's outcome. ``model`` is the model that answered; on a failed step, the last one tried (its
+    ``attempts`` list every try), so a trace says which model failed whether the step was streamed or not."""
+
     step: str
     role: str
     model: str | None

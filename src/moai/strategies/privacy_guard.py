@@ -5,10 +5,17 @@ carries sensitive data; ``redact`` lets untrusted models see the query with type
 restored in the answer) — unless what was found cannot be hidden by a placeholder (health details,
 confidential material), which then stays on private models; ``allow`` does nothing. A request may ask
 for a stricter policy than its mix, never a looser one.
+
+The request's tool definitions are scanned with its messages: their descriptions and enums reach the model
+as well. And whenever sensitive data must not reach an untrusted model in the clear (every policy but
+``allow``), calls to cloud-tier models carry a `Redactor` even if nothing was found here: it scans each such
+call as sent, which covers what this check cannot see (a trusted model's answer quoted to an aggregator,
+tool definitions if a caller does not pass them here).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +34,8 @@ class Guard:
     notes: list[str] = field(default_factory=list)
 
 
-def privacy_guard(messages: list[dict[str, Any]], mix_policy: str, requested: str | None) -> Guard:
+def privacy_guard(messages: list[dict[str, Any]], mix_policy: str, requested: str | None,
+                  tools: Sequence[Mapping[str, Any]] | None = None) -> Guard:
     policy = mix_policy
     notes: list[str] = []
     if requested is not None:
@@ -35,11 +43,14 @@ def privacy_guard(messages: list[dict[str, Any]], mix_policy: str, requested: st
             policy = requested
         else:
             notes.append(f"privacy: request asked for {requested}, the mix requires {mix_policy}; kept {mix_policy}")
-    report = detect(messages)
+    report = detect(messages, tools)
     guard = Guard(report, policy, notes=notes)
-    if not report.sensitive or policy == "allow":
+    if policy == "allow":
         if report.sensitive:
             notes.append(f"privacy: sensitive data ({', '.join(report.kinds)}) allowed by policy 'allow'")
+        return guard
+    if not report.sensitive:
+        guard.redactor = Redactor()
         return guard
     notes.append(f"privacy: sensitive data found ({', '.join(report.kinds)}); policy {policy}")
     notes.extend(f"privacy: {r}" for r in report.reasons())
@@ -48,7 +59,7 @@ def privacy_guard(messages: list[dict[str, Any]], mix_policy: str, requested: st
     elif policy == "private_ok":
         guard.max_tier = "private"
     elif report.redactable:
-        _, mapping = redact(messages, report)
+        _, mapping = redact(messages, report, tools)
         guard.redactor = Redactor(mapping)
         notes.append(f"privacy: {len(mapping)} value(s) replaced by placeholders for cloud-tier models")
     else:

@@ -1,32 +1,84 @@
 """Redaction at the boundary of trust: what a cloud-tier model sees has the sensitive values replaced.
 
-The privacy check runs once per request and yields placeholder → original pairs. Any prompt the plan
-builds later (an aggregator's, a critic's) may quote those values again, so the executor redacts each
-call to an untrusted model right before sending it, and restores the placeholders in what comes back.
+The privacy check runs once per request and yields placeholder → original pairs. Prompts the plan builds
+later (an aggregator's, a critic's, the next link of a chain) quote other models' answers, and a trusted
+model may have written a value in another form (`4539148803436467` for `4539 1488 0343 6467`, an email in
+capitals) that no plain search for the original finds. So every call to an untrusted model is scanned
+again right before it is sent, all of it (message contents, names, tool-call arguments, tool definitions),
+and whatever the detector finds is replaced too: by the placeholder its value already has, or by a new one
+added to the mapping, so the answer can still be restored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
-from moai.gate.privacy import Restorer, restore
+from moai.gate.privacy import REDACTABLE, Placeholders, Restorer, detect_text, restore, tool_json
 from moai.providers.base import ChatParams
 
+# Keys of a tool definition whose value is an identifier the API and the caller match on, not prose.
+_IDENTIFIER_KEYS = frozenset({"name", "type"})
 
-@dataclass
+
+def _walk(value: Any, fix: Callable[[str], str], skip: frozenset[str] = frozenset()) -> Any:
+    """A copy of a JSON value with `fix` applied to every string in it (keys and `skip` keys' values kept)."""
+    if isinstance(value, str):
+        return fix(value)
+    if isinstance(value, list):
+        return [_walk(v, fix, skip) for v in value]
+    if isinstance(value, dict):
+        return {k: v if k in skip and isinstance(v, str) else _walk(v, fix, skip) for k, v in value.items()}
+    return value
+
+
 class Redactor:
-    mapping: Mapping[str, str]  # placeholder -> original
+    """Rewrites the calls of one request that go to untrusted models; holds its placeholders."""
 
-    def __post_init__(self) -> None:
-        # longest originals first, so a value containing another is replaced whole
-        self._pairs = sorted(((orig, ph) for ph, orig in self.mapping.items()), key=lambda p: -len(p[0]))
+    def __init__(self, mapping: Mapping[str, str] | None = None) -> None:
+        """`mapping`: placeholder -> original, from the privacy check (empty when it found nothing)."""
+        self._placeholders = Placeholders(mapping)
+        self.mapping = self._placeholders.mapping  # the live one: new placeholders are added to it
 
     def _text(self, text: str) -> str:
-        for original, placeholder in self._pairs:
-            text = text.replace(original, placeholder)
+        """`text` with every value the detector finds in it, and every value already known, replaced."""
+        spans = [(h.start, h.end, self._placeholders.token(h.label, text[h.start:h.end]))
+                 for h in detect_text(text) if h.kind in REDACTABLE]
+        # Values found elsewhere in the request (a password recognised by its context there) are
+        # replaced here as written, even where nothing around them gives them away. Longest first, so
+        # a value containing another is replaced whole.
+        for token, original in sorted(self.mapping.items(), key=lambda p: -len(p[1])):
+            at = text.find(original) if original else -1
+            while at != -1:
+                end = at + len(original)
+                if all(end <= s or at >= e for s, e, _ in spans):
+                    spans.append((at, end, token))
+                at = text.find(original, end)
+        for start, end, token in sorted(spans, reverse=True):
+            text = text[:start] + token + text[end:]
         return text
+
+    def _json(self, raw: str) -> str:
+        """JSON text (tool-call arguments) redacted so that it stays valid JSON.
+
+        The raw text is scanned first (a value next to its key, `"password": "…"`, is found in context);
+        then the decoded strings, which finds values hidden behind escapes (`\\u00e9`). When replacing in the
+        raw text broke the JSON (a span ending inside an escape), the decoded strings of the original are
+        redacted instead, the values just found included, and the JSON is written again."""
+        fixed = self._text(raw)
+        try:
+            value, intact = json.loads(fixed), True
+        except ValueError:
+            try:
+                value, intact = json.loads(raw), False
+            except ValueError:
+                return fixed  # not JSON: plain text
+        walked = _walk(value, self._text)
+        if intact and walked == value:
+            return fixed
+        return json.dumps(walked, ensure_ascii=False)
 
     def _content(self, content: Any) -> Any:
         if isinstance(content, str):
@@ -36,13 +88,39 @@ class Redactor:
                     else p for p in content]
         return content
 
+    def _message(self, m: dict[str, Any]) -> dict[str, Any]:
+        out = {**m, "content": self._content(m.get("content"))} if "content" in m else dict(m)
+        if isinstance(m.get("name"), str):
+            out["name"] = self._text(m["name"])
+        if m.get("tool_calls"):
+            calls = []
+            for call in m["tool_calls"]:
+                fn = call.get("function") if isinstance(call, dict) else None
+                if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+                    call = {**call, "function": {**fn, "arguments": self._json(fn["arguments"])}}
+                calls.append(call)
+            out["tool_calls"] = calls
+        return out
+
+    def _tool(self, tool: dict[str, Any]) -> dict[str, Any]:
+        # Scanned whole first, so a value recognised only in context (a "password" property's default) is
+        # known by the time each string is rewritten; names and types stay, the caller matches on them.
+        self._text(tool_json(tool))
+        return _walk(tool, self._text, _IDENTIFIER_KEYS)
+
     def apply(self, params: ChatParams) -> ChatParams:
         """The same call with every sensitive value replaced by its placeholder."""
-        messages = [{**m, "content": self._content(m.get("content"))} for m in params.messages]
-        return replace(params, messages=messages)
+        messages = [self._message(m) for m in params.messages]
+        tools = [self._tool(t) if isinstance(t, dict) else t for t in params.tools] if params.tools else params.tools
+        return replace(params, messages=messages, tools=tools)
 
     def restore(self, text: str) -> str:
         return restore(text, self.mapping)
+
+    def restore_arguments(self, arguments: str) -> str:
+        """Tool-call arguments an untrusted model wrote with placeholders, with the originals back in,
+        escaped for JSON (a password may hold a quote)."""
+        return restore(arguments, {k: json.dumps(v, ensure_ascii=False)[1:-1] for k, v in self.mapping.items()})
 
     def restorer(self) -> Restorer:
         return Restorer(self.mapping)

@@ -38,6 +38,8 @@ class Metrics:
                                       buckets=LATENCY_BUCKETS, registry=r)
         self.ttft = Histogram("moai_time_to_first_token_seconds", "Time to first token", ["model"],
                               buckets=LATENCY_BUCKETS, registry=r)
+        # kind: call / attempt / refused (a model refused the request); with model "none", the error code of a
+        # request refused before any model ran (no_trusted_model, no_eligible_model, internal_error, ...)
         self.errors = Counter("moai_errors", "Failed model calls and requests", ["model", "kind"], registry=r)
         self.decisions = Counter("moai_gate_decisions", "Gate choices", ["mix", "model"], registry=r)
         self.feedback = Counter("moai_feedback", "Feedback received", ["model"], registry=r)
@@ -79,6 +81,13 @@ class Metrics:
                 if attempt.get("error") and attempt.get("model"):
                     kind = "refused" if is_refusal(attempt.get("status")) else "attempt"
                     self.errors.labels(attempt["model"], kind).inc()
+
+    def observe_refusal(self, mix: str, status: str, code: str, latency_s: float) -> None:
+        """A request that never reached a model: counted with its status ("refused" for a 4xx, "error" for a
+        fault of moai's own) and its error code, so a mix refusing traffic is visible and alertable."""
+        self.requests.labels(mix, "none", status).inc()
+        self.request_latency.labels(mix).observe(latency_s)
+        self.errors.labels("none", code).inc()
 
     def observe_feedback(self, model: str | None, score: float) -> None:
         from moai.telemetry.adapt import normalise_score

@@ -84,7 +84,7 @@ class Report:
             lat = [r.latency_ms for r in reqs if r.status == "ok"]
             routes: dict[str, int] = defaultdict(int)
             for r in reqs:
-                routes[r.model or "(failed)"] += 1
+                routes[r.model or ("(refused)" if r.status == "refused" else "(failed)")] += 1
             rows.append({"mix": mix, "requests": len(reqs), "errors": sum(r.status != "ok" for r in reqs),
                          "tokens": sum(r.prompt_tokens + r.completion_tokens for r in reqs),
                          "p50_ms": _pct(lat, 50), "p95_ms": _pct(lat, 95),
@@ -141,7 +141,7 @@ def plot_png(report: Report) -> bytes:
     ax = axes[1][1]
     shares: dict[str, int] = defaultdict(int)
     for r in reqs:
-        shares[r.model or "(failed)"] += 1
+        shares[r.model or ("(refused)" if r.status == "refused" else "(failed)")] += 1
     if shares:
         ax.bar(list(shares.keys()), list(shares.values()), color="tab:orange")
         ax.tick_params(axis="x", rotation=20)

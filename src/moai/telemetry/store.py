@@ -52,7 +52,8 @@ class RequestRecord(Base):
     mix: Mapped[str] = mapped_column(String(128), index=True)
     strategy: Mapped[str] = mapped_column(String(32))
     model: Mapped[str | None] = mapped_column(String(128), index=True)  # the model whose answer was returned
-    status: Mapped[str] = mapped_column(String(16))  # ok | error
+    # ok | error | cancelled | refused (before any model ran: a privacy refusal, no eligible model, a bad option)
+    status: Mapped[str] = mapped_column(String(16))
     http_status: Mapped[int] = mapped_column(Integer, default=200)
     stream: Mapped[bool] = mapped_column(Boolean, default=False)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
