@@ -191,3 +191,14 @@ def test_keys_create_rejects_unknown_names_against_the_config_in_use(tmp_path: P
 
 def test_feedback_score_off_every_scale_is_one_line(db: str) -> None:
     one_line_error(CliRunner().invoke(app, ["feedback", "chatcmpl-x", "50"]), "outside")
+
+
+def test_chat_refused_by_privacy_is_one_line_and_recorded(db: str, tmp_path: Path) -> None:
+    """`moai chat` refuses as the server does (no trusted model for a card number) and keeps the refusal."""
+    cfg = tmp_path / "cloud.yaml"
+    cfg.write_text('models:\n  c: {provider: openai_compat, endpoint: "http://127.0.0.1:9/v1", privacy: cloud}\n'
+                   "mixes:\n  default: {strategy: route, constraints: {sensitive_data: local_only}}\n")
+    r = CliRunner().invoke(app, ["chat", "my card is 4539 1488 0343 6467", "--config", str(cfg)])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    rows = TelemetryStore(db).requests()
+    assert [(x.mix, x.status, x.http_status, x.model) for x in rows] == [("default", "refused", 422, None)]

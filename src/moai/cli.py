@@ -138,7 +138,11 @@ def chat(
     async def go() -> dict[str, Any] | None:
         m = Mixture(cfg, store=store)
         try:
-            prep = m.prepare(body)
+            try:
+                prep = m.prepare(body)
+            except (BadRequest, NoEligibleModel) as e:  # refused before any model ran: kept like every request
+                await m.record_refusal(body, e)
+                raise
             summary = None
             async for item in m.stream(prep):
                 if isinstance(item, Delta) and item.text:
