@@ -33,6 +33,7 @@ class Script:
     replies: list[str] | None = None  # per call, in order (the last one repeats)
     fail_times: int = 0
     fail_status: int = 500
+    retry_after: str | None = "0"  # the Retry-After header sent with a 429 (None: no header)
     delay_s: float = 0.0
     die_after_words: int | None = None  # streams: drop the connection after this many words (no [DONE])
     word_delay_s: float = 0.0  # streams: pause between words (a slow generator)
@@ -54,7 +55,8 @@ def make_app(script: Script) -> FastAPI:
         script.calls += 1
         script.seen.append(body)
         if script.calls <= script.fail_times:
-            headers = {"retry-after": "0"} if script.fail_status == 429 else {}
+            limited = script.fail_status == 429 and script.retry_after is not None
+            headers = {"retry-after": script.retry_after} if limited else {}
             return JSONResponse({"error": {"message": "scripted failure", "type": "server_error"}},
                                 status_code=script.fail_status, headers=headers)
         if script.delay_s:

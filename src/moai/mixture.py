@@ -20,7 +20,7 @@ from moai.cache import ResponseCache
 from moai.catalog import PRIVACY_RANK
 from moai.config import Config, Mix, Weights, load_config
 from moai.gate.rules import RuleChooser, message_text
-from moai.providers.base import ChatParams, Delta, ProviderError, is_refusal
+from moai.providers.base import ChatParams, Delta, ProviderError, ProviderRateLimited, is_refusal
 from moai.strategies import builder
 from moai.strategies.context import Chooser, NoEligibleModel, RequestContext, eligible
 from moai.strategies.executor import Execution, Executor, PlanFailed, ProviderRegistry
@@ -114,6 +114,7 @@ class Mixture:
         self.metrics = Metrics()
         self.stats = LiveStats(failure_threshold=s.breaker_failures, cooldown_s=s.breaker_cooldown_s)
         self.registry.health = self.stats.healthy
+        self.registry.rate_limited = self.stats.observe_rate_limit
         self.cache = ResponseCache.from_config(config, self.metrics.cache)
         self._sessions: OrderedDict[tuple[str, str], str] = OrderedDict()  # (mix, session) -> model, LRU
         self.tuners = live_tuners(config)  # mixes whose instructions ask for a target held online
@@ -356,8 +357,10 @@ class Mixture:
             for a in r.attempts:  # every failed attempt is a call of its own: live statistics need them
                 if "error" in a:
                     start = a.get("start", r.start)
-                    # a refusal of the request itself is kept apart: it says nothing about the model's health
+                    # a refusal of the request itself, or a 429, is kept apart: neither says the model is unhealthy
                     status = "refused" if is_refusal(a.get("status")) else "failed"
+                    if a.get("status") == ProviderRateLimited.status:
+                        status = "rate_limited"
                     rec.calls.append(CallRecord(
                         step=r.step, role=r.role, model=a["model"], status=status, started_at=start,
                         ended_at=start + a["latency_ms"] / 1000, latency_ms=a["latency_ms"], error=a["error"],
@@ -374,12 +377,15 @@ class Mixture:
 
     def _observe(self, prep: Prepared, status: str, results: list[Any], answer_model: str | None) -> None:
         """Feed live statistics and metrics from every attempt of every step (a refused request is no failure
-        of the model: it neither counts in the error rate nor trips the breaker)."""
+        of the model: it neither counts in the error rate nor trips the breaker; nor does a 429, whose cool-down
+        the executor has already set)."""
         for r in results:
             for a in r.attempts:
                 failed = "error" in a
                 if failed and is_refusal(a.get("status")):
                     self.stats.observe_refusal(a["model"])
+                    continue
+                if failed and a.get("status") == ProviderRateLimited.status:
                     continue
                 if failed or a.get("model") != r.model:
                     self.stats.observe(a["model"], not failed, a.get("latency_ms", 0) / 1000)

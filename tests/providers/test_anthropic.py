@@ -4,6 +4,7 @@ tools, usage, retries and typed errors."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -153,6 +154,28 @@ async def test_gives_up_with_a_typed_error(status: int, error: type[Exception]) 
     with StubAnthropic(Script(fail_times=10, fail_status=status)) as s, pytest.raises(error):
         await provider(s.url, retries=1).complete(PARAMS)
     assert s.script.calls == 2
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_a_long_retry_after_is_raised_at_once_not_waited_for(stream: bool) -> None:
+    """The SDK would sleep the 30 s the 429 asks for before each retry; the request must move on instead."""
+    with StubAnthropic(Script(fail_times=10, fail_status=429, retry_after="30")) as s:
+        p = provider(s.url, retries=2)
+        t0 = time.perf_counter()
+        with pytest.raises(ProviderRateLimited) as e:
+            if stream:
+                [d async for d in p.stream(PARAMS)]
+            else:
+                await p.complete(PARAMS)
+        elapsed = time.perf_counter() - t0
+        await p.aclose()
+    assert elapsed < 1.0 and s.script.calls == 1 and e.value.retry_after == 30
+
+
+async def test_a_429_with_a_short_retry_after_is_still_retried_by_the_sdk() -> None:
+    with StubAnthropic(Script(fail_times=2, fail_status=429, retry_after="0")) as s:
+        out = await provider(s.url, retries=2).complete(PARAMS)
+    assert out.text == "stub answer" and s.script.calls == 3
 
 
 async def test_bad_request_is_not_retried() -> None:

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
+import pytest
 from stub_openai import Script, StubServer, free_port
 
 from moai.config import parse_config
-from moai.providers import ChatParams, make_provider
+from moai.providers import ChatParams, ProviderRateLimited, make_provider
 from moai.providers.balanced import BalancedProvider
 
 PARAMS = ChatParams(messages=[{"role": "user", "content": "hi"}], max_tokens=4)
 
 
-def card(urls: list[str], balance: str = "least_busy", concurrency: int = 100):  # type: ignore[no-untyped-def]
+def card(urls: list[str], balance: str = "least_busy", concurrency: int = 100,  # type: ignore[no-untyped-def]
+         retries: int = 0):
     deps = ", ".join(f'{{endpoint: "{u}", concurrency: {concurrency}}}' for u in urls)
     cfg = parse_config(f"""
 models:
-  m: {{provider: openai_compat, privacy: private, max_retries: 0, balance: {balance}, deployments: [{deps}]}}
+  m: {{provider: openai_compat, privacy: private, max_retries: {retries}, balance: {balance}, deployments: [{deps}]}}
 mixes:
   default: {{strategy: route}}
 """)
@@ -61,3 +64,33 @@ async def test_a_dead_deployment_is_covered_by_the_other() -> None:
         outs = await asyncio.gather(*(p.complete(PARAMS) for _ in range(10)))
         await p.aclose()
     assert all(o.text == "stub answer" for o in outs) and alive.script.calls == 10
+
+
+async def test_a_rate_limited_deployment_hands_over_at_once_and_is_left_alone_until_retry_after() -> None:
+    """A deployment answering 429 with Retry-After: 30 is not waited for: the other deployment answers, and
+    later calls go to the other one first instead of paying for a 429 each time."""
+    limited = Script(fail_times=10**6, fail_status=429, retry_after="30")
+    with StubServer(limited) as a, StubServer() as b:
+        p = make_provider(card([a.url, b.url], retries=2))
+        assert isinstance(p, BalancedProvider)
+        t0 = time.perf_counter()
+        first = await p.complete(PARAMS)
+        first_s = time.perf_counter() - t0
+        outs = [await p.complete(PARAMS) for _ in range(5)]
+        await p.aclose()
+    assert first.text == "stub answer" and first_s < 1.0
+    assert all(o.text == "stub answer" for o in outs)
+    assert a.script.calls == 1 and b.script.calls == 6
+
+
+async def test_every_deployment_rate_limited_makes_the_model_rate_limited_until_the_first_frees_up() -> None:
+    with StubServer(Script(fail_times=10**6, fail_status=429, retry_after="30")) as a, \
+            StubServer(Script(fail_times=10**6, fail_status=429, retry_after="7")) as b:
+        p = make_provider(card([a.url, b.url], retries=2))
+        t0 = time.perf_counter()
+        with pytest.raises(ProviderRateLimited) as e:
+            await p.complete(PARAMS)
+        elapsed = time.perf_counter() - t0
+        await p.aclose()
+    assert elapsed < 1.0 and (a.script.calls, b.script.calls) == (1, 1)
+    assert e.value.model == "m" and e.value.retry_after == 7

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import email.utils
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -10,7 +12,14 @@ import pytest
 from stub_openai import Script, StubServer, free_port
 
 from moai.catalog import ModelCard
-from moai.providers import ChatParams, ProviderRequestError, ProviderServerError, ProviderUnavailable
+from moai.providers import (
+    ChatParams,
+    ProviderRateLimited,
+    ProviderRequestError,
+    ProviderServerError,
+    ProviderUnavailable,
+)
+from moai.providers.base import parse_retry_after
 from moai.providers.openai_compat import OpenAICompatProvider, status_error
 
 PARAMS = ChatParams(messages=[{"role": "user", "content": "hi"}], max_tokens=8)
@@ -60,6 +69,41 @@ async def test_retries_transient_failures(status: int) -> None:
     with StubServer(Script(fail_times=2, fail_status=status)) as s:
         out = await provider(s.url, retries=2).complete(PARAMS)
     assert out.text == "stub answer" and s.script.calls == 3
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_a_long_retry_after_is_raised_at_once_not_waited_for(stream: bool) -> None:
+    """Waiting 30 s on a rate-limited model would hold the request while another model could answer it: the
+    429 is raised at once, with the wait the upstream asked for, and the call is not repeated."""
+    with StubServer(Script(fail_times=10, fail_status=429, retry_after="30")) as s:
+        p = provider(s.url, retries=2)
+        t0 = time.perf_counter()
+        with pytest.raises(ProviderRateLimited) as e:
+            if stream:
+                [d async for d in p.stream(PARAMS)]
+            else:
+                await p.complete(PARAMS)
+        elapsed = time.perf_counter() - t0
+    assert elapsed < 1.0 and s.script.calls == 1
+    assert e.value.retry_after == 30 and e.value.status == 429
+
+
+@pytest.mark.parametrize("retry_after", ["0", "1", None], ids=["zero", "one_second", "absent"])
+async def test_a_short_or_absent_retry_after_is_retried_in_place(retry_after: str | None) -> None:
+    with StubServer(Script(fail_times=2, fail_status=429, retry_after=retry_after)) as s:
+        out = await provider(s.url, retries=2).complete(PARAMS)
+    assert out.text == "stub answer" and s.script.calls == 3
+
+
+def test_retry_after_is_read_in_seconds_milliseconds_or_as_a_date() -> None:
+    soon = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 28 <= (parse_retry_after({"retry-after": soon}) or 0) <= 30
+    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert parse_retry_after({"retry-after": "2.5"}) == 2.5
+    assert parse_retry_after({"retry-after": "86400"}) == 60  # re-tried within the minute, not tomorrow
+    assert parse_retry_after({"retry-after": "-3"}) == 0
+    assert parse_retry_after({"retry-after": "soon"}) is None and parse_retry_after({}) is None
+    assert parse_retry_after({"retry-after": "nan"}) is None
 
 
 async def test_gives_up_with_a_typed_error() -> None:

@@ -82,3 +82,39 @@ def test_a_refusal_hands_back_the_probe_without_closing_the_circuit() -> None:
     assert s.healthy("m", now=113.5)  # the next request probes, instead of the circuit staying shut
     s.observe_refusal("unseen")  # a model with no statistics yet gets none from a refusal
     assert "unseen" not in s.snapshot()
+
+
+def test_a_rate_limited_model_is_avoided_until_retry_after_without_counting_as_a_failure(tmp_path: Path) -> None:
+    """A 429 says the model is busy, not broken: no error rate, no breaker, but no calls before its Retry-After
+    (nor for a few seconds when it gave none); a refresh from the database keeps the cool-down."""
+    s = LiveStats(failure_threshold=1)
+    s.observe("m", True, 0.1, now=99.0)
+    s.observe_rate_limit("m", 30.0, now=100.0)
+    s.observe_rate_limit("m", 2.0, now=101.0)  # a shorter hint later does not cut the first one short
+    assert not s.healthy("m", now=129.5) and s.state("m") == "closed"
+    snap = s.snapshot(now=110.0)["m"]
+    assert snap["error_rate"] == 0 and snap["open"] == 0 and snap["rate_limited_s"] == 20
+    store = TelemetryStore(f"sqlite:///{tmp_path / 'a.db'}")
+    req = RequestRecord(id="r", mix="d", strategy="route", model="m", status="ok", http_status=200, stream=False,
+                        prompt_tokens=1, completion_tokens=1, latency_ms=1, cost_usd=0, energy_kwh=0, co2_g=0)
+    for i, status in enumerate(["ok", "rate_limited", "rate_limited", "ok"]):
+        req.calls.append(CallRecord(step=f"s{i}", role="answer", model="m", status=status, started_at=i,
+                                    ended_at=i + 0.5, latency_ms=10, prompt_tokens=0, completion_tokens=0,
+                                    cost_usd=0, energy_kwh=0, co2_g=0))
+    store.write(req)
+    s.refresh(store)  # the database's 429s count as nothing, and this process's cool-down survives
+    assert s.models["m"].calls == 2 and s.snapshot(now=110.0)["m"]["error_rate"] == 0
+    assert not s.healthy("m", now=129.5) and s.healthy("m", now=130.0)
+    assert "rate_limited_s" not in s.snapshot(now=130.0)["m"]
+    s.observe_rate_limit("quiet", None, now=200.0)
+    assert not s.healthy("quiet", now=204.0) and s.healthy("quiet", now=205.5)
+
+
+def test_a_rate_limited_probe_is_handed_back() -> None:
+    s = LiveStats(failure_threshold=3, cooldown_s=10)
+    for t in range(3):
+        s.observe("m", False, 0.1, now=100.0 + t)
+    assert s.healthy("m", now=113) and s.state("m") == "half-open"
+    s.observe_rate_limit("m", 5.0, now=113.0)
+    assert s.state("m") == "open" and not s.healthy("m", now=117.0)  # no probe reserved while rate limited
+    assert s.healthy("m", now=118.5) and s.state("m") == "half-open"

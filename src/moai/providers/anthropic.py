@@ -4,7 +4,8 @@ Everything above the providers speaks OpenAI's chat format, so this module only 
 messages become the top-level ``system``, tool calls and tool results become ``tool_use`` /
 ``tool_result`` blocks (and back), and ``stop_reason`` becomes ``finish_reason``. The SDK already
 retries 408/409/429/5xx/529 with backoff (honouring ``retry-after``), so we configure it and map its
-exceptions onto moai's error types.
+exceptions onto moai's error types; only a 429 that asks for a wait of more than about a second is not
+retried in place, so that the request moves on to another model at once.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from moai.providers.base import (
     ProviderTimeout,
     ProviderUnavailable,
     Usage,
+    parse_retry_after,
+    retry_in_place,
 )
 
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
@@ -53,15 +56,7 @@ JSON_HINT = "Respond with a single valid JSON value and nothing else."
 
 
 def _retry_after(exc: anthropic.APIStatusError) -> float | None:
-    headers = exc.response.headers if exc.response is not None else {}
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value:
-            try:
-                return float(value) / scale
-            except ValueError:
-                return None
-    return None
+    return parse_retry_after(exc.response.headers) if exc.response is not None else None
 
 
 def translate_error(model: str, exc: Exception) -> ProviderError:
@@ -262,19 +257,28 @@ def _usage(u: Any) -> Usage:
     return Usage(prompt, u.output_tokens or 0)
 
 
+class _Client(anthropic.AsyncAnthropic):
+    """The SDK's client, except that a 429 asking for a long wait is handed back instead of slept on."""
+
+    def _should_retry(self, response: Any) -> bool:  # the SDK's own HTTP response type
+        if response.status_code == 429 and not retry_in_place(parse_retry_after(response.headers)):
+            return False
+        return super()._should_retry(response)
+
+
 class AnthropicProvider(Provider):
     """Talks to ``card.endpoint`` (default api.anthropic.com) with ``anthropic.AsyncAnthropic``."""
 
     def __init__(self, card: ModelCard) -> None:
         super().__init__(card)
-        self._client: anthropic.AsyncAnthropic | None = None
+        self._client: _Client | None = None
 
     @property
     def client(self) -> anthropic.AsyncAnthropic:
         if self._client is None:  # created lazily: never at import or config load
             key = os.environ.get(self.card.api_key_env or DEFAULT_KEY_ENV, "")
             base = (self.card.endpoint or DEFAULT_ENDPOINT).rstrip("/").removesuffix("/v1")
-            self._client = anthropic.AsyncAnthropic(
+            self._client = _Client(
                 base_url=base, api_key=key or "not-needed", timeout=self.card.timeout_s,
                 max_retries=self.card.max_retries,
             )

@@ -3,7 +3,9 @@
 Each call goes to the deployment with the fewest calls in flight relative to its capacity
 (``least_busy``), or to the lowest expected wait — EWMA latency × (in flight + 1) — (``latency``).
 Per-deployment concurrency limits hold; a deployment that fails before answering hands the call to the
-next one, so the executor's model-level fallback is only needed when every deployment fails.
+next one, so the executor's model-level fallback is only needed when every deployment fails. A deployment
+that answered 429 goes to the back of the order until its ``Retry-After`` has passed, since it would most
+likely refuse again; when every deployment is rate limited the model is, until the first of them frees up.
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from moai.catalog import ModelCard
-from moai.providers.base import ChatParams, Delta, Provider, ProviderError
+from moai.providers.base import (
+    RATE_LIMIT_COOLDOWN_S,
+    ChatParams,
+    Delta,
+    Provider,
+    ProviderError,
+    ProviderRateLimited,
+)
 
 
 @dataclass
@@ -27,6 +36,7 @@ class _Deployment:
     latency_s: float | None = None
     calls: int = 0
     failures: int = 0
+    limited_until: float = 0.0  # monotonic time its last 429 asked to be left alone until
     history: list[float] = field(default_factory=list)
 
     def wait_score(self, mode: str) -> float:
@@ -52,10 +62,12 @@ class BalancedProvider(Provider):
             self.deployments.append(_Deployment(f"{card.name}#{i + 1}", factory(sub), limit, dep.concurrency))
 
     def _order(self) -> list[_Deployment]:
-        return sorted(self.deployments, key=lambda d: (d.wait_score(self.mode), d.calls))
+        now = time.monotonic()
+        return sorted(self.deployments, key=lambda d: (d.limited_until > now, d.wait_score(self.mode), d.calls))
 
     async def stream(self, params: ChatParams) -> AsyncIterator[Delta]:
         last: ProviderError | None = None
+        waits: list[float] = []  # seconds until each rate-limited deployment may be called again
         for dep in self._order():
             started = False
             dep.in_flight += 1
@@ -74,9 +86,15 @@ class BalancedProvider(Provider):
                 last = e
                 if started or not e.retryable:
                     raise
+                if isinstance(e, ProviderRateLimited):
+                    wait = RATE_LIMIT_COOLDOWN_S if e.retry_after is None else e.retry_after
+                    dep.limited_until = max(dep.limited_until, time.monotonic() + wait)
+                    waits.append(wait)
             finally:
                 dep.in_flight -= 1
         assert last is not None
+        if len(waits) == len(self.deployments):  # the model is usable again as soon as one deployment is
+            raise ProviderRateLimited(self.name, f"every deployment rate limited ({last})", min(waits)) from last
         raise last
 
     def load(self) -> dict[str, int]:

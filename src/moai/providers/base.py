@@ -6,9 +6,10 @@ hierarchy of errors so that fallbacks and circuit breakers can decide what is re
 
 from __future__ import annotations
 
+import email.utils
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,11 +38,44 @@ class ProviderUnavailable(ProviderError):
 
 
 class ProviderRateLimited(ProviderError):
+    """The upstream said 429. ``retry_after`` (seconds, when it said) is how long the model is to be left alone."""
+
     status = 429
 
     def __init__(self, model: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(model, message)
         self.retry_after = retry_after
+
+
+MAX_RETRY_AFTER_S = 60.0  # a longer hint (a quota reset hours away) is read as a minute: the model is re-tried then
+RETRY_IN_PLACE_MAX_S = 1.0  # a 429 asking for a longer wait than this goes to another model instead
+RATE_LIMIT_COOLDOWN_S = 5.0  # how long a model that kept answering 429 without saying for how long is avoided
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date), within 0..60 s."""
+    seconds: float | None = None
+    value = headers.get("retry-after-ms")
+    try:
+        seconds = float(value) / 1000 if value is not None else None
+    except ValueError:
+        seconds = None
+    value = headers.get("retry-after")
+    if seconds is None and value is not None:
+        try:
+            seconds = float(value)
+        except ValueError:
+            when = email.utils.parsedate_tz(value)
+            seconds = email.utils.mktime_tz(when) - time.time() if when is not None else None
+    if seconds is None or seconds != seconds:  # absent, unreadable or NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def retry_in_place(retry_after: float | None) -> bool:
+    """Whether a 429 is worth waiting out on the same model: no hint (a short jittered backoff) or a hint of about
+    a second. A longer wait would hold the request while another model or deployment could answer it now."""
+    return retry_after is None or retry_after <= RETRY_IN_PLACE_MAX_S
 
 
 class ProviderServerError(ProviderError):

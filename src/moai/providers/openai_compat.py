@@ -5,6 +5,8 @@ A gateway's own cost per call is what every request pays, so this speaks the pro
 per-request CPU in its pool's per-connection expiry checks, the openai SDK more still; aiohttp's pool does
 not scan. It keeps the SDK's retry policy: exponential backoff with jitter on timeouts, connection
 errors, 408/409/429 and 5xx, honouring ``Retry-After``; streams are retried only before their first byte.
+One exception: a 429 whose ``Retry-After`` asks for more than about a second is raised at once, so that the
+request moves to another deployment or model instead of waiting on this one.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from moai.providers.base import (
     ProviderTimeout,
     ProviderUnavailable,
     Usage,
+    parse_retry_after,
+    retry_in_place,
 )
 
 DEFAULT_ENDPOINTS = {"openai": "https://api.openai.com/v1"}
@@ -47,14 +51,6 @@ class UpstreamStatus(Exception):
     def __init__(self, status: int, body: bytes) -> None:
         super().__init__(f"HTTP {status}: {body[:200].decode(errors='replace')}")
         self.status, self.body = status, body
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after")
-    try:
-        return min(float(value), 60.0) if value is not None else None
-    except ValueError:
-        return None
 
 
 def status_error(model: str, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
@@ -71,7 +67,7 @@ def status_error(model: str, status: int, headers: Mapping[str, str], body: byte
     message = error.get("message") or body.decode(errors="replace")[:200]
     code, param = error.get("code"), error.get("param")
     if status == 429:
-        return ProviderRateLimited(model, f"rate limited: {message}", _retry_after(headers))
+        return ProviderRateLimited(model, f"rate limited: {message}", parse_retry_after(headers))
     if status in (401, 403):
         return ProviderAuthError(model, f"authentication failed ({status})")
     if status >= 500:
@@ -146,10 +142,12 @@ class OpenAICompatProvider(Provider):
                     body = b""
                 response.release()
                 error = status_error(self.name, response.status, response.headers, body)
-                hint = _retry_after(response.headers)
+                hint = parse_retry_after(response.headers)
                 cause = UpstreamStatus(response.status, body)
                 if response.status not in RETRY_STATUSES:
                     raise error from cause
+                if response.status == 429 and not retry_in_place(hint):
+                    raise error from cause  # another model answers now; waiting here would hold the request
             if attempt >= self.card.max_retries:
                 raise error from cause
             await self._backoff(attempt, hint)

@@ -16,7 +16,7 @@ from typing import Any
 
 from moai.catalog import ModelCard
 from moai.config import Config
-from moai.providers import ChatParams, Delta, Provider, ProviderError, Usage, make_provider
+from moai.providers import ChatParams, Delta, Provider, ProviderError, ProviderRateLimited, Usage, make_provider
 from moai.providers.tool_calls import merge_tool_call_deltas
 from moai.strategies.plan import Built, Passthrough, Plan, Step, StepResult
 from moai.telemetry.carbon import CarbonModel
@@ -72,6 +72,8 @@ def _failed_attempt(model: str, e: ProviderError, t0: float) -> dict[str, Any]:
     code = getattr(e, "code", None)
     if code:
         attempt.update(code=code, param=getattr(e, "param", None))
+    if isinstance(e, ProviderRateLimited) and e.retry_after is not None:
+        attempt["retry_after_s"] = e.retry_after
     return attempt
 
 
@@ -83,6 +85,8 @@ class ProviderRegistry:
         self._providers: dict[str, Provider] = {}
         self._limits: dict[str, asyncio.Semaphore] = {}
         self.health: Callable[[str], bool] = lambda _name: True  # replaced by live statistics
+        # told at once of a 429 (model, Retry-After), so concurrent and later requests try other models first
+        self.rate_limited: Callable[[str, float | None], None] = lambda _name, _retry_after: None
 
     def card(self, name: str) -> ModelCard:
         return self.config.models[name]
@@ -152,7 +156,7 @@ class Executor:
 
     def _candidates(self, step: Step) -> Iterator[str]:
         """Models to try, in order. Health is asked just before each try (asking may reserve a circuit's
-        probe), and models with an open circuit are tried last rather than never."""
+        probe), and models with an open circuit or a rate limit still running are tried last rather than never."""
         skipped = []
         for m in step.models:
             if self.registry.health(m):
@@ -160,6 +164,12 @@ class Executor:
             else:
                 skipped.append(m)
         yield from skipped
+
+    def _failed(self, model: str, e: ProviderError, t0: float) -> dict[str, Any]:
+        """The failed attempt; a 429 is reported to the registry before the next model is tried."""
+        if isinstance(e, ProviderRateLimited):
+            self.registry.rate_limited(model, e.retry_after)
+        return _failed_attempt(model, e, t0)
 
     def _redactor(self, plan: Plan | None, model: str) -> Any:
         if plan is None or plan.redactor is None or self.registry.card(model).privacy != "cloud":
@@ -179,7 +189,7 @@ class Executor:
                     out.text = redactor.restore(out.text)
                     out.tool_calls = _restored_calls(redactor, out.tool_calls)
             except ProviderError as e:
-                res.attempts.append(_failed_attempt(model, e, t0))
+                res.attempts.append(self._failed(model, e, t0))
                 res.model, res.error = model, str(e)  # a failed step names the last model tried, as streamed
                 if not e.retryable:
                     break
@@ -324,7 +334,7 @@ class Executor:
                             continue  # the caller decides how the stream ends
                         yield d
             except ProviderError as e:
-                ans.attempts.append(_failed_attempt(model, e, t0))
+                ans.attempts.append(self._failed(model, e, t0))
                 ans.error = str(e)
                 if not started:  # nothing was generated: the prompt estimate above was never spent
                     ans.usage, ans.cpu_s = Usage(), None

@@ -4,7 +4,8 @@ Each process updates its statistics at once from its own calls, and every few se
 the shared database (the calls and feedback tables), so that replicas on one PostgreSQL converge on the
 same view and a restart resumes where it left off. The policy reads ``snapshot()``; the executor asks
 ``healthy()`` (a circuit breaker per model: open after repeated failures, half-open probe after a
-cool-down, closed again on success).
+cool-down, closed again on success). A model that answered 429 is no less healthy, so that is not counted as
+a failure; it is only left alone until its ``Retry-After`` has passed (``observe_rate_limit``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from moai.providers.base import RATE_LIMIT_COOLDOWN_S
 from moai.telemetry.store import CallRecord, FeedbackRecord, RequestRecord, TelemetryStore
 
 PRIOR_STRENGTH = 10.0  # feedback pseudo-counts behind the gate's own estimate
@@ -45,6 +47,7 @@ class ModelStats:
     feedback_residual: float = 0.0  # Σ (observed − predicted quality)
     warm: bool = False  # the first successful call (connection set-up, model load) is not representative
     last_ok: float | None = None
+    limited_until: float | None = None  # rate limited (429) until then: tried after the other models
 
     def _ewma(self, old: float | None, new: float) -> float:
         return new if old is None else (1 - self.alpha) * old + self.alpha * new
@@ -120,6 +123,18 @@ class LiveStats:
             if st is not None and st.probing:
                 st.probing = False
 
+    def observe_rate_limit(self, model: str, retry_after: float | None, now: float | None = None) -> None:
+        """The model answered 429: leave it alone for ``retry_after`` seconds (a few when it did not say).
+
+        Not a failure: the error rate and the breaker are untouched, and a half-open probe it used is handed back.
+        """
+        wait = RATE_LIMIT_COOLDOWN_S if retry_after is None else retry_after
+        with self._lock:
+            st = self._get(model)
+            st.probing = False
+            until = (now or time.time()) + wait
+            st.limited_until = max(st.limited_until or until, until)
+
     def observe_feedback(self, model: str, score: float, predicted: float | None) -> None:
         with self._lock:
             st = self._get(model)
@@ -127,12 +142,16 @@ class LiveStats:
             st.feedback_residual += normalise_score(score) - (predicted if predicted is not None else 0.5)
 
     def healthy(self, model: str, now: float | None = None) -> bool:
-        """Closed: yes. Open: no, until the cool-down passes; then one probe call is let through."""
+        """Closed: yes. Open: no, until the cool-down passes; then one probe call is let through. Rate limited:
+        no, until its ``Retry-After`` has passed (asked first, so that no probe is reserved for a call not sent)."""
+        now = now or time.time()
         with self._lock:
             st = self.models.get(model)
+            if st is not None and st.limited_until is not None and now < st.limited_until:
+                return False
             if st is None or st.opened_at is None:
                 return True
-            if (now or time.time()) - st.opened_at >= self.cooldown_s and not st.probing:
+            if now - st.opened_at >= self.cooldown_s and not st.probing:
                 st.probing = True
                 return True
             return False
@@ -156,6 +175,8 @@ class LiveStats:
                 if st.ttft_s is not None:
                     entry["ttft_s"] = st.ttft_s
                 entry["open"] = 0.0 if st.opened_at is None else 1.0
+                if st.limited_until is not None and now < st.limited_until:
+                    entry["rate_limited_s"] = st.limited_until - now
                 out[name] = entry
             return out
 
@@ -164,8 +185,9 @@ class LiveStats:
     def refresh(self, store: TelemetryStore) -> None:
         """Rebuild every model's statistics from the newest calls and all feedback in the shared database.
 
-        Only answered ("ok") and failed calls count: "refused" ones (the request's own fault) say nothing about
-        the model, and skipped or cancelled ones were never a verdict on it."""
+        Only answered ("ok") and failed calls count: "refused" ones (the request's own fault) and "rate_limited"
+        ones (a 429) say nothing about the model's health, and skipped or cancelled ones were never a verdict on
+        it. A rate-limit cool-down seen by this process is kept."""
         fresh: dict[str, ModelStats] = {}
         with Session(store.engine) as s:
             models = [m for (m,) in s.execute(select(CallRecord.model).distinct()) if m]
@@ -197,6 +219,8 @@ class LiveStats:
                 old = self.models.get(model)
                 if old is not None and old.probing:
                     st.probing = True
+                if old is not None:
+                    st.limited_until = old.limited_until
                 self.models[model] = st
 
 

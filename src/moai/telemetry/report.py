@@ -56,7 +56,7 @@ class Report:
                     continue
                 a = acc[call.model]
                 a["calls"] += 1
-                a["errors"] += call.status == "failed"
+                a["errors"] += call.status in ("failed", "rate_limited")  # a 429 is a call that did not answer
                 a["in"] += call.prompt_tokens
                 a["out"] += call.completion_tokens
                 a["cost"] += call.cost_usd
