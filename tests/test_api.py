@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
+import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,11 +21,14 @@ from stub_openai import Script, StubServer
 
 from moai import Mixture
 from moai.api import shutdown
+from moai.telemetry.store import TelemetryStore
 
 HI = [{"role": "user", "content": "hi"}]
+HARD = ("Prove step by step that the algorithm below is correct, analyze its complexity, then implement and "
+        "optimize it: " + "def f(x): return x * 2 + 1  # explain why " * 30)
 
 
-def config(tmp: Path, url: str, anthropic_url: str | None = None) -> str:
+def config(tmp: Path, url: str, anthropic_url: str | None = None, settings: str = "") -> str:
     text = f"""
 models:
   small: {{provider: openai_compat, endpoint: "{url}", model: stub, privacy: cloud, params_b: 1}}
@@ -35,6 +41,8 @@ models:
     text += """mixes:
   default: {strategy: route, max_tokens: 16}
 """
+    if settings:
+        text += f"settings: {settings}\n"
     path = tmp / "mix.yaml"
     path.write_text(text)
     return str(path)
@@ -206,3 +214,107 @@ print(r.id)
     with sqlite3.connect(db) as conn:
         ids = [row[0] for row in conn.execute("select id from requests")]
     assert ids == [done.stdout.strip()]
+
+
+# ---------------------------------------------------------------- the OpenAI client's arguments
+
+
+def test_unsent_markers_are_left_out_of_the_request(mix: Mixture, stub: StubServer) -> None:
+    """``openai.NOT_GIVEN`` / ``openai.omit`` mean "not sent", for every argument the OpenAI client takes."""
+    sig = inspect.signature(openai.resources.chat.Completions.create)
+    unsent = {n: (openai.NOT_GIVEN if i % 2 else openai.omit) for i, n in enumerate(sig.parameters)
+              if n not in ("self", "model", "messages")}
+    r = mix.chat.completions.create(model="moai/default", messages=HI, **unsent)
+    assert r.choices[0].message.content == "hello from the stub"
+    chunks = list(mix.chat.completions.create(model="moai/default", messages=HI, temperature=openai.omit,
+                                              stream=True, stream_options=openai.NOT_GIVEN))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "hello from the stub"
+    sent = stub.script.seen[0]
+    assert not {"temperature", "tools", "tool_choice", "stop", "seed"} & set(sent)
+    assert sent["max_tokens"] == 16  # the mix's own, as when the argument is absent
+
+
+def test_unknown_arguments_are_a_type_error_as_from_the_openai_client(mix: Mixture, stub: StubServer) -> None:
+    with pytest.raises(TypeError, match="unexpected keyword argument 'foo_bar'"):
+        mix.chat.completions.create(model="moai/default", messages=HI, foo_bar=1)
+
+    async def go() -> None:
+        with pytest.raises(TypeError, match="unexpected keyword argument 'foo_bar'"):
+            await mix.achat.completions.create(model="moai/default", messages=HI, foo_bar=1)
+
+    asyncio.run(go())
+    assert stub.script.calls == 0
+    # what the OpenAI client does not name still goes through extra_body; moai's own fields are arguments
+    r = mix.chat.completions.create(model="moai/default", messages=HI, extra_body={"foo_bar": 1},
+                                    moai={"models": ["big"]}, cache=False, user="u", seed=3)
+    assert r.moai["model"] == "big"  # type: ignore[attr-defined]
+
+
+def test_extra_headers_name_the_session(mix: Mixture) -> None:
+    """``x-moai-session`` in ``extra_headers`` keeps a conversation on its model, as the header does over HTTP."""
+    hard = [{"role": "user", "content": HARD}]
+    first = mix.chat.completions.create(model="moai/default", messages=hard, extra_headers={"x-moai-session": "s9"})
+    assert first.moai["model"] == "big"  # type: ignore[attr-defined]
+    alone = mix.chat.completions.create(model="moai/default", messages=HI)
+    assert alone.moai["model"] == "small"  # type: ignore[attr-defined]
+    r = mix.chat.completions.create(model="moai/default", messages=HI, extra_headers={"X-Moai-Session": "s9"})
+    assert r.moai["model"] == "big"  # type: ignore[attr-defined]
+    assert any(x.startswith("session: sticky — stays on big") for x in r.moai["reason"])  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- the whole-request limit
+
+
+@pytest.fixture
+def timed(tmp_path: Path) -> Iterator[tuple[Mixture, Mixture, Path]]:
+    """A 0.5 s request limit over a model that takes 3 s, and over one that streams a word every 0.2 s."""
+    db = tmp_path / "t.db"
+    limit = "{request_timeout_s: 0.5}"
+    with (StubServer(Script(reply="too slow", delay_s=3.0)) as slow,
+          StubServer(Script(reply="one two three four five six seven", word_delay_s=0.2)) as dribbling):
+        (tmp_path / "slow").mkdir()
+        (tmp_path / "dribble").mkdir()
+        m = Mixture.from_config(config(tmp_path / "slow", slow.url, settings=limit),
+                                store=TelemetryStore(f"sqlite:///{db}"))
+        d = Mixture.from_config(config(tmp_path / "dribble", dribbling.url, settings=limit))
+        try:
+            yield m, d, db
+        finally:
+            shutdown(m)
+            shutdown(d)
+
+
+def test_request_past_the_limit_raises_openais_timeout_error(timed: tuple[Mixture, Mixture, Path]) -> None:
+    m, _, db = timed
+    t0 = time.monotonic()
+    with pytest.raises(openai.APITimeoutError) as e:
+        m.chat.completions.create(model="moai/default", messages=HI)
+    assert time.monotonic() - t0 < 2.5
+    assert e.value.code == "request_timeout" and "0.5s" in e.value.message
+    shutdown(m)  # flushes the record
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("select status, http_status from requests").fetchall() == [("error", 504)]
+
+
+def test_a_stream_past_the_limit_raises_openais_timeout_error(timed: tuple[Mixture, Mixture, Path]) -> None:
+    m, d, _ = timed
+    t0 = time.monotonic()
+    with pytest.raises(openai.APITimeoutError):  # no first token in time: raised by create, as a 504 would be
+        m.chat.completions.create(model="moai/default", messages=HI, stream=True)
+    assert time.monotonic() - t0 < 2.5
+    got: list[str] = []
+    with pytest.raises(openai.APITimeoutError) as e:  # the limit covers the whole stream, not each wait
+        for c in d.chat.completions.create(model="moai/default", messages=HI, stream=True):
+            got.append(c.choices[0].delta.content or "")
+    assert e.value.code == "request_timeout"
+    assert "".join(got).startswith("one") and "seven" not in "".join(got)
+
+
+async def test_async_calls_past_the_limit_raise_openais_timeout_error(timed: tuple[Mixture, Mixture, Path]) -> None:
+    m, d, _ = timed
+    with pytest.raises(openai.APITimeoutError):
+        await m.achat.completions.create(model="moai/default", messages=HI)
+    stream = await d.achat.completions.create(model="moai/default", messages=HI, stream=True)
+    with pytest.raises(openai.APITimeoutError):
+        async for _ in stream:
+            pass

@@ -18,7 +18,15 @@ awaits that loop's futures from whatever loop the caller is on.
 Errors are the ``openai`` client's own exception classes for the status the HTTP server would return
 (``openai.NotFoundError`` for an unknown model, ``BadRequestError`` for invalid input,
 ``UnprocessableEntityError`` when no model satisfies the constraints, ``InternalServerError`` when every
-model failed), so code written against the OpenAI client handles moai unchanged.
+model failed), so code written against the OpenAI client handles moai unchanged. A request past the mix
+file's ``settings.request_timeout_s`` (a 504 from the server) raises ``openai.APITimeoutError``, as the
+OpenAI client does when a call takes too long, for a stream too (the limit covers the whole stream); its
+``code`` is the server's, ``request_timeout``.
+
+``create`` takes the OpenAI client's own keyword arguments (read from the installed ``openai``) and moai's
+body fields (``moai=``, ``cache=``); anything else is a ``TypeError``, as from the OpenAI client, and may be
+sent through ``extra_body``. ``openai.NOT_GIVEN`` and ``openai.omit`` mean "not sent"; ``extra_headers``
+may name the session (``x-moai-session``), as over HTTP.
 """
 
 from __future__ import annotations
@@ -27,11 +35,14 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import functools
+import inspect
 import queue
 import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Coroutine, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import openai
@@ -50,8 +61,11 @@ except ImportError:  # pragma: no cover - older openai releases use httpx
 T = TypeVar("T")
 _URL = "http://moai.local/v1/chat/completions"
 _DONE = object()
+# the OpenAI client's "not sent" markers (Omit is missing from older openai releases)
+_UNSENT: tuple[type, ...] = tuple(t for t in (getattr(openai, "NotGiven", None), getattr(openai, "Omit", None))
+                                  if isinstance(t, type))
 
-__all__ = ["AsyncChat", "AsyncChunkStream", "Chat", "ChunkStream", "shutdown"]
+__all__ = ["AsyncChat", "AsyncChunkStream", "Chat", "ChunkStream", "RequestTimeout", "shutdown"]
 
 
 # ---------------------------------------------------------------- the private loop
@@ -162,6 +176,26 @@ def status_error(status: int, message: str, type_: str = "invalid_request_error"
     return cls(f"Error code: {status} - {body}", response=response, body=body["error"])
 
 
+class RequestTimeout(openai.APITimeoutError):
+    """The request ran past ``settings.request_timeout_s``: the OpenAI client's timeout error, carrying the
+    error body the server's 504 has (``code == "request_timeout"``)."""
+
+    def __init__(self, timeout_s: float | None) -> None:
+        from moai import deadline
+        from moai.server.openai_schema import error_body
+
+        body = error_body(deadline.message(timeout_s), "server_error", None, deadline.CODE)["error"]
+        openai.APIError.__init__(self, body["message"], _http.Request("POST", _URL), body=body)
+
+
+async def _timed_out(mixture: Mixture, prep: Prepared, timeout_s: float | None) -> RequestTimeout:
+    """Record the request as the server does (failed, 504) and return the error to raise."""
+    from moai import deadline
+
+    await deadline.record(mixture, prep, timeout_s)
+    return RequestTimeout(timeout_s)
+
+
 def _translate(e: Exception) -> Exception:
     """Engine exceptions -> openai exceptions, with the statuses the HTTP server uses."""
     from moai.mixture import BadRequest, UnknownModel
@@ -193,14 +227,45 @@ def _translate(e: Exception) -> Exception:
 # ---------------------------------------------------------------- request / response shapes
 
 
-def _payload(model: str, messages: Any, stream: bool, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The JSON body the OpenAI client would send: ``extra_body`` merged, transport-only options dropped."""
-    kw = dict(kwargs)
+@functools.cache
+def _accepted() -> frozenset[str]:
+    """The keyword arguments ``create`` takes: the installed OpenAI client's for ``chat.completions.create``
+    (a parameter OpenAI adds is accepted once the client knows it) and the body fields moai reads."""
+    from moai.server.openai_schema import ChatCompletionRequest
+
+    sig = inspect.signature(openai.resources.chat.Completions.create)
+    names = {n for n, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    return frozenset(names | set(ChatCompletionRequest.model_fields))
+
+
+def _sent(value: Any) -> bool:
+    """False for what the OpenAI client leaves out of the body: None, ``NOT_GIVEN``, ``omit``."""
+    return value is not None and not isinstance(value, _UNSENT)
+
+
+@dataclass
+class _Call:
+    payload: dict[str, Any]  # the JSON body the OpenAI client would send
+    session: str | None  # the x-moai-session header, if extra_headers has it
+    timeout: float | None  # the caller's own limit on waiting (``timeout=``)
+
+
+def _call(where: str, model: Any, messages: Any, stream: Any, timeout: Any, kwargs: dict[str, Any]) -> _Call:
+    """Check ``create``'s arguments as the OpenAI client's signature would, and shape the request from them:
+    ``extra_body`` merged, unsent values dropped, the session header kept, other transport options dropped."""
+    unknown = next((k for k in kwargs if k not in _accepted()), None)
+    if unknown is not None:
+        raise TypeError(f"{where}() got an unexpected keyword argument {unknown!r}")
+    kw = {k: v for k, v in kwargs.items() if _sent(v)}
     extra = kw.pop("extra_body", None) or {}
-    for transport in ("extra_headers", "extra_query", "timeout"):
-        kw.pop(transport, None)
-    return {"model": model, "messages": list(messages), "stream": stream,
-            **{k: v for k, v in kw.items() if v is not None}, **extra}
+    headers = kw.pop("extra_headers", None) or {}
+    kw.pop("extra_query", None)
+    session = next((str(v) for k, v in headers.items() if k.lower() == "x-moai-session" and _sent(v)), None)
+    payload = {"model": model, "messages": list(messages), "stream": stream if _sent(stream) else False,
+               **kw, **extra}
+    if isinstance(timeout, _http.Timeout):  # the OpenAI client's per-phase limits: waiting is the read one
+        timeout = timeout.read
+    return _Call(payload, session, float(timeout) if _sent(timeout) else None)
 
 
 def _usage(ex: Execution) -> dict[str, int]:
@@ -228,7 +293,7 @@ def completion(mixture: Mixture, prep: Prepared, model: str, ex: Execution) -> C
     return _build(ChatCompletion, data)
 
 
-async def _prepare(mixture: Mixture, payload: dict[str, Any]) -> Prepared:
+async def _prepare(mixture: Mixture, payload: dict[str, Any], session: str | None = None) -> Prepared:
     """Validate and plan; a request refused once its mix is known is recorded, as the server records it."""
     from moai.mixture import UnknownModel
     from moai.server.openai_schema import ChatCompletionRequest
@@ -239,25 +304,30 @@ async def _prepare(mixture: Mixture, payload: dict[str, Any]) -> Prepared:
     except Exception as e:  # noqa: BLE001 - re-raised as the openai client's exception
         raise _translate(e) from e
     try:
-        return mixture.prepare(body)
+        return mixture.prepare(body, session=session)
     except UnknownModel as e:
         raise _translate(e) from e
     except Exception as e:  # noqa: BLE001
-        await mixture.record_refusal(body, e, started=started)
+        await mixture.record_refusal(body, e, session=session, started=started)
         raise _translate(e) from e
 
 
-async def _complete(mixture: Mixture, payload: dict[str, Any]) -> ChatCompletion:
-    prep = await _prepare(mixture, payload)
+async def _complete(mixture: Mixture, call: _Call) -> ChatCompletion:
+    prep = await _prepare(mixture, call.payload, call.session)
+    limit = mixture.config.settings.request_timeout_s
     try:
-        ex = await mixture.run(prep)
+        async with asyncio.timeout(limit):
+            ex = await mixture.run(prep)
+    except TimeoutError:
+        raise await _timed_out(mixture, prep, limit) from None
     except Exception as e:  # noqa: BLE001
         raise _translate(e) from e
-    return completion(mixture, prep, payload["model"], ex)
+    return completion(mixture, prep, call.payload["model"], ex)
 
 
 async def _chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: bool) -> AsyncIterator[Any]:
     """OpenAI's chunk sequence: role, content/tool-call deltas, finish (with ``moai``), [usage]."""
+    from moai import deadline
     from moai.providers.base import Delta
     from moai.strategies.executor import Execution
 
@@ -267,9 +337,12 @@ async def _chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: b
         choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
         return _build(ChatCompletionChunk, {**base, "choices": [choice], **extra})
 
-    source = aiter(mixture.stream(prep))
+    limit = mixture.config.settings.request_timeout_s
+    source = deadline.within(mixture.stream(prep), limit)  # the limit covers the whole stream
     try:  # the model's first output (or failure) comes before the role chunk, as the HTTP status does
         first = await anext(source, None)
+    except TimeoutError:
+        raise await _timed_out(mixture, prep, limit) from None
     except Exception as e:  # noqa: BLE001
         raise _translate(e) from e
 
@@ -293,6 +366,8 @@ async def _chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: b
                 if item.tool_calls:
                     delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(item.tool_calls)]
                 yield chunk(delta)
+    except TimeoutError:
+        raise await _timed_out(mixture, prep, limit) from None
     except Exception as e:  # noqa: BLE001
         raise _translate(e) from e
 
@@ -442,28 +517,28 @@ class _Completions:
 
 
 class Completions(_Completions):
-    def create(self, *, model: str, messages: Any, stream: bool = False, timeout: float | None = None,
+    def create(self, *, model: str, messages: Any, stream: Any = False, timeout: Any = None,
                **kwargs: Any) -> ChatCompletion | ChunkStream:
         """Like ``OpenAI().chat.completions.create``; ``moai={...}`` or ``extra_body={"moai": ...}`` narrow the mix."""
-        payload = _payload(model, messages, stream, kwargs)
+        call = _call("Completions.create", model, messages, stream, timeout, kwargs)
         m, run = self._mixture, self._runner
-        if not stream:
-            return run.run(_complete(m, payload), timeout)
-        prep = run.run(_prepare(m, payload), timeout)
-        include = bool((payload.get("stream_options") or {}).get("include_usage"))
+        if not call.payload["stream"]:
+            return run.run(_complete(m, call), call.timeout)
+        prep = run.run(_prepare(m, call.payload, call.session), call.timeout)
+        include = bool((call.payload.get("stream_options") or {}).get("include_usage"))
         return ChunkStream(run, _chunks(m, prep, model, include))._ready()
 
 
 class AsyncCompletions(_Completions):
-    async def create(self, *, model: str, messages: Any, stream: bool = False, timeout: float | None = None,
+    async def create(self, *, model: str, messages: Any, stream: Any = False, timeout: Any = None,
                      **kwargs: Any) -> ChatCompletion | AsyncChunkStream:
         """Like ``AsyncOpenAI().chat.completions.create``."""
-        payload = _payload(model, messages, stream, kwargs)
+        call = _call("AsyncCompletions.create", model, messages, stream, timeout, kwargs)
         m, run = self._mixture, self._runner
-        if not stream:
-            return await run.arun(_complete(m, payload), timeout)
-        prep = await run.arun(_prepare(m, payload), timeout)
-        include = bool((payload.get("stream_options") or {}).get("include_usage"))
+        if not call.payload["stream"]:
+            return await run.arun(_complete(m, call), call.timeout)
+        prep = await run.arun(_prepare(m, call.payload, call.session), call.timeout)
+        include = bool((call.payload.get("stream_options") or {}).get("include_usage"))
         return await AsyncChunkStream(run, _chunks(m, prep, model, include))._ready()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from moai.config import load_config, parse_config
-from moai.gate.runtime import DEFAULT_GATE_DIR, GateChooser, load_default_gate
+from moai.gate.runtime import DEFAULT_GATE_DIR, GateChooser, load_default_gate, load_gate_dir
 from moai.mixture import Mixture
 
 
@@ -38,3 +38,12 @@ def test_a_named_gate_is_used_for_any_models() -> None:
     assert isinstance(chooser, GateChooser)
     d = chooser.decide([{"role": "user", "content": "hi"}], list(cfg.models.values()), cfg.mixes["default"].weights)
     assert d.model in {"x", "y"} and set(d.quality) == {"x", "y"}  # unknown models get a prior from their card
+
+
+def test_the_gates_prior_ranks_models_by_their_measured_quality() -> None:
+    """Query-independent strength (what sessions may escalate by): the mean quality on the records that scored
+    both models; nothing for a model the gate knows only from its card."""
+    chooser = load_gate_dir(DEFAULT_GATE_DIR)
+    prior = chooser.prior_quality(["smollm2-135m", "qwen2.5-coder-1.5b"])
+    assert 0 < prior["smollm2-135m"] < prior["qwen2.5-coder-1.5b"] < 1
+    assert chooser.prior_quality(["smollm2-135m", "someone-elses-70b"]) == {}

@@ -50,5 +50,8 @@ mixes:
             up = turn("growing", h2, HARD, None, user="u-7")
             assert up["model"] == "big" and any(r.startswith("session: escalated") for r in up["reason"])
             assert turn("growing", h2, "ok thanks", None, user="u-7")["model"] == "big"
+            # an easy follow-up with the history trimmed (as chat clients do) does not bounce back down
+            easy = turn("growing", [], "one more easy thing", None, user="u-7")
+            assert easy["model"] == "big" and any("not stronger than big" in r for r in easy["reason"])
         finally:
             stop(srv.proc)

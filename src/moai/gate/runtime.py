@@ -28,6 +28,27 @@ class GateChooser:
     def __init__(self, gate: Any, source: str) -> None:
         self.gate = gate
         self.source = source
+        self._priors: dict[tuple[str, ...], dict[str, float]] = {}
+
+    def prior_quality(self, names: Sequence[str], min_records: int = 20) -> dict[str, float]:
+        """Each model's mean quality over the training records that scored all of ``names``: how strong it is
+        whatever the query (sessions escalate only to a stronger model). Compared on the same records so that
+        a model scored only on easy data sets does not look strong; empty when fewer than ``min_records``
+        records scored them all (a model known only from its card has none)."""
+        key = tuple(names)
+        if key not in self._priors:
+            Y = self.gate.head.knn.Y
+            cols = self.gate.head.index(names)
+            out: dict[str, float] = {}
+            if Y is not None and all(j is not None and j < Y.shape[1] for j in cols):
+                import numpy as np
+
+                sub = Y[:, cols]
+                both = np.isfinite(sub).all(axis=1)
+                if int(both.sum()) >= min_records:
+                    out = {n: float(v) for n, v in zip(names, sub[both].mean(axis=0), strict=True)}
+            self._priors[key] = out
+        return self._priors[key]
 
     def warm(self) -> None:
         """Load the encoder (and build its int8 copy on a first run) before a request has to wait for it."""

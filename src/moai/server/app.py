@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from moai import __version__
+from moai import __version__, deadline
 from moai.config import Config
 from moai.gate.privacy_learned import load_model as load_privacy_model
 from moai.mixture import BadRequest, Mixture, Prepared, UnknownModel, refusal
@@ -287,7 +287,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
                 # wait for the first delta before answering 200: a request no model could start on gets its
                 # real status (as from OpenAI), not an error event inside a successful stream
                 include_usage = bool(body.stream_options and body.stream_options.include_usage)
-                items = _within(mix.stream(prep), request_timeout_s)
+                items = deadline.within(mix.stream(prep), request_timeout_s)
                 first = await anext(items, None)
                 return StreamingResponse(
                     _sse(mix, prep, body.model, include_usage, _prepend(first, items), request_timeout_s),
@@ -302,9 +302,9 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         except ProviderError as e:  # a stream's model failed in a way no other model may retry (recorded)
             return err(502, f"no model could answer: {e}", "upstream_error", code="upstream_failed", headers=headers)
         except TimeoutError:
-            await mix.record_failure(prep, f"request timed out after {request_timeout_s}s", [], 504)
-            return err(504, f"the request did not complete within {request_timeout_s}s", "server_error",
-                       code="request_timeout", headers=headers)
+            await deadline.record(mix, prep, request_timeout_s)
+            return err(deadline.STATUS, deadline.message(request_timeout_s), "server_error", code=deadline.CODE,
+                       headers=headers)
         summary = mix.summary(prep, ex)
         headers.update({"x-moai-model": ex.answer.model or "", "x-moai-cost-usd": f"{ex.cost_usd:.8f}"})
         return JSONResponse(_completion(prep, body.model, ex, summary), headers=headers)
@@ -357,26 +357,6 @@ def _chunk(prep: Prepared, model: str, delta: dict[str, Any], finish: str | None
     return f"data: {json.dumps(obj)}\n\n"
 
 
-async def _within(items: AsyncIterator[Any], timeout_s: float | None) -> AsyncIterator[Any]:
-    """``items``, raising TimeoutError once ``timeout_s`` has passed in total (checked while waiting only)."""
-    if timeout_s is None:
-        async for item in items:
-            yield item
-        return
-    deadline = time.monotonic() + timeout_s
-    it = aiter(items)
-    try:
-        while True:
-            try:
-                item = await asyncio.wait_for(anext(it), max(0.0, deadline - time.monotonic()))
-            except StopAsyncIteration:
-                return
-            yield item
-    finally:
-        with contextlib.suppress(Exception):
-            await it.aclose()  # type: ignore[attr-defined]
-
-
 async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
     """``first`` (unless None: an empty stream) followed by ``rest``, which is closed when this is."""
     try:
@@ -419,8 +399,8 @@ async def _sse(mix: Mixture, prep: Prepared, model: str, include_usage: bool, it
                         delta["tool_calls"] = item.tool_calls
                     yield _chunk(prep, model, delta)
     except TimeoutError:
-        await mix.record_failure(prep, f"request timed out after {timeout_s}s", [], 504)
-        body = error_body(f"the request did not complete within {timeout_s}s", "server_error", code="request_timeout")
+        await deadline.record(mix, prep, timeout_s)
+        body = error_body(deadline.message(timeout_s), "server_error", code=deadline.CODE)
         yield f"data: {json.dumps(body)}\n\n"
     except Exception as e:  # noqa: BLE001 - the stream has started: report in-band, as OpenAI does
         status = getattr(e, "status", 502)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from moai.strategies.context import RequestContext
 from moai.strategies.plan import Plan, Step
 
@@ -18,8 +20,36 @@ def fallback_order(ctx: RequestContext, ranking: list[str]) -> list[str]:
     return [first, *[m for m in fb if m in allowed and m != first]]
 
 
+def strength(ctx: RequestContext, names: Sequence[str]) -> tuple[dict[str, float], str] | None:
+    """How strong each model is in general, whatever the query, and what that was read from.
+
+    Escalation compares this, not the expected quality for the turn at hand: on an easy follow-up a small
+    model may score as high as the large one, and moving there is the bounce the session must not make.
+    Best evidence first: the chooser's measured prior (the gate's mean quality on the training records that
+    scored both models), else the cards' sizes (which the rule-based chooser ranks by), else their prices
+    (the dearer of two priced models taken as the stronger). None when nothing compares them.
+    """
+    prior = getattr(ctx.chooser, "prior_quality", None)
+    if callable(prior):
+        known = prior(names)
+        if all(n in known for n in names):
+            return {n: known[n] for n in names}, "mean quality on the gate's training records"
+    cards = {c.name: c for c in ctx.candidates}
+    sizes = {n: cards[n].params_b if n in cards else None for n in names}
+    if all(v is not None for v in sizes.values()):
+        return {n: float(v or 0.0) for n, v in sizes.items()}, "size (params_b)"
+    prices = {n: cards[n].price.input_per_mtok + cards[n].price.output_per_mtok if n in cards else 0.0
+              for n in names}
+    if all(v > 0 for v in prices.values()):
+        return prices, "price per token"
+    return None
+
+
 def apply_session(ctx: RequestContext, ranking: list[str]) -> list[str]:
-    """Keep a conversation on its model: a follow-up must not bounce to a weaker one mid-conversation."""
+    """Keep a conversation on its model: a follow-up must not bounce to a weaker one mid-conversation.
+
+    ``sessions: escalate`` moves on only to a model that is stronger in general (``strength``) and that the
+    gate expects to do better on this turn; anything else stays on the session's model."""
     sticky, policy = ctx.session_model, ctx.mix.sessions
     if sticky is None or policy == "off":
         return ranking
@@ -28,13 +58,27 @@ def apply_session(ctx: RequestContext, ranking: list[str]) -> list[str]:
         ctx.notes.append(f"session: previous model {sticky} cannot answer this turn ({why})")
         return ranking
     top = ranking[0]
-    q = ctx.decision.quality if ctx.decision else {}
-    if policy == "escalate" and top != sticky and q.get(top, 0.0) > q.get(sticky, 0.0) + 0.02:
-        ctx.notes.append(f"session: escalated from {sticky} to {top} (expected quality "
-                         f"{q.get(sticky, 0):.2f} → {q.get(top, 0):.2f})")
+    if top == sticky:
+        ctx.notes.append(f"session: sticky — stays on {sticky}")
         return ranking
-    ctx.notes.append(f"session: sticky — stays on {sticky}" + (f" (the gate alone would pick {top})"
-                                                                if top != sticky else ""))
+    why = f"the gate alone would pick {top}"
+    if policy == "escalate":
+        q = ctx.decision.quality if ctx.decision else {}
+        known = strength(ctx, [sticky, top])
+        if known is None:
+            why += f", which cannot be shown stronger than {sticky} (no gate prior, size or price for both)"
+        else:
+            s, basis = known
+            if s[top] <= s[sticky]:
+                why += f", which is not stronger than {sticky} by {basis}: {s[top]:.3g} vs {s[sticky]:.3g}"
+            elif q.get(top, 0.0) <= q.get(sticky, 0.0) + 0.02:
+                why += f", stronger by {basis} but not expected to do better on this turn"
+            else:
+                ctx.notes.append(f"session: escalated from {sticky} to {top} (stronger by {basis}: "
+                                 f"{s[sticky]:.3g} → {s[top]:.3g}; expected quality {q.get(sticky, 0):.2f} → "
+                                 f"{q.get(top, 0):.2f})")
+                return ranking
+    ctx.notes.append(f"session: sticky — stays on {sticky} ({why})")
     return [sticky, *[m for m in ranking if m != sticky]]
 
 
