@@ -318,3 +318,21 @@ async def test_async_calls_past_the_limit_raise_openais_timeout_error(timed: tup
     with pytest.raises(openai.APITimeoutError):
         async for _ in stream:
             pass
+
+
+def test_every_model_rate_limited_raises_the_clients_rate_limit_error() -> None:
+    """The Python API answers like the server: a 429 (openai.RateLimitError), not a 502, when every model tried
+    was rate limited."""
+    from moai.api import _translate
+    from moai.strategies.executor import PlanFailed
+    from moai.strategies.plan import StepResult
+
+    step = StepResult(step="answer", role="answer", model="b", status="failed", start=0.0)
+    step.attempts = [{"model": m, "error": "rate limited", "status": 429, "retry_after_s": s} for m, s in (("a", 7.0),
+                                                                                                          ("b", 3.0))]
+    e = PlanFailed("every model failed", [step], [step])
+    assert (e.status, e.retry_after, e.code) == (429, 3.0, "rate_limit_exceeded")
+    err = _translate(e)
+    assert isinstance(err, openai.RateLimitError) and err.body["code"] == "rate_limit_exceeded"
+    step.attempts.append({"model": "c", "error": "upstream error 500", "status": 502})
+    assert PlanFailed("x", [step], [step]).status == 502  # one model truly failing: not a rate limit

@@ -217,6 +217,8 @@ def _translate(e: Exception) -> Exception:
         return status_error(422, f"{e} ({detail})", param="model", code=getattr(e, "code", "no_eligible_model"))
     if isinstance(e, PlanFailed) and e.status == 400:
         return status_error(400, f"no model accepts this request: {e}", param=e.param, code=e.code)
+    if isinstance(e, PlanFailed) and e.status == 429:
+        return status_error(429, f"every model of this mix is rate limited: {e}", "rate_limit_error", code=e.code)
     if isinstance(e, PlanFailed):
         return status_error(502, f"no model could answer: {e}", "upstream_error", code="upstream_failed")
     if isinstance(e, ProviderError):

@@ -82,3 +82,26 @@ def test_a_429_falls_back_at_once_and_the_model_cools_down_until_retry_after(
     time.sleep(RETRY_AFTER_S + 0.2)  # the cool-down is over: ratel, cheapest, is tried first again
     r = chat(server.url)
     assert r.status_code == 200 and tried(r.json()["moai"]) == ["ratel", "alpha"] and ratel.calls == 2
+
+
+def test_when_every_model_is_rate_limited_the_client_gets_a_429_with_the_soonest_retry_after(
+        tmp_path: Path) -> None:
+    """Not a 502: the client's SDK knows to back off and retry a 429, after the soonest Retry-After given."""
+    a = Script(fail_times=10**6, fail_status=429, retry_after="7")
+    b = Script(fail_times=10**6, fail_status=429, retry_after="3")
+    with ExitStack() as stack:
+        urls = [stack.enter_context(StubServer(s)).url for s in (a, b)]
+        config = parse_config(
+            "models:\n"
+            f"  a: {card(urls[0], price=0.0, max_retries=2)}\n"
+            f"  b: {card(urls[1], price=1.0, max_retries=2)}\n"
+            "mixes:\n"
+            "  default: {strategy: route, models: [a, b], fallbacks: [b], weights: {quality: 0, cost: 1}}\n"
+        )
+        server = stack.enter_context(AppServer(create_app(config, TelemetryStore(f"sqlite:///{tmp_path / 'm.db'}"))))
+        r = chat(server.url)
+        assert r.status_code == 429, r.text
+        assert r.headers["retry-after"] == "3" and r.json()["error"]["code"] == "rate_limit_exceeded"
+        assert a.calls == 1 and b.calls == 1
+        status, _events = chat_stream(server.url)
+        assert status == 429

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -298,6 +299,10 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         except PlanFailed as e:
             if e.status == 400:  # every model refused the request itself: the client has to change it
                 return err(400, f"no model accepts this request: {e}", param=e.param, code=e.code, headers=headers)
+            if e.status == 429:  # every model is rate limited: the client's SDK backs off and retries
+                wait = {"retry-after": str(math.ceil(e.retry_after))} if e.retry_after is not None else {}
+                return err(429, f"every model of this mix is rate limited: {e}", "rate_limit_error", code=e.code,
+                           headers={**headers, **wait})
             return err(502, f"no model could answer: {e}", "upstream_error", code="upstream_failed", headers=headers)
         except ProviderError as e:  # a stream's model failed in a way no other model may retry (recorded)
             return err(502, f"no model could answer: {e}", "upstream_error", code="upstream_failed", headers=headers)

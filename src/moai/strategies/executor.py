@@ -39,16 +39,22 @@ class PlanFailed(RuntimeError):
     ``status`` is 400 when every model tried for the failing step refused the request itself (e.g. an image
     sent to text-only models): the caller must change the request, retrying it elsewhere will not help.
     ``code`` and ``param`` are then the refusals' own when they all agree (``context_length_exceeded``).
+    ``status`` is 429 when every model tried was rate limited: the client may retry after ``retry_after``
+    seconds (the soonest any of them said), as it would with the provider itself.
     """
 
     def __init__(self, message: str, results: list[StepResult], failed: Sequence[StepResult] = ()) -> None:
         super().__init__(message)
         self.results = results
         tried = [a for r in failed for a in r.attempts if a.get("error")]
-        self.status = 400 if tried and all(a.get("status") == 400 for a in tried) else 502
+        statuses = {a.get("status") for a in tried}
+        self.status = 400 if tried and statuses == {400} else 429 if tried and statuses == {429} else 502
+        waits = [a["retry_after_s"] for a in tried if a.get("retry_after_s") is not None]
+        self.retry_after: float | None = min(waits) if self.status == 429 and waits else None
         causes = {(a.get("code"), a.get("param")) for a in tried}
         code, param = causes.pop() if self.status == 400 and len(causes) == 1 else (None, None)
-        self.code: str = code or ("unsupported_request" if self.status == 400 else "upstream_failed")
+        default = {400: "unsupported_request", 429: "rate_limit_exceeded"}.get(self.status, "upstream_failed")
+        self.code: str = code or default
         self.param: str | None = param if code else None
 
 
