@@ -4,10 +4,10 @@ tools, usage, retries and typed errors."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
+from rate_limit_support import raised_at_once
 from stub_anthropic import Script, StubAnthropic, api_key
 from stub_openai import free_port
 
@@ -161,15 +161,9 @@ async def test_a_long_retry_after_is_raised_at_once_not_waited_for(stream: bool)
     """The SDK would sleep the 30 s the 429 asks for before each retry; the request must move on instead."""
     with StubAnthropic(Script(fail_times=10, fail_status=429, retry_after="30")) as s:
         p = provider(s.url, retries=2)
-        t0 = time.perf_counter()
-        with pytest.raises(ProviderRateLimited) as e:
-            if stream:
-                [d async for d in p.stream(PARAMS)]
-            else:
-                await p.complete(PARAMS)
-        elapsed = time.perf_counter() - t0
+        elapsed, e = await raised_at_once(p, PARAMS, stream)
         await p.aclose()
-    assert elapsed < 1.0 and s.script.calls == 1 and e.value.retry_after == 30
+    assert elapsed < 1.0 and s.script.calls == 1 and e.retry_after == 30
 
 
 async def test_a_429_with_a_short_retry_after_is_still_retried_by_the_sdk() -> None:

@@ -26,22 +26,28 @@ RETRY_AFTER_S = 2  # long enough to be worth moving on for, short enough to wait
 ALPHA = "answer from alpha"
 
 
+def two_models(stack: ExitStack, db: Path, first: tuple[str, Script], second: tuple[str, Script]) -> AppServer:
+    """A route mix over two stubbed models (SDK-style retries on): the first is the cheaper, the second its
+    fallback."""
+    (a, sa), (b, sb) = first, second
+    urls = [stack.enter_context(StubServer(s)).url for s in (sa, sb)]
+    config = parse_config(
+        "models:\n"
+        f"  {a}: {card(urls[0], price=0.0, max_retries=2)}\n"
+        f"  {b}: {card(urls[1], price=1.0, max_retries=2)}\n"
+        "mixes:\n"
+        f"  default: {{strategy: route, models: [{a}, {b}], fallbacks: [{b}], weights: {{quality: 0, cost: 1}}}}\n"
+    )
+    return stack.enter_context(AppServer(create_app(config, TelemetryStore(f"sqlite:///{db}"))))
+
+
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[tuple[AppServer, Script, Script]]:
-    """ratel (cheapest, SDK-style retries on) always answers 429 with Retry-After: 2; alpha answers."""
+    """ratel always answers 429 with Retry-After: 2; alpha answers."""
     ratel = Script(fail_times=10**6, fail_status=429, retry_after=str(RETRY_AFTER_S))
     alpha = Script(reply=ALPHA)
     with ExitStack() as stack:
-        urls = [stack.enter_context(StubServer(s)).url for s in (ratel, alpha)]
-        config = parse_config(
-            "models:\n"
-            f"  ratel: {card(urls[0], price=0.0, max_retries=2)}\n"
-            f"  alpha: {card(urls[1], price=1.0, max_retries=2)}\n"
-            "mixes:\n"
-            "  default: {strategy: route, models: [ratel, alpha], fallbacks: [alpha], weights: {quality: 0, cost: 1}}\n"
-        )
-        app = create_app(config, TelemetryStore(f"sqlite:///{tmp_path / 'moai.db'}"))
-        yield stack.enter_context(AppServer(app)), ratel, alpha
+        yield two_models(stack, tmp_path / "moai.db", ("ratel", ratel), ("alpha", alpha)), ratel, alpha
 
 
 def tried(summary: dict[str, object]) -> list[str]:
@@ -90,15 +96,7 @@ def test_when_every_model_is_rate_limited_the_client_gets_a_429_with_the_soonest
     a = Script(fail_times=10**6, fail_status=429, retry_after="7")
     b = Script(fail_times=10**6, fail_status=429, retry_after="3")
     with ExitStack() as stack:
-        urls = [stack.enter_context(StubServer(s)).url for s in (a, b)]
-        config = parse_config(
-            "models:\n"
-            f"  a: {card(urls[0], price=0.0, max_retries=2)}\n"
-            f"  b: {card(urls[1], price=1.0, max_retries=2)}\n"
-            "mixes:\n"
-            "  default: {strategy: route, models: [a, b], fallbacks: [b], weights: {quality: 0, cost: 1}}\n"
-        )
-        server = stack.enter_context(AppServer(create_app(config, TelemetryStore(f"sqlite:///{tmp_path / 'm.db'}"))))
+        server = two_models(stack, tmp_path / "m.db", ("a", a), ("b", b))
         r = chat(server.url)
         assert r.status_code == 429, r.text
         assert r.headers["retry-after"] == "3" and r.json()["error"]["code"] == "rate_limit_exceeded"

@@ -1,0 +1,21 @@
+"""Shared by the provider tests: timing a rate-limited call that must be raised, not waited out."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from moai.providers import ChatParams, Provider
+from moai.providers.base import ProviderRateLimited
+
+
+async def raised_at_once(provider: Provider, params: ChatParams, stream: bool) -> tuple[float, ProviderRateLimited]:
+    """Seconds until the provider raised its rate limit (plain or streamed), and the error."""
+    t0 = time.perf_counter()
+    with pytest.raises(ProviderRateLimited) as e:
+        if stream:
+            [d async for d in provider.stream(params)]
+        else:
+            await provider.complete(params)
+    return time.perf_counter() - t0, e.value
