@@ -204,8 +204,11 @@ def test_ctrl_c_keeps_everything_graded(tmp_path: Path, files: dict[str, Path]) 
         cfg_path = write_config(tmp_path, stub.url)
         cmd = [sys.executable, "-m", "moai.cli", "bench", "collect", "-q", str(files["gsm"]), "-q",
                str(files["mmlu"]), "--config", str(cfg_path), "--out", str(out)]
+        # a run started in the background (`cmd &` without job control) inherits SIGINT ignored, and Python then
+        # never turns Ctrl-C into KeyboardInterrupt: give the child the default disposition, as a terminal would
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env={**os.environ, "COLUMNS": "200"})
+                                env={**os.environ, "COLUMNS": "200"},
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 60
         while time.time() < deadline and (not journal.exists() or len(journal.read_text().splitlines()) < 2):
             time.sleep(0.05)
