@@ -41,6 +41,10 @@ async def test_local_model_streams_tokens(smollm_path: Path) -> None:
     pieces = [d.text for d in deltas if d.text]
     assert len(pieces) >= 2  # token by token, not one blob
     assert deltas[-1].finish_reason in ("stop", "length") and deltas[-1].usage.completion_tokens == len(pieces)
+    # the first piece already carries the prompt's exact size: a stream the client cuts short is billed by it,
+    # not by a length estimate
+    first = next(d for d in deltas if d.text)
+    assert first.usage is not None and first.usage.prompt_tokens == deltas[-1].usage.prompt_tokens
 
 
 async def test_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -215,6 +215,8 @@ class LlamaCppProvider(Provider):
                         if tools:
                             held.append(text)
                             merge_tool_call_deltas(called, tool_calls or [])
+                        elif n_out == 1:  # the prompt's exact size is known now: a stream cut short keeps it
+                            emit(Delta(text=text, usage=Usage(max(1, llm.n_tokens - n_out), n_out)))
                         else:
                             emit(Delta(text=text))
                     if choice.get("finish_reason"):
