@@ -202,3 +202,49 @@ def test_chat_refused_by_privacy_is_one_line_and_recorded(db: str, tmp_path: Pat
     assert r.exit_code == 1 and "Traceback" not in r.output
     rows = TelemetryStore(db).requests()
     assert [(x.mix, x.status, x.http_status, x.model) for x in rows] == [("default", "refused", 422, None)]
+
+
+def test_route_and_chat_name_the_mixes_and_refuse_an_empty_prompt(db: str) -> None:
+    runner = CliRunner()
+    for args in (["route", ""], ["route", "   ", "--json"], ["chat", " "]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and "the prompt is empty" in r.output and "Traceback" not in r.output, args
+    for cmd in ("route", "chat"):
+        r = runner.invoke(app, [cmd, "hi", "--mix", "nosuch"])
+        assert r.exit_code == 2 and "unknown mix or model 'nosuch'" in r.output and "mixes: default" in r.output
+        assert "/v1/models" not in r.output  # not the server's words: no server is running
+
+
+def test_an_unreachable_ray_address_is_one_line_not_minutes_of_retries(tmp_path: Path) -> None:
+    from moai.gate.cli import app as gate_app
+    from moai.scale import RayUnreachable, _reachable
+
+    with pytest.raises(RayUnreachable, match="cannot reach the Ray cluster at 127.0.0.1:1"):
+        _reachable("127.0.0.1:1", timeout_s=2)
+    _reachable("auto")  # left to Ray
+    records = Path(__file__).resolve().parents[1] / "data" / "local-zoo" / "records.jsonl"
+    small = tmp_path / "r.jsonl"
+    small.write_text("".join(records.read_text().splitlines(keepends=True)[:20]))
+    r = CliRunner().invoke(gate_app, ["train", "--data", str(small), "--out", str(tmp_path / "g"), "--ray",
+                                      "127.0.0.1:1", "--epochs", "1"])
+    assert r.exit_code == 2 and "cannot reach the Ray cluster" in r.output and "Traceback" not in r.output
+
+
+def test_serve_shows_moais_own_log_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """uvicorn configures only its own loggers: a live tuner's changes (moai.tuning.live) were dropped."""
+    import logging
+
+    from moai.cli import _log_to_stderr
+
+    logger = logging.getLogger("moai")
+    saved = logger.handlers[:], logger.level
+    logger.handlers.clear()
+    try:
+        _log_to_stderr("info")
+        logging.getLogger("moai.tuning.live").info("cascade: threshold 0.6 -> 0.4")
+        logging.getLogger("moai.tuning.live").debug("not at info level")
+        err = capsys.readouterr().err
+        assert "moai.tuning.live: cascade: threshold 0.6 -> 0.4" in err and "not at info level" not in err
+    finally:
+        logger.handlers[:] = saved[0]
+        logger.setLevel(saved[1])

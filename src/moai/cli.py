@@ -52,6 +52,20 @@ def guarded(fn: Callable[[], T]) -> T:
         raise  # unreachable
 
 
+def _unknown_mix(name: str, cfg: Config) -> str:
+    """The CLI's words for a name the config lacks (the server's 404 speaks of models and GET /v1/models)."""
+    return (f"unknown mix or model {name!r} in {cfg.source}; mixes: {', '.join(cfg.mixes)}; "
+            f"models: {', '.join(cfg.models)}")
+
+
+def _first_error(e: Any) -> str:
+    """A pydantic ValidationError's first problem, on one line."""
+    first = e.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    msg = str(first.get("msg", "invalid input")).removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg
+
+
 def _config(path: str | None) -> Config:
     return guarded(lambda: load_config(path))
 
@@ -80,6 +94,19 @@ def _write_output(path: str, write: Callable[[Path], object]) -> None:
 # ---------------------------------------------------------------------------- serve
 
 
+def _log_to_stderr(level: str) -> None:
+    """moai's own log lines (a live tuner's changes, errors before any model ran) beside uvicorn's: uvicorn
+    configures only its loggers, so records of the ``moai`` loggers were dropped."""
+    import logging
+
+    logger = logging.getLogger("moai")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level.upper() if level.upper() in logging.getLevelNamesMapping() else "INFO")
+
+
 @app.command()
 def serve(
     config: str | None = typer.Option(None, "--config", "-c", help="Mix instructions YAML (default: embedded)."),
@@ -99,6 +126,7 @@ def serve(
     store = _store(database_url or cfg.settings.database_url)
     _warn_missing_local(cfg)
     console.print(f"moai serving {len(cfg.mixes)} mix(es) over {len(cfg.models)} model(s) on http://{host}:{port}/v1")
+    _log_to_stderr(log_level)
     uvicorn.run(create_app(cfg, store), host=host, port=port, log_level=log_level)
 
 
@@ -131,6 +159,8 @@ def chat(
     from moai.strategies.executor import Execution, PlanFailed
 
     cfg = _config(config)
+    if not prompt.strip():
+        fail("the prompt is empty")
     store = _store(cfg.settings.database_url)
     body = ChatCompletionRequest(model=mix, messages=[{"role": "user", "content": prompt}],  # type: ignore[list-item]
                                  max_tokens=max_tokens, stream=True)
@@ -157,7 +187,10 @@ def chat(
 
     try:
         summary = asyncio.run(go())
-    except (UnknownModel, BadRequest, NoEligibleModel, PlanFailed, ProviderError) as e:
+    except UnknownModel:
+        fail(_unknown_mix(mix, cfg))
+        return
+    except (BadRequest, NoEligibleModel, PlanFailed, ProviderError) as e:
         fail(str(e), 1)
         return
     if summary:
@@ -179,13 +212,20 @@ def route(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Show the gate's decision for a prompt — model, strategy, sensitivity, reasons — calling no model."""
+    from pydantic import ValidationError
+
     from moai.mixture import BadRequest, Mixture, UnknownModel
 
     cfg = _config(config)
+    if not prompt.strip():
+        fail("the prompt is empty")
     try:
         decision = Mixture(cfg).route([{"role": "user", "content": prompt}], mix=mix)
-    except (UnknownModel, BadRequest) as e:
-        fail(str(e))
+    except UnknownModel:
+        fail(_unknown_mix(mix, cfg))
+        return
+    except (BadRequest, ValidationError) as e:
+        fail(str(e).splitlines()[0] if isinstance(e, BadRequest) else _first_error(e))
         return
     if as_json:
         sys.stdout.write(json.dumps({k: decision[k] for k in ("model", "strategy", "sensitive", "kinds", "reasons",

@@ -49,10 +49,29 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Any:
     if not ray.is_initialized():
         kw: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False, "include_dashboard": False}
         if address and address != "local":
+            _reachable(address)
             ray.init(address=address, **kw)
         else:
             ray.init(num_cpus=num_cpus, **kw)
     return ray
+
+
+def _reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a cluster address nothing listens on: ``ray.init`` would retry it for minutes, printing
+    warnings. ``auto`` and ``ray://`` addresses are left to Ray."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise RayUnreachable(f"cannot reach the Ray cluster at {address}: {e.strerror or e}") from None
+
+
+class RayUnreachable(ConnectionError):
+    """No Ray head answers at the given address (an OSError: the CLIs report it in one line)."""
 
 
 # ------------------------------------------------------------------------------------------- collect

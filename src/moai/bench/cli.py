@@ -126,7 +126,7 @@ def collect(
                           concurrency=concurrency, on_done=on_done, on_start=on_start)
     except KeyboardInterrupt:
         interrupted = True
-    except col.QuestionFormatError as e:
+    except (col.QuestionFormatError, ConnectionError) as e:  # ConnectionError: no Ray head at --ray ADDRESS
         _fail(str(e))
         return
     n_journal = len(col.read_journal(col.journal_path(out)))
