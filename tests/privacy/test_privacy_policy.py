@@ -244,7 +244,7 @@ def test_route_cli_prints_the_decision(tmp_path: Path) -> None:
     assert out["sensitive"] is True and out["kinds"] == ["iban"] and out["strategy"] == "route"
     assert out["model"] in out["scores"]
     r = runner.invoke(app, ["route", "--json", "--mix", "nope", "hi"])
-    assert r.exit_code == 2 and "does not exist" in r.output
+    assert r.exit_code == 2 and "unknown mix or model 'nope'" in r.output
 
 
 SEND = [{"type": "function", "function": {"name": "send_email", "parameters": {
