@@ -239,3 +239,34 @@ def test_pairs_run_in_question_order_so_an_early_stop_leaves_complete_records(
     order = ["gsm8k-train/0", "mmlu-test/0", "gsm8k-train/1", "mmlu-test/1"]
     # at most one question ahead: two workers, two models, one pair per model at a time
     assert all(abs(order.index(i) - k // 2) <= 1 for k, i in enumerate(ids)), ids
+
+
+def test_a_first_pairs_latency_does_not_include_loading_the_model(tmp_path: Path, files: dict[str, Path]) -> None:
+    """A fresh worker (a Ray task, a new run) loads a local model on its first call: warmed before the clock
+    starts, the first record's latency_ms is the answer's, not 23 s of start-up."""
+    import asyncio
+
+    from moai.providers import Provider
+    from moai.providers.base import Delta, Usage
+
+    class SlowToLoad(Provider):
+        loaded = False
+
+        async def warm(self) -> None:
+            await asyncio.sleep(0.6)
+            self.loaded = True
+
+        async def stream(self, params):  # type: ignore[no-untyped-def,override]
+            if not self.loaded:  # as a local model loads its weights on first use
+                await self.warm()
+            yield Delta(text="#### 72")
+            yield Delta(finish_reason="stop", usage=Usage(5, 2))
+
+    with StubServer(Script(reply=REPLY)) as stub:
+        cfg = load_config(write_config(tmp_path, stub.url))
+    card = cfg.models["alpha"]
+    questions = col.load_questions(files["gsm"], limit=1)
+    journal = tmp_path / "j.jsonl"
+    asyncio.run(col.run_pairs(questions, [card], journal, providers={"alpha": SlowToLoad(card)}))
+    (entry,) = col.read_journal(journal)
+    assert entry.latency_ms < 300

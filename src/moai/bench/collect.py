@@ -377,6 +377,8 @@ async def run_pairs(
     providers = providers if providers is not None else {c.name: make_provider(c) for c in cards}
     cap = {c.name: 1 if c.provider == "local" else c.max_concurrency for c in cards}
     journal.parent.mkdir(parents=True, exist_ok=True)
+    for name in dict.fromkeys(c.name for _, c in todo):  # a first pair's latency_ms must not include loading
+        await providers[name].warm()
     start = time.perf_counter()
     # Fair, question-major scheduling: a free worker takes the earliest pending pair whose model has room,
     # among the first `window` unfinished questions. Without the window the fastest model runs far ahead

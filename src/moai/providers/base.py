@@ -177,6 +177,11 @@ class Provider(ABC):
     def name(self) -> str:
         return self.card.name
 
+    async def warm(self) -> None:
+        """Load what the first call would otherwise load (a local model's weights), so a measured call times
+        the answer, not the start-up. Nothing to do for remote models."""
+        return None
+
     @abstractmethod
     async def stream(self, params: ChatParams) -> AsyncIterator[Delta]:
         """Yield deltas; the final delta has finish_reason set."""

@@ -163,6 +163,11 @@ class LlamaCppProvider(Provider):
         super().__init__(card)
         self._lock = threading.Lock()
 
+    async def warm(self) -> None:
+        """Load the GGUF file now; a missing file is left for the call itself to report."""
+        with contextlib.suppress(ProviderError):
+            await asyncio.to_thread(load_llama, self.card)
+
     def _kwargs(self, params: ChatParams) -> dict[str, Any]:
         kw: dict[str, Any] = {"messages": text_messages(self.name, params.messages), "max_tokens": params.max_tokens}
         kw["temperature"] = 0.0 if params.temperature is None else params.temperature
