@@ -204,10 +204,10 @@ def _translate(e: Exception) -> Exception:
     from moai.strategies.executor import PlanFailed
 
     if isinstance(e, ValidationError):
-        first = e.errors()[0]
-        param = ".".join(str(p) for p in first.get("loc", ())) or None
-        msg = first.get("msg", "invalid request").removeprefix("Value error, ")
-        return status_error(400, f"{param}: {msg}" if param else msg, param=param)
+        from moai.server.openai_schema import validation_message
+
+        message, param = validation_message(e)
+        return status_error(400, message, param=param)
     if isinstance(e, UnknownModel):
         return status_error(404, str(e), "not_found_error", "model", "model_not_found")
     if isinstance(e, BadRequest):

@@ -58,14 +58,6 @@ def _unknown_mix(name: str, cfg: Config) -> str:
             f"models: {', '.join(cfg.models)}")
 
 
-def _first_error(e: Any) -> str:
-    """A pydantic ValidationError's first problem, on one line."""
-    first = e.errors()[0]
-    where = ".".join(str(p) for p in first.get("loc", ()))
-    msg = str(first.get("msg", "invalid input")).removeprefix("Value error, ")
-    return f"{where}: {msg}" if where else msg
-
-
 def _config(path: str | None) -> Config:
     return guarded(lambda: load_config(path))
 
@@ -215,6 +207,7 @@ def route(
     from pydantic import ValidationError
 
     from moai.mixture import BadRequest, Mixture, UnknownModel
+    from moai.server.openai_schema import validation_message
 
     cfg = _config(config)
     if not prompt.strip():
@@ -225,7 +218,7 @@ def route(
         fail(_unknown_mix(mix, cfg))
         return
     except (BadRequest, ValidationError) as e:
-        fail(str(e).splitlines()[0] if isinstance(e, BadRequest) else _first_error(e))
+        fail(str(e).splitlines()[0] if isinstance(e, BadRequest) else validation_message(e)[0])
         return
     if as_json:
         sys.stdout.write(json.dumps({k: decision[k] for k in ("model", "strategy", "sensitive", "kinds", "reasons",

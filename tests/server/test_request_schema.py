@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from moai.server.app import _validation_message
 from moai.server.openai_schema import ChatCompletionRequest, FeedbackRequest
+from moai.server.openai_schema import validation_message as _validation_message
 
 BASE: dict[str, Any] = {"model": "moai/default", "messages": [{"role": "user", "content": "What's the weather?"}]}
 CITY = {"type": "object", "properties": {"city": {"type": "string"}}}

@@ -176,10 +176,10 @@ def eval_(
         console.print(table)
         cost = cost_matrix(recs, models)
         fronts: dict[str, tuple[Any, Any]] = {}
+        ym = score_matrix(recs, models)
         if len(models) > 2 and np.isfinite(cost).any() and np.nanmax(cost) <= 0:
             typer.echo("every answer in this file cost nothing: no quality-vs-cost curve", err=True)
         elif len(models) > 2 and np.isfinite(cost).any():
-            ym = score_matrix(recs, models)
             cp = predicted_costs(train_recs or recs, models)
             ct = Table(title="quality vs cost (lambda sweep)")
             for col in ("router", "AUC", "q@50% best cost", "q@100%", "max q"):
@@ -197,7 +197,6 @@ def eval_(
             plot_pair_curves(curves, rep.weak_acc, rep.strong_acc, plot, data.name, w, s)
             typer.echo(f"plot -> {plot}")
             if fronts:
-                ym = score_matrix(recs, models)
                 singles = {m: (float(np.nanmean(cost[:, j])), float(np.nanmean(ym[:, j])))
                            for j, m in enumerate(models) if np.isfinite(cost[:, j]).any()}
                 cost_png = plot.with_name(f"{plot.stem}-cost{plot.suffix or '.png'}")

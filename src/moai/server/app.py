@@ -29,7 +29,7 @@ from moai.gate.privacy_learned import load_model as load_privacy_model
 from moai.mixture import BadRequest, Mixture, Prepared, UnknownModel, refusal
 from moai.providers.base import Delta, ProviderError
 from moai.server.auth import Denied, Gatekeeper
-from moai.server.openai_schema import ChatCompletionRequest, FeedbackRequest, error_body
+from moai.server.openai_schema import ChatCompletionRequest, FeedbackRequest, error_body, validation_message
 from moai.strategies.context import NoEligibleModel
 from moai.strategies.executor import Execution, PlanFailed
 from moai.telemetry.adapt import LiveStats
@@ -42,14 +42,6 @@ log = logging.getLogger("moai.server")
 def err(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
         code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(error_body(message, type_, param, code), status_code=status, headers=headers)
-
-
-def _validation_message(e: ValidationError | RequestValidationError) -> tuple[str, str | None]:
-    first = e.errors()[0]
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(loc) or None
-    msg = first.get("msg", "invalid request").removeprefix("Value error, ")
-    return (f"{param}: {msg}" if param else msg), param
 
 
 async def _read_body(request: Request, limit: int) -> bytes | JSONResponse:
@@ -131,7 +123,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, e: RequestValidationError) -> JSONResponse:
-        message, param = _validation_message(e)
+        message, param = validation_message(e)
         return err(400, message, param=param)
 
     @app.exception_handler(StarletteHTTPException)
@@ -191,7 +183,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         try:
             body = FeedbackRequest.model_validate_json(raw)
         except ValidationError as e:
-            message, param = _validation_message(e)
+            message, param = validation_message(e)
             return err(400, message, param=param)
         try:
             return await mix.feedback(body.id, body.score, body.comment)
@@ -255,7 +247,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         try:
             body = ChatCompletionRequest.model_validate(payload)
         except ValidationError as e:
-            message, param = _validation_message(e)
+            message, param = validation_message(e)
             return err(400, message, param=param)
         try:
             mix_name = mix.resolve(body.model)[0] if _known(mix, body.model) else body.model

@@ -228,6 +228,15 @@ class FeedbackRequest(BaseModel):
     comment: str | None = Field(None, max_length=10000)
 
 
+def validation_message(e: Any) -> tuple[str, str | None]:
+    """A pydantic (or FastAPI) validation error as one line and OpenAI's ``param``: the first problem only."""
+    first = e.errors()[0]
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    msg = first.get("msg", "invalid request").removeprefix("Value error, ")
+    return (f"{param}: {msg}" if param else msg), param
+
+
 def error_body(message: str, type_: str = "invalid_request_error", param: str | None = None,
                code: str | None = None) -> dict[str, Any]:
     """OpenAI's error envelope."""
