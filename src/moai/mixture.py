@@ -180,7 +180,7 @@ class Mixture:
                 raise BadRequest(f"unknown weight(s): {', '.join(sorted(unknown))}", "moai.weights")
             weights = weights.model_copy(update=opts.weights)
         guard = privacy_guard(messages, mix.constraints.sensitive_data, opts.sensitive_data if opts else None,
-                              tools=body.tools)
+                              tools=body.tools, response_format=body.response_format)
         tiers = [t for t in (opts.privacy if opts else None, guard.max_tier) if t is not None]
         max_tier = min(tiers, key=lambda t: PRIVACY_RANK[t]) if tiers else None
         cards, excluded = eligible(self.config, mix, prompt_tokens, needs_tools=bool(body.tools), max_privacy=max_tier,

@@ -224,6 +224,37 @@ def test_local_only_refuses_tool_definitions_it_cannot_send(servers) -> None:  #
     assert e.value.body["code"] == "no_trusted_model" and calls(scripts) == before
 
 
+SCHEMA = {"type": "json_schema", "json_schema": {"name": "customer", "schema": {
+    "type": "object", "description": f"A customer record; the lookup key is {KEY}.",
+    "properties": {"email": {"type": "string", "default": "b.keller1961@web.de"}}, "required": ["email"]}}}
+
+
+def test_redaction_covers_a_json_schema_response_format(servers) -> None:  # type: ignore[no-untyped-def]
+    """A schema's descriptions and defaults reach the model as surely as the messages do."""
+    server, scripts = servers
+    since = len(scripts["cloud"].seen)
+    c = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
+    c.chat.completions.create(model="moai/redact", response_format=SCHEMA,  # type: ignore[arg-type]
+                              messages=[{"role": "user", "content": "Describe a customer."}])
+    saw = cloud_saw(scripts, since)
+    assert KEY.lower() not in saw and "b.keller1961" not in saw
+    fmt = scripts["cloud"].seen[-1]["response_format"]
+    schema = fmt["json_schema"]["schema"]
+    assert schema["description"] == "A customer record; the lookup key is [SECRET_1]."
+    assert schema["properties"]["email"] == {"type": "string", "default": "[EMAIL_1]"}
+    assert fmt["json_schema"]["name"] == "customer" and schema["required"] == ["email"]
+
+
+def test_local_only_refuses_a_response_format_it_cannot_send(servers) -> None:  # type: ignore[no-untyped-def]
+    server, scripts = servers
+    before = calls(scripts)
+    c = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
+    with pytest.raises(openai.UnprocessableEntityError) as e:
+        c.chat.completions.create(model="moai/cloud_only_strict", response_format=SCHEMA,  # type: ignore[arg-type]
+                                  messages=[{"role": "user", "content": "Describe a customer."}])
+    assert e.value.body["code"] == "no_trusted_model" and calls(scripts) == before
+
+
 def test_a_request_can_raise_but_not_lower_its_privacy(servers) -> None:  # type: ignore[no-untyped-def]
     server, scripts = servers
     before = calls(scripts)

@@ -193,6 +193,20 @@ def test_tool_definitions_are_redacted_even_when_the_check_did_not_see_them() ->
         == "[SECRET_1]"
 
 
+def test_a_json_schema_response_format_is_scanned_and_redacted() -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "reply", "schema": {
+        "type": "object", "properties": {"to": {"type": "string", "enum": [EMAIL, "nobody"]}}}}}
+    messages = [{"role": "user", "content": "Reply."}]
+    rep = detect(messages, None, fmt)
+    assert [(d.kind, d.message, d.field) for d in rep.detections] == [("contact", None, "response_format")]
+    assert detect(messages, None, {"type": "json_object"}).sensitive is False
+    out = guard_for(messages).apply(ChatParams(messages=messages, response_format=fmt))
+    assert out.response_format is not None and EMAIL not in json.dumps(out.response_format)
+    props = out.response_format["json_schema"]["schema"]["properties"]
+    assert props["to"] == {"type": "string", "enum": ["[EMAIL_1]", "nobody"]}
+    assert fmt["json_schema"]["schema"]["properties"]["to"]["enum"][0] == EMAIL  # input untouched
+
+
 # ------------------------------------------------------------------ 4. wider separators
 
 

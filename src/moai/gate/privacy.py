@@ -50,13 +50,14 @@ class Detection:
     """One sensitive span: which message (and content part, for list contents), where, what, and why."""
 
     kind: str
-    message: int | None  # None for a tool definition (`field` "tools.<k>"): it belongs to no message
+    message: int | None  # None for a tool definition or the response format: they belong to no message
     part: int | None  # index into a list-of-parts content; None when the content is a plain string
     start: int
     end: int
     label: str
     explanation: str
-    # "content", "name", "tool_calls.<k>.arguments" or "tools.<k>" (the tool's JSON): the model reads them all
+    # "content", "name", "tool_calls.<k>.arguments", "tools.<k>" (the tool's JSON) or "response_format" (its
+    # JSON schema's descriptions, defaults and enums): the model reads them all
     field: str = "content"
 
     def to_json(self) -> dict[str, Any]:
@@ -104,7 +105,8 @@ def tool_json(tool: Mapping[str, Any]) -> str:
     return json.dumps(tool, ensure_ascii=False, default=str)
 
 
-def _texts(query: str | Messages, tools: Tools | None = None) -> list[tuple[Where, str]]:
+def _texts(query: str | Messages, tools: Tools | None = None,
+           response_format: Mapping[str, Any] | None = None) -> list[tuple[Where, str]]:
     """Every text the model would see, with where it sits; non-text parts (images, audio) are skipped."""
     out: list[tuple[Where, str]] = []
     if isinstance(query, str):
@@ -127,6 +129,8 @@ def _texts(query: str | Messages, tools: Tools | None = None) -> list[tuple[Wher
     for k, tool in enumerate(tools or []):
         if isinstance(tool, Mapping):
             out.append(((None, f"tools.{k}", None), tool_json(tool)))
+    if isinstance(response_format, Mapping) and response_format.get("type") == "json_schema":
+        out.append(((None, "response_format", None), tool_json(response_format)))
     return out
 
 
@@ -161,11 +165,12 @@ def detect_text(text: str) -> tuple[Hit, ...]:
     return tuple(hits)
 
 
-def detect(query: str | Messages, tools: Tools | None = None) -> PrivacyReport:
-    """Classify a query (a string, or OpenAI-style messages, with the request's tool definitions) as
-    sensitive or not, with every detection."""
+def detect(query: str | Messages, tools: Tools | None = None,
+           response_format: Mapping[str, Any] | None = None) -> PrivacyReport:
+    """Classify a query (a string, or OpenAI-style messages, with the request's tool definitions and
+    response format) as sensitive or not, with every detection."""
     report = PrivacyReport()
-    for (i, fld, j), text in _texts(query, tools):
+    for (i, fld, j), text in _texts(query, tools, response_format):
         for h in detect_text(text):
             report.detections.append(Detection(h.kind, i, j, h.start, h.end, h.label, h.explanation, fld))
     return report
@@ -229,16 +234,16 @@ def _replace_spans(text: str, spans: list[tuple[int, int, str]]) -> str:
 def redact(messages: str, report: PrivacyReport) -> tuple[str, dict[str, str]]: ...
 @overload
 def redact(messages: Messages, report: PrivacyReport) -> tuple[list[dict[str, Any]], dict[str, str]]: ...
-def redact(messages: str | Messages, report: PrivacyReport,
-           tools: Tools | None = None) -> tuple[str | list[dict[str, Any]], dict[str, str]]:
+def redact(messages: str | Messages, report: PrivacyReport, tools: Tools | None = None,
+           response_format: Mapping[str, Any] | None = None) -> tuple[str | list[dict[str, Any]], dict[str, str]]:
     """Replace each detected span with a typed placeholder; return (redacted copy, placeholder -> original).
 
     The same value (see `value_key`) gets the same placeholder everywhere, so a model can still tell that
     two mentions are one thing. A string query comes back as a string, messages as a new list (the input
-    is untouched). Values found in `tools` get their placeholders in the mapping; the tool definitions
-    themselves are rewritten where the call is sent (`strategies.redaction.Redactor`).
+    is untouched). Values found in `tools` or `response_format` get their placeholders in the mapping; the
+    definitions themselves are rewritten where the call is sent (`strategies.redaction.Redactor`).
     """
-    texts = dict(_texts(messages, tools))
+    texts = dict(_texts(messages, tools, response_format))
     placeholders = Placeholders()
     spans: dict[Where, list[tuple[int, int, str]]] = {}
     for d in report.detections:
@@ -250,7 +255,7 @@ def redact(messages: str | Messages, report: PrivacyReport,
         return _replace_spans(messages, spans.get((0, "content", None), [])), mapping
     out = [dict(m) for m in messages]
     for (i, fld, j), sp in spans.items():
-        if i is None:  # a tool definition: not part of the messages
+        if i is None:  # a tool definition or the response format: not part of the messages
             continue
         if fld == "name":
             out[i]["name"] = _replace_spans(out[i]["name"], sp)

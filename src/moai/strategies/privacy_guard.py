@@ -6,8 +6,8 @@ restored in the answer) — unless what was found cannot be hidden by a placehol
 confidential material), which then stays on private models; ``allow`` does nothing. A request may ask
 for a stricter policy than its mix, never a looser one.
 
-The request's tool definitions are scanned with its messages: their descriptions and enums reach the model
-as well. And whenever sensitive data must not reach an untrusted model in the clear (every policy but
+The request's tool definitions and JSON-schema response format are scanned with its messages: their
+descriptions, defaults and enums reach the model as well. And whenever sensitive data must not reach an untrusted model in the clear (every policy but
 ``allow``), calls to cloud-tier models carry a `Redactor` even if nothing was found here: it scans each such
 call as sent, which covers what this check cannot see (a trusted model's answer quoted to an aggregator,
 tool definitions if a caller does not pass them here).
@@ -35,7 +35,8 @@ class Guard:
 
 
 def privacy_guard(messages: list[dict[str, Any]], mix_policy: str, requested: str | None,
-                  tools: Sequence[Mapping[str, Any]] | None = None) -> Guard:
+                  tools: Sequence[Mapping[str, Any]] | None = None,
+                  response_format: Mapping[str, Any] | None = None) -> Guard:
     policy = mix_policy
     notes: list[str] = []
     if requested is not None:
@@ -43,7 +44,7 @@ def privacy_guard(messages: list[dict[str, Any]], mix_policy: str, requested: st
             policy = requested
         else:
             notes.append(f"privacy: request asked for {requested}, the mix requires {mix_policy}; kept {mix_policy}")
-    report = detect(messages, tools)
+    report = detect(messages, tools, response_format)
     guard = Guard(report, policy, notes=notes)
     if policy == "allow":
         if report.sensitive:
@@ -59,7 +60,7 @@ def privacy_guard(messages: list[dict[str, Any]], mix_policy: str, requested: st
     elif policy == "private_ok":
         guard.max_tier = "private"
     elif report.redactable:
-        _, mapping = redact(messages, report, tools)
+        _, mapping = redact(messages, report, tools, response_format)
         guard.redactor = Redactor(mapping)
         notes.append(f"privacy: {len(mapping)} value(s) replaced by placeholders for cloud-tier models")
     else:

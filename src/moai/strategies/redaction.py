@@ -4,7 +4,8 @@ The privacy check runs once per request and yields placeholder → original pair
 later (an aggregator's, a critic's, the next link of a chain) quote other models' answers, and a trusted
 model may have written a value in another form (`4539148803436467` for `4539 1488 0343 6467`, an email in
 capitals) that no plain search for the original finds. So every call to an untrusted model is scanned
-again right before it is sent, all of it (message contents, names, tool-call arguments, tool definitions),
+again right before it is sent, all of it (message contents, names, tool-call arguments, tool definitions,
+a JSON-schema response format),
 and whatever the detector finds is replaced too: by the placeholder its value already has, or by a new one
 added to the mapping, so the answer can still be restored.
 """
@@ -112,7 +113,10 @@ class Redactor:
         """The same call with every sensitive value replaced by its placeholder."""
         messages = [self._message(m) for m in params.messages]
         tools = [self._tool(t) if isinstance(t, dict) else t for t in params.tools] if params.tools else params.tools
-        return replace(params, messages=messages, tools=tools)
+        fmt = params.response_format
+        if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+            fmt = self._tool(fmt)
+        return replace(params, messages=messages, tools=tools, response_format=fmt)
 
     def restore(self, text: str) -> str:
         return restore(text, self.mapping)
