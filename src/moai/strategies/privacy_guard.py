@@ -7,10 +7,10 @@ confidential material), which then stays on private models; ``allow`` does nothi
 for a stricter policy than its mix, never a looser one.
 
 The request's tool definitions and JSON-schema response format are scanned with its messages: their
-descriptions, defaults and enums reach the model as well. And whenever sensitive data must not reach an untrusted model in the clear (every policy but
-``allow``), calls to cloud-tier models carry a `Redactor` even if nothing was found here: it scans each such
-call as sent, which covers what this check cannot see (a trusted model's answer quoted to an aggregator,
-tool definitions if a caller does not pass them here).
+descriptions, defaults and enums reach the model as well. And whenever sensitive data must not reach an
+untrusted model in the clear (every policy but ``allow``), calls to cloud-tier models carry a `Redactor`
+even if nothing was found here: it scans each such call as sent, which covers what this check cannot see
+(a trusted model's answer quoted to an aggregator, tool definitions if a caller does not pass them here).
 """
 
 from __future__ import annotations
