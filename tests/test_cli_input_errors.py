@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from moai.cli import app
 from moai.config import ConfigError, load_config, parse_config
 from moai.server.auth import list_keys
-from moai.telemetry.store import DatabaseUnavailable, TelemetryStore
+from moai.telemetry.store import DatabaseUnavailable, RequestRecord, TelemetryStore
 
 LOCAL = """\
 models:
@@ -248,3 +248,36 @@ def test_serve_shows_moais_own_log_lines(capsys: pytest.CaptureFixture[str]) -> 
     finally:
         logger.handlers[:] = saved[0]
         logger.setLevel(saved[1])
+
+
+def test_commands_use_the_database_their_config_names(tmp_path: Path, db: str) -> None:
+    """A config with its own settings.database_url: keys, feedback and report work on the database that
+    `moai serve --config` records to, not on MOAI_DATABASE_URL's."""
+    own = f"sqlite:///{tmp_path / 'own.db'}"
+    cfg = tmp_path / "mix.yaml"
+    cfg.write_text(REMOTE + f"settings:\n  database_url: '{own}'\n")
+    store = TelemetryStore(own)
+    store.write(RequestRecord(id="chatcmpl-own", mix="default", strategy="route", model="m", status="ok",
+                              http_status=200, stream=False, prompt_tokens=3, completion_tokens=2, latency_ms=5.0))
+    runner = CliRunner()
+    r = runner.invoke(app, ["keys", "create", "--name", "team", "--config", str(cfg)])
+    assert r.exit_code == 0, r.output
+    r2 = runner.invoke(app, ["keys", "create", "--name", "via-env"], env={"MOAI_CONFIG": str(cfg)})
+    assert r2.exit_code == 0, r2.output
+    assert sorted(k.name for k in list_keys(TelemetryStore(own))) == ["team", "via-env"]
+    assert list_keys(TelemetryStore(db)) == []
+    listed = runner.invoke(app, ["keys", "list", "--config", str(cfg)])
+    assert all(k.id in listed.output for k in list_keys(store))  # whole, however narrow: revoke takes it
+    key_id = next(k.id for k in list_keys(store) if k.name == "team")
+    assert runner.invoke(app, ["keys", "revoke", key_id, "--config", str(cfg)]).exit_code == 0
+    assert next(k for k in list_keys(store) if k.name == "team").revoked_at is not None
+
+    assert runner.invoke(app, ["feedback", "chatcmpl-own", "1", "--config", str(cfg)]).exit_code == 0
+    assert [f.score for f in store.feedback_for("chatcmpl-own")] == [1.0]
+    rep = runner.invoke(app, ["report", "--config", str(cfg)])
+    assert rep.exit_code == 0 and "no requests recorded" not in rep.output
+    assert "no requests recorded" in runner.invoke(app, ["report"]).output  # MOAI_DATABASE_URL's: empty
+    # an explicit --database-url still wins over the config's
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    r3 = runner.invoke(app, ["keys", "create", "--name", "x", "--config", str(cfg), "--database-url", other])
+    assert r3.exit_code == 0 and [k.name for k in list_keys(TelemetryStore(other))] == ["x"]

@@ -73,6 +73,21 @@ def _store(url: str | None) -> TelemetryStore:
         raise  # unreachable
 
 
+def _database_url(database_url: str | None, config: str | None) -> str | None:
+    """The database a command reads or writes: --database-url, else the mix instructions' own
+    ``settings.database_url`` (--config, else MOAI_CONFIG), else None (MOAI_DATABASE_URL, else SQLite) —
+    the one `moai serve` with the same config records to."""
+    if database_url:
+        return database_url
+    path = config or os.environ.get("MOAI_CONFIG")
+    return _config(path).settings.database_url if path else None
+
+
+def _config_db_option() -> Any:
+    return typer.Option(None, "--config", "-c",
+                        help="Mix instructions whose settings.database_url to use (default: MOAI_CONFIG).")
+
+
 def _write_output(path: str, write: Callable[[Path], object]) -> None:
     """Write a report file, creating its folder as the other outputs do; an unwritable path is one line."""
     p = Path(path)
@@ -312,7 +327,8 @@ def report(
     since: str | None = typer.Option(None, help="Only requests newer than this: 30m, 24h, 7d or ISO time."),
     html_out: str | None = typer.Option(None, "--html", help="Also write a self-contained HTML page here."),
     plot: str | None = typer.Option(None, "--plot", help="Also write the plots as a PNG here."),
-    database_url: str | None = typer.Option(None, help="Default: MOAI_DATABASE_URL, else the local SQLite."),
+    database_url: str | None = typer.Option(None, help="Default: the config's, else MOAI_DATABASE_URL, else SQLite."),
+    config: str | None = _config_db_option(),
 ) -> None:
     """Usage per model and mix: requests, tokens, p50/p95 latency, cost, energy, CO2, feedback."""
     from moai.telemetry.report import build_report, fmt, parse_since, plot_png, write_html
@@ -322,7 +338,7 @@ def report(
     except ValueError as e:
         fail(str(e))
         return
-    rep = build_report(_store(database_url), start)
+    rep = build_report(_store(_database_url(database_url, config)), start)
     for title, rows in (("models", rep.model_rows()), ("mixes", rep.mix_rows()), ("spend per key", rep.key_rows())):
         if not rows:
             continue
@@ -348,7 +364,8 @@ def feedback(
     score: float = typer.Argument(..., help="-1..1 (thumbs), 0..1, or a 0-10 rating."),
     comment: str | None = typer.Option(None, help="Free text."),
     url: str | None = typer.Option(None, help="Send to a running server (its base URL) instead of the database."),
-    database_url: str | None = typer.Option(None, help="Default: MOAI_DATABASE_URL, else the local SQLite."),
+    database_url: str | None = typer.Option(None, help="Default: the config's, else MOAI_DATABASE_URL, else SQLite."),
+    config: str | None = _config_db_option(),
 ) -> None:
     """Rate an answer; the gate's live quality estimate for that model moves with it."""
     if url:
@@ -366,7 +383,7 @@ def feedback(
         return
     from moai.telemetry.store import UnknownRequest
 
-    store = _store(database_url)
+    store = _store(_database_url(database_url, config))
     try:
         store.add_feedback(request_id, score, comment)
     except UnknownRequest:
@@ -380,7 +397,8 @@ def feedback(
 
 
 def _db_option() -> Any:
-    return typer.Option(None, "--database-url", help="Default: MOAI_DATABASE_URL, else the local SQLite.")
+    return typer.Option(None, "--database-url",
+                        help="Default: the config's, else MOAI_DATABASE_URL, else the local SQLite.")
 
 
 @keys_app.command("create")
@@ -393,7 +411,8 @@ def keys_create(
     budget_month: float | None = typer.Option(None, help="USD per calendar month."),
     rpm: int | None = typer.Option(None, help="Requests per minute."),
     config: str | None = typer.Option(
-        None, "--config", "-c", help="Mix instructions the --mixes are checked against (default: embedded)."
+        None, "--config", "-c", help="Mix instructions: the --mixes are checked against them, and their "
+        "settings.database_url is used (default: MOAI_CONFIG, else embedded)."
     ),
     database_url: str | None = _db_option(),
 ) -> None:
@@ -403,7 +422,7 @@ def keys_create(
     if rpm is not None and rpm < 1 or any(v is not None and v <= 0 for v in (budget_day, budget_month)):
         fail("budgets and --rpm must be positive")
     allowed = _allowed_names(mixes, _config(config or os.environ.get("MOAI_CONFIG"))) if mixes is not None else None
-    key, secret = create_key(_store(database_url), name, allowed, budget_day, budget_month, rpm)
+    key, secret = create_key(_store(_database_url(database_url, config)), name, allowed, budget_day, budget_month, rpm)
     console.print(f"created key {key.id} ({name}); the secret is shown only now:", soft_wrap=True)
     sys.stdout.write(secret + "\n")
 
@@ -430,18 +449,21 @@ def _allowed_names(spec: str, cfg: Config) -> list[str]:
 
 
 @keys_app.command("list")
-def keys_list(database_url: str | None = _db_option()) -> None:
+def keys_list(database_url: str | None = _db_option(), config: str | None = _config_db_option()) -> None:
     """Keys with their limits and what they spent today and this month."""
     from datetime import UTC, datetime
 
     from moai.server.auth import list_keys, period_starts, spend
 
-    store = _store(database_url)
+    store = _store(_database_url(database_url, config))
     day, month = period_starts(datetime.now(UTC))
+    keys = list_keys(store)
     t = Table(title="gateway keys")
-    for col in ("id", "name", "created", "status", "mixes", "budget day/month", "rpm", "spent today", "spent month"):
-        t.add_column(col)
-    for k in list_keys(store):
+    # the id is what `keys revoke` takes: kept whole however narrow the terminal; the rest folds, never "…"
+    t.add_column("id", no_wrap=True, min_width=max((len(k.id) for k in keys), default=2))
+    for col in ("name", "created", "status", "mixes", "budget day/month", "rpm", "spent today", "spent month"):
+        t.add_column(col, overflow="fold")
+    for k in keys:
         t.add_row(k.id, k.name, k.created_at.strftime("%Y-%m-%d %H:%M"), "revoked" if k.revoked_at else "active",
                   ",".join(k.allowed_mixes) if k.allowed_mixes else "all",
                   f"{k.budget_day_usd or '-'} / {k.budget_month_usd or '-'}", str(k.rpm or "-"),
@@ -451,12 +473,13 @@ def keys_list(database_url: str | None = _db_option()) -> None:
 
 @keys_app.command("revoke")
 def keys_revoke(
-    key_id: str = typer.Argument(..., help="The key id (mk_...)."), database_url: str | None = _db_option()
+    key_id: str = typer.Argument(..., help="The key id (mk_...)."), database_url: str | None = _db_option(),
+    config: str | None = _config_db_option(),
 ) -> None:
     """Revoke a key at once (servers pick it up within seconds)."""
     from moai.server.auth import revoke_key
 
-    if not revoke_key(_store(database_url), key_id):
+    if not revoke_key(_store(_database_url(database_url, config)), key_id):
         fail(f"no active key {key_id!r}")
     console.print(f"revoked {key_id}")
 

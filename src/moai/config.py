@@ -190,7 +190,8 @@ class CacheSettings(BaseModel):
 
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    database_url: str | None = None  # default: sqlite under ~/.cache/moai (MOAI_DATABASE_URL wins)
+    # a --database-url flag wins over this; unset: MOAI_DATABASE_URL, else sqlite under ~/.cache/moai
+    database_url: str | None = None
     carbon_zone: str = "WOR"  # electricity mix zone for CO2 (ISO-3 or WOR)
     grid_g_per_kwh: float | None = Field(None, gt=0)  # explicit grid intensity overrides the zone
     gate: str | None = None  # a trained gate directory; default: the one shipped with moai
