@@ -37,7 +37,7 @@ class Script:
     stop_reason: str = "end_turn"
     fail_times: int = 0
     fail_status: int = 500
-    retry_after: str | None = None  # a Retry-After header for a 429 instead of the default retry-after-ms: 5
+    retry_after: str | None = None  # a Retry-After header for a 429 or 5xx instead of the default retry-after-ms: 5
     stream_error: str | None = None
     delay_s: float = 0.0
     input_tokens: int = 11
@@ -108,7 +108,7 @@ def make_app(script: Script) -> FastAPI:
         script.headers.append(dict(request.headers))
         if script.calls <= script.fail_times:
             headers = {"retry-after-ms": "5"} if script.fail_status in (429, 529) else {}
-            if script.fail_status == 429 and script.retry_after is not None:
+            if script.retry_after is not None:
                 headers = {"retry-after": script.retry_after}
             return error(script.fail_status, "scripted failure", headers)
         if not api_key(request.headers) or not request.headers.get("anthropic-version"):

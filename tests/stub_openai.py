@@ -34,6 +34,7 @@ class Script:
     fail_times: int = 0
     fail_status: int = 500
     retry_after: str | None = "0"  # the Retry-After header sent with a 429 (None: no header)
+    error_retry_after: str | None = None  # a Retry-After header sent with any other failure status
     delay_s: float = 0.0
     die_after_words: int | None = None  # streams: drop the connection after this many words (no [DONE])
     word_delay_s: float = 0.0  # streams: pause between words (a slow generator)
@@ -57,6 +58,8 @@ def make_app(script: Script) -> FastAPI:
         if script.calls <= script.fail_times:
             limited = script.fail_status == 429 and script.retry_after is not None
             headers = {"retry-after": script.retry_after} if limited else {}
+            if script.fail_status != 429 and script.error_retry_after is not None:
+                headers = {"retry-after": script.error_retry_after}
             return JSONResponse({"error": {"message": "scripted failure", "type": "server_error"}},
                                 status_code=script.fail_status, headers=headers)
         if script.delay_s:

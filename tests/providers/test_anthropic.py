@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from rate_limit_support import raised_at_once
+from rate_limit_support import failed_at_once, raised_at_once
 from stub_anthropic import Script, StubAnthropic, api_key
 from stub_openai import free_port
 
@@ -164,6 +164,15 @@ async def test_a_long_retry_after_is_raised_at_once_not_waited_for(stream: bool)
         elapsed, e = await raised_at_once(p, PARAMS, stream)
         await p.aclose()
     assert elapsed < 1.0 and s.script.calls == 1 and e.retry_after == 30
+
+
+@pytest.mark.parametrize("status", [503, 529])
+async def test_an_overload_asking_for_a_long_wait_is_raised_at_once(status: int) -> None:
+    with StubAnthropic(Script(fail_times=10, fail_status=status, retry_after="30")) as s:
+        p = provider(s.url, retries=2)
+        elapsed = await failed_at_once(p, PARAMS, stream=False)
+        await p.aclose()
+    assert elapsed < 1.0 and s.script.calls == 1
 
 
 async def test_a_429_with_a_short_retry_after_is_still_retried_by_the_sdk() -> None:

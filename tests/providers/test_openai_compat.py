@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
-from rate_limit_support import raised_at_once
+from rate_limit_support import failed_at_once, raised_at_once
 from stub_openai import Script, StubServer, free_port
 
 from moai.catalog import ModelCard
@@ -79,6 +79,16 @@ async def test_a_long_retry_after_is_raised_at_once_not_waited_for(stream: bool)
         elapsed, e = await raised_at_once(provider(s.url, retries=2), PARAMS, stream)
     assert elapsed < 1.0 and s.script.calls == 1
     assert e.retry_after == 30 and e.status == 429
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_a_503_asking_for_a_long_wait_is_raised_at_once(stream: bool) -> None:
+    """An upstream down for maintenance says for how long; the request moves to another model meanwhile."""
+    with StubServer(Script(fail_times=10, fail_status=503, error_retry_after="30")) as s:
+        elapsed = await failed_at_once(provider(s.url, retries=2), PARAMS, stream)
+    assert elapsed < 1.0 and s.script.calls == 1
+    with StubServer(Script(fail_times=2, fail_status=503, error_retry_after="0")) as s:
+        assert (await provider(s.url, retries=2).complete(PARAMS)).text == "stub answer" and s.script.calls == 3
 
 
 @pytest.mark.parametrize("retry_after", ["0", "1", None], ids=["zero", "one_second", "absent"])

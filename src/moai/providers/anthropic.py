@@ -4,8 +4,8 @@ Everything above the providers speaks OpenAI's chat format, so this module only 
 messages become the top-level ``system``, tool calls and tool results become ``tool_use`` /
 ``tool_result`` blocks (and back), and ``stop_reason`` becomes ``finish_reason``. The SDK already
 retries 408/409/429/5xx/529 with backoff (honouring ``retry-after``), so we configure it and map its
-exceptions onto moai's error types; only a 429 that asks for a wait of more than about a second is not
-retried in place, so that the request moves on to another model at once.
+exceptions onto moai's error types; only a 429 or 5xx that asks for a wait of more than about a second is
+not retried in place, so that the request moves on to another model at once.
 """
 
 from __future__ import annotations
@@ -258,10 +258,10 @@ def _usage(u: Any) -> Usage:
 
 
 class _Client(anthropic.AsyncAnthropic):
-    """The SDK's client, except that a 429 asking for a long wait is handed back instead of slept on."""
+    """The SDK's client, except that an error asking for a long wait is handed back instead of slept on."""
 
     def _should_retry(self, response: Any) -> bool:  # the SDK's own HTTP response type
-        if response.status_code == 429 and not retry_in_place(parse_retry_after(response.headers)):
+        if not retry_in_place(parse_retry_after(response.headers)):
             return False
         return super()._should_retry(response)
 

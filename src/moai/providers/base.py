@@ -73,8 +73,9 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def retry_in_place(retry_after: float | None) -> bool:
-    """Whether a 429 is worth waiting out on the same model: no hint (a short jittered backoff) or a hint of about
-    a second. A longer wait would hold the request while another model or deployment could answer it now."""
+    """Whether a 429 or 5xx is worth waiting out on the same model: no hint (a short jittered backoff) or a hint
+    of about a second. A longer wait would hold the request while another model or deployment could answer it
+    now (an upstream that is down for maintenance says how long with a 503's Retry-After)."""
     return retry_after is None or retry_after <= RETRY_IN_PLACE_MAX_S
 
 

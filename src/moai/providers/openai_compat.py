@@ -5,8 +5,8 @@ A gateway's own cost per call is what every request pays, so this speaks the pro
 per-request CPU in its pool's per-connection expiry checks, the openai SDK more still; aiohttp's pool does
 not scan. It keeps the SDK's retry policy: exponential backoff with jitter on timeouts, connection
 errors, 408/409/429 and 5xx, honouring ``Retry-After``; streams are retried only before their first byte.
-One exception: a 429 whose ``Retry-After`` asks for more than about a second is raised at once, so that the
-request moves to another deployment or model instead of waiting on this one.
+One exception: a 429 or 5xx whose ``Retry-After`` asks for more than about a second is raised at once, so
+that the request moves to another deployment or model instead of waiting on this one.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ class OpenAICompatProvider(Provider):
                 cause = UpstreamStatus(response.status, body)
                 if response.status not in RETRY_STATUSES:
                     raise error from cause
-                if response.status == 429 and not retry_in_place(hint):
+                if not retry_in_place(hint):
                     raise error from cause  # another model answers now; waiting here would hold the request
             if attempt >= self.card.max_retries:
                 raise error from cause
