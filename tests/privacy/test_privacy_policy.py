@@ -204,29 +204,25 @@ def test_redaction_covers_tool_definitions_and_names(servers) -> None:  # type: 
     assert body["tools"][0]["function"]["name"] == "lookup" and body["messages"][-1]["name"] == "[EMAIL_1]"
 
 
-def test_local_only_refuses_a_name_it_cannot_send(servers) -> None:  # type: ignore[no-untyped-def]
-    server, scripts = servers
-    before = calls(scripts)
-    c = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
-    with pytest.raises(openai.UnprocessableEntityError) as e:
-        c.chat.completions.create(model="moai/cloud_only_strict",
-                                  messages=[{"role": "user", "content": "hello", "name": "b.keller1961@web.de"}])
-    assert e.value.body["code"] == "no_trusted_model" and calls(scripts) == before
-
-
-def test_local_only_refuses_tool_definitions_it_cannot_send(servers) -> None:  # type: ignore[no-untyped-def]
-    server, scripts = servers
-    before = calls(scripts)
-    c = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
-    with pytest.raises(openai.UnprocessableEntityError) as e:
-        c.chat.completions.create(model="moai/strict_tools", tools=TOOLS,  # type: ignore[arg-type]
-                                  messages=[{"role": "user", "content": "Find the customer."}])
-    assert e.value.body["code"] == "no_trusted_model" and calls(scripts) == before
-
-
 SCHEMA = {"type": "json_schema", "json_schema": {"name": "customer", "schema": {
     "type": "object", "description": f"A customer record; the lookup key is {KEY}.",
     "properties": {"email": {"type": "string", "default": "b.keller1961@web.de"}}, "required": ["email"]}}}
+
+
+@pytest.mark.parametrize("mix, extra, message", [
+    ("cloud_only_strict", {}, {"role": "user", "content": "hello", "name": "b.keller1961@web.de"}),
+    ("strict_tools", {"tools": TOOLS}, {"role": "user", "content": "Find the customer."}),
+    ("cloud_only_strict", {"response_format": SCHEMA}, {"role": "user", "content": "Describe a customer."}),
+], ids=["name", "tool_definitions", "response_format"])
+def test_local_only_refuses_what_it_cannot_send(servers, mix: str, extra: dict[str, object],  # type: ignore[no-untyped-def]
+                                                message: dict[str, str]) -> None:
+    """A participant's name, a tool definition or a response schema carrying sensitive data: 422, no call made."""
+    server, scripts = servers
+    before = calls(scripts)
+    c = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
+    with pytest.raises(openai.UnprocessableEntityError) as e:
+        c.chat.completions.create(model=f"moai/{mix}", messages=[message], **extra)  # type: ignore[arg-type]
+    assert e.value.body["code"] == "no_trusted_model" and calls(scripts) == before
 
 
 def test_redaction_covers_a_json_schema_response_format(servers) -> None:  # type: ignore[no-untyped-def]
@@ -243,16 +239,6 @@ def test_redaction_covers_a_json_schema_response_format(servers) -> None:  # typ
     assert schema["description"] == "A customer record; the lookup key is [SECRET_1]."
     assert schema["properties"]["email"] == {"type": "string", "default": "[EMAIL_1]"}
     assert fmt["json_schema"]["name"] == "customer" and schema["required"] == ["email"]
-
-
-def test_local_only_refuses_a_response_format_it_cannot_send(servers) -> None:  # type: ignore[no-untyped-def]
-    server, scripts = servers
-    before = calls(scripts)
-    c = openai.OpenAI(base_url=server.url, api_key="x", max_retries=0)
-    with pytest.raises(openai.UnprocessableEntityError) as e:
-        c.chat.completions.create(model="moai/cloud_only_strict", response_format=SCHEMA,  # type: ignore[arg-type]
-                                  messages=[{"role": "user", "content": "Describe a customer."}])
-    assert e.value.body["code"] == "no_trusted_model" and calls(scripts) == before
 
 
 def test_a_request_can_raise_but_not_lower_its_privacy(servers) -> None:  # type: ignore[no-untyped-def]
