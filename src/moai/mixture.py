@@ -22,6 +22,7 @@ from moai.config import Config, Mix, Weights, load_config
 from moai.gate.rules import RuleChooser, message_text
 from moai.providers.base import ChatParams, Delta, ProviderError, ProviderRateLimited, is_refusal
 from moai.strategies import builder
+from moai.strategies.budget import one_model, within_budget
 from moai.strategies.context import Chooser, NoEligibleModel, RequestContext, eligible
 from moai.strategies.executor import Execution, Executor, PlanFailed, ProviderRegistry
 from moai.strategies.plan import Plan
@@ -228,7 +229,10 @@ class Mixture:
             ctx.session = session
             ctx.session_model = self.session_model(session, mix_name)
         try:
-            plan = builder(mix.strategy)(ctx)
+            build = builder(mix.strategy)
+            plan = build(ctx)
+            if mix.strategy != "auto":  # auto applies the limits to the plan it picks
+                plan = within_budget(ctx, plan, build) or one_model(ctx, plan.strategy)
         except ValueError as e:
             raise BadRequest(str(e), "model") from e
         plan.redactor = guard.redactor

@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from moai.strategies import builder
-from moai.strategies.budget import plan_estimate
+from moai.strategies.budget import within_budget
 from moai.strategies.context import RequestContext
 from moai.strategies.plan import Plan
-from moai.strategies.roles import fill
 
 
 def difficulty(ctx: RequestContext) -> float:
@@ -35,22 +34,18 @@ def plan(ctx: RequestContext) -> Plan:
     if use_collab and ctx.params.tools and target.strategy in ("moa", "fanout", "chain", "critique"):
         use_collab = False
         reason += f"; the request carries tools, which {target.strategy} cannot return"
-    if use_collab:
+    collab: Plan | None = None
+    if use_collab:  # the collaboration plan under this mix's limits (smaller, or None when it cannot fit)
         sub = replace(ctx, mix=target.model_copy(update={"constraints": ctx.mix.constraints}))
-        proposers = fill(sub, target.proposers, default_n=3) if target.proposers is not None else []
-        if proposers:
-            agg = fill(sub, target.aggregator) or [None]
-            cost, latency = plan_estimate(sub, proposers, agg[0], target.layers)
-            c = ctx.mix.constraints
-            if (c.max_cost_usd and cost > c.max_cost_usd) or (c.max_latency_s and latency > c.max_latency_s):
-                use_collab = False
-                reason += f"; {target_name} would exceed the budget (${cost:.5f}, {latency:.1f}s)"
+        build = builder(target.strategy)
+        collab = within_budget(sub, build(sub), build)
+        if collab is None:
+            use_collab = False
+            reason += f"; {target_name} would exceed the budget"
     ctx.notes.append(reason + (f" → {target_name} ({target.strategy})" if use_collab else " → single model"))
-    if not use_collab:
+    if collab is None:
         p = route.plan(ctx)
         p.strategy = "auto/route"
         return p
-    sub_ctx = replace(ctx, mix=target.model_copy(update={"constraints": ctx.mix.constraints}))
-    p = builder(target.strategy)(sub_ctx)
-    p.strategy = f"auto/{p.strategy}"
-    return p
+    collab.strategy = f"auto/{collab.strategy}"
+    return collab
