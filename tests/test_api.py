@@ -296,6 +296,25 @@ def test_request_past_the_limit_raises_openais_timeout_error(timed: tuple[Mixtur
         assert conn.execute("select status, http_status from requests").fetchall() == [("error", 504)]
 
 
+def requests_counted(m: Mixture) -> dict[str, float]:
+    """moai_requests_total per status, as /metrics would show it."""
+    return {s.labels["status"]: s.value for metric in m.metrics.registry.collect() if metric.name == "moai_requests"
+            for s in metric.samples if s.name == "moai_requests_total"}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_a_request_past_the_limit_is_counted_once_as_timed_out(timed: tuple[Mixture, Mixture, Path],
+                                                               stream: bool) -> None:
+    """The limit cancels the running plan; that cancellation is the limit's, not a client leaving: one 504."""
+    m, _, db = timed
+    with pytest.raises(openai.APITimeoutError):
+        m.chat.completions.create(model="moai/default", messages=HI, stream=stream)
+    assert requests_counted(m) == {"error": 1.0}
+    shutdown(m)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("select status, http_status from requests").fetchall() == [("error", 504)]
+
+
 def test_a_stream_past_the_limit_raises_openais_timeout_error(timed: tuple[Mixture, Mixture, Path]) -> None:
     m, d, _ = timed
     t0 = time.monotonic()

@@ -49,6 +49,8 @@ import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import ValidationError
 
+from moai import deadline
+
 if TYPE_CHECKING:
     from moai.mixture import Mixture, Prepared
     from moai.strategies.executor import Execution
@@ -181,7 +183,6 @@ class RequestTimeout(openai.APITimeoutError):
     error body the server's 504 has (``code == "request_timeout"``)."""
 
     def __init__(self, timeout_s: float | None) -> None:
-        from moai import deadline
         from moai.server.openai_schema import error_body
 
         body = error_body(deadline.message(timeout_s), "server_error", None, deadline.CODE)["error"]
@@ -190,7 +191,6 @@ class RequestTimeout(openai.APITimeoutError):
 
 async def _timed_out(mixture: Mixture, prep: Prepared, timeout_s: float | None) -> RequestTimeout:
     """Record the request as the server does (failed, 504) and return the error to raise."""
-    from moai import deadline
 
     await deadline.record(mixture, prep, timeout_s)
     return RequestTimeout(timeout_s)
@@ -317,6 +317,7 @@ async def _prepare(mixture: Mixture, payload: dict[str, Any], session: str | Non
 async def _complete(mixture: Mixture, call: _Call) -> ChatCompletion:
     prep = await _prepare(mixture, call.payload, call.session)
     limit = mixture.config.settings.request_timeout_s
+    deadline.start(prep, limit)
     try:
         async with asyncio.timeout(limit):
             ex = await mixture.run(prep)
@@ -329,7 +330,6 @@ async def _complete(mixture: Mixture, call: _Call) -> ChatCompletion:
 
 async def _chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: bool) -> AsyncIterator[Any]:
     """OpenAI's chunk sequence: role, content/tool-call deltas, finish (with ``moai``), [usage]."""
-    from moai import deadline
     from moai.providers.base import Delta
     from moai.strategies.executor import Execution
 
@@ -340,7 +340,7 @@ async def _chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: b
         return _build(ChatCompletionChunk, {**base, "choices": [choice], **extra})
 
     limit = mixture.config.settings.request_timeout_s
-    source = deadline.within(mixture.stream(prep), limit)  # the limit covers the whole stream
+    source = deadline.within(mixture.stream(prep), limit, prep)  # the limit covers the whole stream
     try:  # the model's first output (or failure) comes before the role chunk, as the HTTP status does
         first = await anext(source, None)
     except TimeoutError:

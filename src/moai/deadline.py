@@ -31,9 +31,22 @@ async def record(mixture: Mixture, prep: Prepared, timeout_s: float | None) -> N
     await mixture.record_failure(prep, f"request timed out after {timeout_s}s", [], STATUS)
 
 
-async def within(items: AsyncIterator[T], timeout_s: float | None) -> AsyncIterator[T]:
+def start(prep: Prepared, timeout_s: float | None) -> None:
+    """Note when the request's limit ends, so that the cancellation it causes is told apart from a client
+    leaving (`passed`): the request is then recorded once, as timed out, not also as cancelled."""
+    prep.deadline = time.monotonic() + timeout_s if timeout_s is not None else None
+
+
+def passed(prep: Prepared) -> bool:
+    """Whether the request's limit has run out (a cancellation now is the limit's)."""
+    return prep.deadline is not None and time.monotonic() >= prep.deadline - 0.01
+
+
+async def within(items: AsyncIterator[T], timeout_s: float | None, prep: Prepared | None = None) -> AsyncIterator[T]:
     """``items``, raising TimeoutError once ``timeout_s`` has passed in total (checked while waiting only):
     a stream's limit covers all of it, not each wait for the next piece."""
+    if prep is not None:
+        start(prep, timeout_s)
     if timeout_s is None:
         async for item in items:
             yield item

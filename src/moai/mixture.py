@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from moai import deadline
 from moai.cache import ResponseCache
 from moai.catalog import PRIVACY_RANK
 from moai.config import Config, Mix, Weights, load_config
@@ -76,6 +77,7 @@ class Prepared:
     api_key: str | None = None
     use_cache: bool = True  # False: the request opted out (moai.cache: false)
     cache: Any = None  # cache.Lookup, once the response cache was consulted
+    deadline: float | None = None  # time.monotonic() at which settings.request_timeout_s runs out
 
 
 def live_tuners(config: Config) -> dict[str, LiveTuner]:
@@ -293,8 +295,10 @@ class Mixture:
             await self.record_failure(prep, str(e), list(prep.plan.results.values()))
             raise
         except (asyncio.CancelledError, GeneratorExit):
-            # the client went away mid-answer: what was generated so far was still paid for
-            self.record_cancelled(prep)
+            # the client went away mid-answer: what was generated so far was still paid for. A cancellation
+            # by the request's own time limit is recorded (once) by the caller that set it, as a 504.
+            if not deadline.passed(prep):
+                self.record_cancelled(prep)
             raise
         except Exception as e:  # a fault of moai's own (answered 500): still a request to count and keep
             with contextlib.suppress(Exception):  # the record may be what failed: the original error matters more
@@ -365,9 +369,15 @@ class Mixture:
                     status = "refused" if is_refusal(a.get("status")) else "failed"
                     if a.get("status") == ProviderRateLimited.status:
                         status = "rate_limited"
+                    # a failed step's usage (a stream that broke mid-answer) is its last attempt's
+                    spent = r.status == "failed" and a is r.attempts[-1] and a["model"] == r.model
                     rec.calls.append(CallRecord(
                         step=r.step, role=r.role, model=a["model"], status=status, started_at=start,
                         ended_at=start + a["latency_ms"] / 1000, latency_ms=a["latency_ms"], error=a["error"],
+                        prompt_tokens=r.usage.prompt_tokens if spent else 0,
+                        completion_tokens=r.usage.completion_tokens if spent else 0,
+                        cost_usd=r.cost_usd if spent else 0.0, energy_kwh=r.energy_kwh if spent else 0.0,
+                        co2_g=r.co2_g if spent else 0.0,
                     ))
             if r.status == "failed" and r.attempts:
                 continue
@@ -434,6 +444,8 @@ class Mixture:
 
     async def record_failure(self, prep: Prepared, error: str, results: list[Any], http_status: int = 502) -> None:
         results = results or list(prep.plan.results.values())
+        for r in results:
+            self._bill_partial(r)
         self._observe(prep, "error", results, None)
         if self.store is not None:
             await self._persist(self._record(prep, "error", error, results, None, http_status))
@@ -462,16 +474,27 @@ class Mixture:
             ))
         return request_id
 
+    def _bill_partial(self, r: Any) -> bool:
+        """Cost what a step generated before it broke off (its stream failed or its client left): those tokens
+        were paid for upstream. True when the step had generated any."""
+        if r.status != "failed" or r.model is None or not r.usage.completion_tokens:
+            return False
+        if not r.cost_usd:
+            card, (p, c) = self.config.models[r.model], (r.usage.prompt_tokens, r.usage.completion_tokens)
+            seconds = max(0.0, (r.end or time.time()) - r.start) if r.start else 0.0
+            r.cost_usd = card.cost_usd(p, c)
+            r.energy_kwh, r.co2_g = self.executor.carbon.estimate(card, p, c, seconds, r.cpu_s)
+        return True
+
     def record_cancelled(self, prep: Prepared) -> None:
         """Record a request cut short by its client, with the usage generated until then (no await: the
         task is being cancelled, so the record is handed to the writer thread)."""
         results = list(prep.plan.results.values())
         for r in results:
-            if r.status == "failed" and r.model is not None and r.usage.completion_tokens:
+            if self._bill_partial(r):
                 r.status = "cancelled"
                 r.end = time.time()
-                r.cost_usd = self.config.models[r.model].cost_usd(r.usage.prompt_tokens, r.usage.completion_tokens)
-        self._observe(prep, "cancelled", [], None)
+        self._observe(prep, "cancelled", results, None)
         if self.writer is not None:
             self.writer.submit_nowait(self._record(prep, "cancelled", "client disconnected", results, None, 499))
 

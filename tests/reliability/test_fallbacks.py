@@ -73,6 +73,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         urls["refused"] = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
         models = {name: card(urls[name], price=0.0, timeout_s=0.5 if name == "slow" else 10.0)
                   for name in [*FAULTS, "guarded", "guarded_stream", "dying", "picky", "fussy"]}
+        models["dying"] = card(urls["dying"], price=0.5)  # cheaper than the backup: the gate tries it first
         models["backup"] = card(urls["backup"], price=1.0)
         models["cloudy"] = card(urls["cloudy"], privacy="cloud", price=0.5)
         cheapest_first = "weights: {quality: 0, cost: 1}"
@@ -200,6 +201,14 @@ def test_stream_that_dies_after_the_first_token_ends_with_an_error_event(rig: Ri
     # the failed request is recorded, with the id the client saw
     request_id = events[0]["id"]
     assert rows(rig.server.db, "select status from requests where id=?", request_id) == [("error",)]
+    # the words it sent were generated and paid for: billed on the failed call, which sums to the request
+    ((p, c, cost),) = rows(rig.server.db, "select prompt_tokens, completion_tokens, cost_usd from requests "
+                                          "where id=?", request_id)
+    calls = rows(rig.server.db, "select model, status, prompt_tokens, completion_tokens, cost_usd from calls "
+                                "where request_id=?", request_id)
+    assert [(m, st) for m, st, *_ in calls] == [("dying", "failed")]
+    assert (calls[0][2], calls[0][3]) == (p, c) and c >= 2 and p > 0
+    assert cost == pytest.approx(calls[0][4]) and cost == pytest.approx((p + c) * 0.5 / 1e6)
 
 
 def test_backup_latency_excludes_the_failed_attempts(rig: Rig) -> None:
