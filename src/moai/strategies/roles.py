@@ -13,6 +13,7 @@ from moai.catalog import ModelCard
 from moai.config import Pick, Role
 from moai.providers.base import ChatParams
 from moai.strategies.context import RequestContext
+from moai.strategies.prompts import ReviewPrompt, merge_turns
 
 
 def expected_cost(card: ModelCard, prompt_tokens: int, output_tokens: int) -> float:
@@ -69,11 +70,21 @@ def _diverse(ranking: list[str], cards: dict[str, ModelCard]) -> list[str]:
 
 
 def with_messages(ctx: RequestContext, messages: list[dict[str, Any]], **changes: Any) -> ChatParams:
-    """The request's parameters with other messages (and optional overrides)."""
+    """The request's parameters with other messages (and optional overrides).
+
+    The messages get one leading system message and alternating user turns (``merge_turns``). A
+    ``ReviewPrompt`` (critic, judge, grader, program check) gets moai's options instead: its output has its own
+    format, which the user's stop, response_format and max_tokens (meant for the final answer) would break, and
+    the user's sampling options would only add noise; it keeps the seed (reproducibility) and runs at
+    temperature 0 with the mix's completion budget."""
     p = ctx.params
-    fields = dict(messages=messages, max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p,
-                  frequency_penalty=p.frequency_penalty, presence_penalty=p.presence_penalty, stop=p.stop,
-                  seed=p.seed, tools=None, tool_choice=None, response_format=p.response_format)
+    if isinstance(messages, ReviewPrompt):
+        fields: dict[str, Any] = dict(messages=merge_turns(list(messages)), max_tokens=ctx.mix.max_tokens,
+                                      temperature=0.0, seed=p.seed)
+    else:
+        fields = dict(messages=merge_turns(messages), max_tokens=p.max_tokens, temperature=p.temperature,
+                      top_p=p.top_p, frequency_penalty=p.frequency_penalty, presence_penalty=p.presence_penalty,
+                      stop=p.stop, seed=p.seed, tools=None, tool_choice=None, response_format=p.response_format)
     fields.update(changes)
     return ChatParams(**fields)
 
