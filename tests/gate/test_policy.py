@@ -92,3 +92,17 @@ def test_weights_parse_rejects_typos() -> None:
         Weights.parse("qualty=1")
     with pytest.raises(ValueError, match="not a number"):
         Weights.parse("cost=abc")
+
+
+def test_rule_based_chooser_weighs_carbon() -> None:
+    """Without a trained gate (a config of models it never saw) the carbon weight still moves the choice."""
+    from moai.catalog import ModelCard, complete_card
+    from moai.config import Weights as MixWeights
+    from moai.gate.rules import RuleChooser
+
+    big = complete_card("big", ModelCard(provider="openai_compat", endpoint="http://127.0.0.1:9/v1", params_b=400))
+    small = complete_card("small", ModelCard(provider="openai_compat", endpoint="http://127.0.0.1:9/v1", params_b=8))
+    hard = [{"role": "user", "content": "Prove step by step that there are infinitely many primes. " * 20}]
+    assert RuleChooser().decide(hard, [big, small], MixWeights(quality=1.0)).model == "big"
+    green = RuleChooser().decide(hard, [big, small], MixWeights(quality=1.0, carbon=1000.0))
+    assert green.model == "small"

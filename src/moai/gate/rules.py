@@ -1,7 +1,7 @@
 """A rule-based chooser: the fallback when no trained gate is available.
 
 It guesses difficulty from cheap signals (length, code, maths, reasoning words) and picks the smallest
-model whose size suits that difficulty, honouring the mix's weights on cost and latency. The learned
+model whose size suits that difficulty, honouring the mix's weights on cost, latency and carbon. The learned
 gate replaces it whenever a trained gate can be loaded.
 """
 
@@ -14,6 +14,7 @@ from typing import Any
 from moai.catalog import ModelCard
 from moai.config import Weights
 from moai.gate.decision import RouteDecision, softmax
+from moai.gate.policy import expected_costs
 
 _HARD = re.compile(
     r"\b(prove|derive|step by step|explain why|analy[sz]e|implement|algorithm|optimi[sz]e|debug|"
@@ -55,11 +56,13 @@ class RuleChooser:
             quality = 1.0 - abs(d - (size / top) ** 0.5)  # big models for hard queries, small for easy
             cost = card.cost_usd(len(text) // 4, 256) * 1000
             latency = card.expected_latency_s(256)
+            co2 = expected_costs(card, len(text) // 4, 256)["co2_g"]  # as the learned gate estimates it
             seen = (live or {}).get(card.name, {})
             quality = (quality + seen.get("quality_delta", 0.0)) * (1 - seen.get("error_rate", 0.0))
             latency = seen.get("latency_s", latency)
             qualities[card.name] = quality
-            utilities[card.name] = weights.quality * quality - weights.cost * cost - weights.latency * latency
+            utilities[card.name] = (weights.quality * quality - weights.cost * cost - weights.latency * latency
+                                    - weights.carbon * co2)
         probs = softmax(utilities, temperature=0.1)
         ranking = sorted(utilities, key=lambda n: -utilities[n])
         return RouteDecision(
