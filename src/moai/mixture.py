@@ -199,7 +199,7 @@ class Mixture:
                     excluded[c.name] = "excluded by the request"
             cards = [c for c in cards if c.name not in opts.exclude]
         if not cards:
-            if all("exceeds context" in why for why in excluded.values()):
+            if excluded and all("exceeds context" in why for why in excluded.values()):
                 raise BadRequest(
                     f"This request is about {prompt_tokens} tokens, more than any model's context allows",
                     "messages", "context_length_exceeded",

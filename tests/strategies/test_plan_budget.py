@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 
-from stub_openai import Script
+import pytest
+from stub_openai import Script, StubServer
 from test_strategies import Fixed, run, setup
 
 # 10 $/M tokens in and out, 1000 tokens per answer: one answer ~$0.01; a step that reads k answers costs more
@@ -58,3 +59,32 @@ async def test_auto_does_not_collaborate_past_the_limit_whatever_the_strategy() 
     ex, summary, calls = await plan_for(mixes)
     assert ex.plan.strategy == "auto/route" and sum(calls.values()) == 1
     assert any("deep would exceed the budget" in r for r in summary["reason"])
+
+
+async def test_a_route_keeps_to_the_latency_limit() -> None:
+    """One model answers 1000 tokens in ~10 s, the other in ~100 s: a 30 s limit leaves only the first; a limit
+    none meets refuses the request (422), naming each model's expected latency."""
+    from moai.config import parse_config
+    from moai.mixture import Mixture
+    from moai.server.openai_schema import ChatCompletionRequest
+    from moai.strategies.context import NoEligibleModel
+
+    with ExitStack() as st:
+        urls = {n: st.enter_context(StubServer(Script(reply=n))).url for n in ("fast", "slow")}
+        cfg = parse_config(
+            "models:\n"
+            f"  fast: {{provider: openai_compat, endpoint: '{urls['fast']}', tokens_per_s: 100, ttft_s: 0.2}}\n"
+            f"  slow: {{provider: openai_compat, endpoint: '{urls['slow']}', tokens_per_s: 10, ttft_s: 0.2,"
+            " params_b: 400}\n"
+            "mixes:\n"
+            "  m: {strategy: route, max_tokens: 1000, constraints: {max_latency_s: 30}}\n"
+            "  none: {strategy: route, max_tokens: 1000, constraints: {max_latency_s: 5}}\n")
+        m = Mixture(cfg, chooser=Fixed(["slow", "fast"]))
+        body = {"messages": [{"role": "user", "content": "q"}]}
+        prep = m.prepare(ChatCompletionRequest.model_validate({"model": "moai/m", **body}))
+        assert [s.models for s in prep.plan.steps] == [["fast"]]
+        assert "expected latency 100.2s for 1000 tokens > max 30s" in prep.ctx.excluded["slow"]
+        with pytest.raises(NoEligibleModel) as e:
+            m.prepare(ChatCompletionRequest.model_validate({"model": "moai/none", **body}))
+        assert "no model satisfies the constraints" in str(e.value)
+        await m.aclose()

@@ -61,7 +61,8 @@ class RequestContext:
 
 def eligible(config: Config, mix: Mix, prompt_tokens: int, needs_tools: bool = False,
              max_privacy: str | None = None, output_tokens: int = 0) -> tuple[list[ModelCard], dict[str, str]]:
-    """Apply the hard constraints that do not depend on the gate: pool, privacy, context, tools, cost."""
+    """Apply the hard constraints that do not depend on the gate: pool, privacy, context, tools, and the cost and
+    latency limits at the completion budget (the worst case, as a plan's budget is checked)."""
     excluded: dict[str, str] = {}
     kept: list[ModelCard] = []
     limits = [t for t in (max_privacy, mix.constraints.max_privacy) if t is not None]
@@ -77,6 +78,10 @@ def eligible(config: Config, mix: Mix, prompt_tokens: int, needs_tools: bool = F
               and card.cost_usd(prompt_tokens, output_tokens) > mix.constraints.max_cost_usd):
             excluded[card.name] = (f"expected cost ${card.cost_usd(prompt_tokens, output_tokens):.5f} "
                                    f"> max ${mix.constraints.max_cost_usd:g}")
+        elif (mix.constraints.max_latency_s is not None
+              and card.expected_latency_s(output_tokens) > mix.constraints.max_latency_s):
+            excluded[card.name] = (f"expected latency {card.expected_latency_s(output_tokens):.1f}s for "
+                                   f"{output_tokens} tokens > max {mix.constraints.max_latency_s:g}s")
         else:
             kept.append(card)
     return kept, excluded
