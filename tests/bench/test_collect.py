@@ -270,3 +270,89 @@ def test_a_first_pairs_latency_does_not_include_loading_the_model(tmp_path: Path
     asyncio.run(col.run_pairs(questions, [card], journal, providers={"alpha": SlowToLoad(card)}))
     (entry,) = col.read_journal(journal)
     assert entry.latency_ms < 300
+
+
+# ------------------------------------------------------------------------------ bad input, audit cases
+
+
+@pytest.fixture
+def keep_sigterm():  # type: ignore[no-untyped-def]
+    """A full `bench collect` in this process turns SIGTERM into KeyboardInterrupt: put the handler back."""
+    before = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, before)
+
+
+@pytest.mark.parametrize(("row", "says"), [
+    ({"question": 5, "answer": "#### 5"}, "got a number"),
+    ({"question": None, "choices": ["a", "b"], "answer": "A"}, "got null"),
+    ({"question": ["x"], "answer": "#### 5"}, "got an array"),
+])
+def test_a_question_that_is_not_text_is_one_line_error(tmp_path: Path, row: dict[str, object], says: str) -> None:
+    good = {"question": "What is 2 + 3?", "answer": "#### 5"}
+    q = write_jsonl(tmp_path / "q.jsonl", [good, row])
+    with pytest.raises(col.QuestionFormatError, match=rf"q.jsonl:2: 'question' must be a string, {says}"):
+        col.load_questions(q)
+    res = CliRunner().invoke(app, ["collect", "-q", str(q), "--out", str(tmp_path / "o.jsonl")])
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit), res.output  # not an AttributeError
+    assert "q.jsonl:2: 'question' must be a string" in res.output
+
+
+def test_regrade_without_a_journal_is_one_line_error_and_touches_nothing(tmp_path: Path,
+                                                                         files: dict[str, Path]) -> None:
+    res = CliRunner().invoke(app, ["collect", "-q", str(files["gsm"]), "--out", str(tmp_path / "nothere" / "r.jsonl"),
+                                   "--regrade"])
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit), res.output
+    assert "no journal to regrade at" in res.output and not (tmp_path / "nothere").exists()
+    records = tmp_path / "r.jsonl"
+    records.write_text('{"id": "keep"}\n')  # records whose journal is gone: a regrade must not empty them
+    res = CliRunner().invoke(app, ["collect", "-q", str(files["gsm"]), "--out", str(records), "--regrade"])
+    assert res.exit_code == 2 and records.read_text() == '{"id": "keep"}\n'
+
+
+def test_out_that_is_a_question_file_is_refused(tmp_path: Path, files: dict[str, Path],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    before = files["gsm"].read_text()
+    monkeypatch.chdir(tmp_path)
+    cases = [
+        ["-q", str(files["gsm"]), "--out", "gsm8k-train.jsonl"],  # the same file, relative and absolute
+        ["-q", "gsm8k-train.jsonl", "-q", str(files["mmlu"]), "--out", "./sub/../gsm8k-train.jsonl"],
+        ["-q", str(files["gsm"]), "--out", "gsm8k-train.jsonl", "--regrade"],
+    ]
+    (tmp_path / "sub").mkdir()
+    for args in cases:
+        res = CliRunner().invoke(app, ["collect", *args])
+        assert res.exit_code == 2 and isinstance(res.exception, SystemExit), (args, res.output)
+        assert "is both a question file and --out" in res.output
+    journal = col.journal_path(tmp_path / "x.jsonl")
+    journal.write_text(files["gsm"].read_text())
+    res = CliRunner().invoke(app, ["collect", "-q", str(journal), "--out", "x.jsonl"])
+    assert res.exit_code == 2 and "--out's journal" in res.output
+    assert files["gsm"].read_text() == before
+    with pytest.raises(col.QuestionFormatError, match="is both a question file"):  # the library refuses too
+        col.check_out([files["gsm"]], tmp_path / "gsm8k-train.jsonl")
+
+
+def test_a_model_named_twice_runs_once_with_a_warning(tmp_path: Path, files: dict[str, Path],
+                                                     keep_sigterm: None) -> None:
+    out = tmp_path / "r.jsonl"
+    with StubServer(Script(reply="#### 72")) as stub:
+        cfg = write_config(tmp_path, stub.url)
+        res = CliRunner().invoke(app, ["collect", "-q", str(files["gsm"]), "--config", str(cfg), "--out", str(out),
+                                       "--models", "alpha,beta,alpha"])
+        assert res.exit_code == 0, res.output
+        assert "--models names alpha more than once" in res.output
+        assert stub.script.calls == 4  # 2 questions x 2 distinct models
+        assert len(col.resolve_models(load_config(cfg), ["beta", "beta"])) == 1
+    assert len(col.read_journal(col.journal_path(out))) == 4
+
+
+def test_an_offset_past_the_end_warns(tmp_path: Path, files: dict[str, Path], keep_sigterm: None) -> None:
+    with StubServer(Script(reply="#### 72")) as stub:
+        cfg = write_config(tmp_path, stub.url)
+        res = CliRunner().invoke(app, ["collect", "-q", str(files["gsm"]), "-q", str(files["multi"]), "--config",
+                                       str(cfg), "--out", str(tmp_path / "r.jsonl"), "--offset", "2"])
+        assert res.exit_code == 0, res.output
+        assert f"--offset 2 skips all 2 questions in {files['gsm']}" in res.output
+        assert not any("warning" in ln and "multitask" in ln for ln in res.output.splitlines())  # 4 there: fine
+        assert stub.script.calls == 4  # multitask's last 2 questions x 2 models

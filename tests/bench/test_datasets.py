@@ -39,6 +39,13 @@ def test_loads_many_files_with_missing_models(tmp_path: Path) -> None:
         (json.dumps({"id": "1", "prompt": "x", "scores": {}}), "empty"),
         (json.dumps({"id": "1", "prompt": "x", "scores": {"m": 1}, "cost_usd": {"m": -1}}), "cost_usd"),
         (json.dumps([1, 2]), "JSON object"),
+        ('{"id": "1", "prompt": "x", "scores": {"m": NaN}}', "not a finite number: nan"),
+        ('{"id": "1", "prompt": "x", "scores": {"m": Infinity}}', "not a finite number: inf"),
+        (json.dumps({"id": "1", "prompt": "x", "scores": {"m": 1}, "latency_ms": 5}), "latency_ms"),
+        (json.dumps({"id": "1", "prompt": "x", "scores": {"m": 1}, "cost_usd": []}), "cost_usd"),
+        (json.dumps({"id": "1", "prompt": "x", "scores": {"m": 1}, "tokens": 3}), "tokens"),
+        (json.dumps({"id": "1", "prompt": "x", "scores": {"m": 1}, "tokens": {"m": {"output": "9"}}}), "tokens"),
+        (json.dumps({"id": "1", "prompt": "x", "scores": {"m": 1}, "energy_kwh": "a"}), "energy_kwh"),
     ],
 )
 def test_bad_line_names_file_line_and_reason(tmp_path: Path, line: str, needle: str) -> None:
@@ -60,3 +67,24 @@ def test_missing_and_empty_files(tmp_path: Path) -> None:
 def test_scores_optional_when_asked(tmp_path: Path) -> None:
     p = _write(tmp_path / "q.jsonl", [{"id": "q1", "prompt": "hello"}])
     assert load_records(p, need_scores=False)[0].scores == {}
+
+
+def test_repeated_ids_are_kept_and_named_with_both_lines(tmp_path: Path) -> None:
+    from moai.bench.datasets import duplicate_ids, duplicate_warning
+
+    rows = [{"id": "a", "prompt": "x", "scores": {"m": 1}}, {"id": "b", "prompt": "y", "scores": {"m": 0}},
+            {"id": "a", "prompt": "x", "scores": {"m": 0}}]
+    p = _write(tmp_path / "d.jsonl", rows)
+    recs = load_records(p)
+    assert len(recs) == 3 and [r.line for r in recs] == [1, 2, 3]  # kept: public sets have a few
+    ((first, again),) = duplicate_ids(recs)
+    assert (first.line, again.line) == (1, 3)
+    assert duplicate_warning(recs) == f"record id 'a' at {p}:3 repeats {p}:1; both records are used"
+    assert duplicate_warning(recs[:2]) is None
+
+
+def test_optional_fields_absent_or_null_are_empty(tmp_path: Path) -> None:
+    p = _write(tmp_path / "n.jsonl", [{"id": "1", "prompt": "x", "scores": {"m": 1}, "cost_usd": None,
+                                        "latency_ms": None, "tokens": None, "energy_kwh": {"m": 2e-6}}])
+    (r,) = load_records(p)
+    assert r.cost_usd == {} and r.latency_ms == {} and r.tokens == {} and r.energy_kwh == {"m": 2e-6}

@@ -80,6 +80,49 @@ def test_cli_report_bad_input(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": 1}\n')
     res = CliRunner().invoke(app, ["report", str(bad)])
-    assert res.exit_code == 2 and "needs a 'scores' object" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "bad.jsonl:1: record 1: missing or non-string 'prompt'" in res.output
     res = CliRunner().invoke(app, ["report", str(tmp_path / "nope.jsonl")])
-    assert res.exit_code == 2 and "cannot read" in res.output
+    assert res.exit_code == 2 and "no such file" in res.output
+
+
+@pytest.mark.parametrize(("fields", "says"), [
+    ({"latency_ms": 5}, "'latency_ms' must be an object"),
+    ({"tokens": 3}, "'tokens' must be an object"),
+    ({"tokens": {"a": {"output": "four"}}}, "'tokens' must be an object"),
+    ({"energy_kwh": "a"}, "'energy_kwh' must be an object"),
+    ({"energy_kwh": {"a": -1}}, "'energy_kwh' must be an object"),
+    ({"cost_usd": 5}, "'cost_usd' must be an object"),
+    ({"scores": {"a": "1"}}, "not a finite number: '1'"),
+    ({"scores": {"a": float("nan")}}, "not a finite number: nan"),
+    ({"scores": {"a": float("inf")}}, "not a finite number: inf"),
+])
+def test_cli_report_validates_like_the_gate_commands(tmp_path: Path, fields: dict[str, object], says: str) -> None:
+    """Wrong-typed optional fields were tracebacks, and a string or non-finite score was counted in n but left
+    out of the mean; now each is one line naming the file and line, exit 2."""
+    bad = tmp_path / "bad.jsonl"
+    rows = [*RECORDS, {"id": "x/0", "benchmark": "x", "prompt": "q", "scores": {"a": 1.0}, **fields}]
+    bad.write_text("".join(json.dumps(r) + "\n" for r in rows))  # json writes NaN / Infinity as Python reads them
+    res = CliRunner().invoke(app, ["report", str(bad)])
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit), res.output
+    assert f"bad.jsonl:{len(rows)}: record 'x/0': " in res.output and says in res.output
+    assert len(res.output.strip().splitlines()) == 1
+
+
+def test_cli_report_warns_about_a_repeated_id(records_file: Path) -> None:
+    text = records_file.read_text()
+    records_file.write_text(text + text.splitlines()[0] + "\n")
+    res = CliRunner().invoke(app, ["report", str(records_file)])
+    assert res.exit_code == 0, res.output
+    assert f"record id 'gsm8k-train/0' at {records_file}:5 repeats {records_file}:1" in res.output
+
+
+def test_report_on_the_shipped_local_zoo_records() -> None:
+    """The real collected file (latency, energy, tokens, responses) passes the stricter loader unchanged."""
+    path = Path(__file__).resolve().parents[2] / "data" / "local-zoo" / "records.jsonl"
+    if not path.is_file():
+        pytest.skip("data/local-zoo/records.jsonl not present")
+    rows = {(r.task, r.model): r for r in rep.summarise(rep.load(path))}
+    overall = [r for (t, _), r in rows.items() if t == rep.ALL]
+    assert len(overall) == 3 and all(r.n == 1600 and 0 <= r.score <= 1 for r in overall)
+    assert all(math.isfinite(r.latency_ms) and math.isfinite(r.energy_wh) for r in overall)

@@ -165,3 +165,55 @@ def test_train_settings_reach_the_saved_gate(synth_file: Path, tmp_path: Path) -
         r = runner.invoke(app, ["train", "--data", str(synth_file), "--out", str(tmp_path / "x"), "--set", bad])
         assert r.exit_code == 2 and says in r.output and "Traceback" not in r.output
         assert len(r.output.strip().splitlines()) == 1
+
+
+def test_eval_takes_strong_and_weak_together(gate_dir: Path, synth_file: Path) -> None:
+    """One of the pair alone used to be ignored silently (the table still showed the automatic pair)."""
+    for flag, other in (("--strong", "--weak"), ("--weak", "--strong")):
+        r = runner.invoke(app, ["eval", "--gate", str(gate_dir), "--data", str(synth_file), flag, "small"])
+        assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
+        assert f"{flag} needs {other} too" in r.output and len(r.output.strip().splitlines()) == 1
+    r = runner.invoke(app, ["eval", "--gate", str(gate_dir), "--data", str(synth_file), "--strong", "small",
+                            "--weak", "big"])
+    assert r.exit_code == 0, r.output
+    assert "small (strong) vs big" in " ".join(r.output.split())  # the title wraps
+
+
+@pytest.mark.parametrize("weights", ["quality=-1", "quality=1,cost=-0.5", "quality=1,latency=nan",
+                                     "quality=1,cost_scale=0"])
+def test_decide_rejects_negative_weights(gate_dir: Path, synth_file: Path, tmp_path: Path, weights: str) -> None:
+    out = tmp_path / "d.jsonl"
+    r = runner.invoke(app, ["decide", "--gate", str(gate_dir), "--data", str(synth_file), "--weights", weights,
+                            "--out", str(out)])
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
+    assert "--weights:" in r.output and "must be a" in r.output and not out.exists()
+
+
+def test_train_checks_out_before_training(synth_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import moai.gate.cli as gate_cli
+
+    trained: list[int] = []
+    monkeypatch.setattr(gate_cli, "_progress_train", lambda records, cfg: trained.append(len(records)))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    r = runner.invoke(app, ["train", "--data", str(synth_file), "--out", str(blocker / "gate")])
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
+    assert f"--out {blocker / 'gate'}: cannot write there" in r.output and trained == []
+
+    def fails(records: object, cfg: object) -> None:
+        raise ValueError("training went wrong")
+
+    monkeypatch.setattr(gate_cli, "_progress_train", fails)
+    r = runner.invoke(app, ["train", "--data", str(synth_file), "--out", str(tmp_path / "new" / "g")])
+    assert r.exit_code == 2 and "training went wrong" in r.output
+    assert not (tmp_path / "new" / "g").exists()  # the probe's directory does not outlive a failed run
+
+
+def test_a_repeated_record_id_is_named_with_both_lines(gate_dir: Path, synth_file: Path, tmp_path: Path) -> None:
+    data = tmp_path / "dup.jsonl"
+    lines = synth_file.read_text().splitlines()
+    data.write_text("\n".join([*lines, lines[0]]) + "\n")
+    r = runner.invoke(app, ["score", "--gate", str(gate_dir), "--data", str(data), "--strong", "big",
+                            "--weak", "small", "--out", str(tmp_path / "s.jsonl")])
+    assert r.exit_code == 0, r.output
+    assert f"warning: record id 'syn/0' at {data}:{len(lines) + 1} repeats {data}:1" in r.output

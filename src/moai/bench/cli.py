@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -30,8 +31,12 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {msg}", highlight=False, markup=True)
+    err.print(f"[red]error:[/red] {escape(msg)}", highlight=False, markup=True)
     raise typer.Exit(code)
+
+
+def _warn(msg: str) -> None:
+    err.print(f"[yellow]warning:[/yellow] {escape(msg)}", highlight=False, markup=True)
 
 
 @app.command()
@@ -56,12 +61,19 @@ def collect(
     from moai.config import ConfigError, load_config
 
     try:
+        col.check_out(questions, out)
         cfg = load_config(config)
         names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+        if names and len(set(names)) < len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            _warn(f"--models names {', '.join(twice)} more than once; each model runs once")
+            names = list(dict.fromkeys(names))
         col.resolve_models(cfg, names)
         limits = col.per_file_limits(limit, len(questions))
         for q in questions:
-            col.load_questions(q, limit=1)  # fail fast on a bad file before loading any model
+            n_q = len(col.load_questions(q))  # fail fast on a bad file before loading any model
+            if offset >= n_q:
+                _warn(f"--offset {offset} skips all {n_q} questions in {q}")
     except (ConfigError, col.QuestionFormatError) as e:
         _fail(str(e))
         return
@@ -147,12 +159,17 @@ def report(
 ) -> None:
     """Accuracy, mean latency and energy per model, overall and per benchmark."""
     from moai.bench import report as rep
+    from moai.bench.datasets import duplicate_warning
 
     try:
-        rows = rep.summarise(rep.load(records))
+        recs = rep.load(records)
     except rep.ReportError as e:
         _fail(str(e))
         return
+    dup = duplicate_warning(recs)
+    if dup:
+        _warn(dup)
+    rows = rep.summarise(recs)
     console = Console()
     if not console.is_terminal:
         console.width = max(console.width, 140)  # logs and pipes: don't squeeze model names

@@ -129,6 +129,17 @@ def _parse_choices(raw: Any) -> list[str]:
     return [str(c) for c in raw] if isinstance(raw, list | tuple) else []
 
 
+def _json_type(value: Any) -> str:
+    """A value's type as JSON names it: what a question file's author wrote."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return {dict: "an object", list: "an array"}.get(type(value), type(value).__name__)
+
+
 def parse_question(obj: Any, stem: str, index: int, where: str) -> Question:
     """Detect a line's format (GSM8K, MMLU, LLMRouter multitask) and render its prompt."""
     if not isinstance(obj, dict):
@@ -136,6 +147,8 @@ def parse_question(obj: Any, stem: str, index: int, where: str) -> Question:
     qid = f"{stem}/{index}"
     if {"query", "ground_truth", "metric"} <= obj.keys():
         return _multitask(obj, qid, where)
+    if "question" in obj and not isinstance(obj["question"], str):
+        raise QuestionFormatError(f"{where}: 'question' must be a string, got {_json_type(obj['question'])}")
     if {"question", "choices", "answer"} <= obj.keys():
         choices = [str(c) for c in obj["choices"]] if isinstance(obj["choices"], list) else []
         gold = str(obj["answer"]).strip().upper()
@@ -467,13 +480,27 @@ async def run_pairs(
 
 def resolve_models(cfg: Config, names: Sequence[str] | None) -> list[ModelCard]:
     """Cards for the requested model names (default: every model in the config)."""
-    names = list(names) if names else list(cfg.models)
+    names = list(dict.fromkeys(names)) if names else list(cfg.models)  # a name given twice runs once
     unknown = [n for n in names if n not in cfg.models]
     if unknown:
         raise QuestionFormatError(
             f"{cfg.source}: unknown model(s) {', '.join(unknown)}; known: {', '.join(cfg.models)}"
         )
     return [cfg.models[n] for n in names]
+
+
+def check_out(question_files: Sequence[str | Path], out: str | Path) -> None:
+    """Refuse an output (records, journal or their temporary files) that is one of the question files: the
+    routing records would overwrite the questions."""
+    out, journal = Path(out), journal_path(out)
+    written = {out: "--out", journal: "--out's journal", out.with_name(out.name + ".tmp"): "--out's temporary file",
+               journal.with_name(journal.name + ".tmp"): "--out's temporary journal"}
+    resolved = {p.resolve(): what for p, what in written.items()}
+    for q in question_files:
+        what = resolved.get(Path(q).resolve())
+        if what is not None:
+            raise QuestionFormatError(f"{q} is both a question file and {what}: the routing records would overwrite "
+                                      "the questions; choose another --out")
 
 
 def per_file_limits(limit: int | Sequence[int | None] | None, n_files: int) -> list[int | None]:
@@ -506,6 +533,7 @@ def collect(
 
     The records file is rewritten even when interrupted, so what was graded is always in it.
     """
+    check_out(question_files, out)
     cards = resolve_models(cfg, models)
     limits = per_file_limits(limit, len(question_files))
     groups = [load_questions(f, seed=seed, offset=offset, limit=n) for f, n in zip(question_files, limits, strict=True)]
@@ -515,6 +543,8 @@ def collect(
         raise QuestionFormatError("two question files share a name; ids (<file stem>/<line>) would collide")
     journal = journal_path(out)
     if only_regrade:
+        if not journal.is_file():  # regrading nothing would rewrite (empty) any records file already at --out
+            raise QuestionFormatError(f"no journal to regrade at {journal}")
         n = len(read_journal(journal))
         changed = regrade(out, questions)
         return Summary(total=n, skipped=n, errors=[f"{changed} of {n} scores changed"])

@@ -40,10 +40,12 @@ class RoutingRecord:
     cost_usd: dict[str, float] = field(default_factory=dict)
     tokens: dict[str, dict[str, int]] = field(default_factory=dict)
     latency_ms: dict[str, float] = field(default_factory=dict)  # measured end-to-end, when collected
+    energy_kwh: dict[str, float] = field(default_factory=dict)  # estimated per answer, when collected
     category: str | None = None
     answer: Any = None
     turns: list[str] | None = None
     source: str = ""  # file it came from
+    line: int = 0  # line in that file (0: not read from a file)
 
     @property
     def messages(self) -> list[dict[str, str]]:
@@ -76,15 +78,23 @@ def _parse(obj: Any, path: Path, ln: int, need_scores: bool) -> RoutingRecord:
     for m, s in scores.items():
         if not _num(s):
             raise bad(f"record {rid!r}: score for model {m!r} is not a finite number: {s!r}")
-    cost = obj.get("cost_usd") or {}
-    if not isinstance(cost, dict) or any(not _num(c) or c < 0 for c in cost.values()):
-        raise bad(f"record {rid!r}: 'cost_usd' must be an object {{model: non-negative number}}")
-    tokens = obj.get("tokens") or {}
-    if not isinstance(tokens, dict) or any(not isinstance(t, dict) for t in tokens.values()):
-        raise bad(f"record {rid!r}: 'tokens' must be an object {{model: {{input, output}}}}")
-    latency = obj.get("latency_ms") or {}
-    if not isinstance(latency, dict) or any(not _num(v) or v < 0 for v in latency.values()):
-        raise bad(f"record {rid!r}: 'latency_ms' must be an object {{model: non-negative number}}")
+
+    def per_model(key: str) -> dict[str, Any]:
+        """An optional {model: non-negative number} field; absent or null is empty, anything else must fit."""
+        value = obj.get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict) or any(not _num(v) or v < 0 for v in value.values()):
+            raise bad(f"record {rid!r}: {key!r} must be an object {{model: non-negative number}}")
+        return value
+
+    cost, latency, energy = per_model("cost_usd"), per_model("latency_ms"), per_model("energy_kwh")
+    tokens = obj.get("tokens")
+    tokens = {} if tokens is None else tokens
+    if not isinstance(tokens, dict) or any(
+        not isinstance(t, dict) or any(not _num(n) or n < 0 for n in t.values()) for t in tokens.values()
+    ):
+        raise bad(f"record {rid!r}: 'tokens' must be an object {{model: {{input: n, output: n}}}}")
     turns = obj.get("turns")
     if turns is not None and not (isinstance(turns, list) and all(isinstance(t, str) for t in turns)):
         raise bad(f"record {rid!r}: 'turns' must be a list of strings")
@@ -97,10 +107,12 @@ def _parse(obj: Any, path: Path, ln: int, need_scores: bool) -> RoutingRecord:
         cost_usd={str(m): float(c) for m, c in cost.items()},
         tokens=tokens,
         latency_ms={str(m): float(v) for m, v in latency.items()},
+        energy_kwh={str(m): float(v) for m, v in energy.items()},
         category=None if cat is None else str(cat),
         answer=obj.get("answer"),
         turns=turns,
         source=str(path),
+        line=ln,
     )
 
 
@@ -127,7 +139,8 @@ def read_json_lines(path: Path, error: Callable[[int, str], Exception]) -> Itera
 def load_records(paths: str | Path | Iterable[str | Path], need_scores: bool = True) -> list[RoutingRecord]:
     """Load and validate routing records from one or more JSONL files.
 
-    Duplicate ids are kept (public sets have a few, e.g. RouterBench ARC); splits should group by prompt.
+    Duplicate ids are kept (public sets have a few, e.g. RouterBench ARC: same prompt, other scores), so a file
+    that was valid stays valid; ``duplicate_ids`` finds them for a warning. Splits should group by prompt.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -142,6 +155,28 @@ def load_records(paths: str | Path | Iterable[str | Path], need_scores: bool = T
         if len(out) == n_before:
             raise RecordError(path, 0, "no records in file")
     return out
+
+
+def duplicate_ids(records: Sequence[RoutingRecord]) -> list[tuple[RoutingRecord, RoutingRecord]]:
+    """(first, repeat) for every record whose id was already used by an earlier one, in load order."""
+    first: dict[str, RoutingRecord] = {}
+    out: list[tuple[RoutingRecord, RoutingRecord]] = []
+    for r in records:
+        if r.id in first:
+            out.append((first[r.id], r))
+        else:
+            first[r.id] = r
+    return out
+
+
+def duplicate_warning(records: Sequence[RoutingRecord]) -> str | None:
+    """One line naming the first repeated id and both of its lines (and how many more), or None when ids are unique."""
+    dups = duplicate_ids(records)
+    if not dups:
+        return None
+    a, b = dups[0]
+    more = f" ({len(dups) - 1} more repeated ids)" if len(dups) > 1 else ""
+    return f"record id {b.id!r} at {b.source}:{b.line} repeats {a.source}:{a.line}{more}; both records are used"
 
 
 def model_names(records: Sequence[RoutingRecord]) -> list[str]:

@@ -1,8 +1,9 @@
 """Summaries of collected routing records: quality, latency and energy per model, per task.
 
-Reads the raw JSONL (not ``datasets.load_records``) because the collector's extra fields (latency,
-energy, responses) are what this report is about. Scores are means of the per-answer scores: accuracy
-for 0/1 tasks, mean F1 / coverage for graded-text tasks.
+Records are read and validated by ``datasets.load_records``, the loader every gate command uses, so a
+malformed or wrong-typed field (a non-finite score, ``latency_ms`` that is not a {model: ms} object) is one
+``file:line:`` error here too; it keeps the collector's latency and energy. Scores are means of the
+per-answer scores: accuracy for 0/1 tasks, mean F1 / coverage for graded-text tasks.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rich.table import Table
 
-from moai.bench.datasets import located, read_json_lines
+from moai.bench.datasets import RecordError, RoutingRecord, load_records
 
 ALL = "all"
 
@@ -38,51 +38,45 @@ class Row:
     out_tokens: float  # mean completion tokens (NaN if none)
 
 
-def load(paths: Sequence[str | Path] | str | Path) -> list[dict[str, Any]]:
-    """Records from one or more JSONL files; each must be an object with a ``scores`` mapping."""
+def load(paths: Sequence[str | Path] | str | Path) -> list[RoutingRecord]:
+    """Validated records from one or more JSONL files (each needs an id, a prompt and finite scores)."""
     if isinstance(paths, str | Path):
         paths = [paths]
-    out: list[dict[str, Any]] = []
-    for p in map(Path, paths):
-        n0 = len(out)
-        for ln, obj in read_json_lines(p, lambda ln, reason, p=p: ReportError(located(p, ln, reason))):
-            if not isinstance(obj, dict) or not isinstance(obj.get("scores"), dict):
-                raise ReportError(f"{p}:{ln}: not a routing record (needs a 'scores' object)")
-            out.append(obj)
-        if len(out) == n0:
-            raise ReportError(f"{p}: no records in file")
-    return out
+    try:
+        return load_records(paths)
+    except RecordError as e:
+        raise ReportError(str(e)) from None
 
 
-def task_of(record: dict[str, Any]) -> str:
+def task_of(record: RoutingRecord) -> str:
     """The row label: the benchmark, prefixed by the question set when a set mixes several benchmarks.
 
     'gsm8k-train/12' with benchmark 'gsm8k' -> 'gsm8k'; 'multitask-train/7' with 'mmlu' -> 'multitask-train:mmlu'
     (so the multitask set's MMLU slice is not pooled with the MMLU set itself).
     """
-    bench = str(record.get("benchmark") or "unknown")
-    stem = str(record.get("id", "")).split("/")[0]
-    return bench if not stem or stem == str(record.get("id")) or stem.startswith(bench) else f"{stem}:{bench}"
+    bench = record.benchmark or "unknown"
+    stem = record.id.split("/")[0]
+    return bench if not stem or stem == record.id or stem.startswith(bench) else f"{stem}:{bench}"
 
 
-def _total(values: Iterable[Any]) -> float:
-    """Sum of the numbers among ``values``; NaN when there is none (a file that records no cost)."""
-    vals = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)]
+def _total(values: Iterable[float | None]) -> float:
+    """Sum of the known values; NaN when there is none (a file that records no cost)."""
+    vals = [v for v in values if v is not None]
     return float(sum(vals)) if vals else math.nan
 
 
-def _mean(values: Iterable[float]) -> float:
-    vals = [v for v in values if isinstance(v, int | float) and math.isfinite(v)]
+def _mean(values: Iterable[float | None]) -> float:
+    vals = [v for v in values if v is not None]
     return sum(vals) / len(vals) if vals else math.nan
 
 
-def summarise(records: Sequence[dict[str, Any]]) -> list[Row]:
+def summarise(records: Sequence[RoutingRecord]) -> list[Row]:
     """Rows per (task, model), then one ``all`` row per model (mean over every answer it gave)."""
-    cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    cells: dict[tuple[str, str], list[RoutingRecord]] = {}
     models: list[str] = []
     for r in records:
         task = task_of(r)
-        for m in r["scores"]:
+        for m in r.scores:
             if m not in models:
                 models.append(m)
             cells.setdefault((task, m), []).append(r)
@@ -94,13 +88,14 @@ def summarise(records: Sequence[dict[str, Any]]) -> list[Row]:
             rs = cells.get((t, m))
             if not rs:
                 continue
+            energy = [r.energy_kwh.get(m) for r in rs]
             rows.append(Row(
                 task=t, model=m, n=len(rs),
-                score=_mean(float(r["scores"][m]) for r in rs),
-                latency_ms=_mean((r.get("latency_ms") or {}).get(m, math.nan) for r in rs),
-                energy_wh=_mean((r.get("energy_kwh") or {}).get(m, math.nan) * 1000 for r in rs),
-                cost_usd=_total((r.get("cost_usd") or {}).get(m) for r in rs),
-                out_tokens=_mean(((r.get("tokens") or {}).get(m) or {}).get("output", math.nan) for r in rs),
+                score=_mean(r.scores[m] for r in rs),
+                latency_ms=_mean(r.latency_ms.get(m) for r in rs),
+                energy_wh=_mean(None if e is None else e * 1000 for e in energy),
+                cost_usd=_total(r.cost_usd.get(m) for r in rs),
+                out_tokens=_mean(r.tokens.get(m, {}).get("output") for r in rs),
             ))
     return rows
 

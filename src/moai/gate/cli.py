@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,41 @@ def _warn_untrained(g: Any, names: list[str]) -> None:
                    "their quality is a prior from the name (family, size), not learnt: check the spelling", err=True)
 
 
+def _load(paths: Any, need_scores: bool = True) -> list[Any]:
+    """``load_records``, plus a one-line warning when an id repeats (kept: public sets have a few)."""
+    from moai.bench.datasets import duplicate_warning, load_records
+
+    recs = load_records(paths, need_scores=need_scores)
+    dup = duplicate_warning(recs)
+    if dup:
+        typer.echo(f"warning: {dup}", err=True)
+    return recs
+
+
+def _writable_dir(out: Path) -> Callable[[], None]:
+    """Make sure the gate can be saved in ``out`` before spending the time to train it: create the directory
+    and write a probe file there. Returns an undo that removes the directory again if this created it and it
+    is still empty (training failed)."""
+    import os
+    import tempfile
+
+    existed = out.is_dir()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".moai-write-test-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise CliError(f"--out {out}: cannot write there: {e.strerror or e}") from None
+
+    def undo() -> None:
+        if not existed:
+            with suppress(OSError):
+                out.rmdir()
+
+    return undo
+
+
 def _progress_train(records: list[Any], cfg: Any) -> Any:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -83,17 +118,21 @@ def train(
     """Train a gate on routing records and save it."""
     data = [*data, *(Path(a) for a in ctx.args)]  # `--data a b c` (shell globs) as well as repeated --data
     with _errors():
-        from moai.bench.datasets import load_records
         from moai.gate.train import TrainConfig
 
-        records = load_records(data)
+        records = _load(data)
         cfg = TrainConfig(epochs=epochs, seed=seed).override(settings)
-        if ray is None:
-            gate = _progress_train(records, cfg)
-        else:
-            from moai.scale import train_with_ray
+        undo = _writable_dir(out)  # fail now, not after a long training run
+        try:
+            if ray is None:
+                gate = _progress_train(records, cfg)
+            else:
+                from moai.scale import train_with_ray
 
-            gate = train_with_ray(records, cfg, address=ray)
+                gate = train_with_ray(records, cfg, address=ray)
+        except BaseException:
+            undo()
+            raise
         gate.meta["train_files"] = [str(p.resolve()) for p in data]
         for s in gate.meta.get("suspect_scores", []):
             if not s["masked"]:
@@ -116,22 +155,28 @@ def eval_(
     baselines: str = typer.Option("none", "--baselines", help="'all', 'none' or comma-separated names"),
     plot: Path | None = typer.Option(None, "--plot", help="write a PNG of the pair curves; a file with costs and more "
                                       "than two models also gets <name>-cost.png, quality vs cost"),
-    strong: str | None = typer.Option(None, help="strong model (default: best mean score)"),
-    weak: str | None = typer.Option(None, help="weak model (default: the other of the top two)"),
+    strong: str | None = typer.Option(None, help="strong model; give it with --weak, as `gate score` takes both "
+                                      "(default, with neither: the best mean score)"),
+    weak: str | None = typer.Option(None, help="weak model; give it with --strong (default, with neither: the other "
+                                    "of the top two)"),
 ) -> None:
     """Compare the gate (and baselines, trained on the gate's training files) on one record file."""
     with _errors():
+        if (strong is None) != (weak is None):
+            given, missing = ("--strong", "--weak") if strong is not None else ("--weak", "--strong")
+            raise CliError(f"{given} needs {missing} too: name both models of the pair, or neither to compare the "
+                           "top two by mean score")
         from rich.console import Console
         from rich.table import Table
 
         from moai.bench.baselines import all_baselines
         from moai.bench.compare import GateRouter, cost_sweep, pick_pair, predicted_costs, router_matrix
-        from moai.bench.datasets import cost_matrix, load_records, model_names, score_matrix
+        from moai.bench.datasets import cost_matrix, model_names, score_matrix
         from moai.bench.metrics import cost_report, pair_report, routellm_curve
         from moai.gate.store import Gate
 
         g = Gate.load(gate)
-        recs = load_records(data)
+        recs = _load(data)
         models = model_names(recs)
         _warn_untrained(g, models)
         routers: list[Any] = [GateRouter(g)]
@@ -141,6 +186,8 @@ def eval_(
             files = g.meta.get("train_files") or []
             if not files:
                 raise CliError("this gate does not record its training files; cannot fit baselines")
+            from moai.bench.datasets import load_records
+
             train_recs = load_records(files)
             wanted = None if baselines == "all" else {b.strip() for b in baselines.split(",")}
             bl = [b for b in all_baselines() if wanted is None or b.name in wanted]
@@ -153,7 +200,7 @@ def eval_(
             for b in bl:
                 b.fit(train_recs)
                 routers.append(b)
-        s, w = (strong, weak) if strong and weak else pick_pair(recs)
+        s, w = (strong, weak) if strong is not None and weak is not None else pick_pair(recs)
         y = score_matrix(recs, [s, w])
         keep = np.isfinite(y).all(1)
         if not keep.any():
@@ -229,14 +276,13 @@ def score(
 ) -> None:
     """One line per record: {"id", "score"}; higher = the strong model is worth it."""
     with _errors():
-        from moai.bench.datasets import load_records
         from moai.gate.quality import canonical
         from moai.gate.store import Gate
 
         if canonical(strong) == canonical(weak):
             raise CliError(f"--strong and --weak name the same model ({strong!r}): every score would be 0")
         g = Gate.load(gate)
-        recs = load_records(data, need_scores=False)
+        recs = _load(data, need_scores=False)
         _warn_untrained(g, [strong, weak])
         q = g.quality_matrix([r.prompt for r in recs], [strong, weak])
         n = _write_lines(out, ({"id": r.id, "score": float(q[i, 0] - q[i, 1])} for i, r in enumerate(recs)))
@@ -253,14 +299,21 @@ def decide(
 ) -> None:
     """One line per record: {"id", "model"}, using each record's own cost_usd (and latency_ms) when present."""
     with _errors():
-        from moai.bench.datasets import load_records
+        import math
+        from dataclasses import asdict
+
         from moai.gate.policy import Weights
         from moai.gate.quality import guess_card
         from moai.gate.store import Gate
 
         w = Weights.parse(weights)
+        for k, v in asdict(w).items():
+            if not math.isfinite(v) or v < 0 or (k == "cost_scale" and v == 0):
+                need = "a positive number" if k == "cost_scale" else "a non-negative number"
+                raise CliError(f"--weights: {k}={v:g} must be {need} (a weight is what one unit of that term "
+                               "costs in quality)")
         g = Gate.load(gate)
-        recs = load_records(data, need_scores=False)
+        recs = _load(data, need_scores=False)
         default = [m.strip() for m in models.split(",")] if models else None
         names_all = sorted({m for r in recs for m in r.scores} | set(default or []))
         if not names_all:
