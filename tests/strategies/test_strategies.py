@@ -77,6 +77,27 @@ async def test_fanout_judge_picks_the_numbered_answer() -> None:
     assert "1. answer A" in scripts["j"].seen[0]["messages"][-1]["content"]
 
 
+async def test_fanout_judge_reads_best_and_says_when_its_verdict_is_unusable() -> None:
+    for verdict, expected, note in (("Answers 1 is weak. BEST: 2", "answer B", None),
+                                    ("Both are fine.", "answer A", "judge verdict unusable")):
+        with ExitStack() as st:
+            scripts = {"a": Script(reply="answer A"), "b": Script(reply="answer B"), "j": Script(reply=verdict)}
+            cfg = setup(st, scripts, "  m: {strategy: fanout, proposers: [a, b], judge: j}\n")
+            ex, summary = await run(cfg, Fixed(["a", "b", "j"]))
+        assert ex.answer.text == expected
+        assert any(r.startswith(note) for r in summary["reason"]) if note else \
+            not any(r.startswith("judge") for r in summary["reason"])
+
+
+async def test_a_failed_critic_is_said_in_the_reasons() -> None:
+    with ExitStack() as st:
+        scripts = {"w": Script(reply="draft"), "c": Script(fail_times=99, fail_status=500)}
+        cfg = setup(st, scripts, "  m: {strategy: critique, writer: w, critic: c, fallbacks: null}\n")
+        ex, summary = await run(cfg, Fixed(["w", "c"]))
+    assert ex.answer.text == "draft"
+    assert any(r.startswith("critic critique1 failed") for r in summary["reason"])
+
+
 async def test_moa_aggregator_sees_every_proposal_and_failure_falls_back() -> None:
     with ExitStack() as st:
         scripts = {"a": Script(reply="alpha"), "b": Script(reply="beta"),
@@ -98,7 +119,7 @@ async def test_cascade_escalates_only_when_the_scorer_doubts() -> None:
     with ExitStack() as st:
         scripts = {"cheap": Script(reply="cheap answer"), "big": Script(reply="big answer")}
         ex, _ = await run(setup(st, scripts, mix), Fixed(["big", "cheap"], {"cheap": 0.3, "big": 0.95}))
-    assert ex.answer.text == "big answer" and scripts["cheap"].calls == 1
+    assert ex.answer.text == "big answer" and scripts["cheap"].calls == 0  # predicted below the threshold: skipped
 
 
 async def test_cascade_with_a_judge_scorer() -> None:

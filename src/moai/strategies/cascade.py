@@ -2,7 +2,9 @@
 
 The scorer is either the gate (its predicted quality of that model on this query, plus a check that the
 answer is not empty or truncated) or a judge model grading the answer 0–10. An accepted answer ends the
-cascade; the last model's step is the final one and is streamed when reached.
+cascade; a failed or rejected one escalates to the next model. The last model's step is the final one and is
+streamed when reached. With the gate as scorer, a model predicted below the threshold is not called at all:
+its answer could never be accepted.
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ def order(ctx: RequestContext) -> list[str]:
     return sorted(eligible, key=lambda m: expected_cost(eligible[m], 500, ctx.params.max_tokens))
 
 
+def shown(r: StepResult) -> str:
+    """An answer as a grader reads it: its text, and its tool calls written out (a call is an answer too)."""
+    calls = [f"[tool call] {(c.get('function') or {}).get('name', '?')}"
+             f"({(c.get('function') or {}).get('arguments', '')})" for c in r.tool_calls or []]
+    return "\n".join([r.text, *calls]).strip() if calls else r.text
+
+
 def plan(ctx: RequestContext) -> Plan:
     models = order(ctx)
     if not models:
@@ -29,18 +38,29 @@ def plan(ctx: RequestContext) -> Plan:
     judge = fill(ctx, ctx.mix.judge) if ctx.mix.scorer == "judge" else []
     steps: list[Step] = []
     tries: list[str] = []
+    notes: list[str] = []
+
+    def predicted(model: str) -> float:
+        q = decision.quality.get(model) if decision.quality else None
+        return q if q is not None else decision.probabilities.get(model, 0.0)
+
+    if ctx.mix.scorer == "gate":  # known before any call: skip the tries that could not be accepted
+        hopeless = [m for m in models[:-1] if predicted(m) < threshold]
+        if hopeless:
+            notes.append("cascade: skipped " + ", ".join(f"{m} (predicted quality {predicted(m):.2f})"
+                                                         for m in hopeless)
+                         + f": below the threshold {threshold:g}, its answer could not be accepted")
+            models = [m for m in models[:-1] if m not in hopeless] + models[-1:]
 
     def accepted(results: dict[str, StepResult], sid: str) -> bool:
         r = results.get(sid)
-        if r is None or r.status != "ok" or not r.text.strip() or r.finish_reason == "length":
+        if r is None or not r.answered or r.status != "ok" or r.finish_reason == "length":
             return False
         if ctx.mix.scorer == "judge":
             grade = results.get(f"grade.{sid}")
             score = first_number(grade.text) if grade is not None and grade.status == "ok" else None
             return score is not None and score / 10 >= threshold
-        q = decision.quality.get(r.model or "") if decision.quality else None
-        p = q if q is not None else decision.probabilities.get(r.model or "", 0.0)
-        return p >= threshold
+        return predicted(r.model or "") >= threshold
 
     for i, model in enumerate(models):
         sid = f"try{i + 1}"
@@ -50,24 +70,25 @@ def plan(ctx: RequestContext) -> Plan:
         def build(results: dict[str, StepResult], earlier: list[str] = earlier, last: bool = last):  # type: ignore[no-untyped-def]
             for prev in earlier:
                 if accepted(results, prev):
-                    return Passthrough(results[prev].text, prev) if last else None
+                    return Passthrough.of(results[prev]) if last else None
             return ctx.params
 
         deps = [d for e in earlier for d in (e, f"grade.{e}") if judge or d == e]
-        steps.append(Step(sid, "answer", [model], build, deps=deps, optional=not last))
+        # a failed try escalates: the next one runs whatever became of the earlier ones
+        steps.append(Step(sid, "answer", [model], build, deps=deps, optional=not last, after_failure=True))
         if judge and not last:
             def build_grade(results: dict[str, StepResult], sid: str = sid):  # type: ignore[no-untyped-def]
                 r = results.get(sid)
-                if r is None or r.status != "ok":
+                if r is None or r.status != "ok" or not r.answered:
                     return None
-                msgs = review_messages(GRADE, ctx.params.messages, r.text)
+                msgs = review_messages(GRADE, ctx.params.messages, shown(r))
                 return with_messages(ctx, msgs, max_tokens=4, temperature=0.0)
 
             steps.append(Step(f"grade.{sid}", "judge", judge, build_grade, deps=[sid], optional=True))
         tries.append(sid)
 
     def rescue(results: dict[str, StepResult]) -> StepResult | None:
-        done = [results[t] for t in tries[:-1] if t in results and results[t].status == "ok"]
+        done = [results[t] for t in tries[:-1] if t in results and results[t].status == "ok" and results[t].answered]
         return done[-1] if done else None
 
-    return Plan("cascade", steps, final=tries[-1], rescue=rescue)
+    return Plan("cascade", steps, final=tries[-1], rescue=rescue, notes=notes)

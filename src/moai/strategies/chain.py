@@ -1,8 +1,13 @@
-"""``chain``: sequential steps; each model refines the previous output with its own instruction."""
+"""``chain``: sequential steps; each model refines the previous output with its own instruction.
+
+Each step falls back as the mix says (the gate's next model with ``fallbacks: gate``); when the last step
+fails all the same, the previous step's answer is returned rather than nothing.
+"""
 
 from __future__ import annotations
 
 from moai.strategies.context import RequestContext
+from moai.strategies.moa import with_fallbacks
 from moai.strategies.plan import Plan, Step, StepResult
 from moai.strategies.roles import fill, with_messages
 
@@ -24,8 +29,15 @@ def plan(ctx: RequestContext) -> Plan:
             ask = f"{instruction}\n\nPrevious answer:\n{previous}"
             return with_messages(ctx, [*ctx.params.messages, {"role": "user", "content": ask}])
 
-        steps.append(Step(sid, "drafter" if prev is None else "reviser", models, build,
+        steps.append(Step(sid, "drafter" if prev is None else "reviser", with_fallbacks(ctx, models), build,
                           deps=[prev] if prev else []))
         prev = sid
     assert prev is not None
-    return Plan("chain", steps, final=prev)
+    earlier = [s.id for s in steps[:-1]]
+
+    def rescue(results: dict[str, StepResult]) -> StepResult | None:
+        """The newest earlier step that answered (the last step's input)."""
+        done = [results[s] for s in earlier if s in results and results[s].status == "ok" and results[s].answered]
+        return done[-1] if done else None
+
+    return Plan("chain", steps, final=prev, rescue=rescue)

@@ -3,17 +3,24 @@
 With ``check: python`` the critic writes a program that recomputes a numeric answer instead of reviewing
 the draft; the program runs sandboxed, the same number approves the draft, a different one has the answer
 rewritten from the program, and a draft no program applies to is reviewed in words.
+
+Writer and critic fall back as the mix says (the gate's next model with ``fallbacks: gate``); a final
+revision that fails or comes back empty leaves the latest draft as the answer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from moai.strategies import program_check
 from moai.strategies.context import RequestContext
+from moai.strategies.moa import with_fallbacks
 from moai.strategies.plan import Built, Passthrough, Plan, Step, StepResult
 from moai.strategies.prompts import (
     CRITIC,
     approved,
     check_messages,
+    critic_note,
     from_program_messages,
     review_messages,
     revise_messages,
@@ -30,11 +37,22 @@ def latest_answer(results: dict[str, StepResult], ids: list[str]) -> StepResult:
     raise LookupError("no draft")
 
 
+def rescue_from(ids: list[str]) -> Callable[[dict[str, StepResult]], StepResult | None]:
+    """The plan's rescue: the newest of ``ids`` that produced text, if any did."""
+    def rescue(results: dict[str, StepResult]) -> StepResult | None:
+        try:
+            return latest_answer(results, ids)
+        except LookupError:
+            return None
+    return rescue
+
+
 def plan(ctx: RequestContext) -> Plan:
     writer = fill(ctx, ctx.mix.writer)
     critic = fill(ctx, ctx.mix.critic)
     if not writer or not critic:
         raise ValueError(f"mix {ctx.mix_name!r}: no eligible writer/critic")
+    writer, critic = with_fallbacks(ctx, writer), with_fallbacks(ctx, critic)
     if ctx.mix.check == "python":
         return checked_plan(ctx, writer, critic)
     steps = [Step("draft", "drafter", writer, lambda _r: ctx.params)]
@@ -53,6 +71,8 @@ def plan(ctx: RequestContext) -> Plan:
         def build_revise(results: dict[str, StepResult], seen: list[str] = seen, cid: str = cid, n: int = n):  # type: ignore[no-untyped-def]
             answer = latest_answer(results, seen)
             verdict = results.get(cid)
+            if note := critic_note(verdict):  # a failed critic passes the draft on: say so
+                ctx.notes.append(note)
             if verdict is None or verdict.status != "ok" or approved(verdict.text):
                 final = n == rounds
                 return Passthrough(answer.text, answer.step) if final else None
@@ -61,9 +81,7 @@ def plan(ctx: RequestContext) -> Plan:
         steps.append(Step(cid, "critic", critic, build_critic, deps=[answers[-1]], optional=True))
         steps.append(Step(rid, "reviser", writer, build_revise, deps=[cid, *seen], optional=n < rounds))
         answers.append(rid)
-    return Plan("critique", steps, final=answers[-1],
-                rescue=lambda r: latest_answer(r, answers[:-1]) if any(
-                    r.get(a) and r[a].ok for a in answers[:-1]) else None)
+    return Plan("critique", steps, final=answers[-1], rescue=rescue_from(answers[:-1]))
 
 
 def checked_plan(ctx: RequestContext, writer: list[str], critic: list[str]) -> Plan:
@@ -93,6 +111,8 @@ def checked_plan(ctx: RequestContext, writer: list[str], critic: list[str]) -> P
 
     def build_revise(results: dict[str, StepResult]) -> Built:
         draft, review = results["draft"], results.get("critique1")
+        if note := critic_note(review):
+            ctx.notes.append(note)
         if verdicts and verdicts[0].action == "rewrite" and verdicts[0].program is not None:
             p = verdicts[0].program
             return with_messages(ctx, from_program_messages(ctx.params.messages, p.code, f"{p.printed:g}",
@@ -107,6 +127,5 @@ def checked_plan(ctx: RequestContext, writer: list[str], critic: list[str]) -> P
         Step("critique1", "critic", critic, build_review, deps=["check", "draft"], optional=True),
         Step("revise1", "reviser", writer, build_revise, deps=["critique1", "check", "draft"]),
     ]
-    plan = Plan("critique", steps, final="revise1",
-                rescue=lambda r: r["draft"] if r.get("draft") and r["draft"].ok else None)
+    plan = Plan("critique", steps, final="revise1", rescue=rescue_from(["draft"]))
     return plan

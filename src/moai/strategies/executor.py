@@ -33,6 +33,23 @@ async def _build(step: Step, results: dict[str, StepResult]) -> Built:
     return await built if inspect.isawaitable(built) else built
 
 
+def _inputs_failed(step: Step, results: dict[str, StepResult]) -> bool:
+    """Every dependency failed, and the step needs one that did not (a cascade's next try does not)."""
+    return bool(step.deps) and not step.after_failure and not any(
+        results[d].ok for d in step.deps if d in results)
+
+
+def _passed(step: Step, built: Passthrough, results: dict[str, StepResult], now: float) -> StepResult:
+    """The result of a step that reuses an earlier answer, its tool calls included."""
+    return StepResult(step.id, step.role, results[built.source].model, "passthrough", text=built.text,
+                      start=now, end=now, tool_calls=built.tool_calls, finish_reason=built.finish_reason)
+
+
+def _indexed(calls: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """Whole tool calls as one stream delta: OpenAI's deltas number each call."""
+    return [{"index": i, **c} for i, c in enumerate(calls)] if calls else None
+
+
 class PlanFailed(RuntimeError):
     """No model could produce the final answer; carries the trace of what was tried.
 
@@ -171,6 +188,22 @@ class Executor:
                 skipped.append(m)
         yield from skipped
 
+    def _spared(self, plan: Plan, step: Step, left_out: dict[str, set[str]]) -> set[str]:
+        """The models of ``step``'s group to leave out: those not healthy (open circuit, rate limit), as long as
+        one of the group is healthy. Asked once per group, when its first step is due, so that a half-open
+        circuit's probe is reserved once and its step still sends it."""
+        group = step.group
+        assert group is not None
+        if group not in left_out:
+            models = dict.fromkeys(m for s in plan.steps if s.group == group for m in s.models)
+            health = {m: self.registry.health(m) for m in models}
+            spared = {m for m, ok in health.items() if not ok} if any(health.values()) else set()
+            left_out[group] = spared
+            if spared:
+                plan.notes.append(f"breaker: left out {', '.join(sorted(spared))} (circuit open or rate limited; "
+                                  f"the rest of the {step.role}s are healthy)")
+        return left_out[group]
+
     def _failed(self, model: str, e: ProviderError, t0: float) -> dict[str, Any]:
         """The failed attempt; a 429 is reported to the registry before the next model is tried."""
         if isinstance(e, ProviderRateLimited):
@@ -216,19 +249,25 @@ class Executor:
         pending = {s.id: s for s in plan.steps if s.id != plan.final}
         tasks: dict[str, asyncio.Task[StepResult]] = {}
 
+        left_out: dict[str, set[str]] = {}  # group -> models with an open circuit that the group can spare
+
         async def run_one(step: Step) -> StepResult:
             await asyncio.gather(*(tasks[d] for d in step.deps if d in tasks))
             now = time.time()
-            if step.deps and not any(results[d].ok for d in step.deps if d in results):
+            if _inputs_failed(step, results):
                 r = StepResult(step.id, step.role, None, "skipped", start=now, end=now, error="dependencies failed")
+                results[step.id] = r
+                return r
+            if step.group is not None and step.models and set(step.models) <= self._spared(plan, step, left_out):
+                r = StepResult(step.id, step.role, step.models[0], "skipped", start=now, end=now,
+                               error="left out: circuit open or rate limited")
                 results[step.id] = r
                 return r
             built = await _build(step, results)
             if built is None:
                 r = StepResult(step.id, step.role, None, "skipped", start=now, end=now)
             elif isinstance(built, Passthrough):
-                r = StepResult(step.id, step.role, results[built.source].model, "passthrough",
-                               text=built.text, start=now, end=now)
+                r = _passed(step, built, results, now)
             else:
                 r = await self._call(step, built, plan)
             results[step.id] = r
@@ -253,7 +292,7 @@ class Executor:
         results = plan.results
         await self._run_steps(plan, results)
         final = plan.step(plan.final)
-        if final.deps and not any(results[d].ok for d in final.deps if d in results):
+        if _inputs_failed(final, results):
             rescued = plan.rescue(results) if plan.rescue else None
             if rescued is None:
                 inputs = [results[d] for d in final.deps if d in results]
@@ -262,37 +301,43 @@ class Executor:
                                  list(results.values()), inputs)
         built = await _build(final, results)
         if isinstance(built, Passthrough) or built is None:
-            source = built.source if isinstance(built, Passthrough) else None
-            text = built.text if isinstance(built, Passthrough) else ""
             now = time.time()
-            model = results[source].model if source else None
-            ans = StepResult(final.id, final.role, model, "passthrough", text=text, start=now, end=now)
+            ans = (_passed(final, built, results, now) if isinstance(built, Passthrough)
+                   else StepResult(final.id, final.role, None, "passthrough", start=now, end=now))
             results[final.id] = ans
-            if text:
-                yield Delta(text=text)
-            yield Delta(finish_reason="stop")
+            if ans.text or ans.tool_calls:
+                yield Delta(text=ans.text, tool_calls=_indexed(ans.tool_calls))
+            yield Delta(finish_reason=ans.finish_reason)
             yield Execution(plan, ans, list(results.values()))
             return
+        end: Delta | None = None  # the stream's last delta, held until the answer is known not to be empty
         if live:
             ans = StepResult(final.id, final.role, None, "failed", start=time.time())
             results[final.id] = ans
             async for item in self._stream_final(final, built, ans, plan):
+                if item.finish_reason:
+                    end = item
+                    continue
                 yield item
         else:
             ans = await self._call(final, built, plan)
             results[final.id] = ans
-            if ans.ok:
-                yield Delta(text=ans.text, tool_calls=ans.tool_calls)
-                yield Delta(finish_reason=ans.finish_reason)
-        if not ans.ok:
+        empty = ans.ok and not ans.answered  # nothing to say: as good as failed when an earlier answer exists
+        if not ans.ok or empty:
             rescued = plan.rescue(results) if plan.rescue else None
-            if rescued is None:
+            if rescued is None and not empty:
                 raise PlanFailed(f"final step {final.id} failed: {ans.error}", list(results.values()), [ans])
-            plan.notes.append(f"{final.role} failed ({ans.error}); answered with {rescued.step}'s answer")
-            yield Delta(text=rescued.text)
-            yield Delta(finish_reason="stop")
-            yield Execution(plan, rescued, list(results.values()))
-            return
+            if rescued is not None:
+                if empty:
+                    ans.error = "empty answer"
+                plan.notes.append(f"{final.role} failed ({ans.error}); answered with {rescued.step}'s answer")
+                yield Delta(text=rescued.text, tool_calls=_indexed(rescued.tool_calls))
+                yield Delta(finish_reason="tool_calls" if rescued.tool_calls else "stop")
+                yield Execution(plan, rescued, list(results.values()))
+                return
+        if not live:
+            yield Delta(text=ans.text, tool_calls=ans.tool_calls)
+        yield end or Delta(finish_reason=ans.finish_reason)
         yield Execution(plan, ans, list(results.values()))
 
     async def _stream_final(self, step: Step, params: ChatParams, ans: StepResult,

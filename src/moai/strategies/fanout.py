@@ -6,7 +6,7 @@ from moai.strategies.budget import fit_budget
 from moai.strategies.context import RequestContext
 from moai.strategies.moa import aggregator_step, best_of, ok_answers, proposer_layers, with_fallbacks
 from moai.strategies.plan import Passthrough, Plan, Step, StepResult
-from moai.strategies.prompts import first_number, judge_messages
+from moai.strategies.prompts import judge_messages, judge_verdict
 from moai.strategies.roles import fill, with_messages
 
 
@@ -42,9 +42,10 @@ def plan(ctx: RequestContext) -> Plan:
         answers = ok_answers(results, last)
         if not answers:
             return None
-        verdict = results.get("judge")
-        pick = first_number(verdict.text) if verdict is not None and verdict.status == "ok" else None
-        chosen = answers[int(pick) - 1] if pick is not None and 1 <= pick <= len(answers) else best_of(ctx, answers)
+        pick, note = judge_verdict(results.get("judge"), len(answers))
+        if note:  # the judge failed or its verdict names no answer: the gate's favourite answers instead
+            ctx.notes.append(note)
+        chosen = answers[pick - 1] if pick is not None else best_of(ctx, answers)
         assert chosen is not None
         return Passthrough(chosen.text, chosen.step)
 

@@ -2,7 +2,8 @@
 
 Layer 1's proposers answer the query concurrently; each later layer's proposers see the previous layer's
 answers (Aggregate-and-Synthesize prompt) and answer again; one aggregator synthesizes the last layer.
-A failed proposer only shrinks its layer; a failed aggregator falls back to the best proposer answer.
+A failed proposer only shrinks its layer, and one whose circuit is open is not called while others of its layer
+are healthy; a failed or empty aggregation falls back to the best proposer answer.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def proposer_layers(ctx: RequestContext, layers: int, proposers: list[str], pref
                 answers = [r.text for r in ok_answers(results, prev)]
                 return with_messages(ctx, aggregate_messages(ctx.params.messages, answers), temperature=t)
 
-            steps.append(Step(sid, "proposer", [model], build, deps=list(previous), optional=True))
+            # one layer's proposers stand in for each other: one with an open circuit is left out (executor)
+            steps.append(Step(sid, "proposer", [model], build, deps=list(previous), optional=True,
+                              group=f"{prefix}{layer}"))
             ids.append(sid)
         previous = ids
     return steps, previous

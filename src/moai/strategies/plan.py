@@ -17,10 +17,18 @@ from moai.providers.base import ChatParams, Usage
 
 @dataclass
 class Passthrough:
-    """Answer with text already produced by an earlier step, at no cost."""
+    """Answer with what an earlier step already produced (text or tool calls), at no cost."""
 
     text: str
     source: str  # the step whose answer this is
+    tool_calls: list[dict[str, Any]] | None = None
+    finish_reason: str = "stop"
+
+    @classmethod
+    def of(cls, result: StepResult) -> Passthrough:
+        """An earlier step's whole answer, tool calls included."""
+        finish = "tool_calls" if result.tool_calls else "stop"
+        return cls(result.text, result.step, result.tool_calls, finish)
 
 
 @dataclass
@@ -49,6 +57,11 @@ class StepResult:
     @property
     def ok(self) -> bool:
         return self.status in ("ok", "passthrough")
+
+    @property
+    def answered(self) -> bool:
+        """Ok with something to say: text or tool calls (an empty answer is no answer)."""
+        return self.ok and bool(self.text.strip() or self.tool_calls)
 
     @property
     def latency_ms(self) -> float:
@@ -91,6 +104,11 @@ class Step:
     build: Build
     deps: list[str] = field(default_factory=list)
     optional: bool = False  # a failure leaves the plan running (e.g. one of several proposers)
+    # runs even when every dependency failed: a cascade's next try, for which a failed try means "escalate"
+    after_failure: bool = False
+    # interchangeable optional steps (a layer of proposers): a model with an open circuit is left out of its
+    # group while another model of the group is healthy
+    group: str | None = None
 
 
 @dataclass
