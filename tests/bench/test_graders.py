@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -25,10 +26,30 @@ from moai.bench import graders as g
         ("She had 5 apples and bought 7 more, so 12.", 12.0),
         ("**42**", 42.0),
         ("50%", 50.0),
+        ("-$5", -5.0),
+        ("The answer is: -$1,234.50.", -1234.5),
+        ("The answer is \u22123", -3.0),  # Unicode minus
+        ("\u22123", -3.0),
+        ("It cost -\\$12 in the end.", -12.0),
+        ("$10 - $5 = $5", 5.0),
+        ("2 1/2", 2.5),
+        ("The answer is 2 1/2 cups.", 2.5),
+        ("-1 3/4", -1.75),
+        ("\\boxed{2 1/2}", 2.5),
+        ("3 5/4", 1.25),  # not a mixed number: the last number is 5/4
     ],
 )
 def test_extract_number_handles_common_formats(text: str, value: float) -> None:
     assert g.numbers_equal(g.extract_number(text), value)
+
+
+def test_extract_number_refuses_a_hedge_between_two_numbers() -> None:
+    assert g.extract_number("I think it's 70 or 72") is None
+    assert g.extract_number("The answer is $70 or $72.") is None
+    assert g.extract_number("#### 70 or 72") is None
+    assert g.extract_number("72 or 72.0") == 72.0  # the same number twice is one answer
+    assert g.extract_number("He has 3 or 4 friends, so the answer is 12") == 12.0
+    assert g.grade_number("I think it's 70 or 72", "#### 72") == 0.0
 
 
 def test_extract_number_trusts_the_marked_answer_over_later_numbers() -> None:
@@ -45,6 +66,10 @@ def test_extract_number_trusts_the_marked_answer_over_later_numbers() -> None:
         ("71", "#### 72", 0.0),
         ("-5", "#### -5", 1.0),
         ("5", "#### -5", 0.0),
+        ("-$5", "#### -5", 1.0),
+        ("The answer is: -$1,234.50.", "#### -1234.5", 1.0),
+        ("\u22123", "#### -3", 1.0),
+        ("$5", "#### -5", 0.0),
         ("", "#### 3", 0.0),
     ],
 )
@@ -65,6 +90,16 @@ def test_grade_number(response: str, gold: str, score: float) -> None:
         ("answer: (b)", "B"),
         ("I would say A is wrong; the answer is C", "C"),
         ("Option D", "D"),
+        ("b", "B"),
+        ("(a)", "A"),
+        ("a)", "A"),
+        ("d: because", "D"),
+        ("Answer B", "B"),
+        ("A. Paris\nB. London\nThe correct answer is C", "C"),  # echoed options do not beat the answer
+        ("B\nExplanation: A is wrong because", "B"),
+        ("The answer is B, not A", "B"),
+        ("the answer is a bit tricky: C", "C"),  # 'a' the article is no stated letter
+        ("The answer is B and a good one", "B"),
     ],
 )
 def test_extract_letter(text: str, letter: str) -> None:
@@ -75,6 +110,9 @@ def test_extract_letter_refuses_to_guess() -> None:
     assert g.extract_letter("I am not sure about this one.", 4) is None
     assert g.extract_letter("E", 4) is None  # only A-D exist
     assert g.extract_letter("A or B, hard to say", 4) is None  # two bare letters: ambiguous
+    assert g.extract_letter("Answer is B and C", 4) is None  # two answers are no answer
+    assert g.extract_letter("The answer is (A) or (D).", 4) is None
+    assert g.extract_letter("A. Paris\nB. London\nC. Berlin\nD. Madrid", 4) is None  # only the options, echoed
 
 
 def test_extract_letter_falls_back_to_the_option_text() -> None:
@@ -162,3 +200,31 @@ def test_humaneval_accepts_a_full_function_or_a_body() -> None:
     assert g.grade_humaneval(full, HE_PROMPT, HE_TEST) == 1.0
     assert g.grade_humaneval("    return sum(xs)\n", HE_PROMPT, HE_TEST) == 1.0
     assert g.grade_humaneval("def total(xs):\n    return 0\n", HE_PROMPT, HE_TEST) == 0.0
+
+
+def test_code_grading_runs_behind_the_guard(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("x")
+    escape = tmp_path / "escaped.txt"
+    for code in (f"open({str(escape)!r}, 'w').write('pwned')", f"import os\nos.remove({str(victim)!r})",
+                 f"import subprocess\nsubprocess.run(['touch', {str(escape)!r}])",
+                 "import socket\nsocket.create_connection(('127.0.0.1', 9))"):
+        assert g.grade_mbpp(f"```python\n{code}\ndef add_one(x):\n    return x + 1\n```", MBPP_TESTS) == 0.0
+        full = f"```python\n{code}\ndef total(xs):\n    return sum(xs)\n```"
+        assert g.grade_humaneval(full, HE_PROMPT, HE_TEST) == 0.0
+    assert victim.exists() and not escape.exists()
+
+
+@pytest.mark.parametrize("exit_call", ["import sys\nsys.exit(0)", "import os\nos._exit(0)", "raise SystemExit",
+                                       "print(open(__file__).read())\nimport os\nos._exit(0)"])
+def test_code_that_exits_before_its_tests_ran_does_not_pass(exit_call: str) -> None:
+    answer = f"```python\ndef add_one(x):\n    return x\n{exit_call}\n```"
+    assert g.grade_mbpp(answer, ["assert add_one(1) == 2"]) == 0.0
+    body = f"```python\ndef total(xs):\n    return 0\n{exit_call}\n```"
+    assert g.grade_humaneval(body, HE_PROMPT, HE_TEST) == 0.0
+
+
+def test_code_that_prints_and_uses_main_still_passes() -> None:
+    answer = ("```python\ndef add_one(x):\n    print('adding', x)\n    return x + 1\n\n"
+              "if __name__ == '__main__':\n    print(add_one(3))\n```")
+    assert g.grade_mbpp(answer, MBPP_TESTS) == 1.0

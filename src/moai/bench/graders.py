@@ -2,14 +2,17 @@
 
 Small models answer in every format imaginable ("The answer is $1,234.00", "**B**", "I think (C)",
 "\\boxed{\\frac{3}{4}}"), so extraction is tolerant, but it never guesses: an answer we cannot find
-scores 0. Code is graded by running it with its tests in a separate Python process with a time limit,
-in a scratch directory, with the environment stripped, so a bad program cannot hang or litter the run.
+scores 0. Code is graded by running it with its tests in the guarded sandbox (``moai.sandbox``: a separate
+Python process with a time limit and capped output, in a scratch directory, with the environment stripped,
+behind an audit hook that refuses processes, the network and writes outside the scratch directory), so a
+bad program cannot hang or litter the run, and it passes only if its tests actually ran to the end.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+import secrets
 import string
 from collections import Counter
 from collections.abc import Sequence
@@ -19,7 +22,22 @@ from moai.sandbox import run_python
 # ------------------------------------------------------------------------------------------ numbers
 
 _NUM = r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+"
-_NUM_RE = re.compile(rf"(?<![\w.])(?:{_NUM})(?:\s*/\s*\d+)?")
+_MIXED = r"-?\d+ +\d+ */ *\d+(?![\d.,/])"  # '2 1/2' (kept only when the fraction is proper)
+_NUM_RE = re.compile(rf"(?<![\w.])(?:{_MIXED}|(?:{_NUM})(?:\s*/\s*\d+)?)")
+_HEDGE_RE = re.compile(r"[\s,]*\bor\b[\s$€£]*")  # what stands between the two numbers of '70 or 72'
+
+
+class _Hedged(Exception):
+    """The answer names two different numbers ('70 or 72'): it states no single answer."""
+
+
+def _mixed(s: str) -> float | None:
+    """'2 1/2' -> 2.5, '-1 3/4' -> -1.75; None when it is not a mixed number with a proper fraction."""
+    m = re.fullmatch(r"(-?)(\d+) +(\d+) */ *(\d+)", s)
+    if m is None or int(m.group(3)) >= int(m.group(4)):
+        return None
+    value = int(m.group(2)) + int(m.group(3)) / int(m.group(4))
+    return -value if m.group(1) else value
 
 
 def parse_number(text: str) -> float | None:
@@ -29,6 +47,8 @@ def parse_number(text: str) -> float | None:
     s = re.sub(r"\\(?:left|right|!|,|;|\s)|\\text\{[^{}]*\}|\\mathrm\{[^{}]*\}|\$|\\%|%|\\\$", "", s)
     s = s.replace("−", "-").replace("{", "").replace("}", "").strip().rstrip(".")
     s = re.sub(r"^\((.*)\)$", r"\1", s)
+    if (mixed := _mixed(s)) is not None:
+        return mixed
     m = re.fullmatch(r"\(?\s*(-?[\d,]*\.?\d+)\s*\)?\s*/\s*\(?\s*(-?[\d,]*\.?\d+)\s*\)?", s)
     try:
         if m:
@@ -72,36 +92,68 @@ def extract_number(text: str) -> float | None:
     """The final numeric answer of a worked solution.
 
     Order of trust: after '####', inside \\boxed{}, after 'answer is'/'Answer:', then the last number.
+    An answer hedged between two numbers ('70 or 72') is no answer.
     """
-    for pattern in (r"####\s*(.+)", r"(?:final answer|answer)\s*(?:is|:|=)\s*:?\s*(.+)"):
-        hits = re.findall(pattern, text, flags=re.IGNORECASE)
-        if hits:
-            value = _first_number(hits[-1])
+    try:
+        for pattern in (r"####\s*(.+)", r"(?:final answer|answer)\s*(?:is|:|=)\s*:?\s*(.+)"):
+            hits = re.findall(pattern, text, flags=re.IGNORECASE)
+            if hits:
+                value = _first_number(hits[-1])
+                if value is not None:
+                    return value
+        boxed = last_boxed(text)
+        if boxed is not None:
+            value = parse_number(boxed)
+            if value is None:
+                value = _first_number(boxed)
             if value is not None:
                 return value
-    boxed = last_boxed(text)
-    if boxed is not None:
-        value = parse_number(boxed)
-        if value is None:
-            value = _first_number(boxed)
-        if value is not None:
-            return value
-    return _last_number(text)
+        return _last_number(text)
+    except _Hedged:
+        return None
 
 
 def _clean_latex(text: str) -> str:
     text = re.sub(r"\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}", r"\1/\2", text)
-    return text.replace("\\$", "$").replace("\\%", "%").replace("\\,", "").replace("**", "")
+    text = text.replace("\\$", "$").replace("\\%", "%").replace("\\,", "").replace("**", "").replace("\u2212", "-")
+    # a minus written before the currency sign keeps its number negative: '-$5', '-$1,234.50' -> '-5', ...
+    return re.sub(r"(?<![\w.)])-[$€£]\s*(?=\.?\d)", "-", text)
+
+
+def _numbers(text: str) -> list[tuple[float | None, int, int]]:
+    """The numbers in (cleaned) text with their spans; an improper '3 5/4' counts as 3 and 5/4."""
+    out: list[tuple[float | None, int, int]] = []
+    for m in _NUM_RE.finditer(text):
+        if re.fullmatch(_MIXED, m.group(0)) and _mixed(m.group(0)) is None:
+            out += [(parse_number(p.group(0)), m.start() + p.start(), m.start() + p.end())
+                    for p in re.finditer(rf"(?:{_NUM})(?: */ *\d+)?", m.group(0))]
+        else:
+            out.append((parse_number(m.group(0)), m.start(), m.end()))
+    return out
+
+
+def _pick(text: str, nums: list[tuple[float | None, int, int]], i: int) -> float | None:
+    """Number ``i`` of ``nums``, unless it is one side of a hedge between two different numbers."""
+    value, start, end = nums[i]
+    for j in (i - 1, i + 1):
+        if not 0 <= j < len(nums):
+            continue
+        between = text[nums[j][2] : start] if j < i else text[end : nums[j][1]]
+        if _HEDGE_RE.fullmatch(between) and not numbers_equal(value, nums[j][0]):
+            raise _Hedged
+    return value
 
 
 def _first_number(text: str) -> float | None:
-    m = _NUM_RE.search(_clean_latex(text.split("\n")[0]))
-    return parse_number(m.group(0)) if m else None
+    line = _clean_latex(text.split("\n")[0])
+    nums = _numbers(line)
+    return _pick(line, nums, 0) if nums else None
 
 
 def _last_number(text: str) -> float | None:
-    hits = _NUM_RE.findall(_clean_latex(text))
-    return parse_number(hits[-1]) if hits else None
+    text = _clean_latex(text)
+    nums = _numbers(text)
+    return _pick(text, nums, len(nums) - 1) if nums else None
 
 
 def gsm8k_gold(answer: str) -> str:
@@ -161,27 +213,41 @@ LETTERS = "ABCDEFGHIJ"
 
 
 def extract_letter(text: str, n_choices: int = 4, choices: Sequence[str] | None = None) -> str | None:
-    """The chosen option letter: 'B', '**B**', '(C)', 'Answer: D', 'The answer is B.', 'B) text'.
+    """The chosen option letter: 'B', 'b', '**B**', '(C)', 'Answer: D', 'The answer is B.', 'B) text'.
 
-    When no letter is found, an answer that repeats exactly one option's text picks that option.
+    Order of trust: an explicit 'answer is X' (the last one), the reply's first character, 'option X',
+    '(X)', 'X.', then a lone capital. Option lines the reply merely echoes ('A. Paris' / 'B. London') are
+    no answer, and an answer naming two letters ('the answer is B and C') is ungradable: None. When no
+    letter is found, an answer that repeats exactly one option's text picks that option.
     """
     valid = LETTERS[:n_choices]
     t = text.strip().replace("*", "")
+    # a stated letter: '(b)', 'B', or a lower-case 'b' that ends the phrase ('the answer is a bit ...' is no 'A')
+    letter = rf"(?:\(([{valid}{valid.lower()}])\)|([{valid}])(?![\w])|([{valid.lower()}])(?=[ \t]*(?:[.,;:!?)\n]|$)))"
+    said = r"(?i:answer\s*(?:is|:|=)\s*:?\s*(?:option\s*)?|answer\s+(?:option\s*)?)"
+    stated = list(re.finditer(said + letter, t))
+    if stated:
+        last, pick = stated[-1], lambda m: next(g for g in m.groups() if g).upper()
+        more = re.match(rf"\s*(?i:,|and|&|/|or)\s*(?i:option\s*)?{letter}", t[last.end() :])
+        if more and pick(more) != pick(last):
+            return None  # 'the answer is B and C': two answers are no answer
+        return pick(last)
+    echoed = {m.group(1) for m in re.finditer(rf"^\s*\(?([{valid}])[.)]\s+\S", t, flags=re.M)}
+    if len(echoed) > 1:  # the reply repeats the option list: its option letters say nothing
+        t = re.sub(rf"^\s*\(?[{valid}][.)]\s+\S.*$", "", t, flags=re.M).strip()
     patterns = [
-        rf"^\(?([{valid}])\)?(?:[.):]|\s*$|\s*\n)",  # the letter alone, or first with '.', ')' or ':'
-        rf"answer\s*(?:is|:)?\s*(?:option\s*)?:?\s*\(?([{valid}])\)?(?![\w])",
-        rf"(?:option|choice)\s*\(?([{valid}])\)?(?![\w])",
-        rf"\(([{valid}])\)",
-        rf"(?<![\w'])([{valid}])[.)](?:\s|$)",
-        rf"(?<![\w'])([{valid}])(?![\w'])",
+        (rf"^\(?([{valid}])\)?(?:[.):]|\s*$|\s*\n)", re.I),  # the letter alone, or first with '.', ')' or ':'
+        (rf"(?:option|choice)\s*\(?([{valid}])\)?(?![\w])", re.I),
+        (rf"\(([{valid}])\)", 0),
+        (rf"(?<![\w'])([{valid}])[.)](?:\s|$)", 0),
+        (rf"(?<![\w'])([{valid}])(?![\w'])", 0),
     ]
-    for i, pattern in enumerate(patterns):
-        flags = re.IGNORECASE if i in (1, 2) else 0
+    for i, (pattern, flags) in enumerate(patterns):
         hits = re.findall(pattern, t, flags=flags)
         if hits:
             if i == len(patterns) - 1 and len(set(hits)) > 1:
                 break  # several bare capitals ('A' as an article, ...): ambiguous
-            return hits[-1].upper() if i in (1, 2) else hits[0].upper()
+            return hits[-1].upper() if i == 1 else hits[0].upper()
     if choices:
         low = t.lower().strip(" .")
         picked = [k for k, c in enumerate(choices) if c and (low == c.lower().strip() or c.lower() in low)]
@@ -269,10 +335,23 @@ def parse_tests(tests: str | Sequence[str]) -> list[str]:
     return [str(t) for t in tests]
 
 
+def run_tests(program: str, timeout_s: float = 10.0) -> bool:
+    """Run code followed by its tests in the guarded sandbox; True only when every test ran and passed.
+
+    A random token is printed after the last test, so an answer that exits early with status 0
+    (``sys.exit(0)``, ``os._exit(0)``) before the tests ran does not pass. The token is built at run
+    time from two halves, so a program that prints its own source does not show it either.
+    """
+    token = secrets.token_hex(16)
+    done = f"\n\nprint({token[:16]!r} + {token[16:]!r}, flush=True)\n"
+    ok, out = run_python(program + done, timeout_s, guarded=True)
+    return ok and token in out
+
+
 def grade_mbpp(response: str, tests: str | Sequence[str], timeout_s: float = 10.0) -> float:
     """1.0 when the reply's code passes every MBPP assert."""
     program = extract_code(response) + "\n\n" + "\n".join(parse_tests(tests)) + "\n"
-    return float(run_python(program, timeout_s)[0])
+    return float(run_tests(program, timeout_s))
 
 
 def humaneval_entry_point(prompt: str) -> str | None:
@@ -296,4 +375,4 @@ def grade_humaneval(response: str, prompt: str, test: str, timeout_s: float = 10
     else:
         program = prompt + code
     program += "\n\n" + test + f"\n\ncheck({entry})\n"
-    return float(run_python(program, timeout_s)[0])
+    return float(run_tests(program, timeout_s))
