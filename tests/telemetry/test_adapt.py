@@ -47,10 +47,10 @@ def test_feedback_moves_quality_in_its_direction() -> None:
     s = LiveStats()
     for _ in range(5):
         s.observe_feedback("bad", -1, predicted=0.8)
-        s.observe_feedback("good", 1, predicted=0.4)
+        s.observe_feedback("good", 1, predicted=0.4, scale="thumbs")
     snap = s.snapshot()
     assert snap["bad"]["quality_delta"] < -0.2 and snap["good"]["quality_delta"] > 0.15
-    assert normalise_score(8) == 0.8 and normalise_score(-1) == 0 and normalise_score(0.3) == 0.3
+    assert normalise_score(8) == 0.8 and normalise_score(-1) == 0 and normalise_score(0.3, "unit") == 0.3
 
 
 def test_refresh_rebuilds_from_the_database(tmp_path: Path) -> None:

@@ -13,23 +13,51 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from moai.providers.base import RATE_LIMIT_COOLDOWN_S
 from moai.telemetry.store import CallRecord, FeedbackRecord, RequestRecord, TelemetryStore
 
 PRIOR_STRENGTH = 10.0  # feedback pseudo-counts behind the gate's own estimate
+FEEDBACK_GAP_SPAN = 1000  # feedback ids missing this close below the newest one are looked for again
+FEEDBACK_TAIL = 64  # the newest feedback ids checked again at each refresh (SQLite reuses a deleted newest id)
 
 
-def normalise_score(score: float) -> float:
-    """Feedback on a 0..1 scale: -1..1 (thumbs) maps linearly, above 1 is read as a 0–10 rating."""
-    if score > 1:
-        return max(0.0, min(1.0, score / 10))
-    return (max(-1.0, score) + 1) / 2 if score < 0 else score
+SCALES: dict[str, tuple[float, float]] = {"thumbs": (-1.0, 1.0), "unit": (0.0, 1.0), "ten": (0.0, 10.0)}
+
+
+def normalise_score(score: float, scale: str | None = None) -> float:
+    """A feedback score as a quality on 0 (worst) .. 1 (best).
+
+    With a declared scale: ``thumbs`` -1..1 → (score + 1) / 2, ``unit`` 0..1 as it is, ``ten`` 0..10 → score / 10
+    (ValueError for a score off that scale or an unknown scale). A bare score keeps the documented reading: -1..0
+    as a thumbs scale, 0..1 as it is (so 1 is a thumbs-up), above 1 a 0-10 rating. That reading cannot be monotonic
+    (1 is top marks, 2 is 2/10): a client rating 0-10 declares ``ten``, and its 1 is then 1/10.
+    """
+    if math.isnan(score):
+        raise ValueError("feedback score nan is not a number")
+    if scale is None:
+        if score > 1:
+            return min(10.0, score) / 10
+        return (max(-1.0, score) + 1) / 2 if score < 0 else score
+    if scale not in SCALES:
+        raise ValueError(f"unknown feedback scale {scale!r} (expected one of {', '.join(SCALES)})")
+    lo, hi = SCALES[scale]
+    if not (math.isfinite(score) and lo <= score <= hi):
+        raise ValueError(f"feedback score {score:g} is outside the {scale} scale {lo:g}..{hi:g}")
+    return (score - lo) / (hi - lo)
+
+
+def stored_score(score: float, scale: str | None = None) -> float:
+    """The bare score to store for a score on a declared scale: its quality on 0..1, which a bare reading
+    (``normalise_score(stored)``) gives back, so that every reader of the stored scores (the live statistics,
+    the metrics, the report) needs no scale. Without a scale the score is stored as it is."""
+    return score if scale is None else round(normalise_score(score, scale), 9)
 
 
 @dataclass
@@ -100,8 +128,18 @@ class LiveStats:
     cooldown_s: float = 30.0
     stale_s: float = 120.0  # latency not refreshed for this long is forgotten, so the model gets re-tried
     window: int = 50  # calls per model read back from the database
+    feedback_settle_s: float = 60.0  # how long a missing feedback id (a commit in flight) is looked for again
     models: dict[str, ModelStats] = field(default_factory=dict)
+    feedback_rows_read: int = 0  # feedback rows the last refresh fetched: only those it had not read before
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _refresh_lock: threading.Lock = field(default_factory=threading.Lock)
+    _feedback: dict[str, _FeedbackTally] = field(default_factory=dict)  # running totals per model
+    # request id → its feedback rows counted in those totals: (feedback id, the model's totals, residual)
+    _feedback_counted: dict[str, tuple[tuple[int, _FeedbackTally | None, float], ...]] = field(default_factory=dict)
+    _feedback_source: str | None = None  # the database they were read from
+    _feedback_top: int = 0  # the highest feedback id read
+    _feedback_gaps: dict[int, float] = field(default_factory=dict)  # missing id → when first missed (monotonic)
+    _feedback_tail: dict[int, tuple[str, float]] = field(default_factory=dict)  # newest ids read → (request, score)
 
     def _get(self, model: str) -> ModelStats:
         if model not in self.models:
@@ -135,11 +173,13 @@ class LiveStats:
             until = (now or time.time()) + wait
             st.limited_until = max(st.limited_until or until, until)
 
-    def observe_feedback(self, model: str, score: float, predicted: float | None) -> None:
+    def observe_feedback(self, model: str, score: float, predicted: float | None, scale: str | None = None) -> None:
+        """One rating (a bare score, or one on a declared scale: see ``normalise_score``) moves the model's quality."""
+        quality = normalise_score(score, scale)
         with self._lock:
             st = self._get(model)
             st.feedback_n += 1
-            st.feedback_residual += normalise_score(score) - (predicted if predicted is not None else 0.5)
+            st.feedback_residual += quality - (predicted if predicted is not None else 0.5)
 
     def healthy(self, model: str, now: float | None = None) -> bool:
         """Closed: yes. Open: no, until the cool-down passes; then one probe call is let through. Rate limited:
@@ -187,41 +227,166 @@ class LiveStats:
 
         Only answered ("ok") and failed calls count: "refused" ones (the request's own fault) and "rate_limited"
         ones (a 429) say nothing about the model's health, and skipped or cancelled ones were never a verdict on
-        it. A rate-limit cool-down seen by this process is kept."""
-        fresh: dict[str, ModelStats] = {}
-        with Session(store.engine) as s:
-            models = [m for (m,) in s.execute(select(CallRecord.model).distinct()) if m]
-            for model in models:
-                rows = s.execute(
-                    select(CallRecord.status, CallRecord.latency_ms, CallRecord.ttft_ms, CallRecord.completion_tokens,
-                           CallRecord.ended_at)
-                    .where(CallRecord.model == model, CallRecord.status.in_(("ok", "failed")))
-                    .order_by(CallRecord.ended_at.desc()).limit(self.window)
-                ).all()
-                st = ModelStats()
-                for status, lat_ms, ttft_ms, out_tok, ended in reversed(rows):
-                    st.observe(status == "ok", lat_ms / 1000, ttft_ms / 1000 if ttft_ms else None, out_tok, ended,
-                               self.failure_threshold)
-                fresh[model] = st
-            fb = s.execute(
-                select(RequestRecord.model, RequestRecord.decision, FeedbackRecord.score)
-                .join(FeedbackRecord, FeedbackRecord.request_id == RequestRecord.id)
-            ).all()
-        for model, decision, score in fb:
-            if not model:
-                continue
-            st = fresh.setdefault(model, ModelStats())
-            predicted = _predicted_quality(decision, model)
-            st.feedback_n += 1
-            st.feedback_residual += normalise_score(score) - (predicted if predicted is not None else 0.5)
-        with self._lock:
-            for model, st in fresh.items():
-                old = self.models.get(model)
-                if old is not None and old.probing:
-                    st.probing = True
-                if old is not None:
-                    st.limited_until = old.limited_until
-                self.models[model] = st
+        it. A rate-limit cool-down seen by this process is kept.
+
+        Feedback is read incrementally: each refresh fetches only the rows it has not read yet (by id), plus the
+        newest ``FEEDBACK_TAIL`` ids' (id, request, score), and keeps running per-model totals, which equal a
+        full re-read's (the sums are exact, so the order rows arrive in does not matter). An id missing below
+        newer ones (a replica's commit still in flight on PostgreSQL) is looked for again for
+        ``feedback_settle_s``. Rows deleted other than by a new rating of their request (which moai never does)
+        go unnoticed until the process restarts."""
+        with self._refresh_lock:
+            fresh: dict[str, ModelStats] = {}
+            with Session(store.engine) as s:
+                models = [m for (m,) in s.execute(select(CallRecord.model).distinct()) if m]
+                for model in models:
+                    rows = s.execute(
+                        select(CallRecord.status, CallRecord.latency_ms, CallRecord.ttft_ms,
+                               CallRecord.completion_tokens, CallRecord.ended_at)
+                        .where(CallRecord.model == model, CallRecord.status.in_(("ok", "failed")))
+                        .order_by(CallRecord.ended_at.desc()).limit(self.window)
+                    ).all()
+                    st = ModelStats()
+                    for status, lat_ms, ttft_ms, out_tok, ended in reversed(rows):
+                        st.observe(status == "ok", lat_ms / 1000, ttft_ms / 1000 if ttft_ms else None, out_tok,
+                                   ended, self.failure_threshold)
+                    fresh[model] = st
+                self._read_new_feedback(s, store.url)
+            for model, tally in self._feedback.items():
+                st = fresh.setdefault(model, ModelStats())
+                st.feedback_n = float(tally.n)
+                st.feedback_residual = tally.residual.value
+            with self._lock:
+                for model, st in fresh.items():
+                    old = self.models.get(model)
+                    if old is not None and old.probing:
+                        st.probing = True
+                    if old is not None:
+                        st.limited_until = old.limited_until
+                    self.models[model] = st
+
+    def _read_new_feedback(self, s: Session, source: str) -> None:
+        """Bring the per-model totals up to date with the feedback table, reading only what changed.
+
+        Read in full: the rows not read yet (all of them the first time). Also checked, as (id, request, score)
+        only: the newest ``FEEDBACK_TAIL`` ids, because SQLite hands the id of a deleted newest row to the next
+        insert (a request re-rated at once: ``add_feedback`` replaces a request's rating). A new rating of a
+        request rated before may have replaced older rows too: the rows of those requests still there are looked
+        up, and the ones gone are taken out of the totals again."""
+        newest = s.scalar(select(func.max(FeedbackRecord.id))) or 0
+        if source != self._feedback_source or newest < self._feedback_top - FEEDBACK_TAIL:  # another database
+            self._feedback, self._feedback_counted, self._feedback_tail = {}, {}, {}
+            self._feedback_top, self._feedback_gaps, self._feedback_source = 0, {}, source
+        top, gaps, tail = self._feedback_top, self._feedback_gaps, self._feedback_tail
+        fetched, redo = 0, set(gaps)
+        if top:  # the tail: rows deleted, or replaced under the same id, since they were read
+            seen = {fid: (rid, score) for fid, rid, score in s.execute(
+                select(FeedbackRecord.id, FeedbackRecord.request_id, FeedbackRecord.score)
+                .where(FeedbackRecord.id > top - FEEDBACK_TAIL, FeedbackRecord.id <= top))}
+            fetched += len(seen)
+            redo.update(fid for fid in seen if fid not in tail)  # an id read before deleted, and used again
+            for fid, (rid, score) in list(tail.items()):
+                if seen.get(fid) != (rid, score):
+                    self._uncount(rid, fid)
+                    del tail[fid]
+                    if fid in seen:
+                        redo.add(fid)
+        if newest <= top and not redo:
+            self.feedback_rows_read = fetched
+            return
+        unread = FeedbackRecord.id > top
+        if redo:
+            unread = or_(unread, FeedbackRecord.id.in_(sorted(redo)))
+        rows = s.execute(
+            select(FeedbackRecord.id, FeedbackRecord.request_id, RequestRecord.model, RequestRecord.decision,
+                   FeedbackRecord.score)
+            .join(RequestRecord, FeedbackRecord.request_id == RequestRecord.id)
+            .where(unread).order_by(FeedbackRecord.id)
+        ).all()
+        fetched += len(rows)
+        rerated = {rid for _, rid, *_ in rows if rid in self._feedback_counted}
+        still_there: set[int] = set()
+        for chunk in _chunks(sorted(rerated), 500):
+            still_there.update(s.scalars(select(FeedbackRecord.id).where(FeedbackRecord.request_id.in_(chunk))))
+        fetched += len(still_there)
+        for rid in rerated:  # rows replaced by a newer rating are no longer counted
+            for fid, _, _ in self._feedback_counted.get(rid, ()):
+                if fid not in still_there:
+                    self._uncount(rid, fid)
+                    tail.pop(fid, None)
+        now = time.monotonic()
+        for fid, rid, model, decision, score in rows:
+            gaps.pop(fid, None)
+            if fid > top:
+                for missing in range(max(top + 1, fid - FEEDBACK_GAP_SPAN), fid):  # perhaps committed later
+                    gaps[missing] = now
+                top = fid
+            tally, residual = None, 0.0
+            if model and score is not None and math.isfinite(score):
+                predicted = _predicted_quality(decision, model)
+                residual = normalise_score(score) - (predicted if predicted is not None else 0.5)
+                tally = self._feedback.setdefault(model, _FeedbackTally())
+                tally.n += 1
+                tally.residual.add(residual)
+            self._feedback_counted[rid] = (*self._feedback_counted.get(rid, ()), (fid, tally, residual))
+            tail[fid] = (rid, score)
+        self._feedback_top = top
+        self._feedback_gaps = {i: t for i, t in gaps.items()
+                               if now - t < self.feedback_settle_s and i > top - FEEDBACK_GAP_SPAN}
+        self._feedback_tail = {fid: v for fid, v in tail.items() if fid > top - FEEDBACK_TAIL}
+        self.feedback_rows_read = fetched
+
+    def _uncount(self, rid: str, fid: int) -> None:
+        """Take feedback row ``fid`` (of request ``rid``) out of the totals: it was deleted or replaced."""
+        kept = []
+        for entry in self._feedback_counted.get(rid, ()):
+            if entry[0] != fid:
+                kept.append(entry)
+            elif entry[1] is not None:
+                entry[1].n -= 1
+                entry[1].residual.add(-entry[2])
+        if kept:
+            self._feedback_counted[rid] = tuple(kept)
+        else:
+            self._feedback_counted.pop(rid, None)
+
+
+def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+class _ExactSum:
+    """A float sum that does not depend on the order its terms came in: Shewchuk's exact partials (as in
+    ``math.fsum``), so running totals built a few rows at a time equal one full re-read's, bit for bit."""
+
+    __slots__ = ("partials",)
+
+    def __init__(self) -> None:
+        self.partials: list[float] = []
+
+    def add(self, x: float) -> None:
+        partials, i = self.partials, 0
+        for y in partials:
+            if abs(x) < abs(y):
+                x, y = y, x
+            hi = x + y
+            lo = y - (hi - x)
+            if lo:
+                partials[i] = lo
+                i += 1
+            x = hi
+        partials[i:] = [x]
+
+    @property
+    def value(self) -> float:
+        return math.fsum(self.partials)
+
+
+@dataclass
+class _FeedbackTally:
+    n: int = 0
+    residual: _ExactSum = field(default_factory=_ExactSum)  # Σ (observed − predicted quality)
 
 
 def _predicted_quality(decision: Any, model: str) -> float | None:
