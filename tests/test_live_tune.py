@@ -93,6 +93,7 @@ def test_cost_share_target_is_priced_against_the_dearest_eligible_model(stub: St
     ("{target: p95_latency_s=nan}", "must be > 0"),
     ("{target: max_cost_usd_per_1k=1, knob: threshold}", "does not apply to strategy route"),
     ("{target: max_cost_usd_per_1k=1, max_step: 1}", "greater than 1"),
+    ("{target: p95_latency_s=3, min_samples: 1000, window: 10}", "min_samples (1000) cannot exceed window (10)"),
 ])
 def test_bad_live_tune_instructions_are_refused_at_load(tmp_path: Path, live: str, problem: str) -> None:
     path = tmp_path / "mix.yaml"

@@ -8,8 +8,9 @@ per request and compared across models.
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PrivacyTier = Literal["local", "private", "cloud"]
 PRIVACY_RANK: dict[str, int] = {"local": 0, "private": 1, "cloud": 2}
@@ -24,6 +25,29 @@ class Price(BaseModel):
     output_per_mtok: float = Field(0.0, ge=0)
 
 
+def check_endpoint(url: str) -> str:
+    """An endpoint is an http(s) URL with a host, checked when the config loads rather than on the first request.
+    ``${VAR}`` is not expanded (mix instructions take no environment interpolation): say so rather than call it."""
+    if "${" in url or url.strip().startswith("$"):
+        raise ValueError(f"{url!r}: environment variables are not expanded in mix instructions; "
+                         "write the URL itself (keys come from the environment through api_key_env)")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+        raise ValueError(f"not an http(s) URL: {url!r} (e.g. http://10.0.0.5:8000/v1)")
+    return url
+
+
+def check_key_env(name: str | None) -> str | None:
+    """``api_key_env`` names a variable; ``$OPENAI_API_KEY`` or the key itself would be looked up verbatim."""
+    if name is not None and (name.startswith("$") or not name.strip() or "=" in name or any(c.isspace() for c in name)):
+        raise ValueError(f"{name!r} is not an environment variable name; write the name alone, e.g. OPENAI_API_KEY")
+    return name
+
+
 class Deployment(BaseModel):
     """One place a model is served (an endpoint, or the same endpoint with another key)."""
 
@@ -32,6 +56,9 @@ class Deployment(BaseModel):
     api_key_env: str | None = None
     model: str | None = None
     concurrency: int = Field(8, ge=1)
+
+    _endpoint = field_validator("endpoint")(check_endpoint)
+    _key_env = field_validator("api_key_env")(check_key_env)
 
 
 class ModelCard(BaseModel):
@@ -63,6 +90,13 @@ class ModelCard(BaseModel):
     threads: int | None = Field(None, ge=1)  # local models: llama.cpp threads (None: all cores)
     deployments: list[Deployment] = Field(default_factory=list)  # several endpoints serving this model
     balance: Literal["least_busy", "latency"] = "least_busy"
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        return None if v is None else check_endpoint(v)
+
+    _key_env = field_validator("api_key_env")(check_key_env)
 
     @model_validator(mode="after")
     def _provider_fields(self) -> ModelCard:

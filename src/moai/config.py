@@ -7,11 +7,23 @@ location back to the YAML line.
 
 from __future__ import annotations
 
+import difflib
+import re
+import types
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
@@ -56,11 +68,27 @@ class Constraints(BaseModel):
     allowed_models: list[str] | None = None
 
 
+def _pick_kind(v: Any) -> str | None:
+    """Which form a ``pick`` value takes, so an error speaks of that form only (not "a valid integer" for 'worst')."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int | float) or (isinstance(v, str) and v.strip().lstrip("+-").isdigit()):
+        return "<count>"
+    return "<mode>" if isinstance(v, str) else None
+
+
+PickValue = Annotated[
+    Annotated[int, Tag("<count>")] | Annotated[PickMode, Tag("<mode>")],
+    Discriminator(_pick_kind, custom_error_type="pick_type",
+                  custom_error_message="pick is a number ≥ 1 or one of best, cheapest, diverse"),
+]
+
+
 class Pick(BaseModel):
     """A role the gate fills: ``pick: 3`` (the N best, distinct) or ``pick: best|cheapest|diverse``."""
 
     model_config = ConfigDict(extra="forbid")
-    pick: int | PickMode = "best"
+    pick: PickValue = "best"
     among: list[str] | None = None  # restrict the candidates for this role
     allow_repeats: bool = False
 
@@ -72,7 +100,24 @@ class Pick(BaseModel):
         return v
 
 
-Role = str | list[str] | Pick
+def _role_kind(v: Any) -> str | None:
+    """A role is a name, a list of names or a pick: validate the input against the form it has, so that
+    ``{pick: 0}`` reports the pick and not "Input should be a valid string" from the name branch."""
+    if isinstance(v, str):
+        return "<name>"
+    if isinstance(v, list):
+        return "<list>"
+    if isinstance(v, dict | Pick):
+        return "<pick>"
+    return None
+
+
+Role = Annotated[
+    Annotated[str, Tag("<name>")] | Annotated[list[str], Tag("<list>")] | Annotated[Pick, Tag("<pick>")],
+    Discriminator(_role_kind, custom_error_type="role_type",
+                  custom_error_message="a role is a model name, a list of model names, or "
+                                       "{pick: N | best | cheapest | diverse, among: [...]}"),
+]
 
 LiveKnob = Literal["weights.cost", "weights.latency", "threshold", "difficulty_threshold"]
 
@@ -97,6 +142,13 @@ class LiveTune(BaseModel):
         if t.kind == "quality":
             raise ValueError("a quality target needs graded answers; tune it offline with `moai mix tune`")
         return v
+
+    @model_validator(mode="after")
+    def _samples_fit_the_window(self) -> LiveTune:
+        if self.min_samples > self.window:  # the window never holds enough requests: the tuner would never act
+            raise ValueError(f"min_samples ({self.min_samples}) cannot exceed window ({self.window}): the tuner "
+                             "judges the last `window` requests and would never act")
+        return self
 
 
 class ChainStep(BaseModel):
@@ -146,6 +198,11 @@ class Mix(BaseModel):
 
     @model_validator(mode="after")
     def _strategy_fields(self) -> Mix:
+        if self.models == []:
+            raise _FieldProblem(("models",), "an empty pool; leave 'models' out to draw from every model")
+        if self.constraints.allowed_models == []:
+            raise _FieldProblem(("constraints", "allowed_models"),
+                                "allows no model; leave it out to allow every model")
         need = {
             "moa": ["proposers", "aggregator"],
             "fanout": ["proposers"],
@@ -202,6 +259,20 @@ class Settings(BaseModel):
     breaker_cooldown_s: float = Field(30.0, gt=0)  # how long an open circuit waits before a probe
     cache: CacheSettings | None = None  # response cache (default: off, or the MOAI_CACHE variables)
 
+    @field_validator("carbon_zone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        """An unknown zone used to pass `config check` and crash every command that builds the carbon model."""
+        from ecologits.electricity_mix_repository import electricity_mixes
+
+        zones = sorted({m.zone.upper() for m in electricity_mixes.list_electricity_mixes()})
+        if v.strip().upper() not in zones:
+            close = difflib.get_close_matches(v.strip().upper(), zones, n=3)
+            hint = f" (did you mean {' or '.join(filter(None, [', '.join(close[:-1]), close[-1]]))}?)" if close else ""
+            raise ValueError(f"unknown zone {v!r}{hint}; use WOR (world average) or an ISO 3166-1 alpha-3 country "
+                             f"code such as FRA, DEU, USA ({len(zones)} zones, from EcoLogits' electricity mixes)")
+        return v.strip().upper()
+
 
 class Config(BaseModel):
     """The whole mix instructions file."""
@@ -224,9 +295,14 @@ class Config(BaseModel):
         for mix_name, mix in self.mixes.items():
             for fld, ref in _model_refs(mix):
                 if ref not in self.models:
-                    raise ValueError(f"mixes.{mix_name}.{fld}: unknown model {ref!r}")
+                    path = tuple(int(p) if p.isdigit() else p for p in fld.split("."))
+                    raise _FieldProblem(("mixes", mix_name, *path),
+                                        f"unknown model {ref!r}{_did_you_mean(ref, self.models)}")
             if mix.collaborate is not None and mix.collaborate not in self.mixes:
-                raise ValueError(f"mixes.{mix_name}.collaborate: unknown mix {mix.collaborate!r}")
+                raise _FieldProblem(("mixes", mix_name, "collaborate"), f"unknown mix {mix.collaborate!r}")
+            if not self.pool(mix):
+                raise _FieldProblem(("mixes", mix_name, "constraints", "allowed_models"),
+                                    f"allows none of the mix's models ({', '.join(mix.models or [])})")
         _check_collaboration_cycles(self.mixes)
         return self
 
@@ -274,6 +350,7 @@ def _model_refs(mix: Mix) -> list[tuple[str, str]]:
     """Every model name a mix mentions, with the field it is in (for error messages)."""
     refs: list[tuple[str, str]] = [("models", m) for m in mix.models or []]
     refs += [("cascade", m) for m in mix.cascade or []]
+    refs += [("constraints.allowed_models", m) for m in mix.constraints.allowed_models or []]
     if isinstance(mix.fallbacks, list):
         refs += [("fallbacks", m) for m in mix.fallbacks]
     roles: list[tuple[str, Role | None]] = [
@@ -301,7 +378,7 @@ def _line_of(node: Any, loc: tuple[int | str, ...]) -> int | None:
         if lc is None:
             break
         try:
-            if isinstance(key, str) and hasattr(node, "keys") and key in node:
+            if hasattr(node, "keys") and key in node:  # a mapping's key may be a number in YAML
                 line = lc.key(key)[0] + 1
                 node = node[key]
             elif isinstance(key, int) and isinstance(node, list) and 0 <= key < len(node):
@@ -316,10 +393,103 @@ def _line_of(node: Any, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
-def _clean_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
-    """Drop pydantic's union-branch tags (e.g. 'Pick', 'str') so the path matches the YAML."""
-    tags = {"str", "list[str]", "Pick", "int", "function-after[_positive(), int]"}
-    return tuple(p for p in loc if not (isinstance(p, str) and (p in tags or p.startswith("literal["))))
+_LEGACY_TAGS = {"str", "list[str]", "Pick", "int", "float", "bool", "none"}
+
+
+def _is_branch_tag(part: int | str) -> bool:
+    """pydantic's names for union branches and wrapped validators: ours are ``<...>``, smart unions use the type."""
+    return isinstance(part, str) and (
+        (part.startswith("<") and part.endswith(">")) or part in _LEGACY_TAGS
+        or part == "[key]" or part.startswith(("literal[", "function-", "list[", "dict["))
+    )
+
+
+def _child(node: Any, key: int | str) -> Any:
+    if hasattr(node, "keys"):
+        return node.get(key)
+    if isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+        return node[key]
+    return None
+
+
+def _clean_loc(loc: tuple[int | str, ...], data: Any = None) -> tuple[int | str, ...]:
+    """Drop pydantic's union-branch tags (e.g. '<pick>', 'str') so the path matches the YAML. A part that is a
+    key of the YAML at that place is kept whatever it looks like (a model may be called ``str``)."""
+    out: list[int | str] = []
+    node = data
+    for part in loc:
+        if _is_branch_tag(part) and not (hasattr(node, "keys") and part in node):
+            continue
+        out.append(part)
+        node = _child(node, part)
+    return tuple(out)
+
+
+def _did_you_mean(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _annotation_forms(tp: Any) -> list[Any]:
+    """The plain types a field annotation may take: Annotated and unions unwrapped."""
+    origin = get_origin(tp)
+    if origin is Annotated:
+        return _annotation_forms(get_args(tp)[0])
+    if origin in (Union, types.UnionType):
+        return [form for arg in get_args(tp) for form in _annotation_forms(arg)]
+    return [tp]
+
+
+def _field_names(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the mapping at ``loc`` may hold (for "did you mean"): walk the models' annotations from Config."""
+    forms: list[Any] = [Config]
+    for key in loc:
+        nxt: list[Any] = []
+        for tp in forms:
+            if isinstance(tp, type) and issubclass(tp, BaseModel):
+                field = tp.model_fields.get(key) if isinstance(key, str) else None
+                if field is not None:
+                    nxt += _annotation_forms(field.annotation)
+            elif get_origin(tp) is dict:
+                nxt += _annotation_forms(get_args(tp)[1])
+            elif get_origin(tp) is list and isinstance(key, int):
+                nxt += _annotation_forms(get_args(tp)[0])
+        forms = nxt
+    for tp in forms:
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            return [n for n, f in tp.model_fields.items() if not f.exclude]
+    return []
+
+
+def _choose_error(errors: list[Any], data: Any) -> Any:
+    """The error to show. pydantic lists a required field before the unknown keys beside it, so a typo such as
+    ``modles:`` would read "models: Field required" and never name the typo: report the typo then."""
+    first = errors[0]
+    if first["type"] == "missing":
+        missing = _clean_loc(tuple(first["loc"]), data)
+        for err in errors[1:]:
+            loc = _clean_loc(tuple(err["loc"]), data)
+            if (err["type"] == "extra_forbidden" and loc[:-1] == missing[:-1]
+                    and _did_you_mean(str(loc[-1]), [missing[-1]])):
+                return err
+    return first
+
+
+def _message(err: Any, loc: tuple[int | str, ...]) -> str:
+    """pydantic's message, with the key or value it meant where a name was misspelt."""
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["loc"] and err["loc"][-1] == "[key]":  # `1:` or `null:` as a model or mix name
+        return f"a name must be a string, not {err.get('input')!r}; put it in quotes"
+    if err["type"] == "extra_forbidden" and loc:
+        names = _field_names(loc[:-1])
+        hint = _did_you_mean(str(loc[-1]), names)
+        if not hint and 0 < len(names) <= 8:
+            hint = f"; known: {', '.join(names)}"
+        return f"unknown key {loc[-1]!r}{hint}"
+    if err["type"] == "literal_error" and isinstance(err.get("input"), str):
+        expected = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+        return msg + _did_you_mean(err["input"], expected)
+    return msg
 
 
 def _one_line(text: str) -> str:
@@ -343,9 +513,9 @@ def parse_config(text: str, source: str = "<string>") -> Config:
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = _clean_loc(tuple(err["loc"]))
-        msg = err["msg"].removeprefix("Value error, ")
+        err = _choose_error(e.errors(), data)
+        loc = _clean_loc(tuple(err["loc"]), data)
+        msg = _message(err, loc)
         cause = (err.get("ctx") or {}).get("error")
         if isinstance(cause, _FieldProblem):
             loc, msg = loc + cause.loc, cause.problem
@@ -364,6 +534,25 @@ def parse_config(text: str, source: str = "<string>") -> Config:
     return cfg
 
 
+def _resolve_paths(cfg: Config, base: Path) -> None:
+    """Relative file names in a config (replay ``records``, a local model's ``path``, ``settings.gate``) mean
+    the config file's folder, not wherever the command happens to run; absolute and ``~`` paths stay as written."""
+
+    def resolve(name: str) -> str:
+        return name if Path(name).expanduser().is_absolute() else str(base / name)
+
+    for name, card in cfg.models.items():
+        update: dict[str, Any] = {}
+        if card.records:
+            update["records"] = [resolve(r) for r in card.records]
+        if card.path:
+            update["path"] = resolve(card.path)
+        if update:
+            cfg.models[name] = card.model_copy(update=update)
+    if cfg.settings.gate:
+        cfg.settings.gate = resolve(cfg.settings.gate)
+
+
 def load_config(path: str | Path | None = None) -> Config:
     """Load a mix-instructions file, or the embedded default when ``path`` is None."""
     if path is None:
@@ -377,4 +566,6 @@ def load_config(path: str | Path | None = None) -> Config:
     except UnicodeDecodeError as e:  # a binary file, or another encoding: YAML here is UTF-8
         line = e.object[: e.start].count(b"\n") + 1
         raise ConfigError(f"{p}:{line}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
-    return parse_config(text, str(p))
+    cfg = parse_config(text, str(p))
+    _resolve_paths(cfg, p.parent.absolute())
+    return cfg

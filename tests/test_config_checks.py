@@ -1,0 +1,278 @@
+"""Mix instructions that used to pass `moai config check` and fail later, or failed with the wrong words: each is
+now one line at load time (``file:line: field: problem``), or a warning where it is not an error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+from typer.testing import CliRunner
+
+from moai.config import ConfigError, load_config, parse_config
+
+BASE = """\
+models:
+  a: {provider: openai_compat, endpoint: "http://127.0.0.1:9/v1", privacy: private}
+  pricey: {provider: openai_compat, endpoint: "http://127.0.0.1:9/v1"}
+mixes:
+  d: {strategy: route}
+"""
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, "mix.yaml")
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+def one_line_error(r: Result, *needles: str) -> str:
+    assert r.exit_code == 2, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    assert "Traceback" not in r.output
+    lines = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, r.output
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+def check(tmp_path: Path, text: str, **env: str) -> Result:
+    from moai.cli import app
+
+    path = tmp_path / "mix.yaml"
+    path.write_text(text)
+    return CliRunner().invoke(app, ["config", "check", str(path)], env=env or None)
+
+
+# ---------------------------------------------------------------- 5: settings.carbon_zone
+
+
+def test_unknown_carbon_zone_is_a_load_time_error(tmp_path: Path) -> None:
+    """It passed config check, then serve, chat, route and bench collect died with a ValueError traceback."""
+    msg = error_of(BASE + "settings: {carbon_zone: XXX}\n")
+    assert msg.startswith("mix.yaml:6: settings.carbon_zone: unknown zone 'XXX'"), msg
+    assert "WOR" in msg and "FRA" in msg
+    assert "(did you mean IRN, FRO or FRA?); use WOR" in error_of(BASE + "settings: {carbon_zone: FRN}\n")
+    one_line_error(check(tmp_path, BASE + "settings:\n  carbon_zone: XXX\n"), "mix.yaml:7: settings.carbon_zone")
+
+
+def test_known_carbon_zones_load_in_any_case() -> None:
+    assert parse_config(BASE + "settings: {carbon_zone: fra}\n").settings.carbon_zone == "FRA"
+    assert parse_config(BASE + "settings: {carbon_zone: WOR}\n").settings.carbon_zone == "WOR"
+    assert parse_config(BASE).settings.carbon_zone == "WOR"
+
+
+# ---------------------------------------------------------------- 8 and gaps: pools and allowed models
+
+
+@pytest.mark.parametrize(
+    "mix,problem",
+    [
+        ("{strategy: route, constraints: {allowed_models: [pricy]}}", "unknown model 'pricy'; did you mean 'pricey'?"),
+        ("{strategy: route, constraints: {allowed_models: [zz]}}", "unknown model 'zz'"),
+        ("{strategy: route, constraints: {allowed_models: []}}", "allows no model"),
+        ("{strategy: route, models: [a], constraints: {allowed_models: [pricey]}}",
+         "allows none of the mix's models (a)"),
+    ],
+)
+def test_allowed_models_are_checked_like_other_model_references(mix: str, problem: str) -> None:
+    """A misspelt name used to pass, and every request then failed with "more than any model's context allows"."""
+    msg = error_of(BASE + f"  bad: {mix}\n")
+    assert msg.startswith(f"mix.yaml:6: mixes.bad.constraints.allowed_models: {problem}"), msg
+
+
+def test_an_empty_model_pool_is_an_error_not_every_model() -> None:
+    msg = error_of(BASE + "  bad:\n    strategy: route\n    models: []\n")
+    assert msg.startswith("mix.yaml:8: mixes.bad.models: an empty pool"), msg
+
+
+def test_allowed_models_that_exist_still_narrow_the_pool() -> None:
+    cfg = parse_config(BASE + "  ok: {strategy: route, constraints: {allowed_models: [pricey]}}\n")
+    assert [c.name for c in cfg.pool(cfg.mixes["ok"])] == ["pricey"]
+
+
+# ---------------------------------------------------------------- 9: api_key_env naming an unset variable
+
+KEYED = """\
+models:
+  cheap: {provider: openai_compat, endpoint: "http://127.0.0.1:9/v1", api_key_env: MOAI_TEST_KEY_UNSET}
+  gpt: {provider: openai}
+  vllm: {provider: openai_compat, endpoint: "http://127.0.0.1:9/v1"}
+mixes:
+  d: {strategy: route}
+"""
+
+
+def test_config_check_warns_about_unset_key_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests used to go out with no Authorization header and no word about it. A warning, not an error."""
+    monkeypatch.delenv("MOAI_TEST_KEY_UNSET", raising=False)
+    r = check(tmp_path, KEYED)
+    assert r.exit_code == 0, r.output
+    warnings = [ln for ln in r.output.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1, r.output
+    assert "cheap (MOAI_TEST_KEY_UNSET)" in warnings[0] and "gpt (no api_key_env)" in warnings[0]
+    assert "vllm" not in warnings[0]  # an OpenAI-compatible server without a key is normal (vLLM, Ollama)
+    r = check(tmp_path, KEYED.replace("  gpt: {provider: openai}\n", ""), MOAI_TEST_KEY_UNSET="sekrit")
+    assert r.exit_code == 0 and "warning" not in r.output, r.output
+
+
+def test_serve_warns_about_unset_key_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    from moai.cli import app
+
+    served: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda _app, **kw: served.append(kw))
+    monkeypatch.setenv("MOAI_DATABASE_URL", f"sqlite:///{tmp_path / 'moai.db'}")
+    monkeypatch.delenv("MOAI_TEST_KEY_UNSET", raising=False)
+    path = tmp_path / "mix.yaml"
+    path.write_text(KEYED)
+    r = CliRunner().invoke(app, ["serve", "--config", str(path)])
+    assert r.exit_code == 0 and served, r.output
+    assert "warning:" in r.output and "cheap (MOAI_TEST_KEY_UNSET)" in r.output
+
+
+def test_api_key_env_is_a_variable_name_not_a_reference() -> None:
+    msg = error_of(BASE.replace('privacy: private}', 'privacy: private, api_key_env: "$OPENAI_API_KEY"}'))
+    assert msg.startswith("mix.yaml:2: models.a.api_key_env: '$OPENAI_API_KEY' is not an environment variable"), msg
+
+
+# ---------------------------------------------------------------- 10: endpoints
+
+
+@pytest.mark.parametrize("url", ["not a url", "ftp://host/v1", "http://", "localhost:8000/v1", "http://h:99999/v1"])
+def test_an_endpoint_must_be_an_http_url(url: str) -> None:
+    msg = error_of(BASE.replace('"http://127.0.0.1:9/v1", privacy', f'"{url}", privacy'))
+    assert msg.startswith(f"mix.yaml:2: models.a.endpoint: not an http(s) URL: {url!r}"), msg
+
+
+def test_an_endpoint_is_not_interpolated_and_says_so() -> None:
+    msg = error_of(BASE.replace('"http://127.0.0.1:9/v1", privacy', '"${MY_ENDPOINT}", privacy'))
+    assert msg.startswith("mix.yaml:2: models.a.endpoint: '${MY_ENDPOINT}': environment variables are not expanded")
+
+
+def test_deployment_endpoints_are_checked_and_good_urls_load() -> None:
+    text = BASE + "  x: {provider: openai_compat, deployments: [{endpoint: 'http://h/v1'}, {endpoint: 'h2/v1'}]}\n"
+    text = text.replace("mixes:\n  d: {strategy: route}\n", "") + "mixes:\n  d: {strategy: route}\n"
+    msg = error_of(text)
+    assert msg.startswith("mix.yaml:4: models.x.deployments.1.endpoint: not an http(s) URL: 'h2/v1'"), msg
+    cfg = parse_config(text.replace("'h2/v1'", "'https://[::1]:8443/v1'"))
+    assert cfg.models["x"].deployments[1].endpoint == "https://[::1]:8443/v1"
+
+
+# ---------------------------------------------------------------- 11: values inside a role
+
+
+ROLES = """\
+models:
+  a: {provider: openai_compat, endpoint: "http://127.0.0.1:9/v1"}
+mixes:
+  d: {strategy: moa, proposers: [a], aggregator: a}
+"""
+
+
+@pytest.mark.parametrize(
+    "old,new,field,problem",
+    [
+        ("proposers: [a]", "proposers: {pick: 0}", "mixes.d.proposers.pick", "pick must be ≥ 1"),
+        ("proposers: [a]", "proposers: {pick: worst}", "mixes.d.proposers.pick",
+         "Input should be 'best', 'cheapest' or 'diverse'"),
+        ("proposers: [a]", "proposers: {pick: bset}", "mixes.d.proposers.pick", "did you mean 'best'?"),
+        ("proposers: [a]", "proposers: {pick: true}", "mixes.d.proposers.pick", "pick is a number ≥ 1 or one of"),
+        ("aggregator: a", "aggregator: 3", "mixes.d.aggregator", "a role is a model name, a list of model names, or"),
+        ("proposers: [a]", "proposers: {pick: 2, amoung: [a]}", "mixes.d.proposers.amoung",
+         "unknown key 'amoung'; did you mean 'among'?"),
+        ("proposers: [a]", "proposers: [a, 3]", "mixes.d.proposers.1", "Input should be a valid string"),
+        ("proposers: [a]", "proposers: {pick: 2, among: [b]}", "mixes.d.proposers", "unknown model 'b'"),
+    ],
+)
+def test_a_bad_role_value_names_its_real_problem(old: str, new: str, field: str, problem: str) -> None:
+    """Each of these used to read "Input should be a valid string", from the name branch of the role's union."""
+    msg = error_of(ROLES.replace(old, new))
+    assert msg.startswith(f"mix.yaml:4: {field}: "), msg
+    assert problem in msg, msg
+
+
+def test_every_form_of_role_still_loads() -> None:
+    cfg = parse_config(ROLES.replace("proposers: [a]", "proposers: {pick: '3', among: [a], allow_repeats: true}")
+                       + "  c: {strategy: chain, steps: [{model: a}, {model: {pick: cheapest}}, {}]}\n")
+    assert cfg.mixes["d"].proposers.pick == 3  # type: ignore[union-attr]
+    assert cfg.mixes["d"].aggregator == "a"
+    assert cfg.mixes["c"].steps[1].model.pick == "cheapest"  # type: ignore[index,union-attr]
+
+
+# ---------------------------------------------------------------- gaps: did you mean, odd names
+
+
+@pytest.mark.parametrize(
+    "text,start",
+    [
+        (BASE.replace("models:", "modles:"), "mix.yaml:1: modles: unknown key 'modles'; did you mean 'models'?"),
+        (BASE.replace('{provider: openai_compat, endpoint: "http://127.0.0.1:9/v1", privacy: private}',
+                      '{provider: openai_compat, endpont: "http://127.0.0.1:9/v1"}'),
+         "mix.yaml:2: models.a.endpont: unknown key 'endpont'; did you mean 'endpoint'?"),
+        (BASE.replace("strategy: route", "strategy: route, wieghts: {cost: 1}"),
+         "mix.yaml:5: mixes.d.wieghts: unknown key 'wieghts'; did you mean 'weights'?"),
+        (BASE.replace("strategy: route", "strategy: route, weights: {qualty: 1}"),
+         "mix.yaml:5: mixes.d.weights.qualty: unknown key 'qualty'; did you mean 'quality'?"),
+        (BASE.replace("strategy: route", "strategy: route, weights: {zz: 1}"),
+         "mix.yaml:5: mixes.d.weights.zz: unknown key 'zz'; known: quality, cost, latency, carbon"),
+        (BASE.replace("strategy: route", "strategy: route, models: [prizey]"),
+         "mix.yaml:5: mixes.d.models: unknown model 'prizey'; did you mean 'pricey'?"),
+    ],
+)
+def test_misspelt_names_get_a_suggestion(text: str, start: str) -> None:
+    msg = error_of(text)
+    assert msg.startswith(start), msg
+
+
+def test_a_misspelt_choice_gets_a_suggestion() -> None:
+    msg = error_of(BASE.replace("strategy: route", "strategy: rout"))
+    assert msg.startswith("mix.yaml:5: mixes.d.strategy: Input should be 'route', 'cascade'"), msg
+    assert msg.endswith("; did you mean 'route'?"), msg
+
+
+def test_a_model_named_like_a_type_keeps_its_place_in_the_path() -> None:
+    """pydantic's union-branch tags ('str', 'int', ...) are dropped from error paths, but not a YAML key."""
+    msg = error_of(BASE.replace("  pricey:", "  str:").replace("mixes:", "  int: {provider: bogus}\nmixes:"))
+    assert msg.startswith("mix.yaml:4: models.int.provider: Input should be"), msg
+
+
+# ---------------------------------------------------------------- 19: relative paths
+
+
+def test_relative_paths_mean_the_config_files_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """They used to mean the current directory: `moai chat --config dir/mix.yaml` failed outside dir."""
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    (folder / "mix.yaml").write_text(
+        "models:\n"
+        "  r: {provider: replay, records: [rec.jsonl, sub/more.jsonl, /abs/x.jsonl, ~/home.jsonl]}\n"
+        "  l: {provider: local, path: models/m.gguf}\n"
+        "mixes:\n  d: {strategy: route}\n"
+        "settings: {gate: my-gate}\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config("../conf/mix.yaml")
+    base = folder.resolve()
+    assert [Path(r).resolve() for r in cfg.models["r"].records[:2]] == [base / "rec.jsonl", base / "sub/more.jsonl"]
+    assert cfg.models["r"].records[2:] == ["/abs/x.jsonl", "~/home.jsonl"]
+    assert cfg.models["l"].path and Path(cfg.models["l"].path).resolve() == base / "models/m.gguf"
+    assert cfg.settings.gate and Path(cfg.settings.gate).resolve() == base / "my-gate"
+    assert Path(cfg.models["r"].records[0]).is_absolute()
+
+
+def test_a_number_as_a_model_name_says_to_quote_it() -> None:
+    """It read "models.1.: Input should be a valid string", with a stray dot and the line of `models:`."""
+    msg = error_of(BASE.replace("  pricey:", "  1:"))
+    assert msg == "mix.yaml:3: models.1: a name must be a string, not 1; put it in quotes", msg
+
+
+def test_no_far_fetched_suggestion() -> None:
+    msg = error_of(BASE.replace("strategy: route", "strategy: route, budget: 1"))
+    assert msg == "mix.yaml:5: mixes.d.budget: unknown key 'budget'", msg  # not "did you mean 'judge'?"
