@@ -92,6 +92,7 @@ def test_non_utf8_config_is_one_line_with_its_line(tmp_path: Path) -> None:
 def test_report_creates_the_folders_of_its_outputs(tmp_path: Path, db: str) -> None:
     html = tmp_path / "a" / "b" / "r.html"
     png = tmp_path / "c" / "r.png"
+    TelemetryStore(db)  # `moai report` reads a database; it creates none
     r = CliRunner().invoke(app, ["report", "--since", "24h", "--html", str(html), "--plot", str(png)])
     assert r.exit_code == 0, r.output
     assert html.read_text().lstrip().lower().startswith("<!doctype html")
@@ -101,6 +102,7 @@ def test_report_creates_the_folders_of_its_outputs(tmp_path: Path, db: str) -> N
 def test_report_to_an_unwritable_path_is_one_line(tmp_path: Path, db: str) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
+    TelemetryStore(db)
     one_line_error(CliRunner().invoke(app, ["report", "--html", str(blocker / "r.html")]), "cannot write")
 
 
@@ -281,3 +283,17 @@ def test_commands_use_the_database_their_config_names(tmp_path: Path, db: str) -
     other = f"sqlite:///{tmp_path / 'other.db'}"
     r3 = runner.invoke(app, ["keys", "create", "--name", "x", "--config", str(cfg), "--database-url", other])
     assert r3.exit_code == 0 and [k.name for k in list_keys(TelemetryStore(other))] == ["x"]
+
+
+def test_feedback_on_a_declared_scale_is_stored_as_its_quality(db: str) -> None:
+    """A 0-10 client's 1 is 1/10 once it says so; a bare 1 stays a thumbs-up; a score off its scale is one line."""
+    store = TelemetryStore(db)
+    for rid in ("chatcmpl-a", "chatcmpl-b"):
+        store.write(RequestRecord(id=rid, mix="default", strategy="route", model="m", status="ok", http_status=200,
+                                  stream=False, prompt_tokens=3, completion_tokens=2, latency_ms=5.0))
+    runner = CliRunner()
+    assert runner.invoke(app, ["feedback", "chatcmpl-a", "1", "--scale", "ten"]).exit_code == 0
+    assert runner.invoke(app, ["feedback", "chatcmpl-b", "1"]).exit_code == 0
+    assert [f.score for f in store.feedback_for("chatcmpl-a")] == [pytest.approx(0.1)]
+    assert [f.score for f in store.feedback_for("chatcmpl-b")] == [1.0]
+    one_line_error(runner.invoke(app, ["feedback", "chatcmpl-a", "7", "--scale", "thumbs"]), "thumbs scale")

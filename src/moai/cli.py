@@ -132,6 +132,7 @@ def serve(
     cfg = _config(config or os.environ.get("MOAI_CONFIG"))
     store = _store(database_url or cfg.settings.database_url)
     _warn_missing_local(cfg)
+    _warn_missing_keys(cfg)
     console.print(f"moai serving {len(cfg.mixes)} mix(es) over {len(cfg.models)} model(s) on http://{host}:{port}/v1")
     _log_to_stderr(log_level)
     uvicorn.run(create_app(cfg, store), host=host, port=port, log_level=log_level)
@@ -145,6 +146,33 @@ def _warn_missing_local(cfg: Config) -> None:
     if missing:
         err_console.print(f"[yellow]warning:[/yellow] local models not pulled yet: {', '.join(missing)} "
                           f"(run: moai models pull)")
+
+
+def _missing_keys(cfg: Config) -> list[str]:
+    """``model (VARIABLE)`` for each remote model whose API key variable is unset or empty: its requests would go
+    out without an Authorization header. Not an error: keys are often set only where the server runs."""
+    from moai.providers.anthropic import DEFAULT_KEY_ENV as ANTHROPIC_KEY_ENV
+
+    missing: list[str] = []
+    for name, card in cfg.models.items():
+        if card.provider not in ("openai_compat", "openai", "anthropic"):
+            continue
+        default = ANTHROPIC_KEY_ENV if card.provider == "anthropic" else None
+        envs = [d.api_key_env or card.api_key_env or default for d in card.deployments] or [card.api_key_env or default]
+        for env in dict.fromkeys(envs):
+            if env is None:
+                if card.provider == "openai":  # openai_compat servers often need no key (vLLM, llama.cpp, Ollama)
+                    missing.append(f"{name} (no api_key_env)")
+            elif not os.environ.get(env):
+                missing.append(f"{name} ({env})")
+    return missing
+
+
+def _warn_missing_keys(cfg: Config) -> None:
+    missing = _missing_keys(cfg)
+    if missing:
+        err_console.print(f"[yellow]warning:[/yellow] API key variable not set for: {', '.join(missing)}; their "
+                          "requests go out without a key", highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------- chat
@@ -315,6 +343,7 @@ def models_pull(
 def config_check(path: str = typer.Argument(..., help="Mix instructions YAML.")) -> None:
     """Validate a mix-instructions file; print a summary or one line naming file, line and field."""
     cfg = _config(path)
+    _warn_missing_keys(cfg)
     console.print(f"[green]ok[/green] {path}: {len(cfg.models)} model(s), {len(cfg.mixes)} mix(es): "
                   + ", ".join(f"{n} ({m.strategy})" for n, m in cfg.mixes.items()), soft_wrap=True)
 
@@ -331,23 +360,20 @@ def report(
     config: str | None = _config_db_option(),
 ) -> None:
     """Usage per model and mix: requests, tokens, p50/p95 latency, cost, energy, CO2, feedback."""
-    from moai.telemetry.report import build_report, fmt, parse_since, plot_png, write_html
+    from moai.telemetry.report import build_report, missing_sqlite_file, parse_since, plot_png, print_tables, write_html
+    from moai.telemetry.store import default_database_url, safe_url
 
     try:
         start = parse_since(since)
     except ValueError as e:
         fail(str(e))
         return
-    rep = build_report(_store(_database_url(database_url, config)), start)
-    for title, rows in (("models", rep.model_rows()), ("mixes", rep.mix_rows()), ("spend per key", rep.key_rows())):
-        if not rows:
-            continue
-        t = Table(title=title)
-        for col in rows[0]:
-            t.add_column(col, overflow="fold")
-        for r in rows:
-            t.add_row(*(fmt(v) for v in r.values()))
-        console.print(t)
+    url = _database_url(database_url, config) or default_database_url()
+    if (path := missing_sqlite_file(url)) is not None:  # a report reads: it must not create a database
+        fail(f"cannot open database {safe_url(url)!r}: unable to open database file: {path} does not exist "
+             "(`moai serve` creates it when it records the first request)")
+    rep = build_report(_store(url), start)
+    print_tables(rep, console)
     if not rep.requests:
         console.print("no requests recorded" + (f" since {since}" if since else ""))
     if plot:
@@ -358,11 +384,14 @@ def report(
         console.print(f"html: {html_out}")
 
 
-@app.command()
+# a negative score is an argument as written (`moai feedback ID -1`), not an unknown option "-1"
+@app.command(context_settings={"ignore_unknown_options": True})
 def feedback(
     request_id: str = typer.Argument(..., help="The chat completion id (chatcmpl-...)."),
-    score: float = typer.Argument(..., help="-1..1 (thumbs), 0..1, or a 0-10 rating."),
+    score: float = typer.Argument(..., help="-1..1 (thumbs), 0..1, or above 1 a 0-10 rating (see --scale)."),
     comment: str | None = typer.Option(None, help="Free text."),
+    scale: str | None = typer.Option(
+        None, help="The score's scale: thumbs (-1..1), unit (0..1) or ten (0..10, where 1 is 1/10)."),
     url: str | None = typer.Option(None, help="Send to a running server (its base URL) instead of the database."),
     database_url: str | None = typer.Option(None, help="Default: the config's, else MOAI_DATABASE_URL, else SQLite."),
     config: str | None = _config_db_option(),
@@ -373,19 +402,25 @@ def feedback(
 
         try:
             r = httpx.post(url.rstrip("/") + "/v1/feedback", json={"id": request_id, "score": score,
-                                                                    "comment": comment}, timeout=30)
+                                                                    "comment": comment, "scale": scale}, timeout=30)
         except httpx.HTTPError as e:
             fail(f"cannot reach {url}: {e}")
             return
         if r.status_code != 200:
-            fail(r.json().get("error", {}).get("message", r.text))
+            try:  # the server's OpenAI-style error; a proxy's HTML 502 or any other body: its start
+                message = r.json()["error"]["message"]
+            except (ValueError, TypeError, KeyError):
+                body = " ".join(r.text.split())
+                message = (body[:200] + "…" if len(body) > 200 else body) or "(empty body)"
+            fail(f"{url} answered {r.status_code}: {message}")
         console.print(f"recorded feedback {score:g} for {request_id}")
         return
+    from moai.telemetry.adapt import stored_score
     from moai.telemetry.store import UnknownRequest
 
     store = _store(_database_url(database_url, config))
     try:
-        store.add_feedback(request_id, score, comment)
+        store.add_feedback(request_id, stored_score(score, scale), comment)
     except UnknownRequest:
         fail(f"no chat completion with id {request_id!r} in the telemetry database")
     except ValueError as e:  # a score off every accepted scale

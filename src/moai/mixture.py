@@ -498,18 +498,21 @@ class Mixture:
         if self.writer is not None:
             self.writer.submit_nowait(self._record(prep, "cancelled", "client disconnected", results, None, 499))
 
-    async def feedback(self, request_id: str, score: float, comment: str | None = None) -> dict[str, Any]:
-        """Store feedback on an answered request and move that model's live quality estimate at once."""
+    async def feedback(self, request_id: str, score: float, comment: str | None = None,
+                       scale: str | None = None) -> dict[str, Any]:
+        """Store feedback on an answered request and move that model's live quality estimate at once. A score on
+        a declared ``scale`` is stored as its 0..1 quality, which every reader takes as it is."""
         if self.store is None:
             raise LookupError("feedback needs a telemetry database")
-        from moai.telemetry.adapt import _predicted_quality
+        from moai.telemetry.adapt import _predicted_quality, stored_score
 
+        shown, score = score, stored_score(score, scale)  # ValueError: off its scale
         fb = await asyncio.to_thread(self.store.add_feedback, request_id, score, comment)
         req = await asyncio.to_thread(self.store.get, request_id)
         if req is not None and req.model:
             self.stats.observe_feedback(req.model, score, _predicted_quality(req.decision, req.model))
             self.metrics.observe_feedback(req.model, score)
-        return {"object": "feedback", "id": fb.id, "request_id": request_id, "score": score,
+        return {"object": "feedback", "id": fb.id, "request_id": request_id, "score": shown, "scale": scale,
                 "model": req.model if req else None}
 
     async def refresh_stats(self) -> None:

@@ -54,7 +54,8 @@ def tune(
     For spending and latency targets the chosen point is the one with the highest quality; for a quality
     target, the cheapest (with free models only: the weight traded is latency, and the fastest point wins).
     Quality and cost are the records' own (the gate only decides), so the figures are what the mix would
-    have done on these queries.
+    have done on these queries. Each benchmark's scores keep one scale (0/1, a 0-1 metric, or a 1-10 judge
+    score, read as 0-1); a score on another (a 7 among 0/1 scores) is an error naming its record.
     """
     data = [*data, *(Path(a) for a in ctx.args)]
     from moai.bench.datasets import RecordError

@@ -81,3 +81,10 @@ def test_feedback_scores_on_every_scale(score: float) -> None:
 def test_feedback_score_off_every_scale_is_refused(score: float) -> None:
     with pytest.raises(ValidationError):
         FeedbackRequest.model_validate({"id": "chatcmpl-1", "score": score})
+
+
+def test_feedback_scale_is_checked_against_the_score() -> None:
+    assert FeedbackRequest.model_validate({"id": "c", "score": 7, "scale": "ten"}).scale == "ten"
+    for bad in ({"score": 7, "scale": "thumbs"}, {"score": -1, "scale": "unit"}, {"score": 1, "scale": "stars"}):
+        with pytest.raises(ValidationError):
+            FeedbackRequest.model_validate({"id": "c", **bad})

@@ -226,6 +226,14 @@ class FeedbackRequest(BaseModel):
     id: str = Field(min_length=1)
     score: float = Field(ge=-1, le=10, allow_inf_nan=False)  # -1..1 (thumbs), 0..1, or a 0-10 rating
     comment: str | None = Field(None, max_length=10000)
+    scale: Literal["thumbs", "unit", "ten"] | None = None  # the score's scale, when a bare reading would be wrong
+
+    @model_validator(mode="after")
+    def _on_its_scale(self) -> FeedbackRequest:
+        from moai.telemetry.adapt import normalise_score
+
+        normalise_score(self.score, self.scale)  # ValueError for a score off its declared scale: a 400
+        return self
 
 
 def validation_message(e: Any) -> tuple[str, str | None]:

@@ -12,31 +12,135 @@ import html
 import io
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
-from moai.telemetry.store import RequestRecord, TelemetryStore
+from moai.telemetry.adapt import normalise_score
+from moai.telemetry.store import CallRecord, FeedbackRecord, RequestRecord, TelemetryStore
 
 _SINCE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+# calls that reached no model: a step the plan skipped, an answer replayed from the response cache
+NOT_CALLED = ("skipped", "cached")
+
+
+def _since_error(spec: str) -> ValueError:
+    return ValueError(f"--since {spec!r}: use a duration like 30m, 24h, 7d or an ISO timestamp")
 
 
 def parse_since(spec: str | None) -> datetime | None:
-    """``24h``, ``30m``, ``7d`` (or an ISO timestamp) → the earliest time to include."""
+    """``24h``, ``30m``, ``7d`` (or an ISO timestamp) → the earliest time to include, in UTC.
+
+    Aware timestamps are converted to UTC (SQLite keeps naive UTC text and compares it as text, so
+    14:27+01:00 must become 13:27); naive ones are read as UTC, as the store writes them."""
     if not spec:
         return None
     m = _SINCE.match(spec.strip())
     if m:
-        return datetime.now(UTC) - timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
+        try:
+            return datetime.now(UTC) - timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
+        except OverflowError:  # further back than datetime reaches (year 1)
+            raise ValueError(f"--since {spec!r}: too far back; use a shorter duration, or leave --since "
+                             "out for every request") from None
     try:
         t = datetime.fromisoformat(spec)
     except ValueError:
-        raise ValueError(f"--since {spec!r}: use a duration like 30m, 24h, 7d or an ISO timestamp") from None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+        raise _since_error(spec) from None
+    if not t.tzinfo:
+        return t.replace(tzinfo=UTC)
+    try:
+        return t.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise ValueError(f"--since {spec!r}: out of range in UTC") from None
+
+
+def missing_sqlite_file(url: str) -> str | None:
+    """The path of a SQLite database file that does not exist (None for anything else).
+
+    Reading a report must not create a database: a mistyped path would otherwise become an empty database
+    and a report saying "no requests recorded"."""
+    try:
+        u = make_url(url)
+    except (ArgumentError, ValueError):
+        return None  # TelemetryStore says what is wrong with it
+    if u.get_backend_name() != "sqlite" or (u.query.get("uri") in ("true", "1")):
+        return None
+    db = u.database or ""
+    if db in ("", ":memory:") or db.startswith("file:"):
+        return None
+    return None if Path(db).exists() else db
+
+
+@dataclass(slots=True)
+class CallRow:
+    """What the report reads of a model call (the CallRecord columns by the same names)."""
+
+    model: str | None
+    status: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    cost_usd: float
+    energy_kwh: float
+    co2_g: float
+
+
+@dataclass(slots=True)
+class FeedbackRow:
+    score: float
+
+
+@dataclass(slots=True)
+class RequestRow:
+    """What the report reads of a request (the RequestRecord columns by the same names), with its calls and
+    feedback."""
+
+    id: str
+    created_at: datetime
+    mix: str
+    model: str | None
+    status: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    cost_usd: float
+    energy_kwh: float
+    co2_g: float
+    api_key: str | None
+    calls: list[CallRow] = field(default_factory=list)
+    feedback: list[FeedbackRow] = field(default_factory=list)
+
+
+def load_rows(store: TelemetryStore, since: datetime | None) -> list[RequestRow]:
+    """The requests since ``since`` (oldest first) with their calls and feedback: one query per table, only
+    the columns the report reads, as plain rows (no ORM objects, no query per request)."""
+    R, C, F = RequestRecord, CallRecord, FeedbackRecord
+    req_cols = [getattr(R, f) for f in RequestRow.__slots__ if f not in ("calls", "feedback")]
+    call_cols = [getattr(C, f) for f in CallRow.__slots__]
+    q = select(*req_cols).order_by(R.created_at)
+    qc = select(C.request_id, *call_cols).order_by(C.id)
+    qf = select(F.request_id, F.score).order_by(F.id)
+    if since is not None:
+        q = q.where(R.created_at >= since)
+        qc = qc.join(R, R.id == C.request_id).where(R.created_at >= since)
+        qf = qf.join(R, R.id == F.request_id).where(R.created_at >= since)
+    with store.engine.connect() as conn:
+        rows = [RequestRow(*t) for t in conn.execute(q)]
+        by_id = {r.id: r for r in rows}
+        for t in conn.execute(qc):
+            if (r := by_id.get(t[0])) is not None:
+                r.calls.append(CallRow(*t[1:]))
+        for rid, score in conn.execute(qf):
+            if (r := by_id.get(rid)) is not None:
+                r.feedback.append(FeedbackRow(score))
+    return rows
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -45,14 +149,19 @@ def _pct(values: list[float], q: float) -> float:
 
 @dataclass
 class Report:
+    """Per model, per mix and per key figures. ``requests`` holds ``RequestRow``s (``build_report``) or
+    ``RequestRecord``s with their calls and feedback loaded: the same attribute names."""
+
     since: datetime | None
-    requests: list[RequestRecord]
+    requests: list[Any]
 
     def model_rows(self) -> list[dict[str, Any]]:
+        """Calls are upstream calls only (a cache hit or a skipped step reached no model); feedback_mean is
+        the mean of the scores normalised to 0..1 as the gate and /metrics read them."""
         acc: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(float) | {"lat": [], "fb": []})
         for req in self.requests:
             for call in req.calls:
-                if not call.model or call.status == "skipped":
+                if not call.model or call.status in NOT_CALLED:
                     continue
                 a = acc[call.model]
                 a["calls"] += 1
@@ -65,7 +174,7 @@ class Report:
                 if call.status == "ok":
                     a["lat"].append(call.latency_ms)
             if req.model:
-                acc[req.model]["fb"].extend(f.score for f in req.feedback)
+                acc[req.model]["fb"].extend(normalise_score(f.score) for f in req.feedback)
         rows = []
         for model, a in sorted(acc.items()):
             rows.append({"model": model, "calls": int(a["calls"]), "errors": int(a["errors"]),
@@ -76,7 +185,7 @@ class Report:
         return rows
 
     def mix_rows(self) -> list[dict[str, Any]]:
-        groups: dict[str, list[RequestRecord]] = defaultdict(list)
+        groups: dict[str, list[Any]] = defaultdict(list)
         for req in self.requests:
             groups[req.mix].append(req)
         rows = []
@@ -102,7 +211,30 @@ class Report:
 
 
 def build_report(store: TelemetryStore, since: datetime | None) -> Report:
-    return Report(since, store.requests(since=since))
+    return Report(since, load_rows(store, since))
+
+
+def print_tables(report: Report, console: Any) -> None:
+    """The models, mixes and keys tables on ``console``, never folding a cell: a number or a model name split
+    over two lines ("2559" over "9") cannot be read or grepped. A table wider than the console (a pipe's 80
+    columns, a narrow terminal) is printed at its own width instead, one line per row."""
+    from rich.console import Console
+    from rich.measure import Measurement
+    from rich.table import Table
+
+    for title, rows in (("models", report.model_rows()), ("mixes", report.mix_rows()),
+                        ("spend per key", report.key_rows())):
+        if not rows:
+            continue
+        t = Table(title=title)
+        for col in rows[0]:
+            t.add_column(col, no_wrap=True)
+        for r in rows:
+            t.add_row(*(fmt(v) for v in r.values()))
+        need = Measurement.get(console, console.options.update_width(1_000_000), t).maximum
+        out = console if need <= console.width else Console(width=need, file=console.file,
+                                                            force_terminal=console.is_terminal)
+        out.print(t)
 
 
 # ------------------------------------------------------------------------------------------- plots

@@ -4,6 +4,8 @@ Why records and not a live run: each record says what every model's answer was w
 pass of the gate gives the whole trade-off curve in seconds. The gate *chooses* with what it would know at
 request time (its predicted quality, the card's or cost model's expected cost, measured mean latency);
 the point is *scored* with the record's own quality, cost_usd and latency_ms for the chosen model(s).
+Scores are read on one scale per benchmark (shared/data/MANIFEST.md: 0/1, a 0-1 metric, or a 1-10 judge score,
+rescaled to 0-1); a benchmark mixing scales is refused, naming the odd record, rather than rescaled for it.
 
 Knobs: ``route`` → ``weights.cost`` (spending/quality targets) or ``weights.latency`` (latency target),
 swept on a log grid; ``cascade`` → ``threshold``; ``auto`` → ``difficulty_threshold`` (linear grids).
@@ -11,7 +13,6 @@ swept on a log grid; ``cascade`` → ``threshold``; ``auto`` → ``difficulty_th
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from moai.bench.datasets import RoutingRecord, load_records, normalise_scores
+from moai.bench.datasets import RecordError, RoutingRecord, load_records, read_json_lines
 from moai.gate.policy import RecordCard
 from moai.tuning.targets import Reference, Target
 
@@ -73,23 +74,78 @@ class Matrices:
         return Reference(max_model_cost=float(np.nanmax(mc)), best_quality=float(np.nanmax(mq)))
 
 
+def _nonneg(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+
 def load_extras(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     """``latency_ms``/``co2_g`` per model, which ``moai bench collect`` writes but RoutingRecord drops.
 
-    Read in the same order and with the same blank-line rule as ``load_records`` so the rows line up.
+    Read in the same order and with the same blank-line rule as ``load_records`` so the rows line up; a
+    value that is not ``{model: non-negative number}`` is a ``RecordError`` naming the file and line.
     """
     out: list[dict[str, Any]] = []
     for p in paths:
-        with Path(p).open(encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    obj = json.loads(line)
-                    out.append({k: obj.get(k) or {} for k in ("latency_ms", "co2_g")})
+        path = Path(p)
+        for ln, obj in read_json_lines(path, lambda ln, reason, path=path: RecordError(path, ln, reason)):
+            ex: dict[str, Any] = {}
+            for key in ("latency_ms", "co2_g"):
+                value = obj.get(key) if isinstance(obj, dict) else None
+                if value is None:
+                    value = {}
+                if not isinstance(value, dict) or not all(_nonneg(v) for v in value.values()):
+                    rid = obj.get("id") if isinstance(obj, dict) else None
+                    raise RecordError(path, ln, f"record {rid!r}: {key!r} must be an object "
+                                      "{model: non-negative number}")
+                ex[key] = value
+            out.append(ex)
     return out
 
 
+SCALES = "0/1 correctness, a 0-1 metric, or a 1-10 judge score"
+
+
+def _scale_error(r: RoutingRecord, reason: str) -> TuneError:
+    line = getattr(r, "line", 0)
+    where = f"{r.source}:{line}: " if r.source and line else ""
+    return TuneError(f"{where}record {r.id!r}: {reason}")
+
+
+def _check_scale(records: Sequence[RoutingRecord], rows: Sequence[int], label: str) -> bool:
+    """Whether one benchmark's scores are on the 1-10 judge scale; a benchmark's scores share one scale.
+
+    shared/data/MANIFEST.md allows 0/1 correctness, a 0-1 metric or a 1-10 judge score per benchmark. A score
+    above 1 among scores below 1 is not a scale but a mistake (a 7 among 0/1 scores, or a 0.5 among judge
+    scores): rescaling the whole benchmark as 1-10 for it would push every other score to 0, so it is refused,
+    naming the record that is the odd one out (on the side with fewer scores). So is a score above 10. A 0-1
+    metric slightly below 0 (RouterArena has -0.033) is clipped to 0, as before."""
+    hi: list[tuple[RoutingRecord, str, float]] = []
+    lo: list[tuple[RoutingRecord, str, float]] = []
+    for i in rows:
+        r = records[i]
+        for m, s in r.scores.items():
+            if s > 10:
+                raise _scale_error(r, f"score {s:g} for model {m!r} is off every scale ({SCALES})")
+            if s > 1 + 1e-9:
+                hi.append((r, m, s))
+            elif s < 1 - 1e-9:
+                lo.append((r, m, s))
+    if not hi:
+        return False
+    if lo:
+        if len(hi) <= len(lo):
+            r, m, s = hi[0]
+            raise _scale_error(r, f"score {s:g} for model {m!r} is above 1, while {len(lo)} scores of {label} "
+                               f"are below 1 (0/1 or 0-1): one scale per benchmark ({SCALES})")
+        r, m, s = lo[0]
+        raise _scale_error(r, f"score {s:g} for model {m!r} is below 1, while {len(hi)} scores of {label} are "
+                           f"above 1 (a 1-10 judge scale): one scale per benchmark ({SCALES})")
+    return True
+
+
 def _normalised(records: Sequence[RoutingRecord], models: Sequence[str]) -> np.ndarray:
-    """Scores on 0-1, judge scales (1-10) rescaled per benchmark like the gate's training does."""
+    """Scores on 0-1: a benchmark on the 1-10 judge scale is rescaled like the gate's training does, 0/1 and
+    0-1 scores pass through; a benchmark whose scores mix scales is refused (``_check_scale``)."""
     col = {m: j for j, m in enumerate(models)}
     y = np.full((len(records), len(models)), np.nan)
     groups: dict[str, list[int]] = {}
@@ -98,8 +154,10 @@ def _normalised(records: Sequence[RoutingRecord], models: Sequence[str]) -> np.n
         for m, s in r.scores.items():
             if m in col:
                 y[i, col[m]] = s
-    for rows in groups.values():
-        y[rows] = np.clip(normalise_scores(y[rows]), 0.0, 1.0)
+    for key, rows in groups.items():
+        label = f"benchmark {key!r}" if records[rows[0]].benchmark else f"{key or 'the records'}"
+        if _check_scale(records, rows, label):  # 1-10 → 0-1, as bench.datasets.normalise_scores maps it
+            y[rows] = np.clip((y[rows] - 1.0) / 9.0, 0.0, 1.0)
     return y
 
 
