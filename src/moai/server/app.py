@@ -13,14 +13,16 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from moai import __version__, deadline
@@ -28,7 +30,7 @@ from moai.config import Config
 from moai.gate.privacy_learned import load_model as load_privacy_model
 from moai.mixture import BadRequest, Mixture, Prepared, UnknownModel, refusal
 from moai.providers.base import Delta, ProviderError
-from moai.server.auth import Denied, Gatekeeper
+from moai.server.auth import DATABASE_UNAVAILABLE, Denied, Gatekeeper
 from moai.server.openai_schema import ChatCompletionRequest, FeedbackRequest, error_body, validation_message
 from moai.strategies.context import NoEligibleModel
 from moai.strategies.executor import Execution, PlanFailed
@@ -37,6 +39,8 @@ from moai.telemetry.metrics import CONTENT_TYPE
 from moai.telemetry.store import TelemetryStore, UnknownRequest
 
 log = logging.getLogger("moai.server")
+T = TypeVar("T")
+READY_DB_TIMEOUT_S = 2.0  # /readyz: a database that has not answered a trivial query by then is down
 
 
 def err(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
@@ -113,13 +117,22 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
     app = FastAPI(title="moai", version=__version__, lifespan=lifespan)
     app.state.mixture = mix
     max_body = config.settings.max_body_bytes
-    keeper = Gatekeeper(mix.store)
+    keeper = Gatekeeper(mix.store, on_error=lambda _e: mix.metrics.observe_database_error("keys"))
+    app.state.keeper = keeper
 
     def denied(e: Denied) -> JSONResponse:
         headers = {"retry-after": str(int(e.retry_after + 0.999))} if e.retry_after is not None else None
-        type_ = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}.get(
-            e.status, "invalid_request_error")
+        type_ = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error",
+                 503: "server_error"}.get(e.status, "invalid_request_error")
         return err(e.status, e.message, type_, code=e.code, headers=headers)
+
+    def database_down(operation: str, e: Exception, headers: dict[str, str] | None = None) -> JSONResponse:
+        """503 when the telemetry database (where requests, feedback and keys live) cannot be used; counted in
+        ``moai_database_errors_total{operation}``."""
+        mix.metrics.observe_database_error(operation)
+        log.warning("telemetry database unavailable (%s): %s", operation, type(e).__name__)
+        return err(503, "The gateway's telemetry database is unavailable; try again shortly.", "server_error",
+                   code=DATABASE_UNAVAILABLE, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, e: RequestValidationError) -> JSONResponse:
@@ -146,7 +159,15 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
 
     @app.get("/readyz", response_model=None)
     async def readyz() -> Any:
-        """Ready while at least one model of the default mix can be called (circuit not open, or cooling off)."""
+        """Ready while the telemetry database answers (no request can be recorded, nor a key checked, without it)
+        and at least one model of the default mix can be called (circuit not open, or cooling off)."""
+        if mix.store is not None:
+            problem = await _database_problem(mix.store)
+            if problem is not None:
+                mix.metrics.observe_database_error("ready")
+                log.warning("not ready: telemetry database: %s", problem)
+                return JSONResponse(error_body("the telemetry database is unavailable", "server_error",
+                                               code=DATABASE_UNAVAILABLE), status_code=503)
         now = time.time()
         pool = [c.name for c in config.pool(config.mixes[ready_mix])]
         usable = [m for m in pool if _usable(mix.stats, m, now)]
@@ -173,8 +194,10 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
 
     @app.post("/v1/feedback")
     async def feedback(request: Request) -> Any:
+        """Rate an answer. Once keys exist, a key rates only the requests made with it; a request rated again
+        keeps only its latest rating."""
         try:
-            await keeper.check(request.headers.get("authorization"))
+            key = await keeper.check(request.headers.get("authorization"))
         except Denied as e:
             return denied(e)
         raw = await _read_body(request, max_body)
@@ -185,10 +208,23 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         except ValidationError as e:
             message, param = validation_message(e)
             return err(400, message, param=param)
+        nul = next((name for name, v in (("id", body.id), ("comment", body.comment)) if v and "\x00" in v), None)
+        if nul is not None:  # valid JSON, but no database text type takes it (PostgreSQL refuses it)
+            return err(400, f"{nul}: must not contain a NUL character (\\u0000)", param=nul)
+        shown = body.id if len(body.id) <= 100 else body.id[:100] + "..."
+        unknown = err(404, f"No chat completion with id '{shown}'", "not_found_error", "id", "unknown_id")
         try:
-            return await mix.feedback(body.id, body.score, body.comment)
+            if key is not None and mix.store is not None:  # another key's request is not this one's to see
+                made = await asyncio.to_thread(mix.store.get, body.id)
+                if made is None or made.api_key != key.id:
+                    return unknown
+            return await mix.feedback(body.id, body.score, body.comment, scale=body.scale)
         except UnknownRequest:
-            return err(404, f"No chat completion with id '{body.id}'", "not_found_error", "id", "unknown_id")
+            return unknown
+        except SQLAlchemyError as e:
+            return database_down("feedback", e)
+        except ValueError as e:
+            return err(400, str(e))
         except LookupError as e:
             return err(409, str(e))
 
@@ -244,23 +280,34 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             return err(400, f"We could not parse the JSON body of your request: {e}", code="invalid_json")
         if not isinstance(payload, dict):
             return err(400, "the request body must be a JSON object")
+        option_error: BadRequest | None = None  # a bad `moai` option: refused as prepare refuses one, and recorded
         try:
             body = ChatCompletionRequest.model_validate(payload)
         except ValidationError as e:
             message, param = validation_message(e)
-            return err(400, message, param=param)
+            rest = _without_moai(payload) if (param or "").split(".")[0] == "moai" else None
+            if rest is None or not _known(mix, rest.model):
+                return err(400, message, param=param)
+            body, option_error = rest, BadRequest(message, param)
         try:
             mix_name = mix.resolve(body.model)[0] if _known(mix, body.model) else body.model
             key = await keeper.check(request.headers.get("authorization"), mix_name)
         except Denied as e:
+            if e.code == DATABASE_UNAVAILABLE and _known(mix, body.model):  # a request lost: count it
+                mix.metrics.observe_refusal(mix_name, "error", DATABASE_UNAVAILABLE, time.time() - started)
             return denied(e)
         api_key, session = key.id if key is not None else None, request.headers.get("x-moai-session")
         try:
+            if option_error is not None:
+                raise option_error
             prep = mix.prepare(body, api_key=api_key, session=session)
         except UnknownModel as e:
             return err(404, str(e), param="model", code="model_not_found")
         except Exception as e:  # noqa: BLE001 - refused before any model ran: recorded like every request
-            request_id = await mix.record_refusal(body, e, api_key, session, started)
+            try:
+                request_id = await mix.record_refusal(body, e, api_key, session, started)
+            except SQLAlchemyError as db_error:
+                return database_down("record", db_error, {"x-moai-mix": mix_name})
             refused = {"x-moai-mix": mix_name, "x-moai-request-id": request_id} if request_id else None
             if isinstance(e, BadRequest):
                 return err(400, str(e), param=e.param, code=e.code, headers=refused)
@@ -280,14 +327,20 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
                 # wait for the first delta before answering 200: a request no model could start on gets its
                 # real status (as from OpenAI), not an error event inside a successful stream
                 include_usage = bool(body.stream_options and body.stream_options.include_usage)
-                items = deadline.within(mix.stream(prep), request_timeout_s)
-                first = await anext(items, None)
+                items = deadline.within(mix.stream(prep), request_timeout_s, prep)
+                first = await _unless_gone(request, anext(items, None))
                 return StreamingResponse(
                     _sse(mix, prep, body.model, include_usage, _prepend(first, items), request_timeout_s),
                     media_type="text/event-stream", headers=headers,
                 )
+            deadline.start(prep, request_timeout_s)
             async with asyncio.timeout(request_timeout_s):
-                ex = await mix.run(prep)
+                ex = await _unless_gone(request, mix.run(prep))
+        except ClientGone:  # the plan was stopped; the mixture recorded the request as cancelled (499)
+            return err(499, "the client closed the connection before the answer was ready", code="client_closed",
+                       headers=headers)
+        except SQLAlchemyError as e:  # the answer could not be recorded: it is not sent unrecorded
+            return database_down("record", e, headers)
         except PlanFailed as e:
             if e.status == 400:  # every model refused the request itself: the client has to change it
                 return err(400, f"no model accepts this request: {e}", param=e.param, code=e.code, headers=headers)
@@ -299,7 +352,10 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         except ProviderError as e:  # a stream's model failed in a way no other model may retry (recorded)
             return err(502, f"no model could answer: {e}", "upstream_error", code="upstream_failed", headers=headers)
         except TimeoutError:
-            await deadline.record(mix, prep, request_timeout_s)
+            try:
+                await deadline.record(mix, prep, request_timeout_s)
+            except SQLAlchemyError as e:
+                return database_down("record", e, headers)
             return err(deadline.STATUS, deadline.message(request_timeout_s), "server_error", code=deadline.CODE,
                        headers=headers)
         summary = mix.summary(prep, ex)
@@ -316,6 +372,72 @@ def _known(mix: Mixture, model: str) -> bool:
     except UnknownModel:
         return False
     return True
+
+
+def _without_moai(payload: dict[str, Any]) -> ChatCompletionRequest | None:
+    """The request without its ``moai`` options, when only those were invalid (None otherwise)."""
+    try:
+        return ChatCompletionRequest.model_validate({k: v for k, v in payload.items() if k != "moai"})
+    except ValidationError:
+        return None
+
+
+async def _database_problem(store: TelemetryStore, timeout_s: float = READY_DB_TIMEOUT_S) -> str | None:
+    """Why the telemetry database does not answer a trivial query now, or None when it does."""
+    def ping() -> None:
+        with store.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    try:
+        await asyncio.wait_for(asyncio.to_thread(ping), timeout_s)
+    except TimeoutError:
+        return f"no answer within {timeout_s:g}s"
+    except (SQLAlchemyError, OSError) as e:
+        cause = getattr(e, "orig", None) or e
+        return (str(cause).strip().splitlines() or [type(cause).__name__])[0][:300]
+    return None
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has gone away. The body has been read, so the next message the server has for this
+    request is its disconnect (a server that repeats an empty body is asked again a little later)."""
+    while (await request.receive()).get("type") != "http.disconnect":
+        await asyncio.sleep(0.1)
+
+
+async def _cancel(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` and wait until it has stopped (whatever it raised while stopping is dropped)."""
+    task.cancel()
+    await asyncio.wait((task,))
+    if not task.cancelled():
+        task.exception()
+
+
+async def _unless_gone(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result; or, when the client disconnects first, ``work`` cancelled and ClientGone raised. The
+    cancellation stops the plan (no further model is called) and the mixture records the request as cancelled
+    (499), as for a stream the client leaves mid-answer. A cancellation of this request itself (its time limit,
+    the server stopping) cancels ``work`` too."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.create_task(_disconnected(request))
+    watch.add_done_callback(lambda t: None if t.cancelled() else t.exception())  # retrieved: never logged as lost
+    try:
+        done, _ = await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+        if task not in done and watch.exception() is not None:  # the watch broke, not the connection: just wait
+            await asyncio.wait((task,))
+    except BaseException:
+        watch.cancel()
+        await _cancel(task)
+        raise
+    watch.cancel()
+    if task.done():
+        return task.result()
+    await _cancel(task)
+    raise ClientGone
 
 
 async def _refresh_forever(mix: Mixture, every_s: float) -> None:
@@ -398,6 +520,10 @@ async def _sse(mix: Mixture, prep: Prepared, model: str, include_usage: bool, it
     except TimeoutError:
         await deadline.record(mix, prep, timeout_s)
         body = error_body(deadline.message(timeout_s), "server_error", code=deadline.CODE)
+        yield f"data: {json.dumps(body)}\n\n"
+    except SQLAlchemyError:  # the answer was sent but could not be recorded
+        mix.metrics.observe_database_error("record")
+        body = error_body("the gateway's telemetry database is unavailable", "server_error", code=DATABASE_UNAVAILABLE)
         yield f"data: {json.dumps(body)}\n\n"
     except Exception as e:  # noqa: BLE001 - the stream has started: report in-band, as OpenAI does
         status = getattr(e, "status", 502)

@@ -4,25 +4,35 @@ Keys live hashed in the telemetry database (shared by replicas). Authentication 
 one active key exists. Budgets are checked against the spend recorded in the database (per UTC day and
 month); requests-per-minute limits are counted in the same database (``rate_limit``), so they hold across
 replicas too.
+
+When the database cannot be read, the key set read last is used for a short while (``grace_s``: a restart or a
+fail-over of the database does not lock every caller out); after that, and whenever no key set was ever read,
+a request gets 503 ``database_unavailable``. A key with a budget or an RPM limit cannot be checked without the
+database: it gets that 503 at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from moai.server.rate_limit import take
 from moai.telemetry.store import ApiKey, RequestRecord, TelemetryStore
 
 PREFIX = "moai-sk-"
+DATABASE_UNAVAILABLE = "database_unavailable"
+log = logging.getLogger("moai.server")
 
 
 def hash_secret(secret: str) -> str:
@@ -75,22 +85,63 @@ class Denied(Exception):
     retry_after: float | None = None
 
 
-class Gatekeeper:
-    """Checks a request's key against the database (cached briefly) and its limits."""
+def _reason(e: BaseException) -> str:
+    """The driver's first line, without SQLAlchemy's statement and link."""
+    cause = getattr(e, "orig", None) or e
+    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(cause).__name__)[:300]
 
-    def __init__(self, store: TelemetryStore | None, refresh_s: float = 2.0) -> None:
+
+class Gatekeeper:
+    """Checks a request's key against the database (cached briefly) and its limits.
+
+    ``on_error`` is called with each database error met (to count it); ``grace_s`` is how long the key set read
+    last still admits callers while the database cannot be read."""
+
+    def __init__(self, store: TelemetryStore | None, refresh_s: float = 2.0, grace_s: float = 10.0,
+                 on_error: Callable[[Exception], None] | None = None) -> None:
         self.store = store
         self.refresh_s = refresh_s
+        self.grace_s = grace_s
+        self.on_error = on_error
         self._keys: dict[str, ApiKey] = {}
         self._loaded = 0.0
+        self._read_at: float | None = None  # when the key table was last read successfully
+        self._error: str | None = None  # why the last read failed (None: it did not)
         self._lock = threading.Lock()
+
+    def _failed(self, e: Exception) -> None:
+        if self.on_error is not None:
+            self.on_error(e)
 
     def _refresh(self) -> None:
         if self.store is None:
             return
-        keys = {k.secret_hash: k for k in list_keys(self.store) if k.revoked_at is None}
+        try:
+            keys = {k.secret_hash: k for k in list_keys(self.store) if k.revoked_at is None}
+        except SQLAlchemyError as e:
+            self._failed(e)
+            with self._lock:
+                first, self._error, self._loaded = self._error is None, _reason(e), time.monotonic()
+            if first:
+                log.warning("cannot read the gateway keys: %s", self._error)
+            return
         with self._lock:
-            self._keys, self._loaded = keys, time.monotonic()
+            if self._error is not None:
+                log.warning("gateway keys readable again")
+            self._keys, self._loaded, self._error = keys, time.monotonic(), None
+            self._read_at = self._loaded
+
+    def _unavailable(self) -> Denied:
+        """The client's answer (the driver's reason, which names the database's host, is only logged)."""
+        return Denied(503, "The gateway's database is unavailable, so API keys cannot be checked; try again shortly.",
+                      DATABASE_UNAVAILABLE, retry_after=self.refresh_s)
+
+    def _usable(self) -> None:
+        """Raise 503 when the key table cannot be read and the key set read last is too old to stand in."""
+        error, read_at = self._error, self._read_at
+        if error is not None and (read_at is None or time.monotonic() - read_at > self.grace_s):
+            raise self._unavailable()
 
     def _stale(self) -> bool:
         return self.store is not None and time.monotonic() - self._loaded > self.refresh_s
@@ -109,11 +160,14 @@ class Gatekeeper:
         """None when no key exists (open gateway); the key when valid; raises Denied otherwise."""
         if self._stale():
             self._refresh()
+        self._usable()
         key, digest = self._match(authorization)
         if key is None and digest is not None:
             self._refresh()  # a key created a moment ago on another replica
             key, digest = self._match(authorization)
         if key is None and digest is not None:
+            if self._error is not None:  # it may be a new key: that cannot be told now
+                raise self._unavailable()
             raise Denied(401, "Incorrect or revoked API key provided.", "invalid_api_key")
         return key
 
@@ -122,6 +176,7 @@ class Gatekeeper:
         answer is in memory (the common case: keys cached, no budget to look up)."""
         if self._stale():
             await asyncio.to_thread(self._refresh)
+        self._usable()
         key, digest = self._match(authorization)
         if key is None and digest is not None:
             key = await asyncio.to_thread(self.authenticate, authorization)
@@ -133,13 +188,20 @@ class Gatekeeper:
         return key
 
     def authorize(self, key: ApiKey | None, mix: str, now: datetime | None = None) -> None:
-        """Mix allowed, within budget, under the rate limit — or Denied."""
+        """Mix allowed, within budget, under the rate limit — or Denied (503 when the limits cannot be read)."""
         if key is None:
             return
         if key.allowed_mixes is not None and mix not in key.allowed_mixes:
             raise Denied(403, f"This key may not use mix '{mix}' (allowed: {', '.join(key.allowed_mixes)}).",
                          "model_not_allowed")
-        now = now or datetime.now(UTC)
+        try:
+            self._limits(key, now or datetime.now(UTC))
+        except SQLAlchemyError as e:
+            self._failed(e)
+            log.warning("cannot check the limits of key %s: %s", key.id, _reason(e))
+            raise self._unavailable() from None
+
+    def _limits(self, key: ApiKey, now: datetime) -> None:
         day, month = period_starts(now)
         if self.store is not None:
             for limit, start, label, reset in (

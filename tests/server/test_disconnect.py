@@ -1,0 +1,48 @@
+"""A client that leaves before its answer is ready stops the plan: no later step's model is called (or billed), and
+the request is recorded as cancelled (499), streamed or not."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from servers import start_moai, stop
+from stub_openai import Script, StubServer
+
+pytestmark = pytest.mark.integration
+
+DELAY_S = 2.0  # the proposers' answer time; the client gives up well before
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_a_client_leaving_before_the_answer_cancels_the_rest_of_the_plan(tmp_path: Path, stream: bool) -> None:
+    with StubServer(Script(delay_s=DELAY_S)) as a, StubServer(Script(delay_s=DELAY_S)) as b, StubServer() as agg:
+        cfg = f"""
+models:
+  a: {{provider: openai_compat, endpoint: "{a.url}", privacy: private, params_b: 8, max_retries: 0,
+      price: {{input_per_mtok: 1, output_per_mtok: 2}}}}
+  b: {{provider: openai_compat, endpoint: "{b.url}", privacy: private, params_b: 8, max_retries: 0,
+      price: {{input_per_mtok: 1, output_per_mtok: 2}}}}
+  agg: {{provider: openai_compat, endpoint: "{agg.url}", privacy: private, params_b: 8, max_retries: 0,
+        price: {{input_per_mtok: 1, output_per_mtok: 2}}}}
+mixes:
+  team: {{strategy: moa, proposers: [a, b], aggregator: agg}}
+"""
+        srv = start_moai(cfg, tmp_path)
+        try:
+            body = {"model": "moai/team", "stream": stream, "messages": [{"role": "user", "content": "Explain X"}]}
+            with pytest.raises(httpx.TimeoutException):  # the client gives up and closes its connection
+                httpx.post(srv.url + "/chat/completions", json=body, timeout=0.5)
+            assert a.script.calls == b.script.calls == 1
+            time.sleep(DELAY_S + 1.0)  # past the proposers' answers: the aggregator would have been called by now
+            with sqlite3.connect(srv.db) as db:
+                row = db.execute("select status, http_status, model from requests").fetchall()
+            completed = httpx.post(srv.url + "/chat/completions", json=body, timeout=30)  # the mix still works
+        finally:
+            stop(srv.proc)
+    assert agg.script.calls == 1  # the request that stayed, only
+    assert row == [("cancelled", 499, None)]
+    assert completed.status_code == 200
