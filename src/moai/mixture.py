@@ -507,9 +507,12 @@ class Mixture:
         from moai.telemetry.adapt import _predicted_quality, stored_score
 
         shown, score = score, stored_score(score, scale)  # ValueError: off its scale
+        rated_before = bool(await asyncio.to_thread(self.store.feedback_for, request_id))
         fb = await asyncio.to_thread(self.store.add_feedback, request_id, score, comment)
         req = await asyncio.to_thread(self.store.get, request_id)
-        if req is not None and req.model:
+        # a new rating replaces the request's earlier one in the database: it is not another observation (the
+        # live statistics take the replacement at their next refresh, within settings.stats_refresh_s)
+        if req is not None and req.model and not rated_before:
             self.stats.observe_feedback(req.model, score, _predicted_quality(req.decision, req.model))
             self.metrics.observe_feedback(req.model, score)
         return {"object": "feedback", "id": fb.id, "request_id": request_id, "score": shown, "scale": scale,

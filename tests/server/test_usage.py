@@ -60,7 +60,12 @@ mixes:
                     row = db.execute("select status, completion_tokens, http_status from requests "
                                      "where mix='slow'").fetchone()
                 time.sleep(0.2)
+            metrics = httpx.get(srv.url.removesuffix("/v1") + "/metrics").text
         finally:
             stop(srv.proc)
     assert row is not None and row[0] == "cancelled" and row[2] == 499
     assert 20 <= row[1] < 200  # what was generated before the hang-up, not the whole answer
+    # /metrics counts the same generated tokens and their cost as the database does
+    counted = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if 'mix="slow"' in line and ('kind="completion"' in line or line.startswith("moai_cost_usd_total"))}
+    assert counted["moai_tokens_total"] == row[1] and counted["moai_cost_usd_total"] > 0

@@ -11,16 +11,22 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from moai.providers.base import is_refusal
+from moai.providers.base import ProviderRateLimited, is_refusal
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
-def _refused(attempts: list[dict[str, Any]]) -> bool:
-    """Whether a failed step failed only because every model refused the request itself (not a model error)."""
+def _limited(attempt: dict[str, Any]) -> bool:
+    """Whether a failed attempt was a 429: the provider throttling, not the model failing."""
+    return attempt.get("status") == ProviderRateLimited.status
+
+
+def _model_failed(attempts: list[dict[str, Any]]) -> bool:
+    """Whether a failed step counts as a failed call: not when every model only refused the request itself or
+    answered 429 (each such attempt is counted under kind "refused" or "rate_limited")."""
     errors = [a for a in attempts if a.get("error")]
-    return bool(errors) and all(is_refusal(a.get("status")) for a in errors)
+    return not errors or not all(is_refusal(a.get("status")) or _limited(a) for a in errors)
 
 
 class Metrics:
@@ -38,8 +44,10 @@ class Metrics:
                                       buckets=LATENCY_BUCKETS, registry=r)
         self.ttft = Histogram("moai_time_to_first_token_seconds", "Time to first token", ["model"],
                               buckets=LATENCY_BUCKETS, registry=r)
-        # kind: call / attempt / refused (a model refused the request); with model "none", the error code of a
-        # request refused before any model ran (no_trusted_model, no_eligible_model, internal_error, ...)
+        # kind: call (a step's model failed) / attempt (each failed try) / refused (a model refused the request) /
+        # rate_limited (a try answered 429: the provider throttling, not held against the model; neither those nor
+        # refusals make a "call" error); with model "none", the error code of a request refused before any model
+        # ran (no_trusted_model, no_eligible_model, internal_error, database_unavailable, ...)
         self.errors = Counter("moai_errors", "Failed model calls and requests", ["model", "kind"], registry=r)
         self.decisions = Counter("moai_gate_decisions", "Gate choices", ["mix", "model"], registry=r)
         self.feedback = Counter("moai_feedback", "Feedback received", ["model"], registry=r)
@@ -48,6 +56,9 @@ class Metrics:
         self.cache = Counter("moai_cache", "Response cache lookups", ["mix", "result"], registry=r)
         self.knob = Gauge("moai_mix_knob", "Current value of a live-tuned mix knob", ["mix", "knob"], registry=r)
         self.knob_changes = Counter("moai_mix_knob_changes", "Live tuning changes", ["mix", "knob"], registry=r)
+        # operation: keys (the key lookup), record (storing a request), feedback, ready (the /readyz check)
+        self.database_errors = Counter("moai_database_errors", "Telemetry database operations that failed",
+                                       ["operation"], registry=r)
 
     def observe_tuning(self, mix: str, knob: str, value: float) -> None:
         self.knob.labels(mix, knob).set(value)
@@ -62,24 +73,27 @@ class Metrics:
         for r in results:
             if r.model is None:
                 continue
-            if r.status == "failed":
-                if not _refused(r.attempts):
-                    self.errors.labels(r.model, "call").inc()
-                continue
-            if r.status != "ok":
+            if r.status == "failed" and _model_failed(r.attempts):
+                self.errors.labels(r.model, "call").inc()
+            # what a model generated was paid for, also when its stream broke or its client left mid-answer
+            spent = r.status in ("failed", "cancelled") and r.usage.completion_tokens > 0
+            if r.status != "ok" and not spent:
                 continue
             self.tokens.labels(mix, r.model, "prompt").inc(r.usage.prompt_tokens)
             self.tokens.labels(mix, r.model, "completion").inc(r.usage.completion_tokens)
             self.cost.labels(mix, r.model).inc(r.cost_usd)
             self.energy.labels(mix, r.model).inc(r.energy_kwh)
             self.co2.labels(mix, r.model).inc(r.co2_g)
+            if r.status != "ok":
+                continue
             self.call_latency.labels(r.model).observe(r.latency_ms / 1000)
             if r.ttft_s is not None:
                 self.ttft.labels(r.model).observe(r.ttft_s)
         for r in results:
             for attempt in r.attempts:
                 if attempt.get("error") and attempt.get("model"):
-                    kind = "refused" if is_refusal(attempt.get("status")) else "attempt"
+                    kind = ("refused" if is_refusal(attempt.get("status"))
+                            else "rate_limited" if _limited(attempt) else "attempt")
                     self.errors.labels(attempt["model"], kind).inc()
 
     def observe_refusal(self, mix: str, status: str, code: str, latency_s: float) -> None:
@@ -88,6 +102,9 @@ class Metrics:
         self.requests.labels(mix, "none", status).inc()
         self.request_latency.labels(mix).observe(latency_s)
         self.errors.labels("none", code).inc()
+
+    def observe_database_error(self, operation: str) -> None:
+        self.database_errors.labels(operation).inc()
 
     def observe_feedback(self, model: str | None, score: float) -> None:
         from moai.telemetry.adapt import normalise_score

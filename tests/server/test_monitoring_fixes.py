@@ -1,0 +1,283 @@
+"""Monitoring through the HTTP server: feedback that the database cannot take, a database that is down, bad `moai`
+options recorded as refusals, feedback tied to the key that made the request, and 429s counted apart from model
+failures.
+
+Served in-process (Starlette's TestClient) over loopback stub models, so that the database can be taken away under
+a running app; one test takes a real PostgreSQL down under a real ``moai serve``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from servers import ROOT, free_port, start_moai, stop
+from sqlalchemy import create_engine
+from starlette.testclient import TestClient
+from stub_openai import Script, StubServer
+
+from moai.config import parse_config
+from moai.gate.rules import RuleChooser
+from moai.mixture import Mixture
+from moai.server.app import create_app
+from moai.server.auth import create_key
+from moai.telemetry.store import TelemetryStore
+
+pytestmark = pytest.mark.integration
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+def config_text(*urls: str) -> str:
+    """Models m0, m1, ... on the given stubs; mix default routes over m0 (and any fallbacks), rl over m0 alone."""
+    models = "".join(
+        f'  m{i}: {{provider: openai_compat, endpoint: "{u}", privacy: private, params_b: 8, max_retries: 0,\n'
+        f"        price: {{input_per_mtok: 1, output_per_mtok: 2}}}}\n" for i, u in enumerate(urls))
+    return f"""models:
+{models}mixes:
+  default: {{strategy: route, models: [m0]}}
+  rl: {{strategy: route, models: [m0]}}
+"""
+
+
+@contextmanager
+def serve(tmp: Path, *scripts: Script, db_url: str | None = None) -> Iterator[tuple[TestClient, TelemetryStore, Any]]:
+    """The app over one stub per script, on a SQLite file (or ``db_url``); yields (client, store, stubs)."""
+    with ExitStack() as stack:
+        stubs = [stack.enter_context(StubServer(s)) for s in scripts]
+        store = TelemetryStore(db_url or f"sqlite:///{tmp / 'moai.db'}")
+        config = parse_config(config_text(*(s.url for s in stubs)))
+        mixture = Mixture(config, store=store, chooser=RuleChooser())
+        client = stack.enter_context(TestClient(create_app(config, store, mixture=mixture),
+                                                raise_server_exceptions=False))
+        yield client, store, stubs
+        store.close()
+
+
+def samples(client: TestClient, family: str) -> dict[tuple[tuple[str, str], ...], float]:
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+    if family not in families:
+        return {}
+    return {tuple(sorted(s.labels.items())): s.value for s in families[family].samples
+            if s.name == family + "_total"}
+
+
+def rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def error_of(r: Any, status: int) -> dict[str, Any]:
+    """OpenAI's error envelope with ``status``; the inner error object."""
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}, err
+    return err
+
+
+# ---------------------------------------------------------------------------------------------- mon 12: NUL
+
+
+def nul_feedback_is_refused(client: TestClient, request_id: str) -> None:
+    err = error_of(client.post("/v1/feedback", json={"id": request_id, "score": 1, "comment": "nul\u0000here"}), 400)
+    assert err["param"] == "comment" and "NUL" in err["message"]
+    err = error_of(client.post("/v1/feedback", json={"id": "abc\u0000def", "score": 1}), 400)
+    assert err["param"] == "id"
+    assert client.post("/v1/feedback", json={"id": request_id, "score": 1, "comment": "fine"}).status_code == 200
+
+
+def test_a_nul_character_in_feedback_is_a_400(tmp_path: Path) -> None:
+    with serve(tmp_path, Script()) as (client, store, _):
+        request_id = client.post("/v1/chat/completions", json={"model": "moai/default", "messages": USER}).json()["id"]
+        nul_feedback_is_refused(client, request_id)
+        assert [f.comment for f in store.feedback_for(request_id)] == ["fine"]
+        with pytest.raises(ValueError, match="NUL"):
+            store.add_feedback(request_id, 1, "a\x00b")
+
+
+def test_a_nul_character_in_feedback_is_a_400_on_postgres(tmp_path: Path, fresh_postgres: str) -> None:
+    with serve(tmp_path, Script(), db_url=fresh_postgres) as (client, _, _):
+        request_id = client.post("/v1/chat/completions", json={"model": "moai/default", "messages": USER}).json()["id"]
+        nul_feedback_is_refused(client, request_id)
+
+
+# ---------------------------------------------------------------------------------------- mon 13: database down
+
+
+def break_database(store: TelemetryStore, tmp: Path) -> Any:
+    """Point the store at a database that cannot be opened (as when the server goes away); returns the old engine."""
+    good = store.engine
+    store.engine = create_engine(f"sqlite:///{tmp / 'no-such-dir' / 'moai.db'}")
+    return good
+
+
+def test_a_database_that_is_down_gives_503_and_not_ready(tmp_path: Path) -> None:
+    with serve(tmp_path, Script()) as (client, store, (stub,)):
+        body = {"model": "moai/default", "messages": USER}
+        assert client.post("/v1/chat/completions", json=body).status_code == 200
+        assert client.get("/readyz").status_code == 200
+        good = break_database(store, tmp_path)
+        keeper = client.app.state.keeper  # type: ignore[attr-defined]
+        keeper.refresh_s = keeper.grace_s = 0.0  # re-read the keys at once, and no grace on the last set read
+
+        err = error_of(client.post("/v1/chat/completions", json=body), 503)
+        assert err["code"] == "database_unavailable" and err["type"] == "server_error"
+        assert "internal error" not in err["message"] and stub.script.calls == 1  # no model was called
+        err = error_of(client.post("/v1/feedback", json={"id": "chatcmpl-x", "score": 1}), 503)
+        assert err["code"] == "database_unavailable"
+        err = error_of(client.get("/readyz"), 503)
+        assert err["code"] == "database_unavailable"
+        assert samples(client, "moai_requests")[(("mix", "default"), ("model", "none"), ("status", "error"))] == 1
+        assert samples(client, "moai_errors")[(("kind", "database_unavailable"), ("model", "none"))] == 1
+        failed = samples(client, "moai_database_errors")
+        assert failed[(("operation", "keys"),)] >= 2 and failed[(("operation", "ready"),)] == 1
+
+        store.engine = good  # the database is back
+        assert client.post("/v1/chat/completions", json=body).status_code == 200
+        assert client.get("/readyz").status_code == 200
+
+
+def test_while_the_database_is_down_the_last_key_set_is_used_for_a_short_while(tmp_path: Path) -> None:
+    with serve(tmp_path, Script()) as (client, store, (stub,)):
+        _, secret = create_key(store, "ci")
+        body = {"model": "moai/default", "messages": USER}
+        auth = {"authorization": f"Bearer {secret}"}
+        assert client.post("/v1/chat/completions", json=body, headers=auth).status_code == 200
+        break_database(store, tmp_path)
+        keeper = client.app.state.keeper  # type: ignore[attr-defined]
+        keeper.refresh_s, keeper.grace_s = 0.0, 60.0
+
+        # the key set read last still says who may call: no key is a 401, a known key passes the check ...
+        assert error_of(client.post("/v1/chat/completions", json=body), 401)["code"] == "missing_api_key"
+        r = client.post("/v1/chat/completions", json=body, headers=auth)
+        # ... and its answer, which cannot be recorded, is not sent unrecorded
+        assert error_of(r, 503)["code"] == "database_unavailable" and stub.script.calls == 2
+        assert samples(client, "moai_database_errors")[(("operation", "record"),)] == 1
+        # a secret the last set does not know may be a key created since: that cannot be told now
+        unknown = {"authorization": "Bearer moai-sk-nope"}
+        assert error_of(client.post("/v1/chat/completions", json=body, headers=unknown), 503)["code"] == \
+            "database_unavailable"
+
+        keeper.grace_s = 0.0  # past the grace: nobody gets in, and no model is called
+        r = client.post("/v1/chat/completions", json=body, headers=auth)
+        assert error_of(r, 503)["code"] == "database_unavailable" and stub.script.calls == 2
+
+
+def postgres(command: str, data: str, port: int | None = None) -> str:
+    script = ROOT / "scripts" / "postgres.sh"
+    args = ["bash", str(script), command, data] + ([str(port)] if port else [])
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_postgres_stopped_under_a_running_server(tmp_path: Path) -> None:
+    """The audit's case: PostgreSQL stopped under ``moai serve``, then started again."""
+    data, port = tempfile.mkdtemp(prefix="moai-pg-down-"), free_port()
+    url = postgres("start", data, port).splitlines()[-1]
+    try:
+        with StubServer() as stub:
+            srv = start_moai(config_text(stub.url), tmp_path, database_url=url)
+            try:
+                body = {"model": "moai/default", "messages": USER}
+                first = httpx.post(srv.url + "/chat/completions", json=body, timeout=30)
+                assert first.status_code == 200
+                postgres("stop", data)
+                r = httpx.post(srv.url + "/chat/completions", json=body, timeout=30)
+                assert error_of(r, 503)["code"] == "database_unavailable"
+                r = httpx.post(srv.base + "/v1/feedback", json={"id": first.json()["id"], "score": 1}, timeout=30)
+                assert error_of(r, 503)["code"] == "database_unavailable"
+                assert error_of(httpx.get(srv.base + "/readyz", timeout=30), 503)["code"] == "database_unavailable"
+                assert "moai_database_errors_total{" in httpx.get(srv.base + "/metrics").text
+
+                postgres("start", data, port)
+                assert httpx.get(srv.base + "/readyz", timeout=30).status_code == 200
+                assert httpx.post(srv.url + "/chat/completions", json=body, timeout=30).status_code == 200
+            finally:
+                stop(srv.proc)
+    finally:
+        postgres("stop", data)
+        subprocess.run(["rm", "-rf", data], check=False)
+
+
+# ---------------------------------------------------------------------------------- mon 14: bad `moai` options
+
+
+@pytest.mark.parametrize(("moai", "param"), [
+    ({"privacy": "weird"}, "moai.privacy"),
+    ({"models": "x"}, "moai.models"),
+    ({"bogus_option": 1}, "moai.bogus_option"),
+    ({"weights": {"cost": -1}}, "moai.weights.cost"),
+    ("str", "moai"),
+], ids=["privacy", "models", "unknown", "negative-weight", "not-an-object"])
+def test_a_bad_moai_option_is_refused_recorded_and_counted(tmp_path: Path, moai: Any, param: str) -> None:
+    with serve(tmp_path, Script()) as (client, _, (stub,)):
+        r = client.post("/v1/chat/completions", json={"model": "moai/default", "messages": USER, "moai": moai})
+        assert error_of(r, 400)["param"] == param
+        request_id = r.headers["x-moai-request-id"]
+        assert r.headers["x-moai-mix"] == "default"
+        requests = samples(client, "moai_requests")
+        errors = samples(client, "moai_errors")
+        # the rest of the body must be valid too, and the model known, for there to be a mix to file it under
+        assert client.post("/v1/chat/completions", json={"model": "moai/default", "moai": moai}).status_code == 400
+        assert client.post("/v1/chat/completions",
+                           json={"model": "nope", "messages": USER, "moai": moai}).status_code == 400
+    assert rows(tmp_path / "moai.db", "select id, mix, status, http_status from requests") == [
+        (request_id, "default", "refused", 400)]
+    assert requests == {(("mix", "default"), ("model", "none"), ("status", "refused")): 1}
+    assert errors == {(("kind", "invalid_request"), ("model", "none")): 1}
+    assert stub.script.calls == 0
+
+
+# ------------------------------------------------------------------------------ mon 18: feedback and its caller
+
+
+def test_a_key_rates_only_its_own_requests_and_a_new_rating_replaces_the_old(tmp_path: Path) -> None:
+    with serve(tmp_path, Script()) as (client, store, _):
+        _, a = create_key(store, "a")
+        _, b = create_key(store, "b")
+        as_a, as_b = {"authorization": f"Bearer {a}"}, {"authorization": f"Bearer {b}"}
+        body = {"model": "moai/default", "messages": USER}
+        mine = client.post("/v1/chat/completions", json=body, headers=as_a).json()["id"]
+
+        err = error_of(client.post("/v1/feedback", json={"id": mine, "score": -1}, headers=as_b), 404)
+        assert err["code"] == "unknown_id"
+        assert error_of(client.post("/v1/feedback", json={"id": mine, "score": -1}), 401)["code"] == "missing_api_key"
+        for score in (-1, 1, 0.5):
+            assert client.post("/v1/feedback", json={"id": mine, "score": score}, headers=as_a).status_code == 200
+        assert [(f.score, f.comment) for f in store.feedback_for(mine)] == [(0.5, None)]
+
+
+def test_without_keys_a_request_keeps_its_latest_rating(tmp_path: Path) -> None:
+    with serve(tmp_path, Script()) as (client, store, _):
+        request_id = client.post("/v1/chat/completions", json={"model": "moai/default", "messages": USER}).json()["id"]
+        for score, comment in ((1, "good"), (1, "good"), (-1, "wrong after all")):
+            r = client.post("/v1/feedback", json={"id": request_id, "score": score, "comment": comment})
+            assert r.status_code == 200
+        assert [(f.score, f.comment) for f in store.feedback_for(request_id)] == [(-1, "wrong after all")]
+        assert samples(client, "moai_feedback") == {(("model", "m0"),): 1}  # one rating, however often replaced
+        store.add_feedback(request_id, 8)  # `moai feedback` writes through the same path
+        assert [f.score for f in store.feedback_for(request_id)] == [8]
+
+
+# --------------------------------------------------------------------------------------------- mon 19: 429s
+
+
+def test_a_429_is_counted_apart_from_failed_calls(tmp_path: Path) -> None:
+    limited = Script(fail_times=10**6, fail_status=429, retry_after="30")
+    with serve(tmp_path, limited, Script(fail_times=10**6, fail_status=500)) as (client, _, _):
+        r = client.post("/v1/chat/completions", json={"model": "moai/rl", "messages": USER})
+        assert error_of(r, 429)["code"] == "rate_limit_exceeded"
+        errors = samples(client, "moai_errors")
+        assert errors == {(("kind", "rate_limited"), ("model", "m0")): 1}
+        r = client.post("/v1/chat/completions", json={"model": "m1", "messages": USER})  # a 500: a failed call
+        assert r.status_code == 502
+        errors = samples(client, "moai_errors")
+    assert errors == {(("kind", "rate_limited"), ("model", "m0")): 1, (("kind", "call"), ("model", "m1")): 1,
+                      (("kind", "attempt"), ("model", "m1")): 1}
