@@ -281,3 +281,17 @@ def test_a_429_is_counted_apart_from_failed_calls(tmp_path: Path) -> None:
         errors = samples(client, "moai_errors")
     assert errors == {(("kind", "rate_limited"), ("model", "m0")): 1, (("kind", "call"), ("model", "m1")): 1,
                       (("kind", "attempt"), ("model", "m1")): 1}
+
+
+def test_a_streams_model_header_names_the_model_that_answers(tmp_path: Path) -> None:
+    """A MoA stream is written by its aggregator: the header says so (it named the gate's first pick)."""
+    with ExitStack() as stack:
+        stubs = [stack.enter_context(StubServer(Script(reply=f"from m{i}"))) for i in range(3)]
+        text = config_text(*(s.url for s in stubs)) + "  team: {strategy: moa, proposers: [m0, m1], aggregator: m2}\n"
+        config = parse_config(text)
+        mixture = Mixture(config, store=TelemetryStore(f"sqlite:///{tmp_path / 'moai.db'}"), chooser=RuleChooser())
+        client = stack.enter_context(TestClient(create_app(config, mixture.store, mixture=mixture)))
+        body = {"model": "moai/team", "messages": USER, "stream": True}
+        with client.stream("POST", "/v1/chat/completions", json=body) as r:
+            assert r.headers["x-moai-model"] == "m2"
+            assert "[DONE]" in "".join(r.iter_text())

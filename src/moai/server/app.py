@@ -329,6 +329,10 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
                 include_usage = bool(body.stream_options and body.stream_options.include_usage)
                 items = deadline.within(mix.stream(prep), request_timeout_s, prep)
                 first = await _unless_gone(request, anext(items, None))
+                # the model whose answer streams is known now (an aggregator, a reviser: not the gate's pick)
+                answering = first.answer if isinstance(first, Execution) else prep.plan.results.get(prep.plan.final)
+                if answering is not None and answering.model:
+                    headers["x-moai-model"] = answering.model
                 return StreamingResponse(
                     _sse(mix, prep, body.model, include_usage, _prepend(first, items), request_timeout_s),
                     media_type="text/event-stream", headers=headers,
