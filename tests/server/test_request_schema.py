@@ -77,7 +77,7 @@ def test_feedback_scores_on_every_scale(score: float) -> None:
     assert FeedbackRequest.model_validate({"id": "chatcmpl-1", "score": score}).score == score
 
 
-@pytest.mark.parametrize("score", [-5, 11, 1e9])
+@pytest.mark.parametrize("score", [-5, 11, 1e9, True, "7"])
 def test_feedback_score_off_every_scale_is_refused(score: float) -> None:
     with pytest.raises(ValidationError):
         FeedbackRequest.model_validate({"id": "chatcmpl-1", "score": score})

@@ -228,6 +228,13 @@ class FeedbackRequest(BaseModel):
     comment: str | None = Field(None, max_length=10000)
     scale: Literal["thumbs", "unit", "ten"] | None = None  # the score's scale, when a bare reading would be wrong
 
+    @field_validator("score", mode="before")
+    @classmethod
+    def _a_number(cls, v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, int | float):  # true is no rating; "7" is a string
+            raise ValueError("must be a number")
+        return v
+
     @model_validator(mode="after")
     def _on_its_scale(self) -> FeedbackRequest:
         from moai.telemetry.adapt import normalise_score
