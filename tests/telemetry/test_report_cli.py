@@ -198,3 +198,16 @@ def test_report_on_a_missing_sqlite_file_is_one_line_and_creates_nothing(tmp_pat
     TelemetryStore(f"sqlite:///{tmp_path / 'empty.db'}")  # an existing, empty database is still a report
     r = CliRunner().invoke(app, ["report", "--database-url", f"sqlite:///{tmp_path / 'empty.db'}"])
     assert r.exit_code == 0 and "no requests recorded" in r.output
+
+
+def test_unanswered_requests_and_models_read_as_such(store: TelemetryStore) -> None:
+    """A model with no answer has no latency (blank, not 0 ms); a request the client left is '(cancelled)'."""
+    broken = request(1, "broken", calls=("failed",))
+    broken.status, broken.model = "error", None
+    left = request(2)
+    left.status, left.model, left.http_status = "cancelled", None, 499
+    store.write_many([request(0), broken, left])
+    rep = build_report(store, None)
+    models = {r["model"]: r for r in rep.model_rows()}
+    assert models["broken"]["p50_ms"] is None and models["m"]["p50_ms"] is not None
+    assert rep.mix_rows()[0]["routes"] == {"m": 1, "(failed)": 1, "(cancelled)": 1}

@@ -143,8 +143,14 @@ def load_rows(store: TelemetryStore, since: datetime | None) -> list[RequestRow]
     return rows
 
 
-def _pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else 0.0
+def _pct(values: list[float], q: float) -> float | None:
+    """None when nothing answered: a blank cell, not a latency of 0."""
+    return float(np.percentile(values, q)) if values else None
+
+
+def _unanswered(status: str) -> str:
+    """How a request no model answered is listed among a mix's routes."""
+    return {"refused": "(refused)", "cancelled": "(cancelled)"}.get(status, "(failed)")
 
 
 @dataclass
@@ -193,7 +199,7 @@ class Report:
             lat = [r.latency_ms for r in reqs if r.status == "ok"]
             routes: dict[str, int] = defaultdict(int)
             for r in reqs:
-                routes[r.model or ("(refused)" if r.status == "refused" else "(failed)")] += 1
+                routes[r.model or _unanswered(r.status)] += 1
             rows.append({"mix": mix, "requests": len(reqs), "errors": sum(r.status != "ok" for r in reqs),
                          "tokens": sum(r.prompt_tokens + r.completion_tokens for r in reqs),
                          "p50_ms": _pct(lat, 50), "p95_ms": _pct(lat, 95),
@@ -273,7 +279,7 @@ def plot_png(report: Report) -> bytes:
     ax = axes[1][1]
     shares: dict[str, int] = defaultdict(int)
     for r in reqs:
-        shares[r.model or ("(refused)" if r.status == "refused" else "(failed)")] += 1
+        shares[r.model or _unanswered(r.status)] += 1
     if shares:
         ax.bar(list(shares.keys()), list(shares.values()), color="tab:orange")
         ax.tick_params(axis="x", rotation=20)
