@@ -188,6 +188,18 @@ async def test_gate_cascade_never_skips_its_last_model() -> None:
     assert ex.answer.text == "big" and scripts["cheap"].calls == 0 and scripts["big"].calls == 1
 
 
+async def test_a_gate_cascade_whose_last_model_fails_falls_back_to_the_skipped_ones() -> None:
+    """Skipping a model predicted too weak must not leave the cascade without an answer: if the last model fails,
+    the skipped ones answer, strongest first (it was a 502 with neither of them called)."""
+    mix = "  m: {strategy: cascade, cascade: [cheap, mid, big], threshold: 0.99}\n"
+    with ExitStack() as st:
+        scripts = {"cheap": Script(reply="cheap"), "mid": Script(reply="mid"),
+                   "big": Script(fail_times=99, fail_status=500)}
+        ex, _, _ = await run(setup(st, scripts, mix),
+                             Fixed(["big", "mid", "cheap"], {"cheap": 0.3, "mid": 0.7, "big": 0.9}))
+    assert ex.answer.text == "mid" and scripts["cheap"].calls == 0
+
+
 # ---------------------------------------------------------------- 8. an open circuit keeps a proposer out
 
 

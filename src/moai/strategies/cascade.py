@@ -3,8 +3,8 @@
 The scorer is either the gate (its predicted quality of that model on this query, plus a check that the
 answer is not empty or truncated) or a judge model grading the answer 0–10. An accepted answer ends the
 cascade; a failed or rejected one escalates to the next model. The last model's step is the final one and is
-streamed when reached. With the gate as scorer, a model predicted below the threshold is not called at all:
-its answer could never be accepted.
+streamed when reached. With the gate as scorer, a model predicted below the threshold is not called at all
+(its answer could never be accepted), unless the last model fails: then it is the last model's fallback.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def plan(ctx: RequestContext) -> Plan:
         q = decision.quality.get(model) if decision.quality else None
         return q if q is not None else decision.probabilities.get(model, 0.0)
 
+    hopeless: list[str] = []
     if ctx.mix.scorer == "gate":  # known before any call: skip the tries that could not be accepted
         hopeless = [m for m in models[:-1] if predicted(m) < threshold]
         if hopeless:
@@ -75,7 +76,9 @@ def plan(ctx: RequestContext) -> Plan:
 
         deps = [d for e in earlier for d in (e, f"grade.{e}") if judge or d == e]
         # a failed try escalates: the next one runs whatever became of the earlier ones
-        steps.append(Step(sid, "answer", [model], build, deps=deps, optional=not last, after_failure=True))
+        # should the last model fail, the skipped ones still answer, the strongest first: better than no answer
+        chain = [model, *reversed(hopeless)] if last else [model]
+        steps.append(Step(sid, "answer", chain, build, deps=deps, optional=not last, after_failure=True))
         if judge and not last:
             def build_grade(results: dict[str, StepResult], sid: str = sid):  # type: ignore[no-untyped-def]
                 r = results.get(sid)
