@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 PrivacyTier = Literal["local", "private", "cloud"]
 PRIVACY_RANK: dict[str, int] = {"local": 0, "private": 1, "cloud": 2}
+# the variable an anthropic model's key is read from without api_key_env (here, not in the provider module:
+# `config check` needs it without loading the anthropic SDK, ~1.5 s)
+ANTHROPIC_KEY_ENV = "ANTHROPIC_API_KEY"
 ProviderKind = Literal["local", "openai_compat", "openai", "anthropic", "replay"]
 
 

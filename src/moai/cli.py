@@ -151,7 +151,7 @@ def _warn_missing_local(cfg: Config) -> None:
 def _missing_keys(cfg: Config) -> list[str]:
     """``model (VARIABLE)`` for each remote model whose API key variable is unset or empty: its requests would go
     out without an Authorization header. Not an error: keys are often set only where the server runs."""
-    from moai.providers.anthropic import DEFAULT_KEY_ENV as ANTHROPIC_KEY_ENV
+    from moai.catalog import ANTHROPIC_KEY_ENV
 
     missing: list[str] = []
     for name, card in cfg.models.items():

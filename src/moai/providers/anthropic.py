@@ -18,7 +18,7 @@ from typing import Any
 
 import anthropic
 
-from moai.catalog import ModelCard
+from moai.catalog import ANTHROPIC_KEY_ENV, ModelCard
 from moai.providers.base import (
     ChatParams,
     Completion,
@@ -37,7 +37,7 @@ from moai.providers.base import (
 )
 
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
-DEFAULT_KEY_ENV = "ANTHROPIC_API_KEY"
+DEFAULT_KEY_ENV = ANTHROPIC_KEY_ENV
 
 STOP_REASONS = {
     "end_turn": "stop",
