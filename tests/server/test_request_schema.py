@@ -88,3 +88,9 @@ def test_feedback_scale_is_checked_against_the_score() -> None:
     for bad in ({"score": 7, "scale": "thumbs"}, {"score": -1, "scale": "unit"}, {"score": 1, "scale": "stars"}):
         with pytest.raises(ValidationError):
             FeedbackRequest.model_validate({"id": "c", **bad})
+
+
+def test_a_nul_in_the_user_field_is_refused() -> None:
+    """`user` is stored as the session; PostgreSQL refuses a NUL (it was a 503 'database unavailable')."""
+    assert refused(user="u\x00x")[1] == "user"
+    assert parse(user="alice").user == "alice"

@@ -195,6 +195,13 @@ class ChatCompletionRequest(BaseModel):
             raise ValueError("token log-probabilities are not supported (an answer may be written by several models)")
         return v
 
+    @field_validator("user")
+    @classmethod
+    def _user(cls, v: str | None) -> str | None:
+        if v is not None and "\x00" in v:  # it is stored (the session); no database text type takes a NUL
+            raise ValueError("must not contain a NUL character (\\u0000)")
+        return v
+
     @field_validator("response_format")
     @classmethod
     def _response_format(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
