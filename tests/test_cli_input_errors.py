@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from click.testing import Result
+from cli_support import one_line_error
 from typer.testing import CliRunner
 
 from moai.cli import app
@@ -39,16 +39,6 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return url
 
 
-def one_line_error(r: Result, *needles: str, code: int = 2) -> str:
-    """The command failed cleanly: the exit code, no traceback, and one ``error:`` line holding the needles."""
-    assert r.exit_code == code, r.output
-    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
-    assert "Traceback" not in r.output
-    lines = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, r.output
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
 
 
 # ---------------------------------------------------------------- config: local packages, encodings

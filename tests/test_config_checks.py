@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cli_support import one_line_error
 from click.testing import Result
 from typer.testing import CliRunner
 
@@ -28,15 +29,6 @@ def error_of(text: str) -> str:
     return msg
 
 
-def one_line_error(r: Result, *needles: str) -> str:
-    assert r.exit_code == 2, r.output
-    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
-    assert "Traceback" not in r.output
-    lines = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, r.output
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
 
 
 def check(tmp_path: Path, text: str, **env: str) -> Result:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from click.testing import Result
+from cli_support import one_line_error
 from sqlalchemy import event
 from typer.testing import CliRunner
 
@@ -23,15 +23,6 @@ from moai.telemetry.store import CallRecord, FeedbackRecord, RequestRecord, Tele
 T0 = datetime(2026, 12, 6, 13, 26, tzinfo=UTC)
 
 
-def one_line_error(r: Result, *needles: str, code: int = 2) -> str:
-    assert r.exit_code == code, r.output
-    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
-    assert "Traceback" not in r.output
-    lines = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, r.output
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
 
 
 def request(i: int, model: str = "m", *, calls: tuple[str, ...] = ("ok",), at: datetime | None = None,
