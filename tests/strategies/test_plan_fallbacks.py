@@ -132,6 +132,25 @@ async def test_a_failed_last_chain_step_returns_the_previous_answer(stream: bool
     assert any("failed" in r and "step2" in r for r in summary["reason"])
 
 
+@pytest.mark.parametrize(("failing", "note"), [
+    ("b", "chain: step2 failed; step3 refined step1's answer"),
+    ("a", "chain: step1 failed"),
+])
+async def test_a_chain_passes_over_a_link_whose_every_model_failed(failing: str, note: str) -> None:
+    """A middle (or first) link that fails with no fallback left is passed over, not the whole chain (a 502)."""
+    mix = ("  m: {strategy: chain, fallbacks: null, steps: [{model: a, instruction: Draft}, "
+           "{model: b, instruction: Fix}, {model: c, instruction: Polish}]}\n")
+    with ExitStack() as st:
+        scripts = {"a": Script(reply="draft"), "b": Script(reply="fixed"), "c": Script(reply="polished")}
+        scripts[failing] = Script(fail_times=99)
+        ex, summary, _ = await run(setup(st, scripts, mix), Fixed(["a", "b", "c"]))
+        seen = scripts["c"].seen[-1]["messages"][-1]["content"]
+    assert ex.answer.text == "polished" and ex.answer.model == "c"
+    assert ("Previous answer:\ndraft" in seen) == (failing == "b") and ("Previous answer:\nfixed" in seen) == (
+        failing == "a")
+    assert any(r.startswith(note) for r in summary["reason"]), summary["reason"]
+
+
 async def test_a_failed_critique_writer_falls_back_to_the_gates_next_model() -> None:
     mix = "  m: {strategy: critique, writer: w, critic: c, rounds: 1}\n"
     with ExitStack() as st:

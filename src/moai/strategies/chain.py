@@ -1,7 +1,8 @@
 """``chain``: sequential steps; each model refines the previous output with its own instruction.
 
-Each step falls back as the mix says (the gate's next model with ``fallbacks: gate``); when the last step
-fails all the same, the previous step's answer is returned rather than nothing.
+Each step falls back as the mix says (the gate's next model with ``fallbacks: gate``). A step that fails all
+the same is passed over: the next one refines the newest answer there is, and when the last step fails, that
+answer is returned rather than nothing.
 """
 
 from __future__ import annotations
@@ -12,32 +13,41 @@ from moai.strategies.plan import Plan, Step, StepResult
 from moai.strategies.roles import fill, with_messages
 
 
+def _latest(results: dict[str, StepResult], ids: list[str]) -> StepResult | None:
+    """The newest of the given steps that answered."""
+    done = [results[s] for s in ids if s in results and results[s].status == "ok" and results[s].answered]
+    return done[-1] if done else None
+
+
 def plan(ctx: RequestContext) -> Plan:
     steps: list[Step] = []
-    prev: str | None = None
-    for i, spec in enumerate(ctx.mix.steps or []):
+    ids: list[str] = []
+    specs = ctx.mix.steps or []
+    for i, spec in enumerate(specs):
         models = fill(ctx, spec.model)
         if not models:
             raise ValueError(f"mix {ctx.mix_name!r}: no eligible model for chain step {i + 1}")
         sid = f"step{i + 1}"
+        earlier = list(ids)
 
-        def build(results: dict[str, StepResult], prev: str | None = prev, instruction: str = spec.instruction):  # type: ignore[no-untyped-def]
-            if prev is None:
+        def build(results: dict[str, StepResult], earlier: list[str] = earlier, instruction: str = spec.instruction,
+                  sid: str = sid):  # type: ignore[no-untyped-def]
+            if not earlier:
                 system = {"role": "system", "content": instruction}
                 return with_messages(ctx, [system, *ctx.params.messages])
-            previous = results[prev].text
-            ask = f"{instruction}\n\nPrevious answer:\n{previous}"
+            previous = _latest(results, earlier)
+            if previous is None or previous.step != earlier[-1]:
+                ctx.notes.append(f"chain: {earlier[-1]} failed; {sid} " + (
+                    f"refined {previous.step}'s answer" if previous else "answered the request itself"))
+            if previous is None:  # no link answered: this one writes the first answer
+                return with_messages(ctx, list(ctx.params.messages))
+            ask = f"{instruction}\n\nPrevious answer:\n{previous.text}"
             return with_messages(ctx, [*ctx.params.messages, {"role": "user", "content": ask}])
 
-        steps.append(Step(sid, "drafter" if prev is None else "reviser", with_fallbacks(ctx, models), build,
-                          deps=[prev] if prev else []))
-        prev = sid
-    assert prev is not None
-    earlier = [s.id for s in steps[:-1]]
-
-    def rescue(results: dict[str, StepResult]) -> StepResult | None:
-        """The newest earlier step that answered (the last step's input)."""
-        done = [results[s] for s in earlier if s in results and results[s].status == "ok" and results[s].answered]
-        return done[-1] if done else None
-
-    return Plan("chain", steps, final=prev, rescue=rescue)
+        last = i == len(specs) - 1
+        # a link whose every model failed is passed over: the next one refines the newest answer there is
+        steps.append(Step(sid, "drafter" if not earlier else "reviser", with_fallbacks(ctx, models), build,
+                          deps=earlier[-1:], optional=not last, after_failure=True))  # it reads one answer
+        ids.append(sid)
+    assert ids
+    return Plan("chain", steps, final=ids[-1], rescue=lambda results: _latest(results, ids[:-1]))
