@@ -413,6 +413,12 @@ def feedback(
                 body = " ".join(r.text.split())
                 message = (body[:200] + "…" if len(body) > 200 else body) or "(empty body)"
             fail(f"{url} answered {r.status_code}: {message}")
+        try:  # a 200 from something that is not moai (a proxy's page, another service) recorded nothing
+            recorded = r.json().get("object") == "feedback"
+        except (ValueError, AttributeError):
+            recorded = False
+        if not recorded:
+            fail(f"{url} answered 200 but not with a feedback record: is it a moai server?")
         console.print(f"recorded feedback {score:g} for {request_id}")
         return
     from moai.telemetry.adapt import stored_score

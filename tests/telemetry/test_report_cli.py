@@ -82,6 +82,11 @@ def test_feedback_url_with_an_html_error_is_one_line(monkeypatch: pytest.MonkeyP
     _answer(monkeypatch, httpx.Response(404, json={"error": {"message": "no request 'chatcmpl-x'"}}))
     one_line_error(CliRunner().invoke(app, ["feedback", "chatcmpl-x", "-1", "--url", "http://gw"]),
                    "404", "no request 'chatcmpl-x'")
+    _answer(monkeypatch, httpx.Response(200, text="<html>a login page</html>"))  # not moai: nothing was recorded
+    one_line_error(CliRunner().invoke(app, ["feedback", "chatcmpl-x", "1", "--url", "http://gw"]),
+                   "not with a feedback")
+    _answer(monkeypatch, httpx.Response(200, json={"object": "feedback", "id": 1}))
+    assert CliRunner().invoke(app, ["feedback", "chatcmpl-x", "1", "--url", "http://gw"]).exit_code == 0
 
 
 # ---------------------------------------------------------------- --since
