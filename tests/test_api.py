@@ -313,6 +313,9 @@ def test_a_request_past_the_limit_is_counted_once_as_timed_out(timed: tuple[Mixt
     shutdown(m)
     with sqlite3.connect(db) as conn:
         assert conn.execute("select status, http_status from requests").fetchall() == [("error", 504)]
+        # the call in flight is stored too, lasting until the limit cut it (it had no row, or a latency of 0)
+        ((status, latency, error),) = conn.execute("select status, latency_ms, error from calls").fetchall()
+    assert status == "failed" and 400 <= latency < 2500 and "timed out" in error
 
 
 def test_a_stream_past_the_limit_raises_openais_timeout_error(timed: tuple[Mixture, Mixture, Path]) -> None:

@@ -446,6 +446,8 @@ class Mixture:
         results = results or list(prep.plan.results.values())
         for r in results:
             self._bill_partial(r)
+            if r.status == "failed" and not r.end:  # in flight when the request was cut short (its time limit)
+                r.end, r.error = time.time(), error if r.error in (None, "interrupted") else r.error
         self._observe(prep, "error", results, None)
         if self.store is not None:
             await self._persist(self._record(prep, "error", error, results, None, http_status))
@@ -494,6 +496,8 @@ class Mixture:
             if self._bill_partial(r):
                 r.status = "cancelled"
                 r.end = time.time()
+            elif r.status == "failed" and not r.end:  # a call in flight: it ends here, with nothing generated
+                r.status, r.end = "cancelled", time.time()
         self._observe(prep, "cancelled", results, None)
         if self.writer is not None:
             self.writer.submit_nowait(self._record(prep, "cancelled", "client disconnected", results, None, 499))

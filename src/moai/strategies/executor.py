@@ -45,6 +45,13 @@ def _passed(step: Step, built: Passthrough, results: dict[str, StepResult], now:
                       start=now, end=now, tool_calls=built.tool_calls, finish_reason=built.finish_reason)
 
 
+def _running(step: Step) -> StepResult:
+    """A call in flight, as a request cut short now (its time limit, its client leaving) records it: ``end`` 0
+    until the record sets it."""
+    return StepResult(step.id, step.role, step.models[0] if step.models else None, "failed", start=time.time(),
+                      error="interrupted")
+
+
 def _indexed(calls: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
     """Whole tool calls as one stream delta: OpenAI's deltas number each call."""
     return [{"index": i, **c} for i, c in enumerate(calls)] if calls else None
@@ -269,6 +276,7 @@ class Executor:
             elif isinstance(built, Passthrough):
                 r = _passed(step, built, results, now)
             else:
+                results[step.id] = _running(step)
                 r = await self._call(step, built, plan)
             results[step.id] = r
             return r
@@ -320,6 +328,7 @@ class Executor:
                     continue
                 yield item
         else:
+            results[final.id] = _running(final)
             ans = await self._call(final, built, plan)
             results[final.id] = ans
         empty = ans.ok and not ans.answered  # nothing to say: as good as failed when an earlier answer exists
