@@ -272,7 +272,7 @@ def test_a_first_pairs_latency_does_not_include_loading_the_model(tmp_path: Path
     assert entry.latency_ms < 300
 
 
-# ------------------------------------------------------------------------------ bad input, audit cases
+# ------------------------------------------------------------------------------ bad input
 
 
 @pytest.fixture

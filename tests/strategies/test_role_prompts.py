@@ -53,7 +53,7 @@ def well_formed(messages: list[dict[str, Any]]) -> bool:
     return "system" not in turns and all(a != b for a, b in zip(turns, turns[1:], strict=False))
 
 
-# --- DEFECT 3: the aggregator and layer-2 proposers keep the user's system prompt
+# --- the aggregator and layer-2 proposers keep the user's system prompt
 
 
 def test_aggregate_messages_keep_the_users_system_prompt_in_one_system_message() -> None:
@@ -64,7 +64,7 @@ def test_aggregate_messages_keep_the_users_system_prompt_in_one_system_message()
     assert msgs[1:] == DIALOGUE[1:]
 
 
-# --- DEFECT 4: reviewers see the conversation, and get moai's options rather than the user's
+# --- reviewers see the conversation, and get moai's options rather than the user's
 
 
 def test_reviewers_see_the_system_prompt_and_earlier_turns() -> None:
@@ -112,7 +112,7 @@ def test_answer_writing_steps_keep_the_users_options() -> None:
         assert built.max_tokens == 33 and built.top_p == 0.9 and built.temperature == 0.4
 
 
-# --- DEFECT 5: the critic's verdict is a word; the last VERDICT line wins
+# --- the critic's verdict is a word; the last VERDICT line wins
 
 
 def test_verdict_is_read_as_a_word() -> None:
@@ -126,7 +126,7 @@ def test_verdict_is_read_as_a_word() -> None:
     assert approved("Looks good, approved.") and not approved("Not approved: 3 + 4 is 7.")
 
 
-# --- GAP 6: the judge's verdict
+# --- the judge's verdict
 
 
 def test_judge_pick_prefers_an_explicit_best_then_the_last_number_in_range() -> None:
@@ -152,7 +152,7 @@ def test_an_unusable_or_failed_judge_leaves_a_note() -> None:
     assert critic_note(StepResult("critique1", "critic", "c", "ok", text="VERDICT: REVISE")) is None
 
 
-# --- GAP 8: one leading system message, alternating turns
+# --- one leading system message, alternating turns
 
 
 def test_merge_turns_gives_one_system_message_and_alternating_turns() -> None:

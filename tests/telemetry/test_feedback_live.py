@@ -1,5 +1,5 @@
-"""Feedback in the live statistics: one monotonic reading of bare scores, declared scales, and a refresh that reads
-only the feedback rows it has not read yet, with the same totals as a full re-read."""
+"""Feedback in the live statistics: the documented reading of bare scores and declared scales, and a refresh that
+reads only the feedback rows it has not read yet, with the same totals as a full re-read."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def test_bare_scores_keep_the_documented_reading_and_a_declared_scale_settles_th
     """A bare 1 stays a thumbs-up (clients rating -1/1 or 0..1 rely on it); a 0-10 rating declares ``ten``."""
     assert [normalise_score(s) for s in (-1, -0.5, 0, 0.3, 1)] == [0.0, 0.25, 0.0, 0.3, 1.0]
     assert [normalise_score(s) for s in (2, 7, 10)] == [pytest.approx(0.2), pytest.approx(0.7), 1.0]
-    assert normalise_score(1, "ten") == pytest.approx(0.1)  # the audit's 1/10, read as 1/10 once declared
+    assert normalise_score(1, "ten") == pytest.approx(0.1)  # a 0-10 client's 1, read as 1/10 once declared
     assert normalise_score(0, "thumbs") == 0.5
 
 

@@ -83,7 +83,7 @@ def error_of(r: Any, status: int) -> dict[str, Any]:
     return err
 
 
-# ---------------------------------------------------------------------------------------------- mon 12: NUL
+# ---------------------------------------------------------------------------------------------- NUL
 
 
 def nul_feedback_is_refused(client: TestClient, request_id: str) -> None:
@@ -109,7 +109,7 @@ def test_a_nul_character_in_feedback_is_a_400_on_postgres(tmp_path: Path, fresh_
         nul_feedback_is_refused(client, request_id)
 
 
-# ---------------------------------------------------------------------------------------- mon 13: database down
+# ---------------------------------------------------------------------------------------- database down
 
 
 def break_database(store: TelemetryStore, tmp: Path) -> Any:
@@ -178,7 +178,7 @@ def postgres(command: str, data: str, port: int | None = None) -> str:
 
 
 def test_postgres_stopped_under_a_running_server(tmp_path: Path) -> None:
-    """The audit's case: PostgreSQL stopped under ``moai serve``, then started again."""
+    """PostgreSQL stopped under a running ``moai serve``, then started again."""
     data, port = tempfile.mkdtemp(prefix="moai-pg-down-"), free_port()
     url = postgres("start", data, port).splitlines()[-1]
     try:
@@ -206,7 +206,7 @@ def test_postgres_stopped_under_a_running_server(tmp_path: Path) -> None:
         subprocess.run(["rm", "-rf", data], check=False)
 
 
-# ---------------------------------------------------------------------------------- mon 14: bad `moai` options
+# ---------------------------------------------------------------------------------- bad `moai` options
 
 
 @pytest.mark.parametrize(("moai", "param"), [
@@ -235,7 +235,7 @@ def test_a_bad_moai_option_is_refused_recorded_and_counted(tmp_path: Path, moai:
     assert stub.script.calls == 0
 
 
-# ------------------------------------------------------------------------------ mon 18: feedback and its caller
+# ------------------------------------------------------------------------------ feedback and its caller
 
 
 def test_a_key_rates_only_its_own_requests_and_a_new_rating_replaces_the_old(tmp_path: Path) -> None:
@@ -266,7 +266,7 @@ def test_without_keys_a_request_keeps_its_latest_rating(tmp_path: Path) -> None:
         assert [f.score for f in store.feedback_for(request_id)] == [8]
 
 
-# --------------------------------------------------------------------------------------------- mon 19: 429s
+# --------------------------------------------------------------------------------------------- 429s
 
 
 def test_a_429_is_counted_apart_from_failed_calls(tmp_path: Path) -> None:
