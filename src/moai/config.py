@@ -508,6 +508,8 @@ def parse_config(text: str, source: str = "<string>") -> Config:
         raise ConfigError(f"{source}:1: YAML syntax: {_one_line(str(e))}") from None
     except RecursionError:
         raise ConfigError(f"{source}:1: YAML syntax: nested too deeply") from None
+    except TypeError:  # ruamel builds a mapping whose key is a list or mapping ({[a]: 1}) and cannot hash it
+        raise ConfigError(f"{source}:1: YAML syntax: a key must be a plain value, not a list or mapping") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}:1: the file must be a mapping with 'models' and 'mixes'")
     try:

@@ -80,6 +80,14 @@ def test_any_top_level_sections_give_config_or_config_error(data: Any) -> None:
     check(dump(data))
 
 
+def test_a_list_as_a_mapping_key_is_a_config_error() -> None:
+    """Found by the fuzzer below: ruamel raised a TypeError for a flow mapping keyed by a list."""
+    text = VALID[:484] + VALID[491:]  # "{strategy: chain, [{model: a}, ...]: ...}"
+    check(text)
+    with pytest.raises(ConfigError, match="a key must be a plain value"):
+        parse_config(text, "mix.yaml")
+
+
 @FUZZ
 @given(st.data())
 def test_mutated_valid_config_gives_config_or_config_error(data: st.DataObject) -> None:
