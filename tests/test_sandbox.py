@@ -111,6 +111,10 @@ def test_output_limit_is_reported_as_a_failure(monkeypatch: pytest.MonkeyPatch) 
     ("import os\nfd = os.open({out!r}, os.O_RDONLY)\nos.open('made', os.O_WRONLY | os.O_CREAT, dir_fd=fd)",
      "writing outside"),
     ("import os\nos.setxattr({out!r} + '/victim', 'user.moai', b'1')", "os.setxattr"),
+    ("import os\nos.close(os.open({out!r} + '/victim', os.O_RDONLY | os.O_TRUNC))", "writing outside"),
+    ("import sqlite3\nsqlite3.connect({out!r} + '/made.db').execute('create table t(x)')", "a database outside"),
+    ("import os\nos.mkfifo({out!r} + '/made')", "special files"),
+    ("import sys\nsys.modules['posix'].mknod({out!r} + '/made')", "special files"),
 ])
 def test_guarded_programs_cannot_change_directories_or_times_outside(tmp_path: Path, program: str,
                                                                        blocked: str) -> None:

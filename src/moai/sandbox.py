@@ -47,13 +47,22 @@ def __moai_guard():
             raise PermissionError("sandbox: " + event + " is not allowed")
         if event == "open" and not isinstance(args[0], int):
             mode, flags = args[1] or "r", args[2] or 0
-            writes = any(c in str(mode) for c in "wax+") or flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
+            writes = any(c in str(mode) for c in "wax+") or flags & (
+                os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND)  # O_RDONLY|O_TRUNC empties a file
             if (writes or os.path.isdir(args[0])) and not inside(args[0]):  # a directory fd is a dir_fd
                 raise PermissionError("sandbox: writing outside the scratch directory is not allowed")
         if event in ("os.mkdir", "os.utime"):
             if args[-1] not in (None, -1) or not inside(args[0]):  # dir_fd: relative to who knows where
                 raise PermissionError("sandbox: " + event + " outside the scratch directory is not allowed")
+        if event == "sqlite3.connect" and args[0] not in (":memory:", b":memory:", "") and not inside(args[0]):
+            raise PermissionError("sandbox: a database outside the scratch directory is not allowed")
 
+    def refused(*args, **kwargs):
+        raise PermissionError("sandbox: creating special files is not allowed")
+
+    import posix
+    for module in (os, posix):  # no audit event covers them: the functions themselves are replaced
+        module.mkfifo = module.mknod = refused
     sys.addaudithook(hook)
 
 
