@@ -358,3 +358,65 @@ def test_every_model_rate_limited_raises_the_clients_rate_limit_error() -> None:
     assert isinstance(err, openai.RateLimitError) and err.body["code"] == "rate_limit_exceeded"
     step.attempts.append({"model": "c", "error": "upstream error 500", "status": 502})
     assert PlanFailed("x", [step], [step]).status == 502  # one model truly failing: not a rate limit
+
+
+def test_a_request_cut_short_on_a_fallback_stores_every_try(tmp_path: Path) -> None:
+    """The first model failed at once, the second was still answering at the limit: both calls are stored, each
+    under its own model (the one in flight was charged to the first, and the failed try was lost)."""
+    db = tmp_path / "t.db"
+    with (StubServer(Script(fail_times=99, fail_status=500)) as broken,
+          StubServer(Script(reply="late", delay_s=3.0)) as slow):
+        (tmp_path / "mix.yaml").write_text(f"""
+models:
+  a: {{provider: openai_compat, endpoint: "{broken.url}", privacy: cloud, max_retries: 0, params_b: 1}}
+  b: {{provider: openai_compat, endpoint: "{slow.url}", privacy: cloud, max_retries: 0, params_b: 70}}
+mixes:
+  default: {{strategy: route, fallbacks: [b]}}
+settings: {{request_timeout_s: 1.0}}
+""")
+        m = Mixture.from_config(str(tmp_path / "mix.yaml"), store=TelemetryStore(f"sqlite:///{db}"))
+        with pytest.raises(openai.APITimeoutError):
+            m.chat.completions.create(model="moai/default", messages=HI)
+        shutdown(m)
+    with sqlite3.connect(db) as conn:
+        calls = conn.execute("select model, status, error, latency_ms from calls order by started_at").fetchall()
+    assert [(c[0], c[1]) for c in calls] == [("a", "failed"), ("b", "failed")], calls
+    assert "500" in calls[0][2] and "timed out" in calls[1][2] and calls[1][3] >= 500
+
+
+async def test_a_cancellation_while_the_answer_is_being_stored_counts_it_once(tmp_path: Path) -> None:
+    """A client leaving while a complete answer is being committed: it was counted both ok and cancelled, and the
+    stored row turned into cancelled/499."""
+    from moai.config import parse_config
+    from moai.server.openai_schema import ChatCompletionRequest
+
+    with StubServer(Script(reply="done")) as stub:
+        cfg = parse_config(f"""
+models:
+  a: {{provider: openai_compat, endpoint: "{stub.url}", privacy: private, max_retries: 0}}
+mixes:
+  one: {{strategy: route, models: [a]}}
+""")
+        m = Mixture(cfg, TelemetryStore(f"sqlite:///{tmp_path / 't.db'}"))
+        assert m.writer is not None
+        writer = m.writer
+
+        async def slow_write(rec: object) -> None:  # a commit that takes a while (a busy database)
+            future = writer.submit_nowait(rec)
+            await asyncio.sleep(0.3)
+            await asyncio.wrap_future(future)
+
+        writer.write = slow_write  # type: ignore[method-assign]
+        body = ChatCompletionRequest.model_validate({"model": "moai/one", "messages": HI})
+        prep = m.prepare(body)
+        task = asyncio.ensure_future(m.run(prep))
+        while not prep.recorded:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.5)
+        await m.aclose()
+    assert requests_counted(m) == {"ok": 1.0}
+    with sqlite3.connect(tmp_path / "t.db") as conn:
+        assert conn.execute("select status, http_status from requests").fetchall() == [("ok", 200)]

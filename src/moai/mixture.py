@@ -78,6 +78,7 @@ class Prepared:
     use_cache: bool = True  # False: the request opted out (moai.cache: false)
     cache: Any = None  # cache.Lookup, once the response cache was consulted
     deadline: float | None = None  # time.monotonic() at which settings.request_timeout_s runs out
+    recorded: bool = False  # its answer is counted and being stored: a cancellation now changes nothing
 
 
 def live_tuners(config: Config) -> dict[str, LiveTuner]:
@@ -431,6 +432,7 @@ class Mixture:
             self.metrics.observe_tuning(name, change.knob, change.new)
 
     async def record(self, prep: Prepared, ex: Execution) -> None:
+        prep.recorded = True  # the client leaving while the record is written must not count it twice
         self._observe(prep, "ok", ex.results, ex.answer.model)
         self._tune(prep, ex.results)
         if prep.ctx.session and ex.answer.model:
@@ -443,11 +445,16 @@ class Mixture:
             await self._persist(self._record(prep, "ok", None, ex.results, ex.answer.model, 200))
 
     async def record_failure(self, prep: Prepared, error: str, results: list[Any], http_status: int = 502) -> None:
+        if prep.recorded:  # answered and counted; only storing it failed (the database), which is counted apart
+            return
         results = results or list(prep.plan.results.values())
         for r in results:
             self._bill_partial(r)
             if r.status == "failed" and not r.end:  # in flight when the request was cut short (its time limit)
-                r.end, r.error = time.time(), error if r.error in (None, "interrupted") else r.error
+                r.end, r.error = time.time(), error
+                if r.attempts and r.model:  # after failed tries: the one in flight is a try of its own
+                    r.attempts.append({"model": r.model, "start": r.start, "error": error,
+                                       "latency_ms": (r.end - r.start) * 1000})
         self._observe(prep, "error", results, None)
         if self.store is not None:
             await self._persist(self._record(prep, "error", error, results, None, http_status))
@@ -491,6 +498,8 @@ class Mixture:
     def record_cancelled(self, prep: Prepared) -> None:
         """Record a request cut short by its client, with the usage generated until then (no await: the
         task is being cancelled, so the record is handed to the writer thread)."""
+        if prep.recorded:  # the answer was complete and is being stored as answered
+            return
         results = list(prep.plan.results.values())
         for r in results:
             if self._bill_partial(r):

@@ -48,8 +48,7 @@ def _passed(step: Step, built: Passthrough, results: dict[str, StepResult], now:
 def _running(step: Step) -> StepResult:
     """A call in flight, as a request cut short now (its time limit, its client leaving) records it: ``end`` 0
     until the record sets it."""
-    return StepResult(step.id, step.role, step.models[0] if step.models else None, "failed", start=time.time(),
-                      error="interrupted")
+    return StepResult(step.id, step.role, None, "failed", start=time.time(), error="interrupted")
 
 
 def _indexed(calls: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
@@ -222,11 +221,14 @@ class Executor:
             return None
         return plan.redactor
 
-    async def _call(self, step: Step, params: ChatParams, plan: Plan | None = None) -> StepResult:
-        """Non-streamed call with fallbacks along ``step.models``."""
-        res = StepResult(step=step.id, role=step.role, model=None, status="failed", start=time.time())
+    async def _call(self, step: Step, params: ChatParams, plan: Plan | None = None,
+                    res: StepResult | None = None) -> StepResult:
+        """Non-streamed call with fallbacks along ``step.models``, kept in ``res`` as it goes (a request cut short
+        records the model in flight and every failed try)."""
+        res = res or StepResult(step=step.id, role=step.role, model=None, status="failed", start=time.time())
         for model in self._candidates(step):
             t0 = time.time()
+            res.model, res.start = model, t0  # the try in flight
             redactor = self._redactor(plan, model)
             try:
                 async with self.registry.limit(model):
@@ -277,7 +279,7 @@ class Executor:
                 r = _passed(step, built, results, now)
             else:
                 results[step.id] = _running(step)
-                r = await self._call(step, built, plan)
+                r = await self._call(step, built, plan, results[step.id])
             results[step.id] = r
             return r
 
@@ -329,7 +331,7 @@ class Executor:
                 yield item
         else:
             results[final.id] = _running(final)
-            ans = await self._call(final, built, plan)
+            ans = await self._call(final, built, plan, results[final.id])
             results[final.id] = ans
         empty = ans.ok and not ans.answered  # nothing to say: as good as failed when an earlier answer exists
         if not ans.ok or empty:
