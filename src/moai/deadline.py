@@ -51,7 +51,7 @@ async def within(items: AsyncIterator[T], timeout_s: float | None, prep: Prepare
         async for item in items:
             yield item
         return
-    deadline = time.monotonic() + timeout_s
+    deadline = prep.deadline if prep is not None and prep.deadline is not None else time.monotonic() + timeout_s
     it = aiter(items)
     try:
         while True:

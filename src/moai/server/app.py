@@ -30,7 +30,7 @@ from moai.config import Config
 from moai.gate.privacy_learned import load_model as load_privacy_model
 from moai.mixture import BadRequest, Mixture, Prepared, UnknownModel, refusal
 from moai.providers.base import Delta, ProviderError
-from moai.server.auth import DATABASE_UNAVAILABLE, Denied, Gatekeeper
+from moai.server.auth import DATABASE_UNAVAILABLE, Denied, Gatekeeper, driver_reason
 from moai.server.openai_schema import ChatCompletionRequest, FeedbackRequest, error_body, validation_message
 from moai.strategies.context import NoEligibleModel
 from moai.strategies.executor import Execution, PlanFailed
@@ -208,9 +208,6 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         except ValidationError as e:
             message, param = validation_message(e)
             return err(400, message, param=param)
-        nul = next((name for name, v in (("id", body.id), ("comment", body.comment)) if v and "\x00" in v), None)
-        if nul is not None:  # valid JSON, but no database text type takes it (PostgreSQL refuses it)
-            return err(400, f"{nul}: must not contain a NUL character (\\u0000)", param=nul)
         shown = body.id if len(body.id) <= 100 else body.id[:100] + "..."
         unknown = err(404, f"No chat completion with id '{shown}'", "not_found_error", "id", "unknown_id")
         try:
@@ -286,14 +283,15 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         except ValidationError as e:
             message, param = validation_message(e)
             rest = _without_moai(payload) if (param or "").split(".")[0] == "moai" else None
-            if rest is None or not _known(mix, rest.model):
+            if rest is None or _mix_name(mix, rest.model) is None:
                 return err(400, message, param=param)
             body, option_error = rest, BadRequest(message, param)
         try:
-            mix_name = mix.resolve(body.model)[0] if _known(mix, body.model) else body.model
+            known = _mix_name(mix, body.model)
+            mix_name = known or body.model
             key = await keeper.check(request.headers.get("authorization"), mix_name)
         except Denied as e:
-            if e.code == DATABASE_UNAVAILABLE and _known(mix, body.model):  # a request lost: count it
+            if e.code == DATABASE_UNAVAILABLE and known is not None:  # a request lost: count it
                 mix.metrics.observe_refusal(mix_name, "error", DATABASE_UNAVAILABLE, time.time() - started)
             return denied(e)
         api_key, session = key.id if key is not None else None, request.headers.get("x-moai-session")
@@ -370,12 +368,12 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
     return app
 
 
-def _known(mix: Mixture, model: str) -> bool:
+def _mix_name(mix: Mixture, model: str) -> str | None:
+    """The mix (or model) a request's ``model`` names, or None when it names none."""
     try:
-        mix.resolve(model)
+        return mix.resolve(model)[0]
     except UnknownModel:
-        return False
-    return True
+        return None
 
 
 def _without_moai(payload: dict[str, Any]) -> ChatCompletionRequest | None:
@@ -397,8 +395,7 @@ async def _database_problem(store: TelemetryStore, timeout_s: float = READY_DB_T
     except TimeoutError:
         return f"no answer within {timeout_s:g}s"
     except (SQLAlchemyError, OSError) as e:
-        cause = getattr(e, "orig", None) or e
-        return (str(cause).strip().splitlines() or [type(cause).__name__])[0][:300]
+        return driver_reason(e)
     return None
 
 

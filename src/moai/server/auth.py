@@ -85,8 +85,8 @@ class Denied(Exception):
     retry_after: float | None = None
 
 
-def _reason(e: BaseException) -> str:
-    """The driver's first line, without SQLAlchemy's statement and link."""
+def driver_reason(e: BaseException) -> str:
+    """Why the database failed: the driver's first line, without SQLAlchemy's statement and link."""
     cause = getattr(e, "orig", None) or e
     lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
     return (lines[0] if lines else type(cause).__name__)[:300]
@@ -122,7 +122,7 @@ class Gatekeeper:
         except SQLAlchemyError as e:
             self._failed(e)
             with self._lock:
-                first, self._error, self._loaded = self._error is None, _reason(e), time.monotonic()
+                first, self._error, self._loaded = self._error is None, driver_reason(e), time.monotonic()
             if first:
                 log.warning("cannot read the gateway keys: %s", self._error)
             return
@@ -198,7 +198,7 @@ class Gatekeeper:
             self._limits(key, now or datetime.now(UTC))
         except SQLAlchemyError as e:
             self._failed(e)
-            log.warning("cannot check the limits of key %s: %s", key.id, _reason(e))
+            log.warning("cannot check the limits of key %s: %s", key.id, driver_reason(e))
             raise self._unavailable() from None
 
     def _limits(self, key: ApiKey, now: datetime) -> None:

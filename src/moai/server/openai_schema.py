@@ -198,9 +198,7 @@ class ChatCompletionRequest(BaseModel):
     @field_validator("user")
     @classmethod
     def _user(cls, v: str | None) -> str | None:
-        if v is not None and "\x00" in v:  # it is stored (the session); no database text type takes a NUL
-            raise ValueError("must not contain a NUL character (\\u0000)")
-        return v
+        return no_nul(v)  # it is stored (the session)
 
     @field_validator("response_format")
     @classmethod
@@ -228,12 +226,24 @@ class ChatCompletionRequest(BaseModel):
         return self.max_completion_tokens or self.max_tokens
 
 
+def no_nul(v: str | None) -> str | None:
+    """Text that is stored: no database text type takes a NUL character (PostgreSQL refuses it)."""
+    if v is not None and "\x00" in v:
+        raise ValueError("must not contain a NUL character (\\u0000)")
+    return v
+
+
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(min_length=1)
     score: float = Field(ge=-1, le=10, allow_inf_nan=False)  # -1..1 (thumbs), 0..1, or a 0-10 rating
     comment: str | None = Field(None, max_length=10000)
     scale: Literal["thumbs", "unit", "ten"] | None = None  # the score's scale, when a bare reading would be wrong
+
+    @field_validator("id", "comment")
+    @classmethod
+    def _stored_text(cls, v: str | None) -> str | None:
+        return no_nul(v)
 
     @field_validator("score", mode="before")
     @classmethod

@@ -57,9 +57,10 @@ def estimate(ctx: RequestContext, plan: Plan) -> tuple[float, float]:
     prompt = len(message_text(ctx.params.messages)) // 4 + 1
     out = ctx.params.max_tokens
     level: dict[str, int] = {}
+    ids = {s.id for s in plan.steps}
     pending = [s for s in plan.steps if s.models]
     while pending:
-        ready = [s for s in pending if all(d in level for d in s.deps if d in {p.id for p in plan.steps})]
+        ready = [s for s in pending if all(d in level for d in s.deps if d in ids)]
         if not ready:  # a cycle cannot be estimated; treat the rest as one more level
             ready = pending
         for s in ready:
