@@ -360,6 +360,29 @@ def test_every_model_rate_limited_raises_the_clients_rate_limit_error() -> None:
     assert PlanFailed("x", [step], [step]).status == 502  # one model truly failing: not a rate limit
 
 
+def test_every_model_untrusted_with_the_call_is_a_422_no_trusted_model() -> None:
+    """A step whose every model was refused the call by the privacy check (what an earlier step wrote may not leave)
+    fails as the request's own privacy refusal does: 422 no_trusted_model. Mixed with a plain refusal it is a 400;
+    with a failing model, a 502."""
+    from moai.api import _translate
+    from moai.strategies.executor import PlanFailed
+    from moai.strategies.plan import StepResult
+    from moai.strategies.redaction import SensitiveHeldBack
+
+    step = StepResult(step="aggregate", role="aggregator", model="b", status="failed", start=0.0)
+    held = [SensitiveHeldBack(m, ["health"]) for m in ("a", "b")]
+    step.attempts = [{"model": e.model, "error": str(e), "status": e.status, "code": e.code, "param": e.param}
+                     for e in held]
+    e = PlanFailed("x", [step], [step])
+    assert (e.status, e.code, e.param) == (422, "no_trusted_model", "messages")
+    err = _translate(e)
+    assert isinstance(err, openai.UnprocessableEntityError) and err.body["code"] == "no_trusted_model"
+    step.attempts.append({"model": "c", "error": "reads text only", "status": 400})
+    assert PlanFailed("x", [step], [step]).status == 400
+    step.attempts.append({"model": "d", "error": "upstream error 500", "status": 502})
+    assert PlanFailed("x", [step], [step]).status == 502
+
+
 def test_a_request_cut_short_on_a_fallback_stores_every_try(tmp_path: Path) -> None:
     """The first model failed at once, the second was still answering at the limit: both calls are stored, each
     under its own model (the one in flight was charged to the first, and the failed try was lost)."""

@@ -199,7 +199,7 @@ async def _timed_out(mixture: Mixture, prep: Prepared, timeout_s: float | None) 
 def _translate(e: Exception) -> Exception:
     """Engine exceptions -> openai exceptions, with the statuses the HTTP server uses."""
     from moai.mixture import BadRequest, UnknownModel
-    from moai.providers.base import ProviderError
+    from moai.providers.base import ProviderError, is_refusal
     from moai.strategies.context import NoEligibleModel
     from moai.strategies.executor import PlanFailed
 
@@ -215,8 +215,8 @@ def _translate(e: Exception) -> Exception:
     if isinstance(e, NoEligibleModel):
         detail = "; ".join(f"{m}: {why}" for m, why in e.excluded.items())
         return status_error(422, f"{e} ({detail})", param="model", code=getattr(e, "code", "no_eligible_model"))
-    if isinstance(e, PlanFailed) and e.status == 400:
-        return status_error(400, f"no model accepts this request: {e}", param=e.param, code=e.code)
+    if isinstance(e, PlanFailed) and is_refusal(e.status):
+        return status_error(e.status, f"no model accepts this request: {e}", param=e.param, code=e.code)
     if isinstance(e, PlanFailed) and e.status == 429:
         return status_error(429, f"every model of this mix is rate limited: {e}", "rate_limit_error", code=e.code)
     if isinstance(e, PlanFailed):

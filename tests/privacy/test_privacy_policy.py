@@ -26,10 +26,13 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MoaiServ
                # a trusted model that writes the user's values back in another form
                "reformat": Script(reply="Card 4539148803436467 belongs to JEAN.DUPONT@ORANGE.FR"),
                # a cloud model that answers with a tool call quoting the placeholders it was given
-               "caller": Script(tool_call=("send_email", '{"to": "[EMAIL_1]", "body": "card [CARD_1]"}'))}
+               "caller": Script(tool_call=("send_email", '{"to": "[EMAIL_1]", "body": "card [CARD_1]"}')),
+               # a trusted model whose answer discloses a diagnosis the user never sent
+               "discloser": Script(reply="Intake notes: Jane Roe was diagnosed with HIV last year and takes "
+                                         "antiretroviral therapy.")}
     with StubServer(scripts["cloud"]) as cloud, StubServer(scripts["onprem"]) as onprem, \
             StubServer(scripts["laptop"]) as laptop, StubServer(scripts["reformat"]) as reformat, \
-            StubServer(scripts["caller"]) as caller:
+            StubServer(scripts["caller"]) as caller, StubServer(scripts["discloser"]) as discloser:
         cfg = f"""
 models:
   cloud-big: {{provider: openai_compat, endpoint: "{cloud.url}", privacy: cloud, params_b: 400, max_retries: 0}}
@@ -38,6 +41,7 @@ models:
   onprem: {{provider: openai_compat, endpoint: "{onprem.url}", privacy: private, params_b: 30, max_retries: 0}}
   reformat: {{provider: openai_compat, endpoint: "{reformat.url}", privacy: private, params_b: 30, max_retries: 0}}
   laptop: {{provider: openai_compat, endpoint: "{laptop.url}", privacy: local, params_b: 1, max_retries: 0}}
+  discloser: {{provider: openai_compat, endpoint: "{discloser.url}", privacy: private, params_b: 30, max_retries: 0}}
   cloud-caller: {{provider: openai_compat, endpoint: "{caller.url}", privacy: cloud, params_b: 400, max_retries: 0,
                   supports_tools: true}}
 mixes:
@@ -52,6 +56,10 @@ mixes:
                  constraints: {{sensitive_data: redact}}}}
   redact_chain: {{strategy: chain, steps: [{{model: reformat}}, {{model: cloud-big}}],
                   constraints: {{sensitive_data: redact}}}}
+  health_team: {{strategy: moa, proposers: [discloser, cloud-big], aggregator: cloud-big,
+                 constraints: {{sensitive_data: redact}}}}
+  health_chain: {{strategy: chain, steps: [{{model: discloser}}, {{model: cloud-big}}],
+                  constraints: {{sensitive_data: local_only}}}}
   redact_tools: {{strategy: route, models: [cloud-tools], constraints: {{sensitive_data: redact}}}}
   strict_tools: {{strategy: route, models: [cloud-tools], constraints: {{sensitive_data: local_only}}}}
   redact_caller: {{strategy: route, models: [cloud-caller], constraints: {{sensitive_data: redact}}}}
@@ -189,6 +197,22 @@ def test_redaction_catches_a_trusted_models_reformatted_copy(servers, mix: str) 
     assert quoted and "card [card_1] belongs to [email_1]" in json.dumps(quoted[-1]).lower()
     answer = resp.choices[0].message.content
     assert "jean.dupont@orange.fr" in answer and "4539 1488 0343 6467" in answer
+
+
+@pytest.mark.parametrize("mix", ["health_team", "health_chain"])
+def test_a_disclosure_written_mid_plan_never_reaches_the_cloud(servers, mix: str) -> None:  # type: ignore[no-untyped-def]
+    """A benign question, but the trusted proposer (or first link) answers with a diagnosis: the cloud aggregator
+    (next link) is not sent it. The step moves on to the gate's next model, a trusted one, so the request succeeds
+    and the cloud saw nothing."""
+    server, scripts = servers
+    since, before = len(scripts["cloud"].seen), calls(scripts)
+    resp = ask(server, mix, "Summarise the intake notes in one line.")
+    assert "hiv" not in cloud_saw(scripts, since) and "antiretroviral" not in cloud_saw(scripts, since)
+    moai = resp.model_extra["moai"]
+    assert calls(scripts)["discloser"] == before["discloser"] + 1
+    assert moai["model"] in {"onprem", "laptop", "reformat", "discloser"}
+    held = [a for s in moai["trace"] for a in s.get("attempts", []) if "not sent" in (a.get("error") or "")]
+    assert held and held[0]["model"] == "cloud-big" and held[0]["status"] == 422
 
 
 def test_redaction_covers_tool_definitions_and_names(servers) -> None:  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ import pytest
 from moai.gate.privacy import Placeholders, Restorer, detect, redact, value_key
 from moai.providers.base import ChatParams
 from moai.strategies.privacy_guard import privacy_guard
-from moai.strategies.redaction import Redactor
+from moai.strategies.redaction import Redactor, SensitiveHeldBack
 
 CARD = "4539 1488 0343 6467"
 EMAIL = "jean.dupont@orange.fr"
@@ -115,6 +115,40 @@ def test_a_request_with_nothing_found_still_gets_its_cloud_calls_scanned() -> No
     out = redactor.apply(ChatParams(messages=[{"role": "user", "content": f"Ticket: customer card {CARD}"}]))
     assert out.messages[0]["content"] == "Ticket: customer card [CARD_1]"
     assert privacy_guard([{"role": "user", "content": "hi"}], "allow", None).redactor is None
+
+
+DISCLOSURE = "Intake notes: Jane Roe was diagnosed with HIV last year and takes antiretroviral therapy."
+
+
+@pytest.mark.parametrize("policy", ["redact", "local_only", "private_ok"])
+def test_a_disclosure_a_trusted_model_wrote_is_not_sent_to_an_untrusted_one(policy: str) -> None:
+    """No placeholder hides a health disclosure: a cloud-bound call quoting one is refused before it leaves, as a
+    refusal (422 no_trusted_model) so the step moves on to a trusted model."""
+    redactor = guard_for([{"role": "user", "content": "Summarise the intake notes."}], policy=policy)
+    call = ChatParams(messages=[{"role": "user", "content": f"Proposals:\n1. {DISCLOSURE}\nWrite the best answer."}])
+    with pytest.raises(SensitiveHeldBack) as e:
+        redactor.apply(call, "cloud-big")
+    assert e.value.kinds == ["health"] and e.value.status == 422 and e.value.code == "no_trusted_model"
+    assert e.value.retryable and str(e.value).startswith("cloud-big: not sent")
+    # the next call of the same request is judged on its own: a plain one goes out
+    assert redactor.apply(ChatParams(messages=[{"role": "user", "content": "Summarise the notes."}]))
+
+
+def test_an_untrusted_call_is_held_for_confidential_detail_in_tool_arguments_too() -> None:
+    redactor = guard_for([{"role": "user", "content": "File the report."}])
+    call = ChatParams(messages=[{"role": "assistant", "content": None, "tool_calls": [{
+        "id": "c1", "type": "function", "function": {
+            "name": "file", "arguments": json.dumps({"text": "The merger terms are strictly confidential."})}}]}])
+    with pytest.raises(SensitiveHeldBack) as e:
+        redactor.apply(call, "cloud-big")
+    assert e.value.kinds == ["confidential"]
+
+
+def test_medical_knowledge_without_a_disclosure_is_sent() -> None:
+    redactor = guard_for([{"role": "user", "content": "How is depression treated?"}])
+    out = redactor.apply(ChatParams(messages=[{"role": "user", "content":
+                                               "Common treatments for depression include SSRIs such as sertraline."}]))
+    assert "sertraline" in out.messages[0]["content"]
 
 
 def test_redact_gives_one_placeholder_to_one_value_whatever_its_form() -> None:

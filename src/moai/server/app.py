@@ -29,7 +29,7 @@ from moai import __version__, deadline
 from moai.config import Config
 from moai.gate.privacy_learned import load_model as load_privacy_model
 from moai.mixture import BadRequest, Mixture, Prepared, UnknownModel, refusal
-from moai.providers.base import Delta, ProviderError
+from moai.providers.base import Delta, ProviderError, is_refusal
 from moai.server.auth import DATABASE_UNAVAILABLE, Denied, Gatekeeper, driver_reason
 from moai.server.openai_schema import ChatCompletionRequest, FeedbackRequest, error_body, validation_message
 from moai.strategies.context import NoEligibleModel
@@ -344,8 +344,9 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         except SQLAlchemyError as e:  # the answer could not be recorded: it is not sent unrecorded
             return database_down("record", e, headers)
         except PlanFailed as e:
-            if e.status == 400:  # every model refused the request itself: the client has to change it
-                return err(400, f"no model accepts this request: {e}", param=e.param, code=e.code, headers=headers)
+            if is_refusal(e.status):  # every model refused the request itself (400), or may not see it (422)
+                return err(e.status, f"no model accepts this request: {e}", param=e.param, code=e.code,
+                           headers=headers)
             if e.status == 429:  # every model is rate limited: the client's SDK backs off and retries
                 wait = {"retry-after": str(math.ceil(e.retry_after))} if e.retry_after is not None else {}
                 return err(429, f"every model of this mix is rate limited: {e}", "rate_limit_error", code=e.code,

@@ -17,6 +17,7 @@ from typing import Any
 from moai.catalog import ModelCard
 from moai.config import Config
 from moai.providers import ChatParams, Delta, Provider, ProviderError, ProviderRateLimited, Usage, make_provider
+from moai.providers.base import is_refusal
 from moai.providers.tool_calls import merge_tool_call_deltas
 from moai.strategies.plan import Built, Passthrough, Plan, Step, StepResult
 from moai.telemetry.carbon import CarbonModel
@@ -60,7 +61,9 @@ class PlanFailed(RuntimeError):
     """No model could produce the final answer; carries the trace of what was tried.
 
     ``status`` is 400 when every model tried for the failing step refused the request itself (e.g. an image
-    sent to text-only models): the caller must change the request, retrying it elsewhere will not help.
+    sent to text-only models): the caller must change the request, retrying it elsewhere will not help; 422
+    when every one was untrusted with what an earlier step wrote (``no_trusted_model``, as a sensitive query
+    gets before any call).
     ``code`` and ``param`` are then the refusals' own when they all agree (``context_length_exceeded``).
     ``status`` is 429 when every model tried was rate limited: the client may retry after ``retry_after``
     seconds (the soonest any of them said), as it would with the provider itself.
@@ -71,11 +74,13 @@ class PlanFailed(RuntimeError):
         self.results = results
         tried = [a for r in failed for a in r.attempts if a.get("error")]
         statuses = {a.get("status") for a in tried}
-        self.status = 400 if tried and statuses == {400} else 429 if tried and statuses == {429} else 502
+        refused = bool(tried) and all(is_refusal(s) for s in statuses)
+        self.status = ((next(iter(statuses)) if len(statuses) == 1 else 400) if refused
+                       else 429 if tried and statuses == {429} else 502)
         waits = [a["retry_after_s"] for a in tried if a.get("retry_after_s") is not None]
         self.retry_after: float | None = min(waits) if self.status == 429 and waits else None
         causes = {(a.get("code"), a.get("param")) for a in tried}
-        code, param = causes.pop() if self.status == 400 and len(causes) == 1 else (None, None)
+        code, param = causes.pop() if refused and len(causes) == 1 else (None, None)
         default = {400: "unsupported_request", 429: "rate_limit_exceeded"}.get(self.status, "upstream_failed")
         self.code: str = code or default
         self.param: str | None = param if code else None
@@ -231,8 +236,9 @@ class Executor:
             res.model, res.start = model, t0  # the try in flight
             redactor = self._redactor(plan, model)
             try:
+                sent = redactor.apply(params, model) if redactor else params  # may refuse to send it
                 async with self.registry.limit(model):
-                    out = await self.registry.get(model).complete(redactor.apply(params) if redactor else params)
+                    out = await self.registry.get(model).complete(sent)
                 if redactor:
                     out.text = redactor.restore(out.text)
                     out.tool_calls = _restored_calls(redactor, out.tool_calls)
@@ -369,8 +375,9 @@ class Executor:
             ans.model = model
             ans.usage = Usage(_estimate_prompt(params), 0)  # counted as it streams, exact at the end
             try:
+                sent = redactor.apply(params, model) if redactor else params  # may refuse to send it
                 async with self.registry.limit(model):
-                    async for d in self.registry.get(model).stream(redactor.apply(params) if redactor else params):
+                    async for d in self.registry.get(model).stream(sent):
                         if restorer is not None:
                             d.text = restorer.feed(d.text) + (restorer.flush() if d.finish_reason else "")
                             if d.tool_calls:  # a placeholder may straddle two pieces of the arguments

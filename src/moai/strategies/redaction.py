@@ -7,18 +7,20 @@ capitals) that no plain search for the original finds. So every call to an untru
 again right before it is sent, all of it (message contents, names, tool-call arguments, tool definitions,
 a JSON-schema response format),
 and whatever the detector finds is replaced too: by the placeholder its value already has, or by a new one
-added to the mapping, so the answer can still be restored.
+added to the mapping, so the answer can still be restored. What a placeholder cannot hide (a health or
+confidential disclosure, which a trusted model may write from what it knows or makes up) stops the call
+before it leaves: `SensitiveHeldBack`, so the step moves on to a trusted model or an earlier answer.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from moai.gate.privacy import REDACTABLE, Placeholders, Restorer, detect_text, restore, tool_json
-from moai.providers.base import ChatParams
+from moai.providers.base import ChatParams, ProviderRequestError
 
 # Keys of a tool definition whose value is an identifier the API and the caller match on, not prose.
 _IDENTIFIER_KEYS = frozenset({"name", "type"})
@@ -35,6 +37,22 @@ def _walk(value: Any, fix: Callable[[str], str], skip: frozenset[str] = frozense
     return value
 
 
+class SensitiveHeldBack(ProviderRequestError):
+    """A call to an untrusted model was not sent: it carries what no placeholder hides.
+
+    A refusal like any other (never held against the model's health): the step tries its next model, and a
+    request whose every model is untrusted gets the 422 ``no_trusted_model`` a sensitive query gets up front.
+    """
+
+    status = 422
+
+    def __init__(self, model: str, kinds: Sequence[str]) -> None:
+        super().__init__(model, f"not sent: the call carries {' and '.join(kinds)} details an earlier step wrote, "
+                                "which a placeholder cannot hide; they stay on private or local models",
+                         code="no_trusted_model", param="messages")
+        self.kinds = list(kinds)
+
+
 class Redactor:
     """Rewrites the calls of one request that go to untrusted models; holds its placeholders."""
 
@@ -42,11 +60,14 @@ class Redactor:
         """`mapping`: placeholder -> original, from the privacy check (empty when it found nothing)."""
         self._placeholders = Placeholders(mapping)
         self.mapping = self._placeholders.mapping  # the live one: new placeholders are added to it
+        self._unhideable: set[str] = set()  # kinds found in the call being rewritten that no placeholder hides
 
     def _text(self, text: str) -> str:
         """`text` with every value the detector finds in it, and every value already known, replaced."""
+        hits = detect_text(text)
+        self._unhideable.update(h.kind for h in hits if h.kind not in REDACTABLE)
         spans = [(h.start, h.end, self._placeholders.token(h.label, text[h.start:h.end]))
-                 for h in detect_text(text) if h.kind in REDACTABLE]
+                 for h in hits if h.kind in REDACTABLE]
         # Values found elsewhere in the request (a password recognised by its context there) are
         # replaced here as written, even where nothing around them gives them away. Longest first, so
         # a value containing another is replaced whole.
@@ -109,13 +130,18 @@ class Redactor:
         self._text(tool_json(tool))
         return _walk(tool, self._text, _IDENTIFIER_KEYS)
 
-    def apply(self, params: ChatParams) -> ChatParams:
-        """The same call with every sensitive value replaced by its placeholder."""
+    def apply(self, params: ChatParams, model: str = "") -> ChatParams:
+        """The same call with every sensitive value replaced by its placeholder; raises `SensitiveHeldBack`
+        when it carries health or confidential detail. The privacy check keeps a request that holds such
+        detail itself off untrusted models, so what is found here was written by a model along the way."""
+        self._unhideable = set()
         messages = [self._message(m) for m in params.messages]
         tools = [self._tool(t) if isinstance(t, dict) else t for t in params.tools] if params.tools else params.tools
         fmt = params.response_format
         if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
             fmt = self._tool(fmt)
+        if self._unhideable:
+            raise SensitiveHeldBack(model, sorted(self._unhideable))
         return replace(params, messages=messages, tools=tools, response_format=fmt)
 
     def restore(self, text: str) -> str:
