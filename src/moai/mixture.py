@@ -113,9 +113,11 @@ class Mixture:
         s = config.settings
         self.executor = Executor(self.registry, CarbonModel(s.carbon_zone, s.grid_g_per_kwh))
         self.store = store
-        self.writer = TelemetryWriter(store) if store is not None else None
         self.chooser = chooser or load_chooser(config)
         self.metrics = Metrics()
+        # a record spooled while the database is down counts as a failed "record" operation
+        self.writer = TelemetryWriter(store, on_spool=lambda n: self.metrics.observe_database_error("record", n)
+                                      ) if store is not None else None
         self.stats = LiveStats(failure_threshold=s.breaker_failures, cooldown_s=s.breaker_cooldown_s)
         self.registry.health = self.stats.healthy
         self.registry.rate_limited = self.stats.observe_rate_limit

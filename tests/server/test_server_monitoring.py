@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -147,19 +148,22 @@ def test_a_database_that_is_down_gives_503_and_not_ready(tmp_path: Path) -> None
 
 def test_while_the_database_is_down_the_last_key_set_is_used_for_a_short_while(tmp_path: Path) -> None:
     with serve(tmp_path, Script()) as (client, store, (stub,)):
-        _, secret = create_key(store, "ci")
+        key, secret = create_key(store, "ci")
+        key_id = key.id
         body = {"model": "moai/default", "messages": USER}
         auth = {"authorization": f"Bearer {secret}"}
         assert client.post("/v1/chat/completions", json=body, headers=auth).status_code == 200
-        break_database(store, tmp_path)
+        good = break_database(store, tmp_path)
         keeper = client.app.state.keeper  # type: ignore[attr-defined]
         keeper.refresh_s, keeper.grace_s = 0.0, 60.0
 
         # the key set read last still says who may call: no key is a 401, a known key passes the check ...
         assert error_of(client.post("/v1/chat/completions", json=body), 401)["code"] == "missing_api_key"
         r = client.post("/v1/chat/completions", json=body, headers=auth)
-        # ... and its answer, which cannot be recorded, is not sent unrecorded
-        assert error_of(r, 503)["code"] == "database_unavailable" and stub.script.calls == 2
+        # ... and its answer, already paid for, is sent: its record waits on the local spool
+        assert r.status_code == 200 and stub.script.calls == 2
+        spooled = r.json()["id"]
+        assert list((tmp_path / "moai.db.spool").glob("spool-*.jsonl"))
         assert samples(client, "moai_database_errors")[(("operation", "record"),)] == 1
         # a secret the last set does not know may be a key created since: that cannot be told now
         unknown = {"authorization": "Bearer moai-sk-nope"}
@@ -169,6 +173,16 @@ def test_while_the_database_is_down_the_last_key_set_is_used_for_a_short_while(t
         keeper.grace_s = 0.0  # past the grace: nobody gets in, and no model is called
         r = client.post("/v1/chat/completions", json=body, headers=auth)
         assert error_of(r, 503)["code"] == "database_unavailable" and stub.script.calls == 2
+
+        store.engine = good  # the database is back: the spooled request is written to it, with its call and key
+        writer = client.app.state.mixture.writer  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 10
+        while writer.replayed < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert rows(tmp_path / "moai.db", "SELECT status, api_key FROM requests WHERE id = ?", spooled) == \
+            [("ok", key_id)]
+        assert rows(tmp_path / "moai.db", "SELECT count(*) FROM calls WHERE request_id = ?", spooled) == [(1,)]
+        assert not list((tmp_path / "moai.db.spool").glob("*.jsonl"))
 
 
 def postgres(command: str, data: str, port: int | None = None) -> str:
@@ -189,8 +203,10 @@ def test_postgres_stopped_under_a_running_server(tmp_path: Path) -> None:
                 first = httpx.post(srv.url + "/chat/completions", json=body, timeout=30)
                 assert first.status_code == 200
                 postgres("stop", data)
+                # within the key set's grace: answered, its record spooled on local disk
                 r = httpx.post(srv.url + "/chat/completions", json=body, timeout=30)
-                assert error_of(r, 503)["code"] == "database_unavailable"
+                assert r.status_code == 200, r.text
+                spooled = r.json()["id"]
                 r = httpx.post(srv.base + "/v1/feedback", json={"id": first.json()["id"], "score": 1}, timeout=30)
                 assert error_of(r, 503)["code"] == "database_unavailable"
                 assert error_of(httpx.get(srv.base + "/readyz", timeout=30), 503)["code"] == "database_unavailable"
@@ -199,6 +215,13 @@ def test_postgres_stopped_under_a_running_server(tmp_path: Path) -> None:
                 postgres("start", data, port)
                 assert httpx.get(srv.base + "/readyz", timeout=30).status_code == 200
                 assert httpx.post(srv.url + "/chat/completions", json=body, timeout=30).status_code == 200
+                # the spooled request reached PostgreSQL: it can be rated
+                for _ in range(100):
+                    r = httpx.post(srv.base + "/v1/feedback", json={"id": spooled, "score": 1}, timeout=30)
+                    if r.status_code != 404:
+                        break
+                    time.sleep(0.1)
+                assert r.status_code == 200, r.text
             finally:
                 stop(srv.proc)
     finally:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import create_engine, inspect
 
 from moai.telemetry.migrations import current
+from moai.telemetry.spool import Spool
 from moai.telemetry.store import CallRecord, RequestRecord, TelemetryStore, UnknownRequest
 from moai.telemetry.writer import TelemetryWriter
 
@@ -91,3 +95,91 @@ def test_close_flushes_the_queue(tmp_path: Path) -> None:
     writer.close()
     assert all(f.done() and f.exception() is None for f in futures)
     assert len(store.requests()) == 100
+
+
+# ------------------------------------------------------------------------------- database down: the spool
+
+
+def broken(store: TelemetryStore, tmp: Path) -> Any:
+    """Point the store at a database that cannot be opened; returns the good engine."""
+    good = store.engine
+    store.engine = create_engine(f"sqlite:///{tmp / 'no-such-dir' / 'x.db'}")
+    return good
+
+
+async def test_records_written_while_the_database_is_down_are_spooled_then_replayed(tmp_path: Path) -> None:
+    store = TelemetryStore(f"sqlite:///{tmp_path / 's.db'}")
+    spooled: list[int] = []
+    writer = TelemetryWriter(store, replay_s=0.05, on_spool=spooled.append)
+    await writer.write(request(0))
+    good = broken(store, tmp_path)
+    first = request(1)
+    first.status, first.http_status = "cancelled", 499
+    await writer.write(first)  # acknowledged: durable on the local spool
+    final = request(1)  # the same request re-recorded with its final status: the last write wins on replay
+    final.status, final.http_status = "error", 504
+    await asyncio.gather(writer.write(final), writer.write(request(2)))
+    spool = tmp_path / "s.db.spool"
+    assert writer.spooled == 3 and sum(spooled) == 3 and list(spool.glob("spool-*.jsonl"))
+    await asyncio.sleep(0.2)  # replays keep failing while it is down; nothing is lost
+    assert writer.replayed == 0 and list(spool.glob("*.jsonl"))
+    store.engine = good
+    for _ in range(200):
+        if writer.replayed >= 2:
+            break
+        await asyncio.sleep(0.05)
+    rows = {r.id: r for r in store.requests()}
+    assert set(rows) == {"chatcmpl-0", "chatcmpl-1", "chatcmpl-2"}
+    assert (rows["chatcmpl-1"].status, rows["chatcmpl-1"].http_status, len(rows["chatcmpl-1"].calls)) == \
+        ("error", 504, 1)
+    assert rows["chatcmpl-2"].calls[0].latency_ms == 500.0 and rows["chatcmpl-2"].decision == {"quality": {"m": 0.7}}
+    assert not list(spool.glob("*.jsonl"))
+    writer.close()
+
+
+def test_a_replay_repeated_after_its_commit_stores_nothing_twice_and_keeps_feedback(tmp_path: Path) -> None:
+    store = TelemetryStore(f"sqlite:///{tmp_path / 'r.db'}")
+    spool = Spool(tmp_path / "spool")
+    spool.append([request(1), request(2)])
+    copy = tmp_path / "copy.jsonl"
+    copy.write_bytes(spool.path.read_bytes())
+    assert spool.replay(store) == 2
+    store.add_feedback("chatcmpl-1", 1.0, "good")
+    with spool.path.open("ab") as f:  # the same lines again (a replay cut short after its commit), and a torn one
+        f.write(copy.read_bytes() + b'{"request": {"id": "chatcmpl-9", "mi')
+    assert spool.replay(store) == 2
+    rows = {r.id: r for r in store.requests()}
+    assert set(rows) == {"chatcmpl-1", "chatcmpl-2"} and [len(r.calls) for r in rows.values()] == [1, 1]
+    assert [f.comment for f in store.get("chatcmpl-1").feedback] == ["good"]
+    assert not spool.pending()
+
+
+def test_a_dead_processs_spool_is_claimed_a_live_ones_is_not(tmp_path: Path) -> None:
+    store = TelemetryStore(f"sqlite:///{tmp_path / 'd.db'}")
+    spool = Spool(tmp_path / "spool")
+    spool.append([request(1)])
+    dead_pid = int(subprocess.check_output(["sh", "-c", "echo $$"]).strip())  # a process that has exited
+    spool.path.rename(tmp_path / "spool" / f"spool-{dead_pid}.jsonl")
+    live = subprocess.Popen(["sleep", "30"])
+    try:
+        Spool(tmp_path / "spool").append([request(2)])
+        (tmp_path / "spool" / f"spool-{os.getpid()}.jsonl").rename(tmp_path / "spool" / f"spool-{live.pid}.jsonl")
+        assert spool.replay(store) == 1  # the dead one's; the live process replays its own
+        assert {r.id for r in store.requests()} == {"chatcmpl-1"}
+        assert [p.name for p in (tmp_path / "spool").glob("*.jsonl")] == [f"spool-{live.pid}.jsonl"]
+    finally:
+        live.kill()
+        live.wait()
+    assert spool.replay(store) == 1 and {r.id for r in store.requests()} == {"chatcmpl-1", "chatcmpl-2"}
+
+
+def test_a_refused_record_is_not_spooled(tmp_path: Path) -> None:
+    """A record the database refuses (NOT NULL) would be refused on every replay: it fails as before."""
+    store = TelemetryStore(f"sqlite:///{tmp_path / 'n.db'}")
+    writer = TelemetryWriter(store)
+    bad = request(1)
+    bad.mix = None  # type: ignore[assignment]
+    with pytest.raises(Exception, match="NOT NULL"):
+        writer.submit(bad).result(timeout=10)
+    assert writer.spooled == 0 and not (tmp_path / "n.db.spool").exists()
+    writer.close()

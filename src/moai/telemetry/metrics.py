@@ -103,8 +103,8 @@ class Metrics:
         self.request_latency.labels(mix).observe(latency_s)
         self.errors.labels("none", code).inc()
 
-    def observe_database_error(self, operation: str) -> None:
-        self.database_errors.labels(operation).inc()
+    def observe_database_error(self, operation: str, n: int = 1) -> None:
+        self.database_errors.labels(operation).inc(n)
 
     def observe_feedback(self, model: str | None, score: float) -> None:
         from moai.telemetry.adapt import normalise_score

@@ -246,6 +246,16 @@ class TelemetryStore:
             for rec in records:
                 s.merge(rec)
 
+    def write_replayed(self, records: list[RequestRecord]) -> int:
+        """Store spooled requests as the writer would have: by id, the last write of a request winning (a request
+        re-recorded with its final status), its calls replacing any stored ones, feedback kept. Replaying the
+        same records twice (a replay cut short after its commit) leaves the same rows. Returns how many requests."""
+        latest = {r.id: r for r in records}
+        with Session(self.engine, expire_on_commit=False) as s, s.begin():
+            for rec in latest.values():
+                s.merge(rec)
+        return len(latest)
+
     def add_feedback(self, request_id: str, score: float, comment: str | None = None) -> FeedbackRecord:
         """Store a request's rating, replacing any earlier one: a request has one rating, its latest. (Over HTTP,
         once keys exist, only the key that made a request may rate it, so a repeat is that caller changing its
