@@ -8,6 +8,7 @@ a running app; one test takes a real PostgreSQL down under a real ``moai serve``
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import tempfile
@@ -318,3 +319,26 @@ def test_a_streams_model_header_names_the_model_that_answers(tmp_path: Path) -> 
         with client.stream("POST", "/v1/chat/completions", json=body) as r:
             assert r.headers["x-moai-model"] == "m2"
             assert "[DONE]" in "".join(r.iter_text())
+
+
+def test_a_rescued_streams_model_header_names_the_proposer_whose_answer_streams(tmp_path: Path) -> None:
+    """The aggregator and its fallback fail before their first token: the best proposer's answer is streamed, and
+    the header names that proposer, not the last aggregator tried."""
+    with ExitStack() as stack:
+        scripts = [Script(reply="from m0"), Script(reply="from m1"), Script(fail_times=99, fail_status=500),
+                   Script(fail_times=99, fail_status=500)]
+        stubs = [stack.enter_context(StubServer(s)) for s in scripts]
+        text = config_text(*(s.url for s in stubs)) + \
+            "  team: {strategy: moa, proposers: [m0, m1], aggregator: m2, fallbacks: [m3]}\n"
+        config = parse_config(text)
+        mixture = Mixture(config, store=TelemetryStore(f"sqlite:///{tmp_path / 'moai.db'}"), chooser=RuleChooser())
+        client = stack.enter_context(TestClient(create_app(config, mixture.store, mixture=mixture)))
+        body = {"model": "moai/team", "messages": USER, "stream": True}
+        with client.stream("POST", "/v1/chat/completions", json=body) as r:
+            streamed = "".join(r.iter_text())
+            assert scripts[2].calls >= 1 and scripts[3].calls >= 1 and "[DONE]" in streamed
+            text = "".join(json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+                           for line in streamed.splitlines()
+                           if line.startswith("data: {") and json.loads(line[6:])["choices"])
+            model = r.headers["x-moai-model"]
+            assert model in {"m0", "m1"} and text == f"from {model}"

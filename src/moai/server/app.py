@@ -328,7 +328,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
                 items = deadline.within(mix.stream(prep), request_timeout_s, prep)
                 first = await _unless_gone(request, anext(items, None))
                 # the model whose answer streams is known now (an aggregator, a reviser: not the gate's pick)
-                answering = first.answer if isinstance(first, Execution) else prep.plan.results.get(prep.plan.final)
+                answering = first.answer if isinstance(first, Execution) else prep.plan.answering()
                 if answering is not None and answering.model:
                     headers["x-moai-model"] = answering.model
                 return StreamingResponse(

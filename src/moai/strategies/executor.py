@@ -347,6 +347,7 @@ class Executor:
             if rescued is not None:
                 if empty:
                     ans.error = "empty answer"
+                plan.rescued = rescued
                 plan.notes.append(f"{final.role} failed ({ans.error}); answered with {rescued.step}'s answer")
                 yield Delta(text=rescued.text, tool_calls=_indexed(rescued.tool_calls))
                 yield Delta(finish_reason="tool_calls" if rescued.tool_calls else "stop")

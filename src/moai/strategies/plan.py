@@ -123,6 +123,11 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     redactor: Any = None  # strategies.redaction.Redactor: applied to every call to a cloud-tier model
     results: dict[str, StepResult] = field(default_factory=dict)  # filled while running (partial usage)
+    rescued: StepResult | None = None  # the earlier answer returned when the final step failed
+
+    def answering(self) -> StepResult | None:
+        """The result whose answer is being returned: the final step's, or the earlier answer that rescued it."""
+        return self.rescued or self.results.get(self.final)
 
     def step(self, step_id: str) -> Step:
         for s in self.steps:
