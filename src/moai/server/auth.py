@@ -8,7 +8,8 @@ replicas too.
 When the database cannot be read, the key set read last is used for a short while (``grace_s``: a restart or a
 fail-over of the database does not lock every caller out); after that, and whenever no key set was ever read,
 a request gets 503 ``database_unavailable``. A key with a budget or an RPM limit cannot be checked without the
-database: it gets that 503 at once.
+database: it gets that 503 at once. One read of the key table runs at a time: while it is in flight (a database
+that hangs), other requests use the key set read last, within the same grace, instead of each starting a read.
 """
 
 from __future__ import annotations
@@ -109,28 +110,39 @@ class Gatekeeper:
         self._read_at: float | None = None  # when the key table was last read successfully
         self._error: str | None = None  # why the last read failed (None: it did not)
         self._lock = threading.Lock()
+        self._reading = threading.Lock()  # held while the key table is read: one read at a time
 
     def _failed(self, e: Exception) -> None:
         if self.on_error is not None:
             self.on_error(e)
 
-    def _refresh(self) -> None:
+    def _refresh(self, wait: bool = False, seen: float | None = None) -> None:
+        """Read the key table, unless a read is in flight: then return at once (``wait``: once it is done).
+        ``seen``: when the caller found the key set stale; a read that finished since then is fresh enough."""
         if self.store is None:
             return
-        try:
-            keys = {k.secret_hash: k for k in list_keys(self.store) if k.revoked_at is None}
-        except SQLAlchemyError as e:
-            self._failed(e)
-            with self._lock:
-                first, self._error, self._loaded = self._error is None, driver_reason(e), time.monotonic()
-            if first:
-                log.warning("cannot read the gateway keys: %s", self._error)
+        seen = self._loaded if seen is None else seen
+        if not self._reading.acquire(blocking=wait):
             return
-        with self._lock:
-            if self._error is not None:
-                log.warning("gateway keys readable again")
-            self._keys, self._loaded, self._error = keys, time.monotonic(), None
-            self._read_at = self._loaded
+        try:
+            if self._loaded != seen:  # a read finished while this one waited: its result is as fresh
+                return
+            try:
+                keys = {k.secret_hash: k for k in list_keys(self.store) if k.revoked_at is None}
+            except SQLAlchemyError as e:
+                self._failed(e)
+                with self._lock:
+                    first, self._error, self._loaded = self._error is None, driver_reason(e), time.monotonic()
+                if first:
+                    log.warning("cannot read the gateway keys: %s", self._error)
+                return
+            with self._lock:
+                if self._error is not None:
+                    log.warning("gateway keys readable again")
+                self._keys, self._loaded, self._error = keys, time.monotonic(), None
+                self._read_at = self._loaded
+        finally:
+            self._reading.release()
 
     def _unavailable(self) -> Denied:
         """The client's answer (the driver's reason, which names the database's host, is only logged)."""
@@ -138,9 +150,12 @@ class Gatekeeper:
                       DATABASE_UNAVAILABLE, retry_after=self.refresh_s)
 
     def _usable(self) -> None:
-        """Raise 503 when the key table cannot be read and the key set read last is too old to stand in."""
+        """Raise 503 when the key table cannot be read (or a read of it hangs) and the key set read last is too old
+        to stand in."""
         error, read_at = self._error, self._read_at
         if error is not None and (read_at is None or time.monotonic() - read_at > self.grace_s):
+            raise self._unavailable()
+        if self._reading.locked() and (read_at is None or time.monotonic() - read_at > self.grace_s + self.refresh_s):
             raise self._unavailable()
 
     def _stale(self) -> bool:
@@ -159,11 +174,11 @@ class Gatekeeper:
     def authenticate(self, authorization: str | None) -> ApiKey | None:
         """None when no key exists (open gateway); the key when valid; raises Denied otherwise."""
         if self._stale():
-            self._refresh()
+            self._refresh(self._read_at is None, self._loaded)  # nothing read yet: no key set to stand in
         self._usable()
         key, digest = self._match(authorization)
         if key is None and digest is not None:
-            self._refresh()  # a key created a moment ago on another replica
+            self._refresh(wait=True)  # a key created a moment ago on another replica
             key, digest = self._match(authorization)
         if key is None and digest is not None:
             if self._error is not None:  # it may be a new key: that cannot be told now
@@ -174,8 +189,8 @@ class Gatekeeper:
     async def check(self, authorization: str | None, mix: str | None = None) -> ApiKey | None:
         """authenticate + authorize without blocking the event loop, and without a thread hop when the
         answer is in memory (the common case: keys cached, no budget to look up)."""
-        if self._stale():
-            await asyncio.to_thread(self._refresh)
+        if self._stale() and (self._read_at is None or not self._reading.locked()):
+            await asyncio.to_thread(self._refresh, self._read_at is None, self._loaded)
         self._usable()
         key, digest = self._match(authorization)
         if key is None and digest is not None:
