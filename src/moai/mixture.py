@@ -522,16 +522,14 @@ class Mixture:
         from moai.telemetry.adapt import _predicted_quality, stored_score
 
         shown, score = score, stored_score(score, scale)  # ValueError: off its scale
-        rated_before = bool(await asyncio.to_thread(self.store.feedback_for, request_id))
-        fb = await asyncio.to_thread(self.store.add_feedback, request_id, score, comment)
-        req = await asyncio.to_thread(self.store.get, request_id)
+        rating = await asyncio.to_thread(self.store.rate, request_id, score, comment)
         # a new rating replaces the request's earlier one in the database: it is not another observation (the
         # live statistics take the replacement at their next refresh, within settings.stats_refresh_s)
-        if req is not None and req.model and not rated_before:
-            self.stats.observe_feedback(req.model, score, _predicted_quality(req.decision, req.model))
-            self.metrics.observe_feedback(req.model, score)
-        return {"object": "feedback", "id": fb.id, "request_id": request_id, "score": shown, "scale": scale,
-                "model": req.model if req else None}
+        if rating.model and not rating.replaced:
+            self.stats.observe_feedback(rating.model, score, _predicted_quality(rating.decision, rating.model))
+            self.metrics.observe_feedback(rating.model, score)
+        return {"object": "feedback", "id": rating.feedback.id, "request_id": request_id, "score": shown,
+                "scale": scale, "model": rating.model}
 
     async def refresh_stats(self) -> None:
         if self.store is not None:

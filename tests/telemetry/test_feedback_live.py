@@ -194,3 +194,18 @@ def test_a_refresh_from_another_database_starts_over(tmp_path: Path) -> None:
     live.refresh(b)
     from_b = feedback_view(full_read(b))
     assert from_b and {m: feedback_view(live)[m] for m in from_b} == from_b
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_of_ratings_sent_at_once_exactly_one_is_new(tmp_path: Path, db: str, request: pytest.FixtureRequest) -> None:
+    """Each rating says in its own transaction whether it replaced one: of eight first ratings of one request sent
+    at once, one is new (counted as an observation), seven replace, and one row is left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = new_store(tmp_path) if db == "sqlite" else TelemetryStore(request.getfixturevalue("fresh_postgres"))
+    rid = add_requests(store, 1, random.Random(3))[0]
+    with ThreadPoolExecutor(8) as pool:
+        ratings = list(pool.map(lambda i: store.rate(rid, i / 10), range(8)))
+    assert sorted(r.replaced for r in ratings) == [False] + [True] * 7
+    assert all(r.model == ratings[0].model and r.model for r in ratings)
+    assert len(store.feedback_for(rid)) == 1

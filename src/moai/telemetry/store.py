@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,16 @@ class RateWindow(Base):
     key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     minute: Mapped[int] = mapped_column(Integer, primary_key=True)
     count: Mapped[int] = mapped_column(Integer)
+
+
+@dataclass(frozen=True)
+class Rating:
+    """A stored rating: the row, whether it replaced the request's earlier one, and what answered the request."""
+
+    feedback: FeedbackRecord
+    replaced: bool
+    model: str | None
+    decision: dict[str, Any] | None
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -257,9 +268,14 @@ class TelemetryStore:
         return len(latest)
 
     def add_feedback(self, request_id: str, score: float, comment: str | None = None) -> FeedbackRecord:
+        """Store a request's rating, replacing any earlier one (see ``rate``)."""
+        return self.rate(request_id, score, comment).feedback
+
+    def rate(self, request_id: str, score: float, comment: str | None = None) -> Rating:
         """Store a request's rating, replacing any earlier one: a request has one rating, its latest. (Over HTTP,
         once keys exist, only the key that made a request may rate it, so a repeat is that caller changing its
-        mind, not another vote.)
+        mind, not another vote.) Says whether it replaced one, and which model answered, in the same transaction:
+        of two first ratings sent at once, exactly one is new.
 
         A score off every accepted scale would skew the model's feedback mean for good; text with a NUL character
         cannot be stored (PostgreSQL refuses it): both are a ValueError."""
@@ -272,12 +288,13 @@ class TelemetryStore:
         with Session(self.engine, expire_on_commit=False) as s, s.begin():
             # two ratings of one request at once leave one: the request's row is locked (PostgreSQL), and the
             # DELETE takes SQLite's write lock before anything is read inside the transaction
-            if s.get(RequestRecord, request_id, with_for_update=True) is None:
+            req = s.get(RequestRecord, request_id, with_for_update=True)
+            if req is None:
                 raise UnknownRequest(request_id)
-            s.execute(delete(FeedbackRecord).where(FeedbackRecord.request_id == request_id))
+            gone = s.execute(delete(FeedbackRecord).where(FeedbackRecord.request_id == request_id))
             fb = FeedbackRecord(request_id=request_id, score=score, comment=comment)
             s.add(fb)
-        return fb
+            return Rating(fb, bool(gone.rowcount), req.model, req.decision)
 
     def session_model(self, session: str, mix: str) -> str | None:
         """The model that answered this session's latest successful request in this mix (any replica)."""
