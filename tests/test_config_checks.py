@@ -268,3 +268,23 @@ def test_a_number_as_a_model_name_says_to_quote_it() -> None:
 def test_no_far_fetched_suggestion() -> None:
     msg = error_of(BASE.replace("strategy: route", "strategy: route, budget: 1"))
     assert msg == "mix.yaml:5: mixes.d.budget: unknown key 'budget'", msg  # not "did you mean 'judge'?"
+
+
+def test_chat_warns_about_unset_key_variables_of_the_mix_it_uses(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from stub_openai import Script, StubServer
+
+    from moai.cli import app
+
+    monkeypatch.setenv("MOAI_DATABASE_URL", f"sqlite:///{tmp_path / 'moai.db'}")
+    monkeypatch.delenv("MOAI_TEST_KEY_UNSET", raising=False)
+    with StubServer(Script(reply="hello there")) as stub:
+        path = tmp_path / "mix.yaml"
+        path.write_text(KEYED.replace("http://127.0.0.1:9/v1", stub.url, 1)
+                        + "  only_cheap: {strategy: route, models: [cheap]}\n")
+        r = CliRunner().invoke(app, ["chat", "hi", "--config", str(path), "--mix", "only_cheap"])
+    assert r.exit_code == 0, r.output
+    assert "hello there" in r.output
+    warnings = [ln for ln in r.output.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and "cheap (MOAI_TEST_KEY_UNSET)" in warnings[0]
+    assert "gpt" not in warnings[0]  # not a model this mix can use

@@ -148,13 +148,16 @@ def _warn_missing_local(cfg: Config) -> None:
                           f"(run: moai models pull)")
 
 
-def _missing_keys(cfg: Config) -> list[str]:
-    """``model (VARIABLE)`` for each remote model whose API key variable is unset or empty: its requests would go
-    out without an Authorization header. Not an error: keys are often set only where the server runs."""
+def _missing_keys(cfg: Config, only: set[str] | None = None) -> list[str]:
+    """``model (VARIABLE)`` for each remote model (of ``only``, when given) whose API key variable is unset or
+    empty: its requests would go out without an Authorization header. Not an error: keys are often set only where
+    the server runs."""
     from moai.catalog import ANTHROPIC_KEY_ENV
 
     missing: list[str] = []
     for name, card in cfg.models.items():
+        if only is not None and name not in only:
+            continue
         if card.provider not in ("openai_compat", "openai", "anthropic"):
             continue
         default = ANTHROPIC_KEY_ENV if card.provider == "anthropic" else None
@@ -168,8 +171,8 @@ def _missing_keys(cfg: Config) -> list[str]:
     return missing
 
 
-def _warn_missing_keys(cfg: Config) -> None:
-    missing = _missing_keys(cfg)
+def _warn_missing_keys(cfg: Config, only: set[str] | None = None) -> None:
+    missing = _missing_keys(cfg, only)
     if missing:
         err_console.print(f"[yellow]warning:[/yellow] API key variable not set for: {', '.join(missing)}; their "
                           "requests go out without a key", highlight=False, soft_wrap=True)
@@ -196,6 +199,8 @@ def chat(
     cfg = _config(config)
     if not prompt.strip():
         fail("the prompt is empty")
+    name = mix.removeprefix("moai/")
+    _warn_missing_keys(cfg, {c.name for c in cfg.pool(cfg.mixes[name])} if name in cfg.mixes else {name})
     store = _store(cfg.settings.database_url)
     body = ChatCompletionRequest(model=mix, messages=[{"role": "user", "content": prompt}],  # type: ignore[list-item]
                                  max_tokens=max_tokens, stream=True)
