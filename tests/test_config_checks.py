@@ -73,7 +73,8 @@ def test_known_carbon_zones_load_in_any_case() -> None:
 def test_allowed_models_are_checked_like_other_model_references(mix: str, problem: str) -> None:
     """A misspelt name used to pass, and every request then failed with "more than any model's context allows"."""
     msg = error_of(BASE + f"  bad: {mix}\n")
-    assert msg.startswith(f"mix.yaml:6: mixes.bad.constraints.allowed_models: {problem}"), msg
+    item = ".0" if problem.startswith("unknown model") else ""  # an unknown name is pointed at as its list item
+    assert msg.startswith(f"mix.yaml:6: mixes.bad.constraints.allowed_models{item}: {problem}"), msg
 
 
 def test_an_empty_model_pool_is_an_error_not_every_model() -> None:
@@ -178,7 +179,7 @@ mixes:
         ("proposers: [a]", "proposers: {pick: 2, amoung: [a]}", "mixes.d.proposers.amoung",
          "unknown key 'amoung'; did you mean 'among'?"),
         ("proposers: [a]", "proposers: [a, 3]", "mixes.d.proposers.1", "Input should be a valid string"),
-        ("proposers: [a]", "proposers: {pick: 2, among: [b]}", "mixes.d.proposers", "unknown model 'b'"),
+        ("proposers: [a]", "proposers: {pick: 2, among: [b]}", "mixes.d.proposers.among.0", "unknown model 'b'"),
     ],
 )
 def test_a_bad_role_value_names_its_real_problem(old: str, new: str, field: str, problem: str) -> None:
@@ -213,7 +214,7 @@ def test_every_form_of_role_still_loads() -> None:
         (BASE.replace("strategy: route", "strategy: route, weights: {zz: 1}"),
          "mix.yaml:5: mixes.d.weights.zz: unknown key 'zz'; known: quality, cost, latency, carbon"),
         (BASE.replace("strategy: route", "strategy: route, models: [prizey]"),
-         "mix.yaml:5: mixes.d.models: unknown model 'prizey'; did you mean 'pricey'?"),
+         "mix.yaml:5: mixes.d.models.0: unknown model 'prizey'; did you mean 'pricey'?"),
     ],
 )
 def test_misspelt_names_get_a_suggestion(text: str, start: str) -> None:
@@ -288,3 +289,8 @@ def test_chat_warns_about_unset_key_variables_of_the_mix_it_uses(tmp_path: Path,
     warnings = [ln for ln in r.output.splitlines() if ln.startswith("warning:")]
     assert len(warnings) == 1 and "cheap (MOAI_TEST_KEY_UNSET)" in warnings[0]
     assert "gpt" not in warnings[0]  # not a model this mix can use
+
+
+def test_an_unknown_model_in_a_block_list_is_reported_at_its_own_line() -> None:
+    text = BASE + "  team:\n    strategy: moa\n    proposers:\n      - a\n      - pricy\n    aggregator: a\n"
+    assert error_of(text) == "mix.yaml:10: mixes.team.proposers.1: unknown model 'pricy'; did you mean 'pricey'?"

@@ -347,12 +347,13 @@ def _check_collaboration_cycles(mixes: dict[str, Mix]) -> None:
 
 
 def _model_refs(mix: Mix) -> list[tuple[str, str]]:
-    """Every model name a mix mentions, with the field it is in (for error messages)."""
-    refs: list[tuple[str, str]] = [("models", m) for m in mix.models or []]
-    refs += [("cascade", m) for m in mix.cascade or []]
-    refs += [("constraints.allowed_models", m) for m in mix.constraints.allowed_models or []]
+    """Every model name a mix mentions, with the field it is in, down to a list's item (for error messages that
+    point at the item's own line)."""
+    refs: list[tuple[str, str]] = [(f"models.{i}", m) for i, m in enumerate(mix.models or [])]
+    refs += [(f"cascade.{i}", m) for i, m in enumerate(mix.cascade or [])]
+    refs += [(f"constraints.allowed_models.{i}", m) for i, m in enumerate(mix.constraints.allowed_models or [])]
     if isinstance(mix.fallbacks, list):
-        refs += [("fallbacks", m) for m in mix.fallbacks]
+        refs += [(f"fallbacks.{i}", m) for i, m in enumerate(mix.fallbacks)]
     roles: list[tuple[str, Role | None]] = [
         (f, getattr(mix, f)) for f in ("proposers", "aggregator", "judge", "writer", "critic")
     ]
@@ -361,9 +362,9 @@ def _model_refs(mix: Mix) -> list[tuple[str, str]]:
         if isinstance(role, str):
             refs.append((fld, role))
         elif isinstance(role, list):
-            refs += [(fld, m) for m in role]
+            refs += [(f"{fld}.{i}", m) for i, m in enumerate(role)]
         elif isinstance(role, Pick) and role.among:
-            refs += [(fld, m) for m in role.among]
+            refs += [(f"{fld}.among.{i}", m) for i, m in enumerate(role.among)]
     return refs
 
 
