@@ -183,3 +183,36 @@ def test_a_refused_record_is_not_spooled(tmp_path: Path) -> None:
         writer.submit(bad).result(timeout=10)
     assert writer.spooled == 0 and not (tmp_path / "n.db.spool").exists()
     writer.close()
+
+
+async def test_after_an_outage_new_records_queue_behind_the_spooled_ones(tmp_path: Path) -> None:
+    """A request recorded while the database was down, then recorded again (its final status) once it is back but
+    before the spool is replayed: the database ends with the final record, not the older spooled one."""
+    store = TelemetryStore(f"sqlite:///{tmp_path / 'o.db'}")
+    writer = TelemetryWriter(store, replay_s=0.3)
+    good = broken(store, tmp_path)
+    first = request(1)
+    first.status, first.http_status = "cancelled", 499
+    await writer.write(first)
+    store.engine = good
+    final = request(1)
+    final.status, final.http_status = "error", 504
+    await writer.write(final)  # the database is back, but the spool is not replayed yet
+    for _ in range(100):
+        if not writer.spool.has_own():
+            break
+        await asyncio.sleep(0.05)
+    row = store.get("chatcmpl-1")
+    assert (row.status, row.http_status, len(row.calls)) == ("error", 504, 1)
+    writer.close()
+
+
+def test_a_spooled_record_the_database_refuses_is_set_aside_not_replayed_forever(tmp_path: Path) -> None:
+    store = TelemetryStore(f"sqlite:///{tmp_path / 'x.db'}")
+    spool = Spool(tmp_path / "spool")
+    bad = request(2)
+    bad.mix = None  # type: ignore[assignment]  # NOT NULL: refused on every try
+    spool.append([request(1), bad, request(3)])
+    assert spool.replay(store) == 2
+    assert {r.id for r in store.requests()} == {"chatcmpl-1", "chatcmpl-3"}
+    assert not spool.pending() and "chatcmpl-2" in spool.rejected.read_text()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import uuid
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from moai.telemetry.store import CallRecord, FeedbackRecord, RequestRecord, _row
 
+log = logging.getLogger("moai.telemetry")
 _OUTAGES = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
 
 
@@ -91,6 +93,7 @@ class Spool:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.path = self.folder / f"spool-{os.getpid()}.jsonl"
+        self.rejected = self.folder / f"rejected-{os.getpid()}.jsonl.bad"
 
     def append(self, records: Sequence[RequestRecord]) -> None:
         """Durably add ``records`` (fsynced before returning); raises OSError when the disk refuses too."""
@@ -119,6 +122,10 @@ class Spool:
     def pending(self) -> bool:
         return self.folder.is_dir() and any(self.folder.glob("*.jsonl"))
 
+    def has_own(self) -> bool:
+        """Whether records this process spooled are still waiting (in its file, or in one it claimed)."""
+        return self.path.exists() or (self.folder.is_dir() and any(self.folder.glob(f"replay-{os.getpid()}-*.jsonl")))
+
     def replay(self, store: Any) -> int:
         """Write every claimable spooled record to ``store``; returns how many requests were new there. A
         database error propagates, leaving the claimed file for the next try."""
@@ -134,13 +141,30 @@ class Spool:
                 except FileNotFoundError:  # another process claimed it first
                     continue
             lines = [ln for ln in claimed.read_text(encoding="utf-8").splitlines() if ln.strip()]
-            records = []
+            records: list[tuple[str, RequestRecord]] = []
             for ln in lines:
                 try:
-                    records.append(from_json(ln))
+                    records.append((ln, from_json(ln)))
                 except (ValueError, TypeError, KeyError):  # a line torn by a crash mid-append: nothing to keep
                     continue
             for s in range(0, len(records), 256):
-                written += store.write_replayed(records[s : s + 256])
+                written += self._write(store, records[s : s + 256])
             claimed.unlink()
         return written
+
+    def _write(self, store: Any, chunk: list[tuple[str, RequestRecord]]) -> int:
+        """Write a chunk; a record the database refuses (not an outage: it would refuse it on every try) is set
+        aside in ``rejected-<pid>.jsonl.bad`` instead of holding back the whole spool for good."""
+        try:
+            return int(store.write_replayed([rec for _, rec in chunk]))
+        except Exception as e:
+            if is_outage(e):
+                raise
+            if len(chunk) > 1:  # find the one it refuses
+                return sum(self._write(store, [one]) for one in chunk)
+            line, rec = chunk[0]
+            log.error("telemetry spool: request %s refused by the database (%s); kept in %s", rec.id,
+                      type(e).__name__, self.rejected)
+            with self.rejected.open("a", encoding="utf-8") as f:
+                f.write(line + "\n")
+            return 0

@@ -105,6 +105,11 @@ class TelemetryWriter:
             self._commit(batch)
 
     def _commit(self, batch: list[tuple[Any, Future[None]]]) -> None:
+        if self.spool.has_own() and self._spool(batch):
+            # records spooled earlier are not all in the database yet: this batch waits behind them, so that a
+            # request recorded again (its final status after a cancellation) never meets its older record later
+            self._replay()
+            return
         try:
             self.store.write_many([rec for rec, _ in batch])
         except Exception as e:  # noqa: BLE001 - retry one by one so one bad record can't sink the batch
@@ -125,22 +130,24 @@ class TelemetryWriter:
             fut.set_result(None)
         self._replay()
 
-    def _spool(self, batch: list[tuple[Any, Future[None]]], e: Exception) -> bool:
-        """Acknowledge a batch from the local spool; False when it holds other kinds of record or the disk
-        refuses too (then the futures fail as before: the answer is not sent unrecorded)."""
+    def _spool(self, batch: list[tuple[Any, Future[None]]], e: Exception | None = None) -> bool:
+        """Acknowledge a batch from the local spool (``e``: the database error that sent it there, else it queues
+        behind earlier spooled records); False when it holds other kinds of record or the disk refuses too (then
+        it is written as usual, or its futures fail: the answer is not sent unrecorded)."""
         if not all(isinstance(rec, RequestRecord) for rec, _ in batch):
             return False
         try:
             self.spool.append([rec for rec, _ in batch])
         except OSError as e2:
-            log.error("telemetry database down (%s) and spool not writable (%s)", type(e).__name__, e2)
+            log.error("telemetry spool not writable (%s)", e2)
             return False
         self.spooled += len(batch)
         if self.on_spool is not None:
             self.on_spool(len(batch))
-        self._next_replay = time.monotonic() + self.replay_s
-        log.warning("telemetry database unavailable (%s): %d record(s) spooled to %s", type(e).__name__,
-                    len(batch), self.spool.path)
+        if e is not None:
+            self._next_replay = time.monotonic() + self.replay_s
+            log.warning("telemetry database unavailable (%s): %d record(s) spooled to %s", type(e).__name__,
+                        len(batch), self.spool.path)
         for _, fut in batch:
             fut.set_result(None)
         return True
