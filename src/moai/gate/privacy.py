@@ -17,7 +17,7 @@ import copy
 import functools
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
@@ -26,7 +26,7 @@ from moai.gate.privacy_learned import find_semantic
 from moai.gate.privacy_rules import KINDS, Hit, find_cards, find_contacts, find_ibans, find_national_ids, find_secrets
 
 __all__ = ["KINDS", "REDACTABLE", "Detection", "Placeholders", "PrivacyReport", "Restorer", "detect", "redact",
-           "restore", "value_key"]
+           "request_tokens", "reserved_tokens", "restore", "seam_hits", "value_key"]
 
 # Kinds a placeholder really hides: the value *is* the secret. Health and confidential detections mark a
 # term inside a disclosure, and masking the term leaves the disclosure readable, so a report holding them
@@ -105,8 +105,19 @@ def tool_json(tool: Mapping[str, Any]) -> str:
     return json.dumps(tool, ensure_ascii=False, default=str)
 
 
+def _decoded(args: str) -> str | None:
+    """Tool-call arguments with their JSON escapes decoded (`\\u0040` is "@" to the model), when they have any."""
+    if "\\" not in args:
+        return None
+    try:
+        return json.dumps(json.loads(args), ensure_ascii=False)
+    except ValueError:
+        return None
+
+
 def _texts(query: str | Messages, tools: Tools | None = None,
-           response_format: Mapping[str, Any] | None = None) -> list[tuple[Where, str]]:
+           response_format: Mapping[str, Any] | None = None, stop: Sequence[str] | str | None = None,
+           tool_choice: Any = None) -> list[tuple[Where, str]]:
     """Every text the model would see, with where it sits; non-text parts (images, audio) are skipped."""
     out: list[tuple[Where, str]] = []
     if isinstance(query, str):
@@ -126,11 +137,19 @@ def _texts(query: str | Messages, tools: Tools | None = None,
                 args = call.get("function", {}).get("arguments") if isinstance(call, Mapping) else None
                 if isinstance(args, str):
                     out.append(((i, f"tool_calls.{k}.arguments", None), args))
+                    decoded = _decoded(args)
+                    if decoded is not None and decoded != args:
+                        out.append(((i, f"tool_calls.{k}.arguments (decoded)", None), decoded))
     for k, tool in enumerate(tools or []):
         if isinstance(tool, Mapping):
             out.append(((None, f"tools.{k}", None), tool_json(tool)))
     if isinstance(response_format, Mapping) and response_format.get("type") == "json_schema":
         out.append(((None, "response_format", None), tool_json(response_format)))
+    for k, seq in enumerate([stop] if isinstance(stop, str) else stop or []):  # stop sequences are sent too
+        if isinstance(seq, str):
+            out.append(((None, f"stop.{k}", None), seq))
+    if isinstance(tool_choice, Mapping):
+        out.append(((None, "tool_choice", None), tool_json(tool_choice)))
     return out
 
 
@@ -144,18 +163,33 @@ def _resolve(hits: list[Hit]) -> list[Hit]:
 
 
 # One character for one character (so spans stay valid in the original): no-break and thin spaces as
-# spaces (French writes "52 000 €" with U+202F), dash variants as "-", full-width digits as ASCII.
+# spaces (French writes "52 000 €" with U+202F), dash variants as "-", full-width ASCII ("４５３９", "＠",
+# "．") as ASCII: a model reads them all as the plain characters.
 _NORMALIZE = str.maketrans(
-    {**{c: " " for c in "\u00a0\u2007\u2009\u202f\u2002\u2003\u3000"},
-     **{c: "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2212"},
-     **{chr(0xFF10 + i): str(i) for i in range(10)}}
+    {**{chr(0xFF01 + i): chr(0x21 + i) for i in range(94)},
+     **{c: " " for c in "\u00a0\u2007\u2009\u202f\u2002\u2003\u3000"},
+     **{c: "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2212"}}
 )
+# Characters a model does not see (zero-width spaces and joiners, soft hyphens): dropped before the scan,
+# or "4539\u200b1488\u200b…" and "jane\u200b@…" would be split for the recognizers and whole for the model.
+_INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200d\u2060-\u2064\ufeff]")
 
 
 @functools.lru_cache(maxsize=4096)
 def detect_text(text: str) -> tuple[Hit, ...]:
     """All non-overlapping hits in one text. Cached: a chat resends its whole history every turn, and
     only the new message should cost anything."""
+    if _INVISIBLE.search(text) is None:
+        return _detect_visible(text)
+    # Scan without the invisible characters, then map the spans back onto the text as written.
+    keep = [i for i, c in enumerate(text) if not _INVISIBLE.match(c)]
+    if not keep:
+        return ()
+    return tuple(Hit(h.kind, keep[h.start], keep[h.end - 1] + 1, h.label, h.explanation)
+                 for h in _detect_visible("".join(text[i] for i in keep)) if h.end > h.start)
+
+
+def _detect_visible(text: str) -> tuple[Hit, ...]:
     text = text.translate(_NORMALIZE)
     hits = _resolve([h for rec in RECOGNIZERS for h in rec(text)])
     # The learned opinion covers a whole passage, so it stays out of span resolution (it would shadow the
@@ -165,14 +199,74 @@ def detect_text(text: str) -> tuple[Hit, ...]:
     return tuple(hits)
 
 
+# Characters either side of the seam between two consecutive texts that are scanned together for values
+# with a shape: a card split across content parts, or across two turns, is whole again for the model.
+_SEAM = 48
+_SHAPED = (find_cards, find_national_ids, find_ibans)
+_LEAD = re.compile(r"[^\d\n]{0,24}(?=\d)|")  # words before the next digits ("second half: ")
+
+
+Slot = tuple[int, int | None]  # (message index, content part index or None for a string content)
+Seam = tuple[Where, str, int, tuple[Slot, int], tuple[Slot, int]]
+
+
+def _seams(query: str | Messages) -> list[Seam]:
+    """For each pair of consecutive message texts (contents and their parts; and of consecutive user
+    turns): where to report it, the end of one and the start of the next joined by a space, the seam's
+    offset in that, and each side's slot with the offset its piece starts at."""
+    if isinstance(query, str):
+        return []
+    seq: list[tuple[Slot, str, bool]] = []
+    for i, m in enumerate(query):
+        content, user = m.get("content"), m.get("role") == "user"
+        if isinstance(content, str):
+            seq.append(((i, None), content, user))
+        elif isinstance(content, list):
+            seq.extend(((i, j), p["text"], user) for j, p in enumerate(content)
+                       if isinstance(p, Mapping) and isinstance(p.get("text"), str))
+    users = [x for x in seq if x[2]]
+    pairs = list(zip(seq, seq[1:], strict=False))
+    pairs += [p for p in zip(users, users[1:], strict=False) if p not in pairs]
+    out: list[Seam] = []
+    for (one, a, _), (two, b, _) in pairs:
+        end = len(a.rstrip(" .,;:!?\n"))
+        lo = max(0, end - _SEAM)
+        left, right, ro = a[lo:end], b[:_SEAM], 0
+        if left[-1:].isdigit():  # "first half: 4539 1488" + "second half: 0343 6467": the digits go on
+            ro = len(_LEAD.match(right).group())  # type: ignore[union-attr]
+            right = right[ro:]
+        where = (one[0], "content+" + (f"part {two[1]}" if two[0] == one[0] else f"message {two[0]}"), one[1])
+        out.append((where, f"{left} {right}", len(left), (one, lo), (two, ro)))
+    return out
+
+
+def seam_hits(query: str | Messages) -> Iterator[tuple[Where, str, Hit, tuple[Slot, int, int], tuple[Slot, int, int]]]:
+    """Shaped values that exist only across a seam (see `_seams`): where, the joined text, the hit (offsets
+    into it), and each side's slot with the span of its piece of the value in that slot's text."""
+    for where, text, at, (one, lo), (two, ro) in _seams(query):
+        for h in _across(text, at):
+            yield where, text, h, (one, lo + h.start, lo + at), (two, ro, ro + h.end - at - 1)
+
+
+@functools.lru_cache(maxsize=4096)
+def _across(text: str, at: int) -> tuple[Hit, ...]:
+    """Shaped hits in `text` that contain offset `at`. Cached, like `detect_text`, for a chat's history."""
+    norm = _INVISIBLE.sub(" ", text).translate(_NORMALIZE)
+    return tuple(h for h in _resolve([h for rec in _SHAPED for h in rec(norm)]) if h.start < at < h.end)
+
+
 def detect(query: str | Messages, tools: Tools | None = None,
-           response_format: Mapping[str, Any] | None = None) -> PrivacyReport:
-    """Classify a query (a string, or OpenAI-style messages, with the request's tool definitions and
-    response format) as sensitive or not, with every detection."""
+           response_format: Mapping[str, Any] | None = None, stop: Sequence[str] | str | None = None,
+           tool_choice: Any = None) -> PrivacyReport:
+    """Classify a query (a string, or OpenAI-style messages, with the request's tool definitions, response
+    format, stop sequences and tool choice) as sensitive or not, with every detection."""
     report = PrivacyReport()
-    for (i, fld, j), text in _texts(query, tools, response_format):
+    for (i, fld, j), text in _texts(query, tools, response_format, stop, tool_choice):
         for h in detect_text(text):
             report.detections.append(Detection(h.kind, i, j, h.start, h.end, h.label, h.explanation, fld))
+    for (i, fld, j), _, h, _, _ in seam_hits(query):
+        report.detections.append(Detection(h.kind, i, j, h.start, h.end, h.label,
+                                           h.explanation + ", split across two texts", fld))
     return report
 
 
@@ -191,18 +285,33 @@ def value_key(label: str, value: str) -> tuple[str, str]:
     back must get the placeholder that `4539 1488 0343 6467` got, or restoring would not find it."""
     if label in _EXACT_LABELS:
         return label, value
+    value = _INVISIBLE.sub("", value)
     if label in _CASEFOLD_LABELS:
         return label, " ".join(value.translate(_NORMALIZE).casefold().split())
     return label, re.sub(r"[\W_]", "", value.translate(_NORMALIZE)).upper()
 
 
+def reserved_tokens(texts: Iterable[str]) -> set[str]:
+    """Placeholder-shaped tokens already written in a request ("keep [EMAIL_1] literal"): a generated
+    placeholder must not be one of them, or restoring would turn the user's own token into a value."""
+    return {m.group() for t in texts for m in _PLACEHOLDER.finditer(t)}
+
+
+def request_tokens(query: str | Messages, tools: Tools | None = None, response_format: Mapping[str, Any] | None = None,
+                   stop: Sequence[str] | str | None = None, tool_choice: Any = None) -> set[str]:
+    """`reserved_tokens` of every text of a request."""
+    return reserved_tokens(t for _, t in _texts(query, tools, response_format, stop, tool_choice))
+
+
 class Placeholders:
     """The typed placeholders of one request: the same value (see `value_key`) always gets the same one, and
-    later values get the next free number, so placeholders handed out mid-plan never collide."""
+    later values get the next free number, so placeholders handed out mid-plan never collide (with each
+    other, nor with `reserved` tokens the request itself holds)."""
 
-    def __init__(self, mapping: Mapping[str, str] | None = None) -> None:
+    def __init__(self, mapping: Mapping[str, str] | None = None, reserved: Iterable[str] = ()) -> None:
         """Continue from `mapping` (placeholder -> original), e.g. the one the privacy check made."""
         self.mapping: dict[str, str] = dict(mapping or {})
+        self.reserved: set[str] = set(reserved) - set(self.mapping)
         self._by_key: dict[tuple[str, str], str] = {}
         self._count: dict[str, int] = {}
         for token, original in self.mapping.items():
@@ -216,8 +325,9 @@ class Placeholders:
         key = value_key(label, value)
         token = self._by_key.get(key)
         if token is None:
-            self._count[label] = self._count.get(label, 0) + 1
-            token = f"[{label}_{self._count[label]}]"
+            while token is None or token in self.reserved:
+                self._count[label] = self._count.get(label, 0) + 1
+                token = f"[{label}_{self._count[label]}]"
             self._by_key[key] = token
             self.mapping[token] = value
         return token
@@ -235,7 +345,8 @@ def redact(messages: str, report: PrivacyReport) -> tuple[str, dict[str, str]]: 
 @overload
 def redact(messages: Messages, report: PrivacyReport) -> tuple[list[dict[str, Any]], dict[str, str]]: ...
 def redact(messages: str | Messages, report: PrivacyReport, tools: Tools | None = None,
-           response_format: Mapping[str, Any] | None = None) -> tuple[str | list[dict[str, Any]], dict[str, str]]:
+           response_format: Mapping[str, Any] | None = None, stop: Sequence[str] | str | None = None,
+           tool_choice: Any = None) -> tuple[str | list[dict[str, Any]], dict[str, str]]:
     """Replace each detected span with a typed placeholder; return (redacted copy, placeholder -> original).
 
     The same value (see `value_key`) gets the same placeholder everywhere, so a model can still tell that
@@ -243,8 +354,9 @@ def redact(messages: str | Messages, report: PrivacyReport, tools: Tools | None 
     is untouched). Values found in `tools` or `response_format` get their placeholders in the mapping; the
     definitions themselves are rewritten where the call is sent (`strategies.redaction.Redactor`).
     """
-    texts = dict(_texts(messages, tools, response_format))
-    placeholders = Placeholders()
+    texts = dict(_texts(messages, tools, response_format, stop, tool_choice))
+    texts.update((where, text) for where, text, *_ in seam_hits(messages))
+    placeholders = Placeholders(reserved=reserved_tokens(texts.values()))
     spans: dict[Where, list[tuple[int, int, str]]] = {}
     for d in report.detections:
         where = (d.message, d.field, d.part)
@@ -255,7 +367,9 @@ def redact(messages: str | Messages, report: PrivacyReport, tools: Tools | None 
         return _replace_spans(messages, spans.get((0, "content", None), [])), mapping
     out = [dict(m) for m in messages]
     for (i, fld, j), sp in spans.items():
-        if i is None:  # a tool definition or the response format: not part of the messages
+        # a tool definition, the response format, decoded arguments or a value split across two texts: the
+        # mapping has the value, and the call is rewritten where it is sent (`Redactor`)
+        if i is None or "+" in fld or fld.endswith("(decoded)"):
             continue
         if fld == "name":
             out[i]["name"] = _replace_spans(out[i]["name"], sp)

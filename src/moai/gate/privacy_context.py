@@ -12,7 +12,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from moai.gate.privacy_rules import FICTION, FIRST_PERSON, GENERIC_QUESTION, Hit, is_template, sentences
+from moai.gate.privacy_rules import (
+    FICTION,
+    FIRST_PERSON,
+    GENERIC_QUESTION,
+    Hit,
+    is_template,
+    sentences,
+    translated_quotes,
+)
 from moai.gate.privacy_rules import words as _words
 
 _I = re.IGNORECASE
@@ -143,7 +151,11 @@ def _sentences_with(rx: re.Pattern[str], text: str) -> Iterator[tuple[int, int, 
 
 def find_health(text: str) -> Iterator[Hit]:
     """Health terms in sentences that disclose something about somebody (not topics, fiction or quizzes)."""
+    quoted = translated_quotes(text)
     for a, b, terms in _sentences_with(_HEALTH_TERM, text):
+        terms = [t for t in terms if not any(qa <= t.start() < qb for qa, qb in quoted)]
+        if not terms:
+            continue
         sent = text[a:b]
         if (GENERIC_QUESTION.match(sent) and not FIRST_PERSON.search(sent)) or FICTION.search(sent):
             continue

@@ -25,7 +25,7 @@ from typing import Any
 
 import scipy.sparse
 
-from moai.gate.privacy_rules import FICTION, Hit, is_template
+from moai.gate.privacy_rules import FICTION, FIRST_PERSON, Hit, is_template, sentences, translated_quotes
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,17 @@ class SemanticModel:
         """
         if len(text.strip()) < 12 or is_template(text):  # too short to disclose anything / a form to fill in
             return
+        for qa, qb in translated_quotes(text):  # words to translate are nobody's; the request around them is read
+            text = text[:qa] + " " * (qb - qa) + text[qb:]
         spans = windows(text)
+        if len(text) <= WINDOW:  # a sentence read alone counts when it speaks of somebody, not a case or a topic
+            spans = [sp for sp in spans if sp == (0, len(text)) or _SOMEONE.search(text, *sp)]
         probs = self.probabilities([text[a:b] for a, b in spans])
         for kind, t in self.thresholds.items():
             p, (a, b) = max(((pr.get(kind, 0.0), sp) for pr, sp in zip(probs, spans, strict=True)),
                             key=lambda x: x[0])
-            if p >= t and not FICTION.search(text, a, b):  # a novel's heroine or made-up data is nobody
+            # a novel's heroine or made-up data is nobody (a short text is one context: its sentences too)
+            if p >= t and not (FICTION.search(text) if len(text) <= WINDOW else FICTION.search(text, a, b)):
                 yield Hit(kind, a, b, kind.upper(),
                           f"learned classifier: reads as a {kind} disclosure (p={p:.2f} >= {t:.2f})")
 
@@ -73,6 +78,8 @@ class SemanticModel:
 WINDOW = 600  # characters: a text up to this long is read whole (the training prompts are 5 to 80 words)
 PASSAGE = 300  # a longer one sentence by sentence, and two sentences at a time when they fit in this many
 MAX_WINDOWS = 64
+_SOMEONE = re.compile(FIRST_PERSON.pattern + r"|\b(?-i:[A-Z][a-z]+)'s\b|\b(?:he|she|his|her|him|il|elle|er|él|ella)\b",
+                      re.I)
 _SENTENCE_END = re.compile(r"[.!?;:]\s+|\n+")
 
 
@@ -81,7 +88,24 @@ def windows(text: str) -> list[tuple[int, int]]:
     one disclosing sentence in a pasted document is not drowned by the rest (evenly thinned past
     `MAX_WINDOWS`, to bound the cost of very long texts)."""
     if len(text) <= WINDOW:
-        return [(0, len(text))]
+        # Read whole, and each sentence alone too: one unrelated sentence (or a prompt's own "Previous
+        # answer:" line) next to a disclosure must not dilute it below the threshold.
+        alone = [(a, b) for a, b in sentences(text) if len(text[a:b].split()) >= 4 and b - a < len(text)]
+        return [(0, len(text)), *alone]
+    pieces = _pieces(text)
+    out: list[tuple[int, int]] = []
+    for i, (a, b) in enumerate(pieces):  # each sentence, and each with the next one (a disclosure may span two)
+        out.append((a, b))
+        if i + 1 < len(pieces) and pieces[i + 1][1] - a <= PASSAGE:
+            out.append((a, pieces[i + 1][1]))
+    if len(out) > MAX_WINDOWS:
+        step = -(-len(out) // MAX_WINDOWS)
+        out = out[::step]
+    return out
+
+
+def _pieces(text: str) -> list[tuple[int, int]]:
+    """Sentence spans, a run-on sentence cut at a space past `PASSAGE` characters."""
     pieces: list[tuple[int, int]] = []
     start = 0
     for end in [m.end() for m in _SENTENCE_END.finditer(text)] + [len(text)]:
@@ -93,15 +117,7 @@ def windows(text: str) -> list[tuple[int, int]]:
         if end > start:
             pieces.append((start, end))
             start = end
-    out: list[tuple[int, int]] = []
-    for i, (a, b) in enumerate(pieces):  # each sentence, and each with the next one (a disclosure may span two)
-        out.append((a, b))
-        if i + 1 < len(pieces) and pieces[i + 1][1] - a <= PASSAGE:
-            out.append((a, pieces[i + 1][1]))
-    if len(out) > MAX_WINDOWS:
-        step = -(-len(out) // MAX_WINDOWS)
-        out = out[::step]
-    return out
+    return [(a, b) for a, b in pieces if text[a:b].strip()]
 
 
 def build_pipeline(C: float = 16.0) -> Any:

@@ -94,6 +94,31 @@ def is_template(text: str) -> bool:
     return len(_TEMPLATE_SLOT.findall(text)) >= 2
 
 
+# "Translate 'I have diabetes' into French": the quoted words are material to translate, about nobody, as
+# long as nothing outside the quotes speaks of the asker ("... for my mother" does).
+_TRANSLATE = re.compile(
+    r"\b(?:translat\w*|tradu\w*|übersetz\w*|into (?:english|french|german|spanish|italian|portuguese)|"
+    r"(?:en|in|al) (?:anglais|français|allemand|espagnol|englisch|französisch|deutsch|spanisch|inglés|francés|"
+    r"alemán|español))\b", _I,
+)
+_QUOTED = re.compile(
+    r"'([^'\n]{3,300})'|\"([^\"\n]{3,300})\"|“([^”\n]{3,300})”|«([^»\n]{3,300})»|„([^“”\n]{3,300})[“”]"
+)
+
+
+def translated_quotes(text: str) -> list[tuple[int, int]]:
+    """Spans of quoted passages the text asks to have translated (empty when it asks nothing of the kind)."""
+    if not _TRANSLATE.search(text):
+        return []
+    spans = [(m.start(), m.end()) for m in _QUOTED.finditer(text)]
+    rest = text
+    for a, b in reversed(spans):
+        rest = rest[:a] + rest[b:]
+    if not spans or FIRST_PERSON.search(rest) or not _TRANSLATE.search(rest):
+        return []
+    return spans
+
+
 _ABBREV = words("mr mrs ms dr sr sra st m mme mlle hr fr nr no vs etc ca bzw inc ltd av avda")
 _END = re.compile(r"[.!?]+|\n")
 
@@ -122,11 +147,11 @@ def sentences(text: str) -> Iterator[tuple[int, int]]:
 # ---------------------------------------------------------------- payment cards
 
 _CARD = re.compile(r"(?<![\w.-])(?:\d[ -]?){12,18}\d(?![\w-])")
-# Groups kept apart by something wider: "4539 - 1488 - 0343 - 6467", double spaces, dots, underscores.
+# Groups kept apart by something wider: "4539 - 1488 - 0343 - 6467", double spaces, dots, underscores, slashes.
 # Only as a card is printed (a first group of 4, the same separator throughout), so that version
 # numbers, dotted IPs (no group of 4) and number lists do not chain into one.
 _CARD_GROUPED = re.compile(
-    r"(?<![\w.-])\d{4}(?P<sep>[ \t]{2,3}|[ \t]{0,2}[-._][ \t]{0,2})\d{4,6}(?:(?P=sep)\d{1,6}){1,3}(?![\w-]|\.\d)"
+    r"(?<![\w.-])\d{4}(?P<sep>[ \t]{2,3}|[ \t]{0,2}[-._/][ \t]{0,2})\d{4,6}(?:(?P=sep)\d{1,6}){1,3}(?![\w-]|\.\d)"
 )
 # Numbers published by card networks and PSPs for testing: public, identify nobody.
 _TEST_CARDS = frozenset({
@@ -337,8 +362,8 @@ _PLACEHOLDER = re.compile(
     _I,
 )
 _PW_KEY = (
-    r"(?:password|passwd|passcode|passphrase|pwd|pin(?: code)?|mot de passe|mdp|code pin|passwort|kennwort|"
-    r"zugangscode|contraseña|contrasena|"
+    r"(?:password|passwd|passcode|passphrase|pwd|pw(?=\s*[:=])|pin(?: code)?|mot de passe|mdp|code pin|passwort|"
+    r"kennwort|zugangscode|contraseña|contrasena|"
     # Spanish "clave" is also "key": only "mi clave", "clave de acceso", "clave del wifi" ...
     r"(?:(?<=\bmi )|(?<=\btu )|(?<=\bsu ))clave|clave(?= (?:de acceso|secreta|del? (?:wifi|wi-fi|correo|banco|router|"
     r"email|red|m[oó]vil|tarjeta))))"
@@ -355,7 +380,8 @@ _PW = re.compile(
     r"\s+(?P<verb>is|was|est|était|ist|lautet|war|es|era)\b\s*:?"
     # "password of the home wifi: X" / "Passwort=X" / 'PASSWORD': 'X'
     r"|(?:\s+[^\W\d][\w'.@-]*){0,5}?[\"']?\s*(?:[:=]|->)"
-    r")\s*(?P<q>[\"'`«„“])?\s*(?P<v>[^\s\"'`»“”]{3,64})",
+    # an unquoted value may hold a quote after its first character (Ab"cd1234!)
+    r")\s*(?P<q>[\"'`«„“])?\s*(?P<v>(?(q)[^\s\"'`»“”]{3,64}|[^\s\"'`»“”][^\s»“”]{2,63}))",
     _I,
 )
 # Words that follow "password is ..." in questions and advice, never a password.
@@ -374,6 +400,10 @@ cifrada siempre nunca olvidada cambiada qué cómo cuál
 """)
 # "user admin / pass Blue!3830", "identifiant admin, mot de passe Falke114", "Benutzer m.keller - Passwort X":
 # a login and its password handed over together, with no "is" or ":" between key and value.
+# `curl -u admin:S3cr3t`, `--user admin:S3cr3t`, `wget --password=…`: a password on a command line.
+_CLI_CRED = re.compile(
+    r"(?:(?<!\S)(?:-u|--user)\s*[\"']?[^\s:\"']{1,64}:|--(?:http-)?password[= ])[\"']?(?P<v>[^\s\"']{3,64})"
+)
 _CRED_PAIR = re.compile(
     r"\b(?:user(?:name)?|login|identifiant|utilisateur|benutzer(?:name)?|usuario|nom d'utilisateur)\s*[:=]?\s*"
     r"[^\s,;/|]{2,40}\s*(?:[,;/|-]|\b(?:and|et|und|y)\b)?\s*"
@@ -452,12 +482,18 @@ def find_secrets(text: str) -> Iterator[Hit]:
             yield Hit("secret", m.start(2), m.end(2), "PASSWORD", "credentials embedded in a connection string")
     for m in _PW.finditer(text):
         v = m.group("v") if m.group("q") else m.group("v").rstrip(".,;!?)")  # quoted: the quotes delimit it
+        if not m.group("q") and sum(v.count(c) for c in "\"'`") == 1 and v[-1] in "\"'`":
+            v = v[:-1]  # a closing quote after the value, not part of it
         end = m.start("v") + len(v)
         line = text[text.rfind("\n", 0, m.start()) + 1:m.start()]
         if _looks_like_password(v) and not FICTION.search(line) and (
                 m.group("own") or m.group("q") or _STRONG.search(v)
                 or ((m.group("det") or not m.group("verb")) and _ALONE.match(text, end))):
             yield Hit("secret", m.start("v"), end, "PASSWORD", "password given in context")
+    for m in _CLI_CRED.finditer(text):
+        v = m.group("v")
+        if _looks_like_password(v) and not _documented(v):
+            yield Hit("secret", m.start("v"), m.end("v"), "PASSWORD", "password given on a command line")
     for m in _CRED_PAIR.finditer(text):
         v = m.group("v").rstrip(".,;!?)")
         if _looks_like_password(v) and _STRONG.search(v) and not FICTION.search(text):

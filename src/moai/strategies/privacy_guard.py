@@ -6,11 +6,12 @@ restored in the answer) — unless what was found cannot be hidden by a placehol
 confidential material), which then stays on private models; ``allow`` does nothing. A request may ask
 for a stricter policy than its mix, never a looser one.
 
-The request's tool definitions and JSON-schema response format are scanned with its messages: their
-descriptions, defaults and enums reach the model as well. And whenever sensitive data must not reach an
-untrusted model in the clear (every policy but ``allow``), calls to cloud-tier models carry a `Redactor`
-even if nothing was found here: it scans each such call as sent, which covers what this check cannot see
-(a trusted model's answer quoted to an aggregator, tool definitions if a caller does not pass them here).
+The request's tool definitions and JSON-schema response format (and its stop sequences and tool choice,
+when the caller passes them) are scanned with its messages: they reach the model as well. And whenever
+sensitive data must not reach an untrusted model in the clear (every policy but ``allow``), calls to
+cloud-tier models carry a `Redactor` even if nothing was found here: it scans each such call as sent, which
+covers what this check cannot see (a trusted model's answer quoted to an aggregator, tool definitions,
+stop sequences or a tool choice if a caller does not pass them here).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from moai.gate.privacy import PrivacyReport, detect, redact
+from moai.gate.privacy import PrivacyReport, detect, redact, request_tokens
 from moai.strategies.redaction import Redactor
 
 STRICTNESS = {"allow": 0, "redact": 1, "private_ok": 2, "local_only": 3}
@@ -36,7 +37,8 @@ class Guard:
 
 def privacy_guard(messages: list[dict[str, Any]], mix_policy: str, requested: str | None,
                   tools: Sequence[Mapping[str, Any]] | None = None,
-                  response_format: Mapping[str, Any] | None = None) -> Guard:
+                  response_format: Mapping[str, Any] | None = None,
+                  stop: Sequence[str] | str | None = None, tool_choice: Any = None) -> Guard:
     policy = mix_policy
     notes: list[str] = []
     if requested is not None:
@@ -44,14 +46,15 @@ def privacy_guard(messages: list[dict[str, Any]], mix_policy: str, requested: st
             policy = requested
         else:
             notes.append(f"privacy: request asked for {requested}, the mix requires {mix_policy}; kept {mix_policy}")
-    report = detect(messages, tools, response_format)
+    report = detect(messages, tools, response_format, stop, tool_choice)
+    reserved = request_tokens(messages, tools, response_format, stop, tool_choice)
     guard = Guard(report, policy, notes=notes)
     if policy == "allow":
         if report.sensitive:
             notes.append(f"privacy: sensitive data ({', '.join(report.kinds)}) allowed by policy 'allow'")
         return guard
     if not report.sensitive:
-        guard.redactor = Redactor()
+        guard.redactor = Redactor(reserved=reserved)
         return guard
     notes.append(f"privacy: sensitive data found ({', '.join(report.kinds)}); policy {policy}")
     notes.extend(f"privacy: {r}" for r in report.reasons())
@@ -60,8 +63,8 @@ def privacy_guard(messages: list[dict[str, Any]], mix_policy: str, requested: st
     elif policy == "private_ok":
         guard.max_tier = "private"
     elif report.redactable:
-        _, mapping = redact(messages, report, tools, response_format)
-        guard.redactor = Redactor(mapping)
+        _, mapping = redact(messages, report, tools, response_format, stop, tool_choice)
+        guard.redactor = Redactor(mapping, reserved)
         notes.append(f"privacy: {len(mapping)} value(s) replaced by placeholders for cloud-tier models")
     else:
         guard.max_tier = "private"

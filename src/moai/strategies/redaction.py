@@ -15,26 +15,54 @@ before it leaves: `SensitiveHeldBack`, so the step moves on to a trusted model o
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from moai.gate.privacy import REDACTABLE, Placeholders, Restorer, detect_text, restore, tool_json
+from moai.gate.privacy import (
+    REDACTABLE,
+    Placeholders,
+    Restorer,
+    detect_text,
+    reserved_tokens,
+    restore,
+    seam_hits,
+    tool_json,
+)
 from moai.providers.base import ChatParams, ProviderRequestError
 
-# Keys of a tool definition whose value is an identifier the API and the caller match on, not prose.
-_IDENTIFIER_KEYS = frozenset({"name", "type"})
+# Values the API and the caller match on, not prose: a tool's and a function's `type`, the function's name,
+# a JSON schema's `type` keyword (with its usual values) and the response format's name. Only there: a
+# `name` or `type` key deeper in a schema (an example object's) is data like any other.
+_SCHEMA_TYPES = frozenset({"string", "number", "integer", "boolean", "object", "array", "null", "function",
+                           "json_schema", "json_object", "text"})
 
 
-def _walk(value: Any, fix: Callable[[str], str], skip: frozenset[str] = frozenset()) -> Any:
-    """A copy of a JSON value with `fix` applied to every string in it (keys and `skip` keys' values kept)."""
+def _walk(value: Any, fix: Callable[[str], str], keep: Callable[[tuple[str, ...], str], bool] = lambda p, v: False,
+          path: tuple[str, ...] = ()) -> Any:
+    """A copy of a JSON value with `fix` applied to every string in it, keys included (a schema's property
+    names are read by the model too); `keep(path, value)` says which identifier strings stay as they are."""
     if isinstance(value, str):
-        return fix(value)
+        return value if keep(path, value) else fix(value)
     if isinstance(value, list):
-        return [_walk(v, fix, skip) for v in value]
+        return [_walk(v, fix, keep, (*path, "*")) for v in value]
     if isinstance(value, dict):
-        return {k: v if k in skip and isinstance(v, str) else _walk(v, fix, skip) for k, v in value.items()}
+        return {fix(k): _walk(v, fix, keep, (*path, k)) for k, v in value.items()}
     return value
+
+
+def _identifier(path: tuple[str, ...], value: str) -> bool:
+    """Whether the string at `path` in a tool definition or response format is an identifier (see above)."""
+    if path in (("function", "name"), ("json_schema", "name"), ("type",), ("function", "type")):
+        return True
+    return path[-1:] == ("type",) and value in _SCHEMA_TYPES
+
+
+# Labels whose values are compared as written (see `value_key`), and how an email may be spelled out.
+_EXACT_FORMS = frozenset({"SECRET", "PASSWORD", "ADDRESS"})
+_AT = r"\s*(?:@|＠|[\[(<{]\s*at\s*[\])>}]|\s(?:at|chez|bei|arroba)\s)\s*"
+_DOT = r"\s*(?:\.|．|[\[(<{]\s*dot\s*[\])>}]|\s(?:dot|point|punkt|punto)\s)\s*"
 
 
 class SensitiveHeldBack(ProviderRequestError):
@@ -56,28 +84,55 @@ class SensitiveHeldBack(ProviderRequestError):
 class Redactor:
     """Rewrites the calls of one request that go to untrusted models; holds its placeholders."""
 
-    def __init__(self, mapping: Mapping[str, str] | None = None) -> None:
-        """`mapping`: placeholder -> original, from the privacy check (empty when it found nothing)."""
-        self._placeholders = Placeholders(mapping)
+    def __init__(self, mapping: Mapping[str, str] | None = None, reserved: Iterable[str] = ()) -> None:
+        """`mapping`: placeholder -> original, from the privacy check (empty when it found nothing);
+        `reserved`: placeholder-shaped tokens the request itself holds, never handed out."""
+        self._placeholders = Placeholders(mapping, reserved)
         self.mapping = self._placeholders.mapping  # the live one: new placeholders are added to it
         self._unhideable: set[str] = set()  # kinds found in the call being rewritten that no placeholder hides
+        self._forms: dict[str, re.Pattern[str] | None] = {}  # placeholder -> pattern of its value's other forms
+        self._extra: dict[tuple[int, int | None], list[tuple[int, int, str]]] = {}  # spans of split values
 
-    def _text(self, text: str) -> str:
-        """`text` with every value the detector finds in it, and every value already known, replaced."""
+    def _form(self, token: str, original: str) -> re.Pattern[str] | None:
+        """A pattern for the other ways a model may write a known value: a card, IBAN or id with any
+        separators ("4539/1488/…"), an email spelled out ("jane.roe [at] fastmail [dot] com")."""
+        if token not in self._forms:
+            label = token[1:].rsplit("_", 1)[0]
+            pattern = None
+            if label == "EMAIL" and "@" in original:
+                parts = [re.escape(w) for w in re.split(r"([.@])", original)]
+                pattern = "".join(_AT if w == "@" else _DOT if w == r"\." else w for w in parts)
+            elif label not in _EXACT_FORMS:
+                chars = re.sub(r"[\W_]", "", original)
+                if len(chars) >= 8:
+                    pattern = r"(?<![^\W_])" + r"[\W_]{0,3}".join(map(re.escape, chars)) + r"(?![^\W_])"
+            self._forms[token] = re.compile(pattern, re.I) if pattern else None
+        return self._forms[token]
+
+    def _text(self, text: str, extra: Sequence[tuple[int, int, str]] = ()) -> str:
+        """`text` with every value the detector finds in it, every value already known, and `extra` spans
+        (pieces of a value split across texts) replaced."""
         hits = detect_text(text)
         self._unhideable.update(h.kind for h in hits if h.kind not in REDACTABLE)
-        spans = [(h.start, h.end, self._placeholders.token(h.label, text[h.start:h.end]))
-                 for h in hits if h.kind in REDACTABLE]
+        self._placeholders.reserved |= reserved_tokens([text]) - set(self.mapping)
+        spans = list(extra) + [(h.start, h.end, self._placeholders.token(h.label, text[h.start:h.end]))
+                               for h in hits if h.kind in REDACTABLE]
         # Values found elsewhere in the request (a password recognised by its context there) are
-        # replaced here as written, even where nothing around them gives them away. Longest first, so
-        # a value containing another is replaced whole.
+        # replaced here as written, even where nothing around them gives them away, and in the other
+        # forms a trusted model may have rewritten them into. Longest first, so a value containing
+        # another is replaced whole.
         for token, original in sorted(self.mapping.items(), key=lambda p: -len(p[1])):
             at = text.find(original) if original else -1
+            found = []
             while at != -1:
-                end = at + len(original)
+                found.append((at, at + len(original)))
+                at = text.find(original, at + len(original))
+            form = self._form(token, original) if original else None
+            if form is not None:
+                found += [m.span() for m in form.finditer(text)]
+            for at, end in found:
                 if all(end <= s or at >= e for s, e, _ in spans):
                     spans.append((at, end, token))
-                at = text.find(original, end)
         for start, end, token in sorted(spans, reverse=True):
             text = text[:start] + token + text[end:]
         return text
@@ -102,16 +157,16 @@ class Redactor:
             return fixed
         return json.dumps(walked, ensure_ascii=False)
 
-    def _content(self, content: Any) -> Any:
+    def _content(self, content: Any, i: int) -> Any:
         if isinstance(content, str):
-            return self._text(content)
+            return self._text(content, self._extra.get((i, None), ()))
         if isinstance(content, list):
-            return [{**p, "text": self._text(p["text"])} if isinstance(p, dict) and isinstance(p.get("text"), str)
-                    else p for p in content]
+            return [{**p, "text": self._text(p["text"], self._extra.get((i, j), ()))}
+                    if isinstance(p, dict) and isinstance(p.get("text"), str) else p for j, p in enumerate(content)]
         return content
 
-    def _message(self, m: dict[str, Any]) -> dict[str, Any]:
-        out = {**m, "content": self._content(m.get("content"))} if "content" in m else dict(m)
+    def _message(self, m: dict[str, Any], i: int = -1) -> dict[str, Any]:
+        out = {**m, "content": self._content(m.get("content"), i)} if "content" in m else dict(m)
         if isinstance(m.get("name"), str):
             out["name"] = self._text(m["name"])
         if m.get("tool_calls"):
@@ -126,23 +181,37 @@ class Redactor:
 
     def _tool(self, tool: dict[str, Any]) -> dict[str, Any]:
         # Scanned whole first, so a value recognised only in context (a "password" property's default) is
-        # known by the time each string is rewritten; names and types stay, the caller matches on them.
+        # known by the time each string is rewritten; identifiers stay, the caller matches on them, unless
+        # one carries a value itself (then the call must not go out with it).
         self._text(tool_json(tool))
-        return _walk(tool, self._text, _IDENTIFIER_KEYS)
+        return _walk(tool, self._text, lambda p, v: _identifier(p, v) and self._text(v) == v)
 
     def apply(self, params: ChatParams, model: str = "") -> ChatParams:
         """The same call with every sensitive value replaced by its placeholder; raises `SensitiveHeldBack`
         when it carries health or confidential detail. The privacy check keeps a request that holds such
         detail itself off untrusted models, so what is found here was written by a model along the way."""
         self._unhideable = set()
-        messages = [self._message(m) for m in params.messages]
+        # A value split across two texts (content parts, turns): the placeholder takes the first piece's
+        # place and the second piece goes.
+        self._extra = {}
+        for _, text, h, (one, a, b), (two, c, d) in seam_hits(params.messages):
+            token = self._placeholders.token(h.label, text[h.start:h.end])
+            self._extra.setdefault(one, []).append((a, b, token))
+            self._extra.setdefault(two, []).append((c, d, ""))
+        messages = [self._message(m, i) for i, m in enumerate(params.messages)]
+        self._extra = {}
         tools = [self._tool(t) if isinstance(t, dict) else t for t in params.tools] if params.tools else params.tools
         fmt = params.response_format
         if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
             fmt = self._tool(fmt)
+        # Stop sequences and the tool choice are sent too; the chosen function's name stays (see `_identifier`).
+        stop = [self._text(x) if isinstance(x, str) else x for x in params.stop] if params.stop else params.stop
+        choice = params.tool_choice
+        if isinstance(choice, dict):
+            choice = _walk(choice, self._text, lambda p, v: _identifier(p, v) and self._text(v) == v)
         if self._unhideable:
             raise SensitiveHeldBack(model, sorted(self._unhideable))
-        return replace(params, messages=messages, tools=tools, response_format=fmt)
+        return replace(params, messages=messages, tools=tools, response_format=fmt, stop=stop, tool_choice=choice)
 
     def restore(self, text: str) -> str:
         return restore(text, self.mapping)
