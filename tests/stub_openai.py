@@ -39,6 +39,7 @@ class Script:
     die_after_words: int | None = None  # streams: drop the connection after this many words (no [DONE])
     word_delay_s: float = 0.0  # streams: pause between words (a slow generator)
     tool_call: tuple[str, str] | None = None  # answer with a call (function name, JSON arguments) instead of text
+    refuse: bool = False  # answer with the reply as OpenAI's message.refusal (content null) instead of text
     calls: int = 0
     seen: list[dict[str, Any]] = field(default_factory=list)
 
@@ -79,7 +80,7 @@ def make_app(script: Script) -> FastAPI:
                         raise ConnectionAbortedError("scripted: died mid-stream")
                     if script.word_delay_s:
                         await asyncio.sleep(script.word_delay_s)
-                    delta = {"content": w if i == 0 else " " + w}
+                    delta = {"refusal" if script.refuse else "content": w if i == 0 else " " + w}
                     yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': delta}]})}\n\n"
                 fin = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
                 yield f"data: {json.dumps(fin)}\n\n"
@@ -88,8 +89,8 @@ def make_app(script: Script) -> FastAPI:
             return StreamingResponse(gen(), media_type="text/event-stream")
         return {
             "id": "stub-1", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
-                         "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "refusal": reply}
+                         if script.refuse else {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
             "usage": usage,
         }
 

@@ -220,9 +220,9 @@ def _translate(e: Exception) -> Exception:
     if isinstance(e, PlanFailed) and e.status == 429:
         return status_error(429, f"every model of this mix is rate limited: {e}", "rate_limit_error", code=e.code)
     if isinstance(e, PlanFailed):
-        return status_error(502, f"no model could answer: {e}", "upstream_error", code="upstream_failed")
+        return status_error(502, f"no model could answer: {e}", "server_error", code="upstream_failed")
     if isinstance(e, ProviderError):
-        return status_error(e.status if e.status >= 500 else 502, f"stream failed: {e}", "upstream_error")
+        return status_error(e.status if e.status >= 500 else 502, f"stream failed: {e}", "server_error")
     return e
 
 
@@ -289,6 +289,8 @@ def completion(mixture: Mixture, prep: Prepared, model: str, ex: Execution) -> C
     message: dict[str, Any] = {"role": "assistant", "content": ans.text}
     if ans.tool_calls:
         message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in ans.tool_calls]
+    if ans.refusal:
+        message["refusal"], message["content"] = ans.refusal, ans.text or None
     data = {"id": prep.id, "object": "chat.completion", "created": int(prep.started), "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": ans.finish_reason, "logprobs": None}],
             "usage": _usage(ex), "moai": mixture.summary(prep, ex)}
@@ -361,10 +363,12 @@ async def _chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: b
                 yield chunk({}, item.answer.finish_reason or "stop", moai=mixture.summary(prep, item))
                 if include_usage:
                     yield _build(ChatCompletionChunk, {**base, "choices": [], "usage": _usage(item)})
-            elif isinstance(item, Delta) and (item.text or item.tool_calls):
+            elif isinstance(item, Delta) and (item.text or item.tool_calls or item.refusal):
                 delta: dict[str, Any] = {}
                 if item.text:
                     delta["content"] = item.text
+                if item.refusal:
+                    delta["refusal"] = item.refusal
                 if item.tool_calls:
                     delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(item.tool_calls)]
                 yield chunk(delta)

@@ -104,6 +104,17 @@ def load_chooser(config: Config) -> Chooser:
     return gate if gate is not None else RuleChooser()
 
 
+def limit_field(body: Any, mix: Mix) -> str | None:
+    """The name the completion limit goes upstream under: the one the client used (a reasoning model refuses
+    ``max_tokens``), else the mix's own ``max_tokens`` when its instructions set one; None sends no limit, as a
+    client that asked for none expects (the answer is not cut at moai's default)."""
+    if body.max_completion_tokens is not None:
+        return "max_completion_tokens"
+    if body.max_tokens is not None or "max_tokens" in mix.model_fields_set:
+        return "max_tokens"
+    return None
+
+
 class Mixture:
     """Holds the config, providers, chooser and telemetry; safe to share across concurrent requests."""
 
@@ -186,7 +197,8 @@ class Mixture:
                 raise BadRequest(f"unknown weight(s): {', '.join(sorted(unknown))}", "moai.weights")
             weights = weights.model_copy(update=opts.weights)
         guard = privacy_guard(messages, mix.constraints.sensitive_data, opts.sensitive_data if opts else None,
-                              tools=body.tools, response_format=body.response_format)
+                              tools=body.tools, response_format=body.response_format, stop=body.stop_list,
+                              tool_choice=body.tool_choice)
         tiers = [t for t in (opts.privacy if opts else None, guard.max_tier) if t is not None]
         max_tier = min(tiers, key=lambda t: PRIVACY_RANK[t]) if tiers else None
         cards, excluded = eligible(self.config, mix, prompt_tokens, needs_tools=bool(body.tools), max_privacy=max_tier,
@@ -216,6 +228,7 @@ class Mixture:
         params = ChatParams(
             messages=messages,
             max_tokens=body.completion_budget or mix.max_tokens,
+            limit_field=limit_field(body, mix),
             temperature=body.temperature if body.temperature is not None else mix.temperature,
             top_p=body.top_p,
             frequency_penalty=body.frequency_penalty,
@@ -225,6 +238,9 @@ class Mixture:
             tools=body.tools,
             tool_choice=body.tool_choice,
             response_format=body.response_format,
+            logit_bias=body.logit_bias,
+            parallel_tool_calls=body.parallel_tool_calls,
+            reasoning_effort=body.reasoning_effort,
         )
         ctx = RequestContext(self.config, mix_name, mix, params, self.chooser, weights, cards, excluded,
                              live=self.stats.snapshot(min(params.max_tokens, 256)), privacy=guard.report)

@@ -164,7 +164,7 @@ def test_no_private_fallback_means_an_error_not_a_cloud_call(rig: Rig, stream: b
     # a stream that fails before its first token gets the real status, not a 200 carrying an error event
     r = chat(rig.server.url, "moai/private_only_cloud", stream=stream)
     err = assert_openai_error(r, 502)
-    assert err["type"] == "upstream_error" and "broken" in err["message"]
+    assert err["type"] == "server_error" and "broken" in err["message"]
     assert rig.scripts["cloudy"].calls == before
     assert rows(rig.server.db, "select status from requests where id=?", r.headers["x-moai-request-id"]) == [
         ("error",)]
@@ -184,7 +184,7 @@ def test_a_request_every_model_refuses_is_a_400(rig: Rig, stream: bool) -> None:
 def test_a_refusal_and_an_outage_are_still_a_502(rig: Rig) -> None:
     """One model refused the request but another was down: a retry later may succeed."""
     err = assert_openai_error(chat(rig.server.url, "moai/refused_then_broken"), 502)
-    assert err["type"] == "upstream_error"
+    assert err["type"] == "server_error"
 
 
 def test_stream_that_dies_after_the_first_token_ends_with_an_error_event(rig: Rig) -> None:
@@ -195,7 +195,7 @@ def test_stream_that_dies_after_the_first_token_ends_with_an_error_event(rig: Ri
     errors = [e for e in events if isinstance(e, dict) and "error" in e]
     assert len(errors) == 1 and events[-2] is errors[0], events
     err = errors[0]["error"]
-    assert set(err) == {"message", "type", "param", "code"} and err["type"] == "upstream_error"
+    assert set(err) == {"message", "type", "param", "code"} and err["type"] == "server_error"
     assert stream_text(events) == "one two"  # what was sent stays sent; no second answer is spliced in
     assert rig.scripts["backup"].calls == backup_before
     # the failed request is recorded, with the id the client saw

@@ -94,3 +94,24 @@ def test_a_nul_in_the_user_field_is_refused() -> None:
     """`user` is stored as the session; PostgreSQL refuses a NUL (it was a 503 'database unavailable')."""
     assert refused(user="u\x00x")[1] == "user"
     assert parse(user="alice").user == "alice"
+
+
+def test_openai_ranges_and_new_fields() -> None:
+    """top_p may be 0, limits above 32k are the model's to judge; logit_bias, parallel_tool_calls and
+    reasoning_effort are checked as OpenAI checks them."""
+    assert parse(top_p=0).top_p == 0
+    assert parse(max_completion_tokens=100_000).completion_budget == 100_000
+    assert parse(logit_bias={"50256": -100, "11": 5.5}).logit_bias == {"50256": -100, "11": 5.5}
+    assert refused(logit_bias="nope")[1] == "logit_bias"
+    assert "outside -100..100" in refused(logit_bias={"1": 500})[0]
+    assert "token ids" in refused(logit_bias={"hello": 1})[0]
+    assert parse(tools=TOOLS, parallel_tool_calls=False).parallel_tool_calls is False
+    assert refused(parallel_tool_calls="x")[1] == "parallel_tool_calls"
+    assert parse(reasoning_effort="low").reasoning_effort == "low"
+    assert refused(stream_options={"include_usage": "yes"})[1] == "stream_options.include_usage"
+
+
+@pytest.mark.parametrize("field,value", [("functions", [{"name": "f", "parameters": {}}]), ("function_call", "auto")])
+def test_deprecated_function_calling_is_refused_with_a_pointer_to_tools(field: str, value: Any) -> None:
+    msg, param = refused(**{field: value})
+    assert param == field and "'tools'" in msg

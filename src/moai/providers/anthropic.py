@@ -37,6 +37,7 @@ from moai.providers.base import (
 )
 
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
+UNASKED_MAX_TOKENS = 4096  # the limit sent when the client asked for none (the API requires one)
 DEFAULT_KEY_ENV = ANTHROPIC_KEY_ENV
 
 STOP_REASONS = {
@@ -213,7 +214,9 @@ def request_kwargs(params: ChatParams, model: str) -> dict[str, Any]:
     system, messages = to_anthropic_messages(params.messages)
     if params.response_format and params.response_format.get("type") in ("json_object", "json_schema"):
         system = f"{system}\n\n{JSON_HINT}" if system else JSON_HINT  # Anthropic has no JSON mode
-    kw: dict[str, Any] = {"model": model, "max_tokens": params.max_tokens, "messages": messages}
+    # the Messages API needs a limit: with none asked for, a generous one rather than moai's estimate
+    limit = params.max_tokens if params.limit_field else max(params.max_tokens, UNASKED_MAX_TOKENS)
+    kw: dict[str, Any] = {"model": model, "max_tokens": limit, "messages": messages}
     if system:
         kw["system"] = system
     # The SDK no longer lists sampling parameters (newer models fix them), but the API still accepts

@@ -112,7 +112,10 @@ class ChatParams:
     """What the caller asked for, minus routing: passed through to the model."""
 
     messages: list[dict[str, Any]]
-    max_tokens: int = 512
+    max_tokens: int = 512  # the completion limit sent, or moai's own estimate when none is sent
+    # the name the limit is sent under: the client's own (OpenAI's reasoning models take only
+    # max_completion_tokens), or None when neither the client nor the mix asked for one (none is sent)
+    limit_field: str | None = "max_tokens"
     temperature: float | None = None
     top_p: float | None = None
     frequency_penalty: float | None = None
@@ -122,14 +125,21 @@ class ChatParams:
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     response_format: dict[str, Any] | None = None
+    logit_bias: dict[str, float] | None = None
+    parallel_tool_calls: bool | None = None  # only sent with tools (OpenAI refuses it without)
+    reasoning_effort: str | None = None
 
     def openai_kwargs(self) -> dict[str, Any]:
-        kw: dict[str, Any] = {"messages": self.messages, "max_tokens": self.max_tokens}
+        kw: dict[str, Any] = {"messages": self.messages}
+        if self.limit_field:
+            kw[self.limit_field] = self.max_tokens
         for name in ("temperature", "top_p", "frequency_penalty", "presence_penalty", "stop", "seed", "tools",
-                     "tool_choice", "response_format"):
+                     "tool_choice", "response_format", "logit_bias", "reasoning_effort"):
             value = getattr(self, name)
             if value is not None:
                 kw[name] = value
+        if self.tools and self.parallel_tool_calls is not None:
+            kw["parallel_tool_calls"] = self.parallel_tool_calls
         return kw
 
 
@@ -152,6 +162,7 @@ class Completion:
     finish_reason: str = "stop"
     usage: Usage = field(default_factory=Usage)
     tool_calls: list[dict[str, Any]] | None = None
+    refusal: str | None = None  # the model declined (OpenAI's message.refusal: structured outputs rely on it)
     latency_s: float = 0.0
     ttft_s: float | None = None
     cpu_s: float | None = None  # process CPU time spent (local models), for energy estimates
@@ -165,6 +176,7 @@ class Delta:
     tool_calls: list[dict[str, Any]] | None = None
     finish_reason: str | None = None
     usage: Usage | None = None
+    refusal: str = ""
     cpu_s: float | None = None
 
 

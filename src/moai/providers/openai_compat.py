@@ -111,6 +111,8 @@ class OpenAICompatProvider(Provider):
 
     def _payload(self, params: ChatParams, stream: bool) -> dict[str, Any]:
         body = {"model": self.card.upstream_model, **params.openai_kwargs()}
+        if self.card.provider == "openai" and "max_tokens" in body:  # OpenAI's current name; its reasoning models
+            body["max_completion_tokens"] = body.pop("max_tokens")  # take no other
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -180,6 +182,7 @@ class OpenAICompatProvider(Provider):
             finish_reason=choice.get("finish_reason") or "stop",
             usage=_usage(data.get("usage")) or Usage(),
             tool_calls=message.get("tool_calls") or None,
+            refusal=message.get("refusal") or None,
             latency_s=elapsed,
             ttft_s=elapsed,
         )
@@ -210,8 +213,9 @@ class OpenAICompatProvider(Provider):
                 usage = _usage(chunk.get("usage")) or usage
                 for choice in (chunk.get("choices") or [])[:1]:
                     d = choice.get("delta") or {}
-                    if d.get("content") or d.get("tool_calls"):
-                        yield Delta(text=d.get("content") or "", tool_calls=d.get("tool_calls"))
+                    if d.get("content") or d.get("tool_calls") or d.get("refusal"):
+                        yield Delta(text=d.get("content") or "", tool_calls=d.get("tool_calls"),
+                                    refusal=d.get("refusal") or "")
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
         except TimeoutError as e:

@@ -140,9 +140,13 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         return err(400, message, param=param)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_req: Request, e: StarletteHTTPException) -> JSONResponse:
+    async def _http(req: Request, e: StarletteHTTPException) -> JSONResponse:
         type_ = "not_found_error" if e.status_code == 404 else "invalid_request_error"
-        return err(e.status_code, str(e.detail), type_)
+        message = str(e.detail)
+        if e.status_code == 404 and e.detail == "Not Found":  # e.g. an OpenAI endpoint not served (embeddings)
+            message = (f"{req.url.path} is not served here: moai serves POST /v1/chat/completions, GET /v1/models "
+                       "and POST /v1/feedback")
+        return err(e.status_code, message, type_)
 
     @app.exception_handler(Exception)
     async def _crash(_req: Request, e: Exception) -> JSONResponse:  # last resort: never a traceback
@@ -306,7 +310,8 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
                 request_id = await mix.record_refusal(body, e, api_key, session, started)
             except SQLAlchemyError as db_error:
                 return database_down("record", db_error, {"x-moai-mix": mix_name})
-            refused = {"x-moai-mix": mix_name, "x-moai-request-id": request_id} if request_id else None
+            refused = ({"x-moai-mix": mix_name, "x-moai-request-id": request_id, "x-request-id": request_id}
+                       if request_id else None)
             if isinstance(e, BadRequest):
                 return err(400, str(e), param=e.param, code=e.code, headers=refused)
             status, code, message = refusal(e)
@@ -314,7 +319,8 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
                 return err(status, message, param="model", code=code, headers=refused)
             log.error("request %s to %s failed before any model ran", request_id, mix_name, exc_info=e)
             return err(500, f"internal error: {type(e).__name__}", "server_error", headers=refused)
-        headers = {"x-moai-mix": prep.ctx.mix_name, "x-moai-request-id": prep.id}
+        # x-request-id as OpenAI sends it (its SDKs expose it as the response's request id)
+        headers = {"x-moai-mix": prep.ctx.mix_name, "x-moai-request-id": prep.id, "x-request-id": prep.id}
         if prep.ctx.decision:
             headers["x-moai-model"] = prep.ctx.decision.model
         if mix.cache.enabled:  # looked up now (memoised on prep) so that a stream's headers can say it too
@@ -351,9 +357,9 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
                 wait = {"retry-after": str(math.ceil(e.retry_after))} if e.retry_after is not None else {}
                 return err(429, f"every model of this mix is rate limited: {e}", "rate_limit_error", code=e.code,
                            headers={**headers, **wait})
-            return err(502, f"no model could answer: {e}", "upstream_error", code="upstream_failed", headers=headers)
+            return err(502, f"no model could answer: {e}", "server_error", code="upstream_failed", headers=headers)
         except ProviderError as e:  # a stream's model failed in a way no other model may retry (recorded)
-            return err(502, f"no model could answer: {e}", "upstream_error", code="upstream_failed", headers=headers)
+            return err(502, f"no model could answer: {e}", "server_error", code="upstream_failed", headers=headers)
         except TimeoutError:
             try:
                 await deadline.record(mix, prep, request_timeout_s)
@@ -454,6 +460,8 @@ def _completion(prep: Prepared, model: str, ex: Execution, summary: dict[str, An
     if ans.tool_calls:
         message["tool_calls"] = [{k: v for k, v in tc.items() if k != "index"} for tc in ans.tool_calls]
         message["content"] = ans.text or None
+    if ans.refusal:
+        message["refusal"], message["content"] = ans.refusal, ans.text or None
     usage = ex.usage
     return {
         "id": prep.id,
@@ -510,12 +518,14 @@ async def _sse(mix: Mixture, prep: Prepared, model: str, include_usage: bool, it
             elif isinstance(item, Delta):
                 if item.finish_reason:
                     finish = item.finish_reason
-                if item.text or item.tool_calls:
+                if item.text or item.tool_calls or item.refusal:
                     delta: dict[str, Any] = {}
                     if item.text:
                         delta["content"] = item.text
                     if item.tool_calls:
                         delta["tool_calls"] = item.tool_calls
+                    if item.refusal:
+                        delta["refusal"] = item.refusal
                     yield _chunk(prep, model, delta)
     except TimeoutError:
         await deadline.record(mix, prep, timeout_s)
@@ -527,5 +537,6 @@ async def _sse(mix: Mixture, prep: Prepared, model: str, include_usage: bool, it
         yield f"data: {json.dumps(body)}\n\n"
     except Exception as e:  # noqa: BLE001 - the stream has started: report in-band, as OpenAI does
         status = getattr(e, "status", 502)
-        yield f"data: {json.dumps(error_body(f'stream failed: {e}', 'upstream_error', code=str(status)))}\n\n"
+        code = "rate_limit_exceeded" if status == 429 else "upstream_failed"
+        yield f"data: {json.dumps(error_body(f'stream failed: {e}', 'server_error', code=code))}\n\n"
     yield "data: [DONE]\n\n"

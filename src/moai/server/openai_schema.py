@@ -46,7 +46,7 @@ class ChatMessage(BaseModel):
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
-    include_usage: bool = False
+    include_usage: bool = Field(False, strict=True)
 
 
 class MoaiOptions(BaseModel):
@@ -111,6 +111,9 @@ def _unencodable(value: Any, path: str) -> str | None:
     return None
 
 
+MAX_COMPLETION_TOKENS = 1 << 20
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -119,10 +122,11 @@ class ChatCompletionRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1, max_length=1024)
     stream: bool = Field(False, strict=True)
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1, le=32768, strict=True)
-    max_completion_tokens: int | None = Field(None, ge=1, le=32768, strict=True)
+    # the upper bound is the models' own (a context they cannot fit is a 400 context_length_exceeded)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_COMPLETION_TOKENS, strict=True)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_COMPLETION_TOKENS, strict=True)
     temperature: float | None = Field(None, ge=0, le=2, strict=True)
-    top_p: float | None = Field(None, gt=0, le=1, strict=True)
+    top_p: float | None = Field(None, ge=0, le=1, strict=True)
     frequency_penalty: float | None = Field(None, ge=-2, le=2, strict=True)
     presence_penalty: float | None = Field(None, ge=-2, le=2, strict=True)
     n: int = Field(1, ge=1, le=1, strict=True)
@@ -133,7 +137,14 @@ class ChatCompletionRequest(BaseModel):
     tools: list[dict[str, Any]] | None = None  # checked as Tool; kept as sent, for the providers
     tool_choice: str | dict[str, Any] | None = None  # checked as TOOL_CHOICES or NamedToolChoice
     response_format: dict[str, Any] | None = None
-    user: str | None = None
+    logit_bias: dict[str, float] | None = Field(None, strict=True)
+    parallel_tool_calls: bool | None = Field(None, strict=True)
+    reasoning_effort: str | None = Field(None, strict=True)
+    # OpenAI's deprecated function calling: refused with a pointer to tools (answering them with tool_calls, or
+    # dropping them and answering in text, would both mislead a client written for them)
+    functions: Any = None
+    function_call: Any = None
+    user: str | None = None  # moai's session key; not sent on (it may identify a person)
     moai: MoaiOptions | None = None
     # the response cache's per-request opt-out also at the top level: `cache: false`, or LiteLLM's
     # `cache: {"no-cache": true}`; folded into moai.cache
@@ -193,6 +204,24 @@ class ChatCompletionRequest(BaseModel):
         with null."""
         if v:
             raise ValueError("token log-probabilities are not supported (an answer may be written by several models)")
+        return v
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _logit_bias(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        """OpenAI's form: token ids (as strings) to biases within -100..100."""
+        for token, bias in (v or {}).items():
+            if not token.isdigit():
+                raise ValueError(f"keys must be token ids, not {token!r}")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"bias {bias:g} for token {token} is outside -100..100")
+        return v
+
+    @field_validator("functions", "function_call")
+    @classmethod
+    def _no_legacy_functions(cls, v: Any) -> Any:
+        if v is not None:
+            raise ValueError("deprecated function calling is not supported: send 'tools' and 'tool_choice'")
         return v
 
     @field_validator("user")

@@ -252,7 +252,7 @@ class Executor:
             res.start = t0  # the answering model's own call: failed attempts are recorded on their own
             res.model, res.status, res.text, res.error = model, "ok", out.text, None
             res.usage, res.ttft_s, res.cpu_s = out.usage, out.ttft_s, out.cpu_s
-            res.tool_calls, res.finish_reason = out.tool_calls, out.finish_reason
+            res.tool_calls, res.finish_reason, res.refusal = out.tool_calls, out.finish_reason, out.refusal
             res.end = time.time()
             self._account(res, self.registry.card(model))
             return res
@@ -354,7 +354,7 @@ class Executor:
                 yield Execution(plan, rescued, list(results.values()))
                 return
         if not live:
-            yield Delta(text=ans.text, tool_calls=ans.tool_calls)
+            yield Delta(text=ans.text, tool_calls=ans.tool_calls, refusal=ans.refusal or "")
         yield end or Delta(finish_reason=ans.finish_reason)
         yield Execution(plan, ans, list(results.values()))
 
@@ -369,6 +369,7 @@ class Executor:
             t0 = time.time()
             started = False
             parts: list[str] = []
+            refusal: list[str] = []
             tool_calls: list[dict[str, Any]] = []
             redactor = self._redactor(plan, model)
             restorer = redactor.restorer() if redactor else None
@@ -386,11 +387,12 @@ class Executor:
                                 d.tool_calls = None
                             if d.finish_reason and held_calls:
                                 d.tool_calls = _restored_calls(redactor, held_calls)
-                        if d.text or d.tool_calls:
+                        if d.text or d.tool_calls or d.refusal:
                             if not started:
                                 ans.ttft_s = time.time() - t0
                             started = True
                             parts.append(d.text)
+                            refusal.append(d.refusal)
                             ans.usage.completion_tokens += 1
                             tool_calls.extend(d.tool_calls or [])
                         if d.usage:
@@ -399,8 +401,8 @@ class Executor:
                             ans.cpu_s = d.cpu_s
                         if d.finish_reason:
                             ans.finish_reason = d.finish_reason
-                            if d.text or d.tool_calls:
-                                yield Delta(text=d.text, tool_calls=d.tool_calls)
+                            if d.text or d.tool_calls or d.refusal:
+                                yield Delta(text=d.text, tool_calls=d.tool_calls, refusal=d.refusal)
                             continue  # the caller decides how the stream ends
                         yield d
             except ProviderError as e:
@@ -415,7 +417,7 @@ class Executor:
             ans.attempts.append({"model": model, "start": t0, "latency_ms": (time.time() - t0) * 1000})
             ans.start = t0
             ans.model, ans.status, ans.error = model, "ok", None
-            ans.text, ans.tool_calls = "".join(parts), tool_calls or None
+            ans.text, ans.tool_calls, ans.refusal = "".join(parts), tool_calls or None, "".join(refusal) or None
             ans.end = time.time()
             if not ans.usage.completion_tokens:  # the upstream stream carried no usage: estimate it
                 ans.usage = Usage(ans.usage.prompt_tokens or _estimate_prompt(params),

@@ -50,6 +50,7 @@ class StepResult:
     error: str | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] | None = None
+    refusal: str | None = None  # the model declined to answer (passed on as OpenAI's message.refusal)
     finish_reason: str = "stop"
     energy_kwh: float = 0.0
     co2_g: float = 0.0
@@ -60,8 +61,8 @@ class StepResult:
 
     @property
     def answered(self) -> bool:
-        """Ok with something to say: text or tool calls (an empty answer is no answer)."""
-        return self.ok and bool(self.text.strip() or self.tool_calls)
+        """Ok with something to say: text, tool calls or a refusal (an empty answer is no answer)."""
+        return self.ok and bool(self.text.strip() or self.tool_calls or self.refusal)
 
     @property
     def latency_ms(self) -> float:

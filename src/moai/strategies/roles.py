@@ -82,7 +82,8 @@ def with_messages(ctx: RequestContext, messages: list[dict[str, Any]], **changes
         fields: dict[str, Any] = dict(messages=merge_turns(list(messages)), max_tokens=ctx.mix.max_tokens,
                                       temperature=0.0, seed=p.seed)
     else:
-        fields = dict(messages=merge_turns(messages), max_tokens=p.max_tokens, temperature=p.temperature,
+        fields = dict(messages=merge_turns(messages), max_tokens=p.max_tokens, limit_field=p.limit_field,
+                      temperature=p.temperature,
                       top_p=p.top_p, frequency_penalty=p.frequency_penalty, presence_penalty=p.presence_penalty,
                       stop=p.stop, seed=p.seed, tools=None, tool_choice=None, response_format=p.response_format)
     fields.update(changes)

@@ -1,0 +1,119 @@
+"""What reaches the upstream model, and the OpenAI response details a client reads: the completion limit under the
+name the client used (or none), logit_bias, parallel_tool_calls, reasoning_effort, x-request-id, unknown paths."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+from stub_openai import Script, StubServer
+
+from moai.catalog import ModelCard
+from moai.config import parse_config
+from moai.gate.rules import RuleChooser
+from moai.mixture import Mixture
+from moai.providers.base import ChatParams
+from moai.providers.openai_compat import OpenAICompatProvider
+from moai.server.app import create_app
+from moai.telemetry.store import TelemetryStore
+
+USER = [{"role": "user", "content": "hello"}]
+TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
+
+
+@contextmanager
+def serve(tmp: Path, mixes: str) -> Iterator[tuple[TestClient, Script]]:
+    script = Script(reply="hi there")
+    with StubServer(script) as stub:
+        config = parse_config(f"""
+models:
+  m: {{provider: openai_compat, endpoint: "{stub.url}", privacy: private, max_retries: 0, supports_tools: true}}
+mixes:
+{mixes}""")
+        mixture = Mixture(config, store=TelemetryStore(f"sqlite:///{tmp / 'moai.db'}"), chooser=RuleChooser())
+        with TestClient(create_app(config, mixture.store, mixture=mixture)) as client:
+            yield client, script
+
+
+def post(client: TestClient, **body: Any) -> Any:
+    r = client.post("/v1/chat/completions", json={"model": "moai/default", "messages": USER, **body})
+    assert r.status_code == 200, r.text
+    return r
+
+
+def test_the_completion_limit_goes_under_the_clients_name_or_not_at_all(tmp_path: Path) -> None:
+    with serve(tmp_path, "  default: {strategy: route}\n  capped: {strategy: route, max_tokens: 300}\n") as (c, s):
+        post(c)  # no limit asked for, none in the mix: none is sent (not moai's default of 512)
+        assert "max_tokens" not in s.seen[-1] and "max_completion_tokens" not in s.seen[-1]
+        post(c, max_completion_tokens=40)
+        assert s.seen[-1]["max_completion_tokens"] == 40 and "max_tokens" not in s.seen[-1]
+        post(c, max_tokens=30)
+        assert s.seen[-1]["max_tokens"] == 30 and "max_completion_tokens" not in s.seen[-1]
+        post(c, model="moai/capped")  # the mix's instructions set a cap: it applies
+        assert s.seen[-1]["max_tokens"] == 300
+
+
+def test_logit_bias_parallel_tool_calls_and_reasoning_effort_are_passed_on(tmp_path: Path) -> None:
+    with serve(tmp_path, "  default: {strategy: route}\n") as (c, s):
+        post(c, logit_bias={"50256": -100}, reasoning_effort="low")
+        assert s.seen[-1]["logit_bias"] == {"50256": -100} and s.seen[-1]["reasoning_effort"] == "low"
+        assert "parallel_tool_calls" not in s.seen[-1]
+        post(c, tools=TOOLS, parallel_tool_calls=False)
+        assert s.seen[-1]["parallel_tool_calls"] is False and s.seen[-1]["tools"] == TOOLS
+        post(c, parallel_tool_calls=False)  # without tools OpenAI refuses it: not sent
+        assert "parallel_tool_calls" not in s.seen[-1]
+
+
+def test_x_request_id_names_the_completion_and_unknown_endpoints_say_what_is_served(tmp_path: Path) -> None:
+    with serve(tmp_path, "  default: {strategy: route}\n") as (c, _s):
+        r = post(c)
+        assert r.headers["x-request-id"] == r.json()["id"] == r.headers["x-moai-request-id"]
+        for path in ("/v1/embeddings", "/v1/completions"):
+            missing = c.post(path, json={"model": "moai/default", "input": "x"})
+            err = missing.json()["error"]
+            assert missing.status_code == 404 and err["type"] == "not_found_error"
+            assert path in err["message"] and "/v1/chat/completions" in err["message"]
+
+
+@pytest.mark.parametrize("provider,expected", [("openai", "max_completion_tokens"), ("openai_compat", "max_tokens")])
+def test_openai_itself_gets_max_completion_tokens(provider: str, expected: str) -> None:
+    """OpenAI's reasoning models refuse max_tokens; other OpenAI-compatible servers (vLLM, llama.cpp) take it."""
+    card = ModelCard(name="x", provider=provider, endpoint="http://127.0.0.1:9/v1", privacy="cloud")
+    body = OpenAICompatProvider(card)._payload(ChatParams(messages=USER, max_tokens=64), stream=False)
+    assert body[expected] == 64 and len({"max_tokens", "max_completion_tokens"} & set(body)) == 1
+
+
+def test_a_models_refusal_reaches_the_client_as_refusal(tmp_path: Path) -> None:
+    """Structured-output clients (the SDK's parse()) tell a refusal from an empty answer by message.refusal."""
+    import openai
+
+    with StubServer(Script(reply="I can't help with that.", refuse=True)) as stub:
+        config = parse_config(f"""
+models:
+  m: {{provider: openai_compat, endpoint: "{stub.url}", privacy: private, max_retries: 0}}
+mixes:
+  default: {{strategy: route}}
+""")
+        mixture = Mixture(config, store=TelemetryStore(f"sqlite:///{tmp_path / 'moai.db'}"), chooser=RuleChooser())
+        with TestClient(create_app(config, mixture.store, mixture=mixture)) as client:
+            r = client.post("/v1/chat/completions", json={"model": "moai/default", "messages": USER})
+            message = r.json()["choices"][0]["message"]
+            assert r.status_code == 200 and message["refusal"] == "I can't help with that."
+            assert message["content"] is None
+            with client.stream("POST", "/v1/chat/completions",
+                               json={"model": "moai/default", "messages": USER, "stream": True}) as s:
+                text = "".join(s.iter_text())
+            pieces = [json.loads(line[6:])["choices"][0]["delta"] for line in text.splitlines()
+                      if line.startswith("data: {") and json.loads(line[6:])["choices"]]
+            assert "".join(d.get("refusal") or "" for d in pieces) == "I can't help with that."
+            assert not "".join(d.get("content") or "" for d in pieces)
+        # the Python API (openai's own types) too
+        api = Mixture(config, store=TelemetryStore(f"sqlite:///{tmp_path / 'api.db'}"), chooser=RuleChooser())
+        resp = api.chat.completions.create(model="moai/default", messages=USER)
+        assert isinstance(resp, openai.types.chat.ChatCompletion)
+        assert resp.choices[0].message.refusal == "I can't help with that."
