@@ -40,6 +40,7 @@ class Script:
     word_delay_s: float = 0.0  # streams: pause between words (a slow generator)
     tool_call: tuple[str, str] | None = None  # answer with a call (function name, JSON arguments) instead of text
     refuse: bool = False  # answer with the reply as OpenAI's message.refusal (content null) instead of text
+    finish_reason: str = "stop"  # e.g. "length": the answer was cut off at the limit
     calls: int = 0
     seen: list[dict[str, Any]] = field(default_factory=list)
 
@@ -82,7 +83,7 @@ def make_app(script: Script) -> FastAPI:
                         await asyncio.sleep(script.word_delay_s)
                     delta = {"refusal" if script.refuse else "content": w if i == 0 else " " + w}
                     yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': delta}]})}\n\n"
-                fin = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                fin = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": script.finish_reason}]}
                 yield f"data: {json.dumps(fin)}\n\n"
                 yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n"
                 yield "data: [DONE]\n\n"
@@ -90,7 +91,8 @@ def make_app(script: Script) -> FastAPI:
         return {
             "id": "stub-1", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
             "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "refusal": reply}
-                         if script.refuse else {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+                         if script.refuse else {"role": "assistant", "content": reply},
+                         "finish_reason": script.finish_reason}],
             "usage": usage,
         }
 

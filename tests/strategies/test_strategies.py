@@ -77,6 +77,19 @@ async def test_fanout_judge_picks_the_numbered_answer() -> None:
     assert "1. answer A" in scripts["j"].seen[0]["messages"][-1]["content"]
 
 
+async def test_a_picked_answer_cut_off_at_the_limit_still_says_length() -> None:
+    """fan-out's pick and critique's approved draft pass an earlier answer on: its finish reason goes with it."""
+    with ExitStack() as st:
+        scripts = {"a": Script(reply="Once upon a", finish_reason="length"), "b": Script(reply="B"),
+                   "j": Script(reply="1"), "c": Script(reply="APPROVED")}
+        cfg = setup(st, scripts, "  m: {strategy: fanout, proposers: [a, b], judge: j}\n"
+                                 "  k: {strategy: critique, writer: a, critic: c, rounds: 1}\n")
+        fanned, _ = await run(cfg, Fixed(["a", "b", "j", "c"]))
+        critiqued, _ = await run(cfg, Fixed(["a", "c"]), mix="k")
+    assert fanned.answer.text == "Once upon a" and fanned.answer.finish_reason == "length"
+    assert critiqued.answer.text == "Once upon a" and critiqued.answer.finish_reason == "length"
+
+
 async def test_fanout_judge_reads_best_and_says_when_its_verdict_is_unusable() -> None:
     for verdict, expected, note in (("Answers 1 is weak. BEST: 2", "answer B", None),
                                     ("Both are fine.", "answer A", "judge verdict unusable")):

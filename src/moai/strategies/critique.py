@@ -75,7 +75,7 @@ def plan(ctx: RequestContext) -> Plan:
                 ctx.notes.append(note)
             if verdict is None or verdict.status != "ok" or approved(verdict.text):
                 final = n == rounds
-                return Passthrough(answer.text, answer.step) if final else None
+                return Passthrough.of(answer) if final else None
             return with_messages(ctx, revise_messages(ctx.params.messages, answer.text, verdict.text))
 
         steps.append(Step(cid, "critic", critic, build_critic, deps=[answers[-1]], optional=True))
@@ -119,7 +119,7 @@ def checked_plan(ctx: RequestContext, writer: list[str], critic: list[str]) -> P
                                                             program_check.worked_values(p)))
         if review is not None and review.status == "ok" and not approved(review.text):
             return with_messages(ctx, revise_messages(ctx.params.messages, draft.text, review.text))
-        return Passthrough(draft.text, draft.step)
+        return Passthrough.of(draft)
 
     steps = [
         Step("draft", "drafter", writer, lambda _r: ctx.params),

@@ -47,7 +47,7 @@ def plan(ctx: RequestContext) -> Plan:
             ctx.notes.append(note)
         chosen = answers[pick - 1] if pick is not None else best_of(ctx, answers)
         assert chosen is not None
-        return Passthrough(chosen.text, chosen.step)
+        return Passthrough.of(chosen)
 
     steps.append(Step("pick", "judge", [], build_final, deps=[*last, "judge"]))
     return Plan("fanout", steps, "pick", rescue=lambda r: best_of(ctx, ok_answers(r, last)))

@@ -26,8 +26,9 @@ class Passthrough:
 
     @classmethod
     def of(cls, result: StepResult) -> Passthrough:
-        """An earlier step's whole answer, tool calls included."""
-        finish = "tool_calls" if result.tool_calls else "stop"
+        """An earlier step's whole answer, tool calls and finish reason included (an answer cut off at the
+        limit still says ``length``)."""
+        finish = "tool_calls" if result.tool_calls else result.finish_reason or "stop"
         return cls(result.text, result.step, result.tool_calls, finish)
 
 
