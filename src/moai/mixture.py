@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from types import EllipsisType
 from typing import Any
 
 from moai import deadline
@@ -169,15 +171,74 @@ class Mixture:
             return model, Mix(strategy="route", models=[model], fallbacks=None)
         raise UnknownModel(f"The model '{model}' does not exist; see GET /v1/models")
 
+    session_lookup_timeout_s = 2.0  # how long a session's model is awaited from the database before going without
+    _session_slots: asyncio.Semaphore | None = None  # database lookups at once (a hung database holds their threads)
+    _session_lookup_stuck: asyncio.Future[Any] | None = None  # the last lookup given up on, while it has not returned
+    _session_lookup_failing = False
+
     def session_model(self, session: str, mix: str) -> str | None:
-        """Which model this conversation is on: this process's memory, else the shared database."""
+        """Which model this conversation is on: this process's memory, else the shared database. A database that
+        cannot answer knows no model for it (the conversation is routed afresh), as for a new session."""
         model = self._sessions.get((mix, session))
         if model is None and self.store is not None:
-            model = self.store.session_model(session, mix)
+            try:
+                model = self.store.session_model(session, mix)
+            except Exception as e:  # noqa: BLE001 - down: the request goes on without its session's model
+                self._session_lookup_failed(e)
+                return None
+            self._session_lookup_failing = False
         return model
 
-    def prepare(self, body: Any, api_key: str | None = None, session: str | None = None) -> Prepared:
-        """Turn a validated ChatCompletionRequest into a plan (raises BadRequest/UnknownModel/NoEligibleModel)."""
+    async def asession_model(self, body: Any, session: str | None = None) -> str | None:
+        """``session_model`` for ``prepare(body, session=session, session_model=...)``, off the event loop and
+        bounded by ``session_lookup_timeout_s`` (None: no session, no model known for it, or no answer in time).
+        While a lookup given up on has not returned, the database is taken to hang and is not asked again."""
+        session = session or body.user
+        if not session:
+            return None
+        try:
+            mix_name, mix = self.resolve(body.model)
+        except UnknownModel:
+            return None
+        model = self._sessions.get((mix_name, session))
+        if mix.sessions == "off" or model is not None or self.store is None:
+            return model
+        if self._session_lookup_stuck is not None and not self._session_lookup_stuck.done():
+            self.metrics.observe_database_error("session")
+            return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.session_lookup_timeout_s
+        slots = self._session_slots = self._session_slots or asyncio.Semaphore(4)
+        try:
+            await asyncio.wait_for(slots.acquire(), self.session_lookup_timeout_s)
+        except TimeoutError as e:
+            self._session_lookup_failed(e)
+            return None
+        lookup = loop.run_in_executor(None, self.store.session_model, session, mix_name)
+        lookup.add_done_callback(lambda f: (slots.release(), f.cancelled() or f.exception()))
+        try:
+            model = await asyncio.wait_for(asyncio.shield(lookup), max(0.0, deadline - loop.time()))
+        except TimeoutError as e:
+            self._session_lookup_stuck = lookup
+            self._session_lookup_failed(e)
+            return None
+        except Exception as e:  # noqa: BLE001 - down: the request goes on without its session's model
+            self._session_lookup_failed(e)
+            return None
+        self._session_lookup_failing = False
+        return model
+
+    def _session_lookup_failed(self, e: BaseException) -> None:
+        self.metrics.observe_database_error("session")
+        if not self._session_lookup_failing:  # once per outage
+            self._session_lookup_failing = True
+            logging.getLogger("moai").warning("session lookup failed (%s); sessions not in memory start afresh "
+                                              "until the telemetry database answers", type(e).__name__)
+
+    def prepare(self, body: Any, api_key: str | None = None, session: str | None = None,
+                session_model: str | None | EllipsisType = ...) -> Prepared:
+        """Turn a validated ChatCompletionRequest into a plan (raises BadRequest/UnknownModel/NoEligibleModel).
+        ``session_model``: the session's model as ``asession_model`` found it (``...``: looked up here)."""
         mix_name, mix = self.resolve(body.model)
         if body.tools and mix.strategy in NO_TOOLS:
             raise BadRequest(
@@ -248,7 +309,7 @@ class Mixture:
         session = session or body.user
         if session and mix.sessions != "off":
             ctx.session = session
-            ctx.session_model = self.session_model(session, mix_name)
+            ctx.session_model = self.session_model(session, mix_name) if session_model is ... else session_model
         try:
             build = builder(mix.strategy)
             plan = build(ctx)

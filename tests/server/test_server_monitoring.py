@@ -9,11 +9,15 @@ a running app; one test takes a real PostgreSQL down under a real ``moai serve``
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sqlite3
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -228,6 +232,66 @@ def test_postgres_stopped_under_a_running_server(tmp_path: Path) -> None:
     finally:
         postgres("stop", data)
         subprocess.run(["rm", "-rf", data], check=False)
+
+
+def test_a_session_the_database_cannot_look_up_is_answered_as_a_new_one(tmp_path: Path) -> None:
+    with serve(tmp_path, Script()) as (client, store, (stub,)):
+        assert client.post("/v1/chat/completions", json={"model": "moai/default", "messages": USER}).status_code == 200
+        break_database(store, tmp_path)
+        keeper = client.app.state.keeper  # type: ignore[attr-defined]
+        keeper.refresh_s, keeper.grace_s = 0.0, 60.0  # the key set read last is used meanwhile
+        for kw in ({"json": {"model": "moai/default", "messages": USER, "user": "alice"}},
+                   {"json": {"model": "moai/default", "messages": USER}, "headers": {"x-moai-session": "bob"}}):
+            r = client.post("/v1/chat/completions", **kw)
+            assert r.status_code == 200, r.text
+        assert stub.script.calls == 3 and list((tmp_path / "moai.db.spool").glob("spool-*.jsonl"))
+        failed = samples(client, "moai_database_errors")
+        assert failed[(("operation", "session"),)] == 2 and failed[(("operation", "record"),)] == 2
+
+
+def test_a_session_lookup_that_hangs_neither_freezes_the_server_nor_the_request(tmp_path: Path) -> None:
+    with serve(tmp_path, Script()) as (client, store, (stub,)):
+        mixture = client.app.state.mixture  # type: ignore[attr-defined]
+        mixture.session_lookup_timeout_s = 0.5
+        gate = threading.Event()
+        real = store.session_model
+
+        def hangs(session: str, mix: str) -> str | None:  # as on a paused database server
+            gate.wait(10)
+            return real(session, mix)
+
+        store.session_model = hangs  # type: ignore[method-assign]
+        body = {"model": "moai/default", "messages": USER, "user": "carol"}
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                started = time.monotonic()
+                pending = pool.submit(client.post, "/v1/chat/completions", json=body)
+                time.sleep(0.1)
+                assert client.get("/healthz").status_code == 200
+                assert time.monotonic() - started < 0.4  # the event loop was free meanwhile
+                assert pending.result(5).status_code == 200
+                assert time.monotonic() - started < 3
+            started = time.monotonic()  # while that lookup has not returned, the database is not asked again
+            assert client.post("/v1/chat/completions", json=body | {"user": "dave"}).status_code == 200
+            assert time.monotonic() - started < 0.4 and stub.script.calls == 2
+            assert samples(client, "moai_database_errors")[(("operation", "session"),)] == 2
+        finally:
+            gate.set()
+
+
+def test_a_sqlite_database_whose_folder_is_removed_is_not_ready_and_records_are_spooled(tmp_path: Path) -> None:
+    folder = tmp_path / "db"
+    folder.mkdir()
+    with serve(folder, Script()) as (client, store, (stub,)):
+        body = {"model": "moai/default", "messages": USER}
+        assert client.post("/v1/chat/completions", json=body).status_code == 200
+        assert client.get("/readyz").status_code == 200
+        shutil.rmtree(folder)
+        for stream in (False, True):
+            assert client.post("/v1/chat/completions", json=body | {"stream": stream}).status_code == 200
+        assert error_of(client.get("/readyz"), 503)["code"] == "database_unavailable"
+        assert len((folder / "moai.db.spool" / f"spool-{os.getpid()}.jsonl").read_text().splitlines()) == 2
+        assert samples(client, "moai_database_errors")[(("operation", "record"),)] == 2
 
 
 # ---------------------------------------------------------------------------------- bad `moai` options

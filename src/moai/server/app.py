@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -302,7 +303,9 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         try:
             if option_error is not None:
                 raise option_error
-            prep = mix.prepare(body, api_key=api_key, session=session)
+            # the session's model, looked up off the event loop (a database that hangs must not freeze the server)
+            session_model = await mix.asession_model(body, session)
+            prep = mix.prepare(body, api_key=api_key, session=session, session_model=session_model)
         except UnknownModel as e:
             return err(404, str(e), param="model", code="model_not_found")
         except Exception as e:  # noqa: BLE001 - refused before any model ran: recorded like every request
@@ -391,14 +394,24 @@ def _without_moai(payload: dict[str, Any]) -> ChatCompletionRequest | None:
         return None
 
 
+_PINGS: weakref.WeakKeyDictionary[TelemetryStore, asyncio.Future[None]] = weakref.WeakKeyDictionary()
+
+
 async def _database_problem(store: TelemetryStore, timeout_s: float = READY_DB_TIMEOUT_S) -> str | None:
-    """Why the telemetry database does not answer a trivial query now, or None when it does."""
+    """Why the telemetry database does not answer a trivial query now (or its SQLite file is gone), or None when it
+    does. A ping that has not returned yet is awaited again rather than another one started: a database that hangs
+    holds one thread, not one per probe."""
     def ping() -> None:
+        store.check_file()
         with store.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
+    pending = _PINGS.get(store)
+    if pending is None or pending.done() or pending.get_loop() is not asyncio.get_running_loop():
+        pending = _PINGS[store] = asyncio.ensure_future(asyncio.to_thread(ping))
+        pending.add_done_callback(lambda f: f.cancelled() or f.exception())  # read here if nobody waits any more
     try:
-        await asyncio.wait_for(asyncio.to_thread(ping), timeout_s)
+        await asyncio.wait_for(asyncio.shield(pending), timeout_s)
     except TimeoutError:
         return f"no answer within {timeout_s:g}s"
     except (SQLAlchemyError, OSError) as e:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -27,6 +28,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from moai.telemetry.store import CallRecord, FeedbackRecord, RequestRecord, _row
 
 log = logging.getLogger("moai.telemetry")
+MAX_FILE_TRIES = 3  # a spool file that fails this many replays for a reason other than an outage is set aside
+_UNREADABLE = (ValueError, TypeError, KeyError, AttributeError)  # UnicodeDecodeError and JSON errors are ValueErrors
 _OUTAGES = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
 
 
@@ -88,23 +91,29 @@ def _alive(pid: int) -> bool:
 
 
 class Spool:
-    """This process's spool file in ``folder``; used from one thread (the background writer's)."""
+    """This process's spool file in ``folder``. Appends come from the background writer (or, while a database call
+    hangs, from whoever acknowledges for it), replays from one thread at a time; a lock keeps an append from landing
+    in a file that a replay has just claimed and read."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.path = self.folder / f"spool-{os.getpid()}.jsonl"
         self.rejected = self.folder / f"rejected-{os.getpid()}.jsonl.bad"
+        self._lock = threading.Lock()
+        self._own_claims: set[Path] = set()  # this process's spool files, claimed for a replay not finished yet
+        self._tries: dict[Path, int] = {}  # replays of a file that failed for a reason other than an outage
 
     def append(self, records: Sequence[RequestRecord]) -> None:
         """Durably add ``records`` (fsynced before returning); raises OSError when the disk refuses too."""
-        self.folder.mkdir(parents=True, exist_ok=True)
         data = "".join(to_json(r) + "\n" for r in records).encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with self._lock:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def _claimable(self) -> list[Path]:
         """Spool files this process may replay: its own, those of processes that are gone, and claimed files
@@ -123,36 +132,97 @@ class Spool:
         return self.folder.is_dir() and any(self.folder.glob("*.jsonl"))
 
     def has_own(self) -> bool:
-        """Whether records this process spooled are still waiting (in its file, or in one it claimed)."""
-        return self.path.exists() or (self.folder.is_dir() and any(self.folder.glob(f"replay-{os.getpid()}-*.jsonl")))
+        """Whether records this process spooled are still waiting (in its file, or in one it claimed). Files of
+        other processes it replays do not count: no record of this process can meet an older one there."""
+        return self.path.exists() or any(c.exists() for c in list(self._own_claims))
 
     def replay(self, store: Any) -> int:
         """Write every claimable spooled record to ``store``; returns how many requests were new there. A
-        database error propagates, leaving the claimed file for the next try."""
+        database outage propagates, leaving the claimed file for the next try. Any other failure of a file (it
+        cannot be read, its refused records cannot be set aside) does not hold back the other files: it is raised
+        once they are done, and a file that fails ``MAX_FILE_TRIES`` times is set aside (``<name>.bad``)."""
         if not self.folder.is_dir():
             return 0
         written = 0
+        failure: Exception | None = None
         for p in self._claimable():
-            claimed = p if p.stem.startswith(f"replay-{os.getpid()}-") else \
-                self.folder / f"replay-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
-            if claimed != p:
-                try:
-                    p.rename(claimed)
-                except FileNotFoundError:  # another process claimed it first
-                    continue
-            lines = [ln for ln in claimed.read_text(encoding="utf-8").splitlines() if ln.strip()]
-            records: list[tuple[str, RequestRecord]] = []
-            for ln in lines:
-                try:
-                    records.append((ln, from_json(ln)))
-                except (ValueError, TypeError, KeyError):  # a line torn by a crash mid-append: nothing to keep
-                    continue
-            for s in range(0, len(records), 256):
-                written += self._write(store, records[s : s + 256])
-            claimed.unlink()
+            claimed: Path | None = p
+            try:
+                claimed = self._claim(p)
+                if claimed is not None:
+                    written += self._replay_claimed(store, claimed)
+            except Exception as e:
+                if is_outage(e):
+                    raise
+                failure = failure or e
+                self._failed(claimed or p, e)
+        if failure is not None:
+            raise failure
         return written
 
-    def _write(self, store: Any, chunk: list[tuple[str, RequestRecord]]) -> int:
+    def _claim(self, p: Path) -> Path | None:
+        """``p`` renamed to a name of this process (None when another process claimed it first)."""
+        if p.stem.startswith(f"replay-{os.getpid()}-"):
+            return p
+        claimed = self.folder / f"replay-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+        with self._lock:  # not while an append to this process's file is under way
+            try:
+                p.rename(claimed)
+            except FileNotFoundError:
+                return None
+            if p == self.path:
+                self._own_claims.add(claimed)
+        self._tries.pop(p, None)
+        return claimed
+
+    def _replay_claimed(self, store: Any, claimed: Path) -> int:
+        """Write a claimed file's records, then remove it. Read as bytes and decoded line by line: a line torn by a
+        crash mid-append (even inside a character) or otherwise damaged is set aside, never holding back the rest."""
+        records: list[tuple[bytes, RequestRecord]] = []
+        unreadable: list[bytes] = []
+        for raw in claimed.read_bytes().split(b"\n"):
+            if not raw.strip():
+                continue
+            try:
+                records.append((raw, from_json(raw.decode("utf-8"))))
+            except _UNREADABLE:
+                unreadable.append(raw)
+        written = 0
+        for s in range(0, len(records), 256):
+            written += self._write(store, records[s : s + 256])
+        if unreadable:  # once the rest is in (an outage meanwhile would have us read them again)
+            log.error("telemetry spool: %d unreadable line(s) in %s (torn by a crash mid-append?); kept in %s",
+                      len(unreadable), claimed.name, self.rejected)
+            for raw in unreadable:
+                self._set_aside(raw)
+        claimed.unlink()
+        self._own_claims.discard(claimed)
+        self._tries.pop(claimed, None)
+        return written
+
+    def _failed(self, claimed: Path, e: Exception) -> None:
+        """Count a replay of ``claimed`` that failed, not for an outage; set it aside after ``MAX_FILE_TRIES``."""
+        tries = self._tries[claimed] = self._tries.get(claimed, 0) + 1
+        log.error("telemetry spool: %s not replayed (%s: %s), try %d of %d", claimed.name, type(e).__name__, e,
+                  tries, MAX_FILE_TRIES)
+        if tries < MAX_FILE_TRIES:
+            return
+        aside = claimed.with_name(claimed.name + ".bad")
+        try:
+            claimed.rename(aside)
+        except OSError as e2:
+            log.error("telemetry spool: %s cannot be set aside either (%s)", claimed.name, e2)
+            return
+        log.error("telemetry spool: %s set aside as %s after %d failed replays", claimed.name, aside.name, tries)
+        self._own_claims.discard(claimed)
+        self._tries.pop(claimed, None)
+
+    def _set_aside(self, raw: bytes) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with self.rejected.open("ab") as f:
+            f.write(raw + b"\n")
+
+    def _write(self, store: Any, chunk: list[tuple[bytes, RequestRecord]]) -> int:
         """Write a chunk; a record the database refuses (not an outage: it would refuse it on every try) is set
         aside in ``rejected-<pid>.jsonl.bad`` instead of holding back the whole spool for good."""
         try:
@@ -165,6 +235,5 @@ class Spool:
             line, rec = chunk[0]
             log.error("telemetry spool: request %s refused by the database (%s); kept in %s", rec.id,
                       type(e).__name__, self.rejected)
-            with self.rejected.open("a", encoding="utf-8") as f:
-                f.write(line + "\n")
+            self._set_aside(line)
             return 0

@@ -32,10 +32,13 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
 
 FEEDBACK_MIN, FEEDBACK_MAX = -1.0, 10.0  # the widest accepted scales: -1..1 thumbs and 0-10 ratings
+# PostgreSQL: a new connection to a server that does not answer (hung, paused, packets dropped) fails after this
+# many seconds instead of waiting for ever (libpq's connect_timeout; a URL that sets its own keeps it)
+PG_CONNECT_TIMEOUT_S = 5
 
 
 class Base(DeclarativeBase):
@@ -202,13 +205,36 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cur.close()
 
 
+def _connect_args(url: str) -> dict[str, Any]:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("psycopg", "psycopg2") \
+            and "connect_timeout" not in parsed.query:
+        return {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+    return {}
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite file database (None for anything else)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:") or parsed.query.get("uri"):
+        return None
+    return Path(parsed.database).absolute()
+
+
+class DatabaseFileGone(OperationalError):
+    """The SQLite file was removed (or its folder): what is written through open connections would be lost."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__("check the database file", None, FileNotFoundError(f"database file {path} is gone"))
+
+
 class TelemetryStore:
     """Writes and reads records; safe to share across threads (one engine, short sessions)."""
 
     def __init__(self, url: str | None = None, migrate: bool = True) -> None:
         self.url = url or default_database_url()
         try:
-            self.engine = create_engine(self.url, future=True, pool_pre_ping=True)
+            self.engine = create_engine(self.url, future=True, pool_pre_ping=True, connect_args=_connect_args(self.url))
         except NoSuchModuleError:
             raise DatabaseUnavailable(f"cannot use database URL {safe_url(self.url)!r}: unknown database kind "
                                       f"{make_url(self.url).drivername!r}") from None
@@ -219,8 +245,29 @@ class TelemetryStore:
             raise DatabaseUnavailable(f"cannot use database URL {safe_url(self.url)!r}: {_reason(e)}") from None
         if self.engine.dialect.name == "sqlite":
             _sqlite_pragmas(self.engine)
+        self._file = _sqlite_file(self.url)
+        self._file_id: tuple[int, int] | None = None
         if migrate:
             self.migrate()
+        if self._file is not None and self._file.exists():
+            st = self._file.stat()
+            self._file_id = (st.st_dev, st.st_ino)
+
+    def check_file(self) -> None:
+        """For a SQLite file database, raise ``DatabaseFileGone`` (an outage) when the file is no longer there:
+        pooled connections would go on writing into the deleted file, and everything written would be lost. One
+        stat. A different file in its place (restored, recreated) is used from now on: the pool is reopened."""
+        if self._file is None:
+            return
+        try:
+            st = os.stat(self._file)
+        except OSError:
+            raise DatabaseFileGone(self._file) from None
+        file_id = (st.st_dev, st.st_ino)
+        if file_id != self._file_id:
+            if self._file_id is not None:
+                self.engine.dispose()
+            self._file_id = file_id
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (creates it from empty)."""
@@ -242,6 +289,7 @@ class TelemetryStore:
         anything else — a request re-recorded with its final status (a timeout after a cancellation),
         feedback attached — is merged through the ORM.
         """
+        self.check_file()
         bulk = all(isinstance(r, RequestRecord) and not r.feedback for r in records)
         if bulk:
             try:
@@ -261,6 +309,7 @@ class TelemetryStore:
         """Store spooled requests as the writer would have: by id, the last write of a request winning (a request
         re-recorded with its final status), its calls replacing any stored ones, feedback kept. Replaying the
         same records twice (a replay cut short after its commit) leaves the same rows. Returns how many requests."""
+        self.check_file()
         latest = {r.id: r for r in records}
         with Session(self.engine, expire_on_commit=False) as s, s.begin():
             for rec in latest.values():
@@ -285,6 +334,7 @@ class TelemetryStore:
         for name, text in (("id", request_id), ("comment", comment)):
             if text is not None and "\x00" in text:
                 raise ValueError(f"feedback {name} contains a NUL character (\\u0000), which cannot be stored")
+        self.check_file()
         with Session(self.engine, expire_on_commit=False) as s, s.begin():
             # two ratings of one request at once leave one: the request's row is locked (PostgreSQL), and the
             # DELETE takes SQLite's write lock before anything is read inside the transaction

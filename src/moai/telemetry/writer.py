@@ -6,7 +6,10 @@ acknowledged, so a crash afterwards loses nothing acknowledged; under load, batc
 cost near a single queue hand-off. On shutdown the queue is flushed.
 
 While the database is unreachable, requests are acknowledged once they are on the local spool (see
-``moai.telemetry.spool``) and written to the database when it is back.
+``moai.telemetry.spool``) and written to the database when it is back. A database that hangs (a paused server, a
+connection whose packets go nowhere) counts as unreachable once a call has not returned within ``commit_timeout_s``:
+a watchdog acknowledges that batch from the spool and hands the queue to a fresh thread, which spools everything
+until the stuck call returns (the stuck write may still commit: replaying it later stores the same rows again).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
 from moai.telemetry.spool import Spool, default_spool_dir, is_outage
 from moai.telemetry.store import RequestRecord, TelemetryStore
 
@@ -28,26 +33,52 @@ log = logging.getLogger("moai.telemetry")
 _STOP = object()
 
 
+class CommitTimeout(PoolTimeout):
+    """The database did not answer a write in time: an outage like any other (``is_outage``)."""
+
+
+class _Abandoned(Exception):
+    """This thread's database call outlived ``commit_timeout_s``; another thread has taken over."""
+
+
 class TelemetryWriter:
     def __init__(self, store: TelemetryStore, max_queue: int = 10_000, max_batch: int = 256,
                  spool_dir: Path | None = None, replay_s: float = 2.0,
-                 on_spool: Callable[[int], None] | None = None) -> None:
+                 on_spool: Callable[[int], None] | None = None, commit_timeout_s: float = 5.0) -> None:
         """``spool_dir``: where records wait while the database is down (default: see ``default_spool_dir``);
         ``replay_s``: how often the spool is offered to the database again; ``on_spool(n)``: told (from the
-        writer's thread) each time n records go to the spool."""
+        writer's thread) each time n records go to the spool; ``commit_timeout_s``: how long a write (or a replay)
+        may take before its records are acknowledged from the spool instead."""
         self.store = store
         self.max_batch = max_batch
         self.spool = Spool(spool_dir or default_spool_dir(store.url))
         self.replay_s = replay_s
         self.on_spool = on_spool
+        self.commit_timeout_s = commit_timeout_s
         self._next_replay = 0.0  # a spool left by an earlier run is replayed at once
+        self._replay_failing = False  # the last replay failed, not for an outage (a file it cannot get through)
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self.written = 0
         self.failed = 0
         self.spooled = 0  # records acknowledged from the spool while the database was down
         self.replayed = 0  # spooled requests written to the database since
-        self._thread = threading.Thread(target=self._loop, name="moai-telemetry", daemon=True)
-        self._thread.start()
+        self.timeouts = 0  # database calls given up on after commit_timeout_s
+        # the watched database call: (thread generation, when it began, the batch waiting on it or None)
+        self._lock = threading.Lock()
+        self._gen = 0
+        self._busy: tuple[int, float, list[tuple[Any, Future[None]]] | None] | None = None
+        self._stuck: threading.Thread | None = None  # a thread given up on, still inside its database call
+        self._stop_seen = False  # close() was called and its marker taken off the queue
+        self._finished = threading.Event()  # everything queued before close() is acknowledged (or failed)
+        self._closed = threading.Event()
+        self._thread = self._start(0)
+        self._watchdog = threading.Thread(target=self._watch, name="moai-telemetry-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def _start(self, gen: int) -> threading.Thread:
+        t = threading.Thread(target=self._loop, args=(gen,), name="moai-telemetry", daemon=True)
+        t.start()
+        return t
 
     def submit(self, record: Any) -> Future[None]:
         """Queue a record; the future resolves when it is committed. Blocks only if the queue is full."""
@@ -68,29 +99,98 @@ class TelemetryWriter:
         self._queue.put_nowait((record, fut))
         return fut
 
-    def _replay(self) -> None:
+    # ------------------------------------------------------------------ watched database calls
+
+    def _watched(self, gen: int, batch: list[tuple[Any, Future[None]]] | None, call: Callable[..., Any],
+                 *args: Any) -> Any:
+        """``call(*args)``, seen by the watchdog; raises _Abandoned when it returned too late (its batch has been
+        acknowledged from the spool meanwhile, and another thread drains the queue)."""
+        self._busy = (gen, time.monotonic(), batch)
+        try:
+            out = call(*args)
+        except BaseException:
+            if self._release(gen):
+                raise
+            raise _Abandoned from None
+        if not self._release(gen):
+            raise _Abandoned
+        return out
+
+    def _release(self, gen: int) -> bool:
+        with self._lock:
+            if self._gen != gen:
+                return False
+            self._busy = None
+            return True
+
+    def _hung(self) -> bool:
+        """Whether a thread given up on is still inside its database call: the database is taken to hang."""
+        stuck = self._stuck
+        if stuck is None:
+            return False
+        if stuck.is_alive():
+            return True
+        self._stuck = None
+        return False
+
+    def _watch(self) -> None:
+        tick = max(0.01, min(0.25, self.commit_timeout_s / 5))
+        while not self._closed.wait(tick):
+            with self._lock:
+                busy = self._busy
+                if busy is None or time.monotonic() - busy[1] < self.commit_timeout_s:
+                    continue
+                self._gen += 1
+                gen, self._busy, self._stuck = self._gen, None, self._thread
+            self.timeouts += 1
+            e = CommitTimeout(f"the telemetry database did not answer within {self.commit_timeout_s:g}s")
+            log.warning("%s; its writes go to the spool until it does", e)
+            batch = busy[2]
+            if batch and not self._spool(batch, e):
+                self._fail(batch, e)
+            if self._stop_seen:  # closing: nothing is queued after the stop marker
+                self._finished.set()
+                return
+            self._thread = self._start(gen)
+
+    # ------------------------------------------------------------------ the writer's thread
+
+    def _replay(self, gen: int) -> None:
         """Offer the spool to the database, at most every ``replay_s`` seconds while it keeps failing."""
-        if time.monotonic() < self._next_replay or not self.spool.pending():
+        if time.monotonic() < self._next_replay or self._hung() or not self.spool.pending():
             return
         self._next_replay = time.monotonic() + self.replay_s
         try:
-            n = self.spool.replay(self.store)
-        except Exception as e:  # noqa: BLE001 - still down (or a file it cannot read): try again later
-            log.warning("telemetry spool not replayed yet (%s)", type(e).__name__)
+            n = self._watched(gen, None, self.spool.replay, self.store)
+        except _Abandoned:
+            raise
+        except Exception as e:  # noqa: BLE001 - still down (or a file it cannot get through): try again later
+            # while the database is up but a file keeps failing, new records no longer wait behind the spool
+            self._replay_failing = not is_outage(e)
+            log.warning("telemetry spool not replayed yet (%s: %s)", type(e).__name__, e)
             return
+        self._replay_failing = False
         self.replayed += n
         if n:
             log.warning("telemetry database back: %d spooled request(s) written", n)
 
-    def _loop(self) -> None:
+    def _loop(self, gen: int) -> None:
+        try:
+            self._drain(gen)
+        except _Abandoned:  # returned after the watchdog gave up on it: a newer thread has the queue
+            return
+        self._finished.set()
+
+    def _drain(self, gen: int) -> None:
         while True:
             try:
                 item = self._queue.get(timeout=self.replay_s)
             except queue.Empty:
-                self._replay()
+                self._replay(gen)
                 continue
             if item is _STOP:
-                self._replay()
+                self._stop_seen = True
+                self._replay(gen)
                 return
             batch = [item]
             while len(batch) < self.max_batch:
@@ -99,28 +199,39 @@ class TelemetryWriter:
                 except queue.Empty:
                     break
                 if nxt is _STOP:
-                    self._commit(batch)
+                    self._stop_seen = True
+                    self._commit(gen, batch)
+                    self._replay(gen)
                     return
                 batch.append(nxt)
-            self._commit(batch)
+            self._commit(gen, batch)
 
-    def _commit(self, batch: list[tuple[Any, Future[None]]]) -> None:
-        if self.spool.has_own() and self._spool(batch):
+    def _commit(self, gen: int, batch: list[tuple[Any, Future[None]]]) -> None:
+        if self._hung():  # the database is taken to hang until the call given up on returns
+            e = CommitTimeout("an earlier write to the telemetry database has not returned yet")
+            if not self._spool(batch, e):
+                self._fail(batch, e)
+            return
+        if self.spool.has_own() and not self._replay_failing and self._spool(batch):
             # records spooled earlier are not all in the database yet: this batch waits behind them, so that a
             # request recorded again (its final status after a cancellation) never meets its older record later
-            self._replay()
+            self._replay(gen)
             return
         try:
-            self.store.write_many([rec for rec, _ in batch])
+            self._watched(gen, batch, self.store.write_many, [rec for rec, _ in batch])
+        except _Abandoned:
+            raise
         except Exception as e:  # noqa: BLE001 - retry one by one so one bad record can't sink the batch
             if is_outage(e) and self._spool(batch, e):
                 return
             log.warning("telemetry batch of %d failed (%s); retrying one by one", len(batch), e)
-            for rec, fut in batch:
+            for i, (rec, fut) in enumerate(batch):
                 try:
-                    self.store.write_many([rec])
+                    self._watched(gen, batch[i:], self.store.write_many, [rec])
                     self.written += 1
                     fut.set_result(None)
+                except _Abandoned:
+                    raise
                 except Exception as e1:  # noqa: BLE001
                     self.failed += 1
                     fut.set_exception(e1)
@@ -128,7 +239,13 @@ class TelemetryWriter:
         self.written += len(batch)
         for _, fut in batch:
             fut.set_result(None)
-        self._replay()
+        self._replay(gen)
+
+    def _fail(self, batch: list[tuple[Any, Future[None]]], e: Exception) -> None:
+        for _, fut in batch:
+            if not fut.done():
+                self.failed += 1
+                fut.set_exception(e)
 
     def _spool(self, batch: list[tuple[Any, Future[None]]], e: Exception | None = None) -> bool:
         """Acknowledge a batch from the local spool (``e``: the database error that sent it there, else it queues
@@ -153,6 +270,8 @@ class TelemetryWriter:
         return True
 
     def close(self, timeout: float = 30) -> None:
-        """Flush everything queued, then stop."""
+        """Flush everything queued, then stop (a database call that hangs is given up on after
+        ``commit_timeout_s``, its records spooled)."""
         self._queue.put(_STOP)
-        self._thread.join(timeout)
+        self._finished.wait(timeout)  # the watchdog may hand the queue to a new thread meanwhile
+        self._closed.set()
