@@ -294,3 +294,23 @@ def test_chat_warns_about_unset_key_variables_of_the_mix_it_uses(tmp_path: Path,
 def test_an_unknown_model_in_a_block_list_is_reported_at_its_own_line() -> None:
     text = BASE + "  team:\n    strategy: moa\n    proposers:\n      - a\n      - pricy\n    aggregator: a\n"
     assert error_of(text) == "mix.yaml:10: mixes.team.proposers.1: unknown model 'pricy'; did you mean 'pricey'?"
+
+
+def test_serve_on_a_port_in_use_is_one_line_before_any_start_up_work(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    import uvicorn
+    from cli_support import one_line_error
+
+    from moai.cli import app
+
+    served: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda _app, **kw: served.append(kw))
+    monkeypatch.setenv("MOAI_DATABASE_URL", f"sqlite:///{tmp_path / 'moai.db'}")
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        r = CliRunner().invoke(app, ["serve", "--port", str(port)])
+    one_line_error(r, f"cannot listen on 127.0.0.1:{port}", "in use")
+    assert not served and "moai serving" not in r.output
+    assert not (tmp_path / "moai.db").exists()  # nothing started: not even the database

@@ -130,6 +130,7 @@ def serve(
     from moai.server.app import create_app
 
     cfg = _config(config or os.environ.get("MOAI_CONFIG"))
+    _check_listen(host, port)
     store = _store(database_url or cfg.settings.database_url)
     _warn_missing_local(cfg)
     _warn_missing_keys(cfg)
@@ -146,6 +147,16 @@ def _warn_missing_local(cfg: Config) -> None:
     if missing:
         err_console.print(f"[yellow]warning:[/yellow] local models not pulled yet: {', '.join(missing)} "
                           f"(run: moai models pull)")
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Fail in one line, before start-up work, when the address cannot be listened on (a server already there)."""
+    import socket
+
+    try:
+        socket.create_server((host, port)).close()  # SO_REUSEADDR, as uvicorn binds
+    except OSError as e:
+        fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
 
 
 def _missing_keys(cfg: Config, only: set[str] | None = None) -> list[str]:

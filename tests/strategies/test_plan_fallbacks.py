@@ -144,10 +144,9 @@ async def test_a_chain_passes_over_a_link_whose_every_model_failed(failing: str,
         scripts = {"a": Script(reply="draft"), "b": Script(reply="fixed"), "c": Script(reply="polished")}
         scripts[failing] = Script(fail_times=99)
         ex, summary, _ = await run(setup(st, scripts, mix), Fixed(["a", "b", "c"]))
-        seen = scripts["c"].seen[-1]["messages"][-1]["content"]
+        refined = scripts["c"].seen[-1]["messages"][-2]  # the answer the last link refines, as its own turn
     assert ex.answer.text == "polished" and ex.answer.model == "c"
-    assert ("Previous answer:\ndraft" in seen) == (failing == "b") and ("Previous answer:\nfixed" in seen) == (
-        failing == "a")
+    assert refined == {"role": "assistant", "content": "draft" if failing == "b" else "fixed"}
     assert any(r.startswith(note) for r in summary["reason"]), summary["reason"]
 
 
@@ -286,3 +285,19 @@ async def test_an_empty_last_revision_returns_the_latest_draft(stream: bool) -> 
         ex, summary, deltas = await run(setup(st, scripts, mix), Fixed(["w", "c"]), stream)
     assert ex.answer.text == text(deltas) == "draft v1"
     assert any("empty answer" in r for r in summary["reason"])
+
+
+async def test_a_refining_link_sees_the_draft_as_its_own_turn_and_is_asked_for_the_answer_itself() -> None:
+    """Asked to 'check the previous answer' in a user turn, small models answer with a review of it; the draft
+    goes in as the assistant's turn and the instruction asks for the complete answer, nothing else."""
+    from moai.strategies.chain import ANSWER_ITSELF
+
+    mix = "  m: {strategy: chain, steps: [{model: a, instruction: Draft}, {model: b, instruction: Check it.}]}\n"
+    with ExitStack() as st:
+        scripts = {"a": Script(reply="def square(x): return x * x"), "b": Script(reply="def square(x): return x**2")}
+        ex, _, _ = await run(setup(st, scripts, mix), Fixed(["a", "b"]))
+        sent = scripts["b"].seen[-1]["messages"]
+    assert ex.answer.text == "def square(x): return x**2"
+    assert sent[-2] == {"role": "assistant", "content": "def square(x): return x * x"}
+    assert sent[-1]["role"] == "user" and sent[-1]["content"] == f"Check it.\n\n{ANSWER_ITSELF}"
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]

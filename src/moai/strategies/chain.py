@@ -12,6 +12,9 @@ from moai.strategies.moa import with_fallbacks
 from moai.strategies.plan import Plan, Step, StepResult
 from moai.strategies.roles import fill, with_messages
 
+# what a refining link must write: the client reads its text as the whole answer
+ANSWER_ITSELF = "Output only the answer itself, with no comments about it."
+
 
 def _latest(results: dict[str, StepResult], ids: list[str]) -> StepResult | None:
     """The newest of the given steps that answered."""
@@ -41,8 +44,11 @@ def plan(ctx: RequestContext) -> Plan:
                     f"refined {previous.step}'s answer" if previous else "answered the request itself"))
             if previous is None:  # no link answered: this one writes the first answer
                 return with_messages(ctx, list(ctx.params.messages))
-            ask = f"{instruction}\n\nPrevious answer:\n{previous.text}"
-            return with_messages(ctx, [*ctx.params.messages, {"role": "user", "content": ask}])
+            # the draft as the assistant's own turn, then the instruction: asked to "check the previous answer", a
+            # small model writes a review ("The previous answer is correct.") instead of the answer itself
+            ask = f"{instruction}\n\n{ANSWER_ITSELF}"
+            return with_messages(ctx, [*ctx.params.messages, {"role": "assistant", "content": previous.text},
+                                       {"role": "user", "content": ask}])
 
         last = i == len(specs) - 1
         # a link whose every model failed is passed over: the next one refines the newest answer there is
