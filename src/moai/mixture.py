@@ -534,9 +534,12 @@ class Mixture:
                 if r.attempts and r.model:  # after failed tries: the one in flight is a try of its own
                     r.attempts.append({"model": r.model, "start": r.start, "error": error,
                                        "latency_ms": (r.end - r.start) * 1000})
-        self._observe(prep, "error", results, None)
+        # every model refused the request itself (a prompt past every context, an image to text-only models): the
+        # client's to change, stored and counted as a refusal like those caught before any model ran
+        status = "refused" if is_refusal(http_status) and http_status != 499 else "error"
+        self._observe(prep, status, results, None)
         if self.store is not None:
-            await self._persist(self._record(prep, "error", error, results, None, http_status))
+            await self._persist(self._record(prep, status, error, results, None, http_status))
 
     async def record_refusal(self, body: Any, error: Exception, api_key: str | None = None,
                              session: str | None = None, started: float | None = None) -> str | None:

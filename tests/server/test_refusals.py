@@ -71,6 +71,13 @@ def test_refused_requests_open_no_circuit_and_count_as_no_error(server: MoaiServ
     assert health["breakers"] == {"smol": "closed", "smol_b": "closed"} and health["open_circuits"] == []
     ready = httpx.get(server.base + "/readyz", timeout=10)
     assert ready.status_code == 200 and sorted(ready.json()["usable"]) == ["smol", "smol_b"]
+    # stored and counted as refusals, as those caught before routing are, not as failed requests
+    with sqlite3.connect(server.db) as conn:
+        assert conn.execute("select status from requests where id=?",
+                            (r.headers["x-moai-request-id"],)).fetchall() == [("refused",)]
+    metrics = httpx.get(server.base + "/metrics", timeout=10).text
+    assert 'moai_requests_total{mix="default",model="none",status="refused"}' in metrics
+    assert 'status="error"' not in metrics.split("moai_requests_total")[1].split("# HELP")[0]
     live = httpx.get(server.base + "/moai/stats", timeout=10).json()["models"]
     assert all(m["error_rate"] == 0 for m in live.values())
     resumed = LiveStats()  # what a restart or another replica reads back from the database
