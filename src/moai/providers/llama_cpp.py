@@ -201,6 +201,10 @@ class LlamaCppProvider(Provider):
 
                 n = _threads_for_call(self.card)
                 llama_cpp.llama_set_n_threads(llm._ctx.ctx, n, n)
+                if params.seed is not None:
+                    # a prompt partly in the cache is evaluated in other batches, which moves the logits a little:
+                    # enough to sample another answer. A seeded call reads its prompt afresh, to be reproducible.
+                    llm.reset()
                 cpu0 = time.process_time()
                 chunks: Iterator[dict[str, Any]] = llm.create_chat_completion(stream=True, **self._kwargs(params))
                 n_out = 0
