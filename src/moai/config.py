@@ -258,6 +258,16 @@ class Settings(BaseModel):
     breaker_failures: int = Field(3, ge=1)  # consecutive failures that open a model's circuit
     breaker_cooldown_s: float = Field(30.0, gt=0)  # how long an open circuit waits before a probe
     cache: CacheSettings | None = None  # response cache (default: off, or the MOAI_CACHE variables)
+    # browser origins allowed to call the API (CORS), e.g. ["https://chat.example.com"] or ["*"]; none by default
+    cors_origins: list[str] = Field(default_factory=list)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        for origin in v:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"{origin!r} is not an origin: '*' or scheme://host[:port], with no path")
+        return v
 
     @field_validator("carbon_zone")
     @classmethod

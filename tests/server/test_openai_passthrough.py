@@ -117,3 +117,37 @@ mixes:
         resp = api.chat.completions.create(model="moai/default", messages=USER)
         assert isinstance(resp, openai.types.chat.ChatCompletion)
         assert resp.choices[0].message.refusal == "I can't help with that."
+
+
+def test_with_include_usage_every_chunk_but_the_last_says_usage_null(tmp_path: Path) -> None:
+    with serve(tmp_path, "  default: {strategy: route}\n") as (c, _s):
+        body = {"model": "moai/default", "messages": USER, "stream": True, "stream_options": {"include_usage": True}}
+        with c.stream("POST", "/v1/chat/completions", json=body) as r:
+            chunks = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+        assert all("usage" in ch and ch["usage"] is None for ch in chunks[:-1])
+        assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] > 0
+        with c.stream("POST", "/v1/chat/completions", json={**body, "stream_options": None}) as r:
+            plain = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+        assert all("usage" not in ch for ch in plain)  # not asked for: no usage key at all, as at OpenAI
+
+
+def test_cors_only_for_the_origins_the_settings_name(tmp_path: Path) -> None:
+    from moai.config import ConfigError
+
+    origin = {"origin": "https://chat.example.com", "access-control-request-method": "POST",
+              "access-control-request-headers": "authorization,content-type"}
+    with serve(tmp_path, "  default: {strategy: route}\nsettings: {cors_origins: ['https://chat.example.com']}\n") \
+            as (c, _s):
+        pre = c.options("/v1/chat/completions", headers=origin)
+        assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "https://chat.example.com"
+        r = c.post("/v1/chat/completions", json={"model": "moai/default", "messages": USER},
+                   headers={"origin": "https://chat.example.com"})
+        assert r.headers["access-control-allow-origin"] == "https://chat.example.com"
+        assert "x-request-id" in r.headers["access-control-expose-headers"]
+        other = c.options("/v1/chat/completions", headers={**origin, "origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+    with serve(tmp_path, "  default: {strategy: route}\n") as (c, _s):  # none named: no CORS at all
+        assert "access-control-allow-origin" not in c.options("/v1/chat/completions", headers=origin).headers
+    with pytest.raises(ConfigError, match="is not an origin"):
+        parse_config("models: {m: {provider: openai_compat, endpoint: 'http://127.0.0.1:9/v1'}}\n"
+                     "mixes: {default: {strategy: route}}\nsettings: {cors_origins: ['chat.example.com/x']}\n")

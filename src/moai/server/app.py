@@ -116,6 +116,12 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             await mix.aclose()  # flushes queued telemetry
 
     app = FastAPI(title="moai", version=__version__, lifespan=lifespan)
+    if config.settings.cors_origins:  # browser clients (web UIs) on other origins: preflights and response headers
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=config.settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"], expose_headers=["x-request-id", "x-moai-request-id", "x-moai-model",
+                                                                "x-moai-mix", "retry-after"])
     app.state.mixture = mix
     max_body = config.settings.max_body_bytes
     keeper = Gatekeeper(mix.store, on_error=lambda _e: mix.metrics.observe_database_error("keys"))
@@ -514,13 +520,15 @@ async def _sse(mix: Mixture, prep: Prepared, model: str, include_usage: bool, it
     """OpenAI's chunk format: a role chunk, content chunks, a finish chunk, [usage chunk], [DONE].
 
     ``items`` is the mix's stream (already started: its first item was waited for before the response)."""
-    yield _chunk(prep, model, {"role": "assistant", "content": ""})
+    # with include_usage, every chunk but the last carries "usage": null, as OpenAI's do (typed clients expect it)
+    nulled: dict[str, Any] = {"usage": None} if include_usage else {}
+    yield _chunk(prep, model, {"role": "assistant", "content": ""}, **nulled)
     finish = "stop"
     try:
         async for item in items:
             if isinstance(item, Execution):
                 summary = mix.summary(prep, item)
-                yield _chunk(prep, model, {}, item.answer.finish_reason or finish, moai=summary)
+                yield _chunk(prep, model, {}, item.answer.finish_reason or finish, moai=summary, **nulled)
                 if include_usage:
                     u = item.usage
                     usage = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
@@ -539,7 +547,7 @@ async def _sse(mix: Mixture, prep: Prepared, model: str, include_usage: bool, it
                         delta["tool_calls"] = item.tool_calls
                     if item.refusal:
                         delta["refusal"] = item.refusal
-                    yield _chunk(prep, model, delta)
+                    yield _chunk(prep, model, delta, **nulled)
     except TimeoutError:
         await deadline.record(mix, prep, timeout_s)
         body = error_body(deadline.message(timeout_s), "server_error", code=deadline.CODE)
