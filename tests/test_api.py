@@ -443,3 +443,29 @@ mixes:
     assert requests_counted(m) == {"ok": 1.0}
     with sqlite3.connect(tmp_path / "t.db") as conn:
         assert conn.execute("select status, http_status from requests").fetchall() == [("ok", 200)]
+
+
+def test_a_local_call_cut_short_by_its_client_is_billed_the_energy_it_spent() -> None:
+    """Nothing came back, but a local model computed until the client left: that time's energy and CO2 are
+    recorded (a cloud call's energy is estimated from tokens only, so it stays 0)."""
+    import time as _time
+
+    from moai.config import parse_config
+    from moai.gate.rules import RuleChooser
+    from moai.mixture import Mixture as EngineMixture
+    from moai.server.openai_schema import ChatCompletionRequest
+    from moai.strategies.plan import StepResult
+
+    cfg = parse_config("models:\n  l: {provider: local, package: smollm2-135m, privacy: local}\n"
+                       "  c: {provider: openai_compat, endpoint: 'http://127.0.0.1:9/v1', privacy: cloud}\n"
+                       "mixes:\n  default: {strategy: route}\n")
+    m = EngineMixture(cfg, chooser=RuleChooser())
+    prep = m.prepare(ChatCompletionRequest.model_validate({"model": "moai/default", "messages": HI}))
+    for name in ("l", "c"):
+        running = StepResult(f"s-{name}", "answer", name, "failed", start=_time.time() - 2.0, error="interrupted")
+        prep.plan.results[running.step] = running
+    m.record_cancelled(prep)
+    local, cloud = prep.plan.results["s-l"], prep.plan.results["s-c"]
+    assert local.status == cloud.status == "cancelled"
+    assert local.energy_kwh > 0 and local.co2_g > 0 and local.usage.completion_tokens == 0
+    assert cloud.energy_kwh == 0

@@ -577,6 +577,14 @@ class Mixture:
             r.energy_kwh, r.co2_g = self.executor.carbon.estimate(card, p, c, seconds, r.cpu_s)
         return True
 
+    def _bill_running(self, r: Any) -> None:
+        """The energy of a call stopped before it returned anything: a local model computed all that time (its
+        tokens are unknown; a cloud call's energy is only estimated from tokens, so it stays 0)."""
+        card = self.config.models.get(r.model) if r.model else None
+        if card is not None and r.start and not r.energy_kwh:
+            seconds = max(0.0, r.end - r.start)
+            r.energy_kwh, r.co2_g = self.executor.carbon.estimate(card, 0, 0, seconds, None)
+
     def record_cancelled(self, prep: Prepared) -> None:
         """Record a request cut short by its client, with the usage generated until then (no await: the
         task is being cancelled, so the record is handed to the writer thread)."""
@@ -589,6 +597,7 @@ class Mixture:
                 r.end = time.time()
             elif r.status == "failed" and not r.end:  # a call in flight: it ends here, with nothing generated
                 r.status, r.end = "cancelled", time.time()
+                self._bill_running(r)
         self._observe(prep, "cancelled", results, None)
         if self.writer is not None:
             self.writer.submit_nowait(self._record(prep, "cancelled", "client disconnected", results, None, 499))
