@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import functools
 import logging
+import queue
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -600,7 +602,11 @@ class Mixture:
                 self._bill_running(r)
         self._observe(prep, "cancelled", results, None)
         if self.writer is not None:
-            self.writer.submit_nowait(self._record(prep, "cancelled", "client disconnected", results, None, 499))
+            rec = self._record(prep, "cancelled", "client disconnected", results, None, 499)
+            try:
+                self.writer.submit_nowait(rec)
+            except queue.Full:  # the task is being cancelled and cannot wait: a thread waits for room instead
+                threading.Thread(target=self.writer.submit, args=(rec,), daemon=True).start()
 
     async def feedback(self, request_id: str, score: float, comment: str | None = None,
                        scale: str | None = None) -> dict[str, Any]:

@@ -216,3 +216,41 @@ def test_a_spooled_record_the_database_refuses_is_set_aside_not_replayed_forever
     assert spool.replay(store) == 2
     assert {r.id for r in store.requests()} == {"chatcmpl-1", "chatcmpl-3"}
     assert not spool.pending() and "chatcmpl-2" in spool.rejected.read_text()
+
+
+def test_a_record_whose_request_was_cancelled_does_not_stop_the_writer(tmp_path: Path) -> None:
+    """The client left and its request's future was cancelled before the writer got to it: the record is still
+    written, and so is every later one (setting a cancelled future used to kill the writer's thread)."""
+    store = TelemetryStore(f"sqlite:///{tmp_path / 'c.db'}")
+    writer = TelemetryWriter(store)
+    gone = writer.submit(request(1))
+    gone.cancel()
+    later = writer.submit(request(2))
+    later.result(timeout=10)
+    assert writer._thread.is_alive() and {r.id for r in store.requests()} == {"chatcmpl-1", "chatcmpl-2"}
+    writer.close()
+
+
+def test_a_short_write_to_the_spool_leaves_no_torn_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk nearly full takes part of a write: the rest is written, or the file is put back as it was and the
+    error raised (an acknowledged record must be whole, and a torn line would swallow the next one)."""
+    spool = Spool(tmp_path / "spool")
+    spool.append([request(0)])
+    real_write, calls = os.write, []
+
+    def halves(fd: int, data: Any) -> int:
+        calls.append(len(data))
+        return real_write(fd, bytes(data[: max(1, len(data) // 2)]))
+
+    monkeypatch.setattr(os, "write", halves)
+    spool.append([request(1), request(2)])
+    assert len(calls) > 1
+    monkeypatch.setattr(os, "write", lambda fd, data: (real_write(fd, bytes(data[:10])), (_ for _ in ()).throw(
+        OSError(28, "No space left on device")))[0])
+    before = spool.path.read_bytes()
+    with pytest.raises(OSError):
+        spool.append([request(3)])
+    assert spool.path.read_bytes() == before
+    monkeypatch.undo()
+    store = TelemetryStore(f"sqlite:///{tmp_path / 'w.db'}")
+    assert spool.replay(store) == 3 and {r.id for r in store.requests()} == {f"chatcmpl-{i}" for i in range(3)}

@@ -111,6 +111,7 @@ class Gatekeeper:
         self._error: str | None = None  # why the last read failed (None: it did not)
         self._lock = threading.Lock()
         self._reading = threading.Lock()  # held while the key table is read: one read at a time
+        self._read_started = 0.0  # when the read in flight began (monotonic)
 
     def _failed(self, e: Exception) -> None:
         if self.on_error is not None:
@@ -122,8 +123,11 @@ class Gatekeeper:
         if self.store is None:
             return
         seen = self._loaded if seen is None else seen
-        if not self._reading.acquire(blocking=wait):
+        # a waiter gives up after the grace: a read that hangs must not hold every caller (and the thread pool);
+        # the caller then finds the table unreadable (503), never an empty key set
+        if not self._reading.acquire(blocking=wait, timeout=max(self.grace_s, 0.1) if wait else -1):
             return
+        self._read_started = time.monotonic()
         try:
             if self._loaded != seen:  # a read finished while this one waited: its result is as fresh
                 return
@@ -155,7 +159,7 @@ class Gatekeeper:
         error, read_at = self._error, self._read_at
         if error is not None and (read_at is None or time.monotonic() - read_at > self.grace_s):
             raise self._unavailable()
-        if self._reading.locked() and (read_at is None or time.monotonic() - read_at > self.grace_s + self.refresh_s):
+        if self._reading.locked() and (read_at is None or time.monotonic() - self._read_started > self.grace_s):
             raise self._unavailable()
 
     def _stale(self) -> bool:

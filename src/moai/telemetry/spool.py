@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import threading
-import uuid
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -110,8 +110,15 @@ class Spool:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
-                os.write(fd, data)
-                os.fsync(fd)
+                size = os.fstat(fd).st_size
+                try:
+                    view = memoryview(data)
+                    while view:  # a write may take only part (a disk nearly full): the rest, or an error
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                except OSError:
+                    os.ftruncate(fd, size)  # no torn line left to swallow the next record
+                    raise
             finally:
                 os.close(fd)
 
@@ -164,7 +171,8 @@ class Spool:
         """``p`` renamed to a name of this process (None when another process claimed it first)."""
         if p.stem.startswith(f"replay-{os.getpid()}-"):
             return p
-        claimed = self.folder / f"replay-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+        # named in claim order (replayed in name order: an older claim first, so the last write still wins)
+        claimed = self.folder / f"replay-{os.getpid()}-{time.time_ns():020d}.jsonl"
         with self._lock:  # not while an append to this process's file is under way
             try:
                 p.rename(claimed)

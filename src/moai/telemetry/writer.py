@@ -15,12 +15,13 @@ until the stuck call returns (the stuck write may still commit: replaying it lat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,16 @@ from moai.telemetry.store import RequestRecord, TelemetryStore
 
 log = logging.getLogger("moai.telemetry")
 _STOP = object()
+
+
+def _acknowledge(fut: Future[None], error: BaseException | None = None) -> None:
+    """Resolve a record's future, unless it is already done: its request was cancelled (the client left), which
+    cancels the future too, and setting a cancelled one raises, which would kill the writer's thread."""
+    with contextlib.suppress(InvalidStateError):
+        if error is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(error)
 
 
 class CommitTimeout(PoolTimeout):
@@ -92,7 +103,8 @@ class TelemetryWriter:
             fut = self.submit_nowait(record)
         except queue.Full:
             fut = await asyncio.to_thread(self.submit, record)  # back-pressure, off the loop
-        await asyncio.wrap_future(fut)
+        # shielded: a request cancelled meanwhile (its client left) must not cancel the write of its record
+        await asyncio.shield(asyncio.wrap_future(fut))
 
     def submit_nowait(self, record: Any) -> Future[None]:
         fut: Future[None] = Future()
@@ -229,23 +241,23 @@ class TelemetryWriter:
                 try:
                     self._watched(gen, batch[i:], self.store.write_many, [rec])
                     self.written += 1
-                    fut.set_result(None)
+                    _acknowledge(fut)
                 except _Abandoned:
                     raise
                 except Exception as e1:  # noqa: BLE001
                     self.failed += 1
-                    fut.set_exception(e1)
+                    _acknowledge(fut, e1)
             return
         self.written += len(batch)
         for _, fut in batch:
-            fut.set_result(None)
+            _acknowledge(fut)
         self._replay(gen)
 
     def _fail(self, batch: list[tuple[Any, Future[None]]], e: Exception) -> None:
         for _, fut in batch:
             if not fut.done():
                 self.failed += 1
-                fut.set_exception(e)
+                _acknowledge(fut, e)
 
     def _spool(self, batch: list[tuple[Any, Future[None]]], e: Exception | None = None) -> bool:
         """Acknowledge a batch from the local spool (``e``: the database error that sent it there, else it queues
@@ -266,7 +278,7 @@ class TelemetryWriter:
             log.warning("telemetry database unavailable (%s): %d record(s) spooled to %s", type(e).__name__,
                         len(batch), self.spool.path)
         for _, fut in batch:
-            fut.set_result(None)
+            _acknowledge(fut)
         return True
 
     def close(self, timeout: float = 30) -> None:
