@@ -254,3 +254,13 @@ def test_a_short_write_to_the_spool_leaves_no_torn_line(tmp_path: Path, monkeypa
     monkeypatch.undo()
     store = TelemetryStore(f"sqlite:///{tmp_path / 'w.db'}")
     assert spool.replay(store) == 3 and {r.id for r in store.requests()} == {f"chatcmpl-{i}" for i in range(3)}
+
+
+def test_records_queued_after_close_are_spooled_not_left_waiting(tmp_path: Path) -> None:
+    store = TelemetryStore(f"sqlite:///{tmp_path / 'l.db'}")
+    writer = TelemetryWriter(store)
+    writer.close()
+    late = writer.submit(request(7))  # nobody drains the queue any more
+    writer.close(timeout=1)
+    assert late.done() and late.exception() is None  # acknowledged from the spool
+    assert Spool(tmp_path / "l.db.spool").replay(store) == 1 and store.get("chatcmpl-7") is not None

@@ -287,3 +287,15 @@ class TelemetryWriter:
         self._queue.put(_STOP)
         self._finished.wait(timeout)  # the watchdog may hand the queue to a new thread meanwhile
         self._closed.set()
+        # what is still queued (submitted after the stop marker, or left by a thread that died) goes to the spool:
+        # an answer waiting on its record must not wait for ever, nor be sent unrecorded
+        left: list[tuple[Any, Future[None]]] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP and not item[1].done():
+                left.append(item)
+        if left and not self._spool(left, CommitTimeout("the telemetry writer stopped before writing these")):
+            self._fail(left, RuntimeError("the telemetry writer has stopped"))
