@@ -286,11 +286,9 @@ def _build(cls: type[T], data: dict[str, Any]) -> T:
 
 def completion(mixture: Mixture, prep: Prepared, model: str, ex: Execution) -> ChatCompletion:
     ans = ex.answer
-    message: dict[str, Any] = {"role": "assistant", "content": ans.text}
-    if ans.tool_calls:
-        message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in ans.tool_calls]
-    if ans.refusal:
-        message["refusal"], message["content"] = ans.refusal, ans.text or None
+    from moai.server.openai_schema import assistant_message
+
+    message = assistant_message(ans)
     data = {"id": prep.id, "object": "chat.completion", "created": int(prep.started), "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": ans.finish_reason, "logprobs": None}],
             "usage": _usage(ex), "moai": mixture.summary(prep, ex)}

@@ -32,7 +32,13 @@ from moai.gate.privacy_learned import load_model as load_privacy_model
 from moai.mixture import BadRequest, Mixture, Prepared, UnknownModel, refusal
 from moai.providers.base import Delta, ProviderError, is_refusal
 from moai.server.auth import DATABASE_UNAVAILABLE, Denied, Gatekeeper, driver_reason
-from moai.server.openai_schema import ChatCompletionRequest, FeedbackRequest, error_body, validation_message
+from moai.server.openai_schema import (
+    ChatCompletionRequest,
+    FeedbackRequest,
+    assistant_message,
+    error_body,
+    validation_message,
+)
 from moai.strategies.context import NoEligibleModel
 from moai.strategies.executor import Execution, PlanFailed
 from moai.telemetry.adapt import LiveStats
@@ -474,13 +480,7 @@ async def _refresh_forever(mix: Mixture, every_s: float) -> None:
 
 
 def _completion(prep: Prepared, model: str, ex: Execution, summary: dict[str, Any]) -> dict[str, Any]:
-    ans = ex.answer
-    message: dict[str, Any] = {"role": "assistant", "content": ans.text}
-    if ans.tool_calls:
-        message["tool_calls"] = [{k: v for k, v in tc.items() if k != "index"} for tc in ans.tool_calls]
-        message["content"] = ans.text or None
-    if ans.refusal:
-        message["refusal"], message["content"] = ans.refusal, ans.text or None
+    ans, message = ex.answer, assistant_message(ex.answer)
     usage = ex.usage
     return {
         "id": prep.id,

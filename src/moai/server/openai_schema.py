@@ -255,6 +255,18 @@ class ChatCompletionRequest(BaseModel):
         return self.max_completion_tokens or self.max_tokens
 
 
+def assistant_message(ans: Any) -> dict[str, Any]:
+    """An answer (a ``StepResult``) as OpenAI's assistant message: content null beside tool calls or a refusal, and
+    whole tool calls without the stream's ``index``. One shape for the server and the Python API."""
+    message: dict[str, Any] = {"role": "assistant", "content": ans.text}
+    if ans.tool_calls:
+        message["tool_calls"] = [{k: v for k, v in tc.items() if k != "index"} for tc in ans.tool_calls]
+        message["content"] = ans.text or None
+    if ans.refusal:
+        message["refusal"], message["content"] = ans.refusal, ans.text or None
+    return message
+
+
 def no_nul(v: str | None) -> str | None:
     """Text that is stored: no database text type takes a NUL character (PostgreSQL refuses it)."""
     if v is not None and "\x00" in v:

@@ -158,8 +158,8 @@ class TelemetryWriter:
             e = CommitTimeout(f"the telemetry database did not answer within {self.commit_timeout_s:g}s")
             log.warning("%s; its writes go to the spool until it does", e)
             batch = busy[2]
-            if batch and not self._spool(batch, e):
-                self._fail(batch, e)
+            if batch:
+                self._spool_or_fail(batch, e)
             if self._stop_seen:  # closing: nothing is queued after the stop marker
                 self._finished.set()
                 return
@@ -221,8 +221,7 @@ class TelemetryWriter:
     def _commit(self, gen: int, batch: list[tuple[Any, Future[None]]]) -> None:
         if self._hung():  # the database is taken to hang until the call given up on returns
             e = CommitTimeout("an earlier write to the telemetry database has not returned yet")
-            if not self._spool(batch, e):
-                self._fail(batch, e)
+            self._spool_or_fail(batch, e)
             return
         if self.spool.has_own() and not self._replay_failing and self._spool(batch):
             # records spooled earlier are not all in the database yet: this batch waits behind them, so that a
@@ -258,6 +257,11 @@ class TelemetryWriter:
             if not fut.done():
                 self.failed += 1
                 _acknowledge(fut, e)
+
+    def _spool_or_fail(self, batch: list[tuple[Any, Future[None]]], e: Exception) -> None:
+        """Acknowledge a batch the database cannot take from the spool; when the disk refuses too, fail it."""
+        if not self._spool(batch, e):
+            self._fail(batch, e)
 
     def _spool(self, batch: list[tuple[Any, Future[None]]], e: Exception | None = None) -> bool:
         """Acknowledge a batch from the local spool (``e``: the database error that sent it there, else it queues
@@ -297,5 +301,5 @@ class TelemetryWriter:
                 break
             if item is not _STOP and not item[1].done():
                 left.append(item)
-        if left and not self._spool(left, CommitTimeout("the telemetry writer stopped before writing these")):
-            self._fail(left, RuntimeError("the telemetry writer has stopped"))
+        if left:
+            self._spool_or_fail(left, CommitTimeout("the telemetry writer stopped before writing these"))
