@@ -8,6 +8,7 @@ A record counts as acknowledged once committed; a killed process loses nothing a
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -34,11 +35,24 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
+from sqlalchemy.pool import NullPool
 
+log = logging.getLogger("moai.telemetry")
 FEEDBACK_MIN, FEEDBACK_MAX = -1.0, 10.0  # the widest accepted scales: -1..1 thumbs and 0-10 ratings
 # PostgreSQL: a new connection to a server that does not answer (hung, paused, packets dropped) fails after this
 # many seconds instead of waiting for ever (libpq's connect_timeout; a URL that sets its own keeps it)
 PG_CONNECT_TIMEOUT_S = 5
+# A statement running or waiting this long is cancelled by the server (an OperationalError: the writer spools, key
+# checks answer 503) instead of holding its thread and pooled connection for good. Generous, so that no normal work
+# is cut: a report over millions of rows reads far faster; migrations run on a connection without it.
+PG_STATEMENT_TIMEOUT_S = 300
+# A wait for a lock gives up sooner: moai's own transactions hold theirs for milliseconds, so a longer wait means
+# the holder is stuck (another session's lock, a replica's migration altering a table).
+PG_LOCK_TIMEOUT_S = 10
+# TCP keepalives on both ends: a peer that vanished without closing the connection (host down, NAT state dropped) is
+# noticed after idle + interval * count seconds, not the system's two hours; the server then also releases the
+# locks of a client that vanished. Data sent and never acknowledged gives up after as long (libpq tcp_user_timeout).
+PG_KEEPALIVE_IDLE_S, PG_KEEPALIVE_INTERVAL_S, PG_KEEPALIVE_COUNT = 10, 5, 3
 
 
 class Base(DeclarativeBase):
@@ -205,12 +219,71 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cur.close()
 
 
+def _libpq_version(driver: str) -> int:
+    """The version of the libpq a psycopg driver uses (e.g. 170002), 0 when it cannot be told."""
+    try:
+        if driver == "psycopg":
+            from psycopg import pq
+
+            return int(pq.version())
+        import psycopg2.extensions
+
+        return int(psycopg2.extensions.libpq_version())
+    except (ImportError, AttributeError, OSError):
+        return 0
+
+
 def _connect_args(url: str) -> dict[str, Any]:
+    """libpq's connection parameters for a psycopg or psycopg2 URL: a bounded connect, TCP keepalives and a bound on
+    unacknowledged data. SQLAlchemy lets these override the URL's query, so any parameter the URL names is left out:
+    the URL's own value stands. The server-side timeouts are set per session instead (``_pg_session_settings``)."""
     parsed = make_url(url)
-    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("psycopg", "psycopg2") \
-            and "connect_timeout" not in parsed.query:
-        return {"connect_timeout": PG_CONNECT_TIMEOUT_S}
-    return {}
+    driver = parsed.get_driver_name()
+    if parsed.get_backend_name() != "postgresql" or driver not in ("psycopg", "psycopg2"):
+        return {}
+    args: dict[str, Any] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+    if parsed.query.get("keepalives") not in ("0", ("0",)):  # a URL that turns them off means it
+        args |= {"keepalives": 1, "keepalives_idle": PG_KEEPALIVE_IDLE_S,
+                 "keepalives_interval": PG_KEEPALIVE_INTERVAL_S, "keepalives_count": PG_KEEPALIVE_COUNT}
+    if _libpq_version(driver) >= 120000:  # an older libpq refuses to connect with a parameter it does not know
+        args["tcp_user_timeout"] = 1000 * (PG_KEEPALIVE_IDLE_S + PG_KEEPALIVE_INTERVAL_S * PG_KEEPALIVE_COUNT)
+    return {k: v for k, v in args.items() if k not in parsed.query}
+
+
+def _pg_session_settings() -> dict[str, str]:
+    """The server settings every pooled PostgreSQL session gets (read when the store opens its engine)."""
+    return {"statement_timeout": f"{round(PG_STATEMENT_TIMEOUT_S * 1000)}ms",
+            "lock_timeout": f"{round(PG_LOCK_TIMEOUT_S * 1000)}ms",
+            "tcp_keepalives_idle": str(PG_KEEPALIVE_IDLE_S),
+            "tcp_keepalives_interval": str(PG_KEEPALIVE_INTERVAL_S),
+            "tcp_keepalives_count": str(PG_KEEPALIVE_COUNT)}
+
+
+def _pg_session_limits(engine: Engine) -> None:
+    """Give each new PostgreSQL connection ``_pg_session_settings`` where nothing else set them.
+
+    Set after connecting rather than through the ``options`` startup parameter: PgBouncer refuses a connection whose
+    ``options`` set parameters it does not track (statement_timeout among them). Only a setting still at the
+    server's built-in default is changed, so the server's configuration, ``ALTER ROLE/DATABASE ... SET`` and the
+    URL's own ``options`` (``?options=-c statement_timeout=0``) all win; a URL's options that set other parameters
+    leave these defaults in place. One round trip per new connection, none per checkout. A server that refuses them
+    (a PostgreSQL look-alike without ``pg_settings``) is used without them, with a warning."""
+    values = ", ".join(f"('{name}', '{value}')" for name, value in _pg_session_settings().items())
+    sql = ("SELECT set_config(s.name, v.value, false) FROM pg_settings s "
+           f"JOIN (VALUES {values}) AS v(name, value) ON v.name = s.name WHERE s.source = 'default'")
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute(sql)
+        except engine.dialect.loaded_dbapi.Error as e:
+            dbapi_conn.rollback()
+            log.warning("PostgreSQL session timeouts and keepalives not set: %s", _reason(e))
+            return
+        finally:
+            cur.close()
+        dbapi_conn.commit()  # a session-level setting made in a transaction that rolls back would be undone
 
 
 def _sqlite_file(url: str) -> Path | None:
@@ -245,6 +318,8 @@ class TelemetryStore:
             raise DatabaseUnavailable(f"cannot use database URL {safe_url(self.url)!r}: {_reason(e)}") from None
         if self.engine.dialect.name == "sqlite":
             _sqlite_pragmas(self.engine)
+        elif self.engine.dialect.name == "postgresql":
+            _pg_session_limits(self.engine)
         self._file = _sqlite_file(self.url)
         self._file_id: tuple[int, int] | None = None
         if migrate:
@@ -273,11 +348,19 @@ class TelemetryStore:
         """Bring the schema to the newest Alembic revision (creates it from empty)."""
         from moai.telemetry.migrations import upgrade
 
+        # On PostgreSQL a connection of its own, without the session timeouts: a migration may rewrite a big table,
+        # or wait for another replica's migration to finish (the migration lock), for as long as that takes.
+        engine = self.engine
         try:
-            upgrade(self.engine)
+            if engine.dialect.name == "postgresql":
+                engine = create_engine(self.url, poolclass=NullPool, connect_args=_connect_args(self.url))
+            upgrade(engine)
         except (SQLAlchemyError, OSError) as e:  # refused, unreachable, bad credentials, unwritable file
             self.engine.dispose()
             raise DatabaseUnavailable(f"cannot open database {safe_url(self.url)!r}: {_reason(e)}") from None
+        finally:
+            if engine is not self.engine:
+                engine.dispose()
 
     def write(self, request: RequestRecord) -> None:
         self.write_many([request])
