@@ -41,6 +41,7 @@ class Script:
     stream_error: str | None = None
     delay_s: float = 0.0
     input_tokens: int = 11
+    cache_read_input_tokens: int = 0  # input read from Anthropic's prompt cache (counted apart from input_tokens)
     calls: int = 0
     seen: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
@@ -126,7 +127,7 @@ def make_app(script: Script) -> FastAPI:
             blocks.append({"type": "tool_use", "id": f"toolu_{script.calls:04d}", "name": name, "input": args})
             stop = "tool_use"
         usage = {"input_tokens": script.input_tokens, "output_tokens": len(words),
-                 "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+                 "cache_creation_input_tokens": 0, "cache_read_input_tokens": script.cache_read_input_tokens}
         message = {"id": f"msg_{script.calls:04d}", "type": "message", "role": "assistant",
                    "model": body["model"], "content": blocks, "stop_reason": stop, "stop_sequence": None,
                    "usage": usage}

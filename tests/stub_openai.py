@@ -41,6 +41,9 @@ class Script:
     tool_call: tuple[str, str] | None = None  # answer with a call (function name, JSON arguments) instead of text
     refuse: bool = False  # answer with the reply as OpenAI's message.refusal (content null) instead of text
     finish_reason: str = "stop"  # e.g. "length": the answer was cut off at the limit
+    # more of OpenAI's usage, merged into it as sent (e.g. {"completion_tokens_details": {"reasoning_tokens": 3}})
+    usage_extra: dict[str, Any] | None = None
+    system_fingerprint: str | None = None  # sent on the response and on every chunk when set
     calls: int = 0
     seen: list[dict[str, Any]] = field(default_factory=list)
 
@@ -68,13 +71,15 @@ def make_app(script: Script) -> FastAPI:
             await asyncio.sleep(script.delay_s)
         reply = script.replies[min(script.calls, len(script.replies)) - 1] if script.replies else script.reply
         words = reply.split(" ")
-        usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}
+        usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words),
+                 **(script.usage_extra or {})}
+        fingerprint = {"system_fingerprint": script.system_fingerprint} if script.system_fingerprint else {}
         if script.tool_call is not None:
             return _tool_call_reply(body, *script.tool_call, usage)
         if body.get("stream"):
             async def gen() -> Any:
                 base = {"id": "stub-1", "object": "chat.completion.chunk", "created": int(time.time()),
-                        "model": body["model"]}
+                        "model": body["model"], **fingerprint}
                 for i, w in enumerate(words):
                     if script.die_after_words is not None and i >= script.die_after_words:
                         await asyncio.sleep(0.05)  # let the words already sent reach the client
@@ -93,7 +98,7 @@ def make_app(script: Script) -> FastAPI:
             "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "refusal": reply}
                          if script.refuse else {"role": "assistant", "content": reply},
                          "finish_reason": script.finish_reason}],
-            "usage": usage,
+            "usage": usage, **fingerprint,
         }
 
     return app

@@ -270,10 +270,10 @@ def _call(where: str, model: Any, messages: Any, stream: Any, timeout: Any, kwar
     return _Call(payload, session, float(timeout) if _sent(timeout) else None)
 
 
-def _usage(ex: Execution) -> dict[str, int]:
-    u = ex.usage
-    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-            "total_tokens": u.total_tokens}
+def _usage(ex: Execution) -> dict[str, Any]:
+    from moai.server.openai_schema import usage_object
+
+    return usage_object(ex.usage)
 
 
 def _build(cls: type[T], data: dict[str, Any]) -> T:
@@ -286,10 +286,11 @@ def _build(cls: type[T], data: dict[str, Any]) -> T:
 
 def completion(mixture: Mixture, prep: Prepared, model: str, ex: Execution) -> ChatCompletion:
     ans = ex.answer
-    from moai.server.openai_schema import assistant_message
+    from moai.server.openai_schema import assistant_message, fingerprint_field
 
     message = assistant_message(ans)
     data = {"id": prep.id, "object": "chat.completion", "created": int(prep.started), "model": model,
+            **fingerprint_field(ex.system_fingerprint),
             "choices": [{"index": 0, "message": message, "finish_reason": ans.finish_reason, "logprobs": None}],
             "usage": _usage(ex), "moai": mixture.summary(prep, ex)}
     return _build(ChatCompletion, data)
@@ -331,6 +332,7 @@ async def _complete(mixture: Mixture, call: _Call) -> ChatCompletion:
 async def _chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: bool) -> AsyncIterator[Any]:
     """OpenAI's chunk sequence: role, content/tool-call deltas, finish (with ``moai``), [usage]."""
     from moai.providers.base import Delta
+    from moai.server.openai_schema import fingerprint_field
     from moai.strategies.executor import Execution
 
     base = {"id": prep.id, "object": "chat.completion.chunk", "created": int(prep.started), "model": model}
@@ -354,9 +356,13 @@ async def _chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: b
         async for item in source:
             yield item
 
+    # every chunk names the answering upstream's fingerprint once it is known, as the server's do
+    base.update(fingerprint_field(getattr(first, "system_fingerprint", None)))
     yield chunk({"role": "assistant", "content": ""})
     try:
         async for item in items():
+            if isinstance(item, Execution | Delta):
+                base.update(fingerprint_field(item.system_fingerprint))
             if isinstance(item, Execution):
                 yield chunk({}, item.answer.finish_reason or "stop", moai=mixture.summary(prep, item))
                 if include_usage:

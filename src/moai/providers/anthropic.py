@@ -252,12 +252,13 @@ def tool_call(block_id: str, name: str, args: Any, index: int | None = None) -> 
 
 
 def _usage(u: Any) -> Usage:
-    """Prompt tokens include cached input: all of it was read by the model."""
+    """Prompt tokens include cached input: all of it was read by the model. Cache reads are OpenAI's
+    ``cached_tokens``; cache writes have no OpenAI counterpart (they are in the prompt tokens only)."""
     if u is None:
         return Usage()
-    prompt = (u.input_tokens or 0) + (getattr(u, "cache_read_input_tokens", 0) or 0)
-    prompt += getattr(u, "cache_creation_input_tokens", 0) or 0
-    return Usage(prompt, u.output_tokens or 0)
+    read = getattr(u, "cache_read_input_tokens", None)
+    prompt = (u.input_tokens or 0) + (read or 0) + (getattr(u, "cache_creation_input_tokens", 0) or 0)
+    return Usage(prompt, u.output_tokens or 0, {"cached_tokens": read} if isinstance(read, int) else None)
 
 
 class _Client(anthropic.AsyncAnthropic):
@@ -312,13 +313,14 @@ class AnthropicProvider(Provider):
             events = await self.client.messages.create(**request_kwargs(params, self.card.upstream_model),
                                                        stream=True)
             prompt = output = 0
+            cached: dict[str, int] | None = None
             finish = "stop"
             tools: dict[int, dict[str, Any]] = {}  # content-block index -> tool_use being assembled
             n_calls = 0
             async for ev in events:
                 if ev.type == "message_start":
                     u = _usage(ev.message.usage)
-                    prompt, output = u.prompt_tokens, u.completion_tokens
+                    prompt, output, cached = u.prompt_tokens, u.completion_tokens, u.prompt_details
                 elif ev.type == "content_block_start" and ev.content_block.type == "tool_use":
                     b = ev.content_block
                     tools[ev.index] = {"id": b.id, "name": b.name, "json": [], "input": b.input}
@@ -341,8 +343,9 @@ class AnthropicProvider(Provider):
                     if ev.usage is not None:
                         output = ev.usage.output_tokens or output
                         if getattr(ev.usage, "input_tokens", None):
-                            prompt = _usage(ev.usage).prompt_tokens
-            yield Delta(finish_reason=finish, usage=Usage(prompt, output))
+                            u = _usage(ev.usage)
+                            prompt, cached = u.prompt_tokens, u.prompt_details or cached
+            yield Delta(finish_reason=finish, usage=Usage(prompt, output, cached))
         except anthropic.AnthropicError as e:
             raise translate_error(self.name, e) from e
         except json.JSONDecodeError as e:

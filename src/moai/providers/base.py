@@ -147,10 +147,40 @@ class ChatParams:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # OpenAI's usage.prompt_tokens_details / completion_tokens_details (cached, reasoning, audio, prediction tokens),
+    # the counts the upstream reported; None when it reported none (no zeros are made up)
+    prompt_details: dict[str, int] | None = None
+    completion_details: dict[str, int] | None = None
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    def add(self, other: Usage) -> None:
+        """Count ``other`` in too: each detail is summed over the calls that reported it."""
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.prompt_details = _summed(self.prompt_details, other.prompt_details)
+        self.completion_details = _summed(self.completion_details, other.completion_details)
+
+
+def _summed(a: dict[str, int] | None, b: dict[str, int] | None) -> dict[str, int] | None:
+    if b is None:
+        return a
+    if a is None:
+        return dict(b)
+    out = dict(a)
+    for key, n in b.items():
+        out[key] = out.get(key, 0) + n
+    return out
+
+
+def token_details(raw: Any) -> dict[str, int] | None:
+    """An upstream's ``*_tokens_details`` object as counts; an entry that is no count (null) is left out."""
+    if not isinstance(raw, Mapping):
+        return None
+    return {str(k): int(v) for k, v in raw.items()
+            if (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())}
 
 
 @dataclass
@@ -166,6 +196,7 @@ class Completion:
     latency_s: float = 0.0
     ttft_s: float | None = None
     cpu_s: float | None = None  # process CPU time spent (local models), for energy estimates
+    system_fingerprint: str | None = None  # the upstream's backend configuration, when it says
 
 
 @dataclass
@@ -178,6 +209,7 @@ class Delta:
     usage: Usage | None = None
     refusal: str = ""
     cpu_s: float | None = None
+    system_fingerprint: str | None = None  # the upstream's, on every piece once it has said it
 
 
 class Provider(ABC):
@@ -210,6 +242,7 @@ class Provider(ABC):
         finish = "stop"
         usage: Usage | None = None
         cpu_s: float | None = None
+        fingerprint: str | None = None
         async for d in self.stream(params):
             if ttft is None and (d.text or d.tool_calls):
                 ttft = time.perf_counter() - start
@@ -222,6 +255,7 @@ class Provider(ABC):
                 usage = d.usage
             if d.cpu_s is not None:
                 cpu_s = d.cpu_s
+            fingerprint = d.system_fingerprint or fingerprint
         return Completion(
             model=self.name,
             text="".join(parts),
@@ -231,6 +265,7 @@ class Provider(ABC):
             latency_s=time.perf_counter() - start,
             ttft_s=ttft,
             cpu_s=cpu_s,
+            system_fingerprint=fingerprint,
         )
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most providers hold nothing

@@ -38,6 +38,7 @@ from moai.providers.base import (
     Usage,
     parse_retry_after,
     retry_in_place,
+    token_details,
 )
 
 DEFAULT_ENDPOINTS = {"openai": "https://api.openai.com/v1"}
@@ -82,7 +83,13 @@ def status_error(model: str, status: int, headers: Mapping[str, str], body: byte
 def _usage(raw: dict[str, Any] | None) -> Usage | None:
     if not raw:
         return None
-    return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0))
+    return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0),
+                 token_details(raw.get("prompt_tokens_details")), token_details(raw.get("completion_tokens_details")))
+
+
+def _fingerprint(data: dict[str, Any]) -> str | None:
+    value = data.get("system_fingerprint")
+    return value if isinstance(value, str) and value else None
 
 
 class OpenAICompatProvider(Provider):
@@ -185,12 +192,14 @@ class OpenAICompatProvider(Provider):
             refusal=message.get("refusal") or None,
             latency_s=elapsed,
             ttft_s=elapsed,
+            system_fingerprint=_fingerprint(data),
         )
 
     async def stream(self, params: ChatParams) -> AsyncIterator[Delta]:
         response = await self._send(self._payload(params, stream=True))
         finish: str | None = None
         usage: Usage | None = None
+        fingerprint: str | None = None
         done = False
         try:
             async for raw in response.content:
@@ -211,11 +220,12 @@ class OpenAICompatProvider(Provider):
                     message = (chunk.get("error") or {}).get("message", "stream error")
                     raise ProviderServerError(self.name, f"upstream stream error: {message}")
                 usage = _usage(chunk.get("usage")) or usage
+                fingerprint = _fingerprint(chunk) or fingerprint
                 for choice in (chunk.get("choices") or [])[:1]:
                     d = choice.get("delta") or {}
                     if d.get("content") or d.get("tool_calls") or d.get("refusal"):
                         yield Delta(text=d.get("content") or "", tool_calls=d.get("tool_calls"),
-                                    refusal=d.get("refusal") or "")
+                                    refusal=d.get("refusal") or "", system_fingerprint=fingerprint)
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
         except TimeoutError as e:
@@ -226,7 +236,7 @@ class OpenAICompatProvider(Provider):
             response.release()  # a stream cut short leaves unread data: aiohttp drops that connection
         if not done and finish is None:  # closed without an end: e.g. llama.cpp's server hides a failure this way
             raise ProviderServerError(self.name, "upstream stream ended unfinished (no finish_reason, no [DONE])")
-        yield Delta(finish_reason=finish or "stop", usage=usage)
+        yield Delta(finish_reason=finish or "stop", usage=usage, system_fingerprint=fingerprint)
 
     async def aclose(self) -> None:
         session, self._session = self._session, None

@@ -37,8 +37,11 @@ from moai.server.openai_schema import (
     FeedbackRequest,
     assistant_message,
     error_body,
+    fingerprint_field,
+    usage_object,
     validation_message,
 )
+from moai.server.rate_limit import RATE_LIMIT_HEADERS
 from moai.strategies.context import NoEligibleModel
 from moai.strategies.executor import Execution, PlanFailed
 from moai.telemetry.adapt import LiveStats
@@ -127,14 +130,16 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
 
         app.add_middleware(CORSMiddleware, allow_origins=config.settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["x-request-id", "x-moai-request-id", "x-moai-model",
-                                                                "x-moai-mix", "retry-after"])
+                                                                "x-moai-mix", "retry-after", *RATE_LIMIT_HEADERS])
     app.state.mixture = mix
     max_body = config.settings.max_body_bytes
     keeper = Gatekeeper(mix.store, on_error=lambda _e: mix.metrics.observe_database_error("keys"))
     app.state.keeper = keeper
 
     def denied(e: Denied) -> JSONResponse:
-        headers = {"retry-after": str(int(e.retry_after + 0.999))} if e.retry_after is not None else None
+        headers = {"retry-after": str(int(e.retry_after + 0.999))} if e.retry_after is not None else {}
+        if e.window is not None:  # a key with an RPM limit: OpenAI's x-ratelimit-*-requests
+            headers.update(e.window.headers())
         type_ = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error",
                  503: "server_error"}.get(e.status, "invalid_request_error")
         return err(e.status, e.message, type_, code=e.code, headers=headers)
@@ -306,12 +311,13 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         try:
             known = _mix_name(mix, body.model)
             mix_name = known or body.model
-            key = await keeper.check(request.headers.get("authorization"), mix_name)
+            key, window = await keeper.admit(request.headers.get("authorization"), mix_name)
         except Denied as e:
             if e.code == DATABASE_UNAVAILABLE and known is not None:  # a request lost: count it
                 mix.metrics.observe_refusal(mix_name, "error", DATABASE_UNAVAILABLE, time.time() - started)
             return denied(e)
         api_key, session = key.id if key is not None else None, request.headers.get("x-moai-session")
+        limits = window.headers() if window is not None else {}  # this request was counted: told on every answer
         try:
             if option_error is not None:
                 raise option_error
@@ -319,14 +325,14 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             session_model = await mix.asession_model(body, session)
             prep = mix.prepare(body, api_key=api_key, session=session, session_model=session_model)
         except UnknownModel as e:
-            return err(404, str(e), param="model", code="model_not_found")
+            return err(404, str(e), param="model", code="model_not_found", headers=limits or None)
         except Exception as e:  # noqa: BLE001 - refused before any model ran: recorded like every request
             try:
                 request_id = await mix.record_refusal(body, e, api_key, session, started)
             except SQLAlchemyError as db_error:
                 return database_down("record", db_error, {"x-moai-mix": mix_name})
-            refused = ({"x-moai-mix": mix_name, "x-moai-request-id": request_id, "x-request-id": request_id}
-                       if request_id else None)
+            refused = ({"x-moai-mix": mix_name, "x-moai-request-id": request_id, "x-request-id": request_id,
+                        **limits} if request_id else limits or None)
             if isinstance(e, BadRequest):
                 return err(400, str(e), param=e.param, code=e.code, headers=refused)
             status, code, message = refusal(e)
@@ -335,7 +341,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             log.error("request %s to %s failed before any model ran", request_id, mix_name, exc_info=e)
             return err(500, f"internal error: {type(e).__name__}", "server_error", headers=refused)
         # x-request-id as OpenAI sends it (its SDKs expose it as the response's request id)
-        headers = {"x-moai-mix": prep.ctx.mix_name, "x-moai-request-id": prep.id, "x-request-id": prep.id}
+        headers = {"x-moai-mix": prep.ctx.mix_name, "x-moai-request-id": prep.id, "x-request-id": prep.id, **limits}
         if prep.ctx.decision:
             headers["x-moai-model"] = prep.ctx.decision.model
         if mix.cache.enabled:  # looked up now (memoised on prep) so that a stream's headers can say it too
@@ -481,15 +487,14 @@ async def _refresh_forever(mix: Mixture, every_s: float) -> None:
 
 def _completion(prep: Prepared, model: str, ex: Execution, summary: dict[str, Any]) -> dict[str, Any]:
     ans, message = ex.answer, assistant_message(ex.answer)
-    usage = ex.usage
     return {
         "id": prep.id,
         "object": "chat.completion",
         "created": int(prep.started),
         "model": model,
+        **fingerprint_field(ex.system_fingerprint),
         "choices": [{"index": 0, "message": message, "finish_reason": ans.finish_reason, "logprobs": None}],
-        "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-                  "total_tokens": usage.total_tokens},
+        "usage": usage_object(ex.usage),
         "moai": summary,
     }
 
@@ -519,24 +524,28 @@ async def _sse(mix: Mixture, prep: Prepared, model: str, include_usage: bool, it
                timeout_s: float | None = None) -> AsyncIterator[str]:
     """OpenAI's chunk format: a role chunk, content chunks, a finish chunk, [usage chunk], [DONE].
 
-    ``items`` is the mix's stream (already started: its first item was waited for before the response)."""
+    ``items`` is the mix's stream (already started: its first item was waited for before the response). Every chunk
+    names the answering upstream's ``system_fingerprint`` once it is known, as OpenAI's do."""
     # with include_usage, every chunk but the last carries "usage": null, as OpenAI's do (typed clients expect it)
     nulled: dict[str, Any] = {"usage": None} if include_usage else {}
-    yield _chunk(prep, model, {"role": "assistant", "content": ""}, **nulled)
     finish = "stop"
     try:
-        async for item in items:
+        items = aiter(items)
+        head = await anext(items, None)  # at hand (waited for already): it tells the role chunk the fingerprint
+        fingerprint: str | None = getattr(head, "system_fingerprint", None)
+        yield _chunk(prep, model, {"role": "assistant", "content": ""}, **fingerprint_field(fingerprint), **nulled)
+        async for item in _prepend(head, items):
             if isinstance(item, Execution):
+                fingerprint = item.system_fingerprint or fingerprint
+                fp = fingerprint_field(fingerprint)
                 summary = mix.summary(prep, item)
-                yield _chunk(prep, model, {}, item.answer.finish_reason or finish, moai=summary, **nulled)
+                yield _chunk(prep, model, {}, item.answer.finish_reason or finish, moai=summary, **fp, **nulled)
                 if include_usage:
-                    u = item.usage
-                    usage = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-                             "total_tokens": u.total_tokens}
                     obj = {"id": prep.id, "object": "chat.completion.chunk", "created": int(prep.started),
-                           "model": model, "choices": [], "usage": usage}
+                           "model": model, **fp, "choices": [], "usage": usage_object(item.usage)}
                     yield f"data: {json.dumps(obj)}\n\n"
             elif isinstance(item, Delta):
+                fingerprint = item.system_fingerprint or fingerprint
                 if item.finish_reason:
                     finish = item.finish_reason
                 if item.text or item.tool_calls or item.refusal:
@@ -547,7 +556,7 @@ async def _sse(mix: Mixture, prep: Prepared, model: str, include_usage: bool, it
                         delta["tool_calls"] = item.tool_calls
                     if item.refusal:
                         delta["refusal"] = item.refusal
-                    yield _chunk(prep, model, delta, **nulled)
+                    yield _chunk(prep, model, delta, **fingerprint_field(fingerprint), **nulled)
     except TimeoutError:
         await deadline.record(mix, prep, timeout_s)
         body = error_body(deadline.message(timeout_s), "server_error", code=deadline.CODE)

@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from moai.server.rate_limit import take
+from moai.server.rate_limit import Window, peek, tally
 from moai.telemetry.store import ApiKey, RequestRecord, TelemetryStore
 
 PREFIX = "moai-sk-"
@@ -84,6 +84,7 @@ class Denied(Exception):
     message: str
     code: str
     retry_after: float | None = None
+    window: Window | None = None  # the key's RPM window, told in x-ratelimit-* headers (keys with a limit only)
 
 
 def driver_reason(e: BaseException) -> str:
@@ -191,36 +192,42 @@ class Gatekeeper:
         return key
 
     async def check(self, authorization: str | None, mix: str | None = None) -> ApiKey | None:
-        """authenticate + authorize without blocking the event loop, and without a thread hop when the
-        answer is in memory (the common case: keys cached, no budget to look up)."""
+        """authenticate + authorize without blocking the event loop."""
+        return (await self.admit(authorization, mix))[0]
+
+    async def admit(self, authorization: str | None, mix: str | None = None) -> tuple[ApiKey | None, Window | None]:
+        """``check``, also giving the key's RPM window after this request (None without a limit or a mix), without
+        a thread hop when the answer is in memory (the common case: keys cached, no budget to look up)."""
         if self._stale() and (self._read_at is None or not self._reading.locked()):
             await asyncio.to_thread(self._refresh, self._read_at is None, self._loaded)
         self._usable()
         key, digest = self._match(authorization)
         if key is None and digest is not None:
             key = await asyncio.to_thread(self.authenticate, authorization)
+        window = None
         if key is not None and mix is not None:
             if key.budget_day_usd is not None or key.budget_month_usd is not None or key.rpm:
-                await asyncio.to_thread(self.authorize, key, mix)
+                window = await asyncio.to_thread(self.authorize, key, mix)
             else:
-                self.authorize(key, mix)
-        return key
+                window = self.authorize(key, mix)
+        return key, window
 
-    def authorize(self, key: ApiKey | None, mix: str, now: datetime | None = None) -> None:
-        """Mix allowed, within budget, under the rate limit — or Denied (503 when the limits cannot be read)."""
+    def authorize(self, key: ApiKey | None, mix: str, now: datetime | None = None) -> Window | None:
+        """Mix allowed, within budget, under the rate limit — or Denied (503 when the limits cannot be read).
+        Returns the key's RPM window after this request (None when it has no limit)."""
         if key is None:
-            return
+            return None
         if key.allowed_mixes is not None and mix not in key.allowed_mixes:
             raise Denied(403, f"This key may not use mix '{mix}' (allowed: {', '.join(key.allowed_mixes)}).",
                          "model_not_allowed")
         try:
-            self._limits(key, now or datetime.now(UTC))
+            return self._limits(key, now or datetime.now(UTC))
         except SQLAlchemyError as e:
             self._failed(e)
             log.warning("cannot check the limits of key %s: %s", key.id, driver_reason(e))
             raise self._unavailable() from None
 
-    def _limits(self, key: ApiKey, now: datetime) -> None:
+    def _limits(self, key: ApiKey, now: datetime) -> Window | None:
         day, month = period_starts(now)
         if self.store is not None:
             for limit, start, label, reset in (
@@ -228,10 +235,14 @@ class Gatekeeper:
                 (key.budget_month_usd, month, "monthly", (month + timedelta(days=32)).replace(day=1)),
             ):
                 if limit is not None and spend(self.store, key.id, start) >= limit:
+                    # not counted against the RPM limit, which is still told as it stands
+                    window = peek(self.store, key.id, key.rpm, now.timestamp()) if key.rpm else None
                     raise Denied(429, f"This key has spent its {label} budget of ${limit:g}.", "insufficient_quota",
-                                 retry_after=(reset - now).total_seconds())
+                                 retry_after=(reset - now).total_seconds(), window=window)
         if key.rpm and self.store is not None:
-            wait = take(self.store, key.id, key.rpm, now.timestamp())
-            if wait is not None:
+            window = tally(self.store, key.id, key.rpm, now.timestamp())
+            if window.retry_after is not None:
                 raise Denied(429, f"Rate limit of {key.rpm} requests per minute reached for this key.",
-                             "rate_limit_exceeded", retry_after=wait)
+                             "rate_limit_exceeded", retry_after=window.retry_after, window=window)
+            return window
+        return None

@@ -267,6 +267,23 @@ def assistant_message(ans: Any) -> dict[str, Any]:
     return message
 
 
+def usage_object(u: Any) -> dict[str, Any]:
+    """A ``Usage`` as OpenAI's usage object: the details only where an upstream reported them. One shape for the
+    server and the Python API."""
+    usage: dict[str, Any] = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                             "total_tokens": u.total_tokens}
+    if u.prompt_details is not None:
+        usage["prompt_tokens_details"] = dict(u.prompt_details)
+    if u.completion_details is not None:
+        usage["completion_tokens_details"] = dict(u.completion_details)
+    return usage
+
+
+def fingerprint_field(fingerprint: str | None) -> dict[str, str]:
+    """``system_fingerprint`` for a response or chunk: sent when known, left out otherwise."""
+    return {"system_fingerprint": fingerprint} if fingerprint else {}
+
+
 def no_nul(v: str | None) -> str | None:
     """Text that is stored: no database text type takes a NUL character (PostgreSQL refuses it)."""
     if v is not None and "\x00" in v:

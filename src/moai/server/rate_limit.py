@@ -5,11 +5,15 @@ count plus the previous minute's, weighted by the share of it still inside the w
 counter of Cloudflare's and Redis-based limiters: two rows per key, no row per request). A request is
 counted by an atomic upsert and withdrawn when it would break the limit, so replicas racing for the last
 slot can only be stricter than the limit, never looser.
+
+What the counters say is also told to the client, as OpenAI's ``x-ratelimit-*-requests`` headers (``Window``).
 """
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
@@ -18,6 +22,7 @@ from sqlalchemy.engine import Connection
 from moai.telemetry.store import RateWindow, TelemetryStore
 
 WINDOW_S = 60
+RATE_LIMIT_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests")
 _T = RateWindow.__table__
 
 
@@ -49,18 +54,82 @@ def retry_after(current: int, previous: int, rpm: int, elapsed: float) -> float:
     return max(1.0, WINDOW_S - elapsed - WINDOW_S * (rpm - current - 1) / previous)
 
 
-def take(store: TelemetryStore, key_id: str, rpm: int, now: float | None = None) -> float | None:
-    """Count one request of the key: None when it is within `rpm`, else the seconds to wait (not counted)."""
+def remaining(current: int, previous: int, rpm: int, elapsed: float) -> int:
+    """Requests that still fit now: the limit less the sliding estimate, rounded down, never negative."""
+    return max(0, math.floor(rpm - current - previous * (WINDOW_S - elapsed) / WINDOW_S))
+
+
+def full_reset(current: int, previous: int, elapsed: float) -> float:
+    """Seconds until the window holds none of the key's requests (its whole limit is free again): this minute's
+    count weighs on the estimate until the end of the next minute, the previous minute's until the end of this one."""
+    if current:
+        return 2 * WINDOW_S - elapsed
+    return WINDOW_S - elapsed if previous else 0.0
+
+
+def duration(seconds: float) -> str:
+    """A duration as OpenAI's reset headers write it (Go's style): "20ms", "8.64s", "6m0s", "1h2m5s". Rounded up
+    to the millisecond (float noise aside), so that a client waiting it out does not come back early."""
+    ms = max(0, math.ceil(seconds * 1000 - 1e-6))
+    if ms < 1000:
+        return f"{ms}ms" if ms else "0s"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs = f"{rest // 1000}.{rest % 1000:03d}".rstrip("0").rstrip(".")
+    return (f"{hours}h{minutes}m" if hours else f"{minutes}m" if minutes else "") + f"{secs}s"
+
+
+@dataclass(frozen=True)
+class Window:
+    """A key's RPM window after a request, as OpenAI's ``x-ratelimit-*-requests`` headers tell it.
+
+    ``reset_s``: for a counted request, the seconds until the window is empty again (``full_reset``); for a
+    refused one (``retry_after`` set: it was not counted), the seconds until one more request fits, as Retry-After
+    says."""
+
+    limit: int
+    remaining: int
+    reset_s: float
+    retry_after: float | None = None
+
+    def headers(self) -> dict[str, str]:
+        return dict(zip(RATE_LIMIT_HEADERS, (str(self.limit), str(self.remaining), duration(self.reset_s)),
+                        strict=True))
+
+
+def _previous(conn: Connection, key_id: str, minute: int) -> int:
+    return conn.execute(select(_T.c.count).where((_T.c.key_id == key_id) & (_T.c.minute == minute - 1))).scalar() or 0
+
+
+def tally(store: TelemetryStore, key_id: str, rpm: int, now: float | None = None) -> Window:
+    """Count one request of the key when it is within `rpm` (else not, and ``retry_after`` is set), and tell the
+    window after it."""
     now = time.time() if now is None else now
     minute, elapsed = int(now // WINDOW_S), now % WINDOW_S
     this = (_T.c.key_id == key_id) & (_T.c.minute == minute)
     with store.engine.begin() as conn:
         count = _count_one(conn, key_id, minute)
-        previous = conn.execute(select(_T.c.count).where(
-            (_T.c.key_id == key_id) & (_T.c.minute == minute - 1))).scalar() or 0
+        previous = _previous(conn, key_id, minute)
         if count + previous * (WINDOW_S - elapsed) / WINDOW_S <= rpm:
             if count == 1:  # first request of a minute: older counters are no longer read
                 conn.execute(delete(_T).where((_T.c.key_id == key_id) & (_T.c.minute < minute - 1)))
-            return None
+            return Window(rpm, remaining(count, previous, rpm, elapsed), full_reset(count, previous, elapsed))
         conn.execute(update(_T).where(this).values(count=_T.c.count - 1))
-        return retry_after(count - 1, previous, rpm, elapsed)
+        wait = retry_after(count - 1, previous, rpm, elapsed)
+        return Window(rpm, 0, wait, retry_after=wait)
+
+
+def take(store: TelemetryStore, key_id: str, rpm: int, now: float | None = None) -> float | None:
+    """Count one request of the key: None when it is within `rpm`, else the seconds to wait (not counted)."""
+    return tally(store, key_id, rpm, now).retry_after
+
+
+def peek(store: TelemetryStore, key_id: str, rpm: int, now: float | None = None) -> Window:
+    """The key's window now, nothing counted (for a request refused before its turn was counted)."""
+    now = time.time() if now is None else now
+    minute, elapsed = int(now // WINDOW_S), now % WINDOW_S
+    with store.engine.connect() as conn:
+        counts = dict(conn.execute(select(_T.c.minute, _T.c.count).where(
+            (_T.c.key_id == key_id) & _T.c.minute.in_((minute - 1, minute)))).all())
+    current, previous = counts.get(minute, 0), counts.get(minute - 1, 0)
+    return Window(rpm, remaining(current, previous, rpm, elapsed), full_reset(current, previous, elapsed))

@@ -41,9 +41,11 @@ def _inputs_failed(step: Step, results: dict[str, StepResult]) -> bool:
 
 
 def _passed(step: Step, built: Passthrough, results: dict[str, StepResult], now: float) -> StepResult:
-    """The result of a step that reuses an earlier answer, its tool calls included."""
-    return StepResult(step.id, step.role, results[built.source].model, "passthrough", text=built.text,
-                      start=now, end=now, tool_calls=built.tool_calls, finish_reason=built.finish_reason)
+    """The result of a step that reuses an earlier answer, its tool calls (and its writer's fingerprint) included."""
+    source = results[built.source]
+    return StepResult(step.id, step.role, source.model, "passthrough", text=built.text, start=now, end=now,
+                      tool_calls=built.tool_calls, finish_reason=built.finish_reason,
+                      system_fingerprint=source.system_fingerprint)
 
 
 def _running(step: Step) -> StepResult:
@@ -150,11 +152,16 @@ class Execution:
 
     @property
     def usage(self) -> Usage:
+        """Every call's tokens, and each usage detail summed over the calls that reported it."""
         u = Usage()
         for r in self.results:
-            u.prompt_tokens += r.usage.prompt_tokens
-            u.completion_tokens += r.usage.completion_tokens
+            u.add(r.usage)
         return u
+
+    @property
+    def system_fingerprint(self) -> str | None:
+        """The fingerprint of the upstream that wrote the answer (None when it sent none, or from the cache)."""
+        return self.answer.system_fingerprint
 
     @property
     def cost_usd(self) -> float:
@@ -253,6 +260,7 @@ class Executor:
             res.model, res.status, res.text, res.error = model, "ok", out.text, None
             res.usage, res.ttft_s, res.cpu_s = out.usage, out.ttft_s, out.cpu_s
             res.tool_calls, res.finish_reason, res.refusal = out.tool_calls, out.finish_reason, out.refusal
+            res.system_fingerprint = out.system_fingerprint
             res.end = time.time()
             self._account(res, self.registry.card(model))
             return res
@@ -322,7 +330,8 @@ class Executor:
                    else StepResult(final.id, final.role, None, "passthrough", start=now, end=now))
             results[final.id] = ans
             if ans.text or ans.tool_calls:
-                yield Delta(text=ans.text, tool_calls=_indexed(ans.tool_calls))
+                yield Delta(text=ans.text, tool_calls=_indexed(ans.tool_calls),
+                            system_fingerprint=ans.system_fingerprint)
             yield Delta(finish_reason=ans.finish_reason)
             yield Execution(plan, ans, list(results.values()))
             return
@@ -349,12 +358,14 @@ class Executor:
                     ans.error = "empty answer"
                 plan.rescued = rescued
                 plan.notes.append(f"{final.role} failed ({ans.error}); answered with {rescued.step}'s answer")
-                yield Delta(text=rescued.text, tool_calls=_indexed(rescued.tool_calls))
+                yield Delta(text=rescued.text, tool_calls=_indexed(rescued.tool_calls),
+                            system_fingerprint=rescued.system_fingerprint)
                 yield Delta(finish_reason="tool_calls" if rescued.tool_calls else "stop")
                 yield Execution(plan, rescued, list(results.values()))
                 return
         if not live:
-            yield Delta(text=ans.text, tool_calls=ans.tool_calls, refusal=ans.refusal or "")
+            yield Delta(text=ans.text, tool_calls=ans.tool_calls, refusal=ans.refusal or "",
+                        system_fingerprint=ans.system_fingerprint)
         yield end or Delta(finish_reason=ans.finish_reason)
         yield Execution(plan, ans, list(results.values()))
 
@@ -374,7 +385,7 @@ class Executor:
             redactor = self._redactor(plan, model)
             restorer = redactor.restorer() if redactor else None
             held_calls: list[dict[str, Any]] = []  # under redaction: pieces merged, placeholders restored at the end
-            ans.model = model
+            ans.model, ans.system_fingerprint = model, None
             ans.usage = Usage(_estimate_prompt(params), 0)  # counted as it streams, exact at the end
             try:
                 sent = redactor.apply(params, model) if redactor else params  # may refuse to send it
@@ -399,10 +410,12 @@ class Executor:
                             ans.usage = d.usage
                         if d.cpu_s is not None:
                             ans.cpu_s = d.cpu_s
+                        ans.system_fingerprint = d.system_fingerprint or ans.system_fingerprint
                         if d.finish_reason:
                             ans.finish_reason = d.finish_reason
                             if d.text or d.tool_calls or d.refusal:
-                                yield Delta(text=d.text, tool_calls=d.tool_calls, refusal=d.refusal)
+                                yield Delta(text=d.text, tool_calls=d.tool_calls, refusal=d.refusal,
+                                            system_fingerprint=ans.system_fingerprint)
                             continue  # the caller decides how the stream ends
                         yield d
             except ProviderError as e:

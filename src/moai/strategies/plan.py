@@ -53,6 +53,7 @@ class StepResult:
     tool_calls: list[dict[str, Any]] | None = None
     refusal: str | None = None  # the model declined to answer (passed on as OpenAI's message.refusal)
     finish_reason: str = "stop"
+    system_fingerprint: str | None = None  # the answering upstream's, as OpenAI's response field
     energy_kwh: float = 0.0
     co2_g: float = 0.0
 
