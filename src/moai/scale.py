@@ -175,11 +175,12 @@ def collect_files_with_ray(
     question_files: Sequence[str | Path], cfg: Any, out: str | Path, *, models: Sequence[str] | None = None,
     limit: int | Sequence[int | None] | None = None, offset: int = 0, seed: int | None = None,
     concurrency: int = 4, on_done: col.ProgressHook | None = None,
-    on_start: Callable[[col.Summary], None] | None = None, address: str | None = None,
+    on_start: Callable[[col.Summary], None] | None = None, address: str | None = None, overwrite: bool = False,
 ) -> col.Summary:
     """``collect.collect``'s signature run on Ray (``concurrency`` = calls in flight per provider endpoint),
     so ``moai bench collect --ray`` only swaps the function it calls.
     """
+    col.check_resumable(out, overwrite)
     cards = col.resolve_models(cfg, models)
     limits = col.per_file_limits(limit, len(question_files))
     groups = [col.load_questions(f, seed=seed, offset=offset, limit=n)

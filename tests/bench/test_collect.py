@@ -356,3 +356,33 @@ def test_an_offset_past_the_end_warns(tmp_path: Path, files: dict[str, Path], ke
         assert f"--offset 2 skips all 2 questions in {files['gsm']}" in res.output
         assert not any("warning" in ln and "multitask" in ln for ln in res.output.splitlines())  # 4 there: fine
         assert stub.script.calls == 4  # multitask's last 2 questions x 2 models
+
+
+def test_records_without_a_journal_are_not_replaced(tmp_path: Path, files: dict[str, Path],
+                                                    keep_sigterm: None) -> None:
+    """A run rebuilds --out from its journal alone: records already there with no journal (collected elsewhere,
+    or the journal moved away) would have been replaced by this run's, 40 records becoming 1."""
+    out = tmp_path / "r.jsonl"
+    kept = "".join(json.dumps({"id": f"old/{i}", "prompt": "p", "scores": {"alpha": 1.0}}) + "\n" for i in range(5))
+    out.write_text(kept)
+    with StubServer(Script(reply="#### 72")) as stub:
+        cfg = write_config(tmp_path, stub.url)
+        args = ["collect", "-q", str(files["gsm"]), "--config", str(cfg), "--out", str(out), "--models", "alpha"]
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 2 and isinstance(res.exception, SystemExit), res.output
+        assert len(res.output.strip().splitlines()) == 1
+        assert "already exists and has no journal" in res.output and "--overwrite" in res.output
+        with pytest.raises(col.QuestionFormatError, match="has no journal"):  # the library refuses too
+            col.collect([files["gsm"]], load_config(cfg), out, models=["alpha"])
+        assert out.read_text() == kept and not col.journal_path(out).exists() and stub.script.calls == 0
+
+        res = CliRunner().invoke(app, [*args, "--overwrite"])
+        assert res.exit_code == 0, res.output
+        assert [r["id"] for r in read(out)] == ["gsm8k-train/0", "gsm8k-train/1"]
+        res = CliRunner().invoke(app, args)  # now it has a journal: resuming, as before
+        assert res.exit_code == 0, res.output
+        assert stub.script.calls == 2 and len(read(out)) == 2
+
+        empty = tmp_path / "empty.jsonl"
+        empty.write_text("")  # nothing to lose
+        assert col.collect([files["gsm"]], load_config(cfg), empty, models=["alpha"]).graded == 2

@@ -53,6 +53,12 @@ def test_constant_router_apgr_is_half() -> None:
     assert pair_report(np.zeros(4), ys, yw).apgr == pytest.approx(0.5)
 
 
+def test_no_gap_between_strong_and_weak_has_no_apgr_or_cpt() -> None:
+    ys = yw = np.array([1, 0, 1], float)
+    rep = pair_report(np.array([0.1, 0.5, 0.9]), ys, yw)
+    assert np.isnan(rep.apgr) and np.isnan(rep.cpt50) and np.isnan(rep.cpt80)
+
+
 def test_pareto_and_budget() -> None:
     c, q = [1.0, 2.0, 3.0, 2.5], [0.5, 0.7, 0.6, 0.8]
     fc, fq = pareto_front(c, q)

@@ -32,6 +32,12 @@ RECORDS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _in_a_scratch_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report's default plot lands in the current directory: keep it out of the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def records_file(tmp_path: Path) -> Path:
     path = tmp_path / "records.jsonl"
@@ -126,3 +132,41 @@ def test_report_on_the_shipped_local_zoo_records() -> None:
     overall = [r for (t, _), r in rows.items() if t == rep.ALL]
     assert len(overall) == 3 and all(r.n == 1600 and 0 <= r.score <= 1 for r in overall)
     assert all(math.isfinite(r.latency_ms) and math.isfinite(r.energy_wh) for r in overall)
+
+
+def test_cli_report_writes_a_plot_by_default(records_file: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A table and a PNG plot, with no option: the PNG goes to the current directory, never beside the records
+    (a shared data folder), and the output says where."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    res = CliRunner().invoke(app, ["report", str(records_file)])
+    assert res.exit_code == 0, res.output
+    assert (here / "records-report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "plot written to records-report.png" in res.output
+    assert not records_file.with_name("records-report.png").exists()
+
+
+def test_cli_report_without_a_writable_directory_still_gives_the_table(records_file: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the plot cannot be written, one line says so and the table still stands."""
+    monkeypatch.chdir(tmp_path)
+
+    def refuse(rows: list[rep.Row], path: Path) -> Path:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(rep, "plot", refuse)
+    res = CliRunner().invoke(app, ["report", str(records_file)])
+    assert res.exit_code == 0 and "gsm8k" in res.output, res.output
+    assert "no plot written (records-report.png: Permission denied)" in res.output
+
+
+def test_cli_report_names_the_file_it_wrote(records_file: Path, tmp_path: Path) -> None:
+    """matplotlib adds .png to a name without a suffix: the message names that file, not the one given."""
+    res = CliRunner().invoke(app, ["report", str(records_file), "--plot", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "o.png").is_file() and f"plot written to {tmp_path / 'o.png'}" in res.output
+    res = CliRunner().invoke(app, ["report", str(records_file), "--plot", str(tmp_path / "o.xyz")])
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit), res.output
+    assert "Format 'xyz' is not supported" in res.output

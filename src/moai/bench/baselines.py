@@ -69,6 +69,11 @@ class RandomRouter(Router):
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
 
+    def cols(self, names: Sequence[str]) -> list[int]:
+        """Any model: one it never trained on gets a column of its own (random needs no training)."""
+        self.models = [*self.models, *dict.fromkeys(c for c in map(canonical, names) if c not in self.models)]
+        return super().cols(names)
+
     def predict_quality(self, records: Sequence[RoutingRecord]) -> np.ndarray:
         return np.random.default_rng(self.seed).random((len(records), len(self.models)))
 

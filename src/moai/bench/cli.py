@@ -55,6 +55,8 @@ def collect(
     ray: Annotated[str | None, typer.Option(
         "--ray", help="run pairs as Ray tasks: --ray HOST:PORT joins a cluster, --ray alone starts a local one "
         "(-k: per endpoint)")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="replace an existing --out that has no journal to resume from (else refused)")] = False,
 ) -> None:
     """Ask every model every question, grade the answers, write routing records (resumable)."""
     from moai.bench import collect as col
@@ -62,6 +64,8 @@ def collect(
 
     try:
         col.check_out(questions, out)
+        if not regrade:
+            col.check_resumable(out, overwrite)
         cfg = load_config(config)
         names = [m.strip() for m in models.split(",") if m.strip()] if models else None
         if names and len(set(names)) < len(names):
@@ -129,11 +133,11 @@ def collect(
     try:
         with progress:
             if ray is None:
-                run = col.collect
+                run = partial(col.collect, overwrite=overwrite)
             else:
                 from moai.scale import collect_files_with_ray
 
-                run = partial(collect_files_with_ray, address=ray)
+                run = partial(collect_files_with_ray, address=ray, overwrite=overwrite)
             summary = run(questions, cfg, out, models=names, limit=limits, offset=offset, seed=seed,
                           concurrency=concurrency, on_done=on_done, on_start=on_start)
     except KeyboardInterrupt:
@@ -155,9 +159,10 @@ def collect(
 @app.command()
 def report(
     records: Annotated[list[Path], typer.Argument(help="routing-record file(s) (JSONL)")],
-    plot: Annotated[Path | None, typer.Option("--plot", help="write a PNG summary here")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help=(
+        "write the PNG summary here (default: <first file's stem>-report.png in the current directory)"))] = None,
 ) -> None:
-    """Accuracy, mean latency and energy per model, overall and per benchmark."""
+    """Accuracy, mean latency and energy per model, overall and per benchmark: a table and a PNG plot."""
     from moai.bench import report as rep
     from moai.bench.datasets import duplicate_warning
 
@@ -176,7 +181,20 @@ def report(
     console.print(rep.table(rows))
     if plot is not None:
         try:
-            rep.plot(rows, plot)
+            written = rep.plot(rows, plot)
         except OSError as e:
             _fail(f"{plot}: cannot write: {e.strerror}")
-        err.print(f"plot written to {plot}", highlight=False)
+            return
+        except ValueError as e:  # an image format matplotlib does not know
+            _fail(f"--plot {plot}: {e}")
+            return
+        err.print(f"plot written to {written}", highlight=False)
+        return
+    # by default in the current directory, as `moai report --html` does: never into a (possibly shared) data folder
+    target = rep.default_plot_path(records[0])
+    try:
+        written = rep.plot(rows, target)
+    except OSError as e:
+        err.print(f"no plot written ({target}: {e.strerror or e}); --plot FILE chooses where", highlight=False)
+        return
+    err.print(f"plot written to {written}", highlight=False)

@@ -503,6 +503,19 @@ def check_out(question_files: Sequence[str | Path], out: str | Path) -> None:
                                       "the questions; choose another --out")
 
 
+def check_resumable(out: str | Path, overwrite: bool = False) -> None:
+    """Refuse an ``out`` that already exists without a journal beside it, unless ``overwrite``.
+
+    A run rebuilds ``out`` from its journal alone, so records written there before (by another tool, or whose
+    journal was moved away) would be replaced by this run's. An empty file holds nothing to lose."""
+    out = Path(out)
+    journal = journal_path(out)
+    if overwrite or journal.exists() or not out.exists() or (out.is_file() and out.stat().st_size == 0):
+        return
+    raise QuestionFormatError(f"{out} already exists and has no journal ({journal.name}) to resume from: this run "
+                              "would replace it with its own records; choose another --out, or pass --overwrite")
+
+
 def per_file_limits(limit: int | Sequence[int | None] | None, n_files: int) -> list[int | None]:
     """One limit for every file, or one per file (in the order the files were given)."""
     if limit is None or isinstance(limit, int):
@@ -528,10 +541,12 @@ def collect(
     on_done: ProgressHook | None = None,
     on_start: Callable[[Summary], None] | None = None,
     only_regrade: bool = False,
+    overwrite: bool = False,
 ) -> Summary:
     """Synchronous entry point: load, run (resuming from the journal), rebuild the records file.
 
-    The records file is rewritten even when interrupted, so what was graded is always in it.
+    The records file is rewritten even when interrupted, so what was graded is always in it. An existing records
+    file with no journal is refused (``check_resumable``) unless ``overwrite``.
     """
     check_out(question_files, out)
     cards = resolve_models(cfg, models)
@@ -548,6 +563,7 @@ def collect(
         n = len(read_journal(journal))
         changed = regrade(out, questions)
         return Summary(total=n, skipped=n, errors=[f"{changed} of {n} scores changed"])
+    check_resumable(out, overwrite)
     carbon = CarbonModel(cfg.settings.carbon_zone, cfg.settings.grid_g_per_kwh)
     pending = Summary(total=len(questions) * len(cards), skipped=0)
     done = {(e.id, e.model) for e in read_journal(journal)}

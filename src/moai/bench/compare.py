@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -42,14 +43,42 @@ class GateRouter(Router):
         return self.gate._ensure(names) if self.gate else []
 
 
-def pick_pair(records: Sequence[RoutingRecord]) -> tuple[str, str]:
-    """Strong = the model with the higher mean score, weak = the lower, among the two most covered."""
-    names = model_names(records)[:2]
+def pick_pair(records: Sequence[RoutingRecord], coverage: float = 0.9) -> tuple[str, str]:
+    """Strong = the best mean score, weak = the next best, among the models that score (nearly) every record
+    (at least ``coverage`` of the most covered one's records): a mean over a few records is no ranking."""
+    names = model_names(records)
     if len(names) < 2:
         raise ValueError("need at least two models with scores to evaluate a strong/weak pair")
     y = score_matrix(records, names)
-    m = np.nanmean(y, 0)
-    return (names[0], names[1]) if m[0] >= m[1] else (names[1], names[0])
+    n = np.isfinite(y).sum(0)
+    wide = [j for j in range(len(names)) if n[j] >= coverage * n[0]]
+    if len(wide) < 2:
+        wide = [0, 1]  # the two most covered (model_names is most covered first)
+    mean = {j: float(np.nanmean(y[:, j])) for j in wide}
+    s, w = sorted(wide, key=lambda j: (-mean[j], names[j]))[:2]
+    return names[s], names[w]
+
+
+def same_names(records: Sequence[RoutingRecord]) -> list[RoutingRecord]:
+    """The records with one spelling per model (``canonical``, as the gate matches names): a record that writes
+    'GPT-4-1106-Preview' counts for 'gpt-4-1106-preview'. Each model keeps its most frequent spelling."""
+    seen: dict[str, dict[str, int]] = {}
+    for r in records:
+        for m in r.scores:
+            spell = seen.setdefault(canonical(m), {})
+            spell[m] = spell.get(m, 0) + 1
+    name = {c: max(sp, key=lambda m: (sp[m], m)) for c, sp in seen.items()}
+    if all(len(sp) == 1 for sp in seen.values()):
+        return list(records)
+
+    def one(d: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for m, v in d.items():
+            out.setdefault(name.get(canonical(m), m), v)
+        return out
+
+    return [replace(r, scores=one(r.scores), cost_usd=one(r.cost_usd), tokens=one(r.tokens),
+                    latency_ms=one(r.latency_ms), energy_kwh=one(r.energy_kwh)) for r in records]
 
 
 def predicted_costs(train: Sequence[RoutingRecord], models: Sequence[str]) -> np.ndarray:

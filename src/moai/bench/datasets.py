@@ -46,6 +46,12 @@ class RoutingRecord:
     turns: list[str] | None = None
     source: str = ""  # file it came from
     line: int = 0  # line in that file (0: not read from a file)
+    raw_id: str | int | None = None  # the id as the file wrote it: outputs give an int id back as an int
+
+    @property
+    def out_id(self) -> str | int:
+        """The id to write back: the file's own value (type kept), else the string id."""
+        return self.id if self.raw_id is None else self.raw_id
 
     @property
     def messages(self) -> list[dict[str, str]]:
@@ -66,7 +72,7 @@ def _parse(obj: Any, path: Path, ln: int, need_scores: bool) -> RoutingRecord:
     if not isinstance(rid, (str, int)) or isinstance(rid, bool) or str(rid) == "":
         raise bad("missing or invalid 'id' (a non-empty string)")
     prompt = obj.get("prompt")
-    if prompt is None and isinstance(obj.get("turns"), list) and obj["turns"]:
+    if prompt in (None, "") and isinstance(obj.get("turns"), list) and obj["turns"]:  # the prompt is the first turn
         prompt = obj["turns"][0]
     if not isinstance(prompt, str):
         raise bad(f"record {rid!r}: missing or non-string 'prompt'")
@@ -101,6 +107,7 @@ def _parse(obj: Any, path: Path, ln: int, need_scores: bool) -> RoutingRecord:
     cat = obj.get("category")
     return RoutingRecord(
         id=str(rid),
+        raw_id=rid,
         prompt=prompt,
         scores={str(m): float(s) for m, s in scores.items()},
         benchmark=str(obj.get("benchmark") or ""),
@@ -117,12 +124,13 @@ def _parse(obj: Any, path: Path, ln: int, need_scores: bool) -> RoutingRecord:
 
 
 def read_json_lines(path: Path, error: Callable[[int, str], Exception]) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed value) for each non-blank line of a UTF-8 JSON-lines file.
+    """(line number, parsed value) for each non-blank line of a UTF-8 JSON-lines file (a leading BOM, as
+    Windows tools write, is skipped).
 
     ``error(line, reason)`` builds what is raised for a file that cannot be read (line 0) or a line that is
     not JSON, so each loader keeps its own exception type."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as e:
         raise error(0, f"cannot read: {e.strerror}") from None
     except UnicodeDecodeError as e:
@@ -148,7 +156,7 @@ def load_records(paths: str | Path | Iterable[str | Path], need_scores: bool = T
     for p in paths:
         path = Path(p)
         if not path.is_file():
-            raise RecordError(path, 0, "no such file")
+            raise RecordError(path, 0, "is a directory, not a records file" if path.is_dir() else "no such file")
         n_before = len(out)
         for ln, obj in read_json_lines(path, lambda ln, reason, path=path: RecordError(path, ln, reason)):
             out.append(_parse(obj, path, ln, need_scores))
@@ -189,14 +197,20 @@ def model_names(records: Sequence[RoutingRecord]) -> list[str]:
 
 
 def score_matrix(records: Sequence[RoutingRecord], models: Sequence[str]) -> np.ndarray:
-    """(n_records, n_models) scores with NaN where a model has no score."""
+    """(n_records, n_models) scores on 0-1 as training reads them, NaN where a model has no score.
+
+    A record on the 1-10 judge scale (``moai.bench.scales``, decided from all of its models' scores) is mapped
+    (y - 1) / 9. Nothing is clipped: on a file with one scale throughout, the map is affine, so a pair's APGR and
+    CPT are those of the raw scores."""
+    from moai.bench.scales import record_scales
+
     y = np.full((len(records), len(models)), np.nan)
     col = {m: j for j, m in enumerate(models)}
     for i, r in enumerate(records):
         for m, s in r.scores.items():
             if m in col:
                 y[i, col[m]] = s
-    return y
+    return normalise_scores(y, record_scales(records))
 
 
 def cost_matrix(records: Sequence[RoutingRecord], models: Sequence[str]) -> np.ndarray:
@@ -210,9 +224,15 @@ def cost_matrix(records: Sequence[RoutingRecord], models: Sequence[str]) -> np.n
     return c
 
 
-def normalise_scores(y: np.ndarray) -> np.ndarray:
-    """Map judge scores on a 1-10 scale to 0-1; 0-1 scores pass through."""
-    finite = y[np.isfinite(y)]
-    if finite.size and finite.max() > 1.0 + 1e-9:
-        return (y - 1.0) / 9.0
-    return y
+def normalise_scores(y: np.ndarray, judge: np.ndarray | None = None, label: str = "the scores") -> np.ndarray:
+    """A copy of the (n_records, n_models) scores with the rows on the 1-10 judge scale mapped to 0-1, (y - 1) / 9;
+    0/1 and 0-1 rows pass through.
+
+    ``judge`` flags those rows (``moai.bench.scales.record_scales``); without it they are read from ``y`` itself,
+    its rows taken as one benchmark named ``label``."""
+    from moai.bench.scales import judge_rows
+
+    out = np.array(y, dtype=float)
+    flags = judge_rows(list(out), label) if judge is None else np.asarray(judge, dtype=bool)
+    out[flags] = (out[flags] - 1.0) / 9.0
+    return out

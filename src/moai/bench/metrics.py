@@ -57,16 +57,23 @@ def _sorted(points: Sequence[CurvePoint]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def apgr(points: Sequence[CurvePoint], weak_acc: float, strong_acc: float) -> float:
-    """Average performance gap recovered: 0 = always weak, 1 = always strong (accuracies in %)."""
+    """Average performance gap recovered: 0 = always weak, 1 = always strong (accuracies in %).
+
+    NaN where there is no gap to recover (strong and weak score alike): the ratio is undefined there."""
     pct, acc = _sorted(points)
     auc = _trapezoid(acc, pct / 100)
     weak_auc = _trapezoid(np.full(len(pct), weak_acc), pct / 100)
     strong_auc = _trapezoid(np.full(len(pct), strong_acc), pct / 100)
+    if strong_auc == weak_auc:
+        return float("nan")
     return (auc - weak_auc) / (strong_auc - weak_auc)
 
 
 def cpt(points: Sequence[CurvePoint], weak_acc: float, strong_acc: float, frac: float) -> float:
-    """Call-performance threshold: % strong calls needed to recover ``frac`` of the quality gap."""
+    """Call-performance threshold: % strong calls needed to recover ``frac`` of the quality gap (NaN with no gap:
+    any share recovers all of nothing)."""
+    if strong_acc == weak_acc:
+        return float("nan")
     pct, acc = _sorted(points)
     return float(np.interp(frac * (strong_acc - weak_acc) + weak_acc, acc, pct))
 

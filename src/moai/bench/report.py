@@ -121,8 +121,20 @@ def table(rows: Sequence[Row]) -> Table:
     return t
 
 
-def plot(rows: Sequence[Row], path: str | Path) -> None:
-    """Three grouped bar charts (score, mean latency, mean energy) per task, one bar per model."""
+def plot_path(path: str | Path) -> Path:
+    """The file a plot written to ``path`` lands in: a name without a suffix gets ".png", as matplotlib adds it."""
+    path = Path(path)
+    return path if path.suffix else path.with_name(path.name.rstrip(".") + ".png")
+
+
+def default_plot_path(records: Path) -> Path:
+    """``<records stem>-report.png`` in the current directory (a records folder may be shared or read-only)."""
+    return Path(f"{records.stem}-report.png")
+
+
+def plot(rows: Sequence[Row], path: str | Path) -> Path:
+    """Three grouped bar charts (score, mean latency, mean energy) per task, one bar per model; returns the file
+    written (``plot_path``). An image format matplotlib does not know is a ValueError."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,5 +161,9 @@ def plot(rows: Sequence[Row], path: str | Path) -> None:
     axes[-1].set_xticks(x, tasks, rotation=45, ha="right", fontsize=8)
     fig.suptitle("moai bench report")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    out = plot_path(path)
+    try:
+        fig.savefig(out, dpi=110)
+    finally:
+        plt.close(fig)
+    return out

@@ -6,8 +6,10 @@ Bad input (a malformed file, an unknown model, a missing gate) prints one line a
 from __future__ import annotations
 
 import json
+import os
 import sys
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -148,20 +150,67 @@ def train(
                    f"in {gate.meta['train_seconds']}s -> {out}")
 
 
-@app.command("eval")
+def _files(data: list[Path], ctx: typer.Context) -> list[Path]:
+    """Every --data file in order: repeated --data, and `--data a b c` (shell globs), as `train` takes them."""
+    return [*data, *(Path(a) for a in ctx.args)]
+
+
+def _title(data: list[Path]) -> str:
+    return " + ".join(p.name for p in data)
+
+
+def _some(names: Iterable[str], k: int = 8) -> str:
+    """Up to ``k`` quoted names, and how many more: a warning stays one readable line."""
+    ordered = sorted(names)
+    more = f" and {len(ordered) - k} more" if len(ordered) > k else ""
+    return ", ".join(map(repr, ordered[:k])) + more
+
+
+def _warn_overlap(recs: list[Any], train_recs: list[Any]) -> None:
+    """Scores on prompts the gate (or a baseline) trained on are not out-of-sample: say how many there are."""
+    overlap = {r.prompt for r in recs} & {r.prompt for r in train_recs}
+    if overlap:
+        typer.echo(f"warning: {len(overlap)} evaluated prompts are in the training files", err=True)
+
+
+def _able(routers: list[Any], names: list[str], table: str) -> list[Any]:
+    """The routers that can score every model in ``names``; a baseline never trained on one of them is left out
+    of ``table`` with a note (the gate and random score any model), instead of losing every row."""
+    ok, left, missing = [], [], set()
+    for r in routers:
+        try:
+            r.cols(names)
+        except KeyError:
+            from moai.gate.quality import canonical
+
+            left.append(r.name)
+            missing.update(n for n in names if canonical(n) not in r.models)
+            continue
+        ok.append(r)
+    if left:
+        typer.echo(f"note: {', '.join(left)} left out of {table}: not trained on {_some(missing)}", err=True)
+    return ok
+
+
+@app.command("eval", context_settings={"allow_extra_args": True})
 def eval_(
+    ctx: typer.Context,
     gate: Path = typer.Option(..., "--gate", help="trained gate directory"),
-    data: Path = typer.Option(..., "--data", help="routing records to evaluate on"),
+    data: list[Path] = typer.Option(..., "--data", help="routing records to evaluate on (repeat --data for more "
+                                    "files)"),
     baselines: str = typer.Option("none", "--baselines", help="'all', 'none' or comma-separated names"),
     plot: Path | None = typer.Option(None, "--plot", help="write a PNG of the pair curves; a file with costs and more "
                                       "than two models also gets <name>-cost.png, quality vs cost"),
     strong: str | None = typer.Option(None, help="strong model; give it with --weak, as `gate score` takes both "
-                                      "(default, with neither: the best mean score)"),
-    weak: str | None = typer.Option(None, help="weak model; give it with --strong (default, with neither: the other "
-                                    "of the top two)"),
+                                      "(default, with neither: the best mean score among the models that score "
+                                      "nearly every record)"),
+    weak: str | None = typer.Option(None, help="weak model; give it with --strong (default, with neither: the next "
+                                    "best mean score)"),
 ) -> None:
-    """Compare the gate (and baselines, trained on the gate's training files) on one record file."""
-    with _errors():
+    """Compare the gate (and baselines, trained on the gate's training files) on record files."""
+    data = _files(data, ctx)
+    with _errors(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # numpy's "Mean of empty slice": a model without costs
         if (strong is None) != (weak is None):
             given, missing = ("--strong", "--weak") if strong is not None else ("--weak", "--strong")
             raise CliError(f"{given} needs {missing} too: name both models of the pair, or neither to compare the "
@@ -170,68 +219,96 @@ def eval_(
         from rich.table import Table
 
         from moai.bench.baselines import all_baselines
-        from moai.bench.compare import GateRouter, cost_sweep, pick_pair, predicted_costs, router_matrix
-        from moai.bench.datasets import cost_matrix, model_names, score_matrix
+        from moai.bench.compare import (
+            GateRouter,
+            cost_sweep,
+            pick_pair,
+            predicted_costs,
+            router_matrix,
+            same_names,
+        )
+        from moai.bench.datasets import RecordError, cost_matrix, load_records, model_names, score_matrix
         from moai.bench.metrics import cost_report, pair_report, routellm_curve
+        from moai.gate.quality import canonical
         from moai.gate.store import Gate
 
+        if strong is not None and canonical(strong) == canonical(weak or ""):
+            raise CliError(f"--strong and --weak name the same model ({strong!r}): there is no gap to recover")
         g = Gate.load(gate)
-        recs = _load(data)
+        recs = same_names(_load(data))  # one spelling per model, as the gate matches names
         models = model_names(recs)
         _warn_untrained(g, models)
         routers: list[Any] = [GateRouter(g)]
         routers[0].cols(models)  # a model the gate never trained on competes with its prior, as in `decide`
         train_recs: list[Any] = []
+        files = g.meta.get("train_files") or []
         if baselines != "none":
-            files = g.meta.get("train_files") or []
             if not files:
                 raise CliError("this gate does not record its training files; cannot fit baselines")
-            from moai.bench.datasets import load_records
-
             train_recs = load_records(files)
             wanted = None if baselines == "all" else {b.strip() for b in baselines.split(",")}
             bl = [b for b in all_baselines() if wanted is None or b.name in wanted]
             if wanted and len(bl) != len(wanted):
                 known = ", ".join(b.name for b in all_baselines())
                 raise CliError(f"unknown baseline in {baselines!r}; known: {known}")
-            overlap = {r.prompt for r in recs} & {r.prompt for r in train_recs}
-            if overlap:
-                typer.echo(f"warning: {len(overlap)} evaluated prompts are in the training files", err=True)
+            _warn_overlap(recs, train_recs)
             for b in bl:
                 b.fit(train_recs)
                 routers.append(b)
-        s, w = (strong, weak) if strong is not None and weak is not None else pick_pair(recs)
+        elif files:
+            try:
+                _warn_overlap(recs, load_records(files))
+            except RecordError as e:
+                typer.echo(f"note: overlap with the gate's training files not checked: {e}", err=True)
+        if strong is not None and weak is not None:
+            spelt = {canonical(m): m for m in models}
+            s, w = spelt.get(canonical(strong), strong), spelt.get(canonical(weak), weak)
+        else:
+            s, w = pick_pair(recs)
+            typer.echo(f"pair: {s} (strong) vs {w} (weak), the two best mean scores among the models that score "
+                       "nearly every record (--strong/--weak choose another)", err=True)
         y = score_matrix(recs, [s, w])
         keep = np.isfinite(y).all(1)
         if not keep.any():
             raise CliError(f"no record scores both {s} and {w}")
         pr = [r for r, k in zip(recs, keep, strict=True) if k]
-        gap = float(np.mean(y[keep, 0]) - np.mean(y[keep, 1]))
-        if abs(gap) < 0.02:
+        ys, yw = y[keep, 0], y[keep, 1]
+        gap = float(np.mean(ys) - np.mean(yw))
+        if gap == 0:
+            typer.echo(f"warning: {s} and {w} have the same mean score on these records; APGR and CPT are "
+                       "divided by that gap, so they are undefined here (—)", err=True)
+        elif abs(gap) < 0.02:
             typer.echo(f"warning: {s} and {w} differ by {gap:+.3f} in mean score on these records; APGR is "
                        "divided by that gap, so it is unstable here", err=True)
-        table = Table(title=f"{data.name}: {s} (strong) vs {w} (weak), {len(pr)} records")
+        table = Table(title=f"{_title(data)}: {s} (strong) vs {w} (weak), {len(pr)} records")
         for col in ("router", "APGR", "CPT(50%)", "CPT(80%)"):
             table.add_column(col)
         curves = {}
-        for r in routers:
+        for r in _able(routers, [s, w], "the pair table"):
             sc = r.score(pr, s, w)
-            rep = pair_report(sc, y[keep, 0], y[keep, 1])
-            curves[r.name] = routellm_curve(sc, y[keep, 0], y[keep, 1])
-            table.add_row(r.name, f"{rep.apgr:.3f}", f"{rep.cpt50:.1f}%", f"{rep.cpt80:.1f}%")
+            rep = pair_report(sc, ys, yw)
+            curves[r.name] = routellm_curve(sc, ys, yw)
+            # a constant score has no quantile split (RouteLLM's qcut refuses it): no APGR or CPT of its own
+            cells = ("—", "—", "—") if np.ptp(sc) == 0 else (_num(rep.apgr), _pct(rep.cpt50), _pct(rep.cpt80))
+            table.add_row(r.name, *cells)
         console = Console()
         console.print(table)
         cost = cost_matrix(recs, models)
         fronts: dict[str, tuple[Any, Any]] = {}
         ym = score_matrix(recs, models)
-        if len(models) > 2 and np.isfinite(cost).any() and np.nanmax(cost) <= 0:
+        if len(models) > 2 and not np.isfinite(cost).any():
+            typer.echo("note: no cost_usd in these records: no quality-vs-cost table", err=True)
+        elif len(models) > 2 and np.nanmax(cost) <= 0:
             typer.echo("every answer in this file cost nothing: no quality-vs-cost curve", err=True)
-        elif len(models) > 2 and np.isfinite(cost).any():
-            cp = predicted_costs(train_recs or recs, models)
+        elif len(models) > 2:
+            cp = predicted_costs(recs, models)  # what each model cost on these records (priced training if not)
+            if train_recs:
+                cp = np.where(np.isfinite(cp), cp, predicted_costs(train_recs, models))
             ct = Table(title="quality vs cost (lambda sweep)")
             for col in ("router", "AUC", "q@50% best cost", "q@100%", "max q"):
                 ct.add_column(col)
-            for r in routers:
+            priced = [m for j, m in enumerate(models) if np.isfinite(cost[:, j]).any()]
+            for r in _able(routers, priced, "the quality-vs-cost table"):
                 sw = cost_sweep(router_matrix(r, recs, models), cp, ym, cost)
                 rep2 = cost_report(sw.costs, sw.quals, ym, cost, models)
                 fronts[r.name] = (sw.costs, sw.quals)
@@ -240,67 +317,104 @@ def eval_(
         if plot is not None:
             from moai.bench.plots import plot_cost_curves, plot_pair_curves
 
-            rep = pair_report(np.zeros(len(pr)), y[keep, 0], y[keep, 1])
-            plot_pair_curves(curves, rep.weak_acc, rep.strong_acc, plot, data.name, w, s)
+            rep = pair_report(np.zeros(len(pr)), ys, yw)
+            plot_pair_curves(curves, rep.weak_acc, rep.strong_acc, plot, _title(data), w, s)
             typer.echo(f"plot -> {plot}")
             if fronts:
                 singles = {m: (float(np.nanmean(cost[:, j])), float(np.nanmean(ym[:, j])))
                            for j, m in enumerate(models) if np.isfinite(cost[:, j]).any()}
                 cost_png = plot.with_name(f"{plot.stem}-cost{plot.suffix or '.png'}")
-                plot_cost_curves(fronts, singles, cost_png, f"{data.name}: quality vs cost")
+                plot_cost_curves(fronts, singles, cost_png, f"{_title(data)}: quality vs cost")
                 typer.echo(f"plot -> {cost_png}")
 
 
 def _num(x: float) -> str:
-    """A table cell: three decimals, or a dash where there is no value (no budget that low)."""
+    """A table cell: three decimals, or a dash where there is no value (no budget that low, no gap to recover)."""
     return "—" if not np.isfinite(x) else f"{x:.3f}"
 
 
+def _pct(x: float) -> str:
+    return "—" if not np.isfinite(x) else f"{x:.1f}%"
+
+
+def _check_out(out: Path, data: list[Path]) -> None:
+    """Refuse an --out that is one of the --data files (same path, a link to it, or a hard link: same inode):
+    writing the output would replace the records being read."""
+    if out.is_dir():
+        raise CliError(f"--out {out} is a directory; name the file to write")
+    for d in data:
+        same = out.resolve() == d.resolve()
+        with suppress(OSError):
+            same = same or os.path.samefile(out, d)
+        if same:
+            raise CliError(f"--out {out} is also --data {d}: writing it would overwrite the records; choose another "
+                           "--out")
+
+
 def _write_lines(out: Path, rows: Iterator[dict[str, Any]]) -> int:
-    n = 0
+    """JSON lines into a temporary file beside ``out``, renamed over it at the end: a crash or an error midway
+    leaves the old file (or none), never half of one."""
+    import tempfile
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
-            n += 1
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    n = 0
+    try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)  # as open() would create it (mkstemp makes it private)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row) + "\n")
+                n += 1
+        os.replace(tmp, out)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
     return n
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True})
 def score(
+    ctx: typer.Context,
     gate: Path = typer.Option(..., "--gate"),
-    data: Path = typer.Option(..., "--data"),
+    data: list[Path] = typer.Option(..., "--data", help="routing-record JSONL file(s); repeat --data for more"),
     strong: str = typer.Option(..., "--strong"),
     weak: str = typer.Option(..., "--weak"),
     out: Path = typer.Option(..., "--out"),
 ) -> None:
     """One line per record: {"id", "score"}; higher = the strong model is worth it."""
+    data = _files(data, ctx)
     with _errors():
         from moai.gate.quality import canonical
         from moai.gate.store import Gate
 
         if canonical(strong) == canonical(weak):
             raise CliError(f"--strong and --weak name the same model ({strong!r}): every score would be 0")
+        _check_out(out, data)
         g = Gate.load(gate)
         recs = _load(data, need_scores=False)
         _warn_untrained(g, [strong, weak])
         q = g.quality_matrix([r.prompt for r in recs], [strong, weak])
-        n = _write_lines(out, ({"id": r.id, "score": float(q[i, 0] - q[i, 1])} for i, r in enumerate(recs)))
+        n = _write_lines(out, ({"id": r.out_id, "score": float(q[i, 0] - q[i, 1])} for i, r in enumerate(recs)))
         typer.echo(f"{n} scores -> {out}")
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True})
 def decide(
+    ctx: typer.Context,
     gate: Path = typer.Option(..., "--gate"),
-    data: Path = typer.Option(..., "--data"),
+    data: list[Path] = typer.Option(..., "--data", help="routing-record JSONL file(s); repeat --data for more"),
     weights: str = typer.Option("quality=1", "--weights", help="e.g. quality=1,cost=0.3 (cost per cent)"),
     out: Path = typer.Option(..., "--out"),
     models: str | None = typer.Option(None, "--models", help="candidates when a record has no scores"),
 ) -> None:
     """One line per record: {"id", "model"}, using each record's own cost_usd (and latency_ms) when present."""
+    data = _files(data, ctx)
     with _errors():
         import math
-        from dataclasses import asdict
+        from dataclasses import asdict, replace
 
         from moai.gate.policy import Weights
         from moai.gate.quality import guess_card
@@ -312,9 +426,12 @@ def decide(
                 need = "a positive number" if k == "cost_scale" else "a non-negative number"
                 raise CliError(f"--weights: {k}={v:g} must be {need} (a weight is what one unit of that term "
                                "costs in quality)")
+        default = None if models is None else [m for m in (x.strip() for x in models.split(",")) if m]
+        if default == []:
+            raise CliError(f"--models {models!r} names no model: give comma-separated names")
+        _check_out(out, data)
         g = Gate.load(gate)
         recs = _load(data, need_scores=False)
-        default = [m.strip() for m in models.split(",")] if models else None
         names_all = sorted({m for r in recs for m in r.scores} | set(default or []))
         if not names_all:
             raise CliError("records have no scores: name the candidate models with --models")
@@ -323,6 +440,11 @@ def decide(
         col = {m: j for j, m in enumerate(names_all)}
         # size from the name: a larger model's answer is expected to cost more energy (the carbon term)
         cards = {m: RecordCard(m, params_b=guess_card(m)["params_b"]) for m in names_all}
+        # a record's own models answered its prompt, however long: no context limit guessed for them excludes one
+        answered = {m: replace(c, context=sys.maxsize) for m, c in cards.items()}
+        free: set[str] = set()  # candidates with no cost on some record: the cost term counts them as free there
+        varies = {"latency_s": False, "co2_g": False}  # does the term tell any two candidates apart?
+        stuck: list[tuple[Any, Any]] = []  # records with no eligible model
 
         def rows() -> Iterator[dict[str, Any]]:
             for i, r in enumerate(recs):
@@ -334,13 +456,35 @@ def decide(
                         p = g.cost.predict(m, n_tok)
                         if p is not None:
                             costs[m] = p
+                free.update(m for m in cand if m not in costs)
                 # the record's own measured latency where it has one, else the latency the gate learnt
                 latency = {m: r.latency_ms[m] / 1000.0 for m in cand if m in r.latency_ms}
-                d = g.decide(r.prompt, {m: cards[m] for m in cand}, w, quality={m: float(q[i, col[m]]) for m in cand},
-                             observed_costs=costs, observed_latency=latency)
-                yield {"id": r.id, "model": d.model}
+                d = g.decide(r.prompt, {m: (answered if m in r.scores else cards)[m] for m in cand}, w,
+                             quality={m: float(q[i, col[m]]) for m in cand}, observed_costs=costs,
+                             observed_latency=latency)
+                for k in varies:
+                    varies[k] = varies[k] or len({e[k] for e in d.expected.values()}) > 1
+                model = d.model
+                if model is None:  # every candidate excluded: the best expected quality, not a null model
+                    stuck.append((r, d))
+                    model = max(cand, key=lambda m: q[i, col[m]])
+                yield {"id": r.out_id, "model": model}
 
         n = _write_lines(out, rows())
+        if stuck:
+            r, d = stuck[0]
+            why = next(iter(d.excluded.values()), "; ".join(d.reasons))
+            typer.echo(f"warning: {len(stuck)} record(s) had no eligible model (first, {r.id!r}: {why}); each got "
+                       "its candidate with the best expected quality", err=True)
+        if w.cost > 0 and free:
+            typer.echo(f"warning: cost={w.cost:g}: no cost_usd in the records (some or all) and no cost learnt by the "
+                       f"gate for {_some(free)}: treated as free there, so the cost weight has little or no effect "
+                       "on them", err=True)
+        for k, term, what in (("latency_s", "latency", "latency (no latency_ms in the records, none learnt)"),
+                              ("co2_g", "carbon", "CO2 (sizes guessed from the names alike)")):
+            if getattr(w, term) > 0 and not varies[k]:
+                typer.echo(f"warning: {term}={getattr(w, term):g} has no effect: every candidate has the same "
+                           f"expected {what}", err=True)
         typer.echo(f"{n} decisions -> {out}")
 
 

@@ -41,6 +41,19 @@ class EncoderUnavailable(RuntimeError):
     """The ONNX model or its tokenizer is not installed."""
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """``text`` with each lone UTF-16 surrogate as U+FFFD (a split pair joined again).
+
+    JSON allows an escape such as "\\ud800" on its own and Python keeps it, but it is no Unicode text: the
+    tokenizer refuses the whole batch ("TextInputSequence must be str"). Texts without one pass unchanged."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
 def _package_dir(name: str) -> Path | None:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
@@ -201,9 +214,9 @@ class MiniLMEncoder:
         out = np.zeros((len(texts), EMBED_DIM), dtype=np.float32)
         if not texts:
             return out
+        texts = [clean_text(t) or " " for t in texts]
         # one text (a request) skips the batch call's hand-off to the tokenizer's thread pool
-        encoded = ([self._tokenizer.encode(texts[0] or " ")] if len(texts) == 1
-                   else self._tokenizer.encode_batch([t or " " for t in texts]))
+        encoded = ([self._tokenizer.encode(texts[0])] if len(texts) == 1 else self._tokenizer.encode_batch(texts))
         seqs = [self._window(e.ids) for e in encoded]
         order = np.argsort([len(s) for s in seqs])
         for start in range(0, len(order), batch_size):
@@ -240,7 +253,7 @@ class MiniLMEncoder:
     def count_tokens(self, text: str) -> int:
         """WordPiece tokens of the whole text (a fair proxy for LLM input tokens)."""
         self._load()
-        return len(self._tokenizer.encode(text).ids)
+        return len(self._tokenizer.encode(clean_text(text)).ids)
 
 
 def text_key(text: str) -> str:

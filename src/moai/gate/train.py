@@ -10,6 +10,7 @@ import numpy as np
 from scipy import sparse
 
 from moai.bench.datasets import RoutingRecord, normalise_scores
+from moai.bench.scales import record_scales
 from moai.gate.encoder import LEXICAL_NAMES, MiniLMEncoder, embed_cached, lexical_matrix, option_count
 from moai.gate.quality import (
     SERIAL,
@@ -179,14 +180,11 @@ def target_matrix(records: Sequence[RoutingRecord]) -> tuple[list[str], np.ndarr
                 col[c] = len(models)
                 models.append(c)
     Y = np.full((len(records), len(models)), np.nan)
-    by_bench: dict[str, list[int]] = {}
     for i, r in enumerate(records):
-        by_bench.setdefault(r.benchmark or r.source, []).append(i)
         for m, s in r.scores.items():
             Y[i, col[canonical(m)]] = s
-    for rows in by_bench.values():
-        Y[rows] = np.clip(normalise_scores(Y[rows]), 0.0, 1.0)
-    return models, Y
+    # each record's own scale, within its benchmark: a benchmark may mix 0/1 and 1-10 records
+    return models, np.clip(normalise_scores(Y, record_scales(records)), 0.0, 1.0)
 
 
 @dataclass(frozen=True)
