@@ -85,6 +85,20 @@ def validate(body: dict[str, Any]) -> str | None:
     for t in body.get("tools") or []:
         if "input_schema" not in t or "name" not in t:
             return "tools: each tool needs name and input_schema"
+    choice = body.get("tool_choice")
+    if choice is not None:
+        kind = choice.get("type")
+        allowed = {"auto": {"type", "disable_parallel_tool_use"}, "any": {"type", "disable_parallel_tool_use"},
+                   "tool": {"type", "name", "disable_parallel_tool_use"}, "none": {"type"}}.get(kind)
+        if allowed is None:
+            return "tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'"
+        extra = sorted(set(choice) - allowed)
+        if extra:
+            return f"tool_choice.{kind}.{extra[0]}: Extra inputs are not permitted"
+        if kind == "tool" and not choice.get("name"):
+            return "tool_choice.tool.name: Field required"
+        if not isinstance(choice.get("disable_parallel_tool_use", False), bool):
+            return f"tool_choice.{kind}.disable_parallel_tool_use: Input should be a valid boolean"
     return None
 
 

@@ -32,6 +32,7 @@ from moai.strategies.context import Chooser, NoEligibleModel, RequestContext, el
 from moai.strategies.executor import Execution, Executor, PlanFailed, ProviderRegistry
 from moai.strategies.plan import Plan
 from moai.strategies.privacy_guard import privacy_guard
+from moai.strategies.route import session_notes
 from moai.telemetry.adapt import LiveStats
 from moai.telemetry.carbon import CarbonModel
 from moai.telemetry.metrics import Metrics
@@ -137,7 +138,8 @@ class Mixture:
         self.registry.health = self.stats.healthy
         self.registry.rate_limited = self.stats.observe_rate_limit
         self.cache = ResponseCache.from_config(config, self.metrics.cache)
-        self._sessions: OrderedDict[tuple[str, str], str] = OrderedDict()  # (mix, session) -> model, LRU
+        # (API key id, mix, session) -> model, LRU: one tenant's session names never reach another's conversations
+        self._sessions: OrderedDict[tuple[str | None, str, str], str] = OrderedDict()
         self.tuners = live_tuners(config)  # mixes whose instructions ask for a target held online
         for name, t in self.tuners.items():
             self.metrics.knob.labels(name, t.knob).set(t.value)
@@ -178,21 +180,22 @@ class Mixture:
     _session_lookup_stuck: asyncio.Future[Any] | None = None  # the last lookup given up on, while it has not returned
     _session_lookup_failing = False
 
-    def session_model(self, session: str, mix: str) -> str | None:
+    def session_model(self, session: str, mix: str, api_key: str | None = None) -> str | None:
         """Which model this conversation is on: this process's memory, else the shared database. A database that
-        cannot answer knows no model for it (the conversation is routed afresh), as for a new session."""
-        model = self._sessions.get((mix, session))
+        cannot answer knows no model for it (the conversation is routed afresh), as for a new session. Sessions
+        belong to the API key (id) that sent them; keyless requests share the keyless ones."""
+        model = self._sessions.get((api_key, mix, session))
         if model is None and self.store is not None:
             try:
-                model = self.store.session_model(session, mix)
+                model = self.store.session_model(session, mix, api_key)
             except Exception as e:  # noqa: BLE001 - down: the request goes on without its session's model
                 self._session_lookup_failed(e)
                 return None
             self._session_lookup_failing = False
         return model
 
-    async def asession_model(self, body: Any, session: str | None = None) -> str | None:
-        """``session_model`` for ``prepare(body, session=session, session_model=...)``, off the event loop and
+    async def asession_model(self, body: Any, session: str | None = None, api_key: str | None = None) -> str | None:
+        """``session_model`` for ``prepare(body, api_key, session=session, session_model=...)``, off the event loop and
         bounded by ``session_lookup_timeout_s`` (None: no session, no model known for it, or no answer in time).
         While a lookup given up on has not returned, the database is taken to hang and is not asked again."""
         session = session or body.user
@@ -202,7 +205,7 @@ class Mixture:
             mix_name, mix = self.resolve(body.model)
         except UnknownModel:
             return None
-        model = self._sessions.get((mix_name, session))
+        model = self._sessions.get((api_key, mix_name, session))
         if mix.sessions == "off" or model is not None or self.store is None:
             return model
         if self._session_lookup_stuck is not None and not self._session_lookup_stuck.done():
@@ -216,7 +219,7 @@ class Mixture:
         except TimeoutError as e:
             self._session_lookup_failed(e)
             return None
-        lookup = loop.run_in_executor(None, self.store.session_model, session, mix_name)
+        lookup = loop.run_in_executor(None, self.store.session_model, session, mix_name, api_key)
         lookup.add_done_callback(lambda f: (slots.release(), f.cancelled() or f.exception()))
         try:
             model = await asyncio.wait_for(asyncio.shield(lookup), max(0.0, deadline - loop.time()))
@@ -311,7 +314,8 @@ class Mixture:
         session = session or body.user
         if session and mix.sessions != "off":
             ctx.session = session
-            ctx.session_model = self.session_model(session, mix_name) if session_model is ... else session_model
+            ctx.session_model = (self.session_model(session, mix_name, api_key) if session_model is ...
+                                 else session_model)
         try:
             build = builder(mix.strategy)
             plan = build(ctx)
@@ -406,7 +410,7 @@ class Mixture:
                 u["output"] += r.usage.completion_tokens
                 u["cost_usd"] += r.cost_usd
         reasons = list(d.reasons) if d else []
-        reasons += prep.ctx.notes + ex.plan.notes
+        reasons += session_notes(prep.ctx, ex.answer.model, ex.results) + ex.plan.notes
         return {
             "id": prep.id,
             "mix": prep.ctx.mix_name,
@@ -517,7 +521,7 @@ class Mixture:
         self._observe(prep, "ok", ex.results, ex.answer.model)
         self._tune(prep, ex.results)
         if prep.ctx.session and ex.answer.model:
-            key = (prep.ctx.mix_name, prep.ctx.session)
+            key = (prep.api_key, prep.ctx.mix_name, prep.ctx.session)
             self._sessions[key] = ex.answer.model
             self._sessions.move_to_end(key)
             while len(self._sessions) > 100_000:

@@ -79,6 +79,9 @@ def test_tools_and_tool_choice() -> None:
     assert to_anthropic_tool_choice("required") == {"type": "any"}
     assert to_anthropic_tool_choice("none") == {"type": "none"}
     assert to_anthropic_tool_choice({"type": "function", "function": {"name": "f"}}) == {"type": "tool", "name": "f"}
+    assert to_anthropic_tool_choice(None) is None and to_anthropic_tool_choice("auto", True) == {"type": "auto"}
+    assert to_anthropic_tool_choice(None, False) == {"type": "auto", "disable_parallel_tool_use": True}
+    assert to_anthropic_tool_choice("none", False) == {"type": "none"}
 
 
 # ---------------------------------------------------------------- over HTTP
@@ -139,6 +142,35 @@ async def test_tool_round_trip_is_accepted_by_the_api() -> None:
     assert out.text == "It is 12C."
     assert s.script.seen[0]["messages"][2]["content"][0] == {
         "type": "tool_result", "tool_use_id": "toolu_1", "content": "12C, cloudy"}
+
+
+@pytest.mark.parametrize(("choice", "sent"), [
+    (None, {"type": "auto", "disable_parallel_tool_use": True}),
+    ("auto", {"type": "auto", "disable_parallel_tool_use": True}),
+    ("required", {"type": "any", "disable_parallel_tool_use": True}),
+    ({"type": "function", "function": {"name": "get_weather"}},
+     {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True}),
+    ("none", {"type": "none"}),  # no tool is called; the API refuses the flag on this choice
+])
+async def test_parallel_tool_calls_false_disables_parallel_tool_use(choice: Any, sent: dict[str, Any]) -> None:
+    """``parallel_tool_calls: false`` reaches the Messages API as ``disable_parallel_tool_use`` on the choice."""
+    params = ChatParams(messages=[{"role": "user", "content": "weather in Oslo and Bergen?"}], tools=[WEATHER],
+                        tool_choice=choice, parallel_tool_calls=False)
+    with StubAnthropic(Script(reply="Checking.", tool_use=("get_weather", {"city": "Oslo"}))) as s:
+        out = await provider(s.url).complete(params)
+        deltas = [d async for d in provider(s.url).stream(params)]
+    assert [seen["tool_choice"] for seen in s.script.seen] == [sent, sent]
+    assert out.text == "Checking." and deltas[-1].finish_reason == out.finish_reason
+
+
+@pytest.mark.parametrize("parallel", [True, None])
+async def test_parallel_tool_calls_left_on_sends_no_tool_choice_of_its_own(parallel: bool | None) -> None:
+    """Parallel calls are Anthropic's default: nothing is added for them, and an explicit choice goes as it is."""
+    ask = {"messages": [{"role": "user", "content": "weather?"}], "tools": [WEATHER], "parallel_tool_calls": parallel}
+    with StubAnthropic() as s:
+        await provider(s.url).complete(ChatParams(**ask))
+        await provider(s.url).complete(ChatParams(**ask, tool_choice="required"))
+    assert "tool_choice" not in s.script.seen[0] and s.script.seen[1]["tool_choice"] == {"type": "any"}
 
 
 @pytest.mark.parametrize("status", [429, 500, 529])

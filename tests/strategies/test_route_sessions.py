@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
+import openai
 import pytest
 from stub_openai import Script, StubServer
 
@@ -14,7 +16,8 @@ from moai.config import parse_config
 from moai.gate.decision import RouteDecision
 from moai.providers.base import ChatParams
 from moai.strategies.context import RequestContext
-from moai.strategies.route import apply_session, strength
+from moai.strategies.plan import StepResult
+from moai.strategies.route import apply_session, session_notes, strength
 
 HARD = ("Prove step by step that the algorithm below is correct, analyze its complexity, then implement and "
         "optimize it: " + "def f(x): return x * 2 + 1  # explain why " * 30)
@@ -37,6 +40,25 @@ mixes:
 """)
         m = Mixture.from_config(str(path))
         yield m
+        shutdown(m)
+
+
+@pytest.fixture
+def breaking(tmp_path: Path) -> Iterator[tuple[Mixture, Script]]:
+    """Sticky sessions over a small model and a large one whose circuit opens after two failures in a row;
+    yields the mixture and the large model's script."""
+    with StubServer(Script(reply="small")) as small, StubServer(Script(reply="big")) as big:
+        path = tmp_path / "mix.yaml"
+        path.write_text(f"""
+models:
+  small: {{provider: openai_compat, endpoint: "{small.url}", privacy: private, params_b: 8, max_retries: 0}}
+  big: {{provider: openai_compat, endpoint: "{big.url}", privacy: private, params_b: 70, max_retries: 0}}
+mixes:
+  default: {{strategy: route}}
+settings: {{breaker_failures: 2, breaker_cooldown_s: 600}}
+""")
+        m = Mixture.from_config(str(path))
+        yield m, big.script
         shutdown(m)
 
 
@@ -129,3 +151,44 @@ def test_without_sizes_prices_compare_and_without_either_the_session_stays() -> 
     assert strength(ctx, ["a", "b"]) is None
     assert apply_session(ctx, ctx.decide().ranking)[0] == "b"
     assert "cannot be shown stronger than b" in ctx.notes[-1]
+
+
+def test_the_session_note_says_so_when_another_model_answered(breaking: tuple[Mixture, Script]) -> None:
+    """A turn the session's model did not answer (it failed, or its circuit was open) does not claim it did."""
+    m, big = breaking
+
+    def turn(session: str, text: str) -> dict[str, Any]:
+        r = m.chat.completions.create(model="moai/default", messages=[{"role": "user", "content": text}],
+                                      user=session)
+        return r.moai  # type: ignore[attr-defined,no-any-return]
+
+    assert [turn(s, HARD)["model"] for s in ("s1", "s2")] == ["big", "big"]
+    big.fail_times = big.calls + 1
+    failed = turn("s1", "Hi")
+    assert failed["model"] == "small" and [t["status"] for t in failed["trace"]] == ["ok"]
+    assert [r for r in failed["reason"] if r.startswith("session")] == [
+        "session: sticky — meant to stay on big (the gate alone would pick small), but big failed this turn "
+        "(see the trace) and small answered"]
+    big.fail_times = big.calls + 100
+    with pytest.raises(openai.APIStatusError, match="no model could answer"):  # a second failure in a row
+        m.chat.completions.create(model="moai/default", messages=[{"role": "user", "content": HARD}],
+                                  moai={"models": ["big"]})
+    calls = big.calls
+    passed = turn("s2", "Hi")
+    assert passed["model"] == "small" and big.calls == calls  # big was not asked
+    assert [r for r in passed["reason"] if r.startswith("session")] == [
+        "session: sticky — meant to stay on big (the gate alone would pick small), but big was passed over "
+        "(circuit open or rate limited) and small answered"]
+    assert not any("stays on big" in r for r in passed["reason"])
+
+
+def test_an_escalation_or_a_cached_answer_that_went_elsewhere_is_told_as_such() -> None:
+    ctx = context(cards(a="params_b: 70", b="params_b: 8"), Prior(["a", "b"], {"a": 0.9, "b": 0.4}, None), "b")
+    assert apply_session(ctx, ctx.decide().ranking)[0] == "a"
+    failed = StepResult(step="answer", role="answer", model="b", status="ok", attempts=[{"model": "a", "error": "500"}])
+    (note,) = session_notes(ctx, "b", [failed])
+    assert note.startswith("session: meant to escalate from b to a (stronger by size (params_b)")
+    assert note.endswith("but a failed this turn (see the trace) and b answered")
+    cached = StepResult(step="answer", role="answer", model="b", status="cached")
+    assert session_notes(ctx, "b", [cached])[0].endswith("but a cached answer by b was served")
+    assert session_notes(ctx, "a", [failed]) == ctx.notes  # the model it escalated to answered: as it was

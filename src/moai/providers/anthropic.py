@@ -196,17 +196,22 @@ def to_anthropic_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any
     return out or None
 
 
-def to_anthropic_tool_choice(choice: Any) -> dict[str, Any] | None:
-    """``auto``/``required``/``none``/a named function, in Anthropic's shape."""
-    if choice is None:
-        return None
+def to_anthropic_tool_choice(choice: Any, parallel_tool_calls: bool | None = None) -> dict[str, Any] | None:
+    """``auto``/``required``/``none``/a named function, in Anthropic's shape.
+
+    Anthropic says ``parallel_tool_calls: false`` on the choice itself, as ``disable_parallel_tool_use`` (at most
+    one call under ``auto``, exactly one under ``any`` or ``tool``); with no choice given that is ``auto``, the
+    API's default. ``none`` calls no tool, and the API refuses the flag there."""
+    out: dict[str, Any] | None = None
     if isinstance(choice, str):
-        return {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}.get(choice)
-    if isinstance(choice, dict):
+        out = {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}.get(choice)
+    elif isinstance(choice, dict):
         name = (choice.get("function") or {}).get("name")
         if name:
-            return {"type": "tool", "name": name}
-    return None
+            out = {"type": "tool", "name": name}
+    if parallel_tool_calls is False and (out is None or out["type"] != "none"):
+        out = {**(out or {"type": "auto"}), "disable_parallel_tool_use": True}
+    return out
 
 
 def request_kwargs(params: ChatParams, model: str) -> dict[str, Any]:
@@ -233,7 +238,7 @@ def request_kwargs(params: ChatParams, model: str) -> dict[str, Any]:
     tools = to_anthropic_tools(params.tools)
     if tools:
         kw["tools"] = tools
-        choice = to_anthropic_tool_choice(params.tool_choice)
+        choice = to_anthropic_tool_choice(params.tool_choice, params.parallel_tool_calls)
         if choice:
             kw["tool_choice"] = choice
     return kw

@@ -322,7 +322,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             if option_error is not None:
                 raise option_error
             # the session's model, looked up off the event loop (a database that hangs must not freeze the server)
-            session_model = await mix.asession_model(body, session)
+            session_model = await mix.asession_model(body, session, api_key)
             prep = mix.prepare(body, api_key=api_key, session=session, session_model=session_model)
         except UnknownModel as e:
             return err(404, str(e), param="model", code="model_not_found", headers=limits or None)

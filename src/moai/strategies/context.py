@@ -47,6 +47,7 @@ class RequestContext:
     privacy: Any = None  # gate.privacy.PrivacyReport of this request
     session: str | None = None  # the conversation this request continues
     session_model: str | None = None  # the model that answered its previous turn
+    session_pick: str | None = None  # the model the session put first this turn (stayed on, or escalated to)
     live: Mapping[str, Mapping[str, float]] | None = None  # live statistics per model (adaptation)
 
     def decide(self, cards: Sequence[ModelCard] | None = None) -> RouteDecision:

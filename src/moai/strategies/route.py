@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from moai.strategies.context import RequestContext
-from moai.strategies.plan import Plan, Step
+from moai.strategies.plan import Plan, Step, StepResult
+
+STAYS = "session: sticky — stays on "
+ESCALATED = "session: escalated from "
 
 
 def fallback_order(ctx: RequestContext, ranking: list[str]) -> list[str]:
@@ -58,8 +61,9 @@ def apply_session(ctx: RequestContext, ranking: list[str]) -> list[str]:
         ctx.notes.append(f"session: previous model {sticky} cannot answer this turn ({why})")
         return ranking
     top = ranking[0]
+    ctx.session_pick = sticky
     if top == sticky:
-        ctx.notes.append(f"session: sticky — stays on {sticky}")
+        ctx.notes.append(f"{STAYS}{sticky}")
         return ranking
     why = f"the gate alone would pick {top}"
     if policy == "escalate":
@@ -74,12 +78,37 @@ def apply_session(ctx: RequestContext, ranking: list[str]) -> list[str]:
             elif q.get(top, 0.0) <= q.get(sticky, 0.0) + 0.02:
                 why += f", stronger by {basis} but not expected to do better on this turn"
             else:
-                ctx.notes.append(f"session: escalated from {sticky} to {top} (stronger by {basis}: "
+                ctx.session_pick = top
+                ctx.notes.append(f"{ESCALATED}{sticky} to {top} (stronger by {basis}: "
                                  f"{s[sticky]:.3g} → {s[top]:.3g}; expected quality {q.get(sticky, 0):.2f} → "
                                  f"{q.get(top, 0):.2f})")
                 return ranking
-    ctx.notes.append(f"session: sticky — stays on {sticky} ({why})")
+    ctx.notes.append(f"{STAYS}{sticky} ({why})")
     return [sticky, *[m for m in ranking if m != sticky]]
+
+
+def session_notes(ctx: RequestContext, answered: str | None, results: Sequence[StepResult]) -> list[str]:
+    """``ctx.notes`` as the answer bears them out. The session's note is written when the plan is made; when
+    another model than the one it put first answered (that one's circuit was open, it failed, or the answer
+    came from the cache), the note says what happened instead of claiming a model the conversation left."""
+    pick = ctx.session_pick
+    if pick is None or answered is None or answered == pick:
+        return list(ctx.notes)
+    if any(r.status == "cached" for r in results):
+        how = f"a cached answer by {answered} was served"
+    elif any(pick == r.model or any(a.get("model") == pick for a in r.attempts) for r in results):
+        how = f"{pick} failed this turn (see the trace) and {answered} answered"
+    else:
+        how = f"{pick} was passed over (circuit open or rate limited) and {answered} answered"
+
+    def amend(note: str) -> str:
+        if note.startswith(STAYS):
+            return f"session: sticky — meant to stay on {note.removeprefix(STAYS)}, but {how}"
+        if note.startswith(ESCALATED):
+            return f"session: meant to escalate from {note.removeprefix(ESCALATED)}, but {how}"
+        return note
+
+    return [amend(n) for n in ctx.notes]
 
 
 def plan(ctx: RequestContext) -> Plan:

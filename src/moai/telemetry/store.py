@@ -429,11 +429,14 @@ class TelemetryStore:
             s.add(fb)
             return Rating(fb, bool(gone.rowcount), req.model, req.decision)
 
-    def session_model(self, session: str, mix: str) -> str | None:
-        """The model that answered this session's latest successful request in this mix (any replica)."""
+    def session_model(self, session: str, mix: str, api_key: str | None = None) -> str | None:
+        """The model that answered this session's latest successful request in this mix (any replica), among
+        the requests of this API key (id); ``None``: among the keyless ones. One tenant's session name is no
+        handle on another's conversation."""
+        owner = RequestRecord.api_key.is_(None) if api_key is None else RequestRecord.api_key == api_key
         with Session(self.engine) as s:
             return s.scalar(select(RequestRecord.model)
-                            .where(RequestRecord.session == session, RequestRecord.mix == mix,
+                            .where(RequestRecord.session == session, RequestRecord.mix == mix, owner,
                                    RequestRecord.status == "ok")
                             .order_by(RequestRecord.created_at.desc()).limit(1))
 
