@@ -3,6 +3,8 @@ server with the official openai client."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import re
 from collections.abc import Iterator, Sequence
@@ -18,8 +20,8 @@ from stub_openai import Script, StubServer
 
 from moai import Mixture
 from moai.api import shutdown
-from moai.cache import ResponseCache, lookalike, merge_tool_calls, numbers_of
-from moai.config import parse_config
+from moai.cache import ResponseCache, expression_of, lookalike, merge_tool_calls, numbers_of
+from moai.config import ConfigError, parse_config
 
 
 def bag_of_words(texts: Sequence[str]) -> np.ndarray:
@@ -274,3 +276,253 @@ def test_server_cache_with_the_official_client(tmp_path: Path) -> None:
             assert 'moai_cache_total{mix="default",result="hit"} 2.0' in metrics
         finally:
             stop(server.proc)
+
+
+# ---------------------------------------------------------------- look-alikes: order, scope, relations
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("What is 17 minus 23?", "What is 23 minus 17?"),
+    ("Divide 10 by 2", "Divide 2 by 10"),
+    ("What is 100 divided by 4?", "What is 4 divided by 100?"),
+    ("What is 2 to the power of 10?", "What is 10 to the power of 2?"),
+    ("What is x if 2x + 3 = 7?", "What is x if 3x + 2 = 7?"),
+    ("What is x^2 when x = 3?", "What is 2^x when x = 3?"),
+    ("Simplify a - b", "Simplify b - a"),
+    ("What is seventeen times twenty-three?", "What is seventeen times twenty-four?"),
+    ("How many km are in 5 miles?", "How many miles are in 5 km?"),
+    ("Convert 10 kilograms in pounds", "Convert 10 pounds in kilograms"),
+    ("Is Python faster than Java?", "Is Java faster than Python?"),
+    ("Translate 'good morning' into French", "Translate 'good morning' into French and Spanish"),
+    ("Summarize the plot of Hamlet in one sentence", "Summarize the plot of Hamlet in three paragraphs"),
+    ("What is the time complexity of quicksort?", "What is the worst-case time complexity of quicksort?"),
+    ("Is it safe to eat raw chicken?", "Is it safe to eat raw chicken or raw fish?"),
+    ("What year did World War II end?", "What year did World War I end?"),
+])
+def test_lookalikes_in_order_scope_and_relation(a: str, b: str) -> None:
+    assert lookalike(a, b) and lookalike(b, a)
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("What is 17*23?", "What is 17 times 23?"),
+    ("What is seventeen times twenty-three?", "What is 17 * 23?"),
+    ("How many km are in five miles?", "How many km are in 5 miles?"),
+    ("Who won the 1998 World Cup?", "Who won the World Cup in 1998?"),
+    ("What is the worst-case time complexity of quicksort?", "What's the worst case time complexity of quicksort?"),
+    ("What is the capital of France?", "Which city is the capital of France?"),
+    ("Explain recursion to a beginner.", "Can you explain recursion in simple terms for a beginner?"),
+    ("How do I convert a string to an integer in Java?", "In Java, how can I turn a String into an int?"),
+    ("How do I find the length of a string in C?", "In C, how can I get a string's length?"),
+])
+def test_rewordings_are_not_lookalikes(a: str, b: str) -> None:
+    assert lookalike(a, b) is None and lookalike(b, a) is None
+
+
+def test_numbers_and_expressions_keep_their_order() -> None:
+    assert numbers_of("What is 23 minus 17?") == ("23", "17")
+    assert numbers_of("one hundred and five, twenty-three, 5 million") == ("105", "23", "5000000")
+    assert expression_of("What is x if 2x + 3 = 7?") == ("2", "x", "+", "3", "=", "7")
+    assert expression_of("What is 17 minus 23?") == ("17", "-", "23")
+    assert expression_of("How many times has Brazil won the World Cup?") == ()  # no operands: no product
+    assert expression_of("Explain the worst-case (amortised) cost of gpt-4") == ()  # hyphens and brackets in prose
+
+
+def test_semantic_hit_needs_the_operands_in_the_same_order(mix: Mixture, stubs: tuple[StubServer, StubServer]) -> None:
+    ask(mix, "what is 17 minus 23")
+    assert ask(mix, "what is 23 minus 17").moai["cache"] == "miss"  # the same bag of words: cosine 1
+    assert ask(mix, "what is 17 minus 23 please").moai["cache"] == "semantic"
+    assert stubs[0].script.calls == 2
+
+
+# ---------------------------------------------------------------- tenants
+
+
+def keyed_requests(m: Mixture, keys: list[str | None], text: str = "What is the boiling point of water?"
+                   ) -> list[dict[str, Any]]:
+    """Send ``text`` once per entry of ``keys`` (an API key id, or None for the open gateway); the summaries."""
+    from moai.server.openai_schema import ChatCompletionRequest
+
+    body = ChatCompletionRequest.model_validate({"model": "default", "messages": [{"role": "user", "content": text}]})
+
+    async def go() -> list[dict[str, Any]]:
+        out = []
+        try:
+            for key in keys:
+                prep = m.prepare(body, api_key=key)
+                out.append(m.summary(prep, await m.run(prep)))
+        finally:
+            await m.aclose()
+        return out
+
+    return asyncio.run(go())
+
+
+def test_the_cache_is_per_key_by_default(stubs: tuple[StubServer, StubServer],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    cloud, local = stubs
+    m = Mixture(parse_config(cfg_text(cloud.url, local.url) + "settings:\n  cache: {mode: exact}\n"))
+    assert m.cache.per_key
+    a1, b1, a2, open1, open2 = keyed_requests(m, ["key-a", "key-b", "key-a", None, None])
+    assert [s["cache"] for s in (a1, b1, a2, open1, open2)] == ["miss", "miss", "hit", "miss", "hit"]
+    assert any(a1["id"] in r for r in a2["reason"])  # the key's own earlier request may be named
+    assert cloud.script.calls == 3
+    monkeypatch.setenv("MOAI_CACHE", "exact")
+    assert ResponseCache.from_config(object()).per_key
+    monkeypatch.setenv("MOAI_CACHE_PER_KEY", "false")
+    assert not ResponseCache.from_config(object()).per_key
+
+
+def test_a_shared_cache_does_not_show_another_keys_request(stubs: tuple[StubServer, StubServer]) -> None:
+    cloud, local = stubs
+    m = Mixture(parse_config(cfg_text(cloud.url, local.url) + "settings:\n  cache: {mode: exact, per_key: false}\n"))
+    assert not m.cache.per_key
+    a1, b1 = keyed_requests(m, ["key-a", "key-b"])
+    assert (a1["cache"], b1["cache"]) == ("miss", "hit") and cloud.script.calls == 1
+    assert not any(a1["id"] in r for r in b1["reason"])
+    assert any("for another API key" in r for r in b1["reason"])
+
+
+# ---------------------------------------------------------------- sessions
+
+
+def test_a_pinned_session_is_answered_only_by_its_model(mix: Mixture) -> None:
+    """bob's answer is cached; alice's conversation is on the other model: the cache must neither serve her
+    bob's answer nor move her conversation to bob's model."""
+    q = "how do I reverse a list in python"
+    bobs = ask(mix, q, model="moai/both", user="bob").moai["model"]
+    hers = next(m for m in ("cloud-model", "local-model") if m != bobs)
+    assert ask(mix, "hi", model="moai/both", user="alice", moai={"exclude": [bobs]}).moai["model"] == hers
+    exact = ask(mix, q, model="moai/both", user="alice")
+    assert exact.moai["cache"] == "miss" and exact.moai["model"] == hers
+    assert exact.choices[0].message.content == hers.replace("-model", " answer")
+    assert mix.session_model("alice", "both") == hers
+    assert ask(mix, q, model="moai/both", user="alice").moai["cache"] == "hit"  # her model's own answer
+    assert ask(mix, q, model="moai/both", user="dave").moai["model"] == hers  # any model's answer suits a new one
+    carols = ask(mix, "in python how do I reverse a list", model="moai/both", user="carol",
+                 moai={"exclude": [hers]})
+    assert carols.moai["model"] == bobs
+    similar = ask(mix, "in python how do I reverse a list", model="moai/both", user="alice")
+    assert similar.moai["model"] == hers and mix.session_model("alice", "both") == hers
+
+
+# ---------------------------------------------------------------- answers passed on by the final step
+
+
+PASSING = """
+models:
+  ma: {{provider: openai_compat, endpoint: "{a}", model: stub, privacy: cloud, supports_tools: true}}
+  mb: {{provider: openai_compat, endpoint: "{b}", model: stub, privacy: cloud, supports_tools: true}}
+  judge: {{provider: openai_compat, endpoint: "{judge}", model: stub, privacy: cloud}}
+  grader: {{provider: openai_compat, endpoint: "{grader}", model: stub, privacy: cloud, supports_tools: true}}
+  critic: {{provider: openai_compat, endpoint: "{critic}", model: stub, privacy: cloud}}
+mixes:
+  fanout: {{strategy: fanout, proposers: [ma, mb], judge: judge}}
+  cascade: {{strategy: cascade, cascade: [ma, mb], scorer: judge, judge: grader, threshold: 0.5}}
+  critique: {{strategy: critique, writer: ma, critic: critic, rounds: 1}}
+  unreviewed: {{strategy: critique, writer: ma, critic: critic, rounds: 1, fallbacks: null}}
+settings:
+  cache: {{mode: exact}}
+"""
+
+
+@pytest.fixture
+def passing() -> Iterator[tuple[Mixture, list[StubServer]]]:
+    scripts = [Script(reply="answer A"), Script(reply="answer B"), Script(reply="BEST: 1"), Script(reply="9"),
+               Script(reply="VERDICT: APPROVED")]
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(StubServer(s)) for s in scripts]
+        names = ["a", "b", "judge", "grader", "critic"]
+        m = Mixture(parse_config(PASSING.format(**{n: s.url for n, s in zip(names, servers, strict=True)})))
+        yield m, servers
+        shutdown(m)
+
+
+@pytest.mark.parametrize("mix_name", ["fanout", "cascade", "critique"])
+def test_an_answer_passed_on_by_the_final_step_is_cached(passing: tuple[Mixture, list[StubServer]],
+                                                         mix_name: str) -> None:
+    m, servers = passing
+
+    def calls() -> int:
+        return sum(s.script.calls for s in servers)
+
+    def streamed(text: str) -> tuple[str, str | None, str | None]:
+        chunks = list(ask(m, text, model=f"moai/{mix_name}", stream=True))
+        end = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+        return ("".join(c.choices[0].delta.content or "" for c in chunks if c.choices),
+                end[0].choices[0].finish_reason, end[0].moai["cache"])
+
+    first = ask(m, "Name a colour.", model=f"moai/{mix_name}")
+    assert first.moai["cache"] == "miss" and first.moai["trace"][-1]["status"] == "passthrough"
+    spent = calls()
+    again = ask(m, "Name a colour.", model=f"moai/{mix_name}")
+    assert again.moai["cache"] == "hit" and calls() == spent
+    assert again.choices[0].message.content == first.choices[0].message.content == "answer A"
+    assert again.choices[0].finish_reason == "stop" and again.moai["model"] == "ma"
+    assert streamed("Name a colour.") == ("answer A", "stop", "hit")
+    assert streamed("Name a fruit.") == ("answer A", "stop", "miss")  # a streamed answer fills the cache too
+    spent = calls()
+    assert ask(m, "Name a fruit.", model=f"moai/{mix_name}").moai["cache"] == "hit" and calls() == spent
+
+
+def test_a_draft_passed_on_by_a_failed_critic_is_not_cached(passing: tuple[Mixture, list[StubServer]]) -> None:
+    m, servers = passing
+    servers[4].script.fail_times = 1000
+    first = ask(m, "Name a colour.", model="moai/unreviewed")
+    assert first.choices[0].message.content == "answer A" and first.moai["cache"] == "miss"
+    assert first.moai["trace"][-1]["status"] == "passthrough"
+    assert ask(m, "Name a colour.", model="moai/unreviewed").moai["cache"] == "miss"
+
+
+# ---------------------------------------------------------------- bad settings
+
+
+@pytest.mark.parametrize(("env", "needles"), [
+    ({"MOAI_CACHE": "on"}, ["MOAI_CACHE='on'", "off, exact or semantic"]),
+    ({"MOAI_CACHE": "exact", "MOAI_CACHE_TTL_S": "abc"}, ["MOAI_CACHE_TTL_S='abc'", "greater than 0"]),
+    ({"MOAI_CACHE": "semantic", "MOAI_CACHE_THRESHOLD": "1.5"}, ["MOAI_CACHE_THRESHOLD", "at most 1"]),
+    ({"MOAI_CACHE": "exact", "MOAI_CACHE_PER_KEY": "maybe"}, ["MOAI_CACHE_PER_KEY", "true or false"]),
+])
+def test_a_bad_cache_variable_stops_serve_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       env: dict[str, str], needles: list[str]) -> None:
+    import uvicorn
+    from cli_support import one_line_error
+    from stub_openai import free_port
+    from typer.testing import CliRunner
+
+    from moai.cli import app
+
+    def served(*_a: Any, **_k: Any) -> None:
+        raise AssertionError("the server started")
+
+    monkeypatch.setattr(uvicorn, "run", served)  # a regression fails here instead of serving for ever
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("MOAI_CONFIG", raising=False)
+    monkeypatch.setenv("MOAI_DATABASE_URL", f"sqlite:///{tmp_path / 'moai.db'}")
+    path = tmp_path / "mix.yaml"
+    path.write_text(cfg_text("http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1"))
+    r = CliRunner().invoke(app, ["serve", "--config", str(path), "--port", str(free_port())])
+    one_line_error(r, *needles)
+    assert "serving" not in r.output
+    with pytest.raises(ConfigError, match=needles[0].split("=")[0]):
+        ResponseCache.from_config(object())
+
+
+def test_tool_calls_passed_on_by_a_cascade_are_cached_whole(passing: tuple[Mixture, list[StubServer]]) -> None:
+    m, servers = passing
+    servers[0].script.tool_call = ("get_weather", '{"city": "Paris"}')
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    first = ask(m, "Weather in Paris?", model="moai/cascade", tools=tools)
+    assert first.moai["cache"] == "miss" and first.moai["trace"][-1]["status"] == "passthrough"
+    spent = sum(s.script.calls for s in servers)
+    again = ask(m, "Weather in Paris?", model="moai/cascade", tools=tools)
+    assert again.moai["cache"] == "hit" and sum(s.script.calls for s in servers) == spent
+    assert again.choices[0].finish_reason == first.choices[0].finish_reason == "tool_calls"
+    (call,) = again.choices[0].message.tool_calls or []
+    assert (call.function.name, call.function.arguments) == ("get_weather", '{"city": "Paris"}')
+    assert call.id == (first.choices[0].message.tool_calls or [])[0].id
+    chunks = list(ask(m, "Weather in Paris?", model="moai/cascade", tools=tools, stream=True))
+    deltas = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert [(d.index, d.function.arguments) for d in deltas if d.function] == [(0, '{"city": "Paris"}')]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]

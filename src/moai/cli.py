@@ -130,6 +130,7 @@ def serve(
     from moai.server.app import create_app
 
     cfg = _config(config or os.environ.get("MOAI_CONFIG"))
+    _check_cache(cfg)
     _check_listen(host, port)
     store = _store(database_url or cfg.settings.database_url)
     _warn_missing_local(cfg)
@@ -137,6 +138,13 @@ def serve(
     console.print(f"moai serving {len(cfg.mixes)} mix(es) over {len(cfg.models)} model(s) on http://{host}:{port}/v1")
     _log_to_stderr(log_level)
     uvicorn.run(create_app(cfg, store), host=host, port=port, log_level=log_level)
+
+
+def _check_cache(cfg: Config) -> None:
+    """A bad MOAI_CACHE* variable is one line before anything starts, not a traceback from the first engine."""
+    from moai.cache import cache_settings
+
+    guarded(lambda: cache_settings(cfg))
 
 
 def _warn_missing_local(cfg: Config) -> None:
@@ -208,6 +216,7 @@ def chat(
     from moai.strategies.executor import Execution, PlanFailed
 
     cfg = _config(config)
+    _check_cache(cfg)
     if not prompt.strip():
         fail("the prompt is empty")
     name = mix.removeprefix("moai/")
@@ -269,6 +278,7 @@ def route(
     from moai.server.openai_schema import validation_message
 
     cfg = _config(config)
+    _check_cache(cfg)
     if not prompt.strip():
         fail("the prompt is empty")
     try:

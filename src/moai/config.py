@@ -242,7 +242,7 @@ class CacheSettings(BaseModel):
     ttl_s: float = Field(3600.0, gt=0)
     max_entries: int = Field(1024, ge=1)
     threshold: float = Field(0.90, gt=0, le=1)
-    per_key: bool = False  # a separate cache per gateway key
+    per_key: bool = True  # a separate cache per gateway key (false: keys share answers)
 
 
 class Settings(BaseModel):
