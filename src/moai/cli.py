@@ -543,12 +543,15 @@ def keys_revoke(
     key_id: str = typer.Argument(..., help="The key id (mk_...)."), database_url: str | None = _db_option(),
     config: str | None = _config_db_option(),
 ) -> None:
-    """Revoke a key at once (servers pick it up within seconds)."""
-    from moai.server.auth import revoke_key
+    """Revoke a key at once (servers pick it up within seconds). The gateway stays closed without active keys."""
+    from moai.server.auth import list_keys, revoke_key
 
-    if not revoke_key(_store(_database_url(database_url, config)), key_id):
+    store = _store(_database_url(database_url, config))
+    if not revoke_key(store, key_id):
         fail(f"no active key {key_id!r}")
     console.print(f"revoked {key_id}")
+    if not any(k.revoked_at is None for k in list_keys(store)):
+        console.print("no active key is left: every call is refused until `moai keys create` makes one")
 
 
 def _register_optional() -> None:

@@ -107,6 +107,7 @@ class Gatekeeper:
         self.grace_s = grace_s
         self.on_error = on_error
         self._keys: dict[str, ApiKey] = {}
+        self._closed = False  # a key was ever created (revoked ones too): the gateway is never open again
         self._loaded = 0.0
         self._read_at: float | None = None  # when the key table was last read successfully
         self._error: str | None = None  # why the last read failed (None: it did not)
@@ -133,7 +134,9 @@ class Gatekeeper:
             if self._loaded != seen:  # a read finished while this one waited: its result is as fresh
                 return
             try:
-                keys = {k.secret_hash: k for k in list_keys(self.store) if k.revoked_at is None}
+                self.store.check_file()  # a SQLite file that is gone: its open connections would read a ghost
+                rows = list_keys(self.store)
+                keys = {k.secret_hash: k for k in rows if k.revoked_at is None}
             except SQLAlchemyError as e:
                 self._failed(e)
                 with self._lock:
@@ -144,7 +147,8 @@ class Gatekeeper:
             with self._lock:
                 if self._error is not None:
                     log.warning("gateway keys readable again")
-                self._keys, self._loaded, self._error = keys, time.monotonic(), None
+                self._keys, self._closed = keys, bool(rows)
+                self._loaded, self._error = time.monotonic(), None
                 self._read_at = self._loaded
         finally:
             self._reading.release()
@@ -167,8 +171,9 @@ class Gatekeeper:
         return self.store is not None and time.monotonic() - self._loaded > self.refresh_s
 
     def _match(self, authorization: str | None) -> tuple[ApiKey | None, str | None]:
-        """(key, None) or (None, None) for an open gateway, or (None, digest) for an unknown secret."""
-        if not self._keys:
+        """(key, None) or (None, None) for an open gateway, or (None, digest) for an unknown secret. A gateway
+        whose keys were all revoked stays closed: revoking the last key must not let everybody in."""
+        if not self._keys and not self._closed:
             return None, None
         if not authorization or not authorization.lower().startswith("bearer "):
             raise Denied(401, "This gateway requires an API key: send 'Authorization: Bearer <key>'.",
@@ -229,6 +234,8 @@ class Gatekeeper:
 
     def _limits(self, key: ApiKey, now: datetime) -> Window | None:
         day, month = period_starts(now)
+        if self.store is not None and (key.budget_day_usd is not None or key.budget_month_usd is not None or key.rpm):
+            self.store.check_file()  # limits read from a SQLite file that is gone would hold nothing back
         if self.store is not None:
             for limit, start, label, reset in (
                 (key.budget_day_usd, day, "daily", day + timedelta(days=1)),
