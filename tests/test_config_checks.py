@@ -314,3 +314,15 @@ def test_serve_on_a_port_in_use_is_one_line_before_any_start_up_work(tmp_path: P
     one_line_error(r, f"cannot listen on 127.0.0.1:{port}", "in use")
     assert not served and "moai serving" not in r.output
     assert not (tmp_path / "moai.db").exists()  # nothing started: not even the database
+
+
+def test_config_check_refuses_a_gate_folder_without_a_gate(tmp_path: Path) -> None:
+    """The server would quietly route with another chooser: the check says so before it runs."""
+    base = ("models:\n  a: {provider: openai_compat, endpoint: \"http://127.0.0.1:9/v1\"}\n"
+            "mixes:\n  d: {strategy: route}\n")
+    one_line_error(check(tmp_path, base + f"settings: {{gate: {tmp_path / 'nope'}}}\n"), "settings.gate", "nope")
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    (gate / "gate.json").write_text("{}")
+    r = check(tmp_path, base + f"settings: {{gate: {gate}}}\n")
+    assert r.exit_code == 0, r.output

@@ -120,11 +120,12 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     port: int = typer.Option(8000, min=1, max=65535, help="Port."),
     database_url: str | None = typer.Option(
-        None, help="Telemetry database URL (default: MOAI_DATABASE_URL or SQLite)."
+        None, help="Telemetry database URL (default: the config's settings.database_url, else MOAI_DATABASE_URL, "
+        "else SQLite under ~/.cache/moai)."
     ),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
-    """Serve the OpenAI-compatible API (POST /v1/chat/completions, GET /v1/models)."""
+    """Serve the OpenAI-compatible API (POST /v1/chat/completions, GET /v1/models, POST /v1/feedback)."""
     import uvicorn
 
     from moai.server.app import create_app
@@ -369,6 +370,9 @@ def models_pull(
 def config_check(path: str = typer.Argument(..., help="Mix instructions YAML.")) -> None:
     """Validate a mix-instructions file; print a summary or one line naming file, line and field."""
     cfg = _config(path)
+    if cfg.settings.gate and not (Path(cfg.settings.gate).expanduser() / "gate.json").is_file():
+        fail(f"{path}: settings.gate: no trained gate at {cfg.settings.gate} (no gate.json there); `moai serve` "
+             "would route with the shipped gate or the rule-based chooser instead")
     _warn_missing_keys(cfg)
     console.print(f"[green]ok[/green] {path}: {len(cfg.models)} model(s), {len(cfg.mixes)} mix(es): "
                   + ", ".join(f"{n} ({m.strategy})" for n, m in cfg.mixes.items()), soft_wrap=True)

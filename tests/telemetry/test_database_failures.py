@@ -213,3 +213,19 @@ def test_a_sqlite_file_put_back_in_place_is_used(tmp_path: Path) -> None:
     os.replace(copy, db)  # a different file (a restored backup) in its place
     store.write(request(1))
     assert {r.id for r in TelemetryStore(f"sqlite:///{db}").requests()} == {"chatcmpl-0", "chatcmpl-1"}
+
+
+async def test_a_damaged_sqlite_file_is_an_outage_and_records_are_spooled(tmp_path: Path) -> None:
+    """"file is not a database" is the database being unusable, not a record it refuses: the record is kept on
+    the spool for when the file is repaired or replaced, never refused."""
+    db = tmp_path / "moai.db"
+    store = TelemetryStore(f"sqlite:///{db}")
+    writer = TelemetryWriter(store)
+    await writer.write(request(0))
+    store.engine.dispose()
+    with db.open("r+b") as fh:  # the header and the first pages overwritten
+        fh.write(os.urandom(8192))
+    await writer.write(request(1))
+    assert writer.spooled == 1 and writer.written == 1
+    assert list((tmp_path / "moai.db.spool").glob("spool-*.jsonl"))
+    writer.close()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import DatabaseError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from moai.telemetry.store import CallRecord, FeedbackRecord, RequestRecord, _row
@@ -34,9 +34,10 @@ _OUTAGES = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
 
 
 def is_outage(e: BaseException) -> bool:
-    """The database could not be used (down, unreachable, locked, out of space), as opposed to a record it
-    refuses (an integrity or data error), which no replay would change."""
-    return isinstance(e, _OUTAGES)
+    """The database could not be used (down, unreachable, locked, out of space, a damaged file), as opposed to a
+    record it refuses (an integrity or data error), which no replay would change. A plain ``DatabaseError`` (none
+    of its record-level subclasses) is SQLite's "file is not a database" / "disk image is malformed"."""
+    return isinstance(e, _OUTAGES) or type(e) is DatabaseError
 
 
 def default_spool_dir(url: str) -> Path:
