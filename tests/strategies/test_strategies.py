@@ -135,6 +135,18 @@ async def test_cascade_escalates_only_when_the_scorer_doubts() -> None:
     assert ex.answer.text == "big answer" and scripts["cheap"].calls == 0  # predicted below the threshold: skipped
 
 
+def test_a_cascade_is_ranked_among_its_own_models() -> None:
+    """The gate's pick (the trace, x-moai-model before any answer) is one of the cascade's models, not another model
+    of the config that the cascade never calls."""
+    cfg = ("models:\n" + "".join(f"  {n}: {{provider: openai_compat, endpoint: 'http://127.0.0.1:9/v1'}}\n"
+                                  for n in ("cheap", "big", "other"))
+           + "mixes:\n  m: {strategy: cascade, cascade: [cheap, big], threshold: 0.6}\n")
+    m = Mixture(parse_config(cfg), chooser=Fixed(["other", "big", "cheap"]))
+    body = ChatCompletionRequest.model_validate({"model": "moai/m", "messages": [{"role": "user", "content": "q"}]})
+    decision = m.prepare(body).ctx.decision
+    assert decision is not None and decision.model == "big" and "other" not in decision.ranking
+
+
 async def test_cascade_with_a_judge_scorer() -> None:
     mix = "  m: {strategy: cascade, cascade: [cheap, big], threshold: 0.7, scorer: judge, judge: j}\n"
     with ExitStack() as st:

@@ -33,7 +33,8 @@ def plan(ctx: RequestContext) -> Plan:
     models = order(ctx)
     if not models:
         raise ValueError(f"mix {ctx.mix_name!r}: no eligible model for the cascade")
-    decision = ctx.decide()
+    # ranked among the cascade's own models: the trace (and x-moai-model before any answer) names one of them
+    decision = ctx.decide([c for c in ctx.candidates if c.name in models])
     threshold = ctx.mix.threshold
     judge = fill(ctx, ctx.mix.judge) if ctx.mix.scorer == "judge" else []
     steps: list[Step] = []
