@@ -8,6 +8,7 @@ from stub_openai import Script, StubServer
 
 from moai.config import parse_config
 from moai.gate.decision import RouteDecision
+from moai.gate.rules import RuleChooser
 from moai.mixture import Mixture
 from moai.server.openai_schema import ChatCompletionRequest
 
@@ -145,6 +146,27 @@ def test_a_cascade_is_ranked_among_its_own_models() -> None:
     body = ChatCompletionRequest.model_validate({"model": "moai/m", "messages": [{"role": "user", "content": "q"}]})
     decision = m.prepare(body).ctx.decision
     assert decision is not None and decision.model == "big" and "other" not in decision.ranking
+
+
+def test_a_cascade_predicts_its_models_against_every_eligible_model() -> None:
+    """The rule chooser's qualities are relative to the pool it ranks: judged among the cascade's two models only,
+    a hard prompt would be left to the small one and an easy one sent past it."""
+    card = "provider: openai_compat, endpoint: 'http://127.0.0.1:9/v1'"
+    cfg = ("models:\n" + "".join(f"  {n}: {{{card}, params_b: {b}}}\n"
+                                  for n, b in (("tiny", 1), ("mid", 8), ("huge", 405)))
+           + "mixes:\n  m: {strategy: cascade, cascade: [tiny, mid], threshold: 0.8}\n")
+    m = Mixture(parse_config(cfg), chooser=RuleChooser())
+
+    def first_try(prompt: str) -> list[str]:
+        body = ChatCompletionRequest.model_validate({"model": "moai/m",
+                                                     "messages": [{"role": "user", "content": prompt}]})
+        prep = m.prepare(body)
+        assert set(prep.ctx.decision.quality) == {"tiny", "mid"}  # the trace names the cascade's models only
+        return prep.plan.steps[0].models
+
+    assert first_try("hi") == ["tiny"]
+    assert first_try("Prove that there are infinitely many primes and explain step by step why the proof "
+                     "works.")[0] == "mid"
 
 
 async def test_cascade_with_a_judge_scorer() -> None:

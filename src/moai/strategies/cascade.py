@@ -9,6 +9,9 @@ streamed when reached. With the gate as scorer, a model predicted below the thre
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from moai.gate.decision import RouteDecision
 from moai.strategies.context import RequestContext
 from moai.strategies.plan import Passthrough, Plan, Step, StepResult
 from moai.strategies.prompts import GRADE, first_number, review_messages
@@ -29,12 +32,26 @@ def shown(r: StepResult) -> str:
     return "\n".join([r.text, *calls]).strip() if calls else r.text
 
 
+def _narrowed(decision: RouteDecision, models: list[str]) -> RouteDecision:
+    """The decision as the cascade's trace: its own models only, their probabilities renormalised."""
+    ranking = [m for m in decision.ranking if m in models] or list(models)
+    z = sum(decision.probabilities.get(m, 0.0) for m in ranking) or 1.0
+    return replace(decision, model=ranking[0], ranking=ranking,
+                   probabilities={m: decision.probabilities.get(m, 0.0) / z for m in ranking},
+                   quality={m: q for m, q in decision.quality.items() if m in models},
+                   utilities={m: u for m, u in decision.utilities.items() if m in models},
+                   reasons=[*decision.reasons, f"cascade: ranked among its own models ({', '.join(models)})"])
+
+
 def plan(ctx: RequestContext) -> Plan:
     models = order(ctx)
     if not models:
         raise ValueError(f"mix {ctx.mix_name!r}: no eligible model for the cascade")
-    # ranked among the cascade's own models: the trace (and x-moai-model before any answer) names one of them
-    decision = ctx.decide([c for c in ctx.candidates if c.name in models])
+    # predicted against every eligible model (the rule chooser's qualities are relative to the pool it is given);
+    # the trace (and x-moai-model before any answer) is narrowed to the cascade's own models
+    decision = ctx.decide()
+    if ctx.decision is decision and set(decision.ranking) - set(models):
+        ctx.decision = _narrowed(decision, models)
     threshold = ctx.mix.threshold
     judge = fill(ctx, ctx.mix.judge) if ctx.mix.scorer == "judge" else []
     steps: list[Step] = []
