@@ -298,6 +298,8 @@ def test_server_cache_with_the_official_client(tmp_path: Path) -> None:
     ("What is the time complexity of quicksort?", "What is the worst-case time complexity of quicksort?"),
     ("Is it safe to eat raw chicken?", "Is it safe to eat raw chicken or raw fish?"),
     ("What year did World War II end?", "What year did World War I end?"),
+    ("How to convert a string to an integer", "How to convert an integer to a string"),  # the swap is at "to" #2
+    ("How do I go from km to miles?", "How do I go from miles to km?"),
 ])
 def test_lookalikes_in_order_scope_and_relation(a: str, b: str) -> None:
     assert lookalike(a, b) and lookalike(b, a)
@@ -471,6 +473,15 @@ def test_a_draft_passed_on_by_a_failed_critic_is_not_cached(passing: tuple[Mixtu
     assert first.choices[0].message.content == "answer A" and first.moai["cache"] == "miss"
     assert first.moai["trace"][-1]["status"] == "passthrough"
     assert ask(m, "Name a colour.", model="moai/unreviewed").moai["cache"] == "miss"
+
+
+def test_an_answer_the_judge_gave_no_usable_verdict_on_is_not_cached(passing: tuple[Mixture, list[StubServer]]) -> None:
+    """A judge that answered but named no answer: the gate's favourite went out unvetted, so it is not kept."""
+    m, servers = passing
+    servers[2].script.reply = "I cannot decide"
+    first = ask(m, "Name a colour.", model="moai/fanout")
+    assert first.moai["cache"] == "miss" and any("verdict unusable" in r for r in first.moai["reason"])
+    assert ask(m, "Name a colour.", model="moai/fanout").moai["cache"] == "miss"
 
 
 # ---------------------------------------------------------------- bad settings

@@ -38,6 +38,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import product
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -285,13 +286,14 @@ def content_words(text: str) -> list[str]:
     return _parse(text).words
 
 
-def _relations(words: Sequence[str]) -> dict[str, tuple[set[str], set[str]]]:
-    """For each relation word, the content words before and after its first occurrence."""
-    out: dict[str, tuple[set[str], set[str]]] = {}
+def _relations(words: Sequence[str]) -> dict[str, list[tuple[set[str], set[str]]]]:
+    """For each relation word, the content words before and after each of its occurrences ('how to convert a
+    string to an integer' has two: the swap is around the second)."""
+    out: dict[str, list[tuple[set[str], set[str]]]] = {}
     for i, w in enumerate(words):
         rel = _RELATIONS.get(w)
-        if rel is not None and rel not in out:
-            out[rel] = set(_content(words[:i])), set(_content(words[i + 1 :]))
+        if rel is not None:
+            out.setdefault(rel, []).append((set(_content(words[:i])), set(_content(words[i + 1 :]))))
     return out
 
 
@@ -299,14 +301,14 @@ def _swapped(a: str, b: str) -> tuple[str, str, str] | None:
     """(word, relation, word) when two content words change sides of the same relation word: 'km in 5 miles' /
     'miles in 5 km', 'string to integer' / 'integer to string', 'X faster than Y' / 'Y faster than X'."""
     ra, rb = _relations(_WORD.findall(a.lower())), _relations(_WORD.findall(b.lower()))
-    for rel in ra.keys() & rb.keys():
-        (before_a, after_a), (before_b, after_b) = ra[rel], rb[rel]
-        moved_back = (before_a & after_b) - after_a
-        moved_front = (after_a & before_b) - before_a
-        for x in sorted(moved_back):
-            for y in sorted(moved_front):
-                if x != y:
-                    return x, rel, y
+    for rel in sorted(ra.keys() & rb.keys()):
+        for (before_a, after_a), (before_b, after_b) in product(ra[rel], rb[rel]):  # occurrences may not line up
+            moved_back = (before_a & after_b) - after_a
+            moved_front = (after_a & before_b) - before_a
+            for x in sorted(moved_back):
+                for y in sorted(moved_front):
+                    if x != y:
+                        return x, rel, y
     return None
 
 
@@ -489,7 +491,8 @@ class ResponseCache:
         if not prep.use_cache:
             return self._done(prep, Lookup("bypass"))
         key, scope, query = self.keys(prep)
-        pinned = prep.ctx.session_model  # a conversation stays on its model: another model's answer is no hit
+        # a conversation stays on its model (or the one it escalated to this turn): another model's answer is no hit
+        pinned = prep.ctx.session_pick or prep.ctx.session_model
         now = self.clock()
         with self._lock:
             entry = self._get(key, now, pinned)
@@ -529,15 +532,15 @@ class ResponseCache:
     def store(self, prep: Prepared, ex: Execution) -> bool:
         """Keep a successful final answer, also one the final step passed on (the fanout's pick, the cascade's
         accepted try, the draft the critic approved). Rescued, empty or opted-out answers are not kept, nor one
-        passed on because the judge or critic that should have vetted it failed."""
+        passed on because the judge or critic that should have vetted it failed or gave no usable verdict."""
         look = prep.cache
         if look is None or look.status != "miss":
             return False
         ans = ex.answer
         if ans.status not in ("ok", "passthrough") or ans.step != ex.plan.final or not (ans.text or ans.tool_calls):
             return False
-        if ans.status == "passthrough" and any(r.status == "failed" and r.role in ("judge", "critic")
-                                               for r in ex.results):
+        unvetted = prep.ctx.unvetted or any(r.status == "failed" and r.role in ("judge", "critic") for r in ex.results)
+        if ans.status == "passthrough" and unvetted:
             return False
         vector = look.vector
         if look.query is not None and vector is None:

@@ -44,6 +44,7 @@ class RequestContext:
     excluded: dict[str, str] = field(default_factory=dict)
     decision: RouteDecision | None = None
     notes: list[str] = field(default_factory=list)
+    unvetted: bool = False  # answered without the verdict the mix asked for (judge/critic failed or unusable)
     privacy: Any = None  # gate.privacy.PrivacyReport of this request
     session: str | None = None  # the conversation this request continues
     session_model: str | None = None  # the model that answered its previous turn

@@ -73,6 +73,7 @@ def plan(ctx: RequestContext) -> Plan:
             verdict = results.get(cid)
             if note := critic_note(verdict):  # a failed critic passes the draft on: say so
                 ctx.notes.append(note)
+                ctx.unvetted = True
             if verdict is None or verdict.status != "ok" or approved(verdict.text):
                 final = n == rounds
                 return Passthrough.of(answer) if final else None
@@ -113,6 +114,7 @@ def checked_plan(ctx: RequestContext, writer: list[str], critic: list[str]) -> P
         draft, review = results["draft"], results.get("critique1")
         if note := critic_note(review):
             ctx.notes.append(note)
+            ctx.unvetted = True
         if verdicts and verdicts[0].action == "rewrite" and verdicts[0].program is not None:
             p = verdicts[0].program
             return with_messages(ctx, from_program_messages(ctx.params.messages, p.code, f"{p.printed:g}",

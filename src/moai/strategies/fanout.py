@@ -45,6 +45,7 @@ def plan(ctx: RequestContext) -> Plan:
         pick, note = judge_verdict(results.get("judge"), len(answers))
         if note:  # the judge failed or its verdict names no answer: the gate's favourite answers instead
             ctx.notes.append(note)
+            ctx.unvetted = True
         chosen = answers[pick - 1] if pick is not None else best_of(ctx, answers)
         assert chosen is not None
         return Passthrough.of(chosen)
