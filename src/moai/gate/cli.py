@@ -356,6 +356,7 @@ def _write_lines(out: Path, rows: Iterator[dict[str, Any]]) -> int:
     leaves the old file (or none), never half of one."""
     import tempfile
 
+    out = out.resolve() if out.is_symlink() else out  # a link is written through, as open() would
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     n = 0

@@ -1,9 +1,9 @@
 """Gateway keys: who may call, which mixes, how much they may spend, how fast.
 
 Keys live hashed in the telemetry database (shared by replicas). Authentication is required as soon as
-one active key exists. Budgets are checked against the spend recorded in the database (per UTC day and
-month); requests-per-minute limits are counted in the same database (``rate_limit``), so they hold across
-replicas too.
+one key was created, revoked ones included (revoking the last key closes the gateway, never opens it).
+Budgets are checked against the spend recorded in the database (per UTC day and month); requests-per-minute
+limits are counted in the same database (``rate_limit``), so they hold across replicas too.
 
 When the database cannot be read, the key set read last is used for a short while (``grace_s``: a restart or a
 fail-over of the database does not lock every caller out); after that, and whenever no key set was ever read,
@@ -182,7 +182,7 @@ class Gatekeeper:
         return self._keys.get(digest), digest
 
     def authenticate(self, authorization: str | None) -> ApiKey | None:
-        """None when no key exists (open gateway); the key when valid; raises Denied otherwise."""
+        """None when no key was ever created (open gateway); the key when valid; raises Denied otherwise."""
         if self._stale():
             self._refresh(self._read_at is None, self._loaded)  # nothing read yet: no key set to stand in
         self._usable()

@@ -144,8 +144,10 @@ def _check_scale(records: Sequence[RoutingRecord], rows: Sequence[int], label: s
 
 
 def _normalised(records: Sequence[RoutingRecord], models: Sequence[str]) -> np.ndarray:
-    """Scores on 0-1: a benchmark on the 1-10 judge scale is rescaled like the gate's training does, 0/1 and
-    0-1 scores pass through; a benchmark whose scores mix scales is refused (``_check_scale``)."""
+    """Scores on 0-1: a benchmark on the 1-10 judge scale is rescaled (y - 1) / 9, 0/1 and 0-1 scores pass
+    through; a benchmark whose scores mix scales is refused (``_check_scale``). Stricter than the gate's training,
+    which reads each record's own scale and only warns (``moai.bench.scales``): a target is held on these very
+    numbers, so a score that may be a typo is not guessed at."""
     col = {m: j for j, m in enumerate(models)}
     y = np.full((len(records), len(models)), np.nan)
     groups: dict[str, list[int]] = {}
@@ -156,7 +158,7 @@ def _normalised(records: Sequence[RoutingRecord], models: Sequence[str]) -> np.n
                 y[i, col[m]] = s
     for key, rows in groups.items():
         label = f"benchmark {key!r}" if records[rows[0]].benchmark else f"{key or 'the records'}"
-        if _check_scale(records, rows, label):  # 1-10 → 0-1, as bench.datasets.normalise_scores maps it
+        if _check_scale(records, rows, label):  # 1-10 → 0-1, the map training uses for a judge record
             y[rows] = np.clip((y[rows] - 1.0) / 9.0, 0.0, 1.0)
     return y
 
