@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import queue
 import threading
 import time
@@ -148,7 +149,13 @@ class Mixture:
 
     @classmethod
     def from_config(cls, path: str | None = None, **kw: Any) -> Mixture:
-        return cls(load_config(path), **kw)
+        """A Mixture for the mix instructions at ``path`` (None: the embedded default). Requests are recorded where
+        the instructions' ``settings.database_url`` or ``MOAI_DATABASE_URL`` says, as ``moai serve`` records them;
+        with neither (and no ``store=``), in-process calls are not recorded."""
+        config = load_config(path)
+        if "store" not in kw and (url := config.settings.database_url or os.environ.get("MOAI_DATABASE_URL")):
+            kw["store"] = TelemetryStore(url)
+        return cls(config, **kw)
 
     @functools.cached_property
     def chat(self) -> Any:
