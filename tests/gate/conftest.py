@@ -32,6 +32,20 @@ def synth_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return p
 
 
+@pytest.fixture(scope="session")
+def gate_dir(synth_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small gate trained once through the CLI on the synthetic records, shared by the CLI tests."""
+    from typer.testing import CliRunner
+
+    from moai.gate.cli import app
+
+    out = tmp_path_factory.mktemp("cli") / "gate"
+    r = CliRunner().invoke(app, ["train", "--data", str(synth_file), "--out", str(out), "--epochs", "10"])
+    assert r.exit_code == 0, r.output
+    assert (out / "gate.json").is_file()
+    return out
+
+
 @pytest.fixture(autouse=True)
 def _cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep test embeddings out of the user's cache."""

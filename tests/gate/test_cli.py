@@ -17,15 +17,6 @@ pytestmark = pytest.mark.skipif(not HAVE_ENCODER, reason="MiniLM ONNX model/toke
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def gate_dir(synth_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("cli") / "gate"
-    r = runner.invoke(app, ["train", "--data", str(synth_file), "--out", str(out), "--epochs", "10"])
-    assert r.exit_code == 0, r.output
-    assert (out / "gate.json").is_file()
-    return out
-
-
 def test_eval_prints_table(gate_dir: Path, synth_file: Path, tmp_path: Path) -> None:
     png = tmp_path / "curve.png"
     r = runner.invoke(app, ["eval", "--gate", str(gate_dir), "--data", str(synth_file),

@@ -25,14 +25,6 @@ pytestmark = pytest.mark.skipif(not encoder_installed(), reason="MiniLM ONNX mod
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def gate_dir(synth_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("records") / "gate"
-    r = runner.invoke(app, ["train", "--data", str(synth_file), "--out", str(out), "--epochs", "5"])
-    assert r.exit_code == 0, r.output
-    return out
-
-
 def _rows(synth_file: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in synth_file.read_text().splitlines()]
 
