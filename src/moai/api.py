@@ -21,7 +21,13 @@ Errors are the ``openai`` client's own exception classes for the status the HTTP
 model failed), so code written against the OpenAI client handles moai unchanged. A request past the mix
 file's ``settings.request_timeout_s`` (a 504 from the server) raises ``openai.APITimeoutError``, as the
 OpenAI client does when a call takes too long, for a stream too (the limit covers the whole stream); its
-``code`` is the server's, ``request_timeout``.
+``code`` is the server's, ``request_timeout``. The caller's own ``timeout=`` raises ``openai.APITimeoutError``
+too: on a stream it bounds the wait for the first chunk and then for each next one, as the OpenAI client's read
+timeout does. A call given up on (a timeout, Ctrl-C, a stream closed or dropped unfinished) stops its model call
+and is recorded as cancelled, as the server records a client that disconnects.
+
+Messages, tools and other arguments may hold the OpenAI client's typed objects (``r.choices[0].message``
+appended to ``messages``): they are sent as the OpenAI client would serialise them.
 
 ``create`` takes the OpenAI client's own keyword arguments (read from the installed ``openai``) and moai's
 body fields (``moai=``, ``cache=``); anything else is a ``TypeError``, as from the OpenAI client, and may be
@@ -37,7 +43,9 @@ import concurrent.futures
 import contextlib
 import functools
 import inspect
+import math
 import queue
+import sys
 import threading
 import time
 import weakref
@@ -47,7 +55,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from moai import deadline
 
@@ -74,17 +82,29 @@ __all__ = ["AsyncChat", "AsyncChunkStream", "Chat", "ChunkStream", "RequestTimeo
 
 
 class _LoopThread:
-    """One event loop in a daemon thread, started on first use."""
+    """One event loop in a daemon thread, started on first use; closed for good by ``shutdown``."""
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.closed = False
+        # every coroutine running on the loop, held strongly (an abandoned stream's task is not collected while
+        # its model call runs) so that shutdown can stop them and have them recorded as cancelled
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._streams: weakref.WeakSet[ChunkStream | AsyncChunkStream] = weakref.WeakSet()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
+        if self.closed:
+            raise _shut_down()
+        return self._start()
+
+    def _start(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._loop is None or not self._loop.is_running():
+                if sys.is_finalizing():  # a thread started now would never run: waiting on it would hang exit
+                    raise RuntimeError("the interpreter is shutting down")
                 loop = asyncio.new_event_loop()
                 started = threading.Event()
                 self._thread = threading.Thread(target=self._serve, args=(loop, started), name="moai-api-loop",
@@ -100,8 +120,26 @@ class _LoopThread:
         loop.call_soon(started.set)
         loop.run_forever()
 
+    async def _tracked(self, coro: Coroutine[Any, Any, T]) -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            return await coro
+        finally:
+            self._tasks.discard(task)
+
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            loop = self.loop
+        except BaseException:
+            coro.close()
+            raise
+        return asyncio.run_coroutine_threadsafe(self._tracked(coro), loop)
+
+    def track(self, stream: ChunkStream | AsyncChunkStream) -> None:
+        with self._lock:
+            self._streams.add(stream)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         if self._thread is not None and threading.current_thread() is self._thread:
@@ -113,23 +151,84 @@ class _LoopThread:
         except concurrent.futures.TimeoutError:
             fut.cancel()
             raise openai.APITimeoutError(_http.Request("POST", _URL)) from None
+        except concurrent.futures.CancelledError:  # stopped by shutdown
+            raise _shut_down() from None
+        except BaseException:  # KeyboardInterrupt: stop the model call (recorded as cancelled), as async does
+            fut.cancel()
+            raise
 
     async def arun(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         fut = asyncio.wrap_future(self.submit(coro))
-        if timeout is None:
-            return await fut
         try:
+            if timeout is None:
+                return await fut
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             raise openai.APITimeoutError(_http.Request("POST", _URL)) from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self.closed and task is not None and not task.cancelling():  # stopped by shutdown, not the caller
+                raise _shut_down() from None
+            raise
 
-    def stop(self) -> None:
+    def close(self, mixture: Mixture, timeout: float = 30) -> None:
+        """Refuse new calls, end open streams with an error, stop running calls (recorded as cancelled), then
+        close the Mixture's connections and flush its telemetry, and stop the loop."""
         with self._lock:
-            if self._loop is not None and self._loop.is_running():
-                self._loop.call_soon_threadsafe(self._loop.stop)
-                if self._thread is not None:
-                    self._thread.join(timeout=5)
+            if self.closed:
+                return
+            self.closed = True
+            streams = list(self._streams)
+        for stream in streams:
+            stream._abort(_shut_down())
+        if self._thread is not None and threading.current_thread() is self._thread:
+            raise RuntimeError("shutdown cannot be called from the engine's own loop")
+        try:
+            loop = self._start()
+        except RuntimeError:  # the interpreter is finalizing and the loop is gone: nothing can run any more
+            return
+        fut = asyncio.run_coroutine_threadsafe(self._drain(mixture), loop)
+        with contextlib.suppress(Exception):
+            fut.result(timeout)
+        with self._lock:
+            loop.call_soon_threadsafe(loop.stop)
+            if self._thread is not None:
+                self._thread.join(timeout=5)
             self._loop = self._thread = None
+
+    async def _drain(self, mixture: Mixture) -> None:
+        # at interpreter exit the standard thread pools take no more work, and closing the Mixture hands its
+        # telemetry flush to a thread: give the loop one that starts a thread per call instead
+        asyncio.get_running_loop().set_default_executor(_ThreadPerCall())
+        running = [t for t in self._tasks if t is not asyncio.current_task()]
+        for t in running:
+            t.cancel()
+        if running:
+            await asyncio.wait(running, timeout=10)
+        await mixture.aclose()
+
+
+class _ThreadPerCall(concurrent.futures.ThreadPoolExecutor):
+    """Runs each call in a thread of its own: still works during exit, unlike a pool (see ``_drain``)."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def work() -> None:
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fn(*args, **kwargs))
+                except BaseException as e:  # noqa: BLE001 - handed to the caller
+                    fut.set_exception(e)
+
+        threading.Thread(target=work, name="moai-api-close", daemon=True).start()
+        return fut
+
+
+def _shut_down() -> openai.APIConnectionError:
+    """What a call to a Mixture after ``shutdown`` raises: the OpenAI client's error once it is closed."""
+    return openai.APIConnectionError(message="this Mixture was shut down (moai.api.shutdown)",
+                                     request=_http.Request("POST", _URL))
 
 
 _LOOPS: weakref.WeakKeyDictionary[Any, _LoopThread] = weakref.WeakKeyDictionary()
@@ -144,17 +243,24 @@ def _loop_for(mixture: Mixture) -> _LoopThread:
 
 
 def shutdown(mixture: Mixture) -> None:
-    """Close the Mixture's connections, flush its telemetry and stop its private loop (done at exit anyway)."""
-    runner = _LOOPS.pop(mixture, None)
-    if runner is not None:
-        runner.run(mixture.aclose(), timeout=30)
-        runner.stop()
+    """Close the Mixture's connections, flush its telemetry and stop its private loop (done at exit anyway).
+
+    Calls still running are stopped and recorded as cancelled, and an open stream raises
+    ``openai.APIConnectionError`` at its next chunk. The Mixture is closed for good: every later call raises
+    ``openai.APIConnectionError`` at once, as the OpenAI client does after ``close()``. Calling it again does
+    nothing."""
+    with _LOOPS_LOCK:
+        runner = _LOOPS.get(mixture)
+        if runner is None:  # never used through this API: nothing of it to close, only later calls to refuse
+            _LOOPS[mixture] = runner = _LoopThread()
+            runner.closed = True
+    runner.close(mixture)
 
 
 @atexit.register
 def _shutdown_all() -> None:
-    """At interpreter exit: close what callers left open, so pooled connections end cleanly and every
-    acknowledged request's telemetry record is written."""
+    """At interpreter exit: close what callers left open (streams included, recorded as cancelled), so pooled
+    connections end cleanly and every acknowledged request's telemetry record is written."""
     for mixture in list(_LOOPS.keys()):
         with contextlib.suppress(Exception):
             shutdown(mixture)
@@ -164,18 +270,19 @@ def _shutdown_all() -> None:
 
 
 def status_error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None) -> openai.APIStatusError:
-    """The exception the openai client raises for this status and error body."""
+                 code: str | None = None, headers: dict[str, str] | None = None) -> openai.APIStatusError:
+    """The exception the openai client raises for this status, error body and response headers (its text is
+    the one it makes from the server's response: the status and the error's message)."""
     from moai.server.openai_schema import error_body
 
     body = error_body(message, type_, param, code)
-    response = _http.Response(status, request=_http.Request("POST", _URL), json=body)
+    response = _http.Response(status, request=_http.Request("POST", _URL), json=body, headers=headers)
     cls: type[openai.APIStatusError] = {
         400: openai.BadRequestError, 401: openai.AuthenticationError, 403: openai.PermissionDeniedError,
         404: openai.NotFoundError, 409: openai.ConflictError, 422: openai.UnprocessableEntityError,
         429: openai.RateLimitError,
     }.get(status, openai.InternalServerError if status >= 500 else openai.APIStatusError)
-    return cls(f"Error code: {status} - {body}", response=response, body=body["error"])
+    return cls(f"Error code: {status} - {message}", response=response, body=body["error"])
 
 
 class RequestTimeout(openai.APITimeoutError):
@@ -196,33 +303,40 @@ async def _timed_out(mixture: Mixture, prep: Prepared, timeout_s: float | None) 
     return RequestTimeout(timeout_s)
 
 
-def _translate(e: Exception) -> Exception:
-    """Engine exceptions -> openai exceptions, with the statuses the HTTP server uses."""
+def _translate(e: Exception, request_id: str | None = None) -> Exception:
+    """Engine exceptions -> openai exceptions, with the statuses and headers the HTTP server uses."""
     from moai.mixture import BadRequest, UnknownModel
     from moai.providers.base import ProviderError, is_refusal
     from moai.strategies.context import NoEligibleModel
     from moai.strategies.executor import PlanFailed
 
+    ids = {"x-request-id": request_id, "x-moai-request-id": request_id} if request_id else {}
     if isinstance(e, ValidationError):
         from moai.server.openai_schema import validation_message
 
         message, param = validation_message(e)
         return status_error(400, message, param=param)
     if isinstance(e, UnknownModel):
-        return status_error(404, str(e), "not_found_error", "model", "model_not_found")
+        return status_error(404, str(e), param="model", code="model_not_found")
     if isinstance(e, BadRequest):
-        return status_error(400, str(e), param=e.param, code=e.code)
+        return status_error(400, str(e), param=e.param, code=e.code, headers=ids)
     if isinstance(e, NoEligibleModel):
         detail = "; ".join(f"{m}: {why}" for m, why in e.excluded.items())
-        return status_error(422, f"{e} ({detail})", param="model", code=getattr(e, "code", "no_eligible_model"))
+        return status_error(422, f"{e} ({detail})", param="model", code=getattr(e, "code", "no_eligible_model"),
+                            headers=ids)
     if isinstance(e, PlanFailed) and is_refusal(e.status):
-        return status_error(e.status, f"no model accepts this request: {e}", param=e.param, code=e.code)
-    if isinstance(e, PlanFailed) and e.status == 429:
-        return status_error(429, f"every model of this mix is rate limited: {e}", "rate_limit_error", code=e.code)
+        return status_error(e.status, f"no model accepts this request: {e}", param=e.param, code=e.code,
+                            headers=ids)
+    if isinstance(e, PlanFailed) and e.status == 429:  # Retry-After: the OpenAI client backs off and retries
+        wait = {"retry-after": str(math.ceil(e.retry_after))} if e.retry_after is not None else {}
+        return status_error(429, f"every model of this mix is rate limited: {e}", "rate_limit_error", code=e.code,
+                            headers={**ids, **wait})
     if isinstance(e, PlanFailed):
-        return status_error(502, f"no model could answer: {e}", "server_error", code="upstream_failed")
+        return status_error(502, f"no model could answer: {e}", "server_error", code="upstream_failed",
+                            headers=ids)
     if isinstance(e, ProviderError):
-        return status_error(e.status if e.status >= 500 else 502, f"stream failed: {e}", "server_error")
+        return status_error(e.status if e.status >= 500 else 502, f"stream failed: {e}", "server_error",
+                            headers=ids)
     return e
 
 
@@ -245,6 +359,18 @@ def _sent(value: Any) -> bool:
     return value is not None and not isinstance(value, _UNSENT)
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as the JSON the OpenAI client would send: pydantic objects (a returned ``ChatCompletionMessage``
+    appended to ``messages``, openai's typed params) dumped as it dumps them, with only the fields they were given."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 @dataclass
 class _Call:
     payload: dict[str, Any]  # the JSON body the OpenAI client would send
@@ -263,8 +389,8 @@ def _call(where: str, model: Any, messages: Any, stream: Any, timeout: Any, kwar
     headers = kw.pop("extra_headers", None) or {}
     kw.pop("extra_query", None)
     session = next((str(v) for k, v in headers.items() if k.lower() == "x-moai-session" and _sent(v)), None)
-    payload = {"model": model, "messages": list(messages), "stream": stream if _sent(stream) else False,
-               **kw, **extra}
+    payload = _plain({"model": model, "messages": list(messages), "stream": stream if _sent(stream) else False,
+                      **kw, **extra})
     if isinstance(timeout, _http.Timeout):  # the OpenAI client's per-phase limits: waiting is the read one
         timeout = timeout.read
     return _Call(payload, session, float(timeout) if _sent(timeout) else None)
@@ -311,8 +437,8 @@ async def _prepare(mixture: Mixture, payload: dict[str, Any], session: str | Non
     except UnknownModel as e:
         raise _translate(e) from e
     except Exception as e:  # noqa: BLE001
-        await mixture.record_refusal(body, e, session=session, started=started)
-        raise _translate(e) from e
+        request_id = await mixture.record_refusal(body, e, session=session, started=started)
+        raise _translate(e, request_id) from e
 
 
 async def _complete(mixture: Mixture, call: _Call) -> ChatCompletion:
@@ -325,7 +451,7 @@ async def _complete(mixture: Mixture, call: _Call) -> ChatCompletion:
     except TimeoutError:
         raise await _timed_out(mixture, prep, limit) from None
     except Exception as e:  # noqa: BLE001
-        raise _translate(e) from e
+        raise _translate(e, prep.id) from e
     return completion(mixture, prep, call.payload["model"], ex)
 
 
@@ -348,7 +474,7 @@ async def _chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: b
     except TimeoutError:
         raise await _timed_out(mixture, prep, limit) from None
     except Exception as e:  # noqa: BLE001
-        raise _translate(e) from e
+        raise _translate(e, prep.id) from e
 
     async def items() -> AsyncIterator[Any]:
         if first is not None:
@@ -379,40 +505,58 @@ async def _chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: b
     except TimeoutError:
         raise await _timed_out(mixture, prep, limit) from None
     except Exception as e:  # noqa: BLE001
-        raise _translate(e) from e
+        raise _translate(e, prep.id) from e
 
 
 # ---------------------------------------------------------------- streams
 
 
+def _timeout_error() -> openai.APITimeoutError:
+    return openai.APITimeoutError(_http.Request("POST", _URL))
+
+
 class ChunkStream:
-    """Iterator of ``ChatCompletionChunk`` (like ``openai.Stream``); ``close()`` stops the model call."""
+    """Iterator of ``ChatCompletionChunk`` (like ``openai.Stream``); ``close()`` stops the model call, and so do
+    dropping it unfinished, Ctrl-C while it waits, and a ``timeout=`` passing with no chunk."""
 
-    def __init__(self, runner: _LoopThread, source: AsyncIterator[Any]) -> None:
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._runner = runner
-        ready = threading.Event()
+    def __init__(self, runner: _LoopThread, source: AsyncIterator[Any], timeout: float | None = None) -> None:
+        q: queue.Queue[Any] = queue.Queue()
 
-        async def pump() -> None:
-            self._task = asyncio.current_task()  # type: ignore[assignment]
-            ready.set()
+        async def pump() -> None:  # holds no reference to the stream, so an abandoned one is collected (and closed)
             try:
                 async for item in source:
-                    self._queue.put(item)
-                self._queue.put(_DONE)
+                    q.put(item)
+                q.put(_DONE)
             except BaseException as e:  # noqa: BLE001 - handed to the consumer, cancellation included
-                self._queue.put(e)
+                q.put(e)
 
-        runner.submit(pump())
-        ready.wait()
+        self._queue = q
+        self._timeout = timeout  # the longest wait for any one chunk, as the OpenAI client's read timeout
         self._closed = False
+        self._error: BaseException | None = None
         self._head: Any = None
+        self._future = runner.submit(pump())
+        runner.track(self)
 
-    def _ready(self) -> ChunkStream:
+    def _abort(self, error: BaseException) -> None:
+        """End the stream with ``error`` (the Mixture is shutting down); a waiting reader wakes up."""
+        self._error = error
+        self._queue.put(error)
+
+    def _get(self, wait: float | None) -> Any:
+        try:
+            return self._queue.get(timeout=wait)
+        except queue.Empty:
+            self.close()
+            raise _timeout_error() from None
+        except BaseException:  # KeyboardInterrupt while waiting: stop the model call
+            self.close()
+            raise
+
+    def _ready(self, wait: float | None = None) -> ChunkStream:
         """Wait for the first chunk, as OpenAI's client waits for the response's status: a request no model
         could start on raises here (``BadRequestError``, ``InternalServerError``...), not while iterating."""
-        item = self._queue.get()
+        item = self._get(wait)
         if isinstance(item, BaseException) and not isinstance(item, asyncio.CancelledError):
             self._closed = True
             raise item
@@ -425,21 +569,24 @@ class ChunkStream:
     def __next__(self) -> ChatCompletionChunk:
         if self._closed:
             raise StopIteration
-        item, self._head = (self._head, None) if self._head is not None else (self._queue.get(), None)
+        item, self._head = (self._head, None) if self._head is not None else (self._get(self._timeout), None)
         if item is _DONE:
             self._closed = True
             raise StopIteration
         if isinstance(item, BaseException):
             self._closed = True
+            if self._error is not None:
+                raise self._error
             if isinstance(item, asyncio.CancelledError):
                 raise StopIteration
             raise item
         return item  # type: ignore[no-any-return]
 
     def close(self) -> None:
-        if not self._closed and self._task is not None:
-            self._runner.loop.call_soon_threadsafe(self._task.cancel)
-        self._closed = True
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(RuntimeError):  # the loop is already gone: nothing runs any more
+                self._future.cancel()
 
     def __del__(self) -> None:  # abandoned half-way: stop the model call rather than let it run on
         if not getattr(self, "_closed", True):
@@ -453,20 +600,25 @@ class ChunkStream:
 
 
 class AsyncChunkStream:
-    """Async iterator of ``ChatCompletionChunk`` (like ``openai.AsyncStream``), fed from the private loop."""
+    """Async iterator of ``ChatCompletionChunk`` (like ``openai.AsyncStream``), fed from the private loop;
+    ``close()`` / ``aclose()`` stop the model call, and so do dropping it unfinished and a ``timeout=`` passing
+    with no chunk."""
 
-    def __init__(self, runner: _LoopThread, source: AsyncIterator[Any]) -> None:
+    def __init__(self, runner: _LoopThread, source: AsyncIterator[Any], timeout: float | None = None) -> None:
         self._runner = runner
         self._source = source
+        self._timeout = timeout
         self._queue: asyncio.Queue[Any] | None = None
+        self._caller: asyncio.AbstractEventLoop | None = None
         self._future: concurrent.futures.Future[None] | None = None
         self._closed = False
+        self._error: BaseException | None = None
         self._head: Any = None
 
-    async def _ready(self) -> AsyncChunkStream:
+    async def _ready(self, wait: float | None = None) -> AsyncChunkStream:
         """Wait for the first chunk (see ``ChunkStream._ready``)."""
         self._queue = self._start()
-        item = await self._queue.get()
+        item = await self._get(wait)
         if isinstance(item, BaseException) and not isinstance(item, asyncio.CancelledError):
             self._closed = True
             raise item
@@ -476,17 +628,47 @@ class AsyncChunkStream:
     def _start(self) -> asyncio.Queue[Any]:
         caller = asyncio.get_running_loop()
         q: asyncio.Queue[Any] = asyncio.Queue()
+        source = self._source
 
-        async def pump() -> None:
+        def post(item: Any) -> bool:
             try:
-                async for item in self._source:
-                    caller.call_soon_threadsafe(q.put_nowait, item)
-                caller.call_soon_threadsafe(q.put_nowait, _DONE)
-            except BaseException as e:  # noqa: BLE001
-                caller.call_soon_threadsafe(q.put_nowait, e)
+                caller.call_soon_threadsafe(q.put_nowait, item)
+                return True
+            except RuntimeError:  # the caller's loop is closed: nobody will read this stream
+                return False
 
+        async def pump() -> None:  # holds no reference to the stream, so an abandoned one is collected (and closed)
+            try:
+                async for item in source:
+                    if not post(item):  # stop the model call at its next step: recorded as cancelled
+                        task = asyncio.current_task()
+                        if task is not None:
+                            task.cancel()
+                post(_DONE)
+            except BaseException as e:  # noqa: BLE001
+                post(e)
+
+        self._caller = caller
         self._future = self._runner.submit(pump())
+        self._runner.track(self)
         return q
+
+    def _abort(self, error: BaseException) -> None:
+        """End the stream with ``error`` (the Mixture is shutting down); a waiting reader wakes up."""
+        self._error = error
+        if self._caller is not None and self._queue is not None:
+            with contextlib.suppress(RuntimeError):
+                self._caller.call_soon_threadsafe(self._queue.put_nowait, error)
+
+    async def _get(self, wait: float | None) -> Any:
+        assert self._queue is not None
+        if wait is None:
+            return await self._queue.get()
+        try:
+            return await asyncio.wait_for(self._queue.get(), wait)
+        except TimeoutError:
+            await self.aclose()
+            raise _timeout_error() from None
 
     def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
         return self
@@ -496,19 +678,32 @@ class AsyncChunkStream:
             raise StopAsyncIteration
         if self._queue is None:
             self._queue = self._start()
-        item, self._head = (self._head, None) if self._head is not None else (await self._queue.get(), None)
-        if item is _DONE or isinstance(item, asyncio.CancelledError):
+        item, self._head = (self._head, None) if self._head is not None else (await self._get(self._timeout), None)
+        if item is _DONE or isinstance(item, BaseException):
             self._closed = True
-            raise StopAsyncIteration
-        if isinstance(item, BaseException):
-            self._closed = True
+            if self._error is not None:
+                raise self._error
+            if item is _DONE or isinstance(item, asyncio.CancelledError):
+                raise StopAsyncIteration
             raise item
         return item  # type: ignore[no-any-return]
 
-    async def aclose(self) -> None:
+    def _cancel(self) -> None:
         if not self._closed and self._future is not None:
-            self._future.cancel()
+            with contextlib.suppress(RuntimeError):
+                self._future.cancel()
         self._closed = True
+
+    async def aclose(self) -> None:
+        self._cancel()
+
+    async def close(self) -> None:
+        """``aclose()``, by the name ``openai.AsyncStream`` uses."""
+        self._cancel()
+
+    def __del__(self) -> None:  # abandoned half-way: stop the model call rather than let it run on
+        if not getattr(self, "_closed", True):
+            self._cancel()
 
     async def __aenter__(self) -> AsyncChunkStream:
         return self
@@ -526,6 +721,11 @@ class _Completions:
         self._runner = _loop_for(mixture)
 
 
+def _left(timeout: float | None, began: float) -> float | None:
+    """What remains of ``timeout=`` for the first chunk: it bounds the wait for the response, as over HTTP."""
+    return None if timeout is None else max(0.0, timeout - (time.monotonic() - began))
+
+
 class Completions(_Completions):
     def create(self, *, model: str, messages: Any, stream: Any = False, timeout: Any = None,
                **kwargs: Any) -> ChatCompletion | ChunkStream:
@@ -534,9 +734,10 @@ class Completions(_Completions):
         m, run = self._mixture, self._runner
         if not call.payload["stream"]:
             return run.run(_complete(m, call), call.timeout)
+        began = time.monotonic()
         prep = run.run(_prepare(m, call.payload, call.session), call.timeout)
         include = bool((call.payload.get("stream_options") or {}).get("include_usage"))
-        return ChunkStream(run, _chunks(m, prep, model, include))._ready()
+        return ChunkStream(run, _chunks(m, prep, model, include), call.timeout)._ready(_left(call.timeout, began))
 
 
 class AsyncCompletions(_Completions):
@@ -547,9 +748,11 @@ class AsyncCompletions(_Completions):
         m, run = self._mixture, self._runner
         if not call.payload["stream"]:
             return await run.arun(_complete(m, call), call.timeout)
+        began = time.monotonic()
         prep = await run.arun(_prepare(m, call.payload, call.session), call.timeout)
         include = bool((call.payload.get("stream_options") or {}).get("include_usage"))
-        return await AsyncChunkStream(run, _chunks(m, prep, model, include))._ready()
+        stream = AsyncChunkStream(run, _chunks(m, prep, model, include), call.timeout)
+        return await stream._ready(_left(call.timeout, began))
 
 
 class Chat:
