@@ -29,6 +29,7 @@ neither reads nor writes. Configure with a ``cache:`` block in the mix instructi
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import os
@@ -213,15 +214,16 @@ def _number_words(tokens: list[Token]) -> list[Token]:
     return out
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Parsed:
     """One query, read for the look-alike checks."""
 
     numbers: tuple[str, ...]
     expression: tuple[str, ...]
-    words: list[str]  # content words in order, without numbers and the words that served as operators
+    words: tuple[str, ...]  # content words in order, without numbers and the words that served as operators
 
 
+@functools.lru_cache(maxsize=4096)  # a lookup compares one query with several stored ones: each is read once
 def _parse(text: str) -> _Parsed:
     tokens = _tokens(text)
     operand = [kind == "num" or (kind == "word" and len(t) == 1) for t, kind, _, _ in tokens]
@@ -240,7 +242,7 @@ def _parse(text: str) -> _Parsed:
                     break
         i += 1
     consumed = {n for _, first, last in ops for n in range(first, last + 1)}
-    words = _content([t for n, (t, kind, _, _) in enumerate(tokens) if kind == "word" and n not in consumed])
+    words = tuple(_content([t for n, (t, kind, _, _) in enumerate(tokens) if kind == "word" and n not in consumed]))
     numbers = tuple(t for t, kind, _, _ in tokens if kind == "num")
     if not any(op not in "()" for op, _, _ in ops):  # brackets alone are prose: 'explain recursion (simply)'
         return _Parsed(numbers, (), words)
@@ -283,7 +285,7 @@ def _content(words: Sequence[str]) -> list[str]:
 def content_words(text: str) -> list[str]:
     """Lower-cased words minus filler, numbers and arithmetic words, with a crude plural strip (enough to
     compare two short queries)."""
-    return _parse(text).words
+    return list(_parse(text).words)
 
 
 def _relations(words: Sequence[str]) -> dict[str, list[tuple[set[str], set[str]]]]:

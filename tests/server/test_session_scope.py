@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 from stub_openai import Script, StubServer
+from test_sessions import HARD, small_and_big
 
 from moai.api import shutdown
 from moai.config import parse_config
@@ -22,10 +23,6 @@ from moai.telemetry.store import TelemetryStore
 
 pytestmark = pytest.mark.integration
 
-HARD = ("Prove step by step that the algorithm below is correct, analyze its complexity, then implement and "
-        "optimize it: " + "def f(x): return x * 2 + 1  # explain why " * 30)
-
-
 def session_notes(moai: dict[str, Any]) -> list[str]:
     return [r for r in moai["reason"] if r.startswith("session")]
 
@@ -35,13 +32,7 @@ def gateway(tmp_path: Path) -> Iterator[tuple[TelemetryStore, Any]]:
     """A small and a big model on stubs, one SQLite store; yields it and a maker of fresh mixtures over both
     (a fresh one remembers no session: it finds them in the database, as after a restart)."""
     with StubServer(Script(reply="small")) as small, StubServer(Script(reply="big")) as big:
-        config_text = f"""
-models:
-  small: {{provider: openai_compat, endpoint: "{small.url}", privacy: private, params_b: 1, max_retries: 0}}
-  big: {{provider: openai_compat, endpoint: "{big.url}", privacy: private, params_b: 70, max_retries: 0}}
-mixes:
-  default: {{strategy: route}}
-"""
+        config_text = small_and_big(small.url, big.url)
         store = TelemetryStore(f"sqlite:///{tmp_path / 'moai.db'}")
         made: list[Mixture] = []
 

@@ -15,16 +15,20 @@ HARD = ("Prove step by step that the algorithm below is correct, analyze its com
         "optimize it: " + "def f(x): return x * 2 + 1  # explain why " * 30)
 
 
-def test_three_turn_session_stays_on_one_model(tmp_path: Path) -> None:
-    with StubServer(Script(reply="small")) as small, StubServer(Script(reply="big")) as big:
-        cfg = f"""
+def small_and_big(small_url: str, big_url: str, mixes: str = "") -> str:
+    """Mix instructions with a small and a big model (the rule chooser tells them apart by size) and a route mix."""
+    return f"""
 models:
-  small: {{provider: openai_compat, endpoint: "{small.url}", privacy: private, params_b: 1, max_retries: 0}}
-  big: {{provider: openai_compat, endpoint: "{big.url}", privacy: private, params_b: 70, max_retries: 0}}
+  small: {{provider: openai_compat, endpoint: "{small_url}", privacy: private, params_b: 1, max_retries: 0}}
+  big: {{provider: openai_compat, endpoint: "{big_url}", privacy: private, params_b: 70, max_retries: 0}}
 mixes:
   default: {{strategy: route}}
-  growing: {{strategy: route, sessions: escalate}}
-"""
+{mixes}"""
+
+
+def test_three_turn_session_stays_on_one_model(tmp_path: Path) -> None:
+    with StubServer(Script(reply="small")) as small, StubServer(Script(reply="big")) as big:
+        cfg = small_and_big(small.url, big.url, "  growing: {strategy: route, sessions: escalate}\n")
         srv = start_moai(cfg, tmp_path)
         try:
             def turn(mix: str, history: list[dict], text: str, session: str | None, user: str | None = None):

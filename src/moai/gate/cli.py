@@ -176,13 +176,13 @@ def _warn_overlap(recs: list[Any], train_recs: list[Any]) -> None:
 def _able(routers: list[Any], names: list[str], table: str) -> list[Any]:
     """The routers that can score every model in ``names``; a baseline never trained on one of them is left out
     of ``table`` with a note (the gate and random score any model), instead of losing every row."""
+    from moai.gate.quality import canonical
+
     ok, left, missing = [], [], set()
     for r in routers:
         try:
             r.cols(names)
         except KeyError:
-            from moai.gate.quality import canonical
-
             left.append(r.name)
             missing.update(n for n in names if canonical(n) not in r.models)
             continue
