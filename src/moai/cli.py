@@ -30,6 +30,8 @@ app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
 keys_app = typer.Typer(help="Gateway API keys (hashed at rest).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+db_app = typer.Typer(help="The telemetry database: retention.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -556,6 +558,67 @@ def keys_revoke(
     console.print(f"revoked {key_id}")
     if not any(k.revoked_at is None for k in list_keys(store)):
         console.print("no active key is left: every call is refused until `moai keys create` makes one")
+
+
+@keys_app.command("delete")
+def keys_delete(
+    key_id: str = typer.Argument(..., help="The key id (mk_...)."),
+    yes: bool = typer.Option(False, "--yes", help="Delete the last key, opening the gateway to anyone."),
+    database_url: str | None = _db_option(), config: str | None = _config_db_option(),
+) -> None:
+    """Delete a key (active or revoked); what it spent stays on record. Deleting every key opens the gateway."""
+    from moai.server.auth import delete_key, list_keys
+
+    store = _store(_database_url(database_url, config))
+    keys = list_keys(store)
+    if not any(k.id == key_id for k in keys):
+        fail(f"no key {key_id!r}")
+    if len(keys) == 1 and not yes:
+        fail(f"{key_id} is the last key: deleting it lets every caller in without a key; revoke it instead "
+             "(`moai keys revoke`), or pass --yes")
+    delete_key(store, key_id)
+    console.print(f"deleted {key_id}")
+    if len(keys) == 1:
+        console.print("no key is left: the gateway is open to anyone (servers follow within seconds)")
+
+
+# ---------------------------------------------------------------------------- database
+
+
+@db_app.command("prune")
+def db_prune(
+    older_than: str = typer.Option(..., "--older-than", help="Age of the requests to delete: e.g. 90d, 12h, 2w."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would be deleted."),
+    database_url: str | None = _db_option(), config: str | None = _config_db_option(),
+) -> None:
+    """Delete requests older than an age, with their calls and feedback (what `settings.retention_days` does)."""
+    from datetime import UTC, datetime
+
+    from moai.telemetry.report import missing_sqlite_file
+    from moai.telemetry.retention import RetentionRefused, check_budgets, count_older, parse_age, prune
+    from moai.telemetry.store import default_database_url, safe_url
+
+    try:
+        before = datetime.now(UTC) - parse_age(older_than)
+    except ValueError as e:
+        fail(f"--older-than: {e}")
+        return
+    url = _database_url(database_url, config) or default_database_url()
+    if (path := missing_sqlite_file(url)) is not None:  # nothing to prune: do not create a database
+        fail(f"cannot open database {safe_url(url)!r}: {path} does not exist")
+    store = _store(url)
+    try:
+        check_budgets(store, before)
+        if dry_run:
+            n = count_older(store, before)
+            console.print(f"would delete {n:,} requests older than {before:%Y-%m-%d %H:%M} UTC")
+            return
+        gone = prune(store, before)
+    except RetentionRefused as e:
+        fail(str(e))
+        return
+    console.print(f"deleted {gone.requests:,} requests, {gone.calls:,} calls and {gone.feedback:,} feedback rows "
+                  f"older than {before:%Y-%m-%d %H:%M} UTC")
 
 
 def _register_optional() -> None:

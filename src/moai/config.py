@@ -254,6 +254,9 @@ class Settings(BaseModel):
     gate: str | None = None  # a trained gate directory; default: the one shipped with moai
     max_body_bytes: int = Field(4 << 20, gt=0)
     stats_refresh_s: float = Field(2.0, gt=0)  # how often live statistics are re-read from the database
+    # requests older than this many days are deleted with their calls and feedback (hourly; never what a key's
+    # budget still sums); unset: kept for ever (`moai db prune` deletes on demand)
+    retention_days: float | None = Field(None, gt=0)
     request_timeout_s: float | None = Field(None, gt=0)  # whole-request limit (504 / in-band error event)
     breaker_failures: int = Field(3, ge=1)  # consecutive failures that open a model's circuit
     breaker_cooldown_s: float = Field(30.0, gt=0)  # how long an open circuit waits before a probe

@@ -50,6 +50,7 @@ from moai.telemetry.store import TelemetryStore, UnknownRequest
 
 log = logging.getLogger("moai.server")
 T = TypeVar("T")
+RETENTION_EVERY_S = 3600.0  # settings.retention_days: how often old requests are deleted
 READY_DB_TIMEOUT_S = 2.0  # /readyz: a database that has not answered a trivial query by then is down
 
 
@@ -111,6 +112,9 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         refresher = asyncio.create_task(_refresh_forever(mix, config.settings.stats_refresh_s))
+        retainer = None
+        if mix.store is not None and config.settings.retention_days is not None:
+            retainer = asyncio.create_task(_retain_forever(mix.store, config.settings.retention_days))
         await asyncio.to_thread(load_privacy_model)  # ~0.7 s, paid here rather than by the first request
         warm = getattr(mix.chooser, "warm", None)
         if warm is not None:
@@ -122,6 +126,8 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             yield
         finally:
             refresher.cancel()
+            if retainer is not None:
+                retainer.cancel()
             await mix.aclose()  # flushes queued telemetry
 
     app = FastAPI(title="moai", version=__version__, lifespan=lifespan)
@@ -483,6 +489,22 @@ async def _refresh_forever(mix: Mixture, every_s: float) -> None:
         await asyncio.sleep(every_s)
         with contextlib.suppress(Exception):  # a database hiccup must not stop adaptation for good
             await mix.refresh_stats()
+
+
+async def _retain_forever(store: TelemetryStore, days: float, every_s: float = RETENTION_EVERY_S) -> None:
+    """``settings.retention_days``: delete old requests now and then every ``every_s``, off the event loop. A
+    failure (the database down) is logged and tried again at the next round."""
+    from moai.telemetry.retention import retain
+
+    while True:
+        try:
+            gone, before = await asyncio.to_thread(retain, store, days)
+            if gone.requests:
+                log.info("retention: deleted %d requests (%d calls, %d feedback rows) older than %s",
+                         gone.requests, gone.calls, gone.feedback, f"{before:%Y-%m-%d %H:%M} UTC")
+        except Exception as e:  # noqa: BLE001 - retention must never take the server down
+            log.warning("retention: could not delete old requests: %s", e)
+        await asyncio.sleep(every_s)
 
 
 def _completion(prep: Prepared, model: str, ex: Execution, summary: dict[str, Any]) -> dict[str, Any]:

@@ -24,12 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from moai.server.rate_limit import Window, peek, tally
-from moai.telemetry.store import ApiKey, RequestRecord, TelemetryStore
+from moai.telemetry.store import ApiKey, RateWindow, RequestRecord, TelemetryStore
 
 PREFIX = "moai-sk-"
 DATABASE_UNAVAILABLE = "database_unavailable"
@@ -63,6 +63,18 @@ def revoke_key(store: TelemetryStore, key_id: str) -> bool:
         if key is None or key.revoked_at is not None:
             return False
         key.revoked_at = datetime.now(UTC)
+        return True
+
+
+def delete_key(store: TelemetryStore, key_id: str) -> bool:
+    """Remove a key (active or revoked) and its rate counters; the requests it made stay on record. Without any
+    key row left the gateway is open again (``Gatekeeper``): that is the one way to reopen it."""
+    with Session(store.engine) as s, s.begin():
+        key = s.get(ApiKey, key_id)
+        if key is None:
+            return False
+        s.execute(delete(RateWindow).where(RateWindow.key_id == key_id))
+        s.delete(key)
         return True
 
 

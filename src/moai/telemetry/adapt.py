@@ -31,6 +31,16 @@ FEEDBACK_TAIL = 64  # the newest feedback ids checked again at each refresh (SQL
 SCALES: dict[str, tuple[float, float]] = {"thumbs": (-1.0, 1.0), "unit": (0.0, 1.0), "ten": (0.0, 10.0)}
 
 
+def _models_called(s: Session) -> list[str]:
+    """Every model with calls on record, by a skip scan of the (model, ended_at) index: one index seek per model.
+    ``SELECT DISTINCT model`` read every call there is, every refresh (a second at a million calls)."""
+    first = select(func.min(CallRecord.model).label("model")).cte("called", recursive=True)
+    after = select(select(func.min(CallRecord.model)).where(CallRecord.model > first.c.model).scalar_subquery()
+                   ).where(first.c.model.is_not(None))
+    called = first.union_all(after)
+    return [m for (m,) in s.execute(select(called.c.model).where(called.c.model.is_not(None))) if m]
+
+
 def normalise_score(score: float, scale: str | None = None) -> float:
     """A feedback score as a quality on 0 (worst) .. 1 (best).
 
@@ -233,12 +243,12 @@ class LiveStats:
         newest ``FEEDBACK_TAIL`` ids' (id, request, score), and keeps running per-model totals, which equal a
         full re-read's (the sums are exact, so the order rows arrive in does not matter). An id missing below
         newer ones (a replica's commit still in flight on PostgreSQL) is looked for again for
-        ``feedback_settle_s``. Rows deleted other than by a new rating of their request (which moai never does)
-        go unnoticed until the process restarts."""
+        ``feedback_settle_s``. Rows deleted other than by a new rating of their request (retention deletes old ones)
+        stay counted until the process restarts: what feedback taught is not forgotten because it aged."""
         with self._refresh_lock:
             fresh: dict[str, ModelStats] = {}
             with Session(store.engine) as s:
-                models = [m for (m,) in s.execute(select(CallRecord.model).distinct()) if m]
+                models = _models_called(s)
                 for model in models:
                     rows = s.execute(
                         select(CallRecord.status, CallRecord.latency_ms, CallRecord.ttft_ms,

@@ -23,6 +23,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -84,11 +85,14 @@ class RequestRecord(Base):
     co2_g: Mapped[float] = mapped_column(Float, default=0.0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     decision: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    api_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
-    session: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    api_key: Mapped[str | None] = mapped_column(String(64), nullable=True)  # indexed with created_at (budgets)
+    session: Mapped[str | None] = mapped_column(String(128), nullable=True)  # indexed with api_key, created_at
 
     calls: Mapped[list[CallRecord]] = relationship(back_populates="request", cascade="all, delete-orphan")
     feedback: Mapped[list[FeedbackRecord]] = relationship(back_populates="request", cascade="all, delete-orphan")
+
+    __table_args__ = (Index("ix_requests_api_key_created_at", "api_key", "created_at"),
+                      Index("ix_requests_session_api_key_created_at", "session", "api_key", "created_at"))
 
 
 class CallRecord(Base):
@@ -98,7 +102,7 @@ class CallRecord(Base):
     request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"), index=True)
     step: Mapped[str] = mapped_column(String(64))
     role: Mapped[str] = mapped_column(String(32))
-    model: Mapped[str | None] = mapped_column(String(128), index=True)
+    model: Mapped[str | None] = mapped_column(String(128))  # indexed with ended_at (live statistics)
     status: Mapped[str] = mapped_column(String(16))
     started_at: Mapped[float] = mapped_column(Float)
     ended_at: Mapped[float] = mapped_column(Float)
@@ -112,6 +116,8 @@ class CallRecord(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     request: Mapped[RequestRecord] = relationship(back_populates="calls")
+
+    __table_args__ = (Index("ix_calls_model_ended_at", "model", "ended_at"),)
 
 
 class FeedbackRecord(Base):
