@@ -31,7 +31,7 @@ from moai.config import Config
 from moai.gate.privacy_learned import load_model as load_privacy_model
 from moai.mixture import BadRequest, Mixture, Prepared, UnknownModel, refusal
 from moai.providers.base import Delta, ProviderError, is_refusal
-from moai.server.auth import DATABASE_UNAVAILABLE, Denied, Gatekeeper, driver_reason
+from moai.server.auth import DATABASE_UNAVAILABLE, Denied, Gatekeeper, driver_reason, has_budget
 from moai.server.openai_schema import (
     ChatCompletionRequest,
     FeedbackRequest,
@@ -42,6 +42,8 @@ from moai.server.openai_schema import (
     validation_message,
 )
 from moai.server.rate_limit import RATE_LIMIT_HEADERS
+from moai.server.spend_holds import Hold
+from moai.strategies.budget import estimate
 from moai.strategies.context import NoEligibleModel
 from moai.strategies.executor import Execution, PlanFailed
 from moai.telemetry.adapt import LiveStats
@@ -348,6 +350,27 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             return err(500, f"internal error: {type(e).__name__}", "server_error", headers=refused)
         # x-request-id as OpenAI sends it (its SDKs expose it as the response's request id)
         headers = {"x-moai-mix": prep.ctx.mix_name, "x-moai-request-id": prep.id, "x-request-id": prep.id, **limits}
+        hold = None
+        if has_budget(key):  # its worst case counts against the key's budget until it is recorded
+            try:
+                hold = await asyncio.to_thread(keeper.hold, key, estimate(prep.ctx, prep.plan)[0])
+            except Denied as e:
+                return denied(e)
+        try:
+            response = await answer(request, body, prep, headers)
+        except BaseException:
+            if hold is not None:
+                await asyncio.to_thread(keeper.release, hold)
+            raise
+        if hold is not None:
+            if isinstance(response, StreamingResponse):  # recorded when the stream ends: released then
+                response.body_iterator = _releasing(response.body_iterator, keeper, hold)
+            else:
+                await asyncio.to_thread(keeper.release, hold)
+        return response
+
+    async def answer(request: Request, body: ChatCompletionRequest, prep: Prepared, headers: dict[str, str]) -> Any:
+        """Run a prepared request, streamed or not, to its response (recorded by then, or for a stream at its end)."""
         if prep.ctx.decision:
             headers["x-moai-model"] = prep.ctx.decision.model
         if mix.cache.enabled:  # looked up now (memoised on prep) so that a stream's headers can say it too
@@ -481,6 +504,15 @@ async def _unless_gone(request: Request, work: Awaitable[T]) -> T:
         raise ClientGone from None
     finally:
         watcher.cancel()
+
+
+async def _releasing(events: AsyncIterator[Any], keeper: Gatekeeper, hold: Hold) -> AsyncIterator[Any]:
+    """A stream that gives its budget hold back once it has ended (finished, failed or cut by the client)."""
+    try:
+        async for event in events:
+            yield event
+    finally:
+        await asyncio.to_thread(keeper.release, hold)
 
 
 async def _refresh_forever(mix: Mixture, every_s: float) -> None:

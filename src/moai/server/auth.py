@@ -25,9 +25,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from moai.server import spend_holds
 from moai.server.rate_limit import Window, peek, tally
 from moai.telemetry.store import ApiKey, RateWindow, RequestRecord, TelemetryStore
 
@@ -84,10 +86,18 @@ def period_starts(now: datetime) -> tuple[datetime, datetime]:
 
 
 def spend(store: TelemetryStore, key_id: str, since: datetime) -> float:
-    with Session(store.engine) as s:
-        total = s.scalar(select(func.coalesce(func.sum(RequestRecord.cost_usd), 0.0))
-                         .where(RequestRecord.api_key == key_id, RequestRecord.created_at >= since))
-    return float(total or 0.0)
+    """What the key's recorded requests cost since ``since``."""
+    with store.engine.connect() as conn:
+        return _spent(conn, key_id, since)
+
+
+def _spent(conn: Connection, key_id: str, since: datetime) -> float:
+    return float(conn.scalar(select(func.coalesce(func.sum(RequestRecord.cost_usd), 0.0))
+                             .where(RequestRecord.api_key == key_id, RequestRecord.created_at >= since)) or 0.0)
+
+
+def has_budget(key: ApiKey | None) -> bool:
+    return key is not None and (key.budget_day_usd is not None or key.budget_month_usd is not None)
 
 
 @dataclass
@@ -244,20 +254,58 @@ class Gatekeeper:
             log.warning("cannot check the limits of key %s: %s", key.id, driver_reason(e))
             raise self._unavailable() from None
 
-    def _limits(self, key: ApiKey, now: datetime) -> Window | None:
+    def _over_budget(self, conn: Connection, key: ApiKey, now: datetime, holding: float = 0.0) -> None:
+        """Raise 429 when the key's recorded spend plus what its running requests hold (less ``holding``, this
+        request's own hold) has reached a budget."""
         day, month = period_starts(now)
-        if self.store is not None and (key.budget_day_usd is not None or key.budget_month_usd is not None or key.rpm):
+        others = spend_holds.held(conn, key.id, now.timestamp()) - holding
+        for limit, start, label, reset in (
+            (key.budget_day_usd, day, "daily", day + timedelta(days=1)),
+            (key.budget_month_usd, month, "monthly", (month + timedelta(days=32)).replace(day=1)),
+        ):
+            if limit is not None and _spent(conn, key.id, start) + others >= limit:
+                # not counted against the RPM limit, which is still told as it stands
+                window = peek(self.store, key.id, key.rpm, now.timestamp()) if key.rpm and self.store else None
+                raise Denied(429, f"This key has spent its {label} budget of ${limit:g}"
+                             + (" (counting its requests still running)." if others > 0 else "."),
+                             "insufficient_quota", retry_after=(reset - now).total_seconds(), window=window)
+
+    def hold(self, key: ApiKey | None, usd: float, now: datetime | None = None) -> spend_holds.Hold | None:
+        """Hold a budgeted key's request's worst-case cost until it is recorded (``spend_holds``), or 429 when
+        the key's spend and the holds of its other running requests have reached its budget. None: nothing held
+        (no budget, or nothing to cost)."""
+        if self.store is None or not has_budget(key) or usd <= 0:
+            return None
+        assert key is not None
+        now = now or datetime.now(UTC)
+        try:
+            self.store.check_file()
+            with self.store.engine.begin() as conn:  # a Denied rolls the hold back
+                h = spend_holds.add(conn, key.id, usd, now.timestamp())
+                self._over_budget(conn, key, now, holding=usd)
+                return h
+        except SQLAlchemyError as e:
+            self._failed(e)
+            log.warning("cannot check the budget of key %s: %s", key.id, driver_reason(e))
+            raise self._unavailable() from None
+
+    def release(self, hold: spend_holds.Hold | None) -> None:
+        """Give a hold back once its request is recorded; a database that fails now lets it fade instead."""
+        if hold is None or self.store is None:
+            return
+        try:
+            spend_holds.release(self.store, hold)
+        except SQLAlchemyError as e:
+            self._failed(e)
+            log.warning("cannot release a budget hold of key %s (it fades in %d min): %s", hold.key_id,
+                        spend_holds.HOLD_TTL_MIN, driver_reason(e))
+
+    def _limits(self, key: ApiKey, now: datetime) -> Window | None:
+        if self.store is not None and (has_budget(key) or key.rpm):
             self.store.check_file()  # limits read from a SQLite file that is gone would hold nothing back
-        if self.store is not None:
-            for limit, start, label, reset in (
-                (key.budget_day_usd, day, "daily", day + timedelta(days=1)),
-                (key.budget_month_usd, month, "monthly", (month + timedelta(days=32)).replace(day=1)),
-            ):
-                if limit is not None and spend(self.store, key.id, start) >= limit:
-                    # not counted against the RPM limit, which is still told as it stands
-                    window = peek(self.store, key.id, key.rpm, now.timestamp()) if key.rpm else None
-                    raise Denied(429, f"This key has spent its {label} budget of ${limit:g}.", "insufficient_quota",
-                                 retry_after=(reset - now).total_seconds(), window=window)
+        if self.store is not None and has_budget(key):
+            with self.store.engine.connect() as conn:
+                self._over_budget(conn, key, now)
         if key.rpm and self.store is not None:
             window = tally(self.store, key.id, key.rpm, now.timestamp())
             if window.retry_after is not None:

@@ -148,6 +148,17 @@ class ApiKey(Base):
     rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
+class SpendHold(Base):
+    """The worst-case cost of a budgeted key's requests still running, admitted in one UTC minute: counted
+    against the key's budget until each is recorded with its real cost (see ``server/spend_holds.py``)."""
+
+    __tablename__ = "spend_holds"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    minute: Mapped[int] = mapped_column(Integer, primary_key=True)
+    usd: Mapped[float] = mapped_column(Float)
+
+
 class RateWindow(Base):
     """Requests a key made in one UTC minute (unix time // 60): the shared state of its RPM limit."""
 
