@@ -113,3 +113,18 @@ def test_keys_without_a_budget_hold_nothing(tmp_path: Path) -> None:
     assert Gatekeeper(store).hold(key, 5.0) is None
     with store.engine.connect() as conn:
         assert spend_holds.held(conn, key.id, time.time()) == 0.0
+
+
+@pytest.mark.integration
+def test_holds_on_postgres(fresh_postgres: str) -> None:
+    store = TelemetryStore(fresh_postgres)
+    key = key_with_budget(store, 10.0)
+    a, b = Gatekeeper(store), Gatekeeper(TelemetryStore(fresh_postgres))
+    held = [a.hold(key, 4.0), b.hold(key, 4.0), a.hold(key, 4.0)]  # type: ignore[arg-type]  # 0, 4, 8 held: in
+    with pytest.raises(Denied):
+        b.hold(key, 4.0)  # type: ignore[arg-type]
+    for h in held:
+        a.release(h)
+    with store.engine.connect() as conn:
+        assert spend_holds.held(conn, key.id, time.time()) == pytest.approx(0.0)  # type: ignore[attr-defined]
+    store.close()
