@@ -21,6 +21,10 @@ from moai.gate.policy import RecordCard
 
 app = typer.Typer(help="Train and inspect the learned gate.", no_args_is_help=True, add_completion=False)
 
+# `gate eval` warns that APGR is unstable where the pair's mean scores differ by less than this share of the spread
+# of their scores (max - min, after the 1-10 judge scale is mapped to 0-1)
+NEAR_GAP = 0.02
+
 
 class CliError(Exception):
     """An error meant for the user: printed as one line."""
@@ -40,16 +44,84 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
-def _warn_untrained(g: Any, names: list[str]) -> None:
+def _close(name: str, known: Iterable[str]) -> list[str]:
+    """The known names that look like ``name`` (case aside), best first: what a misspelt name probably meant."""
+    import difflib
+
+    by_key: dict[str, str] = {}
+    for k in sorted(set(known)):
+        by_key.setdefault(k.strip().casefold(), k)
+    return [by_key[k] for k in difflib.get_close_matches(name.strip().casefold(), list(by_key), n=3, cutoff=0.6)]
+
+
+def _warn_untrained(g: Any, names: list[str], known: Iterable[str] = ()) -> None:
     """A model the gate never saw still gets an estimate (a prior from its name's family and size), which a
-    misspelt name gets too: say so instead of scoring it silently."""
+    misspelt name gets too: say so instead of scoring it silently, with the trained or ``known`` names it is
+    close to."""
     from moai.gate.quality import canonical
 
     trained = set(g.head.models)
     unseen = [n for n in names if canonical(n) not in trained]
     if unseen:
+        pool = trained | set(known)
+        hints = [f"{n!r} ~ {', '.join(map(repr, c))}" for n in unseen if (c := [m for m in _close(n, pool) if m != n])]
+        close = f" (close: {'; '.join(hints)})" if hints else ""
         typer.echo(f"warning: not among the gate's {len(trained)} trained models: {', '.join(map(repr, unseen))}; "
-                   "their quality is a prior from the name (family, size), not learnt: check the spelling", err=True)
+                   f"their quality is a prior from the name (family, size), not learnt: check the spelling{close}",
+                   err=True)
+
+
+def _resolve_models(given: list[str], record_names: Iterable[str], gate_names: Iterable[str], flag: str) -> list[str]:
+    """``given`` as the records (first) or the gate spell those models, each once.
+
+    A name written exactly as the records or the gate write it is kept; otherwise the one known name equal to
+    it but for case (and surrounding spaces) replaces it, so 'GPT-4,gpt-4' is one candidate, not two with the
+    same estimate, and a decision names the model as the records do. Two known names equal to it but for case
+    are a CliError: there is no telling which was meant. A name known to neither is kept as given (the gate has
+    a prior for unseen models; ``_warn_untrained`` names it)."""
+    tiers = [list(dict.fromkeys(record_names)), list(dict.fromkeys(gate_names))]
+    exact = {n for tier in tiers for n in tier}
+    out: list[str] = []
+    seen: set[str] = set()
+    for name in given:
+        if name not in exact:
+            key = name.strip().casefold()
+            for tier in tiers:
+                hits = [k for k in tier if k.strip().casefold() == key]
+                if len(hits) > 1:
+                    raise CliError(f"{flag}: {name!r} matches {_some(hits)} but none exactly: name one as written")
+                if hits:
+                    name = hits[0]
+                    break
+        if name.strip().casefold() not in seen:
+            seen.add(name.strip().casefold())
+            out.append(name)
+    return out
+
+
+def _distinct_files(paths: list[Path]) -> list[Path]:
+    """Each --data file once, in order: the same file given twice (the same path, another path to it, a symbolic
+    or hard link) would be read twice and count each of its records twice. One warning per repeated file."""
+    keep: list[Path] = []
+    first: dict[Any, int] = {}
+    again: dict[int, list[Path]] = {}
+    for p in paths:
+        try:
+            st = p.stat()
+            key: Any = (st.st_dev, st.st_ino)
+        except OSError:  # missing or unreadable: loading it names the problem
+            key = os.path.realpath(p)
+        if key in first:
+            again.setdefault(first[key], []).append(p)
+        else:
+            first[key] = len(keep)
+            keep.append(p)
+    for i, more in again.items():
+        times = "twice" if len(more) == 1 else f"{len(more) + 1} times"
+        other = list(dict.fromkeys(str(p) for p in more if str(p) != str(keep[i])))
+        also = f" (also as {', '.join(other)})" if other else ""
+        typer.echo(f"warning: --data {keep[i]} was given {times}{also}: it is read once", err=True)
+    return keep
 
 
 def _load(paths: Any, need_scores: bool = True) -> list[Any]:
@@ -118,7 +190,7 @@ def train(
                                        "e.g. --set w_domain=0; repeatable"),
 ) -> None:
     """Train a gate on routing records and save it."""
-    data = [*data, *(Path(a) for a in ctx.args)]  # `--data a b c` (shell globs) as well as repeated --data
+    data = _files(data, ctx)
     with _errors():
         from moai.gate.train import TrainConfig
 
@@ -151,8 +223,8 @@ def train(
 
 
 def _files(data: list[Path], ctx: typer.Context) -> list[Path]:
-    """Every --data file in order: repeated --data, and `--data a b c` (shell globs), as `train` takes them."""
-    return [*data, *(Path(a) for a in ctx.args)]
+    """Every --data file in order, each once: repeated --data, and `--data a b c` (shell globs)."""
+    return _distinct_files([*data, *(Path(a) for a in ctx.args)])
 
 
 def _title(data: list[Path]) -> str:
@@ -237,6 +309,12 @@ def eval_(
         g = Gate.load(gate)
         recs = same_names(_load(data))  # one spelling per model, as the gate matches names
         models = model_names(recs)
+        for flag, name in (("--strong", strong), ("--weak", weak)):
+            # the pair needs the records' scores (a prior will not do): fail before fitting any baseline
+            if name is not None and canonical(name) not in {canonical(m) for m in models}:
+                close = _close(name, models)
+                hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+                raise CliError(f"{flag} {name!r}: no such model in these records{hint} (models: {_some(models)})")
         _warn_untrained(g, models)
         routers: list[Any] = [GateRouter(g)]
         routers[0].cols(models)  # a model the gate never trained on competes with its prior, as in `decide`
@@ -261,8 +339,8 @@ def eval_(
             except RecordError as e:
                 typer.echo(f"note: overlap with the gate's training files not checked: {e}", err=True)
         if strong is not None and weak is not None:
-            spelt = {canonical(m): m for m in models}
-            s, w = spelt.get(canonical(strong), strong), spelt.get(canonical(weak), weak)
+            spelt = {canonical(m): m for m in models}  # one spelling per model (same_names): nothing ambiguous
+            s, w = spelt[canonical(strong)], spelt[canonical(weak)]
         else:
             s, w = pick_pair(recs)
             typer.echo(f"pair: {s} (strong) vs {w} (weak), the two best mean scores among the models that score "
@@ -274,12 +352,17 @@ def eval_(
         pr = [r for r, k in zip(recs, keep, strict=True) if k]
         ys, yw = y[keep, 0], y[keep, 1]
         gap = float(np.mean(ys) - np.mean(yw))
+        # "nearly equal" is relative to the scores' observed spread: score_matrix already maps 1-10 judge scores
+        # to 0-1, but a 0-1 metric (or judges) may use a small part of that range, where a fixed 0.02 would call
+        # a large gap small. For 0/1 scores (the spread is 1) this is 0.02, as before.
+        spread = float(np.ptp(np.concatenate([ys, yw])))
         if gap == 0:
             typer.echo(f"warning: {s} and {w} have the same mean score on these records; APGR and CPT are "
                        "divided by that gap, so they are undefined here (—)", err=True)
-        elif abs(gap) < 0.02:
-            typer.echo(f"warning: {s} and {w} differ by {gap:+.3f} in mean score on these records; APGR is "
-                       "divided by that gap, so it is unstable here", err=True)
+        elif abs(gap) < NEAR_GAP * spread:
+            typer.echo(f"warning: {s} and {w} differ by {gap:+.3g} in mean score on these records (scores read on "
+                       f"0-1), {abs(gap) / spread:.1%} of their spread {spread:.3g}; APGR is divided by that gap, so "
+                       "it is unstable here", err=True)
         table = Table(title=f"{_title(data)}: {s} (strong) vs {w} (weak), {len(pr)} records")
         for col in ("router", "APGR", "CPT(50%)", "CPT(80%)"):
             table.add_column(col)
@@ -396,7 +479,9 @@ def score(
         _check_out(out, data)
         g = Gate.load(gate)
         recs = _load(data, need_scores=False)
-        _warn_untrained(g, [strong, weak])
+        # the gate matches names by their canonical form (case aside) and the output names no model: nothing to
+        # resolve, but a name it never trained on may be a misspelling of one it did or of one in the records
+        _warn_untrained(g, [strong, weak], known={m for r in recs for m in r.scores})
         q = g.quality_matrix([r.prompt for r in recs], [strong, weak])
         n = _write_lines(out, ({"id": r.out_id, "score": float(q[i, 0] - q[i, 1])} for i, r in enumerate(recs)))
         typer.echo(f"{n} scores -> {out}")
@@ -409,7 +494,8 @@ def decide(
     data: list[Path] = typer.Option(..., "--data", help="routing-record JSONL file(s); repeat --data for more"),
     weights: str = typer.Option("quality=1", "--weights", help="e.g. quality=1,cost=0.3 (cost per cent)"),
     out: Path = typer.Option(..., "--out"),
-    models: str | None = typer.Option(None, "--models", help="candidates when a record has no scores"),
+    models: str | None = typer.Option(None, "--models", help="candidates when a record has no scores; a name is "
+                                      "matched to the records' or the gate's spelling, case aside, each once"),
 ) -> None:
     """One line per record: {"id", "model"}, using each record's own cost_usd (and latency_ms) when present."""
     data = _files(data, ctx)
@@ -433,10 +519,13 @@ def decide(
         _check_out(out, data)
         g = Gate.load(gate)
         recs = _load(data, need_scores=False)
-        names_all = sorted({m for r in recs for m in r.scores} | set(default or []))
+        record_names = sorted({m for r in recs for m in r.scores})
+        if default is not None:
+            default = _resolve_models(default, record_names, g.models, "--models")
+        names_all = sorted(set(record_names) | set(default or []))
         if not names_all:
             raise CliError("records have no scores: name the candidate models with --models")
-        _warn_untrained(g, names_all)
+        _warn_untrained(g, names_all, known=record_names)
         q = g.quality_matrix([r.prompt for r in recs], names_all)
         col = {m: j for j, m in enumerate(names_all)}
         # size from the name: a larger model's answer is expected to cost more energy (the carbon term)
