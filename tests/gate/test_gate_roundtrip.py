@@ -106,13 +106,11 @@ def test_load_errors(tmp_path: Path) -> None:
         Gate.load(tmp_path)
 
 
-def test_measured_latency_replaces_the_cards_guess(tmp_path: Path) -> None:
+def test_measured_latency_replaces_the_cards_guess(tmp_path: Path, synth_file: Path) -> None:
     """Records with latency_ms teach the gate each model's seconds per answer (prefill grows with the prompt)."""
     import json
 
-    from conftest import make_rows
-
-    rows = make_rows()
+    rows = [json.loads(line) for line in synth_file.read_text().splitlines()]
     for r in rows:
         n = len(r["prompt"]) // 4 + 1
         r["latency_ms"] = {"big": 2000.0 + 100.0 * n, "small": 300.0}
