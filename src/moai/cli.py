@@ -371,11 +371,15 @@ def models_pull(
 @config_app.command("check")
 def config_check(path: str = typer.Argument(..., help="Mix instructions YAML.")) -> None:
     """Validate a mix-instructions file; print a summary or one line naming file, line and field."""
+    from moai.config import price_warnings
+
     cfg = _config(path)
     if cfg.settings.gate and not (Path(cfg.settings.gate).expanduser() / "gate.json").is_file():
         fail(f"{path}: settings.gate: no trained gate at {cfg.settings.gate} (no gate.json there); `moai serve` "
              "would route with the shipped gate or the rule-based chooser instead")
     _warn_missing_keys(cfg)
+    for warning in price_warnings(cfg):
+        err_console.print(f"[yellow]warning:[/yellow] {path}: {warning}", highlight=False, soft_wrap=True)
     console.print(f"[green]ok[/green] {path}: {len(cfg.models)} model(s), {len(cfg.mixes)} mix(es): "
                   + ", ".join(f"{n} ({m.strategy})" for n, m in cfg.mixes.items()), soft_wrap=True)
 
@@ -527,6 +531,7 @@ def keys_list(database_url: str | None = _db_option(), config: str | None = _con
     from datetime import UTC, datetime
 
     from moai.server.auth import list_keys, period_starts, spend
+    from moai.telemetry.report import money
 
     store = _store(_database_url(database_url, config))
     day, month = period_starts(datetime.now(UTC))
@@ -540,7 +545,7 @@ def keys_list(database_url: str | None = _db_option(), config: str | None = _con
         t.add_row(k.id, k.name, k.created_at.strftime("%Y-%m-%d %H:%M"), "revoked" if k.revoked_at else "active",
                   ",".join(k.allowed_mixes) if k.allowed_mixes else "all",
                   f"{k.budget_day_usd or '-'} / {k.budget_month_usd or '-'}", str(k.rpm or "-"),
-                  f"${spend(store, k.id, day):.4f}", f"${spend(store, k.id, month):.4f}")
+                  f"${money(spend(store, k.id, day))}", f"${money(spend(store, k.id, month))}")
     console.print(t)
 
 

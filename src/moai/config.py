@@ -496,6 +496,8 @@ def _message(err: Any, loc: tuple[int | str, ...]) -> str:
         return f"a name must be a string, not {err.get('input')!r}; put it in quotes"
     if err["type"] == "extra_forbidden" and loc:
         names = _field_names(loc[:-1])
+        if "input_per_mtok" in names and (unit := _per_token_hint(str(loc[-1]), err.get("input"))):
+            return f"unknown key {loc[-1]!r}: {unit}"
         hint = _did_you_mean(str(loc[-1]), names)
         if not hint and 0 < len(names) <= 8:
             hint = f"; known: {', '.join(names)}"
@@ -504,6 +506,40 @@ def _message(err: Any, loc: tuple[int | str, ...]) -> str:
         expected = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
         return msg + _did_you_mean(err["input"], expected)
     return msg
+
+
+# LiteLLM's price keys (USD per token) and the key of the same price here (USD per million tokens)
+_PER_TOKEN_KEYS = {"input_cost_per_token": "input_per_mtok", "output_cost_per_token": "output_per_mtok"}
+# No real price per million tokens is this low (the cheapest hosted models and cached inputs cost about $0.01 and
+# up), and a price per token is below it for any model under $1,000 per million: a figure under it that is not 0
+# is almost surely a per-token price written where a per-million one goes, which bills 10^6 times too little.
+MIN_PRICE_PER_MTOK = 0.001
+
+
+def _per_token_hint(key: str, value: Any) -> str | None:
+    """For a price given per token (LiteLLM's ``input_cost_per_token``): the unit here and the figure to write."""
+    ours = _PER_TOKEN_KEYS.get(key)
+    if ours is None:
+        return None
+    try:
+        converted = f"{ours}: {float(value) * 1e6:.10g}"
+    except (TypeError, ValueError):
+        converted = f"{ours} (the per-token price × 1,000,000)"
+    return f"prices here are USD per million tokens, not per token; write {converted}"
+
+
+def price_warnings(cfg: Config) -> list[str]:
+    """``models.NAME.price.FIELD: ...`` for each non-zero price below ``MIN_PRICE_PER_MTOK`` (a per-token figure in
+    a per-million field, most likely), with the per-million figure it would stand for. 0 (a free or local model)
+    is no warning. Warnings, not errors: the config stays valid."""
+    out: list[str] = []
+    for name, card in cfg.models.items():
+        for fld in ("input_per_mtok", "output_per_mtok"):
+            usd = getattr(card.price, fld)
+            if 0 < usd < MIN_PRICE_PER_MTOK:
+                out.append(f"models.{name}.price.{fld}: {usd:g} USD per million tokens is below any real price "
+                           f"(under {MIN_PRICE_PER_MTOK:g}); if it is a price per token, write {usd * 1e6:.10g}")
+    return out
 
 
 def _one_line(text: str) -> str:

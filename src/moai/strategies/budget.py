@@ -3,36 +3,154 @@
 A mix's ``max_cost_usd`` / ``max_latency_s`` are hard limits on a request, whatever its strategy. MoA and
 fan-out drop proposers first (`fit_budget`); any plan still over — a chain, a critique (after fewer rounds),
 a MoA down to one proposer — is answered by one model instead (`within_budget`), which the gate picks under
-the same limits. Estimates are worst cases: every step runs, each writes ``max_tokens``.
+the same limits. Estimates are worst cases: every step runs, each writes its ``max_tokens``, and a later step
+reads those answers inside moai's own instructions (aggregator, critic, reviser, judge, chain prompts). Its
+prompt is measured on the call the step itself builds from worst-case answers, so the instruction text is
+counted as it will be sent and billed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
-from moai.gate.rules import message_text
+from moai.providers.base import ChatParams
+from moai.strategies import prompts
 from moai.strategies.context import RequestContext
-from moai.strategies.plan import Plan
+from moai.strategies.plan import Plan, Step, StepResult
+
+# a fan-out judge answers with one line, 'BEST: n' (as ``fanout`` asks it)
+JUDGE_MAX_TOKENS = 8
+
+
+def prompt_tokens(messages: Sequence[dict[str, Any]]) -> int:
+    """A prompt's tokens as the executor counts a call its provider reports no usage for: ~4 characters a
+    token plus 4 a message (text parts only: an attached image is not priced by its base64 length)."""
+    return sum(len(prompts.text_of(m.get("content"))) for m in messages) // 4 + 4 * len(messages)
+
+
+def worst_answer(step_id: str, tokens: int) -> StepResult:
+    """A step's answer at its worst for the steps that read it: ``tokens`` tokens of text by the same count,
+    cut at the limit (so no cascade accepts it), approving and picking nothing (so every later step runs)."""
+    return StepResult(step_id, "estimate", None, "ok", text="0" * (4 * max(tokens, 1)), finish_reason="length")
+
+
+def _built(ctx: RequestContext, step: Step, results: dict[str, StepResult]) -> ChatParams | None:
+    """The call ``step`` makes on ``results``, or None when it cannot be looked at ahead: its build is a
+    coroutine (the program check runs the critic's program first) or makes no call on these answers. Whatever
+    a build notes is undone: this is a look, not the run."""
+    if inspect.iscoroutinefunction(step.build):
+        return None
+    notes, unvetted = len(ctx.notes), ctx.unvetted
+    try:
+        built = step.build(results)
+    except LookupError:  # it reads a result that worst-case answers do not stand in for
+        return None
+    finally:
+        del ctx.notes[notes:]
+        ctx.unvetted = unvetted
+    if inspect.iscoroutine(built):
+        built.close()
+        return None
+    return built if isinstance(built, ChatParams) else None
+
+
+def any_instruction(ctx: RequestContext, answers: list[str]) -> int:
+    """The longest prompt any of moai's role instructions makes of the request and ``answers``: the bound for
+    a step whose call depends on more than its dependencies' answers (a program's run)."""
+    msgs = ctx.params.messages
+    answers = answers or [""]
+    joined, longest = "\n\n".join(answers), max(answers, key=len)
+    printed = f"{-sys.float_info.max:g}"  # the longest number a program's result is written as
+    made = [
+        msgs,
+        prompts.aggregate_messages(msgs, answers),
+        prompts.judge_messages(msgs, answers),
+        prompts.review_messages(prompts.CRITIC, msgs, joined),
+        prompts.review_messages(prompts.GRADE, msgs, joined),
+        prompts.revise_messages(msgs, joined, ""),
+        prompts.check_messages(msgs),
+        # a program's values are its top-level numbers, each assigned in the code: taken as long as the code
+        prompts.from_program_messages(msgs, longest, printed, longest),
+    ]
+    return max(prompt_tokens(prompts.merge_turns(list(m))) for m in made)
+
+
+def step_calls(ctx: RequestContext, plan: Plan) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
+    """Each model step's worst case, (prompt tokens, completion tokens), and its level (steps of one level run
+    together). A step is built on worst-case answers from every step before it, so its prompt holds moai's
+    instructions as sent; one that cannot be built is given the longest prompt moai's instructions make."""
+    level: dict[str, int] = {}
+    ids = {s.id for s in plan.steps}
+    pending = [s for s in plan.steps if s.models]
+    order: list[Step] = []
+    while pending:
+        ready = [s for s in pending if all(d in level for d in s.deps if d in ids)]
+        if not ready:  # a cycle cannot be estimated; treat the rest as one more level
+            ready = pending
+        for s in ready:
+            level[s.id] = 1 + max((level.get(d, 0) for d in s.deps), default=0)
+        order += ready
+        pending = [s for s in pending if s not in ready]
+    checked = plan.strategy.endswith("critique") and ctx.mix.check == "python"
+    results: dict[str, StepResult] = {}
+    calls: dict[str, tuple[int, int]] = {}
+    for s in order:
+        built = _built(ctx, s, dict(results))
+        answers = [results[d].text for d in s.deps if d in results]
+        if built is None:
+            tokens = (any_instruction(ctx, answers), max(ctx.params.max_tokens, ctx.mix.max_tokens))
+        else:
+            tokens = (prompt_tokens(built.messages), built.max_tokens)
+            if checked and s.role == "reviser":  # or written from the program, whose run decides
+                tokens = (max(tokens[0], any_instruction(ctx, answers)), tokens[1])
+        calls[s.id] = tokens
+        results[s.id] = worst_answer(s.id, tokens[1])
+    return calls, level
+
+
+def estimate(ctx: RequestContext, plan: Plan) -> tuple[float, float]:
+    """(USD, seconds) of any plan if every step runs on its first model and writes its ``max_tokens``, each
+    prompt counted as the step builds it (``step_calls``); steps whose dependencies are done run together (local
+    ones share the CPU)."""
+    cards = ctx.config.models
+    calls, level = step_calls(ctx, plan)
+    cost = 0.0
+    slowest: dict[int, float] = {}
+    for s in plan.steps:
+        if s.id not in calls:
+            continue
+        card = cards[s.models[0]]
+        prompt, out = calls[s.id]
+        cost += card.cost_usd(prompt, out)
+        local = sum(1 for t in plan.steps if t.id in calls and level[t.id] == level[s.id]
+                    and cards[t.models[0]].provider == "local")
+        seconds = card.expected_latency_s(out) * (max(1.0, local / 2) if card.provider == "local" else 1.0)
+        slowest[level[s.id]] = max(slowest.get(level[s.id], 0.0), seconds)
+    return cost, sum(slowest.values())
 
 
 def plan_estimate(ctx: RequestContext, proposers: list[str], aggregator: str | None, layers: int) -> tuple[
         float, float]:
-    """(USD, seconds) for ``layers`` × proposers then one aggregator; concurrent local models share the CPU."""
-    cards = ctx.config.models
-    prompt = len(message_text(ctx.params.messages)) // 4 + 1
-    out = ctx.params.max_tokens
-    cost = latency = 0.0
-    for layer in range(layers):
-        extra = 0 if layer == 0 else out * len(proposers)
-        cost += sum(cards[m].cost_usd(prompt + extra, out) for m in proposers)
-        local = [m for m in proposers if cards[m].provider == "local"]
-        slowest = max(cards[m].expected_latency_s(out) for m in proposers)
-        latency += slowest * max(1.0, len(local) / 2)
-    if aggregator is not None:
-        cost += cards[aggregator].cost_usd(prompt + out * len(proposers), out)
-        latency += cards[aggregator].expected_latency_s(out)
-    return cost, latency
+    """(USD, seconds) for ``layers`` × proposers then one aggregator (a fan-out's judge, when the mix has one),
+    estimated on the very steps the plan will have, so that dropping proposers agrees with ``within_budget``."""
+    from moai.strategies.moa import aggregator_step, ok_answers, proposer_layers
+    from moai.strategies.roles import with_messages
+
+    steps, last = proposer_layers(ctx, layers, proposers)
+    if aggregator is not None and ctx.mix.strategy == "fanout" and ctx.mix.judge is not None:
+        def judge(results: dict[str, StepResult]) -> ChatParams:
+            answers = [r.text for r in ok_answers(results, last)]
+            return with_messages(ctx, prompts.judge_messages(ctx.params.messages, answers),
+                                 max_tokens=JUDGE_MAX_TOKENS, temperature=0.0)
+
+        steps.append(Step("judge", "judge", [aggregator], judge, deps=list(last)))
+    elif aggregator is not None:
+        steps.append(aggregator_step(ctx, [aggregator], last))
+    return estimate(ctx, Plan(ctx.mix.strategy, steps, final=steps[-1].id if steps else ""))
 
 
 def fit_budget(ctx: RequestContext, proposers: list[str], aggregator: str | None, layers: int) -> list[str]:
@@ -48,36 +166,6 @@ def fit_budget(ctx: RequestContext, proposers: list[str], aggregator: str | None
         dropped = kept.pop()
         ctx.notes.append(f"budget: dropped proposer {dropped} (expected ${cost:.5f} / {latency:.1f}s over the limit)")
     return kept
-
-
-def estimate(ctx: RequestContext, plan: Plan) -> tuple[float, float]:
-    """(USD, seconds) of any plan if every step runs on its first model: a step reads the request plus each
-    answer it depends on; steps whose dependencies are done run together (local ones share the CPU)."""
-    cards = ctx.config.models
-    prompt = len(message_text(ctx.params.messages)) // 4 + 1
-    out = ctx.params.max_tokens
-    level: dict[str, int] = {}
-    ids = {s.id for s in plan.steps}
-    pending = [s for s in plan.steps if s.models]
-    while pending:
-        ready = [s for s in pending if all(d in level for d in s.deps if d in ids)]
-        if not ready:  # a cycle cannot be estimated; treat the rest as one more level
-            ready = pending
-        for s in ready:
-            level[s.id] = 1 + max((level.get(d, 0) for d in s.deps), default=0)
-        pending = [s for s in pending if s not in ready]
-    cost = 0.0
-    slowest: dict[int, float] = {}
-    for s in plan.steps:
-        if not s.models:
-            continue
-        card = cards[s.models[0]]
-        cost += card.cost_usd(prompt + out * len(s.deps), out)
-        local = sum(1 for t in plan.steps if t.models and level.get(t.id) == level[s.id]
-                    and cards[t.models[0]].provider == "local")
-        seconds = card.expected_latency_s(out) * (max(1.0, local / 2) if card.provider == "local" else 1.0)
-        slowest[level[s.id]] = max(slowest.get(level[s.id], 0.0), seconds)
-    return cost, sum(slowest.values())
 
 
 def over_budget(ctx: RequestContext, plan: Plan) -> str | None:
