@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from moai import __version__, deadline
 from moai.config import Config
@@ -52,6 +54,9 @@ from moai.telemetry.store import TelemetryStore, UnknownRequest
 
 log = logging.getLogger("moai.server")
 T = TypeVar("T")
+# a chat request body larger than this is prepared (parsed messages scanned, routed) off the event loop, so that a
+# long prompt does not stall every other client and the health probes; smaller ones skip the thread hop
+OFFLOAD_BODY_BYTES = 32 << 10
 RETENTION_EVERY_S = 3600.0  # settings.retention_days: how often old requests are deleted
 READY_DB_TIMEOUT_S = 2.0  # /readyz: a database that has not answered a trivial query by then is down
 
@@ -68,11 +73,14 @@ async def _read_body(request: Request, limit: int) -> bytes | JSONResponse:
         return err(413, f"request body is {int(declared)} bytes; the limit is {limit}", code="request_too_large")
     parts: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return err(413, f"request body exceeds the limit of {limit} bytes", code="request_too_large")
-        parts.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return err(413, f"request body exceeds the limit of {limit} bytes", code="request_too_large")
+            parts.append(chunk)
+    except ClientDisconnect:  # the client hung up while sending: nobody to answer, nothing to log as an error
+        return err(499, "the client closed the connection while sending its request", code="client_closed")
     return b"".join(parts)
 
 
@@ -151,6 +159,13 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         type_ = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error",
                  503: "server_error"}.get(e.status, "invalid_request_error")
         return err(e.status, e.message, type_, code=e.code, headers=headers)
+
+    def upstream_failed(prep: Prepared, e: Exception, headers: dict[str, str]) -> JSONResponse:
+        """502: the cause in the log, where an operator looks; the client gets it without the upstreams' addresses
+        (a private endpoint's host and port are nobody else's business)."""
+        log.warning("request %s to %s: no model could answer: %s", prep.id, prep.ctx.mix_name, e)
+        return err(502, f"no model could answer: {without_addresses(str(e))}", "server_error",
+                   code="upstream_failed", headers=headers)
 
     def database_down(operation: str, e: Exception, headers: dict[str, str] | None = None) -> JSONResponse:
         """503 when the telemetry database (where requests, feedback and keys live) cannot be used; counted in
@@ -298,6 +313,11 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(request: Request) -> Any:
         started = time.time()
+        try:  # the key first (held in memory): a caller without one is not worth reading megabytes for
+            await keeper.admit(request.headers.get("authorization"))
+        except Denied as e:
+            if e.status == 401:
+                return denied(e)  # anything else (the keys unreadable) is answered, and counted, below
         raw = await _read_body(request, max_body)
         if isinstance(raw, JSONResponse):
             return raw
@@ -331,7 +351,11 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
                 raise option_error
             # the session's model, looked up off the event loop (a database that hangs must not freeze the server)
             session_model = await mix.asession_model(body, session, api_key)
-            prep = mix.prepare(body, api_key=api_key, session=session, session_model=session_model)
+            if len(raw) > OFFLOAD_BODY_BYTES:  # its sensitive-data scan takes milliseconds per 10 KB: not on the loop
+                prep = await asyncio.to_thread(mix.prepare, body, api_key=api_key, session=session,
+                                               session_model=session_model)
+            else:
+                prep = mix.prepare(body, api_key=api_key, session=session, session_model=session_model)
         except UnknownModel as e:
             return err(404, str(e), param="model", code="model_not_found", headers=limits or None)
         except Exception as e:  # noqa: BLE001 - refused before any model ran: recorded like every request
@@ -407,9 +431,9 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
                 wait = {"retry-after": str(math.ceil(e.retry_after))} if e.retry_after is not None else {}
                 return err(429, f"every model of this mix is rate limited: {e}", "rate_limit_error", code=e.code,
                            headers={**headers, **wait})
-            return err(502, f"no model could answer: {e}", "server_error", code="upstream_failed", headers=headers)
+            return upstream_failed(prep, e, headers)
         except ProviderError as e:  # a stream's model failed in a way no other model may retry (recorded)
-            return err(502, f"no model could answer: {e}", "server_error", code="upstream_failed", headers=headers)
+            return upstream_failed(prep, e, headers)
         except TimeoutError:
             try:
                 await deadline.record(mix, prep, request_timeout_s)
@@ -423,6 +447,18 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
 
     _document_bodies(app, {"/v1/chat/completions": ChatCompletionRequest, "/v1/feedback": FeedbackRequest})
     return app
+
+
+_ADDRESS = re.compile(
+    r"\b[a-z][a-z0-9+.-]*://[^\s'\"\])]+"  # a URL
+    r"|\(['\"][^'\"]*['\"], \d+\)"  # a socket address as Python prints it: ('10.0.0.5', 8000)
+    r"|(?:\[[0-9a-f:]+\]|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*):\d{1,5}\b",  # host:port, [v6]:port
+    re.IGNORECASE)
+
+
+def without_addresses(text: str) -> str:
+    """``text`` with URLs and host:port pairs (as connection errors write them) replaced by "<upstream>"."""
+    return _ADDRESS.sub("<upstream>", text)
 
 
 def _mix_name(mix: Mixture, model: str) -> str | None:

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from moai.server import spend_holds
 from moai.server.rate_limit import Window, peek, tally
-from moai.telemetry.store import ApiKey, RateWindow, RequestRecord, TelemetryStore
+from moai.telemetry.store import ApiKey, RateWindow, RequestRecord, TelemetryStore, driver_reason
 
 PREFIX = "moai-sk-"
 DATABASE_UNAVAILABLE = "database_unavailable"
@@ -107,13 +107,6 @@ class Denied(Exception):
     code: str
     retry_after: float | None = None
     window: Window | None = None  # the key's RPM window, told in x-ratelimit-* headers (keys with a limit only)
-
-
-def driver_reason(e: BaseException) -> str:
-    """Why the database failed: the driver's first line, without SQLAlchemy's statement and link."""
-    cause = getattr(e, "orig", None) or e
-    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
-    return (lines[0] if lines else type(cause).__name__)[:300]
 
 
 class Gatekeeper:

@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from moai.telemetry.store import CallRecord, FeedbackRecord, RequestRecord, _row
+from moai.telemetry.store import CallRecord, FeedbackRecord, RequestRecord, _row, driver_reason
 
 log = logging.getLogger("moai.telemetry")
 MAX_FILE_TRIES = 3  # a spool file that fails this many replays for a reason other than an outage is set aside
@@ -212,8 +212,8 @@ class Spool:
     def _failed(self, claimed: Path, e: Exception) -> None:
         """Count a replay of ``claimed`` that failed, not for an outage; set it aside after ``MAX_FILE_TRIES``."""
         tries = self._tries[claimed] = self._tries.get(claimed, 0) + 1
-        log.error("telemetry spool: %s not replayed (%s: %s), try %d of %d", claimed.name, type(e).__name__, e,
-                  tries, MAX_FILE_TRIES)
+        log.error("telemetry spool: %s not replayed (%s: %s), try %d of %d", claimed.name, type(e).__name__,
+                  driver_reason(e), tries, MAX_FILE_TRIES)
         if tries < MAX_FILE_TRIES:
             return
         aside = claimed.with_name(claimed.name + ".bad")

@@ -191,11 +191,12 @@ def safe_url(url: str) -> str:
         return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
-def _reason(e: BaseException) -> str:
-    """The driver's own first line (SQLAlchemy wraps it with a link and the statement)."""
+def driver_reason(e: BaseException) -> str:
+    """Why the database failed, in one line: the driver's own first line, without SQLAlchemy's statement, bound
+    parameters (row data) and link, so that logs stay one line per event and hold no recorded values."""
     cause = getattr(e, "orig", None) or e
     lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
-    return lines[0] if lines else type(cause).__name__
+    return (lines[0] if lines else type(cause).__name__)[:300]
 
 
 class UnknownRequest(LookupError):
@@ -296,7 +297,7 @@ def _pg_session_limits(engine: Engine) -> None:
             cur.execute(sql)
         except engine.dialect.loaded_dbapi.Error as e:
             dbapi_conn.rollback()
-            log.warning("PostgreSQL session timeouts and keepalives not set: %s", _reason(e))
+            log.warning("PostgreSQL session timeouts and keepalives not set: %s", driver_reason(e))
             return
         finally:
             cur.close()
@@ -332,7 +333,7 @@ class TelemetryStore:
             raise DatabaseUnavailable(f"bad database URL {safe_url(self.url)!r} "
                                       "(expected e.g. sqlite:///path/moai.db or postgresql+psycopg://...)") from None
         except (SQLAlchemyError, ImportError) as e:  # unknown dialect, or its driver is not installed
-            raise DatabaseUnavailable(f"cannot use database URL {safe_url(self.url)!r}: {_reason(e)}") from None
+            raise DatabaseUnavailable(f"cannot use database URL {safe_url(self.url)!r}: {driver_reason(e)}") from None
         if self.engine.dialect.name == "sqlite":
             _sqlite_pragmas(self.engine)
         elif self.engine.dialect.name == "postgresql":
@@ -374,7 +375,7 @@ class TelemetryStore:
             upgrade(engine)
         except (SQLAlchemyError, OSError) as e:  # refused, unreachable, bad credentials, unwritable file
             self.engine.dispose()
-            raise DatabaseUnavailable(f"cannot open database {safe_url(self.url)!r}: {_reason(e)}") from None
+            raise DatabaseUnavailable(f"cannot open database {safe_url(self.url)!r}: {driver_reason(e)}") from None
         finally:
             if engine is not self.engine:
                 engine.dispose()

@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from moai.telemetry.spool import Spool, default_spool_dir, is_outage
-from moai.telemetry.store import RequestRecord, TelemetryStore
+from moai.telemetry.store import RequestRecord, TelemetryStore, driver_reason
 
 log = logging.getLogger("moai.telemetry")
 _STOP = object()
@@ -179,7 +179,7 @@ class TelemetryWriter:
         except Exception as e:  # noqa: BLE001 - still down (or a file it cannot get through): try again later
             # while the database is up but a file keeps failing, new records no longer wait behind the spool
             self._replay_failing = not is_outage(e)
-            log.warning("telemetry spool not replayed yet (%s: %s)", type(e).__name__, e)
+            log.warning("telemetry spool not replayed yet (%s: %s)", type(e).__name__, driver_reason(e))
             return
         self._replay_failing = False
         self.replayed += n
@@ -235,7 +235,7 @@ class TelemetryWriter:
         except Exception as e:  # noqa: BLE001 - retry one by one so one bad record can't sink the batch
             if is_outage(e) and self._spool(batch, e):
                 return
-            log.warning("telemetry batch of %d failed (%s); retrying one by one", len(batch), e)
+            log.warning("telemetry batch of %d failed (%s); retrying one by one", len(batch), driver_reason(e))
             for i, (rec, fut) in enumerate(batch):
                 try:
                     self._watched(gen, batch[i:], self.store.write_many, [rec])

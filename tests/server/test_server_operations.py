@@ -1,0 +1,121 @@
+"""What an operator relies on: a long prompt does not stall other clients, a caller without a key is refused
+before its body is read, a client hanging up mid-upload is no error, upstream failures are logged with their
+cause but told to clients without internal addresses, database warnings are one line without row data."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
+from starlette.requests import ClientDisconnect
+from stub_openai import free_port
+
+from moai.config import parse_config
+from moai.mixture import Mixture
+from moai.server import app as server_app
+from moai.server.app import create_app, without_addresses
+from moai.server.auth import create_key
+from moai.telemetry.store import TelemetryStore, driver_reason
+
+CONFIG = """
+models:
+  m: {{provider: openai_compat, endpoint: "http://127.0.0.1:{port}/v1", privacy: private, max_retries: 0}}
+mixes:
+  default: {{strategy: route, models: [m]}}
+"""
+
+
+def config(port: int = 9) -> Any:
+    return parse_config(CONFIG.format(port=port))
+
+
+def test_a_long_prompt_is_prepared_off_the_event_loop() -> None:
+    """While one request's preparation (its sensitive-data scan) runs, /healthz still answers at once."""
+    mixture = Mixture(config())
+    entered, released, finished = threading.Event(), threading.Event(), threading.Event()
+    real = mixture.prepare
+
+    def slow_prepare(body: Any, **kw: Any) -> Any:
+        entered.set()
+        released.wait(5)  # on the event loop this would hold every other request for 5 s
+        finished.set()
+        return real(body, **kw)
+
+    mixture.prepare = slow_prepare  # type: ignore[method-assign]
+    app = create_app(config(), mixture=mixture)
+    big = {"model": "moai/default", "messages": [{"role": "user", "content": "hello world " * 30_000}]}
+
+    async def main() -> tuple[int, bool]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            chat = asyncio.create_task(client.post("/v1/chat/completions", json=big))
+            while not entered.is_set():
+                await asyncio.sleep(0.01)
+            health = await client.get("/healthz")
+            answered_while_busy = not finished.is_set()
+            released.set()
+            await chat
+            return health.status_code, answered_while_busy
+
+    status, answered_while_busy = asyncio.run(main())
+    assert status == 200 and answered_while_busy
+
+
+def test_a_caller_without_a_key_is_refused_before_its_body_is_read(tmp_path: Path) -> None:
+    store = TelemetryStore(f"sqlite:///{tmp_path / 't.db'}")
+    create_key(store, "team")
+    with TestClient(create_app(config(), store)) as client:
+        body = b'{"model": "moai/default", "messages": [' + b" " * (6 << 20) + b"]}"  # over the 4 MiB limit
+        r = client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
+
+
+def test_a_client_hanging_up_mid_upload_is_answered_quietly() -> None:
+    class Gone:
+        headers: dict[str, str] = {}
+
+        async def stream(self) -> Any:
+            yield b'{"model": '
+            raise ClientDisconnect()
+
+    r = asyncio.run(server_app._read_body(Gone(), 1 << 20))  # type: ignore[arg-type]
+    assert not isinstance(r, bytes) and r.status_code == 499
+
+
+@pytest.mark.parametrize(("text", "hidden", "kept"), [
+    ("answer failed: m: connection failed: Cannot connect to host 127.0.0.1:18101 ssl:default "
+     "[Connect call failed ('127.0.0.1', 18101)]", ["127.0.0.1", "18101"], ["answer failed: m: connection failed"]),
+    ("m: HTTP 500 from http://10.0.0.5:8000/v1/chat/completions: boom", ["10.0.0.5", "8000"], ["HTTP 500", "boom"]),
+    ("m: Cannot connect to host vllm.internal:8000 ssl:default", ["vllm.internal"], ["Cannot connect"]),
+    ("m: host [fd00::1]:8080 refused", ["fd00::1", "8080"], ["refused"]),
+    ("qwen2.5:7b: timed out after 30 s", [], ["qwen2.5:7b: timed out after 30 s"]),
+    ("gpt-4o: HTTP 429: retry after 20 s", [], ["gpt-4o: HTTP 429: retry after 20 s"]),
+])
+def test_upstream_addresses_are_not_told_to_clients(text: str, hidden: list[str], kept: list[str]) -> None:
+    out = without_addresses(text)
+    assert not [h for h in hidden if h in out] and all(k in out for k in kept), out
+
+
+def test_an_upstream_failure_is_logged_with_its_cause(caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()  # nothing listens there
+    with TestClient(create_app(config(port))) as client, caplog.at_level(logging.WARNING, logger="moai.server"):
+        r = client.post("/v1/chat/completions",
+                        json={"model": "moai/default", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_failed"
+    assert str(port) not in r.json()["error"]["message"]
+    logged = [rec.getMessage() for rec in caplog.records if "no model could answer" in rec.getMessage()]
+    assert len(logged) == 1 and str(port) in logged[0] and r.headers["x-request-id"] in logged[0]
+
+
+def test_database_errors_are_told_in_one_line_without_row_values() -> None:
+    e = OperationalError("INSERT INTO requests (id, decision) VALUES (?, ?)", ("chatcmpl-1", '{"model": "x"}'),
+                         Exception("database is locked\nsecond line"))
+    reason = driver_reason(e)
+    assert reason == "database is locked"
+    assert "INSERT" in str(e) and "chatcmpl-1" in str(e)  # what SQLAlchemy's own text would have put in the log
