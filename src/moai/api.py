@@ -33,6 +33,15 @@ appended to ``messages``): they are sent as the OpenAI client would serialise th
 body fields (``moai=``, ``cache=``); anything else is a ``TypeError``, as from the OpenAI client, and may be
 sent through ``extra_body``. ``openai.NOT_GIVEN`` and ``openai.omit`` mean "not sent"; ``extra_headers``
 may name the session (``x-moai-session``), as over HTTP.
+
+A stream's ``response`` is the HTTP response the server would have answered it with (``openai.Stream.response``):
+status 200 and the server's headers, ``x-request-id`` and ``x-moai-model`` among them.
+
+A process forked after using a Mixture (multiprocessing's ``fork`` start method, a pre-loading server) uses it
+too: the parent's loop thread does not exist in the child, so the child starts its own on its first call, with
+connections, concurrency limits and a telemetry writer of its own. What it inherited stays untouched (closing the
+parent's sockets from the child would disturb the parent's calls); a stream opened before the fork raises
+``openai.APIConnectionError`` in the child.
 """
 
 from __future__ import annotations
@@ -44,7 +53,10 @@ import contextlib
 import functools
 import inspect
 import math
+import os
 import queue
+import select
+import selectors
 import sys
 import threading
 import time
@@ -84,10 +96,13 @@ __all__ = ["AsyncChat", "AsyncChunkStream", "Chat", "ChunkStream", "RequestTimeo
 class _LoopThread:
     """One event loop in a daemon thread, started on first use; closed for good by ``shutdown``."""
 
-    def __init__(self) -> None:
+    def __init__(self, mixture: Mixture) -> None:
+        self._mixture = weakref.ref(mixture)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._home: int | None = None  # the process the loop was started in (a forked child starts its own)
+        self._busy_at_fork = False  # forked while its thread was inside a call (see ``_before_fork``)
         self.closed = False
         # every coroutine running on the loop, held strongly (an abandoned stream's task is not collected while
         # its model call runs) so that shutdown can stop them and have them recorded as cancelled
@@ -102,9 +117,21 @@ class _LoopThread:
 
     def _start(self) -> asyncio.AbstractEventLoop:
         with self._lock:
-            if self._loop is None or not self._loop.is_running():
+            pid = os.getpid()
+            # an inherited loop looks running in a forked child, but its thread is the parent's
+            if self._loop is None or not self._loop.is_running() or self._home != pid:
                 if sys.is_finalizing():  # a thread started now would never run: waiting on it would hang exit
                     raise RuntimeError("the interpreter is shutting down")
+                if self._busy_at_fork:
+                    raise RuntimeError(
+                        "this process was forked while the Mixture's loop thread was inside a call (for over "
+                        f"{_PARK_WAIT_S:g}s): locks it held stay taken here, so the Mixture cannot be used in this "
+                        "process; fork while the Mixture is idle, or use the 'spawn' start method")
+                if self._home != pid:
+                    mixture = self._mixture()
+                    if mixture is not None and _inherited(mixture, self._home):
+                        _take_over(mixture)
+                    self._home = pid
                 loop = asyncio.new_event_loop()
                 started = threading.Event()
                 self._thread = threading.Thread(target=self._serve, args=(loop, started), name="moai-api-loop",
@@ -178,6 +205,8 @@ class _LoopThread:
             if self.closed:
                 return
             self.closed = True
+            if self._home is not None and self._home != os.getpid():
+                return  # inherited from the parent and not used here: nothing of this process's to close
             streams = list(self._streams)
         for stream in streams:
             stream._abort(_shut_down())
@@ -207,6 +236,44 @@ class _LoopThread:
             await asyncio.wait(running, timeout=10)
         await mixture.aclose()
 
+    def _park(self) -> tuple[threading.Event, threading.Event] | None:
+        """Ask the loop's thread to wait between two callbacks while the process forks (see ``_before_fork``):
+        (parked, release), or None when no loop runs here."""
+        loop, thread = self._loop, self._thread
+        if (loop is None or thread is None or not thread.is_alive() or threading.current_thread() is thread
+                or self._home != os.getpid()):
+            return None
+        parked, release = threading.Event(), threading.Event()
+
+        def wait() -> None:
+            parked.set()
+            release.wait(_PARK_MAX_S)  # bounded: the loop goes on should the fork never return
+
+        try:
+            loop.call_soon_threadsafe(wait)
+        except RuntimeError:  # closed meanwhile
+            return None
+        return parked, release
+
+    def _forget(self, busy: bool) -> None:
+        """In a forked child: drop the parent's loop, thread and calls, so that the next call starts a loop here
+        (unless the fork caught the thread ``busy`` inside a call: then calls raise, see ``_before_fork``).
+
+        The old loop is kept (never closed or collected: its sockets are the parent's too) and given an epoll
+        instance of its own, so that nothing the child does to it reaches the parent's. An open stream's call
+        runs in the parent only: reading it here raises at once."""
+        self._busy_at_fork = self._busy_at_fork or busy  # a fork's fork inherits the held locks too
+        loop = self._loop
+        if loop is not None:
+            _detach(loop)
+            _keep(loop, self._tasks)
+        self._lock = threading.Lock()  # another thread of the parent may have held it at the fork
+        self._loop = self._thread = None
+        self._tasks = set()
+        streams, self._streams = list(self._streams), weakref.WeakSet()
+        for stream in streams:
+            stream._orphan(_forked())
+
 
 class _ThreadPerCall(concurrent.futures.ThreadPoolExecutor):
     """Runs each call in a thread of its own: still works during exit, unlike a pool (see ``_drain``)."""
@@ -231,15 +298,137 @@ def _shut_down() -> openai.APIConnectionError:
                                      request=_http.Request("POST", _URL))
 
 
+def _forked() -> openai.APIConnectionError:
+    """What a stream opened before ``os.fork()`` raises in the child: its model call runs in the parent."""
+    return openai.APIConnectionError(message="this stream was opened before the process forked; its call runs in "
+                                     "the parent process only", request=_http.Request("POST", _URL))
+
+
 _LOOPS: weakref.WeakKeyDictionary[Any, _LoopThread] = weakref.WeakKeyDictionary()
 _LOOPS_LOCK = threading.Lock()
+_FORKED = False  # this process is a fork of one that had imported this module
+# what a forked child inherited and must neither use nor close (nor let be collected: finalizers close sockets)
+_INHERITED: list[Any] = []
+_KEPT = False  # _INHERITED is immortal
+_STORE_HOMES: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()  # store -> process its pool is for
 
 
 def _loop_for(mixture: Mixture) -> _LoopThread:
     with _LOOPS_LOCK:
         if mixture not in _LOOPS:
-            _LOOPS[mixture] = _LoopThread()
+            _LOOPS[mixture] = _LoopThread(mixture)
         return _LOOPS[mixture]
+
+
+_PARK_WAIT_S = 10.0  # how long a fork waits for the loop threads to pause (a first call may import for seconds)
+_PARK_MAX_S = 60.0
+_parking: list[tuple[_LoopThread, threading.Event, threading.Event]] = []  # runner, parked, release
+
+
+def _before_fork() -> None:
+    """Pause every loop thread between two callbacks while the process forks.
+
+    A thread caught inside a call holds whatever locks that call took (an import, pydantic building a schema, a
+    queue); in the child such a lock would stay taken for ever, and its first call would hang on it. A thread that
+    does not pause in time is noted: in the child, that Mixture's calls raise rather than risk the hang."""
+    if not _LOOPS_LOCK.acquire(timeout=_PARK_WAIT_S):
+        return
+    try:
+        runners = list(_LOOPS.values())
+    finally:
+        _LOOPS_LOCK.release()
+    _parking.extend((r, *w) for r in runners if (w := r._park()) is not None)
+    deadline = time.monotonic() + _PARK_WAIT_S
+    for _, parked, _ in _parking:
+        parked.wait(max(0.0, deadline - time.monotonic()))
+
+
+def _after_fork_in_parent() -> None:
+    while _parking:
+        _parking.pop()[2].set()
+
+
+def _after_fork_in_child() -> None:
+    """Forget the parent's loop threads (they do not exist here) without waiting on any lock it held."""
+    global _LOOPS_LOCK, _FORKED
+    busy = {id(r) for r, parked, _ in _parking if not parked.is_set()}  # as the fork found them
+    _parking.clear()
+    _LOOPS_LOCK = threading.Lock()
+    _FORKED = True
+    for runner in list(_LOOPS.values()):
+        runner._forget(id(runner) in busy)
+
+
+def _keep(*inherited: Any) -> None:
+    """Hold what a forked child inherited to the very end, interpreter exit included: finalized in the child, it
+    would close connections the parent still uses (a TLS goodbye, a database's terminate message on the shared
+    socket). The list holding it is made immortal once per process line (a fork's fork inherits it so)."""
+    global _KEPT
+    if not _KEPT:
+        _KEPT = True
+        with contextlib.suppress(Exception):  # not CPython: collected at exit (the epoll at least is detached)
+            import ctypes
+
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(_INHERITED))
+    _INHERITED.extend(inherited)
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)
+
+
+def _detach(loop: asyncio.AbstractEventLoop) -> None:
+    """Give an inherited loop a fresh epoll instance in place of the one it shares with the parent.
+
+    An epoll instance survives ``fork`` shared: a socket the child's copy unregisters (its transports closing,
+    at the latest when the child exits) would be unregistered for the parent too, whose calls would then wait
+    on connections whose answers it no longer hears. Other selectors keep no state in the kernel."""
+    selector = getattr(loop, "_selector", None)
+    if isinstance(selector, selectors.EpollSelector) and selector.fileno() >= 0:
+        fresh = select.epoll()
+        try:
+            os.dup2(fresh.fileno(), selector.fileno())
+        finally:
+            fresh.close()
+
+
+def _inherited(mixture: Mixture, home: int | None) -> bool:
+    """Whether the Mixture comes from a parent process: its telemetry writer's threads are gone though it was
+    never closed, or, without one, it was used in another process or this one is a fork."""
+    writer = mixture.writer
+    if writer is not None:
+        return _orphaned(writer)
+    return home is not None or _FORKED
+
+
+def _orphaned(writer: Any) -> bool:
+    """A telemetry writer whose threads ran in the parent: nothing here would ever write what it is given."""
+    watchdog, closed = getattr(writer, "_watchdog", None), getattr(writer, "_closed", None)
+    return (isinstance(watchdog, threading.Thread) and not watchdog.is_alive()
+            and isinstance(closed, threading.Event) and not closed.is_set())
+
+
+def _take_over(mixture: Mixture) -> None:
+    """In a forked child, before its loop starts: connection pools, concurrency limits, the telemetry writer and
+    database connections of this process's own. The parent's are kept (see ``_INHERITED``), never used here:
+    their sockets are shared with the parent, and their counters hold the parent's calls."""
+    from moai.telemetry.writer import TelemetryWriter
+
+    registry = mixture.registry
+    _keep(registry._providers, registry._limits, mixture._session_slots, mixture._session_lookup_stuck)
+    registry._providers, registry._limits = {}, {}  # providers are made again, lazily, on this process's loop
+    mixture._session_slots = mixture._session_lookup_stuck = None
+    pid, store, writer = os.getpid(), mixture.store, mixture.writer
+    if store is not None and _STORE_HOMES.get(store) != pid:
+        _keep(store.engine.pool)  # the parent's database connections: not closed from here
+        store.engine.dispose(close=False)
+        _STORE_HOMES[store] = pid
+    if writer is not None and _orphaned(writer):
+        _keep(writer)  # what it holds is the parent's to write
+        mixture.writer = TelemetryWriter(writer.store, max_queue=writer._queue.maxsize, max_batch=writer.max_batch,
+                                         spool_dir=writer.spool.folder, replay_s=writer.replay_s,
+                                         on_spool=writer.on_spool, commit_timeout_s=writer.commit_timeout_s)
 
 
 def shutdown(mixture: Mixture) -> None:
@@ -252,7 +441,7 @@ def shutdown(mixture: Mixture) -> None:
     with _LOOPS_LOCK:
         runner = _LOOPS.get(mixture)
         if runner is None:  # never used through this API: nothing of it to close, only later calls to refuse
-            _LOOPS[mixture] = runner = _LoopThread()
+            _LOOPS[mixture] = runner = _LoopThread(mixture)
             runner.closed = True
     runner.close(mixture)
 
@@ -455,8 +644,32 @@ async def _complete(mixture: Mixture, call: _Call) -> ChatCompletion:
     return completion(mixture, prep, call.payload["model"], ex)
 
 
+def _request() -> _http.Request:
+    return _http.Request("POST", _URL)
+
+
+async def _response(mixture: Mixture, prep: Prepared, first: Any) -> _http.Response:
+    """The response the server opens this stream with (its status and headers: request id, mix, the model whose
+    answer streams, the cache's verdict), as ``openai.Stream.response`` has it; the chunks are not its body."""
+    from moai.strategies.executor import Execution
+
+    headers = {"content-type": "text/event-stream; charset=utf-8", "x-moai-mix": prep.ctx.mix_name,
+               "x-moai-request-id": prep.id, "x-request-id": prep.id}
+    if prep.ctx.decision:
+        headers["x-moai-model"] = prep.ctx.decision.model
+    # the model whose answer streams is known at the first chunk (an aggregator, a reviser: not the gate's pick)
+    answering = first.answer if isinstance(first, Execution) else prep.plan.answering()
+    if answering is not None and answering.model:
+        headers["x-moai-model"] = answering.model
+    if mixture.cache.enabled:  # looked up when the stream began: this reads its memo
+        look = await mixture.cache.alookup(prep)
+        headers["x-moai-cache"] = "hit" if look.status == "semantic" else look.status
+    return _http.Response(200, headers=headers, request=_request())
+
+
 async def _chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: bool) -> AsyncIterator[Any]:
-    """OpenAI's chunk sequence: role, content/tool-call deltas, finish (with ``moai``), [usage]."""
+    """The response (see ``_response``), then OpenAI's chunk sequence: role, content/tool-call deltas, finish (with
+    ``moai``), [usage]."""
     from moai.providers.base import Delta
     from moai.server.openai_schema import fingerprint_field
     from moai.strategies.executor import Execution
@@ -484,6 +697,7 @@ async def _chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: b
 
     # every chunk names the answering upstream's fingerprint once it is known, as the server's do
     base.update(fingerprint_field(getattr(first, "system_fingerprint", None)))
+    yield await _response(mixture, prep, first)
     yield chunk({"role": "assistant", "content": ""})
     try:
         async for item in items():
@@ -515,9 +729,19 @@ def _timeout_error() -> openai.APITimeoutError:
     return openai.APITimeoutError(_http.Request("POST", _URL))
 
 
+def _cancelled() -> concurrent.futures.Future[None]:
+    """A future already done, standing for a call that cannot be stopped from here."""
+    fut: concurrent.futures.Future[None] = concurrent.futures.Future()
+    fut.cancel()
+    return fut
+
+
 class ChunkStream:
     """Iterator of ``ChatCompletionChunk`` (like ``openai.Stream``); ``close()`` stops the model call, and so do
-    dropping it unfinished, Ctrl-C while it waits, and a ``timeout=`` passing with no chunk."""
+    dropping it unfinished, Ctrl-C while it waits, and a ``timeout=`` passing with no chunk. ``response`` is the
+    response the server would have opened it with (status and headers, e.g. ``x-request-id``)."""
+
+    response: _http.Response
 
     def __init__(self, runner: _LoopThread, source: AsyncIterator[Any], timeout: float | None = None) -> None:
         q: queue.Queue[Any] = queue.Queue()
@@ -535,12 +759,20 @@ class ChunkStream:
         self._closed = False
         self._error: BaseException | None = None
         self._head: Any = None
+        self.response = _http.Response(200, request=_request())  # until the server's is known (``_ready``)
         self._future = runner.submit(pump())
         runner.track(self)
 
     def _abort(self, error: BaseException) -> None:
         """End the stream with ``error`` (the Mixture is shutting down); a waiting reader wakes up."""
         self._error = error
+        self._queue.put(error)
+
+    def _orphan(self, error: BaseException) -> None:
+        """In a forked child: the call runs in the parent, whose queue and future this must not touch (another
+        thread may have held their locks at the fork); the next read raises ``error``."""
+        self._error, self._head, self._future = error, None, _cancelled()
+        self._queue = queue.Queue()
         self._queue.put(error)
 
     def _get(self, wait: float | None) -> Any:
@@ -560,7 +792,10 @@ class ChunkStream:
         if isinstance(item, BaseException) and not isinstance(item, asyncio.CancelledError):
             self._closed = True
             raise item
-        self._head = item
+        if isinstance(item, _http.Response):
+            self.response = item
+        else:
+            self._head = item
         return self
 
     def __iter__(self) -> Iterator[ChatCompletionChunk]:
@@ -602,7 +837,9 @@ class ChunkStream:
 class AsyncChunkStream:
     """Async iterator of ``ChatCompletionChunk`` (like ``openai.AsyncStream``), fed from the private loop;
     ``close()`` / ``aclose()`` stop the model call, and so do dropping it unfinished and a ``timeout=`` passing
-    with no chunk."""
+    with no chunk. ``response``: as ``ChunkStream``'s."""
+
+    response: _http.Response
 
     def __init__(self, runner: _LoopThread, source: AsyncIterator[Any], timeout: float | None = None) -> None:
         self._runner = runner
@@ -614,6 +851,7 @@ class AsyncChunkStream:
         self._closed = False
         self._error: BaseException | None = None
         self._head: Any = None
+        self.response = _http.Response(200, request=_request())  # until the server's is known (``_ready``)
 
     async def _ready(self, wait: float | None = None) -> AsyncChunkStream:
         """Wait for the first chunk (see ``ChunkStream._ready``)."""
@@ -622,7 +860,10 @@ class AsyncChunkStream:
         if isinstance(item, BaseException) and not isinstance(item, asyncio.CancelledError):
             self._closed = True
             raise item
-        self._head = item
+        if isinstance(item, _http.Response):
+            self.response = item
+        else:
+            self._head = item
         return self
 
     def _start(self) -> asyncio.Queue[Any]:
@@ -659,6 +900,15 @@ class AsyncChunkStream:
         if self._caller is not None and self._queue is not None:
             with contextlib.suppress(RuntimeError):
                 self._caller.call_soon_threadsafe(self._queue.put_nowait, error)
+
+    def _orphan(self, error: BaseException) -> None:
+        """In a forked child: the call runs in the parent; the next read raises ``error`` (a reader waiting now
+        is on the forking thread's loop, if any: the only thread the child has)."""
+        self._error, self._head, self._future = error, None, None
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+        with contextlib.suppress(RuntimeError):
+            self._queue.put_nowait(error)
 
     async def _get(self, wait: float | None) -> Any:
         assert self._queue is not None
