@@ -30,7 +30,15 @@ from moai.providers.base import ChatParams, Delta, ProviderError, ProviderRateLi
 from moai.strategies import builder
 from moai.strategies.budget import one_model, within_budget
 from moai.strategies.context import Chooser, NoEligibleModel, RequestContext, eligible
-from moai.strategies.executor import Execution, Executor, PlanFailed, ProviderRegistry
+from moai.strategies.executor import (
+    Execution,
+    Executor,
+    PlanFailed,
+    ProviderRegistry,
+    Spend,
+    attempt_spend,
+    total_spend,
+)
 from moai.strategies.plan import Plan
 from moai.strategies.privacy_guard import privacy_guard
 from moai.strategies.route import session_notes
@@ -43,6 +51,7 @@ from moai.tuning.live import LiveTuner, knob_value
 from moai.tuning.targets import parse_target
 
 NO_TOOLS = frozenset({"moa", "fanout", "chain", "critique"})  # strategies whose answer is synthesised text
+log = logging.getLogger("moai")
 
 
 class UnknownModel(LookupError):
@@ -410,12 +419,19 @@ class Mixture:
         """The ``moai`` object of a response: what ran, what it cost, and why."""
         d = prep.ctx.decision
         by_model: dict[str, dict[str, float]] = {}
+
+        def count(model: str, spent: Spend) -> None:
+            u = by_model.setdefault(model, {"input": 0, "output": 0, "cost_usd": 0.0})
+            u["input"] += spent.usage.prompt_tokens
+            u["output"] += spent.usage.completion_tokens
+            u["cost_usd"] += spent.cost_usd
+
         for r in ex.results:
             if r.model and r.status == "ok":
-                u = by_model.setdefault(r.model, {"input": 0, "output": 0, "cost_usd": 0.0})
-                u["input"] += r.usage.prompt_tokens
-                u["output"] += r.usage.completion_tokens
-                u["cost_usd"] += r.cost_usd
+                count(r.model, Spend(r.usage, r.cost_usd))
+            for a in r.attempts:  # failed tries the upstream billed all the same
+                if a.get("tokens"):
+                    count(a["model"], attempt_spend(a))
         reasons = list(d.reasons) if d else []
         reasons += session_notes(prep.ctx, ex.answer.model, ex.results) + ex.plan.notes
         return {
@@ -442,43 +458,48 @@ class Mixture:
                 answer_model: str | None, http_status: int) -> RequestRecord:
         now = time.time()
         final = next((r for r in results if r.step == prep.plan.final), None)
+        total = total_spend(results)  # billed failed tries included: each is on its call's row below
         rec = RequestRecord(
             id=prep.id, mix=prep.ctx.mix_name, strategy=prep.plan.strategy, model=answer_model,
             status=status, http_status=http_status, stream=prep.stream,
-            prompt_tokens=sum(r.usage.prompt_tokens for r in results),
-            completion_tokens=sum(r.usage.completion_tokens for r in results),
+            prompt_tokens=total.usage.prompt_tokens, completion_tokens=total.usage.completion_tokens,
             latency_ms=(now - prep.started) * 1000,
             ttft_ms=(final.start + final.ttft_s - prep.started) * 1000 if final and final.ttft_s else None,
-            cost_usd=sum(r.cost_usd for r in results), energy_kwh=sum(r.energy_kwh for r in results),
-            co2_g=sum(r.co2_g for r in results), error=error,
+            cost_usd=total.cost_usd, energy_kwh=total.energy_kwh, co2_g=total.co2_g, error=error,
             decision=prep.ctx.decision.to_json() if prep.ctx.decision else None, api_key=prep.api_key,
             session=prep.ctx.session,
         )
         for r in results:
+            # a row per model call (a provider's retries in place are part of their call), each with what the
+            # upstream billed for it, so that the rows add up to the request
+            answered = Spend()
             for a in r.attempts:  # every failed attempt is a call of its own: live statistics need them
-                if "error" in a:
-                    start = a.get("start", r.start)
-                    # a refusal of the request itself, or a 429, is kept apart: neither says the model is unhealthy
-                    status = "refused" if is_refusal(a.get("status")) else "failed"
-                    if a.get("status") == ProviderRateLimited.status:
-                        status = "rate_limited"
-                    # a failed step's usage (a stream that broke mid-answer) is its last attempt's
-                    spent = r.status == "failed" and a is r.attempts[-1] and a["model"] == r.model
-                    rec.calls.append(CallRecord(
-                        step=r.step, role=r.role, model=a["model"], status=status, started_at=start,
-                        ended_at=start + a["latency_ms"] / 1000, latency_ms=a["latency_ms"], error=a["error"],
-                        prompt_tokens=r.usage.prompt_tokens if spent else 0,
-                        completion_tokens=r.usage.completion_tokens if spent else 0,
-                        cost_usd=r.cost_usd if spent else 0.0, energy_kwh=r.energy_kwh if spent else 0.0,
-                        co2_g=r.co2_g if spent else 0.0,
-                    ))
+                if "error" not in a:
+                    answered = attempt_spend(a)  # billed tries before the answer: the answering call's row
+                    continue
+                start = a.get("start", r.start)
+                # a refusal of the request itself, or a 429, is kept apart: neither says the model is unhealthy
+                status = "refused" if is_refusal(a.get("status")) else "failed"
+                if a.get("status") == ProviderRateLimited.status:
+                    status = "rate_limited"
+                spent = attempt_spend(a)
+                # a failed step's usage (a stream that broke mid-answer, a call cut short) is its last attempt's
+                if r.status == "failed" and a is r.attempts[-1] and a["model"] == r.model:
+                    spent.add(Spend(r.usage, r.cost_usd, r.energy_kwh, r.co2_g))
+                rec.calls.append(CallRecord(
+                    step=r.step, role=r.role, model=a["model"], status=status, started_at=start,
+                    ended_at=start + a["latency_ms"] / 1000, latency_ms=a["latency_ms"], error=a["error"],
+                    prompt_tokens=spent.usage.prompt_tokens, completion_tokens=spent.usage.completion_tokens,
+                    cost_usd=spent.cost_usd, energy_kwh=spent.energy_kwh, co2_g=spent.co2_g,
+                ))
             if r.status == "failed" and r.attempts:
                 continue
+            answered.add(Spend(r.usage, r.cost_usd, r.energy_kwh, r.co2_g))
             rec.calls.append(CallRecord(
                 step=r.step, role=r.role, model=r.model, status=r.status, started_at=r.start, ended_at=r.end,
                 latency_ms=r.latency_ms, ttft_ms=r.ttft_s * 1000 if r.ttft_s else None,
-                prompt_tokens=r.usage.prompt_tokens, completion_tokens=r.usage.completion_tokens,
-                cost_usd=r.cost_usd, energy_kwh=r.energy_kwh, co2_g=r.co2_g, error=r.error,
+                prompt_tokens=answered.usage.prompt_tokens, completion_tokens=answered.usage.completion_tokens,
+                cost_usd=answered.cost_usd, energy_kwh=answered.energy_kwh, co2_g=answered.co2_g, error=r.error,
             ))
         return rec
 
@@ -502,6 +523,14 @@ class Mixture:
         self.metrics.observe_request(prep.ctx.mix_name, status, time.time() - prep.started, results, decided,
                                      answer_model)
 
+    def _observe_safely(self, prep: Prepared, status: str, results: list[Any], answer_model: str | None) -> None:
+        """``_observe``, where a failure is logged, not raised: live statistics and metrics are derived, the
+        record is not, and a request whose metrics failed must still be stored."""
+        try:
+            self._observe(prep, status, results, answer_model)
+        except Exception:  # noqa: BLE001 - a fault of moai's own, logged; the record is written all the same
+            log.exception("request %s: statistics and metrics not updated", prep.id)
+
     async def _persist(self, rec: RequestRecord) -> None:
         if self.writer is not None:
             await self.writer.write(rec)
@@ -518,15 +547,18 @@ class Mixture:
         prompt = max(r.usage.prompt_tokens for r in ok)
         completion = max(r.usage.completion_tokens for r in ok)
         dearest = max((c.cost_usd(prompt, completion) for c in prep.ctx.candidates), default=0.0)
-        change = tuner.observe(sum(r.cost_usd for r in results), time.time() - prep.started, dearest)
+        change = tuner.observe(total_spend(results).cost_usd, time.time() - prep.started, dearest)
         if change is not None:
             self.config.mixes[name] = tuner.apply(self.config.mixes[name])
             self.metrics.observe_tuning(name, change.knob, change.new)
 
     async def record(self, prep: Prepared, ex: Execution) -> None:
         prep.recorded = True  # the client leaving while the record is written must not count it twice
-        self._observe(prep, "ok", ex.results, ex.answer.model)
-        self._tune(prep, ex.results)
+        self._observe_safely(prep, "ok", ex.results, ex.answer.model)
+        try:
+            self._tune(prep, ex.results)
+        except Exception:  # noqa: BLE001 - as metrics: the answer is stored all the same
+            log.exception("request %s: live tuning not updated", prep.id)
         if prep.ctx.session and ex.answer.model:
             key = (prep.api_key, prep.ctx.mix_name, prep.ctx.session)
             self._sessions[key] = ex.answer.model
@@ -550,7 +582,7 @@ class Mixture:
         # every model refused the request itself (a prompt past every context, an image to text-only models): the
         # client's to change, stored and counted as a refusal like those caught before any model ran
         status = "refused" if is_refusal(http_status) and http_status != 499 else "error"
-        self._observe(prep, status, results, None)
+        self._observe_safely(prep, status, results, None)
         if self.store is not None:
             await self._persist(self._record(prep, status, error, results, None, http_status))
 
@@ -579,9 +611,10 @@ class Mixture:
         return request_id
 
     def _bill_partial(self, r: Any) -> bool:
-        """Cost what a step generated before it broke off (its stream failed or its client left): those tokens
-        were paid for upstream. True when the step had generated any."""
-        if r.status != "failed" or r.model is None or not r.usage.completion_tokens:
+        """Cost what a step had sent and generated when it broke off (its stream failed, its client left, its time
+        ran out): the upstream bills the prompt it read (estimated while no usage came) and what it generated,
+        streamed or not. True when the step had spent any."""
+        if r.status != "failed" or r.model is None or not r.usage.total_tokens:
             return False
         if not r.cost_usd:
             card, (p, c) = self.config.models[r.model], (r.usage.prompt_tokens, r.usage.completion_tokens)
@@ -608,10 +641,10 @@ class Mixture:
             if self._bill_partial(r):
                 r.status = "cancelled"
                 r.end = time.time()
-            elif r.status == "failed" and not r.end:  # a call in flight: it ends here, with nothing generated
+            elif r.status == "failed" and not r.end:  # waiting for its model: it ends here, with nothing sent
                 r.status, r.end = "cancelled", time.time()
                 self._bill_running(r)
-        self._observe(prep, "cancelled", results, None)
+        self._observe_safely(prep, "cancelled", results, None)
         if self.writer is not None:
             rec = self._record(prep, "cancelled", "client disconnected", results, None, 499)
             try:

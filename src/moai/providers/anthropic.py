@@ -34,6 +34,7 @@ from moai.providers.base import (
     Usage,
     parse_retry_after,
     retry_in_place,
+    token_count,
 )
 
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
@@ -261,9 +262,10 @@ def _usage(u: Any) -> Usage:
     ``cached_tokens``; cache writes have no OpenAI counterpart (they are in the prompt tokens only)."""
     if u is None:
         return Usage()
-    read = getattr(u, "cache_read_input_tokens", None)
-    prompt = (u.input_tokens or 0) + (read or 0) + (getattr(u, "cache_creation_input_tokens", 0) or 0)
-    return Usage(prompt, u.output_tokens or 0, {"cached_tokens": read} if isinstance(read, int) else None)
+    read = token_count(getattr(u, "cache_read_input_tokens", None))
+    written = token_count(getattr(u, "cache_creation_input_tokens", None)) or 0
+    prompt = (token_count(u.input_tokens) or 0) + (read or 0) + written  # an unusable count reads 0: estimated
+    return Usage(prompt, token_count(u.output_tokens) or 0, {"cached_tokens": read} if read is not None else None)
 
 
 class _Client(anthropic.AsyncAnthropic):
@@ -346,7 +348,7 @@ class AnthropicProvider(Provider):
                     if ev.delta.stop_reason:
                         finish = STOP_REASONS.get(ev.delta.stop_reason, "stop")
                     if ev.usage is not None:
-                        output = ev.usage.output_tokens or output
+                        output = token_count(ev.usage.output_tokens) or output
                         if getattr(ev.usage, "input_tokens", None):
                             u = _usage(ev.usage)
                             prompt, cached = u.prompt_tokens, u.prompt_details or cached

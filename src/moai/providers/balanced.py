@@ -23,6 +23,7 @@ from moai.providers.base import (
     Provider,
     ProviderError,
     ProviderRateLimited,
+    note_retried,
 )
 
 
@@ -69,6 +70,8 @@ class BalancedProvider(Provider):
         last: ProviderError | None = None
         waits: list[float] = []  # seconds until each rate-limited deployment may be called again
         for dep in self._order():
+            if last is not None:  # handed on to this deployment: the failure is not raised, but still counts
+                note_retried(last)
             started = False
             dep.in_flight += 1
             t0 = time.perf_counter()

@@ -6,10 +6,13 @@ hierarchy of errors so that fallbacks and circuit breakers can decide what is re
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +28,9 @@ class ProviderError(RuntimeError):
     def __init__(self, model: str, message: str) -> None:
         super().__init__(f"{model}: {message}")
         self.model = model
+        # what the upstream processed, and bills, for this failed try: the usage it reported with an unusable
+        # answer, or the prompt (estimated) of a try that timed out once sent; None when it bills nothing
+        self.usage: Usage | None = None
 
 
 class ProviderTimeout(ProviderError):
@@ -151,6 +157,7 @@ class Usage:
     # the counts the upstream reported; None when it reported none (no zeros are made up)
     prompt_details: dict[str, int] | None = None
     completion_details: dict[str, int] | None = None
+    estimated: bool = False  # some count is moai's estimate: the upstream reported none (or none usable)
 
     @property
     def total_tokens(self) -> int:
@@ -162,6 +169,85 @@ class Usage:
         self.completion_tokens += other.completion_tokens
         self.prompt_details = _summed(self.prompt_details, other.prompt_details)
         self.completion_details = _summed(self.completion_details, other.completion_details)
+        self.estimated = self.estimated or other.estimated
+
+
+# No call processes this many tokens: a larger count is an upstream's error (and would overflow a 32-bit column)
+MAX_CALL_TOKENS = 100_000_000
+
+
+def token_count(value: Any) -> int | None:
+    """An upstream's token count as an int; None when it is no usable count (absent, negative, not a number,
+    absurdly large), so that the call is estimated instead of billed at a made-up or negative figure."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value) or not 0 <= value <= MAX_CALL_TOKENS:
+        return None
+    return int(value)
+
+
+def estimate_prompt_tokens(params: ChatParams) -> int:
+    """~4 characters a token, plus each message's framing: what a call is billed for when its upstream reports
+    no usage, and what a try billed without an answer (timed out, cut short) is counted at."""
+    chars = sum(len(str(m.get("content") or "")) for m in params.messages)
+    return chars // 4 + 4 * len(params.messages)
+
+
+def estimate_completion_tokens(generated: str) -> int:
+    """~4 characters a token of what a model wrote; at least 1 when it wrote anything."""
+    return max(1, len(generated) // 4) if generated else 0
+
+
+def prompt_usage(params: ChatParams) -> Usage:
+    """The estimated usage of a call that was sent but answered nothing (yet)."""
+    return Usage(estimate_prompt_tokens(params), 0, estimated=True)
+
+
+def with_estimates(usage: Usage, params: ChatParams, generated: str) -> Usage:
+    """The usage a finished call is billed at: the upstream's counts, with any it left out (0: none reported, or
+    none usable) estimated from the prompt sent and the answer written. Streamed and unstreamed calls alike."""
+    missing_prompt = not usage.prompt_tokens
+    missing_completion = not usage.completion_tokens and bool(generated)
+    if not (missing_prompt or missing_completion):
+        return usage
+    return Usage(estimate_prompt_tokens(params) if missing_prompt else usage.prompt_tokens,
+                 estimate_completion_tokens(generated) if missing_completion else usage.completion_tokens,
+                 usage.prompt_details, usage.completion_details, estimated=True)
+
+
+# The failed tries a provider retried in place (or on another deployment) instead of raising them: the caller that
+# watches them (the executor) counts and bills each. None: nobody watches.
+_RETRIED: ContextVar[list[ProviderError] | None] = ContextVar("moai_retried_tries", default=None)
+
+
+def note_retried(error: ProviderError) -> None:
+    """Report a failed try that is retried rather than raised, so that it is not lost to metrics and spend."""
+    seen = _RETRIED.get()
+    if seen is not None:
+        seen.append(error)
+
+
+@contextlib.contextmanager
+def watch_retries(seen: list[ProviderError]) -> Iterator[None]:
+    """Collect into ``seen`` the tries that providers called in this block retry (``note_retried``). Keep the
+    block free of ``yield``: a context variable does not follow a generator from one task to another."""
+    token = _RETRIED.set(seen)
+    try:
+        yield
+    finally:
+        _RETRIED.reset(token)
+
+
+async def watched(deltas: AsyncIterator[Delta], seen: list[ProviderError]) -> AsyncIterator[Delta]:
+    """``deltas``, with the tries retried while each piece is awaited collected into ``seen``."""
+    it = aiter(deltas)
+    while True:
+        with watch_retries(seen):
+            try:
+                d = await anext(it)
+            except StopAsyncIteration:
+                return
+        yield d
 
 
 def _summed(a: dict[str, int] | None, b: dict[str, int] | None) -> dict[str, int] | None:
@@ -176,11 +262,13 @@ def _summed(a: dict[str, int] | None, b: dict[str, int] | None) -> dict[str, int
 
 
 def token_details(raw: Any) -> dict[str, int] | None:
-    """An upstream's ``*_tokens_details`` object as counts; an entry that is no count (null) is left out."""
+    """An upstream's ``*_tokens_details`` object as counts; an entry that is no count (null, negative) is left
+    out."""
     if not isinstance(raw, Mapping):
         return None
-    return {str(k): int(v) for k, v in raw.items()
-            if (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())}
+    return {str(k): n for k, v in raw.items()
+            if ((isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer()))
+            and (n := token_count(v)) is not None}
 
 
 @dataclass

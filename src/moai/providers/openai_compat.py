@@ -36,8 +36,11 @@ from moai.providers.base import (
     ProviderTimeout,
     ProviderUnavailable,
     Usage,
+    note_retried,
     parse_retry_after,
+    prompt_usage,
     retry_in_place,
+    token_count,
     token_details,
 )
 
@@ -80,11 +83,22 @@ def status_error(model: str, status: int, headers: Mapping[str, str], body: byte
                                 param=param if isinstance(param, str) else None)
 
 
-def _usage(raw: dict[str, Any] | None) -> Usage | None:
-    if not raw:
+def _usage(raw: Any) -> Usage | None:
+    """The upstream's usage; a count that is missing or unusable (negative, not a number) reads 0, as not
+    reported, and is then estimated: a broken upstream's figures are never billed (nor fail the request)."""
+    if not raw or not isinstance(raw, Mapping):
         return None
-    return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0),
+    return Usage(token_count(raw.get("prompt_tokens")) or 0, token_count(raw.get("completion_tokens")) or 0,
                  token_details(raw.get("prompt_tokens_details")), token_details(raw.get("completion_tokens_details")))
+
+
+def _timed_out(model: str, message: str, sent: ChatParams, e: TimeoutError) -> ProviderTimeout:
+    """A timeout; once the request was sent (not while connecting) the upstream has read its prompt and bills
+    it, finished or not, so the try counts its prompt (estimated)."""
+    error = ProviderTimeout(model, message)
+    if not isinstance(e, aiohttp.ConnectionTimeoutError):
+        error.usage = prompt_usage(sent)
+    return error
 
 
 def _fingerprint(data: dict[str, Any]) -> str | None:
@@ -129,8 +143,9 @@ class OpenAICompatProvider(Provider):
         delay = hint if hint is not None else min(MAX_BACKOFF_S, 0.5 * 2**attempt) * random.uniform(0.75, 1.0)
         await asyncio.sleep(delay)
 
-    async def _send(self, payload: dict[str, Any]) -> aiohttp.ClientResponse:
-        """POST with retries; returns an open response with a 2xx status (the caller reads and releases it)."""
+    async def _send(self, payload: dict[str, Any], sent: ChatParams) -> aiohttp.ClientResponse:
+        """POST with retries; returns an open response with a 2xx status (the caller reads and releases it).
+        Each failed try that is retried is reported (``note_retried``): it is counted, and billed if it was."""
         attempt = 0
         data = json.dumps(payload).encode()
         while True:
@@ -138,7 +153,7 @@ class OpenAICompatProvider(Provider):
             try:
                 response = await self.session.post(self._url, data=data)
             except TimeoutError as e:
-                error: ProviderError = ProviderTimeout(self.name, "timed out")
+                error: ProviderError = _timed_out(self.name, "timed out", sent, e)
                 cause: Exception = e
             except aiohttp.ClientError as e:
                 error, cause = ProviderUnavailable(self.name, f"connection failed: {e or type(e).__name__}"), e
@@ -159,16 +174,17 @@ class OpenAICompatProvider(Provider):
                     raise error from cause  # another model answers now; waiting here would hold the request
             if attempt >= self.card.max_retries:
                 raise error from cause
+            note_retried(error)
             await self._backoff(attempt, hint)
             attempt += 1
 
     async def complete(self, params: ChatParams) -> Completion:
         start = time.perf_counter()
-        response = await self._send(self._payload(params, stream=False))
+        response = await self._send(self._payload(params, stream=False), params)
         try:
             raw = await response.read()
         except TimeoutError as e:
-            raise ProviderTimeout(self.name, "timed out reading the response") from e
+            raise _timed_out(self.name, "timed out reading the response", params, e) from e
         except aiohttp.ClientError as e:
             raise ProviderUnavailable(self.name, f"connection lost: {e or type(e).__name__}") from e
         finally:
@@ -179,7 +195,9 @@ class OpenAICompatProvider(Provider):
             raise ProviderServerError(self.name, "response was not JSON") from e
         choices = (data.get("choices") if isinstance(data, dict) else None) or []
         if not choices:
-            raise ProviderServerError(self.name, "response had no choices")
+            error = ProviderServerError(self.name, "response had no choices")
+            error.usage = _usage(data.get("usage")) if isinstance(data, dict) else None  # processed, and billed
+            raise error
         choice = choices[0]
         message = choice.get("message") or {}
         elapsed = time.perf_counter() - start
@@ -196,7 +214,7 @@ class OpenAICompatProvider(Provider):
         )
 
     async def stream(self, params: ChatParams) -> AsyncIterator[Delta]:
-        response = await self._send(self._payload(params, stream=True))
+        response = await self._send(self._payload(params, stream=True), params)
         finish: str | None = None
         usage: Usage | None = None
         fingerprint: str | None = None
@@ -229,7 +247,7 @@ class OpenAICompatProvider(Provider):
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
         except TimeoutError as e:
-            raise ProviderTimeout(self.name, "timed out mid-stream") from e
+            raise _timed_out(self.name, "timed out mid-stream", params, e) from e
         except aiohttp.ClientError as e:
             raise ProviderUnavailable(self.name, f"connection lost mid-stream: {e or type(e).__name__}") from e
         finally:

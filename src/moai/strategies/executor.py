@@ -17,15 +17,57 @@ from typing import Any
 from moai.catalog import ModelCard
 from moai.config import Config
 from moai.providers import ChatParams, Delta, Provider, ProviderError, ProviderRateLimited, Usage, make_provider
-from moai.providers.base import is_refusal
+from moai.providers.base import is_refusal, prompt_usage, watch_retries, watched, with_estimates
 from moai.providers.tool_calls import merge_tool_call_deltas
 from moai.strategies.plan import Built, Passthrough, Plan, Step, StepResult
 from moai.telemetry.carbon import CarbonModel
 
 
-def _estimate_prompt(params: ChatParams) -> int:
-    chars = sum(len(str(m.get("content") or "")) for m in params.messages)
-    return chars // 4 + 4 * len(params.messages)
+@dataclass
+class Spend:
+    """Tokens and what they cost (money, energy, emissions): of a failed try, a step, or a whole request."""
+
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+    energy_kwh: float = 0.0
+    co2_g: float = 0.0
+
+    def add(self, other: Spend) -> None:
+        self.usage.add(other.usage)
+        self.cost_usd += other.cost_usd
+        self.energy_kwh += other.energy_kwh
+        self.co2_g += other.co2_g
+
+
+def attempt_spend(attempt: dict[str, Any]) -> Spend:
+    """What the upstream billed for an attempt's failed tries (a prompt that timed out, an answer without choices,
+    retried in place or not); the answer itself is the step's own usage."""
+    tokens = attempt.get("tokens") or {}
+    return Spend(Usage(tokens.get("input", 0), tokens.get("output", 0), estimated=bool(attempt.get("estimated"))),
+                 attempt.get("cost_usd", 0.0), attempt.get("energy_kwh", 0.0), attempt.get("co2_g", 0.0))
+
+
+def step_spend(r: StepResult) -> Spend:
+    """A step's own usage and cost, and its billed failed tries: everything the step was charged."""
+    total = Spend(Usage(), r.cost_usd, r.energy_kwh, r.co2_g)
+    total.usage.add(r.usage)
+    for a in r.attempts:
+        total.add(attempt_spend(a))
+    return total
+
+
+def total_spend(results: Sequence[StepResult]) -> Spend:
+    """What a request was charged, over every step and every billed failed try."""
+    total = Spend()
+    for r in results:
+        total.add(step_spend(r))
+    return total
+
+
+def _generated(text: str, refusal: str | None, tool_calls: list[dict[str, Any]] | None) -> str:
+    """Everything a model wrote, for estimating its completion tokens."""
+    functions = [c.get("function") or {} for c in tool_calls or []]
+    return text + (refusal or "") + "".join(f"{f.get('name') or ''}{f.get('arguments') or ''}" for f in functions)
 
 
 async def _build(step: Step, results: dict[str, StepResult]) -> Built:
@@ -103,8 +145,8 @@ def _restored_calls(redactor: Any, calls: list[dict[str, Any]] | None) -> list[d
 
 def _failed_attempt(model: str, e: ProviderError, t0: float) -> dict[str, Any]:
     """A failed try, for the trace and telemetry: its status tells a refused request from a failing model."""
-    attempt = {"model": model, "error": str(e), "status": e.status, "start": t0,
-               "latency_ms": (time.time() - t0) * 1000}
+    attempt: dict[str, Any] = {"model": model, "error": str(e), "status": e.status, "start": t0,
+                               "latency_ms": (time.time() - t0) * 1000}
     code = getattr(e, "code", None)
     if code:
         attempt.update(code=code, param=getattr(e, "param", None))
@@ -152,11 +194,9 @@ class Execution:
 
     @property
     def usage(self) -> Usage:
-        """Every call's tokens, and each usage detail summed over the calls that reported it."""
-        u = Usage()
-        for r in self.results:
-            u.add(r.usage)
-        return u
+        """Every call's tokens (billed failed tries included), and each usage detail summed over the calls that
+        reported it."""
+        return total_spend(self.results).usage
 
     @property
     def system_fingerprint(self) -> str | None:
@@ -165,15 +205,15 @@ class Execution:
 
     @property
     def cost_usd(self) -> float:
-        return sum(r.cost_usd for r in self.results)
+        return total_spend(self.results).cost_usd
 
     @property
     def energy_kwh(self) -> float:
-        return sum(r.energy_kwh for r in self.results)
+        return total_spend(self.results).energy_kwh
 
     @property
     def co2_g(self) -> float:
-        return sum(r.co2_g for r in self.results)
+        return total_spend(self.results).co2_g
 
     @property
     def models_used(self) -> list[str]:
@@ -222,11 +262,45 @@ class Executor:
                                   f"the rest of the {step.role}s are healthy)")
         return left_out[group]
 
-    def _failed(self, model: str, e: ProviderError, t0: float) -> dict[str, Any]:
-        """The failed attempt; a 429 is reported to the registry before the next model is tried."""
+    def _failed(self, model: str, e: ProviderError, t0: float, retried: list[ProviderError],
+                billed: bool = True) -> dict[str, Any]:
+        """The failed attempt; a 429 is reported to the registry before the next model is tried. ``billed``:
+        the error's own usage counts (not for a stream that broke mid-answer: the step's usage has it)."""
         if isinstance(e, ProviderRateLimited):
             self.registry.rate_limited(model, e.retry_after)
-        return _failed_attempt(model, e, t0)
+        return self._tries(_failed_attempt(model, e, t0), model, [*retried, e] if billed else retried, retried)
+
+    def _answered(self, model: str, t0: float, retried: list[ProviderError]) -> dict[str, Any]:
+        """The attempt that answered, with the tries it took."""
+        return self._tries({"model": model, "start": t0, "latency_ms": (time.time() - t0) * 1000}, model, retried,
+                           retried)
+
+    def _tries(self, attempt: dict[str, Any], model: str, billed: list[ProviderError],
+               retried: list[ProviderError]) -> dict[str, Any]:
+        """Add to an attempt the failed tries its provider retried in place (each counts as a failed try) and
+        what the upstream billed for its failed tries: a prompt read before a timeout, an answer with no
+        choices. The call record and the request's cost include it, though no answer came of it."""
+        if retried:
+            attempt["retried"] = [{"error": str(e), "status": e.status} for e in retried]
+        u = Usage()
+        for e in billed:
+            if e.usage is not None:
+                u.add(e.usage)
+        if u.total_tokens:
+            card = self.registry.card(model)
+            energy, co2 = self.carbon.estimate(card, u.prompt_tokens, u.completion_tokens,
+                                               attempt["latency_ms"] / 1000, None)
+            attempt.update(tokens={"input": u.prompt_tokens, "output": u.completion_tokens},
+                           cost_usd=card.cost_usd(u.prompt_tokens, u.completion_tokens), energy_kwh=energy, co2_g=co2)
+            if u.estimated:
+                attempt["estimated"] = True
+        return attempt
+
+    @staticmethod
+    def _note_estimate(plan: Plan | None, res: StepResult) -> None:
+        """Say in the answer's reasons that a call's usage is moai's estimate, not the upstream's count."""
+        if plan is not None and res.usage.estimated:
+            plan.notes.append(f"usage: {res.model} ({res.step}) reported no usable token counts; they are estimated")
 
     def _redactor(self, plan: Plan | None, model: str) -> Any:
         if plan is None or plan.redactor is None or self.registry.card(model).privacy != "cloud":
@@ -242,23 +316,29 @@ class Executor:
             t0 = time.time()
             res.model, res.start = model, t0  # the try in flight
             redactor = self._redactor(plan, model)
+            retried: list[ProviderError] = []
             try:
                 sent = redactor.apply(params, model) if redactor else params  # may refuse to send it
                 async with self.registry.limit(model):
-                    out = await self.registry.get(model).complete(sent)
+                    res.usage = prompt_usage(sent)  # sent: what a request cut short now is billed for it
+                    with watch_retries(retried):
+                        out = await self.registry.get(model).complete(sent)
                 if redactor:
                     out.text = redactor.restore(out.text)
                     out.tool_calls = _restored_calls(redactor, out.tool_calls)
             except ProviderError as e:
-                res.attempts.append(self._failed(model, e, t0))
+                res.usage = Usage()  # what the failed try was billed is its attempt's
+                res.attempts.append(self._failed(model, e, t0, retried))
                 res.model, res.error = model, str(e)  # a failed step names the last model tried, as streamed
                 if not e.retryable:
                     break
                 continue
-            res.attempts.append({"model": model, "start": t0, "latency_ms": (time.time() - t0) * 1000})
+            res.attempts.append(self._answered(model, t0, retried))
             res.start = t0  # the answering model's own call: failed attempts are recorded on their own
             res.model, res.status, res.text, res.error = model, "ok", out.text, None
-            res.usage, res.ttft_s, res.cpu_s = out.usage, out.ttft_s, out.cpu_s
+            res.usage = with_estimates(out.usage, sent, _generated(out.text, out.refusal, out.tool_calls))
+            res.ttft_s, res.cpu_s = out.ttft_s, out.cpu_s
+            self._note_estimate(plan, res)
             res.tool_calls, res.finish_reason, res.refusal = out.tool_calls, out.finish_reason, out.refusal
             res.system_fingerprint = out.system_fingerprint
             res.end = time.time()
@@ -374,7 +454,8 @@ class Executor:
         """Stream with transparent fallback before the first token; after it, errors propagate.
 
         Usage counts from the prompt estimate while a model streams; a model that fails before its first token
-        leaves the step at zero tokens, so a step no model answered costs what it does unstreamed: nothing.
+        leaves the step at zero tokens, and what its try was billed (a prompt that timed out) to its attempt, as
+        unstreamed.
         """
         for model in self._candidates(step):
             t0 = time.time()
@@ -386,11 +467,12 @@ class Executor:
             restorer = redactor.restorer() if redactor else None
             held_calls: list[dict[str, Any]] = []  # under redaction: pieces merged, placeholders restored at the end
             ans.model, ans.system_fingerprint = model, None
-            ans.usage = Usage(_estimate_prompt(params), 0)  # counted as it streams, exact at the end
+            retried: list[ProviderError] = []
             try:
                 sent = redactor.apply(params, model) if redactor else params  # may refuse to send it
                 async with self.registry.limit(model):
-                    async for d in self.registry.get(model).stream(sent):
+                    ans.usage = prompt_usage(sent)  # counted as it streams, exact at the end
+                    async for d in watched(self.registry.get(model).stream(sent), retried):
                         if restorer is not None:
                             d.text = restorer.feed(d.text) + (restorer.flush() if d.finish_reason else "")
                             if d.tool_calls:  # a placeholder may straddle two pieces of the arguments
@@ -419,22 +501,22 @@ class Executor:
                             continue  # the caller decides how the stream ends
                         yield d
             except ProviderError as e:
-                ans.attempts.append(self._failed(model, e, t0))
+                ans.attempts.append(self._failed(model, e, t0, retried, billed=not started))
                 ans.error = str(e)
-                if not started:  # nothing was generated: the prompt estimate above was never spent
+                if not started:  # nothing was generated: what the try was billed is its attempt's
                     ans.usage, ans.cpu_s = Usage(), None
                 if started or not e.retryable:
                     ans.end = time.time()
                     raise
                 continue
-            ans.attempts.append({"model": model, "start": t0, "latency_ms": (time.time() - t0) * 1000})
+            ans.attempts.append(self._answered(model, t0, retried))
             ans.start = t0
             ans.model, ans.status, ans.error = model, "ok", None
             ans.text, ans.tool_calls, ans.refusal = "".join(parts), tool_calls or None, "".join(refusal) or None
             ans.end = time.time()
-            if not ans.usage.completion_tokens:  # the upstream stream carried no usage: estimate it
-                ans.usage = Usage(ans.usage.prompt_tokens or _estimate_prompt(params),
-                                  max(1, len(ans.text) // 4) if ans.text else 0)
+            # the upstream's counts where it sent them; the running count (1 a piece), else an estimate, where not
+            ans.usage = with_estimates(ans.usage, sent, _generated(ans.text, ans.refusal, ans.tool_calls))
+            self._note_estimate(plan, ans)
             self._account(ans, self.registry.card(model))
             yield Delta(finish_reason=ans.finish_reason)
             return

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from moai.providers.base import ProviderRateLimited, is_refusal
+from moai.strategies.executor import Spend, attempt_spend
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -20,6 +21,11 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 def _limited(attempt: dict[str, Any]) -> bool:
     """Whether a failed attempt was a 429: the provider throttling, not the model failing."""
     return attempt.get("status") == ProviderRateLimited.status
+
+
+def _error_kind(failed: dict[str, Any]) -> str:
+    """How a failed try is counted in ``moai_errors_total``: a refusal of the request, a 429, or a failure."""
+    return "refused" if is_refusal(failed.get("status")) else "rate_limited" if _limited(failed) else "attempt"
 
 
 def _model_failed(attempts: list[dict[str, Any]]) -> bool:
@@ -44,7 +50,8 @@ class Metrics:
                                       buckets=LATENCY_BUCKETS, registry=r)
         self.ttft = Histogram("moai_time_to_first_token_seconds", "Time to first token", ["model"],
                               buckets=LATENCY_BUCKETS, registry=r)
-        # kind: call (a step's model failed) / attempt (each failed try) / refused (a model refused the request) /
+        # kind: call (a step's model failed) / attempt (each failed try, a provider's retries in place included) /
+        # refused (a model refused the request) /
         # rate_limited (a try answered 429: the provider throttling, not held against the model; neither those nor
         # refusals make a "call" error); with model "none", the error code of a request refused before any model
         # ran (no_trusted_model, no_eligible_model, internal_error, database_unavailable, ...)
@@ -71,19 +78,18 @@ class Metrics:
         if decided:
             self.decisions.labels(mix, decided).inc()
         for r in results:
+            for attempt in r.attempts:  # failed tries the upstream billed all the same (a prompt that timed out)
+                if attempt.get("tokens") and attempt.get("model"):
+                    self._spent(mix, attempt["model"], attempt_spend(attempt))
             if r.model is None:
                 continue
             if r.status == "failed" and _model_failed(r.attempts):
                 self.errors.labels(r.model, "call").inc()
-            # what a model generated was paid for, also when its stream broke or its client left mid-answer
-            spent = r.status in ("failed", "cancelled") and r.usage.completion_tokens > 0
+            # what a model was sent and generated was paid for, also when its stream broke or its client left
+            spent = r.status in ("failed", "cancelled") and r.usage.total_tokens > 0
             if r.status != "ok" and not spent:
                 continue
-            self.tokens.labels(mix, r.model, "prompt").inc(r.usage.prompt_tokens)
-            self.tokens.labels(mix, r.model, "completion").inc(r.usage.completion_tokens)
-            self.cost.labels(mix, r.model).inc(r.cost_usd)
-            self.energy.labels(mix, r.model).inc(r.energy_kwh)
-            self.co2.labels(mix, r.model).inc(r.co2_g)
+            self._spent(mix, r.model, Spend(r.usage, r.cost_usd, r.energy_kwh, r.co2_g))
             if r.status != "ok":
                 continue
             self.call_latency.labels(r.model).observe(r.latency_ms / 1000)
@@ -91,10 +97,20 @@ class Metrics:
                 self.ttft.labels(r.model).observe(r.ttft_s)
         for r in results:
             for attempt in r.attempts:
-                if attempt.get("error") and attempt.get("model"):
-                    kind = ("refused" if is_refusal(attempt.get("status"))
-                            else "rate_limited" if _limited(attempt) else "attempt")
-                    self.errors.labels(attempt["model"], kind).inc()
+                if not attempt.get("model"):
+                    continue
+                for retried in attempt.get("retried") or ():  # failed tries its provider retried in place
+                    self.errors.labels(attempt["model"], _error_kind(retried)).inc()
+                if attempt.get("error"):
+                    self.errors.labels(attempt["model"], _error_kind(attempt)).inc()
+
+    def _spent(self, mix: str, model: str, spent: Spend) -> None:
+        """Count what a call was charged, so that the counters add up to the calls in the database."""
+        self.tokens.labels(mix, model, "prompt").inc(spent.usage.prompt_tokens)
+        self.tokens.labels(mix, model, "completion").inc(spent.usage.completion_tokens)
+        self.cost.labels(mix, model).inc(spent.cost_usd)
+        self.energy.labels(mix, model).inc(spent.energy_kwh)
+        self.co2.labels(mix, model).inc(spent.co2_g)
 
     def observe_refusal(self, mix: str, status: str, code: str, latency_s: float) -> None:
         """A request that never reached a model: counted with its status ("refused" for a 4xx, "error" for a
