@@ -278,6 +278,10 @@ class Mixture:
             if unknown:
                 raise BadRequest(f"unknown weight(s): {', '.join(sorted(unknown))}", "moai.weights")
             weights = weights.model_copy(update=opts.weights)
+        if prompt_tokens > max((c.context for c in self.config.pool(mix)), default=prompt_tokens):
+            # no model could read it, whatever the scan below found: refused before scanning a prompt that long
+            raise BadRequest(f"This request is about {prompt_tokens} tokens, more than any model's context allows",
+                             "messages", "context_length_exceeded")
         guard = privacy_guard(messages, mix.constraints.sensitive_data, opts.sensitive_data if opts else None,
                               tools=body.tools, response_format=body.response_format, stop=body.stop_list,
                               tool_choice=body.tool_choice)

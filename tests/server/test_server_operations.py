@@ -119,3 +119,16 @@ def test_database_errors_are_told_in_one_line_without_row_values() -> None:
     reason = driver_reason(e)
     assert reason == "database is locked"
     assert "INSERT" in str(e) and "chatcmpl-1" in str(e)  # what SQLAlchemy's own text would have put in the log
+
+
+def test_a_prompt_no_model_can_read_is_refused_before_it_is_scanned(monkeypatch: pytest.MonkeyPatch) -> None:
+    import moai.mixture
+
+    def scan(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("scanned a prompt no model could read")
+
+    monkeypatch.setattr(moai.mixture, "privacy_guard", scan)
+    with TestClient(create_app(config())) as client:
+        r = client.post("/v1/chat/completions", json={"model": "moai/default", "messages": [
+            {"role": "user", "content": "word " * 400_000}]})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
