@@ -132,3 +132,24 @@ def test_a_prompt_no_model_can_read_is_refused_before_it_is_scanned(monkeypatch:
         r = client.post("/v1/chat/completions", json={"model": "moai/default", "messages": [
             {"role": "user", "content": "word " * 400_000}]})
     assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_requests_turned_away_before_any_mix_are_counted_by_code(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    store = TelemetryStore(f"sqlite:///{tmp_path / 't.db'}")
+    _, secret = create_key(store, "team")
+    auth = {"authorization": f"Bearer {secret}"}
+    hi = [{"role": "user", "content": "hi"}]
+    with TestClient(create_app(config(), store)) as client:
+        client.post("/v1/chat/completions", json={"model": "moai/default", "messages": hi})
+        client.post("/v1/chat/completions", json={"model": "moai/default", "messages": hi},
+                    headers={"authorization": "Bearer nope"})
+        for name in ("retired-model-1", "retired-model-2"):  # each unknown name: the same series
+            client.post("/v1/chat/completions", json={"model": name, "messages": hi}, headers=auth)
+        client.post("/v1/chat/completions", content=b"{not json", headers=auth)
+        text = client.get("/metrics").text
+    counted = {(s.labels["status"], s.labels["code"]): s.value for f in text_string_to_metric_families(text)
+               if f.name == "moai_rejected_requests" for s in f.samples if s.name.endswith("_total")}
+    assert counted == {("401", "missing_api_key"): 1, ("401", "invalid_api_key"): 1,
+                       ("404", "model_not_found"): 2, ("400", "invalid_json"): 1}

@@ -312,6 +312,14 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(request: Request) -> Any:
+        response = await chat_request(request)
+        if response.status_code >= 400 and "x-moai-request-id" not in response.headers:
+            # turned away before any mix ran (no key, a limit, an unknown model, a bad body): no request record,
+            # so counted here, by its error code (a fixed vocabulary: no label grows with what clients send)
+            mix.metrics.observe_rejection(response.status_code, _error_code(response))
+        return response
+
+    async def chat_request(request: Request) -> Any:
         started = time.time()
         try:  # the key first (held in memory): a caller without one is not worth reading megabytes for
             await keeper.admit(request.headers.get("authorization"))
@@ -454,6 +462,15 @@ _ADDRESS = re.compile(
     r"|\(['\"][^'\"]*['\"], \d+\)"  # a socket address as Python prints it: ('10.0.0.5', 8000)
     r"|(?:\[[0-9a-f:]+\]|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*):\d{1,5}\b",  # host:port, [v6]:port
     re.IGNORECASE)
+
+
+def _error_code(response: Response) -> str:
+    """The ``error.code`` (else ``error.type``) of one of this app's JSON error responses."""
+    try:
+        error = json.loads(bytes(response.body))["error"]
+        return str(error.get("code") or error.get("type") or "unknown")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "unknown"
 
 
 def without_addresses(text: str) -> str:

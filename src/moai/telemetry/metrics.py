@@ -56,6 +56,11 @@ class Metrics:
         # refusals make a "call" error); with model "none", the error code of a request refused before any model
         # ran (no_trusted_model, no_eligible_model, internal_error, database_unavailable, ...)
         self.errors = Counter("moai_errors", "Failed model calls and requests", ["model", "kind"], registry=r)
+        # chat requests turned away before any mix ran, by HTTP status and error code (missing_api_key,
+        # invalid_api_key, model_not_allowed, insufficient_quota, rate_limit_exceeded, model_not_found,
+        # request_too_large, invalid_json, invalid_request_error, ...): they leave no request record
+        self.rejected = Counter("moai_rejected_requests", "Chat requests refused before any mix ran",
+                                ["status", "code"], registry=r)
         self.decisions = Counter("moai_gate_decisions", "Gate choices", ["mix", "model"], registry=r)
         self.feedback = Counter("moai_feedback", "Feedback received", ["model"], registry=r)
         self.feedback_score = Counter("moai_feedback_score", "Sum of feedback scores normalised to 0..1", ["model"],
@@ -118,6 +123,9 @@ class Metrics:
         self.requests.labels(mix, "none", status).inc()
         self.request_latency.labels(mix).observe(latency_s)
         self.errors.labels("none", code).inc()
+
+    def observe_rejection(self, status: int, code: str) -> None:
+        self.rejected.labels(str(status), code).inc()
 
     def observe_database_error(self, operation: str, n: int = 1) -> None:
         self.database_errors.labels(operation).inc(n)
