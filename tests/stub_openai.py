@@ -130,10 +130,11 @@ def _tool_call_reply(body: dict[str, Any], name: str, arguments: str, usage: dic
 class StubServer:
     """Runs the stub in a background thread; ``url`` is its /v1 base."""
 
-    def __init__(self, script: Script | None = None) -> None:
+    def __init__(self, script: Script | None = None, app: Any = None) -> None:
+        """``app``: another ASGI app to serve in the stub's place (an upstream with behaviour of its own)."""
         self.script = script or Script()
         self.port = free_port()
-        config = uvicorn.Config(make_app(self.script), host="127.0.0.1", port=self.port, log_level="error")
+        config = uvicorn.Config(app or make_app(self.script), host="127.0.0.1", port=self.port, log_level="error")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

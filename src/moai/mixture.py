@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import queue
@@ -276,12 +277,16 @@ class Mixture:
         if opts and opts.weights:
             unknown = set(opts.weights) - set(Weights.model_fields)
             if unknown:
-                raise BadRequest(f"unknown weight(s): {', '.join(sorted(unknown))}", "moai.weights")
+                names = sorted(unknown)
+                more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+                raise BadRequest(f"unknown weight(s): {', '.join(names[:10])}{more} (known: "
+                                 f"{', '.join(Weights.model_fields)})", "moai.weights")
             weights = weights.model_copy(update=opts.weights)
-        if prompt_tokens > max((c.context for c in self.config.pool(mix)), default=prompt_tokens):
+        tool_tokens = estimate_tokens(json.dumps(body.tools)) if body.tools else 0  # sent with the prompt
+        if prompt_tokens + tool_tokens > max((c.context for c in self.config.pool(mix)), default=prompt_tokens):
             # no model could read it, whatever the scan below found: refused before scanning a prompt that long
-            raise BadRequest(f"This request is about {prompt_tokens} tokens, more than any model's context allows",
-                             "messages", "context_length_exceeded")
+            raise BadRequest(f"This request is about {prompt_tokens + tool_tokens} tokens, more than any model's "
+                             "context allows", "messages", "context_length_exceeded")
         guard = privacy_guard(messages, mix.constraints.sensitive_data, opts.sensitive_data if opts else None,
                               tools=body.tools, response_format=body.response_format, stop=body.stop_list,
                               tool_choice=body.tool_choice)

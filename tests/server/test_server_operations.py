@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 from starlette.requests import ClientDisconnect
@@ -153,3 +155,91 @@ def test_requests_turned_away_before_any_mix_are_counted_by_code(tmp_path: Path)
                if f.name == "moai_rejected_requests" for s in f.samples if s.name.endswith("_total")}
     assert counted == {("401", "missing_api_key"): 1, ("401", "invalid_api_key"): 1,
                        ("404", "model_not_found"): 2, ("400", "invalid_json"): 1}
+
+
+SECRET = "sk-upstream-SECRET-4567"
+
+
+def echoing_upstream() -> Any:
+    """An upstream that refuses every request with a message echoing its Authorization header and its hosts."""
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Any:
+        said = f"Bad request; key={request.headers.get('authorization')}; see https://internal.corp/x, 10.9.8.7"
+        return JSONResponse({"error": {"message": said, "type": "invalid_request_error"}}, status_code=400)
+
+    return app
+
+
+def test_an_upstream_echoing_its_key_and_hosts_does_not_hand_them_to_clients(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from stub_openai import StubServer
+
+    monkeypatch.setenv("ECHO_KEY", SECRET)
+    with StubServer(app=echoing_upstream()) as up:
+        cfg = parse_config(f"""
+models:
+  echo: {{provider: openai_compat, endpoint: "{up.url}", api_key_env: ECHO_KEY, privacy: private, max_retries: 0}}
+mixes:
+  default: {{strategy: route, models: [echo]}}
+""")
+        with TestClient(create_app(cfg)) as client:
+            r = client.post("/v1/chat/completions", json={"model": "moai/default", "messages": [
+                {"role": "user", "content": "hi"}]})
+    message = r.json()["error"]["message"]
+    assert r.status_code == 400 and "Bad request" in message
+    assert SECRET not in message and "internal.corp" not in message and "10.9.8.7" not in message
+
+
+@pytest.mark.parametrize(("text", "hidden"), [
+    ("Connect call failed ('fd00::1234', 80, 0, 0)", "fd00::1234"),
+    ("host fd00::1234 unreachable", "fd00::1234"),
+    ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA=="),
+    ("token sk-proj-abcdefghijkl rejected", "sk-proj-abcdefghijkl"),
+])
+def test_addresses_and_credentials_are_scrubbed(text: str, hidden: str) -> None:
+    from moai.server.app import public
+
+    assert hidden not in public(text, config())
+
+
+@pytest.mark.parametrize("text", ["at 12:30:45 the queue was full", "std::vector<int> overflow", "version 1.2.3.4.5"])
+def test_times_and_code_are_not_taken_for_addresses(text: str) -> None:
+    from moai.server.app import public
+
+    assert public(text, config()) == text
+
+
+def test_monitoring_shows_a_keys_models_only(tmp_path: Path) -> None:
+    store = TelemetryStore(f"sqlite:///{tmp_path / 't.db'}")
+    two = parse_config("""
+models:
+  a: {provider: openai_compat, endpoint: "http://127.0.0.1:9/v1", privacy: private}
+  b: {provider: openai_compat, endpoint: "http://127.0.0.1:9/v1", privacy: private}
+mixes:
+  default: {strategy: route, models: [a]}
+  other: {strategy: route, models: [b]}
+""")
+    _, narrow = create_key(store, "narrow", mixes=["default"])
+    with TestClient(create_app(two, store)) as client:
+        assert client.get("/moai/stats").status_code == 401
+        seen = client.get("/moai/stats", headers={"authorization": f"Bearer {narrow}"}).json()["models"]
+        probe = client.get("/healthz").json()
+        keyed = client.get("/healthz", headers={"authorization": f"Bearer {narrow}"}).json()
+    assert set(seen) <= {"a"}
+    assert "breakers" not in probe and probe["models"] == 2 and probe["status"] == "ok"
+    assert keyed["breakers"] == {"a": "closed"}
+
+
+def test_too_many_tools_or_biases_are_refused_at_once() -> None:
+    tools = [{"type": "function", "function": {"name": f"f{i}", "parameters": {"type": "object"}}}
+             for i in range(129)]
+    with TestClient(create_app(config())) as client:
+        r = client.post("/v1/chat/completions", json={"model": "moai/default", "tools": tools,
+                                                      "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 400 and "129 tools" in r.json()["error"]["message"]
+        bias = {str(i): 1 for i in range(2000)}
+        r = client.post("/v1/chat/completions", json={"model": "moai/default", "logit_bias": bias,
+                                                      "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 400 and "2000 token biases" in r.json()["error"]["message"]

@@ -164,7 +164,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         """502: the cause in the log, where an operator looks; the client gets it without the upstreams' addresses
         (a private endpoint's host and port are nobody else's business)."""
         log.warning("request %s to %s: no model could answer: %s", prep.id, prep.ctx.mix_name, e)
-        return err(502, f"no model could answer: {without_addresses(str(e))}", "server_error",
+        return err(502, f"no model could answer: {public(str(e), config)}", "server_error",
                    code="upstream_failed", headers=headers)
 
     def database_down(operation: str, e: Exception, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -196,11 +196,23 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
     ready_mix = "default" if "default" in config.mixes else next(iter(config.mixes))
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        """Liveness, with every model's circuit breaker (closed, open, half-open) as routing sees it."""
+    async def healthz(request: Request) -> dict[str, Any]:
+        """Liveness, with every model's circuit breaker (closed, open, half-open) as routing sees it. Once keys
+        exist, a probe without one (a liveness check) is told the counts, not the names of the models, which a
+        key may see only when it may call them."""
         breakers = {m: mix.stats.state(m) for m in config.models}
-        return {"status": "ok", "version": __version__, "models": len(config.models), "mixes": len(config.mixes),
-                "breakers": breakers, "open_circuits": sorted(m for m, s in breakers.items() if s == "open")}
+        try:
+            key = await keeper.check(request.headers.get("authorization"))
+            names = visible(key.allowed_mixes if key is not None else None)[1]
+        except Denied:
+            names = set()
+        body: dict[str, Any] = {"status": "ok", "version": __version__, "models": len(config.models),
+                                "mixes": len(config.mixes),
+                                "open_circuit_count": sum(1 for s in breakers.values() if s == "open")}
+        if names:
+            body["breakers"] = {m: b for m, b in breakers.items() if m in names}
+            body["open_circuits"] = sorted(m for m, b in body["breakers"].items() if b == "open")
+        return body
 
     @app.get("/readyz", response_model=None)
     async def readyz() -> Any:
@@ -223,15 +235,31 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         body["open_circuits"] = pool
         return JSONResponse(body, status_code=503)
 
-    @app.get("/moai/stats")
-    async def stats() -> dict[str, Any]:
-        """Live per-model statistics and circuit-breaker states, as the gate sees them now."""
+    def visible(allowed: list[str] | None) -> tuple[set[str], set[str]]:
+        """The mixes and models a key may see: those it may call (all of this deployment's, without a list)."""
+        if allowed is None:
+            return set(config.mixes), set(config.models)
+        mixes = {m for m in allowed if m in config.mixes}
+        models = {m for m in allowed if m in config.models}
+        models |= {c.name for m in mixes for c in config.pool(config.mixes[m])}
+        return mixes, models
+
+    @app.get("/moai/stats", response_model=None)
+    async def stats(request: Request) -> Any:
+        """Live per-model statistics and circuit-breaker states, as the gate sees them now. Once keys exist it
+        takes one, and shows the models and mixes that key may call, of this deployment only (the shared
+        database also holds other deployments' models)."""
+        try:
+            key = await keeper.check(request.headers.get("authorization"))
+        except Denied as e:
+            return denied(e)
+        mixes, models = visible(key.allowed_mixes if key is not None else None)
         snap = mix.stats.snapshot()
         tuning = {name: {"target": str(t.target), "knob": t.knob, "value": t.value,
                          "observed": t.pending, "changes": [dataclasses.asdict(c) for c in t.changes[-50:]]}
-                  for name, t in mix.tuners.items()}
+                  for name, t in mix.tuners.items() if name in mixes}
         return {"models": {m: {**v, "breaker": mix.stats.state(m), "calls": mix.stats.models[m].calls}
-                           for m, v in snap.items()}, "tuning": tuning}
+                           for m, v in snap.items() if m in models}, "tuning": tuning}
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -433,12 +461,12 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             return database_down("record", e, headers)
         except PlanFailed as e:
             if is_refusal(e.status):  # every model refused the request itself (400), or may not see it (422)
-                return err(e.status, f"no model accepts this request: {e}", param=e.param, code=e.code,
-                           headers=headers)
+                return err(e.status, f"no model accepts this request: {public(str(e), config)}", param=e.param,
+                           code=e.code, headers=headers)
             if e.status == 429:  # every model is rate limited: the client's SDK backs off and retries
                 wait = {"retry-after": str(math.ceil(e.retry_after))} if e.retry_after is not None else {}
-                return err(429, f"every model of this mix is rate limited: {e}", "rate_limit_error", code=e.code,
-                           headers={**headers, **wait})
+                return err(429, f"every model of this mix is rate limited: {public(str(e), config)}",
+                           "rate_limit_error", code=e.code, headers={**headers, **wait})
             return upstream_failed(prep, e, headers)
         except ProviderError as e:  # a stream's model failed in a way no other model may retry (recorded)
             return upstream_failed(prep, e, headers)
@@ -460,7 +488,8 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
 _ADDRESS = re.compile(
     r"\b[a-z][a-z0-9+.-]*://[^\s'\"\])]+"  # a URL
     r"|\(['\"][^'\"]*['\"], \d+\)"  # a socket address as Python prints it: ('10.0.0.5', 8000)
-    r"|(?:\[[0-9a-f:]+\]|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*):\d{1,5}\b",  # host:port, [v6]:port
+    r"|(?:\[[0-9a-f:]+\]|\b\d{1,3}(?:\.\d{1,3}){3}|\b[a-z0-9-]*[a-z][a-z0-9-]*(?:\.[a-z0-9-]+)*)"
+    r":\d{1,5}\b",  # host:port, [v6]:port (a host has a letter or is an IPv4 address: 12:30:45 is a time)
     re.IGNORECASE)
 
 
@@ -473,9 +502,44 @@ def _error_code(response: Response) -> str:
         return "unknown"
 
 
+# IP addresses on their own (checked with ipaddress before they are replaced)
+_IP_LIKE = re.compile(r"(?<![\w:.])(?:[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}|\d{1,3}(?:\.\d{1,3}){3})(?![\w:]|\.\d)",
+                      re.IGNORECASE)
+# a credential an upstream may echo back: an Authorization value, or a key in the usual "sk-..." shapes
+_CREDENTIAL = re.compile(r"\b(bearer|basic)\s+[\w.~+/=-]{8,}|\b(?:sk|pk|rk)-[\w-]{8,}", re.IGNORECASE)
+
+
 def without_addresses(text: str) -> str:
-    """``text`` with URLs and host:port pairs (as connection errors write them) replaced by "<upstream>"."""
-    return _ADDRESS.sub("<upstream>", text)
+    """``text`` with URLs, host:port pairs and IP addresses (as connection errors write them) replaced by
+    "<upstream>"."""
+    text = _ADDRESS.sub("<upstream>", text)
+    return _IP_LIKE.sub(lambda m: "<upstream>" if _is_ip(m.group()) else m.group(), text)
+
+
+def _is_ip(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def public(text: str, config: Config) -> str:
+    """An upstream's error as a client may read it: without the upstreams' addresses, without the API keys moai
+    sends them (an upstream that echoes its request's headers would hand them out), without credentials."""
+    import os
+
+    names = {c.api_key_env for c in config.models.values() if c.api_key_env}
+    if any(c.provider == "anthropic" for c in config.models.values()):
+        from moai.providers.anthropic import DEFAULT_KEY_ENV
+
+        names.add(DEFAULT_KEY_ENV)
+    for secret in sorted({v for n in names if len(v := os.environ.get(n, "")) >= 8}, key=len, reverse=True):
+        text = text.replace(secret, "<redacted>")
+    text = _CREDENTIAL.sub(lambda m: (m.group(1) + " <redacted>") if m.group(1) else "<redacted>", text)
+    return without_addresses(text)
 
 
 def _mix_name(mix: Mixture, model: str) -> str | None:
@@ -675,5 +739,6 @@ async def _sse(mix: Mixture, prep: Prepared, model: str, include_usage: bool, it
     except Exception as e:  # noqa: BLE001 - the stream has started: report in-band, as OpenAI does
         status = getattr(e, "status", 502)
         code = "rate_limit_exceeded" if status == 429 else "upstream_failed"
-        yield f"data: {json.dumps(error_body(f'stream failed: {e}', 'server_error', code=code))}\n\n"
+        failed = f"stream failed: {public(str(e), mix.config)}"
+        yield f"data: {json.dumps(error_body(failed, 'server_error', code=code))}\n\n"
     yield "data: [DONE]\n\n"

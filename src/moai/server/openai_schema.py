@@ -114,6 +114,10 @@ def _unencodable(value: Any, path: str) -> str | None:
 MAX_COMPLETION_TOKENS = 1 << 20
 
 
+MAX_TOOLS = 128  # tool definitions per request, as OpenAI allows
+MAX_LOGIT_BIAS = 1024  # token biases per request (OpenAI's own limit is lower): each is checked and sent on
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -161,6 +165,8 @@ class ChatCompletionRequest(BaseModel):
     @field_validator("tools")
     @classmethod
     def _tools(cls, v: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        if v is not None and len(v) > MAX_TOOLS:  # OpenAI's limit; each definition is scanned and sent on
+            raise ValueError(f"{len(v)} tools is more than the {MAX_TOOLS} a request may define")
         for t in v or []:
             Tool.model_validate(t)
         return v
@@ -209,7 +215,9 @@ class ChatCompletionRequest(BaseModel):
     @field_validator("logit_bias")
     @classmethod
     def _logit_bias(cls, v: dict[str, float] | None) -> dict[str, float] | None:
-        """OpenAI's form: token ids (as strings) to biases within -100..100."""
+        """OpenAI's form: token ids (as strings) to biases within -100..100, at most ``MAX_LOGIT_BIAS`` of them."""
+        if v is not None and len(v) > MAX_LOGIT_BIAS:
+            raise ValueError(f"{len(v)} token biases is more than the {MAX_LOGIT_BIAS} a request may set")
         for token, bias in (v or {}).items():
             if not token.isdigit():
                 raise ValueError(f"keys must be token ids, not {token!r}")
