@@ -257,6 +257,9 @@ class Settings(BaseModel):
     # requests older than this many days are deleted with their calls and feedback (hourly; never what a key's
     # budget still sums); unset: kept for ever (`moai db prune` deletes on demand)
     retention_days: float | None = Field(None, gt=0)
+    # the sensitive-data policy every request gets at least: each mix's own is kept where stricter, and a model
+    # called by name (which has no mix of its own) gets this one
+    sensitive_data: SensitivePolicy = "allow"
     request_timeout_s: float | None = Field(None, gt=0)  # whole-request limit (504 / in-band error event)
     breaker_failures: int = Field(3, ge=1)  # consecutive failures that open a model's circuit
     breaker_cooldown_s: float = Field(30.0, gt=0)  # how long an open circuit waits before a probe

@@ -41,7 +41,7 @@ from moai.strategies.executor import (
     total_spend,
 )
 from moai.strategies.plan import Plan
-from moai.strategies.privacy_guard import privacy_guard
+from moai.strategies.privacy_guard import privacy_guard, stricter
 from moai.strategies.route import session_notes
 from moai.telemetry.adapt import LiveStats
 from moai.telemetry.carbon import CarbonModel
@@ -287,7 +287,8 @@ class Mixture:
             # no model could read it, whatever the scan below found: refused before scanning a prompt that long
             raise BadRequest(f"This request is about {prompt_tokens + tool_tokens} tokens, more than any model's "
                              "context allows", "messages", "context_length_exceeded")
-        guard = privacy_guard(messages, mix.constraints.sensitive_data, opts.sensitive_data if opts else None,
+        guard = privacy_guard(messages, stricter(mix.constraints.sensitive_data, self.config.settings.sensitive_data),
+                              opts.sensitive_data if opts else None,
                               tools=body.tools, response_format=body.response_format, stop=body.stop_list,
                               tool_choice=body.tool_choice)
         tiers = [t for t in (opts.privacy if opts else None, guard.max_tier) if t is not None]

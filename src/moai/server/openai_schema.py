@@ -10,6 +10,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator, model_validator
 
+# what is sent on of a message and of each kind of content part (OpenAI's chat format)
+MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
+PART_FIELDS = {"text": ("text",), "image_url": ("image_url",), "input_audio": ("input_audio",), "file": ("file",)}
+
 
 class ContentPart(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -41,7 +45,14 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
     def to_provider(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
+        """The message as models get it: OpenAI's fields only. Anything else a client put on a message or a part
+        is not sent on: no scan for sensitive data reads it, so it must not reach a model unread."""
+        data = self.model_dump(exclude_none=True)
+        out = {k: v for k, v in data.items() if k in MESSAGE_FIELDS}
+        if isinstance(out.get("content"), list):
+            out["content"] = [{k: v for k, v in p.items() if k == "type" or k in PART_FIELDS.get(p["type"], ())}
+                              for p in out["content"]]
+        return out
 
 
 class StreamOptions(BaseModel):

@@ -35,6 +35,17 @@ class Guard:
     notes: list[str] = field(default_factory=list)
 
 
+def stricter(a: str, b: str) -> str:
+    """The stricter of two sensitive-data policies."""
+    return a if STRICTNESS[a] >= STRICTNESS[b] else b
+
+
+def unscannable_parts(messages: list[dict[str, Any]]) -> int:
+    """Content parts no scan can read (images, files, audio): what they hold cannot be told."""
+    return sum(1 for m in messages if isinstance(m.get("content"), list)
+               for p in m["content"] if isinstance(p, Mapping) and p.get("type") != "text")
+
+
 def privacy_guard(messages: list[dict[str, Any]], mix_policy: str, requested: str | None,
                   tools: Sequence[Mapping[str, Any]] | None = None,
                   response_format: Mapping[str, Any] | None = None,
@@ -53,6 +64,11 @@ def privacy_guard(messages: list[dict[str, Any]], mix_policy: str, requested: st
         if report.sensitive:
             notes.append(f"privacy: sensitive data ({', '.join(report.kinds)}) allowed by policy 'allow'")
         return guard
+    blind = unscannable_parts(messages)
+    if blind:  # neither found clean nor hidden by a placeholder: it stays where sensitive data may go
+        guard.max_tier = "local" if policy == "local_only" else "private"
+        notes.append(f"privacy: {blind} image, file or audio part(s) cannot be scanned; policy {policy} keeps the "
+                     f"request on {guard.max_tier} models")
     if not report.sensitive:
         guard.redactor = Redactor(reserved=reserved)
         return guard
@@ -62,7 +78,7 @@ def privacy_guard(messages: list[dict[str, Any]], mix_policy: str, requested: st
         guard.max_tier = "local"
     elif policy == "private_ok":
         guard.max_tier = "private"
-    elif report.redactable:
+    elif report.redactable:  # (a part no scan can read keeps its private cap: the placeholders are for the rest)
         _, mapping = redact(messages, report, tools, response_format, stop, tool_choice)
         guard.redactor = Redactor(mapping, reserved)
         notes.append(f"privacy: {len(mapping)} value(s) replaced by placeholders for cloud-tier models")
