@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 from click.testing import Result
 
 
@@ -15,3 +19,14 @@ def one_line_error(r: Result, *needles: str, code: int = 2) -> str:
     for n in needles:
         assert n in lines[0], lines[0]
     return lines[0]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file."""
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """``rows`` as a JSON-lines file at ``path`` (returned)."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

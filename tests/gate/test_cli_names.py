@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from cli_support import one_line_error
+from cli_support import one_line_error, read_jsonl, write_jsonl
 from typer.testing import CliRunner
 
 import moai.gate.cli as gate_cli
@@ -22,18 +22,9 @@ pytestmark = pytest.mark.skipif(not encoder_installed(), reason="MiniLM ONNX mod
 runner = CliRunner()
 
 
-def _rows(synth_file: Path) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in synth_file.read_text().splitlines()]
-
-
-def _write(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
 def _bare(path: Path, synth_file: Path, n: int = 10) -> Path:
     """Prompts without scores: `decide` takes its candidates from --models."""
-    return _write(path, [{"id": r["id"], "prompt": r["prompt"]} for r in _rows(synth_file)[:n]])
+    return write_jsonl(path, [{"id": r["id"], "prompt": r["prompt"]} for r in read_jsonl(synth_file)[:n]])
 
 
 def _warnings(output: str, needle: str) -> list[str]:
@@ -62,17 +53,17 @@ def test_decide_models_are_the_known_models_each_once(gate_dir: Path, synth_file
 
 def test_decide_models_take_the_records_spelling_and_refuse_an_ambiguous_one(gate_dir: Path, synth_file: Path,
                                                                             tmp_path: Path) -> None:
-    rows = _rows(synth_file)[:10]
+    rows = read_jsonl(synth_file)[:10]
     scored = [{**row, "scores": {"GPT-4": 1.0, "small": 0.0}} for row in rows[:3]]
     bare = [{"id": row["id"], "prompt": row["prompt"]} for row in rows[3:]]
     out = tmp_path / "d.jsonl"
-    data = _write(tmp_path / "mixed.jsonl", scored + bare)
+    data = write_jsonl(tmp_path / "mixed.jsonl", scored + bare)
     r = runner.invoke(app, ["decide", "--gate", str(gate_dir), "--data", str(data), "--models", "gpt-4,Small",
                             "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert {json.loads(x)["model"] for x in out.read_text().splitlines()} <= {"GPT-4", "small"}
     # two spellings in the records and neither exact: which one a decision should name cannot be told
-    other = _write(tmp_path / "other.jsonl", [{**rows[0], "id": "o/1", "scores": {"Gpt-4": 1.0, "small": 0.0}}])
+    other = write_jsonl(tmp_path / "other.jsonl", [{**rows[0], "id": "o/1", "scores": {"Gpt-4": 1.0, "small": 0.0}}])
     r = runner.invoke(app, ["decide", "--gate", str(gate_dir), "--data", str(data), "--data", str(other),
                             "--models", "gpt-4,small", "--out", str(tmp_path / "amb.jsonl")])
     one_line_error(r, "--models", "'gpt-4'", "'GPT-4'", "'Gpt-4'")
@@ -123,7 +114,7 @@ def test_train_reads_a_file_given_twice_once(synth_file: Path, tmp_path: Path, m
     r = runner.invoke(app, ["train", *_same_file_thrice(synth_file, tmp_path), "--data", str(synth_file),
                             "--out", str(tmp_path / "g")])
     assert r.exit_code == 0, r.output
-    assert len(got["records"]) == len(_rows(synth_file))
+    assert len(got["records"]) == len(read_jsonl(synth_file))
     assert got["gate"].meta["train_files"] == [str(synth_file.resolve())]
     assert len(_warnings(r.output, "given")) == 1 and "4 times" in r.output and "read once" in r.output
     assert "repeats" not in r.output  # no repeated-id warning: nothing was read twice
@@ -136,7 +127,7 @@ def test_scoring_commands_read_a_file_given_twice_once(cmd: str, gate_dir: Path,
     out = [] if cmd == "eval" else ["--out", str(tmp_path / "out.jsonl")]
     r = runner.invoke(app, [cmd, "--gate", str(gate_dir), *_same_file_thrice(synth_file, tmp_path), *extra, *out])
     assert r.exit_code == 0, r.output
-    n = len(_rows(synth_file))
+    n = len(read_jsonl(synth_file))
     warned = _warnings(r.output, "given")
     assert len(warned) == 1 and "3 times" in warned[0] and "sym.jsonl" in warned[0] and "read once" in warned[0]
     if cmd == "eval":
@@ -147,10 +138,10 @@ def test_scoring_commands_read_a_file_given_twice_once(cmd: str, gate_dir: Path,
 
 def _pair(path: Path, synth_file: Path, strong: list[float], weak: float) -> Path:
     """The synthetic prompts with 'big' cycling through ``strong`` and 'small' at ``weak`` on every record."""
-    rows = _rows(synth_file)
+    rows = read_jsonl(synth_file)
     for i, r in enumerate(rows):
         r["scores"] = {"big": strong[i % len(strong)], "small": weak}
-    return _write(path, rows)
+    return write_jsonl(path, rows)
 
 
 def test_eval_calls_a_gap_small_relative_to_the_spread_of_the_scores(gate_dir: Path, synth_file: Path,

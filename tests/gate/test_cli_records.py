@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_support import read_jsonl, write_jsonl
 from typer.testing import CliRunner
 
 import moai.gate.cli as gate_cli
@@ -23,15 +24,6 @@ from moai.gate.policy import RecordCard
 
 pytestmark = pytest.mark.skipif(not encoder_installed(), reason="MiniLM ONNX model/tokenizer not installed")
 runner = CliRunner()
-
-
-def _rows(synth_file: Path) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in synth_file.read_text().splitlines()]
-
-
-def _write(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
@@ -50,7 +42,8 @@ def _cells(output: str, router: str) -> list[str]:
 
 def test_ids_keep_their_json_type(gate_dir: Path, synth_file: Path, tmp_path: Path) -> None:
     ids: list[Any] = [1000, "1000", 12345678901234567890, "x/7"]
-    data = _write(tmp_path / "ids.jsonl", [{**r, "id": i} for r, i in zip(_rows(synth_file)[:4], ids, strict=True)])
+    rows = [{**r, "id": i} for r, i in zip(read_jsonl(synth_file)[:4], ids, strict=True)]
+    data = write_jsonl(tmp_path / "ids.jsonl", rows)
     for cmd, extra in (("score", ["--strong", "big", "--weak", "small"]), ("decide", [])):
         out = tmp_path / f"{cmd}.jsonl"
         r = runner.invoke(app, [cmd, "--gate", str(gate_dir), "--data", str(data), *extra, "--out", str(out)])
@@ -60,8 +53,8 @@ def test_ids_keep_their_json_type(gate_dir: Path, synth_file: Path, tmp_path: Pa
 
 
 def test_every_data_file_is_used_in_order(gate_dir: Path, synth_file: Path, tmp_path: Path) -> None:
-    rows = _rows(synth_file)
-    a, b = _write(tmp_path / "a.jsonl", rows[:30]), _write(tmp_path / "b.jsonl", rows[30:50])
+    rows = read_jsonl(synth_file)
+    a, b = write_jsonl(tmp_path / "a.jsonl", rows[:30]), write_jsonl(tmp_path / "b.jsonl", rows[30:50])
     want = [r["id"] for r in rows[:50]]
     for cmd, extra in (("score", ["--strong", "big", "--weak", "small"]), ("decide", [])):
         out = tmp_path / f"{cmd}.jsonl"
@@ -75,7 +68,7 @@ def test_every_data_file_is_used_in_order(gate_dir: Path, synth_file: Path, tmp_
 
 
 def test_out_that_is_a_data_file_is_refused(gate_dir: Path, synth_file: Path, tmp_path: Path) -> None:
-    data = _write(tmp_path / "recs.jsonl", _rows(synth_file)[:10])
+    data = write_jsonl(tmp_path / "recs.jsonl", read_jsonl(synth_file)[:10])
     before = data.read_bytes()
     (tmp_path / "sub").mkdir()
     hard = tmp_path / "hard.jsonl"
@@ -106,8 +99,8 @@ def test_output_is_replaced_whole_or_not_at_all(tmp_path: Path) -> None:
 @pytest.mark.parametrize("n", [1, 20])
 def test_eval_with_no_gap_between_the_pair_shows_dashes(gate_dir: Path, synth_file: Path, tmp_path: Path,
                                                        n: int) -> None:
-    rows = [{**r, "scores": {"big": 1.0, "small": 1.0}} for r in _rows(synth_file)[:n]]
-    data = _write(tmp_path / "equal.jsonl", rows)
+    rows = [{**r, "scores": {"big": 1.0, "small": 1.0}} for r in read_jsonl(synth_file)[:n]]
+    data = write_jsonl(tmp_path / "equal.jsonl", rows)
     r = runner.invoke(app, ["eval", "--gate", str(gate_dir), "--data", str(data), "--baselines", "random"])
     assert r.exit_code == 0, r.output
     assert "Traceback" not in r.output and "same mean score" in r.output
@@ -115,12 +108,12 @@ def test_eval_with_no_gap_between_the_pair_shows_dashes(gate_dir: Path, synth_fi
 
 
 def test_default_pair_is_the_two_best_mean_scores(gate_dir: Path, synth_file: Path, tmp_path: Path) -> None:
-    rows = _rows(synth_file)
+    rows = read_jsonl(synth_file)
     for k, r in enumerate(rows):
         r["scores"]["alpha"] = 1.0 if k % 10 == 0 else 0.0  # covers every record, but the worst mean
         if k < 3:
             r["scores"]["rare"] = 1.0  # the best mean, on three records only
-    data = _write(tmp_path / "three.jsonl", rows)
+    data = write_jsonl(tmp_path / "three.jsonl", rows)
     r = runner.invoke(app, ["eval", "--gate", str(gate_dir), "--data", str(data)])
     assert r.exit_code == 0, r.output
     assert "pair: big (strong) vs small (weak)" in r.output
@@ -136,10 +129,10 @@ def test_pick_pair_ranks_by_mean_among_the_covering_models() -> None:
 
 
 def test_eval_skips_only_the_baselines_that_lack_a_model(gate_dir: Path, synth_file: Path, tmp_path: Path) -> None:
-    rows = _rows(synth_file)
+    rows = read_jsonl(synth_file)
     for k, r in enumerate(rows):
         r["scores"]["newbie"] = 0.0 if k % 5 == 0 else 1.0  # second best, unknown to every router's training
-    data = _write(tmp_path / "new.jsonl", rows)
+    data = write_jsonl(tmp_path / "new.jsonl", rows)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # numpy's empty-slice warnings must not leak
         r = runner.invoke(app, ["eval", "--gate", str(gate_dir), "--data", str(data),
@@ -155,16 +148,16 @@ def test_eval_skips_only_the_baselines_that_lack_a_model(gate_dir: Path, synth_f
 def test_eval_costs_come_from_the_evaluated_records(synth_file: Path, tmp_path: Path) -> None:
     """A gate trained on records without cost_usd still gets a quality-vs-cost table from the costs it is evaluated
     on; with no cost anywhere the table is left out, with a note."""
-    bare_rows = [{k: v for k, v in r.items() if k != "cost_usd"} for r in _rows(synth_file)]
-    train_file = _write(tmp_path / "train.jsonl", bare_rows)
+    bare_rows = [{k: v for k, v in r.items() if k != "cost_usd"} for r in read_jsonl(synth_file)]
+    train_file = write_jsonl(tmp_path / "train.jsonl", bare_rows)
     gate = tmp_path / "gate"
     r = runner.invoke(app, ["train", "--data", str(train_file), "--out", str(gate), "--epochs", "3"])
     assert r.exit_code == 0, r.output
-    rows = _rows(synth_file)
+    rows = read_jsonl(synth_file)
     for row in rows:
         row["scores"]["small"] = 0.0 if row["scores"]["small"] == 0.0 else 0.9
         row["scores"]["mid"], row["cost_usd"]["mid"] = 0.5, 0.001
-    data = _write(tmp_path / "eval.jsonl", rows)
+    data = write_jsonl(tmp_path / "eval.jsonl", rows)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         r = runner.invoke(app, ["eval", "--gate", str(gate), "--data", str(data), "--baselines", "random"])
@@ -172,7 +165,7 @@ def test_eval_costs_come_from_the_evaluated_records(synth_file: Path, tmp_path: 
     assert "quality vs cost" in r.output
     auc = _cells(r.output.split("quality vs cost")[1], "gate")[0]
     assert auc != "—" and float(auc) > 0
-    free = _write(tmp_path / "free.jsonl", [{k: v for k, v in row.items() if k != "cost_usd"} for row in rows])
+    free = write_jsonl(tmp_path / "free.jsonl", [{k: v for k, v in row.items() if k != "cost_usd"} for row in rows])
     r = runner.invoke(app, ["eval", "--gate", str(gate), "--data", str(free)])
     assert r.exit_code == 0, r.output
     assert "no cost_usd in these records" in r.output and "quality vs cost" not in r.output
@@ -183,13 +176,13 @@ def test_decide_never_writes_a_null_model(gate_dir: Path, synth_file: Path, tmp_
     """Prompts longer than any guessed context: the models that answered a record took its prompt; candidates
     from --models that all fall out still give the best expected quality, with one warning."""
     monkeypatch.setattr(gate_cli, "RecordCard", functools.partial(RecordCard, context=2))
-    rows = _rows(synth_file)[:12]
-    answered = _write(tmp_path / "answered.jsonl", rows)
+    rows = read_jsonl(synth_file)[:12]
+    answered = write_jsonl(tmp_path / "answered.jsonl", rows)
     out = tmp_path / "d.jsonl"
     r = runner.invoke(app, ["decide", "--gate", str(gate_dir), "--data", str(answered), "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert {row["model"] for row in _lines(out)} <= {"big", "small"} and "no eligible model" not in r.output
-    bare = _write(tmp_path / "bare.jsonl", [{"id": row["id"], "prompt": row["prompt"]} for row in rows])
+    bare = write_jsonl(tmp_path / "bare.jsonl", [{"id": row["id"], "prompt": row["prompt"]} for row in rows])
     r = runner.invoke(app, ["decide", "--gate", str(gate_dir), "--data", str(bare), "--models", "big,small",
                             "--out", str(out)])
     assert r.exit_code == 0, r.output
@@ -198,7 +191,8 @@ def test_decide_never_writes_a_null_model(gate_dir: Path, synth_file: Path, tmp_
 
 
 def test_decide_warns_when_a_weight_has_nothing_to_weigh(gate_dir: Path, synth_file: Path, tmp_path: Path) -> None:
-    bare = _write(tmp_path / "bare.jsonl", [{"id": r["id"], "prompt": r["prompt"]} for r in _rows(synth_file)[:10]])
+    prompts = [{"id": r["id"], "prompt": r["prompt"]} for r in read_jsonl(synth_file)[:10]]
+    bare = write_jsonl(tmp_path / "bare.jsonl", prompts)
     out = tmp_path / "d.jsonl"
     r = runner.invoke(app, ["decide", "--gate", str(gate_dir), "--data", str(bare), "--models", "big,newbie",
                             "--weights", "quality=1,cost=0.3,latency=1,carbon=5", "--out", str(out)])
@@ -206,8 +200,8 @@ def test_decide_warns_when_a_weight_has_nothing_to_weigh(gate_dir: Path, synth_f
     cost = [line for line in r.output.splitlines() if line.startswith("warning: cost=0.3")]
     assert len(cost) == 1 and "'newbie'" in cost[0] and "'big'" not in cost[0] and "free" in cost[0]
     assert "warning: latency=1 has no effect" in r.output and "warning: carbon=5 has no effect" in r.output
-    timed = _write(tmp_path / "timed.jsonl", [{**row, "latency_ms": {"big": 9000.0, "small": 300.0}}
-                                              for row in _rows(synth_file)[:10]])
+    timed = write_jsonl(tmp_path / "timed.jsonl", [{**row, "latency_ms": {"big": 9000.0, "small": 300.0}}
+                                              for row in read_jsonl(synth_file)[:10]])
     r = runner.invoke(app, ["decide", "--gate", str(gate_dir), "--data", str(timed),
                             "--weights", "quality=1,cost=0.3,latency=1", "--out", str(out)])
     assert r.exit_code == 0, r.output
@@ -223,7 +217,7 @@ def test_a_leading_bom_is_read(tmp_path: Path) -> None:
 def test_an_empty_prompt_is_the_first_turn(tmp_path: Path) -> None:
     rows = [{"id": 3, "prompt": "", "turns": ["the real question", "a follow-up"], "scores": {"m": 1}},
             {"id": 4, "prompt": "", "scores": {"m": 1}}]
-    assert [r.prompt for r in load_records(_write(tmp_path / "t.jsonl", rows))] == ["the real question", ""]
+    assert [r.prompt for r in load_records(write_jsonl(tmp_path / "t.jsonl", rows))] == ["the real question", ""]
 
 
 def test_a_directory_as_data_is_named(gate_dir: Path, tmp_path: Path) -> None:
@@ -233,7 +227,8 @@ def test_a_directory_as_data_is_named(gate_dir: Path, tmp_path: Path) -> None:
 
 
 def test_decide_drops_empty_model_names(gate_dir: Path, synth_file: Path, tmp_path: Path) -> None:
-    bare = _write(tmp_path / "bare.jsonl", [{"id": r["id"], "prompt": r["prompt"]} for r in _rows(synth_file)[:5]])
+    prompts = [{"id": r["id"], "prompt": r["prompt"]} for r in read_jsonl(synth_file)[:5]]
+    bare = write_jsonl(tmp_path / "bare.jsonl", prompts)
     out = tmp_path / "d.jsonl"
     r = runner.invoke(app, ["decide", "--gate", str(gate_dir), "--data", str(bare), "--models", "big,,small,",
                             "--out", str(out)])
@@ -253,10 +248,10 @@ def test_eval_constant_routers_have_no_apgr(gate_dir: Path, synth_file: Path) ->
 
 
 def test_eval_matches_model_names_as_the_gate_does(gate_dir: Path, synth_file: Path, tmp_path: Path) -> None:
-    rows = _rows(synth_file)
+    rows = read_jsonl(synth_file)
     for r in rows[:10]:
         r["scores"] = {"BIG": r["scores"]["big"], " Small ": r["scores"]["small"]}
-    data = _write(tmp_path / "spelt.jsonl", rows)
+    data = write_jsonl(tmp_path / "spelt.jsonl", rows)
     r = runner.invoke(app, ["eval", "--gate", str(gate_dir), "--data", str(data), "--strong", "Big",
                             "--weak", "small"])
     assert r.exit_code == 0, r.output
