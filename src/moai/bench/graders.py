@@ -4,8 +4,10 @@ Small models answer in every format imaginable ("The answer is $1,234.00", "**B*
 "\\boxed{\\frac{3}{4}}"), so extraction is tolerant, but it never guesses: an answer we cannot find
 scores 0. Code is graded by running it with its tests in the guarded sandbox (``moai.sandbox``: a separate
 Python process with a time limit and capped output, in a scratch directory, with the environment stripped,
-behind an audit hook that refuses processes, the network and writes outside the scratch directory), so a
-bad program cannot hang or litter the run, and it passes only if its tests actually ran to the end.
+inside bubblewrap with no network, no view of the host's files or processes, and an audit hook besides), so
+a bad program cannot hang or litter the run, and it passes only if its tests actually ran to the end. Where
+bubblewrap cannot run, grading (run by the operator, offline) falls back to the process limits and the audit
+hook, with a warning.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import ast
 import re
 import secrets
 import string
+import sys
 from collections import Counter
 from collections.abc import Sequence
 
+from moai import sandbox
 from moai.sandbox import run_python
 
 # ------------------------------------------------------------------------------------------ numbers
@@ -335,6 +339,17 @@ def parse_tests(tests: str | Sequence[str]) -> list[str]:
     return [str(t) for t in tests]
 
 
+_warned: list[str] = []
+
+
+def _warn_without_bwrap() -> None:
+    """One line on stderr, once, when code is graded with process limits only (no bubblewrap here)."""
+    bwrap, why = sandbox.bwrap_status()
+    if bwrap is None and not _warned:
+        _warned.append(why)
+        print(f"warning: bubblewrap cannot run ({why}); grading code with process limits only", file=sys.stderr)
+
+
 def run_tests(program: str, timeout_s: float = 10.0) -> bool:
     """Run code followed by its tests in the guarded sandbox; True only when every test ran and passed.
 
@@ -344,7 +359,8 @@ def run_tests(program: str, timeout_s: float = 10.0) -> bool:
     """
     token = secrets.token_hex(16)
     done = f"\n\nprint({token[:16]!r} + {token[16:]!r}, flush=True)\n"
-    ok, out = run_python(program + done, timeout_s, guarded=True)
+    _warn_without_bwrap()
+    ok, out = run_python(program + done, timeout_s, guarded=True, allow_process=True)
     return ok and token in out
 
 

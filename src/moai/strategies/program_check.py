@@ -4,17 +4,18 @@ A small critic reading a draft approves its mistakes; a program that recomputes 
 is evidence. A program that agrees with the draft approves it; one that disagrees has the answer rewritten
 from the program, taken as the better witness (right for critics whose programs beat their reasoning in
 words: measure it with ``benchmarks/collab_gsm8k.py --config``). Anything else (no program, NONE, a
-failure, no number printed) is inconclusive and the critic reviews the draft in words.
+failure, no number printed) is inconclusive and the critic reviews the draft in words. The program runs
+guarded in ``moai.sandbox`` (bubblewrap); where that cannot run, or every sandbox slot stays busy for a
+program's time limit, the check is skipped, said so in the reasons, and the critic reviews in words.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass, field
 
+from moai import sandbox
 from moai.bench.graders import extract_code, extract_number, numbers_equal
-from moai.sandbox import run_python
 
 TIME_LIMIT_S = 5.0
 _MARK = "\n__moai_values__"
@@ -32,6 +33,7 @@ class ProgramRun:
     printed: float | None  # the number the program printed, None when it failed or printed none
     detail: str = ""  # why there is no number
     values: dict[str, float] = field(default_factory=dict)  # the program's top-level numeric variables
+    skipped: bool = False  # not run at all (no sandbox here, or it was busy): ``detail`` says why
 
 
 def _fmt(x: float | None) -> str:
@@ -43,11 +45,15 @@ def has_number(text: str) -> bool:
 
 
 async def run_program(reply: str, timeout_s: float = TIME_LIMIT_S) -> ProgramRun:
-    """Run the program in a reply (in a worker thread: the event loop keeps serving)."""
+    """Run the program in a reply (on the sandbox's own threads: the event loop and its executor keep serving)."""
     code = extract_code(reply)
     if not code.strip() or code.strip().upper().startswith("NONE"):
         return ProgramRun(code, None, "not a calculation")
-    ok, output = await asyncio.to_thread(run_python, code + _VALUES, timeout_s, True, 20_000)
+    try:
+        ok, output = await sandbox.run_python_async(code + _VALUES, timeout_s, guarded=True, tail_chars=20_000,
+                                                    wait_s=timeout_s)
+    except sandbox.SandboxUnavailable as e:
+        return ProgramRun(code, None, str(e), skipped=True)
     shown, _, values = output.partition(_MARK)
     if not ok:
         last = shown.strip().splitlines()[-1:] or ["no output"]
@@ -75,6 +81,8 @@ def verdict(draft: str, run: ProgramRun) -> Verdict:
     Numbers equal up to sign agree: a program computing "how much less" often prints b - a.
     """
     drafted = extract_number(draft)
+    if run.skipped:
+        return Verdict("review", f"program check skipped ({run.detail}): reviewed in words")
     if run.printed is None or drafted is None:
         why = run.detail or "the draft gives no number"
         return Verdict("review", f"program check inconclusive ({why}): reviewed in words")
