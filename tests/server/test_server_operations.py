@@ -227,9 +227,12 @@ mixes:
         seen = client.get("/moai/stats", headers={"authorization": f"Bearer {narrow}"}).json()["models"]
         probe = client.get("/healthz").json()
         keyed = client.get("/healthz", headers={"authorization": f"Bearer {narrow}"}).json()
+        ready = client.get("/readyz")
+        ready_keyed = client.get("/readyz", headers={"authorization": f"Bearer {narrow}"}).json()
     assert set(seen) <= {"a"}
     assert "breakers" not in probe and probe["models"] == 2 and probe["status"] == "ok"
     assert keyed["breakers"] == {"a": "closed"}
+    assert ready.status_code == 200 and ready.json()["usable"] == [] and ready_keyed["usable"] == ["a"]
 
 
 def test_too_many_tools_or_biases_are_refused_at_once() -> None:

@@ -215,9 +215,10 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         return body
 
     @app.get("/readyz", response_model=None)
-    async def readyz() -> Any:
+    async def readyz(request: Request) -> Any:
         """Ready while the telemetry database answers (no request can be recorded, nor a key checked, without it)
-        and at least one model of the default mix can be called (circuit not open, or cooling off)."""
+        and at least one model of the default mix can be called (circuit not open, or cooling off). Once keys
+        exist, the models are named only to a key that may call them (a readiness probe needs the status)."""
         if mix.store is not None:
             problem = await _database_problem(mix.store)
             if problem is not None:
@@ -228,11 +229,18 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         now = time.time()
         pool = [c.name for c in config.pool(config.mixes[ready_mix])]
         usable = [m for m in pool if _usable(mix.stats, m, now)]
+        try:
+            key = await keeper.check(request.headers.get("authorization"))
+            names = visible(key.allowed_mixes if key is not None else None)[1]
+        except Denied:
+            names = set()
         if usable:
-            return {"status": "ready", "mix": ready_mix, "usable": usable}
-        body = error_body(f"no model of mix {ready_mix!r} is usable; open circuits: {', '.join(pool)}",
+            return {"status": "ready", "mix": ready_mix, "usable": [m for m in usable if m in names]}
+        shown = [m for m in pool if m in names]
+        body = error_body(f"no model of mix {ready_mix!r} is usable" + (f"; open circuits: {', '.join(shown)}"
+                                                                       if shown else ""),
                           "server_error", code="no_model_available")
-        body["open_circuits"] = pool
+        body["open_circuits"] = shown
         return JSONResponse(body, status_code=503)
 
     def visible(allowed: list[str] | None) -> tuple[set[str], set[str]]:
