@@ -343,7 +343,7 @@ async def test_program_checks_leave_the_default_executor_free() -> None:
     await asyncio.sleep(0.3)
     assert await asyncio.wait_for(asyncio.to_thread(lambda: 42), 0.5) == 42
     runs = await asyncio.gather(*checks)
-    assert [r.printed for r in runs] == [4, 4, 4]
+    assert [r.printed for r in runs] == [4, 4, 4], [(r.detail, r.skipped) for r in runs]
 
 
 async def test_at_most_max_running_programs_run_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
