@@ -3,6 +3,9 @@ rate on benign look-alikes, and latency per query.
 
 Run: `.venv/bin/python benchmarks/privacy.py [--split dev|heldout..heldout9|all] [--errors] [--wild] [--rules-only]`.
 `--rules-only` turns the learned second opinion off (`MOAI_PRIVACY_MODEL=off`), to see what it adds.
+`--scale` prints only the scan time of long prompts instead: 10 KB, 300 KB, 1 MB and 4 MB of ordinary text
+(stdlib docstrings and sources, the eval prompts joined, the repetitive texts a client may send), each seen for
+the first time, and whether a password written at the very end of each is still found.
 `--wild` also scans unlabelled benign text found on this machine (Python's stdlib docstrings for English,
 the system's gettext catalogs for French/German/Spanish) and reports how often anything is flagged: an upper
 bound on the false-positive rate outside the hand-written set (some hits are real maintainers' emails).
@@ -26,6 +29,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from moai.gate import privacy_scan
 from moai.gate.privacy import KINDS, detect, detect_text
 
 EVAL = Path(__file__).resolve().parent.parent / "data" / "privacy" / "eval.jsonl"
@@ -118,6 +122,52 @@ def report_wild(con: Console) -> None:
     con.print(t)
 
 
+SIZES = (10_000, 300_000, 1_000_000, 4_000_000)
+END_SECRET = " PS: my password is Hunter2!x"
+
+
+def scale_texts() -> dict[str, str]:
+    """Long texts of each kind, 4 MB at least: the benign docstrings and sources of this machine's stdlib, the
+    eval prompts joined (sensitive ones among them), and repetitive texts."""
+    stdlib = Path(sys.base_prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    sources = []
+    for f in sorted(stdlib.glob("*.py")):
+        sources.append(f.read_text(errors="ignore"))
+        if sum(map(len, sources)) > SIZES[-1]:
+            break
+    texts = {"prose (stdlib docstrings)": "\n\n".join(wild_texts()["en"]), "code (stdlib sources)": "".join(sources),
+             "prompts (eval set joined)": "\n".join(r["text"] for r in load("all")),
+             "'hello world ' repeated": "hello world ", "'A' repeated": "A"}
+    return {k: (v * (SIZES[-1] // max(1, len(v)) + 1))[:SIZES[-1]] for k, v in texts.items()}
+
+
+def report_scale(con: Console) -> None:
+    """Print the time `detect` takes on long texts (each seen for the first time: no cached result or index)."""
+    detect("warm-up " * 1000)  # patterns compile and the scan's gates are read once per process: not timed
+    t = Table(title="scan time of long prompts (ms, best of 3; first sight: no cached result, no cached index)")
+    t.add_column("text")
+    for n in SIZES:
+        t.add_column(f"{n // 1000:,} KB" if n < 10**6 else f"{n // 10**6} MB", justify="right")
+    t.add_column("ns/char at 4 MB", justify="right")
+    t.add_column("password at the end found", justify="right")
+    for name, text in scale_texts().items():
+        row, found = [], []
+        for n in SIZES:
+            best = float("inf")
+            for _ in range(3):
+                detect_text.cache_clear()
+                privacy_scan.clear()
+                t0 = time.perf_counter()
+                detect(text[:n])
+                best = min(best, time.perf_counter() - t0)
+            row.append(best)
+            detect_text.cache_clear()
+            found.append("secret" in detect(text[:n - len(END_SECRET)] + END_SECRET).kinds)
+        t.add_row(name, *(f"{x * 1000:.0f}" for x in row), f"{row[-1] / SIZES[-1] * 1e9:.0f}",
+                  "all sizes" if all(found) else ", ".join(f"{n}: {f}" for n, f in zip(SIZES, found, strict=True)))
+    con.print(t)
+
+
 def main() -> None:
     """Print the tables and whether the goals are met."""
     ap = argparse.ArgumentParser(description=__doc__)
@@ -126,9 +176,13 @@ def main() -> None:
     ap.add_argument("--errors", action="store_true", help="list every misclassified prompt")
     ap.add_argument("--wild", action="store_true", help="also scan unlabelled benign text on this machine")
     ap.add_argument("--rules-only", action="store_true", help="without the learned second opinion")
+    ap.add_argument("--scale", action="store_true", help="only the scan time of long prompts (10 KB to 4 MB)")
     args = ap.parse_args()
     if args.rules_only:
         os.environ["MOAI_PRIVACY_MODEL"] = "off"
+    if args.scale:
+        report_scale(Console())
+        return
     rows = load(args.split)
     preds, lat = run(rows)
     con = Console()

@@ -152,6 +152,7 @@ def serve(
 
     cfg = _config(config or os.environ.get("MOAI_CONFIG"))
     _check_cache(cfg)
+    _check_privacy_model()
     _check_listen(host, port)
     store = _store(database_url or cfg.settings.database_url)
     _warn_missing_local(cfg)
@@ -307,6 +308,14 @@ def _check_cache(cfg: Config) -> None:
     from moai.cache import cache_settings
 
     guarded(lambda: cache_settings(cfg))
+
+
+def _check_privacy_model() -> None:
+    """A MOAI_PRIVACY_MODEL that names no usable model is one line before anything starts (loaded by the server,
+    it would fail start-up with a traceback), never a privacy check running without its learned half."""
+    from moai.gate.privacy_learned import load_model
+
+    guarded(load_model)
 
 
 def _warn_missing_local(cfg: Config) -> None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,19 +94,17 @@ def test_long_text_is_read_in_windows(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(pl.windows("x" * 10**5)) <= pl.MAX_WINDOWS  # no sentence or space to cut at
 
 
-def test_off_switch_and_unreadable_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_off_switch_and_unreadable_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MOAI_PRIVACY_MODEL", "off")
     assert pl.load_model() is None
+    # the rules keep working without it
+    assert detect("I was diagnosed with diabetes last month, what should I eat?").kinds == ["health"]
     bad = tmp_path / "model.pkl"
     bad.write_bytes(b"not a pickle")
     monkeypatch.setenv("MOAI_PRIVACY_MODEL", str(bad))
     _fresh()
-    with caplog.at_level(logging.ERROR):
-        assert pl.load_model() is None
-    assert "not loaded" in caplog.text
-    # the rules keep working without it
-    assert detect("I was diagnosed with diabetes last month, what should I eat?").kinds == ["health"]
+    with pytest.raises(pl.PrivacyModelError, match="not loaded"):  # only `off` runs on the rules alone
+        pl.load_model()
 
 
 def test_retrained_model_round_trips(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

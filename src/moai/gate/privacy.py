@@ -13,6 +13,7 @@ the model's answer, whole or streamed. The recognizers themselves live in `priva
 
 from __future__ import annotations
 
+import bisect
 import copy
 import functools
 import json
@@ -21,6 +22,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
+import numpy as np
+
+from moai.gate import privacy_scan as scan
 from moai.gate.privacy_context import find_confidential, find_health
 from moai.gate.privacy_learned import find_semantic
 from moai.gate.privacy_rules import KINDS, Hit, find_cards, find_contacts, find_ibans, find_national_ids, find_secrets
@@ -154,12 +158,26 @@ def _texts(query: str | Messages, tools: Tools | None = None,
 
 
 def _resolve(hits: list[Hit]) -> list[Hit]:
-    """Drop hits that overlap a more specific or longer one; return the rest in text order."""
-    kept: list[Hit] = []
-    for h in sorted(hits, key=lambda h: (_PRIORITY[h.kind], h.start - h.end, h.start)):
-        if all(h.end <= k.start or h.start >= k.end for k in kept):
-            kept.append(h)
-    return sorted(kept, key=lambda h: h.start)
+    """Drop hits that overlap a more specific or longer one; return the rest in text order.
+
+    The hits kept do not overlap, so a new one can only overlap its neighbours in text order: two lookups,
+    not a comparison with every hit kept (a text with thousands of emails took seconds)."""
+    order = sorted(hits, key=lambda h: (_PRIORITY[h.kind], h.start - h.end, h.start))
+    if any(h.end <= h.start for h in hits):  # an empty span fits no order: compare with every hit kept
+        kept: list[Hit] = []
+        for h in order:
+            if all(h.end <= k.start or h.start >= k.end for k in kept):
+                kept.append(h)
+        return sorted(kept, key=lambda h: h.start)
+    starts: list[int] = []
+    spans: list[Hit] = []
+    for h in order:
+        i = bisect.bisect_right(starts, h.start)
+        if (i and spans[i - 1].end > h.start) or (i < len(spans) and spans[i].start < h.end):
+            continue
+        starts.insert(i, h.start)
+        spans.insert(i, h)
+    return spans
 
 
 # One character for one character (so spans stay valid in the original): no-break and thin spaces as
@@ -173,30 +191,37 @@ _NORMALIZE = str.maketrans(
 # Characters a model does not see (zero-width spaces and joiners, soft hyphens): dropped before the scan,
 # or "4539\u200b1488\u200b…" and "jane\u200b@…" would be split for the recognizers and whole for the model.
 _INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200d\u2060-\u2064\ufeff]")
+_INVISIBLE_CODES = np.array([0xAD, 0x180E, 0x200B, 0x200C, 0x200D, 0x2060, 0x2061, 0x2062, 0x2063, 0x2064, 0xFEFF],
+                            dtype=np.uint32)
 
 
 @functools.lru_cache(maxsize=4096)
 def detect_text(text: str) -> tuple[Hit, ...]:
     """All non-overlapping hits in one text. Cached: a chat resends its whole history every turn, and
     only the new message should cost anything."""
-    if _INVISIBLE.search(text) is None:
+    if text.isascii() or _INVISIBLE.search(text) is None:
         return _detect_visible(text)
     # Scan without the invisible characters, then map the spans back onto the text as written.
-    keep = [i for i, c in enumerate(text) if not _INVISIBLE.match(c)]
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    visible = ~np.isin(codes, _INVISIBLE_CODES)
+    keep = np.flatnonzero(visible).tolist()
     if not keep:
         return ()
     return tuple(Hit(h.kind, keep[h.start], keep[h.end - 1] + 1, h.label, h.explanation)
-                 for h in _detect_visible("".join(text[i] for i in keep)) if h.end > h.start)
+                 for h in _detect_visible(codes[visible].tobytes().decode("utf-32-le")) if h.end > h.start)
 
 
 def _detect_visible(text: str) -> tuple[Hit, ...]:
-    text = text.translate(_NORMALIZE)
-    hits = _resolve([h for rec in RECOGNIZERS for h in rec(text)])
-    # The learned opinion covers a whole passage, so it stays out of span resolution (it would shadow the
-    # precise hits inside it) and only adds a kind the rules did not find.
-    found = {h.kind for h in hits}
-    hits += [h for h in find_semantic(text) if h.kind not in found]
-    return tuple(hits)
+    text = scan.translate(text, _NORMALIZE)
+    try:
+        hits = _resolve([h for rec in RECOGNIZERS for h in rec(text)])
+        # The learned opinion covers a whole passage, so it stays out of span resolution (it would shadow the
+        # precise hits inside it) and only adds a kind the rules did not find.
+        found = {h.kind for h in hits}
+        hits += [h for h in find_semantic(text) if h.kind not in found]
+        return tuple(hits)
+    finally:
+        scan.release(text)  # the recognizers of this text are done with its index
 
 
 # Characters either side of the seam between two consecutive texts that are scanned together for values

@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from itertools import islice
 
+from moai.gate import privacy_scan as scan
 from moai.gate.privacy_rules import (
+    _GENERIC_AT,
     FICTION,
     FIRST_PERSON,
     GENERIC_QUESTION,
     Hit,
     is_template,
-    sentences,
+    sentence_around,
     translated_quotes,
 )
 from moai.gate.privacy_rules import words as _words
+from moai.gate.privacy_scan import gated
 
 _I = re.IGNORECASE
 
@@ -69,10 +73,21 @@ _CONDITIONS = (
     r"antidepress\w*|antid[eé]presseur\w*|antidepresiv\w*|anxiolyti\w*|ansiol[ií]tic\w*|antipsychoti\w*|"
     r"neurolepti\w*|antipsic[oó]tic\w*|birth control pill"
 )
-_HEALTH_TERM = re.compile(r"\b(?:" + _CONDITIONS + r")\b", _I)
+_HEALTH_TERM = gated(re.compile(r"\b(?:" + _CONDITIONS + r")\b", _I))
 # A disclosure: somebody (I, my mother, he, a named person, a patient) has / takes / was diagnosed with ...
 # It must be followed closely by a health term (see `find_health`), so broad verbs like "is" stay safe.
-_DISCLOSURE = re.compile(
+_DISCLOSURE_VERB = gated(re.compile(
+    r"\b(?:has|had|have|is|was|seems|might|may|takes|took|suffers|started|got|relapsed)\b", _I))
+
+
+def _disclosure_starts(ix: scan.Index) -> Iterator[int]:
+    """Where "Anna has", "Anna's brother was" can start: the words (up to four) before such a verb. The other
+    ways a disclosure starts are found from their own first words."""
+    for at in scan.anchor_positions(ix, _DISCLOSURE_VERB):
+        yield from scan.back_words(ix.text, at, " ", 4)
+
+
+_DISCLOSURE = gated(re.compile(
     r"(?<!\bcan )(?<!\bshould )(?<!\bcould )(?<!\bif )(?<!\bdo )(?<!\bdoes )\b(?:"
     # English
     r"I(?:'ve| have)? (?:been )?(?:have|had|got|take|took|taking|using|started|stopped|suffer\w*|struggl\w*|"
@@ -99,9 +114,9 @@ _DISCLOSURE = re.compile(
     r"(?:él|ella|(?:mi|mis|su|nuestr[oa]) \w+)(?: \w+){0,3}? (?:tiene|toma|sufre|padece|está|es)\b|"
     r"diagnosticad[oa])",
     _I,
-)
+), partial=True, extra=_disclosure_starts)
 # The asker's (or a relative's) own clinician or treatment: a disclosure wherever it stands in the sentence.
-_CARE = re.compile(
+_CARE = gated(re.compile(
     r"\b(?:(?:my|his|her|their|our) (?:\w+ )?(?:doctor|pediatrician|paediatrician|therapist|psychiatrist|"
     r"oncologist|neurologist|cardiologist|gp|surgeon|diagnosis|medication|meds|prescription|test results|"
     r"treatment|dose|dosage|symptoms)|(?:mon|ma|son|sa|notre) (?:m[eé]decin|psychiatre|psy|oncologue|"
@@ -111,7 +126,7 @@ _CARE = re.compile(
     r"diagnose|medikament\w*|befund\w*)|(?:mi|su) (?:m[eé]dic[oa]|psiquiatra|terapeuta|onc[oó]log[oa]|pediatra|"
     r"neur[oó]log[oa]|diagn[oó]stico|medicaci[oó]n|medicamento|tratamiento))\b",
     _I,
-)
+))
 _POSSESSIVE_BEFORE = re.compile(
     r"\b(?:my|his|her|their|mon|ma|mes|son|sa|ses|mein\w*|sein\w*|ihr\w*|mi|mis|su|sus)\s+(?:[\w-]+\s+)?$", _I,
 )
@@ -119,34 +134,31 @@ _NEAR_CHARS = 60  # a disclosure verb and its health term sit within this many c
 
 
 # "I have a question about cancer", "an essay on depression": a topic, not a disclosure.
-_TOPIC = re.compile(
+_TOPIC = gated(re.compile(
     r"\b(?:question|questions|essay|article|paper|research|report|presentation|homework|assignment|lecture|course|"
     r"book|film|movie|documentary|podcast|talk|blog post|exposé|mémoire|frage|fragen|aufsatz|referat|vortrag|"
     r"artikel|pregunta|preguntas|ensayo|trabajo|artículo|charla)(?:\s+\w+){0,2}?\s+"
     r"(?:about|on|regarding|sur|über|zu|zum|zur|sobre)\b",
     _I,
-)
+))
 
 
 def _sentences_with(rx: re.Pattern[str], text: str) -> Iterator[tuple[int, int, list[re.Match[str]]]]:
     """Sentences holding at least one match of `rx`, with those matches (offsets into `text`).
 
-    The term scan runs once over the whole text; sentence rules run only where a term is, which keeps
-    long conversations cheap."""
-    terms = list(rx.finditer(text))
-    if not terms:
-        return
-    k = 0
-    for a, b in sentences(text):
+    The term scan runs once over the whole text; sentence rules run only where a term is, and only those
+    sentences are cut out (from the end of the last one, not from the text's start), which keeps long texts
+    and long conversations cheap."""
+    terms = list(scan.finditer(rx, text))
+    start, k = 0, 0
+    while k < len(terms):
+        a, b = sentence_around(text, terms[k].start(), start)
         inside = []
         while k < len(terms) and terms[k].start() < b:
-            if terms[k].start() >= a:
-                inside.append(terms[k])
+            inside.append(terms[k])
             k += 1
-        if inside:
-            yield a, b, inside
-        if k == len(terms):
-            return
+        yield a, b, inside
+        start = b
 
 
 def find_health(text: str) -> Iterator[Hit]:
@@ -156,15 +168,15 @@ def find_health(text: str) -> Iterator[Hit]:
         terms = [t for t in terms if not any(qa <= t.start() < qb for qa, qb in quoted)]
         if not terms:
             continue
-        sent = text[a:b]
-        if (GENERIC_QUESTION.match(sent) and not FIRST_PERSON.search(sent)) or FICTION.search(sent):
+        sent = text[a:b]  # (a long sentence is read with gated scans too)
+        if (GENERIC_QUESTION.match(sent) and not scan.search(FIRST_PERSON, sent)) or scan.search(FICTION, sent):
             continue
         rel = [t.start() - a for t in terms]
         owned = any(_POSSESSIVE_BEFORE.search(text, max(a, t.start() - 30), t.start()) for t in terms)
-        if not owned and not _CARE.search(sent) and not any(
-                d.start() < r <= d.end() + _NEAR_CHARS for d in _DISCLOSURE.finditer(sent) for r in rel):
+        if not owned and not scan.search(_CARE, sent) and not any(
+                d.start() < r <= d.end() + _NEAR_CHARS for d in scan.finditer(_DISCLOSURE, sent) for r in rel):
             continue
-        topic = _TOPIC.search(sent)
+        topic = scan.search(_TOPIC, sent)
         for term in terms:
             if topic and term.start() - a >= topic.end():
                 continue
@@ -174,11 +186,38 @@ def find_health(text: str) -> Iterator[Hit]:
 
 # ---------------------------------------------------------------- confidential (HR / legal / financial)
 
-_MARKER_UPPER = re.compile(
+_MARKER_UPPER = gated(re.compile(
     r"\b(?:CONFIDENTIAL|STRICTLY CONFIDENTIAL|INTERNAL ONLY|INTERNAL USE ONLY|CONFIDENTIEL|VERTRAULICH|"
     r"STRENG VERTRAULICH|CONFIDENCIAL|PRIVILEGED (?:AND|&) CONFIDENTIAL)\b"
-)
-_MARKER = re.compile(
+))
+# Every `_MARKER` match holds one of these words: the first word of a marker line (after the line's spaces and
+# an opening bracket), or a word of a marker phrase with only words, spaces, apostrophes and hyphens between
+# the phrase's start and it ("the attached file is under NDA", "no distribuir fuera").
+_MARKER_WORDS = gated(re.compile(
+    r"\b(?:strictly|highly|strictement|streng|estrictamente|confidential|internal|confidentiel|diffusion|usage|"
+    r"vertraulich|nur|confidencial|uso|privileged|nda|public|share|forward|distribute|distribution|external|"
+    r"diffuser|transférer|weitergeben|weitergabe|fuera|externamente)", _I,
+))
+
+
+def _marker_starts(ix: scan.Index) -> Iterator[int]:
+    """Where a `_MARKER` match can start, read back from each of `_MARKER_WORDS`: the words before it, and
+    the first line start in the spaces before it (and its bracket): from any of those the pattern reads the
+    same, so the first is the one a full scan would find."""
+    text = ix.text
+    for at in scan.anchor_positions(ix, _MARKER_WORDS):
+        yield from scan.back_words(text, at)
+        j = at - 1 if at and text[at - 1] in "[(" else at
+        i = j
+        while i > 0 and text[i - 1].isspace():
+            i -= 1
+        if i == 0 or text[i - 1] == "\n":
+            yield i
+        elif (nl := text.find("\n", i, j)) != -1:
+            yield nl + 1
+
+
+_MARKER = gated(re.compile(
     r"^\s*[\[(]?(?:(?:strictly|highly|strictement|streng|estrictamente) )?"
     r"(?:confidential|internal(?: use)? only|confidentiel|diffusion restreinte|usage interne|vertraulich|"
     r"nur für den internen gebrauch|confidencial|uso interno|privileged (?:and|&) confidential)(?=[\])]?\s*[:\-—–])"
@@ -193,9 +232,9 @@ _MARKER = re.compile(
     r"nicht (?:weitergeben|zur weitergabe)|no (?:distribuir|reenviar|compartir) (?:fuera|externamente))"
     r"|\b(?:under (?:an? )?nda|sous nda|unter nda|bajo nda)\b",
     re.M | _I,
-)
+), anchors_only=True, extra=_marker_starts)
 _MONEY = r"(?=[^!?\n]{0,40}?(?:[$€£]\s?\d|\d\s?(?:k|K|€|\$|£|EUR|USD|euros?|dollars?)))"
-_HR_TERM = re.compile(
+_HR_TERM = gated(re.compile(
     # Words that are also code or everyday words ("raise", "terminate()", "fire an event", "pip", "Vergleich" =
     # comparison, "demanda" = demand, "gagne" = wins) are bound to a form or an amount, or kept out.
     r"\b(?:salary|salaries|pay rise|(?:a|pay|salary) raise|raise (?:to|of) [$€£\d]|bonus|compensation|"
@@ -221,7 +260,7 @@ _HR_TERM = re.compile(
     r"despedir|finiquito|indemnización|demanda (?:judicial|laboral|contra|por)|demandar\w*|acuerdo extrajudicial|"
     r"acoso|resultados trimestrales|facturación|adquisición|fusión|no publicad[oa]s?)\b",
     _I,
-)
+))
 # Something specific: a money amount, a named person, or "our/we" (the user's own organisation).
 _SPECIFIC = re.compile(
     r"[$€£]\s?\d|\d[\d.,\s]*\s?(?:k|K|€|\$|£|EUR|USD|euros?|dollars?|Euro|millones|millions?|Millionen|Mio|M)(?!\w)|"
@@ -253,33 +292,47 @@ def _specific(sent: str) -> bool:
 
 
 # "Don't tell anyone but we're being acquired": confided news about an organisation or a colleague.
-_CONFIDE = re.compile(
+_CONFIDE = gated(re.compile(
     r"\b(?:don'?t tell anyone|between (?:us|you and me)|off the record|keep (?:this|it) (?:quiet|to yourself)|"
     r"entre nous|ne le dis à personne|que ça reste entre nous|unter uns|sag(?:'s| es)? niemandem|"
     r"que no salga de aquí|entre nosotros|no se lo digas a nadie)\b", _I,
-)
-_EVENT = re.compile(
+))
+_EVENT = gated(re.compile(
     r"\b(?:acquired|being bought|bought out|takeover|merger|layoffs?|laid off|fired|restructuring|bankrupt\w*|"
     r"rachet\w*|rachat|fusion|licenci\w*|plan social|faillite|übernomm\w*|übernahme|fusion|entlass\w*|"
     r"kündig\w*|insolven\w*|nos compra|compra(?:rá|n)?|adquiri\w*|fusión|despid\w*|(?-i:ERE)|quiebra)\b", _I,
-)
+))
 
 
 # A pasted pay table: a header naming a pay column, then rows with a person's full name and an amount.
-_PAY_HEADER = re.compile(
-    r"^(?=[^\n]*[,;|\t])[^\n]*(?<![^\W_])(?:salary|salaries|base|bonus|compensation|pay|wage|salaire|"
-    r"rémunération|prime|gehalt|brutto|lohn|jahresgehalt|sueldo|salario|bruto|retribución)(?![^\W\d_])[^\n]*$",
+_PAY_WORD = (r"(?:salary|salaries|base|bonus|compensation|pay|wage|salaire|rémunération|prime|gehalt|brutto|lohn|"
+             r"jahresgehalt|sueldo|salario|bruto|retribución)")
+_PAY_WORDS = gated(re.compile(r"(?<![^\W_])" + _PAY_WORD, _I))
+
+
+def _pay_line_starts(ix: scan.Index) -> Iterator[int]:
+    """The start of each line holding a pay word (a header is one whole line)."""
+    for at in scan.anchor_positions(ix, _PAY_WORDS):
+        yield ix.text.rfind("\n", 0, at) + 1
+
+
+_PAY_HEADER = gated(re.compile(
+    r"^(?=[^\n]*[,;|\t])[^\n]*(?<![^\W_])" + _PAY_WORD + r"(?![^\W\d_])[^\n]*$",
     _I | re.M,
-)
-_PAY_ROW = re.compile(r"^[^\n]*\b[A-ZÀ-Ý][a-zà-ÿ]+ [A-ZÀ-Ý][a-zà-ÿ]+\b[^\n]*[,;|\t][^\n]*\d{4,}[^\n]*$", re.M)
+), anchors_only=True, extra=_pay_line_starts)
+# A row: a full name, then a separator, then a number of 4 digits or more. The first name, the first separator
+# after it and the first such number after that are taken and kept (atomic groups): any later ones could only
+# do as well, and trying them all made a long line cost its length squared, or cubed.
+_PAY_ROW = re.compile(r"^(?>[^\n]*?\b[A-ZÀ-Ý][a-zà-ÿ]+ [A-ZÀ-Ý][a-zà-ÿ]+\b)(?>[^\n]*?[,;|\t])[^\n]*?\d{4}[^\n]*$",
+                      re.M)
 
 
 def _pay_table(text: str) -> re.Match[str] | None:
     """The header of a table of named people's pay (two or more such rows after it), else None."""
-    head = _PAY_HEADER.search(text)
-    if head is None or FICTION.search(text):
+    head = scan.search(_PAY_HEADER, text)
+    if head is None or scan.search(FICTION, text):
         return None
-    return head if len(_PAY_ROW.findall(text, head.end())) >= 2 else None
+    return head if next(islice(_PAY_ROW.finditer(text, head.end()), 1, None), None) is not None else None
 
 
 def find_confidential(text: str) -> Iterator[Hit]:
@@ -287,14 +340,14 @@ def find_confidential(text: str) -> Iterator[Hit]:
     pay = _pay_table(text)
     if pay:
         yield Hit("confidential", pay.start(), pay.end(), "CONFIDENTIAL", "table of named people's pay")
-    confide = _CONFIDE.search(text)
-    if confide and _EVENT.search(text):
+    confide = scan.search(_CONFIDE, text)
+    if confide and scan.search(_EVENT, text):
         yield Hit("confidential", confide.start(), confide.end(), "CONFIDENTIAL",
                   "news confided off the record about an organisation or a colleague")
-    for m in _MARKER_UPPER.finditer(text):
+    for m in scan.finditer(_MARKER_UPPER, text):
         yield Hit("confidential", m.start(), m.end(), "CONFIDENTIAL", "document marked confidential / internal")
-    for m in _MARKER.finditer(text):
-        if not GENERIC_QUESTION.match(text[text.rfind("\n", 0, m.start()) + 1:]):
+    for m in scan.finditer(_MARKER, text):
+        if not _GENERIC_AT.match(text, text.rfind("\n", 0, m.start()) + 1):  # the line read in place, not copied
             yield Hit("confidential", m.start(), m.end(), "CONFIDENTIAL", "document marked confidential / internal")
     if is_template(text):  # "[Employee Name]", "[Abfindungsbetrag]": a form about nobody yet
         return

@@ -8,13 +8,14 @@ confidential}, trained by `data/privacy/train_semantic.py` on prompts written fo
 the evaluation set and ordinary text. Each kind fires only above a threshold chosen out of fold to keep
 false positives on benign look-alikes rare, so the rules stay the precise part and the model adds recall.
 The fitted pipeline ships with the package (a few MB; the server loads it at start, other callers on first
-use); `MOAI_PRIVACY_MODEL=off` turns the second opinion off, a path points at a retrained one.
+use); `MOAI_PRIVACY_MODEL=off` turns the second opinion off, a path points at a retrained one. Only `off` turns
+it off: a path to no file, or to a file holding no model, raises `PrivacyModelError` (`moai serve` stops with
+one line), since quietly reading with the rules alone would send what only the model catches to cloud models.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import pickle
 import re
@@ -23,11 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import scipy.sparse
 
+from moai.config import ConfigError
+from moai.gate import privacy_scan as scan
 from moai.gate.privacy_rules import FICTION, FIRST_PERSON, Hit, is_template, sentences, translated_quotes
-
-log = logging.getLogger(__name__)
 
 MODEL_PATH = Path(__file__).with_name("default") / "privacy_semantic.pkl"
 LABELS = ("none", "health", "confidential")
@@ -60,8 +62,13 @@ class SemanticModel:
         """
         if len(text.strip()) < 12 or is_template(text):  # too short to disclose anything / a form to fill in
             return
-        for qa, qb in translated_quotes(text):  # words to translate are nobody's; the request around them is read
-            text = text[:qa] + " " * (qb - qa) + text[qb:]
+        quotes = translated_quotes(text)
+        if quotes:  # words to translate are nobody's; the request around them is read (blanked in one pass)
+            parts, last = [], 0
+            for qa, qb in quotes:
+                parts += [text[last:qa], " " * (qb - qa)]
+                last = qb
+            text = "".join([*parts, text[last:]])
         spans = windows(text)
         if len(text) <= WINDOW:  # a sentence read alone counts when it speaks of somebody, not a case or a topic
             spans = [sp for sp in spans if sp == (0, len(text)) or _SOMEONE.search(text, *sp)]
@@ -86,12 +93,15 @@ _SENTENCE_END = re.compile(r"[.!?;:]\s+|\n+")
 def windows(text: str) -> list[tuple[int, int]]:
     """(start, end) spans to read: the whole text when short, else its sentences and pairs of sentences, so
     one disclosing sentence in a pasted document is not drowned by the rest (evenly thinned past
-    `MAX_WINDOWS`, to bound the cost of very long texts)."""
+    `MAX_WINDOWS`, to bound the cost of very long texts: what a long text guarantees is that every rule reads
+    all of it, and the learned model reads these windows, spread evenly over it)."""
     if len(text) <= WINDOW:
         # Read whole, and each sentence alone too: one unrelated sentence (or a prompt's own "Previous
         # answer:" line) next to a disclosure must not dilute it below the threshold.
         alone = [(a, b) for a, b in sentences(text) if len(text[a:b].split()) >= 4 and b - a < len(text)]
         return [(0, len(text)), *alone]
+    if len(text) >= scan.LONG:
+        return _long_windows(text)
     pieces = _pieces(text)
     out: list[tuple[int, int]] = []
     for i, (a, b) in enumerate(pieces):  # each sentence, and each with the next one (a disclosure may span two)
@@ -101,6 +111,77 @@ def windows(text: str) -> list[tuple[int, int]]:
     if len(out) > MAX_WINDOWS:
         step = -(-len(out) // MAX_WINDOWS)
         out = out[::step]
+    return out
+
+
+def _long_windows(text: str) -> list[tuple[int, int]]:
+    """`windows` of a long text: the same list, in numpy, building only the windows kept after thinning."""
+    a, b = _long_pieces(text)
+    paired = np.zeros(len(a), dtype=np.bool_)
+    paired[:-1] = b[1:] - a[:-1] <= PASSAGE  # each piece, then the piece with the next one when they fit
+    first = np.cumsum(1 + paired) - (1 + paired)  # where each piece's window(s) sit in the full list
+    total = int(first[-1] + 1 + paired[-1]) if len(a) else 0
+    keep = np.arange(total)
+    if total > MAX_WINDOWS:
+        keep = keep[::-(-total // MAX_WINDOWS)]
+    i = np.searchsorted(first, keep, side="right") - 1
+    ends = np.where(keep > first[i], b[np.minimum(i + 1, len(b) - 1)], b[i])
+    return list(zip(a[i].tolist(), ends.tolist(), strict=True))
+
+
+_ASCII_SPACE = np.array([chr(i).isspace() for i in range(128)], dtype=np.bool_)
+_MARKS = np.array([ord(c) for c in ".!?;:"], dtype=np.uint32)
+
+
+def _long_pieces(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """`_pieces` of a long text, as (starts, ends). Its sentence ends are those of `_SENTENCE_END`
+    (`[.!?;:]\\s+|\\n+`): a [.!?;:] before a space ends where the spaces after it end, and a run of line
+    breaks ends where it ends, unless it is among the spaces after such a mark. Read as runs of spaces and of
+    line breaks (arrays as long as there are runs, not as the text)."""
+    codes = np.frombuffer(text.encode("ascii"), dtype=np.uint8) if text.isascii() \
+        else np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    n = len(codes)
+    space = _ASCII_SPACE[np.minimum(codes, 127)]
+    if codes.dtype != np.uint8 and (wide := codes > 127).any():
+        uniq, inv = np.unique(codes[wide], return_inverse=True)
+        space[wide] = np.array([chr(c).isspace() for c in uniq.tolist()], dtype=np.bool_)[inv]
+    punct = np.isin(codes, _MARKS)
+    edges = np.diff(space.view(np.int8), prepend=np.int8(0), append=np.int8(0))
+    blank_from, blank_to = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # runs of spaces
+    edges = np.diff((codes == 10).view(np.int8), prepend=np.int8(0), append=np.int8(0))
+    breaks_from, breaks_to = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # runs of line breaks
+    after_mark = np.zeros(len(blank_from), dtype=np.bool_)  # the spaces right after a [.!?;:]
+    after_mark[blank_from > 0] = punct[blank_from[blank_from > 0] - 1]
+    held = after_mark[np.searchsorted(blank_from, breaks_from, side="right") - 1]
+    ends = np.sort(np.concatenate([blank_to[after_mark], breaks_to[~held], [n]]))
+    starts = np.concatenate([[0], ends[:-1]])
+    ends, starts = ends[ends > starts], starts[ends > starts]
+    if (ends - starts > PASSAGE).any():  # run-on sentences, cut at a space as `_pieces` cuts them
+        a_parts, b_parts, done = [], [], 0
+        for i in np.flatnonzero(ends - starts > PASSAGE).tolist():
+            a_parts.append(starts[done:i])
+            b_parts.append(ends[done:i])
+            cuts = _cut(text, int(starts[i]), int(ends[i]))
+            a_parts.append(np.array([x for x, _ in cuts], dtype=np.int64))
+            b_parts.append(np.array([y for _, y in cuts], dtype=np.int64))
+            done = i + 1
+        starts = np.concatenate([*a_parts, starts[done:]])
+        ends = np.concatenate([*b_parts, ends[done:]])
+    run = np.searchsorted(blank_from, starts, side="right") - 1  # the run of spaces a piece starts in, if any
+    blank = (run >= 0) & (blank_to[np.maximum(run, 0)] >= ends) if len(blank_from) else np.zeros(len(starts), bool)
+    return starts[~blank], ends[~blank]
+
+
+def _cut(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """A run-on sentence cut at a space past `PASSAGE` characters."""
+    out = []
+    while end - start > PASSAGE:
+        cut = text.rfind(" ", start + PASSAGE // 2, start + PASSAGE)
+        cut = cut if cut > start else start + PASSAGE
+        out.append((start, cut))
+        start = cut
+    if end > start:
+        out.append((start, end))
     return out
 
 
@@ -146,29 +227,43 @@ def save(model: SemanticModel, path: Path = MODEL_PATH) -> None:
         pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+class PrivacyModelError(ConfigError):
+    """The learned privacy model named by `MOAI_PRIVACY_MODEL` (or the shipped one) cannot be used. An error,
+    not a fallback to the rules alone: health and confidential prompts that only the model catches would go to
+    cloud models unnoticed. The message is one line, naming the variable and what to do."""
+
+
+OFF = frozenset({"off", "0", "false", "none"})  # MOAI_PRIVACY_MODEL values that turn the model off
+
+
 @functools.lru_cache(maxsize=1)
 def load_model() -> SemanticModel | None:
-    """The shipped (or `MOAI_PRIVACY_MODEL`-named) model; None when turned off or not present."""
-    setting = os.environ.get("MOAI_PRIVACY_MODEL", "")
-    if setting.lower() in {"off", "0", "false", "none"}:
+    """The shipped (or `MOAI_PRIVACY_MODEL`-named) model; None only when turned off (`off`).
+
+    Raises `PrivacyModelError` when the file does not exist or holds no model (a mistyped path, a model pickled
+    by an incompatible scikit-learn): each call tries again, so a fixed setting needs no restart."""
+    setting = os.environ.get("MOAI_PRIVACY_MODEL", "").strip()
+    if setting.lower() in OFF:
         return None
     path = Path(setting) if setting else MODEL_PATH
-    if not path.exists():
-        return None
+    where = f"MOAI_PRIVACY_MODEL={setting}" if setting else f"the shipped privacy model ({path})"
+    hint = "set MOAI_PRIVACY_MODEL to a model file, or to off to run on the rules alone"
+    if not path.is_file():
+        raise PrivacyModelError(f"{where}: {'not a file' if path.exists() else 'no such file'}; {hint}")
     try:
         with path.open("rb") as f:
-            model = pickle.load(f)  # noqa: S301 - our own file, shipped inside the package
-    except Exception as e:  # e.g. pickled by an incompatible scikit-learn: the rules still run
-        log.error("privacy: learned model %s not loaded (%s); only the rules detect health/confidential", path, e)
-        return None
+            model = pickle.load(f)  # noqa: S301 - a model file the operator chose (the shipped one by default)
+    except Exception as e:  # noqa: BLE001 - whatever unpickling raises, the model is unusable
+        reason = " ".join(f"{type(e).__name__}: {e}".split())  # one line
+        raise PrivacyModelError(f"{where}: not loaded ({reason}); {hint}") from e
     if not isinstance(model, SemanticModel):
-        log.error("privacy: %s holds no SemanticModel; only the rules detect health/confidential", path)
-        return None
+        raise PrivacyModelError(f"{where}: holds no privacy model (a {type(model).__name__}); {hint}")
     return model
 
 
 def find_semantic(text: str) -> Iterator[Hit]:
-    """The learned model's hits in one text (none when the model is off or missing)."""
+    """The learned model's hits in one text (none when the model is turned off; `PrivacyModelError` when the
+    model cannot be loaded)."""
     model = load_model()
     if model is not None:
         yield from model.find(text)
