@@ -190,14 +190,8 @@ def _pieces(text: str) -> list[tuple[int, int]]:
     pieces: list[tuple[int, int]] = []
     start = 0
     for end in [m.end() for m in _SENTENCE_END.finditer(text)] + [len(text)]:
-        while end - start > PASSAGE:  # a run-on sentence: cut at a space
-            cut = text.rfind(" ", start + PASSAGE // 2, start + PASSAGE)
-            cut = cut if cut > start else start + PASSAGE
-            pieces.append((start, cut))
-            start = cut
-        if end > start:
-            pieces.append((start, end))
-            start = end
+        pieces += _cut(text, start, end)
+        start = max(start, end)
     return [(a, b) for a, b in pieces if text[a:b].strip()]
 
 
