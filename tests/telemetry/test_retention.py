@@ -68,7 +68,7 @@ def test_prune_refuses_to_reset_an_active_budget_and_retention_keeps_its_period(
     add(store, "this-month", timedelta(seconds=1))
     key, _ = create_key(store, "team", budget_month=5.0)
     with pytest.raises(RetentionRefused, match=f"{key.id}'s monthly budget.*keep at least 32d"):
-        prune(store, NOW)
+        prune(store, datetime.now(UTC))  # now, not at import: the day may have turned since
     assert counts(store)[0] == 1
     gone, before = retain(store, days=0.0001, now=NOW)  # retention moves its cut-off back to the month's start
     assert gone.requests == 0 and before == period_starts(NOW)[1]
@@ -79,7 +79,7 @@ def test_prune_refuses_to_reset_an_active_budget_and_retention_keeps_its_period(
 def test_a_daily_budget_only_holds_back_today(store: TelemetryStore) -> None:
     create_key(store, "daily", budget_day=1.0)
     with pytest.raises(RetentionRefused, match="daily budget.*keep at least 1d"):
-        prune(store, NOW)
+        prune(store, datetime.now(UTC))  # now, not at import: the day may have turned since
     prune(store, NOW - timedelta(days=1, minutes=1))
 
 
@@ -174,8 +174,8 @@ def test_db_prune_cli(store: TelemetryStore, tmp_path: Path) -> None:
     one_line_error(run_cli(["db", "prune", "--older-than", "1d", "--database-url", f"sqlite:///{missing}"]),
                    "does not exist")
     assert not missing.exists()
-    create_key(store, "team", budget_month=1.0)
-    one_line_error(run_cli(["db", "prune", "--older-than", "1h", *url]), "monthly budget")
+    create_key(store, "team", budget_day=1.0)  # today's requests are held back (unless the day began 3.6 s ago)
+    one_line_error(run_cli(["db", "prune", "--older-than", "0.001h", *url]), "daily budget")
     assert counts(store)[0] == 1
 
 
