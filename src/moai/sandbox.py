@@ -190,7 +190,7 @@ def _probe() -> tuple[str | None, str]:
         try:
             done = subprocess.run([*_bwrap_command(bwrap, tmp), "-I", "-c", "print('moai')"], env=dict(_ENV),
                                   stdin=subprocess.DEVNULL, capture_output=True, timeout=20,
-                                  preexec_fn=_limit_resources)
+                                  start_new_session=True)
         except (OSError, subprocess.SubprocessError) as e:
             return None, f"bwrap did not run: {e}"
     if done.returncode != 0 or done.stdout != b"moai\n":
@@ -223,12 +223,19 @@ def isolation(allow_process: bool = False) -> str:
     raise SandboxUnavailable(f"no sandbox: {why}")
 
 
-def _limit_resources() -> None:  # pragma: no cover - runs in the child
-    import resource
-
-    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 20, 16 << 20))
-    os.setsid()
+# Runs ahead of every program, in the program's own interpreter: lowers its memory and file-size limits (hard
+# limits, which it cannot raise again), then runs the file as ``python -I file`` would. Limits are set here rather
+# than in a ``preexec_fn``: with one, ``subprocess`` forks through the interpreter's at-fork hooks, which wait for
+# other threads (a busy Python-API loop, say) and would eat into the program's time limit.
+_LAUNCH = f"""\
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, ({2 << 30}, {2 << 30}))
+resource.setrlimit(resource.RLIMIT_FSIZE, ({16 << 20}, {16 << 20}))
+sys.argv = sys.argv[1:]
+__file__ = sys.argv[0]
+del resource, sys
+exec(compile(open(__file__, "rb").read(), __file__, "exec"))
+"""
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -357,17 +364,18 @@ def run_python(program: str, timeout_s: float = 10.0, guarded: bool = False,
         with open(path, "w", encoding="utf-8") as f:
             f.write(_GUARD + program if guarded else program)
         env = {**_ENV, "HOME": tmp, "TMPDIR": tmp}  # bwrap itself gets no secrets either: /proc/1/environ is its
-        preexec = _limit_resources if sys.platform != "win32" else None
         try:
             if mode == "bwrap":
                 bwrap, _ = bwrap_status()
                 assert bwrap is not None
-                cmd = [*_bwrap_command(bwrap, tmp), "-I", path]
-            else:
+                cmd = [*_bwrap_command(bwrap, tmp), "-I", "-c", _LAUNCH, path]
+            elif sys.platform == "win32":  # pragma: no cover - no resource limits there
                 cmd = [sys.executable, "-I", path]
+            else:
+                cmd = [sys.executable, "-I", "-c", _LAUNCH, path]
             proc = subprocess.Popen(
                 cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=preexec,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=sys.platform != "win32",
             )
         except OSError as e:
             return False, f"could not start python: {e}"
