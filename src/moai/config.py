@@ -260,6 +260,9 @@ class Settings(BaseModel):
     # the sensitive-data policy every request gets at least: each mix's own is kept where stricter, and a model
     # called by name (which has no mix of its own) gets this one
     sensitive_data: SensitivePolicy = "allow"
+    # a key's feedback moves routing for that key's requests only (keyless feedback, for everyone's): one tenant's
+    # ratings cannot steer another's traffic. False: every rating moves routing for every request
+    feedback_per_key: bool = True
     request_timeout_s: float | None = Field(None, gt=0)  # whole-request limit (504 / in-band error event)
     breaker_failures: int = Field(3, ge=1)  # consecutive failures that open a model's circuit
     breaker_cooldown_s: float = Field(30.0, gt=0)  # how long an open circuit waits before a probe

@@ -145,7 +145,8 @@ class Mixture:
         # a record spooled while the database is down counts as a failed "record" operation
         self.writer = TelemetryWriter(store, on_spool=lambda n: self.metrics.observe_database_error("record", n)
                                       ) if store is not None else None
-        self.stats = LiveStats(failure_threshold=s.breaker_failures, cooldown_s=s.breaker_cooldown_s)
+        self.stats = LiveStats(failure_threshold=s.breaker_failures, cooldown_s=s.breaker_cooldown_s,
+                               feedback_per_key=s.feedback_per_key)
         self.registry.health = self.stats.healthy
         self.registry.rate_limited = self.stats.observe_rate_limit
         self.cache = ResponseCache.from_config(config, self.metrics.cache)
@@ -335,7 +336,8 @@ class Mixture:
             reasoning_effort=body.reasoning_effort,
         )
         ctx = RequestContext(self.config, mix_name, mix, params, self.chooser, weights, cards, excluded,
-                             live=self.stats.snapshot(min(params.max_tokens, 256)), privacy=guard.report)
+                             live=self.stats.snapshot(min(params.max_tokens, 256), api_key=api_key),
+                             privacy=guard.report)
         ctx.notes.extend(guard.notes)
         session = session or body.user
         if session and mix.sessions != "off":
@@ -675,7 +677,8 @@ class Mixture:
         # a new rating replaces the request's earlier one in the database: it is not another observation (the
         # live statistics take the replacement at their next refresh, within settings.stats_refresh_s)
         if rating.model and not rating.replaced:
-            self.stats.observe_feedback(rating.model, score, _predicted_quality(rating.decision, rating.model))
+            self.stats.observe_feedback(rating.model, score, _predicted_quality(rating.decision, rating.model),
+                                        api_key=rating.api_key)
             self.metrics.observe_feedback(rating.model, score)
         return {"object": "feedback", "id": rating.feedback.id, "request_id": request_id, "score": shown,
                 "scale": scale, "model": rating.model}

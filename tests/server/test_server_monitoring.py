@@ -35,6 +35,8 @@ from moai.gate.rules import RuleChooser
 from moai.mixture import Mixture
 from moai.server.app import create_app
 from moai.server.auth import create_key
+from moai.server.openai_schema import ChatCompletionRequest
+from moai.telemetry.adapt import LiveStats
 from moai.telemetry.store import TelemetryStore
 
 pytestmark = pytest.mark.integration
@@ -340,6 +342,36 @@ def test_a_key_rates_only_its_own_requests_and_a_new_rating_replaces_the_old(tmp
         for score in (-1, 1, 0.5):
             assert client.post("/v1/feedback", json={"id": mine, "score": score}, headers=as_a).status_code == 200
         assert [(f.score, f.comment) for f in store.feedback_for(mine)] == [(0.5, None)]
+
+
+def test_a_keys_feedback_moves_routing_for_that_key_only(tmp_path: Path) -> None:
+    """One tenant's thumbs-down must not steer another tenant's traffic."""
+    with serve(tmp_path, Script()) as (client, store, _):
+        key_a, a = create_key(store, "a")
+        key_b, b = create_key(store, "b")
+        as_a, as_b = {"authorization": f"Bearer {a}"}, {"authorization": f"Bearer {b}"}
+        body = {"model": "moai/default", "messages": USER}
+        for _ in range(5):
+            rid = client.post("/v1/chat/completions", json=body, headers=as_a).json()["id"]
+            assert client.post("/v1/feedback", json={"id": rid, "score": -1}, headers=as_a).status_code == 200
+
+        def delta(headers: dict[str, str]) -> float:
+            return client.get("/moai/stats", headers=headers).json()["models"]["m0"]["quality_delta"]
+
+        assert delta(as_a) < 0 and delta(as_b) == 0.0
+        mixture = client.app.state.mixture  # what the gate reads for each key's requests
+        request = ChatCompletionRequest(**body)
+        assert mixture.prepare(request, api_key=key_a.id).ctx.live["m0"]["quality_delta"] == delta(as_a)
+        assert mixture.prepare(request, api_key=key_b.id).ctx.live["m0"]["quality_delta"] == 0.0
+        # the database holds the same split: a replica reading it afresh sees it too
+        fresh = LiveStats()
+        fresh.refresh(store)
+        assert fresh.snapshot(api_key=key_a.id)["m0"]["quality_delta"] == pytest.approx(delta(as_a))
+        assert fresh.snapshot(api_key=key_b.id)["m0"]["quality_delta"] == 0.0
+        assert fresh.snapshot()["m0"]["quality_delta"] == 0.0
+        pooled = LiveStats(feedback_per_key=False)  # settings.feedback_per_key: false
+        pooled.refresh(store)
+        assert pooled.snapshot(api_key=key_b.id)["m0"]["quality_delta"] == pytest.approx(delta(as_a))
 
 
 def test_without_keys_a_request_keeps_its_latest_rating(tmp_path: Path) -> None:

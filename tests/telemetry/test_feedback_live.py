@@ -65,6 +65,7 @@ def add_requests(store: TelemetryStore, n: int, rng: random.Random, start: int =
         model = rng.choice(["alpha", "beta", "gamma", None])
         decision = rng.choice([None, {"quality": {model: rng.random()}} if model else None, {"quality": {}}])
         store.write(RequestRecord(id=f"r{i}", mix="d", strategy="route", model=model, status="ok",
+                                  api_key=rng.choice([None, None, "mk_a", "mk_b"]),
                                   http_status=200, stream=False, prompt_tokens=1, completion_tokens=1, latency_ms=1,
                                   cost_usd=0, energy_kwh=0, co2_g=0, decision=decision))
         ids.append(f"r{i}")
@@ -82,8 +83,16 @@ def add_feedback_rows(store: TelemetryStore, request_ids: list[str], n: int, rng
             c.execute(insert(FeedbackRecord.__table__).values(**row))
 
 
-def feedback_view(stats: LiveStats) -> dict[str, tuple[float, float, float]]:
-    return {m: (st.feedback_n, st.feedback_residual, st.quality_delta) for m, st in stats.models.items()}
+def feedback_view(stats: LiveStats) -> dict[str | None, dict[str, float]]:
+    """Each model's quality shift as the requests of no key, key mk_a and key mk_b see it."""
+    return {key: {m: v["quality_delta"] for m, v in stats.snapshot(api_key=key).items()}
+            for key in (None, "mk_a", "mk_b")}
+
+
+def ratings(stats: LiveStats) -> float:
+    """Ratings counted: the keyless ones and every key's."""
+    return (sum(st.feedback_n for st in stats.models.values())
+            + sum(n for models in stats.keyed.values() for n, _ in models.values()))
 
 
 def full_read(store: TelemetryStore) -> LiveStats:
@@ -157,9 +166,9 @@ def test_feedback_committed_after_a_newer_row_is_still_counted(tmp_path: Path) -
     late.refresh(store)
     assert live.feedback_rows_read == 1 + 2 + 1  # the newest ids' (id, request, score), then 100 and 201 in full
     assert feedback_view(live) == feedback_view(full_read(store))
-    rated = sum(st.feedback_n for st in live.models.values())
+    rated = ratings(live)
     assert store.get(reqs[3]).model and store.get(reqs[100]).model  # (so that their ratings count)
-    assert sum(st.feedback_n for st in late.models.values()) == rated - 2  # 3 and 100, given up on, are missing
+    assert ratings(late) == rated - 2  # 3 and 100, given up on, are missing
 
 
 def test_an_id_used_again_after_its_row_was_deleted_is_read(tmp_path: Path) -> None:
@@ -193,7 +202,8 @@ def test_a_refresh_from_another_database_starts_over(tmp_path: Path) -> None:
     live.refresh(a)
     live.refresh(b)
     from_b = feedback_view(full_read(b))
-    assert from_b and {m: feedback_view(live)[m] for m in from_b} == from_b
+    seen = feedback_view(live)
+    assert from_b and {k: {m: seen[k][m] for m in models} for k, models in from_b.items()} == from_b
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgres"])

@@ -262,7 +262,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         except Denied as e:
             return denied(e)
         mixes, models = visible(key.allowed_mixes if key is not None else None)
-        snap = mix.stats.snapshot()
+        snap = mix.stats.snapshot(api_key=key.id if key is not None else None)
         tuning = {name: {"target": str(t.target), "knob": t.knob, "value": t.value,
                          "observed": t.pending, "changes": [dataclasses.asdict(c) for c in t.changes[-50:]]}
                   for name, t in mix.tuners.items() if name in mixes}

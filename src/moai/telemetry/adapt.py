@@ -119,7 +119,8 @@ class ModelStats:
 
     @property
     def quality_delta(self) -> float:
-        """Posterior shift of expected quality from feedback (normal–normal shrinkage towards the gate)."""
+        """Posterior shift of expected quality from the ratings everyone shares (normal–normal shrinkage towards the
+        gate); ``LiveStats.snapshot`` adds a key's own."""
         return self.feedback_residual / (PRIOR_STRENGTH + self.feedback_n)
 
     def expected_latency_s(self, output_tokens: int) -> float | None:
@@ -141,10 +142,16 @@ class LiveStats:
     feedback_settle_s: float = 60.0  # how long a missing feedback id (a commit in flight) is looked for again
     models: dict[str, ModelStats] = field(default_factory=dict)
     feedback_rows_read: int = 0  # feedback rows the last refresh fetched: only those it had not read before
+    # a key's ratings move routing for that key only (with the keyless ones, which move it for everyone); False:
+    # every rating moves it for everyone
+    feedback_per_key: bool = True
+    # api key id → model → (ratings, Σ residual): the keyed ratings (the keyless ones are in ``models``)
+    keyed: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _refresh_lock: threading.Lock = field(default_factory=threading.Lock)
-    _feedback: dict[str, _FeedbackTally] = field(default_factory=dict)  # running totals per model
-    # request id → its feedback rows counted in those totals: (feedback id, the model's totals, residual)
+    # running totals per (api key id, or None for keyless requests and when ratings are not per key; model)
+    _feedback: dict[tuple[str | None, str], _FeedbackTally] = field(default_factory=dict)
+    # request id → its feedback rows counted in those totals: (feedback id, the totals it went to, residual)
     _feedback_counted: dict[str, tuple[tuple[int, _FeedbackTally | None, float], ...]] = field(default_factory=dict)
     _feedback_source: str | None = None  # the database they were read from
     _feedback_top: int = 0  # the highest feedback id read
@@ -183,13 +190,20 @@ class LiveStats:
             until = (now or time.time()) + wait
             st.limited_until = max(st.limited_until or until, until)
 
-    def observe_feedback(self, model: str, score: float, predicted: float | None, scale: str | None = None) -> None:
-        """One rating (a bare score, or one on a declared scale: see ``normalise_score``) moves the model's quality."""
-        quality = normalise_score(score, scale)
+    def observe_feedback(self, model: str, score: float, predicted: float | None, scale: str | None = None,
+                         api_key: str | None = None) -> None:
+        """One rating (a bare score, or one on a declared scale: see ``normalise_score``) moves the model's quality:
+        for requests of ``api_key`` only, when ratings count per key (one tenant's votes are not another's)."""
+        residual = normalise_score(score, scale) - (predicted if predicted is not None else 0.5)
         with self._lock:
             st = self._get(model)
-            st.feedback_n += 1
-            st.feedback_residual += quality - (predicted if predicted is not None else 0.5)
+            if api_key is None or not self.feedback_per_key:
+                st.feedback_n += 1
+                st.feedback_residual += residual
+                return
+            mine = self.keyed.setdefault(api_key, {})
+            n, total = mine.get(model, (0.0, 0.0))
+            mine[model] = (n + 1, total + residual)
 
     def healthy(self, model: str, now: float | None = None) -> bool:
         """Closed: yes. Open: no, until the cool-down passes; then one probe call is let through. Rate limited:
@@ -212,13 +226,18 @@ class LiveStats:
             return "closed"
         return "half-open" if st.probing else "open"
 
-    def snapshot(self, output_tokens: int = 256, now: float | None = None) -> dict[str, dict[str, float]]:
-        """What the policy reads: model → expected latency, error rate, quality shift."""
+    def snapshot(self, output_tokens: int = 256, now: float | None = None,
+                 api_key: str | None = None) -> dict[str, dict[str, float]]:
+        """What the policy reads: model → expected latency, error rate, quality shift (from the keyless ratings
+        and, when ratings count per key, those of ``api_key``'s requests)."""
         now = now or time.time()
         with self._lock:
+            mine = self.keyed.get(api_key, {}) if api_key is not None and self.feedback_per_key else {}
             out: dict[str, dict[str, float]] = {}
             for name, st in self.models.items():
-                entry: dict[str, float] = {"error_rate": st.error_rate, "quality_delta": st.quality_delta}
+                n, total = mine.get(name, (0.0, 0.0))
+                delta = (st.feedback_residual + total) / (PRIOR_STRENGTH + st.feedback_n + n)
+                entry: dict[str, float] = {"error_rate": st.error_rate, "quality_delta": delta}
                 lat = st.expected_latency_s(output_tokens)
                 if lat is not None and st.last_ok is not None and now - st.last_ok < self.stale_s:
                     entry["latency_s"] = lat
@@ -262,10 +281,14 @@ class LiveStats:
                                    ended, self.failure_threshold)
                     fresh[model] = st
                 self._read_new_feedback(s, store.url)
-            for model, tally in self._feedback.items():
+            keyed: dict[str, dict[str, tuple[float, float]]] = {}
+            for (owner, model), tally in self._feedback.items():
                 st = fresh.setdefault(model, ModelStats())
-                st.feedback_n = float(tally.n)
-                st.feedback_residual = tally.residual.value
+                if owner is None:
+                    st.feedback_n = float(tally.n)
+                    st.feedback_residual = tally.residual.value
+                else:
+                    keyed.setdefault(owner, {})[model] = (float(tally.n), tally.residual.value)
             with self._lock:
                 for model, st in fresh.items():
                     old = self.models.get(model)
@@ -274,6 +297,7 @@ class LiveStats:
                     if old is not None:
                         st.limited_until = old.limited_until
                     self.models[model] = st
+                self.keyed = keyed
 
     def _read_new_feedback(self, s: Session, source: str) -> None:
         """Bring the per-model totals up to date with the feedback table, reading only what changed.
@@ -309,7 +333,7 @@ class LiveStats:
             unread = or_(unread, FeedbackRecord.id.in_(sorted(redo)))
         rows = s.execute(
             select(FeedbackRecord.id, FeedbackRecord.request_id, RequestRecord.model, RequestRecord.decision,
-                   FeedbackRecord.score)
+                   FeedbackRecord.score, RequestRecord.api_key)
             .join(RequestRecord, FeedbackRecord.request_id == RequestRecord.id)
             .where(unread).order_by(FeedbackRecord.id)
         ).all()
@@ -325,7 +349,7 @@ class LiveStats:
                     self._uncount(rid, fid)
                     tail.pop(fid, None)
         now = time.monotonic()
-        for fid, rid, model, decision, score in rows:
+        for fid, rid, model, decision, score, api_key in rows:
             gaps.pop(fid, None)
             if fid > top:
                 for missing in range(max(top + 1, fid - FEEDBACK_GAP_SPAN), fid):  # perhaps committed later
@@ -335,7 +359,8 @@ class LiveStats:
             if model and score is not None and math.isfinite(score):
                 predicted = _predicted_quality(decision, model)
                 residual = normalise_score(score) - (predicted if predicted is not None else 0.5)
-                tally = self._feedback.setdefault(model, _FeedbackTally())
+                owner = api_key if self.feedback_per_key else None
+                tally = self._feedback.setdefault((owner, model), _FeedbackTally())
                 tally.n += 1
                 tally.residual.add(residual)
             self._feedback_counted[rid] = (*self._feedback_counted.get(rid, ()), (fid, tally, residual))

@@ -177,6 +177,7 @@ class Rating:
     replaced: bool
     model: str | None
     decision: dict[str, Any] | None
+    api_key: str | None = None  # the id of the key that made the request
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -445,7 +446,7 @@ class TelemetryStore:
             gone = s.execute(delete(FeedbackRecord).where(FeedbackRecord.request_id == request_id))
             fb = FeedbackRecord(request_id=request_id, score=score, comment=comment)
             s.add(fb)
-            return Rating(fb, bool(gone.rowcount), req.model, req.decision)
+            return Rating(fb, bool(gone.rowcount), req.model, req.decision, req.api_key)
 
     def session_model(self, session: str, mix: str, api_key: str | None = None) -> str | None:
         """The model that answered this session's latest successful request in this mix (any replica), among
