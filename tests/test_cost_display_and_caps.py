@@ -78,6 +78,33 @@ async def test_a_capped_moa_keeps_to_its_cap() -> None:
     assert any(r.startswith("budget: dropped proposer b") for r in reasons), reasons
 
 
+@pytest.mark.parametrize("mix", [
+    "{strategy: route, models: [a, c], fallbacks: [c]}",
+    "{strategy: cascade, cascade: [c, a], scorer: gate, threshold: 0.9}",
+], ids=["route-fallback", "cascade-skipped-model"])
+async def test_a_budget_holds_the_dearest_model_a_step_may_fall_back_to(mix: str) -> None:
+    """a fails and its step's next model c, ten times dearer, answers (a route's fallback; a cascade's model skipped
+    for its low predicted quality, behind its last try): the hold (``worst_case_usd``) covers what c is billed,
+    while ``estimate`` still prices the step on a, the model the plan is expected to call (limits are fitted on it)."""
+    from moai.strategies.budget import estimate, worst_case_usd
+
+    with ExitStack() as st:
+        scripts = {"a": Script(reply=WORST, fail_times=1), "c": Script(reply=WORST)}
+        cfg = setup(st, scripts, f"  m: {{{mix[1:-1]}, max_tokens: {MAX_TOKENS}}}\n", PRICES)
+        m = Mixture(parse_config(cfg), chooser=Fixed(["a", "c"], quality={"a": 0.1, "c": 0.1}))
+        body = ChatCompletionRequest.model_validate({"model": "moai/m", "messages": [{"role": "user", "content": "q"}]})
+        prep = m.prepare(body)
+        assert [s.models for s in prep.plan.steps] == [["a", "c"]]
+        expected, _ = estimate(prep.ctx, prep.plan)
+        held = worst_case_usd(prep.ctx, prep.plan)
+        ex = await m.run(prep)
+        await m.aclose()
+    assert ex.answer.model == "c" and scripts["a"].calls == 1
+    spent = sum(billed(b, PRICES["c"]) for b in scripts["c"].seen)
+    assert expected < spent <= held <= spent * 1.02, (expected, spent, held)
+    assert expected == pytest.approx(held * PRICES["a"] / PRICES["c"])  # the same calls, priced on a
+
+
 # ---------------------------------------------------------------- money shown
 
 

@@ -45,7 +45,7 @@ from moai.server.openai_schema import (
 )
 from moai.server.rate_limit import RATE_LIMIT_HEADERS
 from moai.server.spend_holds import Hold
-from moai.strategies.budget import estimate
+from moai.strategies.budget import worst_case_usd
 from moai.strategies.context import NoEligibleModel
 from moai.strategies.executor import Execution, PlanFailed
 from moai.telemetry.adapt import LiveStats
@@ -421,7 +421,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         hold = None
         if has_budget(key):  # its worst case counts against the key's budget until it is recorded
             try:
-                hold = await asyncio.to_thread(keeper.hold, key, estimate(prep.ctx, prep.plan)[0])
+                hold = await asyncio.to_thread(keeper.hold, key, worst_case_usd(prep.ctx, prep.plan))
             except Denied as e:
                 return denied(e)
         try:

@@ -2,8 +2,9 @@
 
 A budget compares what a key spent with its limit, but a request's cost is only known once it is recorded: twenty
 requests admitted at once all saw the same spend, and together spent several times a budget meant for three. So
-each admitted request of a budgeted key holds its plan's worst-case cost (every step runs and writes
-``max_tokens``) until it has been recorded with its real cost, and the budget check counts spend plus holds.
+each admitted request of a budgeted key holds its plan's worst-case cost (every step runs, on the dearest model
+it may fall back to, and writes ``max_tokens``: ``budget.worst_case_usd``) until it has been recorded with its real
+cost, and the budget check counts spend plus holds.
 
 Holds live in the telemetry database, one row per key and UTC minute of admission, added to by an atomic upsert,
 so replicas admitting at once queue on that row and each sees the others' holds: N replicas together stay within

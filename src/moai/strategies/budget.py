@@ -6,7 +6,8 @@ a MoA down to one proposer — is answered by one model instead (`within_budget`
 the same limits. Estimates are worst cases: every step runs, each writes its ``max_tokens``, and a later step
 reads those answers inside moai's own instructions (aggregator, critic, reviser, judge, chain prompts). Its
 prompt is measured on the call the step itself builds from worst-case answers, so the instruction text is
-counted as it will be sent and billed.
+counted as it will be sent and billed. Limits price each step on its first model (what the plan is expected to
+call); a key's budget holds the dearest model each step may fall back to (`worst_case_usd`).
 """
 
 from __future__ import annotations
@@ -131,6 +132,18 @@ def estimate(ctx: RequestContext, plan: Plan) -> tuple[float, float]:
         seconds = card.expected_latency_s(out) * (max(1.0, local / 2) if card.provider == "local" else 1.0)
         slowest[level[s.id]] = max(slowest.get(level[s.id], 0.0), seconds)
     return cost, sum(slowest.values())
+
+
+def worst_case_usd(ctx: RequestContext, plan: Plan) -> float:
+    """The most the plan can be billed, for a budget's hold: ``estimate``'s calls, each step priced on the dearest
+    model it may call. A step tries its ``models`` in order and is answered by one of them (the executor stops at
+    the first answer), so a fallback, or a cascade's skipped model behind its last try, may answer in place of a
+    cheaper first model: a step costs the max over its models, and the plan the sum over its steps (a cascade's
+    tries being steps of their own). A failed try's billed prompt (one timed out once sent) is not held: holding
+    every fallback's prompt, for a rare failure, would hold several times what a request nearly always costs."""
+    cards = ctx.config.models
+    calls, _ = step_calls(ctx, plan)
+    return sum(max(cards[m].cost_usd(*calls[s.id]) for m in s.models) for s in plan.steps if s.id in calls)
 
 
 def plan_estimate(ctx: RequestContext, proposers: list[str], aggregator: str | None, layers: int) -> tuple[
