@@ -64,7 +64,7 @@ def _until(cond: Any, timeout: float = 15) -> None:
 
 def _status(db: Path, request_id: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(db) as conn:
-        return conn.execute("select status from requests where id=?", (request_id,)).fetchall()
+        return conn.execute("select status, http_status from requests where id=?", (request_id,)).fetchall()
 
 
 def _finish(server: MoaiServer, within: float) -> int:
@@ -105,7 +105,7 @@ def test_sigterm_stops_a_stream_still_running_at_the_graceful_timeout_records_it
     events = out["events"]
     assert out["status"] == 200 and events[-1] == "[DONE]", events[-3:]
     assert events[-2]["error"]["code"] == "server_shutting_down", events[-2]
-    assert _status(server.db, events[0]["id"]) == [("cancelled",)]
+    assert _status(server.db, events[0]["id"]) == [("cancelled", 503)]  # as its client was told, not 499
     assert "Traceback" not in (tmp_path / "moai.log").read_text()
 
 
@@ -124,7 +124,7 @@ def test_sigterm_and_sighup_let_the_request_in_flight_finish_and_exit_0(tmp_path
     assert "error" not in out, out
     r = out["r"]
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "slow but complete", r.text
-    assert _status(server.db, r.json()["id"]) == [("ok",)]
+    assert _status(server.db, r.json()["id"]) == [("ok", 200)]
     assert "Traceback" not in (tmp_path / "moai.log").read_text()
 
 
@@ -145,7 +145,9 @@ def test_a_second_ctrl_c_answers_the_request_in_flight_in_openai_format_and_reco
     r = out["r"]
     assert r.status_code == 503 and r.json()["error"]["code"] == "server_shutting_down", r.text
     with sqlite3.connect(server.db) as conn:  # the only request, stopped before any answer
-        assert conn.execute("select status from requests").fetchall() == [("cancelled",)]
+        recorded = conn.execute("select id, status, http_status, error from requests").fetchall()
+    assert recorded == [(r.headers["x-request-id"], "cancelled", 503, "server shutting down")]
+    assert r.headers["x-moai-request-id"] == r.headers["x-request-id"]
     assert "Traceback" not in (tmp_path / "moai.log").read_text()
 
 

@@ -161,10 +161,15 @@ def serve(
     _log_to_stderr(log_level)
     if limit_concurrency is None:
         limit_concurrency = _default_concurrency()
-    asgi = _Stoppable(create_app(cfg, store))
-    _draining(lambda: uvicorn.run(asgi, host=host, port=port, log_level=log_level, backlog=backlog,
-                                  limit_concurrency=limit_concurrency or None, timeout_keep_alive=timeout_keep_alive,
-                                  timeout_graceful_shutdown=timeout_graceful_shutdown))
+    app = create_app(cfg, store)
+    server = uvicorn.Server(uvicorn.Config(
+        _Stoppable(app), host=host, port=port, log_level=log_level, backlog=backlog,
+        limit_concurrency=limit_concurrency or None, timeout_keep_alive=timeout_keep_alive,
+        timeout_graceful_shutdown=timeout_graceful_shutdown))
+    app.state.mixture.stopping = lambda: server.should_exit
+    _draining(server.run)
+    if not server.started:  # it could not start (uvicorn logged why): as uvicorn.run exits
+        raise typer.Exit(3)
 
 
 def _check_log_level(level: str) -> str:
@@ -262,20 +267,23 @@ class _Stoppable:
             if state["done"]:
                 raise
             task.uncancel()
-            await self._stopped(send, state)
+            await self._stopped(send, state, (scope.get("state") or {}).get("moai_request_id"))
         finally:
             self.running.discard(task)
 
     @staticmethod
-    async def _stopped(send: Any, state: dict[str, bool]) -> None:
-        """Tell the client the shutdown stopped its request (503: another replica may answer it)."""
+    async def _stopped(send: Any, state: dict[str, bool], request_id: str | None) -> None:
+        """Tell the client the shutdown stopped its request (503: another replica may answer it), with the id it
+        was recorded under when it got that far."""
         from moai.server.openai_schema import error_body
 
         body = json.dumps(error_body("the server is shutting down; retry the request", "server_error",
                                      code="server_shutting_down"))
         if not state["started"]:
+            ids = [(b"x-request-id", request_id.encode()), (b"x-moai-request-id", request_id.encode())
+                   ] if request_id else []
             await send({"type": "http.response.start", "status": 503,
-                        "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
+                        "headers": [(b"content-type", b"application/json"), (b"connection", b"close"), *ids]})
             await send({"type": "http.response.body", "body": body.encode()})
         elif state["stream"]:
             await send({"type": "http.response.body", "body": f"data: {body}\n\ndata: [DONE]\n\n".encode()})

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import EllipsisType
 from typing import Any
@@ -148,6 +148,8 @@ class Mixture:
         self.stats = LiveStats(failure_threshold=s.breaker_failures, cooldown_s=s.breaker_cooldown_s,
                                feedback_per_key=s.feedback_per_key)
         self.registry.health = self.stats.healthy
+        # whether the server is shutting down: a request stopped then is recorded as the 503 its client gets
+        self.stopping: Callable[[], bool] = lambda: False
         self.registry.rate_limited = self.stats.observe_rate_limit
         self.cache = ResponseCache.from_config(config, self.metrics.cache)
         # (API key id, mix, session) -> model, LRU: one tenant's session names never reach another's conversations
@@ -658,7 +660,9 @@ class Mixture:
                 self._bill_running(r)
         self._observe_safely(prep, "cancelled", results, None)
         if self.writer is not None:
-            rec = self._record(prep, "cancelled", "client disconnected", results, None, 499)
+            # stopped by the shutdown (its client is answered 503: another replica may take it), or its client left
+            why, status = ("server shutting down", 503) if self.stopping() else ("client disconnected", 499)
+            rec = self._record(prep, "cancelled", why, results, None, status)
             try:
                 self.writer.submit_nowait(rec)
             except queue.Full:  # the task is being cancelled and cannot wait: a thread waits for room instead

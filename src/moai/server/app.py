@@ -418,6 +418,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             return err(500, f"internal error: {type(e).__name__}", "server_error", headers=refused)
         # x-request-id as OpenAI sends it (its SDKs expose it as the response's request id)
         headers = {"x-moai-mix": prep.ctx.mix_name, "x-moai-request-id": prep.id, "x-request-id": prep.id, **limits}
+        request.state.moai_request_id = prep.id  # for the 503 of a request the shutdown stops (cli._Stoppable)
         hold = None
         if has_budget(key):  # its worst case counts against the key's budget until it is recorded
             try:
