@@ -505,6 +505,7 @@ class Mixture:
                     ended_at=start + a["latency_ms"] / 1000, latency_ms=a["latency_ms"], error=a["error"],
                     prompt_tokens=spent.usage.prompt_tokens, completion_tokens=spent.usage.completion_tokens,
                     cost_usd=spent.cost_usd, energy_kwh=spent.energy_kwh, co2_g=spent.co2_g,
+                    retry_after_s=a.get("retry_after_s") if status == "rate_limited" else None,
                 ))
             if r.status == "failed" and r.attempts:
                 continue

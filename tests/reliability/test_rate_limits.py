@@ -103,3 +103,33 @@ def test_when_every_model_is_rate_limited_the_client_gets_a_429_with_the_soonest
         assert a.calls == 1 and b.calls == 1
         status, _events = chat_stream(server.url)
         assert status == 429
+
+
+def test_a_429_one_replica_saw_holds_the_model_back_on_every_replica(tmp_path: Path) -> None:
+    """Cool-downs lived in each process: a second replica kept calling a model the upstream had asked to be left
+    alone, so N replicas sent N times the traffic into its 429s."""
+    ratel = Script(fail_times=10**6, fail_status=429, retry_after="4")
+    alpha = Script(reply=ALPHA)
+    with ExitStack() as stack:
+        urls = [stack.enter_context(StubServer(s)).url for s in (ratel, alpha)]
+        config = parse_config(
+            "models:\n"
+            f"  ratel: {card(urls[0], price=0.0, max_retries=2)}\n"
+            f"  alpha: {card(urls[1], price=1.0, max_retries=2)}\n"
+            "mixes:\n"
+            "  default: {strategy: route, models: [ratel, alpha], fallbacks: [alpha], weights: {quality: 0, cost: 1}}\n"
+            "settings: {stats_refresh_s: 0.1}\n"
+        )
+        db = f"sqlite:///{tmp_path / 'moai.db'}"
+        first, second = (stack.enter_context(AppServer(create_app(config, TelemetryStore(db)))) for _ in range(2))
+        r = chat(first.url)
+        assert r.status_code == 200 and tried(r.json()["moai"]) == ["ratel", "alpha"] and ratel.calls == 1
+        deadline = time.monotonic() + 3
+        while "rate_limited_s" not in httpx.get(second.base + "/moai/stats", timeout=10).json()["models"].get(
+                "ratel", {}):
+            assert time.monotonic() < deadline, "the second replica never saw the first one's 429"
+            time.sleep(0.05)
+        r = chat(second.url)
+        assert r.status_code == 200 and tried(r.json()["moai"]) == ["alpha"] and ratel.calls == 1
+        stats = httpx.get(second.base + "/moai/stats", timeout=10).json()["models"]["ratel"]
+        assert 0 < stats["rate_limited_s"] <= 4 and stats["error_rate"] == 0 and stats["breaker"] == "closed"

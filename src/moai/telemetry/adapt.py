@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.orm import Session
 
-from moai.providers.base import RATE_LIMIT_COOLDOWN_S
+from moai.providers.base import MAX_RETRY_AFTER_S, RATE_LIMIT_COOLDOWN_S
 from moai.telemetry.store import CallRecord, FeedbackRecord, RequestRecord, TelemetryStore
 
 PRIOR_STRENGTH = 10.0  # feedback pseudo-counts behind the gate's own estimate
@@ -256,7 +256,8 @@ class LiveStats:
 
         Only answered ("ok") and failed calls count: "refused" ones (the request's own fault) and "rate_limited"
         ones (a 429) say nothing about the model's health, and skipped or cancelled ones were never a verdict on
-        it. A rate-limit cool-down seen by this process is kept.
+        it. A model's latest 429 on record, by any replica, holds it back here too until its ``Retry-After`` has
+        passed (``RATE_LIMIT_COOLDOWN_S`` when it did not say); a cool-down seen by this process is kept.
 
         Feedback is read incrementally: each refresh fetches only the rows it has not read yet (by id), plus the
         newest ``FEEDBACK_TAIL`` ids' (id, request, score), and keeps running per-model totals, which equal a
@@ -266,9 +267,18 @@ class LiveStats:
         stay counted until the process restarts: what feedback taught is not forgotten because it aged."""
         with self._refresh_lock:
             fresh: dict[str, ModelStats] = {}
+            limited: dict[str, float] = {}
+            now = time.time()
             with Session(store.engine) as s:
                 models = _models_called(s)
                 for model in models:
+                    until = s.scalar(  # on the partial index of 429s (a literal status, so that it is usable)
+                        select(func.max(CallRecord.ended_at + func.coalesce(CallRecord.retry_after_s,
+                                                                            RATE_LIMIT_COOLDOWN_S)))
+                        .where(CallRecord.model == model, text("calls.status = 'rate_limited'"),
+                               CallRecord.ended_at > now - max(MAX_RETRY_AFTER_S, RATE_LIMIT_COOLDOWN_S)))
+                    if until is not None and until > now:
+                        limited[model] = until
                     rows = s.execute(
                         select(CallRecord.status, CallRecord.latency_ms, CallRecord.ttft_ms,
                                CallRecord.completion_tokens, CallRecord.ended_at)
@@ -294,8 +304,8 @@ class LiveStats:
                     old = self.models.get(model)
                     if old is not None and old.probing:
                         st.probing = True
-                    if old is not None:
-                        st.limited_until = old.limited_until
+                    mine = old.limited_until if old is not None else None
+                    st.limited_until = max(mine or 0.0, limited.get(model, 0.0)) or None
                     self.models[model] = st
                 self.keyed = keyed
 

@@ -32,6 +32,7 @@ from sqlalchemy import (
     event,
     insert,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, SQLAlchemyError
@@ -114,10 +115,14 @@ class CallRecord(Base):
     energy_kwh: Mapped[float] = mapped_column(Float, default=0.0)
     co2_g: Mapped[float] = mapped_column(Float, default=0.0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    retry_after_s: Mapped[float | None] = mapped_column(Float, nullable=True)  # a 429's Retry-After, when it had one
 
     request: Mapped[RequestRecord] = relationship(back_populates="calls")
 
-    __table_args__ = (Index("ix_calls_model_ended_at", "model", "ended_at"),)
+    __table_args__ = (Index("ix_calls_model_ended_at", "model", "ended_at"),
+                      # each model's latest 429, read by every process (its cooldown holds for every replica)
+                      Index("ix_calls_rate_limited", "model", "ended_at", sqlite_where=text("status = 'rate_limited'"),
+                            postgresql_where=text("status = 'rate_limited'")))
 
 
 class FeedbackRecord(Base):
@@ -433,8 +438,8 @@ class TelemetryStore:
         if not (math.isfinite(score) and FEEDBACK_MIN <= score <= FEEDBACK_MAX):
             raise ValueError(f"feedback score {score:g} is outside {FEEDBACK_MIN:g}..{FEEDBACK_MAX:g} "
                              "(-1..1 thumbs, 0..1, or a 0-10 rating)")
-        for name, text in (("id", request_id), ("comment", comment)):
-            if text is not None and "\x00" in text:
+        for name, value in (("id", request_id), ("comment", comment)):
+            if value is not None and "\x00" in value:
                 raise ValueError(f"feedback {name} contains a NUL character (\\u0000), which cannot be stored")
         self.check_file()
         with Session(self.engine, expire_on_commit=False) as s, s.begin():
