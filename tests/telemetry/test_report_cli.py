@@ -164,6 +164,14 @@ def test_cache_hits_are_not_model_calls(store: TelemetryStore) -> None:
     assert row["calls"] == 2 and row["errors"] == 0 and row["tokens_out"] == 10
 
 
+def test_429s_are_counted_apart_from_a_models_errors(store: TelemetryStore) -> None:
+    """A 429 says the model is busy, not broken: counted as an error, it made a rate-limited model look failing."""
+    store.write_many([request(1, calls=("rate_limited", "ok")), request(2, calls=("failed", "ok")),
+                      request(3, calls=("rate_limited",))])
+    (row,) = build_report(store, None).model_rows()
+    assert (row["calls"], row["errors"], row["rate_limited"]) == (5, 1, 2)
+
+
 def test_feedback_mean_uses_the_gates_normalisation(store: TelemetryStore) -> None:
     store.write_many([request(1, feedback=(10.0,)), request(2, feedback=(-1.0,))])
     (row,) = build_report(store, None).model_rows()

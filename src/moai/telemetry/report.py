@@ -174,7 +174,8 @@ class Report:
                     continue
                 a = acc[call.model]
                 a["calls"] += 1
-                a["errors"] += call.status in ("failed", "rate_limited")  # a 429 is a call that did not answer
+                a["errors"] += call.status == "failed"  # the model's own failures (what its breaker counts)
+                a["rate_limited"] += call.status == "rate_limited"  # a 429: busy, not broken
                 a["in"] += call.prompt_tokens
                 a["out"] += call.completion_tokens
                 a["cost"] += call.cost_usd
@@ -187,6 +188,7 @@ class Report:
         rows = []
         for model, a in sorted(acc.items()):
             rows.append({"model": model, "calls": int(a["calls"]), "errors": int(a["errors"]),
+                         "rate_limited": int(a["rate_limited"]),
                          "tokens_in": int(a["in"]), "tokens_out": int(a["out"]),
                          "p50_ms": _pct(a["lat"], 50), "p95_ms": _pct(a["lat"], 95), "cost_usd": a["cost"],
                          "kwh": a["kwh"], "co2_g": a["co2"], "feedback_n": len(a["fb"]),
