@@ -16,7 +16,7 @@ import pytest
 from reliability_support import AppServer, card, chat, chat_stream, rows, stream_summary, stream_text
 from stub_openai import Script, StubServer
 
-from moai.config import parse_config
+from moai.config import Config, parse_config
 from moai.server.app import create_app
 from moai.telemetry.store import TelemetryStore
 
@@ -26,18 +26,24 @@ RETRY_AFTER_S = 2  # long enough to be worth moving on for, short enough to wait
 ALPHA = "answer from alpha"
 
 
-def two_models(stack: ExitStack, db: Path, first: tuple[str, Script], second: tuple[str, Script]) -> AppServer:
+def two_model_config(stack: ExitStack, first: tuple[str, Script], second: tuple[str, Script],
+                     settings: str = "") -> Config:
     """A route mix over two stubbed models (SDK-style retries on): the first is the cheaper, the second its
     fallback."""
     (a, sa), (b, sb) = first, second
     urls = [stack.enter_context(StubServer(s)).url for s in (sa, sb)]
-    config = parse_config(
+    return parse_config(
         "models:\n"
         f"  {a}: {card(urls[0], price=0.0, max_retries=2)}\n"
         f"  {b}: {card(urls[1], price=1.0, max_retries=2)}\n"
         "mixes:\n"
         f"  default: {{strategy: route, models: [{a}, {b}], fallbacks: [{b}], weights: {{quality: 0, cost: 1}}}}\n"
+        + (f"settings: {settings}\n" if settings else "")
     )
+
+
+def two_models(stack: ExitStack, db: Path, first: tuple[str, Script], second: tuple[str, Script]) -> AppServer:
+    config = two_model_config(stack, first, second)
     return stack.enter_context(AppServer(create_app(config, TelemetryStore(f"sqlite:///{db}"))))
 
 
@@ -111,15 +117,7 @@ def test_a_429_one_replica_saw_holds_the_model_back_on_every_replica(tmp_path: P
     ratel = Script(fail_times=10**6, fail_status=429, retry_after="4")
     alpha = Script(reply=ALPHA)
     with ExitStack() as stack:
-        urls = [stack.enter_context(StubServer(s)).url for s in (ratel, alpha)]
-        config = parse_config(
-            "models:\n"
-            f"  ratel: {card(urls[0], price=0.0, max_retries=2)}\n"
-            f"  alpha: {card(urls[1], price=1.0, max_retries=2)}\n"
-            "mixes:\n"
-            "  default: {strategy: route, models: [ratel, alpha], fallbacks: [alpha], weights: {quality: 0, cost: 1}}\n"
-            "settings: {stats_refresh_s: 0.1}\n"
-        )
+        config = two_model_config(stack, ("ratel", ratel), ("alpha", alpha), settings="{stats_refresh_s: 0.1}")
         db = f"sqlite:///{tmp_path / 'moai.db'}"
         first, second = (stack.enter_context(AppServer(create_app(config, TelemetryStore(db)))) for _ in range(2))
         r = chat(first.url)

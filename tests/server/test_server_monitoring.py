@@ -328,11 +328,14 @@ def test_a_bad_moai_option_is_refused_recorded_and_counted(tmp_path: Path, moai:
 # ------------------------------------------------------------------------------ feedback and its caller
 
 
+def two_keys(store: TelemetryStore) -> list[tuple[Any, dict[str, str]]]:
+    """Keys a and b: (record, authorization header) each."""
+    return [(key, {"authorization": f"Bearer {secret}"}) for key, secret in map(create_key, (store, store), "ab")]
+
+
 def test_a_key_rates_only_its_own_requests_and_a_new_rating_replaces_the_old(tmp_path: Path) -> None:
     with serve(tmp_path, Script()) as (client, store, _):
-        _, a = create_key(store, "a")
-        _, b = create_key(store, "b")
-        as_a, as_b = {"authorization": f"Bearer {a}"}, {"authorization": f"Bearer {b}"}
+        (_, as_a), (_, as_b) = two_keys(store)
         body = {"model": "moai/default", "messages": USER}
         mine = client.post("/v1/chat/completions", json=body, headers=as_a).json()["id"]
 
@@ -347,9 +350,7 @@ def test_a_key_rates_only_its_own_requests_and_a_new_rating_replaces_the_old(tmp
 def test_a_keys_feedback_moves_routing_for_that_key_only(tmp_path: Path) -> None:
     """One tenant's thumbs-down must not steer another tenant's traffic."""
     with serve(tmp_path, Script()) as (client, store, _):
-        key_a, a = create_key(store, "a")
-        key_b, b = create_key(store, "b")
-        as_a, as_b = {"authorization": f"Bearer {a}"}, {"authorization": f"Bearer {b}"}
+        (key_a, as_a), (key_b, as_b) = two_keys(store)
         body = {"model": "moai/default", "messages": USER}
         for _ in range(5):
             rid = client.post("/v1/chat/completions", json=body, headers=as_a).json()["id"]
