@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/db_scale.py [--requests 500000] [--days 90] [--db /tmp/moai-scale.db]
 
 Fills a SQLite database (the default store) with ``--requests`` requests spread over ``--days`` days, two model
-calls each, feedback on 5% of them, a tenth of them under one busy API key, then times, with the database warm:
+calls each (1% of the calls rate limited, a 429), feedback on 5% of them, a tenth of them under one busy API key,
+then times, with the database warm:
   refresh     LiveStats.refresh (every ``stats_refresh_s``, 2 s, in each server process): each model's latest calls
   spend       a budgeted key's monthly spend (each request of a key with a budget)
   session     a session's pinned model (each request that names a session)
@@ -62,11 +63,14 @@ def fill(store: TelemetryStore, n: int, days: int, seed: int = 0) -> None:
                              else None})
                 t = at.timestamp()
                 for step, m in (("route", model), ("answer", model)):
+                    luck = rng.random()
+                    status = "ok" if luck > 0.03 else "failed" if luck > 0.01 else "rate_limited"
                     calls.append({"request_id": rid, "step": step, "role": "answer", "model": m,
-                                  "status": "ok" if rng.random() > 0.02 else "failed", "started_at": t,
+                                  "status": status, "started_at": t,
                                   "ended_at": t + 0.9, "latency_ms": 900.0, "ttft_ms": 120.0, "prompt_tokens": 200,
                                   "completion_tokens": 150, "cost_usd": 5e-5, "energy_kwh": 5e-7, "co2_g": 2e-4,
-                                  "error": None})
+                                  "error": None, **({"retry_after_s": 30.0} if status == "rate_limited" and
+                                                    "retry_after_s" in CallRecord.__table__.c else {})})
                 if rng.random() < 0.05:
                     fbs.append({"request_id": rid, "created_at": at, "score": rng.choice((-1.0, 1.0)),
                                 "comment": None})

@@ -157,6 +157,8 @@ class LiveStats:
     _feedback_top: int = 0  # the highest feedback id read
     _feedback_gaps: dict[int, float] = field(default_factory=dict)  # missing id → when first missed (monotonic)
     _feedback_tail: dict[int, tuple[str, float]] = field(default_factory=dict)  # newest ids read → (request, score)
+    # the tallies summed up, keyless per model and keyed (``keyed``'s value): None once a tally changes
+    _totals: tuple[dict[str, tuple[float, float]], dict[str, dict[str, tuple[float, float]]]] | None = None
 
     def _get(self, model: str) -> ModelStats:
         if model not in self.models:
@@ -201,9 +203,10 @@ class LiveStats:
                 st.feedback_n += 1
                 st.feedback_residual += residual
                 return
-            mine = self.keyed.setdefault(api_key, {})
+            mine = dict(self.keyed.get(api_key, {}))  # copied: the dicts may be the refresh's, which it reuses
             n, total = mine.get(model, (0.0, 0.0))
             mine[model] = (n + 1, total + residual)
+            self.keyed = {**self.keyed, api_key: mine}
 
     def healthy(self, model: str, now: float | None = None) -> bool:
         """Closed: yes. Open: no, until the cool-down passes; then one probe call is let through. Rate limited:
@@ -267,18 +270,20 @@ class LiveStats:
         stay counted until the process restarts: what feedback taught is not forgotten because it aged."""
         with self._refresh_lock:
             fresh: dict[str, ModelStats] = {}
-            limited: dict[str, float] = {}
             now = time.time()
             with Session(store.engine) as s:
+                # the 429s whose Retry-After may still run, on their partial index (a literal status, so that the
+                # index is usable; not grouped by model in SQL, where the (model, ended_at) index would be walked)
+                limited: dict[str, float] = {}
+                for model, ended, wait in s.execute(
+                        select(CallRecord.model, CallRecord.ended_at, CallRecord.retry_after_s)
+                        .where(text("calls.status = 'rate_limited'"),
+                               CallRecord.ended_at > now - max(MAX_RETRY_AFTER_S, RATE_LIMIT_COOLDOWN_S))):
+                    until = ended + (RATE_LIMIT_COOLDOWN_S if wait is None else wait)
+                    if model and until > max(now, limited.get(model, 0.0)):
+                        limited[model] = until
                 models = _models_called(s)
                 for model in models:
-                    until = s.scalar(  # on the partial index of 429s (a literal status, so that it is usable)
-                        select(func.max(CallRecord.ended_at + func.coalesce(CallRecord.retry_after_s,
-                                                                            RATE_LIMIT_COOLDOWN_S)))
-                        .where(CallRecord.model == model, text("calls.status = 'rate_limited'"),
-                               CallRecord.ended_at > now - max(MAX_RETRY_AFTER_S, RATE_LIMIT_COOLDOWN_S)))
-                    if until is not None and until > now:
-                        limited[model] = until
                     rows = s.execute(
                         select(CallRecord.status, CallRecord.latency_ms, CallRecord.ttft_ms,
                                CallRecord.completion_tokens, CallRecord.ended_at)
@@ -291,14 +296,17 @@ class LiveStats:
                                    ended, self.failure_threshold)
                     fresh[model] = st
                 self._read_new_feedback(s, store.url)
-            keyed: dict[str, dict[str, tuple[float, float]]] = {}
-            for (owner, model), tally in self._feedback.items():
+            if self._totals is None:  # the tallies changed since they were last summed up
+                shared: dict[str, tuple[float, float]] = {}
+                keyed: dict[str, dict[str, tuple[float, float]]] = {}
+                for (owner, model), tally in self._feedback.items():
+                    (shared if owner is None else keyed.setdefault(owner, {}))[model] = (
+                        float(tally.n), tally.residual.value)
+                self._totals = shared, keyed
+            shared, keyed = self._totals
+            for model in {*shared, *(m for models in keyed.values() for m in models)}:
                 st = fresh.setdefault(model, ModelStats())
-                if owner is None:
-                    st.feedback_n = float(tally.n)
-                    st.feedback_residual = tally.residual.value
-                else:
-                    keyed.setdefault(owner, {})[model] = (float(tally.n), tally.residual.value)
+                st.feedback_n, st.feedback_residual = shared.get(model, (0.0, 0.0))
             with self._lock:
                 for model, st in fresh.items():
                     old = self.models.get(model)
@@ -319,7 +327,7 @@ class LiveStats:
         up, and the ones gone are taken out of the totals again."""
         newest = s.scalar(select(func.max(FeedbackRecord.id))) or 0
         if source != self._feedback_source or newest < self._feedback_top - FEEDBACK_TAIL:  # another database
-            self._feedback, self._feedback_counted, self._feedback_tail = {}, {}, {}
+            self._feedback, self._feedback_counted, self._feedback_tail, self._totals = {}, {}, {}, None
             self._feedback_top, self._feedback_gaps, self._feedback_source = 0, {}, source
         top, gaps, tail = self._feedback_top, self._feedback_gaps, self._feedback_tail
         fetched, redo = 0, set(gaps)
@@ -372,6 +380,7 @@ class LiveStats:
                 owner = api_key if self.feedback_per_key else None
                 tally = self._feedback.setdefault((owner, model), _FeedbackTally())
                 tally.n += 1
+                self._totals = None
                 tally.residual.add(residual)
             self._feedback_counted[rid] = (*self._feedback_counted.get(rid, ()), (fid, tally, residual))
             tail[fid] = (rid, score)
@@ -388,6 +397,7 @@ class LiveStats:
             if entry[0] != fid:
                 kept.append(entry)
             elif entry[1] is not None:
+                self._totals = None
                 entry[1].n -= 1
                 entry[1].residual.add(-entry[2])
         if kept:

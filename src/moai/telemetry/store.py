@@ -120,8 +120,8 @@ class CallRecord(Base):
     request: Mapped[RequestRecord] = relationship(back_populates="calls")
 
     __table_args__ = (Index("ix_calls_model_ended_at", "model", "ended_at"),
-                      # each model's latest 429, read by every process (its cooldown holds for every replica)
-                      Index("ix_calls_rate_limited", "model", "ended_at", sqlite_where=text("status = 'rate_limited'"),
+                      # the last minute's 429s, read by every process (a cool-down holds for every replica)
+                      Index("ix_calls_rate_limited", "ended_at", sqlite_where=text("status = 'rate_limited'"),
                             postgresql_where=text("status = 'rate_limited'")))
 
 

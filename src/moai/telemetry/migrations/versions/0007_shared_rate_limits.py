@@ -1,8 +1,8 @@
 """Rate limits seen by one replica hold back every replica: a 429's ``Retry-After`` is kept on its call row.
 
 - calls.retry_after_s: how long the upstream asked to be left alone (NULL: it did not say);
-- calls (model, ended_at) WHERE status = 'rate_limited': each process reads every model's latest 429 at each
-  refresh of its live statistics, without walking the model's other calls.
+- calls (ended_at) WHERE status = 'rate_limited': each process reads the last minute's 429s at each refresh of
+  its live statistics, without walking any other call.
 
 Revision ID: 0007
 Revises: 0006
@@ -22,7 +22,7 @@ RATE_LIMITED = sa.text("status = 'rate_limited'")
 
 def upgrade() -> None:
     op.add_column("calls", sa.Column("retry_after_s", sa.Float, nullable=True))  # no copy of the table, even in SQLite
-    op.create_index("ix_calls_rate_limited", "calls", ["model", "ended_at"],
+    op.create_index("ix_calls_rate_limited", "calls", ["ended_at"],
                     sqlite_where=RATE_LIMITED, postgresql_where=RATE_LIMITED)
 
 
