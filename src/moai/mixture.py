@@ -24,11 +24,12 @@ from typing import Any
 
 from moai import deadline
 from moai.cache import ResponseCache
-from moai.catalog import PRIVACY_RANK
+from moai.catalog import PRIVACY_RANK, ModelCard
 from moai.config import Config, Mix, Weights, load_config
 from moai.gate.rules import RuleChooser, message_text
 from moai.providers.base import ChatParams, Delta, ProviderError, ProviderRateLimited, is_refusal
 from moai.strategies import builder
+from moai.strategies.auto import collaboration
 from moai.strategies.budget import one_model, within_budget
 from moai.strategies.context import Chooser, NoEligibleModel, RequestContext, eligible
 from moai.strategies.executor import (
@@ -290,24 +291,34 @@ class Mixture:
             # no model could read it, whatever the scan below found: refused before scanning a prompt that long
             raise BadRequest(f"This request is about {prompt_tokens + tool_tokens} tokens, more than any model's "
                              "context allows", "messages", "context_length_exceeded")
-        guard = privacy_guard(messages, stricter(mix.constraints.sensitive_data, self.config.settings.sensitive_data),
+        # an auto mix may hand the request to its collaboration mixes: the strictest policy along them holds
+        chain = collaboration(self.config, mix)
+        policy = stricter(chain[-1][1].constraints.sensitive_data if chain else mix.constraints.sensitive_data,
+                          self.config.settings.sensitive_data)
+        guard = privacy_guard(messages, policy,
                               opts.sensitive_data if opts else None,
                               tools=body.tools, response_format=body.response_format, stop=body.stop_list,
                               tool_choice=body.tool_choice)
         tiers = [t for t in (opts.privacy if opts else None, guard.max_tier) if t is not None]
         max_tier = min(tiers, key=lambda t: PRIVACY_RANK[t]) if tiers else None
-        cards, excluded = eligible(self.config, mix, prompt_tokens, needs_tools=bool(body.tools), max_privacy=max_tier,
-                                   output_tokens=body.completion_budget or mix.max_tokens)
-        if opts and opts.models is not None:
-            for c in cards:
-                if c.name not in opts.models:
-                    excluded[c.name] = "not in the request's moai.models"
-            cards = [c for c in cards if c.name in opts.models]
-        if opts and opts.exclude:
-            for c in cards:
-                if c.name in opts.exclude:
-                    excluded[c.name] = "excluded by the request"
-            cards = [c for c in cards if c.name not in opts.exclude]
+
+        def candidates(m: Mix) -> tuple[list[ModelCard], dict[str, str]]:
+            """The models of ``m`` this request may use: its constraints, then the request's own filters."""
+            cards, excluded = eligible(self.config, m, prompt_tokens, needs_tools=bool(body.tools),
+                                       max_privacy=max_tier, output_tokens=body.completion_budget or m.max_tokens)
+            if opts and opts.models is not None:
+                for c in cards:
+                    if c.name not in opts.models:
+                        excluded[c.name] = "not in the request's moai.models"
+                cards = [c for c in cards if c.name in opts.models]
+            if opts and opts.exclude:
+                for c in cards:
+                    if c.name in opts.exclude:
+                        excluded[c.name] = "excluded by the request"
+                cards = [c for c in cards if c.name not in opts.exclude]
+            return cards, excluded
+
+        cards, excluded = candidates(mix)
         if not cards:
             if excluded and all("exceeds context" in why for why in excluded.values()):
                 raise BadRequest(
@@ -340,6 +351,7 @@ class Mixture:
         ctx = RequestContext(self.config, mix_name, mix, params, self.chooser, weights, cards, excluded,
                              live=self.stats.snapshot(min(params.max_tokens, 256), api_key=api_key),
                              privacy=guard.report)
+        ctx.collaborators = {name: (m, *candidates(m)) for name, m in chain}
         ctx.notes.extend(guard.notes)
         session = session or body.user
         if session and mix.sessions != "off":

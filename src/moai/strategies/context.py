@@ -50,6 +50,9 @@ class RequestContext:
     session_model: str | None = None  # the model that answered its previous turn
     session_pick: str | None = None  # the model the session put first this turn (stayed on, or escalated to)
     live: Mapping[str, Mapping[str, float]] | None = None  # live statistics per model (adaptation)
+    # an auto mix's collaboration mixes by name: (the mix under the limits of those before it, its eligible
+    # models, why the others are out), found with the request's own filters (``Mixture.prepare``)
+    collaborators: dict[str, tuple[Mix, list[ModelCard], dict[str, str]]] = field(default_factory=dict)
 
     def decide(self, cards: Sequence[ModelCard] | None = None) -> RouteDecision:
         """Rank ``cards`` (default: all eligible) for this request; the first call is kept as the trace."""
