@@ -197,6 +197,12 @@ mixes:
     ("host fd00::1234 unreachable", "fd00::1234"),
     ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA=="),
     ("token sk-proj-abcdefghijkl rejected", "sk-proj-abcdefghijkl"),
+    # what the sensitive-data scan calls a secret, echoed in an upstream's error
+    ("upstream says: password=hunter2hunter2", "hunter2hunter2"),
+    ("invalid token=abc123secretvalue", "abc123secretvalue"),
+    ('bad request {"api_key": "abcdef123456"}', "abcdef123456"),
+    ("key ghp_abcdefghijklmnopqrstuvwxyz0123456789 leaked", "ghp_abcdefghijklmnopqrstuvwxyz0123456789"),
+    ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U", "dozjgNry"),
 ])
 def test_addresses_and_credentials_are_scrubbed(text: str, hidden: str) -> None:
     from moai.server.app import public
@@ -204,7 +210,8 @@ def test_addresses_and_credentials_are_scrubbed(text: str, hidden: str) -> None:
     assert hidden not in public(text, config())
 
 
-@pytest.mark.parametrize("text", ["at 12:30:45 the queue was full", "std::vector<int> overflow", "version 1.2.3.4.5"])
+@pytest.mark.parametrize("text", ["at 12:30:45 the queue was full", "std::vector<int> overflow", "version 1.2.3.4.5",
+                                  "max_tokens: 100000 is too large", "prompt has 5000 tokens: over the limit"])
 def test_times_and_code_are_not_taken_for_addresses(text: str) -> None:
     from moai.server.app import public
 

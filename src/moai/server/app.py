@@ -516,6 +516,9 @@ _IP_LIKE = re.compile(r"(?<![\w:.])(?:[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}|\d{1,
                       re.IGNORECASE)
 # a credential an upstream may echo back: an Authorization value, or a key in the usual "sk-..." shapes
 _CREDENTIAL = re.compile(r"\b(bearer|basic)\s+[\w.~+/=-]{8,}|\b(?:sk|pk|rk)-[\w-]{8,}", re.IGNORECASE)
+# a secret-named field's value, as error messages print them: password=..., "token": "...", api_key: ...
+_SECRET_FIELD = re.compile(r"""(\b(?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key|access[_-]?key|credentials?)["']?"""
+                           r"""\s*[=:]\s*["']?)[^\s"',;&]{6,}""", re.IGNORECASE)
 
 
 def without_addresses(text: str) -> str:
@@ -548,7 +551,23 @@ def public(text: str, config: Config) -> str:
     for secret in sorted({v for n in names if len(v := os.environ.get(n, "")) >= 8}, key=len, reverse=True):
         text = text.replace(secret, "<redacted>")
     text = _CREDENTIAL.sub(lambda m: (m.group(1) + " <redacted>") if m.group(1) else "<redacted>", text)
-    return without_addresses(text)
+    text = _SECRET_FIELD.sub(lambda m: m.group(1) + "<redacted>", text)
+    return without_addresses(_without_secrets(text))
+
+
+def _without_secrets(text: str) -> str:
+    """``text`` with what the sensitive-data scan calls a secret (vendor key formats, JWTs, PEM keys, passwords in
+    context, credentials in URLs) replaced by "<redacted>"."""
+    from moai.gate.privacy_rules import find_secrets
+
+    spans = sorted((h.start, h.end) for h in find_secrets(text))
+    out, at = [], 0
+    for start, end in spans:
+        if end <= at:
+            continue
+        out.append(text[at:max(at, start)] + "<redacted>")
+        at = end
+    return "".join(out) + text[at:]
 
 
 def _mix_name(mix: Mixture, model: str) -> str | None:
