@@ -119,11 +119,14 @@ def test_report_shows_every_cost_with_its_figures(tmp_path: Path) -> None:
     store.write_many(recs)
     r = CliRunner().invoke(app, ["report", "--database-url", str(store.url)], env={"COLUMNS": "300"})
     assert r.exit_code == 0, r.output
-    rows = {ln.split("│")[1].strip(): [c.strip() for c in ln.split("│")[1:-1]]
-            for ln in r.output.splitlines() if ln.count("│") > 3 and ln.split("│")[1].strip() in ("m0", "m1", "m2")}
-    models = {k: v for k, v in rows.items() if len(v) > 8}  # the models table (the mixes table has no such row)
-    assert [models[m][7] for m in ("m0", "m1", "m2")] == ["0.0144", "0.096", "0.0048"], r.output
-    assert models["m0"][5] == "1,234.50", r.output  # latency as before
+    lines = r.output.splitlines()
+    header = next(ln for ln in lines if "┃ model " in ln)  # the models table's header
+    cols = [c.strip() for c in header.split("┃")[1:-1]]
+    rows = {ln.split("│")[1].strip(): dict(zip(cols, (c.strip() for c in ln.split("│")[1:-1]), strict=True))
+            for ln in lines[lines.index(header):] if ln.count("│") == len(cols) + 1
+            and ln.split("│")[1].strip() in ("m0", "m1", "m2")}
+    assert [rows[m]["cost_usd"] for m in ("m0", "m1", "m2")] == ["0.0144", "0.096", "0.0048"], r.output
+    assert rows["m0"]["p50_ms"] == "1,234.50", r.output  # latency as before
 
 
 def test_keys_list_shows_a_small_spend(tmp_path: Path) -> None:
