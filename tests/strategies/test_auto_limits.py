@@ -98,3 +98,13 @@ async def test_a_chain_that_leaves_no_trusted_model_is_refused() -> None:
         with pytest.raises(NoEligibleModel) as e:
             await ask(config(st, scripts, mixes), "a4", SENSITIVE)
     assert e.value.code == "no_trusted_model" and scripts["cl"].calls == 0
+
+
+async def test_a_collaboration_mix_with_a_role_no_model_may_play_falls_back_to_one_model() -> None:
+    mixes = "  casc: {strategy: cascade, models: [loc, cl], cascade: [cl], constraints: {max_privacy: private}}\n" \
+            "  a5: {strategy: auto, collaborate: casc, difficulty_threshold: 0}\n"
+    with ExitStack() as st:
+        scripts = {"loc": Script(reply="L"), "cl": Script(reply="C"), "cl2": Script(reply="C2")}
+        called, reasons = await ask(config(st, scripts, mixes), "a5", "What is the capital of France?")
+    assert called == ["cl"], (called, reasons)  # the auto mix's own choice, unconstrained
+    assert any("casc cannot run" in r and "no eligible model for the cascade" in r for r in reasons), reasons

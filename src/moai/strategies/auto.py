@@ -18,7 +18,7 @@ from moai.catalog import PRIVACY_RANK, ModelCard
 from moai.config import Config, Constraints, Mix
 from moai.strategies import builder
 from moai.strategies.budget import within_budget
-from moai.strategies.context import RequestContext
+from moai.strategies.context import NoEligibleModel, RequestContext
 from moai.strategies.plan import Plan
 from moai.strategies.privacy_guard import stricter
 
@@ -82,10 +82,15 @@ def plan(ctx: RequestContext) -> Plan:
         else:  # the collaboration plan under both mixes' limits (smaller, or None when it cannot fit)
             sub = replace(ctx, mix=merged, candidates=cards, excluded=excluded)
             build = builder(target.strategy)
-            collab = within_budget(sub, build(sub), build)
-            if collab is None:
+            try:
+                collab = within_budget(sub, build(sub), build)
+            except NoEligibleModel as e:  # one of its roles has no model this request may use
                 use_collab = False
-                reason += f"; {target_name} would exceed the budget"
+                reason += f"; {target_name} cannot run: {e}"
+            else:
+                if collab is None:
+                    use_collab = False
+                    reason += f"; {target_name} would exceed the budget"
     ctx.notes.append(reason + (f" → {target_name} ({target.strategy})" if use_collab else " → single model"))
     if collab is None:
         p = route.plan(ctx)

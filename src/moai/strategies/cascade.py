@@ -15,7 +15,7 @@ from moai.gate.decision import RouteDecision
 from moai.strategies.context import RequestContext
 from moai.strategies.plan import Passthrough, Plan, Step, StepResult
 from moai.strategies.prompts import GRADE, first_number, review_messages
-from moai.strategies.roles import expected_cost, fill, with_messages
+from moai.strategies.roles import expected_cost, fill, unfilled, with_messages
 
 
 def order(ctx: RequestContext) -> list[str]:
@@ -46,7 +46,7 @@ def _narrowed(decision: RouteDecision, models: list[str]) -> RouteDecision:
 def plan(ctx: RequestContext) -> Plan:
     models = order(ctx)
     if not models:
-        raise ValueError(f"mix {ctx.mix_name!r}: no eligible model for the cascade")
+        raise unfilled(ctx, "the cascade", ctx.mix.cascade)
     # predicted against every eligible model (the rule chooser's qualities are relative to the pool it is given);
     # the trace (and x-moai-model before any answer) is narrowed to the cascade's own models
     decision = ctx.decide()

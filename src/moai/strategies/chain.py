@@ -10,7 +10,7 @@ from __future__ import annotations
 from moai.strategies.context import RequestContext
 from moai.strategies.moa import with_fallbacks
 from moai.strategies.plan import Plan, Step, StepResult
-from moai.strategies.roles import fill, with_messages
+from moai.strategies.roles import fill, unfilled, with_messages
 
 # what a refining link must write: the client reads its text as the whole answer
 ANSWER_ITSELF = "Output only the answer itself, with no comments about it."
@@ -29,7 +29,7 @@ def plan(ctx: RequestContext) -> Plan:
     for i, spec in enumerate(specs):
         models = fill(ctx, spec.model)
         if not models:
-            raise ValueError(f"mix {ctx.mix_name!r}: no eligible model for chain step {i + 1}")
+            raise unfilled(ctx, f"chain step {i + 1}", spec.model)
         sid = f"step{i + 1}"
         earlier = list(ids)
 

@@ -23,8 +23,12 @@ class Chooser(Protocol):
     ) -> RouteDecision: ...
 
 
-class NoEligibleModel(ValueError):
-    """Every model was excluded by a hard constraint; the request must be refused, not degraded."""
+class NoEligibleModel(Exception):
+    """Every model (of the mix, or of one of its roles) was excluded by a hard constraint; the request must be
+    refused (422), not degraded.
+
+    Not a ``ValueError``: a strategy raises it while planning, where a ``ValueError`` is a bad option of the
+    request (400); this one must reach the client as the refusal it is, whichever strategy found it."""
 
     def __init__(self, message: str, excluded: dict[str, str], code: str = "no_eligible_model") -> None:
         super().__init__(message)

@@ -25,7 +25,7 @@ from moai.strategies.prompts import (
     review_messages,
     revise_messages,
 )
-from moai.strategies.roles import fill, with_messages
+from moai.strategies.roles import fill, unfilled, with_messages
 
 
 def latest_answer(results: dict[str, StepResult], ids: list[str]) -> StepResult:
@@ -49,9 +49,11 @@ def rescue_from(ids: list[str]) -> Callable[[dict[str, StepResult]], StepResult 
 
 def plan(ctx: RequestContext) -> Plan:
     writer = fill(ctx, ctx.mix.writer)
+    if not writer:
+        raise unfilled(ctx, "the writer", ctx.mix.writer)
     critic = fill(ctx, ctx.mix.critic)
-    if not writer or not critic:
-        raise ValueError(f"mix {ctx.mix_name!r}: no eligible writer/critic")
+    if not critic:
+        raise unfilled(ctx, "the critic", ctx.mix.critic)
     writer, critic = with_fallbacks(ctx, writer), with_fallbacks(ctx, critic)
     if ctx.mix.check == "python":
         return checked_plan(ctx, writer, critic)

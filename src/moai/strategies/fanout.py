@@ -7,7 +7,7 @@ from moai.strategies.context import RequestContext
 from moai.strategies.moa import aggregator_step, best_of, ok_answers, proposer_layers, with_fallbacks
 from moai.strategies.plan import Passthrough, Plan, Step, StepResult
 from moai.strategies.prompts import judge_messages, judge_verdict
-from moai.strategies.roles import fill, with_messages
+from moai.strategies.roles import fill, unfilled, with_messages
 
 
 def plan(ctx: RequestContext) -> Plan:
@@ -15,11 +15,11 @@ def plan(ctx: RequestContext) -> Plan:
     ctx.decision or ctx.decide()  # the gate's ranking orders rescues and ties
     proposers = fill(ctx, mix.proposers, default_n=3)
     if not proposers:
-        raise ValueError(f"mix {ctx.mix_name!r}: no eligible proposer")
+        raise unfilled(ctx, "the proposers", mix.proposers)
     if mix.judge is None:
         aggregator = fill(ctx, mix.aggregator)
         if not aggregator:
-            raise ValueError(f"mix {ctx.mix_name!r}: no eligible aggregator")
+            raise unfilled(ctx, "the aggregator", mix.aggregator)
         proposers = fit_budget(ctx, proposers, aggregator[0] if aggregator else None, 1)
         steps, last = proposer_layers(ctx, 1, proposers)
         steps.append(aggregator_step(ctx, with_fallbacks(ctx, aggregator), last))

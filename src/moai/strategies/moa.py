@@ -12,7 +12,7 @@ from moai.strategies.budget import fit_budget
 from moai.strategies.context import RequestContext
 from moai.strategies.plan import Plan, Step, StepResult
 from moai.strategies.prompts import aggregate_messages
-from moai.strategies.roles import fill, repeat_temperature, with_messages
+from moai.strategies.roles import fill, repeat_temperature, unfilled, with_messages
 
 
 def ok_answers(results: dict[str, StepResult], ids: list[str]) -> list[StepResult]:
@@ -61,19 +61,26 @@ def aggregator_step(ctx: RequestContext, models: list[str], last: list[str]) -> 
 
 
 def with_fallbacks(ctx: RequestContext, models: list[str]) -> list[str]:
-    """A role's model followed by the mix's fallbacks (the gate's next best when ``fallbacks: gate``)."""
+    """The models a one-model step tries, in order: the role's own (a list's rest stands behind its first, as the
+    role was written), then every one of the mix's fallbacks (the gate's ranking with ``fallbacks: gate``), as a
+    route walks them. Both come from the eligible models only, so a fallback never breaks the step's privacy tier
+    or constraints (an auto mix's collaboration plan has its caller's decision, ranked over a wider pool)."""
     from moai.strategies.route import fallback_order
 
-    ranking = (ctx.decision or ctx.decide()).ranking
-    return fallback_order(ctx, [models[0], *[m for m in ranking if m != models[0]]])[:2]
+    allowed = {c.name for c in ctx.candidates}
+    ranking = [m for m in (ctx.decision or ctx.decide()).ranking if m in allowed]
+    fallbacks = fallback_order(ctx, [models[0], *[m for m in ranking if m != models[0]]])
+    return list(dict.fromkeys([*models, *fallbacks]))
 
 
 def plan(ctx: RequestContext) -> Plan:
     mix = ctx.mix
     proposers = fill(ctx, mix.proposers, default_n=3)
+    if not proposers:
+        raise unfilled(ctx, "the proposers", mix.proposers)
     aggregator = fill(ctx, mix.aggregator)
-    if not proposers or not aggregator:
-        raise ValueError(f"mix {ctx.mix_name!r}: no eligible model for proposers/aggregator")
+    if not aggregator:
+        raise unfilled(ctx, "the aggregator", mix.aggregator)
     proposers = fit_budget(ctx, proposers, aggregator[0], mix.layers)
     steps, last = proposer_layers(ctx, mix.layers, proposers)
     steps.append(aggregator_step(ctx, with_fallbacks(ctx, aggregator), last))

@@ -12,7 +12,7 @@ from typing import Any
 from moai.catalog import ModelCard
 from moai.config import Pick, Role
 from moai.providers.base import ChatParams
-from moai.strategies.context import RequestContext
+from moai.strategies.context import NoEligibleModel, RequestContext
 from moai.strategies.prompts import ReviewPrompt, merge_turns
 
 
@@ -56,6 +56,19 @@ def fill(ctx: RequestContext, role: Role | None, default_n: int = 1) -> list[str
             chosen += [ranking[i % len(ranking)] for i in range(n - len(chosen))]
         return chosen
     return ranking[:1]
+
+
+def unfilled(ctx: RequestContext, what: str, role: Role | None) -> NoEligibleModel:
+    """The refusal for a role that no eligible model can play (every model it names, pinned or ``among``, was
+    excluded): a 422 naming why each was left out, as a route with no eligible model gets, not a bad request."""
+    if isinstance(role, str):
+        named = [role]
+    elif isinstance(role, list):
+        named = role
+    else:
+        named = (role.among if role is not None else None) or []
+    excluded = {m: ctx.excluded.get(m, "not among the mix's models") for m in named} or dict(ctx.excluded)
+    return NoEligibleModel(f"mix {ctx.mix_name!r}: no eligible model for {what}", excluded)
 
 
 def _diverse(ranking: list[str], cards: dict[str, ModelCard]) -> list[str]:
