@@ -73,10 +73,16 @@ def test_score_writes_one_line_per_record(gate_dir: Path, synth_file: Path, tmp_
 def test_score_names_an_untrained_model_and_refuses_one_pair(gate_dir: Path, synth_file: Path,
                                                             tmp_path: Path) -> None:
     out = tmp_path / "scores.jsonl"
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text("".join(json.dumps({"id": row["id"], "prompt": row["prompt"]}) + "\n"
+                            for row in map(json.loads, synth_file.read_text().splitlines()[:5])))
+    r = runner.invoke(app, ["score", "--gate", str(gate_dir), "--data", str(bare),
+                            "--strong", "bgi", "--weak", "small", "--out", str(out)])
+    assert r.exit_code == 0, r.output  # on bare prompts an unseen model is allowed (a prior), but not silently
+    assert "not among the gate's 2 trained models: 'bgi';" in r.output and "'small'" not in r.output
     r = runner.invoke(app, ["score", "--gate", str(gate_dir), "--data", str(synth_file),
                             "--strong", "bgi", "--weak", "small", "--out", str(out)])
-    assert r.exit_code == 0, r.output  # an unseen model is allowed (a prior from its card), but not silently
-    assert "not among the gate's 2 trained models: 'bgi';" in r.output and "'small'" not in r.output
+    assert r.exit_code == 2 and "no such model in these records or the gate" in r.output  # records score big, small
     r = runner.invoke(app, ["score", "--gate", str(gate_dir), "--data", str(synth_file),
                             "--strong", "big", "--weak", "BIG", "--out", str(out)])
     assert r.exit_code == 2 and "name the same model" in r.output and "Traceback" not in r.output

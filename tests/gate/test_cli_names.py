@@ -73,16 +73,21 @@ def test_decide_models_take_the_records_spelling_and_refuse_an_ambiguous_one(gat
 def test_an_unknown_name_is_allowed_but_its_close_matches_are_named(gate_dir: Path, synth_file: Path,
                                                                     tmp_path: Path) -> None:
     """An unseen model gets the gate's prior (the documented behaviour for new models), so `decide` and `score`
-    keep it; the warning names the trained model it is probably a misspelling of."""
+    keep it on bare prompts; the warning names the trained model it is probably a misspelling of."""
     out = tmp_path / "d.jsonl"
     r = runner.invoke(app, ["decide", "--gate", str(gate_dir), "--data", str(_bare(tmp_path / "b.jsonl", synth_file)),
                             "--models", "bgi,small", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert len(_warnings(r.output, "'bgi' ~ 'big'")) == 1
-    r = runner.invoke(app, ["score", "--gate", str(gate_dir), "--data", str(synth_file), "--strong", "bgi",
-                            "--weak", "small", "--out", str(tmp_path / "s.jsonl")])
+    r = runner.invoke(app, ["score", "--gate", str(gate_dir), "--data", str(_bare(tmp_path / "b.jsonl", synth_file)),
+                            "--strong", "bgi", "--weak", "small", "--out", str(tmp_path / "s.jsonl")])
     assert r.exit_code == 0, r.output
     assert len(_warnings(r.output, "'bgi' ~ 'big'")) == 1
+    # records that score their models: a name neither they nor the gate know is refused, as `gate eval` does
+    r = runner.invoke(app, ["score", "--gate", str(gate_dir), "--data", str(synth_file), "--strong", "bgi",
+                            "--weak", "small", "--out", str(tmp_path / "s2.jsonl")])
+    one_line_error(r, "--strong 'bgi'", "did you mean 'big'", "records' models: 'big', 'small'")
+    assert not (tmp_path / "s2.jsonl").exists()
 
 
 def test_eval_names_the_close_matches_of_an_unknown_pair_model(gate_dir: Path, synth_file: Path) -> None:

@@ -239,12 +239,16 @@ def test_decide_drops_empty_model_names(gate_dir: Path, synth_file: Path, tmp_pa
     assert r.exit_code == 2 and "names no model" in r.output and not (tmp_path / "none.jsonl").exists()
 
 
-def test_eval_constant_routers_have_no_apgr(gate_dir: Path, synth_file: Path) -> None:
+def test_eval_fixed_routers_are_one_point_each(gate_dir: Path, synth_file: Path) -> None:
+    """Always one model, whatever the query: RouteLLM's normalisation makes always-weak 0 and always-strong 1
+    (at 0% and 100% strong calls); always-best is whichever of the pair trained better (big here)."""
     r = runner.invoke(app, ["eval", "--gate", str(gate_dir), "--data", str(synth_file),
-                            "--baselines", "always-strong,always-best"])
+                            "--baselines", "always-strong,always-weak,always-best"])
     assert r.exit_code == 0, r.output
-    assert _cells(r.output, "always-strong") == ["—", "—", "—"] == _cells(r.output, "always-best")
+    assert _cells(r.output, "always-strong") == ["1.000", "100.0%", "100.0%"] == _cells(r.output, "always-best")
+    assert _cells(r.output, "always-weak") == ["0.000", "—", "—"]
     assert _cells(r.output, "gate")[0] != "—"
+    assert "left out" not in r.output
 
 
 def test_eval_matches_model_names_as_the_gate_does(gate_dir: Path, synth_file: Path, tmp_path: Path) -> None:

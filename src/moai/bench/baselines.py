@@ -94,6 +94,20 @@ class ConstantRouter(Router):
             return super().score(records, strong, weak)
         return np.full(len(records), v)
 
+    @property
+    def needs_training(self) -> bool:
+        """Only always-best ranks models, by their training means; always-strong and always-weak need none."""
+        return self.which == "best"
+
+    def pick(self, names: Sequence[str], strong: str, weak: str) -> str:
+        """The model this router sends every call to: the pair's strong or weak one, or (always-best) the one of
+        ``names`` with the best training mean, the first named on a tie. A KeyError names a model always-best
+        was not trained on."""
+        if self.which in ("strong", "weak"):
+            return strong if self.which == "strong" else weak
+        means = self.mean[self.cols(names)]
+        return names[int(np.argmax(means))]
+
 
 class KNNRouter(Router):
     name = "knn"

@@ -64,23 +64,39 @@ def collect(
 
     try:
         col.check_out(questions, out)
+        col.check_writable(out)  # before any model is called: a write that fails at the end has paid for them all
         if not regrade:
             col.check_resumable(out, overwrite)
         cfg = load_config(config)
-        names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+        names = None if models is None else [m.strip() for m in models.split(",") if m.strip()]
+        if names == []:  # not "every model": an empty list from a script is a mistake, as in `gate decide`
+            raise col.QuestionFormatError(f"--models {models!r} names no model: give comma-separated names, or leave "
+                                          "--models out to run every model in the config")
         if names and len(set(names)) < len(names):
             twice = sorted({n for n in names if names.count(n) > 1})
             _warn(f"--models names {', '.join(twice)} more than once; each model runs once")
             names = list(dict.fromkeys(names))
-        col.resolve_models(cfg, names)
+        cards = col.resolve_models(cfg, names)
         limits = col.per_file_limits(limit, len(questions))
         for q in questions:
             n_q = len(col.load_questions(q))  # fail fast on a bad file before loading any model
             if offset >= n_q:
                 _warn(f"--offset {offset} skips all {n_q} questions in {q}")
+        asked = {q.id for q in col.select_questions(questions, limits, offset=offset, seed=seed)}
     except (ConfigError, col.QuestionFormatError) as e:
         _fail(str(e))
         return
+    journal = col.journal_path(out)
+    try:
+        cut, unreadable = col.mend_journal(journal)
+    except OSError as e:
+        _fail(f"{journal}: cannot mend its torn last line: {e.strerror or e}")
+        return
+    if cut:
+        _warn(f"{journal}: its last line was cut short (a run stopped mid-write) and is dropped; that pair runs again")
+    if unreadable:
+        _warn(f"{journal}: {unreadable} unreadable line(s) skipped; their pairs run again if this run asks for them"
+              + (" (--regrade drops them)" if regrade else ""))
 
     live = err.is_terminal
     progress = Progress(
@@ -152,8 +168,27 @@ def collect(
         raise typer.Exit(130)
     err.print(f"done in {summary.seconds:.0f}s: graded {summary.graded}, skipped {summary.skipped}, "
               f"failed {summary.failed}; records in {out}", highlight=False)
+    _note_other_pairs(out, journal, asked, {c.name for c in cards})
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _note_other_pairs(out: Path, journal: Path, asked: set[str], models: set[str]) -> None:
+    """The records file is rebuilt from the whole journal, earlier runs included: say so when it holds pairs this
+    run did not ask for (other questions or models), which a reader of its command line would not expect."""
+    from moai.bench import collect as col
+
+    entries = col.read_journal(journal)
+    other = [e for e in entries if e.id not in asked or e.model not in models]
+    if other:
+        what = []
+        if n_ids := len({e.id for e in other if e.id not in asked}):
+            what.append(f"{n_ids} other question(s)")
+        if extra := sorted({e.model for e in other} - models):
+            what.append(f"other model(s): {', '.join(extra)}")
+        err.print(f"note: {out} is rebuilt from its whole journal: it also holds {len(other)} graded pair(s) this run "
+                  f"did not ask for ({'; '.join(what)}); a new --out starts a new journal",
+                  highlight=False, markup=False)
 
 
 @app.command()

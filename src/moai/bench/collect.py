@@ -273,19 +273,58 @@ def journal_path(out: str | Path) -> Path:
     return out.with_name(out.name + ".journal.jsonl")
 
 
-def read_journal(path: Path) -> list[Entry]:
-    """Graded pairs so far; a torn last line (killed mid-write) is ignored, it will be redone."""
-    if not path.exists():
-        return []
+def _entry(line: bytes) -> Entry | None:
+    """The entry one journal line holds, or None when it holds none (torn, garbled, not an entry)."""
+    try:
+        obj = json.loads(line.decode("utf-8"))
+        return Entry(**obj) if isinstance(obj, dict) else None
+    except (UnicodeDecodeError, json.JSONDecodeError, TypeError):
+        return None
+
+
+def _journal_lines(path: Path) -> tuple[list[Entry], int]:
+    """The journal's entries and how many non-blank lines hold none. Read as bytes, line by line: a line torn
+    inside a multi-byte character must cost that line only, not the whole journal."""
+    if not path.is_file():
+        return [], 0
     entries: list[Entry] = []
-    for line in path.read_text(encoding="utf-8").split("\n"):
+    bad = 0
+    for line in path.read_bytes().split(b"\n"):
         if not line.strip():
             continue
-        try:
-            entries.append(Entry(**json.loads(line)))
-        except (json.JSONDecodeError, TypeError):
-            continue
-    return entries
+        e = _entry(line)
+        if e is None:
+            bad += 1
+        else:
+            entries.append(e)
+    return entries, bad
+
+
+def read_journal(path: Path) -> list[Entry]:
+    """Graded pairs so far; a torn or garbled line (killed mid-write) is skipped, its pair will be redone."""
+    return _journal_lines(path)[0]
+
+
+def mend_journal(path: Path) -> tuple[bool, int]:
+    """Make the journal safe to append to; returns (a torn last line was cut off, unreadable lines left).
+
+    A run killed mid-write leaves a last line without its newline: the next run's first entry would be appended
+    to it, and the line holding both would be unreadable, so that pair would be run (and paid for) again on every
+    later run. The fragment is cut off (its pair runs again), or given its newline when it is a whole entry."""
+    if not path.is_file():
+        return False, 0
+    data = path.read_bytes()
+    cut = False
+    if data and not data.endswith(b"\n"):
+        start = data.rfind(b"\n") + 1
+        with path.open("r+b") as f:
+            if _entry(data[start:]) is not None:
+                f.seek(0, 2)
+                f.write(b"\n")
+            else:
+                f.truncate(start)
+                cut = bool(data[start:].strip())
+    return cut, _journal_lines(path)[1]
 
 
 def build_records(entries: Iterable[Entry]) -> list[dict[str, Any]]:
@@ -384,6 +423,7 @@ async def run_pairs(
     models, whose llama.cpp context is serial anyway; the card's concurrency for remote ones).
     """
     carbon = carbon or CarbonModel()
+    mend_journal(journal)  # appends must start on a line of their own
     done = {(e.id, e.model) for e in read_journal(journal)}
     todo = [(q, c) for q in questions for c in cards if (q.id, c.name) not in done]
     summary = Summary(total=len(questions) * len(cards), skipped=len(questions) * len(cards) - len(todo))
@@ -503,6 +543,33 @@ def check_out(question_files: Sequence[str | Path], out: str | Path) -> None:
                                       "the questions; choose another --out")
 
 
+def check_writable(out: str | Path) -> None:
+    """Refuse an ``out`` (or its journal) that cannot be written, before any model is called: found only when the
+    records are written, every answer has been paid for, and a half-done write leaves files behind."""
+    import os
+    import tempfile
+
+    out = Path(out)
+    journal = journal_path(out)
+    for p, what in ((out, "--out"), (journal, "--out's journal"),
+                    (out.with_name(out.name + ".tmp"), "--out's temporary file")):
+        if p.is_dir():
+            raise QuestionFormatError(f"{what} {p} is a directory; name the file to write")
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:  # a missing folder is made: check the one it goes in
+        folder = folder.parent
+    if not folder.is_dir():
+        raise QuestionFormatError(f"{out}: cannot write: {folder} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".moai-write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise QuestionFormatError(f"{out}: cannot write in {folder} ({e.strerror or e})") from None
+    if journal.exists() and not os.access(journal, os.W_OK):  # appended to (the records file is replaced)
+        raise QuestionFormatError(f"{journal}: cannot write (permission denied)")
+
+
 def check_resumable(out: str | Path, overwrite: bool = False) -> None:
     """Refuse an ``out`` that already exists without a journal beside it, unless ``overwrite``.
 
@@ -528,6 +595,28 @@ def per_file_limits(limit: int | Sequence[int | None] | None, n_files: int) -> l
     return limits
 
 
+def select_questions(question_files: Sequence[str | Path], limit: int | Sequence[int | None] | None = None, *,
+                     offset: int = 0, seed: int | None = None) -> list[Question]:
+    """The questions a run asks, in the order it asks them (files interleaved); ids that collide are an error."""
+    limits = per_file_limits(limit, len(question_files))
+    groups = [load_questions(f, seed=seed, offset=offset, limit=n) for f, n in zip(question_files, limits, strict=True)]
+    questions = interleave(groups)
+    seen: dict[str, int] = {}
+    for k, (f, group) in enumerate(zip(question_files, groups, strict=True)):
+        for q in group:
+            if q.id not in seen:
+                seen[q.id] = k
+                continue
+            other = question_files[seen[q.id]]
+            if seen[q.id] == k:
+                raise QuestionFormatError(f"{f}: question id {q.id!r} repeats")
+            if Path(other).resolve() == Path(f).resolve():
+                raise QuestionFormatError(f"{f} is given twice as --questions: give it once")
+            raise QuestionFormatError(f"{other} and {f} share the name {Path(f).stem!r}; question ids "
+                                      f"(<file stem>/<line>, e.g. {q.id!r}) would collide: rename one")
+    return questions
+
+
 def collect(
     question_files: Sequence[str | Path],
     cfg: Config,
@@ -549,13 +638,9 @@ def collect(
     file with no journal is refused (``check_resumable``) unless ``overwrite``.
     """
     check_out(question_files, out)
+    check_writable(out)
     cards = resolve_models(cfg, models)
-    limits = per_file_limits(limit, len(question_files))
-    groups = [load_questions(f, seed=seed, offset=offset, limit=n) for f, n in zip(question_files, limits, strict=True)]
-    questions = interleave(groups)
-    ids = [q.id for q in questions]
-    if len(set(ids)) != len(ids):
-        raise QuestionFormatError("two question files share a name; ids (<file stem>/<line>) would collide")
+    questions = select_questions(question_files, limit, offset=offset, seed=seed)
     journal = journal_path(out)
     if only_regrade:
         if not journal.is_file():  # regrading nothing would rewrite (empty) any records file already at --out

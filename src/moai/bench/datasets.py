@@ -58,11 +58,18 @@ class RoutingRecord:
         return [{"role": "user", "content": self.prompt}]
 
 
+# The scales shared/data/MANIFEST.md allows: 0/1, a 0-1 metric, a 1-10 judge score. Read on none of them, a score
+# was averaged and trained on as it came (-3 pulled a mean below 0; 250 read as a judge score far above 10).
+# The floor leaves room for a 0-1 metric that dips a little under 0 (RouterArena's NarrativeQA metric has
+# -0.033 in routerarena.jsonl): training clips it to 0, as before.
+SCORE_FLOOR, SCORE_CEILING = -0.5, 10.0
+
+
 def _num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _parse(obj: Any, path: Path, ln: int, need_scores: bool) -> RoutingRecord:
+def _parse(obj: Any, path: Path, ln: int, need_scores: bool, check_scale: bool = False) -> RoutingRecord:
     def bad(reason: str) -> RecordError:
         return RecordError(path, ln, reason)
 
@@ -70,7 +77,7 @@ def _parse(obj: Any, path: Path, ln: int, need_scores: bool) -> RoutingRecord:
         raise bad(f"expected a JSON object, got {type(obj).__name__}")
     rid = obj.get("id")
     if not isinstance(rid, (str, int)) or isinstance(rid, bool) or str(rid) == "":
-        raise bad("missing or invalid 'id' (a non-empty string)")
+        raise bad("missing or invalid 'id' (a non-empty string, or an integer)")
     prompt = obj.get("prompt")
     if prompt in (None, "") and isinstance(obj.get("turns"), list) and obj["turns"]:  # the prompt is the first turn
         prompt = obj["turns"][0]
@@ -84,6 +91,9 @@ def _parse(obj: Any, path: Path, ln: int, need_scores: bool) -> RoutingRecord:
     for m, s in scores.items():
         if not _num(s):
             raise bad(f"record {rid!r}: score for model {m!r} is not a finite number: {s!r}")
+        if check_scale and not SCORE_FLOOR <= s <= SCORE_CEILING:
+            raise bad(f"record {rid!r}: score for model {m!r} is {s!r}, outside every scale a score may be on "
+                      "(0/1, a 0-1 metric or a 1-10 judge score)")
 
     def per_model(key: str) -> dict[str, Any]:
         """An optional {model: non-negative number} field; absent or null is empty, anything else must fit."""
@@ -144,8 +154,12 @@ def read_json_lines(path: Path, error: Callable[[int, str], Exception]) -> Itera
             yield ln, value
 
 
-def load_records(paths: str | Path | Iterable[str | Path], need_scores: bool = True) -> list[RoutingRecord]:
+def load_records(paths: str | Path | Iterable[str | Path], need_scores: bool = True,
+                 check_scale: bool = False) -> list[RoutingRecord]:
     """Load and validate routing records from one or more JSONL files.
+
+    ``check_scale`` also refuses a score on none of the scales routing records use (``SCORE_FLOOR``,
+    ``SCORE_CEILING``): the gate and `bench report` ask for it; `moai tune` checks scales per benchmark itself.
 
     Duplicate ids are kept (public sets have a few, e.g. RouterBench ARC: same prompt, other scores), so a file
     that was valid stays valid; ``duplicate_ids`` finds them for a warning. Splits should group by prompt.
@@ -159,7 +173,7 @@ def load_records(paths: str | Path | Iterable[str | Path], need_scores: bool = T
             raise RecordError(path, 0, "is a directory, not a records file" if path.is_dir() else "no such file")
         n_before = len(out)
         for ln, obj in read_json_lines(path, lambda ln, reason, path=path: RecordError(path, ln, reason)):
-            out.append(_parse(obj, path, ln, need_scores))
+            out.append(_parse(obj, path, ln, need_scores, check_scale))
         if len(out) == n_before:
             raise RecordError(path, 0, "no records in file")
     return out

@@ -95,6 +95,26 @@ def pair_report(scores: np.ndarray, y_strong: np.ndarray, y_weak: np.ndarray) ->
     return PairReport(apgr(pts, w, s), cpt(pts, w, s, 0.5), cpt(pts, w, s, 0.8), w, s)
 
 
+def fixed_report(strong_share: float, y_strong: np.ndarray, y_weak: np.ndarray) -> PairReport:
+    """APGR and CPT of a router that sends the same share of calls to the strong model whatever the query
+    (always-strong: 1, always-weak: 0).
+
+    Its scores are constant, so the threshold sweep has no quantiles to split on (RouteLLM's qcut refuses it); but
+    its quality does not depend on any threshold, so its curve is the flat line at its own quality. That is how
+    ``apgr`` draws the references it normalises by (``weak_auc``/``strong_auc``: flat lines at the weak and the
+    strong model's quality), so always-weak's APGR is exactly 0 and always-strong's exactly 1; in general it is
+    the share of the gap recovered at that one point. CPT(x) is that share of strong calls where it recovers x of
+    the gap, and NaN where it never does (always-weak). NaN throughout when there is no gap."""
+    ys, yw = np.asarray(y_strong, float), np.asarray(y_weak, float)
+    w, s = float(yw.mean() * 100), float(ys.mean() * 100)
+    if s == w:
+        return PairReport(float("nan"), float("nan"), float("nan"), w, s)
+    acc = strong_share * s + (1 - strong_share) * w
+    recovered = (acc - w) / (s - w)
+    at = [strong_share * 100 if recovered >= frac - 1e-12 else float("nan") for frac in (0.5, 0.8)]
+    return PairReport(recovered, at[0], at[1], w, s)
+
+
 # ---------------------------------------------------------------- many models: quality vs cost
 
 

@@ -32,7 +32,9 @@ def plot_pair_curves(
     for name, pts in curves.items():
         pts = sorted(pts, key=lambda p: p.strong_pct)
         lw = 2.5 if name.startswith("gate") else 1.2
-        ax.plot([p.strong_pct for p in pts], [p.accuracy * scale for p in pts], marker=".", lw=lw, label=name)
+        # one point (always-strong, always-weak: one model whatever the query) is no curve: mark it
+        ax.plot([p.strong_pct for p in pts], [p.accuracy * scale for p in pts], marker="o" if len(pts) == 1 else ".",
+                ms=8 if len(pts) == 1 else 6, lw=lw, label=name)
     ax.axhline(weak_acc * scale, color="grey", ls="--", label=weak_name)
     ax.axhline(strong_acc * scale, color="red", ls="--", label=strong_name)
     ax.set_xlabel("strong model calls (%)")

@@ -43,7 +43,7 @@ def load(paths: Sequence[str | Path] | str | Path) -> list[RoutingRecord]:
     if isinstance(paths, str | Path):
         paths = [paths]
     try:
-        return load_records(paths)
+        return load_records(paths, check_scale=True)
     except RecordError as e:
         raise ReportError(str(e)) from None
 
@@ -163,6 +163,7 @@ def plot(rows: Sequence[Row], path: str | Path) -> Path:
     fig.tight_layout()
     out = plot_path(path)
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)  # as `gate eval --plot` and `gate score --out` make theirs
         fig.savefig(out, dpi=110)
     finally:
         plt.close(fig)

@@ -128,7 +128,7 @@ def _load(paths: Any, need_scores: bool = True) -> list[Any]:
     """``load_records``, plus a one-line warning when an id repeats (kept: public sets have a few)."""
     from moai.bench.datasets import duplicate_warning, load_records
 
-    recs = load_records(paths, need_scores=need_scores)
+    recs = load_records(paths, need_scores=need_scores, check_scale=True)
     dup = duplicate_warning(recs)
     if dup:
         typer.echo(f"warning: {dup}", err=True)
@@ -194,8 +194,14 @@ def train(
     with _errors():
         from moai.gate.train import TrainConfig
 
+        base = TrainConfig(epochs=epochs, seed=seed)
+        for flag, key in (("--epochs", "epochs"), ("--seed", "seed")):
+            # refused here, by the flag's name, rather than as a setting the user never wrote with --set
+            bad = [p.split(" ", 1)[1] for p in base.problems() if p.startswith(f"{key}=")]
+            if bad:
+                raise CliError(f"{flag} {getattr(base, key)}: {bad[0]}")
+        cfg = base.override(settings)  # a value no gate can score with (inf, nan, negative, all weights 0) is refused
         records = _load(data)
-        cfg = TrainConfig(epochs=epochs, seed=seed).override(settings)
         undo = _writable_dir(out)  # fail now, not after a long training run
         try:
             if ray is None:
@@ -247,11 +253,15 @@ def _warn_overlap(recs: list[Any], train_recs: list[Any]) -> None:
 
 def _able(routers: list[Any], names: list[str], table: str) -> list[Any]:
     """The routers that can score every model in ``names``; a baseline never trained on one of them is left out
-    of ``table`` with a note (the gate and random score any model), instead of losing every row."""
+    of ``table`` with a note (the gate, random, always-strong and always-weak need no training on them), instead
+    of losing every row."""
     from moai.gate.quality import canonical
 
     ok, left, missing = [], [], set()
     for r in routers:
+        if not getattr(r, "needs_training", True):
+            ok.append(r)
+            continue
         try:
             r.cols(names)
         except KeyError:
@@ -262,6 +272,45 @@ def _able(routers: list[Any], names: list[str], table: str) -> list[Any]:
     if left:
         typer.echo(f"note: {', '.join(left)} left out of {table}: not trained on {_some(missing)}", err=True)
     return ok
+
+
+def _plot_file(plot: Path) -> Path:
+    """The PNG file ``--plot`` names, as it will be written: a name without a suffix gets ".png" (as matplotlib
+    adds it), so the path printed is the file written. A directory is refused, as `gate score --out` refuses one."""
+    from moai.bench.report import plot_path
+
+    for p in (plot, plot_path(plot)):
+        if p.is_dir():
+            raise CliError(f"--plot {p} is a directory; name the PNG file to write")
+    return plot_path(plot)
+
+
+def _training_records(files: list[str]) -> list[Any]:
+    """The records the gate was trained on (gate.json's train_files), to fit baselines on: a file gone since is
+    named as the gate's, not as one the user gave."""
+    from moai.bench.datasets import RecordError, load_records
+
+    try:
+        return load_records(files, check_scale=True)
+    except RecordError as e:
+        raise CliError(f"the gate's training file (train_files in its gate.json), needed to fit baselines: "
+                       f"{e}") from None
+
+
+def _warn_left_out(recs: list[Any], keep: np.ndarray, strong: str, weak: str) -> None:
+    """The pair table reads only the records that score both models: say how many it leaves out, and which
+    --data files it leaves out whole, instead of evaluating a part of the data silently."""
+    from collections import Counter
+
+    n_out = int((~keep).sum())
+    if not n_out:
+        return
+    total = Counter(r.source for r in recs)
+    left = Counter(r.source for r, k in zip(recs, keep, strict=True) if not k)
+    whole = [Path(f).name for f, n in left.items() if n == total[f]]
+    also = f" (all of {', '.join(whole)})" if whole else ""
+    typer.echo(f"warning: {n_out} of {len(recs)} records do not score both {strong} and {weak}: left out of the "
+               f"pair table{also}", err=True)
 
 
 @app.command("eval", context_settings={"allow_extra_args": True})
@@ -290,7 +339,7 @@ def eval_(
         from rich.console import Console
         from rich.table import Table
 
-        from moai.bench.baselines import all_baselines
+        from moai.bench.baselines import ConstantRouter, all_baselines
         from moai.bench.compare import (
             GateRouter,
             cost_sweep,
@@ -299,13 +348,15 @@ def eval_(
             router_matrix,
             same_names,
         )
-        from moai.bench.datasets import RecordError, cost_matrix, load_records, model_names, score_matrix
-        from moai.bench.metrics import cost_report, pair_report, routellm_curve
+        from moai.bench.datasets import RecordError, cost_matrix, model_names, score_matrix
+        from moai.bench.metrics import CurvePoint, cost_report, fixed_report, pair_report, routellm_curve
         from moai.gate.quality import canonical
         from moai.gate.store import Gate
 
         if strong is not None and canonical(strong) == canonical(weak or ""):
             raise CliError(f"--strong and --weak name the same model ({strong!r}): there is no gap to recover")
+        if plot is not None:
+            plot = _plot_file(plot)
         g = Gate.load(gate)
         recs = same_names(_load(data))  # one spelling per model, as the gate matches names
         models = model_names(recs)
@@ -323,7 +374,7 @@ def eval_(
         if baselines != "none":
             if not files:
                 raise CliError("this gate does not record its training files; cannot fit baselines")
-            train_recs = load_records(files)
+            train_recs = _training_records(files)
             wanted = None if baselines == "all" else {b.strip() for b in baselines.split(",")}
             bl = [b for b in all_baselines() if wanted is None or b.name in wanted]
             if wanted and len(bl) != len(wanted):
@@ -335,23 +386,32 @@ def eval_(
                 routers.append(b)
         elif files:
             try:
-                _warn_overlap(recs, load_records(files))
-            except RecordError as e:
+                _warn_overlap(recs, _training_records(files))
+            except (RecordError, CliError) as e:
                 typer.echo(f"note: overlap with the gate's training files not checked: {e}", err=True)
         if strong is not None and weak is not None:
             spelt = {canonical(m): m for m in models}  # one spelling per model (same_names): nothing ambiguous
             s, w = spelt[canonical(strong)], spelt[canonical(weak)]
+            y = score_matrix(recs, [s, w])
         else:
             s, w = pick_pair(recs)
-            typer.echo(f"pair: {s} (strong) vs {w} (weak), the two best mean scores among the models that score "
-                       "nearly every record (--strong/--weak choose another)", err=True)
-        y = score_matrix(recs, [s, w])
+            y = score_matrix(recs, [s, w])
+            widest = max(sum(m in r.scores for r in recs) for m in models)
+            why = ("the models that score nearly every record" if widest >= 0.9 * len(recs) else
+                   f"the models that score the most records (none scores more than {widest} of the {len(recs)})")
+            typer.echo(f"pair: {s} (strong) vs {w} (weak), the two best mean scores among {why} (--strong/--weak "
+                       "choose another)", err=True)
         keep = np.isfinite(y).all(1)
         if not keep.any():
             raise CliError(f"no record scores both {s} and {w}")
+        _warn_left_out(recs, keep, s, w)
         pr = [r for r, k in zip(recs, keep, strict=True) if k]
         ys, yw = y[keep, 0], y[keep, 1]
         gap = float(np.mean(ys) - np.mean(yw))
+        if gap < 0:
+            typer.echo(f"warning: --strong {s} scores below --weak {w} on these records (mean {np.mean(ys):.3g} < "
+                       f"{np.mean(yw):.3g}): APGR and CPT are inverted here (more calls to {s} lose quality); swap "
+                       "--strong and --weak", err=True)
         # "nearly equal" is relative to the scores' observed spread: score_matrix already maps 1-10 judge scores
         # to 0-1, but a 0-1 metric (or judges) may use a small part of that range, where a fixed 0.02 would call
         # a large gap small. For 0/1 scores (the spread is 1) this is 0.02, as before.
@@ -368,14 +428,26 @@ def eval_(
             table.add_column(col)
         curves = {}
         for r in _able(routers, [s, w], "the pair table"):
-            sc = r.score(pr, s, w)
-            rep = pair_report(sc, ys, yw)
-            curves[r.name] = routellm_curve(sc, ys, yw)
-            # a constant score has no quantile split (RouteLLM's qcut refuses it): no APGR or CPT of its own
-            cells = ("—", "—", "—") if np.ptp(sc) == 0 else (_num(rep.apgr), _pct(rep.cpt50), _pct(rep.cpt80))
+            fixed = r.pick([s, w], s, w) if isinstance(r, ConstantRouter) else None
+            if fixed is not None:  # one operating point: every call to one model, whatever the query
+                share = 1.0 if fixed == s else 0.0
+                rep = fixed_report(share, ys, yw)
+                curves[r.name] = [CurvePoint(float("nan"), share * 100, rep.strong_acc if share else rep.weak_acc)]
+                cells = (_num(rep.apgr), _pct(rep.cpt50), _pct(rep.cpt80))
+            else:
+                sc = r.score(pr, s, w)
+                rep = pair_report(sc, ys, yw)
+                curves[r.name] = routellm_curve(sc, ys, yw)
+                # a constant score has no quantile split (RouteLLM's qcut refuses it): no APGR or CPT of its own
+                cells = ("—", "—", "—") if np.ptp(sc) == 0 else (_num(rep.apgr), _pct(rep.cpt50), _pct(rep.cpt80))
             table.add_row(r.name, *cells)
         console = Console()
         console.print(table)
+        fixed_rows = [r.name for r in routers if isinstance(r, ConstantRouter) and r.name in curves]
+        if fixed_rows and gap != 0:
+            typer.echo(f"note: {', '.join(fixed_rows)} send every call to one model: one point each, at 100% strong "
+                       "calls (APGR 1) or 0% (APGR 0, and no share of strong calls recovers the gap: CPT —)",
+                       err=True)
         cost = cost_matrix(recs, models)
         fronts: dict[str, tuple[Any, Any]] = {}
         ym = score_matrix(recs, models)
@@ -391,24 +463,36 @@ def eval_(
             for col in ("router", "AUC", "q@50% best cost", "q@100%", "max q"):
                 ct.add_column(col)
             priced = [m for j, m in enumerate(models) if np.isfinite(cost[:, j]).any()]
+            unpriced: list[str] = []
             for r in _able(routers, priced, "the quality-vs-cost table"):
-                sw = cost_sweep(router_matrix(r, recs, models), cp, ym, cost)
-                rep2 = cost_report(sw.costs, sw.quals, ym, cost, models)
-                fronts[r.name] = (sw.costs, sw.quals)
+                if isinstance(r, ConstantRouter):  # its own model on every record: one point, not a sweep
+                    j = models.index(r.pick(priced, s, w))
+                    ok = np.isfinite(ym[:, j]) & np.isfinite(cost[:, j])
+                    if not ok.any():
+                        unpriced.append(f"{r.name} ({models[j]} has no cost_usd)")
+                        continue
+                    costs, quals = [float(cost[ok, j].mean())], [float(ym[ok, j].mean())]
+                else:
+                    sw = cost_sweep(router_matrix(r, recs, models), cp, ym, cost)
+                    costs, quals = sw.costs, sw.quals
+                rep2 = cost_report(costs, quals, ym, cost, models)
+                fronts[r.name] = (costs, quals)
                 ct.add_row(r.name, _num(rep2.auc), _num(rep2.q_at_50), _num(rep2.q_at_100), _num(rep2.max_quality))
             console.print(ct)
+            if unpriced:
+                typer.echo(f"note: {', '.join(unpriced)} left out of the quality-vs-cost table", err=True)
         if plot is not None:
             from moai.bench.plots import plot_cost_curves, plot_pair_curves
 
             rep = pair_report(np.zeros(len(pr)), ys, yw)
-            plot_pair_curves(curves, rep.weak_acc, rep.strong_acc, plot, _title(data), w, s)
-            typer.echo(f"plot -> {plot}")
+            written = plot_pair_curves(curves, rep.weak_acc, rep.strong_acc, plot, _title(data), w, s)
+            typer.echo(f"plot -> {written}")
             if fronts:
                 singles = {m: (float(np.nanmean(cost[:, j])), float(np.nanmean(ym[:, j])))
                            for j, m in enumerate(models) if np.isfinite(cost[:, j]).any()}
-                cost_png = plot.with_name(f"{plot.stem}-cost{plot.suffix or '.png'}")
-                plot_cost_curves(fronts, singles, cost_png, f"{_title(data)}: quality vs cost")
-                typer.echo(f"plot -> {cost_png}")
+                cost_png = plot.with_name(f"{plot.stem}-cost{plot.suffix}")
+                written = plot_cost_curves(fronts, singles, cost_png, f"{_title(data)}: quality vs cost")
+                typer.echo(f"plot -> {written}")
 
 
 def _num(x: float) -> str:
@@ -479,12 +563,65 @@ def score(
         _check_out(out, data)
         g = Gate.load(gate)
         recs = _load(data, need_scores=False)
+        record_names = {m for r in recs for m in r.scores}
+        _check_pair_known(g, record_names, strong, weak)
         # the gate matches names by their canonical form (case aside) and the output names no model: nothing to
         # resolve, but a name it never trained on may be a misspelling of one it did or of one in the records
-        _warn_untrained(g, [strong, weak], known={m for r in recs for m in r.scores})
+        _warn_untrained(g, [strong, weak], known=record_names)
         q = g.quality_matrix([r.prompt for r in recs], [strong, weak])
-        n = _write_lines(out, ({"id": r.out_id, "score": float(q[i, 0] - q[i, 1])} for i, r in enumerate(recs)))
+        sc = q[:, 0] - q[:, 1]
+        _check_finite(gate, sc, recs)
+        n = _write_lines(out, ({"id": r.out_id, "score": float(sc[i])} for i, r in enumerate(recs)))
         typer.echo(f"{n} scores -> {out}")
+
+
+def _check_pair_known(g: Any, record_names: set[str], strong: str, weak: str) -> None:
+    """On records that carry scores, a --strong/--weak no record scores is probably not the model meant: a
+    warning naming the records' models when the gate trained on it, an error when the gate did not either (as
+    `gate eval` refuses it; on bare prompts an unseen model still gets the gate's prior, with a warning)."""
+    from moai.gate.quality import canonical
+
+    if not record_names:
+        return
+    in_records = {canonical(m) for m in record_names}
+    for flag, name in (("--strong", strong), ("--weak", weak)):
+        if canonical(name) in in_records:
+            continue
+        if canonical(name) in set(g.head.models):
+            typer.echo(f"warning: {flag} {name!r}: no record scores it (the records' models: {_some(record_names)}); "
+                       "its scores come from the gate's training alone", err=True)
+            continue
+        close = _close(name, record_names | set(g.models))
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise CliError(f"{flag} {name!r}: no such model in these records or the gate{hint} (records' models: "
+                       f"{_some(record_names)}; the gate's: {_some(g.models)})")
+
+
+def _check_finite(gate: Path, values: np.ndarray, recs: list[Any]) -> None:
+    """Refuse to write what is not a number (NaN is not even JSON): the gate, not the records, is broken."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        rows = bad if bad.ndim == 1 else bad.any(1)
+        first = recs[int(np.argmax(rows))]
+        raise CliError(f"{gate}: not a usable gate: no finite estimate for {int(rows.sum())} of {len(recs)} records "
+                       f"(first {first.id!r}); nothing written. Retrain it with finite, non-negative --set weights")
+
+
+def _check_weights_spec(spec: str) -> None:
+    """What ``Weights.parse`` lets through silently: no weight at all (quality alone, which the user did not ask
+    for), a weight given twice (the last won), a weight with no name, and 1_0 read as 10."""
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    if not parts:
+        raise CliError(f"--weights {spec!r} names no weight: give e.g. quality=1,cost=0.3")
+    keys = [p.partition("=")[0].strip() for p in parts]
+    if "" in keys:
+        raise CliError(f"--weights {spec!r}: a weight with no name; give e.g. quality=1,cost=0.3")
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise CliError(f"--weights {spec!r} gives {', '.join(twice)} more than once: give each weight once")
+    for p in parts:
+        if "_" in p.partition("=")[2]:
+            raise CliError(f"--weights {spec!r}: {p!r} is not a plain number")
 
 
 @app.command(context_settings={"allow_extra_args": True})
@@ -507,6 +644,7 @@ def decide(
         from moai.gate.quality import guess_card
         from moai.gate.store import Gate
 
+        _check_weights_spec(weights)
         w = Weights.parse(weights)
         for k, v in asdict(w).items():
             if not math.isfinite(v) or v < 0 or (k == "cost_scale" and v == 0):
@@ -522,11 +660,20 @@ def decide(
         record_names = sorted({m for r in recs for m in r.scores})
         if default is not None:
             default = _resolve_models(default, record_names, g.models, "--models")
+            n_scored = sum(1 for r in recs if r.scores)
+            if n_scored == len(recs):  # resolved (an ambiguous name is still an error), but no record uses them
+                typer.echo("note: --models is not used: every record has scores, and a record's candidates are the "
+                           "models that scored it", err=True)
+                default = None
+            elif n_scored:
+                typer.echo(f"note: --models applies to the {len(recs) - n_scored} record(s) without scores; the "
+                           f"{n_scored} with scores choose among the models that scored them", err=True)
         names_all = sorted(set(record_names) | set(default or []))
         if not names_all:
             raise CliError("records have no scores: name the candidate models with --models")
         _warn_untrained(g, names_all, known=record_names)
         q = g.quality_matrix([r.prompt for r in recs], names_all)
+        _check_finite(gate, q, recs)
         col = {m: j for j, m in enumerate(names_all)}
         # size from the name: a larger model's answer is expected to cost more energy (the carbon term)
         cards = {m: RecordCard(m, params_b=guess_card(m)["params_b"]) for m in names_all}

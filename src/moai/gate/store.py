@@ -72,17 +72,53 @@ class Gate:
 
     @classmethod
     def load(cls, directory: str | Path) -> Gate:
+        """The gate saved in ``directory``; a GateLoadError (one line naming the directory) for anything that is
+        not a usable gate: a missing directory or file, a file instead of a directory, damaged files, a format
+        from another version, or settings no gate can score with (trained before they were refused)."""
         d = Path(directory)
+        if d.exists() and not d.is_dir():
+            raise GateLoadError(f"{d}: not a usable gate: a file, not a gate directory (what `moai gate train --out` "
+                                "writes)")
         try:
             meta = json.loads((d / "gate.json").read_text())
-            blob = pickle.loads((d / "gate.pkl").read_bytes())
         except FileNotFoundError as e:
             raise GateLoadError(f"{d}: not a gate directory (missing {Path(e.filename).name})") from e
-        except (json.JSONDecodeError, pickle.UnpicklingError, EOFError) as e:
-            raise GateLoadError(f"{d}: corrupt gate files ({e})") from e
+        except OSError as e:
+            raise GateLoadError(f"{d}: cannot read gate.json ({e.strerror or e})") from e
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise GateLoadError(f"{d}: corrupt gate files (gate.json: {e}): not a usable gate") from e
+        if not isinstance(meta, dict):
+            raise GateLoadError(f"{d}: corrupt gate files (gate.json holds no object): not a usable gate")
         if meta.get("format") != FORMAT_VERSION:
             raise GateLoadError(f"{d}: gate format {meta.get('format')} != supported {FORMAT_VERSION}")
-        cfg = TrainConfig(**meta.get("config", {}))
+        try:
+            raw = (d / "gate.pkl").read_bytes()
+        except FileNotFoundError as e:
+            raise GateLoadError(f"{d}: not a gate directory (missing {Path(e.filename).name})") from e
+        except OSError as e:
+            raise GateLoadError(f"{d}: cannot read gate.pkl ({e.strerror or e})") from e
+        try:
+            blob = pickle.loads(raw)
+        except Exception as e:  # noqa: BLE001 - damaged pickle bytes raise almost any exception type
+            raise GateLoadError(f"{d}: corrupt gate files (gate.pkl: {type(e).__name__}: {e}): not a usable "
+                                "gate") from e
+        parts = {"featurizer": Featurizer, "head": QualityHead, "cost": CostModel}
+        if not isinstance(blob, dict) or any(not isinstance(blob.get(k), t) for k, t in parts.items()):
+            raise GateLoadError(f"{d}: corrupt gate files (gate.pkl does not hold a gate): not a usable gate")
+        try:
+            cfg = TrainConfig(**meta.get("config", {}))
+        except TypeError as e:
+            raise GateLoadError(f"{d}: corrupt gate files (gate.json config: {e}): not a usable gate") from e
+        # trained before such settings were refused: it would score NaN (inf / inf) or crash (no estimate at all)
+        weights = dict(getattr(blob["head"], "weights", {}))
+        bad = [f"{k}={v}" for k, v in weights.items()
+               if not isinstance(v, int | float) or isinstance(v, bool) or not np.isfinite(v) or v < 0]
+        if bad:
+            raise GateLoadError(f"{d}: not a usable gate: head weight {', '.join(bad)} is not a finite non-negative "
+                                "number; retrain it")
+        if max(weights.get(k, 0.0) for k in ("factor", "knn", "linear")) == 0:
+            raise GateLoadError(f"{d}: not a usable gate: its head weights factor, knn and linear are all 0, so it "
+                                "has no estimate to give; retrain it")
         return cls(blob["featurizer"], blob["head"], blob["cost"], cfg, meta)
 
     # ------------------------------------------------------------------ quality

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -227,6 +228,15 @@ def grading_failures(records: Sequence[RoutingRecord], models: Sequence[str], Y:
     return found
 
 
+# the lowest value each numeric setting takes, and whether that value itself is refused (default: 0, allowed)
+_LOWEST: dict[str, tuple[float, bool]] = {
+    "hidden": (1, False), "epochs": (1, False), "knn_k": (1, False),
+    "linear_c": (0, True), "domain_c": (0, True),  # inverse regularisation strengths: 0 is no model at all
+    "max_tokens": (18, False),  # the encoder keeps 16 head tokens plus [CLS] and [SEP]
+}
+_HIGHEST: dict[str, float] = {"max_tokens": 512}  # MiniLM has 512 positions
+
+
 @dataclass
 class TrainConfig:
     hidden: int = 48
@@ -258,9 +268,41 @@ class TrainConfig:
     failure_in_domain: bool = True
     seed: int = 0
 
+    def problems(self) -> list[str]:
+        """What makes this configuration unusable, one phrase per setting (empty: usable).
+
+        Such a gate used to train without complaint and then score NaN (an infinite weight: inf / inf in the
+        blend) or crash every command that loads it (all head weights 0: no estimate at all)."""
+        from dataclasses import fields
+
+        found = []
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool):
+                continue
+            if isinstance(v, float) and not math.isfinite(v):
+                found.append(f"{f.name}={v} must be a finite number")
+                continue
+            low, strict = _LOWEST.get(f.name, (0, False))
+            if v < low or (strict and v == low):
+                found.append(f"{f.name}={v} must be {'above' if strict else 'at least'} {low}")
+            elif f.name in _HIGHEST and v > _HIGHEST[f.name]:
+                found.append(f"{f.name}={v} must be at most {_HIGHEST[f.name]}")
+        if not found and max(self.w_factor, self.w_knn, self.w_linear) == 0:
+            found.append("w_factor, w_knn and w_linear are all 0: the gate would have no estimate to give (the "
+                         "domain head only adjusts theirs)")
+        return found
+
+    def check(self) -> TrainConfig:
+        """This configuration, or a ValueError naming every setting that makes it unusable."""
+        found = self.problems()
+        if found:
+            raise ValueError(f"training settings: {'; '.join(found)}")
+        return self
+
     def override(self, pairs: Sequence[str]) -> TrainConfig:
         """A copy with ``key=value`` settings applied (``moai gate train --set w_domain=0``); a ValueError
-        names an unknown key or a value of the wrong type."""
+        names an unknown key, a value of the wrong type, or one out of range (``problems``)."""
         from dataclasses import fields, replace
 
         types = {f.name: type(getattr(self, f.name)) for f in fields(self)}
@@ -280,7 +322,12 @@ class TrainConfig:
                     changes[key] = kind(raw)
                 except ValueError:
                     raise ValueError(f"--set {pair!r}: {key} takes a {kind.__name__}") from None
-        return replace(self, **changes)
+                if "_" in raw:  # Python reads 1_0 as 10: a typo more likely than a digit separator
+                    raise ValueError(f"--set {pair!r}: {key} takes a plain number")
+                bad = [p for p in replace(self, **{key: changes[key]}).problems() if p.startswith(f"{key}=")]
+                if bad:
+                    raise ValueError(f"--set {pair!r}: {bad[0]}")
+        return replace(self, **changes).check()
 
 
 def failure_offset(head: QualityHead, observed: float, j: int, p_domain: np.ndarray, X: np.ndarray,
@@ -329,6 +376,8 @@ def fit_head(
             progress("embed", done[0], len(texts))
 
     E = feat.embed(texts, progress=emb_prog)
+    if progress and done[0] != len(texts):  # a repeated prompt is embedded once: the count stops short of the total
+        progress("embed", len(texts), len(texts))
     feat.fit(texts, E)
     X, S = feat.transform(texts, E)
     models, Y = target_matrix(records)
