@@ -64,6 +64,10 @@ class Deployment(BaseModel):
     _key_env = field_validator("api_key_env")(check_key_env)
 
 
+# what a gate-picked slot may give a model that lists roles (``drafter``: the critique writer's other name)
+ROLES = ("proposer", "aggregator", "writer", "drafter", "critic", "judge")
+
+
 class ModelCard(BaseModel):
     """One model as the mix instructions describe it."""
 
@@ -82,6 +86,7 @@ class ModelCard(BaseModel):
     params_b: float | None = Field(None, gt=0)
     family: str | None = None
     context: int = Field(4096, gt=0)
+    # the roles a gate-picked slot may give it (none listed: any); a role that names models keeps them as named
     roles: list[str] = Field(default_factory=list)
     supports_tools: bool = False
     tokens_per_s: float | None = Field(None, gt=0)
@@ -101,10 +106,35 @@ class ModelCard(BaseModel):
 
     _key_env = field_validator("api_key_env")(check_key_env)
 
+    @field_validator("roles")
+    @classmethod
+    def _roles(cls, v: list[str]) -> list[str]:
+        import difflib
+
+        for role in v:
+            if role not in ROLES:
+                close = difflib.get_close_matches(role, ROLES, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"unknown role {role!r} (roles: {', '.join(ROLES)}){hint}")
+        return v
+
     @model_validator(mode="after")
     def _provider_fields(self) -> ModelCard:
+        """A field the provider never reads is a mistake to point out, not to ignore (a working endpoint beside
+        deployments that are down, a power draw that changes no energy figure)."""
         if self.deployments and self.provider not in ("openai_compat", "openai"):
             raise ValueError("deployments are supported for openai_compat/openai models")
+        if self.deployments and self.endpoint:
+            raise ValueError("give either 'endpoint' or 'deployments' (each deployment has its own endpoint), "
+                             "not both")
+        unread = {"local": ("endpoint", "api_key_env", "records"), "replay": ("endpoint", "package", "path")}.get(
+            self.provider, ("package", "path", "records", "threads", "power_w"))
+        for name in unread:
+            if getattr(self, name):
+                raise ValueError(f"{name!r} is not used by provider {self.provider}"
+                                 + (" (it is read for local models only)" if name in ("threads", "power_w") else ""))
+        if self.provider == "local" and self.package and self.path:
+            raise ValueError("give either 'package' (a zoo model) or 'path' (a GGUF file), not both")
         if self.provider in ("openai_compat",) and not self.endpoint and not self.deployments:
             raise ValueError("provider openai_compat needs an 'endpoint' (base URL ending in /v1)")
         if self.provider == "local" and not (self.package or self.path):

@@ -53,7 +53,7 @@ def plan(ctx: RequestContext) -> Plan:
     if ctx.decision is decision and set(decision.ranking) - set(models):
         ctx.decision = _narrowed(decision, models)
     threshold = ctx.mix.threshold
-    judge = fill(ctx, ctx.mix.judge) if ctx.mix.scorer == "judge" else []
+    judge = fill(ctx, ctx.mix.judge, name="judge") if ctx.mix.scorer == "judge" else []
     steps: list[Step] = []
     tries: list[str] = []
     notes: list[str] = []

@@ -48,10 +48,10 @@ def rescue_from(ids: list[str]) -> Callable[[dict[str, StepResult]], StepResult 
 
 
 def plan(ctx: RequestContext) -> Plan:
-    writer = fill(ctx, ctx.mix.writer)
+    writer = fill(ctx, ctx.mix.writer, name="writer")
     if not writer:
         raise unfilled(ctx, "the writer", ctx.mix.writer)
-    critic = fill(ctx, ctx.mix.critic)
+    critic = fill(ctx, ctx.mix.critic, name="critic")
     if not critic:
         raise unfilled(ctx, "the critic", ctx.mix.critic)
     writer, critic = with_fallbacks(ctx, writer), with_fallbacks(ctx, critic)

@@ -13,11 +13,11 @@ from moai.strategies.roles import fill, unfilled, with_messages
 def plan(ctx: RequestContext) -> Plan:
     mix = ctx.mix
     ctx.decision or ctx.decide()  # the gate's ranking orders rescues and ties
-    proposers = fill(ctx, mix.proposers, default_n=3)
+    proposers = fill(ctx, mix.proposers, default_n=3, name="proposer")
     if not proposers:
         raise unfilled(ctx, "the proposers", mix.proposers)
     if mix.judge is None:
-        aggregator = fill(ctx, mix.aggregator)
+        aggregator = fill(ctx, mix.aggregator, name="aggregator")
         if not aggregator:
             raise unfilled(ctx, "the aggregator", mix.aggregator)
         proposers = fit_budget(ctx, proposers, aggregator[0] if aggregator else None, 1)
@@ -25,7 +25,7 @@ def plan(ctx: RequestContext) -> Plan:
         steps.append(aggregator_step(ctx, with_fallbacks(ctx, aggregator), last))
         return Plan("fanout", steps, "aggregate", rescue=lambda r: best_of(ctx, ok_answers(r, last)))
 
-    judge = fill(ctx, mix.judge)
+    judge = fill(ctx, mix.judge, name="judge")
     proposers = fit_budget(ctx, proposers, judge[0] if judge else None, 1)
     steps, last = proposer_layers(ctx, 1, proposers)
 

@@ -75,10 +75,10 @@ def with_fallbacks(ctx: RequestContext, models: list[str]) -> list[str]:
 
 def plan(ctx: RequestContext) -> Plan:
     mix = ctx.mix
-    proposers = fill(ctx, mix.proposers, default_n=3)
+    proposers = fill(ctx, mix.proposers, default_n=3, name="proposer")
     if not proposers:
         raise unfilled(ctx, "the proposers", mix.proposers)
-    aggregator = fill(ctx, mix.aggregator)
+    aggregator = fill(ctx, mix.aggregator, name="aggregator")
     if not aggregator:
         raise unfilled(ctx, "the aggregator", mix.aggregator)
     proposers = fit_budget(ctx, proposers, aggregator[0], mix.layers)

@@ -22,8 +22,9 @@ def expected_cost(card: ModelCard, prompt_tokens: int, output_tokens: int) -> fl
     return usd if usd > 0 else (card.params_b or 1.0) * 1e-9 * output_tokens
 
 
-def fill(ctx: RequestContext, role: Role | None, default_n: int = 1) -> list[str]:
-    """The models that play a role, best first."""
+def fill(ctx: RequestContext, role: Role | None, default_n: int = 1, name: str | None = None) -> list[str]:
+    """The models that play a role, best first. The gate picks the role ``name`` among the models whose card lists
+    it, or lists no roles (when none may, among all): models named in the role play it as named."""
     eligible = {c.name: c for c in ctx.candidates}
     if role is None:
         role = Pick(pick=default_n if default_n > 1 else "best")
@@ -37,12 +38,17 @@ def fill(ctx: RequestContext, role: Role | None, default_n: int = 1) -> list[str
         if kept or not dropped:
             return kept
         role = Pick(pick=len(pinned) if len(pinned) > 1 else "best")  # let the gate stand in
-        chosen = fill(ctx, role)
+        chosen = fill(ctx, role, name=name)
         ctx.notes.append(f"role: the gate chose {', '.join(chosen)} instead")
         return chosen
     pool = [eligible[m] for m in (role.among or eligible) if m in eligible]
     if not pool:
         return []
+    if name is not None and role.among is None:
+        fit = [c for c in pool if _plays(c, name)]
+        if fit and len(fit) < len(pool):
+            ctx.notes.append(f"role: {name} picked among {', '.join(c.name for c in fit)} (their cards list it)")
+        pool = fit or pool
     ranking = ctx.decide(pool).ranking
     if role.pick == "best":
         return ranking[:1]
@@ -69,6 +75,13 @@ def unfilled(ctx: RequestContext, what: str, role: Role | None) -> NoEligibleMod
         named = (role.among if role is not None else None) or []
     excluded = {m: ctx.excluded.get(m, "not among the mix's models") for m in named} or dict(ctx.excluded)
     return NoEligibleModel(f"mix {ctx.mix_name!r}: no eligible model for {what}", excluded)
+
+
+def _plays(card: ModelCard, name: str) -> bool:
+    roles = set(card.roles)
+    if "drafter" in roles:
+        roles.add("writer")
+    return not roles or name in roles
 
 
 def _diverse(ranking: list[str], cards: dict[str, ModelCard]) -> list[str]:
