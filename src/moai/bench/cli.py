@@ -210,6 +210,9 @@ def report(
     if dup:
         _warn(dup)
     rows = rep.summarise(recs)
+    if rep.mixes_scales(recs):
+        _warn("the records mix the 1-10 judge scale with 0/1 or 0-1 scores: each task's score is in its own scale, "
+              "the 'all' row puts every record on 0-1 first")
     console = Console()
     if not console.is_terminal:
         console.width = max(console.width, 140)  # logs and pipes: don't squeeze model names

@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.table import Table
 
 from moai.bench.datasets import RecordError, RoutingRecord, load_records
+from moai.bench.scales import record_scales
 
 ALL = "all"
 
@@ -70,8 +71,21 @@ def _mean(values: Iterable[float | None]) -> float:
     return sum(vals) / len(vals) if vals else math.nan
 
 
+def mixes_scales(records: Sequence[RoutingRecord]) -> bool:
+    """Whether some records are on the 1-10 judge scale and others on 0/1 or 0-1 (``bench.scales``)."""
+    judge = record_scales(records)
+    return bool(judge.any() and not judge.all())
+
+
 def summarise(records: Sequence[RoutingRecord]) -> list[Row]:
-    """Rows per (task, model), then one ``all`` row per model (mean over every answer it gave)."""
+    """Rows per (task, model), then one ``all`` row per model (mean over every answer it gave). Each task's score
+    is in its own scale; when the records mix the 1-10 judge scale with 0/1 or 0-1, the ``all`` row puts each
+    record on 0-1 first ((y - 1) / 9 for a judge's, as training does), never averaging a 9 with a 1."""
+    judge = record_scales(records)
+    unit: dict[int, dict[str, float]] = {}
+    if judge.any() and not judge.all():
+        unit = {id(r): {m: min(1.0, max(0.0, (v - 1.0) / 9.0)) if j else v for m, v in r.scores.items()}
+                for r, j in zip(records, judge, strict=True)}
     cells: dict[tuple[str, str], list[RoutingRecord]] = {}
     models: list[str] = []
     for r in records:
@@ -91,7 +105,7 @@ def summarise(records: Sequence[RoutingRecord]) -> list[Row]:
             energy = [r.energy_kwh.get(m) for r in rs]
             rows.append(Row(
                 task=t, model=m, n=len(rs),
-                score=_mean(r.scores[m] for r in rs),
+                score=_mean((unit[id(r)] if t == ALL and unit else r.scores)[m] for r in rs),
                 latency_ms=_mean(r.latency_ms.get(m) for r in rs),
                 energy_wh=_mean(None if e is None else e * 1000 for e in energy),
                 cost_usd=_total(r.cost_usd.get(m) for r in rs),
