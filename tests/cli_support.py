@@ -30,3 +30,18 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     """``rows`` as a JSON-lines file at ``path`` (returned)."""
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def record_serving(monkeypatch: Any) -> list[Any]:
+    """Record the servers ``moai serve`` would run instead of running them (a test must fail, not hang, when serve
+    goes ahead): each one's uvicorn config, its keyword options as ``config``'s attributes."""
+    import moai.cli
+
+    served: list[Any] = []
+
+    def run(server: Any) -> None:
+        served.append(server.config)
+        server.started = True
+
+    monkeypatch.setattr(moai.cli, "_run", run)
+    return served

@@ -495,17 +495,13 @@ def test_an_answer_the_judge_gave_no_usable_verdict_on_is_not_cached(passing: tu
 ])
 def test_a_bad_cache_variable_stops_serve_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                        env: dict[str, str], needles: list[str]) -> None:
-    import uvicorn
-    from cli_support import one_line_error
+    from cli_support import one_line_error, record_serving
     from stub_openai import free_port
     from typer.testing import CliRunner
 
     from moai.cli import app
 
-    def served(*_a: Any, **_k: Any) -> None:
-        raise AssertionError("the server started")
-
-    monkeypatch.setattr(uvicorn, "run", served)  # a regression fails here instead of serving for ever
+    served = record_serving(monkeypatch)  # a regression fails below instead of serving for ever
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("MOAI_CONFIG", raising=False)
@@ -514,7 +510,7 @@ def test_a_bad_cache_variable_stops_serve_in_one_line(tmp_path: Path, monkeypatc
     path.write_text(cfg_text("http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1"))
     r = CliRunner().invoke(app, ["serve", "--config", str(path), "--port", str(free_port())])
     one_line_error(r, *needles)
-    assert "serving" not in r.output
+    assert "serving" not in r.output and served == []
     with pytest.raises(ConfigError, match=needles[0].split("=")[0]):
         ResponseCache.from_config(object())
 

@@ -109,11 +109,9 @@ def test_chat_max_tokens_out_of_range_is_a_usage_error(value: str, db: str) -> N
 @pytest.fixture()
 def no_serving(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
     """Record what would be served instead of serving (a test must fail, not hang, when serve goes ahead)."""
-    import uvicorn
+    from cli_support import record_serving
 
-    calls: list[dict[str, object]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda _app, **kw: calls.append(kw))
-    return calls
+    return record_serving(monkeypatch)
 
 
 @pytest.mark.parametrize("value", ["99999", "-1", "65536"])

@@ -113,12 +113,11 @@ def test_config_check_warns_about_unset_key_variables(tmp_path: Path, monkeypatc
 
 
 def test_serve_warns_about_unset_key_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import uvicorn
+    from cli_support import record_serving
 
     from moai.cli import app
 
-    served: list[object] = []
-    monkeypatch.setattr(uvicorn, "run", lambda _app, **kw: served.append(kw))
+    served = record_serving(monkeypatch)
     monkeypatch.setenv("MOAI_DATABASE_URL", f"sqlite:///{tmp_path / 'moai.db'}")
     monkeypatch.delenv("MOAI_TEST_KEY_UNSET", raising=False)
     path = tmp_path / "mix.yaml"
@@ -300,13 +299,11 @@ def test_serve_on_a_port_in_use_is_one_line_before_any_start_up_work(tmp_path: P
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     import socket
 
-    import uvicorn
-    from cli_support import one_line_error
+    from cli_support import one_line_error, record_serving
 
     from moai.cli import app
 
-    served: list[object] = []
-    monkeypatch.setattr(uvicorn, "run", lambda _app, **kw: served.append(kw))
+    served = record_serving(monkeypatch)
     monkeypatch.setenv("MOAI_DATABASE_URL", f"sqlite:///{tmp_path / 'moai.db'}")
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]

@@ -158,14 +158,11 @@ def test_a_second_ctrl_c_answers_the_request_in_flight_in_openai_format_and_reco
 def test_a_bad_log_level_or_an_empty_host_is_one_line_before_anything_starts(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: list[str], needles: list[str]) -> None:
     """A bad level crashed with a KeyError after the banner; an empty host listened on every interface."""
-    import uvicorn
+    from cli_support import record_serving
 
-    def served(*_a: Any, **_k: Any) -> None:
-        raise AssertionError("the server started")
-
-    monkeypatch.setattr(uvicorn, "run", served)  # a regression fails here instead of serving for ever
+    served = record_serving(monkeypatch)  # a regression fails below instead of serving for ever
     monkeypatch.delenv("MOAI_CONFIG", raising=False)
     db = tmp_path / "moai.db"
     r = CliRunner().invoke(app, ["serve", "--port", str(free_port()), "--database-url", f"sqlite:///{db}", *option])
     one_line_error(r, *needles)
-    assert "serving" not in r.output and not db.exists()
+    assert "serving" not in r.output and not db.exists() and served == []

@@ -167,9 +167,14 @@ def serve(
         limit_concurrency=limit_concurrency or None, timeout_keep_alive=timeout_keep_alive,
         timeout_graceful_shutdown=timeout_graceful_shutdown))
     app.state.mixture.stopping = lambda: server.should_exit
-    _draining(server.run)
+    _run(server)
     if not server.started:  # it could not start (uvicorn logged why): as uvicorn.run exits
         raise typer.Exit(3)
+
+
+def _run(server: Any) -> None:
+    """Run the uvicorn server until it has drained (the one place ``serve`` starts serving)."""
+    _draining(server.run)
 
 
 def _check_log_level(level: str) -> str:

@@ -83,24 +83,20 @@ def test_only_off_turns_the_model_off(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_bad_model_path_stops_serve_in_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import uvicorn
-    from cli_support import one_line_error
+    from cli_support import one_line_error, record_serving
     from stub_openai import free_port
     from typer.testing import CliRunner
 
     from moai.cli import app
 
-    def served(*_a: Any, **_k: Any) -> None:
-        raise AssertionError("the server started")
-
-    monkeypatch.setattr(uvicorn, "run", served)
+    served = record_serving(monkeypatch)  # a regression fails below instead of serving for ever
     for name in ("MOAI_CONFIG", "MOAI_CACHE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MOAI_DATABASE_URL", f"sqlite:///{tmp_path / 'moai.db'}")
     _set_model(monkeypatch, str(tmp_path / "missing.pkl"))
     r = CliRunner().invoke(app, ["serve", "--port", str(free_port())])
     one_line_error(r, "MOAI_PRIVACY_MODEL=", "missing.pkl", "no such file")
-    assert "serving" not in r.output
+    assert "serving" not in r.output and served == []
 
 
 # ---------------------------------------------------------------- long prompts
