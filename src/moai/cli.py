@@ -552,14 +552,14 @@ def models_pull(
 @config_app.command("check")
 def config_check(path: str = typer.Argument(..., help="Mix instructions YAML.")) -> None:
     """Validate a mix-instructions file; print a summary or one line naming file, line and field."""
-    from moai.config import price_warnings
+    from moai.config import config_warnings
 
     cfg = _config(path)
     if cfg.settings.gate and not (Path(cfg.settings.gate).expanduser() / "gate.json").is_file():
         fail(f"{path}: settings.gate: no trained gate at {cfg.settings.gate} (no gate.json there); `moai serve` "
              "would route with the shipped gate or the rule-based chooser instead")
     _warn_missing_keys(cfg)
-    for warning in price_warnings(cfg):
+    for warning in config_warnings(cfg):
         err_console.print(f"[yellow]warning:[/yellow] {path}: {warning}", highlight=False, soft_wrap=True)
     console.print(f"[green]ok[/green] {path}: {len(cfg.models)} model(s), {len(cfg.mixes)} mix(es): "
                   + ", ".join(f"{n} ({m.strategy})" for n, m in cfg.mixes.items()), soft_wrap=True)

@@ -13,6 +13,7 @@ import types
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -27,11 +28,17 @@ from pydantic import (
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from moai.catalog import ModelCard, PrivacyTier, complete_card
+from moai.catalog import Deployment, ModelCard, Price, PrivacyTier, complete_card
 
 Strategy = Literal["route", "cascade", "moa", "chain", "fanout", "critique", "auto"]
 SensitivePolicy = Literal["local_only", "private_ok", "allow", "redact"]
 PickMode = Literal["best", "cheapest", "diverse"]
+
+
+MIX_PREFIX = "moai/"  # a request for ``moai/<name>`` is for the mix <name> (see Mixture.resolve)
+MIN_STATS_REFRESH_S = 0.1
+# $1 a token: above any real price (a test rig may use it to spend a budget in one request); 1e300 overflowed costs
+MAX_PRICE_PER_MTOK = 1_000_000.0
 
 
 class ConfigError(ValueError):
@@ -47,6 +54,47 @@ class _FieldProblem(ValueError):
         self.problem = problem
 
 
+def _masked(url: str) -> str:
+    """A database URL as it may be printed: the password, if any, replaced by ``***``."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def check_database_url(url: str) -> str:
+    """``moai serve`` opens the database only after the config has loaded, so a URL it cannot use passed
+    ``config check`` and then stopped the server: parse it and load its dialect and driver here (no connection)."""
+    if "${" in url or url.strip().startswith("$"):
+        raise ValueError(f"{_masked(url)!r}: environment variables are not expanded in mix instructions; leave "
+                         "settings.database_url out and set MOAI_DATABASE_URL, or pass the --database-url flag")
+    example = "e.g. sqlite:///path/moai.db or postgresql+psycopg://user@host/moai"
+    if not url.strip():
+        raise ValueError(f"an empty URL; leave settings.database_url out to use MOAI_DATABASE_URL, else SQLite under "
+                         f"~/.cache/moai ({example})")
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - ArgumentError, ValueError (a bad port): any of them is a bad URL
+        raise ValueError(f"not a database URL: {_masked(url)!r} ({example})") from None
+    shown = _masked(url)
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        hint = " (did you mean postgresql+psycopg?)" if parsed.drivername.startswith("postgres") else ""
+        raise ValueError(f"{shown!r}: unknown database kind {parsed.drivername!r}{hint}; {example}") from None
+    except Exception as e:  # noqa: BLE001 - a dialect that fails to import: the server could not open it either
+        raise ValueError(f"{shown!r}: cannot load database kind {parsed.drivername!r}: {e}") from None
+    try:
+        dialect.import_dbapi()
+    except Exception as e:  # noqa: BLE001 - ImportError mostly: the driver is not installed
+        raise ValueError(f"{shown!r}: the driver of {parsed.drivername!r} is not installed ({e}); "
+                         f"{example}") from None
+    if getattr(dialect, "is_async", False):
+        raise ValueError(f"{shown!r}: {parsed.drivername!r} is an asyncio driver; moai needs a blocking one "
+                         f"({example})")
+    return url
+
+
 class Weights(BaseModel):
     """Soft objectives: utility = quality − cost·$ − latency·s − carbon·gCO2 (each scaled, see policy)."""
 
@@ -55,6 +103,14 @@ class Weights(BaseModel):
     cost: float = Field(0.0, ge=0)
     latency: float = Field(0.0, ge=0)
     carbon: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_positive(self) -> Weights:
+        """All zero scores every model the same: the first model listed would answer every request."""
+        if not any((self.quality, self.cost, self.latency, self.carbon)):
+            raise ValueError("every weight is 0, so every model scores the same and the first one listed answers "
+                             "every request; make at least one weight positive (e.g. quality: 1)")
+        return self
 
 
 class Constraints(BaseModel):
@@ -203,6 +259,12 @@ class Mix(BaseModel):
         if self.constraints.allowed_models == []:
             raise _FieldProblem(("constraints", "allowed_models"),
                                 "allows no model; leave it out to allow every model")
+        if self.cascade == []:  # an empty list used to mean the default order, as if it were left out
+            raise _FieldProblem(("cascade",), "an empty cascade; leave 'cascade' out to try the pool cheapest first")
+        cascade = self.cascade or []
+        for i, name in enumerate(cascade):
+            if name in cascade[:i]:
+                raise _FieldProblem(("cascade", i), f"{name!r} is listed twice; a cascade tries each model once")
         need = {
             "moa": ["proposers", "aggregator"],
             "fanout": ["proposers"],
@@ -253,7 +315,9 @@ class Settings(BaseModel):
     grid_g_per_kwh: float | None = Field(None, gt=0)  # explicit grid intensity overrides the zone
     gate: str | None = None  # a trained gate directory; default: the one shipped with moai
     max_body_bytes: int = Field(4 << 20, gt=0)
-    stats_refresh_s: float = Field(2.0, gt=0)  # how often live statistics are re-read from the database
+    # how often live statistics are re-read from the database; more often than 10 times a second keeps an idle
+    # server busy re-reading them
+    stats_refresh_s: float = Field(2.0, ge=MIN_STATS_REFRESH_S)
     # requests older than this many days are deleted with their calls and feedback (hourly; never what a key's
     # budget still sums); unset: kept for ever (`moai db prune` deletes on demand)
     retention_days: float | None = Field(None, gt=0)
@@ -269,6 +333,11 @@ class Settings(BaseModel):
     cache: CacheSettings | None = None  # response cache (default: off, or the MOAI_CACHE variables)
     # browser origins allowed to call the API (CORS), e.g. ["https://chat.example.com"] or ["*"]; none by default
     cors_origins: list[str] = Field(default_factory=list)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str | None) -> str | None:
+        return None if v is None else check_database_url(v)
 
     @field_validator("cors_origins")
     @classmethod
@@ -302,14 +371,26 @@ class Config(BaseModel):
     settings: Settings = Field(default_factory=Settings)
     source: str = Field("<embedded>", exclude=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_numbers(cls, data: Any) -> Any:
+        """Before pydantic's lax coercion turns ``true`` into 1 and ``"2"`` into 2.0 (it cannot be told after)."""
+        models = data.get("models") if isinstance(data, dict) else None
+        if isinstance(models, dict):
+            for name, card in models.items():
+                _check_card_numbers(name, card)
+        return data
+
     @model_validator(mode="after")
     def _references(self) -> Config:
         if not self.models:
             raise ValueError("at least one model is needed")
         if not self.mixes:
             raise ValueError("at least one mix is needed")
+        _check_names(self.models, self.mixes)
         for name, card in self.models.items():
             _check_package(name, card)
+            _check_upstream(name, card)
         self.models = {name: complete_card(name, card) for name, card in self.models.items()}
         for mix_name, mix in self.mixes.items():
             for fld, ref in _model_refs(mix):
@@ -317,6 +398,7 @@ class Config(BaseModel):
                     path = tuple(int(p) if p.isdigit() else p for p in fld.split("."))
                     raise _FieldProblem(("mixes", mix_name, *path),
                                         f"unknown model {ref!r}{_did_you_mean(ref, self.models)}")
+            _check_cascade(mix_name, mix)
             if mix.collaborate is not None and mix.collaborate not in self.mixes:
                 raise _FieldProblem(("mixes", mix_name, "collaborate"), f"unknown mix {mix.collaborate!r}")
             if not self.pool(mix):
@@ -334,6 +416,121 @@ class Config(BaseModel):
         if mix.constraints.allowed_models is not None:
             names = [n for n in names if n in mix.constraints.allowed_models]
         return [self.models[n] for n in names]
+
+
+def _number_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The fields of ``model`` that hold an int or a float (not a bool)."""
+    return frozenset(n for n, f in model.model_fields.items()
+                     if any(form in (int, float) for form in _annotation_forms(f.annotation)))
+
+
+def _plain_number_problem(value: Any) -> str | None:
+    """Why ``value`` is not to be read as a number, or None: a boolean, or a number written as a string."""
+    if isinstance(value, bool):
+        return f"expects a number, not {str(value).lower()}"
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return None  # not a number at all: pydantic says so
+        return f"expects a number, not the string {value!r}; write it without quotes"
+    return None
+
+
+def _check_card_numbers(name: Any, card: Any) -> None:
+    """A model card's numbers (prices, sizes, limits) as YAML numbers: ``price: {input_per_mtok: true}`` was billed
+    at 1 USD per million tokens."""
+    if not isinstance(card, dict):
+        return
+    places: list[tuple[tuple[int | str, ...], Any, frozenset[str]]] = [((), card, _number_fields(ModelCard))]
+    if isinstance(card.get("price"), dict):
+        places.append((("price",), card["price"], _number_fields(Price)))
+    if isinstance(card.get("deployments"), list):
+        places += [(("deployments", i), d, _number_fields(Deployment))
+                   for i, d in enumerate(card["deployments"]) if isinstance(d, dict)]
+    for path, values, fields in places:
+        for key, value in values.items():
+            if key in fields and (problem := _plain_number_problem(value)):
+                raise _FieldProblem(("models", name, *path, key), problem)
+
+
+def _is_env_reference(text: str) -> bool:
+    """``${VAR}`` or ``$VAR``: mix instructions take no environment interpolation, so it would be used verbatim."""
+    return "${" in text or text.strip().startswith("$")
+
+
+def _check_names(models: dict[str, ModelCard], mixes: dict[str, Mix]) -> None:
+    """Names are what clients send as the request's ``model``: each must reach one thing only. A mix is called as
+    ``<mix>`` or ``moai/<mix>`` before any model of that name (so a mix may take a model's name only to route to
+    that model alone), and a name that differs from another only in case is one slip away from another model (and
+    its privacy tier)."""
+    for section, names in (("models", list(models)), ("mixes", list(mixes))):
+        kind = section[:-1] if section == "models" else "mix"
+        seen: dict[str, str] = {}
+        for name in names:
+            if not name:
+                raise _FieldProblem((section, name), f"a {kind} name cannot be empty")
+            if any(c.isspace() for c in name):
+                raise _FieldProblem((section, name), f"{name!r}: a {kind} name cannot contain spaces or other "
+                                    "whitespace (clients send it as the request's model)")
+            other = seen.setdefault(name.casefold(), name)
+            if other != name:
+                raise _FieldProblem((section, name), f"{kind} {name!r} differs from {kind} {other!r} only in case; "
+                                    f"a request with the wrong case would reach the other {kind}: rename one")
+    for name in models:
+        mix = mixes.get(name)
+        if mix is not None and (mix.strategy != "route" or mix.models != [name]):
+            raise _FieldProblem(("models", name), f"model {name!r} has the name of mix {name!r}: a request for "
+                                f"{name!r} gets the mix, never the model; rename the model or the mix (a mix may "
+                                f"share a model's name only as {{strategy: route, models: [{name}]}})")
+        if name.startswith(MIX_PREFIX):
+            called = name.removeprefix(MIX_PREFIX)
+            raise _FieldProblem(("models", name), f"model {name!r} starts with {MIX_PREFIX!r}, which names a mix: a "
+                                f"request for {name!r} is one for mix {called!r}; rename the model")
+
+
+def _check_upstream(name: str, card: ModelCard) -> None:
+    """What is sent upstream: the model id and endpoint as written, and prices a bill can be computed from."""
+    places: list[tuple[tuple[int | str, ...], str | None, str | None]] = [((), card.model, card.endpoint)]
+    places += [(("deployments", i), d.model, d.endpoint) for i, d in enumerate(card.deployments)]
+    for path, model, endpoint in places:
+        if model is not None and _is_env_reference(model):
+            raise _FieldProblem(("models", name, *path, "model"), f"{model!r}: environment variables are not "
+                                "expanded in mix instructions; write the provider's model id itself")
+        if endpoint is not None and (problem := _endpoint_problem(endpoint, card.provider)):
+            raise _FieldProblem(("models", name, *path, "endpoint"), problem)
+    for fld in ("input_per_mtok", "output_per_mtok"):
+        usd = getattr(card.price, fld)
+        if usd > MAX_PRICE_PER_MTOK:
+            raise _FieldProblem(("models", name, "price", fld), f"{usd:g} USD per million tokens is above any "
+                                f"real price (at most {MAX_PRICE_PER_MTOK:,.0f}, $1 a token)")
+
+
+def _endpoint_problem(url: str, provider: str) -> str | None:
+    """An endpoint is the server's base URL: the provider appends the API's path to it, so a full request URL (or
+    one with a query or fragment, which the appended path would land inside) posts to a path that does not exist."""
+    base = "e.g. http://host:8000/v1"
+    if "?" in url or "#" in url:
+        return f"{url!r}: the endpoint is the server's base URL ({base}), with no query string or fragment"
+    path = urlsplit(url).path.rstrip("/").lower()
+    suffix = "/messages" if provider == "anthropic" else "/chat/completions"
+    for full in ("/chat/completions", "/completions", suffix):
+        if path.endswith(full):
+            return (f"{url!r}: the endpoint is the server's base URL ({base}); moai adds {suffix} itself, so "
+                    f"leave {full} out")
+    return None
+
+
+def _check_cascade(mix_name: str, mix: Mix) -> None:
+    """An explicit cascade runs only the models the mix may use: one outside them used to be dropped unsaid."""
+    for i, name in enumerate(mix.cascade or []):
+        if mix.models is not None and name not in mix.models:
+            raise _FieldProblem(("mixes", mix_name, "cascade", i), f"{name!r} is not among the mix's models "
+                                f"({', '.join(mix.models)}); add it there or leave it out of the cascade")
+        allowed = mix.constraints.allowed_models
+        if allowed is not None and name not in allowed:
+            raise _FieldProblem(("mixes", mix_name, "cascade", i), f"{name!r} is not in constraints.allowed_models "
+                                f"({', '.join(allowed)}), so the cascade would never call it")
 
 
 def _check_package(name: str, card: ModelCard) -> None:
@@ -546,6 +743,26 @@ def price_warnings(cfg: Config) -> list[str]:
                 out.append(f"models.{name}.price.{fld}: {usd:g} USD per million tokens is below any real price "
                            f"(under {MIN_PRICE_PER_MTOK:g}); if it is a price per token, write {usd * 1e6:.10g}")
     return out
+
+
+def cascade_warnings(cfg: Config) -> list[str]:
+    """``mixes.NAME...: ...`` for each cascade of one model: it never escalates, so its threshold and scorer change
+    nothing. A warning: it still answers (as a route to that model would)."""
+    out: list[str] = []
+    for name, mix in cfg.mixes.items():
+        if mix.strategy != "cascade":
+            continue
+        models = mix.cascade or [c.name for c in cfg.pool(mix)]
+        if len(models) == 1:
+            where = f"mixes.{name}.cascade" if mix.cascade else f"mixes.{name}"
+            out.append(f"{where}: a cascade of one model ({models[0]}) never escalates, so threshold and scorer "
+                       "change nothing; list two or more models, or use strategy: route")
+    return out
+
+
+def config_warnings(cfg: Config) -> list[str]:
+    """Everything ``config check`` warns about (the config stays valid): prices, one-model cascades."""
+    return price_warnings(cfg) + cascade_warnings(cfg)
 
 
 def _one_line(text: str) -> str:
