@@ -4,6 +4,8 @@ gate-picked role honours the roles the cards list."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from moai.config import ConfigError, parse_config
@@ -85,3 +87,28 @@ def test_when_no_card_lists_a_role_every_model_may_play_it() -> None:
               f"  b: {{provider: openai_compat, {EP}, roles: [proposer]}}\n")
     steps = plan_of(models, "{strategy: moa, proposers: {pick: 2}, aggregator: {pick: best}}", ["b", "a"])
     assert steps["aggregate"][0] == "b", steps
+
+
+@pytest.mark.parametrize("mix", ["{strategy: route, models: [a], fallbacks: [b]}",
+                                 "{strategy: route, fallbacks: [b], constraints: {allowed_models: [a]}}"])
+def test_a_fallback_the_mix_may_not_use_is_refused(mix: str) -> None:
+    """It was dropped unsaid: the request whose model failed got a 502, its fallback never tried."""
+    models = f"  a: {{provider: openai_compat, {EP}}}\n  b: {{provider: openai_compat, {EP}}}\n"
+    with pytest.raises(ConfigError) as e:
+        load(models, f"  m: {mix}\n")
+    assert "mixes.m.fallbacks.0: 'b'" in str(e.value) and "never be tried" in str(e.value), str(e.value)
+    load(models, "  m: {strategy: route, models: [a, b], fallbacks: [b]}\n")  # among its models: kept
+
+
+def test_config_check_warns_about_a_model_file_that_is_not_there(tmp_path: Path) -> None:
+    """Check said ok, serve started, and every request to the model failed with 502 (model file not found)."""
+    from typer.testing import CliRunner
+
+    from moai.cli import app
+
+    path = tmp_path / "mix.yaml"
+    path.write_text("models:\n  l: {provider: local, path: /nonexistent/model.gguf}\n"
+                    "  r: {provider: replay, records: [/nonexistent.jsonl]}\nmixes:\n  d: {models: [l]}\n")
+    r = CliRunner().invoke(app, ["config", "check", str(path)])
+    assert r.exit_code == 0, r.output
+    assert "no such file for: l (/nonexistent/model.gguf), r (/nonexistent.jsonl)" in r.output, r.output

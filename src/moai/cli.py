@@ -339,6 +339,12 @@ def _warn_missing_local(cfg: Config) -> None:
     if missing:
         err_console.print(f"[yellow]warning:[/yellow] local models not pulled yet: {', '.join(missing)} "
                           f"(run: moai models pull)")
+    files = [f"{c.name} ({f})" for c in cfg.models.values()
+             for f in ([c.path] if c.provider == "local" and c.path else c.records if c.provider == "replay" else [])
+             if not Path(f).expanduser().is_file()]
+    if files:  # every request to them would fail (502): said now, not per request
+        err_console.print(f"[yellow]warning:[/yellow] no such file for: {', '.join(files)}", highlight=False,
+                          soft_wrap=True)
 
 
 def _check_listen(host: str, port: int) -> None:
@@ -559,6 +565,7 @@ def config_check(path: str = typer.Argument(..., help="Mix instructions YAML."))
         fail(f"{path}: settings.gate: no trained gate at {cfg.settings.gate} (no gate.json there); `moai serve` "
              "would route with the shipped gate or the rule-based chooser instead")
     _warn_missing_keys(cfg)
+    _warn_missing_local(cfg)
     for warning in config_warnings(cfg):
         err_console.print(f"[yellow]warning:[/yellow] {path}: {warning}", highlight=False, soft_wrap=True)
     console.print(f"[green]ok[/green] {path}: {len(cfg.models)} model(s), {len(cfg.mixes)} mix(es): "
