@@ -112,3 +112,18 @@ def test_config_check_warns_about_a_model_file_that_is_not_there(tmp_path: Path)
     r = CliRunner().invoke(app, ["config", "check", str(path)])
     assert r.exit_code == 0, r.output
     assert "no such file for: l (/nonexistent/model.gguf), r (/nonexistent.jsonl)" in r.output, r.output
+
+
+def test_config_check_refuses_a_gate_that_does_not_load(tmp_path: Path) -> None:
+    """A gate.json holding garbage passed check; serve then logged "corrupt gate files" and routed without it."""
+    from cli_support import one_line_error
+    from typer.testing import CliRunner
+
+    from moai.cli import app
+
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "gate.json").write_text("{garbage")
+    path = tmp_path / "mix.yaml"
+    path.write_text(f"models:\n  a: {{provider: openai_compat, {EP}}}\nmixes:\n  d: {{}}\n"
+                    f"settings: {{gate: {tmp_path / 'g'}}}\n")
+    one_line_error(CliRunner().invoke(app, ["config", "check", str(path)]), "settings.gate", "corrupt gate files")

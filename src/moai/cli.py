@@ -561,9 +561,19 @@ def config_check(path: str = typer.Argument(..., help="Mix instructions YAML."))
     from moai.config import config_warnings
 
     cfg = _config(path)
-    if cfg.settings.gate and not (Path(cfg.settings.gate).expanduser() / "gate.json").is_file():
-        fail(f"{path}: settings.gate: no trained gate at {cfg.settings.gate} (no gate.json there); `moai serve` "
-             "would route with the shipped gate or the rule-based chooser instead")
+    if cfg.settings.gate:  # what `moai serve` would fall back from, with only a warning in its log
+        gate_dir = Path(cfg.settings.gate).expanduser()
+        if not (gate_dir / "gate.json").is_file():
+            fail(f"{path}: settings.gate: no trained gate at {cfg.settings.gate} (no gate.json there); `moai serve` "
+                 "would route with the shipped gate or the rule-based chooser instead")
+        from moai.gate.runtime import load_gate_dir
+        from moai.gate.store import GateLoadError
+
+        try:
+            load_gate_dir(gate_dir)
+        except GateLoadError as e:
+            fail(f"{path}: settings.gate: {e}; `moai serve` would route with the shipped gate or the rule-based "
+                 "chooser instead")
     _warn_missing_keys(cfg)
     _warn_missing_local(cfg)
     for warning in config_warnings(cfg):
