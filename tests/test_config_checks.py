@@ -320,6 +320,9 @@ def test_config_check_refuses_a_gate_folder_without_a_gate(tmp_path: Path) -> No
     one_line_error(check(tmp_path, base + f"settings: {{gate: {tmp_path / 'nope'}}}\n"), "settings.gate", "nope")
     gate = tmp_path / "gate"
     gate.mkdir()
-    (gate / "gate.json").write_text("{}")
-    r = check(tmp_path, base + f"settings: {{gate: {gate}}}\n")
+    (gate / "gate.json").write_text("{}")  # a gate.json that is no gate's: serve would not load it either
+    one_line_error(check(tmp_path, base + f"settings: {{gate: {gate}}}\n"), "settings.gate", "gate format")
+    from moai.gate.runtime import DEFAULT_GATE_DIR
+
+    r = check(tmp_path, base + f"settings: {{gate: {DEFAULT_GATE_DIR}}}\n")
     assert r.exit_code == 0, r.output

@@ -127,3 +127,13 @@ def test_config_check_refuses_a_gate_that_does_not_load(tmp_path: Path) -> None:
     path.write_text(f"models:\n  a: {{provider: openai_compat, {EP}}}\nmixes:\n  d: {{}}\n"
                     f"settings: {{gate: {tmp_path / 'g'}}}\n")
     one_line_error(CliRunner().invoke(app, ["config", "check", str(path)]), "settings.gate", "corrupt gate files")
+
+
+def test_a_privacy_limit_that_leaves_no_model_is_refused() -> None:
+    """Every request to such a mix was refused (422); allowed_models leaving none already was an error."""
+    models = (f"  a: {{provider: openai_compat, {EP}, privacy: cloud}}\n"
+              f"  b: {{provider: openai_compat, {EP}, privacy: private}}\n")
+    with pytest.raises(ConfigError) as e:
+        load(models, "  m: {strategy: route, constraints: {max_privacy: local}}\n")
+    assert "mixes.m.constraints.max_privacy: 'local' leaves none of the mix's models" in str(e.value), str(e.value)
+    load(models, "  m: {strategy: route, constraints: {max_privacy: private}}\n")  # b may take it

@@ -28,7 +28,7 @@ from pydantic import (
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from moai.catalog import Deployment, ModelCard, Price, PrivacyTier, complete_card
+from moai.catalog import PRIVACY_RANK, Deployment, ModelCard, Price, PrivacyTier, complete_card
 
 Strategy = Literal["route", "cascade", "moa", "chain", "fanout", "critique", "auto"]
 SensitivePolicy = Literal["local_only", "private_ok", "allow", "redact"]
@@ -405,6 +405,12 @@ class Config(BaseModel):
             if not self.pool(mix):
                 raise _FieldProblem(("mixes", mix_name, "constraints", "allowed_models"),
                                     f"allows none of the mix's models ({', '.join(mix.models or [])})")
+            limit = mix.constraints.max_privacy
+            if limit is not None and not any(PRIVACY_RANK[c.privacy] <= PRIVACY_RANK[limit] for c in self.pool(mix)):
+                raise _FieldProblem(("mixes", mix_name, "constraints", "max_privacy"),
+                                    f"{limit!r} leaves none of the mix's models (" + ", ".join(
+                                        f"{c.name}: {c.privacy}" for c in self.pool(mix)) + "): every request "
+                                    "would be refused")
         _check_collaboration_cycles(self.mixes)
         return self
 
