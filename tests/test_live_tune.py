@@ -101,3 +101,13 @@ def test_bad_live_tune_instructions_are_refused_at_load(tmp_path: Path, live: st
     with pytest.raises(ConfigError) as e:
         load_config(str(path))
     assert problem in str(e.value) and "mix.yaml:" in str(e.value)
+
+
+def test_live_tuning_a_strategy_with_no_knob_says_so() -> None:
+    """It read "knob None does not apply to strategy moa"."""
+    from moai.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as e:
+        parse_config("models:\n  a: {provider: openai_compat, endpoint: 'http://127.0.0.1:9/v1'}\nmixes:\n"
+                     "  d: {strategy: moa, proposers: [a], aggregator: a, live_tune: {target: p95_latency_s=5}}\n")
+    assert "live tuning has no knob for strategy moa" in str(e.value) and "None" not in str(e.value)

@@ -278,7 +278,9 @@ class Mix(BaseModel):
         if self.check == "python" and (self.strategy != "critique" or self.rounds != 1):
             raise ValueError("check: python is one program check in a critique mix (strategy: critique, rounds: 1)")
         if self.live_tune is not None and self.live_knob() is None:
-            raise ValueError(f"live_tune: knob {self.live_tune.knob} does not apply to strategy {self.strategy} "
+            what = (f"knob {self.live_tune.knob} does not apply to" if self.live_tune.knob is not None
+                    else "live tuning has no knob for")
+            raise ValueError(f"live_tune: {what} strategy {self.strategy} "
                              "(route: weights.cost|weights.latency; cascade: threshold; auto: difficulty_threshold)")
         return self
 
