@@ -137,3 +137,18 @@ def test_a_privacy_limit_that_leaves_no_model_is_refused() -> None:
         load(models, "  m: {strategy: route, constraints: {max_privacy: local}}\n")
     assert "mixes.m.constraints.max_privacy: 'local' leaves none of the mix's models" in str(e.value), str(e.value)
     load(models, "  m: {strategy: route, constraints: {max_privacy: private}}\n")  # b may take it
+
+
+@pytest.mark.parametrize(("mix", "settings", "needle"), [
+    ('{max_tokens: "100"}', "{}", "mixes.m.max_tokens: expects a number, not the string '100'"),
+    ('{weights: {quality: "1"}}', "{}", "mixes.m.weights.quality: expects a number"),
+    ("{constraints: {max_cost_usd: true}}", "{}", "mixes.m.constraints.max_cost_usd: expects a number, not true"),
+    ("{}", '{feedback_per_key: "no"}', "settings.feedback_per_key: expects true or false, not the string 'no'"),
+    ("{}", '{request_timeout_s: "5"}', "settings.request_timeout_s: expects a number"),
+    ("{}", '{cache: {mode: exact, per_key: "yes"}}', "settings.cache.per_key: expects true or false"),
+])
+def test_a_mixs_or_the_settings_numbers_and_switches_are_not_strings(mix: str, settings: str, needle: str) -> None:
+    """``feedback_per_key: "no"`` was read as false, ``max_tokens: "100"`` as 100."""
+    with pytest.raises(ConfigError) as e:
+        parse_config(f"models:\n  a: {{provider: openai_compat, {EP}}}\nmixes:\n  m: {mix}\nsettings: {settings}\n")
+    assert needle in str(e.value), str(e.value)

@@ -381,6 +381,12 @@ class Config(BaseModel):
         if isinstance(models, dict):
             for name, card in models.items():
                 _check_card_numbers(name, card)
+        mixes = data.get("mixes") if isinstance(data, dict) else None
+        if isinstance(mixes, dict):
+            for name, mix in mixes.items():
+                _check_plain_values(("mixes", name), mix, Mix)
+        if isinstance(data, dict):
+            _check_plain_values(("settings",), data.get("settings"), Settings)
         return data
 
     @model_validator(mode="after")
@@ -461,6 +467,26 @@ def _check_card_numbers(name: Any, card: Any) -> None:
         for key, value in values.items():
             if key in fields and (problem := _plain_number_problem(value)):
                 raise _FieldProblem(("models", name, *path, key), problem)
+
+
+def _check_plain_values(path: tuple[int | str, ...], values: Any, model: type[BaseModel]) -> None:
+    """A mix's or the settings' numbers as YAML numbers and switches as YAML booleans, nested sections included
+    (``feedback_per_key: "no"`` was read as false, ``max_tokens: "100"`` as 100)."""
+    if not isinstance(values, dict):
+        return
+    for key, value in values.items():
+        field = model.model_fields.get(key) if isinstance(key, str) else None
+        if field is None:
+            continue
+        forms = _annotation_forms(field.annotation)
+        if bool in forms:
+            if isinstance(value, str):
+                raise _FieldProblem((*path, key), f"expects true or false, not the string {value!r}")
+        elif any(form in (int, float) for form in forms) and (problem := _plain_number_problem(value)):
+            raise _FieldProblem((*path, key), problem)
+        for form in forms:  # (a role's ``pick`` reads its own forms, "2" included: see PickValue)
+            if isinstance(form, type) and issubclass(form, BaseModel) and form is not Pick:
+                _check_plain_values((*path, key), value, form)
 
 
 def _is_env_reference(text: str) -> bool:
