@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from cli_support import one_line_error
 from click.testing import Result
+from test_config_checks import error_of
 from typer.testing import CliRunner
 
-from moai.config import ConfigError, parse_config
+from moai.config import parse_config
 
 BASE = """\
 models:
@@ -22,12 +23,6 @@ mixes:
 """
 
 
-def error_of(text: str) -> str:
-    with pytest.raises(ConfigError) as e:
-        parse_config(text, "mix.yaml")
-    msg = str(e.value)
-    assert "\n" not in msg
-    return msg
 
 
 def with_model(line: str) -> str:

@@ -406,8 +406,7 @@ class Config(BaseModel):
                     path = tuple(int(p) if p.isdigit() else p for p in fld.split("."))
                     raise _FieldProblem(("mixes", mix_name, *path),
                                         f"unknown model {ref!r}{_did_you_mean(ref, self.models)}")
-            _check_cascade(mix_name, mix)
-            _check_fallbacks(mix_name, mix)
+            _check_listed(mix_name, mix)
             if mix.collaborate is not None and mix.collaborate not in self.mixes:
                 raise _FieldProblem(("mixes", mix_name, "collaborate"), f"unknown mix {mix.collaborate!r}")
             if not self.pool(mix):
@@ -556,29 +555,24 @@ def _endpoint_problem(url: str, provider: str) -> str | None:
     return None
 
 
-def _check_cascade(mix_name: str, mix: Mix) -> None:
-    """An explicit cascade runs only the models the mix may use: one outside them used to be dropped unsaid."""
-    for i, name in enumerate(mix.cascade or []):
-        if mix.models is not None and name not in mix.models:
-            raise _FieldProblem(("mixes", mix_name, "cascade", i), f"{name!r} is not among the mix's models "
-                                f"({', '.join(mix.models)}); add it there or leave it out of the cascade")
-        allowed = mix.constraints.allowed_models
-        if allowed is not None and name not in allowed:
-            raise _FieldProblem(("mixes", mix_name, "cascade", i), f"{name!r} is not in constraints.allowed_models "
-                                f"({', '.join(allowed)}), so the cascade would never call it")
-
-
-def _check_fallbacks(mix_name: str, mix: Mix) -> None:
-    """A fallback is tried only from the models the mix may use: one outside them used to be dropped unsaid, and a
-    request whose model failed got a 502 with its fallback never tried."""
-    for i, name in enumerate(mix.fallbacks if isinstance(mix.fallbacks, list) else []):
-        if mix.models is not None and name not in mix.models:
-            raise _FieldProblem(("mixes", mix_name, "fallbacks", i), f"{name!r} is not among the mix's models "
-                                f"({', '.join(mix.models)}), so it would never be tried; add it there")
-        allowed = mix.constraints.allowed_models
-        if allowed is not None and name not in allowed:
-            raise _FieldProblem(("mixes", mix_name, "fallbacks", i), f"{name!r} is not in "
-                                f"constraints.allowed_models ({', '.join(allowed)}), so it would never be tried")
+def _check_listed(mix_name: str, mix: Mix) -> None:
+    """A cascade, or fallbacks, run only the models the mix may use: one listed outside them used to be dropped
+    unsaid (a request whose model failed got a 502, its fallback never tried)."""
+    lists = {  # the names, what to say outside the mix's models, what outside allowed_models
+        "cascade": (mix.cascade or [], "; add it there or leave it out of the cascade",
+                    ", so the cascade would never call it"),
+        "fallbacks": (mix.fallbacks if isinstance(mix.fallbacks, list) else [],
+                      ", so it would never be tried; add it there", ", so it would never be tried"),
+    }
+    allowed = mix.constraints.allowed_models
+    for field, (names, not_in_models, not_allowed) in lists.items():
+        for i, name in enumerate(names):
+            if mix.models is not None and name not in mix.models:
+                raise _FieldProblem(("mixes", mix_name, field, i),
+                                    f"{name!r} is not among the mix's models ({', '.join(mix.models)}){not_in_models}")
+            if allowed is not None and name not in allowed:
+                raise _FieldProblem(("mixes", mix_name, field, i), f"{name!r} is not in "
+                                    f"constraints.allowed_models ({', '.join(allowed)}){not_allowed}")
 
 
 def _check_package(name: str, card: ModelCard) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_support import write_jsonl
 from stub_openai import Script, StubServer
 from typer.testing import CliRunner
 
@@ -19,11 +20,6 @@ from moai.bench.cli import app
 GSM = [{"question": f"What is {i} + 3?", "answer": f"#### {i + 3}"} for i in range(4)]
 MMLU = [{"id": "mmlu/x/0", "subject": "astronomy", "question": "Which?", "choices": ["a", "b", "c", "d"],
          "answer": "B"}]
-
-
-def _jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def _config(tmp_path: Path, url: str) -> Path:
@@ -67,7 +63,7 @@ def _error_line(output: str) -> str:
 def test_an_out_that_is_a_directory_is_refused_before_any_call(tmp_path: Path,
                                                               stub: tuple[StubServer, Path]) -> None:
     server, cfg = stub
-    q = _jsonl(tmp_path / "q.jsonl", GSM)
+    q = write_jsonl(tmp_path / "q.jsonl", GSM)
     (tmp_path / "newdir").mkdir()
     before = sorted(os.listdir(tmp_path))
     for extra in ([], ["--overwrite"], ["--regrade"]):
@@ -81,7 +77,7 @@ def test_an_out_that_is_a_directory_is_refused_before_any_call(tmp_path: Path,
 def test_an_out_that_cannot_be_written_is_refused_before_any_call(tmp_path: Path,
                                                                  stub: tuple[StubServer, Path]) -> None:
     server, cfg = stub
-    q = _jsonl(tmp_path / "q.jsonl", GSM)
+    q = write_jsonl(tmp_path / "q.jsonl", GSM)
     before = sorted(os.listdir(tmp_path))
     for target in (q / "o.jsonl", q / "deeper" / "o.jsonl", Path("/proc/o.jsonl")):
         code, out = _run("-q", str(q), "-m", "alpha", "-c", str(cfg), "-o", str(target))
@@ -97,7 +93,7 @@ def test_an_out_that_cannot_be_written_is_refused_before_any_call(tmp_path: Path
 def test_a_resume_after_a_torn_journal_line_starts_on_a_fresh_line(tmp_path: Path,
                                                                   stub: tuple[StubServer, Path]) -> None:
     server, cfg = stub
-    q, out = _jsonl(tmp_path / "q.jsonl", GSM), tmp_path / "r.jsonl"
+    q, out = write_jsonl(tmp_path / "q.jsonl", GSM), tmp_path / "r.jsonl"
     args = ("-q", str(q), "-m", "alpha,beta", "-c", str(cfg), "-o", str(out))
     assert _run(*args)[0] == 0 and server.script.calls == 8
     journal = col.journal_path(out)
@@ -127,7 +123,7 @@ def test_a_torn_last_line_that_is_a_whole_entry_is_kept(tmp_path: Path) -> None:
 
 def test_unreadable_journal_lines_are_counted_in_one_warning(tmp_path: Path, stub: tuple[StubServer, Path]) -> None:
     server, cfg = stub
-    q, out = _jsonl(tmp_path / "q.jsonl", GSM), tmp_path / "r.jsonl"
+    q, out = write_jsonl(tmp_path / "q.jsonl", GSM), tmp_path / "r.jsonl"
     args = ("-q", str(q), "-m", "alpha", "-c", str(cfg), "-o", str(out))
     assert _run(*args)[0] == 0
     journal = col.journal_path(out)
@@ -143,7 +139,7 @@ def test_unreadable_journal_lines_are_counted_in_one_warning(tmp_path: Path, stu
 
 def test_an_empty_models_list_is_refused(tmp_path: Path, stub: tuple[StubServer, Path]) -> None:
     server, cfg = stub
-    q = _jsonl(tmp_path / "q.jsonl", GSM)
+    q = write_jsonl(tmp_path / "q.jsonl", GSM)
     for empty in ("", " , "):
         code, out = _run("-q", str(q), "-m", empty, "-c", str(cfg), "-o", str(tmp_path / "o.jsonl"))
         assert code == 2 and "names no model" in _error_line(out)
@@ -152,11 +148,11 @@ def test_an_empty_models_list_is_refused(tmp_path: Path, stub: tuple[StubServer,
 
 def test_a_question_file_given_twice_is_named(tmp_path: Path, stub: tuple[StubServer, Path]) -> None:
     server, cfg = stub
-    q = _jsonl(tmp_path / "q.jsonl", GSM)
+    q = write_jsonl(tmp_path / "q.jsonl", GSM)
     code, out = _run("-q", str(q), "-q", str(q), "-m", "alpha", "-c", str(cfg), "-o", str(tmp_path / "o.jsonl"))
     assert code == 2 and f"{q} is given twice" in _error_line(out)
     (tmp_path / "sub").mkdir()
-    other = _jsonl(tmp_path / "sub" / "q.jsonl", GSM)
+    other = write_jsonl(tmp_path / "sub" / "q.jsonl", GSM)
     code, out = _run("-q", str(q), "-q", str(other), "-m", "alpha", "-c", str(cfg), "-o", str(tmp_path / "o.jsonl"))
     line = _error_line(out)
     assert code == 2 and str(q) in line and str(other) in line and "share the name 'q'" in line
@@ -166,7 +162,8 @@ def test_a_question_file_given_twice_is_named(tmp_path: Path, stub: tuple[StubSe
 def test_records_from_earlier_runs_are_said_to_be_kept(tmp_path: Path, stub: tuple[StubServer, Path]) -> None:
     """The records file is the whole journal: a run asking for fewer questions or models says what else it holds."""
     server, cfg = stub
-    gsm, mmlu, out = _jsonl(tmp_path / "gsm.jsonl", GSM), _jsonl(tmp_path / "mmlu.jsonl", MMLU), tmp_path / "r.jsonl"
+    gsm, mmlu = write_jsonl(tmp_path / "gsm.jsonl", GSM), write_jsonl(tmp_path / "mmlu.jsonl", MMLU)
+    out = tmp_path / "r.jsonl"
     code, output = _run("-q", str(gsm), "-m", "alpha,beta", "-c", str(cfg), "-o", str(out))
     assert code == 0 and "note:" not in output, output
     code, output = _run("-q", str(mmlu), "-m", "alpha", "-c", str(cfg), "-o", str(out))

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 from stub_openai import Script, StubServer
+from test_role_prompts import Fixed
 
 from moai.config import parse_config
-from moai.gate.decision import RouteDecision
 from moai.mixture import Mixture
 from moai.server.app import create_app
 from moai.server.openai_schema import ChatCompletionRequest
@@ -24,20 +24,6 @@ from moai.strategies.plan import Plan
 from moai.telemetry.store import TelemetryStore
 
 MODELS = ("bad", "bad2", "ok", "other", "a", "b")
-
-
-class Fixed:
-    """Ranks the models in a fixed order (stands in for the gate, so that plans are known in advance)."""
-
-    name = "fixed"
-
-    def __init__(self, order: list[str]) -> None:
-        self.order = order
-
-    def decide(self, messages, cards, weights, live=None):  # type: ignore[no-untyped-def]
-        names = [n for n in self.order if n in {c.name for c in cards}]
-        return RouteDecision(model=names[0], ranking=names, probabilities={n: 1 / len(names) for n in names},
-                             quality={n: 0.5 for n in names})
 
 
 def config_text(mixes: str, urls: dict[str, str] | None = None, cloud: tuple[str, ...] = ()) -> str:
@@ -203,10 +189,10 @@ def test_over_http_every_strategy_answers_422_no_eligible_model(tmp_path: Path) 
              f"  moa: {{strategy: moa, proposers: [a], aggregator: {{pick: best, among: [b]}}, {private}}}\n"
              f"  fan: {{strategy: fanout, proposers: {{pick: 2, among: [b]}}, {private}}}\n"
              f"  chain: {{strategy: chain, steps: [{{model: {{pick: best, among: [b]}}}}], {private}}}\n"
-             f"  crit: {{strategy: critique, writer: a, critic: {{pick: best, among: [b]}}, {private}}}\n"
-             f"  r: {{strategy: route, models: [b], {private}}}\n")
+             f"  crit: {{strategy: critique, writer: a, critic: {{pick: best, among: [b]}}, {private}}}\n")
+    # (a route whose max_privacy leaves none of its models is refused at load: config check says so)
     with serve(tmp_path, mixes, cloud=("b",)) as (client, scripts):
-        for mix in ("cas", "moa", "fan", "chain", "crit", "r"):
+        for mix in ("cas", "moa", "fan", "chain", "crit"):
             r = ask(client, mix)
             assert r.status_code == 422, (mix, r.text)
             error = r.json()["error"]
