@@ -412,12 +412,6 @@ class Config(BaseModel):
             if not self.pool(mix):
                 raise _FieldProblem(("mixes", mix_name, "constraints", "allowed_models"),
                                     f"allows none of the mix's models ({', '.join(mix.models or [])})")
-            limit = mix.constraints.max_privacy
-            if limit is not None and not any(PRIVACY_RANK[c.privacy] <= PRIVACY_RANK[limit] for c in self.pool(mix)):
-                raise _FieldProblem(("mixes", mix_name, "constraints", "max_privacy"),
-                                    f"{limit!r} leaves none of the mix's models (" + ", ".join(
-                                        f"{c.name}: {c.privacy}" for c in self.pool(mix)) + "): every request "
-                                    "would be refused")
         _check_collaboration_cycles(self.mixes)
         return self
 
@@ -802,9 +796,23 @@ def cascade_warnings(cfg: Config) -> list[str]:
     return out
 
 
+def privacy_warnings(cfg: Config) -> list[str]:
+    """``mixes.NAME.constraints.max_privacy: ...`` for each mix whose privacy limit leaves none of its models: every
+    request to it is refused (422 no_eligible_model)."""
+    out = []
+    for name, mix in cfg.mixes.items():
+        limit, pool = mix.constraints.max_privacy, cfg.pool(mix)
+        if limit is not None and not any(PRIVACY_RANK[c.privacy] <= PRIVACY_RANK[limit] for c in pool):
+            tiers = ", ".join(f"{c.name}: {c.privacy}" for c in pool)
+            out.append(f"mixes.{name}.constraints.max_privacy: {limit!r} leaves none of the mix's models ({tiers}): "
+                       "every request to it is refused")
+    return out
+
+
 def config_warnings(cfg: Config) -> list[str]:
-    """Everything ``config check`` warns about (the config stays valid): prices, one-model cascades."""
-    return price_warnings(cfg) + cascade_warnings(cfg)
+    """Everything ``config check`` warns about (the config stays valid): prices, one-model cascades, privacy limits
+    that leave no model."""
+    return price_warnings(cfg) + cascade_warnings(cfg) + privacy_warnings(cfg)
 
 
 def _one_line(text: str) -> str:

@@ -189,10 +189,10 @@ def test_over_http_every_strategy_answers_422_no_eligible_model(tmp_path: Path) 
              f"  moa: {{strategy: moa, proposers: [a], aggregator: {{pick: best, among: [b]}}, {private}}}\n"
              f"  fan: {{strategy: fanout, proposers: {{pick: 2, among: [b]}}, {private}}}\n"
              f"  chain: {{strategy: chain, steps: [{{model: {{pick: best, among: [b]}}}}], {private}}}\n"
-             f"  crit: {{strategy: critique, writer: a, critic: {{pick: best, among: [b]}}, {private}}}\n")
-    # (a route whose max_privacy leaves none of its models is refused at load: config check says so)
+             f"  crit: {{strategy: critique, writer: a, critic: {{pick: best, among: [b]}}, {private}}}\n"
+             f"  r: {{strategy: route, models: [b], {private}}}\n")
     with serve(tmp_path, mixes, cloud=("b",)) as (client, scripts):
-        for mix in ("cas", "moa", "fan", "chain", "crit"):
+        for mix in ("cas", "moa", "fan", "chain", "crit", "r"):
             r = ask(client, mix)
             assert r.status_code == 422, (mix, r.text)
             error = r.json()["error"]
