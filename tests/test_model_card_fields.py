@@ -110,3 +110,22 @@ def test_a_mixs_or_the_settings_numbers_and_switches_are_not_strings(mix: str, s
     with pytest.raises(ConfigError) as e:
         parse_config(f"models:\n  a: {{provider: openai_compat, {EP}}}\nmixes:\n  m: {mix}\nsettings: {settings}\n")
     assert needle in str(e.value), str(e.value)
+
+
+def test_config_check_warns_about_fields_the_mixs_strategy_never_reads(tmp_path: Path) -> None:
+    """``proposers`` on a route mix, or a model listed twice, passed without a word and changed nothing."""
+    from typer.testing import CliRunner
+
+    from moai.cli import app
+
+    path = tmp_path / "mix.yaml"
+    path.write_text(f"models:\n  a: {{provider: openai_compat, {EP}}}\n  b: {{provider: openai_compat, {EP}}}\n"
+                    "mixes:\n  d: {strategy: route, models: [a, b, a], proposers: [a], threshold: 0.3}\n"
+                    "  m: {strategy: moa, proposers: [a, b], aggregator: b, layers: 2}\n")
+    r = CliRunner().invoke(app, ["config", "check", str(path)])
+    assert r.exit_code == 0, r.output
+    warnings = [ln for ln in r.output.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 3, r.output
+    assert "mixes.d.proposers: not read by strategy route (only by moa and fanout)" in warnings[0]
+    assert "mixes.d.threshold: not read by strategy route (only by cascade)" in warnings[1]
+    assert "mixes.d.models: a listed more than once" in warnings[2]

@@ -796,6 +796,30 @@ def cascade_warnings(cfg: Config) -> list[str]:
     return out
 
 
+# the strategies that read each strategy-specific field of a mix (a field set on another is never read)
+READ_BY: dict[str, tuple[str, ...]] = {
+    "layers": ("moa",), "proposers": ("moa", "fanout"), "aggregator": ("moa", "fanout"),
+    "judge": ("fanout", "cascade"), "steps": ("chain",), "writer": ("critique",), "critic": ("critique",),
+    "rounds": ("critique",), "check": ("critique",), "cascade": ("cascade",), "threshold": ("cascade",),
+    "scorer": ("cascade",), "collaborate": ("auto",), "difficulty_threshold": ("auto",),
+}
+
+
+def mix_field_warnings(cfg: Config) -> list[str]:
+    """``mixes.NAME.FIELD: ...`` for a field the mix's strategy never reads (``proposers`` on a route mix: the mix
+    runs as if it were not there), and for a model its ``models`` lists twice."""
+    out = []
+    for name, mix in cfg.mixes.items():
+        for field, readers in READ_BY.items():
+            if field in mix.model_fields_set and mix.strategy not in readers:
+                out.append(f"mixes.{name}.{field}: not read by strategy {mix.strategy} (only by "
+                           f"{' and '.join(readers)}); it has no effect")
+        twice = sorted({m for m in mix.models or [] if (mix.models or []).count(m) > 1})
+        if twice:
+            out.append(f"mixes.{name}.models: {', '.join(twice)} listed more than once")
+    return out
+
+
 def privacy_warnings(cfg: Config) -> list[str]:
     """``mixes.NAME.constraints.max_privacy: ...`` for each mix whose privacy limit leaves none of its models: every
     request to it is refused (422 no_eligible_model)."""
@@ -811,8 +835,8 @@ def privacy_warnings(cfg: Config) -> list[str]:
 
 def config_warnings(cfg: Config) -> list[str]:
     """Everything ``config check`` warns about (the config stays valid): prices, one-model cascades, privacy limits
-    that leave no model."""
-    return price_warnings(cfg) + cascade_warnings(cfg) + privacy_warnings(cfg)
+    that leave no model, fields the strategy never reads."""
+    return price_warnings(cfg) + cascade_warnings(cfg) + privacy_warnings(cfg) + mix_field_warnings(cfg)
 
 
 def _one_line(text: str) -> str:
