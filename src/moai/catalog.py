@@ -28,10 +28,15 @@ class Price(BaseModel):
     output_per_mtok: float = Field(0.0, ge=0)
 
 
+def is_env_reference(text: str) -> bool:
+    """``${VAR}`` or ``$VAR``: mix instructions take no environment interpolation, so it would be used verbatim."""
+    return "${" in text or text.strip().startswith("$")
+
+
 def check_endpoint(url: str) -> str:
     """An endpoint is an http(s) URL with a host, checked when the config loads rather than on the first request.
     ``${VAR}`` is not expanded (mix instructions take no environment interpolation): say so rather than call it."""
-    if "${" in url or url.strip().startswith("$"):
+    if is_env_reference(url):
         raise ValueError(f"{url!r}: environment variables are not expanded in mix instructions; "
                          "write the URL itself (keys come from the environment through api_key_env)")
     try:

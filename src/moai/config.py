@@ -28,7 +28,7 @@ from pydantic import (
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from moai.catalog import PRIVACY_RANK, Deployment, ModelCard, Price, PrivacyTier, complete_card
+from moai.catalog import PRIVACY_RANK, ModelCard, PrivacyTier, complete_card, is_env_reference
 
 Strategy = Literal["route", "cascade", "moa", "chain", "fanout", "critique", "auto"]
 SensitivePolicy = Literal["local_only", "private_ok", "allow", "redact"]
@@ -62,7 +62,7 @@ def _masked(url: str) -> str:
 def check_database_url(url: str) -> str:
     """``moai serve`` opens the database only after the config has loaded, so a URL it cannot use passed
     ``config check`` and then stopped the server: parse it and load its dialect and driver here (no connection)."""
-    if "${" in url or url.strip().startswith("$"):
+    if is_env_reference(url):
         raise ValueError(f"{_masked(url)!r}: environment variables are not expanded in mix instructions; leave "
                          "settings.database_url out and set MOAI_DATABASE_URL, or pass the --database-url flag")
     example = "e.g. sqlite:///path/moai.db or postgresql+psycopg://user@host/moai"
@@ -380,7 +380,7 @@ class Config(BaseModel):
         models = data.get("models") if isinstance(data, dict) else None
         if isinstance(models, dict):
             for name, card in models.items():
-                _check_card_numbers(name, card)
+                _check_plain_values(("models", name), card, ModelCard)
         mixes = data.get("mixes") if isinstance(data, dict) else None
         if isinstance(mixes, dict):
             for name, mix in mixes.items():
@@ -426,12 +426,6 @@ class Config(BaseModel):
         return [self.models[n] for n in names]
 
 
-def _number_fields(model: type[BaseModel]) -> frozenset[str]:
-    """The fields of ``model`` that hold an int or a float (not a bool)."""
-    return frozenset(n for n, f in model.model_fields.items()
-                     if any(form in (int, float) for form in _annotation_forms(f.annotation)))
-
-
 def _plain_number_problem(value: Any) -> str | None:
     """Why ``value`` is not to be read as a number, or None: a boolean, or a number written as a string."""
     if isinstance(value, bool):
@@ -445,26 +439,10 @@ def _plain_number_problem(value: Any) -> str | None:
     return None
 
 
-def _check_card_numbers(name: Any, card: Any) -> None:
-    """A model card's numbers (prices, sizes, limits) as YAML numbers: ``price: {input_per_mtok: true}`` was billed
-    at 1 USD per million tokens."""
-    if not isinstance(card, dict):
-        return
-    places: list[tuple[tuple[int | str, ...], Any, frozenset[str]]] = [((), card, _number_fields(ModelCard))]
-    if isinstance(card.get("price"), dict):
-        places.append((("price",), card["price"], _number_fields(Price)))
-    if isinstance(card.get("deployments"), list):
-        places += [(("deployments", i), d, _number_fields(Deployment))
-                   for i, d in enumerate(card["deployments"]) if isinstance(d, dict)]
-    for path, values, fields in places:
-        for key, value in values.items():
-            if key in fields and (problem := _plain_number_problem(value)):
-                raise _FieldProblem(("models", name, *path, key), problem)
-
-
 def _check_plain_values(path: tuple[int | str, ...], values: Any, model: type[BaseModel]) -> None:
-    """A mix's or the settings' numbers as YAML numbers and switches as YAML booleans, nested sections included
-    (``feedback_per_key: "no"`` was read as false, ``max_tokens: "100"`` as 100)."""
+    """Numbers as YAML numbers and switches as YAML booleans, nested sections and lists of them included, before
+    pydantic's lax coercion reads them: ``price: {input_per_mtok: true}`` was billed at 1 USD per million tokens,
+    ``feedback_per_key: "no"`` read as false, ``max_tokens: "100"`` as 100."""
     if not isinstance(values, dict):
         return
     for key, value in values.items():
@@ -480,11 +458,11 @@ def _check_plain_values(path: tuple[int | str, ...], values: Any, model: type[Ba
         for form in forms:  # (a role's ``pick`` reads its own forms, "2" included: see PickValue)
             if isinstance(form, type) and issubclass(form, BaseModel) and form is not Pick:
                 _check_plain_values((*path, key), value, form)
-
-
-def _is_env_reference(text: str) -> bool:
-    """``${VAR}`` or ``$VAR``: mix instructions take no environment interpolation, so it would be used verbatim."""
-    return "${" in text or text.strip().startswith("$")
+            elif get_origin(form) is list and isinstance(value, list):
+                item = get_args(form)[0]
+                if isinstance(item, type) and issubclass(item, BaseModel):
+                    for i, v in enumerate(value):
+                        _check_plain_values((*path, key, i), v, item)
 
 
 def _check_names(models: dict[str, ModelCard], mixes: dict[str, Mix]) -> None:
@@ -522,7 +500,7 @@ def _check_upstream(name: str, card: ModelCard) -> None:
     places: list[tuple[tuple[int | str, ...], str | None, str | None]] = [((), card.model, card.endpoint)]
     places += [(("deployments", i), d.model, d.endpoint) for i, d in enumerate(card.deployments)]
     for path, model, endpoint in places:
-        if model is not None and _is_env_reference(model):
+        if model is not None and is_env_reference(model):
             raise _FieldProblem(("models", name, *path, "model"), f"{model!r}: environment variables are not "
                                 "expanded in mix instructions; write the provider's model id itself")
         if endpoint is not None and (problem := _endpoint_problem(endpoint, card.provider)):

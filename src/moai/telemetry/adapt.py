@@ -117,12 +117,6 @@ class ModelStats:
                 self.opened_at = now
                 self.probing = False
 
-    @property
-    def quality_delta(self) -> float:
-        """Posterior shift of expected quality from the ratings everyone shares (normal–normal shrinkage towards the
-        gate); ``LiveStats.snapshot`` adds a key's own."""
-        return self.feedback_residual / (PRIOR_STRENGTH + self.feedback_n)
-
     def expected_latency_s(self, output_tokens: int) -> float | None:
         if self.s_per_token is None and self.latency_s is None:
             return None
@@ -238,7 +232,7 @@ class LiveStats:
             mine = self.keyed.get(api_key, {}) if api_key is not None and self.feedback_per_key else {}
             out: dict[str, dict[str, float]] = {}
             for name, st in self.models.items():
-                n, total = mine.get(name, (0.0, 0.0))
+                n, total = mine.get(name, (0.0, 0.0))  # posterior shift: normal–normal shrinkage towards the gate
                 delta = (st.feedback_residual + total) / (PRIOR_STRENGTH + st.feedback_n + n)
                 entry: dict[str, float] = {"error_rate": st.error_rate, "quality_delta": delta}
                 lat = st.expected_latency_s(output_tokens)
