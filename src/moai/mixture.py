@@ -350,7 +350,8 @@ class Mixture:
         )
         ctx = RequestContext(self.config, mix_name, mix, params, self.chooser, weights, cards, excluded,
                              live=self.stats.snapshot(min(params.max_tokens, 256), api_key=api_key),
-                             privacy=guard.report)
+                             privacy=guard.report,
+                             trusted_tier=guard.max_tier if guard.report.sensitive else None)
         ctx.collaborators = {name: (m, *candidates(m)) for name, m in chain}
         ctx.notes.extend(guard.notes)
         session = session or body.user

@@ -62,6 +62,11 @@ def models(plan: Plan) -> dict[str, list[str]]:
      ["bad", "bad2", "ok"]),
     ("{strategy: fanout, proposers: [ok, other], aggregator: bad, fallbacks: [bad2, ok]}", "aggregate",
      ["bad", "bad2", "ok"]),
+    ("{strategy: fanout, proposers: [a, other], judge: bad, fallbacks: [bad2, ok]}", "judge", ["bad", "bad2", "ok"]),
+    ("{strategy: cascade, cascade: [a, bad], fallbacks: [bad2, ok]}", "try2", ["bad", "bad2", "ok"]),
+    ("{strategy: cascade, cascade: [a, bad], fallbacks: [a, ok]}", "try2", ["bad", "ok"]),
+    ("{strategy: cascade, cascade: [a, ok], scorer: judge, judge: bad, fallbacks: [bad2, other]}", "grade.try1",
+     ["bad", "bad2", "other"]),
 ])
 def test_a_step_walks_every_fallback_of_the_mix(mix: str, step: str, expected: list[str]) -> None:
     """Only the first fallback was kept (``bad2``): the step gave up before ``ok``, which a route would reach."""
@@ -199,3 +204,33 @@ def test_over_http_every_strategy_answers_422_no_eligible_model(tmp_path: Path) 
             assert error["code"] == "no_eligible_model", (mix, error)
             assert "b: privacy tier cloud not allowed (max private)" in error["message"], (mix, error)
         assert sum(s.calls for s in scripts.values()) == 0
+
+
+def test_a_role_emptied_by_sensitive_data_answers_422_no_trusted_model(tmp_path: Path) -> None:
+    """The aggregator may only be the cloud model ``b``; a card number in the request keeps the data off the cloud
+    tier, so the refusal is the one a sensitive route gets (``no_trusted_model``), not a constraint error."""
+    mixes = ("  moa: {strategy: moa, proposers: [a], aggregator: {pick: best, among: [b]}, "
+             "constraints: {sensitive_data: private_ok}}\n")
+    card = "Please check my card 4539 1488 0343 6467"
+    with serve(tmp_path, mixes, cloud=("b",)) as (client, scripts):
+        r = client.post("/v1/chat/completions", json={"model": "moai/moa",
+                                                      "messages": [{"role": "user", "content": card}]})
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["code"] == "no_trusted_model", error
+        assert "sensitive data" in error["message"] and "the aggregator" in error["message"], error
+        assert "4539" not in r.text
+        plain = ask(client, "moa")  # the same mix without sensitive data answers
+        assert plain.status_code == 200, plain.text
+        assert sum(s.calls for s in scripts.values()) == 2
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_over_http_a_cascade_whose_last_model_fails_falls_back(tmp_path: Path, stream: bool) -> None:
+    """Both cascade models fail; the mix's fallback ``ok`` answers instead of a 502."""
+    mixes = "  casfb: {strategy: cascade, cascade: [bad, bad2], fallbacks: [ok]}\n"
+    with serve(tmp_path, mixes) as (client, scripts):
+        r = ask(client, "casfb", stream)
+        assert r.status_code == 200, r.text
+        assert answer(r, stream) == "from ok", r.text
+        assert scripts["ok"].calls == 1 and scripts["bad"].calls == 1 and scripts["bad2"].calls == 1

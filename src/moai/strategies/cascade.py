@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from moai.gate.decision import RouteDecision
 from moai.strategies.context import RequestContext
+from moai.strategies.moa import with_fallbacks
 from moai.strategies.plan import Passthrough, Plan, Step, StepResult
 from moai.strategies.prompts import GRADE, first_number, review_messages
 from moai.strategies.roles import expected_cost, fill, unfilled, with_messages
@@ -54,6 +55,7 @@ def plan(ctx: RequestContext) -> Plan:
         ctx.decision = _narrowed(decision, models)
     threshold = ctx.mix.threshold
     judge = fill(ctx, ctx.mix.judge, name="judge") if ctx.mix.scorer == "judge" else []
+    judge = with_fallbacks(ctx, judge) if judge else judge  # a failed grader falls back as any one-model step does
     steps: list[Step] = []
     tries: list[str] = []
     notes: list[str] = []
@@ -94,8 +96,12 @@ def plan(ctx: RequestContext) -> Plan:
 
         deps = [d for e in earlier for d in (e, f"grade.{e}") if judge or d == e]
         # a failed try escalates: the next one runs whatever became of the earlier ones
-        # should the last model fail, the skipped ones still answer, the strongest first: better than no answer
-        chain = [model, *reversed(hopeless)] if last else [model]
+        # should the last model fail, the skipped ones still answer, the strongest first: better than no answer;
+        # then the mix's fallbacks, as a route walks them (not the models tried already: rescue keeps their answers)
+        chain = [model]
+        if last:
+            tried = set(models[:-1])
+            chain = [m for m in with_fallbacks(ctx, [model, *reversed(hopeless)]) if m not in tried]
         steps.append(Step(sid, "answer", chain, build, deps=deps, optional=not last, after_failure=True))
         if judge and not last:
             def build_grade(results: dict[str, StepResult], sid: str = sid):  # type: ignore[no-untyped-def]

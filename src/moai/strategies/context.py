@@ -50,6 +50,7 @@ class RequestContext:
     notes: list[str] = field(default_factory=list)
     unvetted: bool = False  # answered without the verdict the mix asked for (judge/critic failed or unusable)
     privacy: Any = None  # gate.privacy.PrivacyReport of this request
+    trusted_tier: str | None = None  # the least trusted privacy tier the request's sensitive data may go to
     session: str | None = None  # the conversation this request continues
     session_model: str | None = None  # the model that answered its previous turn
     session_pick: str | None = None  # the model the session put first this turn (stayed on, or escalated to)

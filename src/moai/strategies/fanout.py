@@ -26,6 +26,7 @@ def plan(ctx: RequestContext) -> Plan:
         return Plan("fanout", steps, "aggregate", rescue=lambda r: best_of(ctx, ok_answers(r, last)))
 
     judge = fill(ctx, mix.judge, name="judge")
+    judge = with_fallbacks(ctx, judge) if judge else judge  # a failed judge falls back as any one-model step does
     proposers = fit_budget(ctx, proposers, judge[0] if judge else None, 1)
     steps, last = proposer_layers(ctx, 1, proposers)
 

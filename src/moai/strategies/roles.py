@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from moai.catalog import ModelCard
+from moai.catalog import PRIVACY_RANK, ModelCard
 from moai.config import Pick, Role
 from moai.providers.base import ChatParams
 from moai.strategies.context import NoEligibleModel, RequestContext
@@ -74,6 +74,14 @@ def unfilled(ctx: RequestContext, what: str, role: Role | None) -> NoEligibleMod
     else:
         named = (role.among if role is not None else None) or []
     excluded = {m: ctx.excluded.get(m, "not among the mix's models") for m in named} or dict(ctx.excluded)
+    tier = ctx.trusted_tier
+    untrusted = [m for m in excluded if tier is not None and m in ctx.config.models
+                 and PRIVACY_RANK[ctx.config.models[m].privacy] > PRIVACY_RANK[tier]]
+    if untrusted:  # the request's sensitive data is what keeps the role's models out: say so, as a route does
+        kinds = ", ".join(ctx.privacy.kinds) if ctx.privacy is not None else "sensitive data"
+        return NoEligibleModel(
+            f"this request carries sensitive data ({kinds}) and mix {ctx.mix_name!r} has no model of privacy tier "
+            f"{tier} or more trusted to play {what}", excluded, code="no_trusted_model")
     return NoEligibleModel(f"mix {ctx.mix_name!r}: no eligible model for {what}", excluded)
 
 
