@@ -75,6 +75,12 @@ def test_mix_names_that_differ_only_in_case_are_refused() -> None:
     assert msg.startswith("mix.yaml:6: mixes.D: mix 'D' differs from mix 'd' only in case"), msg
 
 
+def test_a_model_and_a_mix_that_differ_only_in_case_are_refused() -> None:
+    """``D`` (a model) and ``d`` (a mix): a client writing the wrong case reaches the other one."""
+    msg = error_of(with_model('D: {provider: openai_compat, endpoint: "http://127.0.0.1:9/v1"}'))
+    assert msg.startswith("mix.yaml:4: models.D: model 'D' differs from mix 'd' only in case"), msg
+
+
 @pytest.mark.parametrize(
     "text,start",
     [

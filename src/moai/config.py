@@ -483,7 +483,12 @@ def _check_names(models: dict[str, ModelCard], mixes: dict[str, Mix]) -> None:
             if other != name:
                 raise _FieldProblem((section, name), f"{kind} {name!r} differs from {kind} {other!r} only in case; "
                                     f"a request with the wrong case would reach the other {kind}: rename one")
+    mix_folded = {m.casefold(): m for m in mixes}
     for name in models:
+        other = mix_folded.get(name.casefold())
+        if other is not None and other != name:
+            raise _FieldProblem(("models", name), f"model {name!r} differs from mix {other!r} only in case; a "
+                                "request with the wrong case would reach the other one: rename one")
         mix = mixes.get(name)
         if mix is not None and (mix.strategy != "route" or mix.models != [name]):
             raise _FieldProblem(("models", name), f"model {name!r} has the name of mix {name!r}: a request for "
