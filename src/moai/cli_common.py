@@ -1,0 +1,72 @@
+"""What the ``moai`` commands share: the consoles, one-line errors, and opening the mix instructions and the
+telemetry database a command names.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from moai.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from moai.telemetry.store import TelemetryStore
+
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def guarded(fn: Callable[[], T]) -> T:
+    """Run ``fn``; turn the errors a user can act on into one line and exit code 2."""
+    from moai.local_models import ModelZooError
+
+    try:
+        return fn()
+    except (ConfigError, ModelZooError, FileNotFoundError) as e:
+        fail(str(e))
+        raise  # unreachable
+
+
+def _config(path: str | None) -> Config:
+    return guarded(lambda: load_config(path))
+
+
+def _store(url: str | None) -> TelemetryStore:
+    """Open (and migrate) the telemetry database; a bad or unreachable URL is one line, not a traceback."""
+    from moai.telemetry.store import DatabaseUnavailable, TelemetryStore
+
+    try:
+        return TelemetryStore(url)
+    except DatabaseUnavailable as e:
+        fail(str(e))
+        raise  # unreachable
+
+
+def _database_url(database_url: str | None, config: str | None) -> str | None:
+    """The database a command reads or writes: --database-url, else the mix instructions' own
+    ``settings.database_url`` (--config, else MOAI_CONFIG), else None (MOAI_DATABASE_URL, else SQLite) —
+    the one `moai serve` with the same config records to."""
+    if database_url:
+        return database_url
+    path = config or os.environ.get("MOAI_CONFIG")
+    return _config(path).settings.database_url if path else None
+
+
+def _config_db_option() -> Any:
+    return typer.Option(None, "--config", "-c",
+                        help="Mix instructions whose settings.database_url to use (default: MOAI_CONFIG).")
+
+
+def _db_option() -> Any:
+    return typer.Option(None, "--database-url",
+                        help="Default: the config's, else MOAI_DATABASE_URL, else the local SQLite.")

@@ -1,0 +1,39 @@
+"""``moai config check``: validate mix instructions before a server loads them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from moai.cli_checks import _warn_missing_keys, _warn_missing_local
+from moai.cli_common import _config, console, err_console, fail
+
+config_app = typer.Typer(help="Mix instructions (YAML).", no_args_is_help=True)
+
+
+@config_app.command("check")
+def config_check(path: str = typer.Argument(..., help="Mix instructions YAML.")) -> None:
+    """Validate a mix-instructions file; print a summary or one line naming file, line and field."""
+    from moai.config import config_warnings
+
+    cfg = _config(path)
+    if cfg.settings.gate:  # what `moai serve` would fall back from, with only a warning in its log
+        gate_dir = Path(cfg.settings.gate).expanduser()
+        if not (gate_dir / "gate.json").is_file():
+            fail(f"{path}: settings.gate: no trained gate at {cfg.settings.gate} (no gate.json there); `moai serve` "
+                 "would route with the shipped gate or the rule-based chooser instead")
+        from moai.gate.runtime import load_gate_dir
+        from moai.gate.store import GateLoadError
+
+        try:
+            load_gate_dir(gate_dir)
+        except GateLoadError as e:
+            fail(f"{path}: settings.gate: {e}; `moai serve` would route with the shipped gate or the rule-based "
+                 "chooser instead")
+    _warn_missing_keys(cfg)
+    _warn_missing_local(cfg)
+    for warning in config_warnings(cfg):
+        err_console.print(f"[yellow]warning:[/yellow] {path}: {warning}", highlight=False, soft_wrap=True)
+    console.print(f"[green]ok[/green] {path}: {len(cfg.models)} model(s), {len(cfg.mixes)} mix(es): "
+                  + ", ".join(f"{n} ({m.strategy})" for n, m in cfg.mixes.items()), soft_wrap=True)

@@ -1,0 +1,45 @@
+"""``moai db prune``: retention of the telemetry database, by age."""
+
+from __future__ import annotations
+
+import typer
+
+from moai.cli_common import _config_db_option, _database_url, _db_option, _store, console, fail
+
+db_app = typer.Typer(help="The telemetry database: retention.", no_args_is_help=True)
+
+
+@db_app.command("prune")
+def db_prune(
+    older_than: str = typer.Option(..., "--older-than", help="Age of the requests to delete: e.g. 90d, 12h, 2w."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would be deleted."),
+    database_url: str | None = _db_option(), config: str | None = _config_db_option(),
+) -> None:
+    """Delete requests older than an age, with their calls and feedback (what `settings.retention_days` does)."""
+    from datetime import UTC, datetime
+
+    from moai.telemetry.report import missing_sqlite_file
+    from moai.telemetry.retention import RetentionRefused, check_budgets, count_older, parse_age, prune
+    from moai.telemetry.store import default_database_url, safe_url
+
+    try:
+        before = datetime.now(UTC) - parse_age(older_than)
+    except ValueError as e:
+        fail(f"--older-than: {e}")
+        return
+    url = _database_url(database_url, config) or default_database_url()
+    if (path := missing_sqlite_file(url)) is not None:  # nothing to prune: do not create a database
+        fail(f"cannot open database {safe_url(url)!r}: {path} does not exist")
+    store = _store(url)
+    try:
+        check_budgets(store, before)
+        if dry_run:
+            n = count_older(store, before)
+            console.print(f"would delete {n:,} requests older than {before:%Y-%m-%d %H:%M} UTC")
+            return
+        gone = prune(store, before)
+    except RetentionRefused as e:
+        fail(str(e))
+        return
+    console.print(f"deleted {gone.requests:,} requests, {gone.calls:,} calls and {gone.feedback:,} feedback rows "
+                  f"older than {before:%Y-%m-%d %H:%M} UTC")

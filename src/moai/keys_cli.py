@@ -1,0 +1,123 @@
+"""``moai keys``: the gateway's API keys (create, list, revoke, delete); only their hashes are stored."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from rich.table import Table
+
+from moai.cli_common import _config, _config_db_option, _database_url, _db_option, _store, console, fail
+from moai.config import Config
+
+keys_app = typer.Typer(help="Gateway API keys (hashed at rest).", no_args_is_help=True)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: str = typer.Option(..., "--name", help="Who or what the key is for."),
+    mixes: str | None = typer.Option(
+        None, help="Comma-separated mixes (or model names) this key may use (default: all)."
+    ),
+    budget_day: float | None = typer.Option(None, help="USD per UTC day."),
+    budget_month: float | None = typer.Option(None, help="USD per calendar month."),
+    rpm: int | None = typer.Option(None, help="Requests per minute."),
+    config: str | None = typer.Option(
+        None, "--config", "-c", help="Mix instructions: the --mixes are checked against them, and their "
+        "settings.database_url is used (default: MOAI_CONFIG, else embedded)."
+    ),
+    database_url: str | None = _db_option(),
+) -> None:
+    """Create a key; its secret is printed once and only its hash is stored."""
+    from moai.server.auth import create_key
+
+    if rpm is not None and rpm < 1 or any(v is not None and v <= 0 for v in (budget_day, budget_month)):
+        fail("budgets and --rpm must be positive")
+    allowed = _allowed_names(mixes, _config(config or os.environ.get("MOAI_CONFIG"))) if mixes is not None else None
+    key, secret = create_key(_store(_database_url(database_url, config)), name, allowed, budget_day, budget_month, rpm)
+    console.print(f"created key {key.id} ({name}); the secret is shown only now:", soft_wrap=True)
+    sys.stdout.write(secret + "\n")
+
+
+def _allowed_names(spec: str, cfg: Config) -> list[str]:
+    """The names a key may use, checked now: a typo would otherwise lock the key out of everything.
+
+    A mix may be written as ``moai/<mix>`` (as clients name it); it is stored bare, as requests are checked.
+    """
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if not names:
+        fail("--mixes names no mix or model")
+    out: list[str] = []
+    for n in names:
+        bare = n.removeprefix("moai/")
+        if bare in cfg.mixes:
+            out.append(bare)
+        elif n in cfg.models:
+            out.append(n)
+        else:
+            fail(f"--mixes: unknown mix or model {n!r} in {cfg.source}; mixes: {', '.join(cfg.mixes)}; "
+                 f"models: {', '.join(cfg.models)}")
+    return list(dict.fromkeys(out))
+
+
+@keys_app.command("list")
+def keys_list(database_url: str | None = _db_option(), config: str | None = _config_db_option()) -> None:
+    """Keys with their limits and what they spent today and this month."""
+    from datetime import UTC, datetime
+
+    from moai.server.auth import list_keys, period_starts, spend
+    from moai.telemetry.report import money
+
+    store = _store(_database_url(database_url, config))
+    day, month = period_starts(datetime.now(UTC))
+    keys = list_keys(store)
+    t = Table(title="gateway keys")
+    # the id is what `keys revoke` takes: kept whole however narrow the terminal; the rest folds, never "…"
+    t.add_column("id", no_wrap=True, min_width=max((len(k.id) for k in keys), default=2))
+    for col in ("name", "created", "status", "mixes", "budget day/month", "rpm", "spent today", "spent month"):
+        t.add_column(col, overflow="fold")
+    for k in keys:
+        t.add_row(k.id, k.name, k.created_at.strftime("%Y-%m-%d %H:%M"), "revoked" if k.revoked_at else "active",
+                  ",".join(k.allowed_mixes) if k.allowed_mixes else "all",
+                  f"{k.budget_day_usd or '-'} / {k.budget_month_usd or '-'}", str(k.rpm or "-"),
+                  f"${money(spend(store, k.id, day))}", f"${money(spend(store, k.id, month))}")
+    console.print(t)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: str = typer.Argument(..., help="The key id (mk_...)."), database_url: str | None = _db_option(),
+    config: str | None = _config_db_option(),
+) -> None:
+    """Revoke a key at once (servers pick it up within seconds). The gateway stays closed without active keys."""
+    from moai.server.auth import list_keys, revoke_key
+
+    store = _store(_database_url(database_url, config))
+    if not revoke_key(store, key_id):
+        fail(f"no active key {key_id!r}")
+    console.print(f"revoked {key_id}")
+    if not any(k.revoked_at is None for k in list_keys(store)):
+        console.print("no active key is left: every call is refused until `moai keys create` makes one")
+
+
+@keys_app.command("delete")
+def keys_delete(
+    key_id: str = typer.Argument(..., help="The key id (mk_...)."),
+    yes: bool = typer.Option(False, "--yes", help="Delete the last key, opening the gateway to anyone."),
+    database_url: str | None = _db_option(), config: str | None = _config_db_option(),
+) -> None:
+    """Delete a key (active or revoked); what it spent stays on record. Deleting every key opens the gateway."""
+    from moai.server.auth import delete_key, list_keys
+
+    store = _store(_database_url(database_url, config))
+    keys = list_keys(store)
+    if not any(k.id == key_id for k in keys):
+        fail(f"no key {key_id!r}")
+    if len(keys) == 1 and not yes:
+        fail(f"{key_id} is the last key: deleting it lets every caller in without a key; revoke it instead "
+             "(`moai keys revoke`), or pass --yes")
+    delete_key(store, key_id)
+    console.print(f"deleted {key_id}")
+    if len(keys) == 1:
+        console.print("no key is left: the gateway is open to anyone (servers follow within seconds)")

@@ -1,0 +1,71 @@
+"""``moai models``: the configured models and mixes, and the local model zoo (list, pull)."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from moai.cli_common import _config, console, fail, guarded
+from moai.config import Config
+
+models_app = typer.Typer(help="The embedded local models (GGUF from PyPI packages).", invoke_without_command=True)
+
+
+@models_app.callback()
+def models_default(ctx: typer.Context, config: str | None = typer.Option(None, "--config", "-c")) -> None:
+    """Without a sub-command: list the configured models and mixes."""
+    if ctx.invoked_subcommand is None:
+        _list_models(_config(config))
+
+
+def _list_models(cfg: Config) -> None:
+    from moai.local_models import ZOO, is_ready
+
+    t = Table(title="models")
+    for col in ("name", "provider", "privacy", "params (B)", "context", "$/Mtok in/out", "status"):
+        t.add_column(col)
+    for name, c in cfg.models.items():
+        status = ""
+        if c.provider == "local" and c.package in ZOO:
+            status = "ready" if is_ready(c.package) else "not pulled"
+        t.add_row(name, c.provider, c.privacy, f"{c.params_b or '?'}", str(c.context),
+                  f"{c.price.input_per_mtok:g}/{c.price.output_per_mtok:g}", status)
+    console.print(t)
+    mt = Table(title="mixes (use as model='moai/<name>')")
+    for col in ("mix", "strategy", "description"):
+        mt.add_column(col)
+    for name, m in cfg.mixes.items():
+        mt.add_row(f"moai/{name}", m.strategy, m.description)
+    console.print(mt)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """The local model zoo: what each model is, its pinned digest, and whether it is assembled."""
+    from moai.local_models import ZOO, is_ready, model_path
+
+    t = Table(title="local model zoo")
+    for col in ("name", "model", "size", "sha256", "status", "path"):
+        t.add_column(col, overflow="fold")
+    for e in ZOO.values():
+        t.add_row(e.name, e.title, f"{e.size_bytes / 1e6:.0f} MB", e.sha256[:12] + "…",
+                  "ready" if is_ready(e.name) else "not pulled", str(model_path(e.name)))
+    console.print(t)
+
+
+@models_app.command("pull")
+def models_pull(
+    names: list[str] = typer.Argument(None, help="Zoo names (default: all)."),
+    force: bool = typer.Option(False, help="Download and assemble again."),
+) -> None:
+    """Download the PyPI packages carrying the GGUF files, assemble and verify them (SHA256); build the gate
+    encoder's int8 copy."""
+    from moai.gate.encoder import EncoderUnavailable, quantized_model_file
+    from moai.local_models import ZOO, pull
+
+    for name in names or list(ZOO):
+        guarded(lambda name=name: pull(name, force=force, progress=lambda msg: console.print(msg)))
+    try:  # the gate's encoder in its int8 form: built here so that no request waits for it
+        console.print(f"gate encoder: ready ({quantized_model_file().name})")
+    except EncoderUnavailable as e:
+        fail(str(e))
