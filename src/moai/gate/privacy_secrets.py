@@ -1,0 +1,325 @@
+"""Secrets and credentials: vendor keys, JWTs, PEM private keys, credentials in URLs, and passwords or tokens
+given in context.
+
+Vendor key formats come from detect-secrets' plugins (kept up to date upstream), plus a few it lacks. Own
+rules, in EN/FR/DE/ES, cover what no library does: a password after "password is" or "Passwort:", one handed
+over with a login or on a command line, a secret value under a secret-named key in code. Placeholder
+credentials (`user:password@`), vendors' `…EXAMPLE…` values, code that reads a password, and passwords in
+fiction are not secrets.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterator
+
+from moai.gate import privacy_scan as scan
+from moai.gate.privacy_scan import gated
+from moai.gate.privacy_text import FICTION, Hit, words
+
+_I = re.IGNORECASE
+
+
+def _vendor_patterns() -> list[tuple[re.Pattern[str], str]]:
+    """Key formats from detect-secrets' plugins (kept up to date upstream), plus a few it lacks."""
+    from detect_secrets.plugins import (
+        aws,
+        azure_storage_key,
+        discord,
+        github_token,
+        gitlab_token,
+        mailchimp,
+        npm,
+        openai,
+        pypi_token,
+        sendgrid,
+        slack,
+        square_oauth,
+        stripe,
+        telegram_token,
+        twilio,
+    )
+
+    out: list[tuple[re.Pattern[str], str]] = [(aws.AWSKeyDetector.denylist[0], "AWS access key id")]
+    for plugin in (azure_storage_key.AzureStorageKeyDetector, discord.DiscordBotTokenDetector,
+                   github_token.GitHubTokenDetector, gitlab_token.GitLabTokenDetector, mailchimp.MailchimpDetector,
+                   npm.NpmDetector, openai.OpenAIDetector, pypi_token.PypiTokenDetector, sendgrid.SendGridDetector,
+                   slack.SlackDetector, square_oauth.SquareOAuthDetector, stripe.StripeDetector,
+                   telegram_token.TelegramBotTokenDetector, twilio.TwilioKeyDetector):
+        out.extend((rx, plugin.secret_type) for rx in plugin.denylist)
+    extra = {
+        r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{32,}": "OpenAI API key",
+        r"\bsk-ant-[A-Za-z0-9_-]{32,}": "Anthropic API key",
+        r"\bAIza[0-9A-Za-z_-]{35}": "Google API key",
+        r"\bhf_[A-Za-z0-9]{30,}": "Hugging Face token",
+        r"\bgithub_pat_[A-Za-z0-9_]{40,}": "GitHub fine-grained token",
+        r"\bxox[abposre]-[A-Za-z0-9-]{10,}": "Slack token",
+        r"\b[rs]k_(?:live|test)_[0-9a-zA-Z]{24,}": "Stripe key",
+        r"\bAKIA[0-9A-Z]{16}\b": "AWS access key id",
+    }
+    out.extend((re.compile(p), why) for p, why in extra.items())
+    for rx, _ in out:
+        gated(rx, **_VENDOR_GATES.get(rx.pattern, {}))  # type: ignore[arg-type]
+    return out
+
+
+def _npm_starts(ix: scan.Index) -> Iterator[int]:
+    """The first "//" of each line holding "/:_authToken=": a match can start there if anywhere in the line
+    (its `.+` takes any characters but a line break), and trying each "//" rescanned the line each time."""
+    text = ix.text
+    at = text.find("/:_authToken=")
+    while at != -1:
+        first = text.find("//", text.rfind("\n", 0, at) + 1, at)
+        if first != -1:
+            yield first
+        at = text.find("/:_authToken=", at + 1)
+
+
+def _discord_starts(ix: scan.Index) -> Iterator[int]:
+    """24 to 26 characters before a "." that has another "." 7 characters on."""
+    for m in _DOTTED.finditer(ix.text):
+        yield from (m.start() - 24, m.start() - 25, m.start() - 26)
+
+
+def _telegram_starts(ix: scan.Index) -> Iterator[int]:
+    """8 to 10 characters before a ":" that follows a digit."""
+    text = ix.text
+    for m in _COLON_KEY.finditer(text):
+        if m.start() and text[m.start() - 1].isdecimal():
+            yield from (m.start() - 8, m.start() - 9, m.start() - 10)
+
+
+_DOTTED = re.compile(r"\.(?=[\w-]{6}\.)")
+_COLON_KEY = re.compile(r":(?=[0-9A-Za-z_-]{35})")
+# Where the detect-secrets patterns that start with no fixed string can start, for these exact patterns (a
+# changed pattern upstream is scanned in full, which is slower, never wrong).
+_VENDOR_GATES: dict[str, dict[str, object]] = {
+    r"[MNO][a-zA-Z\d_-]{23,25}\.[a-zA-Z\d_-]{6}\.[a-zA-Z\d_-]{27}": {"anchors_only": True, "extra": _discord_starts},
+    r"[0-9a-z]{32}-us[0-9]{1,2}": {"anchors_only": True, "finds": [("-us", False, [-32])]},
+    r"\/\/.+\/:_authToken=\s*((npm_.+)|([A-Fa-f0-9-]{36})).*": {"anchors_only": True, "extra": _npm_starts},
+    r"\d{8,10}:[0-9A-Za-z_-]{35}": {"anchors_only": True, "extra": _telegram_starts},
+}
+
+
+_VENDOR: list[tuple[re.Pattern[str], str]] | None = None
+_JWT = gated(re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"))
+_PEM = gated(re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:.*?-----END [A-Z0-9 ]*-----)?", re.S))
+
+
+def _conn_starts(ix: scan.Index) -> Iterator[int]:
+    """A URL's scheme, 2 to 21 characters before its "://"."""
+    text = ix.text
+    at = text.find("://")
+    while at != -1:
+        yield from range(max(0, at - 21), at - 1)
+        at = text.find("://", at + 1)
+
+
+_CONN = gated(re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]{1,20}://([^\s:/@'\"]+):([^\s@'\"]+)@[\w.-]+"),
+              anchors_only=True, extra=_conn_starts)
+_PLACEHOLDER = re.compile(
+    r"^(?:pass(?:word|wd)?|pwd|secret|changeme|xxx+|\*+|\.+|<[^>]*>|\{[^}]*\}|\$\{?[\w:-]+\}?|%[\w()]+s?|your[_-]?\w*|"
+    r"mot_?de_?passe|passwort|contrase[ñn]a|\[[^\]]*\]|example|test|dummy|foo|bar)$",
+    _I,
+)
+_PW_KEY = (
+    r"(?:password|passwd|passcode|passphrase|pwd|pw(?=\s*[:=])|pin(?: code)?|mot de passe|mdp|code pin|passwort|"
+    r"kennwort|zugangscode|contraseña|contrasena|"
+    # Spanish "clave" is also "key": only "mi clave", "clave de acceso", "clave del wifi" ...
+    r"(?:(?<=\bmi )|(?<=\btu )|(?<=\bsu ))clave|clave(?= (?:de acceso|secreta|del? (?:wifi|wi-fi|correo|banco|router|"
+    r"email|red|m[oó]vil|tarjeta))))"
+)
+_PW_KEYS = gated(re.compile(r"(?<![^\W_])" + _PW_KEY, _I))  # where a key can start
+
+
+def _words_before_key(text: str, at: int, tokens: int = 3) -> list[int]:
+    """Where "my"/"the" can start before a password key at `at`: the last word of each of the `tokens`
+    whitespace-separated [\\w-]+ tokens before it (`_PW` allows two words between "my" and the key)."""
+    out: list[int] = []
+    i = at
+    for _ in range(tokens):
+        j = i
+        while j > 0 and text[j - 1].isspace():
+            j -= 1
+        end = j
+        while j > 0 and (text[j - 1].isalnum() or text[j - 1] in "_-"):
+            j -= 1
+        if j == end or end == i:
+            break
+        w = end
+        while w > j and (text[w - 1].isalnum() or text[w - 1] == "_"):
+            w -= 1
+        out.append(w)
+        i = j
+    return out
+
+
+def _pw_starts(ix: scan.Index) -> list[int]:
+    """Each password key, and the words before it that may say whose password it is."""
+    keys = scan.anchor_positions(ix, _PW_KEYS)
+    return keys + [w for at in keys for w in _words_before_key(ix.text, at)]
+
+
+_PW = gated(re.compile(
+    # "my (gmail) password", "the wifi password": a particular one, so even a plain word after it counts.
+    # ("Your password is inactive" is a system message talking to the user: no such credit.)
+    r"(?:(?:(?P<own>\b(?:my|our|mon|ma|notre|mein\w*|unser\w*|mi|nuestr[oa])\b)|"
+    r"(?P<det>\b(?:the|le|la|das|der|el)\b))(?:\s+[\w-]+){0,2}?\s+)?"
+    # DB_PASSWORD=, WLAN-Passwort: the key may be glued to a prefix by _ or -, not to letters.
+    r"(?<![^\W_])" + _PW_KEY + r"(?![^\W\d_])(?:"
+    # "password (for my bank) is X" / "mot de passe est X" / "Passwort lautet X"
+    r"(?:\s+(?:for|of|to|on|at|pour|de|du|des|für|von|vom|zu|zum|zur|bei|para|del|en)(?:\s+[\w.@'-]+){1,3}?)?"
+    r"\s+(?P<verb>is|was|est|était|ist|lautet|war|es|era)\b\s*:?"
+    # "password of the home wifi: X" / "Passwort=X" / 'PASSWORD': 'X'
+    r"|(?:\s+[^\W\d][\w'.@-]*){0,5}?[\"']?\s*(?:[:=]|->)"
+    # an unquoted value may hold a quote after its first character (Ab"cd1234!)
+    r")\s*(?P<q>[\"'`«„“])?\s*(?P<v>(?(q)[^\s\"'`»“”]{3,64}|[^\s\"'`»“”][^\s»“”]{2,63}))",
+    _I,
+), anchors_only=True, extra=_pw_starts)
+# Words that follow "password is ..." in questions and advice, never a password.
+_PW_STOP = words("""
+locked blocked disabled enabled active inactive gesperrt bloqué bloqueado activo inactivo aktiv inaktiv
+too not a an the very weak strong correct incorrect wrong invalid expired required needed missing
+empty long short safe secure insecure stored hashed encrypted being still always never
+case-sensitive reset changed forgotten lost what how where which when why who enough better best
+good bad ok okay same different used shown visible hidden trop pas un une le la très faible fort
+forte correct incorrect invalide expiré requis obligatoire vide court long sûr stocké chiffré haché
+toujours jamais oublié perdu changé quoi comment quel quelle zu nicht ein eine der die das sehr
+schwach stark richtig falsch ungültig abgelaufen erforderlich leer kurz lang sicher gespeichert
+verschlüsselt gehasht immer nie vergessen geändert was wie welches demasiado no un una el la muy
+débil fuerte correcta incorrecta inválida caducada requerida vacía corta larga segura guardada
+cifrada siempre nunca olvidada cambiada qué cómo cuál
+""")
+# "user admin / pass Blue!3830", "identifiant admin, mot de passe Falke114", "Benutzer m.keller - Passwort X":
+# a login and its password handed over together, with no "is" or ":" between key and value.
+# `curl -u admin:S3cr3t`, `--user admin:S3cr3t`, `wget --password=…`: a password on a command line.
+_CLI_CRED = gated(re.compile(
+    r"(?:(?<!\S)(?:-u|--user)\s*[\"']?[^\s:\"']{1,64}:|--(?:http-)?password[= ])[\"']?(?P<v>[^\s\"']{3,64})"
+), anchors_only=True, finds=[("-u", False, [0, -1]), ("--password", False, [0]), ("--http-password", False, [0])])
+_CRED_PAIR = gated(re.compile(
+    r"\b(?:user(?:name)?|login|identifiant|utilisateur|benutzer(?:name)?|usuario|nom d'utilisateur)\s*[:=]?\s*"
+    r"[^\s,;/|]{2,40}\s*(?:[,;/|-]|\b(?:and|et|und|y)\b)?\s*"
+    # German compounds: Startpasswort, Initialkennwort
+    r"(?:pass(?:word)?|pwd|mot de passe|mdp|\w*passwort|\w*kennwort|contraseña|contrasena|clave|pin)\b\s*[:=]?\s*"
+    r"(?P<v>[^\s\"'`]{3,64})",
+    _I,
+))
+# define('DB_PASS', 'x'), ("SMTP_PASSWORD", "x"), "api_token": "x": a quoted secret-named key, then its value.
+_QUOTED_KEY = r"(?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key)"
+_QUOTED_KEYS = gated(re.compile(r"(?<![^\W_])" + _QUOTED_KEY, _I))
+
+
+def _quoted_starts(ix: scan.Index) -> Iterator[int]:
+    """The quote before each secret-named key: right before it, or before the `\\w*[_-]` prefix it has."""
+    text = ix.text
+    for at in scan.anchor_positions(ix, _QUOTED_KEYS):
+        if at and text[at - 1] in "\"'":
+            yield at - 1
+        elif at and text[at - 1] in "_-":
+            i = at - 1
+            while i > 0 and (text[i - 1].isalnum() or text[i - 1] == "_"):
+                i -= 1
+            if i:
+                yield i - 1
+
+
+_QUOTED_PAIR = gated(re.compile(
+    r"[\"'](?:\w*[_-])?" + _QUOTED_KEY + r"(?:[_-]\w*)?[\"']\s*[,:=]>?\s*"
+    r"[\"'](?P<v>[^\"'\s]{3,64})[\"']",
+    _I,
+), anchors_only=True, extra=_quoted_starts)
+_SECRET_KEY = gated(re.compile(
+    r"\b(?:api[_ -]?key|secret(?:[_ -]?key)?|access[_ -]?token|auth[_ -]?token|bearer|token|clé api|clé secrète|"
+    r"api-schlüssel|clave api|clave secreta)\s*(?:is|est|ist|es|[:=])\s*[\"'`]?(?P<v>[A-Za-z0-9_\-./+=]{20,})",
+    _I,
+))
+
+
+# `password = os.environ["PW"]`, `password: Optional[str]`, `pwd = self.pwd`: code reading a password, not one.
+_CODE_EXPR = re.compile(
+    r"^(?:[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)*[(\[]|(?:self|this|os|args|config|settings|request|env|process|cfg|opts?)\."
+    r"|(?:str|string|bytes|none|null|true|false|undefined|optional|varchar|text|secretstr)\b)",
+    _I,
+)
+
+
+# A plain word after "password is" is usually prose ("Your password is inactive."); a value with a digit,
+# a symbol or inner capitals, a quoted one, one standing alone at the end of a line, or one after "my
+# password" is taken as a password.
+_STRONG = re.compile(r"\d|[^\w\s]|(?<=[a-z])[A-Z]")
+_ALONE = re.compile(r"[.!]?\s*(?:$|\n)|[,;]")
+
+
+def _documented(v: str) -> bool:
+    """Values printed in vendors' docs as the example (AWS's `wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY`)."""
+    return "EXAMPLE" in v.upper()
+
+
+def _looks_like_password(v: str) -> bool:
+    """Not a stop word, a placeholder or a code expression: something that could be typed as a password."""
+    if v.endswith(":") or _documented(v):  # "Password: Username:" is a form label, the value is missing
+        return False
+    v = v.rstrip(".,;!?)")
+    return not (len(v) < 4 or v[0] in "<{[$%*(" or v.lower() in _PW_STOP or _PLACEHOLDER.match(v)
+                or _CODE_EXPR.match(v))
+
+
+def _jwt_ok(token: str) -> bool:
+    """A JWT whose header decodes to JSON with an `alg`: cheap proof it is a real token, not prose."""
+    head = token.split(".")[0]
+    try:
+        return "alg" in json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        return False
+
+
+def find_secrets(text: str) -> Iterator[Hit]:
+    """Vendor keys, JWTs, PEM keys, credentials in URLs, and passwords/tokens given in context."""
+    global _VENDOR
+    if _VENDOR is None:
+        _VENDOR = _vendor_patterns()
+    for rx, why in _VENDOR:
+        for m in scan.finditer(rx, text):
+            if len(m.group()) >= 16 and not _documented(m.group()):  # AWS docs' AKIAIOSFODNN7EXAMPLE
+                yield Hit("secret", m.start(), m.end(), "SECRET", f"{why} (vendor key format)")
+    for m in scan.finditer(_JWT, text):
+        if _jwt_ok(m.group()):
+            yield Hit("secret", m.start(), m.end(), "SECRET", "JSON Web Token (header decodes)")
+    for m in scan.finditer(_PEM, text):
+        yield Hit("secret", m.start(), m.end(), "SECRET", "PEM private key block")
+    for m in scan.finditer(_CONN, text):
+        if not _PLACEHOLDER.match(m.group(2)) and not _documented(m.group(2)):
+            yield Hit("secret", m.start(2), m.end(2), "PASSWORD", "credentials embedded in a connection string")
+    for m in scan.finditer(_PW, text):
+        v = m.group("v") if m.group("q") else m.group("v").rstrip(".,;!?)")  # quoted: the quotes delimit it
+        if not m.group("q") and sum(v.count(c) for c in "\"'`") == 1 and v[-1] in "\"'`":
+            v = v[:-1]  # a closing quote after the value, not part of it
+        end = m.start("v") + len(v)
+        line = text.rfind("\n", 0, m.start()) + 1  # the line up to the key, read in place (not copied)
+        if _looks_like_password(v) and not scan.search(FICTION, text, line, m.start()) and (
+                m.group("own") or m.group("q") or _STRONG.search(v)
+                or ((m.group("det") or not m.group("verb")) and _ALONE.match(text, end))):
+            yield Hit("secret", m.start("v"), end, "PASSWORD", "password given in context")
+    for m in scan.finditer(_CLI_CRED, text):
+        v = m.group("v")
+        if _looks_like_password(v) and not _documented(v):
+            yield Hit("secret", m.start("v"), m.end("v"), "PASSWORD", "password given on a command line")
+    fiction: bool | None = None  # fiction anywhere in the text: read once, not once per login
+    for m in scan.finditer(_CRED_PAIR, text):
+        v = m.group("v").rstrip(".,;!?)")
+        if _looks_like_password(v) and _STRONG.search(v):
+            if fiction is None:
+                fiction = scan.search(FICTION, text) is not None
+            if fiction:
+                continue
+            yield Hit("secret", m.start("v"), m.start("v") + len(v), "PASSWORD", "login and password given together")
+    for m in scan.finditer(_QUOTED_PAIR, text):
+        v = m.group("v")
+        if _looks_like_password(v) and _STRONG.search(v):
+            yield Hit("secret", m.start("v"), m.end("v"), "PASSWORD", "secret value under a secret-named key")
+    for m in scan.finditer(_SECRET_KEY, text):
+        v = m.group("v")
+        if re.search(r"\d", v) and re.search(r"[A-Za-z]", v) and not _PLACEHOLDER.match(v) and not _documented(v):
+            yield Hit("secret", m.start("v"), m.end("v"), "SECRET", "API key or token given in context")
