@@ -12,8 +12,6 @@ import functools
 import json
 import logging
 import os
-import queue
-import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -27,7 +25,10 @@ from moai.cache import ResponseCache
 from moai.catalog import PRIVACY_RANK, ModelCard
 from moai.config import Config, Mix, Weights, load_config
 from moai.gate.rules import RuleChooser, message_text
-from moai.providers.base import ChatParams, Delta, ProviderError, ProviderRateLimited, is_refusal
+from moai.providers.base import ChatParams, Delta, ProviderError
+from moai.recording import Recording
+from moai.refusals import BadRequest, UnknownModel, refusal
+from moai.session_memory import SessionMemory
 from moai.strategies import builder
 from moai.strategies.auto import collaboration
 from moai.strategies.budget import one_model, within_budget
@@ -39,7 +40,6 @@ from moai.strategies.executor import (
     ProviderRegistry,
     Spend,
     attempt_spend,
-    total_spend,
 )
 from moai.strategies.plan import Plan
 from moai.strategies.privacy_guard import privacy_guard, stricter
@@ -47,34 +47,13 @@ from moai.strategies.route import session_notes
 from moai.telemetry.adapt import LiveStats
 from moai.telemetry.carbon import CarbonModel
 from moai.telemetry.metrics import Metrics
-from moai.telemetry.store import CallRecord, RequestRecord, TelemetryStore
+from moai.telemetry.store import TelemetryStore
 from moai.telemetry.writer import TelemetryWriter
 from moai.tuning.live import LiveTuner, knob_value
 from moai.tuning.targets import parse_target
 
 NO_TOOLS = frozenset({"moa", "fanout", "chain", "critique"})  # strategies whose answer is synthesised text
 log = logging.getLogger("moai")
-
-
-class UnknownModel(LookupError):
-    """The ``model`` field names neither a mix nor a model."""
-
-
-class BadRequest(ValueError):
-    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.param, self.code = param, code
-
-
-def refusal(e: Exception) -> tuple[int, str, str]:
-    """(HTTP status, error code, message) for a request that failed before any model ran: a 4xx the client can
-    act on (a privacy refusal, no eligible model, a bad option) or a 500 when the fault is moai's own."""
-    if isinstance(e, NoEligibleModel):
-        detail = "; ".join(f"{m}: {why}" for m, why in e.excluded.items())
-        return 422, e.code, f"{e} ({detail})"
-    if isinstance(e, BadRequest):
-        return 400, e.code or "invalid_request", str(e)
-    return 500, "internal_error", f"internal error: {type(e).__name__}: {e}"[:2000]
 
 
 def estimate_tokens(text: str) -> int:
@@ -132,8 +111,9 @@ def limit_field(body: Any, mix: Mix) -> str | None:
     return None
 
 
-class Mixture:
-    """Holds the config, providers, chooser and telemetry; safe to share across concurrent requests."""
+class Mixture(SessionMemory, Recording):
+    """Holds the config, providers, chooser and telemetry; safe to share across concurrent requests. Its session
+    lookups are SessionMemory's, the records of its finished requests Recording's."""
 
     def __init__(self, config: Config, store: TelemetryStore | None = None, chooser: Chooser | None = None) -> None:
         self.config = config
@@ -196,70 +176,7 @@ class Mixture:
             return model, Mix(strategy="route", models=[model], fallbacks=None)
         raise UnknownModel(f"The model '{model}' does not exist; see GET /v1/models")
 
-    session_lookup_timeout_s = 2.0  # how long a session's model is awaited from the database before going without
-    _session_slots: asyncio.Semaphore | None = None  # database lookups at once (a hung database holds their threads)
-    _session_lookup_stuck: asyncio.Future[Any] | None = None  # the last lookup given up on, while it has not returned
-    _session_lookup_failing = False
-
-    def session_model(self, session: str, mix: str, api_key: str | None = None) -> str | None:
-        """Which model this conversation is on: this process's memory, else the shared database. A database that
-        cannot answer knows no model for it (the conversation is routed afresh), as for a new session. Sessions
-        belong to the API key (id) that sent them; keyless requests share the keyless ones."""
-        model = self._sessions.get((api_key, mix, session))
-        if model is None and self.store is not None:
-            try:
-                model = self.store.session_model(session, mix, api_key)
-            except Exception as e:  # noqa: BLE001 - down: the request goes on without its session's model
-                self._session_lookup_failed(e)
-                return None
-            self._session_lookup_failing = False
-        return model
-
-    async def asession_model(self, body: Any, session: str | None = None, api_key: str | None = None) -> str | None:
-        """``session_model`` for ``prepare(body, api_key, session=session, session_model=...)``, off the event loop and
-        bounded by ``session_lookup_timeout_s`` (None: no session, no model known for it, or no answer in time).
-        While a lookup given up on has not returned, the database is taken to hang and is not asked again."""
-        session = session or body.user
-        if not session:
-            return None
-        try:
-            mix_name, mix = self.resolve(body.model)
-        except UnknownModel:
-            return None
-        model = self._sessions.get((api_key, mix_name, session))
-        if mix.sessions == "off" or model is not None or self.store is None:
-            return model
-        if self._session_lookup_stuck is not None and not self._session_lookup_stuck.done():
-            self.metrics.observe_database_error("session")
-            return None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.session_lookup_timeout_s
-        slots = self._session_slots = self._session_slots or asyncio.Semaphore(4)
-        try:
-            await asyncio.wait_for(slots.acquire(), self.session_lookup_timeout_s)
-        except TimeoutError as e:
-            self._session_lookup_failed(e)
-            return None
-        lookup = loop.run_in_executor(None, self.store.session_model, session, mix_name, api_key)
-        lookup.add_done_callback(lambda f: (slots.release(), f.cancelled() or f.exception()))
-        try:
-            model = await asyncio.wait_for(asyncio.shield(lookup), max(0.0, deadline - loop.time()))
-        except TimeoutError as e:
-            self._session_lookup_stuck = lookup
-            self._session_lookup_failed(e)
-            return None
-        except Exception as e:  # noqa: BLE001 - down: the request goes on without its session's model
-            self._session_lookup_failed(e)
-            return None
-        self._session_lookup_failing = False
-        return model
-
-    def _session_lookup_failed(self, e: BaseException) -> None:
-        self.metrics.observe_database_error("session")
-        if not self._session_lookup_failing:  # once per outage
-            self._session_lookup_failing = True
-            logging.getLogger("moai").warning("session lookup failed (%s); sessions not in memory start afresh "
-                                              "until the telemetry database answers", type(e).__name__)
+    # ------------------------------------------------------------------ preparation
 
     def prepare(self, body: Any, api_key: str | None = None, session: str | None = None,
                 session_model: str | None | EllipsisType = ...) -> Prepared:
@@ -479,208 +396,7 @@ class Mixture:
             "trace": [r.trace() for r in ex.results],
         }
 
-    # ------------------------------------------------------------------ telemetry
-
-    def _record(self, prep: Prepared, status: str, error: str | None, results: list[Any],
-                answer_model: str | None, http_status: int) -> RequestRecord:
-        now = time.time()
-        final = next((r for r in results if r.step == prep.plan.final), None)
-        total = total_spend(results)  # billed failed tries included: each is on its call's row below
-        rec = RequestRecord(
-            id=prep.id, mix=prep.ctx.mix_name, strategy=prep.plan.strategy, model=answer_model,
-            status=status, http_status=http_status, stream=prep.stream,
-            prompt_tokens=total.usage.prompt_tokens, completion_tokens=total.usage.completion_tokens,
-            latency_ms=(now - prep.started) * 1000,
-            ttft_ms=(final.start + final.ttft_s - prep.started) * 1000 if final and final.ttft_s else None,
-            cost_usd=total.cost_usd, energy_kwh=total.energy_kwh, co2_g=total.co2_g, error=error,
-            decision=prep.ctx.decision.to_json() if prep.ctx.decision else None, api_key=prep.api_key,
-            session=prep.ctx.session,
-        )
-        for r in results:
-            # a row per model call (a provider's retries in place are part of their call), each with what the
-            # upstream billed for it, so that the rows add up to the request
-            answered = Spend()
-            for a in r.attempts:  # every failed attempt is a call of its own: live statistics need them
-                if "error" not in a:
-                    answered = attempt_spend(a)  # billed tries before the answer: the answering call's row
-                    continue
-                start = a.get("start", r.start)
-                # a refusal of the request itself, or a 429, is kept apart: neither says the model is unhealthy
-                status = "refused" if is_refusal(a.get("status")) else "failed"
-                if a.get("status") == ProviderRateLimited.status:
-                    status = "rate_limited"
-                spent = attempt_spend(a)
-                # a failed step's usage (a stream that broke mid-answer, a call cut short) is its last attempt's
-                if r.status == "failed" and a is r.attempts[-1] and a["model"] == r.model:
-                    spent.add(Spend(r.usage, r.cost_usd, r.energy_kwh, r.co2_g))
-                rec.calls.append(CallRecord(
-                    step=r.step, role=r.role, model=a["model"], status=status, started_at=start,
-                    ended_at=start + a["latency_ms"] / 1000, latency_ms=a["latency_ms"], error=a["error"],
-                    prompt_tokens=spent.usage.prompt_tokens, completion_tokens=spent.usage.completion_tokens,
-                    cost_usd=spent.cost_usd, energy_kwh=spent.energy_kwh, co2_g=spent.co2_g,
-                    retry_after_s=a.get("retry_after_s") if status == "rate_limited" else None,
-                ))
-            if r.status == "failed" and r.attempts:
-                continue
-            answered.add(Spend(r.usage, r.cost_usd, r.energy_kwh, r.co2_g))
-            rec.calls.append(CallRecord(
-                step=r.step, role=r.role, model=r.model, status=r.status, started_at=r.start, ended_at=r.end,
-                latency_ms=r.latency_ms, ttft_ms=r.ttft_s * 1000 if r.ttft_s else None,
-                prompt_tokens=answered.usage.prompt_tokens, completion_tokens=answered.usage.completion_tokens,
-                cost_usd=answered.cost_usd, energy_kwh=answered.energy_kwh, co2_g=answered.co2_g, error=r.error,
-            ))
-        return rec
-
-    def _observe(self, prep: Prepared, status: str, results: list[Any], answer_model: str | None) -> None:
-        """Feed live statistics and metrics from every attempt of every step (a refused request is no failure
-        of the model: it neither counts in the error rate nor trips the breaker; nor does a 429, whose cool-down
-        the executor has already set)."""
-        for r in results:
-            for a in r.attempts:
-                failed = "error" in a
-                if failed and is_refusal(a.get("status")):
-                    self.stats.observe_refusal(a["model"])
-                    continue
-                if failed and a.get("status") == ProviderRateLimited.status:
-                    continue
-                if failed or a.get("model") != r.model:
-                    self.stats.observe(a["model"], not failed, a.get("latency_ms", 0) / 1000)
-            if r.model and r.status == "ok":
-                self.stats.observe(r.model, True, r.latency_ms / 1000, r.ttft_s, r.usage.completion_tokens)
-        decided = prep.ctx.decision.model if prep.ctx.decision else None
-        self.metrics.observe_request(prep.ctx.mix_name, status, time.time() - prep.started, results, decided,
-                                     answer_model)
-
-    def _observe_safely(self, prep: Prepared, status: str, results: list[Any], answer_model: str | None) -> None:
-        """``_observe``, where a failure is logged, not raised: live statistics and metrics are derived, the
-        record is not, and a request whose metrics failed must still be stored."""
-        try:
-            self._observe(prep, status, results, answer_model)
-        except Exception:  # noqa: BLE001 - a fault of moai's own, logged; the record is written all the same
-            log.exception("request %s: statistics and metrics not updated", prep.id)
-
-    async def _persist(self, rec: RequestRecord) -> None:
-        if self.writer is not None:
-            await self.writer.write(rec)
-
-    def _tune(self, prep: Prepared, results: list[Any]) -> None:
-        """Feed a served request to its mix's live tuner; a change replaces the mix for the next requests."""
-        name = prep.ctx.mix_name
-        tuner = self.tuners.get(name)
-        if tuner is None:
-            return
-        ok = [r for r in results if r.status == "ok" and r.model]
-        if not ok:
-            return
-        prompt = max(r.usage.prompt_tokens for r in ok)
-        completion = max(r.usage.completion_tokens for r in ok)
-        dearest = max((c.cost_usd(prompt, completion) for c in prep.ctx.candidates), default=0.0)
-        change = tuner.observe(total_spend(results).cost_usd, time.time() - prep.started, dearest)
-        if change is not None:
-            self.config.mixes[name] = tuner.apply(self.config.mixes[name])
-            self.metrics.observe_tuning(name, change.knob, change.new)
-
-    async def record(self, prep: Prepared, ex: Execution) -> None:
-        prep.recorded = True  # the client leaving while the record is written must not count it twice
-        self._observe_safely(prep, "ok", ex.results, ex.answer.model)
-        try:
-            self._tune(prep, ex.results)
-        except Exception:  # noqa: BLE001 - as metrics: the answer is stored all the same
-            log.exception("request %s: live tuning not updated", prep.id)
-        if prep.ctx.session and ex.answer.model:
-            key = (prep.api_key, prep.ctx.mix_name, prep.ctx.session)
-            self._sessions[key] = ex.answer.model
-            self._sessions.move_to_end(key)
-            while len(self._sessions) > 100_000:
-                self._sessions.popitem(last=False)
-        if self.store is not None:
-            await self._persist(self._record(prep, "ok", None, ex.results, ex.answer.model, 200))
-
-    async def record_failure(self, prep: Prepared, error: str, results: list[Any], http_status: int = 502) -> None:
-        if prep.recorded:  # answered and counted; only storing it failed (the database), which is counted apart
-            return
-        results = results or list(prep.plan.results.values())
-        for r in results:
-            self._bill_partial(r)
-            if r.status == "failed" and not r.end:  # in flight when the request was cut short (its time limit)
-                r.end, r.error = time.time(), error
-                if r.attempts and r.model:  # after failed tries: the one in flight is a try of its own
-                    r.attempts.append({"model": r.model, "start": r.start, "error": error,
-                                       "latency_ms": (r.end - r.start) * 1000})
-        # every model refused the request itself (a prompt past every context, an image to text-only models): the
-        # client's to change, stored and counted as a refusal like those caught before any model ran
-        status = "refused" if is_refusal(http_status) and http_status != 499 else "error"
-        self._observe_safely(prep, status, results, None)
-        if self.store is not None:
-            await self._persist(self._record(prep, status, error, results, None, http_status))
-
-    async def record_refusal(self, body: Any, error: Exception, api_key: str | None = None,
-                             session: str | None = None, started: float | None = None) -> str | None:
-        """Count and store a request that ``prepare`` refused (or failed on) before any model ran, so that
-        refusals show in ``/metrics`` and in the report's errors like every other request. Returns the id it is
-        stored under; None when ``body.model`` names no mix or model (there is nothing to file it under)."""
-        try:
-            mix_name, mix = self.resolve(body.model)
-        except UnknownModel:
-            return None
-        http_status, code, message = refusal(error)
-        status = "refused" if http_status < 500 else "error"
-        started = started if started is not None else time.time()
-        self.metrics.observe_refusal(mix_name, status, code, time.time() - started)
-        request_id = f"chatcmpl-{uuid.uuid4().hex}"
-        if self.store is not None:
-            session = session or body.user
-            await self._persist(RequestRecord(
-                id=request_id, mix=mix_name, strategy=mix.strategy, model=None, status=status,
-                http_status=http_status, stream=bool(body.stream), prompt_tokens=0, completion_tokens=0,
-                latency_ms=(time.time() - started) * 1000, cost_usd=0.0, energy_kwh=0.0, co2_g=0.0, error=message,
-                api_key=api_key, session=session if session and mix.sessions != "off" else None,
-            ))
-        return request_id
-
-    def _bill_partial(self, r: Any) -> bool:
-        """Cost what a step had sent and generated when it broke off (its stream failed, its client left, its time
-        ran out): the upstream bills the prompt it read (estimated while no usage came) and what it generated,
-        streamed or not. True when the step had spent any."""
-        if r.status != "failed" or r.model is None or not r.usage.total_tokens:
-            return False
-        if not r.cost_usd:
-            card, (p, c) = self.config.models[r.model], (r.usage.prompt_tokens, r.usage.completion_tokens)
-            seconds = max(0.0, (r.end or time.time()) - r.start) if r.start else 0.0
-            r.cost_usd = card.cost_usd(p, c)
-            r.energy_kwh, r.co2_g = self.executor.carbon.estimate(card, p, c, seconds, r.cpu_s)
-        return True
-
-    def _bill_running(self, r: Any) -> None:
-        """The energy of a call stopped before it returned anything: a local model computed all that time (its
-        tokens are unknown; a cloud call's energy is only estimated from tokens, so it stays 0)."""
-        card = self.config.models.get(r.model) if r.model else None
-        if card is not None and r.start and not r.energy_kwh:
-            seconds = max(0.0, r.end - r.start)
-            r.energy_kwh, r.co2_g = self.executor.carbon.estimate(card, 0, 0, seconds, None)
-
-    def record_cancelled(self, prep: Prepared) -> None:
-        """Record a request cut short by its client, with the usage generated until then (no await: the
-        task is being cancelled, so the record is handed to the writer thread)."""
-        if prep.recorded:  # the answer was complete and is being stored as answered
-            return
-        results = list(prep.plan.results.values())
-        for r in results:
-            if self._bill_partial(r):
-                r.status = "cancelled"
-                r.end = time.time()
-            elif r.status == "failed" and not r.end:  # waiting for its model: it ends here, with nothing sent
-                r.status, r.end = "cancelled", time.time()
-                self._bill_running(r)
-        self._observe_safely(prep, "cancelled", results, None)
-        if self.writer is not None:
-            # stopped by the shutdown (its client is answered 503: another replica may take it), or its client left
-            why, status = ("server shutting down", 503) if self.stopping() else ("client disconnected", 499)
-            rec = self._record(prep, "cancelled", why, results, None, status)
-            try:
-                self.writer.submit_nowait(rec)
-            except queue.Full:  # the task is being cancelled and cannot wait: a thread waits for room instead
-                threading.Thread(target=self.writer.submit, args=(rec,), daemon=True).start()
+    # ------------------------------------------------------------------ feedback and lifecycle
 
     async def feedback(self, request_id: str, score: float, comment: str | None = None,
                        scale: str | None = None) -> dict[str, Any]:

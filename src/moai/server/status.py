@@ -1,0 +1,143 @@
+"""What probes and operators read: liveness with the circuit breakers, readiness, live statistics, Prometheus
+metrics. Once keys exist, models are named only to a key that may call them."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+import weakref
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from moai import __version__
+from moai.config import Config
+from moai.mixture import Mixture
+from moai.server.auth import DATABASE_UNAVAILABLE, Denied, Gatekeeper, driver_reason
+from moai.server.errors import denied
+from moai.server.openai_schema import error_body
+from moai.telemetry.adapt import LiveStats
+from moai.telemetry.metrics import CONTENT_TYPE
+from moai.telemetry.store import TelemetryStore
+
+log = logging.getLogger("moai.server")
+READY_DB_TIMEOUT_S = 2.0  # /readyz: a database that has not answered a trivial query by then is down
+
+
+def _usable(stats: LiveStats, model: str, now: float) -> bool:
+    """Closed or half-open, or open with its cool-down over (the next call will probe it). Read-only."""
+    st = stats.models.get(model)
+    return st is None or st.opened_at is None or st.probing or now - st.opened_at >= stats.cooldown_s
+
+
+def add_status_routes(app: FastAPI, mix: Mixture, config: Config, keeper: Gatekeeper) -> None:
+    """GET /healthz, /readyz, /moai/stats and /metrics."""
+    ready_mix = "default" if "default" in config.mixes else next(iter(config.mixes))
+
+    @app.get("/healthz")
+    async def healthz(request: Request) -> dict[str, Any]:
+        """Liveness, with every model's circuit breaker (closed, open, half-open) as routing sees it. Once keys
+        exist, a probe without one (a liveness check) is told the counts, not the names of the models, which a
+        key may see only when it may call them."""
+        breakers = {m: mix.stats.state(m) for m in config.models}
+        try:
+            key = await keeper.check(request.headers.get("authorization"))
+            names = visible(key.allowed_mixes if key is not None else None)[1]
+        except Denied:
+            names = set()
+        body: dict[str, Any] = {"status": "ok", "version": __version__, "models": len(config.models),
+                                "mixes": len(config.mixes),
+                                "open_circuit_count": sum(1 for s in breakers.values() if s == "open")}
+        if names:
+            body["breakers"] = {m: b for m, b in breakers.items() if m in names}
+            body["open_circuits"] = sorted(m for m, b in body["breakers"].items() if b == "open")
+        return body
+
+    @app.get("/readyz", response_model=None)
+    async def readyz(request: Request) -> Any:
+        """Ready while the telemetry database answers (no request can be recorded, nor a key checked, without it)
+        and at least one model of the default mix can be called (circuit not open, or cooling off). Once keys
+        exist, the models are named only to a key that may call them (a readiness probe needs the status)."""
+        if mix.store is not None:
+            problem = await _database_problem(mix.store)
+            if problem is not None:
+                mix.metrics.observe_database_error("ready")
+                log.warning("not ready: telemetry database: %s", problem)
+                return JSONResponse(error_body("the telemetry database is unavailable", "server_error",
+                                               code=DATABASE_UNAVAILABLE), status_code=503)
+        now = time.time()
+        pool = [c.name for c in config.pool(config.mixes[ready_mix])]
+        usable = [m for m in pool if _usable(mix.stats, m, now)]
+        try:
+            key = await keeper.check(request.headers.get("authorization"))
+            names = visible(key.allowed_mixes if key is not None else None)[1]
+        except Denied:
+            names = set()
+        if usable:
+            return {"status": "ready", "mix": ready_mix, "usable": [m for m in usable if m in names]}
+        shown = [m for m in pool if m in names]
+        body = error_body(f"no model of mix {ready_mix!r} is usable" + (f"; open circuits: {', '.join(shown)}"
+                                                                       if shown else ""),
+                          "server_error", code="no_model_available")
+        body["open_circuits"] = shown
+        return JSONResponse(body, status_code=503)
+
+    def visible(allowed: list[str] | None) -> tuple[set[str], set[str]]:
+        """The mixes and models a key may see: those it may call (all of this deployment's, without a list)."""
+        if allowed is None:
+            return set(config.mixes), set(config.models)
+        mixes = {m for m in allowed if m in config.mixes}
+        models = {m for m in allowed if m in config.models}
+        models |= {c.name for m in mixes for c in config.pool(config.mixes[m])}
+        return mixes, models
+
+    @app.get("/moai/stats", response_model=None)
+    async def stats(request: Request) -> Any:
+        """Live per-model statistics and circuit-breaker states, as the gate sees them now. Once keys exist it
+        takes one, and shows the models and mixes that key may call, of this deployment only (the shared
+        database also holds other deployments' models)."""
+        try:
+            key = await keeper.check(request.headers.get("authorization"))
+        except Denied as e:
+            return denied(e)
+        mixes, models = visible(key.allowed_mixes if key is not None else None)
+        snap = mix.stats.snapshot(api_key=key.id if key is not None else None)
+        tuning = {name: {"target": str(t.target), "knob": t.knob, "value": t.value,
+                         "observed": t.pending, "changes": [dataclasses.asdict(c) for c in t.changes[-50:]]}
+                  for name, t in mix.tuners.items() if name in mixes}
+        return {"models": {m: {**v, "breaker": mix.stats.state(m), "calls": mix.stats.models[m].calls}
+                           for m, v in snap.items() if m in models}, "tuning": tuning}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(mix.metrics.render(), media_type=CONTENT_TYPE)
+
+
+_PINGS: weakref.WeakKeyDictionary[TelemetryStore, asyncio.Future[None]] = weakref.WeakKeyDictionary()
+
+
+async def _database_problem(store: TelemetryStore, timeout_s: float = READY_DB_TIMEOUT_S) -> str | None:
+    """Why the telemetry database does not answer a trivial query now (or its SQLite file is gone), or None when it
+    does. A ping that has not returned yet is awaited again rather than another one started: a database that hangs
+    holds one thread, not one per probe."""
+    def ping() -> None:
+        store.check_file()
+        with store.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    pending = _PINGS.get(store)
+    if pending is None or pending.done() or pending.get_loop() is not asyncio.get_running_loop():
+        pending = _PINGS[store] = asyncio.ensure_future(asyncio.to_thread(ping))
+        pending.add_done_callback(lambda f: f.cancelled() or f.exception())  # read here if nobody waits any more
+    try:
+        await asyncio.wait_for(asyncio.shield(pending), timeout_s)
+    except TimeoutError:
+        return f"no answer within {timeout_s:g}s"
+    except (SQLAlchemyError, OSError) as e:
+        return driver_reason(e)
+    return None

@@ -1,0 +1,104 @@
+"""A chat completion streamed as Server-Sent Events in OpenAI's chunk format; a failure once the stream has
+started is reported in-band, as an error event before [DONE]."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from moai import deadline
+from moai.mixture import Mixture, Prepared
+from moai.providers.base import Delta
+from moai.server.auth import DATABASE_UNAVAILABLE, Gatekeeper
+from moai.server.errors import public
+from moai.server.openai_schema import error_body, fingerprint_field, usage_object
+from moai.server.spend_holds import Hold
+from moai.strategies.executor import Execution
+
+
+async def _releasing(events: AsyncIterator[Any], keeper: Gatekeeper, hold: Hold) -> AsyncIterator[Any]:
+    """A stream that gives its budget hold back once it has ended (finished, failed or cut by the client)."""
+    try:
+        async for event in events:
+            yield event
+    finally:
+        await asyncio.to_thread(keeper.release, hold)
+
+
+def _chunk(prep: Prepared, model: str, delta: dict[str, Any], finish: str | None = None,
+           **extra: Any) -> str:
+    obj = {
+        "id": prep.id, "object": "chat.completion.chunk", "created": int(prep.started), "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra,
+    }
+    return f"data: {json.dumps(obj)}\n\n"
+
+
+async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """``first`` (unless None: an empty stream) followed by ``rest``, which is closed when this is."""
+    try:
+        if first is not None:
+            yield first
+        async for item in rest:
+            yield item
+    finally:
+        with contextlib.suppress(Exception):
+            await rest.aclose()  # type: ignore[attr-defined]
+
+
+async def _sse(mix: Mixture, prep: Prepared, model: str, include_usage: bool, items: AsyncIterator[Any],
+               timeout_s: float | None = None) -> AsyncIterator[str]:
+    """OpenAI's chunk format: a role chunk, content chunks, a finish chunk, [usage chunk], [DONE].
+
+    ``items`` is the mix's stream (already started: its first item was waited for before the response). Every chunk
+    names the answering upstream's ``system_fingerprint`` once it is known, as OpenAI's do."""
+    # with include_usage, every chunk but the last carries "usage": null, as OpenAI's do (typed clients expect it)
+    nulled: dict[str, Any] = {"usage": None} if include_usage else {}
+    finish = "stop"
+    try:
+        items = aiter(items)
+        head = await anext(items, None)  # at hand (waited for already): it tells the role chunk the fingerprint
+        fingerprint: str | None = getattr(head, "system_fingerprint", None)
+        yield _chunk(prep, model, {"role": "assistant", "content": ""}, **fingerprint_field(fingerprint), **nulled)
+        async for item in _prepend(head, items):
+            if isinstance(item, Execution):
+                fingerprint = item.system_fingerprint or fingerprint
+                fp = fingerprint_field(fingerprint)
+                summary = mix.summary(prep, item)
+                yield _chunk(prep, model, {}, item.answer.finish_reason or finish, moai=summary, **fp, **nulled)
+                if include_usage:
+                    obj = {"id": prep.id, "object": "chat.completion.chunk", "created": int(prep.started),
+                           "model": model, **fp, "choices": [], "usage": usage_object(item.usage)}
+                    yield f"data: {json.dumps(obj)}\n\n"
+            elif isinstance(item, Delta):
+                fingerprint = item.system_fingerprint or fingerprint
+                if item.finish_reason:
+                    finish = item.finish_reason
+                if item.text or item.tool_calls or item.refusal:
+                    delta: dict[str, Any] = {}
+                    if item.text:
+                        delta["content"] = item.text
+                    if item.tool_calls:
+                        delta["tool_calls"] = item.tool_calls
+                    if item.refusal:
+                        delta["refusal"] = item.refusal
+                    yield _chunk(prep, model, delta, **fingerprint_field(fingerprint), **nulled)
+    except TimeoutError:
+        await deadline.record(mix, prep, timeout_s)
+        body = error_body(deadline.message(timeout_s), "server_error", code=deadline.CODE)
+        yield f"data: {json.dumps(body)}\n\n"
+    except SQLAlchemyError:  # the answer was sent but could not be recorded
+        mix.metrics.observe_database_error("record")
+        body = error_body("the gateway's telemetry database is unavailable", "server_error", code=DATABASE_UNAVAILABLE)
+        yield f"data: {json.dumps(body)}\n\n"
+    except Exception as e:  # noqa: BLE001 - the stream has started: report in-band, as OpenAI does
+        status = getattr(e, "status", 502)
+        code = "rate_limit_exceeded" if status == 429 else "upstream_failed"
+        failed = f"stream failed: {public(str(e), mix.config)}"
+        yield f"data: {json.dumps(error_body(failed, 'server_error', code=code))}\n\n"
+    yield "data: [DONE]\n\n"
