@@ -80,13 +80,7 @@ class ChunkStream:
         """Wait for the first chunk, as OpenAI's client waits for the response's status: a request no model
         could start on raises here (``BadRequestError``, ``InternalServerError``...), not while iterating."""
         item = self._get(wait)
-        if isinstance(item, BaseException) and not isinstance(item, asyncio.CancelledError):
-            self._closed = True
-            raise item
-        if isinstance(item, _http.Response):
-            self.response = item
-        else:
-            self._head = item
+        _take_first(self, item)
         return self
 
     def __iter__(self) -> Iterator[ChatCompletionChunk]:
@@ -148,13 +142,7 @@ class AsyncChunkStream:
         """Wait for the first chunk (see ``ChunkStream._ready``)."""
         self._queue = self._start()
         item = await self._get(wait)
-        if isinstance(item, BaseException) and not isinstance(item, asyncio.CancelledError):
-            self._closed = True
-            raise item
-        if isinstance(item, _http.Response):
-            self.response = item
-        else:
-            self._head = item
+        _take_first(self, item)
         return self
 
     def _start(self) -> asyncio.Queue[Any]:
@@ -251,3 +239,15 @@ class AsyncChunkStream:
 
     async def __aexit__(self, *_exc: object) -> None:
         await self.aclose()
+
+
+def _take_first(stream: ChunkStream | AsyncChunkStream, item: Any) -> None:
+    """A stream's first item: the error of a request no model could start on is raised (and the stream closed),
+    the HTTP response is kept as the stream's, and a first chunk waits for the first iteration."""
+    if isinstance(item, BaseException) and not isinstance(item, asyncio.CancelledError):
+        stream._closed = True
+        raise item
+    if isinstance(item, _http.Response):
+        stream.response = item
+    else:
+        stream._head = item
