@@ -294,7 +294,7 @@ def feedback(
             fail(f"{url} answered 200 but not with a feedback record: is it a moai server?")
         console.print(f"recorded feedback {score:g} for {request_id}")
         return
-    from moai.telemetry.adapt import stored_score
+    from moai.telemetry.feedback import stored_score
     from moai.telemetry.store import UnknownRequest
 
     store = _store(_database_url(database_url, config))

@@ -404,14 +404,14 @@ class Mixture(SessionMemory, Recording):
         a declared ``scale`` is stored as its 0..1 quality, which every reader takes as it is."""
         if self.store is None:
             raise LookupError("feedback needs a telemetry database")
-        from moai.telemetry.adapt import _predicted_quality, stored_score
+        from moai.telemetry.feedback import predicted_quality, stored_score
 
         shown, score = score, stored_score(score, scale)  # ValueError: off its scale
         rating = await asyncio.to_thread(self.store.rate, request_id, score, comment)
         # a new rating replaces the request's earlier one in the database: it is not another observation (the
         # live statistics take the replacement at their next refresh, within settings.stats_refresh_s)
         if rating.model and not rating.replaced:
-            self.stats.observe_feedback(rating.model, score, _predicted_quality(rating.decision, rating.model),
+            self.stats.observe_feedback(rating.model, score, predicted_quality(rating.decision, rating.model),
                                         api_key=rating.api_key)
             self.metrics.observe_feedback(rating.model, score)
         return {"object": "feedback", "id": rating.feedback.id, "request_id": request_id, "score": shown,

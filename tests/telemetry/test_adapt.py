@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from moai.telemetry.adapt import LiveStats, normalise_score
+from moai.telemetry.adapt import LiveStats
+from moai.telemetry.feedback import normalise_score
 from moai.telemetry.store import CallRecord, FeedbackRecord, RequestRecord, TelemetryStore
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, func, insert, select, update
 
-from moai.telemetry.adapt import FEEDBACK_TAIL, SCALES, LiveStats, normalise_score, stored_score
+from moai.telemetry.adapt import FEEDBACK_TAIL, LiveStats
+from moai.telemetry.feedback import SCALES, normalise_score, stored_score
 from moai.telemetry.store import FeedbackRecord, RequestRecord, TelemetryStore
 
 # ------------------------------------------------------------------------------------------ normalisation

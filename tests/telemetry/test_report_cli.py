@@ -16,7 +16,7 @@ from sqlalchemy import event
 from typer.testing import CliRunner
 
 from moai.cli import app
-from moai.telemetry.adapt import normalise_score
+from moai.telemetry.feedback import normalise_score
 from moai.telemetry.report import Report, build_report, load_rows, parse_since
 from moai.telemetry.store import CallRecord, FeedbackRecord, RequestRecord, TelemetryStore
 

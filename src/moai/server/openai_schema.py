@@ -331,7 +331,7 @@ class FeedbackRequest(BaseModel):
 
     @model_validator(mode="after")
     def _on_its_scale(self) -> FeedbackRequest:
-        from moai.telemetry.adapt import normalise_score
+        from moai.telemetry.feedback import normalise_score
 
         normalise_score(self.score, self.scale)  # ValueError for a score off its declared scale: a 400
         return self

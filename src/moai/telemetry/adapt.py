@@ -15,20 +15,17 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import func, or_, select, text
 from sqlalchemy.orm import Session
 
 from moai.providers.base import MAX_RETRY_AFTER_S, RATE_LIMIT_COOLDOWN_S
+from moai.telemetry.feedback import normalise_score, predicted_quality
 from moai.telemetry.store import CallRecord, FeedbackRecord, RequestRecord, TelemetryStore
 
 PRIOR_STRENGTH = 10.0  # feedback pseudo-counts behind the gate's own estimate
 FEEDBACK_GAP_SPAN = 1000  # feedback ids missing this close below the newest one are looked for again
 FEEDBACK_TAIL = 64  # the newest feedback ids checked again at each refresh (SQLite reuses a deleted newest id)
-
-
-SCALES: dict[str, tuple[float, float]] = {"thumbs": (-1.0, 1.0), "unit": (0.0, 1.0), "ten": (0.0, 10.0)}
 
 
 def _models_called(s: Session) -> list[str]:
@@ -39,35 +36,6 @@ def _models_called(s: Session) -> list[str]:
                    ).where(first.c.model.is_not(None))
     called = first.union_all(after)
     return [m for (m,) in s.execute(select(called.c.model).where(called.c.model.is_not(None))) if m]
-
-
-def normalise_score(score: float, scale: str | None = None) -> float:
-    """A feedback score as a quality on 0 (worst) .. 1 (best).
-
-    With a declared scale: ``thumbs`` -1..1 → (score + 1) / 2, ``unit`` 0..1 as it is, ``ten`` 0..10 → score / 10
-    (ValueError for a score off that scale or an unknown scale). A bare score keeps the documented reading: -1..0
-    as a thumbs scale, 0..1 as it is (so 1 is a thumbs-up), above 1 a 0-10 rating. That reading cannot be monotonic
-    (1 is top marks, 2 is 2/10): a client rating 0-10 declares ``ten``, and its 1 is then 1/10.
-    """
-    if math.isnan(score):
-        raise ValueError("feedback score nan is not a number")
-    if scale is None:
-        if score > 1:
-            return min(10.0, score) / 10
-        return (max(-1.0, score) + 1) / 2 if score < 0 else score
-    if scale not in SCALES:
-        raise ValueError(f"unknown feedback scale {scale!r} (expected one of {', '.join(SCALES)})")
-    lo, hi = SCALES[scale]
-    if not (math.isfinite(score) and lo <= score <= hi):
-        raise ValueError(f"feedback score {score:g} is outside the {scale} scale {lo:g}..{hi:g}")
-    return (score - lo) / (hi - lo)
-
-
-def stored_score(score: float, scale: str | None = None) -> float:
-    """The bare score to store for a score on a declared scale: its quality on 0..1, which a bare reading
-    (``normalise_score(stored)``) gives back, so that every reader of the stored scores (the live statistics,
-    the metrics, the report) needs no scale. Without a scale the score is stored as it is."""
-    return score if scale is None else round(normalise_score(score, scale), 9)
 
 
 @dataclass
@@ -369,7 +337,7 @@ class LiveStats:
                 top = fid
             tally, residual = None, 0.0
             if model and score is not None and math.isfinite(score):
-                predicted = _predicted_quality(decision, model)
+                predicted = predicted_quality(decision, model)
                 residual = normalise_score(score) - (predicted if predicted is not None else 0.5)
                 owner = api_key if self.feedback_per_key else None
                 tally = self._feedback.setdefault((owner, model), _FeedbackTally())
@@ -437,10 +405,3 @@ class _FeedbackTally:
     n: int = 0
     residual: _ExactSum = field(default_factory=_ExactSum)  # Σ (observed − predicted quality)
 
-
-def _predicted_quality(decision: Any, model: str) -> float | None:
-    if isinstance(decision, dict):
-        q = (decision.get("quality") or {}).get(model)
-        if isinstance(q, int | float) and math.isfinite(q):
-            return float(q)
-    return None

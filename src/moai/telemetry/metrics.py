@@ -131,7 +131,7 @@ class Metrics:
         self.database_errors.labels(operation).inc(n)
 
     def observe_feedback(self, model: str | None, score: float) -> None:
-        from moai.telemetry.adapt import normalise_score
+        from moai.telemetry.feedback import normalise_score
 
         self.feedback.labels(model or "none").inc()
         self.feedback_score.labels(model or "none").inc(normalise_score(score))

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from moai.telemetry.adapt import normalise_score
+from moai.telemetry.feedback import normalise_score
 from moai.telemetry.store import CallRecord, FeedbackRecord, RequestRecord, TelemetryStore
 
 _SINCE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
