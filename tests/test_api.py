@@ -345,7 +345,7 @@ async def test_async_calls_past_the_limit_raise_openais_timeout_error(timed: tup
 def test_every_model_rate_limited_raises_the_clients_rate_limit_error() -> None:
     """The Python API answers like the server: a 429 (openai.RateLimitError), not a 502, when every model tried
     was rate limited."""
-    from moai.api import _translate
+    from moai.api_errors import translate
     from moai.strategies.executor import PlanFailed
     from moai.strategies.plan import StepResult
 
@@ -354,7 +354,7 @@ def test_every_model_rate_limited_raises_the_clients_rate_limit_error() -> None:
                                                                                                           ("b", 3.0))]
     e = PlanFailed("every model failed", [step], [step])
     assert (e.status, e.retry_after, e.code) == (429, 3.0, "rate_limit_exceeded")
-    err = _translate(e)
+    err = translate(e)
     assert isinstance(err, openai.RateLimitError) and err.body["code"] == "rate_limit_exceeded"
     step.attempts.append({"model": "c", "error": "upstream error 500", "status": 502})
     assert PlanFailed("x", [step], [step]).status == 502  # one model truly failing: not a rate limit
@@ -364,7 +364,7 @@ def test_every_model_untrusted_with_the_call_is_a_422_no_trusted_model() -> None
     """A step whose every model was refused the call by the privacy check (what an earlier step wrote may not leave)
     fails as the request's own privacy refusal does: 422 no_trusted_model. Mixed with a plain refusal it is a 400;
     with a failing model, a 502."""
-    from moai.api import _translate
+    from moai.api_errors import translate
     from moai.strategies.executor import PlanFailed
     from moai.strategies.plan import StepResult
     from moai.strategies.redaction import SensitiveHeldBack
@@ -375,7 +375,7 @@ def test_every_model_untrusted_with_the_call_is_a_422_no_trusted_model() -> None
                      for e in held]
     e = PlanFailed("x", [step], [step])
     assert (e.status, e.code, e.param) == (422, "no_trusted_model", "messages")
-    err = _translate(e)
+    err = translate(e)
     assert isinstance(err, openai.UnprocessableEntityError) and err.body["code"] == "no_trusted_model"
     step.attempts.append({"model": "c", "error": "reads text only", "status": 400})
     assert PlanFailed("x", [step], [step]).status == 400

@@ -224,13 +224,13 @@ def test_serve_shows_moais_own_log_lines(capsys: pytest.CaptureFixture[str]) -> 
     """uvicorn configures only its own loggers: a live tuner's changes (moai.tuning.live) were dropped."""
     import logging
 
-    from moai.cli import _log_to_stderr
+    from moai.cli import log_to_stderr
 
     logger = logging.getLogger("moai")
     saved = logger.handlers[:], logger.level
     logger.handlers.clear()
     try:
-        _log_to_stderr("info")
+        log_to_stderr("info")
         logging.getLogger("moai.tuning.live").info("cascade: threshold 0.6 -> 0.4")
         logging.getLogger("moai.tuning.live").debug("not at info level")
         err = capsys.readouterr().err

@@ -52,10 +52,9 @@ from typing import TYPE_CHECKING, Any
 from openai.types.chat import ChatCompletion
 
 from moai.api_errors import RequestTimeout
-from moai.api_errors import _translate as _translate
 from moai.api_errors import status_error as status_error
-from moai.api_loop import _loop_for, shutdown
-from moai.api_requests import _call, _chunks, _complete, _prepare
+from moai.api_loop import loop_for, shutdown
+from moai.api_requests import chunks, complete, parse_call, prepare
 from moai.api_requests import completion as completion
 from moai.api_streams import AsyncChunkStream, ChunkStream
 
@@ -68,7 +67,7 @@ __all__ = ["AsyncChat", "AsyncChunkStream", "Chat", "ChunkStream", "RequestTimeo
 class _Completions:
     def __init__(self, mixture: Mixture) -> None:
         self._mixture = mixture
-        self._runner = _loop_for(mixture)
+        self._runner = loop_for(mixture)
 
 
 def _left(timeout: float | None, began: float) -> float | None:
@@ -80,28 +79,28 @@ class Completions(_Completions):
     def create(self, *, model: str, messages: Any, stream: Any = False, timeout: Any = None,
                **kwargs: Any) -> ChatCompletion | ChunkStream:
         """Like ``OpenAI().chat.completions.create``; ``moai={...}`` or ``extra_body={"moai": ...}`` narrow the mix."""
-        call = _call("Completions.create", model, messages, stream, timeout, kwargs)
+        call = parse_call("Completions.create", model, messages, stream, timeout, kwargs)
         m, run = self._mixture, self._runner
         if not call.payload["stream"]:
-            return run.run(_complete(m, call), call.timeout)
+            return run.run(complete(m, call), call.timeout)
         began = time.monotonic()
-        prep = run.run(_prepare(m, call.payload, call.session), call.timeout)
+        prep = run.run(prepare(m, call.payload, call.session), call.timeout)
         include = bool((call.payload.get("stream_options") or {}).get("include_usage"))
-        return ChunkStream(run, _chunks(m, prep, model, include), call.timeout)._ready(_left(call.timeout, began))
+        return ChunkStream(run, chunks(m, prep, model, include), call.timeout)._ready(_left(call.timeout, began))
 
 
 class AsyncCompletions(_Completions):
     async def create(self, *, model: str, messages: Any, stream: Any = False, timeout: Any = None,
                      **kwargs: Any) -> ChatCompletion | AsyncChunkStream:
         """Like ``AsyncOpenAI().chat.completions.create``."""
-        call = _call("AsyncCompletions.create", model, messages, stream, timeout, kwargs)
+        call = parse_call("AsyncCompletions.create", model, messages, stream, timeout, kwargs)
         m, run = self._mixture, self._runner
         if not call.payload["stream"]:
-            return await run.arun(_complete(m, call), call.timeout)
+            return await run.arun(complete(m, call), call.timeout)
         began = time.monotonic()
-        prep = await run.arun(_prepare(m, call.payload, call.session), call.timeout)
+        prep = await run.arun(prepare(m, call.payload, call.session), call.timeout)
         include = bool((call.payload.get("stream_options") or {}).get("include_usage"))
-        stream = AsyncChunkStream(run, _chunks(m, prep, model, include), call.timeout)
+        stream = AsyncChunkStream(run, chunks(m, prep, model, include), call.timeout)
         return await stream._ready(_left(call.timeout, began))
 
 

@@ -17,31 +17,31 @@ if TYPE_CHECKING:
     from moai.mixture import Mixture, Prepared
 
 try:  # the openai SDK's own HTTP library: its exceptions want a response object of that type
-    import httpx2 as _http  # type: ignore[import-not-found]
+    import httpx2 as http  # type: ignore[import-not-found]
 except ImportError:  # pragma: no cover - older openai releases use httpx
-    import httpx as _http  # type: ignore[no-redef]
+    import httpx as http  # type: ignore[no-redef]
 
-_URL = "http://moai.local/v1/chat/completions"
-
-
-def _request() -> _http.Request:
-    return _http.Request("POST", _URL)
+URL = "http://moai.local/v1/chat/completions"
 
 
-def _timeout_error() -> openai.APITimeoutError:
-    return openai.APITimeoutError(_http.Request("POST", _URL))
+def request() -> http.Request:
+    return http.Request("POST", URL)
 
 
-def _shut_down() -> openai.APIConnectionError:
+def timeout_error() -> openai.APITimeoutError:
+    return openai.APITimeoutError(http.Request("POST", URL))
+
+
+def shut_down() -> openai.APIConnectionError:
     """What a call to a Mixture after ``shutdown`` raises: the OpenAI client's error once it is closed."""
     return openai.APIConnectionError(message="this Mixture was shut down (moai.api.shutdown)",
-                                     request=_http.Request("POST", _URL))
+                                     request=http.Request("POST", URL))
 
 
-def _forked() -> openai.APIConnectionError:
+def forked() -> openai.APIConnectionError:
     """What a stream opened before ``os.fork()`` raises in the child: its model call runs in the parent."""
     return openai.APIConnectionError(message="this stream was opened before the process forked; its call runs in "
-                                     "the parent process only", request=_http.Request("POST", _URL))
+                                     "the parent process only", request=http.Request("POST", URL))
 
 
 def status_error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
@@ -51,7 +51,7 @@ def status_error(status: int, message: str, type_: str = "invalid_request_error"
     from moai.server.openai_schema import error_body
 
     body = error_body(message, type_, param, code)
-    response = _http.Response(status, request=_http.Request("POST", _URL), json=body, headers=headers)
+    response = http.Response(status, request=http.Request("POST", URL), json=body, headers=headers)
     cls: type[openai.APIStatusError] = {
         400: openai.BadRequestError, 401: openai.AuthenticationError, 403: openai.PermissionDeniedError,
         404: openai.NotFoundError, 409: openai.ConflictError, 422: openai.UnprocessableEntityError,
@@ -68,17 +68,17 @@ class RequestTimeout(openai.APITimeoutError):
         from moai.server.openai_schema import error_body
 
         body = error_body(deadline.message(timeout_s), "server_error", None, deadline.CODE)["error"]
-        openai.APIError.__init__(self, body["message"], _http.Request("POST", _URL), body=body)
+        openai.APIError.__init__(self, body["message"], http.Request("POST", URL), body=body)
 
 
-async def _timed_out(mixture: Mixture, prep: Prepared, timeout_s: float | None) -> RequestTimeout:
+async def timed_out(mixture: Mixture, prep: Prepared, timeout_s: float | None) -> RequestTimeout:
     """Record the request as the server does (failed, 504) and return the error to raise."""
 
     await deadline.record(mixture, prep, timeout_s)
     return RequestTimeout(timeout_s)
 
 
-def _translate(e: Exception, request_id: str | None = None) -> Exception:
+def translate(e: Exception, request_id: str | None = None) -> Exception:
     """Engine exceptions -> openai exceptions, with the statuses and headers the HTTP server uses."""
     from moai.mixture import BadRequest, UnknownModel
     from moai.providers.base import ProviderError, is_refusal

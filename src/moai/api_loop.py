@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import openai
 
-from moai.api_errors import _URL, _forked, _http, _shut_down
+from moai.api_errors import URL, forked, http, shut_down
 
 if TYPE_CHECKING:
     from moai.api_streams import AsyncChunkStream, ChunkStream
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class _LoopThread:
+class LoopThread:
     """One event loop in a daemon thread, started on first use; closed for good by ``shutdown``."""
 
     def __init__(self, mixture: Mixture) -> None:
@@ -47,7 +47,7 @@ class _LoopThread:
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         if self.closed:
-            raise _shut_down()
+            raise shut_down()
         return self._start()
 
     def _start(self) -> asyncio.AbstractEventLoop:
@@ -112,9 +112,9 @@ class _LoopThread:
             return fut.result(timeout)
         except concurrent.futures.TimeoutError:
             fut.cancel()
-            raise openai.APITimeoutError(_http.Request("POST", _URL)) from None
+            raise openai.APITimeoutError(http.Request("POST", URL)) from None
         except concurrent.futures.CancelledError:  # stopped by shutdown
-            raise _shut_down() from None
+            raise shut_down() from None
         except BaseException:  # KeyboardInterrupt: stop the model call (recorded as cancelled), as async does
             fut.cancel()
             raise
@@ -126,11 +126,11 @@ class _LoopThread:
                 return await fut
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
-            raise openai.APITimeoutError(_http.Request("POST", _URL)) from None
+            raise openai.APITimeoutError(http.Request("POST", URL)) from None
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if self.closed and task is not None and not task.cancelling():  # stopped by shutdown, not the caller
-                raise _shut_down() from None
+                raise shut_down() from None
             raise
 
     def close(self, mixture: Mixture, timeout: float = 30) -> None:
@@ -144,7 +144,7 @@ class _LoopThread:
                 return  # inherited from the parent and not used here: nothing of this process's to close
             streams = list(self._streams)
         for stream in streams:
-            stream._abort(_shut_down())
+            stream._abort(shut_down())
         if self._thread is not None and threading.current_thread() is self._thread:
             raise RuntimeError("shutdown cannot be called from the engine's own loop")
         try:
@@ -207,7 +207,7 @@ class _LoopThread:
         self._tasks = set()
         streams, self._streams = list(self._streams), weakref.WeakSet()
         for stream in streams:
-            stream._orphan(_forked())
+            stream._orphan(forked())
 
 
 class _ThreadPerCall(concurrent.futures.ThreadPoolExecutor):
@@ -227,7 +227,7 @@ class _ThreadPerCall(concurrent.futures.ThreadPoolExecutor):
         return fut
 
 
-_LOOPS: weakref.WeakKeyDictionary[Any, _LoopThread] = weakref.WeakKeyDictionary()
+_LOOPS: weakref.WeakKeyDictionary[Any, LoopThread] = weakref.WeakKeyDictionary()
 _LOOPS_LOCK = threading.Lock()
 _FORKED = False  # this process is a fork of one that had imported this module
 # what a forked child inherited and must neither use nor close (nor let be collected: finalizers close sockets)
@@ -236,16 +236,16 @@ _KEPT = False  # _INHERITED is immortal
 _STORE_HOMES: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()  # store -> process its pool is for
 
 
-def _loop_for(mixture: Mixture) -> _LoopThread:
+def loop_for(mixture: Mixture) -> LoopThread:
     with _LOOPS_LOCK:
         if mixture not in _LOOPS:
-            _LOOPS[mixture] = _LoopThread(mixture)
+            _LOOPS[mixture] = LoopThread(mixture)
         return _LOOPS[mixture]
 
 
 _PARK_WAIT_S = 10.0  # how long a fork waits for the loop threads to pause (a first call may import for seconds)
 _PARK_MAX_S = 60.0
-_parking: list[tuple[_LoopThread, threading.Event, threading.Event]] = []  # runner, parked, release
+_parking: list[tuple[LoopThread, threading.Event, threading.Event]] = []  # runner, parked, release
 
 
 def _before_fork() -> None:
@@ -364,7 +364,7 @@ def shutdown(mixture: Mixture) -> None:
     with _LOOPS_LOCK:
         runner = _LOOPS.get(mixture)
         if runner is None:  # never used through this API: nothing of it to close, only later calls to refuse
-            _LOOPS[mixture] = runner = _LoopThread(mixture)
+            _LOOPS[mixture] = runner = LoopThread(mixture)
             runner.closed = True
     runner.close(mixture)
 

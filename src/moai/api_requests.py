@@ -17,7 +17,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import BaseModel, ValidationError
 
 from moai import deadline
-from moai.api_errors import _http, _request, _timed_out, _translate
+from moai.api_errors import http, request, timed_out, translate
 
 if TYPE_CHECKING:
     from moai.mixture import Mixture, Prepared
@@ -64,7 +64,7 @@ class _Call:
     timeout: float | None  # the caller's own limit on waiting (``timeout=``)
 
 
-def _call(where: str, model: Any, messages: Any, stream: Any, timeout: Any, kwargs: dict[str, Any]) -> _Call:
+def parse_call(where: str, model: Any, messages: Any, stream: Any, timeout: Any, kwargs: dict[str, Any]) -> _Call:
     """Check ``create``'s arguments as the OpenAI client's signature would, and shape the request from them:
     ``extra_body`` merged, unsent values dropped, the session header kept, other transport options dropped."""
     unknown = next((k for k in kwargs if k not in _accepted()), None)
@@ -77,7 +77,7 @@ def _call(where: str, model: Any, messages: Any, stream: Any, timeout: Any, kwar
     session = next((str(v) for k, v in headers.items() if k.lower() == "x-moai-session" and _sent(v)), None)
     payload = _plain({"model": model, "messages": list(messages), "stream": stream if _sent(stream) else False,
                       **kw, **extra})
-    if isinstance(timeout, _http.Timeout):  # the OpenAI client's per-phase limits: waiting is the read one
+    if isinstance(timeout, http.Timeout):  # the OpenAI client's per-phase limits: waiting is the read one
         timeout = timeout.read
     return _Call(payload, session, float(timeout) if _sent(timeout) else None)
 
@@ -108,7 +108,7 @@ def completion(mixture: Mixture, prep: Prepared, model: str, ex: Execution) -> C
     return _build(ChatCompletion, data)
 
 
-async def _prepare(mixture: Mixture, payload: dict[str, Any], session: str | None = None) -> Prepared:
+async def prepare(mixture: Mixture, payload: dict[str, Any], session: str | None = None) -> Prepared:
     """Validate and plan; a request refused once its mix is known is recorded, as the server records it."""
     from moai.mixture import UnknownModel
     from moai.server.openai_schema import ChatCompletionRequest
@@ -117,31 +117,31 @@ async def _prepare(mixture: Mixture, payload: dict[str, Any], session: str | Non
     try:
         body = ChatCompletionRequest.model_validate(payload)
     except Exception as e:  # noqa: BLE001 - re-raised as the openai client's exception
-        raise _translate(e) from e
+        raise translate(e) from e
     try:
         return mixture.prepare(body, session=session)
     except UnknownModel as e:
-        raise _translate(e) from e
+        raise translate(e) from e
     except Exception as e:  # noqa: BLE001
         request_id = await mixture.record_refusal(body, e, session=session, started=started)
-        raise _translate(e, request_id) from e
+        raise translate(e, request_id) from e
 
 
-async def _complete(mixture: Mixture, call: _Call) -> ChatCompletion:
-    prep = await _prepare(mixture, call.payload, call.session)
+async def complete(mixture: Mixture, call: _Call) -> ChatCompletion:
+    prep = await prepare(mixture, call.payload, call.session)
     limit = mixture.config.settings.request_timeout_s
     deadline.start(prep, limit)
     try:
         async with asyncio.timeout(limit):
             ex = await mixture.run(prep)
     except TimeoutError:
-        raise await _timed_out(mixture, prep, limit) from None
+        raise await timed_out(mixture, prep, limit) from None
     except Exception as e:  # noqa: BLE001
-        raise _translate(e, prep.id) from e
+        raise translate(e, prep.id) from e
     return completion(mixture, prep, call.payload["model"], ex)
 
 
-async def _response(mixture: Mixture, prep: Prepared, first: Any) -> _http.Response:
+async def _response(mixture: Mixture, prep: Prepared, first: Any) -> http.Response:
     """The response the server opens this stream with (its status and headers: request id, mix, the model whose
     answer streams, the cache's verdict), as ``openai.Stream.response`` has it; the chunks are not its body."""
     from moai.strategies.executor import Execution
@@ -157,10 +157,10 @@ async def _response(mixture: Mixture, prep: Prepared, first: Any) -> _http.Respo
     if mixture.cache.enabled:  # looked up when the stream began: this reads its memo
         look = await mixture.cache.alookup(prep)
         headers["x-moai-cache"] = "hit" if look.status == "semantic" else look.status
-    return _http.Response(200, headers=headers, request=_request())
+    return http.Response(200, headers=headers, request=request())
 
 
-async def _chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: bool) -> AsyncIterator[Any]:
+async def chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: bool) -> AsyncIterator[Any]:
     """The response (see ``_response``), then OpenAI's chunk sequence: role, content/tool-call deltas, finish (with
     ``moai``), [usage]."""
     from moai.providers.base import Delta
@@ -178,9 +178,9 @@ async def _chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: b
     try:  # the model's first output (or failure) comes before the role chunk, as the HTTP status does
         first = await anext(source, None)
     except TimeoutError:
-        raise await _timed_out(mixture, prep, limit) from None
+        raise await timed_out(mixture, prep, limit) from None
     except Exception as e:  # noqa: BLE001
-        raise _translate(e, prep.id) from e
+        raise translate(e, prep.id) from e
 
     async def items() -> AsyncIterator[Any]:
         if first is not None:
@@ -210,6 +210,6 @@ async def _chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: b
                     delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(item.tool_calls)]
                 yield chunk(delta)
     except TimeoutError:
-        raise await _timed_out(mixture, prep, limit) from None
+        raise await timed_out(mixture, prep, limit) from None
     except Exception as e:  # noqa: BLE001
-        raise _translate(e, prep.id) from e
+        raise translate(e, prep.id) from e

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from openai.types.chat import ChatCompletionChunk
 
-from moai.api_errors import _http, _request, _timeout_error
+from moai.api_errors import http, request, timeout_error
 
 if TYPE_CHECKING:
-    from moai.api_loop import _LoopThread
+    from moai.api_loop import LoopThread
 
 _DONE = object()
 
@@ -32,9 +32,9 @@ class ChunkStream:
     dropping it unfinished, Ctrl-C while it waits, and a ``timeout=`` passing with no chunk. ``response`` is the
     response the server would have opened it with (status and headers, e.g. ``x-request-id``)."""
 
-    response: _http.Response
+    response: http.Response
 
-    def __init__(self, runner: _LoopThread, source: AsyncIterator[Any], timeout: float | None = None) -> None:
+    def __init__(self, runner: LoopThread, source: AsyncIterator[Any], timeout: float | None = None) -> None:
         q: queue.Queue[Any] = queue.Queue()
 
         async def pump() -> None:  # holds no reference to the stream, so an abandoned one is collected (and closed)
@@ -50,7 +50,7 @@ class ChunkStream:
         self._closed = False
         self._error: BaseException | None = None
         self._head: Any = None
-        self.response = _http.Response(200, request=_request())  # until the server's is known (``_ready``)
+        self.response = http.Response(200, request=request())  # until the server's is known (``_ready``)
         self._future = runner.submit(pump())
         runner.track(self)
 
@@ -71,7 +71,7 @@ class ChunkStream:
             return self._queue.get(timeout=wait)
         except queue.Empty:
             self.close()
-            raise _timeout_error() from None
+            raise timeout_error() from None
         except BaseException:  # KeyboardInterrupt while waiting: stop the model call
             self.close()
             raise
@@ -124,9 +124,9 @@ class AsyncChunkStream:
     ``close()`` / ``aclose()`` stop the model call, and so do dropping it unfinished and a ``timeout=`` passing
     with no chunk. ``response``: as ``ChunkStream``'s."""
 
-    response: _http.Response
+    response: http.Response
 
-    def __init__(self, runner: _LoopThread, source: AsyncIterator[Any], timeout: float | None = None) -> None:
+    def __init__(self, runner: LoopThread, source: AsyncIterator[Any], timeout: float | None = None) -> None:
         self._runner = runner
         self._source = source
         self._timeout = timeout
@@ -136,7 +136,7 @@ class AsyncChunkStream:
         self._closed = False
         self._error: BaseException | None = None
         self._head: Any = None
-        self.response = _http.Response(200, request=_request())  # until the server's is known (``_ready``)
+        self.response = http.Response(200, request=request())  # until the server's is known (``_ready``)
 
     async def _ready(self, wait: float | None = None) -> AsyncChunkStream:
         """Wait for the first chunk (see ``ChunkStream._ready``)."""
@@ -197,7 +197,7 @@ class AsyncChunkStream:
             return await asyncio.wait_for(self._queue.get(), wait)
         except TimeoutError:
             await self.aclose()
-            raise _timeout_error() from None
+            raise timeout_error() from None
 
     def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
         return self
@@ -247,7 +247,7 @@ def _take_first(stream: ChunkStream | AsyncChunkStream, item: Any) -> None:
     if isinstance(item, BaseException) and not isinstance(item, asyncio.CancelledError):
         stream._closed = True
         raise item
-    if isinstance(item, _http.Response):
+    if isinstance(item, http.Response):
         stream.response = item
     else:
         stream._head = item

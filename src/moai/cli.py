@@ -15,20 +15,20 @@ from typing import Any
 
 import typer
 
-from moai.cli_checks import _check_cache, _check_privacy_model, _warn_missing_keys, _warn_missing_local
-from moai.cli_common import _config, _config_db_option, _database_url, _store, console, err_console, fail
+from moai.cli_checks import check_cache, check_privacy_model, warn_missing_keys, warn_missing_local
+from moai.cli_common import config_db_option, console, err_console, fail, open_config, open_store, resolve_database_url
 from moai.config import Config
 from moai.config_cli import config_app
 from moai.db_cli import db_app
 from moai.keys_cli import keys_app
 from moai.models_cli import models_app
 from moai.serve_process import (
-    _check_listen,
-    _check_log_level,
-    _default_concurrency,
-    _draining,
-    _log_to_stderr,
-    _Stoppable,
+    Stoppable,
+    check_listen,
+    check_log_level,
+    default_concurrency,
+    draining,
+    log_to_stderr,
 )
 
 app = typer.Typer(help="moai — Mixture of AI: many LLMs behind one OpenAI-compatible endpoint.",
@@ -85,27 +85,27 @@ def serve(
     backlog: int = typer.Option(2048, min=1, help="Connections the OS queues before they are accepted."),
 ) -> None:
     """Serve the OpenAI-compatible API (POST /v1/chat/completions, GET /v1/models, POST /v1/feedback)."""
-    log_level = _check_log_level(log_level)
+    log_level = check_log_level(log_level)
     if not host.strip():  # uvicorn would listen on every interface, and the banner would read http://:PORT
         fail("--host must not be empty (0.0.0.0 listens on every interface)")
     import uvicorn
 
     from moai.server.app import create_app
 
-    cfg = _config(config or os.environ.get("MOAI_CONFIG"))
-    _check_cache(cfg)
-    _check_privacy_model()
-    _check_listen(host, port)
-    store = _store(database_url or cfg.settings.database_url)
-    _warn_missing_local(cfg)
-    _warn_missing_keys(cfg)
+    cfg = open_config(config or os.environ.get("MOAI_CONFIG"))
+    check_cache(cfg)
+    check_privacy_model()
+    check_listen(host, port)
+    store = open_store(database_url or cfg.settings.database_url)
+    warn_missing_local(cfg)
+    warn_missing_keys(cfg)
     console.print(f"moai serving {len(cfg.mixes)} mix(es) over {len(cfg.models)} model(s) on http://{host}:{port}/v1")
-    _log_to_stderr(log_level)
+    log_to_stderr(log_level)
     if limit_concurrency is None:
-        limit_concurrency = _default_concurrency()
+        limit_concurrency = default_concurrency()
     app = create_app(cfg, store)
     server = uvicorn.Server(uvicorn.Config(
-        _Stoppable(app), host=host, port=port, log_level=log_level, backlog=backlog,
+        Stoppable(app), host=host, port=port, log_level=log_level, backlog=backlog,
         limit_concurrency=limit_concurrency or None, timeout_keep_alive=timeout_keep_alive,
         timeout_graceful_shutdown=timeout_graceful_shutdown))
     app.state.mixture.stopping = lambda: server.should_exit
@@ -116,7 +116,7 @@ def serve(
 
 def _run(server: Any) -> None:
     """Run the uvicorn server until it has drained (the one place ``serve`` starts serving)."""
-    _draining(server.run)
+    draining(server.run)
 
 
 # ---------------------------------------------------------------------------- chat
@@ -137,13 +137,13 @@ def chat(
     from moai.strategies.context import NoEligibleModel
     from moai.strategies.executor import Execution, PlanFailed
 
-    cfg = _config(config)
-    _check_cache(cfg)
+    cfg = open_config(config)
+    check_cache(cfg)
     if not prompt.strip():
         fail("the prompt is empty")
     name = mix.removeprefix("moai/")
-    _warn_missing_keys(cfg, {c.name for c in cfg.pool(cfg.mixes[name])} if name in cfg.mixes else {name})
-    store = _store(cfg.settings.database_url)
+    warn_missing_keys(cfg, {c.name for c in cfg.pool(cfg.mixes[name])} if name in cfg.mixes else {name})
+    store = open_store(cfg.settings.database_url)
     body = ChatCompletionRequest(model=mix, messages=[{"role": "user", "content": prompt}],  # type: ignore[list-item]
                                  max_tokens=max_tokens, stream=True)
 
@@ -199,8 +199,8 @@ def route(
     from moai.mixture import BadRequest, Mixture, UnknownModel
     from moai.server.openai_schema import validation_message
 
-    cfg = _config(config)
-    _check_cache(cfg)
+    cfg = open_config(config)
+    check_cache(cfg)
     if not prompt.strip():
         fail("the prompt is empty")
     try:
@@ -230,7 +230,7 @@ def report(
     html_out: str | None = typer.Option(None, "--html", help="Also write a self-contained HTML page here."),
     plot: str | None = typer.Option(None, "--plot", help="Also write the plots as a PNG here."),
     database_url: str | None = typer.Option(None, help="Default: the config's, else MOAI_DATABASE_URL, else SQLite."),
-    config: str | None = _config_db_option(),
+    config: str | None = config_db_option(),
 ) -> None:
     """Usage per model and mix: requests, tokens, p50/p95 latency, cost, energy, CO2, feedback."""
     from moai.telemetry.report import build_report, missing_sqlite_file, parse_since, plot_png, print_tables, write_html
@@ -241,11 +241,11 @@ def report(
     except ValueError as e:
         fail(str(e))
         return
-    url = _database_url(database_url, config) or default_database_url()
+    url = resolve_database_url(database_url, config) or default_database_url()
     if (path := missing_sqlite_file(url)) is not None:  # a report reads: it must not create a database
         fail(f"cannot open database {safe_url(url)!r}: unable to open database file: {path} does not exist "
              "(`moai serve` creates it when it records the first request)")
-    rep = build_report(_store(url), start)
+    rep = build_report(open_store(url), start)
     print_tables(rep, console)
     if not rep.requests:
         console.print("no requests recorded" + (f" since {since}" if since else ""))
@@ -267,7 +267,7 @@ def feedback(
         None, help="The score's scale: thumbs (-1..1), unit (0..1) or ten (0..10, where 1 is 1/10)."),
     url: str | None = typer.Option(None, help="Send to a running server (its base URL) instead of the database."),
     database_url: str | None = typer.Option(None, help="Default: the config's, else MOAI_DATABASE_URL, else SQLite."),
-    config: str | None = _config_db_option(),
+    config: str | None = config_db_option(),
 ) -> None:
     """Rate an answer; the gate's live quality estimate for that model moves with it."""
     if url:
@@ -297,7 +297,7 @@ def feedback(
     from moai.telemetry.feedback import stored_score
     from moai.telemetry.store import UnknownRequest
 
-    store = _store(_database_url(database_url, config))
+    store = open_store(resolve_database_url(database_url, config))
     try:
         store.add_feedback(request_id, stored_score(score, scale), comment)
     except UnknownRequest:

@@ -11,14 +11,14 @@ from moai.cli_common import err_console, guarded
 from moai.config import Config
 
 
-def _check_cache(cfg: Config) -> None:
+def check_cache(cfg: Config) -> None:
     """A bad MOAI_CACHE* variable is one line before anything starts, not a traceback from the first engine."""
     from moai.cache import cache_settings
 
     guarded(lambda: cache_settings(cfg))
 
 
-def _check_privacy_model() -> None:
+def check_privacy_model() -> None:
     """A MOAI_PRIVACY_MODEL that names no usable model is one line before anything starts (loaded by the server,
     it would fail start-up with a traceback), never a privacy check running without its learned half."""
     from moai.gate.privacy_learned import load_model
@@ -26,7 +26,7 @@ def _check_privacy_model() -> None:
     guarded(load_model)
 
 
-def _warn_missing_local(cfg: Config) -> None:
+def warn_missing_local(cfg: Config) -> None:
     from moai.local_models import ZOO, is_ready
 
     missing = [c.package for c in cfg.models.values() if c.provider == "local" and c.package in ZOO
@@ -65,7 +65,7 @@ def _missing_keys(cfg: Config, only: set[str] | None = None) -> list[str]:
     return missing
 
 
-def _warn_missing_keys(cfg: Config, only: set[str] | None = None) -> None:
+def warn_missing_keys(cfg: Config, only: set[str] | None = None) -> None:
     missing = _missing_keys(cfg, only)
     if missing:
         err_console.print(f"[yellow]warning:[/yellow] API key variable not set for: {', '.join(missing)}; their "

@@ -37,11 +37,11 @@ def guarded(fn: Callable[[], T]) -> T:
         raise  # unreachable
 
 
-def _config(path: str | None) -> Config:
+def open_config(path: str | None) -> Config:
     return guarded(lambda: load_config(path))
 
 
-def _store(url: str | None) -> TelemetryStore:
+def open_store(url: str | None) -> TelemetryStore:
     """Open (and migrate) the telemetry database; a bad or unreachable URL is one line, not a traceback."""
     from moai.telemetry.store import DatabaseUnavailable, TelemetryStore
 
@@ -52,21 +52,21 @@ def _store(url: str | None) -> TelemetryStore:
         raise  # unreachable
 
 
-def _database_url(database_url: str | None, config: str | None) -> str | None:
+def resolve_database_url(database_url: str | None, config: str | None) -> str | None:
     """The database a command reads or writes: --database-url, else the mix instructions' own
     ``settings.database_url`` (--config, else MOAI_CONFIG), else None (MOAI_DATABASE_URL, else SQLite) —
     the one `moai serve` with the same config records to."""
     if database_url:
         return database_url
     path = config or os.environ.get("MOAI_CONFIG")
-    return _config(path).settings.database_url if path else None
+    return open_config(path).settings.database_url if path else None
 
 
-def _config_db_option() -> Any:
+def config_db_option() -> Any:
     return typer.Option(None, "--config", "-c",
                         help="Mix instructions whose settings.database_url to use (default: MOAI_CONFIG).")
 
 
-def _db_option() -> Any:
+def db_option() -> Any:
     return typer.Option(None, "--database-url",
                         help="Default: the config's, else MOAI_DATABASE_URL, else the local SQLite.")

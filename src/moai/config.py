@@ -25,16 +25,16 @@ from moai.catalog import ModelCard, complete_card
 from moai.config_checks import (
     MAX_PRICE_PER_MTOK,
     MIX_PREFIX,
-    _annotation_forms,
-    _check_collaboration_cycles,
-    _check_listed,
-    _check_names,
-    _check_package,
-    _check_plain_values,
-    _check_upstream,
-    _model_refs,
+    annotation_forms,
+    check_collaboration_cycles,
+    check_listed,
+    check_names,
+    check_package,
+    check_plain_values,
+    check_upstream,
+    model_refs,
 )
-from moai.config_errors import ConfigError, _FieldProblem
+from moai.config_errors import ConfigError, FieldProblem
 from moai.config_mix import (
     ChainStep,
     Constraints,
@@ -110,13 +110,13 @@ class Config(BaseModel):
         models = data.get("models") if isinstance(data, dict) else None
         if isinstance(models, dict):
             for name, card in models.items():
-                _check_plain_values(("models", name), card, ModelCard)
+                check_plain_values(("models", name), card, ModelCard)
         mixes = data.get("mixes") if isinstance(data, dict) else None
         if isinstance(mixes, dict):
             for name, mix in mixes.items():
-                _check_plain_values(("mixes", name), mix, Mix)
+                check_plain_values(("mixes", name), mix, Mix)
         if isinstance(data, dict):
-            _check_plain_values(("settings",), data.get("settings"), Settings)
+            check_plain_values(("settings",), data.get("settings"), Settings)
         return data
 
     @model_validator(mode="after")
@@ -125,24 +125,24 @@ class Config(BaseModel):
             raise ValueError("at least one model is needed")
         if not self.mixes:
             raise ValueError("at least one mix is needed")
-        _check_names(self.models, self.mixes)
+        check_names(self.models, self.mixes)
         for name, card in self.models.items():
-            _check_package(name, card)
-            _check_upstream(name, card)
+            check_package(name, card)
+            check_upstream(name, card)
         self.models = {name: complete_card(name, card) for name, card in self.models.items()}
         for mix_name, mix in self.mixes.items():
-            for fld, ref in _model_refs(mix):
+            for fld, ref in model_refs(mix):
                 if ref not in self.models:
                     path = tuple(int(p) if p.isdigit() else p for p in fld.split("."))
-                    raise _FieldProblem(("mixes", mix_name, *path),
+                    raise FieldProblem(("mixes", mix_name, *path),
                                         f"unknown model {ref!r}{_did_you_mean(ref, self.models)}")
-            _check_listed(mix_name, mix)
+            check_listed(mix_name, mix)
             if mix.collaborate is not None and mix.collaborate not in self.mixes:
-                raise _FieldProblem(("mixes", mix_name, "collaborate"), f"unknown mix {mix.collaborate!r}")
+                raise FieldProblem(("mixes", mix_name, "collaborate"), f"unknown mix {mix.collaborate!r}")
             if not self.pool(mix):
-                raise _FieldProblem(("mixes", mix_name, "constraints", "allowed_models"),
+                raise FieldProblem(("mixes", mix_name, "constraints", "allowed_models"),
                                     f"allows none of the mix's models ({', '.join(mix.models or [])})")
-        _check_collaboration_cycles(self.mixes)
+        check_collaboration_cycles(self.mixes)
         return self
 
     def mix(self, name: str) -> Mix:
@@ -228,11 +228,11 @@ def _field_names(loc: tuple[int | str, ...]) -> list[str]:
             if isinstance(tp, type) and issubclass(tp, BaseModel):
                 field = tp.model_fields.get(key) if isinstance(key, str) else None
                 if field is not None:
-                    nxt += _annotation_forms(field.annotation)
+                    nxt += annotation_forms(field.annotation)
             elif get_origin(tp) is dict:
-                nxt += _annotation_forms(get_args(tp)[1])
+                nxt += annotation_forms(get_args(tp)[1])
             elif get_origin(tp) is list and isinstance(key, int):
-                nxt += _annotation_forms(get_args(tp)[0])
+                nxt += annotation_forms(get_args(tp)[0])
         forms = nxt
     for tp in forms:
         if isinstance(tp, type) and issubclass(tp, BaseModel):
@@ -316,7 +316,7 @@ def parse_config(text: str, source: str = "<string>") -> Config:
         loc = _clean_loc(tuple(err["loc"]), data)
         msg = _message(err, loc)
         cause = (err.get("ctx") or {}).get("error")
-        if isinstance(cause, _FieldProblem):
+        if isinstance(cause, FieldProblem):
             loc, msg = loc + cause.loc, cause.problem
         elif not loc and ": " in msg and msg.split(": ", 1)[0].count(".") >= 1:
             # cross-field errors name their own path: "mixes.d.models: unknown model 'b'"

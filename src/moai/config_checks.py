@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel
 
 from moai.catalog import ModelCard, is_env_reference
-from moai.config_errors import _FieldProblem
+from moai.config_errors import FieldProblem
 from moai.config_mix import Mix, Pick, Role
 
 MIX_PREFIX = "moai/"  # a request for ``moai/<name>`` is for the mix <name> (see Mixture.resolve)
@@ -31,7 +31,7 @@ def _plain_number_problem(value: Any) -> str | None:
     return None
 
 
-def _check_plain_values(path: tuple[int | str, ...], values: Any, model: type[BaseModel]) -> None:
+def check_plain_values(path: tuple[int | str, ...], values: Any, model: type[BaseModel]) -> None:
     """Numbers as YAML numbers and switches as YAML booleans, nested sections and lists of them included, before
     pydantic's lax coercion reads them: ``price: {input_per_mtok: true}`` was billed at 1 USD per million tokens,
     ``feedback_per_key: "no"`` read as false, ``max_tokens: "100"`` as 100."""
@@ -41,23 +41,23 @@ def _check_plain_values(path: tuple[int | str, ...], values: Any, model: type[Ba
         field = model.model_fields.get(key) if isinstance(key, str) else None
         if field is None:
             continue
-        forms = _annotation_forms(field.annotation)
+        forms = annotation_forms(field.annotation)
         if bool in forms:
             if isinstance(value, str):
-                raise _FieldProblem((*path, key), f"expects true or false, not the string {value!r}")
+                raise FieldProblem((*path, key), f"expects true or false, not the string {value!r}")
         elif any(form in (int, float) for form in forms) and (problem := _plain_number_problem(value)):
-            raise _FieldProblem((*path, key), problem)
+            raise FieldProblem((*path, key), problem)
         for form in forms:  # (a role's ``pick`` reads its own forms, "2" included: see PickValue)
             if isinstance(form, type) and issubclass(form, BaseModel) and form is not Pick:
-                _check_plain_values((*path, key), value, form)
+                check_plain_values((*path, key), value, form)
             elif get_origin(form) is list and isinstance(value, list):
                 item = get_args(form)[0]
                 if isinstance(item, type) and issubclass(item, BaseModel):
                     for i, v in enumerate(value):
-                        _check_plain_values((*path, key, i), v, item)
+                        check_plain_values((*path, key, i), v, item)
 
 
-def _check_names(models: dict[str, ModelCard], mixes: dict[str, Mix]) -> None:
+def check_names(models: dict[str, ModelCard], mixes: dict[str, Mix]) -> None:
     """Names are what clients send as the request's ``model``: each must reach one thing only. A mix is called as
     ``<mix>`` or ``moai/<mix>`` before any model of that name (so a mix may take a model's name only to route to
     that model alone), and a name that differs from another only in case is one slip away from another model (and
@@ -67,45 +67,45 @@ def _check_names(models: dict[str, ModelCard], mixes: dict[str, Mix]) -> None:
         seen: dict[str, str] = {}
         for name in names:
             if not name:
-                raise _FieldProblem((section, name), f"a {kind} name cannot be empty")
+                raise FieldProblem((section, name), f"a {kind} name cannot be empty")
             if any(c.isspace() for c in name):
-                raise _FieldProblem((section, name), f"{name!r}: a {kind} name cannot contain spaces or other "
+                raise FieldProblem((section, name), f"{name!r}: a {kind} name cannot contain spaces or other "
                                     "whitespace (clients send it as the request's model)")
             other = seen.setdefault(name.casefold(), name)
             if other != name:
-                raise _FieldProblem((section, name), f"{kind} {name!r} differs from {kind} {other!r} only in case; "
+                raise FieldProblem((section, name), f"{kind} {name!r} differs from {kind} {other!r} only in case; "
                                     f"a request with the wrong case would reach the other {kind}: rename one")
     mix_folded = {m.casefold(): m for m in mixes}
     for name in models:
         other = mix_folded.get(name.casefold())
         if other is not None and other != name:
-            raise _FieldProblem(("models", name), f"model {name!r} differs from mix {other!r} only in case; a "
+            raise FieldProblem(("models", name), f"model {name!r} differs from mix {other!r} only in case; a "
                                 "request with the wrong case would reach the other one: rename one")
         mix = mixes.get(name)
         if mix is not None and (mix.strategy != "route" or mix.models != [name]):
-            raise _FieldProblem(("models", name), f"model {name!r} has the name of mix {name!r}: a request for "
+            raise FieldProblem(("models", name), f"model {name!r} has the name of mix {name!r}: a request for "
                                 f"{name!r} gets the mix, never the model; rename the model or the mix (a mix may "
                                 f"share a model's name only as {{strategy: route, models: [{name}]}})")
         if name.startswith(MIX_PREFIX):
             called = name.removeprefix(MIX_PREFIX)
-            raise _FieldProblem(("models", name), f"model {name!r} starts with {MIX_PREFIX!r}, which names a mix: a "
+            raise FieldProblem(("models", name), f"model {name!r} starts with {MIX_PREFIX!r}, which names a mix: a "
                                 f"request for {name!r} is one for mix {called!r}; rename the model")
 
 
-def _check_upstream(name: str, card: ModelCard) -> None:
+def check_upstream(name: str, card: ModelCard) -> None:
     """What is sent upstream: the model id and endpoint as written, and prices a bill can be computed from."""
     places: list[tuple[tuple[int | str, ...], str | None, str | None]] = [((), card.model, card.endpoint)]
     places += [(("deployments", i), d.model, d.endpoint) for i, d in enumerate(card.deployments)]
     for path, model, endpoint in places:
         if model is not None and is_env_reference(model):
-            raise _FieldProblem(("models", name, *path, "model"), f"{model!r}: environment variables are not "
+            raise FieldProblem(("models", name, *path, "model"), f"{model!r}: environment variables are not "
                                 "expanded in mix instructions; write the provider's model id itself")
         if endpoint is not None and (problem := _endpoint_problem(endpoint, card.provider)):
-            raise _FieldProblem(("models", name, *path, "endpoint"), problem)
+            raise FieldProblem(("models", name, *path, "endpoint"), problem)
     for fld in ("input_per_mtok", "output_per_mtok"):
         usd = getattr(card.price, fld)
         if usd > MAX_PRICE_PER_MTOK:
-            raise _FieldProblem(("models", name, "price", fld), f"{usd:g} USD per million tokens is above any "
+            raise FieldProblem(("models", name, "price", fld), f"{usd:g} USD per million tokens is above any "
                                 f"real price (at most {MAX_PRICE_PER_MTOK:,.0f}, $1 a token)")
 
 
@@ -124,7 +124,7 @@ def _endpoint_problem(url: str, provider: str) -> str | None:
     return None
 
 
-def _check_listed(mix_name: str, mix: Mix) -> None:
+def check_listed(mix_name: str, mix: Mix) -> None:
     """A cascade, or fallbacks, run only the models the mix may use: one listed outside them used to be dropped
     unsaid (a request whose model failed got a 502, its fallback never tried)."""
     lists = {  # the names, what to say outside the mix's models, what outside allowed_models
@@ -137,23 +137,23 @@ def _check_listed(mix_name: str, mix: Mix) -> None:
     for field, (names, not_in_models, not_allowed) in lists.items():
         for i, name in enumerate(names):
             if mix.models is not None and name not in mix.models:
-                raise _FieldProblem(("mixes", mix_name, field, i),
+                raise FieldProblem(("mixes", mix_name, field, i),
                                     f"{name!r} is not among the mix's models ({', '.join(mix.models)}){not_in_models}")
             if allowed is not None and name not in allowed:
-                raise _FieldProblem(("mixes", mix_name, field, i), f"{name!r} is not in "
+                raise FieldProblem(("mixes", mix_name, field, i), f"{name!r} is not in "
                                     f"constraints.allowed_models ({', '.join(allowed)}){not_allowed}")
 
 
-def _check_package(name: str, card: ModelCard) -> None:
+def check_package(name: str, card: ModelCard) -> None:
     """A local model's zoo package must exist now, not fail on the first request that routes to it."""
     from moai.local_models import ZOO
 
     if card.provider == "local" and card.package is not None and card.package not in ZOO:
-        raise _FieldProblem(("models", name, "package"),
+        raise FieldProblem(("models", name, "package"),
                             f"unknown local package {card.package!r}; known: {', '.join(ZOO)}")
 
 
-def _check_collaboration_cycles(mixes: dict[str, Mix]) -> None:
+def check_collaboration_cycles(mixes: dict[str, Mix]) -> None:
     """An ``auto`` mix plans its hard queries with its ``collaborate`` mix, and an ``auto`` target does the same
     in turn: a chain that comes back to a mix already on it would recurse on every request, so refuse it here."""
     for start, mix in mixes.items():
@@ -167,13 +167,13 @@ def _check_collaboration_cycles(mixes: dict[str, Mix]) -> None:
                 loop = path[path.index(nxt):] + [nxt]
                 problem = (f"mix {nxt!r} collaborates with itself" if len(loop) == 2 else
                            f"collaboration loops back to {nxt!r}: {' → '.join(loop)}")
-                raise _FieldProblem(("mixes", path[-1], "collaborate"), problem + "; name a mix whose strategy "
+                raise FieldProblem(("mixes", path[-1], "collaborate"), problem + "; name a mix whose strategy "
                                     "is not auto, or an auto mix that ends in one")
             path.append(nxt)
             current = mixes[nxt]
 
 
-def _model_refs(mix: Mix) -> list[tuple[str, str]]:
+def model_refs(mix: Mix) -> list[tuple[str, str]]:
     """Every model name a mix mentions, with the field it is in, down to a list's item (for error messages that
     point at the item's own line)."""
     refs: list[tuple[str, str]] = [(f"models.{i}", m) for i, m in enumerate(mix.models or [])]
@@ -195,11 +195,11 @@ def _model_refs(mix: Mix) -> list[tuple[str, str]]:
     return refs
 
 
-def _annotation_forms(tp: Any) -> list[Any]:
+def annotation_forms(tp: Any) -> list[Any]:
     """The plain types a field annotation may take: Annotated and unions unwrapped."""
     origin = get_origin(tp)
     if origin is Annotated:
-        return _annotation_forms(get_args(tp)[0])
+        return annotation_forms(get_args(tp)[0])
     if origin in (Union, types.UnionType):
-        return [form for arg in get_args(tp) for form in _annotation_forms(arg)]
+        return [form for arg in get_args(tp) for form in annotation_forms(arg)]
     return [tp]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from moai.cli_checks import _warn_missing_keys, _warn_missing_local
-from moai.cli_common import _config, console, err_console, fail
+from moai.cli_checks import warn_missing_keys, warn_missing_local
+from moai.cli_common import console, err_console, fail, open_config
 
 config_app = typer.Typer(help="Mix instructions (YAML).", no_args_is_help=True)
 
@@ -17,7 +17,7 @@ def config_check(path: str = typer.Argument(..., help="Mix instructions YAML."))
     """Validate a mix-instructions file; print a summary or one line naming file, line and field."""
     from moai.config import config_warnings
 
-    cfg = _config(path)
+    cfg = open_config(path)
     if cfg.settings.gate:  # what `moai serve` would fall back from, with only a warning in its log
         gate_dir = Path(cfg.settings.gate).expanduser()
         if not (gate_dir / "gate.json").is_file():
@@ -31,8 +31,8 @@ def config_check(path: str = typer.Argument(..., help="Mix instructions YAML."))
         except GateLoadError as e:
             fail(f"{path}: settings.gate: {e}; `moai serve` would route with the shipped gate or the rule-based "
                  "chooser instead")
-    _warn_missing_keys(cfg)
-    _warn_missing_local(cfg)
+    warn_missing_keys(cfg)
+    warn_missing_local(cfg)
     for warning in config_warnings(cfg):
         err_console.print(f"[yellow]warning:[/yellow] {path}: {warning}", highlight=False, soft_wrap=True)
     console.print(f"[green]ok[/green] {path}: {len(cfg.models)} model(s), {len(cfg.mixes)} mix(es): "

@@ -7,7 +7,7 @@ class ConfigError(ValueError):
     """Bad mix instructions; the message is one line: ``file:line: field: problem``."""
 
 
-class _FieldProblem(ValueError):
+class FieldProblem(ValueError):
     """A cross-field error that knows its YAML path, so names containing dots still find their line."""
 
     def __init__(self, loc: tuple[int | str, ...], problem: str) -> None:

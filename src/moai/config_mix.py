@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from moai.catalog import PrivacyTier
-from moai.config_errors import _FieldProblem
+from moai.config_errors import FieldProblem
 
 Strategy = Literal["route", "cascade", "moa", "chain", "fanout", "critique", "auto"]
 SensitivePolicy = Literal["local_only", "private_ok", "allow", "redact"]
@@ -175,16 +175,16 @@ class Mix(BaseModel):
     @model_validator(mode="after")
     def _strategy_fields(self) -> Mix:
         if self.models == []:
-            raise _FieldProblem(("models",), "an empty pool; leave 'models' out to draw from every model")
+            raise FieldProblem(("models",), "an empty pool; leave 'models' out to draw from every model")
         if self.constraints.allowed_models == []:
-            raise _FieldProblem(("constraints", "allowed_models"),
+            raise FieldProblem(("constraints", "allowed_models"),
                                 "allows no model; leave it out to allow every model")
         if self.cascade == []:  # an empty list used to mean the default order, as if it were left out
-            raise _FieldProblem(("cascade",), "an empty cascade; leave 'cascade' out to try the pool cheapest first")
+            raise FieldProblem(("cascade",), "an empty cascade; leave 'cascade' out to try the pool cheapest first")
         cascade = self.cascade or []
         for i, name in enumerate(cascade):
             if name in cascade[:i]:
-                raise _FieldProblem(("cascade", i), f"{name!r} is listed twice; a cascade tries each model once")
+                raise FieldProblem(("cascade", i), f"{name!r} is listed twice; a cascade tries each model once")
         need = {
             "moa": ["proposers", "aggregator"],
             "fanout": ["proposers"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from moai.cli_common import _config_db_option, _database_url, _db_option, _store, console, fail
+from moai.cli_common import config_db_option, console, db_option, fail, open_store, resolve_database_url
 
 db_app = typer.Typer(help="The telemetry database: retention.", no_args_is_help=True)
 
@@ -13,7 +13,7 @@ db_app = typer.Typer(help="The telemetry database: retention.", no_args_is_help=
 def db_prune(
     older_than: str = typer.Option(..., "--older-than", help="Age of the requests to delete: e.g. 90d, 12h, 2w."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would be deleted."),
-    database_url: str | None = _db_option(), config: str | None = _config_db_option(),
+    database_url: str | None = db_option(), config: str | None = config_db_option(),
 ) -> None:
     """Delete requests older than an age, with their calls and feedback (what `settings.retention_days` does)."""
     from datetime import UTC, datetime
@@ -27,10 +27,10 @@ def db_prune(
     except ValueError as e:
         fail(f"--older-than: {e}")
         return
-    url = _database_url(database_url, config) or default_database_url()
+    url = resolve_database_url(database_url, config) or default_database_url()
     if (path := missing_sqlite_file(url)) is not None:  # nothing to prune: do not create a database
         fail(f"cannot open database {safe_url(url)!r}: {path} does not exist")
-    store = _store(url)
+    store = open_store(url)
     try:
         check_budgets(store, before)
         if dry_run:

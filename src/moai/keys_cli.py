@@ -8,7 +8,7 @@ import sys
 import typer
 from rich.table import Table
 
-from moai.cli_common import _config, _config_db_option, _database_url, _db_option, _store, console, fail
+from moai.cli_common import config_db_option, console, db_option, fail, open_config, open_store, resolve_database_url
 from moai.config import Config
 
 keys_app = typer.Typer(help="Gateway API keys (hashed at rest).", no_args_is_help=True)
@@ -27,15 +27,16 @@ def keys_create(
         None, "--config", "-c", help="Mix instructions: the --mixes are checked against them, and their "
         "settings.database_url is used (default: MOAI_CONFIG, else embedded)."
     ),
-    database_url: str | None = _db_option(),
+    database_url: str | None = db_option(),
 ) -> None:
     """Create a key; its secret is printed once and only its hash is stored."""
     from moai.server.auth import create_key
 
     if rpm is not None and rpm < 1 or any(v is not None and v <= 0 for v in (budget_day, budget_month)):
         fail("budgets and --rpm must be positive")
-    allowed = _allowed_names(mixes, _config(config or os.environ.get("MOAI_CONFIG"))) if mixes is not None else None
-    key, secret = create_key(_store(_database_url(database_url, config)), name, allowed, budget_day, budget_month, rpm)
+    allowed = _allowed_names(mixes, open_config(config or os.environ.get("MOAI_CONFIG"))) if mixes is not None else None
+    key, secret = create_key(open_store(resolve_database_url(database_url, config)), name, allowed, budget_day,
+                             budget_month, rpm)
     console.print(f"created key {key.id} ({name}); the secret is shown only now:", soft_wrap=True)
     sys.stdout.write(secret + "\n")
 
@@ -62,14 +63,14 @@ def _allowed_names(spec: str, cfg: Config) -> list[str]:
 
 
 @keys_app.command("list")
-def keys_list(database_url: str | None = _db_option(), config: str | None = _config_db_option()) -> None:
+def keys_list(database_url: str | None = db_option(), config: str | None = config_db_option()) -> None:
     """Keys with their limits and what they spent today and this month."""
     from datetime import UTC, datetime
 
     from moai.server.auth import list_keys, period_starts, spend
     from moai.telemetry.report import money
 
-    store = _store(_database_url(database_url, config))
+    store = open_store(resolve_database_url(database_url, config))
     day, month = period_starts(datetime.now(UTC))
     keys = list_keys(store)
     t = Table(title="gateway keys")
@@ -87,13 +88,13 @@ def keys_list(database_url: str | None = _db_option(), config: str | None = _con
 
 @keys_app.command("revoke")
 def keys_revoke(
-    key_id: str = typer.Argument(..., help="The key id (mk_...)."), database_url: str | None = _db_option(),
-    config: str | None = _config_db_option(),
+    key_id: str = typer.Argument(..., help="The key id (mk_...)."), database_url: str | None = db_option(),
+    config: str | None = config_db_option(),
 ) -> None:
     """Revoke a key at once (servers pick it up within seconds). The gateway stays closed without active keys."""
     from moai.server.auth import list_keys, revoke_key
 
-    store = _store(_database_url(database_url, config))
+    store = open_store(resolve_database_url(database_url, config))
     if not revoke_key(store, key_id):
         fail(f"no active key {key_id!r}")
     console.print(f"revoked {key_id}")
@@ -105,12 +106,12 @@ def keys_revoke(
 def keys_delete(
     key_id: str = typer.Argument(..., help="The key id (mk_...)."),
     yes: bool = typer.Option(False, "--yes", help="Delete the last key, opening the gateway to anyone."),
-    database_url: str | None = _db_option(), config: str | None = _config_db_option(),
+    database_url: str | None = db_option(), config: str | None = config_db_option(),
 ) -> None:
     """Delete a key (active or revoked); what it spent stays on record. Deleting every key opens the gateway."""
     from moai.server.auth import delete_key, list_keys
 
-    store = _store(_database_url(database_url, config))
+    store = open_store(resolve_database_url(database_url, config))
     keys = list_keys(store)
     if not any(k.id == key_id for k in keys):
         fail(f"no key {key_id!r}")

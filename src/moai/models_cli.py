@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from moai.cli_common import _config, console, fail, guarded
+from moai.cli_common import console, fail, guarded, open_config
 from moai.config import Config
 
 models_app = typer.Typer(help="The embedded local models (GGUF from PyPI packages).", invoke_without_command=True)
@@ -15,7 +15,7 @@ models_app = typer.Typer(help="The embedded local models (GGUF from PyPI package
 def models_default(ctx: typer.Context, config: str | None = typer.Option(None, "--config", "-c")) -> None:
     """Without a sub-command: list the configured models and mixes."""
     if ctx.invoked_subcommand is None:
-        _list_models(_config(config))
+        _list_models(open_config(config))
 
 
 def _list_models(cfg: Config) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from moai.cli_common import fail
 
 
-def _log_to_stderr(level: str) -> None:
+def log_to_stderr(level: str) -> None:
     """moai's own log lines (a live tuner's changes, errors before any model ran) beside uvicorn's: uvicorn
     configures only its loggers, so records of the ``moai`` loggers were dropped."""
     import logging
@@ -26,7 +26,7 @@ def _log_to_stderr(level: str) -> None:
     logger.setLevel(level.upper() if level.upper() in logging.getLevelNamesMapping() else "INFO")
 
 
-def _check_log_level(level: str) -> str:
+def check_log_level(level: str) -> str:
     """An unknown --log-level is one line before start-up, not uvicorn's KeyError once the banner is printed."""
     from uvicorn.config import LOG_LEVELS
 
@@ -35,7 +35,7 @@ def _check_log_level(level: str) -> str:
     return level.lower()
 
 
-def _check_listen(host: str, port: int) -> None:
+def check_listen(host: str, port: int) -> None:
     """Fail in one line, before start-up work, when the address cannot be listened on (a server already there)."""
     import socket
 
@@ -45,7 +45,7 @@ def _check_listen(host: str, port: int) -> None:
         fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
 
 
-def _default_concurrency(cap: int = 1000) -> int:
+def default_concurrency(cap: int = 1000) -> int:
     """``cap``, or half the soft open-file limit when lower: each request in flight holds its client's socket and
     often an upstream one, and a server out of descriptors fails every connection, health checks included."""
     try:
@@ -60,7 +60,7 @@ def _default_concurrency(cap: int = 1000) -> int:
 _SHUTDOWN_FINISH_S = 2.0  # how long the app's shutdown waits for the requests just stopped to record themselves
 
 
-def _draining(run: Callable[[], None]) -> None:
+def draining(run: Callable[[], None]) -> None:
     """``run`` uvicorn so that SIGHUP drains like SIGTERM, and a drained server exits 0.
 
     uvicorn handles only SIGINT and SIGTERM: SIGHUP (a closed terminal, ``kill -HUP``) killed the process at once,
@@ -91,7 +91,7 @@ def _draining(run: Callable[[], None]) -> None:
             signal.signal(sig, handler)
 
 
-class _Stoppable:
+class Stoppable:
     """ASGI wrapper for the requests uvicorn stops as it shuts down (the graceful timeout, a second Ctrl+C).
 
     uvicorn cancels a request's task only then, and answered it "500 Internal Server Error" in plain text (or cut

@@ -102,7 +102,8 @@ def test_a_resume_after_a_torn_journal_line_starts_on_a_fresh_line(tmp_path: Pat
     assert code == 0, output
     assert server.script.calls == 9  # the torn pair, once
     lines = journal.read_text().splitlines()
-    assert len(lines) == 8 and all(col._entry(ln.encode()) is not None for ln in lines)  # not glued to the fragment
+    # not glued to the fragment
+    assert len(lines) == 8 and all(col.parse_entry(ln.encode()) is not None for ln in lines)
     assert "last line was cut short" in output and output.count("warning:") == 1
     code, output = _run(*args)
     assert code == 0 and server.script.calls == 9 and "warning" not in output, output  # nothing redone again

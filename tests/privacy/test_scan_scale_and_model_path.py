@@ -274,7 +274,7 @@ def _generated(rx: re.Pattern[str], rnd: random.Random) -> str:
 def test_a_gated_scan_finds_exactly_what_a_full_scan_finds() -> None:
     """Every pattern gated for long texts, on long texts made of strings read off every pattern (each of
     their branches) glued or spread among the values above and ordinary text."""
-    from moai.gate import privacy_rules, privacy_scan
+    from moai.gate import privacy_numbers, privacy_rules, privacy_scan
 
     privacy_rules.find_secrets("load the vendor key formats")
     gated = list(privacy_scan._GATES)
@@ -288,8 +288,8 @@ def test_a_gated_scan_finds_exactly_what_a_full_scan_finds() -> None:
             parts += [rnd.choice(pool) if rnd.random() < 0.7 else rnd.choice(SNIPPETS), rnd.choice(seps)]
         text = "".join(parts)
         for rx in gated:
-            # a German ID card serial counts only with two digits or more (see privacy_rules._DE_PA)
-            keep = (lambda m: sum(ch.isdigit() for ch in m.group()) >= 2) if rx is privacy_rules._DE_PA \
+            # a German ID card serial counts only with two digits or more (see privacy_numbers.DE_PA)
+            keep = (lambda m: sum(ch.isdigit() for ch in m.group()) >= 2) if rx is privacy_numbers.DE_PA \
                 else (lambda m: True)
             full = [m for m in rx.finditer(text) if keep(m)]
             fast = [m for m in privacy_scan.finditer(rx, text) if keep(m)]

@@ -86,7 +86,7 @@ def test_a_client_hanging_up_mid_upload_is_answered_quietly() -> None:
             yield b'{"model": '
             raise ClientDisconnect()
 
-    r = asyncio.run(server_app._read_body(Gone(), 1 << 20))  # type: ignore[arg-type]
+    r = asyncio.run(server_app.read_body(Gone(), 1 << 20))  # type: ignore[arg-type]
     assert not isinstance(r, bytes) and r.status_code == 499
 
 

@@ -24,11 +24,11 @@ from moai.bench.journal import (
     build_records,
     journal_path,
     mend_journal,
+    parse_entry,
     read_journal,
     regrade,
     write_records,
 )
-from moai.bench.journal import _entry as _entry  # one journal line read back
 from moai.bench.questions import (
     MATH_SHOT,
     MULTITASK_METRICS,
@@ -53,7 +53,7 @@ __all__ = [
     "MATH_SHOT", "MULTITASK_METRICS", "NUMBER_SHOT", "TASKS", "Entry", "ProgressHook", "Question",
     "QuestionFormatError", "Summary", "Task", "build_records", "check_out", "check_resumable", "check_writable",
     "collect", "grade", "interleave", "journal_path", "load_questions", "main_guard", "mend_journal",
-    "parse_question", "per_file_limits", "read_journal", "regrade", "resolve_models", "run_pairs",
+    "parse_entry", "parse_question", "per_file_limits", "read_journal", "regrade", "resolve_models", "run_pairs",
     "select_questions", "write_records",
 ]
 

@@ -43,7 +43,7 @@ def journal_path(out: str | Path) -> Path:
     return out.with_name(out.name + ".journal.jsonl")
 
 
-def _entry(line: bytes) -> Entry | None:
+def parse_entry(line: bytes) -> Entry | None:
     """The entry one journal line holds, or None when it holds none (torn, garbled, not an entry)."""
     try:
         obj = json.loads(line.decode("utf-8"))
@@ -62,7 +62,7 @@ def _journal_lines(path: Path) -> tuple[list[Entry], int]:
     for line in path.read_bytes().split(b"\n"):
         if not line.strip():
             continue
-        e = _entry(line)
+        e = parse_entry(line)
         if e is None:
             bad += 1
         else:
@@ -88,7 +88,7 @@ def mend_journal(path: Path) -> tuple[bool, int]:
     if data and not data.endswith(b"\n"):
         start = data.rfind(b"\n") + 1
         with path.open("r+b") as f:
-            if _entry(data[start:]) is not None:
+            if parse_entry(data[start:]) is not None:
                 f.seek(0, 2)
                 f.write(b"\n")
             else:

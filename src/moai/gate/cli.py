@@ -16,7 +16,16 @@ from typing import Any
 import numpy as np
 import typer
 
-from moai.gate.cli_inputs import CliError, _close, _errors, _files, _load, _resolve_models, _some, _warn_untrained
+from moai.gate.cli_inputs import (
+    CliError,
+    close_matches,
+    data_files,
+    load,
+    reported_errors,
+    resolve_models,
+    some,
+    warn_untrained,
+)
 from moai.gate.eval_cli import eval_
 from moai.gate.policy import RecordCard
 
@@ -78,8 +87,8 @@ def train(
                                        "e.g. --set w_domain=0; repeatable"),
 ) -> None:
     """Train a gate on routing records and save it."""
-    data = _files(data, ctx)
-    with _errors():
+    data = data_files(data, ctx)
+    with reported_errors():
         from moai.gate.train import TrainConfig
 
         base = TrainConfig(epochs=epochs, seed=seed)
@@ -89,7 +98,7 @@ def train(
             if bad:
                 raise CliError(f"{flag} {getattr(base, key)}: {bad[0]}")
         cfg = base.override(settings)  # a value no gate can score with (inf, nan, negative, all weights 0) is refused
-        records = _load(data)
+        records = load(data)
         undo = _writable_dir(out)  # fail now, not after a long training run
         try:
             if ray is None:
@@ -168,8 +177,8 @@ def score(
     out: Path = typer.Option(..., "--out"),
 ) -> None:
     """One line per record: {"id", "score"}; higher = the strong model is worth it."""
-    data = _files(data, ctx)
-    with _errors():
+    data = data_files(data, ctx)
+    with reported_errors():
         from moai.gate.quality import canonical
         from moai.gate.store import Gate
 
@@ -177,12 +186,12 @@ def score(
             raise CliError(f"--strong and --weak name the same model ({strong!r}): every score would be 0")
         _check_out(out, data)
         g = Gate.load(gate)
-        recs = _load(data, need_scores=False)
+        recs = load(data, need_scores=False)
         record_names = {m for r in recs for m in r.scores}
         _check_pair_known(g, record_names, strong, weak)
         # the gate matches names by their canonical form (case aside) and the output names no model: nothing to
         # resolve, but a name it never trained on may be a misspelling of one it did or of one in the records
-        _warn_untrained(g, [strong, weak], known=record_names)
+        warn_untrained(g, [strong, weak], known=record_names)
         q = g.quality_matrix([r.prompt for r in recs], [strong, weak])
         sc = q[:, 0] - q[:, 1]
         _check_finite(gate, sc, recs)
@@ -203,13 +212,13 @@ def _check_pair_known(g: Any, record_names: set[str], strong: str, weak: str) ->
         if canonical(name) in in_records:
             continue
         if canonical(name) in set(g.head.models):
-            typer.echo(f"warning: {flag} {name!r}: no record scores it (the records' models: {_some(record_names)}); "
+            typer.echo(f"warning: {flag} {name!r}: no record scores it (the records' models: {some(record_names)}); "
                        "its scores come from the gate's training alone", err=True)
             continue
-        close = _close(name, record_names | set(g.models))
+        close = close_matches(name, record_names | set(g.models))
         hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise CliError(f"{flag} {name!r}: no such model in these records or the gate{hint} (records' models: "
-                       f"{_some(record_names)}; the gate's: {_some(g.models)})")
+                       f"{some(record_names)}; the gate's: {some(g.models)})")
 
 
 def _check_finite(gate: Path, values: np.ndarray, recs: list[Any]) -> None:
@@ -250,8 +259,8 @@ def decide(
                                       "matched to the records' or the gate's spelling, case aside, each once"),
 ) -> None:
     """One line per record: {"id", "model"}, using each record's own cost_usd (and latency_ms) when present."""
-    data = _files(data, ctx)
-    with _errors():
+    data = data_files(data, ctx)
+    with reported_errors():
         import math
         from dataclasses import asdict, replace
 
@@ -271,10 +280,10 @@ def decide(
             raise CliError(f"--models {models!r} names no model: give comma-separated names")
         _check_out(out, data)
         g = Gate.load(gate)
-        recs = _load(data, need_scores=False)
+        recs = load(data, need_scores=False)
         record_names = sorted({m for r in recs for m in r.scores})
         if default is not None:
-            default = _resolve_models(default, record_names, g.models, "--models")
+            default = resolve_models(default, record_names, g.models, "--models")
             n_scored = sum(1 for r in recs if r.scores)
             if n_scored == len(recs):  # resolved (an ambiguous name is still an error), but no record uses them
                 typer.echo("note: --models is not used: every record has scores, and a record's candidates are the "
@@ -286,7 +295,7 @@ def decide(
         names_all = sorted(set(record_names) | set(default or []))
         if not names_all:
             raise CliError("records have no scores: name the candidate models with --models")
-        _warn_untrained(g, names_all, known=record_names)
+        warn_untrained(g, names_all, known=record_names)
         q = g.quality_matrix([r.prompt for r in recs], names_all)
         _check_finite(gate, q, recs)
         col = {m: j for j, m in enumerate(names_all)}
@@ -330,7 +339,7 @@ def decide(
                        "its candidate with the best expected quality", err=True)
         if w.cost > 0 and free:
             typer.echo(f"warning: cost={w.cost:g}: no cost_usd in the records (some or all) and no cost learnt by the "
-                       f"gate for {_some(free)}: treated as free there, so the cost weight has little or no effect "
+                       f"gate for {some(free)}: treated as free there, so the cost weight has little or no effect "
                        "on them", err=True)
         for k, term, what in (("latency_s", "latency", "latency (no latency_ms in the records, none learnt)"),
                               ("co2_g", "carbon", "CO2 (sizes guessed from the names alike)")):

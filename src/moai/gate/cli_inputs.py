@@ -18,7 +18,7 @@ class CliError(Exception):
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
+def reported_errors() -> Iterator[None]:
     from moai.bench.datasets import RecordError
     from moai.gate.encoder import EncoderUnavailable
     from moai.gate.store import GateLoadError
@@ -31,7 +31,7 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
-def _close(name: str, known: Iterable[str]) -> list[str]:
+def close_matches(name: str, known: Iterable[str]) -> list[str]:
     """The known names that look like ``name`` (case aside), best first: what a misspelt name probably meant."""
     import difflib
 
@@ -41,14 +41,14 @@ def _close(name: str, known: Iterable[str]) -> list[str]:
     return [by_key[k] for k in difflib.get_close_matches(name.strip().casefold(), list(by_key), n=3, cutoff=0.6)]
 
 
-def _some(names: Iterable[str], k: int = 8) -> str:
+def some(names: Iterable[str], k: int = 8) -> str:
     """Up to ``k`` quoted names, and how many more: a warning stays one readable line."""
     ordered = sorted(names)
     more = f" and {len(ordered) - k} more" if len(ordered) > k else ""
     return ", ".join(map(repr, ordered[:k])) + more
 
 
-def _warn_untrained(g: Any, names: list[str], known: Iterable[str] = ()) -> None:
+def warn_untrained(g: Any, names: list[str], known: Iterable[str] = ()) -> None:
     """A model the gate never saw still gets an estimate (a prior from its name's family and size), which a
     misspelt name gets too: say so instead of scoring it silently, with the trained or ``known`` names it is
     close to."""
@@ -58,21 +58,22 @@ def _warn_untrained(g: Any, names: list[str], known: Iterable[str] = ()) -> None
     unseen = [n for n in names if canonical(n) not in trained]
     if unseen:
         pool = trained | set(known)
-        hints = [f"{n!r} ~ {', '.join(map(repr, c))}" for n in unseen if (c := [m for m in _close(n, pool) if m != n])]
+        hints = [f"{n!r} ~ {', '.join(map(repr, c))}" for n in unseen
+                 if (c := [m for m in close_matches(n, pool) if m != n])]
         close = f" (close: {'; '.join(hints)})" if hints else ""
         typer.echo(f"warning: not among the gate's {len(trained)} trained models: {', '.join(map(repr, unseen))}; "
                    f"their quality is a prior from the name (family, size), not learnt: check the spelling{close}",
                    err=True)
 
 
-def _resolve_models(given: list[str], record_names: Iterable[str], gate_names: Iterable[str], flag: str) -> list[str]:
+def resolve_models(given: list[str], record_names: Iterable[str], gate_names: Iterable[str], flag: str) -> list[str]:
     """``given`` as the records (first) or the gate spell those models, each once.
 
     A name written exactly as the records or the gate write it is kept; otherwise the one known name equal to
     it but for case (and surrounding spaces) replaces it, so 'GPT-4,gpt-4' is one candidate, not two with the
     same estimate, and a decision names the model as the records do. Two known names equal to it but for case
     are a CliError: there is no telling which was meant. A name known to neither is kept as given (the gate has
-    a prior for unseen models; ``_warn_untrained`` names it)."""
+    a prior for unseen models; ``warn_untrained`` names it)."""
     tiers = [list(dict.fromkeys(record_names)), list(dict.fromkeys(gate_names))]
     exact = {n for tier in tiers for n in tier}
     out: list[str] = []
@@ -83,7 +84,7 @@ def _resolve_models(given: list[str], record_names: Iterable[str], gate_names: I
             for tier in tiers:
                 hits = [k for k in tier if k.strip().casefold() == key]
                 if len(hits) > 1:
-                    raise CliError(f"{flag}: {name!r} matches {_some(hits)} but none exactly: name one as written")
+                    raise CliError(f"{flag}: {name!r} matches {some(hits)} but none exactly: name one as written")
                 if hits:
                     name = hits[0]
                     break
@@ -93,7 +94,7 @@ def _resolve_models(given: list[str], record_names: Iterable[str], gate_names: I
     return out
 
 
-def _files(data: list[Path], ctx: typer.Context) -> list[Path]:
+def data_files(data: list[Path], ctx: typer.Context) -> list[Path]:
     """Every --data file in order, each once: repeated --data, and `--data a b c` (shell globs)."""
     return _distinct_files([*data, *(Path(a) for a in ctx.args)])
 
@@ -123,7 +124,7 @@ def _distinct_files(paths: list[Path]) -> list[Path]:
     return keep
 
 
-def _load(paths: Any, need_scores: bool = True) -> list[Any]:
+def load(paths: Any, need_scores: bool = True) -> list[Any]:
     """``load_records``, plus a one-line warning when an id repeats (kept: public sets have a few)."""
     from moai.bench.datasets import duplicate_warning, load_records
 

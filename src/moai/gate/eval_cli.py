@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import typer
 
-from moai.gate.cli_inputs import CliError, _close, _errors, _files, _load, _some, _warn_untrained
+from moai.gate.cli_inputs import CliError, close_matches, data_files, load, reported_errors, some, warn_untrained
 
 # `gate eval` warns that APGR is unstable where the pair's mean scores differ by less than this share of the spread
 # of their scores (max - min, after the 1-10 judge scale is mapped to 0-1)
@@ -48,7 +48,7 @@ def _able(routers: list[Any], names: list[str], table: str) -> list[Any]:
             continue
         ok.append(r)
     if left:
-        typer.echo(f"note: {', '.join(left)} left out of {table}: not trained on {_some(missing)}", err=True)
+        typer.echo(f"note: {', '.join(left)} left out of {table}: not trained on {some(missing)}", err=True)
     return ok
 
 
@@ -106,8 +106,8 @@ def eval_(
                                     "best mean score)"),
 ) -> None:
     """Compare the gate (and baselines, trained on the gate's training files) on record files."""
-    data = _files(data, ctx)
-    with _errors(), warnings.catch_warnings():
+    data = data_files(data, ctx)
+    with reported_errors(), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # numpy's "Mean of empty slice": a model without costs
         if (strong is None) != (weak is None):
             given, missing = ("--strong", "--weak") if strong is not None else ("--weak", "--strong")
@@ -135,15 +135,15 @@ def eval_(
         if plot is not None:
             plot = _plot_file(plot)
         g = Gate.load(gate)
-        recs = same_names(_load(data))  # one spelling per model, as the gate matches names
+        recs = same_names(load(data))  # one spelling per model, as the gate matches names
         models = model_names(recs)
         for flag, name in (("--strong", strong), ("--weak", weak)):
             # the pair needs the records' scores (a prior will not do): fail before fitting any baseline
             if name is not None and canonical(name) not in {canonical(m) for m in models}:
-                close = _close(name, models)
+                close = close_matches(name, models)
                 hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-                raise CliError(f"{flag} {name!r}: no such model in these records{hint} (models: {_some(models)})")
-        _warn_untrained(g, models)
+                raise CliError(f"{flag} {name!r}: no such model in these records{hint} (models: {some(models)})")
+        warn_untrained(g, models)
         routers: list[Any] = [GateRouter(g)]
         routers[0].cols(models)  # a model the gate never trained on competes with its prior, as in `decide`
         train_recs: list[Any] = []

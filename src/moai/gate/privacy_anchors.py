@@ -15,15 +15,15 @@ from typing import Any
 
 try:  # the parse tree of a pattern (Python's own, the one `re.compile` builds)
     import re._constants as _sc
-    import re._parser as _sp
+    import re._parser as regex_parser
 except ImportError:  # pragma: no cover - no such module: every pattern is then scanned in full
-    _sp = _sc = None  # type: ignore[assignment]
+    regex_parser = _sc = None  # type: ignore[assignment]
 
-_HEAD = 10  # elements of a pattern read for the regex that checks a candidate
-_MIN = 1  # characters an anchor has at the least
+HEAD = 10  # elements of a pattern read for the regex that checks a candidate
+MIN = 1  # characters an anchor has at the least
 _CLASS = 6  # a character class folding to more values than this ends an anchor
 _KEY = 8  # characters of an anchor looked up at each start, at most
-_KEYS = (1, 2, 3, 4, 6, 8)  # the lengths looked up (an anchor uses the longest it has)
+KEYS = (1, 2, 3, 4, 6, 8)  # the lengths looked up (an anchor uses the longest it has)
 _STATES = 256  # ways of reading a pattern followed at once, at most (past that, each ends where it is)
 _MASK = (1 << 32) - 1  # keys are 32-bit hashes (two that collide only bring a candidate the head then drops)
 
@@ -52,7 +52,7 @@ def _as_written(ch: str) -> str:
     return ch
 
 
-_SPACES: dict[str, Callable[[str], str]] = {"raw": _as_written, "fold": fold_char, "shape": shape_char}
+SPACES: dict[str, Callable[[str], str]] = {"raw": _as_written, "fold": fold_char, "shape": shape_char}
 
 
 # ---------------------------------------------------------------- anchors from a pattern's parse tree
@@ -134,7 +134,7 @@ def _covers_alnum(items: list[tuple[Any, Any]]) -> bool:
 
 class _Walk:
     """Every way a pattern's first elements can read: a key (characters folded by `fold`: `fold_char`,
-    `shape_char`, or as written; up to `cap`) and a head (up to `_HEAD` elements, as regex source). With
+    `shape_char`, or as written; up to `cap`) and a head (up to `HEAD` elements, as regex source). With
     `word`, a match must start an alphanumeric run (a guard, `\\b` or a lookbehind, says so)."""
 
     def __init__(self, fold: Callable[[str], str], partial: bool, word: bool, cap: int) -> None:
@@ -147,7 +147,7 @@ class _Walk:
         self.done: set[tuple[str, str, str, str]] = set()
 
     def close(self, st: _State) -> None:
-        if len(st.key) >= _MIN:
+        if len(st.key) >= MIN:
             self.done.add((st.key, st.raw, st.head, st.shape))
         elif not self.partial:
             raise _Unanchored(st.key)
@@ -195,7 +195,7 @@ class _Walk:
                 nxt |= self.item(op, av, st)
             states = set()
             for st in nxt:
-                if st.size >= _HEAD or len(nxt) > _STATES:  # too many ways to read on: each ends here
+                if st.size >= HEAD or len(nxt) > _STATES:  # too many ways to read on: each ends here
                     self.close(st)
                 else:
                     states.add(st)
@@ -256,7 +256,7 @@ class _Walk:
             while frontier:
                 if k >= lo:
                     out |= frontier
-                if k >= hi or k > lo + _HEAD:
+                if k >= hi or k > lo + HEAD:
                     if k < lo:
                         for s in frontier:
                             self.close(s)
@@ -273,12 +273,12 @@ class _Walk:
         return set()
 
 
-def _derive(tree: Any, flags: int, space: str, partial: bool = False, word: bool = True,
+def derive(tree: Any, flags: int, space: str, partial: bool = False, word: bool = True,
             cap: int = _KEY) -> list[Anchor] | None:
     """The anchors of a pattern (its parse tree): how every match starting an alphanumeric run begins
     (`word`), or every match wherever it starts. None: some path has none."""
     try:
-        walk = _Walk(_SPACES[space], partial, word, cap)
+        walk = _Walk(SPACES[space], partial, word, cap)
         for st in walk.seq(tree.data, {_State(icase=bool(flags & re.IGNORECASE))}):
             walk.close(st)
     except (_Unanchored, RecursionError):
@@ -290,7 +290,7 @@ def _derive(tree: Any, flags: int, space: str, partial: bool = False, word: bool
                   key=lambda a: (a.key, a.space, a.head, a.shape))
 
 
-def _min_digits(items: Any) -> int:
+def fewest_digits(items: Any) -> int:
     """Decimal digits every match of `items` holds at the least (`\\d`, or a class of digits only)."""
     total = 0
     for op, av in list(items):
@@ -300,21 +300,21 @@ def _min_digits(items: Any) -> int:
             chars = (_class_items(av, True) or (None, ""))[0]
             total += bool(chars) and all(ch.isdecimal() for ch in chars)  # type: ignore[union-attr]
         elif op is _sc.SUBPATTERN:
-            total += _min_digits(av[3])
+            total += fewest_digits(av[3])
         elif op is _sc.ATOMIC_GROUP:
-            total += _min_digits(av)
+            total += fewest_digits(av)
         elif op is _sc.BRANCH:
-            total += min(_min_digits(alt) for alt in av[1])
+            total += min(fewest_digits(alt) for alt in av[1])
         elif op in (_sc.MAX_REPEAT, _sc.MIN_REPEAT, _sc.POSSESSIVE_REPEAT):
-            total += av[0] * _min_digits(av[2])
+            total += av[0] * fewest_digits(av[2])
     return total
 
 
-def _key_length(key: str) -> int:
-    return max(n for n in _KEYS if n <= len(key))
+def key_length(key: str) -> int:
+    return max(n for n in KEYS if n <= len(key))
 
 
-def _key(word: str, n: int) -> int:
+def anchor_key(word: str, n: int) -> int:
     """The first `n` characters of an anchor as one number (as `Index.keys` computes it at each start)."""
     k = 0
     for ch in word[:n]:

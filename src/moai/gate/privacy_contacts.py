@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from moai.gate import privacy_scan as scan
 from moai.gate.privacy_scan import gated
-from moai.gate.privacy_text import _GENERIC_AT, Hit, _first_person_from, near, words
+from moai.gate.privacy_text import GENERIC_AT, Hit, first_person_from, near, words
 
 _I = re.IGNORECASE
 
@@ -139,5 +139,5 @@ def find_contacts(text: str) -> Iterator[Hit]:
     for m in scan.finditer(_ADDRESS, text):
         line = text.rfind("\n", 0, m.start()) + 1  # from the line's start to the end of the text, read in place
         if _person_near(text, m.start(), m.end()) and not (
-                _GENERIC_AT.match(text, line) and not _first_person_from(text, line)):
+                GENERIC_AT.match(text, line) and not first_person_from(text, line)):
             yield Hit("contact", m.start(), m.end(), "ADDRESS", "street address next to a person")

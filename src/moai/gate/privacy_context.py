@@ -15,9 +15,9 @@ from itertools import islice
 
 from moai.gate import privacy_scan as scan
 from moai.gate.privacy_rules import (
-    _GENERIC_AT,
     FICTION,
     FIRST_PERSON,
+    GENERIC_AT,
     GENERIC_QUESTION,
     Hit,
     is_template,
@@ -347,7 +347,7 @@ def find_confidential(text: str) -> Iterator[Hit]:
     for m in scan.finditer(_MARKER_UPPER, text):
         yield Hit("confidential", m.start(), m.end(), "CONFIDENTIAL", "document marked confidential / internal")
     for m in scan.finditer(_MARKER, text):
-        if not _GENERIC_AT.match(text, text.rfind("\n", 0, m.start()) + 1):  # the line read in place, not copied
+        if not GENERIC_AT.match(text, text.rfind("\n", 0, m.start()) + 1):  # the line read in place, not copied
             yield Hit("confidential", m.start(), m.end(), "CONFIDENTIAL", "document marked confidential / internal")
     if is_template(text):  # "[Employee Name]", "[Abfindungsbetrag]": a form about nobody yet
         return

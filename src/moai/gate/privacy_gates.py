@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from moai.gate.privacy_anchors import _HEAD, _MIN, Anchor, _derive, _key, _key_length, _min_digits, _sp
+from moai.gate.privacy_anchors import HEAD, MIN, Anchor, anchor_key, derive, fewest_digits, key_length, regex_parser
 
 if TYPE_CHECKING:
     from moai.gate.privacy_index import Index
 
 
 @dataclass
-class _Gate:
+class PatternGate:
     """Where a pattern's matches can start in a long text."""
 
     rx: re.Pattern[str]
@@ -50,22 +50,22 @@ class _Gate:
             if self.ready:
                 return
             self.ready = True
-            if _sp is None:
+            if regex_parser is None:
                 self.ok = False
                 return
-            tree = _sp.parse(self.rx.pattern, self.rx.flags)
+            tree = regex_parser.parse(self.rx.pattern, self.rx.flags)
             lo, hi = tree.getwidth()
             self.ok = lo > 0  # an empty match would need `finditer`'s own rules
             if not self.ok or self.anchors_only:
                 pass
-            elif (got := _derive(tree, self.rx.flags, "fold", self.partial)
-                  or _derive(tree, self.rx.flags, "shape", self.partial)):
+            elif (got := derive(tree, self.rx.flags, "fold", self.partial)
+                  or derive(tree, self.rx.flags, "shape", self.partial)):
                 self.anchors = got
-            elif got := _derive(tree, self.rx.flags, "fold", word=False, cap=_HEAD):  # strings to find
+            elif got := derive(tree, self.rx.flags, "fold", word=False, cap=HEAD):  # strings to find
                 self.anywhere = got
             elif not (self.finds or self.extra):
                 self.ok = False
-            self.digits = _min_digits(tree.data) if self.min_digits is None else self.min_digits
+            self.digits = fewest_digits(tree.data) if self.min_digits is None else self.min_digits
             self.width = hi if hi < 10**6 else 0
             # words of two characters or more: looked up with all such gates in one pass over a long text (one
             # character, "I", would bring a candidate at every word starting with it: read on demand only)
@@ -73,14 +73,14 @@ class _Gate:
                                                 for a in self.anchors)
             groups: dict[tuple[str, int, int], list[str]] = {}
             for a in self.anchors:
-                n = _key_length(a.key)
-                groups.setdefault((a.space, n, _key(a.key, n)), []).append(a.head)
+                n = key_length(a.key)
+                groups.setdefault((a.space, n, anchor_key(a.key, n)), []).append(a.head)
             self.heads = {k: "|".join(sorted(set(v))) for k, v in groups.items()}
-            if self.anchors and all(len(a.shape) >= _MIN for a in self.anchors):
+            if self.anchors and all(len(a.shape) >= MIN for a in self.anchors):
                 by_length: dict[int, set[int]] = {}
                 for a in self.anchors:
-                    n = _key_length(a.shape)
-                    by_length.setdefault(n, set()).add(_key(a.shape, n))
+                    n = key_length(a.shape)
+                    by_length.setdefault(n, set()).add(anchor_key(a.shape, n))
                 self.shapes = {n: np.array(sorted(ks), dtype=np.uint32) for n, ks in by_length.items()}
             strings: dict[tuple[str, str], set[str]] = {}
             for a in self.anywhere:
@@ -96,7 +96,7 @@ class _Gate:
         return got
 
 
-_GATES: dict[re.Pattern[str], _Gate] = {}
+_GATES: dict[re.Pattern[str], PatternGate] = {}
 
 
 def gated(rx: re.Pattern[str], *, finds: Iterable[tuple[str, bool, Iterable[int]]] = (),
@@ -111,7 +111,7 @@ def gated(rx: re.Pattern[str], *, finds: Iterable[tuple[str, bool, Iterable[int]
     `anchors_only` uses only those two. `min_digits` overrides the digits every match holds, for a pattern
     whose matches with fewer never count (and cannot hide one that does).
     """
-    _GATES[rx] = _Gate(rx, partial, tuple((s, f, tuple(o)) for s, f, o in finds), extra, min_digits, anchors_only)
+    _GATES[rx] = PatternGate(rx, partial, tuple((s, f, tuple(o)) for s, f, o in finds), extra, min_digits, anchors_only)
     return rx
 
 

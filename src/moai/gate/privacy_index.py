@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from moai.gate.privacy_anchors import _KEYS, _SPACES
-from moai.gate.privacy_gates import _GATES, _Gate
+from moai.gate.privacy_anchors import KEYS, SPACES
+from moai.gate.privacy_gates import _GATES, PatternGate
 
-_TABLE_128 = {name: np.array([ord(f(chr(i))) for i in range(128)], dtype=np.uint32) for name, f in _SPACES.items()}
-_TRANSLATE_128 = {name: str.maketrans({chr(i): f(chr(i)) for i in range(128)}) for name, f in _SPACES.items()}
+_TABLE_128 = {name: np.array([ord(f(chr(i))) for i in range(128)], dtype=np.uint32) for name, f in SPACES.items()}
+_TRANSLATE_128 = {name: str.maketrans({chr(i): f(chr(i)) for i in range(128)}) for name, f in SPACES.items()}
 _ASCII_ALNUM = np.array([chr(i).isalnum() for i in range(128)], dtype=np.bool_)
 _SPREAD = np.uint32(0x9E3779B1)
 
@@ -73,7 +73,7 @@ class Index:
             return self._codes
         got = _TABLE_128[space][np.minimum(self._codes, 127)]
         if self._wide is not None:
-            f = _SPACES[space]
+            f = SPACES[space]
             got[self._wide] = np.array([ord(f(chr(c))) for c in self._uniq.tolist()], dtype=np.uint32)[self._inv]
         return got
 
@@ -91,18 +91,18 @@ class Index:
         return got
 
     def keys(self, space: str, n: int) -> np.ndarray:
-        """At each start, its first `n` characters in `space` as one number (see `_key`); all lengths of a
+        """At each start, its first `n` characters in `space` as one number (see `anchor_key`); all lengths of a
         space are read in one go."""
         got = self._keys.get((space, n))
         if got is None:
             codes, s = self.codes(space), self.starts
             key = np.zeros(len(s), dtype=np.uint32)
-            for i in range(max(_KEYS)):
+            for i in range(max(KEYS)):
                 at = s + i
                 nxt = codes[np.minimum(at, len(codes) - 1)].astype(np.uint32)
                 nxt[at >= len(codes)] = 0  # past the end of the text
                 key = key * np.uint32(1000003) + nxt
-                if i + 1 in _KEYS:
+                if i + 1 in KEYS:
                     self._keys[(space, i + 1)] = key
             got = self._keys[(space, n)]
         return got
@@ -126,7 +126,7 @@ class Index:
             self._cands[rx] = got
         return got
 
-    def _anchored(self, gate: _Gate) -> list[int]:
+    def _anchored(self, gate: PatternGate) -> list[int]:
         """Starts that begin with one of the gate's anchors (and hold the digits its matches hold)."""
         if not gate.anchors:
             return []
@@ -156,7 +156,7 @@ class Index:
         got = self.memo.get("words")
         if got is not None:
             return got  # type: ignore[no-any-return]
-        tables: dict[tuple[str, int], dict[int, list[_Gate]]] = {}
+        tables: dict[tuple[str, int], dict[int, list[PatternGate]]] = {}
         out: dict[re.Pattern[str], list[int]] = {}
         for gate in list(_GATES.values()):
             gate.prepare()
@@ -175,7 +175,7 @@ class Index:
         self.memo["words"] = out
         return out
 
-    def _found(self, gate: _Gate) -> list[int]:
+    def _found(self, gate: PatternGate) -> list[int]:
         """Candidates from strings: the gate's own `finds`, and its anchors found anywhere."""
         out: list[int] = []
         for string, folded, offsets in gate.finds:

@@ -111,7 +111,7 @@ _DE_IDNR = gated(re.compile(r"(?<![\w.,+-])[1-9]\d ?\d{3} ?\d{3} ?\d{3}(?![\w-])
 # German ID card serial: 9 characters as printed on the card, or 10 with the MRZ check digit.
 # Only a serial with two digits or more counts (below), and a match is one whole token, so the gate may skip
 # those with fewer without hiding another.
-_DE_PA = gated(re.compile(r"(?<![\w-])[CFGHJKLMNPRTVWXYZ][CFGHJKLMNPRTVWXYZ0-9]{8}\d?(?![\w-])"), min_digits=2)
+DE_PA = gated(re.compile(r"(?<![\w-])[CFGHJKLMNPRTVWXYZ][CFGHJKLMNPRTVWXYZ0-9]{8}\d?(?![\w-])"), min_digits=2)
 _DE_PA_CONTEXT = re.compile(
     r"\b(?:personalausweis|ausweis(?:nummer)?|id card|carte d'identité|documento de identidad)", _I
 )
@@ -146,7 +146,7 @@ def find_national_ids(text: str) -> Iterator[Hit]:
     for m in scan.finditer(_DE_IDNR, text):
         if _de_idnr.is_valid(m.group()):
             yield Hit("national_id", m.start(), m.end(), "STEUER_ID", "German tax id (Steuer-IdNr, check digit valid)")
-    for m in scan.finditer(_DE_PA, text):
+    for m in scan.finditer(DE_PA, text):
         serial = m.group()
         if (sum(c.isdigit() for c in serial) >= 2 and serial[:9] not in ("T22000129", "L01X00T47")  # specimens
                 and (len(serial) == 9 or _pa_valid(serial)) and near(_DE_PA_CONTEXT, text, m.start(), m.end())):

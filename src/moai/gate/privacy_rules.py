@@ -26,6 +26,7 @@ from __future__ import annotations
 from moai.gate.privacy_text import (
     FICTION,
     FIRST_PERSON,
+    GENERIC_AT,
     GENERIC_QUESTION,
     KINDS,
     Hit,
@@ -36,13 +37,11 @@ from moai.gate.privacy_text import (
     translated_quotes,
     words,
 )
-from moai.gate.privacy_text import _GENERIC_AT as _GENERIC_AT  # the context recognizers read it too
 from moai.gate.privacy_numbers import find_cards, find_ibans, find_national_ids
-from moai.gate.privacy_numbers import _DE_PA as _DE_PA  # ID card serials: a match counts only with two digits
 from moai.gate.privacy_secrets import find_secrets
 from moai.gate.privacy_contacts import find_contacts
 # isort: on
 
-__all__ = ["FICTION", "FIRST_PERSON", "GENERIC_QUESTION", "KINDS", "Hit", "find_cards", "find_contacts", "find_ibans",
-           "find_national_ids", "find_secrets", "is_template", "near", "sentence_around", "sentences",
+__all__ = ["FICTION", "FIRST_PERSON", "GENERIC_AT", "GENERIC_QUESTION", "KINDS", "Hit", "find_cards", "find_contacts",
+           "find_ibans", "find_national_ids", "find_secrets", "is_template", "near", "sentence_around", "sentences",
            "translated_quotes", "words"]

@@ -27,7 +27,7 @@ import numpy as np
 
 from moai.gate.privacy_anchors import fold_char, shape_char
 from moai.gate.privacy_gates import _GATES as _GATES  # every registered pattern, for a check of them all
-from moai.gate.privacy_gates import _Gate, gated, ungated
+from moai.gate.privacy_gates import PatternGate, gated, ungated
 from moai.gate.privacy_index import Index
 
 __all__ = ["LONG", "Index", "anchor_positions", "back_words", "clear", "finditer", "fold_char", "gated", "memo",
@@ -92,7 +92,7 @@ def clear() -> None:
         _INDEXES.clear()
 
 
-def _gate(rx: re.Pattern[str], text: str) -> _Gate | None:
+def _gate(rx: re.Pattern[str], text: str) -> PatternGate | None:
     if len(text) < LONG:
         return None
     gate = _GATES.get(rx)

@@ -49,7 +49,7 @@ GENERIC_QUESTION = re.compile(
     r"qué|cómo|por qué|cuál(?:es)?|quién|dónde|explica)\b", _I,
 )
 # GENERIC_QUESTION at a position of a text (`match(text, pos)`: its "^" holds only at the text's start).
-_GENERIC_AT = re.compile(GENERIC_QUESTION.pattern.removeprefix("^"), GENERIC_QUESTION.flags)
+GENERIC_AT = re.compile(GENERIC_QUESTION.pattern.removeprefix("^"), GENERIC_QUESTION.flags)
 # The asker speaking about themself or someone close: what turns a topic question into a disclosure.
 FIRST_PERSON = gated(re.compile(
     r"\b(?:I|I'm|I've|my|me|j'ai|je|mon|ma|mes|ich|mein\w*|mir|mich|yo|mi|mis|me|tengo|estoy)\b", _I,
@@ -128,12 +128,12 @@ _ENDS = re.compile(
 )
 
 
-def _first_person_from(text: str, pos: int) -> bool:
+def first_person_from(text: str, pos: int) -> bool:
     """`FIRST_PERSON.search(text[pos:])`, remembering where the last search found its match: an address on
     each line of a long text asked for the rest of the text each time."""
     if len(text) < scan.LONG:
         return FIRST_PERSON.search(text, pos) is not None
-    last = scan.memo(text, _first_person_from, list)  # [searched from, match start or None]
+    last = scan.memo(text, first_person_from, list)  # [searched from, match start or None]
     if not (last and last[0] <= pos and (last[1] is None or pos <= last[1])):
         m = scan.search(FIRST_PERSON, text, pos)
         last[:] = [pos, m.start() if m else None]

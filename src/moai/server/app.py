@@ -28,9 +28,9 @@ from moai.gate.privacy_learned import load_model as load_privacy_model
 from moai.mixture import BadRequest, Mixture, Prepared, UnknownModel, refusal
 from moai.providers.base import ProviderError, is_refusal
 from moai.server.auth import DATABASE_UNAVAILABLE, Denied, Gatekeeper, has_budget
-from moai.server.connection import ClientGone, _read_body, _unless_gone
-from moai.server.errors import _error_code, denied, err, public, without_addresses
-from moai.server.housekeeping import _refresh_forever, _retain_forever
+from moai.server.connection import ClientGone, read_body, unless_gone
+from moai.server.errors import denied, err, error_code, public, without_addresses
+from moai.server.housekeeping import refresh_forever, retain_forever
 from moai.server.openai_schema import (
     ChatCompletionRequest,
     FeedbackRequest,
@@ -41,7 +41,7 @@ from moai.server.openai_schema import (
 )
 from moai.server.rate_limit import RATE_LIMIT_HEADERS
 from moai.server.status import add_status_routes
-from moai.server.streaming import _prepend, _releasing, _sse
+from moai.server.streaming import prepend, releasing, sse
 from moai.strategies.budget import worst_case_usd
 from moai.strategies.context import NoEligibleModel
 from moai.strategies.executor import Execution, PlanFailed
@@ -84,10 +84,10 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        refresher = asyncio.create_task(_refresh_forever(mix, config.settings.stats_refresh_s))
+        refresher = asyncio.create_task(refresh_forever(mix, config.settings.stats_refresh_s))
         retainer = None
         if mix.store is not None and config.settings.retention_days is not None:
-            retainer = asyncio.create_task(_retain_forever(mix.store, config.settings.retention_days))
+            retainer = asyncio.create_task(retain_forever(mix.store, config.settings.retention_days))
         await asyncio.to_thread(load_privacy_model)  # ~0.7 s, paid here rather than by the first request
         warm = getattr(mix.chooser, "warm", None)
         if warm is not None:
@@ -158,7 +158,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             key = await keeper.check(request.headers.get("authorization"))
         except Denied as e:
             return denied(e)
-        raw = await _read_body(request, max_body)
+        raw = await read_body(request, max_body)
         if isinstance(raw, JSONResponse):
             return raw
         try:
@@ -229,7 +229,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         if response.status_code >= 400 and "x-moai-request-id" not in response.headers:
             # turned away before any mix ran (no key, a limit, an unknown model, a bad body): no request record,
             # so counted here, by its error code (a fixed vocabulary: no label grows with what clients send)
-            mix.metrics.observe_rejection(response.status_code, _error_code(response))
+            mix.metrics.observe_rejection(response.status_code, error_code(response))
         return response
 
     async def chat_request(request: Request) -> Any:
@@ -239,7 +239,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         except Denied as e:
             if e.status == 401:
                 return denied(e)  # anything else (the keys unreadable) is answered, and counted, below
-        raw = await _read_body(request, max_body)
+        raw = await read_body(request, max_body)
         if isinstance(raw, JSONResponse):
             return raw
         try:
@@ -295,7 +295,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             return err(500, f"internal error: {type(e).__name__}", "server_error", headers=refused)
         # x-request-id as OpenAI sends it (its SDKs expose it as the response's request id)
         headers = {"x-moai-mix": prep.ctx.mix_name, "x-moai-request-id": prep.id, "x-request-id": prep.id, **limits}
-        request.state.moai_request_id = prep.id  # for the 503 of a request the shutdown stops (cli._Stoppable)
+        request.state.moai_request_id = prep.id  # for the 503 of a request the shutdown stops (serve_process.Stoppable)
         hold = None
         if has_budget(key):  # its worst case counts against the key's budget until it is recorded
             try:
@@ -310,7 +310,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             raise
         if hold is not None:
             if isinstance(response, StreamingResponse):  # recorded when the stream ends: released then
-                response.body_iterator = _releasing(response.body_iterator, keeper, hold)
+                response.body_iterator = releasing(response.body_iterator, keeper, hold)
             else:
                 await asyncio.to_thread(keeper.release, hold)
         return response
@@ -328,18 +328,18 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
                 # real status (as from OpenAI), not an error event inside a successful stream
                 include_usage = bool(body.stream_options and body.stream_options.include_usage)
                 items = deadline.within(mix.stream(prep), request_timeout_s, prep)
-                first = await _unless_gone(request, anext(items, None))
+                first = await unless_gone(request, anext(items, None))
                 # the model whose answer streams is known now (an aggregator, a reviser: not the gate's pick)
                 answering = first.answer if isinstance(first, Execution) else prep.plan.answering()
                 if answering is not None and answering.model:
                     headers["x-moai-model"] = answering.model
                 return StreamingResponse(
-                    _sse(mix, prep, body.model, include_usage, _prepend(first, items), request_timeout_s),
+                    sse(mix, prep, body.model, include_usage, prepend(first, items), request_timeout_s),
                     media_type="text/event-stream", headers=headers,
                 )
             deadline.start(prep, request_timeout_s)
             async with asyncio.timeout(request_timeout_s):
-                ex = await _unless_gone(request, mix.run(prep))
+                ex = await unless_gone(request, mix.run(prep))
         except ClientGone:  # the plan was stopped; the mixture recorded the request as cancelled (499)
             return err(499, "the client closed the connection before the answer was ready", code="client_closed",
                        headers=headers)

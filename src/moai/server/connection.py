@@ -16,7 +16,7 @@ from moai.server.errors import err
 T = TypeVar("T")
 
 
-async def _read_body(request: Request, limit: int) -> bytes | JSONResponse:
+async def read_body(request: Request, limit: int) -> bytes | JSONResponse:
     """The body, or a 413 as soon as it is known to exceed ``limit`` (never buffers more than limit + one chunk)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -45,7 +45,7 @@ async def _disconnected(request: Request) -> None:
         await asyncio.sleep(0.1)
 
 
-async def _unless_gone(request: Request, work: Awaitable[T]) -> T:
+async def unless_gone(request: Request, work: Awaitable[T]) -> T:
     """``work``'s result; or, when the client disconnects first, ``work`` cancelled and ClientGone raised. The
     cancellation stops the plan (no further model is called) and the mixture records the request as cancelled
     (499), as for a stream the client leaves mid-answer. ``work`` runs in this task, and only the watch is a task

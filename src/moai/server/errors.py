@@ -35,7 +35,7 @@ _ADDRESS = re.compile(
     re.IGNORECASE)
 
 
-def _error_code(response: Response) -> str:
+def error_code(response: Response) -> str:
     """The ``error.code`` (else ``error.type``) of one of this app's JSON error responses."""
     try:
         error = json.loads(bytes(response.body))["error"]

@@ -14,7 +14,7 @@ log = logging.getLogger("moai.server")
 RETENTION_EVERY_S = 3600.0  # settings.retention_days: how often old requests are deleted
 
 
-async def _refresh_forever(mix: Mixture, every_s: float) -> None:
+async def refresh_forever(mix: Mixture, every_s: float) -> None:
     """Pull the shared statistics (other replicas' calls and feedback) from the database periodically."""
     while True:
         await asyncio.sleep(every_s)
@@ -22,7 +22,7 @@ async def _refresh_forever(mix: Mixture, every_s: float) -> None:
             await mix.refresh_stats()
 
 
-async def _retain_forever(store: TelemetryStore, days: float, every_s: float = RETENTION_EVERY_S) -> None:
+async def retain_forever(store: TelemetryStore, days: float, every_s: float = RETENTION_EVERY_S) -> None:
     """``settings.retention_days``: delete old requests now and then every ``every_s``, off the event loop. A
     failure (the database down) is logged and tried again at the next round."""
     from moai.telemetry.retention import retain

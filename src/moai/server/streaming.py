@@ -21,7 +21,7 @@ from moai.server.spend_holds import Hold
 from moai.strategies.executor import Execution
 
 
-async def _releasing(events: AsyncIterator[Any], keeper: Gatekeeper, hold: Hold) -> AsyncIterator[Any]:
+async def releasing(events: AsyncIterator[Any], keeper: Gatekeeper, hold: Hold) -> AsyncIterator[Any]:
     """A stream that gives its budget hold back once it has ended (finished, failed or cut by the client)."""
     try:
         async for event in events:
@@ -39,7 +39,7 @@ def _chunk(prep: Prepared, model: str, delta: dict[str, Any], finish: str | None
     return f"data: {json.dumps(obj)}\n\n"
 
 
-async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
     """``first`` (unless None: an empty stream) followed by ``rest``, which is closed when this is."""
     try:
         if first is not None:
@@ -51,7 +51,7 @@ async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
             await rest.aclose()  # type: ignore[attr-defined]
 
 
-async def _sse(mix: Mixture, prep: Prepared, model: str, include_usage: bool, items: AsyncIterator[Any],
+async def sse(mix: Mixture, prep: Prepared, model: str, include_usage: bool, items: AsyncIterator[Any],
                timeout_s: float | None = None) -> AsyncIterator[str]:
     """OpenAI's chunk format: a role chunk, content chunks, a finish chunk, [usage chunk], [DONE].
 
@@ -65,7 +65,7 @@ async def _sse(mix: Mixture, prep: Prepared, model: str, include_usage: bool, it
         head = await anext(items, None)  # at hand (waited for already): it tells the role chunk the fingerprint
         fingerprint: str | None = getattr(head, "system_fingerprint", None)
         yield _chunk(prep, model, {"role": "assistant", "content": ""}, **fingerprint_field(fingerprint), **nulled)
-        async for item in _prepend(head, items):
+        async for item in prepend(head, items):
             if isinstance(item, Execution):
                 fingerprint = item.system_fingerprint or fingerprint
                 fp = fingerprint_field(fingerprint)

@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from moai.telemetry.store import CallRecord, FeedbackRecord, RequestRecord, _row, driver_reason
+from moai.telemetry.store import CallRecord, FeedbackRecord, RequestRecord, as_row, driver_reason
 
 log = logging.getLogger("moai.telemetry")
 MAX_FILE_TRIES = 3  # a spool file that fails this many replays for a reason other than an outage is set aside
@@ -57,9 +57,9 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
 
 def to_json(rec: RequestRecord) -> str:
     """One request with its calls and feedback, as one line."""
-    return json.dumps({"request": _jsonable(_row(RequestRecord, rec)),
-                       "calls": [_jsonable(_row(CallRecord, c)) for c in rec.calls],
-                       "feedback": [_jsonable(_row(FeedbackRecord, f)) for f in rec.feedback]},
+    return json.dumps({"request": _jsonable(as_row(RequestRecord, rec)),
+                       "calls": [_jsonable(as_row(CallRecord, c)) for c in rec.calls],
+                       "feedback": [_jsonable(as_row(FeedbackRecord, f)) for f in rec.feedback]},
                       ensure_ascii=False, default=str)
 
 

@@ -209,7 +209,7 @@ class UnknownRequest(LookupError):
     """Feedback for a request id that was never recorded."""
 
 
-def _row(model: type[Base], obj: Any) -> dict[str, Any]:
+def as_row(model: type[Base], obj: Any) -> dict[str, Any]:
     """An ORM object's column values for a Core INSERT, with the columns' Python defaults applied."""
     row: dict[str, Any] = {}
     for col in model.__table__.columns:
@@ -401,8 +401,8 @@ class TelemetryStore:
         if bulk:
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(insert(RequestRecord.__table__), [_row(RequestRecord, r) for r in records])
-                    calls = [_row(CallRecord, c) | {"request_id": r.id} for r in records for c in r.calls]
+                    conn.execute(insert(RequestRecord.__table__), [as_row(RequestRecord, r) for r in records])
+                    calls = [as_row(CallRecord, c) | {"request_id": r.id} for r in records for c in r.calls]
                     if calls:
                         conn.execute(insert(CallRecord.__table__), calls)
                 return
