@@ -47,3 +47,14 @@ def test_the_gates_prior_ranks_models_by_their_measured_quality() -> None:
     prior = chooser.prior_quality(["smollm2-135m", "qwen2.5-coder-1.5b"])
     assert 0 < prior["smollm2-135m"] < prior["qwen2.5-coder-1.5b"] < 1
     assert chooser.prior_quality(["smollm2-135m", "someone-elses-70b"]) == {}
+
+
+def test_the_shipped_gate_sends_a_plain_sum_to_a_model_that_can_do_sums() -> None:
+    """Word problems answered without scratch work taught the gate that no local model can count; the measured
+    sums (data/local-zoo/arithmetic-records.jsonl: the 135M model gets almost none right) teach it otherwise."""
+    m = Mixture(load_config())
+    for q in ("What is 17 * 23?", "Calculate 384 / 16.", "How much is 58 plus 77?"):
+        d = m.route([{"role": "user", "content": q}])
+        assert d["model"] != "smollm2-135m", (q, d["reasons"])
+        quality = d["decision"]["quality"]
+        assert quality["smollm2-135m"] < min(quality["qwen2.5-coder-0.5b"], quality["qwen2.5-coder-1.5b"]), q
