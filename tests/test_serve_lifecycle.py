@@ -166,3 +166,21 @@ def test_a_bad_log_level_or_an_empty_host_is_one_line_before_anything_starts(
     r = CliRunner().invoke(app, ["serve", "--port", str(free_port()), "--database-url", f"sqlite:///{db}", *option])
     one_line_error(r, *needles)
     assert "serving" not in r.output and not db.exists() and served == []
+
+
+@pytest.mark.integration
+def test_a_client_that_leaves_while_the_server_drains_is_recorded_as_gone_not_as_stopped(tmp_path: Path) -> None:
+    """The drain's 503 is for requests the shutdown stops (their clients are told so); a client that gave up by
+    itself meanwhile was told nothing, and its request is the 499 it would be on a running server."""
+    with StubServer(Script(reply="too late", delay_s=4)) as stub:
+        server = _serve(tmp_path, stub.url, "--timeout-graceful-shutdown", "20")
+        out = _in_background(lambda o: o.update(r=httpx.post(
+            server.url + "/chat/completions", json={"model": "moai/default", "messages": USER}, timeout=1.5)))
+        _until(lambda: stub.script.calls > 0 or "done" in out)
+        server.proc.send_signal(signal.SIGTERM)  # draining: the request in flight may finish
+        _until(lambda: "done" in out)  # the client times out and closes its connection meanwhile
+        assert _finish(server, within=20) == 0
+    assert "ReadTimeout" in out.get("error", ""), out
+    with sqlite3.connect(server.db) as conn:
+        recorded = conn.execute("select status, http_status, error from requests").fetchall()
+    assert recorded == [("cancelled", 499, "client disconnected")]

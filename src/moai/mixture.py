@@ -75,6 +75,7 @@ class Prepared:
     cache: Any = None  # cache.Lookup, once the response cache was consulted
     deadline: float | None = None  # time.monotonic() at which settings.request_timeout_s runs out
     recorded: bool = False  # its answer is counted and being stored: a cancellation now changes nothing
+    client_gone: bool = False  # its client disconnected: a cancellation is the client's, even while the server drains
 
 
 def live_tuners(config: Config) -> dict[str, LiveTuner]:

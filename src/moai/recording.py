@@ -241,7 +241,9 @@ class Recording:
         self._observe_safely(prep, "cancelled", results, None)
         if self.writer is not None:
             # stopped by the shutdown (its client is answered 503: another replica may take it), or its client left
-            why, status = ("server shutting down", 503) if self.stopping() else ("client disconnected", 499)
+            # (also while the server drains: that client is answered nothing)
+            stopped = self.stopping() and not prep.client_gone
+            why, status = ("server shutting down", 503) if stopped else ("client disconnected", 499)
             rec = self._record(prep, "cancelled", why, results, None, status)
             try:
                 self.writer.submit_nowait(rec)

@@ -322,13 +322,16 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         if mix.cache.enabled:  # looked up now (memoised on prep) so that a stream's headers can say it too
             look = await mix.cache.alookup(prep)
             headers["x-moai-cache"] = "hit" if look.status == "semantic" else look.status
+        def client_left() -> None:
+            prep.client_gone = True
+
         try:
             if body.stream:
                 # wait for the first delta before answering 200: a request no model could start on gets its
                 # real status (as from OpenAI), not an error event inside a successful stream
                 include_usage = bool(body.stream_options and body.stream_options.include_usage)
                 items = deadline.within(mix.stream(prep), request_timeout_s, prep)
-                first = await unless_gone(request, anext(items, None))
+                first = await unless_gone(request, anext(items, None), client_left)
                 # the model whose answer streams is known now (an aggregator, a reviser: not the gate's pick)
                 answering = first.answer if isinstance(first, Execution) else prep.plan.answering()
                 if answering is not None and answering.model:
@@ -339,7 +342,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
                 )
             deadline.start(prep, request_timeout_s)
             async with asyncio.timeout(request_timeout_s):
-                ex = await unless_gone(request, mix.run(prep))
+                ex = await unless_gone(request, mix.run(prep), client_left)
         except ClientGone:  # the plan was stopped; the mixture recorded the request as cancelled (499)
             return err(499, "the client closed the connection before the answer was ready", code="client_closed",
                        headers=headers)

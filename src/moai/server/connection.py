@@ -4,7 +4,7 @@ ready, which stops the work done for it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from fastapi import Request
@@ -45,12 +45,13 @@ async def _disconnected(request: Request) -> None:
         await asyncio.sleep(0.1)
 
 
-async def unless_gone(request: Request, work: Awaitable[T]) -> T:
+async def unless_gone(request: Request, work: Awaitable[T], on_gone: Callable[[], None] | None = None) -> T:
     """``work``'s result; or, when the client disconnects first, ``work`` cancelled and ClientGone raised. The
     cancellation stops the plan (no further model is called) and the mixture records the request as cancelled
     (499), as for a stream the client leaves mid-answer. ``work`` runs in this task, and only the watch is a task
     of its own, which cancels this one on a disconnect: a second task per request cost ~0.2 ms of the gateway's
-    ~3 ms (benchmarks/overhead.py)."""
+    ~3 ms (benchmarks/overhead.py). ``on_gone`` runs before the cancellation, so that whoever records the cancelled
+    work knows the client left (a server that is draining would otherwise take the cancellation for its own)."""
     this = asyncio.current_task()
     assert this is not None
     gone = False
@@ -59,6 +60,8 @@ async def unless_gone(request: Request, work: Awaitable[T]) -> T:
         nonlocal gone
         await _disconnected(request)
         gone = True
+        if on_gone is not None:
+            on_gone()
         this.cancel()
 
     watcher = asyncio.create_task(watch())
