@@ -184,3 +184,34 @@ def test_a_client_that_leaves_while_the_server_drains_is_recorded_as_gone_not_as
     with sqlite3.connect(server.db) as conn:
         recorded = conn.execute("select status, http_status, error from requests").fetchall()
     assert recorded == [("cancelled", 499, "client disconnected")]
+
+
+@pytest.mark.integration
+def test_a_client_that_leaves_a_stream_while_the_server_drains_is_recorded_as_gone(tmp_path: Path) -> None:
+    """Mid-answer, as above: the client reads two chunks, the server starts draining, the client hangs up."""
+    words = " ".join(f"w{i}" for i in range(100))  # 50 s at 0.5 s a word
+    with StubServer(Script(reply=words, word_delay_s=0.5)) as stub:
+        server = _serve(tmp_path, stub.url, "--timeout-graceful-shutdown", "30")
+        draining = threading.Event()
+
+        def stream(out: dict[str, Any]) -> None:
+            out["events"] = 0
+            body = {"model": "moai/default", "messages": USER, "stream": True}
+            with httpx.stream("POST", server.url + "/chat/completions", json=body, timeout=60) as r:
+                for line in r.iter_lines():
+                    out["events"] += line.startswith("data: ")
+                    if out["events"] >= 2:
+                        draining.wait(10)
+                        time.sleep(0.5)
+                        return  # hangs up mid-answer
+
+        out = _in_background(stream)
+        _until(lambda: out.get("events", 0) >= 2 or "done" in out)
+        server.proc.send_signal(signal.SIGTERM)
+        draining.set()
+        _until(lambda: "done" in out)
+        assert _finish(server, within=20) == 0  # the stream it was waiting for has ended: no 30 s wait
+    assert "error" not in out, out
+    with sqlite3.connect(server.db) as conn:
+        recorded = conn.execute("select status, http_status, error from requests").fetchall()
+    assert recorded == [("cancelled", 499, "client disconnected")]

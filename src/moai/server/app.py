@@ -41,7 +41,7 @@ from moai.server.openai_schema import (
 )
 from moai.server.rate_limit import RATE_LIMIT_HEADERS
 from moai.server.status import add_status_routes
-from moai.server.streaming import prepend, releasing, sse
+from moai.server.streaming import EventStream, prepend, releasing, sse
 from moai.strategies.budget import worst_case_usd
 from moai.strategies.context import NoEligibleModel
 from moai.strategies.executor import Execution, PlanFailed
@@ -336,9 +336,9 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
                 answering = first.answer if isinstance(first, Execution) else prep.plan.answering()
                 if answering is not None and answering.model:
                     headers["x-moai-model"] = answering.model
-                return StreamingResponse(
+                return EventStream(
                     sse(mix, prep, body.model, include_usage, prepend(first, items), request_timeout_s),
-                    media_type="text/event-stream", headers=headers,
+                    client_left, media_type="text/event-stream", headers=headers,
                 )
             deadline.start(prep, request_timeout_s)
             async with asyncio.timeout(request_timeout_s):

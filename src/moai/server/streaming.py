@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Send
 
 from moai import deadline
 from moai.mixture import Mixture, Prepared
@@ -19,6 +21,26 @@ from moai.server.errors import public
 from moai.server.openai_schema import error_body, fingerprint_field, usage_object
 from moai.server.spend_holds import Hold
 from moai.strategies.executor import Execution
+
+
+class EventStream(StreamingResponse):
+    """A streamed answer that says when its client disconnects, before the stream is stopped for it: the request's
+    record must tell a client that left from a stream the server stopped (while it drains, both are cancelled)."""
+
+    def __init__(self, content: AsyncIterator[Any], on_gone: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.on_gone = on_gone
+
+    async def listen_for_disconnect(self, receive: Receive) -> None:
+        await super().listen_for_disconnect(receive)  # returns only on the client's disconnect, then the stream stops
+        self.on_gone()
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        except OSError:  # servers of ASGI spec 2.4 report a gone client by failing the send
+            self.on_gone()
+            raise
 
 
 async def releasing(events: AsyncIterator[Any], keeper: Gatekeeper, hold: Hold) -> AsyncIterator[Any]:
