@@ -29,8 +29,6 @@ def error_of(text: str) -> str:
     return msg
 
 
-
-
 def check(tmp_path: Path, text: str, **env: str) -> Result:
     from moai.cli import app
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 from cli_support import one_line_error
-from click.testing import Result
-from test_config_checks import error_of
+from test_config_checks import check, error_of
 from typer.testing import CliRunner
 
 from moai.config import parse_config
@@ -23,19 +22,9 @@ mixes:
 """
 
 
-
-
 def with_model(line: str) -> str:
     """BASE with one more model (before ``mixes:``, on line 4)."""
     return BASE.replace("mixes:\n", f"  {line}\nmixes:\n")
-
-
-def check(tmp_path: Path, text: str) -> Result:
-    from moai.cli import app
-
-    path = tmp_path / "mix.yaml"
-    path.write_text(text)
-    return CliRunner().invoke(app, ["config", "check", str(path)])
 
 
 # ---------------------------------------------------------------- names

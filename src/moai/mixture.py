@@ -32,7 +32,7 @@ from moai.session_memory import SessionMemory
 from moai.strategies import builder
 from moai.strategies.auto import collaboration
 from moai.strategies.budget import one_model, within_budget
-from moai.strategies.context import Chooser, NoEligibleModel, RequestContext, eligible
+from moai.strategies.context import Chooser, NoEligibleModel, RequestContext, eligible, no_trusted_model
 from moai.strategies.executor import (
     Execution,
     Executor,
@@ -244,10 +244,7 @@ class Mixture(SessionMemory, Recording):
                     "messages", "context_length_exceeded",
                 )
             if guard.report.sensitive and guard.max_tier is not None:
-                raise NoEligibleModel(
-                    f"this request carries sensitive data ({', '.join(guard.report.kinds)}) and mix {mix_name!r} "
-                    f"has no model of privacy tier {guard.max_tier} or more trusted to send it to", excluded,
-                    code="no_trusted_model")
+                raise no_trusted_model(guard.report.kinds, mix_name, guard.max_tier, excluded)
             raise NoEligibleModel(f"no model satisfies the constraints of mix {mix_name!r}", excluded)
         params = ChatParams(
             messages=messages,

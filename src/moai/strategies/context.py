@@ -36,6 +36,14 @@ class NoEligibleModel(Exception):
         self.code = code
 
 
+def no_trusted_model(kinds: Sequence[str], mix_name: str, tier: str, excluded: dict[str, str],
+                     to: str = "send it to") -> NoEligibleModel:
+    """The refusal of a request whose sensitive data may go to none of the models it needs (those of its mix, or of
+    one of its roles: ``to`` says which)."""
+    return NoEligibleModel(f"this request carries sensitive data ({', '.join(kinds)}) and mix {mix_name!r} has no "
+                           f"model of privacy tier {tier} or more trusted to {to}", excluded, code="no_trusted_model")
+
+
 @dataclass
 class RequestContext:
     config: Config

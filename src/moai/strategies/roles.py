@@ -12,7 +12,7 @@ from typing import Any
 from moai.catalog import PRIVACY_RANK, ModelCard
 from moai.config import Pick, Role
 from moai.providers.base import ChatParams
-from moai.strategies.context import NoEligibleModel, RequestContext
+from moai.strategies.context import NoEligibleModel, RequestContext, no_trusted_model
 from moai.strategies.prompts import ReviewPrompt, merge_turns
 
 
@@ -75,13 +75,11 @@ def unfilled(ctx: RequestContext, what: str, role: Role | None) -> NoEligibleMod
         named = (role.among if role is not None else None) or []
     excluded = {m: ctx.excluded.get(m, "not among the mix's models") for m in named} or dict(ctx.excluded)
     tier = ctx.trusted_tier
-    untrusted = [m for m in excluded if tier is not None and m in ctx.config.models
-                 and PRIVACY_RANK[ctx.config.models[m].privacy] > PRIVACY_RANK[tier]]
-    if untrusted:  # the request's sensitive data is what keeps the role's models out: say so, as a route does
-        kinds = ", ".join(ctx.privacy.kinds) if ctx.privacy is not None else "sensitive data"
-        return NoEligibleModel(
-            f"this request carries sensitive data ({kinds}) and mix {ctx.mix_name!r} has no model of privacy tier "
-            f"{tier} or more trusted to play {what}", excluded, code="no_trusted_model")
+    cards = ctx.config.models
+    if tier is not None and any(m in cards and PRIVACY_RANK[cards[m].privacy] > PRIVACY_RANK[tier] for m in excluded):
+        # the request's sensitive data is what keeps the role's models out: say so, as a route does
+        kinds = ctx.privacy.kinds if ctx.privacy is not None else ["sensitive data"]
+        return no_trusted_model(kinds, ctx.mix_name, tier, excluded, to=f"play {what}")
     return NoEligibleModel(f"mix {ctx.mix_name!r}: no eligible model for {what}", excluded)
 
 
