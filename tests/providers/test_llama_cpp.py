@@ -9,6 +9,7 @@ import pytest
 
 from moai.catalog import ModelCard, complete_card
 from moai.providers import ChatParams, ProviderRequestError, ProviderUnavailable
+from moai.providers.base import is_refusal
 from moai.providers.llama_cpp import (
     LlamaCppProvider,
     generation_error,
@@ -60,7 +61,7 @@ def test_content_parts_become_text_for_the_chat_template() -> None:
         {"role": "assistant", "content": None, "tool_calls": [{"id": "c1"}]},
     ]
     out = text_messages("m", msgs)
-    assert out[0] == msgs[0] and out[2] == msgs[2]
+    assert out[0] == msgs[0] and out[2] == {**msgs[2], "content": ""}
     assert out[1] == {"role": "user", "content": "What is 2 + 2?\nDigits."}
     assert isinstance(msgs[1]["content"], list)  # the caller's messages are not modified
     assert text_messages("m", [{"role": "developer", "content": "Be brief."}]) == [
@@ -166,3 +167,63 @@ async def test_a_seeded_answer_is_the_same_whatever_was_asked_before(smollm_path
         await ask("Name a fruit.")
         answers += [await ask("Write one sentence about cats."), await ask("Write one sentence about cats.")]
     assert len(set(answers)) == 1, answers
+
+
+TWO_TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
+    {"type": "function", "function": {"name": "get_time", "parameters": {
+        "type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]}}},
+]
+
+
+def test_an_assistant_turn_without_content_reaches_the_template_as_text() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    msgs = text_messages("m", [{"role": "user", "content": "hi"},
+                               {"role": "assistant", "content": None, "tool_calls": [call]},
+                               {"role": "assistant", "content": None, "refusal": "I cannot help with that."}])
+    assert msgs[1] == {"role": "assistant", "content": "", "tool_calls": [call]}
+    assert msgs[2]["content"] == "I cannot help with that."
+
+
+def test_a_template_that_cannot_render_the_messages_is_the_requests_fault() -> None:
+    import jinja2
+
+    e = generation_error("m", jinja2.exceptions.UndefinedError("'dict object' has no attribute 'content'"))
+    assert isinstance(e, ProviderRequestError) and is_refusal(e.status)  # not counted against the model
+    assert (e.code, e.param, e.status) == ("unsupported_request", "messages", 400)
+
+
+def test_required_tool_choice_is_a_grammar_for_a_call() -> None:
+    msgs = [{"role": "user", "content": "hi"}]
+    kw = smol()._kwargs(ChatParams(messages=msgs, tools=TWO_TOOLS[:1], tool_choice="required"))
+    assert kw["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    kw = smol()._kwargs(ChatParams(messages=msgs, tools=TWO_TOOLS, tool_choice="required"))
+    assert "tool_choice" not in kw and kw["tools"] == TWO_TOOLS
+    names = [c["properties"]["name"]["const"] for c in kw["response_format"]["schema"]["anyOf"]]
+    assert kw["response_format"]["type"] == "json_object" and names == ["get_weather", "get_time"]
+
+
+def test_empty_stop_strings_are_not_sent() -> None:
+    msgs = [{"role": "user", "content": "hi"}]
+    assert "stop" not in smol()._kwargs(ChatParams(messages=msgs, stop=[""]))
+    assert smol()._kwargs(ChatParams(messages=msgs, stop=["", "\n"]))["stop"] == ["\n"]
+
+
+async def test_a_conversation_with_a_tool_call_turn_is_answered(smollm_path: Path) -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    msgs = [{"role": "user", "content": "What is the weather in Paris?"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "user", "content": "Never mind. Say hello."}]
+    out = await smol().complete(ChatParams(messages=msgs, max_tokens=8))
+    assert out.text.strip() and out.finish_reason in ("stop", "length")
+
+
+@pytest.mark.parametrize("tools", [TWO_TOOLS, TWO_TOOLS[:1]], ids=["two-tools", "one-tool"])
+async def test_required_tool_choice_answers_with_a_call(smollm_path: Path, tools: list) -> None:
+    msgs = [{"role": "user", "content": "Tell me a joke about cats."}]
+    out = await smol().complete(ChatParams(messages=msgs, tools=tools, tool_choice="required", max_tokens=64))
+    assert out.finish_reason == "tool_calls" and out.tool_calls and not out.text
+    call = out.tool_calls[0]["function"]
+    assert call["name"] in {t["function"]["name"] for t in tools}
+    assert isinstance(json.loads(call["arguments"]), dict)

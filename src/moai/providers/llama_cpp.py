@@ -70,7 +70,9 @@ def text_messages(model: str, messages: list[dict[str, Any]]) -> list[dict[str, 
         if m.get("role") == "developer":
             m = {**m, "role": "system"}
         content = m.get("content")
-        if isinstance(content, list):
+        if content is None:  # an assistant turn that called tools or refused: templates read content as text
+            m = {**m, "content": m.get("refusal") or ""}
+        elif isinstance(content, list):
             texts = []
             for part in content:
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
@@ -95,6 +97,20 @@ def llama_response_format(fmt: dict[str, Any] | None) -> dict[str, Any] | None:
     return fmt
 
 
+def function_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    return [t for t in tools or [] if t.get("type", "function") == "function" and isinstance(t.get("function"), dict)]
+
+
+def required_call_format(tools: list[dict[str, Any]]) -> dict[str, Any]:
+    """``tool_choice: "required"`` as a grammar: the answer must be one call, ``{"name", "arguments"}``, to one of
+    the offered functions with arguments in its schema (llama-cpp-python constrains only a named choice)."""
+    calls = [{"type": "object", "required": ["name", "arguments"],
+              "properties": {"name": {"const": t["function"].get("name")},
+                             "arguments": t["function"].get("parameters") or {"type": "object"}}}
+             for t in function_tools(tools)]
+    return {"type": "json_object", "schema": calls[0] if len(calls) == 1 else {"anyOf": calls}}
+
+
 _CONTEXT_OVERFLOW = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
 
 
@@ -108,6 +124,11 @@ def generation_error(model: str, e: Exception) -> ProviderError:
         return ProviderRequestError(
             model, f"this request is {tokens} tokens, more than the model's context window of {window} allows",
             code="context_length_exceeded", param="messages")
+    import jinja2
+
+    if isinstance(e, jinja2.TemplateError):  # the conversation, not the model: another request may render
+        return ProviderRequestError(model, f"its chat template cannot render these messages: {e}",
+                                    code="unsupported_request", param="messages")
     return ProviderUnavailable(model, f"generation failed: {e}")
 
 
@@ -172,15 +193,23 @@ class LlamaCppProvider(Provider):
     def _kwargs(self, params: ChatParams) -> dict[str, Any]:
         kw: dict[str, Any] = {"messages": text_messages(self.name, params.messages), "max_tokens": params.max_tokens}
         kw["temperature"] = 0.0 if params.temperature is None else params.temperature
-        for name in ("top_p", "frequency_penalty", "presence_penalty", "stop", "seed"):
+        for name in ("top_p", "frequency_penalty", "presence_penalty", "seed"):
             value = getattr(params, name)
             if value is not None:
                 kw[name] = value
+        stop = [s for s in params.stop or [] if s]  # an empty stop string matches at once: no answer at all
+        if stop:
+            kw["stop"] = stop
+        response_format = llama_response_format(params.response_format)
         if offers_tools(params):  # with "none" the template does not show them: the model must answer in text
             kw["tools"] = params.tools
-            if params.tool_choice is not None:
+            functions = function_tools(params.tools)
+            if params.tool_choice == "required" and len(functions) == 1:
+                kw["tool_choice"] = {"type": "function", "function": {"name": functions[0]["function"].get("name")}}
+            elif params.tool_choice == "required" and functions:
+                response_format = required_call_format(functions)  # a call is the answer the client asked for
+            elif params.tool_choice is not None:
                 kw["tool_choice"] = params.tool_choice
-        response_format = llama_response_format(params.response_format)
         if response_format is not None:
             kw["response_format"] = response_format
         return kw

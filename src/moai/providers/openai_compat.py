@@ -101,6 +101,45 @@ def _timed_out(model: str, message: str, sent: ChatParams, e: TimeoutError) -> P
     return error
 
 
+def _malformed(model: str, what: str) -> ProviderServerError:
+    """A reply that breaks the protocol is the upstream's failure: the request moves on to the next model."""
+    return ProviderServerError(model, f"malformed response: {what}")
+
+
+def _dict(model: str, value: Any, what: str) -> dict[str, Any]:
+    """An object the protocol requires (a choice, a message, a delta); absent reads as empty."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _malformed(model, f"{what} is {type(value).__name__}, not an object")
+    return value
+
+
+def _text(model: str, value: Any, what: str) -> str:
+    """Text content: a string, or a list of content parts (some compatible servers answer so), text joined."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(p, dict) for p in value):
+        return "".join(p["text"] for p in value if isinstance(p.get("text"), str))
+    raise _malformed(model, f"{what} is {type(value).__name__}, not text")
+
+
+def _calls(model: str, value: Any) -> list[dict[str, Any]] | None:
+    """Tool calls: a list of objects whose ``function`` is an object, or nothing."""
+    if not value:
+        return None
+    if not isinstance(value, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("function", {}), dict) for c in value):
+        raise _malformed(model, "tool_calls is not a list of calls")
+    return value
+
+
+def _finish(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def _fingerprint(data: dict[str, Any]) -> str | None:
     value = data.get("system_fingerprint")
     return value if isinstance(value, str) and value else None
@@ -198,16 +237,18 @@ class OpenAICompatProvider(Provider):
             error = ProviderServerError(self.name, "response had no choices")
             error.usage = _usage(data.get("usage")) if isinstance(data, dict) else None  # processed, and billed
             raise error
-        choice = choices[0]
-        message = choice.get("message") or {}
+        if not isinstance(choices, list):
+            raise _malformed(self.name, "choices is not a list")
+        choice = _dict(self.name, choices[0], "a choice")
+        message = _dict(self.name, choice.get("message"), "the message")
         elapsed = time.perf_counter() - start
         return Completion(
             model=self.name,
-            text=message.get("content") or "",
-            finish_reason=choice.get("finish_reason") or "stop",
+            text=_text(self.name, message.get("content"), "the content"),
+            finish_reason=_finish(choice.get("finish_reason")) or "stop",
             usage=_usage(data.get("usage")) or Usage(),
-            tool_calls=message.get("tool_calls") or None,
-            refusal=message.get("refusal") or None,
+            tool_calls=_calls(self.name, message.get("tool_calls")),
+            refusal=_text(self.name, message.get("refusal"), "the refusal") or None,
             latency_s=elapsed,
             ttft_s=elapsed,
             system_fingerprint=_fingerprint(data),
@@ -235,17 +276,23 @@ class OpenAICompatProvider(Provider):
                 if not isinstance(chunk, dict):
                     continue
                 if "error" in chunk and not chunk.get("choices"):
-                    message = (chunk.get("error") or {}).get("message", "stream error")
-                    raise ProviderServerError(self.name, f"upstream stream error: {message}")
+                    error = chunk.get("error")
+                    message = error.get("message") if isinstance(error, dict) else error
+                    raise ProviderServerError(self.name, f"upstream stream error: {message or 'stream error'}")
                 usage = _usage(chunk.get("usage")) or usage
                 fingerprint = _fingerprint(chunk) or fingerprint
-                for choice in (chunk.get("choices") or [])[:1]:
-                    d = choice.get("delta") or {}
-                    if d.get("content") or d.get("tool_calls") or d.get("refusal"):
-                        yield Delta(text=d.get("content") or "", tool_calls=d.get("tool_calls"),
-                                    refusal=d.get("refusal") or "", system_fingerprint=fingerprint)
-                    if choice.get("finish_reason"):
-                        finish = choice["finish_reason"]
+                choices = chunk.get("choices") or []
+                if not isinstance(choices, list):
+                    raise _malformed(self.name, "choices is not a list")
+                for raw_choice in choices[:1]:
+                    choice = _dict(self.name, raw_choice, "a choice")
+                    d = _dict(self.name, choice.get("delta"), "the delta")
+                    text = _text(self.name, d.get("content"), "the content")
+                    calls = _calls(self.name, d.get("tool_calls"))
+                    refusal = _text(self.name, d.get("refusal"), "the refusal")
+                    if text or calls or refusal:
+                        yield Delta(text=text, tool_calls=calls, refusal=refusal, system_fingerprint=fingerprint)
+                    finish = _finish(choice.get("finish_reason")) or finish
         except TimeoutError as e:
             raise _timed_out(self.name, "timed out mid-stream", params, e) from e
         except aiohttp.ClientError as e:

@@ -1,0 +1,131 @@
+"""Replies from OpenAI-compatible upstreams that break the protocol's shapes are that upstream's failure (the
+request moves on to the next model), and content sent as a list of text parts is read as its text."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.testclient import TestClient
+from stub_openai import Script, StubServer
+
+from moai.catalog import ModelCard
+from moai.config import parse_config
+from moai.providers import ChatParams, ProviderServerError
+from moai.providers.openai_compat import OpenAICompatProvider
+from moai.server.app import create_app
+
+PARAMS = ChatParams(messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+USAGE = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+
+
+def upstream(body: Any = None, events: list[Any] | None = None) -> FastAPI:
+    """An upstream answering every request with ``body`` (plain) or ``events`` (streamed, then [DONE])."""
+    app = FastAPI()
+    app.state.calls = 0
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat() -> Any:
+        app.state.calls += 1
+        if events is None:
+            return JSONResponse(body)
+
+        async def gen() -> AsyncIterator[str]:
+            for e in events:
+                yield f"data: {json.dumps(e)}\n\n"
+            yield "data: [DONE]\n\n"
+        return StreamingResponse(gen(), media_type="text/event-stream")
+
+    return app
+
+
+def reply(message: Any = None, choice: Any = None) -> dict[str, Any]:
+    return {"id": "x", "object": "chat.completion", "model": "m", "usage": USAGE,
+            "choices": [choice if choice is not None else {"index": 0, "message": message, "finish_reason": "stop"}]}
+
+
+OPENED: list[OpenAICompatProvider] = []
+
+
+def provider(url: str) -> OpenAICompatProvider:
+    OPENED.append(OpenAICompatProvider(ModelCard(name="up", provider="openai_compat", endpoint=url, max_retries=0,
+                                                 timeout_s=5)))
+    return OPENED[-1]
+
+
+@pytest.fixture(autouse=True)
+async def _close_providers() -> AsyncIterator[None]:
+    yield
+    while OPENED:
+        await OPENED.pop().aclose()
+
+
+@pytest.mark.parametrize("body", [
+    {"choices": ["x"]},
+    {"choices": [{"message": "hi"}]},
+    {"choices": {"0": {"message": {"content": "hi"}}}},
+    reply({"role": "assistant", "content": 42}),
+    reply({"role": "assistant", "content": {"text": "hi"}}),
+    reply({"role": "assistant", "content": None, "tool_calls": "get_weather()"}),
+    reply({"role": "assistant", "content": None, "tool_calls": [{"function": "get_weather"}]}),
+], ids=["choice-string", "message-string", "choices-object", "content-number", "content-object",
+        "tool-calls-string", "tool-call-function-string"])
+async def test_a_reply_of_the_wrong_shape_is_a_server_error(body: Any) -> None:
+    with StubServer(app=upstream(body)) as s, pytest.raises(ProviderServerError, match="malformed response"):
+        await provider(s.url).complete(PARAMS)
+
+
+@pytest.mark.parametrize("events", [
+    [{"choices": ["x"]}],
+    [{"choices": [{"delta": "hi"}]}],
+    [{"choices": [{"delta": {"content": 7}}]}],
+    [{"choices": [{"delta": {"tool_calls": {"name": "f"}}}]}],
+], ids=["choice-string", "delta-string", "content-number", "tool-calls-object"])
+async def test_a_stream_event_of_the_wrong_shape_is_a_server_error(events: list[Any]) -> None:
+    with StubServer(app=upstream(events=events)) as s, pytest.raises(ProviderServerError, match="malformed"):
+        [d async for d in provider(s.url).stream(PARAMS)]
+
+
+async def test_a_stream_error_given_as_a_string_is_named() -> None:
+    with StubServer(app=upstream(events=[{"error": "overloaded, try later"}])) as s, \
+            pytest.raises(ProviderServerError, match="overloaded, try later"):
+        [d async for d in provider(s.url).stream(PARAMS)]
+
+
+async def test_content_as_text_parts_is_read_as_its_text() -> None:
+    parts = [{"type": "text", "text": "Hello, "}, {"type": "text", "text": "world"}]
+    with StubServer(app=upstream(reply({"role": "assistant", "content": parts}))) as s:
+        out = await provider(s.url).complete(PARAMS)
+    assert out.text == "Hello, world" and out.finish_reason == "stop"
+    events = [{"choices": [{"index": 0, "delta": {"content": parts}}]},
+              {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
+    with StubServer(app=upstream(events=events)) as s:
+        deltas = [d async for d in provider(s.url).stream(PARAMS)]
+    assert "".join(d.text for d in deltas) == "Hello, world" and deltas[-1].finish_reason == "stop"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_next_model_answers_when_one_replies_in_the_wrong_shape(stream: bool) -> None:
+    broken = upstream({"choices": [{"message": "hi"}]}, [{"choices": ["x"]}] if stream else None)
+    with StubServer(app=broken) as bad, StubServer(Script(reply="fine answer")) as good:
+        cfg = parse_config(f"""
+models:
+  bad: {{provider: openai_compat, endpoint: "{bad.url}", privacy: private, max_retries: 0}}
+  good: {{provider: openai_compat, endpoint: "{good.url}", privacy: private, max_retries: 0,
+         price: {{input_per_mtok: 100, output_per_mtok: 100}}}}
+mixes:
+  default: {{strategy: route, models: [bad, good], fallbacks: [good], weights: {{quality: 0, cost: 1}}}}
+""")
+        with TestClient(create_app(cfg)) as client:
+            body = {"model": "bad", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+            r = client.post("/v1/chat/completions", json={**body, "model": "moai/default"})
+            assert r.status_code == 200, r.text
+            assert broken.state.calls == 1  # the free model was chosen first
+            text = r.text if stream else r.json()["choices"][0]["message"]["content"]
+            assert "fine" in text and "answer" in text
+            alone = client.post("/v1/chat/completions", json=body)
+            assert alone.status_code == 502 and alone.json()["error"]["code"] == "upstream_failed"
