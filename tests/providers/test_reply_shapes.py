@@ -108,24 +108,60 @@ async def test_content_as_text_parts_is_read_as_its_text() -> None:
     assert "".join(d.text for d in deltas) == "Hello, world" and deltas[-1].finish_reason == "stop"
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_the_next_model_answers_when_one_replies_in_the_wrong_shape(stream: bool) -> None:
-    broken = upstream({"choices": [{"message": "hi"}]}, [{"choices": ["x"]}] if stream else None)
-    with StubServer(app=broken) as bad, StubServer(Script(reply="fine answer")) as good:
-        cfg = parse_config(f"""
+def two_models(bad: str, good: str) -> str:
+    """A route mix whose free model ``bad`` is tried first, then ``good``."""
+    return f"""
 models:
-  bad: {{provider: openai_compat, endpoint: "{bad.url}", privacy: private, max_retries: 0}}
-  good: {{provider: openai_compat, endpoint: "{good.url}", privacy: private, max_retries: 0,
+  bad: {{provider: openai_compat, endpoint: "{bad}", privacy: private, max_retries: 0}}
+  good: {{provider: openai_compat, endpoint: "{good}", privacy: private, max_retries: 0,
          price: {{input_per_mtok: 100, output_per_mtok: 100}}}}
 mixes:
   default: {{strategy: route, models: [bad, good], fallbacks: [good], weights: {{quality: 0, cost: 1}}}}
-""")
-        with TestClient(create_app(cfg)) as client:
-            body = {"model": "bad", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
-            r = client.post("/v1/chat/completions", json={**body, "model": "moai/default"})
-            assert r.status_code == 200, r.text
-            assert broken.state.calls == 1  # the free model was chosen first
-            text = r.text if stream else r.json()["choices"][0]["message"]["content"]
-            assert "fine" in text and "answer" in text
-            alone = client.post("/v1/chat/completions", json=body)
-            assert alone.status_code == 502 and alone.json()["error"]["code"] == "upstream_failed"
+"""
+
+
+def answer_of(r: Any, stream: bool) -> str:
+    assert r.status_code == 200, r.text
+    return r.text if stream else r.json()["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_next_model_answers_when_one_replies_in_the_wrong_shape(stream: bool) -> None:
+    broken = upstream({"choices": [{"message": "hi"}]}, [{"choices": ["x"]}] if stream else None)
+    with StubServer(app=broken) as bad, StubServer(Script(reply="fine answer")) as good, \
+            TestClient(create_app(parse_config(two_models(bad.url, good.url)))) as client:
+        body = {"model": "bad", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+        text = answer_of(client.post("/v1/chat/completions", json={**body, "model": "moai/default"}), stream)
+        assert "fine" in text and "answer" in text
+        assert broken.state.calls == 1  # the free model was chosen first
+        alone = client.post("/v1/chat/completions", json=body)
+        assert alone.status_code == 502 and alone.json()["error"]["code"] == "upstream_failed"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_provider_raising_an_unforeseen_exception_is_a_failed_try(stream: bool, monkeypatch: pytest.MonkeyPatch,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    real_complete, real_stream = OpenAICompatProvider.complete, OpenAICompatProvider.stream
+
+    async def complete(self: OpenAICompatProvider, params: ChatParams) -> Any:
+        if self.name == "bad":
+            raise KeyError("choices")
+        return await real_complete(self, params)
+
+    async def stream_(self: OpenAICompatProvider, params: ChatParams) -> AsyncIterator[Any]:
+        if self.name == "bad":
+            raise KeyError("choices")
+        async for d in real_stream(self, params):
+            yield d
+
+    monkeypatch.setattr(OpenAICompatProvider, "complete", complete)
+    monkeypatch.setattr(OpenAICompatProvider, "stream", stream_)
+    with StubServer(Script(reply="unused")) as bad, StubServer(Script(reply="fine answer")) as good, \
+            TestClient(create_app(parse_config(two_models(bad.url, good.url)))) as client:
+        r = client.post("/v1/chat/completions", json={"model": "moai/default", "stream": stream,
+                                                      "messages": [{"role": "user", "content": "hi"}]})
+        assert "fine" in answer_of(r, stream)
+        if not stream:
+            failed = [a for t in r.json()["moai"]["trace"] for a in t.get("attempts", []) if a["model"] == "bad"]
+            assert failed and "KeyError" in failed[0]["error"]
+    assert any("unexpected KeyError" in rec.getMessage() and rec.exc_info for rec in caplog.records)

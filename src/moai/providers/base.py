@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import logging
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 from moai.catalog import ModelCard
+
+log = logging.getLogger(__name__)
 
 
 class ProviderError(RuntimeError):
@@ -238,8 +241,26 @@ def watch_retries(seen: list[ProviderError]) -> Iterator[None]:
         _RETRIED.reset(token)
 
 
-async def watched(deltas: AsyncIterator[Delta], seen: list[ProviderError]) -> AsyncIterator[Delta]:
-    """``deltas``, with the tries retried while each piece is awaited collected into ``seen``."""
+def unexpected(model: str, e: Exception) -> ProviderServerError:
+    """What a provider raised other than a ProviderError (a reply no check foresaw, a library's own bug), as that
+    model failing: the request moves on to the next model instead of crashing. The traceback goes to the log."""
+    log.error("%s: unexpected %s in its provider", model, type(e).__name__, exc_info=e)
+    return ProviderServerError(model, f"provider error: {type(e).__name__}")
+
+
+async def answered(model: str, call: Awaitable[Completion]) -> Completion:
+    """``call``'s completion; an unexpected exception is that model's failure (``unexpected``)."""
+    try:
+        return await call
+    except ProviderError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any other exception type is a provider's failure, see unexpected
+        raise unexpected(model, e) from e
+
+
+async def watched(deltas: AsyncIterator[Delta], seen: list[ProviderError], model: str) -> AsyncIterator[Delta]:
+    """``deltas``, with the tries retried while each piece is awaited collected into ``seen``; an unexpected
+    exception is that model's failure (``unexpected``)."""
     it = aiter(deltas)
     while True:
         with watch_retries(seen):
@@ -247,6 +268,10 @@ async def watched(deltas: AsyncIterator[Delta], seen: list[ProviderError]) -> As
                 d = await anext(it)
             except StopAsyncIteration:
                 return
+            except ProviderError:
+                raise
+            except Exception as e:  # noqa: BLE001 - see unexpected
+                raise unexpected(model, e) from e
         yield d
 
 

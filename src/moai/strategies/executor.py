@@ -17,7 +17,7 @@ from typing import Any
 from moai.catalog import ModelCard
 from moai.config import Config
 from moai.providers import ChatParams, Delta, Provider, ProviderError, ProviderRateLimited, Usage, make_provider
-from moai.providers.base import is_refusal, prompt_usage, watch_retries, watched, with_estimates
+from moai.providers.base import answered, is_refusal, prompt_usage, watch_retries, watched, with_estimates
 from moai.providers.tool_calls import merge_tool_call_deltas
 from moai.strategies.plan import Built, Passthrough, Plan, Step, StepResult
 from moai.telemetry.carbon import CarbonModel
@@ -322,7 +322,7 @@ class Executor:
                 async with self.registry.limit(model):
                     res.usage = prompt_usage(sent)  # sent: what a request cut short now is billed for it
                     with watch_retries(retried):
-                        out = await self.registry.get(model).complete(sent)
+                        out = await answered(model, self.registry.get(model).complete(sent))
                 if redactor:
                     out.text = redactor.restore(out.text)
                     out.tool_calls = _restored_calls(redactor, out.tool_calls)
@@ -472,7 +472,7 @@ class Executor:
                 sent = redactor.apply(params, model) if redactor else params  # may refuse to send it
                 async with self.registry.limit(model):
                     ans.usage = prompt_usage(sent)  # counted as it streams, exact at the end
-                    async for d in watched(self.registry.get(model).stream(sent), retried):
+                    async for d in watched(self.registry.get(model).stream(sent), retried, model):
                         if restorer is not None:
                             d.text = restorer.feed(d.text) + (restorer.flush() if d.finish_reason else "")
                             if d.tool_calls:  # a placeholder may straddle two pieces of the arguments
