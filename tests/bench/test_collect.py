@@ -183,6 +183,26 @@ def test_failed_calls_are_not_journaled_and_retried_next_run(tmp_path: Path, fil
     assert len(read(out)) == 2
 
 
+def test_a_provider_raising_an_unforeseen_exception_fails_its_pairs_only(
+        tmp_path: Path, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from moai.providers.openai_compat import OpenAICompatProvider
+
+    real = OpenAICompatProvider.complete
+
+    async def complete(self: OpenAICompatProvider, params: object) -> object:
+        if self.name == "beta":
+            raise KeyError("choices")
+        return await real(self, params)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(OpenAICompatProvider, "complete", complete)
+    out = tmp_path / "r.jsonl"
+    with StubServer(Script(reply="#### 72")) as stub:
+        summary = col.collect([files["gsm"]], load_config(write_config(tmp_path, stub.url)), out,
+                              models=["alpha", "beta"])
+    assert (summary.graded, summary.failed) == (2, 2)
+    assert all("beta" in e and "KeyError" in e for e in summary.errors)
+
+
 def test_regrade_rescores_without_calls(tmp_path: Path, files: dict[str, Path]) -> None:
     out = tmp_path / "r.jsonl"
     with StubServer(Script(reply="#### 72")) as stub:

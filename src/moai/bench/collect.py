@@ -47,6 +47,7 @@ from moai.bench.questions import (
 from moai.catalog import ModelCard
 from moai.config import Config
 from moai.providers import ChatParams, Provider, ProviderError, make_provider
+from moai.providers.base import answered
 from moai.telemetry.carbon import CarbonModel
 
 __all__ = [
@@ -129,7 +130,7 @@ async def run_pairs(
         async def one(q: Question, card: ModelCard) -> None:
             params = ChatParams(messages=q.messages, max_tokens=q.max_tokens, temperature=0.0, seed=seed)
             try:
-                comp = await providers[card.name].complete(params)
+                comp = await answered(card.name, providers[card.name].complete(params))  # any failure: a failed pair
             except ProviderError as e:
                 summary.failed += 1
                 summary.errors.append(f"{q.id} {card.name}: {e}")
