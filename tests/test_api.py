@@ -469,3 +469,22 @@ def test_a_local_call_cut_short_by_its_client_is_billed_the_energy_it_spent() ->
     assert local.status == cloud.status == "cancelled"
     assert local.energy_kwh > 0 and local.co2_g > 0 and local.usage.completion_tokens == 0
     assert cloud.energy_kwh == 0
+
+
+def test_a_stream_from_a_mix_named_outside_ascii_has_encoded_headers(stub: StubServer, tmp_path: Path) -> None:
+    path = tmp_path / "named.yaml"
+    path.write_text(f"""
+models:
+  模型: {{provider: openai_compat, endpoint: "{stub.url}", model: stub, privacy: cloud}}
+mixes:
+  默认: {{strategy: route, models: [模型]}}
+""")
+    m = Mixture.from_config(str(path))
+    try:
+        with m.chat.completions.create(model="moai/默认", messages=HI, stream=True) as stream:
+            text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+            headers = stream.response.headers
+    finally:
+        shutdown(m)
+    assert text == "hello from the stub"
+    assert headers["x-moai-mix"] == "%E9%BB%98%E8%AE%A4" and headers["x-moai-model"] == "%E6%A8%A1%E5%9E%8B"

@@ -144,16 +144,17 @@ async def complete(mixture: Mixture, call: _Call) -> ChatCompletion:
 async def _response(mixture: Mixture, prep: Prepared, first: Any) -> http.Response:
     """The response the server opens this stream with (its status and headers: request id, mix, the model whose
     answer streams, the cache's verdict), as ``openai.Stream.response`` has it; the chunks are not its body."""
+    from moai.server.headers import header_value
     from moai.strategies.executor import Execution
 
-    headers = {"content-type": "text/event-stream; charset=utf-8", "x-moai-mix": prep.ctx.mix_name,
+    headers = {"content-type": "text/event-stream; charset=utf-8", "x-moai-mix": header_value(prep.ctx.mix_name),
                "x-moai-request-id": prep.id, "x-request-id": prep.id}
     if prep.ctx.decision:
-        headers["x-moai-model"] = prep.ctx.decision.model
+        headers["x-moai-model"] = header_value(prep.ctx.decision.model)
     # the model whose answer streams is known at the first chunk (an aggregator, a reviser: not the gate's pick)
     answering = first.answer if isinstance(first, Execution) else prep.plan.answering()
     if answering is not None and answering.model:
-        headers["x-moai-model"] = answering.model
+        headers["x-moai-model"] = header_value(answering.model)
     if mixture.cache.enabled:  # looked up when the stream began: this reads its memo
         look = await mixture.cache.alookup(prep)
         headers["x-moai-cache"] = "hit" if look.status == "semantic" else look.status

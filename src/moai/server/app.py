@@ -30,6 +30,7 @@ from moai.providers.base import ProviderError, is_refusal
 from moai.server.auth import DATABASE_UNAVAILABLE, Denied, Gatekeeper, has_budget
 from moai.server.connection import ClientGone, read_body, unless_gone
 from moai.server.errors import denied, err, error_code, public, without_addresses
+from moai.server.headers import HeadAsGet, fresh_request_id, header_value
 from moai.server.housekeeping import refresh_forever, retain_forever
 from moai.server.openai_schema import (
     ChatCompletionRequest,
@@ -110,6 +111,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         app.add_middleware(CORSMiddleware, allow_origins=config.settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["x-request-id", "x-moai-request-id", "x-moai-model",
                                                                 "x-moai-mix", "retry-after", *RATE_LIMIT_HEADERS])
+    app.add_middleware(HeadAsGet)
     app.state.mixture = mix
     max_body = config.settings.max_body_bytes
     keeper = Gatekeeper(mix.store, on_error=lambda _e: mix.metrics.observe_database_error("keys"))
@@ -133,7 +135,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, e: RequestValidationError) -> JSONResponse:
         message, param = validation_message(e)
-        return err(400, message, param=param)
+        return err(400, message, param=param, headers={"x-request-id": fresh_request_id()})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(req: Request, e: StarletteHTTPException) -> JSONResponse:
@@ -142,11 +144,15 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         if e.status_code == 404 and e.detail == "Not Found":  # e.g. an OpenAI endpoint not served (embeddings)
             message = (f"{req.url.path} is not served here: moai serves POST /v1/chat/completions, GET /v1/models "
                        "and POST /v1/feedback")
-        return err(e.status_code, message, type_)
+        # the exception's headers (a 405's Allow), and an id to quote, as on every answer to a chat request
+        return err(e.status_code, message, type_, headers={"x-request-id": fresh_request_id(), **(e.headers or {})})
 
     @app.exception_handler(Exception)
-    async def _crash(_req: Request, e: Exception) -> JSONResponse:  # last resort: never a traceback
-        return err(500, f"internal error: {type(e).__name__}", "server_error")
+    async def _crash(req: Request, e: Exception) -> JSONResponse:  # last resort: never a traceback
+        # the request's id when it got one (its record says what happened), else one to quote
+        request_id = getattr(req.state, "moai_request_id", None) or fresh_request_id()
+        return err(500, f"internal error: {type(e).__name__}", "server_error",
+                   headers={"x-request-id": request_id})
 
     add_status_routes(app, mix, config, keeper)
 
@@ -213,14 +219,22 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
 
     @app.get("/v1/models/{model_id:path}", response_model=None)
     async def model(model_id: str, request: Request) -> Any:
-        """OpenAI's "retrieve model" (``client.models.retrieve("moai/default")``)."""
+        """OpenAI's "retrieve model" (``client.models.retrieve("moai/default")``). An id is read as a chat request's
+        ``model`` is (``default`` is ``moai/default``): what a client may call, it may retrieve; the object is the
+        one GET /v1/models lists for what the id resolves to."""
         try:
             key = await keeper.check(request.headers.get("authorization"))
         except Denied as e:
             return denied(e)
-        for obj in model_objects(key.allowed_mixes if key is not None else None):
-            if obj["id"] == model_id:
-                return obj
+        try:
+            name, resolved = mix.resolve(model_id)
+        except UnknownModel:
+            resolved = None
+        if resolved is not None:
+            listed = f"moai/{name}" if mix.config.mixes.get(name) is resolved else name
+            for obj in model_objects(key.allowed_mixes if key is not None else None):
+                if obj["id"] == listed:
+                    return obj
         return err(404, f"The model {model_id!r} does not exist", "not_found_error", "model", "model_not_found")
 
     @app.post("/v1/chat/completions", response_model=None)
@@ -230,6 +244,8 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             # turned away before any mix ran (no key, a limit, an unknown model, a bad body): no request record,
             # so counted here, by its error code (a fixed vocabulary: no label grows with what clients send)
             mix.metrics.observe_rejection(response.status_code, error_code(response))
+        if "x-request-id" not in response.headers:  # turned away before it had a completion id: one to quote
+            response.headers["x-request-id"] = fresh_request_id()
         return response
 
     async def chat_request(request: Request) -> Any:
@@ -283,9 +299,9 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             try:
                 request_id = await mix.record_refusal(body, e, api_key, session, started)
             except SQLAlchemyError as db_error:
-                return database_down("record", db_error, {"x-moai-mix": mix_name})
-            refused = ({"x-moai-mix": mix_name, "x-moai-request-id": request_id, "x-request-id": request_id,
-                        **limits} if request_id else limits or None)
+                return database_down("record", db_error, {"x-moai-mix": header_value(mix_name)})
+            refused = ({"x-moai-mix": header_value(mix_name), "x-moai-request-id": request_id,
+                        "x-request-id": request_id, **limits} if request_id else limits or None)
             if isinstance(e, BadRequest):
                 return err(400, str(e), param=e.param, code=e.code, headers=refused)
             status, code, message = refusal(e)
@@ -294,7 +310,8 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             log.error("request %s to %s failed before any model ran", request_id, mix_name, exc_info=e)
             return err(500, f"internal error: {type(e).__name__}", "server_error", headers=refused)
         # x-request-id as OpenAI sends it (its SDKs expose it as the response's request id)
-        headers = {"x-moai-mix": prep.ctx.mix_name, "x-moai-request-id": prep.id, "x-request-id": prep.id, **limits}
+        headers = {"x-moai-mix": header_value(prep.ctx.mix_name), "x-moai-request-id": prep.id,
+                   "x-request-id": prep.id, **limits}
         request.state.moai_request_id = prep.id  # for the 503 of a request the shutdown stops (serve_process.Stoppable)
         hold = None
         if has_budget(key):  # its worst case counts against the key's budget until it is recorded
@@ -318,7 +335,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
     async def answer(request: Request, body: ChatCompletionRequest, prep: Prepared, headers: dict[str, str]) -> Any:
         """Run a prepared request, streamed or not, to its response (recorded by then, or for a stream at its end)."""
         if prep.ctx.decision:
-            headers["x-moai-model"] = prep.ctx.decision.model
+            headers["x-moai-model"] = header_value(prep.ctx.decision.model)
         if mix.cache.enabled:  # looked up now (memoised on prep) so that a stream's headers can say it too
             look = await mix.cache.alookup(prep)
             headers["x-moai-cache"] = "hit" if look.status == "semantic" else look.status
@@ -335,7 +352,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
                 # the model whose answer streams is known now (an aggregator, a reviser: not the gate's pick)
                 answering = first.answer if isinstance(first, Execution) else prep.plan.answering()
                 if answering is not None and answering.model:
-                    headers["x-moai-model"] = answering.model
+                    headers["x-moai-model"] = header_value(answering.model)
                 return EventStream(
                     sse(mix, prep, body.model, include_usage, prepend(first, items), request_timeout_s),
                     client_left, media_type="text/event-stream", headers=headers,
@@ -367,7 +384,8 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             return err(deadline.STATUS, deadline.message(request_timeout_s), "server_error", code=deadline.CODE,
                        headers=headers)
         summary = mix.summary(prep, ex)
-        headers.update({"x-moai-model": ex.answer.model or "", "x-moai-cost-usd": f"{ex.cost_usd:.8f}"})
+        headers.update({"x-moai-model": header_value(ex.answer.model or ""),
+                        "x-moai-cost-usd": f"{ex.cost_usd:.8f}"})
         return JSONResponse(_completion(prep, body.model, ex, summary), headers=headers)
 
     _document_bodies(app, {"/v1/chat/completions": ChatCompletionRequest, "/v1/feedback": FeedbackRequest})

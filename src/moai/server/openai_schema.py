@@ -31,13 +31,16 @@ class ChatMessage(BaseModel):
 
     @model_validator(mode="after")
     def _content_present(self) -> ChatMessage:
-        if self.role in ("user", "system", "developer"):
-            text = self.text()
-            if not text.strip():
-                raise ValueError(f"a {self.role} message needs non-empty content")
+        if self.role in ("user", "system", "developer") and not self.text().strip() and not self._media():
+            raise ValueError(f"a {self.role} message needs non-empty content")
         if self.role == "tool" and not self.tool_call_id:
             raise ValueError("a tool message needs tool_call_id")
         return self
+
+    def _media(self) -> bool:
+        """Whether a user message carries a part other than text (an image, audio, a file): content on its own,
+        as OpenAI takes it ("what is in this picture?" may be the picture alone)."""
+        return self.role == "user" and isinstance(self.content, list) and any(p.type != "text" for p in self.content)
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -55,9 +58,22 @@ class ChatMessage(BaseModel):
         return out
 
 
+def _null_is_default(model: type[BaseModel], v: Any, info: ValidationInfo) -> Any:
+    """null for the field's default, as OpenAI's schema allows (its SDKs and other clients send ``"n": null``); any
+    other value is checked as strictly as before."""
+    if v is None and info.field_name is not None:
+        return model.model_fields[info.field_name].default
+    return v
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
     include_usage: bool = Field(False, strict=True)
+
+    @field_validator("include_usage", mode="before")
+    @classmethod
+    def _default_for_null(cls, v: Any, info: ValidationInfo) -> Any:
+        return _null_is_default(cls, v, info)
 
 
 class MoaiOptions(BaseModel):
@@ -164,6 +180,11 @@ class ChatCompletionRequest(BaseModel):
     # the response cache's per-request opt-out also at the top level: `cache: false`, or LiteLLM's
     # `cache: {"no-cache": true}`; folded into moai.cache
     cache: StrictBool | dict[str, Any] | None = None
+
+    @field_validator("stream", "n", mode="before")
+    @classmethod
+    def _default_for_null(cls, v: Any, info: ValidationInfo) -> Any:
+        return _null_is_default(cls, v, info)
 
     @model_validator(mode="before")
     @classmethod
