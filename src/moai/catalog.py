@@ -73,6 +73,10 @@ class Deployment(BaseModel):
 ROLES = ("proposer", "aggregator", "writer", "drafter", "critic", "judge")
 
 
+MAX_PARAMS_B = 100_000  # billions of parameters: 100 trillion
+MAX_CONTEXT = 100_000_000  # tokens
+
+
 class ModelCard(BaseModel):
     """One model as the mix instructions describe it."""
 
@@ -88,9 +92,11 @@ class ModelCard(BaseModel):
     records: list[str] = Field(default_factory=list)  # routing-record files (provider: replay)
     price: Price = Field(default_factory=Price)
     privacy: PrivacyTier = "cloud"
-    params_b: float | None = Field(None, gt=0)
+    # bounded far above any real model, so that a typo (1e300) is a config error, not an energy and CO2 estimate
+    # that every request records as 1e293 kWh
+    params_b: float | None = Field(None, gt=0, le=MAX_PARAMS_B)
     family: str | None = None
-    context: int = Field(4096, gt=0)
+    context: int = Field(4096, gt=0, le=MAX_CONTEXT)
     # the roles a gate-picked slot may give it (none listed: any); a role that names models keeps them as named
     roles: list[str] = Field(default_factory=list)
     supports_tools: bool = False

@@ -14,9 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.text import Text
 
 from moai.cli_checks import check_cache, check_privacy_model, warn_missing_keys, warn_missing_local
-from moai.cli_common import config_db_option, console, err_console, fail, open_config, open_store, resolve_database_url
+from moai.cli_common import (
+    config_db_option,
+    console,
+    err_console,
+    fail,
+    open_config,
+    open_store,
+    resolve_database_url,
+    say,
+)
 from moai.config import Config
 from moai.config_cli import config_app
 from moai.db_cli import db_app
@@ -99,7 +109,7 @@ def serve(
     store = open_store(database_url or cfg.settings.database_url)
     warn_missing_local(cfg)
     warn_missing_keys(cfg)
-    console.print(f"moai serving {len(cfg.mixes)} mix(es) over {len(cfg.models)} model(s) on http://{host}:{port}/v1")
+    say(f"moai serving {len(cfg.mixes)} mix(es) over {len(cfg.models)} model(s) on http://{host}:{port}/v1")
     log_to_stderr(log_level)
     if limit_concurrency is None:
         limit_concurrency = default_concurrency()
@@ -139,6 +149,7 @@ def chat(
 
     cfg = open_config(config)
     check_cache(cfg)
+    check_privacy_model()
     if not prompt.strip():
         fail("the prompt is empty")
     name = mix.removeprefix("moai/")
@@ -176,9 +187,9 @@ def chat(
         fail(str(e), 1)
         return
     if summary:
-        line = (f"[dim]{summary['model']} · {summary['strategy']} · {summary['latency_ms']:.0f} ms · "
-                f"${summary['cost_usd']:.6f} · {summary['energy_kwh'] * 1000:.3f} Wh[/dim]")
-        err_console.print(line)
+        line = (f"{summary['model']} · {summary['strategy']} · {summary['latency_ms']:.0f} ms · "
+                f"${summary['cost_usd']:.6f} · {summary['energy_kwh'] * 1000:.3f} Wh")
+        err_console.print(Text(line, style="dim"), soft_wrap=True)  # a model name's "[...]" is not markup
         if show_trace:
             err_console.print_json(json.dumps(summary))
 
@@ -201,6 +212,7 @@ def route(
 
     cfg = open_config(config)
     check_cache(cfg)
+    check_privacy_model()
     if not prompt.strip():
         fail("the prompt is empty")
     try:
@@ -248,13 +260,13 @@ def report(
     rep = build_report(open_store(url), start)
     print_tables(rep, console)
     if not rep.requests:
-        console.print("no requests recorded" + (f" since {since}" if since else ""))
+        say("no requests recorded" + (f" since {since}" if since else ""))
     if plot:
         _write_output(plot, lambda p: p.write_bytes(plot_png(rep)))
-        console.print(f"plots: {plot}")
+        say(f"plots: {plot}")
     if html_out:
         _write_output(html_out, lambda p: write_html(rep, p))
-        console.print(f"html: {html_out}")
+        say(f"html: {html_out}")
 
 
 # a negative score is an argument as written (`moai feedback ID -1`), not an unknown option "-1"
@@ -265,7 +277,8 @@ def feedback(
     comment: str | None = typer.Option(None, help="Free text."),
     scale: str | None = typer.Option(
         None, help="The score's scale: thumbs (-1..1), unit (0..1) or ten (0..10, where 1 is 1/10)."),
-    url: str | None = typer.Option(None, help="Send to a running server (its base URL) instead of the database."),
+    url: str | None = typer.Option(None, help="Send to a running server (its base URL, with or without /v1) "
+                                   "instead of the database."),
     database_url: str | None = typer.Option(None, help="Default: the config's, else MOAI_DATABASE_URL, else SQLite."),
     config: str | None = config_db_option(),
 ) -> None:
@@ -274,7 +287,7 @@ def feedback(
         import httpx
 
         try:
-            r = httpx.post(url.rstrip("/") + "/v1/feedback", json={"id": request_id, "score": score,
+            r = httpx.post(feedback_endpoint(url), json={"id": request_id, "score": score,
                                                                     "comment": comment, "scale": scale}, timeout=30)
         except httpx.HTTPError as e:
             fail(f"cannot reach {url}: {e}")
@@ -292,7 +305,7 @@ def feedback(
             recorded = False
         if not recorded:
             fail(f"{url} answered 200 but not with a feedback record: is it a moai server?")
-        console.print(f"recorded feedback {score:g} for {request_id}")
+        say(f"recorded feedback {score:g} for {request_id}")
         return
     from moai.telemetry.feedback import stored_score
     from moai.telemetry.store import UnknownRequest
@@ -304,7 +317,16 @@ def feedback(
         fail(f"no chat completion with id {request_id!r} in the telemetry database")
     except ValueError as e:  # a score off every accepted scale
         fail(str(e))
-    console.print(f"recorded feedback {score:g} for {request_id}")
+    say(f"recorded feedback {score:g} for {request_id}")
+
+
+def feedback_endpoint(url: str) -> str:
+    """POST /v1/feedback of the server at ``url``: its root (http://host:8000) or the base URL clients are given
+    (http://host:8000/v1), never .../v1/v1/feedback."""
+    base = url.strip().rstrip("/")
+    if base.endswith("/v1/feedback"):
+        return base
+    return base + ("/feedback" if base.endswith("/v1") else "/v1/feedback")
 
 
 def _register_optional() -> None:

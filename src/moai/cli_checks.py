@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from moai.cli_common import err_console, guarded
+from moai.cli_common import guarded, warn
 from moai.config import Config
 
 
@@ -32,14 +32,12 @@ def warn_missing_local(cfg: Config) -> None:
     missing = [c.package for c in cfg.models.values() if c.provider == "local" and c.package in ZOO
                and not is_ready(c.package)]
     if missing:
-        err_console.print(f"[yellow]warning:[/yellow] local models not pulled yet: {', '.join(missing)} "
-                          f"(run: moai models pull)")
+        warn(f"local models not pulled yet: {', '.join(missing)} (run: moai models pull)")
     files = [f"{c.name} ({f})" for c in cfg.models.values()
              for f in ([c.path] if c.provider == "local" and c.path else c.records if c.provider == "replay" else [])
              if not Path(f).expanduser().is_file()]
     if files:  # every request to them would fail (502): said now, not per request
-        err_console.print(f"[yellow]warning:[/yellow] no such file for: {', '.join(files)}", highlight=False,
-                          soft_wrap=True)
+        warn(f"no such file for: {', '.join(files)}")
 
 
 def _missing_keys(cfg: Config, only: set[str] | None = None) -> list[str]:
@@ -68,5 +66,4 @@ def _missing_keys(cfg: Config, only: set[str] | None = None) -> list[str]:
 def warn_missing_keys(cfg: Config, only: set[str] | None = None) -> None:
     missing = _missing_keys(cfg, only)
     if missing:
-        err_console.print(f"[yellow]warning:[/yellow] API key variable not set for: {', '.join(missing)}; their "
-                          "requests go out without a key", highlight=False, soft_wrap=True)
+        warn(f"API key variable not set for: {', '.join(missing)}; their requests go out without a key")

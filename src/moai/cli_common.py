@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from moai.config import Config, ConfigError, load_config
 
@@ -22,8 +23,20 @@ T = TypeVar("T")
 
 
 def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    """One ``error:`` line and exit ``code``. The message is printed as written: it carries names, paths and
+    exception text, where ``[...]`` is not rich markup (``[/x]`` would otherwise raise, ``[prod]`` vanish)."""
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    """One ``warning:`` line on stderr, the message printed as written (see ``fail``)."""
+    err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def say(message: str) -> None:
+    """A line on stdout printed as written: names and paths in it are never read as rich markup."""
+    console.print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 def guarded(fn: Callable[[], T]) -> T:

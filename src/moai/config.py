@@ -261,7 +261,9 @@ def _message(err: Any, loc: tuple[int | str, ...]) -> str:
         return f"a name must be a string, not {err.get('input')!r}; put it in quotes"
     if err["type"] == "extra_forbidden" and loc:
         names = _field_names(loc[:-1])
-        if "input_per_mtok" in names and (unit := _per_token_hint(str(loc[-1]), err.get("input"))):
+        # LiteLLM puts its per-token prices on the model itself: the hint then says where ours go (price:)
+        if ("input_per_mtok" in names or "price" in names) and (
+                unit := _per_token_hint(str(loc[-1]), err.get("input"), under_price="price" in names)):
             return f"unknown key {loc[-1]!r}: {unit}"
         hint = _did_you_mean(str(loc[-1]), names)
         if not hint and 0 < len(names) <= 8:
@@ -277,15 +279,20 @@ def _message(err: Any, loc: tuple[int | str, ...]) -> str:
 _PER_TOKEN_KEYS = {"input_cost_per_token": "input_per_mtok", "output_cost_per_token": "output_per_mtok"}
 
 
-def _per_token_hint(key: str, value: Any) -> str | None:
-    """For a price given per token (LiteLLM's ``input_cost_per_token``): the unit here and the figure to write."""
+def _per_token_hint(key: str, value: Any, under_price: bool = False) -> str | None:
+    """For a price given per token (LiteLLM's ``input_cost_per_token``): the unit here and the figure to write,
+    under ``price:`` when it was written on the model card itself."""
     ours = _PER_TOKEN_KEYS.get(key)
     if ours is None:
         return None
     try:
-        converted = f"{ours}: {float(value) * 1e6:.10g}"
+        figure = f"{float(value) * 1e6:.10g}"
     except (TypeError, ValueError):
-        converted = f"{ours} (the per-token price × 1,000,000)"
+        figure = None
+    if figure is None:
+        converted = f"{ours} (the per-token price × 1,000,000)" + (" under price:" if under_price else "")
+    else:
+        converted = f"price: {{{ours}: {figure}}}" if under_price else f"{ours}: {figure}"
     return f"prices here are USD per million tokens, not per token; write {converted}"
 
 

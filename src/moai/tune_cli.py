@@ -23,6 +23,11 @@ def _fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _unwritten(cfg_path: Path | None, dry_run: bool) -> str:
+    """What became of the YAML when a command stopped before writing it."""
+    return "nothing written" if cfg_path is None or dry_run else f"{cfg_path} not updated"
+
+
 def _load_gate(path: Path | None, cfg: Any) -> Any:
     """--gate, else the config's settings.gate, else the gate shipped with moai."""
     from moai.gate.runtime import DEFAULT_GATE_DIR
@@ -68,6 +73,14 @@ def tune(
     from moai.tuning.yaml_io import write_mix_value
 
     cfg_path = config or (Path(os.environ["MOAI_CONFIG"]) if os.environ.get("MOAI_CONFIG") else None)
+    if plot is not None:  # a plot that cannot be written is said before any tuning, as `gate eval --plot` does
+        from moai.tuning.plot import PlotPathError, plot_file
+
+        try:
+            plot = plot_file(plot)
+        except PlotPathError as e:
+            _fail(str(e))
+            return
     try:
         tg = parse_target(target)
         cfg = load_config(cfg_path)
@@ -105,7 +118,10 @@ def tune(
     if plot is not None:
         from moai.tuning.plot import plot_result
 
-        plot_result(res, plot, f"mix {mix}: {tg} ({len(tune_rows)} records)")
+        try:  # what the check could not foresee (a read-only folder, a full disk): the YAML is left as it was
+            plot_result(res, plot, f"mix {mix}: {tg} ({len(tune_rows)} records)")
+        except (OSError, ValueError, RuntimeError) as e:
+            _fail(f"--plot {plot}: cannot write: {getattr(e, 'strerror', None) or e}; {_unwritten(cfg_path, dry_run)}")
         typer.echo(f"plot -> {plot}")
     if cfg_path is None or dry_run:
         typer.echo(f"not written ({'--dry-run' if dry_run else 'no --config'}): set mixes.{mix}.{spec.knob} "

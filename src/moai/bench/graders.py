@@ -328,15 +328,17 @@ def extract_code(text: str) -> str:
     return "\n".join(py).strip("\n") if py else text.strip("\n")
 
 
-def parse_tests(tests: str | Sequence[str]) -> list[str]:
-    """MBPP tests arrive as a list or as its repr string: "['assert f(1)==2', ...]"."""
+def parse_tests(tests: str | Sequence[str] | None) -> list[str]:
+    """MBPP tests arrive as a list or as its repr string: "['assert f(1)==2', ...]"; anything else holds none."""
     if isinstance(tests, str):
         try:
             value = ast.literal_eval(tests)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):  # plain lines of code
             return [ln for ln in tests.splitlines() if ln.strip()]
-        return [str(t) for t in value] if isinstance(value, list | tuple) else [str(value)]
-    return [str(t) for t in tests]
+        tests = value if isinstance(value, list | tuple) else [value]
+    if not isinstance(tests, list | tuple):  # null, a number, an object: no tests to run
+        return []
+    return [str(t) for t in tests if str(t).strip()]  # a blank test would pass any code
 
 
 _warned: list[str] = []

@@ -7,6 +7,7 @@ the local models are small and slow: see ``TASKS`` for the choices and the reaso
 from __future__ import annotations
 
 import ast
+import math
 import random
 import re
 from collections.abc import Sequence
@@ -101,16 +102,55 @@ def _options(choices: Sequence[str]) -> str:
     return "\n".join(f"{graders.LETTERS[i]}. {c}" for i, c in enumerate(choices))
 
 
-def _parse_choices(raw: Any) -> list[str]:
-    """Multitask choices come as a list, a dict {'text': [...], 'label': [...]}, or the repr of either."""
+def _literal(text: str) -> Any:
+    """A Python literal written as text (the repr of a list or dict); None when it is not one. A deeply nested or
+    huge expression ("1+1+1+..."), or an unhashable dict key, is not one either (not a crash)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
+        return None
+
+
+def _parse_choices(raw: Any) -> tuple[list[str], list[str]]:
+    """Multitask choices come as a list, a dict {'text': [...], 'label': [...]}, or the repr of either: the
+    texts, and the labels a dict gives them (ARC numbers some questions 1-4)."""
     if isinstance(raw, str):
-        try:
-            raw = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            return []
+        raw = _literal(raw)
+    labels: list[str] = []
     if isinstance(raw, dict):
+        labels = [str(x).strip().upper() for x in raw.get("label", [])] if isinstance(raw.get("label"), list) else []
         raw = raw.get("text", [])
-    return [str(c) for c in raw] if isinstance(raw, list | tuple) else []
+    texts = [str(c) for c in raw] if isinstance(raw, list | tuple) else []
+    return texts, labels if len(labels) == len(texts) else []
+
+
+def _gold_text(gt: Any, where: str, metric: str) -> str:
+    """The gold answer as text. Null, an empty string, an array or an object is no gold answer: every model would
+    score 0 against it, so the line is refused (as an em_mc line without choices is)."""
+    ok = isinstance(gt, str) or isinstance(gt, int | float) and not isinstance(gt, bool) and math.isfinite(gt)
+    if not ok or not str(gt).strip():
+        got = "an empty string" if isinstance(gt, str) else _json_type(gt)
+        raise QuestionFormatError(f"{where}: {metric} question without a gold answer (ground_truth is {got})")
+    return str(gt)
+
+
+def _check_letters(choices: Sequence[str], gold: str, where: str) -> None:
+    """A multiple-choice line is gradable: at most as many choices as letters, and a gold letter among them."""
+    if len(choices) > len(graders.LETTERS):
+        raise QuestionFormatError(f"{where}: {len(choices)} choices; at most {len(graders.LETTERS)} (A-J)")
+    if gold not in graders.LETTERS[: len(choices)]:
+        raise QuestionFormatError(f"{where}: gold answer {gold!r} is not the letter of one of its {len(choices)} "
+                                  f"choices (A-{graders.LETTERS[len(choices) - 1]})")
+
+
+def _number_gold(answer: str, where: str, what: str) -> str:
+    """The number after '####' (GSM8K's gold); refused when there is none to compare a reply's number with."""
+    gold = graders.gsm8k_gold(answer)
+    if not gold:
+        raise QuestionFormatError(f"{where}: {what} question without a gold answer (nothing after '####')")
+    if graders.parse_number(gold) is None:
+        raise QuestionFormatError(f"{where}: {what} gold answer {gold!r} is not a number")
+    return gold
 
 
 def _json_type(value: Any) -> str:
@@ -138,10 +178,11 @@ def parse_question(obj: Any, stem: str, index: int, where: str) -> Question:
         gold = str(obj["answer"]).strip().upper()
         if not choices or gold not in graders.LETTERS[: len(choices)]:
             raise QuestionFormatError(f"{where}: multiple-choice line needs a list of choices and a gold letter")
+        _check_letters(choices, gold, where)
         prompt = TASKS["letter"].template.format(question=obj["question"].strip(), options=_options(choices))
         return Question(qid, "mmlu", "letter", prompt, gold, obj.get("subject"), choices)
     if {"question", "answer"} <= obj.keys() and "####" in str(obj["answer"]):
-        gold = graders.gsm8k_gold(str(obj["answer"]))
+        gold = _number_gold(str(obj["answer"]), where, "GSM8K")
         prompt = TASKS["number"].template.format(question=obj["question"].strip())
         return Question(qid, "gsm8k", "number", prompt, gold)
     keys = ", ".join(sorted(obj)) or "none"
@@ -156,30 +197,45 @@ def _multitask(obj: dict[str, Any], qid: str, where: str) -> Question:
     kind = MULTITASK_METRICS.get(metric)
     if kind is None:
         raise QuestionFormatError(f"{where}: unknown metric {metric!r}; known: {', '.join(MULTITASK_METRICS)}")
-    query, gt = str(obj["query"]), obj["ground_truth"]
+    query, gt = obj["query"], obj["ground_truth"]
+    if not isinstance(query, str) or not query.strip():
+        got = "an empty string" if isinstance(query, str) else _json_type(query)
+        raise QuestionFormatError(f"{where}: 'query' must be the question's text, got {got}")
     if kind == "letter":
-        choices = _parse_choices(obj.get("choices"))
+        choices, labels = _parse_choices(obj.get("choices"))
         if not choices:
             raise QuestionFormatError(f"{where}: em_mc question without choices")
+        gold = _gold_text(gt, where, metric).strip().upper()
+        if gold in labels and gold not in graders.LETTERS[: len(choices)]:  # ARC's 1-4: the letter shown for it
+            gold = graders.LETTERS[labels.index(gold)]
+        _check_letters(choices, gold, where)
         prompt = TASKS["letter"].template.format(question=query.strip(), options=_options(choices))
-        return Question(qid, task, "letter", prompt, str(gt).strip().upper(), task, choices)
+        return Question(qid, task, "letter", prompt, gold, task, choices)
     if kind == "number":
-        gold = graders.gsm8k_gold(str(gt))
+        gold = _number_gold(_gold_text(gt, where, metric), where, metric)
         return Question(qid, task, "number", TASKS["number"].template.format(question=query.strip()), gold, task)
     if kind == "math":
         # MGSM queries carry their own "after careful thought, put ... in \\boxed{}": replace it with ours
         q = re.sub(r"\n?After careful thought.*$", "", query.strip(), flags=re.S | re.I).strip()
         prompt = TASKS["math"].template.format(question=q)
-        return Question(qid, task, "math", prompt, graders.math_gold(str(gt)), task)
+        gold = graders.math_gold(_gold_text(gt, where, metric))
+        if not gold:
+            raise QuestionFormatError(f"{where}: {metric} question without a gold answer (an empty \\boxed{{}})")
+        return Question(qid, task, "math", prompt, gold, task)
     if kind == "f1":
-        return Question(qid, task, "f1", TASKS["f1"].template.format(question=query.strip()), str(gt), task)
+        gold = _gold_text(gt, where, metric)
+        return Question(qid, task, "f1", TASKS["f1"].template.format(question=query.strip()), gold, task)
     if kind == "commongen":
+        concepts = ", ".join(gt) if isinstance(gt, list) and all(isinstance(c, str) for c in gt) else gt
+        gold = _gold_text(concepts, where, metric)
         return Question(qid, task, "commongen", TASKS["commongen"].template.format(question=query.strip()),
-                        str(gt), task)
+                        gold, task)
     # code_eval: MBPP carries its asserts (choices == ground_truth); HumanEval carries check(candidate)
+    if not isinstance(gt, str | list):
+        raise QuestionFormatError(f"{where}: code_eval question without tests (ground_truth is {_json_type(gt)})")
     if "human" in task.lower() or "def check(" in str(gt):
         prompt = TASKS["humaneval"].template.format(question=query)
-        return Question(qid, task, "humaneval", prompt, str(gt), task, source=query)
+        return Question(qid, task, "humaneval", prompt, _gold_text(gt, where, metric), task, source=query)
     tests = graders.parse_tests(gt)
     if not tests:
         raise QuestionFormatError(f"{where}: code_eval question without tests")

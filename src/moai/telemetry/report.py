@@ -232,6 +232,7 @@ def print_tables(report: Report, console: Any) -> None:
     from rich.console import Console
     from rich.measure import Measurement
     from rich.table import Table
+    from rich.text import Text
 
     for title, rows in (("models", report.model_rows()), ("mixes", report.mix_rows()),
                         ("spend per key", report.key_rows())):
@@ -241,7 +242,7 @@ def print_tables(report: Report, console: Any) -> None:
         for col in rows[0]:
             t.add_column(col, no_wrap=True)
         for r in rows:
-            t.add_row(*(cell(c, v) for c, v in r.items()))
+            t.add_row(*(Text(cell(c, v)) for c, v in r.items()))  # model and mix names are text, not rich markup
         need = Measurement.get(console, console.options.update_width(1_000_000), t).maximum
         out = console if need <= console.width else Console(width=need, file=console.file,
                                                             force_terminal=console.is_terminal)
@@ -249,6 +250,11 @@ def print_tables(report: Report, console: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------- plots
+
+
+def _plain(label: str) -> str:
+    """A model name as a plot label: "$...$" in it is text, not matplotlib mathtext (which can fail to parse)."""
+    return label.replace("$", r"\$")
 
 
 def plot_png(report: Report) -> bytes:
@@ -278,7 +284,7 @@ def plot_png(report: Report) -> bytes:
             if c.model and c.status == "ok":
                 per_model[c.model].append(c.latency_ms / 1000)
     if per_model:
-        ax.boxplot(list(per_model.values()), tick_labels=list(per_model.keys()), showfliers=False)
+        ax.boxplot(list(per_model.values()), tick_labels=[_plain(m) for m in per_model], showfliers=False)
         ax.tick_params(axis="x", rotation=20)
     ax.set_title("call latency (s)")
     ax = axes[1][1]
@@ -286,7 +292,8 @@ def plot_png(report: Report) -> bytes:
     for r in reqs:
         shares[r.model or _unanswered(r.status)] += 1
     if shares:
-        ax.bar(list(shares.keys()), list(shares.values()), color="tab:orange")
+        ax.bar(range(len(shares)), list(shares.values()), color="tab:orange")
+        ax.set_xticks(range(len(shares)), [_plain(m) for m in shares])
         ax.tick_params(axis="x", rotation=20)
     ax.set_title("route shares (requests answered)")
     fig.suptitle(f"moai usage — {len(reqs)} requests")

@@ -8,6 +8,7 @@ refused: the budget would silently reset.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,11 +35,28 @@ class Pruned:
 
 
 def parse_age(text: str) -> timedelta:
-    """'90d', '12h', '2w' -> a timedelta (ValueError otherwise)."""
+    """'90d', '12h', '2w' -> a timedelta (ValueError otherwise, an age past what a timedelta holds included)."""
     m = _AGE.match(text)
     if m is None or float(m.group(1)) <= 0:
         raise ValueError(f"bad age {text!r}: expected a positive number of hours, days or weeks, e.g. 90d, 12h, 2w")
-    return timedelta(seconds=float(m.group(1)) * _UNIT_S[m.group(2).lower()])
+    try:
+        return timedelta(seconds=float(m.group(1)) * _UNIT_S[m.group(2).lower()])
+    except OverflowError:
+        raise _too_far_back(text) from None
+
+
+def cutoff(text: str, now: datetime | None = None) -> datetime:
+    """The moment an age ('90d') reaches back to from ``now``; ValueError for a bad age or one before year 1,
+    which no request can be older than."""
+    age = parse_age(text)
+    try:
+        return (now or datetime.now(UTC)) - age
+    except OverflowError:
+        raise _too_far_back(text) from None
+
+
+def _too_far_back(text: str) -> ValueError:
+    return ValueError(f"{text.strip()!r} is too far back (before year 1): no request is that old; use a shorter age")
 
 
 def budget_floor(store: TelemetryStore, now: datetime | None = None) -> tuple[datetime, str] | None:
@@ -69,7 +87,12 @@ def retain(store: TelemetryStore, days: float, now: datetime | None = None) -> t
     """``settings.retention_days``: delete what is older than ``days``, but never what a budget still sums (the
     cut-off moves back to the start of that period instead). Returns what went and the cut-off used."""
     now = now or datetime.now(UTC)
-    before = now - timedelta(days=days)
+    if math.isnan(days) or days <= 0:
+        raise ValueError(f"retention_days must be a positive number of days, not {days!r}")
+    try:
+        before = now - timedelta(days=days)
+    except OverflowError:  # further back than any date: nothing is that old
+        return Pruned(), datetime.min.replace(tzinfo=UTC)
     floor = budget_floor(store, now)
     if floor is not None and before > floor[0]:
         before = floor[0]

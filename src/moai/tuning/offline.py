@@ -406,6 +406,10 @@ class Result:
 def sweep(mx: Matrices, spec: Spec, target: Target) -> Result:
     """Evaluate every grid value; choose the best feasible point (see moai.tuning.targets)."""
     ref = mx.reference()
+    if target.kind == "cost_share" and not ref.max_model_cost > 0:  # a share of $0 is 0/0: every point would "meet" it
+        raise TuneError(f"target {target}: no model has a recorded cost above $0 in these records (cost_usd), so "
+                        "the most expensive model's spend is $0 and a share of it means nothing; add cost_usd to "
+                        "the records, or use quality=X_of_best or p95_latency_s=X")
     curve = []
     for v in grid_for(mx, spec):
         p = evaluate(mx, spec, v)

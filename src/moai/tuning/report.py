@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 
 from moai.tuning.offline import Point, Result
 
 
 def table(res: Result, held: Point | None, mix: str, n_tune: int, n_held: int) -> Table:
     c = res.chosen
-    t = Table(title=f"mix {mix}: {c.knob} = {c.value:g} for {res.target}")
+    # a mix name is text, not rich markup
+    t = Table(title=Text(f"mix {mix}: {c.knob} = {c.value:g} for {res.target}", style="table.title"))
     for col in ("records", "n", "quality", "USD / 1k req", "mean latency s", "p95 latency s", "CO2 g / 1k req",
                 res.target.kind, "met"):
         t.add_column(col, justify="right")
