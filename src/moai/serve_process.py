@@ -138,14 +138,15 @@ class Stoppable:
     @staticmethod
     async def _stopped(send: Any, state: dict[str, bool], request_id: str | None) -> None:
         """Tell the client the shutdown stopped its request (503: another replica may answer it), with the id it
-        was recorded under when it got that far."""
+        was recorded under when it got that far, else a fresh one to quote (as every chat answer carries one)."""
+        from moai.server.headers import fresh_request_id
         from moai.server.openai_schema import error_body
 
         body = json.dumps(error_body("the server is shutting down; retry the request", "server_error",
                                      code="server_shutting_down"))
         if not state["started"]:
             ids = [(b"x-request-id", request_id.encode()), (b"x-moai-request-id", request_id.encode())
-                   ] if request_id else []
+                   ] if request_id else [(b"x-request-id", fresh_request_id().encode())]
             await send({"type": "http.response.start", "status": 503,
                         "headers": [(b"content-type", b"application/json"), (b"connection", b"close"), *ids]})
             await send({"type": "http.response.body", "body": body.encode()})

@@ -219,3 +219,37 @@ async def test_a_call_in_flight_when_the_client_leaves_is_billed_its_prompt(tmp_
     assert row.cost_usd == pytest.approx(PROMPT_ESTIMATE * PRICE / 1e6)
     assert_rows_add_up(row)
     assert metric(m, "moai_cost_usd_total", mix="m", model="m") == pytest.approx(row.cost_usd)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("waiting", [False, True], ids=["third-try-in-flight", "waiting-to-retry"])
+async def test_tries_retried_before_the_client_left_are_billed_too(tmp_path: Path, stream: bool,
+                                                                   waiting: bool) -> None:
+    """Each try that timed out was sent, and its prompt billed: cut short on a later try, the request still pays
+    for every one (as it does when the provider gives up on its own), and for no try it never sent."""
+    with StubServer(Script(reply="late", delay_s=1)) as slow, \
+            mixture(tmp_path, config({"m": slow.url}, m="timeout_s: 0.3, max_retries: 5")) as (m, store):
+        prep = prepared(m, "m", stream)
+
+        async def consume(items: AsyncIterator[Any]) -> None:
+            async for _ in items:
+                pass
+
+        task = asyncio.ensure_future(consume(m.stream(prep, live=stream)))
+        sent = 2 if waiting else 3
+        while slow.script.calls < sent:
+            await asyncio.sleep(0.01)
+        # the second try times out 0.3 s after it is sent, and the next waits at least 0.75 s more
+        await asyncio.sleep(0.55 if waiting else 0.1)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        row = await stored(m, store, prep)
+    assert slow.script.calls == sent and (row.status, row.http_status) == ("cancelled", 499)
+    assert row.prompt_tokens == sent * PROMPT_ESTIMATE
+    assert row.cost_usd == pytest.approx(sent * PROMPT_ESTIMATE * PRICE / 1e6)
+    calls = sorted((c.status, c.prompt_tokens) for c in row.calls)
+    assert calls == ([("failed", 2 * PROMPT_ESTIMATE)] if waiting else
+                     [("cancelled", PROMPT_ESTIMATE), ("failed", 2 * PROMPT_ESTIMATE)])
+    assert_rows_add_up(row)
+    assert metric(m, "moai_cost_usd_total", mix="m", model="m") == pytest.approx(row.cost_usd)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.table import Table
+from rich.text import Text
 
 from moai.bench.datasets import RecordError, RoutingRecord, load_records
 from moai.bench.scales import record_scales
@@ -130,7 +131,8 @@ def table(rows: Sequence[Row]) -> Table:
         if prev is not None and r.task != prev:
             t.add_section()
         prev = r.task
-        t.add_row(r.task, r.model, str(r.n), f"{r.score:.3f}", _fmt(r.latency_ms, ".0f"),
+        # task and model names are text, not rich markup ('[/x]' would crash the table, 'a[red]' lose a part)
+        t.add_row(Text(r.task), Text(r.model), str(r.n), f"{r.score:.3f}", _fmt(r.latency_ms, ".0f"),
                   _fmt(r.energy_wh * 1000, ".2f"), _fmt(r.out_tokens, ".1f"), _fmt(r.cost_usd, ".4f"))
     return t
 

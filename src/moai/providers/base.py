@@ -34,6 +34,8 @@ class ProviderError(RuntimeError):
         # what the upstream processed, and bills, for this failed try: the usage it reported with an unusable
         # answer, or the prompt (estimated) of a try that timed out once sent; None when it bills nothing
         self.usage: Usage | None = None
+        # retried in place, then the call was cut short while it waited to retry: no later try was ever sent
+        self.last_sent = False
 
 
 class ProviderTimeout(ProviderError):

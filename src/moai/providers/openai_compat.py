@@ -214,7 +214,11 @@ class OpenAICompatProvider(Provider):
             if attempt >= self.card.max_retries:
                 raise error from cause
             note_retried(error)
-            await self._backoff(attempt, hint)
+            try:
+                await self._backoff(attempt, hint)
+            except asyncio.CancelledError:
+                error.last_sent = True  # cut short while waiting: nothing is in flight
+                raise
             attempt += 1
 
     async def complete(self, params: ChatParams) -> Completion:

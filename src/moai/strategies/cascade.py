@@ -15,7 +15,7 @@ from moai.gate.decision import RouteDecision
 from moai.strategies.context import RequestContext
 from moai.strategies.moa import with_fallbacks
 from moai.strategies.plan import Passthrough, Plan, Step, StepResult
-from moai.strategies.prompts import GRADE, first_number, review_messages
+from moai.strategies.prompts import GRADE, grade_of, review_messages
 from moai.strategies.roles import expected_cost, fill, unfilled, with_messages
 
 
@@ -79,7 +79,7 @@ def plan(ctx: RequestContext) -> Plan:
             return False
         if ctx.mix.scorer == "judge":
             grade = results.get(f"grade.{sid}")
-            score = first_number(grade.text) if grade is not None and grade.status == "ok" else None
+            score = grade_of(grade.text) if grade is not None and grade.status == "ok" else None
             return score is not None and score / 10 >= threshold
         return predicted(r.model or "") >= threshold
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from moai.strategies import program_check
 from moai.strategies.context import RequestContext
 from moai.strategies.moa import with_fallbacks
-from moai.strategies.plan import Built, Passthrough, Plan, Step, StepResult
+from moai.strategies.plan import Built, Passthrough, Plan, Skip, Step, StepResult
 from moai.strategies.prompts import (
     CRITIC,
     approved,
@@ -47,6 +47,15 @@ def rescue_from(ids: list[str]) -> Callable[[dict[str, StepResult]], StepResult 
     return rescue
 
 
+def approved_before(results: dict[str, StepResult], n: int) -> int | None:
+    """The round before round ``n`` whose critic approved the answer, if one did."""
+    for k in range(1, n):
+        verdict = results.get(f"critique{k}")
+        if verdict is not None and verdict.status == "ok" and approved(verdict.text):
+            return k
+    return None
+
+
 def plan(ctx: RequestContext) -> Plan:
     writer = fill(ctx, ctx.mix.writer, name="writer")
     if not writer:
@@ -65,7 +74,7 @@ def plan(ctx: RequestContext) -> Plan:
         seen = list(answers)
 
         def build_critic(results: dict[str, StepResult], seen: list[str] = seen, n: int = n):  # type: ignore[no-untyped-def]
-            if any(results.get(f"critique{k}") and approved(results[f"critique{k}"].text) for k in range(1, n)):
+            if approved_before(results, n) is not None:
                 return None  # an earlier round approved: nothing left to review
             answer = latest_answer(results, seen)
             return with_messages(ctx, review_messages(CRITIC, ctx.params.messages, answer.text), temperature=0.0)
@@ -77,8 +86,11 @@ def plan(ctx: RequestContext) -> Plan:
                 ctx.notes.append(note)
                 ctx.unvetted = True
             if verdict is None or verdict.status != "ok" or approved(verdict.text):
-                final = n == rounds
-                return Passthrough.of(answer) if final else None
+                if n == rounds:
+                    return Passthrough.of(answer)
+                k = approved_before(results, n + 1)
+                return Skip(f"the critic approved the draft in round {k}: nothing left to review" if k else
+                            f"round {n}'s critic gave no review")
             return with_messages(ctx, revise_messages(ctx.params.messages, answer.text, verdict.text))
 
         steps.append(Step(cid, "critic", critic, build_critic, deps=[answers[-1]], optional=True))

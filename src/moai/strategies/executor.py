@@ -19,7 +19,7 @@ from moai.config import Config
 from moai.providers import ChatParams, Delta, Provider, ProviderError, ProviderRateLimited, Usage, make_provider
 from moai.providers.base import answered, is_refusal, prompt_usage, watch_retries, watched, with_estimates
 from moai.providers.tool_calls import merge_tool_call_deltas
-from moai.strategies.plan import Built, Passthrough, Plan, Step, StepResult
+from moai.strategies.plan import Built, Passthrough, Plan, Skip, Step, StepResult
 from moai.telemetry.carbon import CarbonModel
 
 
@@ -80,6 +80,16 @@ def _inputs_failed(step: Step, results: dict[str, StepResult]) -> bool:
     """Every dependency failed, and the step needs one that did not (a cascade's next try does not)."""
     return bool(step.deps) and not step.after_failure and not any(
         results[d].ok for d in step.deps if d in results)
+
+
+def _why_no_inputs(step: Step, results: dict[str, StepResult]) -> str:
+    """Why a step has nothing to build on: its inputs failed, or were skipped on purpose (an approved draft needs
+    no second review), in which case their reason is passed on."""
+    inputs = [results[d] for d in step.deps if d in results]
+    if inputs and all(r.status == "skipped" for r in inputs):
+        reasons = [r.error for r in inputs if r.error]
+        return f"inputs skipped: {reasons[0]}" if reasons else "inputs skipped"
+    return "dependencies failed"
 
 
 def _passed(step: Step, built: Passthrough, results: dict[str, StepResult], now: float) -> StepResult:
@@ -257,9 +267,10 @@ class Executor:
             health = {m: self.registry.health(m) for m in models}
             spared = {m for m, ok in health.items() if not ok} if any(health.values()) else set()
             left_out[group] = spared
-            if spared:
-                plan.notes.append(f"breaker: left out {', '.join(sorted(spared))} (circuit open or rate limited; "
-                                  f"the rest of the {step.role}s are healthy)")
+            note = (f"breaker: left out {', '.join(sorted(spared))} (circuit open or rate limited; the rest of the "
+                    f"{step.role}s are healthy)")
+            if spared and note not in plan.notes:  # said once, however many layers leave the same models out
+                plan.notes.append(note)
         return left_out[group]
 
     def _failed(self, model: str, e: ProviderError, t0: float, retried: list[ProviderError],
@@ -269,6 +280,15 @@ class Executor:
         if isinstance(e, ProviderRateLimited):
             self.registry.rate_limited(model, e.retry_after)
         return self._tries(_failed_attempt(model, e, t0), model, [*retried, e] if billed else retried, retried)
+
+    def _cut_short(self, res: StepResult, model: str, t0: float, retried: list[ProviderError]) -> None:
+        """A call cut short (its client left, its time ran out) after its provider had retried in place: the tries
+        before the one in flight were sent, and what they were billed (a prompt that timed out) would be lost
+        with the local list. They become one failed attempt; the try in flight stays the step's own."""
+        if retried:
+            res.attempts.append(self._tries(_failed_attempt(model, retried[-1], t0), model, retried, retried[:-1]))
+            if retried[-1].last_sent:  # cut while waiting to retry: no try in flight, the step ended with that one
+                res.usage, res.error, res.end = Usage(), str(retried[-1]), time.time()
 
     def _answered(self, model: str, t0: float, retried: list[ProviderError]) -> dict[str, Any]:
         """The attempt that answered, with the tries it took."""
@@ -326,6 +346,9 @@ class Executor:
                 if redactor:
                     out.text = redactor.restore(out.text)
                     out.tool_calls = _restored_calls(redactor, out.tool_calls)
+            except asyncio.CancelledError:
+                self._cut_short(res, model, t0, retried)
+                raise
             except ProviderError as e:
                 res.usage = Usage()  # what the failed try was billed is its attempt's
                 res.attempts.append(self._failed(model, e, t0, retried))
@@ -358,7 +381,8 @@ class Executor:
             await asyncio.gather(*(tasks[d] for d in step.deps if d in tasks))
             now = time.time()
             if _inputs_failed(step, results):
-                r = StepResult(step.id, step.role, None, "skipped", start=now, end=now, error="dependencies failed")
+                r = StepResult(step.id, step.role, None, "skipped", start=now, end=now,
+                               error=_why_no_inputs(step, results))
                 results[step.id] = r
                 return r
             if step.group is not None and step.models and set(step.models) <= self._spared(plan, step, left_out):
@@ -367,8 +391,9 @@ class Executor:
                 results[step.id] = r
                 return r
             built = await _build(step, results)
-            if built is None:
-                r = StepResult(step.id, step.role, None, "skipped", start=now, end=now)
+            if built is None or isinstance(built, Skip):
+                r = StepResult(step.id, step.role, None, "skipped", start=now, end=now,
+                               error=built.reason if built else None)
             elif isinstance(built, Passthrough):
                 r = _passed(step, built, results, now)
             else:
@@ -500,6 +525,9 @@ class Executor:
                                             system_fingerprint=ans.system_fingerprint)
                             continue  # the caller decides how the stream ends
                         yield d
+            except asyncio.CancelledError:
+                self._cut_short(ans, model, t0, retried)
+                raise
             except ProviderError as e:
                 ans.attempts.append(self._failed(model, e, t0, retried, billed=not started))
                 ans.error = str(e)

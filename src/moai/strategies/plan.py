@@ -92,7 +92,14 @@ class StepResult:
         return entry
 
 
-Built = ChatParams | Passthrough | None
+@dataclass
+class Skip:
+    """No call for this step, and why (a trace then says so; a bare ``None`` skips without a reason)."""
+
+    reason: str
+
+
+Built = ChatParams | Passthrough | Skip | None
 # may be a coroutine function: a step that must run something first (the critique's program check)
 Build = Callable[[dict[str, StepResult]], Built | Awaitable[Built]]
 

@@ -259,6 +259,13 @@ def first_number(text: str) -> float | None:
     return float(m.group()) if m else None
 
 
+def grade_of(text: str) -> float | None:
+    """A grader's score on GRADE's 0–10 scale; None when it gave no number or one off that scale (an 85 is not
+    an 8.5, and a reply echoing an answer's '#163' is no grade), so that it counts as no grade at all."""
+    score = first_number(text)
+    return score if score is not None and 0 <= score <= 10 else None
+
+
 # A candidate number: a whole number, not part of a decimal, a negative number or a longer number.
 _INT = r"(?<![\d.\-])(\d+)(?!\.?\d)"
 _JUDGE_FORMS = [

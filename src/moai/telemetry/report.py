@@ -28,8 +28,9 @@ from moai.telemetry.store import CallRecord, FeedbackRecord, RequestRecord, Tele
 
 _SINCE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-# calls that reached no model: a step the plan skipped, an answer replayed from the response cache
-NOT_CALLED = ("skipped", "cached")
+# calls that reached no model: a step the plan skipped, a step that reused an earlier step's answer (the
+# judge's pick, an approved draft), an answer replayed from the response cache
+NOT_CALLED = ("skipped", "passthrough", "cached")
 
 
 def _since_error(spec: str) -> ValueError:
@@ -165,8 +166,9 @@ class Report:
     requests: list[Any]
 
     def model_rows(self) -> list[dict[str, Any]]:
-        """Calls are upstream calls only (a cache hit or a skipped step reached no model); feedback_mean is
-        the mean of the scores normalised to 0..1 as the gate and /metrics read them."""
+        """Calls are upstream calls only (a cache hit, a skipped step or a reused answer reached no model), and so
+        are the tokens, spend and latencies summed with them; feedback_mean is the mean of the scores normalised
+        to 0..1 as the gate and /metrics read them."""
         acc: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(float) | {"lat": [], "fb": []})
         for req in self.requests:
             for call in req.calls:
