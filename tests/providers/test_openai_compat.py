@@ -5,14 +5,13 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
+from compat_support import close_providers, provider  # noqa: F401 - close_providers: an autouse fixture
 from rate_limit_support import failed_at_once, raised_at_once
 from stub_openai import Script, StubServer, free_port
 
-from moai.catalog import ModelCard
 from moai.providers import (
     ChatParams,
     ProviderRequestError,
@@ -20,26 +19,11 @@ from moai.providers import (
     ProviderUnavailable,
 )
 from moai.providers.base import parse_retry_after
-from moai.providers.openai_compat import OpenAICompatProvider, status_error
+from moai.providers.openai_compat import status_error
 
 PARAMS = ChatParams(messages=[{"role": "user", "content": "hi"}], max_tokens=8)
 
 
-OPENED: list[OpenAICompatProvider] = []
-
-
-def provider(url: str, retries: int = 2) -> OpenAICompatProvider:
-    card = ModelCard(name="stub", provider="openai_compat", endpoint=url, max_retries=retries, timeout_s=5)
-    OPENED.append(OpenAICompatProvider(card))
-    return OPENED[-1]
-
-
-@pytest.fixture(autouse=True)
-async def _close_providers() -> AsyncIterator[None]:
-    """Each test's providers are closed in its own loop, as the engine does on shutdown."""
-    yield
-    while OPENED:
-        await OPENED.pop().aclose()
 
 
 async def test_complete_takes_usage_from_the_response() -> None:

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from compat_support import close_providers, provider  # noqa: F401 - close_providers: an autouse fixture
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.testclient import TestClient
 from stub_openai import Script, StubServer
 
-from moai.catalog import ModelCard
 from moai.config import parse_config
 from moai.providers import ChatParams, ProviderServerError
 from moai.providers.openai_compat import OpenAICompatProvider
@@ -48,22 +48,6 @@ def reply(message: Any = None, choice: Any = None) -> dict[str, Any]:
             "choices": [choice if choice is not None else {"index": 0, "message": message, "finish_reason": "stop"}]}
 
 
-OPENED: list[OpenAICompatProvider] = []
-
-
-def provider(url: str) -> OpenAICompatProvider:
-    OPENED.append(OpenAICompatProvider(ModelCard(name="up", provider="openai_compat", endpoint=url, max_retries=0,
-                                                 timeout_s=5)))
-    return OPENED[-1]
-
-
-@pytest.fixture(autouse=True)
-async def _close_providers() -> AsyncIterator[None]:
-    yield
-    while OPENED:
-        await OPENED.pop().aclose()
-
-
 @pytest.mark.parametrize("body", [
     {"choices": ["x"]},
     {"choices": [{"message": "hi"}]},
@@ -76,7 +60,7 @@ async def _close_providers() -> AsyncIterator[None]:
         "tool-calls-string", "tool-call-function-string"])
 async def test_a_reply_of_the_wrong_shape_is_a_server_error(body: Any) -> None:
     with StubServer(app=upstream(body)) as s, pytest.raises(ProviderServerError, match="malformed response"):
-        await provider(s.url).complete(PARAMS)
+        await provider(s.url, retries=0).complete(PARAMS)
 
 
 @pytest.mark.parametrize("events", [
@@ -87,24 +71,24 @@ async def test_a_reply_of_the_wrong_shape_is_a_server_error(body: Any) -> None:
 ], ids=["choice-string", "delta-string", "content-number", "tool-calls-object"])
 async def test_a_stream_event_of_the_wrong_shape_is_a_server_error(events: list[Any]) -> None:
     with StubServer(app=upstream(events=events)) as s, pytest.raises(ProviderServerError, match="malformed"):
-        [d async for d in provider(s.url).stream(PARAMS)]
+        [d async for d in provider(s.url, retries=0).stream(PARAMS)]
 
 
 async def test_a_stream_error_given_as_a_string_is_named() -> None:
     with StubServer(app=upstream(events=[{"error": "overloaded, try later"}])) as s, \
             pytest.raises(ProviderServerError, match="overloaded, try later"):
-        [d async for d in provider(s.url).stream(PARAMS)]
+        [d async for d in provider(s.url, retries=0).stream(PARAMS)]
 
 
 async def test_content_as_text_parts_is_read_as_its_text() -> None:
     parts = [{"type": "text", "text": "Hello, "}, {"type": "text", "text": "world"}]
     with StubServer(app=upstream(reply({"role": "assistant", "content": parts}))) as s:
-        out = await provider(s.url).complete(PARAMS)
+        out = await provider(s.url, retries=0).complete(PARAMS)
     assert out.text == "Hello, world" and out.finish_reason == "stop"
     events = [{"choices": [{"index": 0, "delta": {"content": parts}}]},
               {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
     with StubServer(app=upstream(events=events)) as s:
-        deltas = [d async for d in provider(s.url).stream(PARAMS)]
+        deltas = [d async for d in provider(s.url, retries=0).stream(PARAMS)]
     assert "".join(d.text for d in deltas) == "Hello, world" and deltas[-1].finish_reason == "stop"
 
 

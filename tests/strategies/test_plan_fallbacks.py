@@ -227,20 +227,21 @@ def open_circuit(m: Mixture, model: str) -> None:
     assert m.stats.state(model) == "open"
 
 
-@pytest.mark.parametrize("strategy", ["moa", "fanout"])
-async def test_a_proposer_with_an_open_circuit_is_left_out(strategy: str) -> None:
-    mix = f"  m: {{strategy: {strategy}, proposers: [a, b, c], aggregator: agg}}\n"
+@pytest.mark.parametrize(("strategy", "layers"), [("moa", 1), ("moa", 2), ("fanout", 1)])
+async def test_a_proposer_with_an_open_circuit_is_left_out(strategy: str, layers: int) -> None:
+    mix = f"  m: {{strategy: {strategy}, proposers: [a, b, c], aggregator: agg, layers: {layers}}}\n"
     with ExitStack() as st:
         scripts = {n: Script(reply=f"from {n}") for n in ("a", "b", "c", "agg")}
         m = Mixture(parse_config(setup(st, scripts, mix)), chooser=Fixed(["agg", "a", "b", "c"]))
         open_circuit(m, "b")
         try:
             ex, summary, _ = await ask(m)
-            assert scripts["b"].calls == 0 and scripts["a"].calls == scripts["c"].calls == 1
+            assert scripts["b"].calls == 0 and scripts["a"].calls == scripts["c"].calls == layers
             prompt = json.dumps(scripts["agg"].seen[0]["messages"])
             assert "from a" in prompt and "from c" in prompt and "from b" not in prompt
             assert ex.answer.text == "from agg"
-            assert any("left out b" in r for r in summary["reason"])
+            # said once, however many layers leave it out
+            assert len([r for r in summary["reason"] if "left out b" in r]) == 1, summary["reason"]
             m.stats.cooldown_s = 0.0  # cooled down: half-open, one probe goes through
             await ask(m)
             assert scripts["b"].calls == 1
