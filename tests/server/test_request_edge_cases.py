@@ -206,3 +206,18 @@ def test_a_key_retrieves_only_what_it_may_call(tmp_path: Path) -> None:
             assert gw.client.get(f"/v1/models/{name}", headers=auth).status_code == 404
             chat = gw.client.post("/v1/chat/completions", json={"model": name, "messages": USER}, headers=auth)
             assert chat.status_code == 403
+
+
+def test_an_internal_error_is_answered_by_the_route_and_logged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """Raised on to the server, an exception is answered 500 all the same, but the server then closes the client's
+    kept-alive connection: its next request fails to connect."""
+    with gateway(tmp_path) as gw:
+        def broken(*_a: Any, **_k: Any) -> Any:
+            raise RuntimeError("keys unreadable")
+
+        monkeypatch.setattr(gw.client.app.state.keeper, "admit", broken)  # type: ignore[attr-defined]
+        with TestClient(gw.client.app) as raising:  # re-raises whatever reaches the server
+            r = raising.post("/v1/chat/completions", json={"model": "default", "messages": USER})
+    assert r.status_code == 500 and r.json()["error"]["message"] == "internal error: RuntimeError"
+    assert any(rec.exc_info and "keys unreadable" in str(rec.exc_info[1]) for rec in caplog.records)

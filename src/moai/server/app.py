@@ -239,7 +239,11 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(request: Request) -> Any:
-        response = await chat_request(request)
+        try:
+            response = await chat_request(request)
+        except Exception as e:  # noqa: BLE001 - answered here: raised on, the server would close the connection too
+            log.error("chat request failed", exc_info=e)
+            response = await _crash(request, e)
         if response.status_code >= 400 and "x-moai-request-id" not in response.headers:
             # turned away before any mix ran (no key, a limit, an unknown model, a bad body): no request record,
             # so counted here, by its error code (a fixed vocabulary: no label grows with what clients send)
