@@ -113,6 +113,8 @@ class Recording:
                     self.stats.observe(a["model"], not failed, a.get("latency_ms", 0) / 1000)
             if r.model and r.status == "ok":
                 self.stats.observe(r.model, True, r.latency_ms / 1000, r.ttft_s, r.usage.completion_tokens)
+            elif r.model and r.status == "cancelled":
+                self.stats.observe_cancelled(r.model)
         decided = prep.ctx.decision.model if prep.ctx.decision else None
         self.metrics.observe_request(prep.ctx.mix_name, status, time.time() - prep.started, results, decided,
                                      answer_model)

@@ -253,3 +253,31 @@ async def test_tries_retried_before_the_client_left_are_billed_too(tmp_path: Pat
                      [("cancelled", PROMPT_ESTIMATE), ("failed", 2 * PROMPT_ESTIMATE)])
     assert_rows_add_up(row)
     assert metric(m, "moai_cost_usd_total", mix="m", model="m") == pytest.approx(row.cost_usd)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_a_probe_cut_short_by_its_client_is_handed_back(tmp_path: Path, stream: bool) -> None:
+    """A half-open circuit's one probe, whose client leaves before the model answers, is no verdict on the model:
+    the next request probes again, rather than the circuit staying half-open (and the model out) for good."""
+    with StubServer(Script(reply="one two", delay_s=1.5)) as up, \
+            mixture(tmp_path, config({"m": up.url})) as (m, store):
+        m.stats.cooldown_s = 0.05
+        for _ in range(m.stats.failure_threshold):
+            m.stats.observe("m", False, 0.1)
+        await asyncio.sleep(0.1)  # cooled down: the next call is the probe
+        prep = prepared(m, "m", stream)
+
+        async def consume(items: AsyncIterator[Any]) -> None:
+            async for _ in items:
+                pass
+
+        task = asyncio.ensure_future(consume(m.stream(prep, live=stream)))
+        while up.script.calls < 1:
+            await asyncio.sleep(0.01)
+        assert m.stats.state("m") == "half-open"
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        row = await stored(m, store, prep)
+    assert row.status == "cancelled"
+    assert m.stats.state("m") == "open" and m.stats.healthy("m")  # handed back: the next request probes

@@ -5,6 +5,7 @@ circuit keeps a proposer out, and a gate-scored cascade skips the models it coul
 from __future__ import annotations
 
 import json
+import time
 from contextlib import ExitStack
 from typing import Any
 
@@ -242,7 +243,7 @@ async def test_a_proposer_with_an_open_circuit_is_left_out(strategy: str, layers
             assert ex.answer.text == "from agg"
             # said once, however many layers leave it out
             assert len([r for r in summary["reason"] if "left out b" in r]) == 1, summary["reason"]
-            m.stats.cooldown_s = 0.0  # cooled down: half-open, one probe goes through
+            m.stats.models["b"].opened_at = time.time() - m.stats.cooldown_s  # cooled down: one probe goes through
             await ask(m)
             assert scripts["b"].calls == 1
         finally:

@@ -44,6 +44,35 @@ def test_breaker_opens_probes_and_closes() -> None:
     assert s.state("m") == "closed" and s.healthy("m")
 
 
+def test_an_error_rate_fades_without_calls_so_a_recovered_model_is_tried_again() -> None:
+    """Failures under the breaker's threshold leave no open circuit to probe: only the error rate keeps the model
+    out, and a model kept out is never called again to lower it. It halves every minute without calls."""
+    s = LiveStats(failure_threshold=3)
+    for t in range(4):
+        s.observe("m", True, 0.1, now=100.0 + t)
+    s.observe("m", False, 0.1, now=104.0)
+    s.observe("m", False, 0.1, now=105.0)
+    assert s.state("m") == "closed"
+    high = s.snapshot(now=105.0)["m"]["error_rate"]
+    assert high > 0.5
+    assert s.snapshot(now=165.0)["m"]["error_rate"] == high / 2
+    assert s.snapshot(now=525.0)["m"]["error_rate"] < 0.01
+    s.observe("m", False, 0.1, now=165.0)  # a new failure counts from the faded rate, not the old one
+    assert s.models["m"].error_rate == 0.7 * (high / 2) + 0.3
+
+
+def test_a_probe_with_no_verdict_is_not_waited_for_forever() -> None:
+    """A probe whose call never reported (cut short, lost) would keep the circuit half-open for good: after a
+    whole cool-down another request probes; a probe handed back as cancelled frees it at once."""
+    s = LiveStats(failure_threshold=3, cooldown_s=10)
+    for t in range(3):
+        s.observe("m", False, 0.1, now=100.0 + t)
+    assert s.healthy("m", now=113) and not s.healthy("m", now=122.9)
+    assert s.healthy("m", now=123) and s.state("m") == "half-open"
+    s.observe_cancelled("m")
+    assert s.healthy("m", now=123.5)
+
+
 def test_feedback_moves_quality_in_its_direction() -> None:
     s = LiveStats()
     for _ in range(5):
@@ -59,9 +88,10 @@ def test_refresh_rebuilds_from_the_database(tmp_path: Path) -> None:
     req = RequestRecord(id="r", mix="d", strategy="route", model="m", status="ok", http_status=200, stream=False,
                         prompt_tokens=1, completion_tokens=1, latency_ms=1, cost_usd=0, energy_kwh=0, co2_g=0,
                         decision={"quality": {"m": 0.9}})
+    t0 = time.time() - 10  # the failures of the last seconds
     for i in range(4):
-        req.calls.append(CallRecord(step=f"s{i}", role="answer", model="m", status="failed", started_at=i,
-                                    ended_at=i + 0.5, latency_ms=10, prompt_tokens=0, completion_tokens=0,
+        req.calls.append(CallRecord(step=f"s{i}", role="answer", model="m", status="failed", started_at=t0 + i,
+                                    ended_at=t0 + i + 0.5, latency_ms=10, prompt_tokens=0, completion_tokens=0,
                                     cost_usd=0, energy_kwh=0, co2_g=0))
     req.feedback.append(FeedbackRecord(score=0.0))
     store.write(req)
@@ -78,8 +108,10 @@ def test_a_refusal_hands_back_the_probe_without_closing_the_circuit() -> None:
     for t in range(3):
         s.observe("m", False, 0.1, now=100.0 + t)
     assert s.healthy("m", now=113) and s.state("m") == "half-open"
+    before = s.snapshot(now=113)["m"]["error_rate"]
     s.observe_refusal("m")
-    assert s.state("m") == "open" and s.snapshot()["m"]["error_rate"] == 1.0  # neither counted nor forgiven
+    after = s.snapshot(now=113)["m"]["error_rate"]
+    assert s.state("m") == "open" and after == before > 0.8  # neither counted nor forgiven
     assert s.healthy("m", now=113.5)  # the next request probes, instead of the circuit staying shut
     s.observe_refusal("unseen")  # a model with no statistics yet gets none from a refusal
     assert "unseen" not in s.snapshot()

@@ -49,6 +49,8 @@ class ModelStats:
     consecutive_failures: int = 0
     opened_at: float | None = None  # circuit breaker opened (None: closed)
     probing: bool = False
+    probe_at: float | None = None  # when the half-open probe was let through
+    last_call: float | None = None  # when the last answered or failed call ended
     feedback_n: float = 0.0
     feedback_residual: float = 0.0  # Σ (observed − predicted quality)
     warm: bool = False  # the first successful call (connection set-up, model load) is not representative
@@ -58,14 +60,23 @@ class ModelStats:
     def _ewma(self, old: float | None, new: float) -> float:
         return new if old is None else (1 - self.alpha) * old + self.alpha * new
 
+    def decayed_error_rate(self, now: float, half_life_s: float) -> float:
+        """The error rate, halved for every ``half_life_s`` without a call: a model that failed for a while and
+        then got no traffic (its rate kept it out) is tried again, instead of being shut out for good."""
+        if self.last_call is None or not math.isfinite(half_life_s):
+            return self.error_rate
+        return self.error_rate * 0.5 ** (max(0.0, now - self.last_call) / half_life_s)
+
     def observe(self, ok: bool, latency_s: float, ttft_s: float | None, output_tokens: int, now: float,
-                failure_threshold: int) -> None:
+                failure_threshold: int, error_half_life_s: float = math.inf) -> None:
         self.calls += 1
-        self.error_rate = self._ewma(self.error_rate if self.calls > 1 else None, 0.0 if ok else 1.0)
+        before = self.decayed_error_rate(now, error_half_life_s) if self.calls > 1 else None
+        self.error_rate = self._ewma(before, 0.0 if ok else 1.0)
+        self.last_call = max(self.last_call or now, now)
         if ok and not self.warm:
             self.warm = True
             self.last_ok = now
-            self.consecutive_failures, self.opened_at, self.probing = 0, None, False
+            self.consecutive_failures, self.opened_at, self.probing, self.probe_at = 0, None, False, None
             return
         if ok:
             self.last_ok = now
@@ -78,12 +89,12 @@ class ModelStats:
                 self.s_per_token = self._ewma(self.s_per_token, gen)
             self.consecutive_failures = 0
             self.opened_at = None
-            self.probing = False
+            self.probing, self.probe_at = False, None
         else:
             self.consecutive_failures += 1
             if self.consecutive_failures >= failure_threshold or self.probing:
                 self.opened_at = now
-                self.probing = False
+                self.probing, self.probe_at = False, None
 
     def expected_latency_s(self, output_tokens: int) -> float | None:
         if self.s_per_token is None and self.latency_s is None:
@@ -100,6 +111,7 @@ class LiveStats:
     failure_threshold: int = 3
     cooldown_s: float = 30.0
     stale_s: float = 120.0  # latency not refreshed for this long is forgotten, so the model gets re-tried
+    error_half_life_s: float = 60.0  # the error rate halves every minute without calls (ModelStats.decayed_error_rate)
     window: int = 50  # calls per model read back from the database
     feedback_settle_s: float = 60.0  # how long a missing feedback id (a commit in flight) is looked for again
     models: dict[str, ModelStats] = field(default_factory=dict)
@@ -131,7 +143,7 @@ class LiveStats:
                 output_tokens: int = 0, now: float | None = None) -> None:
         with self._lock:
             self._get(model).observe(ok, latency_s, ttft_s, output_tokens, now or time.time(),
-                                     self.failure_threshold)
+                                     self.failure_threshold, self.error_half_life_s)
 
     def observe_refusal(self, model: str) -> None:
         """A call the model refused for the request's own sake (an unreadable part, too long a prompt) says
@@ -140,7 +152,11 @@ class LiveStats:
         with self._lock:
             st = self.models.get(model)
             if st is not None and st.probing:
-                st.probing = False
+                st.probing, st.probe_at = False, None
+
+    def observe_cancelled(self, model: str) -> None:
+        """A call cut short (its client left) is no verdict on the model either: a probe it used is handed back."""
+        self.observe_refusal(model)
 
     def observe_rate_limit(self, model: str, retry_after: float | None, now: float | None = None) -> None:
         """The model answered 429: leave it alone for ``retry_after`` seconds (a few when it did not say).
@@ -180,8 +196,10 @@ class LiveStats:
                 return False
             if st is None or st.opened_at is None:
                 return True
-            if now - st.opened_at >= self.cooldown_s and not st.probing:
-                st.probing = True
+            # a probe with no verdict after a whole cool-down (its call lost on the way) is no longer waited for
+            stuck = st.probing and st.probe_at is not None and now - st.probe_at >= self.cooldown_s
+            if now - st.opened_at >= self.cooldown_s and (not st.probing or stuck):
+                st.probing, st.probe_at = True, now
                 return True
             return False
 
@@ -202,7 +220,8 @@ class LiveStats:
             for name, st in self.models.items():
                 n, total = mine.get(name, (0.0, 0.0))  # posterior shift: normal–normal shrinkage towards the gate
                 delta = (st.feedback_residual + total) / (PRIOR_STRENGTH + st.feedback_n + n)
-                entry: dict[str, float] = {"error_rate": st.error_rate, "quality_delta": delta}
+                entry: dict[str, float] = {"error_rate": st.decayed_error_rate(now, self.error_half_life_s),
+                                           "quality_delta": delta}
                 lat = st.expected_latency_s(output_tokens)
                 if lat is not None and st.last_ok is not None and now - st.last_ok < self.stale_s:
                     entry["latency_s"] = lat
@@ -255,7 +274,7 @@ class LiveStats:
                     st = ModelStats()
                     for status, lat_ms, ttft_ms, out_tok, ended in reversed(rows):
                         st.observe(status == "ok", lat_ms / 1000, ttft_ms / 1000 if ttft_ms else None, out_tok,
-                                   ended, self.failure_threshold)
+                                   ended, self.failure_threshold, self.error_half_life_s)
                     fresh[model] = st
                 self._read_new_feedback(s, store.url)
             if self._totals is None:  # the tallies changed since they were last summed up
@@ -273,7 +292,7 @@ class LiveStats:
                 for model, st in fresh.items():
                     old = self.models.get(model)
                     if old is not None and old.probing:
-                        st.probing = True
+                        st.probing, st.probe_at = True, old.probe_at
                     mine = old.limited_until if old is not None else None
                     st.limited_until = max(mine or 0.0, limited.get(model, 0.0)) or None
                     self.models[model] = st
