@@ -319,8 +319,8 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         request.state.moai_request_id = prep.id  # for the 503 of a request the shutdown stops (serve_process.Stoppable)
         hold = None
         if has_budget(key):  # its worst case counts against the key's budget until it is recorded
-            try:
-                hold = await asyncio.to_thread(keeper.hold, key, worst_case_usd(prep.ctx, prep.plan))
+            try:  # refused, it is taken back from the key's RPM window (a 429 does not use the limit up)
+                hold = await asyncio.to_thread(keeper.hold, key, worst_case_usd(prep.ctx, prep.plan), counted=window)
             except Denied as e:
                 return denied(e)
         try:

@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from moai.server import spend_holds
-from moai.server.rate_limit import Window, peek, tally
+from moai.server.rate_limit import Window, peek, tally, withdraw
 from moai.telemetry.store import ApiKey, RateWindow, RequestRecord, TelemetryStore, driver_reason
 
 PREFIX = "moai-sk-"
@@ -249,34 +249,50 @@ class Gatekeeper:
 
     def _over_budget(self, conn: Connection, key: ApiKey, now: datetime, holding: float = 0.0) -> None:
         """Raise 429 when the key's recorded spend plus what its running requests hold (less ``holding``, this
-        request's own hold) has reached a budget."""
+        request's own hold) has reached a budget. When both budgets are reached, the one that binds longer is
+        told, with its reset as Retry-After: at midnight a spent monthly budget still refuses."""
         day, month = period_starts(now)
         others = spend_holds.held(conn, key.id, now.timestamp()) - holding
-        for limit, start, label, reset in (
-            (key.budget_day_usd, day, "daily", day + timedelta(days=1)),
+        reached = [(reset, limit, label) for limit, start, label, reset in (
             (key.budget_month_usd, month, "monthly", (month + timedelta(days=32)).replace(day=1)),
-        ):
-            if limit is not None and _spent(conn, key.id, start) + others >= limit:
-                # not counted against the RPM limit, which is still told as it stands
-                window = peek(self.store, key.id, key.rpm, now.timestamp()) if key.rpm and self.store else None
-                raise Denied(429, f"This key has spent its {label} budget of ${limit:g}"
-                             + (" (counting its requests still running)." if others > 0 else "."),
-                             "insufficient_quota", retry_after=(reset - now).total_seconds(), window=window)
+            (key.budget_day_usd, day, "daily", day + timedelta(days=1)),
+        ) if limit is not None and _spent(conn, key.id, start) + others >= limit]
+        if reached:
+            reset, limit, label = max(reached, key=lambda r: r[0])  # a tie (the month's last day): the monthly one
+            running = others > spend_holds.RESIDUE_USD  # float noise of released holds is no running request
+            raise Denied(429, f"This key has spent its {label} budget of ${limit:g}"
+                         + (" (counting its requests still running)." if running else "."),
+                         "insufficient_quota", retry_after=(reset - now).total_seconds())
 
-    def hold(self, key: ApiKey | None, usd: float, now: datetime | None = None) -> spend_holds.Hold | None:
+    def _told(self, key: ApiKey, now: datetime, counted: Window | None = None) -> Window | None:
+        """The RPM window a budget refusal tells (keys with a limit only), after taking back this request's count
+        when it was counted (``counted``): a request refused with 429 does not use the limit up."""
+        if not key.rpm or self.store is None:
+            return None
+        if counted is not None:
+            return withdraw(self.store, key.id, counted, now.timestamp())
+        return peek(self.store, key.id, key.rpm, now.timestamp())
+
+    def hold(self, key: ApiKey | None, usd: float, now: datetime | None = None,
+             counted: Window | None = None) -> spend_holds.Hold | None:
         """Hold a budgeted key's request's worst-case cost until it is recorded (``spend_holds``), or 429 when
-        the key's spend and the holds of its other running requests have reached its budget. None: nothing held
-        (no budget, or nothing to cost)."""
+        the key's spend and the holds of its other running requests have reached its budget; ``counted``: the RPM
+        window its admission counted it in, taken back on that 429. None: nothing held (no budget, or nothing to
+        cost)."""
         if self.store is None or not has_budget(key) or usd <= 0:
             return None
         assert key is not None
         now = now or datetime.now(UTC)
         try:
             self.store.check_file()
-            with self.store.engine.begin() as conn:  # a Denied rolls the hold back
-                h = spend_holds.add(conn, key.id, usd, now.timestamp())
-                self._over_budget(conn, key, now, holding=usd)
-                return h
+            try:
+                with self.store.engine.begin() as conn:  # a Denied rolls the hold back
+                    h = spend_holds.add(conn, key.id, usd, now.timestamp())
+                    self._over_budget(conn, key, now, holding=usd)
+                    return h
+            except Denied as e:
+                e.window = self._told(key, now, counted)
+                raise
         except SQLAlchemyError as e:
             self._failed(e)
             log.warning("cannot check the budget of key %s: %s", key.id, driver_reason(e))
@@ -297,8 +313,12 @@ class Gatekeeper:
         if self.store is not None and (has_budget(key) or key.rpm):
             self.store.check_file()  # limits read from a SQLite file that is gone would hold nothing back
         if self.store is not None and has_budget(key):
-            with self.store.engine.connect() as conn:
-                self._over_budget(conn, key, now)
+            try:
+                with self.store.engine.connect() as conn:
+                    self._over_budget(conn, key, now)
+            except Denied as e:  # not counted against the RPM limit, which is still told as it stands
+                e.window = self._told(key, now)
+                raise
         if key.rpm and self.store is not None:
             window = tally(self.store, key.id, key.rpm, now.timestamp())
             if window.retry_after is not None:

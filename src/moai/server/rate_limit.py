@@ -4,7 +4,8 @@ Each key has one counter per UTC minute. The rate over the last 60 s is estimate
 count plus the previous minute's, weighted by the share of it still inside the window (the sliding-window
 counter of Cloudflare's and Redis-based limiters: two rows per key, no row per request). A request is
 counted by an atomic upsert and withdrawn when it would break the limit, so replicas racing for the last
-slot can only be stricter than the limit, never looser.
+slot can only be stricter than the limit, never looser. A counted request refused later on (its key's budget
+holds nothing more for it) is withdrawn too (``withdraw``): a request refused with 429 does not use the limit up.
 
 What the counters say is also told to the client, as OpenAI's ``x-ratelimit-*-requests`` headers (``Window``).
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
@@ -91,6 +92,8 @@ class Window:
     remaining: int
     reset_s: float
     retry_after: float | None = None
+    # the UTC minute a counted request was counted in: where ``withdraw`` takes it back (the clock may have moved on)
+    counted_minute: int | None = field(default=None, compare=False)
 
     def headers(self) -> dict[str, str]:
         return dict(zip(RATE_LIMIT_HEADERS, (str(self.limit), str(self.remaining), duration(self.reset_s)),
@@ -113,7 +116,8 @@ def tally(store: TelemetryStore, key_id: str, rpm: int, now: float | None = None
         if count + previous * (WINDOW_S - elapsed) / WINDOW_S <= rpm:
             if count == 1:  # first request of a minute: older counters are no longer read
                 conn.execute(delete(_T).where((_T.c.key_id == key_id) & (_T.c.minute < minute - 1)))
-            return Window(rpm, remaining(count, previous, rpm, elapsed), full_reset(count, previous, elapsed))
+            return Window(rpm, remaining(count, previous, rpm, elapsed), full_reset(count, previous, elapsed),
+                          counted_minute=minute)
         conn.execute(update(_T).where(this).values(count=_T.c.count - 1))
         wait = retry_after(count - 1, previous, rpm, elapsed)
         return Window(rpm, 0, wait, retry_after=wait)
@@ -122,6 +126,16 @@ def tally(store: TelemetryStore, key_id: str, rpm: int, now: float | None = None
 def take(store: TelemetryStore, key_id: str, rpm: int, now: float | None = None) -> float | None:
     """Count one request of the key: None when it is within `rpm`, else the seconds to wait (not counted)."""
     return tally(store, key_id, rpm, now).retry_after
+
+
+def withdraw(store: TelemetryStore, key_id: str, counted: Window, now: float | None = None) -> Window:
+    """Take back a request ``tally`` counted, which was then refused (a 429 must not use the limit up), and tell
+    the window after it. Nothing to take back when it was not counted, or its minute's counter is gone."""
+    if counted.counted_minute is not None:
+        where = (_T.c.key_id == key_id) & (_T.c.minute == counted.counted_minute) & (_T.c.count > 0)
+        with store.engine.begin() as conn:
+            conn.execute(update(_T).where(where).values(count=_T.c.count - 1))
+    return peek(store, key_id, counted.limit, now)
 
 
 def peek(store: TelemetryStore, key_id: str, rpm: int, now: float | None = None) -> Window:

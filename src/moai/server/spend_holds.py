@@ -22,6 +22,9 @@ from sqlalchemy.engine import Connection
 from moai.telemetry.store import SpendHold, TelemetryStore
 
 HOLD_TTL_MIN = 15  # minutes: longer than any request may run (a killed process's holds fade after this)
+# dollars: below this, what is left of a row once its holds are all released is float noise (0.1 + 0.2 - 0.1 - 0.2
+# is 5.6e-17, not 0); one token of a model priced $0.01 per million tokens is ten times this
+RESIDUE_USD = 1e-9
 _T = SpendHold.__table__
 
 
@@ -66,7 +69,9 @@ def held(conn: Connection, key_id: str, now: float) -> float:
 
 
 def release(store: TelemetryStore, hold: Hold) -> None:
-    """Give a hold back (its request is recorded: its real cost is in the key's spend now)."""
+    """Give a hold back (its request is recorded: its real cost is in the key's spend now). What the subtraction
+    leaves below ``RESIDUE_USD`` is float noise, set to 0: else the key would seem to have requests still running."""
     where = (_T.c.key_id == hold.key_id) & (_T.c.minute == hold.minute)
+    left = _T.c.usd - hold.usd
     with store.engine.begin() as conn:
-        conn.execute(update(_T).where(where).values(usd=case((_T.c.usd > hold.usd, _T.c.usd - hold.usd), else_=0.0)))
+        conn.execute(update(_T).where(where).values(usd=case((left > RESIDUE_USD, left), else_=0.0)))
