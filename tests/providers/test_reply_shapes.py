@@ -149,3 +149,4 @@ def test_a_provider_raising_an_unforeseen_exception_is_a_failed_try(stream: bool
             failed = [a for t in r.json()["moai"]["trace"] for a in t.get("attempts", []) if a["model"] == "bad"]
             assert failed and "KeyError" in failed[0]["error"]
     assert any("unexpected KeyError" in rec.getMessage() and rec.exc_info for rec in caplog.records)
+
