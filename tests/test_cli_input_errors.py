@@ -285,3 +285,15 @@ def test_feedback_on_a_declared_scale_is_stored_as_its_quality(db: str) -> None:
     assert [f.score for f in store.feedback_for("chatcmpl-a")] == [pytest.approx(0.1)]
     assert [f.score for f in store.feedback_for("chatcmpl-b")] == [1.0]
     one_line_error(runner.invoke(app, ["feedback", "chatcmpl-a", "7", "--scale", "thumbs"]), "thumbs scale")
+
+
+def test_route_and_chat_read_moai_config_as_serve_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "mix.yaml"
+    cfg.write_text('models:\n  far: {provider: openai_compat, endpoint: "http://127.0.0.1:9/v1", max_retries: 0}\n'
+                   "mixes:\n  only: {strategy: route, models: [far]}\n")
+    monkeypatch.setenv("MOAI_DATABASE_URL", f"sqlite:///{tmp_path / 'moai.db'}")
+    r = CliRunner().invoke(app, ["route", "hi", "-m", "only", "--json"], env={"MOAI_CONFIG": str(cfg)})
+    assert r.exit_code == 0, r.output
+    assert '"far"' in r.output
+    one_line_error(CliRunner().invoke(app, ["chat", "hi", "-m", "nope"], env={"MOAI_CONFIG": str(cfg)}),
+                   str(cfg))  # the unknown mix is looked up in the file MOAI_CONFIG names

@@ -136,7 +136,8 @@ def _run(server: Any) -> None:
 def chat(
     prompt: str = typer.Argument(..., help="The user message."),
     mix: str = typer.Option("default", "--mix", "-m", help="Mix (or model) name."),
-    config: str | None = typer.Option(None, "--config", "-c"),
+    config: str | None = typer.Option(None, "--config", "-c",
+                                      help="Mix instructions YAML (default: MOAI_CONFIG, else embedded)."),
     max_tokens: int | None = typer.Option(None, min=1, max=32768, help="Completion budget."),
     show_trace: bool = typer.Option(False, "--trace", help="Print the moai summary after the answer."),
 ) -> None:
@@ -147,7 +148,7 @@ def chat(
     from moai.strategies.context import NoEligibleModel
     from moai.strategies.executor import Execution, PlanFailed
 
-    cfg = open_config(config)
+    cfg = open_config(config or os.environ.get("MOAI_CONFIG"))  # as serve: the same mix instructions answer
     check_cache(cfg)
     check_privacy_model()
     if not prompt.strip():
@@ -201,7 +202,8 @@ def chat(
 def route(
     prompt: str = typer.Argument(..., help="The user message to route."),
     mix: str = typer.Option("default", "--mix", "-m", help="Mix name."),
-    config: str | None = typer.Option(None, "--config", "-c", help="Mix instructions (default: embedded)."),
+    config: str | None = typer.Option(None, "--config", "-c",
+                                      help="Mix instructions (default: MOAI_CONFIG, else embedded)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Show the gate's decision for a prompt — model, strategy, sensitivity, reasons — calling no model."""
@@ -210,7 +212,7 @@ def route(
     from moai.mixture import BadRequest, Mixture, UnknownModel
     from moai.server.openai_schema import validation_message
 
-    cfg = open_config(config)
+    cfg = open_config(config or os.environ.get("MOAI_CONFIG"))
     check_cache(cfg)
     check_privacy_model()
     if not prompt.strip():
