@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from typing import Any
 
 import pytest
 from stub_openai import Script, StubServer, free_port
@@ -11,6 +13,7 @@ from stub_openai import Script, StubServer, free_port
 from moai.config import parse_config
 from moai.providers import ChatParams, ProviderRateLimited, make_provider
 from moai.providers.balanced import BalancedProvider
+from moai.providers.tool_calls import merge_tool_call_deltas
 
 PARAMS = ChatParams(messages=[{"role": "user", "content": "hi"}], max_tokens=4)
 
@@ -94,3 +97,51 @@ async def test_every_deployment_rate_limited_makes_the_model_rate_limited_until_
         await p.aclose()
     assert elapsed < 1.0 and (a.script.calls, b.script.calls) == (1, 1)
     assert e.value.model == "m" and e.value.retry_after == 7
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_a_call_a_refusal_and_the_model_id_come_through_as_from_one_endpoint(stream: bool) -> None:
+    """A balanced model answers as a single-endpoint one: a tool call whole (not its streamed pieces), a refusal
+    as a refusal, and its deployments are asked for the card's model, not their own names."""
+    async def ask(script: Script) -> tuple[Any, Script]:
+        with StubServer(script) as a:
+            p = make_provider(card([a.url]))
+            if stream:
+                deltas = [d async for d in p.stream(PARAMS)]
+                calls: list[dict[str, Any]] = []
+                for d in deltas:
+                    merge_tool_call_deltas(calls, d.tool_calls or [])
+                out = ("".join(d.text for d in deltas), calls, "".join(d.refusal for d in deltas))
+            else:
+                c = await p.complete(PARAMS)
+                assert c.model == "m"
+                out = (c.text, c.tool_calls or [], c.refusal or "")
+            await p.aclose()
+        return out, a.script
+
+    (text, calls, _), script = await ask(Script(tool_call=("get_weather", '{"city": "Paris"}')))
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls] == [
+        ("get_weather", {"city": "Paris"})]
+    assert script.seen[0]["model"] == "m" and script.seen[0].get("stream", False) is stream  # plain is not streamed
+    (text, calls, refusal), _ = await ask(Script(reply="I can't help with that.", refuse=True))
+    assert refusal == "I can't help with that." and not text and not calls
+
+
+async def test_a_deployment_that_failed_is_tried_after_the_others_for_a_while(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deployment down (nothing listening) would make every request wait on it first; after it failed once,
+    requests go to the healthy one first, and it is tried again later."""
+    from moai.providers import balanced
+
+    down = f"http://127.0.0.1:{free_port()}/v1"
+    with StubServer(Script(reply="ok")) as up:
+        p = make_provider(card([down, up.url]))
+        assert isinstance(p, BalancedProvider)
+        for _ in range(5):
+            assert (await p.complete(PARAMS)).text == "ok"
+        failures = p.deployments[0].failures
+        monkeypatch.setattr(balanced, "FAILED_BACK_S", 0.0, raising=False)  # its time behind the others is over
+        await p.complete(PARAMS)
+        await p.aclose()
+    assert failures == 1 and up.script.calls == 6
+    assert p.deployments[0].failures == 2  # tried first again once its time was over

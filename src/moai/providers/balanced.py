@@ -6,6 +6,8 @@ Per-deployment concurrency limits hold; a deployment that fails before answering
 next one, so the executor's model-level fallback is only needed when every deployment fails. A deployment
 that answered 429 goes to the back of the order until its ``Retry-After`` has passed, since it would most
 likely refuse again; when every deployment is rate limited the model is, until the first of them frees up.
+One that failed otherwise (down, erroring) goes behind the others for ``FAILED_BACK_S``: it is still tried when
+they fail, but no request waits on its timeouts first.
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ from moai.catalog import ModelCard
 from moai.providers.base import (
     RATE_LIMIT_COOLDOWN_S,
     ChatParams,
+    Completion,
     Delta,
     Provider,
     ProviderError,
     ProviderRateLimited,
     note_retried,
 )
+
+FAILED_BACK_S = 30.0  # how long a deployment that failed is tried after the others
 
 
 @dataclass
@@ -38,6 +43,7 @@ class _Deployment:
     calls: int = 0
     failures: int = 0
     limited_until: float = 0.0  # monotonic time its last 429 asked to be left alone until
+    failed_at: float = -FAILED_BACK_S  # monotonic time of its last failure other than a 429
     history: list[float] = field(default_factory=list)
 
     def wait_score(self, mode: str) -> float:
@@ -55,16 +61,68 @@ class BalancedProvider(Provider):
         self.mode = card.balance
         self.deployments = []
         for i, dep in enumerate(card.deployments):
-            sub = card.model_copy(update={
+            sub = card.model_copy(update={  # named apart for the trace; upstream, it is the card's model
                 "endpoint": dep.endpoint, "api_key_env": dep.api_key_env or card.api_key_env,
-                "model": dep.model or card.model, "deployments": [], "name": f"{card.name}#{i + 1}",
+                "model": dep.model or card.upstream_model, "deployments": [], "name": f"{card.name}#{i + 1}",
             })
             limit = asyncio.Semaphore(dep.concurrency)
             self.deployments.append(_Deployment(f"{card.name}#{i + 1}", factory(sub), limit, dep.concurrency))
 
     def _order(self) -> list[_Deployment]:
         now = time.monotonic()
-        return sorted(self.deployments, key=lambda d: (d.limited_until > now, d.wait_score(self.mode), d.calls))
+        return sorted(self.deployments, key=lambda d: (
+            d.limited_until > now, now - d.failed_at < FAILED_BACK_S, d.wait_score(self.mode), d.calls))
+
+    @staticmethod
+    def _answered(dep: _Deployment, t0: float) -> None:
+        elapsed = time.perf_counter() - t0
+        dep.latency_s = elapsed if dep.latency_s is None else 0.7 * dep.latency_s + 0.3 * elapsed
+        dep.calls += 1
+        dep.failed_at = -FAILED_BACK_S
+
+    @staticmethod
+    def _failed(dep: _Deployment, e: ProviderError, waits: list[float]) -> None:
+        dep.failures += 1
+        if isinstance(e, ProviderRateLimited):
+            wait = RATE_LIMIT_COOLDOWN_S if e.retry_after is None else e.retry_after
+            dep.limited_until = max(dep.limited_until, time.monotonic() + wait)
+            waits.append(wait)
+        elif e.retryable:  # down or failing: the next requests try the others first
+            dep.failed_at = time.monotonic()
+
+    def _exhausted(self, last: ProviderError | None, waits: list[float]) -> ProviderError:
+        """The error once every deployment failed: rate limited while all of them are (usable again as soon as
+        one frees up), else the last one's."""
+        assert last is not None
+        if len(waits) == len(self.deployments):
+            error = ProviderRateLimited(self.name, f"every deployment rate limited ({last})", min(waits))
+            error.__cause__ = last
+            return error
+        return last
+
+    async def complete(self, params: ChatParams) -> Completion:
+        """One non-streamed call, handed on from deployment to deployment as ``stream`` does."""
+        last: ProviderError | None = None
+        waits: list[float] = []
+        for dep in self._order():
+            if last is not None:  # handed on to this deployment: the failure is not raised, but still counts
+                note_retried(last)
+            dep.in_flight += 1
+            t0 = time.perf_counter()
+            try:
+                async with dep.limit:
+                    out = await dep.provider.complete(params)
+                self._answered(dep, t0)
+                out.model = self.name
+                return out
+            except ProviderError as e:
+                self._failed(dep, e, waits)
+                last = e
+                if not e.retryable:
+                    raise
+            finally:
+                dep.in_flight -= 1
+        raise self._exhausted(last, waits)
 
     async def stream(self, params: ChatParams) -> AsyncIterator[Delta]:
         last: ProviderError | None = None
@@ -78,27 +136,18 @@ class BalancedProvider(Provider):
             try:
                 async with dep.limit:
                     async for d in dep.provider.stream(params):
-                        started = started or bool(d.text or d.tool_calls)
+                        started = started or bool(d.text or d.tool_calls or d.refusal)
                         yield d
-                elapsed = time.perf_counter() - t0
-                dep.latency_s = elapsed if dep.latency_s is None else 0.7 * dep.latency_s + 0.3 * elapsed
-                dep.calls += 1
+                self._answered(dep, t0)
                 return
             except ProviderError as e:
-                dep.failures += 1
+                self._failed(dep, e, waits)
                 last = e
                 if started or not e.retryable:
                     raise
-                if isinstance(e, ProviderRateLimited):
-                    wait = RATE_LIMIT_COOLDOWN_S if e.retry_after is None else e.retry_after
-                    dep.limited_until = max(dep.limited_until, time.monotonic() + wait)
-                    waits.append(wait)
             finally:
                 dep.in_flight -= 1
-        assert last is not None
-        if len(waits) == len(self.deployments):  # the model is usable again as soon as one deployment is
-            raise ProviderRateLimited(self.name, f"every deployment rate limited ({last})", min(waits)) from last
-        raise last
+        raise self._exhausted(last, waits)
 
     def load(self) -> dict[str, int]:
         """Calls answered per deployment (for tests, metrics and the trace)."""

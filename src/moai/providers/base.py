@@ -360,18 +360,22 @@ class Provider(ABC):
         """Default: drain the stream. Providers with a cheaper non-streaming call override this."""
         start = time.perf_counter()
         ttft: float | None = None
+        from moai.providers.tool_calls import merge_tool_call_deltas
+
         parts: list[str] = []
+        refusal: list[str] = []
         tool_calls: list[dict[str, Any]] = []
         finish = "stop"
         usage: Usage | None = None
         cpu_s: float | None = None
         fingerprint: str | None = None
         async for d in self.stream(params):
-            if ttft is None and (d.text or d.tool_calls):
+            if ttft is None and (d.text or d.tool_calls or d.refusal):
                 ttft = time.perf_counter() - start
             parts.append(d.text)
-            if d.tool_calls:
-                tool_calls.extend(d.tool_calls)
+            refusal.append(d.refusal)
+            for call in d.tool_calls or ():  # streamed calls come in pieces: one names a call, the rest add to it
+                merge_tool_call_deltas(tool_calls, [call if "index" in call else {**call, "index": len(tool_calls)}])
             if d.finish_reason:
                 finish = d.finish_reason
             if d.usage:
@@ -385,6 +389,7 @@ class Provider(ABC):
             finish_reason=finish,
             usage=usage or Usage(),
             tool_calls=tool_calls or None,
+            refusal="".join(refusal) or None,
             latency_s=time.perf_counter() - start,
             ttft_s=ttft,
             cpu_s=cpu_s,
