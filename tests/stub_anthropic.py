@@ -29,7 +29,8 @@ class Script:
     """What the stub does: fail the first ``fail_times`` calls with ``fail_status``, then answer.
 
     ``tool_use`` (name, input) makes the answer a tool call when the request offers tools;
-    ``stream_error`` sends an in-band ``error`` event after the first text delta.
+    ``stream_error`` sends an in-band ``error`` event (HTTP 200 already sent) after ``stream_error_after`` text
+    deltas, 0 meaning right after ``message_start``; ``final_usage`` is what ``message_delta`` reports as its usage.
     """
 
     reply: str = "stub answer"
@@ -39,9 +40,13 @@ class Script:
     fail_status: int = 500
     retry_after: str | None = None  # a Retry-After header for a 429 or 5xx instead of the default retry-after-ms: 5
     stream_error: str | None = None
+    stream_error_after: int = 1
+    stream_error_message: str = "boom"
+    final_usage: dict[str, int] | None = None  # message_delta's usage; default: the output tokens alone
     delay_s: float = 0.0
     input_tokens: int = 11
     cache_read_input_tokens: int = 0  # input read from Anthropic's prompt cache (counted apart from input_tokens)
+    cache_creation_input_tokens: int = 0  # input written to the prompt cache (also apart from input_tokens)
     calls: int = 0
     seen: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
@@ -141,16 +146,22 @@ def make_app(script: Script) -> FastAPI:
             blocks.append({"type": "tool_use", "id": f"toolu_{script.calls:04d}", "name": name, "input": args})
             stop = "tool_use"
         usage = {"input_tokens": script.input_tokens, "output_tokens": len(words),
-                 "cache_creation_input_tokens": 0, "cache_read_input_tokens": script.cache_read_input_tokens}
+                 "cache_creation_input_tokens": script.cache_creation_input_tokens,
+                 "cache_read_input_tokens": script.cache_read_input_tokens}
         message = {"id": f"msg_{script.calls:04d}", "type": "message", "role": "assistant",
                    "model": body["model"], "content": blocks, "stop_reason": stop, "stop_sequence": None,
                    "usage": usage}
         if not body.get("stream"):
             return message
 
+        stream_error = {"type": "error", "error": {"type": script.stream_error, "message": script.stream_error_message}}
+
         async def gen() -> Any:
             start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
             yield _sse("message_start", {"type": "message_start", "message": start})
+            if script.stream_error and script.stream_error_after == 0:
+                yield _sse("error", stream_error)
+                return
             for index, block in enumerate(blocks):
                 if block["type"] == "text":
                     yield _sse("content_block_start", {"type": "content_block_start", "index": index,
@@ -160,9 +171,8 @@ def make_app(script: Script) -> FastAPI:
                         delta = {"type": "text_delta", "text": w if i == 0 else " " + w}
                         yield _sse("content_block_delta", {"type": "content_block_delta", "index": index,
                                                            "delta": delta})
-                        if script.stream_error:
-                            err = {"type": "error", "error": {"type": script.stream_error, "message": "boom"}}
-                            yield _sse("error", err)
+                        if script.stream_error and i + 1 == script.stream_error_after:
+                            yield _sse("error", stream_error)
                             return
                 else:
                     head = {**block, "input": {}}
@@ -176,7 +186,7 @@ def make_app(script: Script) -> FastAPI:
                 yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
             yield _sse("message_delta", {"type": "message_delta",
                                          "delta": {"stop_reason": stop, "stop_sequence": None},
-                                         "usage": {"output_tokens": len(words)}})
+                                         "usage": script.final_usage or {"output_tokens": len(words)}})
             yield _sse("message_stop", {"type": "message_stop"})
 
         return StreamingResponse(gen(), media_type="text/event-stream")

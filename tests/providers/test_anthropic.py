@@ -14,6 +14,7 @@ from stub_openai import free_port
 from moai.catalog import ModelCard
 from moai.providers import (
     ChatParams,
+    ProviderError,
     ProviderRateLimited,
     ProviderRequestError,
     ProviderServerError,
@@ -26,6 +27,7 @@ from moai.providers.anthropic import (
     to_anthropic_tool_choice,
     to_anthropic_tools,
 )
+from moai.providers.base import ProviderAuthError
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather for a city",
@@ -226,6 +228,85 @@ async def test_in_stream_error_event_is_typed() -> None:
             async for d in provider(s.url).stream(PARAMS):
                 got.append(d)
     assert [d.text for d in got] == ["a"]
+
+
+@pytest.mark.parametrize(("kind", "error", "status"), [
+    ("rate_limit_error", ProviderRateLimited, 429),
+    ("invalid_request_error", ProviderRequestError, 400),
+    ("authentication_error", ProviderAuthError, 502),
+    ("permission_error", ProviderAuthError, 502),
+    ("api_error", ProviderServerError, 502),
+    ("overloaded_error", ProviderUnavailable, 503),
+])
+async def test_an_error_event_in_the_stream_is_typed_by_its_kind_not_the_200(
+        kind: str, error: type[ProviderError], status: int) -> None:
+    """After ``message_start`` the stream's status is 200: the error's own type says what went wrong, as its HTTP
+    status would have (an in-stream rate limit is a rate limit, not a failure of the model)."""
+    with StubAnthropic(Script(stream_error=kind, stream_error_after=0)) as s, pytest.raises(ProviderError) as e:
+        [d async for d in provider(s.url).stream(PARAMS)]
+    assert type(e.value) is error and e.value.status == status
+    assert "200" not in str(e.value) and s.script.calls == 1
+
+
+async def test_a_prompt_too_long_in_the_stream_is_context_length_exceeded() -> None:
+    script = Script(stream_error="invalid_request_error", stream_error_after=0,
+                    stream_error_message="prompt is too long: 250000 tokens > 200000 maximum")
+    with StubAnthropic(script) as s, pytest.raises(ProviderRequestError) as e:
+        [d async for d in provider(s.url).stream(PARAMS)]
+    assert (e.value.code, e.value.param, e.value.status) == ("context_length_exceeded", "messages", 400)
+    assert str(e.value).endswith("prompt is too long: 250000 tokens > 200000 maximum")
+
+
+async def test_a_rate_limit_after_the_first_token_still_ends_the_stream_as_a_rate_limit() -> None:
+    with StubAnthropic(Script(reply="a b", stream_error="rate_limit_error")) as s:
+        got: list[Any] = []
+        with pytest.raises(ProviderRateLimited):
+            async for d in provider(s.url).stream(PARAMS):
+                got.append(d)
+    assert [d.text for d in got] == ["a"]
+
+
+async def test_a_refusal_without_a_word_comes_back_as_openais_refusal() -> None:
+    """``stop_reason: refusal`` is OpenAI's ``message.refusal`` (finish_reason ``stop``), plain and streamed."""
+    with StubAnthropic(Script(reply="", stop_reason="refusal")) as s:
+        out = await provider(s.url).complete(PARAMS)
+        deltas = [d async for d in provider(s.url).stream(PARAMS)]
+    assert out.text == "" and out.refusal and out.finish_reason == "stop"
+    assert "".join(d.text for d in deltas) == "" and "".join(d.refusal for d in deltas) == out.refusal
+    assert deltas[-1].finish_reason == "stop"
+
+
+async def test_what_a_refusing_model_said_is_its_refusal() -> None:
+    """Plain, the model's words are the refusal. Streamed, they went out as content before the stop reason came:
+    a refusal still follows, so that the client sees one."""
+    with StubAnthropic(Script(reply="I cannot help with that.", stop_reason="refusal")) as s:
+        out = await provider(s.url).complete(PARAMS)
+        deltas = [d async for d in provider(s.url).stream(PARAMS)]
+    assert (out.text, out.refusal, out.finish_reason) == ("", "I cannot help with that.", "stop")
+    assert "".join(d.text for d in deltas) == "I cannot help with that." and "".join(d.refusal for d in deltas)
+    assert deltas[-1].finish_reason == "stop"
+
+
+async def test_an_ordinary_answer_has_no_refusal() -> None:
+    with StubAnthropic(Script(reply="fine")) as s:
+        out = await provider(s.url).complete(PARAMS)
+        deltas = [d async for d in provider(s.url).stream(PARAMS)]
+    assert out.refusal is None and not any(d.refusal for d in deltas)
+
+
+@pytest.mark.parametrize("final", [
+    {"input_tokens": 10, "output_tokens": 3},
+    {"input_tokens": 10, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 20, "output_tokens": 3},
+], ids=["without-cache-counts", "with-cache-counts"])
+async def test_streamed_prompt_tokens_keep_the_cached_input(final: dict[str, int]) -> None:
+    """``message_delta`` may repeat ``input_tokens`` alone: the cache counts ``message_start`` gave still count."""
+    script = Script(reply="a b c", input_tokens=10, cache_read_input_tokens=100, cache_creation_input_tokens=20,
+                    final_usage=final)
+    with StubAnthropic(script) as s:
+        deltas = [d async for d in provider(s.url).stream(PARAMS)]
+    usage = deltas[-1].usage
+    assert usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.prompt_details) == (130, 3, {"cached_tokens": 100})
 
 
 async def test_connection_refused_is_unavailable() -> None:

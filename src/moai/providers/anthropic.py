@@ -48,8 +48,15 @@ STOP_REASONS = {
     "max_tokens": "length",
     "model_context_window_exceeded": "length",
     "tool_use": "tool_calls",
-    "refusal": "content_filter",
+    "refusal": "stop",  # OpenAI ends a refusal with "stop" and says it in message.refusal
 }
+REFUSED = "The model declined to answer."  # message.refusal when the model refused without a word
+
+# Anthropic's error types and the HTTP status each comes with: an ``error`` event inside a stream arrives after the
+# stream's 200, and means what the same error would have meant as a status of its own
+ERROR_STATUS = {"invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,
+                "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
+                "rate_limit_error": 429, "api_error": 500, "timeout_error": 504, "overloaded_error": 529}
 
 JSON_HINT = "Respond with a single valid JSON value and nothing else."
 
@@ -62,37 +69,45 @@ def _retry_after(exc: anthropic.APIStatusError) -> float | None:
 
 
 def translate_error(model: str, exc: Exception) -> ProviderError:
-    """Map the SDK's exceptions onto moai's; an in-stream ``error`` event arrives with HTTP 200."""
+    """Map the SDK's exceptions onto moai's by Anthropic's error type where the error names one, else by status.
+
+    An ``error`` event inside a stream arrives with the stream's HTTP 200: a ``rate_limit_error`` there is as
+    rate limited as a 429 (and must not count against the model's health), an ``invalid_request_error`` as much
+    the request's fault as a 400."""
     if isinstance(exc, anthropic.APITimeoutError):
         return ProviderTimeout(model, "timed out")
     if isinstance(exc, anthropic.APIConnectionError):
         return ProviderUnavailable(model, f"connection failed: {exc.__cause__ or exc}")
-    if isinstance(exc, anthropic.RateLimitError):
+    if not isinstance(exc, anthropic.APIStatusError):
+        return ProviderServerError(model, f"{type(exc).__name__}: {exc}")
+    kind = _error_field(exc.body, "type")
+    in_stream = exc.status_code < 400
+    status = ERROR_STATUS.get(kind or "", exc.status_code)
+    where = "in the stream" if in_stream else str(exc.status_code)
+    # the SDK's message for an in-stream error is the event's body as Python prints it: its own message reads better
+    detail = (_error_field(exc.body, "message") or exc.message) if in_stream else exc.message
+    if status == 429:
         return ProviderRateLimited(model, "rate limited", _retry_after(exc))
-    if isinstance(exc, anthropic.AuthenticationError | anthropic.PermissionDeniedError):
-        return ProviderAuthError(model, f"authentication failed ({exc.status_code})")
-    if isinstance(exc, anthropic.APIStatusError):
-        kind = _error_type(exc.body)
-        if exc.status_code == 529 or kind == "overloaded_error":
-            return ProviderUnavailable(model, "overloaded (529)")
-        if exc.status_code >= 500 or exc.status_code < 400:
-            return ProviderServerError(model, f"upstream error {exc.status_code}{f' ({kind})' if kind else ''}")
-        if exc.status_code == 429 or kind == "rate_limit_error":
-            return ProviderRateLimited(model, "rate limited", _retry_after(exc))
-        if exc.status_code == 404:  # the configured model does not exist: its fault, not the request's
-            return ProviderUnavailable(model, f"not found upstream (404): {exc.message}")
-        too_long = "prompt is too long" in str(exc.message)  # Anthropic's words for a context overflow
-        return ProviderRequestError(model, f"upstream refused the request ({exc.status_code}): {exc.message}",
-                                    code="context_length_exceeded" if too_long else None,
-                                    param="messages" if too_long else None)
-    return ProviderServerError(model, f"{type(exc).__name__}: {exc}")
+    if status == 529:
+        return ProviderUnavailable(model, f"overloaded ({where})")
+    if status in (401, 403):
+        return ProviderAuthError(model, f"authentication failed ({where})")
+    if status >= 500 or status < 400:
+        return ProviderServerError(model, f"upstream error {where}{f' ({kind})' if kind else ''}")
+    if status == 404:  # the configured model does not exist: its fault, not the request's
+        return ProviderUnavailable(model, f"not found upstream ({where}): {detail}")
+    too_long = "prompt is too long" in str(detail)  # Anthropic's words for a context overflow
+    return ProviderRequestError(model, f"upstream refused the request ({where}): {detail}",
+                                code="context_length_exceeded" if too_long else None,
+                                param="messages" if too_long else None)
 
 
-def _error_type(body: object) -> str | None:
+def _error_field(body: object, name: str) -> str | None:
+    """``error.<name>`` of Anthropic's error body, when it is a string."""
     if isinstance(body, dict):
         err = body.get("error")
-        if isinstance(err, dict) and isinstance(err.get("type"), str):
-            return err["type"]
+        if isinstance(err, dict) and isinstance(err.get(name), str):
+            return err[name]
     return None
 
 
@@ -257,13 +272,21 @@ def tool_call(block_id: str, name: str, args: Any, index: int | None = None) -> 
     return call
 
 
-def _usage(u: Any) -> Usage:
+def _usage(u: Any, earlier: Any = None) -> Usage:
     """Prompt tokens include cached input: all of it was read by the model. Cache reads are OpenAI's
-    ``cached_tokens``; cache writes have no OpenAI counterpart (they are in the prompt tokens only)."""
+    ``cached_tokens``; cache writes have no OpenAI counterpart (they are in the prompt tokens only).
+
+    A stream's ``message_delta`` may give ``input_tokens`` without the cache counts: those are then the ones
+    ``earlier`` (``message_start``'s usage) gave, or the prompt would lose its cached part."""
     if u is None:
         return Usage()
-    read = token_count(getattr(u, "cache_read_input_tokens", None))
-    written = token_count(getattr(u, "cache_creation_input_tokens", None)) or 0
+
+    def cache(name: str) -> int | None:
+        n = token_count(getattr(u, name, None))
+        return token_count(getattr(earlier, name, None)) if n is None and earlier is not None else n
+
+    read = cache("cache_read_input_tokens")
+    written = cache("cache_creation_input_tokens") or 0
     prompt = (token_count(u.input_tokens) or 0) + (read or 0) + written  # an unusable count reads 0: estimated
     return Usage(prompt, token_count(u.output_tokens) or 0, {"cached_tokens": read} if read is not None else None)
 
@@ -309,24 +332,34 @@ class AnthropicProvider(Provider):
             elif block.type == "tool_use":
                 calls.append(tool_call(block.id, block.name, block.input))
         elapsed = time.perf_counter() - start
+        text = "".join(texts)
+        refused = msg.stop_reason == "refusal"  # whatever the model said is its refusal (OpenAI's message.refusal)
         return Completion(
-            model=self.name, text="".join(texts), finish_reason=STOP_REASONS.get(msg.stop_reason or "", "stop"),
-            usage=_usage(msg.usage), tool_calls=calls or None, latency_s=elapsed, ttft_s=elapsed,
+            model=self.name, text="" if refused else text,
+            finish_reason=STOP_REASONS.get(msg.stop_reason or "", "stop"), usage=_usage(msg.usage),
+            tool_calls=calls or None, refusal=(text or REFUSED) if refused else None,
+            latency_s=elapsed, ttft_s=elapsed,
         )
 
     async def stream(self, params: ChatParams) -> AsyncIterator[Delta]:
-        """Text streams as it comes; a tool call is emitted whole when its block closes (arguments complete)."""
+        """Text streams as it comes; a tool call is emitted whole when its block closes (arguments complete).
+
+        A refusal is known only at the end, after any text went out as content: it then comes as a ``refusal``
+        piece of its own, so that clients still see ``message.refusal``."""
         try:
             events = await self.client.messages.create(**request_kwargs(params, self.card.upstream_model),
                                                        stream=True)
             prompt = output = 0
             cached: dict[str, int] | None = None
+            started: Any = None  # message_start's usage, for the cache counts message_delta leaves out
             finish = "stop"
+            refused = False
             tools: dict[int, dict[str, Any]] = {}  # content-block index -> tool_use being assembled
             n_calls = 0
             async for ev in events:
                 if ev.type == "message_start":
-                    u = _usage(ev.message.usage)
+                    started = ev.message.usage
+                    u = _usage(started)
                     prompt, output, cached = u.prompt_tokens, u.completion_tokens, u.prompt_details
                 elif ev.type == "content_block_start" and ev.content_block.type == "tool_use":
                     b = ev.content_block
@@ -347,11 +380,14 @@ class AnthropicProvider(Provider):
                 elif ev.type == "message_delta":
                     if ev.delta.stop_reason:
                         finish = STOP_REASONS.get(ev.delta.stop_reason, "stop")
+                        refused = ev.delta.stop_reason == "refusal"
                     if ev.usage is not None:
                         output = token_count(ev.usage.output_tokens) or output
                         if getattr(ev.usage, "input_tokens", None):
-                            u = _usage(ev.usage)
+                            u = _usage(ev.usage, started)
                             prompt, cached = u.prompt_tokens, u.prompt_details or cached
+            if refused:
+                yield Delta(refusal=REFUSED)
             yield Delta(finish_reason=finish, usage=Usage(prompt, output, cached))
         except anthropic.AnthropicError as e:
             raise translate_error(self.name, e) from e
