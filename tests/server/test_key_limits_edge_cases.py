@@ -16,6 +16,7 @@ import pytest
 from servers import start_moai, stop
 from sqlalchemy import select
 from stub_openai import Script, StubServer
+from test_budget_holds import holds_left
 
 from moai.server import spend_holds
 from moai.server.auth import Denied, Gatekeeper, create_key
@@ -42,11 +43,6 @@ def counted(db: Path, key_id: str) -> int:
     with sqlite3.connect(db) as conn:
         return conn.execute("select coalesce(sum(count), 0) from rate_windows where key_id = ?",
                             (key_id,)).fetchone()[0]
-
-
-def holds_left(db: Path) -> float:
-    with sqlite3.connect(db) as conn:
-        return conn.execute("select coalesce(sum(usd), 0) from spend_holds").fetchone()[0]
 
 
 @pytest.mark.integration
