@@ -31,7 +31,7 @@ from moai.server.auth import DATABASE_UNAVAILABLE, Denied, Gatekeeper, has_budge
 from moai.server.connection import ClientGone, read_body, unless_gone
 from moai.server.errors import denied, err, error_code, public, without_addresses
 from moai.server.headers import HeadAsGet, fresh_request_id, header_value
-from moai.server.housekeeping import refresh_forever, retain_forever
+from moai.server.housekeeping import read_keys_forever, refresh_forever, retain_forever
 from moai.server.openai_schema import (
     ChatCompletionRequest,
     FeedbackRequest,
@@ -86,6 +86,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         refresher = asyncio.create_task(refresh_forever(mix, config.settings.stats_refresh_s))
+        key_reader = asyncio.create_task(read_keys_forever(keeper))
         retainer = None
         if mix.store is not None and config.settings.retention_days is not None:
             retainer = asyncio.create_task(retain_forever(mix.store, config.settings.retention_days))
@@ -100,6 +101,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             yield
         finally:
             refresher.cancel()
+            key_reader.cancel()
             if retainer is not None:
                 retainer.cancel()
             await mix.aclose()  # flushes queued telemetry

@@ -168,6 +168,10 @@ class Gatekeeper:
         finally:
             self._reading.release()
 
+    def refresh(self) -> None:
+        """Read the key table now, unless a read is in flight (the server does so every ``refresh_s``)."""
+        self._refresh()
+
     def _unavailable(self) -> Denied:
         """The client's answer (the driver's reason, which names the database's host, is only logged)."""
         return Denied(503, "The gateway's database is unavailable, so API keys cannot be checked; try again shortly.",
@@ -218,8 +222,12 @@ class Gatekeeper:
     async def admit(self, authorization: str | None, mix: str | None = None) -> tuple[ApiKey | None, Window | None]:
         """``check``, also giving the key's RPM window after this request (None without a limit or a mix), without
         a thread hop when the answer is in memory (the common case: keys cached, no budget to look up)."""
-        if self._stale() and (self._read_at is None or not self._reading.locked()):
-            await asyncio.to_thread(self._refresh, self._read_at is None, self._loaded)
+        if self._stale():
+            # a read in flight, and a key set read lately: that set stands in. One older (the server was idle, or
+            # the reads stopped) is waited past, or a key revoked since would still be let in
+            too_old = self._read_at is None or time.monotonic() - self._loaded > 2 * self.refresh_s
+            if too_old or not self._reading.locked():
+                await asyncio.to_thread(self._refresh, too_old, self._loaded)
         self._usable()
         key, digest = self._match(authorization)
         if key is None and digest is not None:

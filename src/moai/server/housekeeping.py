@@ -1,5 +1,5 @@
-"""The server's background work while it runs: other replicas' statistics pulled from the database, and requests
-older than ``settings.retention_days`` deleted."""
+"""The server's background work while it runs: other replicas' statistics pulled from the database, the key table
+re-read, and requests older than ``settings.retention_days`` deleted."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import contextlib
 import logging
 
 from moai.mixture import Mixture
+from moai.server.auth import Gatekeeper
 from moai.telemetry.store import TelemetryStore
 
 log = logging.getLogger("moai.server")
@@ -20,6 +21,16 @@ async def refresh_forever(mix: Mixture, every_s: float) -> None:
         await asyncio.sleep(every_s)
         with contextlib.suppress(Exception):  # a database hiccup must not stop adaptation for good
             await mix.refresh_stats()
+
+
+async def read_keys_forever(keeper: Gatekeeper) -> None:
+    """Re-read the key table every ``keeper.refresh_s`` whether requests come or not: a key revoked or created on
+    another replica counts within that time, and the key set a database outage finds is that fresh, so its grace
+    runs from the outage (read only when requests came, it ran from the last request: none after an idle spell)."""
+    while True:
+        await asyncio.sleep(keeper.refresh_s)
+        with contextlib.suppress(Exception):  # counted and logged by the keeper; the next round tries again
+            await asyncio.to_thread(keeper.refresh)
 
 
 async def retain_forever(store: TelemetryStore, days: float, every_s: float = RETENTION_EVERY_S) -> None:
