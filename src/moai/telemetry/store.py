@@ -34,7 +34,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
 from sqlalchemy.pool import NullPool
@@ -189,12 +189,33 @@ class DatabaseUnavailable(RuntimeError):
     """The telemetry database URL is malformed, names a missing driver, or cannot be opened; one line."""
 
 
+# Query parameters whose value is a secret: libpq takes ``?password=`` and ``?sslpassword=`` as well as ``user:pw@``
+# (passfile, sslkey and the like name files, and are kept: they say which file was used).
+_SECRET_QUERY = re.compile(r"([?&][^=&#]*(?:password|passwd|pwd|secret|token)[^=&#]*=)[^&#]*", re.IGNORECASE)
+_URL_EXAMPLE = "expected e.g. sqlite:///path/moai.db or postgresql+psycopg://..."
+
+
 def safe_url(url: str) -> str:
-    """The URL as it may be printed: any password replaced by ``***``."""
+    """The URL as it may be printed (errors, logs): any password replaced by ``***``, whether written as
+    ``user:pw@`` or as a query parameter, since SQLAlchemy's own rendering hides only the first."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+        shown = make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # unparseable (a bad port): mask what looks like a password
+        shown = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    return _SECRET_QUERY.sub(r"\1***", shown)
+
+
+def parse_database_url(url: str) -> URL:
+    """The parsed URL, or ``DatabaseUnavailable`` in one line: SQLAlchemy raises a bare ``ValueError`` for a port
+    that is not a number (``host:abc``, ``host:``, an unclosed IPv6 bracket), which no command expects."""
+    try:
+        return make_url(url)
+    except ArgumentError:
+        raise DatabaseUnavailable(f"bad database URL {safe_url(url)!r} ({_URL_EXAMPLE})") from None
+    except ValueError:
+        hint = "an IPv6 host goes in brackets, e.g. [::1]:5432; " if "[" in url else ""
+        raise DatabaseUnavailable(f"bad database URL {safe_url(url)!r}: the port is empty or not a number "
+                                  f"({hint}{_URL_EXAMPLE})") from None
 
 
 def driver_reason(e: BaseException) -> str:
@@ -330,14 +351,16 @@ class TelemetryStore:
 
     def __init__(self, url: str | None = None, migrate: bool = True) -> None:
         self.url = url or default_database_url()
+        parsed = parse_database_url(self.url)
         try:
             self.engine = create_engine(self.url, future=True, pool_pre_ping=True, connect_args=_connect_args(self.url))
         except NoSuchModuleError:
             raise DatabaseUnavailable(f"cannot use database URL {safe_url(self.url)!r}: unknown database kind "
-                                      f"{make_url(self.url).drivername!r}") from None
+                                      f"{parsed.drivername!r}") from None
         except ArgumentError:
-            raise DatabaseUnavailable(f"bad database URL {safe_url(self.url)!r} "
-                                      "(expected e.g. sqlite:///path/moai.db or postgresql+psycopg://...)") from None
+            raise DatabaseUnavailable(f"bad database URL {safe_url(self.url)!r} ({_URL_EXAMPLE})") from None
+        except ValueError as e:  # a query option the dialect cannot convert (sqlite's ?timeout=abc)
+            raise DatabaseUnavailable(f"bad database URL {safe_url(self.url)!r}: {driver_reason(e)}") from None
         except (SQLAlchemyError, ImportError) as e:  # unknown dialect, or its driver is not installed
             raise DatabaseUnavailable(f"cannot use database URL {safe_url(self.url)!r}: {driver_reason(e)}") from None
         if self.engine.dialect.name == "sqlite":
