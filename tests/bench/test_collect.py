@@ -406,3 +406,16 @@ def test_records_without_a_journal_are_not_replaced(tmp_path: Path, files: dict[
         empty = tmp_path / "empty.jsonl"
         empty.write_text("")  # nothing to lose
         assert col.collect([files["gsm"]], load_config(cfg), empty, models=["alpha"]).graded == 2
+
+
+def test_names_and_paths_in_its_lines_are_printed_as_written(tmp_path: Path, files: dict[str, Path]) -> None:
+    """A failed pair's line names the model, and the summary the output path: "[...]" in them is text."""
+    out = tmp_path / "r[/x].jsonl"
+    with StubServer(Script(reply="#### 72", fail_times=1, fail_status=400)) as stub:
+        cfg = tmp_path / "mix.yaml"
+        cfg.write_text(f'models:\n  "a[/x]": {{provider: openai_compat, endpoint: "{stub.url}", max_retries: 0}}\n'
+                       "mixes:\n  default: {strategy: route}\n")
+        res = CliRunner().invoke(app, ["collect", "-q", str(files["gsm"]), "--out", str(out), "--config", str(cfg),
+                                       "--models", "a[/x]"])
+    assert "Traceback" not in res.output and "MarkupError" not in repr(res.exception)
+    assert "a[/x]" in res.output and "r[/x].jsonl" in res.output

@@ -25,18 +25,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from moai.cli_common import fail, warn
+
 app = typer.Typer(help="Benchmarks: collect routing records from real models, report on them.",
                   no_args_is_help=True, add_completion=False)
-err = Console(stderr=True, soft_wrap=True)
-
-
-def _fail(msg: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {escape(msg)}", highlight=False, markup=True)
-    raise typer.Exit(code)
-
-
-def _warn(msg: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {escape(msg)}", highlight=False, markup=True)
+err = Console(stderr=True, soft_wrap=True, markup=False)  # paths and names in its lines are text, not markup
 
 
 @app.command()
@@ -74,28 +67,28 @@ def collect(
                                           "--models out to run every model in the config")
         if names and len(set(names)) < len(names):
             twice = sorted({n for n in names if names.count(n) > 1})
-            _warn(f"--models names {', '.join(twice)} more than once; each model runs once")
+            warn(f"--models names {', '.join(twice)} more than once; each model runs once")
             names = list(dict.fromkeys(names))
         cards = col.resolve_models(cfg, names)
         limits = col.per_file_limits(limit, len(questions))
         for q in questions:
             n_q = len(col.load_questions(q))  # fail fast on a bad file before loading any model
             if offset >= n_q:
-                _warn(f"--offset {offset} skips all {n_q} questions in {q}")
+                warn(f"--offset {offset} skips all {n_q} questions in {q}")
         asked = {q.id for q in col.select_questions(questions, limits, offset=offset, seed=seed)}
     except (ConfigError, col.QuestionFormatError) as e:
-        _fail(str(e))
+        fail(str(e))
         return
     journal = col.journal_path(out)
     try:
         cut, unreadable = col.mend_journal(journal)
     except OSError as e:
-        _fail(f"{journal}: cannot mend its torn last line: {e.strerror or e}")
+        fail(f"{journal}: cannot mend its torn last line: {e.strerror or e}")
         return
     if cut:
-        _warn(f"{journal}: its last line was cut short (a run stopped mid-write) and is dropped; that pair runs again")
+        warn(f"{journal}: its last line was cut short (a run stopped mid-write) and is dropped; that pair runs again")
     if unreadable:
-        _warn(f"{journal}: {unreadable} unreadable line(s) skipped; their pairs run again if this run asks for them"
+        warn(f"{journal}: {unreadable} unreadable line(s) skipped; their pairs run again if this run asks for them"
               + (" (--regrade drops them)" if regrade else ""))
 
     live = err.is_terminal
@@ -120,7 +113,7 @@ def collect(
             state["acc"][entry.model] = (hits + entry.score, n + 1)
         else:
             state["failed"] += 1
-            err.print(f"[yellow]failed (retried next run):[/yellow] {error}", highlight=False)
+            err.print(f"[yellow]failed (retried next run):[/yellow] {escape(error)}", highlight=False, markup=True)
         accs = " · ".join(f"{m} {h / n:.2f}" for m, (h, n) in state["acc"].items())
         progress.update(state["task"], advance=1, description=accs or "collecting")
         now = time.monotonic()
@@ -136,7 +129,7 @@ def collect(
             s = col.collect(questions, cfg, out, models=names, limit=limits, offset=offset, seed=seed,
                             only_regrade=True)
         except col.QuestionFormatError as e:
-            _fail(str(e))
+            fail(str(e))
             return
         err.print(f"regraded {s.total} journaled answers ({s.errors[0]}); records in {out}", highlight=False)
         return
@@ -159,7 +152,7 @@ def collect(
     except KeyboardInterrupt:
         interrupted = True
     except (col.QuestionFormatError, ConnectionError) as e:  # ConnectionError: no Ray head at --ray ADDRESS
-        _fail(str(e))
+        fail(str(e))
         return
     n_journal = len(col.read_journal(col.journal_path(out)))
     if interrupted:
@@ -204,14 +197,14 @@ def report(
     try:
         recs = rep.load(records)
     except rep.ReportError as e:
-        _fail(str(e))
+        fail(str(e))
         return
     dup = duplicate_warning(recs)
     if dup:
-        _warn(dup)
+        warn(dup)
     rows = rep.summarise(recs)
     if rep.mixes_scales(recs):
-        _warn("the records mix the 1-10 judge scale with 0/1 or 0-1 scores: each task's score is in its own scale, "
+        warn("the records mix the 1-10 judge scale with 0/1 or 0-1 scores: each task's score is in its own scale, "
               "the 'all' row puts every record on 0-1 first")
     console = Console()
     if not console.is_terminal:
@@ -221,10 +214,10 @@ def report(
         try:
             written = rep.plot(rows, plot)
         except OSError as e:
-            _fail(f"{plot}: cannot write: {e.strerror}")
+            fail(f"{plot}: cannot write: {e.strerror}")
             return
         except ValueError as e:  # an image format matplotlib does not know
-            _fail(f"--plot {plot}: {e}")
+            fail(f"--plot {plot}: {e}")
             return
         err.print(f"plot written to {written}", highlight=False)
         return
