@@ -74,7 +74,7 @@ def tune(
 
     cfg_path = config or (Path(os.environ["MOAI_CONFIG"]) if os.environ.get("MOAI_CONFIG") else None)
     if plot is not None:  # a plot that cannot be written is said before any tuning, as `gate eval --plot` does
-        from moai.tuning.plot import PlotPathError, plot_file
+        from moai.bench.report import PlotPathError, plot_file
 
         try:
             plot = plot_file(plot)

@@ -143,6 +143,31 @@ def plot_path(path: str | Path) -> Path:
     return path if path.suffix else path.with_name(path.name.rstrip(".") + ".png")
 
 
+class PlotPathError(ValueError):
+    """``--plot`` names a file that cannot be written as an image: said before any work is done."""
+
+
+def plot_file(path: str | Path) -> Path:
+    """The image file ``--plot`` will write (``plot_path``), checked before the work it plots (so none, and no
+    YAML write of `mix tune`, is wasted on a plot that fails): a folder, a path under a file and a format
+    matplotlib cannot write are refused."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    given = Path(path)
+    out = plot_path(given)
+    for p in (given, out):
+        if p.is_dir():
+            raise PlotPathError(f"--plot {p} is a directory; name the PNG file to write")
+    parent = next((a for a in out.parents if a.exists()), Path("."))
+    if not parent.is_dir():
+        raise PlotPathError(f"--plot {path}: {parent} is a file, not a folder")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    fmt = out.suffix[1:].lower()
+    if fmt not in formats:
+        raise PlotPathError(f"--plot {path}: format {fmt!r} is not supported; use one of {', '.join(sorted(formats))}")
+    return out
+
+
 def default_plot_path(records: Path) -> Path:
     """``<records stem>-report.png`` in the current directory (a records folder may be shared or read-only)."""
     return Path(f"{records.stem}-report.png")

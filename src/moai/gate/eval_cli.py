@@ -53,14 +53,14 @@ def _able(routers: list[Any], names: list[str], table: str) -> list[Any]:
 
 
 def _plot_file(plot: Path) -> Path:
-    """The PNG file ``--plot`` names, as it will be written: a name without a suffix gets ".png" (as matplotlib
-    adds it), so the path printed is the file written. A directory is refused, as `gate score --out` refuses one."""
-    from moai.bench.report import plot_path
+    """The PNG file ``--plot`` names, as it will be written (``plot_file``), so the path printed is the file
+    written; one it cannot be is refused before the evaluation runs."""
+    from moai.bench.report import PlotPathError, plot_file
 
-    for p in (plot, plot_path(plot)):
-        if p.is_dir():
-            raise CliError(f"--plot {p} is a directory; name the PNG file to write")
-    return plot_path(plot)
+    try:
+        return plot_file(plot)
+    except PlotPathError as e:
+        raise CliError(str(e)) from None
 
 
 def _training_records(files: list[str]) -> list[Any]:

@@ -7,31 +7,6 @@ from pathlib import Path
 from moai.tuning.offline import Result
 
 
-class PlotPathError(ValueError):
-    """``--plot`` names a file that cannot be written as an image: said before any tuning is done."""
-
-
-def plot_file(path: str | Path) -> Path:
-    """The image file ``--plot`` will write, checked before tuning (so no work, and no YAML write, is wasted on a
-    plot that fails): a name without a suffix gets ".png" (as matplotlib adds it); a folder, a path under a file
-    and a format matplotlib cannot write are refused."""
-    from matplotlib.backend_bases import FigureCanvasBase
-
-    given = Path(path)
-    out = given if given.suffix else given.with_name(given.name.rstrip(".") + ".png")
-    for p in (given, out):
-        if p.is_dir():
-            raise PlotPathError(f"--plot {p} is a directory; name the PNG file to write")
-    parent = next((a for a in out.parents if a.exists()), Path("."))
-    if not parent.is_dir():
-        raise PlotPathError(f"--plot {path}: {parent} is a file, not a folder")
-    formats = FigureCanvasBase.get_supported_filetypes()
-    fmt = out.suffix[1:].lower()
-    if fmt not in formats:
-        raise PlotPathError(f"--plot {path}: format {fmt!r} is not supported; use one of {', '.join(sorted(formats))}")
-    return out
-
-
 def plot_result(res: Result, path: str | Path, title: str = "") -> Path:
     """Left: quality vs cost (or p95 latency for a latency target). Right: the target's quantity vs the knob."""
     import matplotlib
