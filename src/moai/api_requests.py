@@ -165,7 +165,7 @@ async def chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: bo
     """The response (see ``_response``), then OpenAI's chunk sequence: role, content/tool-call deltas, finish (with
     ``moai``), [usage]."""
     from moai.providers.base import Delta
-    from moai.server.openai_schema import fingerprint_field
+    from moai.server.openai_schema import chunk_delta, fingerprint_field
     from moai.strategies.executor import Execution
 
     base = {"id": prep.id, "object": "chat.completion.chunk", "created": int(prep.started), "model": model}
@@ -202,14 +202,7 @@ async def chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: bo
                 if include_usage:
                     yield _build(ChatCompletionChunk, {**base, "choices": [], "usage": _usage(item)})
             elif isinstance(item, Delta) and (item.text or item.tool_calls or item.refusal):
-                delta: dict[str, Any] = {}
-                if item.text:
-                    delta["content"] = item.text
-                if item.refusal:
-                    delta["refusal"] = item.refusal
-                if item.tool_calls:
-                    delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(item.tool_calls)]
-                yield chunk(delta)
+                yield chunk(chunk_delta(item.text, item.tool_calls, item.refusal, numbered=True))
     except TimeoutError:
         raise await timed_out(mixture, prep, limit) from None
     except Exception as e:  # noqa: BLE001

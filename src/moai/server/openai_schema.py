@@ -324,6 +324,20 @@ def fingerprint_field(fingerprint: str | None) -> dict[str, str]:
     return {"system_fingerprint": fingerprint} if fingerprint else {}
 
 
+def chunk_delta(text: str, tool_calls: list[dict[str, Any]] | None, refusal: str, numbered: bool = False,
+                ) -> dict[str, Any]:
+    """A streamed piece as a chunk's ``delta``: what it carries of content, tool calls and refusal. ``numbered``:
+    calls are numbered in the order given where they bring no ``index`` (the OpenAI client's parser needs one)."""
+    delta: dict[str, Any] = {}
+    if text:
+        delta["content"] = text
+    if tool_calls:
+        delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(tool_calls)] if numbered else tool_calls
+    if refusal:
+        delta["refusal"] = refusal
+    return delta
+
+
 def no_nul(v: str | None) -> str | None:
     """Text that is stored: no database text type takes a NUL character (PostgreSQL refuses it)."""
     if v is not None and "\x00" in v:

@@ -18,7 +18,7 @@ from moai.mixture import Mixture, Prepared
 from moai.providers.base import Delta
 from moai.server.auth import DATABASE_UNAVAILABLE, Gatekeeper
 from moai.server.errors import public
-from moai.server.openai_schema import error_body, fingerprint_field, usage_object
+from moai.server.openai_schema import chunk_delta, error_body, fingerprint_field, usage_object
 from moai.server.spend_holds import Hold
 from moai.strategies.executor import Execution
 
@@ -102,13 +102,7 @@ async def sse(mix: Mixture, prep: Prepared, model: str, include_usage: bool, ite
                 if item.finish_reason:
                     finish = item.finish_reason
                 if item.text or item.tool_calls or item.refusal:
-                    delta: dict[str, Any] = {}
-                    if item.text:
-                        delta["content"] = item.text
-                    if item.tool_calls:
-                        delta["tool_calls"] = item.tool_calls
-                    if item.refusal:
-                        delta["refusal"] = item.refusal
+                    delta = chunk_delta(item.text, item.tool_calls, item.refusal)
                     yield _chunk(prep, model, delta, **fingerprint_field(fingerprint), **nulled)
     except TimeoutError:
         await deadline.record(mix, prep, timeout_s)
