@@ -320,9 +320,9 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
                    "x-request-id": prep.id, **limits}
         request.state.moai_request_id = prep.id  # for the 503 of a request the shutdown stops (serve_process.Stoppable)
         hold = None
-        if has_budget(key):  # its worst case counts against the key's budget until it is recorded
+        if key is not None and has_budget(key):  # its worst case counts against the key's budget until it is recorded
             try:  # refused, it is taken back from the key's RPM window (a 429 does not use the limit up)
-                hold = await asyncio.to_thread(keeper.hold, key, worst_case_usd(prep.ctx, prep.plan), counted=window)
+                hold = await keeper.ahold(key, worst_case_usd(prep.ctx, prep.plan), counted=window)
             except Denied as e:
                 return denied(e)
         try:

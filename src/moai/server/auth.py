@@ -10,6 +10,9 @@ fail-over of the database does not lock every caller out); after that, and whene
 a request gets 503 ``database_unavailable``. A key with a budget or an RPM limit cannot be checked without the
 database: it gets that 503 at once. One read of the key table runs at a time: while it is in flight (a database
 that hangs), other requests use the key set read last, within the same grace, instead of each starting a read.
+A limited key's check (its budget, its RPM count, its budget hold) that the database leaves hanging is answered
+503 after ``limits_timeout_s``, and while it has not returned the next such checks are answered 503 at once; when
+it does return, what it counted for the refused request is taken back (``Abandonable``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
@@ -30,12 +34,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from moai.server import spend_holds
+from moai.server.bounded import BoundedSteps, GaveUp
 from moai.server.rate_limit import Window, peek, tally, withdraw
 from moai.telemetry.store import ApiKey, RateWindow, RequestRecord, TelemetryStore, driver_reason
 
 PREFIX = "moai-sk-"
 DATABASE_UNAVAILABLE = "database_unavailable"
+LIMITS_TIMEOUT_S = 5.0  # how long a limited key's check waits for the database (a write that long counts as down)
+LIMIT_CHECKS_AT_ONCE = 4  # limited keys' checks waiting on the database at once (a hung one holds its thread)
 log = logging.getLogger("moai.server")
+T = TypeVar("T")
 
 
 def hash_secret(secret: str) -> str:
@@ -129,6 +137,7 @@ class Gatekeeper:
         self._lock = threading.Lock()
         self._reading = threading.Lock()  # held while the key table is read: one read at a time
         self._read_started = 0.0  # when the read in flight began (monotonic)
+        self.limit_checks = BoundedSteps(LIMITS_TIMEOUT_S, LIMIT_CHECKS_AT_ONCE)
 
     def _failed(self, e: Exception) -> None:
         if self.on_error is not None:
@@ -235,10 +244,36 @@ class Gatekeeper:
         window = None
         if key is not None and mix is not None:
             if key.budget_day_usd is not None or key.budget_month_usd is not None or key.rpm:
-                window = await asyncio.to_thread(self.authorize, key, mix)
+                limited = key
+                window = await self._bounded(lambda: self.authorize(limited, mix),
+                                             lambda late: self._withdraw(limited, late), key)
             else:
                 window = self.authorize(key, mix)
         return key, window
+
+    async def _bounded(self, step: Callable[[], T], undo: Callable[[T], None], key: ApiKey) -> T:
+        """``step`` (a check of a limited key) within ``LIMITS_TIMEOUT_S``, else 503; ``undo`` takes back what it
+        counted if it returns after that."""
+        try:
+            return await self.limit_checks.run(step, undo)
+        except GaveUp:
+            self._failed(TimeoutError(f"the database did not answer within {self.limit_checks.timeout_s:g}s"))
+            log.warning("the limits of key %s could not be checked: the database did not answer within %gs",
+                        key.id, self.limit_checks.timeout_s)
+            raise self._unavailable() from None
+
+    def _withdraw(self, key: ApiKey, window: Window | None) -> None:
+        """Take back the RPM count of a request answered 503 while its check hung."""
+        if window is not None and self.store is not None:
+            withdraw(self.store, key.id, window)
+
+    async def ahold(self, key: ApiKey, usd: float, counted: Window | None = None) -> spend_holds.Hold | None:
+        """``hold`` off the event loop and bounded as the other checks of a limited key are: a hold taken after its
+        request was answered 503 is released, and the request's RPM count (``counted``) taken back."""
+        def undo(late: spend_holds.Hold | None) -> None:
+            self.release(late)
+            self._withdraw(key, counted)
+        return await self._bounded(lambda: self.hold(key, usd, counted=counted), undo, key)
 
     def authorize(self, key: ApiKey | None, mix: str, now: datetime | None = None) -> Window | None:
         """Mix allowed, within budget, under the rate limit — or Denied (503 when the limits cannot be read).
