@@ -339,9 +339,9 @@ def _take_over(mixture: Mixture) -> None:
     from moai.telemetry.writer import TelemetryWriter
 
     registry = mixture.registry
-    _keep(registry._providers, registry._limits, mixture._session_slots, mixture._session_lookup_stuck)
+    _keep(registry._providers, registry._limits, mixture._session_lookups)
     registry._providers, registry._limits = {}, {}  # providers are made again, lazily, on this process's loop
-    mixture._session_slots = mixture._session_lookup_stuck = None
+    mixture._session_lookups = None
     pid, store, writer = os.getpid(), mixture.store, mixture.writer
     if store is not None and _STORE_HOMES.get(store) != pid:
         _keep(store.engine.pool)  # the parent's database connections: not closed from here

@@ -3,17 +3,23 @@ this process's memory first, else the shared telemetry database, asked off the e
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from moai.refusals import UnknownModel
+from moai.server.bounded import BoundedSteps
 from moai.telemetry.metrics import Metrics
 from moai.telemetry.store import TelemetryStore
 
 if TYPE_CHECKING:
     from moai.config import Mix
+
+SESSION_LOOKUPS_AT_ONCE = 4  # database lookups at once (a hung database holds their threads)
+
+
+def _nothing_to_undo(_model: str | None) -> None:
+    """A lookup given up on reads only: nothing to take back."""
 
 
 class SessionMemory:
@@ -27,8 +33,7 @@ class SessionMemory:
         def resolve(self, model: str) -> tuple[str, Mix]: ...
 
     session_lookup_timeout_s = 2.0  # how long a session's model is awaited from the database before going without
-    _session_slots: asyncio.Semaphore | None = None  # database lookups at once (a hung database holds their threads)
-    _session_lookup_stuck: asyncio.Future[Any] | None = None  # the last lookup given up on, while it has not returned
+    _session_lookups: BoundedSteps | None = None  # this process's lookups, bounded (made on first use, on its loop)
     _session_lookup_failing = False
 
     def session_model(self, session: str, mix: str, api_key: str | None = None) -> str | None:
@@ -59,26 +64,13 @@ class SessionMemory:
         model = self._sessions.get((api_key, mix_name, session))
         if mix.sessions == "off" or model is not None or self.store is None:
             return model
-        if self._session_lookup_stuck is not None and not self._session_lookup_stuck.done():
-            self.metrics.observe_database_error("session")
-            return None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.session_lookup_timeout_s
-        slots = self._session_slots = self._session_slots or asyncio.Semaphore(4)
+        lookups = self._session_lookups = self._session_lookups or BoundedSteps(self.session_lookup_timeout_s,
+                                                                                  SESSION_LOOKUPS_AT_ONCE)
+        lookups.timeout_s = self.session_lookup_timeout_s
+        store = self.store
         try:
-            await asyncio.wait_for(slots.acquire(), self.session_lookup_timeout_s)
-        except TimeoutError as e:
-            self._session_lookup_failed(e)
-            return None
-        lookup = loop.run_in_executor(None, self.store.session_model, session, mix_name, api_key)
-        lookup.add_done_callback(lambda f: (slots.release(), f.cancelled() or f.exception()))
-        try:
-            model = await asyncio.wait_for(asyncio.shield(lookup), max(0.0, deadline - loop.time()))
-        except TimeoutError as e:
-            self._session_lookup_stuck = lookup
-            self._session_lookup_failed(e)
-            return None
-        except Exception as e:  # noqa: BLE001 - down: the request goes on without its session's model
+            model = await lookups.run(lambda: store.session_model(session, mix_name, api_key), _nothing_to_undo)
+        except Exception as e:  # noqa: BLE001 - down or hanging (GaveUp): the request goes on without its model
             self._session_lookup_failed(e)
             return None
         self._session_lookup_failing = False

@@ -19,7 +19,7 @@ T = TypeVar("T")
 log = logging.getLogger("moai.server")
 
 
-class GaveUp(Exception):
+class GaveUp(TimeoutError):
     """The step did not return within its time (it may still be running; its result will be undone)."""
 
 
