@@ -7,8 +7,8 @@ import logging
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from moai.bounded import BoundedSteps
 from moai.refusals import UnknownModel
-from moai.server.bounded import BoundedSteps
 from moai.telemetry.metrics import Metrics
 from moai.telemetry.store import TelemetryStore
 

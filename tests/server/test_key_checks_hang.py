@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from moai.bounded import BoundedSteps, GaveUp
 from moai.server import auth, spend_holds
 from moai.server.auth import Denied, Gatekeeper, create_key
-from moai.server.bounded import BoundedSteps, GaveUp
 from moai.server.rate_limit import peek
 from moai.telemetry.store import TelemetryStore
 

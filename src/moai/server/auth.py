@@ -33,8 +33,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from moai.bounded import BoundedSteps, GaveUp
 from moai.server import spend_holds
-from moai.server.bounded import BoundedSteps, GaveUp
 from moai.server.rate_limit import Window, peek, tally, withdraw
 from moai.telemetry.store import ApiKey, RateWindow, RequestRecord, TelemetryStore, driver_reason
 
