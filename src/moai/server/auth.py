@@ -254,12 +254,14 @@ class Gatekeeper:
     async def _bounded(self, step: Callable[[], T], undo: Callable[[T], None], key: ApiKey) -> T:
         """``step`` (a check of a limited key) within ``LIMITS_TIMEOUT_S``, else 503; ``undo`` takes back what it
         counted if it returns after that."""
+        hanging = self.limit_checks.hanging()  # told once, by the check that found it; the rest are only counted
         try:
             return await self.limit_checks.run(step, undo)
-        except GaveUp:
-            self._failed(TimeoutError(f"the database did not answer within {self.limit_checks.timeout_s:g}s"))
-            log.warning("the limits of key %s could not be checked: the database did not answer within %gs",
-                        key.id, self.limit_checks.timeout_s)
+        except GaveUp as e:
+            self._failed(e)
+            if not hanging:
+                log.warning("the limits of key %s could not be checked: the database did not answer within %gs",
+                            key.id, self.limit_checks.timeout_s)
             raise self._unavailable() from None
 
     def _withdraw(self, key: ApiKey, window: Window | None) -> None:
