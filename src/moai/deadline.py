@@ -35,6 +35,7 @@ def start(prep: Prepared, timeout_s: float | None) -> None:
     """Note when the request's limit ends, so that the cancellation it causes is told apart from a client
     leaving (`passed`): the request is then recorded once, as timed out, not also as cancelled."""
     prep.deadline = time.monotonic() + timeout_s if timeout_s is not None else None
+    prep.plan.deadline = prep.deadline  # its layers of proposers share the time (strategies.stragglers)
 
 
 def passed(prep: Prepared) -> bool:

@@ -20,6 +20,7 @@ from moai.providers import ChatParams, Delta, Provider, ProviderError, ProviderR
 from moai.providers.base import answered, is_refusal, prompt_usage, watch_retries, watched, with_estimates
 from moai.providers.tool_calls import merge_tool_call_deltas
 from moai.strategies.plan import Built, Passthrough, Plan, Skip, Step, StepResult
+from moai.strategies.stragglers import finished_in_share, share_end
 from moai.telemetry.carbon import CarbonModel
 
 
@@ -370,6 +371,16 @@ class Executor:
         res.end = time.time()
         return res
 
+    def _left_behind(self, plan: Plan, res: StepResult, share_s: float) -> StepResult:
+        """A proposer cut short once its layer's share of the request's time was spent and others had answered:
+        billed what it was sent, and no verdict on its model (a client leaving is none either)."""
+        res.status, res.end = "cancelled", time.time()
+        res.error = f"left behind: no answer within its layer's share of the request's time ({share_s:.1f}s)"
+        if res.model:
+            self._account(res, self.registry.card(res.model))
+        plan.notes.append(f"{res.step} ({res.model}) {res.error}; its layer went on without it")
+        return res
+
     async def _run_steps(self, plan: Plan, results: dict[str, StepResult]) -> None:
         """Run every non-final step as soon as its dependencies are done."""
         pending = {s.id: s for s in plan.steps if s.id != plan.final}
@@ -398,7 +409,14 @@ class Executor:
                 r = _passed(step, built, results, now)
             else:
                 results[step.id] = _running(step)
-                r = await self._call(step, built, plan, results[step.id])
+                call = self._call(step, built, plan, results[step.id])
+                until = share_end(plan, step)
+                if until is None:
+                    r = await call
+                else:
+                    share_s = until - time.monotonic()
+                    r = await finished_in_share(call, step, plan, tasks, results, until) or self._left_behind(
+                        plan, results[step.id], share_s)
             results[step.id] = r
             return r
 

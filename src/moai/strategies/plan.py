@@ -134,6 +134,9 @@ class Plan:
     redactor: Any = None  # strategies.redaction.Redactor: applied to every call to a cloud-tier model
     results: dict[str, StepResult] = field(default_factory=dict)  # filled while running (partial usage)
     rescued: StepResult | None = None  # the earlier answer returned when the final step failed
+    # time.monotonic() at which the request's limit runs out (settings.request_timeout_s): layers of proposers
+    # get a share of what is left (``stragglers``)
+    deadline: float | None = None
 
     def answering(self) -> StepResult | None:
         """The result whose answer is being returned: the final step's, or the earlier answer that rescued it."""
