@@ -14,21 +14,29 @@ from starlette.requests import ClientDisconnect
 from moai.server.errors import err
 
 T = TypeVar("T")
+# seconds a client may take to send its body: one trickling a byte at a time (slowloris) would hold its connection
+# and a place among the server's concurrent requests for as long as it liked
+BODY_READ_TIMEOUT_S = 30.0
 
 
 async def read_body(request: Request, limit: int) -> bytes | JSONResponse:
-    """The body, or a 413 as soon as it is known to exceed ``limit`` (never buffers more than limit + one chunk)."""
+    """The body, or a 413 as soon as it is known to exceed ``limit`` (never buffers more than limit + one chunk), or
+    a 408 when it takes longer than ``BODY_READ_TIMEOUT_S`` to arrive."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         return err(413, f"request body is {int(declared)} bytes; the limit is {limit}", code="request_too_large")
     parts: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return err(413, f"request body exceeds the limit of {limit} bytes", code="request_too_large")
-            parts.append(chunk)
+        async with asyncio.timeout(BODY_READ_TIMEOUT_S):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    return err(413, f"request body exceeds the limit of {limit} bytes", code="request_too_large")
+                parts.append(chunk)
+    except TimeoutError:
+        return err(408, f"the request body was not received within {BODY_READ_TIMEOUT_S:g}s",
+                   code="request_body_timeout", headers={"connection": "close"})
     except ClientDisconnect:  # the client hung up while sending: nobody to answer, nothing to log as an error
         return err(499, "the client closed the connection while sending its request", code="client_closed")
     return b"".join(parts)

@@ -122,19 +122,28 @@ class NamedToolChoice(BaseModel):
     function: NamedFunction
 
 
+MAX_DEPTH = 64  # nesting of a request's JSON (tool schemas are the deepest part): deeper is refused, not recursed
+
+
 def _unencodable(value: Any, path: str) -> str | None:
     """Where a string holds a lone surrogate (valid JSON escapes, but no Unicode text: tokenizers and the
-    database cannot take it), else None."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return path
-        return None
-    if isinstance(value, dict):
-        return next((p for k, v in value.items() if (p := _unencodable(v, f"{path}.{k}" if path else str(k)))), None)
-    if isinstance(value, list):
-        return next((p for i, v in enumerate(value) if (p := _unencodable(v, f"{path}[{i}]"))), None)
+    database cannot take it), else None. Walked with a stack of its own: a body nested hundreds deep (a few KB)
+    must be refused, not blow Python's recursion limit here or further on; past ``MAX_DEPTH`` it raises."""
+    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return where
+        elif isinstance(item, dict | list):
+            if depth >= MAX_DEPTH:
+                raise ValueError(f"{where or 'the body'}: nested more than {MAX_DEPTH} levels deep")
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            children = [(v, (f"{where}.{k}" if where else str(k)) if isinstance(item, dict) else f"{where}[{k}]",
+                         depth + 1) for k, v in pairs]
+            stack.extend(reversed(children))  # first child on top: the first bad place is the one told
     return None
 
 
