@@ -204,6 +204,17 @@ class Mixture(SessionMemory, Recording):
                 raise BadRequest(f"unknown weight(s): {', '.join(names[:10])}{more} (known: "
                                  f"{', '.join(Weights.model_fields)})", "moai.weights")
             weights = weights.model_copy(update=opts.weights)
+            if not any(weights.model_dump().values()):  # refused in a config too: every model would score the same
+                raise BadRequest("moai.weights makes every weight 0, so every model scores the same; make at least one "
+                                 "weight positive (e.g. quality: 1)", "moai.weights")
+        if opts and opts.models is not None:  # a name no model has narrows to nothing: say which, not "no model"
+            absent = [m for m in dict.fromkeys(opts.models) if m not in self.config.models]
+            if absent:
+                more = f" and {len(absent) - 10} more" if len(absent) > 10 else ""
+                raise BadRequest(f"unknown model(s) in moai.models: {', '.join(absent[:10])}{more} (see GET "
+                                 "/v1/models)", "moai.models")
+            if not opts.models:
+                raise BadRequest("moai.models is empty: name at least one model, or leave it out", "moai.models")
         tool_tokens = estimate_tokens(json.dumps(body.tools)) if body.tools else 0  # sent with the prompt
         if prompt_tokens + tool_tokens > max((c.context for c in self.config.pool(mix)), default=prompt_tokens):
             # no model could read it, whatever the scan below found: refused before scanning a prompt that long

@@ -153,16 +153,16 @@ def plan_estimate(ctx: RequestContext, proposers: list[str], aggregator: str | N
     from moai.strategies.moa import aggregator_step, ok_answers, proposer_layers
     from moai.strategies.roles import with_messages
 
-    steps, last = proposer_layers(ctx, layers, proposers)
+    steps, ids = proposer_layers(ctx, layers, proposers)
     if aggregator is not None and ctx.mix.strategy == "fanout" and ctx.mix.judge is not None:
         def judge(results: dict[str, StepResult]) -> ChatParams:
-            answers = [r.text for r in ok_answers(results, last)]
+            answers = [r.text for r in ok_answers(results, ids[-1])]
             return with_messages(ctx, prompts.judge_messages(ctx.params.messages, answers),
                                  max_tokens=JUDGE_MAX_TOKENS, temperature=0.0)
 
-        steps.append(Step("judge", "judge", [aggregator], judge, deps=list(last)))
+        steps.append(Step("judge", "judge", [aggregator], judge, deps=list(ids[-1])))
     elif aggregator is not None:
-        steps.append(aggregator_step(ctx, [aggregator], last))
+        steps.append(aggregator_step(ctx, [aggregator], ids))
     return estimate(ctx, Plan(ctx.mix.strategy, steps, final=steps[-1].id if steps else ""))
 
 

@@ -4,8 +4,8 @@ With ``check: python`` the critic writes a program that recomputes a numeric ans
 the draft; the program runs sandboxed, the same number approves the draft, a different one has the answer
 rewritten from the program, and a draft no program applies to is reviewed in words.
 
-Writer and critic fall back as the mix says (the gate's next model with ``fallbacks: gate``); a final
-revision that fails or comes back empty leaves the latest draft as the answer.
+Writer and critic fall back as the mix says (the gate's next model with ``fallbacks: gate``), the critic to the
+writer's models last; a final revision that fails or comes back empty leaves the latest draft as the answer.
 """
 
 from __future__ import annotations
@@ -60,10 +60,12 @@ def plan(ctx: RequestContext) -> Plan:
     writer = fill(ctx, ctx.mix.writer, name="writer")
     if not writer:
         raise unfilled(ctx, "the writer", ctx.mix.writer)
-    critic = fill(ctx, ctx.mix.critic, name="critic")
+    # a critic of its own draft is no second opinion: a picked critic is another model while one is eligible, and
+    # a failed one falls back to the writer's models last
+    critic = fill(ctx, ctx.mix.critic, name="critic", avoid=writer)
     if not critic:
         raise unfilled(ctx, "the critic", ctx.mix.critic)
-    writer, critic = with_fallbacks(ctx, writer), with_fallbacks(ctx, critic)
+    writer, critic = with_fallbacks(ctx, writer), with_fallbacks(ctx, critic, last=writer)
     if ctx.mix.check == "python":
         return checked_plan(ctx, writer, critic)
     steps = [Step("draft", "drafter", writer, lambda _r: ctx.params)]

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from moai.strategies.budget import fit_budget
 from moai.strategies.context import RequestContext
-from moai.strategies.moa import aggregator_step, best_of, ok_answers, proposer_layers, with_fallbacks
+from moai.strategies.moa import (
+    aggregator_step,
+    best_of,
+    ok_answers,
+    one_proposer,
+    proposer_layers,
+    rescue,
+    with_fallbacks,
+)
 from moai.strategies.plan import Passthrough, Plan, Step, StepResult
 from moai.strategies.prompts import judge_messages, judge_verdict
 from moai.strategies.roles import fill, unfilled, with_messages
@@ -21,14 +29,18 @@ def plan(ctx: RequestContext) -> Plan:
         if not aggregator:
             raise unfilled(ctx, "the aggregator", mix.aggregator)
         proposers = fit_budget(ctx, proposers, aggregator[0] if aggregator else None, 1)
-        steps, last = proposer_layers(ctx, 1, proposers)
-        steps.append(aggregator_step(ctx, with_fallbacks(ctx, aggregator), last))
-        return Plan("fanout", steps, "aggregate", rescue=lambda r: best_of(ctx, ok_answers(r, last)))
+        if (alone := one_proposer(ctx, mix.proposers, proposers)) is not None:
+            return alone
+        steps, layers = proposer_layers(ctx, 1, proposers)
+        steps.append(aggregator_step(ctx, with_fallbacks(ctx, aggregator), layers))
+        return Plan("fanout", steps, "aggregate", rescue=rescue(ctx, layers))
 
-    judge = fill(ctx, mix.judge, name="judge")
-    judge = with_fallbacks(ctx, judge) if judge else judge  # a failed judge falls back as any one-model step does
+    # a judge that wrote one of the answers would judge its own: another model judges while one is eligible
+    judge = fill(ctx, mix.judge, name="judge", avoid=proposers)
+    # a failed judge falls back as any one-model step does, to the proposers' models last
+    judge = with_fallbacks(ctx, judge, last=proposers) if judge else judge
     proposers = fit_budget(ctx, proposers, judge[0] if judge else None, 1)
-    steps, last = proposer_layers(ctx, 1, proposers)
+    steps, (last,) = proposer_layers(ctx, 1, proposers)
 
     def build_judge(results: dict[str, StepResult]):  # type: ignore[no-untyped-def]
         answers = ok_answers(results, last)

@@ -3,16 +3,22 @@
 Layer 1's proposers answer the query concurrently; each later layer's proposers see the previous layer's
 answers (Aggregate-and-Synthesize prompt) and answer again; one aggregator synthesizes the last layer.
 A failed proposer only shrinks its layer, and one whose circuit is open is not called while others of its layer
-are healthy; a failed or empty aggregation falls back to the best proposer answer.
+are healthy; a layer whose every proposer failed is passed over (the next layer, or the aggregator, reads the
+newest layer that answered), and a failed or empty aggregation falls back to the best proposer answer of that
+layer. A plan left with one proposer (of several asked for) and one layer has it answer directly: an aggregator
+would only rewrite the one answer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
+from moai.config import Role
 from moai.strategies.budget import fit_budget
 from moai.strategies.context import RequestContext
 from moai.strategies.plan import Plan, Step, StepResult
 from moai.strategies.prompts import aggregate_messages
-from moai.strategies.roles import fill, repeat_temperature, unfilled, with_messages
+from moai.strategies.roles import fill, repeat_temperature, role_size, unfilled, with_messages
 
 
 def ok_answers(results: dict[str, StepResult], ids: list[str]) -> list[StepResult]:
@@ -27,50 +33,92 @@ def best_of(ctx: RequestContext, answers: list[StepResult]) -> StepResult | None
     return min(answers, key=lambda r: order.index(r.model) if r.model in order else len(order))
 
 
+def newest_answers(results: dict[str, StepResult], layers: Sequence[list[str]]) -> list[StepResult]:
+    """The answers of the newest layer that has any: a layer whose every proposer failed leaves the one before."""
+    for ids in reversed(layers):
+        if answers := ok_answers(results, ids):
+            return answers
+    return []
+
+
+def _read(ctx: RequestContext, results: dict[str, StepResult], layers: Sequence[list[str]], reader: str) -> list[str]:
+    """The texts ``reader`` builds on (``newest_answers``), saying so when the layer before it gave none."""
+    answers = newest_answers(results, layers)
+    if answers and answers[0].step not in layers[-1]:
+        read = next(i for i, ids in enumerate(layers, 1) if answers[0].step in ids)
+        note = f"moa: every proposer of layer {len(layers)} failed; {reader} read layer {read}'s answers"
+        if note not in ctx.notes:  # once, not once a proposer of the layer
+            ctx.notes.append(note)
+    return [r.text for r in answers]
+
+
 def proposer_layers(ctx: RequestContext, layers: int, proposers: list[str], prefix: str = "p") -> tuple[
-        list[Step], list[str]]:
-    """Steps for ``layers`` layers of proposers; returns the steps and the last layer's ids."""
+        list[Step], list[list[str]]]:
+    """Steps for ``layers`` layers of proposers; returns the steps and each layer's ids. A layer depends on every
+    layer before it: it runs while any of them answered, on the newest answers there are."""
     steps: list[Step] = []
-    previous: list[str] = []
+    previous: list[list[str]] = []
     for layer in range(1, layers + 1):
         ids = []
         for i, model in enumerate(proposers):
             sid = f"{prefix}{layer}.{i + 1}"
             temp = repeat_temperature(proposers, i, ctx.params.temperature)
 
-            def build(results: dict[str, StepResult], prev: list[str] = previous, t: float | None = temp):  # type: ignore[no-untyped-def]
+            def build(results: dict[str, StepResult], prev: tuple[list[str], ...] = tuple(previous),
+                      t: float | None = temp, reader: str = f"layer {layer}"):  # type: ignore[no-untyped-def]
                 if not prev:
                     return with_messages(ctx, ctx.params.messages, temperature=t)
-                answers = [r.text for r in ok_answers(results, prev)]
+                answers = _read(ctx, results, prev, reader)
                 return with_messages(ctx, aggregate_messages(ctx.params.messages, answers), temperature=t)
 
             # one layer's proposers stand in for each other: one with an open circuit is left out (executor)
-            steps.append(Step(sid, "proposer", [model], build, deps=list(previous), optional=True,
-                              group=f"{prefix}{layer}"))
+            steps.append(Step(sid, "proposer", [model], build, deps=[d for ids in previous for d in ids],
+                              optional=True, group=f"{prefix}{layer}"))
             ids.append(sid)
-        previous = ids
+        previous.append(ids)
     return steps, previous
 
 
-def aggregator_step(ctx: RequestContext, models: list[str], last: list[str]) -> Step:
+def aggregator_step(ctx: RequestContext, models: list[str], layers: list[list[str]]) -> Step:
+    """The aggregator, on the newest layer that answered: it runs while any proposer of any layer did."""
     def build(results: dict[str, StepResult]):  # type: ignore[no-untyped-def]
-        answers = [r.text for r in ok_answers(results, last)]
+        answers = _read(ctx, results, layers, "the aggregator")
         return with_messages(ctx, aggregate_messages(ctx.params.messages, answers))
 
-    return Step("aggregate", "aggregator", models, build, deps=list(last))
+    return Step("aggregate", "aggregator", models, build, deps=[d for ids in layers for d in ids])
 
 
-def with_fallbacks(ctx: RequestContext, models: list[str]) -> list[str]:
+def rescue(ctx: RequestContext, layers: list[list[str]]) -> Callable[[dict[str, StepResult]], StepResult | None]:
+    """The plan's rescue when aggregation fails: the gate's favourite answer of the newest layer that answered."""
+    return lambda results: best_of(ctx, newest_answers(results, layers))
+
+
+def with_fallbacks(ctx: RequestContext, models: list[str], last: Sequence[str] = ()) -> list[str]:
     """The models a one-model step tries, in order: the role's own (a list's rest stands behind its first, as the
     role was written), then every one of the mix's fallbacks (the gate's ranking with ``fallbacks: gate``), as a
-    route walks them. Both come from the eligible models only, so a fallback never breaks the step's privacy tier
+    route walks them, those in ``last`` after the others (a critic falls back to the writer's model only when no
+    other answers). Both come from the eligible models only, so a fallback never breaks the step's privacy tier
     or constraints (an auto mix's collaboration plan has its caller's decision, ranked over a wider pool)."""
     from moai.strategies.route import fallback_order
 
     allowed = {c.name for c in ctx.candidates}
     ranking = [m for m in (ctx.decision or ctx.decide()).ranking if m in allowed]
-    fallbacks = fallback_order(ctx, [models[0], *[m for m in ranking if m != models[0]]])
-    return list(dict.fromkeys([*models, *fallbacks]))
+    fallbacks = [m for m in dict.fromkeys(fallback_order(ctx, [models[0], *[m for m in ranking if m != models[0]]]))
+                 if m not in models]
+    return [*dict.fromkeys(models), *[m for m in fallbacks if m not in last], *[m for m in fallbacks if m in last]]
+
+
+def one_proposer(ctx: RequestContext, role: Role | None, proposers: list[str], layers: int = 1) -> Plan | None:
+    """A plan of one layer left with one proposer of the several its role asks for (the request's ``moai.models``,
+    the eligible models or the budget left the others out): that proposer answers the request itself, with the
+    step's fallbacks, as a route would; None when more proposers remain or the role asked for one. With more
+    layers the one proposer still refines its own answer, layer after layer, as the mix asks."""
+    if len(proposers) != 1 or layers != 1 or role_size(role, 3) < 2:
+        return None
+    ctx.notes.append(f"{ctx.mix.strategy}: only {proposers[0]} is left to propose; it answers directly, with no "
+                     "aggregation of one answer")
+    step = Step("answer", "answer", with_fallbacks(ctx, proposers), lambda _r: ctx.params)
+    return Plan(f"{ctx.mix.strategy}/route", [step], final="answer")
 
 
 def plan(ctx: RequestContext) -> Plan:
@@ -82,6 +130,8 @@ def plan(ctx: RequestContext) -> Plan:
     if not aggregator:
         raise unfilled(ctx, "the aggregator", mix.aggregator)
     proposers = fit_budget(ctx, proposers, aggregator[0], mix.layers)
-    steps, last = proposer_layers(ctx, mix.layers, proposers)
-    steps.append(aggregator_step(ctx, with_fallbacks(ctx, aggregator), last))
-    return Plan("moa", steps, final="aggregate", rescue=lambda r: best_of(ctx, ok_answers(r, last)))
+    if (alone := one_proposer(ctx, mix.proposers, proposers, mix.layers)) is not None:
+        return alone
+    steps, layers = proposer_layers(ctx, mix.layers, proposers)
+    steps.append(aggregator_step(ctx, with_fallbacks(ctx, aggregator), layers))
+    return Plan("moa", steps, final="aggregate", rescue=rescue(ctx, layers))

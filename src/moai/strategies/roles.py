@@ -1,12 +1,15 @@
 """Filling roles: a pinned model name, a list, or ``pick:`` — the gate chooses under the mix's constraints.
 
-``pick: N`` takes the gate's N best distinct models; ``best``/``cheapest``/``diverse`` pick one (or N for
-diverse: one per model family first). Repeating a model only makes sense with sampling, so repeats are
-refused unless the role says ``allow_repeats``.
+``pick: N`` takes the gate's N best distinct models; ``best``/``cheapest`` pick one; ``diverse`` picks as many as
+the role plays by default (a MoA's or fan-out's three proposers, one model for any other role), one per model
+family first. Repeating a model only makes sense with sampling, so repeats are refused unless the role says
+``allow_repeats``. A picked role may be asked to prefer models other than some (a critic other than the writer,
+a judge other than the proposers); a pinned one is played as written.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from moai.catalog import PRIVACY_RANK, ModelCard
@@ -22,10 +25,14 @@ def expected_cost(card: ModelCard, prompt_tokens: int, output_tokens: int) -> fl
     return usd if usd > 0 else (card.params_b or 1.0) * 1e-9 * output_tokens
 
 
-def fill(ctx: RequestContext, role: Role | None, default_n: int = 1, name: str | None = None) -> list[str]:
+def fill(ctx: RequestContext, role: Role | None, default_n: int = 1, name: str | None = None,
+         avoid: Sequence[str] = ()) -> list[str]:
     """The models that play a role, best first. The gate picks the role ``name`` among the models whose card lists
-    it, or lists no roles (when none may, among all): models named in the role play it as named."""
+    it, or lists no roles (when none may, among all): models named in the role play it as named. A picked role
+    takes models other than ``avoid`` while any is eligible: a model that reviews or judges its own answer is no
+    second opinion."""
     eligible = {c.name: c for c in ctx.candidates}
+    explicit = role is not None  # a role left out says nothing of how many models it wants
     if role is None:
         role = Pick(pick=default_n if default_n > 1 else "best")
     if isinstance(role, str | list):
@@ -38,7 +45,7 @@ def fill(ctx: RequestContext, role: Role | None, default_n: int = 1, name: str |
         if kept or not dropped:
             return kept
         role = Pick(pick=len(pinned) if len(pinned) > 1 else "best")  # let the gate stand in
-        chosen = fill(ctx, role, name=name)
+        chosen = fill(ctx, role, name=name, avoid=avoid)
         ctx.notes.append(f"role: the gate chose {', '.join(chosen)} instead")
         return chosen
     pool = [eligible[m] for m in (role.among or eligible) if m in eligible]
@@ -50,18 +57,41 @@ def fill(ctx: RequestContext, role: Role | None, default_n: int = 1, name: str |
             ctx.notes.append(f"role: {name} picked among {', '.join(c.name for c in fit)} (their cards list it)")
         pool = fit or pool
     ranking = ctx.decide(pool).ranking
-    if role.pick == "best":
-        return ranking[:1]
-    if role.pick == "cheapest":
-        return [min(pool, key=lambda c: (expected_cost(c, 500, 300), ranking.index(c.name))).name]
-    n = role.pick if isinstance(role.pick, int) else len(pool)
-    if role.pick == "diverse" or isinstance(role.pick, int):
-        chosen = _diverse(ranking, eligible) if role.pick == "diverse" else list(ranking)
-        chosen = chosen[:n]
-        if len(chosen) < n and role.allow_repeats:
-            chosen += [ranking[i % len(ranking)] for i in range(n - len(chosen))]
-        return chosen
-    return ranking[:1]
+    n = role_size(role, default_n)
+    if role.pick == "cheapest":  # ties keep the gate's order
+        order = sorted(ranking, key=lambda m: expected_cost(eligible[m], 500, 300))
+    elif role.pick == "diverse":
+        order = _diverse(ranking, eligible)
+    else:
+        order = list(ranking)
+    preferred = [m for m in order if m not in avoid]
+    order = preferred + [m for m in order if m in avoid]
+    chosen = order[:n]
+    if len(chosen) < n and role.allow_repeats:
+        again = preferred or order
+        chosen += [again[i % len(again)] for i in range(n - len(chosen))]
+    label = name or "a role"
+    if len(chosen) < n and explicit:
+        ctx.notes.append(f"role: {label} asked for {n} models and got {len(chosen)} ({', '.join(chosen)}): no "
+                         "other model is eligible")
+    if same := [m for m in dict.fromkeys(chosen) if m in avoid]:
+        ctx.notes.append(f"role: {label} is played by {', '.join(same)}, which plays another role of the plan too: "
+                         "no other eligible model can")
+    return chosen
+
+
+def role_size(role: Role | None, default_n: int = 1) -> int:
+    """How many models a role asks for: a list's length, ``pick: N``'s N, the strategy's default for ``pick:
+    diverse`` or a role left out (``default_n``), one for a name, ``best`` or ``cheapest``."""
+    if role is None:
+        return default_n
+    if isinstance(role, str):
+        return 1
+    if isinstance(role, list):
+        return len(role)
+    if isinstance(role.pick, int):
+        return role.pick
+    return default_n if role.pick == "diverse" else 1
 
 
 def unfilled(ctx: RequestContext, what: str, role: Role | None) -> NoEligibleModel:
@@ -104,11 +134,12 @@ def _diverse(ranking: list[str], cards: dict[str, ModelCard]) -> list[str]:
 def with_messages(ctx: RequestContext, messages: list[dict[str, Any]], **changes: Any) -> ChatParams:
     """The request's parameters with other messages (and optional overrides).
 
-    The messages get one leading system message and alternating user turns (``merge_turns``). A
-    ``ReviewPrompt`` (critic, judge, grader, program check) gets moai's options instead: its output has its own
-    format, which the user's stop, response_format and max_tokens (meant for the final answer) would break, and
-    the user's sampling options would only add noise; it keeps the seed (reproducibility) and runs at
-    temperature 0 with the mix's completion budget."""
+    An answer-writing step gets the user's options (sampling, ``logit_bias``, ``reasoning_effort``), as a route's
+    one call would, but no tools (its text is what a later step reads). The messages get one leading system
+    message and alternating user turns (``merge_turns``). A ``ReviewPrompt`` (critic, judge, grader, program
+    check) gets moai's options instead: its output has its own format, which the user's stop, response_format
+    and max_tokens (meant for the final answer) would break, and the user's sampling options would only add
+    noise; it keeps the seed (reproducibility) and runs at temperature 0 with the mix's completion budget."""
     p = ctx.params
     if isinstance(messages, ReviewPrompt):
         fields: dict[str, Any] = dict(messages=merge_turns(list(messages)), max_tokens=ctx.mix.max_tokens,
@@ -117,7 +148,9 @@ def with_messages(ctx: RequestContext, messages: list[dict[str, Any]], **changes
         fields = dict(messages=merge_turns(messages), max_tokens=p.max_tokens, limit_field=p.limit_field,
                       temperature=p.temperature,
                       top_p=p.top_p, frequency_penalty=p.frequency_penalty, presence_penalty=p.presence_penalty,
-                      stop=p.stop, seed=p.seed, tools=None, tool_choice=None, response_format=p.response_format)
+                      stop=p.stop, seed=p.seed, tools=None, tool_choice=None, response_format=p.response_format,
+                      logit_bias=p.logit_bias, parallel_tool_calls=p.parallel_tool_calls,
+                      reasoning_effort=p.reasoning_effort)
     fields.update(changes)
     return ChatParams(**fields)
 
