@@ -154,3 +154,20 @@ class StubServer:
     def __exit__(self, *_exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=5)
+
+
+ECHOED_SECRET = "sk-upstream-SECRET-4567"
+
+
+def echoing_upstream() -> FastAPI:
+    """An upstream that refuses every request with a message echoing its Authorization header and its hosts."""
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Any:
+        auth = request.headers.get("authorization") or ""
+        said = (f"Bad request; key={auth}; unknown credential {auth.removeprefix('Bearer ')}; "
+                "see https://internal.corp/x, 10.9.8.7")
+        return JSONResponse({"error": {"message": said, "type": "invalid_request_error"}}, status_code=400)
+
+    return app

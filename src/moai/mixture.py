@@ -51,6 +51,7 @@ from moai.telemetry.store import TelemetryStore
 from moai.telemetry.writer import TelemetryWriter
 from moai.tuning.live import LiveTuner, knob_value
 from moai.tuning.targets import parse_target
+from moai.upstream_errors import public, public_trace
 
 NO_TOOLS = frozenset({"moa", "fanout", "chain", "critique"})  # strategies whose answer is synthesised text
 log = logging.getLogger("moai")
@@ -386,7 +387,9 @@ class Mixture(SessionMemory, Recording):
                 if a.get("tokens"):
                     count(a["model"], attempt_spend(a))
         reasons = list(d.reasons) if d else []
-        reasons += session_notes(prep.ctx, ex.answer.model, ex.results) + ex.plan.notes
+        # notes may quote an upstream's error (a step that failed): told as an error body tells it
+        reasons += [public(n, self.config) for n in session_notes(prep.ctx, ex.answer.model, ex.results)
+                    + ex.plan.notes]
         return {
             "id": prep.id,
             "mix": prep.ctx.mix_name,
@@ -402,7 +405,7 @@ class Mixture(SessionMemory, Recording):
             "privacy": prep.ctx.privacy.to_json() if prep.ctx.privacy is not None else None,
             "cache": prep.cache.status if prep.cache is not None else None,
             "decision": d.to_json() if d else None,
-            "trace": [r.trace() for r in ex.results],
+            "trace": [public_trace(r.trace(), self.config) for r in ex.results],
         }
 
     # ------------------------------------------------------------------ feedback and lifecycle

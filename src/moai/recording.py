@@ -22,6 +22,7 @@ from moai.telemetry.metrics import Metrics
 from moai.telemetry.store import CallRecord, RequestRecord, TelemetryStore
 from moai.telemetry.writer import TelemetryWriter
 from moai.tuning.live import LiveTuner
+from moai.upstream_errors import redacted
 
 if TYPE_CHECKING:
     from moai.config import Mix
@@ -58,7 +59,7 @@ class Recording:
             prompt_tokens=total.usage.prompt_tokens, completion_tokens=total.usage.completion_tokens,
             latency_ms=(now - prep.started) * 1000,
             ttft_ms=(final.start + final.ttft_s - prep.started) * 1000 if final and final.ttft_s else None,
-            cost_usd=total.cost_usd, energy_kwh=total.energy_kwh, co2_g=total.co2_g, error=error,
+            cost_usd=total.cost_usd, energy_kwh=total.energy_kwh, co2_g=total.co2_g, error=self._stored(error),
             decision=prep.ctx.decision.to_json() if prep.ctx.decision else None, api_key=prep.api_key,
             session=prep.ctx.session,
         )
@@ -81,7 +82,7 @@ class Recording:
                     spent.add(Spend(r.usage, r.cost_usd, r.energy_kwh, r.co2_g))
                 rec.calls.append(CallRecord(
                     step=r.step, role=r.role, model=a["model"], status=status, started_at=start,
-                    ended_at=start + a["latency_ms"] / 1000, latency_ms=a["latency_ms"], error=a["error"],
+                    ended_at=start + a["latency_ms"] / 1000, latency_ms=a["latency_ms"], error=self._stored(a["error"]),
                     prompt_tokens=spent.usage.prompt_tokens, completion_tokens=spent.usage.completion_tokens,
                     cost_usd=spent.cost_usd, energy_kwh=spent.energy_kwh, co2_g=spent.co2_g,
                     retry_after_s=a.get("retry_after_s") if status == "rate_limited" else None,
@@ -93,9 +94,15 @@ class Recording:
                 step=r.step, role=r.role, model=r.model, status=r.status, started_at=r.start, ended_at=r.end,
                 latency_ms=r.latency_ms, ttft_ms=r.ttft_s * 1000 if r.ttft_s else None,
                 prompt_tokens=answered.usage.prompt_tokens, completion_tokens=answered.usage.completion_tokens,
-                cost_usd=answered.cost_usd, energy_kwh=answered.energy_kwh, co2_g=answered.co2_g, error=r.error,
+                cost_usd=answered.cost_usd, energy_kwh=answered.energy_kwh, co2_g=answered.co2_g,
+                error=self._stored(r.error),
             ))
         return rec
+
+    def _stored(self, error: str | None) -> str | None:
+        """An upstream's error as the database keeps it: without the API keys moai sent it (an upstream may echo
+        its request's headers) or other credentials, which the report and backups would spread."""
+        return redacted(error, self.config) if error else error
 
     def _observe(self, prep: Prepared, status: str, results: list[Any], answer_model: str | None) -> None:
         """Feed live statistics and metrics from every attempt of every step (a refused request is no failure

@@ -12,8 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 from starlette.requests import ClientDisconnect
@@ -157,24 +155,10 @@ def test_requests_turned_away_before_any_mix_are_counted_by_code(tmp_path: Path)
                        ("404", "model_not_found"): 2, ("400", "invalid_json"): 1}
 
 
-SECRET = "sk-upstream-SECRET-4567"
-
-
-def echoing_upstream() -> Any:
-    """An upstream that refuses every request with a message echoing its Authorization header and its hosts."""
-    app = FastAPI()
-
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> Any:
-        said = f"Bad request; key={request.headers.get('authorization')}; see https://internal.corp/x, 10.9.8.7"
-        return JSONResponse({"error": {"message": said, "type": "invalid_request_error"}}, status_code=400)
-
-    return app
-
-
 def test_an_upstream_echoing_its_key_and_hosts_does_not_hand_them_to_clients(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from stub_openai import StubServer
+    from stub_openai import ECHOED_SECRET as SECRET
+    from stub_openai import StubServer, echoing_upstream
 
     monkeypatch.setenv("ECHO_KEY", SECRET)
     with StubServer(app=echoing_upstream()) as up:

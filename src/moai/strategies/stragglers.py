@@ -4,9 +4,10 @@ With ``settings.request_timeout_s``, one slow proposer would hold its whole laye
 the client would get a 504 although the others had answered long before. So each layer of interchangeable
 optional steps (``Step.group``) gets a share of the time left when it starts: that time divided by the stages
 still to run, its own included (one layer and an aggregator, or a judge: half each; two layers and an aggregator:
-a third each; a step that calls no model, such as the judge's pick, takes none). A proposer still running when its share is spent is left behind (cut short,
-billed what it was sent, no verdict on the model's health) as soon as another of its layer has answered; while
-none has, the layer keeps waiting, since an answer late is better than none, and the request's own limit rules.
+a third each; a step that calls no model, such as the judge's pick, takes none). A proposer still running when its
+share is spent is left behind (cut short, billed what it was sent, no verdict on the model's health) as soon as
+another of its layer has answered; while none has, the layer keeps waiting, since an answer late is better than
+none, and the request's own limit rules.
 """
 
 from __future__ import annotations
