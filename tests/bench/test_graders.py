@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from moai.bench import graders as g
+from moai.sandbox import run_python
 
 
 @pytest.mark.parametrize(
@@ -179,13 +180,13 @@ def test_code_sandbox_fails_a_wrong_or_broken_solution() -> None:
 
 def test_code_sandbox_kills_an_infinite_loop() -> None:
     start = time.monotonic()
-    ok, out = g.run_python("while True:\n    pass\n", timeout_s=1.0)
+    ok, out = run_python("while True:\n    pass\n", timeout_s=1.0)
     assert not ok and "timed out" in out
     assert time.monotonic() - start < 5
 
 
 def test_code_sandbox_runs_in_a_scratch_dir_without_the_environment(tmp_path: object) -> None:
-    ok, out = g.run_python("import os\nprint(sorted(os.environ))\nprint(os.listdir('.'))\n")
+    ok, out = run_python("import os\nprint(sorted(os.environ))\nprint(os.listdir('.'))\n")
     assert ok
     assert "OPENAI_API_KEY" not in out and "prog.py" in out
 

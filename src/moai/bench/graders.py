@@ -5,23 +5,21 @@ Small models answer in every format imaginable ("The answer is $1,234.00", "**B*
 scores 0. Code is graded by running it with its tests in the guarded sandbox (``moai.sandbox``: a separate
 Python process with a time limit and capped output, in a scratch directory, with the environment stripped,
 inside bubblewrap with no network, no view of the host's files or processes, and an audit hook besides), so
-a bad program cannot hang or litter the run, and it passes only if its tests actually ran to the end. Where
-bubblewrap cannot run, grading (run by the operator, offline) falls back to the process limits and the audit
-hook, with a warning.
+a bad program cannot hang or litter the run. Where bubblewrap cannot run, grading (run by the operator,
+offline) falls back to the process limits and the audit hook, with a warning.
+
+How a code answer is run and judged, and what that cannot rule out, is ``code_harness``'s.
 """
 
 from __future__ import annotations
 
 import ast
 import re
-import secrets
 import string
-import sys
 from collections import Counter
 from collections.abc import Sequence
 
-from moai import sandbox
-from moai.sandbox import run_python
+from moai.bench.code_harness import run_tests
 
 # ------------------------------------------------------------------------------------------ numbers
 
@@ -341,35 +339,9 @@ def parse_tests(tests: str | Sequence[str] | None) -> list[str]:
     return [str(t) for t in tests if str(t).strip()]  # a blank test would pass any code
 
 
-_warned: list[str] = []
-
-
-def _warn_without_bwrap() -> None:
-    """One line on stderr, once, when code is graded with process limits only (no bubblewrap here)."""
-    bwrap, why = sandbox.bwrap_status()
-    if bwrap is None and not _warned:
-        _warned.append(why)
-        print(f"warning: bubblewrap cannot run ({why}); grading code with process limits only", file=sys.stderr)
-
-
-def run_tests(program: str, timeout_s: float = 10.0) -> bool:
-    """Run code followed by its tests in the guarded sandbox; True only when every test ran and passed.
-
-    A random token is printed after the last test, so an answer that exits early with status 0
-    (``sys.exit(0)``, ``os._exit(0)``) before the tests ran does not pass. The token is built at run
-    time from two halves, so a program that prints its own source does not show it either.
-    """
-    token = secrets.token_hex(16)
-    done = f"\n\nprint({token[:16]!r} + {token[16:]!r}, flush=True)\n"
-    _warn_without_bwrap()
-    ok, out = run_python(program + done, timeout_s, guarded=True, allow_process=True)
-    return ok and token in out
-
-
 def grade_mbpp(response: str, tests: str | Sequence[str], timeout_s: float = 10.0) -> float:
     """1.0 when the reply's code passes every MBPP assert."""
-    program = extract_code(response) + "\n\n" + "\n".join(parse_tests(tests)) + "\n"
-    return float(run_tests(program, timeout_s))
+    return float(run_tests(extract_code(response) + "\n", "\n".join(parse_tests(tests)) + "\n", timeout_s))
 
 
 def humaneval_entry_point(prompt: str) -> str | None:
@@ -392,5 +364,4 @@ def grade_humaneval(response: str, prompt: str, test: str, timeout_s: float = 10
         program = prompt + "\n    pass\n\n" + code
     else:
         program = prompt + code
-    program += "\n\n" + test + f"\n\ncheck({entry})\n"
-    return float(run_tests(program, timeout_s))
+    return float(run_tests(program + "\n", test + f"\n\ncheck({entry})\n", timeout_s))
