@@ -46,3 +46,34 @@ mixes:
     assert agg.script.calls == 1  # the request that stayed, only
     assert row == [("cancelled", 499, None)]
     assert completed.status_code == 200
+
+
+def test_a_client_leaving_a_fast_stream_stops_it_and_is_billed_what_was_generated(tmp_path: Path) -> None:
+    """An upstream streaming as fast as it can: sends to a gone client return at once, so the stream's own
+    cancellation could land only after the whole answer was read, recorded ``ok`` and billed in full."""
+    words = 20_000  # more than max_tokens: the stub streams them all the same
+    with StubServer(Script(reply=" ".join(["w"] * words))) as up:
+        srv = start_moai(f"""
+models:
+  m: {{provider: openai_compat, endpoint: "{up.url}", privacy: private, max_retries: 0,
+      price: {{input_per_mtok: 1, output_per_mtok: 2}}}}
+mixes:
+  default: {{strategy: route, models: [m], max_tokens: 32768}}
+""", tmp_path)
+        try:
+            body = {"model": "moai/default", "stream": True, "messages": [{"role": "user", "content": "go"}]}
+            with httpx.stream("POST", srv.url + "/chat/completions", json=body, timeout=30) as r:
+                lines = r.iter_lines()
+                for _ in range(100):
+                    next(lines)
+            # the client has hung up; the stream's record is written once it stops
+            for _ in range(100):
+                with sqlite3.connect(srv.db) as db:
+                    rows = db.execute("select status, http_status, completion_tokens from requests").fetchall()
+                if rows:
+                    break
+                time.sleep(0.1)
+        finally:
+            stop(srv.proc)
+    assert rows and rows[0][:2] == ("cancelled", 499)
+    assert rows[0][2] < words // 2  # what was generated until it left, not the whole answer

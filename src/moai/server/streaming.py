@@ -87,23 +87,29 @@ async def sse(mix: Mixture, prep: Prepared, model: str, include_usage: bool, ite
         head = await anext(items, None)  # at hand (waited for already): it tells the role chunk the fingerprint
         fingerprint: str | None = getattr(head, "system_fingerprint", None)
         yield _chunk(prep, model, {"role": "assistant", "content": ""}, **fingerprint_field(fingerprint), **nulled)
-        async for item in prepend(head, items):
-            if isinstance(item, Execution):
-                fingerprint = item.system_fingerprint or fingerprint
-                fp = fingerprint_field(fingerprint)
-                summary = mix.summary(prep, item)
-                yield _chunk(prep, model, {}, item.answer.finish_reason or finish, moai=summary, **fp, **nulled)
-                if include_usage:
-                    obj = {"id": prep.id, "object": "chat.completion.chunk", "created": int(prep.started),
-                           "model": model, **fp, "choices": [], "usage": usage_object(item.usage)}
-                    yield f"data: {json.dumps(obj)}\n\n"
-            elif isinstance(item, Delta):
-                fingerprint = item.system_fingerprint or fingerprint
-                if item.finish_reason:
-                    finish = item.finish_reason
-                if item.text or item.tool_calls or item.refusal:
-                    delta = chunk_delta(item.text, item.tool_calls, item.refusal)
-                    yield _chunk(prep, model, delta, **fingerprint_field(fingerprint), **nulled)
+        async with contextlib.aclosing(prepend(head, items)) as stream:
+            async for item in stream:
+                if prep.client_gone:
+                    # the client left: stop reading the upstream now (closing the mix's stream records the
+                    # request as cancelled, billed what was generated). Sends to a gone client return at once, so
+                    # with an upstream this fast the stream's own cancellation might only land after its end
+                    return
+                if isinstance(item, Execution):
+                    fingerprint = item.system_fingerprint or fingerprint
+                    fp = fingerprint_field(fingerprint)
+                    summary = mix.summary(prep, item)
+                    yield _chunk(prep, model, {}, item.answer.finish_reason or finish, moai=summary, **fp, **nulled)
+                    if include_usage:
+                        obj = {"id": prep.id, "object": "chat.completion.chunk", "created": int(prep.started),
+                               "model": model, **fp, "choices": [], "usage": usage_object(item.usage)}
+                        yield f"data: {json.dumps(obj)}\n\n"
+                elif isinstance(item, Delta):
+                    fingerprint = item.system_fingerprint or fingerprint
+                    if item.finish_reason:
+                        finish = item.finish_reason
+                    if item.text or item.tool_calls or item.refusal:
+                        delta = chunk_delta(item.text, item.tool_calls, item.refusal)
+                        yield _chunk(prep, model, delta, **fingerprint_field(fingerprint), **nulled)
     except TimeoutError:
         await deadline.record(mix, prep, timeout_s)
         body = error_body(deadline.message(timeout_s), "server_error", code=deadline.CODE)
