@@ -58,13 +58,13 @@ class MoaiServer:
 
 
 def start_moai(config_text: str, tmp: Path, env: dict[str, str] | None = None,
-               database_url: str | None = None) -> MoaiServer:
+               database_url: str | None = None, args: tuple[str, ...] = ()) -> MoaiServer:
     cfg = tmp / "mix.yaml"
     cfg.write_text(config_text)
     db = tmp / "moai.db"
     port = free_port()
     cmd = [sys.executable, "-m", "moai.cli", "serve", "--config", str(cfg), "--port", str(port),
-           "--database-url", database_url or f"sqlite:///{db}", "--log-level", "warning"]
+           "--database-url", database_url or f"sqlite:///{db}", "--log-level", "warning", *args]
     log = tmp / "moai.log"
     proc = spawn(cmd, log, env)
     wait_http(f"http://127.0.0.1:{port}/healthz", proc, log=log)

@@ -93,6 +93,11 @@ def serve(
         "timeout)."
     ),
     backlog: int = typer.Option(2048, min=1, help="Connections the OS queues before they are accepted."),
+    timeout_headers: float = typer.Option(
+        10.0, min=0.1, help="Seconds a connection may take to send a request's headers, from its opening or the "
+        "request's first byte (a client that never sends them is disconnected: it would hold a place among "
+        "--limit-concurrency)."
+    ),
 ) -> None:
     """Serve the OpenAI-compatible API (POST /v1/chat/completions, GET /v1/models, POST /v1/feedback)."""
     log_level = check_log_level(log_level)
@@ -101,6 +106,7 @@ def serve(
     import uvicorn
 
     from moai.server.app import create_app
+    from moai.server.http_protocol import with_headers_timeout
 
     cfg = open_config(config or os.environ.get("MOAI_CONFIG"))
     check_cache(cfg)
@@ -117,6 +123,7 @@ def serve(
     server = uvicorn.Server(uvicorn.Config(
         Stoppable(app), host=host, port=port, log_level=log_level, backlog=backlog,
         limit_concurrency=limit_concurrency or None, timeout_keep_alive=timeout_keep_alive,
+        http=with_headers_timeout(timeout_headers),
         timeout_graceful_shutdown=timeout_graceful_shutdown))
     app.state.mixture.stopping = lambda: server.should_exit
     _run(server)
