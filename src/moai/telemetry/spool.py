@@ -3,32 +3,45 @@
 An answer the gateway has already paid for should not be thrown away because its record cannot be committed
 right now (a PostgreSQL restart, a full disk on the database host): the record is appended to a file of this
 process's own, fsynced (the same promise a commit makes), and the answer is sent. The background writer
-replays the file as soon as the database takes writes again, request by request (the last write of a request
-winning, as it does in the database), so a replay cut short and repeated stores nothing twice. Files left by a
-process that died are replayed by whichever live process claims them first (an atomic rename).
+replays the file as soon as the database takes writes again, in batches of ``REPLAY_BATCH`` requests, one
+transaction each, in the order they were spooled (the last write of a request winning, as it does in the
+database), so a replay cut short and repeated stores nothing twice. Files left by a process that died are replayed
+by whichever live process claims them first (an atomic rename).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from moai.telemetry.store import CallRecord, FeedbackRecord, RequestRecord, as_row, driver_reason
+from moai.telemetry.store import (
+    CallRecord,
+    FeedbackRecord,
+    RequestRecord,
+    SpooledRequest,
+    as_row,
+    driver_reason,
+    row_of,
+)
 
 log = logging.getLogger("moai.telemetry")
 MAX_FILE_TRIES = 3  # a spool file that fails this many replays for a reason other than an outage is set aside
+# requests per replay transaction: small enough that each commit is as quick as the writer's own (the writer takes
+# one that runs past its commit_timeout_s for a hung database), large enough to make bulk statements pay
+REPLAY_BATCH = 500
 _UNREADABLE = (ValueError, TypeError, KeyError, AttributeError)  # UnicodeDecodeError and JSON errors are ValueErrors
 _OUTAGES = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
 
@@ -81,6 +94,17 @@ def from_json(line: str) -> RequestRecord:
     return rec
 
 
+def spooled_from_json(line: str) -> SpooledRequest:
+    """One spooled line as plain column values (what a replay writes); raises what ``from_json`` raises for a line
+    it cannot read."""
+    d = json.loads(line)
+    if not isinstance(d["request"].get("id"), str):
+        raise ValueError("a spooled request without an id")
+    return SpooledRequest(row_of(RequestRecord, d["request"]),
+                          [row_of(CallRecord, c) for c in d.get("calls", [])],
+                          [row_of(FeedbackRecord, f) for f in d.get("feedback", [])])
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -103,6 +127,9 @@ class Spool:
         self._lock = threading.Lock()
         self._own_claims: set[Path] = set()  # this process's spool files, claimed for a replay not finished yet
         self._tries: dict[Path, int] = {}  # replays of a file that failed for a reason other than an outage
+        self._done: dict[Path, int] = {}  # claimed files replayed in part: the offset up to which they are written
+        self._until: float | None = None  # the running replay's deadline (time.monotonic())
+        self.cut_short = False  # the last replay stopped at its deadline: claimed records are still waiting
 
     def append(self, records: Sequence[RequestRecord]) -> None:
         """Durably add ``records`` (fsynced before returning); raises OSError when the disk refuses too."""
@@ -144,29 +171,43 @@ class Spool:
         other processes it replays do not count: no record of this process can meet an older one there."""
         return self.path.exists() or any(c.exists() for c in list(self._own_claims))
 
-    def replay(self, store: Any) -> int:
-        """Write every claimable spooled record to ``store``; returns how many requests were new there. A
-        database outage propagates, leaving the claimed file for the next try. Any other failure of a file (it
-        cannot be read, its refused records cannot be set aside) does not hold back the other files: it is raised
-        once they are done, and a file that fails ``MAX_FILE_TRIES`` times is set aside (``<name>.bad``)."""
+    def replay(self, store: Any, until: float | None = None) -> int:
+        """Write every claimable spooled record to ``store`` (its ``write_replayed``, once per batch); returns how
+        many requests were new there. A database outage propagates, leaving the claimed file for the next try. Any
+        other failure of a file (it cannot be read, its refused records cannot be set aside) does not hold back the
+        other files: it is raised once they are done, and a file that fails ``MAX_FILE_TRIES`` times is set aside
+        (``<name>.bad``). With ``until`` (a ``time.monotonic()`` deadline) it stops after the batch that passes it
+        and says so in ``cut_short``: the next replay goes on from there, so that a large spool does not keep the
+        caller from other work for as long as it takes."""
+        self.cut_short = False
         if not self.folder.is_dir():
             return 0
         written = 0
         failure: Exception | None = None
-        for p in self._claimable():
-            claimed: Path | None = p
-            try:
-                claimed = self._claim(p)
-                if claimed is not None:
-                    written += self._replay_claimed(store, claimed)
-            except Exception as e:
-                if is_outage(e):
-                    raise
-                failure = failure or e
-                self._failed(claimed or p, e)
+        self._until = until
+        try:
+            for i, p in enumerate(self._claimable()):
+                if self.cut_short or (i and self._past_deadline()):
+                    self.cut_short = True
+                    break
+                claimed: Path | None = p
+                try:
+                    claimed = self._claim(p)
+                    if claimed is not None:
+                        written += self._replay_claimed(store, claimed)
+                except Exception as e:
+                    if is_outage(e):
+                        raise
+                    failure = failure or e
+                    self._failed(claimed or p, e)
+        finally:
+            self._until = None
         if failure is not None:
             raise failure
         return written
+
+    def _past_deadline(self) -> bool:
+        return self._until is not None and time.monotonic() >= self._until
 
     def _claim(self, p: Path) -> Path | None:
         """``p`` renamed to a name of this process (None when another process claimed it first)."""
@@ -185,28 +226,29 @@ class Spool:
         return claimed
 
     def _replay_claimed(self, store: Any, claimed: Path) -> int:
-        """Write a claimed file's records, then remove it. Read as bytes and decoded line by line: a line torn by a
-        crash mid-append (even inside a character) or otherwise damaged is set aside, never holding back the rest."""
-        records: list[tuple[bytes, RequestRecord]] = []
-        unreadable: list[bytes] = []
-        for raw in claimed.read_bytes().split(b"\n"):
-            if not raw.strip():
-                continue
-            try:
-                records.append((raw, from_json(raw.decode("utf-8"))))
-            except _UNREADABLE:
-                unreadable.append(raw)
+        """Write a claimed file's records batch by batch (from where an earlier replay stopped), then remove it.
+        Read as bytes and decoded line by line: a line torn by a crash mid-append (even inside a character) or
+        otherwise damaged is set aside, never holding back the rest. Read a batch at a time, so that a spool of any
+        size takes no more memory than one batch."""
         written = 0
-        for s in range(0, len(records), 256):
-            written += self._write(store, records[s : s + 256])
-        if unreadable:  # once the rest is in (an outage meanwhile would have us read them again)
-            log.error("telemetry spool: %d unreadable line(s) in %s (torn by a crash mid-append?); kept in %s",
-                      len(unreadable), claimed.name, self.rejected)
-            for raw in unreadable:
-                self._set_aside(raw)
+        with claimed.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(self._done.get(claimed, 0))
+            for records, unreadable in _batches(f):
+                written += self._write(store, records) if records else 0
+                if unreadable:  # once the batch is in (an outage meanwhile would have us read them again)
+                    log.error("telemetry spool: %d unreadable line(s) in %s (torn by a crash mid-append?); kept "
+                              "in %s", len(unreadable), claimed.name, self.rejected)
+                    for raw in unreadable:
+                        self._set_aside(raw)
+                self._done[claimed] = f.tell()
+                if f.tell() < size and self._past_deadline():
+                    self.cut_short = True
+                    return written
         claimed.unlink()
         self._own_claims.discard(claimed)
         self._tries.pop(claimed, None)
+        self._done.pop(claimed, None)
         return written
 
     def _failed(self, claimed: Path, e: Exception) -> None:
@@ -225,13 +267,14 @@ class Spool:
         log.error("telemetry spool: %s set aside as %s after %d failed replays", claimed.name, aside.name, tries)
         self._own_claims.discard(claimed)
         self._tries.pop(claimed, None)
+        self._done.pop(claimed, None)
 
     def _set_aside(self, raw: bytes) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         with self.rejected.open("ab") as f:
             f.write(raw + b"\n")
 
-    def _write(self, store: Any, chunk: list[tuple[bytes, RequestRecord]]) -> int:
+    def _write(self, store: Any, chunk: list[tuple[bytes, SpooledRequest]]) -> int:
         """Write a chunk; a record the database refuses (not an outage: it would refuse it on every try) is set
         aside in ``rejected-<pid>.jsonl.bad`` instead of holding back the whole spool for good."""
         try:
@@ -239,10 +282,29 @@ class Spool:
         except Exception as e:
             if is_outage(e):
                 raise
-            if len(chunk) > 1:  # find the one it refuses
-                return sum(self._write(store, [one]) for one in chunk)
+            if len(chunk) > 1:  # find the one it refuses, halving the batch (in order: the last write still wins)
+                half = len(chunk) // 2
+                return self._write(store, chunk[:half]) + self._write(store, chunk[half:])
             line, rec = chunk[0]
             log.error("telemetry spool: request %s refused by the database (%s); kept in %s", rec.id,
                       type(e).__name__, self.rejected)
             self._set_aside(line)
             return 0
+
+
+def _batches(f: BinaryIO) -> Iterator[tuple[list[tuple[bytes, SpooledRequest]], list[bytes]]]:
+    """The rest of a spool file from its current offset, ``REPLAY_BATCH`` lines at a time: the readable records
+    (with their lines) and the unreadable lines. Only whole batches are read, so ``f.tell()`` after one is where
+    the next begins."""
+    while lines := list(itertools.islice(iter(f.readline, b""), REPLAY_BATCH)):
+        records: list[tuple[bytes, SpooledRequest]] = []
+        unreadable: list[bytes] = []
+        for line in lines:
+            raw = line.removesuffix(b"\n")
+            if not raw.strip():
+                continue
+            try:
+                records.append((raw, spooled_from_json(raw.decode("utf-8"))))
+            except _UNREADABLE:
+                unreadable.append(raw)
+        yield records, unreadable

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +35,9 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
 from sqlalchemy.pool import NullPool
@@ -230,6 +233,12 @@ class UnknownRequest(LookupError):
     """Feedback for a request id that was never recorded."""
 
 
+# Databases whose INSERT can update the row already there (``write_replayed``), and how many ids one IN list holds
+# (well below SQLite's and PostgreSQL's limits on bound parameters per statement)
+_UPSERT: dict[str, Callable[[Any], Any]] = {"sqlite": sqlite_insert, "postgresql": pg_insert}
+_IN_CHUNK = 500
+
+
 def as_row(model: type[Base], obj: Any) -> dict[str, Any]:
     """An ORM object's column values for a Core INSERT, with the columns' Python defaults applied."""
     row: dict[str, Any] = {}
@@ -242,6 +251,71 @@ def as_row(model: type[Base], obj: Any) -> dict[str, Any]:
             value = arg(None) if callable(arg) else arg
         row[col.key] = value
     return row
+
+
+def row_of(model: type[Base], values: Mapping[str, Any]) -> dict[str, Any]:
+    """``as_row`` for plain values (a spooled line): defaults applied alike, an ISO string made a datetime where the
+    column holds one; a name that is no column raises TypeError, as the model's constructor would."""
+    columns = model.__table__.columns
+    unknown = [k for k in values if k not in columns]
+    if unknown:
+        raise TypeError(f"{model.__name__} has no column {unknown[0]!r}")
+    row: dict[str, Any] = {}
+    for col in columns:
+        if col.primary_key and col.autoincrement is True:
+            continue
+        value = values.get(col.key)
+        if value is None and col.default is not None:
+            arg = col.default.arg
+            value = arg(None) if callable(arg) else arg
+        elif isinstance(value, str) and isinstance(col.type, DateTime):
+            value = datetime.fromisoformat(value)
+        row[col.key] = value
+    return row
+
+
+@dataclass
+class SpooledRequest:
+    """A request as the spool keeps it: plain column values, so that a replay writes them with bulk statements
+    without building ORM objects first (which cost more than the writing itself)."""
+
+    request: dict[str, Any]
+    calls: list[dict[str, Any]] | None = None  # None: the calls stored for the request stay
+    feedback: list[dict[str, Any]] | None = None  # None or empty: the feedback stored for the request stays
+
+    @property
+    def id(self) -> str:
+        return str(self.request["id"])
+
+    @classmethod
+    def of(cls, rec: RequestRecord) -> SpooledRequest:
+        """A record's values; a collection it never held is left as None, as a merge would leave it alone."""
+        loaded = rec.__dict__
+        return cls(as_row(RequestRecord, rec),
+                   [as_row(CallRecord, c) for c in rec.calls] if "calls" in loaded else None,
+                   [as_row(FeedbackRecord, f) for f in rec.feedback] if "feedback" in loaded else None)
+
+    def record(self) -> RequestRecord:
+        """The ORM record (for a merge)."""
+        rec = RequestRecord(**self.request)
+        if self.calls is not None:
+            rec.calls = [CallRecord(**{k: v for k, v in c.items() if k != "request_id"}) for c in self.calls]
+        if self.feedback:
+            rec.feedback = [FeedbackRecord(**{k: v for k, v in f.items() if k != "request_id"})
+                            for f in self.feedback]
+        return rec
+
+
+def _replace_rows(conn: Connection, model: type[Base], rows: Mapping[str, list[dict[str, Any]] | None]) -> None:
+    """The rows of ``model`` of each request in ``rows`` replaced by the given ones (as a merge replaces a
+    collection): one DELETE per ``_IN_CHUNK`` requests, one INSERT."""
+    table = model.__table__
+    ids = list(rows)
+    for s in range(0, len(ids), _IN_CHUNK):
+        conn.execute(delete(table).where(table.c.request_id.in_(ids[s : s + _IN_CHUNK])))
+    new = [row | {"request_id": rid} for rid, some in rows.items() for row in some or ()]
+    if new:
+        conn.execute(insert(table), new)
 
 
 def default_database_url() -> str:
@@ -435,15 +509,32 @@ class TelemetryStore:
             for rec in records:
                 s.merge(rec)
 
-    def write_replayed(self, records: list[RequestRecord]) -> int:
+    def write_replayed(self, records: Sequence[RequestRecord | SpooledRequest]) -> int:
         """Store spooled requests as the writer would have: by id, the last write of a request winning (a request
-        re-recorded with its final status), its calls replacing any stored ones, feedback kept. Replaying the
-        same records twice (a replay cut short after its commit) leaves the same rows. Returns how many requests."""
+        re-recorded with its final status), its calls replacing any stored ones, feedback kept (replaced only by
+        a record that carries its own). Replaying the same records twice (a replay cut short after its commit)
+        leaves the same rows. Returns how many requests.
+
+        One transaction of a few bulk statements (an upsert of the requests, their calls deleted and inserted
+        again): a spool written during a long outage must drain faster than new traffic arrives, which merging
+        record by record through the ORM did not. Databases without an upsert are merged through the ORM."""
         self.check_file()
-        latest = {r.id: r for r in records}
-        with Session(self.engine, expire_on_commit=False) as s, s.begin():
-            for rec in latest.values():
-                s.merge(rec)
+        latest = {r.id: r if isinstance(r, SpooledRequest) else SpooledRequest.of(r) for r in records}
+        if not latest:
+            return 0
+        if self.engine.dialect.name not in _UPSERT:
+            with Session(self.engine, expire_on_commit=False) as s, s.begin():
+                for rec in latest.values():
+                    s.merge(rec.record())
+            return len(latest)
+        table = RequestRecord.__table__
+        upsert = _UPSERT[self.engine.dialect.name](table)
+        upsert = upsert.on_conflict_do_update(index_elements=[table.c.id], set_={
+            c.name: upsert.excluded[c.name] for c in table.columns if not c.primary_key})
+        with self.engine.begin() as conn:
+            conn.execute(upsert, [r.request for r in latest.values()])
+            _replace_rows(conn, CallRecord, {r.id: r.calls for r in latest.values() if r.calls is not None})
+            _replace_rows(conn, FeedbackRecord, {r.id: r.feedback for r in latest.values() if r.feedback})
         return len(latest)
 
     def add_feedback(self, request_id: str, score: float, comment: str | None = None) -> FeedbackRecord:

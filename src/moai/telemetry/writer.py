@@ -10,6 +10,9 @@ While the database is unreachable, requests are acknowledged once they are on th
 connection whose packets go nowhere) counts as unreachable once a call has not returned within ``commit_timeout_s``:
 a watchdog acknowledges that batch from the spool and hands the queue to a fresh thread, which spools everything
 until the stuck call returns (the stuck write may still commit: replaying it later stores the same rows again).
+A replay is watched batch by batch, never as a whole: a spool left by a long outage takes as long as it takes to
+write, and is no hang. It is written in slices of ``REPLAY_SLICE_S`` between which the writer takes what was
+queued meanwhile (behind the spool: appended to it), so that answers do not wait on a long replay.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from moai.telemetry.store import RequestRecord, TelemetryStore, driver_reason
 
 log = logging.getLogger("moai.telemetry")
 _STOP = object()
+# how long one replay goes on before the writer takes what was queued meanwhile (the answers waiting on it)
+REPLAY_SLICE_S = 0.5
 
 
 def _acknowledge(fut: Future[None], error: BaseException | None = None) -> None:
@@ -48,8 +53,22 @@ class CommitTimeout(PoolTimeout):
     """The database did not answer a write in time: an outage like any other (``is_outage``)."""
 
 
-class _Abandoned(Exception):
-    """This thread's database call outlived ``commit_timeout_s``; another thread has taken over."""
+class _Abandoned(CommitTimeout):
+    """This thread's database call outlived ``commit_timeout_s``; another thread has taken over. An outage, so that
+    a replay it ends leaves its spool file as it is for the thread that took over."""
+
+
+class _WatchedStore:
+    """The store as a replay sees it: each batch it writes is a database call of its own for the watchdog, so that
+    a hang is judged on one batch, never on how long a whole spool takes."""
+
+    def __init__(self, writer: TelemetryWriter, gen: int) -> None:
+        self._writer = writer
+        self._gen = gen
+
+    def write_replayed(self, records: list[Any]) -> int:
+        w = self._writer
+        return int(w._watched(self._gen, None, w.store.write_replayed, records))
 
 
 class TelemetryWriter:
@@ -58,8 +77,8 @@ class TelemetryWriter:
                  on_spool: Callable[[int], None] | None = None, commit_timeout_s: float = 5.0) -> None:
         """``spool_dir``: where records wait while the database is down (default: see ``default_spool_dir``);
         ``replay_s``: how often the spool is offered to the database again; ``on_spool(n)``: told (from the
-        writer's thread) each time n records go to the spool; ``commit_timeout_s``: how long a write (or a replay)
-        may take before its records are acknowledged from the spool instead."""
+        writer's thread) each time n records go to the spool; ``commit_timeout_s``: how long a write (or one batch
+        of a replay) may take before its records are acknowledged from the spool instead."""
         self.store = store
         self.max_batch = max_batch
         self.spool = Spool(spool_dir or default_spool_dir(store.url))
@@ -68,6 +87,8 @@ class TelemetryWriter:
         self.commit_timeout_s = commit_timeout_s
         self._next_replay = 0.0  # a spool left by an earlier run is replayed at once
         self._replay_failing = False  # the last replay failed, not for an outage (a file it cannot get through)
+        self._replay_more = False  # the last replay stopped at the end of its slice: the next one is due at once
+        self._replay_count = 0  # requests written by the replay under way, over all its slices
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self.written = 0
         self.failed = 0
@@ -167,13 +188,20 @@ class TelemetryWriter:
 
     # ------------------------------------------------------------------ the writer's thread
 
-    def _replay(self, gen: int) -> None:
-        """Offer the spool to the database, at most every ``replay_s`` seconds while it keeps failing."""
+    def _replay(self, gen: int, slice_s: float | None = None) -> None:
+        """Offer the spool to the database for up to ``slice_s`` seconds (default ``REPLAY_SLICE_S``) and one batch,
+        at most every ``replay_s`` seconds while it keeps failing, at once again while it goes well and records are
+        left. Not while a full batch is queued: the answers waiting on it go first (to the spool, behind the
+        records being replayed), so that a drain takes in more than one batch per slice."""
+        if self._queue.qsize() >= self.max_batch:
+            return
+        self._replay_more = False
         if time.monotonic() < self._next_replay or self._hung() or not self.spool.pending():
             return
         self._next_replay = time.monotonic() + self.replay_s
         try:
-            n = self._watched(gen, None, self.spool.replay, self.store)
+            until = time.monotonic() + (REPLAY_SLICE_S if slice_s is None else slice_s)
+            n = self.spool.replay(_WatchedStore(self, gen), until=until)
         except _Abandoned:
             raise
         except Exception as e:  # noqa: BLE001 - still down (or a file it cannot get through): try again later
@@ -183,8 +211,14 @@ class TelemetryWriter:
             return
         self._replay_failing = False
         self.replayed += n
-        if n:
-            log.warning("telemetry database back: %d spooled request(s) written", n)
+        self._replay_count += n
+        if self.spool.cut_short:
+            self._next_replay = 0.0
+            self._replay_more = True
+            return
+        if self._replay_count:
+            log.warning("telemetry database back: %d spooled request(s) written", self._replay_count)
+        self._replay_count = 0
 
     def _loop(self, gen: int) -> None:
         try:
@@ -196,13 +230,13 @@ class TelemetryWriter:
     def _drain(self, gen: int) -> None:
         while True:
             try:
-                item = self._queue.get(timeout=self.replay_s)
+                item = self._queue.get(timeout=0 if self._replay_more else self.replay_s)
             except queue.Empty:
                 self._replay(gen)
                 continue
             if item is _STOP:
                 self._stop_seen = True
-                self._replay(gen)
+                self._replay(gen, self.commit_timeout_s)
                 return
             batch = [item]
             while len(batch) < self.max_batch:
@@ -213,7 +247,7 @@ class TelemetryWriter:
                 if nxt is _STOP:
                     self._stop_seen = True
                     self._commit(gen, batch)
-                    self._replay(gen)
+                    self._replay(gen, self.commit_timeout_s)
                     return
                 batch.append(nxt)
             self._commit(gen, batch)
