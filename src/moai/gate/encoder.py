@@ -338,8 +338,8 @@ def embed_cached(
 
 
 _CODE = re.compile(r"```|\bdef |\bclass |\breturn\b|[{};]\s*$|#include|\bimport\b", re.M)
-_MATH = re.compile(r"[=+*/^<>]|\d+\s*[%$]|\\frac|\\sqrt|\bsolve\b|\bcalculate\b", re.I)
-_CHOICE = re.compile(r"^\s*\(?([A-Ja-j])[.)]\s", re.M)  # a lettered option line: "A. ...", "(b) ..."
+_MATH = re.compile(r"[=+*/^<>]|\d\s*[%$]|\\frac|\\sqrt|\bsolve\b|\bcalculate\b", re.I)
+_CHOICE = re.compile(r"^[ \t]*\(?([A-Ja-j])[.)]\s", re.M)  # a lettered option line: "A. ...", "(b) ..."
 LEXICAL_NAMES = (
     "log_chars", "log_words", "log_lines", "digit_frac", "upper_frac", "punct_frac", "n_questions",
     "code", "math", "choices", "non_ascii", "avg_word_len",
