@@ -151,6 +151,26 @@ def test_shutdown_ends_open_streams_and_refuses_later_calls(tmp_path: Path, stor
         assert "rows [('cancelled', 499)]" in out
 
 
+def test_a_mixture_closed_by_aclose_refuses_later_calls_at_once(tmp_path: Path) -> None:
+    """``await m.aclose()`` stops the telemetry writer: a later call waited for ever on its record."""
+    done = run_child(tmp_path, """
+    with StubServer(Script(reply="hello")) as s:
+        m = Mixture.from_config(mix_file(s.url), store=TelemetryStore("sqlite:///" + DB))
+        print("first", m.chat.completions.create(model="moai/default", messages=HI).choices[0].message.content)
+        asyncio.run(m.aclose())
+        for stream in (False, True):
+            t0 = time.monotonic()
+            try:
+                m.chat.completions.create(model="moai/default", messages=HI, stream=stream)
+            except openai.APIConnectionError:
+                print("call: APIConnectionError", round(time.monotonic() - t0))
+        print("rows", rows())
+    """)
+    out = done.stdout
+    assert "first hello" in out and out.count("call: APIConnectionError 0") == 2
+    assert "rows [('ok', 200)]" in out
+
+
 # ---------------------------------------------------------------- interpreter exit and abandoned streams
 
 

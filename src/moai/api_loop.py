@@ -46,7 +46,7 @@ class LoopThread:
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
-        if self.closed:
+        if self.closed or getattr(self._mixture(), "closed", False):  # shutdown, or the Mixture's own aclose
             raise shut_down()
         return self._start()
 

@@ -120,6 +120,7 @@ class Mixture(SessionMemory, Recording):
     def __init__(self, config: Config, store: TelemetryStore | None = None, chooser: Chooser | None = None) -> None:
         self.config = config
         self.registry = ProviderRegistry(config)
+        self.closed = False  # by aclose: for good
         s = config.settings
         self.executor = Executor(self.registry, CarbonModel(s.carbon_zone, s.grid_g_per_kwh))
         self.store = store
@@ -434,6 +435,10 @@ class Mixture(SessionMemory, Recording):
             await asyncio.to_thread(self.stats.refresh, self.store)
 
     async def aclose(self) -> None:
+        """Close the connections and flush the telemetry. The Mixture is closed for good: the Python API refuses
+        later calls at once, as after ``moai.api.shutdown`` (they found the telemetry writer stopped and waited
+        for ever)."""
+        self.closed = True
         await self.registry.aclose()
         if self.writer is not None:
             await asyncio.to_thread(self.writer.close)
