@@ -277,7 +277,8 @@ class Mixture(SessionMemory, Recording):
             reasoning_effort=body.reasoning_effort,
         )
         ctx = RequestContext(self.config, mix_name, mix, params, self.chooser, weights, cards, excluded,
-                             live=self.stats.snapshot(min(params.max_tokens, 256), api_key=api_key),
+                             live=self.stats.snapshot(min(params.max_tokens, 256), api_key=api_key,
+                                                      prompt_tokens=prompt_tokens + tool_tokens),
                              privacy=guard.report,
                              trusted_tier=guard.max_tier if guard.report.sensitive else None)
         ctx.collaborators = {name: (m, *candidates(m)) for name, m in chain}

@@ -119,7 +119,8 @@ class Recording:
                 if failed or a.get("model") != r.model:
                     self.stats.observe(a["model"], not failed, a.get("latency_ms", 0) / 1000)
             if r.model and r.status == "ok":
-                self.stats.observe(r.model, True, r.latency_ms / 1000, r.ttft_s, r.usage.completion_tokens)
+                self.stats.observe(r.model, True, r.latency_ms / 1000, r.ttft_s, r.usage.completion_tokens,
+                                   prompt_tokens=r.usage.prompt_tokens)
             elif r.model and r.status == "cancelled":
                 self.stats.observe_cancelled(r.model)
         decided = prep.ctx.decision.model if prep.ctx.decision else None

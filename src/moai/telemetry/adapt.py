@@ -38,12 +38,71 @@ def _models_called(s: Session) -> list[str]:
     return [m for (m,) in s.execute(select(called.c.model).where(called.c.model.is_not(None))) if m]
 
 
+MIN_PROMPT_SPREAD = 32.0  # tokens (weighted std): prompts closer in size than this give no slope, only a mean
+GENUINE_TTFT = 0.9  # a first token later than this share of the call is the whole call (an unstreamed answer)
+
+
+@dataclass
+class PromptLine:
+    """An exponentially weighted least-squares line, seconds ≈ a + b × prompt tokens.
+
+    Kept as running sufficient statistics (weight, weighted means, centred co-moments: the weighted Welford form,
+    which loses no precision over a long history), so that one long prompt moves the slope, not the level that
+    short prompts are charged. With too little spread in the prompts' sizes the line is their mean; a and b are
+    never negative."""
+
+    decay: float = 0.7
+    weight: float = 0.0
+    mean_x: float = 0.0
+    mean_y: float = 0.0
+    cxx: float = 0.0  # Σ w (x − mean_x)²
+    cxy: float = 0.0  # Σ w (x − mean_x)(y − mean_y)
+
+    def add(self, x: float | None, y: float) -> None:
+        """One sample; a prompt of unknown size counts as a typical one (at the mean), moving the level only."""
+        x = self.mean_x if x is None else float(x)
+        self.weight = self.decay * self.weight + 1.0
+        self.cxx *= self.decay
+        self.cxy *= self.decay
+        dx = x - self.mean_x
+        self.mean_x += dx / self.weight
+        self.mean_y += (y - self.mean_y) / self.weight
+        self.cxx += dx * (x - self.mean_x)
+        self.cxy += dx * (y - self.mean_y)
+
+    def coefficients(self) -> tuple[float, float] | None:
+        """(a, b), or None before any sample."""
+        if not self.weight:
+            return None
+        level = max(0.0, self.mean_y)
+        if self.cxx / self.weight < MIN_PROMPT_SPREAD ** 2 or self.cxy <= 0:
+            return level, 0.0
+        b = self.cxy / self.cxx
+        a = self.mean_y - b * self.mean_x
+        if a < 0:  # the least-squares line through the origin instead
+            a = 0.0
+            b = max(0.0, (self.cxy + self.weight * self.mean_x * self.mean_y)
+                    / (self.cxx + self.weight * self.mean_x ** 2))
+        return a, b
+
+    def predict(self, prompt_tokens: int | None = None) -> float | None:
+        """Seconds for a prompt of this size (None: a typical one, the weighted mean size)."""
+        ab = self.coefficients()
+        if ab is None:
+            return None
+        x = self.mean_x if prompt_tokens is None else max(0, prompt_tokens)
+        return ab[0] + ab[1] * x
+
+
 @dataclass
 class ModelStats:
     alpha: float = 0.3
-    latency_s: float | None = None  # EWMA of whole-call latency
     s_per_token: float | None = None  # EWMA of generation time per output token
-    ttft_s: float | None = None
+    # time to the first token (the prompt's prefill) by prompt size: from streamed calls, and from whole calls
+    # less their generation once its speed is known
+    prefill: PromptLine = field(default_factory=PromptLine)
+    # whole-call latency by prompt size: the estimate while the generation speed is not known
+    whole: PromptLine = field(default_factory=PromptLine)
     error_rate: float = 0.0
     calls: int = 0
     consecutive_failures: int = 0
@@ -57,6 +116,9 @@ class ModelStats:
     last_ok: float | None = None
     limited_until: float | None = None  # rate limited (429) until then: tried after the other models
 
+    def __post_init__(self) -> None:
+        self.prefill.decay = self.whole.decay = 1 - self.alpha
+
     def _ewma(self, old: float | None, new: float) -> float:
         return new if old is None else (1 - self.alpha) * old + self.alpha * new
 
@@ -68,7 +130,8 @@ class ModelStats:
         return self.error_rate * 0.5 ** (max(0.0, now - self.last_call) / half_life_s)
 
     def observe(self, ok: bool, latency_s: float, ttft_s: float | None, output_tokens: int, now: float,
-                failure_threshold: int, error_half_life_s: float = math.inf) -> None:
+                failure_threshold: int, error_half_life_s: float = math.inf,
+                prompt_tokens: int | None = None) -> None:
         self.calls += 1
         before = self.decayed_error_rate(now, error_half_life_s) if self.calls > 1 else None
         self.error_rate = self._ewma(before, 0.0 if ok else 1.0)
@@ -80,13 +143,7 @@ class ModelStats:
             return
         if ok:
             self.last_ok = now
-            self.latency_s = self._ewma(self.latency_s, latency_s)
-            if ttft_s is not None:
-                self.ttft_s = self._ewma(self.ttft_s, ttft_s)
-            # per-token speed only from streamed calls long enough to separate it from the first token
-            if ttft_s is not None and ttft_s < 0.9 * latency_s and output_tokens >= 8:
-                gen = (latency_s - ttft_s) / output_tokens
-                self.s_per_token = self._ewma(self.s_per_token, gen)
+            self._observe_latency(latency_s, ttft_s, output_tokens, prompt_tokens)
             self.consecutive_failures = 0
             self.opened_at = None
             self.probing, self.probe_at = False, None
@@ -96,12 +153,29 @@ class ModelStats:
                 self.opened_at = now
                 self.probing, self.probe_at = False, None
 
-    def expected_latency_s(self, output_tokens: int) -> float | None:
-        if self.s_per_token is None and self.latency_s is None:
-            return None
-        if self.s_per_token is not None:
-            return (self.ttft_s or 0.0) + self.s_per_token * output_tokens
-        return self.latency_s
+    def _observe_latency(self, latency_s: float, ttft_s: float | None, output_tokens: int,
+                         prompt_tokens: int | None) -> None:
+        """Split an answered call into its prompt's prefill and its generation. A first token that came with
+        (nearly) the whole answer is no first-token time: an unstreamed call reports its whole latency there.
+        Such a call's prefill is its latency less its generation at the known speed."""
+        size = prompt_tokens if prompt_tokens is not None and prompt_tokens > 0 else None  # 0: not counted
+        self.whole.add(size, latency_s)
+        first = ttft_s if ttft_s is not None and ttft_s < GENUINE_TTFT * latency_s else None
+        if first is not None:
+            # per-token speed only from streamed calls long enough to separate it from the first token
+            if output_tokens >= 8:
+                self.s_per_token = self._ewma(self.s_per_token, (latency_s - first) / output_tokens)
+            self.prefill.add(size, first)
+        elif self.s_per_token is not None:
+            self.prefill.add(size, max(0.0, latency_s - self.s_per_token * max(0, output_tokens)))
+
+    def expected_latency_s(self, output_tokens: int, prompt_tokens: int | None = None) -> float | None:
+        """Prefill for a prompt of ``prompt_tokens`` (None: a typical one) plus generation of ``output_tokens``;
+        the whole-call line by prompt size while the generation speed is not known."""
+        prefill = self.prefill.predict(prompt_tokens)
+        if self.s_per_token is not None and prefill is not None:
+            return prefill + self.s_per_token * output_tokens
+        return self.whole.predict(prompt_tokens)
 
 
 @dataclass
@@ -140,10 +214,11 @@ class LiveStats:
         return self.models[model]
 
     def observe(self, model: str, ok: bool, latency_s: float, ttft_s: float | None = None,
-                output_tokens: int = 0, now: float | None = None) -> None:
+                output_tokens: int = 0, now: float | None = None, prompt_tokens: int | None = None) -> None:
+        """One call's outcome; ``prompt_tokens`` (None: not known) sets its prefill apart from other prompts'."""
         with self._lock:
             self._get(model).observe(ok, latency_s, ttft_s, output_tokens, now or time.time(),
-                                     self.failure_threshold, self.error_half_life_s)
+                                     self.failure_threshold, self.error_half_life_s, prompt_tokens)
 
     def observe_refusal(self, model: str) -> None:
         """A call the model refused for the request's own sake (an unreadable part, too long a prompt) says
@@ -210,9 +285,11 @@ class LiveStats:
         return "half-open" if st.probing else "open"
 
     def snapshot(self, output_tokens: int = 256, now: float | None = None,
-                 api_key: str | None = None) -> dict[str, dict[str, float]]:
+                 api_key: str | None = None, prompt_tokens: int | None = None) -> dict[str, dict[str, float]]:
         """What the policy reads: model → expected latency, error rate, quality shift (from the keyless ratings
-        and, when ratings count per key, those of ``api_key``'s requests)."""
+        and, when ratings count per key, those of ``api_key``'s requests). The latency and time to first token
+        are for a prompt of ``prompt_tokens`` (None: a typical one for the model): a long prompt's prefill is
+        not charged to a short one."""
         now = now or time.time()
         with self._lock:
             mine = self.keyed.get(api_key, {}) if api_key is not None and self.feedback_per_key else {}
@@ -222,11 +299,14 @@ class LiveStats:
                 delta = (st.feedback_residual + total) / (PRIOR_STRENGTH + st.feedback_n + n)
                 entry: dict[str, float] = {"error_rate": st.decayed_error_rate(now, self.error_half_life_s),
                                            "quality_delta": delta}
-                lat = st.expected_latency_s(output_tokens)
+                lat = st.expected_latency_s(output_tokens, prompt_tokens)
                 if lat is not None and st.last_ok is not None and now - st.last_ok < self.stale_s:
                     entry["latency_s"] = lat
-                if st.ttft_s is not None:
-                    entry["ttft_s"] = st.ttft_s
+                ttft = st.prefill.predict(prompt_tokens)
+                if ttft is not None:
+                    entry["ttft_s"] = ttft
+                if st.s_per_token is not None:
+                    entry["s_per_token"] = st.s_per_token
                 entry["open"] = 0.0 if st.opened_at is None else 1.0
                 if st.limited_until is not None and now < st.limited_until:
                     entry["rate_limited_s"] = st.limited_until - now
@@ -267,14 +347,14 @@ class LiveStats:
                 for model in models:
                     rows = s.execute(
                         select(CallRecord.status, CallRecord.latency_ms, CallRecord.ttft_ms,
-                               CallRecord.completion_tokens, CallRecord.ended_at)
+                               CallRecord.completion_tokens, CallRecord.ended_at, CallRecord.prompt_tokens)
                         .where(CallRecord.model == model, CallRecord.status.in_(("ok", "failed")))
                         .order_by(CallRecord.ended_at.desc()).limit(self.window)
                     ).all()
                     st = ModelStats()
-                    for status, lat_ms, ttft_ms, out_tok, ended in reversed(rows):
+                    for status, lat_ms, ttft_ms, out_tok, ended, in_tok in reversed(rows):
                         st.observe(status == "ok", lat_ms / 1000, ttft_ms / 1000 if ttft_ms else None, out_tok,
-                                   ended, self.failure_threshold, self.error_half_life_s)
+                                   ended, self.failure_threshold, self.error_half_life_s, in_tok)
                     fresh[model] = st
                 self._read_new_feedback(s, store.url)
             if self._totals is None:  # the tallies changed since they were last summed up
