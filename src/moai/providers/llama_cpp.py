@@ -3,7 +3,8 @@
 llama.cpp is synchronous and not thread-safe per model, so each model gets a lock and runs in a worker
 thread; streamed tokens cross back to the event loop through a queue. When several local models generate
 at once they share the CPU: each call gets ``cores // active_calls`` threads (one each on 2 cores), since
-oversubscribing halves everyone's speed.
+oversubscribing halves everyone's speed. A call whose caller went away (or timed out) stops between two
+short steps of its prompt, or is skipped if it is still waiting for the model (see ``llama_prefill``).
 """
 
 from __future__ import annotations
@@ -166,10 +167,10 @@ def load_llama(card: ModelCard) -> Any:
     with _load_lock:
         if path not in _models:
             try:
-                from llama_cpp import Llama
+                from moai.providers.llama_prefill import InterruptibleLlama
             except ImportError as e:  # pragma: no cover - depends on the install
                 raise ProviderUnavailable(card.name, "llama-cpp-python is not installed") from e
-            _models[path] = Llama(
+            _models[path] = InterruptibleLlama(
                 model_path=path,
                 n_ctx=card.context,
                 n_threads=card.threads or os.cpu_count() or 2,
@@ -223,11 +224,17 @@ class LlamaCppProvider(Provider):
             emit(e if isinstance(e, ProviderUnavailable) else ProviderUnavailable(self.name, str(e)))
             return
         with self._lock:
+            if cancel.is_set():  # its caller left (or timed out) while it waited for the model: read nothing
+                emit(None)
+                return
             with _active_lock:
                 _active_calls += 1
             try:
                 import llama_cpp
 
+                from moai.providers.llama_prefill import Cancelled
+
+                llm.begin(cancel)  # a prompt is read in steps this event stops between
                 n = _threads_for_call(self.card)
                 llama_cpp.llama_set_n_threads(llm._ctx.ctx, n, n)
                 if params.seed is not None:
@@ -241,26 +248,29 @@ class LlamaCppProvider(Provider):
                 tools = offers_tools(params)
                 held: list[str] = []  # with tools offered, the answer may be a call: hold text until the end
                 called: list[dict[str, Any]] = []  # calls llama.cpp made itself (a named tool_choice's grammar)
-                for chunk in chunks:
-                    if cancel.is_set():  # the caller went away: stop spending CPU on it
-                        finish = "cancelled"
-                        break
-                    choice = chunk["choices"][0]
-                    delta = choice.get("delta", {})
-                    text = delta.get("content") or ""
-                    tool_calls = delta.get("tool_calls")
-                    if text or tool_calls:
-                        n_out += 1
-                        if tools:
-                            held.append(text)
-                            merge_tool_call_deltas(called, tool_calls or [])
-                        elif n_out == 1:  # the prompt's exact size is known now: a stream cut short keeps it
-                            emit(Delta(text=text, usage=Usage(max(1, llm.n_tokens - n_out), n_out)))
-                        else:
-                            emit(Delta(text=text))
-                    if choice.get("finish_reason"):
-                        finish = choice["finish_reason"]
-                if tools:
+                try:
+                    for chunk in chunks:
+                        if cancel.is_set():  # the caller went away: stop spending CPU on it
+                            finish = "cancelled"
+                            break
+                        choice = chunk["choices"][0]
+                        delta = choice.get("delta", {})
+                        text = delta.get("content") or ""
+                        tool_calls = delta.get("tool_calls")
+                        if text or tool_calls:
+                            n_out += 1
+                            if tools:
+                                held.append(text)
+                                merge_tool_call_deltas(called, tool_calls or [])
+                            elif n_out == 1:  # the prompt's exact size is known now: a stream cut short keeps it
+                                emit(Delta(text=text, usage=Usage(llm.prompt_tokens, llm.completion_tokens)))
+                            else:
+                                emit(Delta(text=text))
+                        if choice.get("finish_reason"):
+                            finish = choice["finish_reason"]
+                except Cancelled:  # stopped between two steps of its prompt (or of a token): the model is free
+                    finish = "cancelled"
+                if tools and finish != "cancelled":
                     if called:  # arguments cut short by max_tokens are not a finished call
                         done = all(_complete_json(c["function"]["arguments"]) for c in called)
                         calls: list[dict[str, Any]] | None = called
@@ -270,11 +280,14 @@ class LlamaCppProvider(Provider):
                         if calls:
                             finish = "tool_calls"
                     emit(Delta(text="" if calls else "".join(held), tool_calls=calls))
-                n_in = max(1, llm.n_tokens - n_out)  # the context holds exactly prompt + generated tokens
-                emit(Delta(finish_reason=finish, usage=Usage(n_in, n_out), cpu_s=time.process_time() - cpu0))
+                # counted as the model read and generated them: the context's size less the streamed pieces is off
+                # by the last sampled token (never evaluated) and by the tokens a stop sequence held back
+                usage = Usage(llm.prompt_tokens, llm.completion_tokens)
+                emit(Delta(finish_reason=finish, usage=usage, cpu_s=time.process_time() - cpu0))
             except Exception as e:  # noqa: BLE001
                 emit(generation_error(self.name, e))
             finally:
+                llm.begin(None)
                 with _active_lock:
                     _active_calls -= 1
                 emit(None)
