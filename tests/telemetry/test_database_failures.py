@@ -229,3 +229,22 @@ async def test_a_damaged_sqlite_file_is_an_outage_and_records_are_spooled(tmp_pa
     assert writer.spooled == 1 and writer.written == 1
     assert list((tmp_path / "moai.db.spool").glob("spool-*.jsonl"))
     writer.close()
+
+
+# ------------------------------------------------------------------------------------------ after close
+
+
+async def test_a_record_written_after_close_is_spooled_not_left_waiting(tmp_path: Path) -> None:
+    """A call still running when its Mixture closed records its answer after the writer stopped: nothing drains
+    the queue any more, so the answer waited for ever. Its record goes to the spool, for the next process."""
+    store = TelemetryStore(f"sqlite:///{tmp_path / 't.db'}")
+    writer = TelemetryWriter(store, spool_dir=tmp_path / "spool")
+    await writer.write(request(1))
+    writer.close()
+    await asyncio.wait_for(writer.write(request(2)), 5)  # acknowledged, not waiting for ever
+    writer.submit(request(3)).result(5)
+    assert [r.id for r in store.requests()] == ["chatcmpl-1"]
+    assert writer.spooled == 2 and writer.spool.pending()
+    later = TelemetryWriter(store, spool_dir=tmp_path / "spool", replay_s=0.05)
+    await wait_for(lambda: len(store.requests()) == 3)
+    later.close()

@@ -116,6 +116,7 @@ class TelemetryWriter:
         """Queue a record; the future resolves when it is committed. Blocks only if the queue is full."""
         fut: Future[None] = Future()
         self._queue.put((record, fut))
+        self._unless_closed()
         return fut
 
     async def write(self, record: Any) -> None:
@@ -130,7 +131,15 @@ class TelemetryWriter:
     def submit_nowait(self, record: Any) -> Future[None]:
         fut: Future[None] = Future()
         self._queue.put_nowait((record, fut))
+        self._unless_closed()
         return fut
+
+    def _unless_closed(self) -> None:
+        """Once closed, nothing drains the queue: a record submitted then (a call that was still running when its
+        Mixture closed) is spooled at once, or its answer would wait for ever. Checked after queueing, so that a
+        record queued while ``close`` runs is taken by ``close`` or here, never by neither."""
+        if self._closed.is_set():
+            self._spool_left()
 
     # ------------------------------------------------------------------ watched database calls
 
@@ -325,8 +334,11 @@ class TelemetryWriter:
         self._queue.put(_STOP)
         self._finished.wait(timeout)  # the watchdog may hand the queue to a new thread meanwhile
         self._closed.set()
-        # what is still queued (submitted after the stop marker, or left by a thread that died) goes to the spool:
-        # an answer waiting on its record must not wait for ever, nor be sent unrecorded
+        self._spool_left()
+
+    def _spool_left(self) -> None:
+        """What is still queued (submitted after the stop marker, or left by a thread that died) goes to the spool:
+        an answer waiting on its record must not wait for ever, nor be sent unrecorded."""
         left: list[tuple[Any, Future[None]]] = []
         while True:
             try:
