@@ -78,7 +78,7 @@ async def test_a_request_abandoned_while_queued_never_reads_its_prompt(
     (a 4k-token prompt holds a 1.5B model over a minute on 2 cores), or the next caller waits for nobody."""
     _, sizes, _ = evaluations
     before = set(threading.enumerate())
-    with model._lock:  # another request is using the model
+    with load_llama(model.card).lock:  # another request is using the model
         await abandon(model, long_prompt(30, how), how)  # a prompt not in the cache
         workers = workers_since(before)
     assert workers

@@ -182,10 +182,6 @@ def load_llama(card: ModelCard) -> Any:
 class LlamaCppProvider(Provider):
     """A GGUF model run in this process."""
 
-    def __init__(self, card: ModelCard) -> None:
-        super().__init__(card)
-        self._lock = threading.Lock()
-
     async def warm(self) -> None:
         """Load the GGUF file now; a missing file is left for the call itself to report."""
         with contextlib.suppress(ProviderError):
@@ -223,7 +219,7 @@ class LlamaCppProvider(Provider):
         except Exception as e:  # noqa: BLE001 - surfaced to the caller as a provider error
             emit(e if isinstance(e, ProviderUnavailable) else ProviderUnavailable(self.name, str(e)))
             return
-        with self._lock:
+        with llm.lock:  # the model's own: every provider (two Mixtures, two cards of one file) shares the model
             if cancel.is_set():  # its caller left (or timed out) while it waited for the model: read nothing
                 emit(None)
                 return

@@ -35,6 +35,9 @@ class InterruptibleLlama(Llama):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # one call at a time: llama.cpp's context is not thread-safe, and the fields below are the call's. Held by
+        # whichever provider runs it (the model is loaded once per process and shared)
+        self.lock = threading.Lock()
         self.cancel: threading.Event | None = None
         self.prompt_tokens = 0
         self.completion_tokens = 0
