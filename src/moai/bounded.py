@@ -1,10 +1,11 @@
 """A database step that may hang (a paused server, a lock held elsewhere), run so that its request does not.
 
-The step runs on a worker thread; its caller waits at most ``timeout_s``, then gives up and answers without it.
-A step given up on may still finish later, and what it then did (a request counted against a key's RPM limit,
-a budget hold taken) would count for a request that was refused: ``undo`` takes it back, on the worker thread,
-right after the step returns. A lock decides which side wins, so a step's result is either used or undone,
-never both and never neither.
+The step runs on a worker thread; its caller waits at most ``timeout_s`` for one of a few slots and at most
+``timeout_s`` for the step, then gives up and answers without it. A step given up on (or whose caller was
+cancelled) may still finish later, and what it then did (a request counted against a key's RPM limit, a budget
+hold taken) would count for a request that was refused: ``undo`` takes it back, on a worker thread, right after
+the step returns. A lock decides which side wins, so a step's result is either used or undone, never both and
+never neither.
 """
 
 from __future__ import annotations
@@ -39,10 +40,7 @@ class Abandonable(Generic[T]):
             self._returned = True
             if not self._given_up:
                 return result
-        try:
-            self._undo(result)
-        except Exception:  # noqa: BLE001 - logged: nothing else can be done for a request already answered
-            log.warning("could not take back what a database step given up on did", exc_info=True)
+        _undo_quietly(self._undo, result)
         return None
 
     def give_up(self) -> bool:
@@ -68,11 +66,12 @@ class BoundedSteps:
         return self._stuck is not None and not self._stuck.done()
 
     async def run(self, step: Callable[[], T], undo: Callable[[T], None]) -> T:
-        """``step()``'s result, or GaveUp (and ``undo`` of the result whenever the step returns)."""
+        """``step()``'s result, or GaveUp (and ``undo`` of the result whenever the step returns). The wait for a
+        slot and the step's own run each get ``timeout_s``: a busy moment is no hang, and only a step that ran
+        that long marks the database as hanging."""
         if self.hanging():
             raise GaveUp
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout_s
         slots = self._slots = self._slots or asyncio.Semaphore(self._at_once)
         try:
             await asyncio.wait_for(slots.acquire(), self.timeout_s)
@@ -83,9 +82,29 @@ class BoundedSteps:
         # the slot is freed when the thread is; an error of a step given up on is retrieved here (not logged twice)
         future.add_done_callback(lambda f: (slots.release(), f.cancelled() or f.exception()))
         try:
-            return await asyncio.wait_for(asyncio.shield(future), max(0.0, deadline - loop.time()))  # type: ignore[return-value]
+            return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)  # type: ignore[return-value]
         except TimeoutError:
             if not job.give_up():  # it returned meanwhile: the result is used, not undone
                 return await future  # type: ignore[return-value]
             self._stuck = future
             raise GaveUp from None
+        except asyncio.CancelledError:  # the caller went away: its result is nobody's, so it is taken back
+            if not job.give_up():
+                future.add_done_callback(lambda f: _undo_returned(f, undo))
+            raise
+
+
+def _undo_returned(future: asyncio.Future[object], undo: Callable[[T], None]) -> None:
+    """``undo`` a step that returned after its caller was cancelled (on a thread of its own: it may wait on the
+    database, and the loop may be stopping)."""
+    if future.cancelled() or future.exception() is not None:
+        return
+    result = future.result()
+    threading.Thread(target=_undo_quietly, args=(undo, result), daemon=True).start()
+
+
+def _undo_quietly(undo: Callable[[T], None], result: T) -> None:
+    try:
+        undo(result)
+    except Exception:  # noqa: BLE001 - logged: nothing else can be done for a request already gone
+        log.warning("could not take back what a database step given up on did", exc_info=True)

@@ -169,3 +169,34 @@ async def test_checks_stuck_behind_postgresql_locks_are_503s_that_count_nothing(
             assert peek(store, key.id, 5).remaining == (4 if table == "rate_windows" else 5)
     finally:
         other.dispose()
+
+
+async def test_a_busy_moment_is_no_hang() -> None:
+    """Steps that each answer at once but queue for the few slots: waiting for a slot is not the database hanging.
+    A step that got its slot late was still started with almost no time left, given up on, undone, and every
+    check after it refused at once while it ran."""
+    steps = BoundedSteps(timeout_s=0.3, at_once=2)
+    undone: list[int] = []
+
+    def quick(i: int) -> int:
+        time.sleep(0.05)
+        return i
+
+    results = await asyncio.gather(*(steps.run(lambda i=i: quick(i), undone.append) for i in range(16)),
+                                   return_exceptions=True)  # 16 × 50 ms on 2 slots: 0.4 s of queueing
+    assert all(isinstance(r, int | GaveUp) for r in results) and sum(isinstance(r, int) for r in results) >= 10
+    assert undone == [] and not steps.hanging()  # none was started only to be given up on
+
+
+async def test_a_step_whose_caller_is_cancelled_is_taken_back() -> None:
+    steps = BoundedSteps(timeout_s=5.0, at_once=2)
+    undone: list[str] = []
+    gate = threading.Event()
+    caller = asyncio.ensure_future(steps.run(lambda: gate.wait(5) and "counted", undone.append))
+    await asyncio.sleep(0.05)
+    caller.cancel()  # the request goes away (its client, a shutdown) while the step runs
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    gate.set()
+    await settle(lambda: undone == ["counted"])
+    assert undone == ["counted"]
