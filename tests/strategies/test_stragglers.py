@@ -105,3 +105,15 @@ def test_stages_count_the_model_calls_still_to_come() -> None:
     judged = Plan("fanout", [step("p1.1", []), step("judge", ["p1.1"]), step("pick", ["p1.1", "judge"], [])],
                   "pick")
     assert stages_after(judged, judged.steps[0]) == 1  # the judge; the pick is a passthrough
+
+
+def test_stages_of_a_wide_deep_plan_are_counted_at_once() -> None:
+    """Every MoA layer depends on every earlier one: walking each path took seconds on the event loop."""
+    import time as clock
+
+    layers = [[f"p{layer}.{i}" for i in range(30)] for layer in range(5)]
+    steps = [step(sid, [d for earlier in layers[:n] for d in earlier]) for n, ids in enumerate(layers) for sid in ids]
+    plan = Plan("moa", [*steps, step("aggregate", [d for ids in layers for d in ids])], "aggregate")
+    started = clock.perf_counter()
+    assert [stages_after(plan, plan.steps[i]) for i in (0, 30, 120)] == [5, 4, 1]
+    assert clock.perf_counter() - started < 1.0

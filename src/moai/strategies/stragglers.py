@@ -26,11 +26,15 @@ def stages_after(plan: Plan, step: Step) -> int:
         for d in s.deps:
             dependents.setdefault(d, []).append(s)
 
-    def after(sid: str, seen: frozenset[str]) -> int:
-        return max((after(d.id, seen | {d.id}) + (1 if d.models else 0)
-                    for d in dependents.get(sid, []) if d.id not in seen), default=0)
+    memo: dict[str, int] = {}
 
-    return after(step.id, frozenset({step.id}))
+    def after(sid: str) -> int:  # memoised: a MoA layer depends on every earlier one, so paths multiply
+        if sid not in memo:
+            memo[sid] = 0  # a cycle (none in a plan) would end here
+            memo[sid] = max((after(d.id) + (1 if d.models else 0) for d in dependents.get(sid, [])), default=0)
+        return memo[sid]
+
+    return after(step.id)
 
 
 def share_end(plan: Plan, step: Step) -> float | None:
@@ -66,4 +70,4 @@ async def finished_in_share(call: Awaitable[StepResult], step: Step, plan: Plan,
         return task.result()
     task.cancel()
     await asyncio.wait({task})  # the call's own handler bills the tries it made
-    return None
+    return None if task.cancelled() else task.result()  # it finished as it was cut: its answer stands
