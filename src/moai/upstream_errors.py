@@ -63,8 +63,18 @@ def redacted(text: str, config: Config) -> str:
 
 
 def public(text: str, config: Config) -> str:
-    """An upstream's error as a client may read it: ``redacted``, and without the upstreams' addresses."""
-    return without_addresses(redacted(text, config))
+    """An upstream's error as a client may read it: ``redacted``, and without the upstreams' addresses. The names
+    of the config's models and mixes (and the upstream names of its models) are kept as they are: an Ollama-style
+    ``qwen2.5:0.5b`` reads like host:port, and clients know those names from /v1/models anyway."""
+    text = redacted(text, config)
+    names = {*config.models, *config.mixes, *(c.upstream_model for c in config.models.values())}
+    kept = sorted((n for n in names if ":" in n and n in text), key=len, reverse=True)
+    for i, name in enumerate(kept):  # set aside (as whole words only) under markers no pattern reads, put back after
+        text = re.sub(rf"(?<![\w.:/@-]){re.escape(name)}(?![\w:/@-]|\.\w)", f"\x00{i}\x00", text)
+    text = without_addresses(text)
+    for i, name in enumerate(kept):
+        text = text.replace(f"\x00{i}\x00", name)
+    return text
 
 
 def _without_secrets(text: str) -> str:
