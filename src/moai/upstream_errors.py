@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from moai.config import Config
 
+PUBLIC_CHARS = 2000  # of an upstream's error, passed on to a client (the patterns below stay fast on that much)
 _ADDRESS = re.compile(
     r"\b[a-z][a-z0-9+.-]*://[^\s'\"\])]+"  # a URL
     r"|\(['\"][^'\"]*['\"], \d+\)"  # a socket address as Python prints it: ('10.0.0.5', 8000)
-    r"|(?:\[[0-9a-f:]+\]|\b\d{1,3}(?:\.\d{1,3}){3}|\b[a-z0-9-]*[a-z][a-z0-9-]*(?:\.[a-z0-9-]+)*)"
+    # a host is possessive: overlapping stars around its letter backtracked in cubic time on "a-a-a-…"
+    r"|(?:\[[0-9a-f:]+\]|\b\d{1,3}(?:\.\d{1,3}){3}|\b(?=[0-9-]*+[a-z])[a-z0-9-]++(?:\.[a-z0-9-]++)*+)"
     r":\d{1,5}\b",  # host:port, [v6]:port (a host has a letter or is an IPv4 address: 12:30:45 is a time)
     re.IGNORECASE)
 # IP addresses on their own (checked with ipaddress before they are replaced)
@@ -66,6 +68,8 @@ def public(text: str, config: Config) -> str:
     """An upstream's error as a client may read it: ``redacted``, and without the upstreams' addresses. The names
     of the config's models and mixes (and the upstream names of its models) are kept as they are: an Ollama-style
     ``qwen2.5:0.5b`` reads like host:port, and clients know those names from /v1/models anyway."""
+    if len(text) > PUBLIC_CHARS:  # an error message, not a document: what is past this tells a client nothing
+        text = f"{text[:PUBLIC_CHARS]}… ({len(text) - PUBLIC_CHARS} more characters)"
     text = redacted(text, config)
     names = {*config.models, *config.mixes, *(c.upstream_model for c in config.models.values())}
     kept = sorted((n for n in names if ":" in n and n in text), key=len, reverse=True)
