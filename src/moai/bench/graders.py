@@ -27,6 +27,7 @@ _NUM = r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+"
 _MIXED = r"-?\d+ +\d+ */ *\d+(?![\d.,/])"  # '2 1/2' (kept only when the fraction is proper)
 _NUM_RE = re.compile(rf"(?<![\w.])(?:{_MIXED}|(?:{_NUM})(?:\s*/\s*\d+)?)")
 _HEDGE_RE = re.compile(r"[\s,]*\bor\b[\s$€£]*")  # what stands between the two numbers of '70 or 72'
+_MAX_DIGITS = 300  # no quantity is longer; past 308 digits a float cannot hold it, past 4,300 int() refuses
 
 
 class _Hedged(Exception):
@@ -36,7 +37,7 @@ class _Hedged(Exception):
 def _mixed(s: str) -> float | None:
     """'2 1/2' -> 2.5, '-1 3/4' -> -1.75; None when it is not a mixed number with a proper fraction."""
     m = re.fullmatch(r"(-?)(\d+) +(\d+) */ *(\d+)", s)
-    if m is None or int(m.group(3)) >= int(m.group(4)):
+    if m is None or max(len(g) for g in m.groups()) > _MAX_DIGITS or int(m.group(3)) >= int(m.group(4)):
         return None
     value = int(m.group(2)) + int(m.group(3)) / int(m.group(4))
     return -value if m.group(1) else value
@@ -51,13 +52,14 @@ def parse_number(text: str) -> float | None:
     s = re.sub(r"^\((.*)\)$", r"\1", s)
     if (mixed := _mixed(s)) is not None:
         return mixed
-    m = re.fullmatch(r"\(?\s*(-?[\d,]*\.?\d+)\s*\)?\s*/\s*\(?\s*(-?[\d,]*\.?\d+)\s*\)?", s)
+    # atomic numbers: a long run of digits is split only one way, not tried at every cut
+    m = re.fullmatch(r"\(?\s*(-?(?>[\d,]*\.?\d+))\s*\)?\s*/\s*\(?\s*(-?(?>[\d,]*\.?\d+))\s*\)?", s)
     try:
         if m:
             num, den = (float(g.replace(",", "")) for g in m.groups())
             return num / den if den else None
         m = re.search(_NUM, s)
-        if m is None or not re.fullmatch(rf"[^\d]*(?:{_NUM})[^\d]*", s):
+        if m is None or not re.fullmatch(rf"[^\d]*(?>{_NUM})[^\d]*", s):
             return None
         return float(m.group(0).replace(",", ""))
     except ValueError:
@@ -97,7 +99,7 @@ def extract_number(text: str) -> float | None:
     An answer hedged between two numbers ('70 or 72') is no answer.
     """
     try:
-        for pattern in (r"####\s*(.+)", r"(?:final answer|answer)\s*(?:is|:|=)\s*:?\s*(.+)"):
+        for pattern in (r"####\s*(.+)", r"(?:final answer|answer)\s*(?:is|:|=)(?:\s*:)?\s*(.+)"):
             hits = re.findall(pattern, text, flags=re.IGNORECASE)
             if hits:
                 value = _first_number(hits[-1])
@@ -184,7 +186,7 @@ def _normalise_math(s: str) -> str:
     s = s.rstrip(".")
     if re.fullmatch(r"[a-z]\s*=.*", s):
         s = s.split("=", 1)[1]
-    s = re.sub(r"(\d+)\.0+$", r"\1", s)
+    s = re.sub(r"(?<!\d)(\d+)\.0+$", r"\1", s)  # whole runs only: no retry from each digit
     return s
 
 
@@ -199,7 +201,7 @@ def grade_math(response: str, ground_truth: str) -> float:
     gold = math_gold(ground_truth)
     pred = last_boxed(response)
     if pred is None:
-        hits = re.findall(r"(?:final answer|answer)\s*(?:is|:)\s*:?\s*\$?([^\n$]+)", response, flags=re.I)
+        hits = re.findall(r"(?:final answer|answer)\s*(?:is|:)(?:\s*:)?\s*\$?([^\n$]+)", response, flags=re.I)
         pred = hits[-1].strip().rstrip(".") if hits else None
     if pred is None:
         n = extract_number(response)
@@ -226,7 +228,7 @@ def extract_letter(text: str, n_choices: int = 4, choices: Sequence[str] | None 
     t = text.strip().replace("*", "")
     # a stated letter: '(b)', 'B', or a lower-case 'b' that ends the phrase ('the answer is a bit ...' is no 'A')
     letter = rf"(?:\(([{valid}{valid.lower()}])\)|([{valid}])(?![\w])|([{valid.lower()}])(?=[ \t]*(?:[.,;:!?)\n]|$)))"
-    said = r"(?i:answer\s*(?:is|:|=)\s*:?\s*(?:option\s*)?|answer\s+(?:option\s*)?)"
+    said = r"(?i:answer\s*(?:is|:|=)(?:\s*:)?\s*(?:option\s*)?|answer\s+(?:option\s*)?)"
     stated = list(re.finditer(said + letter, t))
     if stated:
         last, pick = stated[-1], lambda m: next(g for g in m.groups() if g).upper()
@@ -319,10 +321,27 @@ def commongen_coverage(response: str, concepts: str | Sequence[str]) -> float:
 # ---------------------------------------------------------------------------------------- code
 
 
+_LANG_RE = re.compile(r"[ \t]*(\w*)")
+
+
+def _fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """(language, code) of each ``` block; an unclosed one runs to the end. Scanned with find, so a reply of
+    many backticks costs linear time."""
+    blocks, i = [], 0
+    while (i := text.find("```", i)) != -1:
+        nl = text.find("\n", i + 3)
+        if nl == -1:
+            break
+        lang = _LANG_RE.match(text, i + 3).group(1)  # type: ignore[union-attr]  # always matches, stops at nl
+        end = text.find("```", nl + 1)
+        blocks.append((lang, text[nl + 1 : end if end != -1 else len(text)]))
+        i = end + 3 if end != -1 else len(text)
+    return blocks
+
+
 def extract_code(text: str) -> str:
     """The Python in a reply: the fenced blocks joined (python-tagged first), else the whole reply."""
-    blocks = re.findall(r"```[ \t]*(\w*)[^\n]*\n(.*?)(?:```|\Z)", text, flags=re.S)
-    py = [code for lang, code in blocks if lang.lower() in ("python", "py", "python3", "")]
+    py = [code for lang, code in _fenced_blocks(text) if lang.lower() in ("python", "py", "python3", "")]
     return "\n".join(py).strip("\n") if py else text.strip("\n")
 
 

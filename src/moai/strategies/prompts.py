@@ -242,9 +242,9 @@ def approved(critique: str) -> bool:
         words = _WORD.findall(rest)
         if not words and i + 1 < len(lines):  # "VERDICT:" with the word on the next line
             words = _WORD.findall(lines[i + 1])
-        while words and words[0].upper() in _FILLER:  # "Verdict: the answer is approved"
-            words = words[1:]
-        return bool(words) and words[0].upper() in _APPROVE
+        # "Verdict: the answer is approved": the first word that is no filler
+        word = next((w for w in words if w.upper() not in _FILLER), None)
+        return word is not None and word.upper() in _APPROVE
     if not lines:
         return False
     head = critique.strip().upper()
@@ -271,7 +271,8 @@ _INT = r"(?<![\d.\-])(\d+)(?!\.?\d)"
 _JUDGE_FORMS = [
     re.compile(r"\bBEST\b[^\d\n]{0,24}?" + _INT, re.IGNORECASE),  # BEST: 3, the best answer is #3
     re.compile(_INT + r"\W{0,3}\s*(?:is|was)\s+(?:the\s+)?(?:best|correct|right)\b", re.IGNORECASE),  # 3 is best
-    re.compile(r"\b(?:answer|candidate|option|number|choice)\s*(?:no\.?|#|:)?\s*" + _INT, re.IGNORECASE),
+    # the marker's optional space sits inside the group, so a run of spaces is split only one way
+    re.compile(r"\b(?:answer|candidate|option|number|choice)(?:\s*(?:no\.?|#|:))?\s*" + _INT, re.IGNORECASE),
 ]
 
 
@@ -279,7 +280,8 @@ def judge_pick(text: str, n: int) -> int | None:
     """The judge's choice among ``n`` candidates (1-based): the last explicit 'BEST: n' (or 'n is best',
     'answer n'), else the last whole number in range; None when there is none (7 of 3, 0, 3.9)."""
     for form in [*_JUDGE_FORMS, re.compile(_INT)]:
-        picks = [int(m.group(1)) for m in form.finditer(text) if 1 <= int(m.group(1)) <= n]
+        # a run of more than six digits is no candidate's number (and int() refuses over 4,300 digits)
+        picks = [int(g) for m in form.finditer(text) if len(g := m.group(1)) <= 6 and 1 <= int(g) <= n]
         if picks:
             return picks[-1]
     return None
