@@ -8,21 +8,41 @@ in-process models we do it here, accepting only calls to the tools the request o
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from typing import Any
 
-_TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
-_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+from moai.providers.base import ProviderServerError
+
+_OPEN, _CLOSE, _FENCE = "<tool_call>", "</tool_call>", "```"
+
+
+def _tagged(text: str) -> list[str]:
+    """The body of each ``<tool_call>…</tool_call>``, trimmed; an opening tag left unclosed ends the list."""
+    found, i = [], 0
+    while (i := text.find(_OPEN, i)) != -1:
+        j = text.find(_CLOSE, i + len(_OPEN))
+        if j == -1:
+            break
+        found.append(text[i + len(_OPEN):j].strip())
+        i = j + len(_CLOSE)
+    return found
+
+
+def _unfenced(body: str) -> str | None:
+    """What a code fence (optionally tagged ``json``) around all of ``body`` holds, trimmed; None if unfenced."""
+    if len(body) < 2 * len(_FENCE) or not (body.startswith(_FENCE) and body.endswith(_FENCE)):
+        return None
+    inner = body[len(_FENCE):-len(_FENCE)]
+    return inner.removeprefix("json").strip()
 
 
 def _candidates(text: str) -> list[str]:
-    tagged = _TAGGED.findall(text)
+    tagged = _tagged(text)
     if tagged:
         return tagged
     body = text.strip()
-    fenced = _FENCE.match(body)
-    return [fenced.group(1) if fenced else body]
+    fenced = _unfenced(body)
+    return [body if fenced is None else fenced]
 
 
 def parse_tool_calls(text: str, tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
@@ -49,15 +69,40 @@ def parse_tool_calls(text: str, tools: list[dict[str, Any]] | None) -> list[dict
     return calls or None
 
 
-def merge_tool_call_deltas(calls: list[dict[str, Any]], deltas: list[dict[str, Any]]) -> None:
+def merge_tool_call_deltas(calls: list[dict[str, Any]], deltas: list[dict[str, Any]],
+                           model: str = "upstream") -> None:
     """Accumulate streamed tool-call pieces (llama.cpp's, an OpenAI stream's: the first names the call, each
-    carries a piece of the arguments) into whole OpenAI tool calls, one per index."""
-    for d in deltas:
-        index = d.get("index", 0)
-        while len(calls) <= index:
-            calls.append({"index": len(calls), "id": None, "type": "function",
-                          "function": {"name": "", "arguments": ""}})
-        call, fn = calls[index], d.get("function") or {}
-        call["id"] = call["id"] or d.get("id") or f"call_{uuid.uuid4().hex[:24]}"
-        call["function"]["name"] = call["function"]["name"] or fn.get("name") or ""
-        call["function"]["arguments"] += fn.get("arguments") or ""
+    carries a piece of the arguments) into whole OpenAI tool calls, one per index.
+
+    A piece that names no existing or next call, or whose arguments are not text, breaks the protocol: it
+    raises ProviderServerError ("malformed response"), so the request moves on as for any malformed reply.
+    """
+    pieces: dict[int, list[str]] = {}  # joined once per batch: appending piece by piece is quadratic
+    try:
+        for d in deltas:
+            fn = (d.get("function") or {}) if isinstance(d, dict) else None
+            if not isinstance(fn, dict) or not isinstance(args := fn.get("arguments") or "", str):
+                raise _malformed_call(model, "a tool call piece is not a function with text arguments")
+            index = d.get("index", 0)
+            # only an existing call or the next one: a far index would grow the list without bound
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= len(calls):
+                raise _malformed_call(model, f"tool call index {index!r} with {len(calls)} calls so far")
+            if index == len(calls):
+                calls.append({"index": index, "id": None, "type": "function",
+                              "function": {"name": "", "arguments": ""}})
+            call = calls[index]
+            call["id"] = call["id"] or d.get("id") or f"call_{uuid.uuid4().hex[:24]}"
+            call["function"]["name"] = call["function"]["name"] or fn.get("name") or ""
+            if args:
+                pieces.setdefault(index, []).append(args)
+    finally:  # the pieces merged before a bad one are kept, as before
+        for index, parts in pieces.items():
+            fn = calls[index]["function"]
+            # held only here while it grows, so the string is extended in place rather than copied
+            joined = fn.pop("arguments")
+            joined += "".join(parts)
+            fn["arguments"] = joined
+
+
+def _malformed_call(model: str, what: str) -> ProviderServerError:
+    return ProviderServerError(model, f"malformed response: {what}")
