@@ -15,7 +15,7 @@ import os
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from types import EllipsisType
 from typing import Any
@@ -102,15 +102,22 @@ def load_chooser(config: Config) -> Chooser:
     return gate if gate is not None else RuleChooser()
 
 
-def limit_field(body: Any, mix: Mix) -> str | None:
+def limit_field(body: Any, mix: Mix, bounded: bool = False) -> str | None:
     """The name the completion limit goes upstream under: the one the client used (a reasoning model refuses
-    ``max_tokens``), else the mix's own ``max_tokens`` when its instructions set one; None sends no limit, as a
-    client that asked for none expects (the answer is not cut at moai's default)."""
+    ``max_tokens``), else the mix's own ``max_tokens`` when its instructions set one, or when the request is
+    ``bounded`` (a cost or latency cap, a key's budget: each was worked out for that many tokens, and an
+    answer left unlimited would pass it); None sends no limit, as a client that asked for none expects (the
+    answer is not cut at moai's default)."""
     if body.max_completion_tokens is not None:
         return "max_completion_tokens"
-    if body.max_tokens is not None or "max_tokens" in mix.model_fields_set:
+    if body.max_tokens is not None or "max_tokens" in mix.model_fields_set or bounded:
         return "max_tokens"
     return None
+
+
+def capped(mixes: Sequence[Mix]) -> bool:
+    """Whether any of these mixes bounds a request's cost or latency (worked out at its ``max_tokens``)."""
+    return any(m.constraints.max_cost_usd is not None or m.constraints.max_latency_s is not None for m in mixes)
 
 
 class Mixture(SessionMemory, Recording):
@@ -182,9 +189,10 @@ class Mixture(SessionMemory, Recording):
     # ------------------------------------------------------------------ preparation
 
     def prepare(self, body: Any, api_key: str | None = None, session: str | None = None,
-                session_model: str | None | EllipsisType = ...) -> Prepared:
+                session_model: str | None | EllipsisType = ..., budgeted: bool = False) -> Prepared:
         """Turn a validated ChatCompletionRequest into a plan (raises BadRequest/UnknownModel/NoEligibleModel).
-        ``session_model``: the session's model as ``asession_model`` found it (``...``: looked up here)."""
+        ``session_model``: the session's model as ``asession_model`` found it (``...``: looked up here);
+        ``budgeted``: the request's key has a budget, held at the plan's worst case."""
         mix_name, mix = self.resolve(body.model)
         if body.tools and mix.strategy in NO_TOOLS:
             raise BadRequest(
@@ -262,7 +270,7 @@ class Mixture(SessionMemory, Recording):
         params = ChatParams(
             messages=messages,
             max_tokens=body.completion_budget or mix.max_tokens,
-            limit_field=limit_field(body, mix),
+            limit_field=limit_field(body, mix, budgeted or capped([mix, *(m for _, m in chain)])),
             temperature=body.temperature if body.temperature is not None else mix.temperature,
             top_p=body.top_p,
             frequency_penalty=body.frequency_penalty,

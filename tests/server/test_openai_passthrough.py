@@ -20,6 +20,7 @@ from moai.mixture import Mixture
 from moai.providers.base import ChatParams
 from moai.providers.openai_compat import OpenAICompatProvider
 from moai.server.app import create_app
+from moai.server.auth import create_key
 from moai.telemetry.store import TelemetryStore
 
 USER = [{"role": "user", "content": "hello"}]
@@ -40,8 +41,8 @@ mixes:
             yield client, script
 
 
-def post(client: TestClient, **body: Any) -> Any:
-    r = client.post("/v1/chat/completions", json={"model": "moai/default", "messages": USER, **body})
+def post(client: TestClient, headers: dict[str, str] | None = None, **body: Any) -> Any:
+    r = client.post("/v1/chat/completions", json={"model": "moai/default", "messages": USER, **body}, headers=headers)
     assert r.status_code == 200, r.text
     return r
 
@@ -78,6 +79,30 @@ def test_x_request_id_names_the_completion_and_unknown_endpoints_say_what_is_ser
             err = missing.json()["error"]
             assert missing.status_code == 404 and err["type"] == "not_found_error"
             assert path in err["message"] and "/v1/chat/completions" in err["message"]
+
+
+def test_a_cost_or_latency_cap_sends_the_limit_it_was_worked_out_for(tmp_path: Path) -> None:
+    """A cap is checked at the mix's max_tokens (512 by default): an answer left unlimited could cost many times it."""
+    mixes = ("  default: {strategy: route}\n  cheap: {strategy: route, constraints: {max_cost_usd: 5}}\n"
+             "  quick: {strategy: route, constraints: {max_latency_s: 60}}\n")
+    with serve(tmp_path, mixes) as (c, s):
+        post(c, model="moai/cheap")
+        assert s.seen[-1]["max_tokens"] == 512
+        post(c, model="moai/quick")
+        assert s.seen[-1]["max_tokens"] == 512
+        post(c, model="moai/cheap", max_completion_tokens=40)  # the client's own limit, under its name
+        assert s.seen[-1]["max_completion_tokens"] == 40 and "max_tokens" not in s.seen[-1]
+
+
+def test_a_key_with_a_budget_sends_the_limit_its_hold_assumed(tmp_path: Path) -> None:
+    with serve(tmp_path, "  default: {strategy: route}\n") as (c, s):
+        store = TelemetryStore(f"sqlite:///{tmp_path / 'moai.db'}")
+        _, budgeted = create_key(store, "budgeted", budget_day=100.0)
+        _, open_key = create_key(store, "open")
+        post(c, headers={"Authorization": f"Bearer {open_key}"})
+        assert "max_tokens" not in s.seen[-1] and "max_completion_tokens" not in s.seen[-1]
+        post(c, headers={"Authorization": f"Bearer {budgeted}"})
+        assert s.seen[-1]["max_tokens"] == 512
 
 
 @pytest.mark.parametrize("provider,expected", [("openai", "max_completion_tokens"), ("openai_compat", "max_tokens")])

@@ -294,11 +294,13 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
                 raise option_error
             # the session's model, looked up off the event loop (a database that hangs must not freeze the server)
             session_model = await mix.asession_model(body, session, api_key)
+            budgeted = key is not None and has_budget(key)  # its hold assumes the mix's max_tokens: sent upstream
             if len(raw) > OFFLOAD_BODY_BYTES:  # its sensitive-data scan takes milliseconds per 10 KB: not on the loop
                 prep = await asyncio.to_thread(mix.prepare, body, api_key=api_key, session=session,
-                                               session_model=session_model)
+                                               session_model=session_model, budgeted=budgeted)
             else:
-                prep = mix.prepare(body, api_key=api_key, session=session, session_model=session_model)
+                prep = mix.prepare(body, api_key=api_key, session=session, session_model=session_model,
+                                   budgeted=budgeted)
         except UnknownModel as e:
             return err(404, str(e), param="model", code="model_not_found", headers=limits or None)
         except Exception as e:  # noqa: BLE001 - refused before any model ran: recorded like every request
