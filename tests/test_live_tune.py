@@ -87,6 +87,28 @@ def test_cost_share_target_is_priced_against_the_dearest_eligible_model(stub: St
     assert m.config.mixes["default"].weights.cost == tuner.value > 0
 
 
+def test_requests_that_choose_their_own_models_or_weights_do_not_move_the_knob(stub: StubServer,
+                                                                               tmp_path: Path) -> None:
+    """Their model was not the knob's choice: ten requests pinned to the cheap model read as a cost share of 1."""
+    from moai import Mixture
+    from moai.api import shutdown
+
+    path = tmp_path / "mix.yaml"
+    path.write_text(mix_yaml(stub.url, "{target: cost_share=0.3, min_samples: 3, max_step: 4}"))
+    m = Mixture.from_config(str(path))
+    try:
+        for extra in ({"models": ["small"]}, {"exclude": ["big"]}, {"weights": {"cost": 0}}):
+            for _ in range(4):
+                m.chat.completions.create(model="moai/default", messages=HI, extra_body={"moai": extra})
+        tuner = m.tuners["default"]
+        assert tuner.changes == [] and m.config.mixes["default"].weights.cost == 0
+        for _ in range(3):  # the mix's own choice (the dearest model) counts
+            m.chat.completions.create(model="moai/default", messages=HI)
+        assert tuner.changes and tuner.changes[0].measured == pytest.approx(1.0)
+    finally:
+        shutdown(m)
+
+
 @pytest.mark.parametrize(("live", "problem"), [
     ("{target: quality=0.9_of_best}", "graded answers"),
     ("{target: cost_share=2}", "must be in (0, 1]"),

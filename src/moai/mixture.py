@@ -290,6 +290,7 @@ class Mixture(SessionMemory, Recording):
                              privacy=guard.report,
                              trusted_tier=guard.max_tier if guard.report.sensitive else None)
         ctx.collaborators = {name: (m, *candidates(m)) for name, m in chain}
+        ctx.steered = bool(opts and (opts.models is not None or opts.exclude or opts.weights))
         ctx.notes.extend(guard.notes)
         session = session or body.user
         if session and mix.sessions != "off":

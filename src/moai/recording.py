@@ -140,10 +140,12 @@ class Recording:
             await self.writer.write(rec)
 
     def _tune(self, prep: Prepared, results: list[Any]) -> None:
-        """Feed a served request to its mix's live tuner; a change replaces the mix for the next requests."""
+        """Feed a served request to its mix's live tuner; a change replaces the mix for the next requests. A request
+        that chose its own models or weights is left out: the knob did not decide it (ten requests pinned to the
+        cheapest model read as a cost share of 1 and tripled the mix's cost weight)."""
         name = prep.ctx.mix_name
         tuner = self.tuners.get(name)
-        if tuner is None:
+        if tuner is None or prep.ctx.steered:
             return
         ok = [r for r in results if r.status == "ok" and r.model]
         if not ok:

@@ -63,6 +63,7 @@ class RequestContext:
     session_model: str | None = None  # the model that answered its previous turn
     session_pick: str | None = None  # the model the session put first this turn (stayed on, or escalated to)
     live: Mapping[str, Mapping[str, float]] | None = None  # live statistics per model (adaptation)
+    steered: bool = False  # the request chose its own models or weights: a mix's live tuner does not count it
     # an auto mix's collaboration mixes by name: (the mix under the limits of those before it, its eligible
     # models, why the others are out), found with the request's own filters (``Mixture.prepare``)
     collaborators: dict[str, tuple[Mix, list[ModelCard], dict[str, str]]] = field(default_factory=dict)
