@@ -297,3 +297,24 @@ def test_records_of_other_models_tune_with_a_warning(world: dict, tmp_path: Path
     assert r.exit_code == 0, r.output
     assert "warning: the records score fewer than two models of mix 'cheap'" in r.output
     assert "gpt-4-1106-preview" in r.output.split("warning:")[1].splitlines()[0]
+
+
+def test_offline_cascade_with_the_gate_scorer_pays_only_for_the_models_it_calls() -> None:
+    """As the live cascade does, a model (but the last) expected under the threshold is skipped, not paid for."""
+    nan = float("nan")
+    mx = off.Matrices(
+        models=["small", "big"],
+        y=np.array([[1.0, 1.0], [0.0, 1.0], [1.0, nan]]),
+        c=np.array([[1.0, 10.0], [1.0, 10.0], [1.0, 10.0]]),
+        lat=np.array([[0.5, 2.0], [0.5, 2.0], [0.5, 2.0]]),
+        co2=np.zeros((3, 2)),
+        q=np.array([[0.9, 0.95], [0.2, 0.95], [0.1, 0.95]]),
+        ec=np.ones((3, 2)), el=np.ones((3, 2)), eg=np.zeros((3, 2)))
+    p = off.simulate_cascade(mx, [0, 1], threshold=0.5)
+    # row 0: small accepted (1 USD, 0.5 s); row 1: small skipped, big answers (10 USD, 2 s); row 2: small is
+    # the last model scored there, so it answers
+    assert p.cost_usd == pytest.approx((1 + 10 + 1) / 3)
+    assert p.mean_latency_s == pytest.approx((0.5 + 2 + 0.5) / 3)
+    assert p.quality == pytest.approx(1.0)
+    judged = off.simulate_cascade(mx, [0, 1], threshold=0.5, judge=True)  # a judge must see the answer: paid
+    assert judged.cost_usd == pytest.approx((1 + 11 + 1) / 3)

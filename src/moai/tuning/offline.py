@@ -286,8 +286,9 @@ def cascade_order(mx: Matrices, explicit: Sequence[str] | None) -> list[int]:
 def simulate_cascade(mx: Matrices, order: Sequence[int], threshold: float, judge: bool = False) -> Point:
     """Try models in order; accept the first whose score clears the threshold; every try is paid for.
 
-    The gate scorer accepts on the gate's expected quality of that model; a judge scorer is modelled by
-    the record's own score (an ideal judge: optimistic).
+    The gate scorer accepts on the gate's expected quality of that model, and, as the live cascade does, never
+    calls a model (but the last) whose expected quality is under the threshold: that try is neither paid nor
+    waited for. A judge scorer is modelled by the record's own score (an ideal judge: optimistic).
     """
     n = len(mx.y)
     done = np.zeros(n, bool)
@@ -298,6 +299,8 @@ def simulate_cascade(mx: Matrices, order: Sequence[int], threshold: float, judge
         last = np.where(avail[:, j], j, last)
     for j in order:
         run = ~done & avail[:, j]
+        if not judge:  # skipped before any call: its answer could not be accepted
+            run &= (mx.q[:, j] >= threshold) | (last == j)
         c += np.where(run, mx.c[:, j], 0.0)
         lat += np.where(run, mx.lat[:, j], 0.0)
         g += np.where(run, mx.co2[:, j], 0.0)
