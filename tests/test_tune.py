@@ -318,3 +318,43 @@ def test_offline_cascade_with_the_gate_scorer_pays_only_for_the_models_it_calls(
     assert p.quality == pytest.approx(1.0)
     judged = off.simulate_cascade(mx, [0, 1], threshold=0.5, judge=True)  # a judge must see the answer: paid
     assert judged.cost_usd == pytest.approx((1 + 11 + 1) / 3)
+
+
+SHARED = """models:
+  a: {provider: openai_compat, endpoint: "http://127.0.0.1:1/v1", privacy: cloud}
+mixes:
+  base: &base
+    strategy: route
+    weights: {quality: 1, cost: 0.5}  # kept
+  cheap: {strategy: route, weights: &w {quality: 1, cost: 0.2}}
+  other: {strategy: route, weights: *w}
+  merged:
+    <<: *base
+    max_tokens: 100
+  alias: *base
+"""
+
+
+@pytest.mark.parametrize("mix", ["cheap", "other", "base", "merged", "alias"])
+def test_tuning_one_mix_never_changes_another_that_shares_its_yaml_anchor(mix: str) -> None:
+    before = parse_config(SHARED)
+    after = parse_config(set_mix_value(SHARED, mix, "weights.cost", 0.9))
+    assert after.mixes[mix].weights.cost == 0.9
+    for name, m in before.mixes.items():
+        if name != mix:
+            assert after.mixes[name] == m, name
+
+
+def test_writing_a_tuned_value_keeps_the_files_link_and_mode(tmp_path: Path) -> None:
+    """The file may hold a database password: it must not become readable by others, nor its link a copy."""
+    from moai.tuning.yaml_io import write_mix_value
+
+    real = tmp_path / "real.yaml"
+    real.write_text(SHARED)
+    real.chmod(0o600)
+    link = tmp_path / "link.yaml"
+    link.symlink_to(real)
+    write_mix_value(link, "cheap", "weights.cost", 0.7)
+    assert link.is_symlink() and (real.stat().st_mode & 0o777) == 0o600
+    assert parse_config(real.read_text()).mixes["cheap"].weights.cost == 0.7
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.yaml", "real.yaml"]  # no temporary file left

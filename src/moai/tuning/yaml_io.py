@@ -7,8 +7,13 @@ indentation, and re-validate the result before replacing the file atomically.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import io
+import os
 import re
+import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,20 +44,47 @@ def _yaml(text: str) -> tuple[YAML, Any]:
     return y, y.load(text)
 
 
+def _references(root: Any, target: Any) -> int:
+    """How many places of the document hold ``target`` (an anchor's aliases and merges hold the same object)."""
+    count, seen, todo = 0, {id(root)}, [root]
+    while todo:
+        node = todo.pop()
+        for child in node.values() if isinstance(node, dict) else node:
+            if child is target:
+                count += 1
+            if isinstance(child, dict | list) and id(child) not in seen:
+                seen.add(id(child))
+                todo.append(child)
+    return count
+
+
+def _own(root: Any, parent: Any, key: str) -> Any:
+    """``parent[key]``, first copied in place when other places share it (a YAML anchor's alias, or a ``<<`` merge):
+    tuning one mix must not change another through a shared ``weights: *w``."""
+    node = parent[key]
+    if isinstance(node, dict) and _references(root, node) > 1:
+        node = copy.deepcopy(node)
+        node.yaml_set_anchor(None)  # the anchor stays on the shared original
+        node.anchor.always_dump = False
+        parent[key] = node
+    return node
+
+
 def set_mix_value(text: str, mix: str, key: str, value: float, source: str = "<string>") -> str:
     """Return ``text`` with ``mixes.<mix>.<key>`` (``weights.cost``, ``threshold``...) set to ``value``.
 
     A missing ``weights`` mapping or key is added at the end of its mapping; everything else is kept.
     """
     y, data = _yaml(text)
-    node = data["mixes"][mix]
+    mixes = data["mixes"]
+    node = _own(data, mixes, mix)
     *parents, leaf = key.split(".")
     for p in parents:
         if p not in node or node[p] is None:
             child = CommentedMap()
             child.fa.set_flow_style()  # a new small mapping reads best inline: {cost: 0.3}
             node[p] = child
-        node = node[p]
+        node = _own(data, node, p)
     node[leaf] = float(value)
     buf = io.StringIO()
     y.dump(data, buf)
@@ -63,8 +95,18 @@ def set_mix_value(text: str, mix: str, key: str, value: float, source: str = "<s
 
 def write_mix_value(path: str | Path, mix: str, key: str, value: float) -> None:
     """Update the file in place (atomically: a crash leaves the old or the new file, never half of one)."""
-    p = Path(path)
-    new = set_mix_value(p.read_text(encoding="utf-8"), mix, key, value, str(p))
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(new, encoding="utf-8")
-    tmp.replace(p)
+    p = Path(path).resolve()  # through a symlink to its target: the link stays a link
+    new = set_mix_value(p.read_text(encoding="utf-8"), mix, key, value, str(path))
+    st = p.stat()
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)  # created 0600: no one else reads it
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(new)
+        os.chmod(tmp, stat.S_IMODE(st.st_mode))  # its mode and owner stay the file's (it may hold a password)
+        if hasattr(os, "chown") and (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
+            with contextlib.suppress(PermissionError):  # not root: the file becomes ours, with its old mode
+                os.chown(tmp, st.st_uid, st.st_gid)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
