@@ -19,7 +19,7 @@ from moai.refusals import UnknownModel, refusal
 from moai.strategies.executor import Execution, Executor, Spend, attempt_spend, total_spend
 from moai.telemetry.adapt import LiveStats
 from moai.telemetry.metrics import Metrics
-from moai.telemetry.store import CallRecord, RequestRecord, TelemetryStore
+from moai.telemetry.store import CallRecord, RequestRecord, TelemetryStore, session_digest
 from moai.telemetry.writer import TelemetryWriter
 from moai.tuning.live import LiveTuner
 from moai.upstream_errors import redacted
@@ -61,7 +61,7 @@ class Recording:
             ttft_ms=(final.start + final.ttft_s - prep.started) * 1000 if final and final.ttft_s else None,
             cost_usd=total.cost_usd, energy_kwh=total.energy_kwh, co2_g=total.co2_g, error=self._stored(error),
             decision=prep.ctx.decision.to_json() if prep.ctx.decision else None, api_key=prep.api_key,
-            session=prep.ctx.session,
+            session=session_digest(prep.ctx.session),
         )
         for r in results:
             # a row per model call (a provider's retries in place are part of their call), each with what the
@@ -212,7 +212,7 @@ class Recording:
                 id=request_id, mix=mix_name, strategy=mix.strategy, model=None, status=status,
                 http_status=http_status, stream=bool(body.stream), prompt_tokens=0, completion_tokens=0,
                 latency_ms=(time.time() - started) * 1000, cost_usd=0.0, energy_kwh=0.0, co2_g=0.0, error=message,
-                api_key=api_key, session=session if session and mix.sessions != "off" else None,
+                api_key=api_key, session=session_digest(session) if mix.sessions != "off" else None,
             ))
         return request_id
 

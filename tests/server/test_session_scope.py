@@ -103,3 +103,27 @@ def test_keyless_requests_share_only_keyless_sessions(tmp_path: Path) -> None:
             "session: sticky — stays on small (the gate alone would pick big)"]
         assert (store.session_model("carol", "default"), store.session_model("carol", "default", key.id)) == (
             "small", "big")
+
+
+def test_the_database_keeps_a_digest_of_the_session_name_and_still_finds_it(tmp_path: Path) -> None:
+    """`user` may be a person's email: it is not stored as written, and a restart still keeps the conversation."""
+    import sqlite3
+
+    person = "marguerite.lefebvre@orange-pro.fr" + "x" * 200  # longer than the column, too
+    def ask(c: TestClient, text: str) -> dict[str, Any]:
+        body = {"model": "moai/default", "messages": [{"role": "user", "content": text}], "user": person}
+        r = c.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        return r.json()["moai"]  # type: ignore[no-any-return]
+
+    with gateway(tmp_path) as (store, mixture):
+        m = mixture()
+        with TestClient(create_app(m.config, store, mixture=m)) as c:
+            assert ask(c, "Hi!")["model"] == "small"
+        m = mixture()
+        with TestClient(create_app(m.config, store, mixture=m)) as c:
+            later = ask(c, HARD)  # a fresh process: found through the database
+            assert later["model"] == "small" and session_notes(later)
+    with sqlite3.connect(tmp_path / "moai.db") as conn:
+        stored = {row[0] for row in conn.execute("select session from requests")}
+    assert len(stored) == 1 and "lefebvre" not in next(iter(stored)) and len(next(iter(stored))) <= 128

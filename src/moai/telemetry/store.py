@@ -7,6 +7,7 @@ A record counts as acknowledged once committed; a killed process loses nothing a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -420,6 +421,15 @@ class DatabaseFileGone(OperationalError):
         super().__init__("check the database file", None, FileNotFoundError(f"database file {path} is gone"))
 
 
+
+def session_digest(session: str | None) -> str | None:
+    """What the database keeps of a conversation's name: a digest. The name is often the OpenAI ``user`` field,
+    which may identify a person (an email); stickiness only needs to find the same name again. Its length is
+    fixed too, whatever the client sent (the column holds 128 characters)."""
+    if not session:
+        return None
+    return "sha256:" + hashlib.sha256(session.encode("utf-8", "surrogatepass")).hexdigest()
+
 class TelemetryStore:
     """Writes and reads records; safe to share across threads (one engine, short sessions)."""
 
@@ -574,7 +584,7 @@ class TelemetryStore:
         owner = RequestRecord.api_key.is_(None) if api_key is None else RequestRecord.api_key == api_key
         with Session(self.engine) as s:
             return s.scalar(select(RequestRecord.model)
-                            .where(RequestRecord.session == session, RequestRecord.mix == mix, owner,
+                            .where(RequestRecord.session == session_digest(session), RequestRecord.mix == mix, owner,
                                    RequestRecord.status == "ok")
                             .order_by(RequestRecord.created_at.desc()).limit(1))
 
