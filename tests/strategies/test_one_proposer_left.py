@@ -1,6 +1,6 @@
-"""A one-layer MoA or fan-out left with one proposer of the several its role asks for has that proposer answer
-directly (an aggregator would only rewrite one answer), and says so; a mix written with one proposer, or with
-several layers, keeps its aggregator."""
+"""A MoA (of any number of layers) or fan-out left with one proposer of the several its role asks for has that
+proposer answer directly (an aggregator would only rewrite one answer, a judge would have nothing to choose
+between), and says so; a mix written with one proposer keeps its aggregator."""
 
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ def body(moai: dict[str, Any] | None = None) -> ChatCompletionRequest:
     "{strategy: moa, proposers: {pick: 3}, aggregator: {pick: best}, fallbacks: []}",
     "{strategy: moa, proposers: [a, b, c], aggregator: c, fallbacks: []}",
     "{strategy: fanout, proposers: {pick: 3}, aggregator: {pick: best}, fallbacks: []}",
+    "{strategy: fanout, proposers: {pick: 3}, judge: {pick: best}, fallbacks: []}",
+    "{strategy: moa, layers: 2, proposers: {pick: 3}, aggregator: {pick: best}, fallbacks: []}",
 ])
 def test_one_proposer_left_answers_directly(mix: str) -> None:
     prep = mixture(mix).prepare(body({"models": ["a"]}))
@@ -56,8 +58,8 @@ async def test_the_one_proposer_is_the_only_call() -> None:
 
 @pytest.mark.parametrize("mix", [
     "{strategy: moa, proposers: [a], aggregator: b}",  # written with one proposer: the aggregator is wanted
-    "{strategy: moa, layers: 2, proposers: {pick: 3}, aggregator: {pick: best}}",  # the layers refine the answer
+    "{strategy: moa, layers: 2, proposers: [a], aggregator: b}",
 ])
-def test_a_mix_written_for_one_proposer_or_several_layers_keeps_its_aggregator(mix: str) -> None:
-    prep = mixture(mix).prepare(body({"models": ["a", "b"]} if "layers" not in mix else {"models": ["a"]}))
+def test_a_mix_written_for_one_proposer_keeps_its_aggregator(mix: str) -> None:
+    prep = mixture(mix).prepare(body({"models": ["a", "b"]}))
     assert prep.plan.final == "aggregate" and prep.plan.strategy == "moa"

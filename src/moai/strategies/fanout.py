@@ -40,6 +40,8 @@ def plan(ctx: RequestContext) -> Plan:
     # a failed judge falls back as any one-model step does, to the proposers' models last
     judge = with_fallbacks(ctx, judge, last=proposers) if judge else judge
     proposers = fit_budget(ctx, proposers, judge[0] if judge else None, 1)
+    if (alone := one_proposer(ctx, mix.proposers, proposers)) is not None:  # nothing to judge between
+        return alone
     steps, (last,) = proposer_layers(ctx, 1, proposers)
 
     def build_judge(results: dict[str, StepResult]):  # type: ignore[no-untyped-def]

@@ -108,12 +108,12 @@ def with_fallbacks(ctx: RequestContext, models: list[str], last: Sequence[str] =
     return [*dict.fromkeys(models), *[m for m in fallbacks if m not in last], *[m for m in fallbacks if m in last]]
 
 
-def one_proposer(ctx: RequestContext, role: Role | None, proposers: list[str], layers: int = 1) -> Plan | None:
-    """A plan of one layer left with one proposer of the several its role asks for (the request's ``moai.models``,
-    the eligible models or the budget left the others out): that proposer answers the request itself, with the
-    step's fallbacks, as a route would; None when more proposers remain or the role asked for one. With more
-    layers the one proposer still refines its own answer, layer after layer, as the mix asks."""
-    if len(proposers) != 1 or layers != 1 or role_size(role, 3) < 2:
+def one_proposer(ctx: RequestContext, role: Role | None, proposers: list[str]) -> Plan | None:
+    """A plan left with one proposer of the several its role asks for (the request's ``moai.models``, the eligible
+    models or the budget left the others out): that proposer answers the request itself, with the step's
+    fallbacks, as a route would; None when more proposers remain or the role asked for one. With more layers too:
+    a model rewriting its own answer, then aggregating that one answer, cost three calls for about the first one."""
+    if len(proposers) != 1 or role_size(role, 3) < 2:
         return None
     ctx.notes.append(f"{ctx.mix.strategy}: only {proposers[0]} is left to propose; it answers directly, with no "
                      "aggregation of one answer")
@@ -130,7 +130,7 @@ def plan(ctx: RequestContext) -> Plan:
     if not aggregator:
         raise unfilled(ctx, "the aggregator", mix.aggregator)
     proposers = fit_budget(ctx, proposers, aggregator[0], mix.layers)
-    if (alone := one_proposer(ctx, mix.proposers, proposers, mix.layers)) is not None:
+    if (alone := one_proposer(ctx, mix.proposers, proposers)) is not None:
         return alone
     steps, layers = proposer_layers(ctx, mix.layers, proposers)
     steps.append(aggregator_step(ctx, with_fallbacks(ctx, aggregator), layers))
