@@ -421,7 +421,7 @@ mixes:
   fanout: {{strategy: fanout, proposers: [ma, mb], judge: judge}}
   cascade: {{strategy: cascade, cascade: [ma, mb], scorer: judge, judge: grader, threshold: 0.5}}
   critique: {{strategy: critique, writer: ma, critic: critic, rounds: 1}}
-  unreviewed: {{strategy: critique, writer: ma, critic: critic, rounds: 1, fallbacks: null}}
+  unreviewed: {{strategy: critique, writer: ma, critic: critic, rounds: 1, fallbacks: []}}
 settings:
   cache: {{mode: exact}}
 """

@@ -237,10 +237,16 @@ def test_a_model_named_like_a_type_keeps_its_place_in_the_path() -> None:
 def test_relative_paths_mean_the_config_files_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """They used to mean the current directory: `moai chat --config dir/mix.yaml` failed outside dir."""
     folder = tmp_path / "conf"
-    folder.mkdir()
+    (folder / "sub").mkdir(parents=True)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    absolute = tmp_path / "abs.jsonl"
+    for f in (folder / "rec.jsonl", folder / "sub/more.jsonl", absolute, home / "home.jsonl"):
+        f.write_text("")  # a replay model's records must exist (a local model's file may come later)
     (folder / "mix.yaml").write_text(
         "models:\n"
-        "  r: {provider: replay, records: [rec.jsonl, sub/more.jsonl, /abs/x.jsonl, ~/home.jsonl]}\n"
+        f"  r: {{provider: replay, records: [rec.jsonl, sub/more.jsonl, {absolute}, ~/home.jsonl]}}\n"
         "  l: {provider: local, path: models/m.gguf}\n"
         "mixes:\n  d: {strategy: route}\n"
         "settings: {gate: my-gate}\n"
@@ -251,7 +257,7 @@ def test_relative_paths_mean_the_config_files_folder(tmp_path: Path, monkeypatch
     cfg = load_config("../conf/mix.yaml")
     base = folder.resolve()
     assert [Path(r).resolve() for r in cfg.models["r"].records[:2]] == [base / "rec.jsonl", base / "sub/more.jsonl"]
-    assert cfg.models["r"].records[2:] == ["/abs/x.jsonl", "~/home.jsonl"]
+    assert cfg.models["r"].records[2:] == [str(absolute), "~/home.jsonl"]
     assert cfg.models["l"].path and Path(cfg.models["l"].path).resolve() == base / "models/m.gguf"
     assert cfg.settings.gate and Path(cfg.settings.gate).resolve() == base / "my-gate"
     assert Path(cfg.models["r"].records[0]).is_absolute()

@@ -358,3 +358,14 @@ def test_writing_a_tuned_value_keeps_the_files_link_and_mode(tmp_path: Path) -> 
     assert link.is_symlink() and (real.stat().st_mode & 0o777) == 0o600
     assert parse_config(real.read_text()).mixes["cheap"].weights.cost == 0.7
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.yaml", "real.yaml"]  # no temporary file left
+
+
+def test_the_weight_grid_stays_within_what_mix_instructions_take() -> None:
+    """Records priced at a millionth of a cent asked for cost weights above the bound the config loader holds."""
+    from moai.config_mix import MAX_WEIGHT
+
+    mx = off.Matrices(models=["a", "b"], y=np.ones((2, 2)), c=np.zeros((2, 2)), lat=np.ones((2, 2)),
+                      co2=np.zeros((2, 2)), q=np.ones((2, 2)), ec=np.full((2, 2), 1e-9), el=np.ones((2, 2)),
+                      eg=np.zeros((2, 2)))
+    grid = off.weight_grid(mx, "cost")
+    assert grid[0] == 0 and max(grid) <= MAX_WEIGHT and len(grid) > 10

@@ -7,6 +7,7 @@ per request and compared across models.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -33,11 +34,42 @@ def is_env_reference(text: str) -> bool:
     return "${" in text or text.strip().startswith("$")
 
 
+# ``${VAR}`` or ``$VAR`` anywhere in a value (a shell would expand it; mix instructions do not)
+_ENV_REFERENCE = re.compile(r"\$\{[^}]*\}?|\$[A-Za-z_][A-Za-z0-9_]*")
+
+
+def env_reference(text: str) -> str | None:
+    """The first ``${VAR}`` or ``$VAR`` in ``text``, or None. For an endpoint or a model id, where a ``$`` is never
+    meant literally: ``http://$VLLM_HOST:8000/v1`` was sent as written, and every request failed to connect."""
+    m = _ENV_REFERENCE.search(text)
+    return m.group() if m else None
+
+
+def _host_ok(host: str) -> bool:
+    """An IP address, or a name of dot-separated labels of letters, digits, ``-`` and ``_`` (the names container
+    networks give): not ``%(host)s`` or ``$HOST``, which no resolver knows."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return True
+    name = host.removesuffix(".")
+    labels = name.split(".")
+    return 0 < len(name) <= 253 and all(
+        0 < len(label) <= 63 and all(c.isalnum() or c in "-_" for c in label)
+        and not label.startswith("-") and not label.endswith("-") for label in labels)
+
+
 def check_endpoint(url: str) -> str:
     """An endpoint is an http(s) URL with a host, checked when the config loads rather than on the first request.
-    ``${VAR}`` is not expanded (mix instructions take no environment interpolation): say so rather than call it."""
-    if is_env_reference(url):
-        raise ValueError(f"{url!r}: environment variables are not expanded in mix instructions; "
+    ``${VAR}`` or ``$VAR`` is not expanded (mix instructions take no environment interpolation): say so rather
+    than call it."""
+    if (ref := env_reference(url)) is not None:
+        what = "" if url.strip() == ref else f" ({ref})"
+        raise ValueError(f"{url!r}: environment variables{what} are not expanded in mix instructions; "
                          "write the URL itself (keys come from the environment through api_key_env)")
     try:
         parts = urlsplit(url)
@@ -46,6 +78,9 @@ def check_endpoint(url: str) -> str:
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
         raise ValueError(f"not an http(s) URL: {url!r} (e.g. http://10.0.0.5:8000/v1)")
+    if not _host_ok(parts.hostname):
+        raise ValueError(f"not an http(s) URL: {url!r}: {parts.hostname!r} is not a host name or IP address "
+                         "(e.g. http://10.0.0.5:8000/v1)")
     return url
 
 
@@ -186,6 +221,24 @@ class ModelCard(BaseModel):
 
     def expected_latency_s(self, output_tokens: int) -> float:
         return self.expected_ttft_s + output_tokens / self.expected_tokens_per_s
+
+
+def missing_files(card: ModelCard) -> list[str]:
+    """The files a model answers from that are not there now (a local model's GGUF, by ``path`` or a zoo package
+    not pulled yet; a replay model's records): until they are, every call to it fails."""
+    from pathlib import Path
+
+    if card.provider == "replay":
+        return [f for f in card.records if not Path(f).expanduser().is_file()]
+    if card.provider != "local":
+        return []
+    if card.path:
+        return [] if Path(card.path).expanduser().is_file() else [card.path]
+    from moai.local_models import ZOO, is_ready, model_path
+
+    if card.package in ZOO and not is_ready(card.package):
+        return [str(model_path(card.package))]
+    return []
 
 
 def complete_card(name: str, card: ModelCard) -> ModelCard:

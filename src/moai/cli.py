@@ -51,6 +51,8 @@ app.add_typer(db_app, name="db")
 
 def _unknown_mix(name: str, cfg: Config) -> str:
     """The CLI's words for a name the config lacks (the server's 404 speaks of models and GET /v1/models)."""
+    if name.removeprefix("moai/") == "default" and cfg.default_mix is None:  # the option's default, not a typo
+        return f"{cfg.source} has no mix named 'default'; pass --mix (mixes: {', '.join(cfg.mixes)})"
     return (f"unknown mix or model {name!r} in {cfg.source}; mixes: {', '.join(cfg.mixes)}; "
             f"models: {', '.join(cfg.models)}")
 
@@ -249,16 +251,27 @@ def route(
 def report(
     since: str | None = typer.Option(None, help="Only requests newer than this: 30m, 24h, 7d or ISO time."),
     html_out: str | None = typer.Option(None, "--html", help="Also write a self-contained HTML page here."),
-    plot: str | None = typer.Option(None, "--plot", help="Also write the plots as a PNG here."),
+    plot: str | None = typer.Option(None, "--plot", help="Also write the plots here (PNG, or the format its suffix "
+                                    "names: .pdf, .svg, ...)."),
     database_url: str | None = typer.Option(None, help="Default: the config's, else MOAI_DATABASE_URL, else SQLite."),
     config: str | None = config_db_option(),
 ) -> None:
     """Usage per model and mix: requests, tokens, p50/p95 latency, cost, energy, CO2, feedback."""
-    from moai.telemetry.report import build_report, missing_sqlite_file, parse_since, plot_png, print_tables, write_html
+    from moai.telemetry.report import (
+        build_report,
+        missing_sqlite_file,
+        parse_since,
+        plot_format,
+        print_tables,
+        write_html,
+        write_plot,
+    )
     from moai.telemetry.store import default_database_url, safe_url
 
     try:
         start = parse_since(since)
+        if plot:
+            plot_format(plot)  # before the report is read: a suffix no plot can take costs nothing
     except ValueError as e:
         fail(str(e))
         return
@@ -271,7 +284,7 @@ def report(
     if not rep.requests:
         say("no requests recorded" + (f" since {since}" if since else ""))
     if plot:
-        _write_output(plot, lambda p: p.write_bytes(plot_png(rep)))
+        _write_output(plot, lambda p: write_plot(rep, p))
         say(f"plots: {plot}")
     if html_out:
         _write_output(html_out, lambda p: write_html(rep, p))

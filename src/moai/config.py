@@ -12,6 +12,7 @@ Here: the whole file (``Config``) and its loading. Its parts: one mix in ``confi
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from importlib import resources
 from pathlib import Path
@@ -19,7 +20,9 @@ from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from moai.catalog import ModelCard, complete_card
 from moai.config_checks import (
@@ -105,6 +108,22 @@ class Config(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
+    def _sections_left_empty(cls, data: Any) -> Any:
+        """A key left empty (YAML null: its entries all commented out) means what leaving the key out means, as
+        ``models:`` does in a mix: ``settings:`` was refused ("a valid dictionary"), and ``fallbacks:`` read as no
+        fallbacks, turning failover off unsaid. Returns a copy (the loaded YAML keeps its line numbers)."""
+        if not isinstance(data, dict):
+            return data
+        out = {k: v for k, v in data.items() if not (k == "settings" and v is None)}
+        if isinstance(data.get("models"), dict):
+            out["models"] = {name: _without_nulls(card, EMPTY_SECTIONS["model"])
+                             for name, card in data["models"].items()}
+        if isinstance(data.get("mixes"), dict):
+            out["mixes"] = {name: _without_nulls(mix, EMPTY_SECTIONS["mix"]) for name, mix in data["mixes"].items()}
+        return out
+
+    @model_validator(mode="before")
+    @classmethod
     def _plain_numbers(cls, data: Any) -> Any:
         """Before pydantic's lax coercion turns ``true`` into 1 and ``"2"`` into 2.0 (it cannot be told after)."""
         models = data.get("models") if isinstance(data, dict) else None
@@ -148,12 +167,31 @@ class Config(BaseModel):
     def mix(self, name: str) -> Mix:
         return self.mixes[name]
 
+    @property
+    def default_mix(self) -> str | None:
+        """The mix named ``default`` (what ``moai chat`` and ``moai route`` use without ``--mix``, and what /readyz
+        checks), or None when the file names none."""
+        return DEFAULT_MIX if DEFAULT_MIX in self.mixes else None
+
     def pool(self, mix: Mix) -> list[ModelCard]:
         """The models a mix may draw from, after its pool and allowed-model constraint."""
         names = mix.models or list(self.models)
         if mix.constraints.allowed_models is not None:
             names = [n for n in names if n in mix.constraints.allowed_models]
         return [self.models[n] for n in names]
+
+
+DEFAULT_MIX = "default"
+# the keys of a model card or a mix that hold a section (or, for fallbacks, a list whose absence means the gate's
+# ranking): left empty, each means what leaving it out means
+EMPTY_SECTIONS = {"model": ("price",), "mix": ("weights", "constraints", "fallbacks")}
+
+
+def _without_nulls(section: Any, keys: tuple[str, ...]) -> Any:
+    """``section`` without those of ``keys`` whose value is null (a copy; anything but a mapping as it is)."""
+    if not isinstance(section, dict) or not any(k in section and section[k] is None for k in keys):
+        return section
+    return {k: v for k, v in section.items() if not (k in keys and v is None)}
 
 
 # ---------------------------------------------------------------- loading with line-precise errors
@@ -301,8 +339,113 @@ def _one_line(text: str) -> str:
     return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
+# YAML's own tags (``!!str``): ruamel's round-trip loader keeps a ``!!str`` scalar as a TaggedScalar, which no
+# field takes ("Input should be a valid string", or a model called "TaggedScalar(...)")
+_CORE_TAG = "tag:yaml.org,2002:"
+_STANDARD_SCALARS = ("str", "int", "float", "bool", "null")
+_UNKNOWN_TAG = ("unknown YAML tag '{tag}'; mix instructions read only YAML's standard tags (!!str, !!int, !!float, "
+                "!!bool, !!null): write the value without it")
+
+
+def _shown_tag(tag: str) -> str:
+    return "!!" + tag.removeprefix(_CORE_TAG) if tag.startswith(_CORE_TAG) else tag
+
+
+def _plain_scalar(value: TaggedScalar, where: str) -> Any:
+    """A tagged scalar as the plain value its standard tag says (``!!str 123`` is "123"); any other tag is
+    refused: mix instructions define none, and a value kept under it would be read as something else."""
+    tag = value.tag.value or ""
+    if not tag.startswith(_CORE_TAG) or tag.removeprefix(_CORE_TAG) not in _STANDARD_SCALARS:
+        raise ConfigError(f"{where}: {_UNKNOWN_TAG.format(tag=_shown_tag(tag))}")
+    if tag == _CORE_TAG + "str":
+        return str(value.value)
+    try:
+        return YAML(typ="rt").load(f"!<{tag}> {json.dumps(str(value.value))}")
+    except (YAMLError, ValueError, KeyError):
+        raise ConfigError(f"{where}: {str(value.value)!r} is not a valid {_shown_tag(tag)}") from None
+
+
+def _untagged(node: Any, source: str, loc: tuple[Any, ...] = (), line: int = 1) -> Any:
+    """``node`` with every tagged scalar (values and keys) read as its plain value, in place where it can be (so
+    that line numbers stay); a tagged mapping or list, or an unknown tag, is one line naming its place."""
+    def where(at: tuple[Any, ...], at_line: int) -> str:
+        return f"{source}:{at_line}: " + (_one_line(".".join(str(p) for p in at)) or "(top level)")
+
+    if isinstance(node, TaggedScalar):
+        return _plain_scalar(node, where(loc, line))
+    tag = getattr(getattr(node, "tag", None), "value", None)
+    if isinstance(node, (dict, list)) and tag and not tag.startswith(_CORE_TAG):
+        raise ConfigError(f"{where(loc, line)}: {_UNKNOWN_TAG.format(tag=_shown_tag(tag))}")
+    if isinstance(node, CommentedMap):
+        keys = list(node)
+        if any(isinstance(k, TaggedScalar) for k in keys):  # a key is replaced: rebuild in order, lines kept
+            renamed = CommentedMap()
+            renamed._yaml_set_line_col(node.lc.line, node.lc.col)
+            if renamed.lc.data is None:
+                renamed.lc.data = {}
+            for k in keys:
+                at = _key_line(node, k, line)
+                new = _plain_scalar(k, where((*loc, k.value), at)) if isinstance(k, TaggedScalar) else k
+                if new in renamed:
+                    raise ConfigError(f"{where(loc, at)}: duplicate key {new!r}")
+                renamed[new] = node[k]
+                if node.lc.data and k in node.lc.data:
+                    renamed.lc.data[new] = node.lc.data[k]
+            node = renamed
+        for k in list(node):
+            value = node[k]
+            plain = _untagged(value, source, (*loc, k), _key_line(node, k, line))
+            if plain is not value:  # (a key merged in from an anchor ``<<: *x`` is left where it is otherwise)
+                node[k] = plain
+    elif isinstance(node, CommentedSeq):
+        for i in range(len(node)):
+            value = node[i]
+            at = node.lc.item(i)[0] + 1 if node.lc.data and i in node.lc.data else line
+            plain = _untagged(value, source, (*loc, i), at)
+            if plain is not value:
+                node[i] = plain
+    return node
+
+
+def _key_line(node: CommentedMap, key: Any, default: int) -> int:
+    """The 1-based line of a mapping's key; a key merged in (``<<: *anchor``) has none of its own here."""
+    data = node.lc.data
+    return data[key][0] + 1 if data and key in data else default
+
+
+def _bad_scalar_line(text: str) -> int:
+    """The line of the first scalar its tag cannot read (``!!int abc``): ruamel raises without a place."""
+    def walk(node: Any) -> int | None:
+        if isinstance(node, ScalarNode):
+            if node.tag in (_CORE_TAG + "int", _CORE_TAG + "float", _CORE_TAG + "bool"):
+                try:
+                    YAML(typ="rt").load(f"!<{node.tag}> {json.dumps(node.value)}")
+                except (YAMLError, ValueError, KeyError):
+                    return node.start_mark.line + 1
+            return None
+        if isinstance(node, MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            children = node.value if isinstance(node, SequenceNode) else []
+        for child in children:
+            if (line := walk(child)) is not None:
+                return line
+        return None
+
+    try:
+        root = YAML(typ="rt").compose(text)
+    except (YAMLError, RecursionError):
+        return 1
+    return (walk(root) if root is not None else None) or 1
+
+
 def parse_config(text: str, source: str = "<string>") -> Config:
     """Parse and validate mix instructions; raise ConfigError with ``file:line: field: problem``."""
+    return _parse(text, source)[0]
+
+
+def _parse(text: str, source: str) -> tuple[Config, Any]:
+    """The config and the YAML it was read from (for the line of a field)."""
     try:
         data = YAML(typ="rt").load(text)
     except MarkedYAMLError as e:
@@ -314,6 +457,13 @@ def parse_config(text: str, source: str = "<string>") -> Config:
         raise ConfigError(f"{source}:1: YAML syntax: nested too deeply") from None
     except TypeError:  # ruamel builds a mapping whose key is a list or mapping ({[a]: 1}) and cannot hash it
         raise ConfigError(f"{source}:1: YAML syntax: a key must be a plain value, not a list or mapping") from None
+    except (ValueError, KeyError) as e:  # a standard tag that cannot read its value: !!int abc, !!bool maybe
+        raise ConfigError(f"{source}:{_bad_scalar_line(text)}: YAML syntax: a tagged value does not read as its "
+                          f"tag says ({_one_line(str(e))})") from None
+    try:
+        data = _untagged(data, source)
+    except RecursionError:
+        raise ConfigError(f"{source}:1: YAML syntax: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}:1: the file must be a mapping with 'models' and 'mixes'")
     try:
@@ -337,7 +487,7 @@ def parse_config(text: str, source: str = "<string>") -> Config:
         msg = _one_line(msg)
         raise ConfigError(f"{source}:{line}: {field}: {msg}") from None
     cfg.source = source
-    return cfg
+    return cfg, data
 
 
 def _resolve_paths(cfg: Config, base: Path) -> None:
@@ -372,6 +522,22 @@ def load_config(path: str | Path | None = None) -> Config:
     except UnicodeDecodeError as e:  # a binary file, or another encoding: YAML here is UTF-8
         line = e.object[: e.start].count(b"\n") + 1
         raise ConfigError(f"{p}:{line}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
-    cfg = parse_config(text, str(p))
+    cfg, data = _parse(text, str(p))
     _resolve_paths(cfg, p.parent.absolute())
+    _check_records(cfg, data)
     return cfg
+
+
+def _check_records(cfg: Config, data: Any) -> None:
+    """A replay model answers only from its records files: one that does not exist used to be a warning, then
+    /readyz said ready and every request to the model failed (502)."""
+    for name, card in cfg.models.items():
+        if card.provider != "replay":
+            continue
+        for i, file in enumerate(card.records):
+            if not Path(file).expanduser().is_file():
+                problem = "is not a file" if Path(file).expanduser().exists() else "does not exist"
+                loc = ("models", name, "records", i)
+                line = _line_of(data, loc) or 1
+                raise ConfigError(f"{cfg.source}:{line}: {_one_line('.'.join(map(str, loc)))}: {file} {problem}; "
+                                  "a replay model answers only from its records")

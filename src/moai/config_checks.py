@@ -4,12 +4,13 @@ fallbacks, collaboration loops, plain numbers): each raises at the field to fix.
 from __future__ import annotations
 
 import types
+import unicodedata
 from typing import Annotated, Any, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
-from moai.catalog import ModelCard, is_env_reference
+from moai.catalog import ModelCard, env_reference
 from moai.config_errors import FieldProblem
 from moai.config_mix import Mix, Pick, Role
 
@@ -71,6 +72,10 @@ def check_names(models: dict[str, ModelCard], mixes: dict[str, Mix]) -> None:
             if any(c.isspace() for c in name):
                 raise FieldProblem((section, name), f"{name!r}: a {kind} name cannot contain spaces or other "
                                     "whitespace (clients send it as the request's model)")
+            if hidden := [c for c in dict.fromkeys(name) if unicodedata.category(c) in ("Cf", "Cc")]:
+                codes = ", ".join(f"U+{ord(c):04X}" for c in hidden)
+                raise FieldProblem((section, name), f"{name!r}: a {kind} name cannot contain invisible or control "
+                                    f"characters ({codes}): it would look like another name a client could send")
             other = seen.setdefault(name.casefold(), name)
             if other != name:
                 raise FieldProblem((section, name), f"{kind} {name!r} differs from {kind} {other!r} only in case; "
@@ -97,8 +102,9 @@ def check_upstream(name: str, card: ModelCard) -> None:
     places: list[tuple[tuple[int | str, ...], str | None, str | None]] = [((), card.model, card.endpoint)]
     places += [(("deployments", i), d.model, d.endpoint) for i, d in enumerate(card.deployments)]
     for path, model, endpoint in places:
-        if model is not None and is_env_reference(model):
-            raise FieldProblem(("models", name, *path, "model"), f"{model!r}: environment variables are not "
+        if model is not None and (ref := env_reference(model)) is not None:
+            what = "" if model.strip() == ref else f" ({ref})"
+            raise FieldProblem(("models", name, *path, "model"), f"{model!r}: environment variables{what} are not "
                                 "expanded in mix instructions; write the provider's model id itself")
         if endpoint is not None and (problem := _endpoint_problem(endpoint, card.provider)):
             raise FieldProblem(("models", name, *path, "endpoint"), problem)
@@ -125,23 +131,44 @@ def _endpoint_problem(url: str, provider: str) -> str | None:
 
 
 def check_listed(mix_name: str, mix: Mix) -> None:
-    """A cascade, or fallbacks, run only the models the mix may use: one listed outside them used to be dropped
-    unsaid (a request whose model failed got a 502, its fallback never tried)."""
-    lists = {  # the names, what to say outside the mix's models, what outside allowed_models
-        "cascade": (mix.cascade or [], "; add it there or leave it out of the cascade",
-                    ", so the cascade would never call it"),
-        "fallbacks": (mix.fallbacks if isinstance(mix.fallbacks, list) else [],
-                      ", so it would never be tried; add it there", ", so it would never be tried"),
-    }
+    """A cascade, fallbacks and every model a role names run only among the models the mix may use: one named
+    outside them (the mix's ``models`` or ``constraints.allowed_models``) used to be dropped or swapped for the
+    gate's pick unsaid (a request whose model failed got a 502, its fallback never tried). One above
+    ``constraints.max_privacy`` is warned about (``pin_privacy_warnings``): a request's own privacy needs narrow
+    the same way at run time, and such a pin is only ever left out."""
     allowed = mix.constraints.allowed_models
-    for field, (names, not_in_models, not_allowed) in lists.items():
-        for i, name in enumerate(names):
-            if mix.models is not None and name not in mix.models:
-                raise FieldProblem(("mixes", mix_name, field, i),
-                                    f"{name!r} is not among the mix's models ({', '.join(mix.models)}){not_in_models}")
-            if allowed is not None and name not in allowed:
-                raise FieldProblem(("mixes", mix_name, field, i), f"{name!r} is not in "
-                                    f"constraints.allowed_models ({', '.join(allowed)}){not_allowed}")
+    for field, name, never in pins(mix):
+        path = ("mixes", mix_name, *(int(p) if p.isdigit() else p for p in field.split(".")))
+        if mix.models is not None and name not in mix.models:
+            add = "; add it there or leave it out of the cascade" if field.startswith("cascade.") else (
+                ", so it would never be tried; add it there" if field.startswith("fallbacks.") else
+                f", so {never}; add it there or name one of them")
+            raise FieldProblem(path, f"{name!r} is not among the mix's models ({', '.join(mix.models)}){add}")
+        if allowed is not None and name not in allowed:
+            raise FieldProblem(path, f"{name!r} is not in constraints.allowed_models ({', '.join(allowed)}), "
+                                     f"so {never}")
+
+
+def pins(mix: Mix) -> list[tuple[str, str, str]]:
+    """``(field, model, what naming it outside the mix would mean)`` for each model a cascade, the fallbacks or a role
+    the mix's strategy reads names (a role its strategy never reads is only warned about: see READ_BY)."""
+    from moai.config_warnings import READ_BY
+
+    out: list[tuple[str, str, str]] = []
+    for fld, name in model_refs(mix):
+        head = fld.split(".", 1)[0]
+        if head in ("models", "constraints"):
+            continue
+        if head == "cascade":
+            out.append((fld, name, "the cascade would never call it"))
+        elif head == "fallbacks":
+            out.append((fld, name, "it would never be tried"))
+        elif mix.strategy in READ_BY.get(head, ()):
+            role = f"chain step {int(fld.split('.')[1]) + 1}" if head == "steps" else (
+                "a proposer" if head == "proposers" else f"the {head}")
+            out.append((fld, name, f"the gate would never pick it for {role}" if ".among." in fld
+                        else f"it would never play {role}"))
+    return out
 
 
 def check_package(name: str, card: ModelCard) -> None:

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from moai.cli_checks import warn_missing_keys, warn_missing_local
-from moai.cli_common import console, fail, open_config, warn
+from moai.cli_common import console, fail, note, open_config, warn
 
 config_app = typer.Typer(help="Mix instructions (YAML).", no_args_is_help=True)
 
@@ -17,6 +17,7 @@ config_app = typer.Typer(help="Mix instructions (YAML).", no_args_is_help=True)
 def config_check(path: str = typer.Argument(..., help="Mix instructions YAML.")) -> None:
     """Validate a mix-instructions file; print a summary or one line naming file, line and field."""
     from moai.config import config_warnings
+    from moai.config_warnings import default_mix_note
 
     cfg = open_config(path)
     if cfg.settings.gate:  # what `moai serve` would fall back from, with only a warning in its log
@@ -36,6 +37,8 @@ def config_check(path: str = typer.Argument(..., help="Mix instructions YAML."))
     warn_missing_local(cfg)
     for warning in config_warnings(cfg):
         warn(f"{path}: {warning}")
+    if (text := default_mix_note(cfg)) is not None:
+        note(f"{path}: {text}")
     summary = (f"{path}: {len(cfg.models)} model(s), {len(cfg.mixes)} mix(es): "
                + ", ".join(f"{n} ({m.strategy})" for n, m in cfg.mixes.items()))
     console.print(f"[green]ok[/green] {escape(summary)}", soft_wrap=True)

@@ -15,14 +15,20 @@ SensitivePolicy = Literal["local_only", "private_ok", "allow", "redact"]
 PickMode = Literal["best", "cheapest", "diverse"]
 
 
+# a weight's upper bound, as a request's ``moai.weights`` has it: far above any useful trade-off (the gate counts
+# cost in cents, so a cost weight of 1e6 makes a millionth of a dollar weigh 100 times the whole 0-1 quality scale),
+# and far below where a utility overflows (1e308 made them NaN: the gate's choice and `moai route --json` with them)
+MAX_WEIGHT = 1e6
+
+
 class Weights(BaseModel):
     """Soft objectives: utility = quality − cost·$ − latency·s − carbon·gCO2 (each scaled, see policy)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    quality: float = Field(1.0, ge=0)
-    cost: float = Field(0.0, ge=0)
-    latency: float = Field(0.0, ge=0)
-    carbon: float = Field(0.0, ge=0)
+    quality: float = Field(1.0, ge=0, le=MAX_WEIGHT)
+    cost: float = Field(0.0, ge=0, le=MAX_WEIGHT)
+    latency: float = Field(0.0, ge=0, le=MAX_WEIGHT)
+    carbon: float = Field(0.0, ge=0, le=MAX_WEIGHT)
 
     @model_validator(mode="after")
     def _one_positive(self) -> Weights:

@@ -82,7 +82,36 @@ def privacy_warnings(cfg: Config) -> list[str]:
     return out
 
 
+def pin_privacy_warnings(cfg: Config) -> list[str]:
+    """``mixes.NAME.FIELD: ...`` for each model a cascade, the fallbacks or a role names above the mix's
+    ``constraints.max_privacy``: it is never called, and another model plays its part."""
+    from moai.config_checks import pins
+
+    out = []
+    for name, mix in cfg.mixes.items():
+        limit = mix.constraints.max_privacy
+        if limit is None:
+            continue
+        for field, model, never in pins(mix):
+            card = cfg.models.get(model)
+            if card is not None and PRIVACY_RANK[card.privacy] > PRIVACY_RANK[limit]:
+                out.append(f"mixes.{name}.{field}: {model!r} is a {card.privacy} model and constraints.max_privacy "
+                           f"is {limit!r}, so {never}")
+    return out
+
+
 def config_warnings(cfg: Config) -> list[str]:
     """Everything ``config check`` warns about (the config stays valid): prices, one-model cascades, privacy limits
-    that leave no model, fields the strategy never reads."""
-    return price_warnings(cfg) + cascade_warnings(cfg) + privacy_warnings(cfg) + mix_field_warnings(cfg)
+    that leave no model or a pinned one out, fields the strategy never reads."""
+    return (price_warnings(cfg) + cascade_warnings(cfg) + privacy_warnings(cfg) + pin_privacy_warnings(cfg)
+            + mix_field_warnings(cfg))
+
+
+def default_mix_note(cfg: Config) -> str | None:
+    """What a file with no mix named ``default`` changes (not a warning: a server whose clients name their mixes
+    needs none): ``moai chat`` and ``moai route`` use that mix unless given ``--mix``, and /readyz checks it, else
+    every mix."""
+    if cfg.default_mix is not None:
+        return None
+    return (f"no mix named 'default' (mixes: {', '.join(cfg.mixes)}): `moai chat` and `moai route` need --mix, and "
+            "/readyz checks every mix (ready while any of them has a model to call)")

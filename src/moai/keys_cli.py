@@ -16,6 +16,7 @@ from moai.cli_common import (
     db_option,
     fail,
     open_config,
+    open_existing_store,
     open_store,
     resolve_database_url,
     say,
@@ -100,7 +101,7 @@ def keys_list(database_url: str | None = db_option(), config: str | None = confi
     from moai.server.auth import list_keys, period_starts, spend
     from moai.telemetry.report import money
 
-    store = open_store(resolve_database_url(database_url, config))
+    store = open_existing_store(database_url, config)
     day, month = period_starts(datetime.now(UTC))
     keys = list_keys(store)
     t = Table(title="gateway keys")
@@ -125,7 +126,7 @@ def keys_revoke(
     """Revoke a key at once (servers pick it up within seconds). The gateway stays closed without active keys."""
     from moai.server.auth import list_keys, revoke_key
 
-    store = open_store(resolve_database_url(database_url, config))
+    store = open_existing_store(database_url, config, f"no active key {key_id!r}")
     if not revoke_key(store, key_id):
         fail(f"no active key {key_id!r}")
     say(f"revoked {key_id}")
@@ -142,7 +143,7 @@ def keys_delete(
     """Delete a key (active or revoked); what it spent stays on record. Deleting every key opens the gateway."""
     from moai.server.auth import delete_key, list_keys
 
-    store = open_store(resolve_database_url(database_url, config))
+    store = open_existing_store(database_url, config, f"no key {key_id!r}")
     keys = list_keys(store)
     if not any(k.id == key_id for k in keys):
         fail(f"no key {key_id!r}")

@@ -14,8 +14,9 @@ PUBLIC_CHARS = 2000  # of an upstream's error, passed on to a client (the patter
 _ADDRESS = re.compile(
     r"\b[a-z][a-z0-9+.-]*://[^\s'\"\])]+"  # a URL
     r"|\(['\"][^'\"]*['\"], \d+\)"  # a socket address as Python prints it: ('10.0.0.5', 8000)
-    # a host is possessive: overlapping stars around its letter backtracked in cubic time on "a-a-a-…"
-    r"|(?:\[[0-9a-f:]+\]|\b\d{1,3}(?:\.\d{1,3}){3}|\b(?=[0-9-]*+[a-z])[a-z0-9-]++(?:\.[a-z0-9-]++)*+)"
+    # a host is possessive: overlapping stars around its letter backtracked in cubic time on "a-a-a-…". It may hold
+    # "_" (container networks' names) and start with "$" (an endpoint's unexpanded $VAR, as the resolver saw it)
+    r"|(?:\[[0-9a-f:]+\]|\b\d{1,3}(?:\.\d{1,3}){3}|(?:\$|\b)(?=[0-9_-]*+[a-z])[a-z0-9_-]++(?:\.[a-z0-9_-]++)*+)"
     r":\d{1,5}\b",  # host:port, [v6]:port (a host has a letter or is an IPv4 address: 12:30:45 is a time)
     re.IGNORECASE)
 # IP addresses on their own (checked with ipaddress before they are replaced)

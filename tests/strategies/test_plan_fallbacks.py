@@ -124,7 +124,7 @@ async def test_a_failed_chain_step_falls_back_to_the_gates_next_model(dead: str)
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_failed_last_chain_step_returns_the_previous_answer(stream: bool) -> None:
-    mix = ("  m: {strategy: chain, fallbacks: null, steps: [{model: a, instruction: Draft}, "
+    mix = ("  m: {strategy: chain, fallbacks: [], steps: [{model: a, instruction: Draft}, "
            "{model: b, instruction: Fix}, {model: c, instruction: Polish}]}\n")
     with ExitStack() as st:
         scripts = {"a": Script(reply="draft"), "b": Script(reply="fixed draft"), "c": Script(fail_times=99)}
@@ -139,7 +139,7 @@ async def test_a_failed_last_chain_step_returns_the_previous_answer(stream: bool
 ])
 async def test_a_chain_passes_over_a_link_whose_every_model_failed(failing: str, note: str) -> None:
     """A middle (or first) link that fails with no fallback left is passed over, not the whole chain (a 502)."""
-    mix = ("  m: {strategy: chain, fallbacks: null, steps: [{model: a, instruction: Draft}, "
+    mix = ("  m: {strategy: chain, fallbacks: [], steps: [{model: a, instruction: Draft}, "
            "{model: b, instruction: Fix}, {model: c, instruction: Polish}]}\n")
     with ExitStack() as st:
         scripts = {"a": Script(reply="draft"), "b": Script(reply="fixed"), "c": Script(reply="polished")}
@@ -251,7 +251,7 @@ async def test_a_proposer_with_an_open_circuit_is_left_out(strategy: str, layers
 
 
 async def test_a_step_with_no_healthy_alternative_still_tries_an_open_circuit() -> None:
-    mix = "  m: {strategy: moa, proposers: [a, b], aggregator: agg, fallbacks: null}\n"
+    mix = "  m: {strategy: moa, proposers: [a, b], aggregator: agg, fallbacks: []}\n"
     with ExitStack() as st:
         scripts = {n: Script(reply=f"from {n}") for n in ("a", "b", "agg")}
         m = Mixture(parse_config(setup(st, scripts, mix)), chooser=Fixed(["agg", "a", "b"]))

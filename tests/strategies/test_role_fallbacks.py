@@ -101,7 +101,6 @@ def test_an_auto_mixs_collaboration_steps_fall_back_only_within_its_limits() -> 
 
 @pytest.mark.parametrize(("mix", "step", "expected"), [
     ("{strategy: chain, steps: [{model: [bad, ok]}], fallbacks: []}", "step1", ["bad", "ok"]),
-    ("{strategy: chain, steps: [{model: [bad, ok]}], fallbacks: null}", "step1", ["bad", "ok"]),
     ("{strategy: chain, steps: [{model: [bad, ok]}], fallbacks: [other]}", "step1", ["bad", "ok", "other"]),
     ("{strategy: chain, steps: [{model: [bad, ok]}], fallbacks: [ok, bad2]}", "step1", ["bad", "ok", "bad2"]),
     ("{strategy: critique, writer: [a, b], critic: [b, a], fallbacks: [other]}", "draft", ["a", "b", "other"]),

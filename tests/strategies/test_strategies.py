@@ -106,7 +106,7 @@ async def test_fanout_judge_reads_best_and_says_when_its_verdict_is_unusable() -
 async def test_a_failed_critic_is_said_in_the_reasons() -> None:
     with ExitStack() as st:
         scripts = {"w": Script(reply="draft"), "c": Script(fail_times=99, fail_status=500)}
-        cfg = setup(st, scripts, "  m: {strategy: critique, writer: w, critic: c, fallbacks: null}\n")
+        cfg = setup(st, scripts, "  m: {strategy: critique, writer: w, critic: c, fallbacks: []}\n")
         ex, summary = await run(cfg, Fixed(["w", "c"]))
     assert ex.answer.text == "draft"
     assert any(r.startswith("critic critique1 failed") for r in summary["reason"])
@@ -116,7 +116,7 @@ async def test_moa_aggregator_sees_every_proposal_and_failure_falls_back() -> No
     with ExitStack() as st:
         scripts = {"a": Script(reply="alpha"), "b": Script(reply="beta"),
                    "agg": Script(fail_times=99, fail_status=500)}
-        cfg = setup(st, scripts, "  m: {strategy: moa, proposers: [a, b], aggregator: agg, fallbacks: null}\n")
+        cfg = setup(st, scripts, "  m: {strategy: moa, proposers: [a, b], aggregator: agg, fallbacks: []}\n")
         ex, summary = await run(cfg, Fixed(["b", "a", "agg"]))
     system = scripts["agg"].seen[0]["messages"][0]["content"]
     assert "1. alpha" in system and "2. beta" in system

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator, model_validator
 
+from moai.config_mix import MAX_WEIGHT
+
 # what is sent on of a message and of each kind of content part (OpenAI's chat format)
 MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
 PART_FIELDS = {"text": ("text",), "image_url": ("image_url",), "input_audio": ("input_audio",), "file": ("file",)}
@@ -85,7 +87,7 @@ class MoaiOptions(BaseModel):
     max_cost_usd: float | None = Field(None, gt=0)
     # finite, non-negative and bounded: the mix's weights are replaced without re-validation, and one NaN or
     # inf - inf would turn every utility into NaN (and the response into invalid JSON)
-    weights: dict[str, Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]] | None = None
+    weights: dict[str, Annotated[float, Field(ge=0, le=MAX_WEIGHT, allow_inf_nan=False)]] | None = None
     privacy: Literal["local", "private", "cloud"] | None = None  # the least-trusted tier allowed (only narrows)
     sensitive_data: Literal["local_only", "private_ok", "allow", "redact"] | None = None  # may only raise
     cache: bool = True

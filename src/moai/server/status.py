@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from moai import __version__
+from moai.catalog import missing_files
 from moai.config import Config
 from moai.mixture import Mixture
 from moai.server.auth import DATABASE_UNAVAILABLE, Denied, Gatekeeper, driver_reason
@@ -37,7 +38,10 @@ def _usable(stats: LiveStats, model: str, now: float) -> bool:
 
 def add_status_routes(app: FastAPI, mix: Mixture, config: Config, keeper: Gatekeeper) -> None:
     """GET /healthz, /readyz, /moai/stats and /metrics."""
-    ready_mix = "default" if "default" in config.mixes else next(iter(config.mixes))
+    # the default mix; without one (a file may name none), every mix: ready while any of them can answer
+    ready_mix = config.default_mix
+    ready_pool = list(dict.fromkeys(c.name for m in ([ready_mix] if ready_mix else config.mixes)
+                                    for c in config.pool(config.mixes[m])))
 
     @app.get("/healthz")
     async def healthz(request: Request) -> dict[str, Any]:
@@ -61,7 +65,8 @@ def add_status_routes(app: FastAPI, mix: Mixture, config: Config, keeper: Gateke
     @app.get("/readyz", response_model=None)
     async def readyz(request: Request) -> Any:
         """Ready while the telemetry database answers (no request can be recorded, nor a key checked, without it)
-        and at least one model of the default mix can be called (circuit not open, or cooling off). Once keys
+        and at least one model of the default mix (without one, of any mix) can be called: its circuit not open,
+        or cooling off, and its model file, if it has one, in place. Once keys
         exist, the models are named only to a key that may call them (a readiness probe needs the status)."""
         if mix.store is not None:
             problem = await _database_problem(mix.store)
@@ -71,8 +76,10 @@ def add_status_routes(app: FastAPI, mix: Mixture, config: Config, keeper: Gateke
                 return JSONResponse(error_body("the telemetry database is unavailable", "server_error",
                                                code=DATABASE_UNAVAILABLE), status_code=503)
         now = time.time()
-        pool = [c.name for c in config.pool(config.mixes[ready_mix])]
-        usable = [m for m in pool if _usable(mix.stats, m, now)]
+        closed = [m for m in ready_pool if _usable(mix.stats, m, now)]
+        # a model whose file is not there (a GGUF not in place, a zoo package not pulled) fails every call
+        missing = [m for m in closed if missing_files(config.models[m])]
+        usable = [m for m in closed if m not in missing]
         try:
             key = await keeper.check(request.headers.get("authorization"))
             names = visible(key.allowed_mixes if key is not None else None)[1]
@@ -80,11 +87,15 @@ def add_status_routes(app: FastAPI, mix: Mixture, config: Config, keeper: Gateke
             names = set()
         if usable:
             return {"status": "ready", "mix": ready_mix, "usable": [m for m in usable if m in names]}
-        shown = [m for m in pool if m in names]
-        body = error_body(f"no model of mix {ready_mix!r} is usable" + (f"; open circuits: {', '.join(shown)}"
-                                                                       if shown else ""),
+        shown = [m for m in ready_pool if m in names and m not in closed]
+        gone = [m for m in missing if m in names]
+        what = f"mix {ready_mix!r}" if ready_mix else "any mix"
+        body = error_body(f"no model of {what} is usable" + (f"; open circuits: {', '.join(shown)}" if shown else "")
+                          + (f"; model files missing: {', '.join(gone)}" if gone else ""),
                           "server_error", code="no_model_available")
         body["open_circuits"] = shown
+        if gone:
+            body["missing_files"] = gone
         return JSONResponse(body, status_code=503)
 
     def visible(allowed: list[str] | None) -> tuple[set[str], set[str]]:

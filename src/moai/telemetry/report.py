@@ -1,4 +1,5 @@
-"""Usage reports from the telemetry database: tables for the terminal, PNG plots, a self-contained HTML page.
+"""Usage reports from the telemetry database: tables for the terminal, plots (PNG, PDF, SVG...), a self-contained
+HTML page.
 
 Per model (calls, tokens, p50/p95 latency, cost, energy, CO2, feedback) and per mix (requests, errors,
 latency, spend), plus plots people would rather see than read: spend and CO2 over time, latency
@@ -259,8 +260,35 @@ def _plain(label: str) -> str:
     return label.replace("$", r"\$")
 
 
-def plot_png(report: Report) -> bytes:
-    """One PNG: cumulative spend and CO2 over time, latency distribution per model, route shares."""
+def plot_formats() -> dict[str, str]:
+    """The image formats matplotlib writes here (suffix: description)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return dict(FigureCanvasBase.get_supported_filetypes())
+
+
+def plot_format(path: str | Path) -> str:
+    """The format a plot written to ``path`` takes: the one its suffix names (``r.pdf``: PDF), PNG without a suffix;
+    a suffix matplotlib cannot write is a ValueError (``r.pdf`` used to hold PNG bytes)."""
+    suffix = Path(path).suffix.lower().removeprefix(".")
+    if not suffix:
+        return "png"
+    formats = plot_formats()
+    if suffix not in formats:
+        raise ValueError(f"{path}: cannot write a plot as .{suffix}; use one of "
+                         f"{', '.join('.' + f for f in sorted(formats))} (PNG without a suffix)")
+    return suffix
+
+
+def write_plot(report: Report, path: str | Path) -> None:
+    """Write the plots to ``path`` in the format its suffix names (see ``plot_format``)."""
+    fmt = plot_format(path)  # before the plots are drawn: a bad suffix costs nothing
+    Path(path).write_bytes(plot_png(report, fmt))
+
+
+def plot_png(report: Report, fmt: str = "png") -> bytes:
+    """One image (PNG unless ``fmt`` names another format matplotlib writes): cumulative spend and CO2 over time,
+    latency distribution per model, route shares."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -301,8 +329,12 @@ def plot_png(report: Report) -> bytes:
     fig.suptitle(f"moai usage — {len(reqs)} requests")
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
+    try:
+        fig.savefig(buf, format=fmt, dpi=90)
+    except RuntimeError as e:  # a format whose writer needs a program that is not installed (pgf: LaTeX)
+        raise ValueError(f"cannot write a plot as .{fmt}: {str(e).splitlines()[0]}") from None
+    finally:
+        plt.close(fig)
     return buf.getvalue()
 
 

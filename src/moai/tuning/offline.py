@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from moai.bench.datasets import RecordError, RoutingRecord, load_records, read_json_lines
+from moai.config_mix import MAX_WEIGHT
 from moai.gate.policy import RecordCard
 from moai.tuning.targets import Reference, Target
 
@@ -357,12 +358,13 @@ def _sig(x: float, digits: int = 3) -> float:
 
 
 def weight_grid(mx: Matrices, knob: str, n: int = 121, cost_scale: float = 0.01) -> list[float]:
-    """0 and a log grid spanning 1e-3..1e3 × (the weight at which a median cost/latency costs 1 quality point)."""
+    """0 and a log grid spanning 1e-3..1e3 × (the weight at which a median cost/latency costs 1 quality point),
+    up to the largest weight mix instructions take (very cheap records would call for more: never written)."""
     scale_src = mx.ec / cost_scale if knob == "cost" else mx.el
     pos = scale_src[np.isfinite(scale_src) & (scale_src > 0)]
     typical = float(np.median(pos)) if pos.size else 1.0
     grid = np.logspace(-3, 3, n) / typical
-    return [0.0, *sorted({_sig(v) for v in grid})]
+    return [0.0, *sorted({_sig(v) for v in grid if _sig(v) <= MAX_WEIGHT})]
 
 
 @dataclass
