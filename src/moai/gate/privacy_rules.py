@@ -39,9 +39,9 @@ from moai.gate.privacy_text import (
 )
 from moai.gate.privacy_numbers import find_cards, find_ibans, find_national_ids
 from moai.gate.privacy_secrets import find_secrets
-from moai.gate.privacy_contacts import find_contacts
+from moai.gate.privacy_contacts import email_address, find_contacts
 # isort: on
 
-__all__ = ["FICTION", "FIRST_PERSON", "GENERIC_AT", "GENERIC_QUESTION", "KINDS", "Hit", "find_cards", "find_contacts",
-           "find_ibans", "find_national_ids", "find_secrets", "is_template", "near", "sentence_around", "sentences",
-           "translated_quotes", "words"]
+__all__ = ["FICTION", "FIRST_PERSON", "GENERIC_AT", "GENERIC_QUESTION", "KINDS", "Hit", "email_address", "find_cards",
+           "find_contacts", "find_ibans", "find_national_ids", "find_secrets", "is_template", "near", "sentence_around",
+           "sentences", "translated_quotes", "words"]

@@ -3,9 +3,10 @@ given in context.
 
 Vendor key formats come from detect-secrets' plugins (kept up to date upstream), plus a few it lacks. Own
 rules, in EN/FR/DE/ES, cover what no library does: a password after "password is" or "Passwort:", one handed
-over with a login or on a command line, a secret value under a secret-named key in code. Placeholder
-credentials (`user:password@`), vendors' `…EXAMPLE…` values, code that reads a password, and passwords in
-fiction are not secrets.
+over with a login or on a command line, a secret value under a secret-named key in code or in a .env, shell,
+YAML or JSON line (`DJANGO_SECRET_KEY=…`, `client_secret: …`). Placeholder credentials (`user:password@`,
+`<your-key>`, `${VAR}`), vendors' `…EXAMPLE…` values, code that reads a password or names one, and passwords
+in fiction are not secrets.
 """
 
 from __future__ import annotations
@@ -198,12 +199,16 @@ cifrada siempre nunca olvidada cambiada qué cómo cuál
 _CLI_CRED = gated(re.compile(
     r"(?:(?<!\S)(?:-u|--user)\s*[\"']?[^\s:\"']{1,64}:|--(?:http-)?password[= ])[\"']?(?P<v>[^\s\"']{3,64})"
 ), anchors_only=True, finds=[("-u", False, [0, -1]), ("--password", False, [0]), ("--http-password", False, [0])])
+# "my login is mlefebvre and password X", "mon identifiant est jdupont et mon mot de passe X": "is" may stand
+# between each key and its value, and "my"/"the" before the password key.
+_CRED_IS = r"(?:\s+(?:is|est|ist|lautet|es))?"
 _CRED_PAIR = gated(re.compile(
-    r"\b(?:user(?:name)?|login|identifiant|utilisateur|benutzer(?:name)?|usuario|nom d'utilisateur)\s*[:=]?\s*"
-    r"[^\s,;/|]{2,40}\s*(?:[,;/|-]|\b(?:and|et|und|y)\b)?\s*"
+    r"\b(?:user(?:name)?|login|identifiant|utilisateur|benutzer(?:name)?|usuario|nom d'utilisateur)" + _CRED_IS +
+    r"\s*[:=]?\s*[^\s,;/|]{2,40}\s*(?:[,;/|-]|\b(?:and|et|und|y)\b)?\s*"
+    r"(?:(?:my|the|mon|ma|le|mein|das|mi|la)\s+)?"
     # German compounds: Startpasswort, Initialkennwort
-    r"(?:pass(?:word)?|pwd|mot de passe|mdp|\w*passwort|\w*kennwort|contraseña|contrasena|clave|pin)\b\s*[:=]?\s*"
-    r"(?P<v>[^\s\"'`]{3,64})",
+    r"(?:pass(?:word)?|pwd|mot de passe|mdp|\w*passwort|\w*kennwort|contraseña|contrasena|clave|pin)\b" + _CRED_IS +
+    r"\s*[:=]?\s*(?P<v>[^\s\"'`]{3,64})",
     _I,
 ))
 # define('DB_PASS', 'x'), ("SMTP_PASSWORD", "x"), "api_token": "x": a quoted secret-named key, then its value.
@@ -235,6 +240,51 @@ _SECRET_KEY = gated(re.compile(
     r"api-schlüssel|clave api|clave secreta)\s*(?:is|est|ist|es|[:=])\s*[\"'`]?(?P<v>[A-Za-z0-9_\-./+=]{20,})",
     _I,
 ))
+# `AWS_SECRET_ACCESS_KEY=…`, `export GITLAB_TOKEN="…"`, YAML `client_secret: …`, JSON `"smtp_pass": "…"`, a
+# keyword argument `api_key="…"`: a name whose last parts name a secret, whatever comes before them (`DJANGO_`,
+# `MY_SERVICE_`: glued by `_`, `-` or `.`), then `=`, `:` or `=>` and the value. A name that goes on names
+# something else (`TOKEN_URL`, `max_tokens`, `password_length`, `token_count`).
+_ENV_NAME = (
+    r"secret(?:[_.-]?access)?(?:[_.-]?key)?|token|api[_.-]?key|"
+    r"(?:private|access|encryption|signing|master|hmac|auth|app|account|subscription|license)[_.-]?key|"
+    r"pass(?:word|wd|phrase|code)?|pwd|credentials?"
+)
+_ENV_PAIR = gated(re.compile(
+    r"(?<![^\W_])(?P<name>" + _ENV_NAME + r")[\"']?[ \t]*(?P<sep>=>?|:(?![:=]))[ \t]*"
+    r"(?P<q>[\"'`])?(?P<v>[^\s\"'`]{1,200})(?(q)(?P=q))",
+    _I,
+))
+# Values that stand for a secret without being one: examples and templates (`your-api-key-here`, `changeme`,
+# `sk-...`, `xxxx`, `<token>`, `{{ token }}`, `%(pw)s`).
+_ENV_PLACEHOLDER = re.compile(
+    r"example|sample|placeholder|your[_-]|[_-]here$|change[_-]?(?:me|it|this)|replace[_-]?me|redacted|dummy|"
+    r"\.\.\.|…|x{4,}|\*{3}|<|>|\$\{|\{\{|%\(",
+    _I,
+)
+# Words, identifiers and dotted names (`api_key`, `myToken`, `ctx.token`, `same-origin`, `text/plain`,
+# `TOKEN_V2`, `rsa.RSAPrivateKey`, `ed25519.Ed25519PrivateKey`): code or prose, not a secret. (A random key of
+# letters alone is one in twenty or fewer: its digits tell it from a name.)
+_CODE_NAME = re.compile(r"^[A-Za-z_]+(?:[_.:/-](?:[A-Za-z_]+|[A-Za-z]?\d{1,4}))*$|^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+$")
+_SECRET_CHARS = re.compile(r"\d|[^\w\s.:/-]")  # a digit, or a symbol other than the separators of names
+_NUMBERISH = re.compile(r"^[\d.,:/+-]+$")  # 3.14, 2024-01-01, 12:30, +33612345678
+_URL_OR_PATH = re.compile(
+    r"^(?:[a-z][a-z0-9+.-]*://|arn:|~/|\.{1,2}/|/(?:etc|home|usr|var|run|opt|tmp|mnt|srv|root|users|secrets?|data|app|"
+    r"config|dev|proc)\b)",
+    _I,
+)
+
+
+def _looks_like_secret(v: str) -> bool:
+    """A value under a secret-named key that could be one: not a placeholder, a reference to one (`${VAR}`,
+    `os.environ[...]`, a path, a URL), a word, an identifier or a number of fewer than six digits."""
+    if (len(v) < 6 or v[0] in "<{[()]}$%*!&#@:\\" or _documented(v) or _PLACEHOLDER.match(v)
+            or _ENV_PLACEHOLDER.search(v) or _CODE_EXPR.match(v) or _URL_OR_PATH.match(v)):
+        return False
+    if v.isdecimal():
+        return True  # six digits or more: a PIN or a numeric password
+    if _NUMBERISH.match(v):
+        return False
+    return not _CODE_NAME.match(v) and _SECRET_CHARS.search(v) is not None
 
 
 # `password = os.environ["PW"]`, `password: Optional[str]`, `pwd = self.pwd`: code reading a password, not one.
@@ -323,3 +373,17 @@ def find_secrets(text: str) -> Iterator[Hit]:
         v = m.group("v")
         if re.search(r"\d", v) and re.search(r"[A-Za-z]", v) and not _PLACEHOLDER.match(v) and not _documented(v):
             yield Hit("secret", m.start("v"), m.end("v"), "SECRET", "API key or token given in context")
+    for m in scan.finditer(_ENV_PAIR, text):
+        v = m.group("v") if m.group("q") else m.group("v").rstrip(".,;:!?)]}")
+        name = m.group("name").lower()
+        # a segment of a path or a type (`arn:…:secret:…`, `AWS::IAM::AccessKey`), not a name given a value
+        if m.start() and text[m.start() - 1] in ":/" and not text.endswith("env:", 0, m.start()):
+            continue
+        # a bare "pass:" is prose ("boarding pass: …", "pass: the exam"); `SMTP_PASS=` and `pass=` are keys
+        if name == "pass" and m.group("sep") == ":" and (not m.start() or text[m.start() - 1] not in "_-."):
+            continue
+        line = text.rfind("\n", 0, m.start()) + 1
+        if (_looks_like_secret(v) and not _ENV_PLACEHOLDER.search(m.group("v"))  # `sk-...` before the cut
+                and not scan.search(FICTION, text, line, m.start())):
+            label = "PASSWORD" if name.startswith("pass") or name == "pwd" else "SECRET"
+            yield Hit("secret", m.start("v"), m.start("v") + len(v), label, "secret assigned to a secret-named name")
