@@ -15,8 +15,7 @@ before it leaves: `SensitiveHeldBack`, so the step moves on to a trusted model o
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -31,6 +30,7 @@ from moai.gate.privacy import (
     tool_json,
 )
 from moai.providers.base import ChatParams, ProviderRequestError
+from moai.strategies.known_values import KnownValues, splice
 
 # Values the API and the caller match on, not prose: a tool's and a function's `type`, the function's name,
 # a JSON schema's `type` keyword (with its usual values) and the response format's name. Only there: a
@@ -59,10 +59,21 @@ def _identifier(path: tuple[str, ...], value: str) -> bool:
     return path[-1:] == ("type",) and value in _SCHEMA_TYPES
 
 
-# Labels whose values are compared as written (see `value_key`), and how an email may be spelled out.
-_EXACT_FORMS = frozenset({"SECRET", "PASSWORD", "ADDRESS"})
-_AT = r"\s*(?:@|＠|[\[(<{]\s*at\s*[\])>}]|\s(?:at|chez|bei|arroba)\s)\s*"
-_DOT = r"\s*(?:\.|．|[\[(<{]\s*dot\s*[\])>}]|\s(?:dot|point|punkt|punto)\s)\s*"
+class _JsonEscaped(Mapping[str, str]):
+    """A mapping's values escaped for a JSON string, each when it is asked for (a tool call's arguments hold
+    a few placeholders; the mapping may hold thousands)."""
+
+    def __init__(self, mapping: Mapping[str, str]) -> None:
+        self._mapping = mapping
+
+    def __getitem__(self, token: str) -> str:
+        return json.dumps(self._mapping[token], ensure_ascii=False)[1:-1]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._mapping)
+
+    def __len__(self) -> int:
+        return len(self._mapping)
 
 
 class SensitiveHeldBack(ProviderRequestError):
@@ -90,52 +101,18 @@ class Redactor:
         self._placeholders = Placeholders(mapping, reserved)
         self.mapping = self._placeholders.mapping  # the live one: new placeholders are added to it
         self._unhideable: set[str] = set()  # kinds found in the call being rewritten that no placeholder hides
-        self._forms: dict[str, re.Pattern[str] | None] = {}  # placeholder -> pattern of its value's other forms
         self._extra: dict[tuple[int, int | None], list[tuple[int, int, str]]] = {}  # spans of split values
-
-    def _form(self, token: str, original: str) -> re.Pattern[str] | None:
-        """A pattern for the other ways a model may write a known value: a card, IBAN or id with any
-        separators ("4539/1488/…"), an email spelled out ("jane.roe [at] fastmail [dot] com")."""
-        if token not in self._forms:
-            label = token[1:].rsplit("_", 1)[0]
-            pattern = None
-            if label == "EMAIL" and "@" in original:
-                parts = [re.escape(w) for w in re.split(r"([.@])", original)]
-                pattern = "".join(_AT if w == "@" else _DOT if w == r"\." else w for w in parts)
-            elif label not in _EXACT_FORMS:
-                chars = re.sub(r"[\W_]", "", original)
-                if len(chars) >= 8:
-                    pattern = r"(?<![^\W_])" + r"[\W_]{0,3}".join(map(re.escape, chars)) + r"(?![^\W_])"
-            self._forms[token] = re.compile(pattern, re.I) if pattern else None
-        return self._forms[token]
+        self._known = KnownValues()  # the mapping's values, for one walk through a text (read as it grows)
 
     def _text(self, text: str, extra: Sequence[tuple[int, int, str]] = ()) -> str:
         """`text` with every value the detector finds in it, every value already known, and `extra` spans
         (pieces of a value split across texts) replaced."""
         hits = detect_text(text)
         self._unhideable.update(h.kind for h in hits if h.kind not in REDACTABLE)
-        self._placeholders.reserved |= reserved_tokens([text]) - set(self.mapping)
+        self._placeholders.reserved |= {t for t in reserved_tokens([text]) if t not in self.mapping}
         spans = list(extra) + [(h.start, h.end, self._placeholders.token(h.label, text[h.start:h.end]))
                                for h in hits if h.kind in REDACTABLE]
-        # Values found elsewhere in the request (a password recognised by its context there) are
-        # replaced here as written, even where nothing around them gives them away, and in the other
-        # forms a trusted model may have rewritten them into. Longest first, so a value containing
-        # another is replaced whole.
-        for token, original in sorted(self.mapping.items(), key=lambda p: -len(p[1])):
-            at = text.find(original) if original else -1
-            found = []
-            while at != -1:
-                found.append((at, at + len(original)))
-                at = text.find(original, at + len(original))
-            form = self._form(token, original) if original else None
-            if form is not None:
-                found += [m.span() for m in form.finditer(text)]
-            for at, end in found:
-                if all(end <= s or at >= e for s, e, _ in spans):
-                    spans.append((at, end, token))
-        for start, end, token in sorted(spans, reverse=True):
-            text = text[:start] + token + text[end:]
-        return text
+        return splice(text, spans + self._known.spans(self.mapping, text, spans))
 
     def _json(self, raw: str) -> str:
         """JSON text (tool-call arguments) redacted so that it stays valid JSON.
@@ -219,7 +196,7 @@ class Redactor:
     def restore_arguments(self, arguments: str) -> str:
         """Tool-call arguments an untrusted model wrote with placeholders, with the originals back in,
         escaped for JSON (a password may hold a quote)."""
-        return restore(arguments, {k: json.dumps(v, ensure_ascii=False)[1:-1] for k, v in self.mapping.items()})
+        return restore(arguments, _JsonEscaped(self.mapping))
 
     def restorer(self) -> Restorer:
         return Restorer(self.mapping)
