@@ -183,6 +183,12 @@ def test_feedback_score_off_every_scale_is_one_line(db: str) -> None:
     one_line_error(CliRunner().invoke(app, ["feedback", "chatcmpl-x", "50"]), "outside")
 
 
+def test_feedback_to_a_database_that_does_not_exist_does_not_create_it(db: str, tmp_path: Path) -> None:
+    """A mistyped path became a new empty database, and the request was reported unknown."""
+    one_line_error(CliRunner().invoke(app, ["feedback", "chatcmpl-x", "1"]), "chatcmpl-x", "does not exist")
+    assert not (tmp_path / "moai.db").exists()
+
+
 def test_chat_refused_by_privacy_is_one_line_and_recorded(db: str, tmp_path: Path) -> None:
     """`moai chat` refuses as the server does (no trusted model for a card number) and keeps the refusal."""
     cfg = tmp_path / "cloud.yaml"

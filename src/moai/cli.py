@@ -23,6 +23,7 @@ from moai.cli_common import (
     err_console,
     fail,
     open_config,
+    open_existing_store,
     open_store,
     resolve_database_url,
     say,
@@ -330,15 +331,19 @@ def feedback(
         say(f"recorded feedback {score:g} for {request_id}")
         return
     from moai.telemetry.feedback import stored_score
-    from moai.telemetry.store import UnknownRequest
+    from moai.telemetry.store import UnknownRequest, check_score
 
-    store = open_store(resolve_database_url(database_url, config))
     try:
-        store.add_feedback(request_id, stored_score(score, scale), comment)
-    except UnknownRequest:
-        fail(f"no chat completion with id {request_id!r} in the telemetry database")
+        stored = stored_score(score, scale)
+        check_score(stored)  # before the database is opened
     except ValueError as e:  # a score off every accepted scale
         fail(str(e))
+        return
+    store = open_existing_store(database_url, config, looking_for=f"no chat completion with id {request_id!r}")
+    try:
+        store.add_feedback(request_id, stored, comment)
+    except UnknownRequest:
+        fail(f"no chat completion with id {request_id!r} in the telemetry database")
     say(f"recorded feedback {score:g} for {request_id}")
 
 

@@ -46,7 +46,7 @@ def test_a_local_model_whose_file_is_missing_is_not_ready(tmp_path: Path) -> Non
         assert body["error"]["code"] == "no_model_available" and body["missing_files"] == ["l"], body
         assert "model files missing: l" in body["error"]["message"] and body["open_circuits"] == []
         gguf.write_bytes(b"GGUF")  # put in place after start-up: ready without a restart
-        assert ready(client) == (200, {"status": "ready", "mix": "default", "usable": ["l"]})
+        assert ready(client) == (200, {"status": "ready", "mix": "default", "usable": ["l"], "usable_count": 1})
 
 
 def test_a_missing_file_leaves_the_other_models_usable(tmp_path: Path) -> None:
@@ -56,7 +56,7 @@ def test_a_missing_file_leaves_the_other_models_usable(tmp_path: Path) -> None:
                           f"  r: {{provider: replay, records: [{tmp_path / 'rec.jsonl'}]}}\n"
                           "mixes:\n  default: {strategy: route}\n")
     with served(tmp_path, config) as client:
-        assert ready(client) == (200, {"status": "ready", "mix": "default", "usable": ["r"]})
+        assert ready(client) == (200, {"status": "ready", "mix": "default", "usable": ["r"], "usable_count": 1})
         (tmp_path / "rec.jsonl").unlink()  # records removed under a running server
         status, body = ready(client)
         assert status == 503 and sorted(body["missing_files"]) == ["l", "r"], body
@@ -70,7 +70,7 @@ def test_without_a_default_mix_every_mix_is_checked(tmp_path: Path) -> None:
                           f"  r: {{provider: replay, records: [{tmp_path / 'rec.jsonl'}]}}\n"
                           "mixes:\n  first: {strategy: route, models: [l]}\n  second: {strategy: route, models: [r]}\n")
     with served(tmp_path, config) as client:
-        assert ready(client) == (200, {"status": "ready", "mix": None, "usable": ["r"]})
+        assert ready(client) == (200, {"status": "ready", "mix": None, "usable": ["r"], "usable_count": 1})
         (tmp_path / "rec.jsonl").unlink()
         status, body = ready(client)
         assert status == 503 and body["error"]["message"].startswith("no model of any mix is usable"), body

@@ -224,6 +224,7 @@ mixes:
     assert "breakers" not in probe and probe["models"] == 2 and probe["status"] == "ok"
     assert keyed["breakers"] == {"a": "closed"}
     assert ready.status_code == 200 and ready.json()["usable"] == [] and ready_keyed["usable"] == ["a"]
+    assert ready.json()["usable_count"] == 1  # a keyless probe gets how many, not which
 
 
 def test_too_many_tools_or_biases_are_refused_at_once() -> None:

@@ -86,7 +86,9 @@ def add_status_routes(app: FastAPI, mix: Mixture, config: Config, keeper: Gateke
         except Denied:
             names = set()
         if usable:
-            return {"status": "ready", "mix": ready_mix, "usable": [m for m in usable if m in names]}
+            # a probe without a key gets how many, not which (an empty list read as "none usable")
+            return {"status": "ready", "mix": ready_mix, "usable": [m for m in usable if m in names],
+                    "usable_count": len(usable)}
         shown = [m for m in ready_pool if m in names and m not in closed]
         gone = [m for m in missing if m in names]
         what = f"mix {ready_mix!r}" if ready_mix else "any mix"

@@ -422,6 +422,13 @@ class DatabaseFileGone(OperationalError):
 
 
 
+def check_score(score: float) -> None:
+    """ValueError for a feedback score off every accepted scale (it would skew the model's feedback mean for good)."""
+    if not (math.isfinite(score) and FEEDBACK_MIN <= score <= FEEDBACK_MAX):
+        raise ValueError(f"feedback score {score:g} is outside {FEEDBACK_MIN:g}..{FEEDBACK_MAX:g} "
+                         "(-1..1 thumbs, 0..1, or a 0-10 rating)")
+
+
 def session_digest(session: str | None) -> str | None:
     """What the database keeps of a conversation's name: a digest. The name is often the OpenAI ``user`` field,
     which may identify a person (an email); stickiness only needs to find the same name again. Its length is
@@ -559,9 +566,7 @@ class TelemetryStore:
 
         A score off every accepted scale would skew the model's feedback mean for good; text with a NUL character
         cannot be stored (PostgreSQL refuses it): both are a ValueError."""
-        if not (math.isfinite(score) and FEEDBACK_MIN <= score <= FEEDBACK_MAX):
-            raise ValueError(f"feedback score {score:g} is outside {FEEDBACK_MIN:g}..{FEEDBACK_MAX:g} "
-                             "(-1..1 thumbs, 0..1, or a 0-10 rating)")
+        check_score(score)
         for name, value in (("id", request_id), ("comment", comment)):
             if value is not None and "\x00" in value:
                 raise ValueError(f"feedback {name} contains a NUL character (\\u0000), which cannot be stored")
