@@ -13,6 +13,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -38,6 +39,19 @@ def pattern_of(token: str, original: str) -> re.Pattern[str] | None:
     return re.compile(pattern, re.I) if pattern else None
 
 
+def encoded_of(token: str, original: str) -> list[re.Pattern[str]]:
+    """The percent-encoded forms of a known value, as `encoded_forms` and `encoded_pattern` write them: the
+    value quoted, quoted for a query, and an email with "@" as %40, those that differ from it, each with the hex
+    digits of its %xx in either case."""
+    forms = [quote(original, safe="", errors="surrogatepass"), quote_plus(original, errors="surrogatepass")]
+    if token[1:].rsplit("_", 1)[0] == "EMAIL":
+        forms.append(original.replace("@", "%40"))
+    return [re.compile(re.sub(r"%([0-9A-Fa-f]{2})", lambda m: "%" + "".join(f"[{c.upper()}{c.lower()}]"
+                                                                            if c.isalpha() else c for c in m[1]),
+                              re.escape(form)))
+            for form in dict.fromkeys(forms) if form != original]
+
+
 def value_by_value(r: Redactor, text: str, extra: Sequence[tuple[int, int, str]] = ()) -> str:
     """`Redactor._text` as a search for each known value in turn: a `find` and a `finditer` of its pattern
     over the whole text per value, each span checked against every span taken, then one slice per span."""
@@ -52,6 +66,8 @@ def value_by_value(r: Redactor, text: str, extra: Sequence[tuple[int, int, str]]
         while at != -1:
             found.append((at, at + len(original)))
             at = text.find(original, at + len(original))
+        for encoded in encoded_of(token, original) if original else []:
+            found += [m.span() for m in encoded.finditer(text)]
         form = pattern_of(token, original) if original else None
         if form is not None:
             found += [m.span() for m in form.finditer(text)]

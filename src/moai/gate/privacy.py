@@ -45,7 +45,7 @@ from moai.gate.privacy_rules import (
 )
 
 __all__ = ["KINDS", "REDACTABLE", "Detection", "Placeholders", "PrivacyReport", "Restorer", "detect", "redact",
-           "request_tokens", "reserved_tokens", "restore", "seam_hits", "seam_values", "value_key"]
+           "request_tokens", "reserved_tokens", "restore", "seam_hits", "seam_values", "splice", "value_key"]
 
 # Kinds a placeholder really hides: the value *is* the secret. Health and confidential detections mark a
 # term inside a disclosure, and masking the term leaves the disclosure readable, so a report holding them
@@ -726,6 +726,7 @@ def detect(query: str | Messages, tools: Tools | None = None,
 
 _PLACEHOLDER = re.compile(r"\[[A-Z][A-Z_]*_\d+\]")
 _TOKEN = re.compile(r"\[([A-Z][A-Z_]*)_(\d+)\]")
+_PARTIAL = re.compile(r"\[[A-Z_0-9]*")  # what may be the start of a placeholder cut at a chunk's end
 # Values compared as written, character for character: a password differs from its upper-cased copy.
 _EXACT_LABELS = frozenset({"SECRET", "PASSWORD"})
 _CASEFOLD_LABELS = frozenset({"EMAIL", "ADDRESS"})
@@ -787,11 +788,39 @@ class Placeholders:
         return token
 
 
-def _replace_spans(text: str, spans: list[tuple[int, int, str]]) -> str:
-    """Right to left, so earlier offsets stay valid while later spans change length."""
-    for start, end, token in sorted(spans, reverse=True):
-        text = text[:start] + token + text[end:]
-    return text
+def splice(text: str, spans: Iterable[tuple[int, int, str]]) -> str:
+    """`text` with each span replaced by its token, right to left, exactly as `text[:start] + token +
+    text[end:]` span after span would do, in one pass (a copy of the text per span took seconds for thousands
+    of spans). Spans passed in may overlap (a learned detection covers a passage that holds others): then the
+    text after the last start is kept as pieces (string, start, end), the first one last."""
+    ordered = sorted(spans)
+    out, prev = [], 0
+    for start, end, token in ordered:
+        if start < prev:
+            break
+        out += (text[prev:start], token)
+        prev = end
+    else:  # none overlaps another (the usual case): one slice between each two
+        out.append(text[prev:])
+        return "".join(out)
+    tail: list[tuple[str, int, int]] = []
+    at = len(text)  # the text is text[:at] followed by the pieces
+    for start, end, token in reversed(ordered):
+        if end <= at:
+            tail.append((text, end, at))
+        else:  # the span reaches past `at`: its end falls in the pieces
+            drop = end - at
+            while drop and tail:
+                piece, lo, hi = tail[-1]
+                if hi - lo <= drop:
+                    tail.pop()
+                    drop -= hi - lo
+                else:
+                    tail[-1] = (piece, lo + drop, hi)
+                    drop = 0
+        tail.append((token, 0, len(token)))
+        at = start
+    return text[:at] + "".join(piece[lo:hi] for piece, lo, hi in reversed(tail))
 
 
 @overload
@@ -818,26 +847,33 @@ def redact(messages: str | Messages, report: PrivacyReport, tools: Tools | None 
         spans.setdefault(where, []).append((d.start, d.end, token))
     mapping = placeholders.mapping
     if isinstance(messages, str):
-        return _replace_spans(messages, spans.get((0, "content", None), [])), mapping
+        return splice(messages, spans.get((0, "content", None), [])), mapping
     out = [dict(m) for m in messages]
+    copied: set[tuple[int, str]] = set()
+
+    def own(i: int, key: str) -> Any:
+        """Message `i`'s content parts or tool calls, copied the first time one of them changes: once per
+        message, not once per part or call (a message of thousands of parts, each with a value)."""
+        if (i, key) not in copied:
+            copied.add((i, key))
+            out[i][key] = copy.deepcopy(out[i][key])
+        return out[i][key]
+
     for (i, fld, j), sp in spans.items():
         # a tool definition, the response format, decoded arguments or a value split across two texts: the
         # mapping has the value, and the call is rewritten where it is sent (`Redactor`)
         if i is None or "+" in fld or fld.endswith("(decoded)"):
             continue
         if fld == "name":
-            out[i]["name"] = _replace_spans(out[i]["name"], sp)
+            out[i]["name"] = splice(out[i]["name"], sp)
         elif fld != "content":  # tool_calls.<k>.arguments: placeholders are plain [A-Z_0-9], the JSON stays valid
-            calls = copy.deepcopy(out[i]["tool_calls"])
-            fn = calls[int(fld.split(".")[1])]["function"]
-            fn["arguments"] = _replace_spans(fn["arguments"], sp)
-            out[i]["tool_calls"] = calls
+            fn = own(i, "tool_calls")[int(fld.split(".")[1])]["function"]
+            fn["arguments"] = splice(fn["arguments"], sp)
         elif j is None:
-            out[i]["content"] = _replace_spans(out[i]["content"], sp)
+            out[i]["content"] = splice(out[i]["content"], sp)
         else:
-            parts = copy.deepcopy(out[i]["content"])
-            parts[j]["text"] = _replace_spans(parts[j]["text"], sp)
-            out[i]["content"] = parts
+            part = own(i, "content")[j]
+            part["text"] = splice(part["text"], sp)
     return out, mapping
 
 
@@ -856,14 +892,23 @@ class Restorer:
         """`mapping` is the one `redact` returned for the request being answered."""
         self.mapping = mapping  # read live: a Redactor adds placeholders while the plan runs
         self._buf = ""
+        self._size = -1  # the mapping's size when `_longest` was measured
+        self._longest = 0
+
+    def _longest_token(self) -> int:
+        """The longest placeholder's length, measured again only when the mapping's size changed (it only
+        grows): once per chunk, a pass over thousands of placeholders cost more than the chunk itself."""
+        if len(self.mapping) != self._size:
+            self._size = len(self.mapping)
+            self._longest = max(map(len, self.mapping), default=0)
+        return self._longest
 
     def feed(self, delta: str) -> str:
         """Restored text that is safe to emit now."""
         self._buf += delta
         cut = self._buf.rfind("[")
-        longest = max((len(k) for k in self.mapping), default=0)
-        if cut != -1 and "]" not in self._buf[cut:] and len(self._buf) - cut < longest \
-                and re.fullmatch(r"\[[A-Z_0-9]*", self._buf[cut:]):
+        if cut != -1 and self._buf.find("]", cut) == -1 and len(self._buf) - cut < self._longest_token() \
+                and _PARTIAL.fullmatch(self._buf, cut):
             ready, self._buf = self._buf[:cut], self._buf[cut:]
         else:
             ready, self._buf = self._buf, ""

@@ -10,15 +10,17 @@ from __future__ import annotations
 import functools
 import re
 from array import array
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from itertools import islice
 from typing import NamedTuple
+from urllib.parse import quote, quote_plus
 
 from moai.gate import privacy_scan as scan
+from moai.gate.privacy import splice as splice  # one splice for `redact` and `Redactor`: the same replacements
 
 # Labels whose values are compared as written (see `value_key`), and how an email may be spelled out.
 _EXACT_FORMS = frozenset({"SECRET", "PASSWORD", "ADDRESS"})
-_AT_CORE = r"@|＠|[\[(<{]\s*at\s*[\])>}]|\s(?:at|chez|bei|arroba)\s"
+_AT_CORE = r"@|＠|[\[(<{]\s*at\s*[\])>}]|\s(?:at|chez|bei|arroba|arobase)\s"
 _DOT_CORE = r"\.|．|[\[(<{]\s*dot\s*[\])>}]|\s(?:dot|point|punkt|punto)\s"
 _AT = r"\s*(?:" + _AT_CORE + r")\s*"
 _DOT = r"\s*(?:" + _DOT_CORE + r")\s*"
@@ -58,6 +60,26 @@ _DOT_RX = re.compile(_DOT_CORE, re.I)
 _SEP_RX = (_AT_RX, _DOT_RX)  # a spelled-out "@" (0) and "." (1)
 _SEP_START = "@\uff20.\uff0e[(<{"  # what a spelled-out separator may start with, but for spaces
 _MAX_WORDS = 64  # an email of more words than this (dots) is searched with its own pattern
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")  # a percent-encoded byte: its hex digits in either case
+
+
+def encoded_forms(label: str, value: str) -> list[str]:
+    """A value as a link or a form writes it, where a trusted model may have put it (`?email=jane.roe%40x.fr`):
+    percent-encoded (`quote`, a space as %20), encoded for a query (`quote_plus`, a space as "+") and, for an
+    email, with only its "@" as %40; each once, those that differ from the value as written."""
+    forms = [quote(value, safe="", errors="surrogatepass"), quote_plus(value, safe="", errors="surrogatepass")]
+    if label == "EMAIL":
+        forms.append(value.replace("@", "%40"))
+    return [f for f in dict.fromkeys(forms) if f != value]
+
+
+def encoded_pattern(form: str) -> re.Pattern[str]:
+    """`form` as written, but for the hex digits of each %xx, read in either case (%2B and %2b are one byte)."""
+    pieces = _ESCAPE.split(form)  # text, hex digits, text, ...
+    return re.compile("".join(
+        re.escape(piece) if k % 2 == 0 else "%" + "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c
+                                                           for c in piece)
+        for k, piece in enumerate(pieces)))
 
 
 def _fold(text: str) -> str:
@@ -131,9 +153,10 @@ def _run_end(text: str, starts: Sequence[int], offsets: Sequence[int], r: int, c
 
 
 class _Entry(NamedTuple):
-    """One way a known value may be written: as it is ("exact"), an email with its "@" and "." spelled out
-    in any way ("spelled": its words, and 0 for "@" or 1 for "." between them), the letters and digits of a
-    card, IBAN or id with any separators ("runs": `chars`), or searched with its own pattern ("slow").
+    """One way a known value may be written: as it is ("exact"), percent-encoded ("encoded": `chars` is the
+    form, see `encoded_forms`), an email with its "@" and "." spelled out in any way ("spelled": its words,
+    and 0 for "@" or 1 for "." between them), the letters and digits of a card, IBAN or id with any
+    separators ("runs": `chars`), or searched with its own pattern ("slow").
 
     For a spelled email, `chars` is set when no word but the first starts with a space: then where the email
     is written as it is, its pattern matches just that (each separator's spaces are none, "@" or "." is its
@@ -276,13 +299,24 @@ class _Runs:
 
 class _Known:
     """The values of a Redactor's mapping, in the tries above; `rank` is each placeholder's place in the
-    mapping (values of one length are tried in that order) and `size` how many of its items were read."""
+    mapping (values of one length are tried in that order) and `size` how many of its items were read.
+
+    Their percent-encoded forms have a trie of their own (`encoded`, holding the first `encoded_size` items),
+    filled on the first text that may hold one: every such form has a "%" or a "+", and most texts have neither,
+    so most requests never pay for it (2 more paths per card or IBAN)."""
 
     def __init__(self) -> None:
-        self.trie, self.runs = _Trie(), _Trie()
+        self.trie, self.runs, self.encoded = _Trie(), _Trie(), _Trie()
         self.slow: list[_Entry] = []  # forms searched with their own pattern (see `_NOT_ONLY_LETTERS`)
         self.rank: dict[str, int] = {}
         self.size = 0
+        self.encoded_size = 0
+
+    def add_encoded(self, token: str, original: str) -> None:
+        """Index the next item's percent-encoded forms (none for an empty value, as for `add`)."""
+        self.encoded_size += 1
+        for form in encoded_forms(token[1:].rsplit("_", 1)[0], original) if original else ():
+            self.encoded.insert([_fold(form)], _Entry("encoded", token, original, chars=form))
 
     def add(self, token: str, original: str) -> None:
         self.rank[token] = self.size
@@ -314,39 +348,9 @@ class _Known:
         self.trie.insert([_fold(original)], exact)
 
 
-def splice(text: str, spans: Iterable[tuple[int, int, str]]) -> str:
-    """`text` with each span replaced by its token, right to left, exactly as `text[:start] + token +
-    text[end:]` span after span would do, in one pass (a copy of the text per span took seconds for thousands
-    of spans). Spans passed in may overlap: then the text after the last start is kept as pieces (string,
-    start, end), the first one last."""
-    ordered = sorted(spans)
-    out, prev = [], 0
-    for start, end, token in ordered:
-        if start < prev:
-            break
-        out += (text[prev:start], token)
-        prev = end
-    else:  # none overlaps another (the usual case): one slice between each two
-        out.append(text[prev:])
-        return "".join(out)
-    tail: list[tuple[str, int, int]] = []
-    at = len(text)  # the text is text[:at] followed by the pieces
-    for start, end, token in reversed(ordered):
-        if end <= at:
-            tail.append((text, end, at))
-        else:  # the span reaches past `at`: its end falls in the pieces
-            drop = end - at
-            while drop and tail:
-                piece, lo, hi = tail[-1]
-                if hi - lo <= drop:
-                    tail.pop()
-                    drop -= hi - lo
-                else:
-                    tail[-1] = (piece, lo + drop, hi)
-                    drop = 0
-        tail.append((token, 0, len(token)))
-        at = start
-    return text[:at] + "".join(piece[lo:hi] for piece, lo, hi in reversed(tail))
+def _last(mapping: Mapping[str, str], n: int) -> list[tuple[str, str]]:
+    """The last `n` items of `mapping`, in order: the placeholders added since it was last read."""
+    return list(islice(reversed(mapping.items()), n))[::-1]
 
 
 class KnownValues:
@@ -356,6 +360,7 @@ class KnownValues:
     def __init__(self) -> None:
         self._known = _Known()
         self._forms: dict[str, re.Pattern[str] | None] = {}  # placeholder -> pattern of its value's other forms
+        self._encoded: dict[str, re.Pattern[str]] = {}  # percent-encoded form -> `encoded_pattern`
 
     def form(self, token: str, original: str) -> re.Pattern[str] | None:
         """A pattern for the other ways a model may write a known value: a card, IBAN or id with any
@@ -379,7 +384,7 @@ class KnownValues:
         if len(mapping) < self._known.size:
             self._known = _Known()
         new = len(mapping) - self._known.size
-        for token, original in reversed(list(islice(reversed(mapping.items()), new))):
+        for token, original in _last(mapping, new):
             self._known.add(token, original)
         return self._known
 
@@ -388,18 +393,27 @@ class KnownValues:
         """Where values found elsewhere in the request (a password recognised by its context there) are
         written in `text`, as written or in the other forms a trusted model may have rewritten them into
         (`form`), and do not overlap `taken` or each other. Longest value first, so a value containing
-        another is replaced whole; for one value, where it is written as it is first, then its other forms."""
+        another is replaced whole; for one value, where it is written as it is first, then percent-encoded
+        (in the order of `encoded_forms`), then its other forms."""
         known = self.sync(mapping)
         if not text or not (known.trie.entries or known.runs.entries or known.slow):
             return []
-        found: dict[str, list[tuple[_Entry, list[int]]]] = {}
+        # per placeholder: (which forms go first, the entry's number, the entry, its candidates)
+        found: dict[str, list[tuple[int, int, _Entry, list[int]]]] = {}
         for e, starts in _trie_hits(text, known.trie).items() if known.trie.entries else ():
-            found.setdefault(known.trie.entries[e].token, []).append((known.trie.entries[e], starts))
+            entry = known.trie.entries[e]
+            found.setdefault(entry.token, []).append((0 if entry.kind == "exact" else 2, e, entry, starts))
+        if "%" in text or "+" in text:  # what every percent-encoded form holds (see `_Known`)
+            for token, original in _last(mapping, len(mapping) - known.encoded_size):
+                known.add_encoded(token, original)
+            for e, starts in _trie_hits(text, known.encoded).items() if known.encoded.entries else ():
+                entry = known.encoded.entries[e]
+                found.setdefault(entry.token, []).append((1, e, entry, starts))
         runs = _Runs(text) if known.runs.entries else None
         for e, starts in runs.hits(known.runs).items() if runs else ():
-            found.setdefault(known.runs.entries[e].token, []).append((known.runs.entries[e], starts))
+            found.setdefault(known.runs.entries[e].token, []).append((2, e, known.runs.entries[e], starts))
         for entry in known.slow:
-            found.setdefault(entry.token, []).append((entry, []))
+            found.setdefault(entry.token, []).append((2, 0, entry, []))
         covered = bytearray(len(text))  # 1 where a span is taken
         cuts = None  # 1 at the offset of an empty span taken: a span across it overlaps it
         for start, end, _ in taken:  # (start <= end; an extra span may reach past the text: what of it is in)
@@ -410,9 +424,9 @@ class KnownValues:
                 cuts = cuts or bytearray(len(text) + 1)
                 cuts[start] = 1
         out: list[tuple[int, int, str]] = []
-        for token in sorted(found, key=lambda t: (-len(found[t][0][0].original), known.rank[t])):
+        for token in sorted(found, key=lambda t: (-len(found[t][0][2].original), known.rank[t])):
             spans: list[tuple[int, int]] = []
-            for entry, starts in sorted(found[token], key=lambda p: p[0].kind != "exact"):
+            for _, _, entry, starts in sorted(found[token], key=lambda p: p[:2]):
                 spans += self._occurrences(text, entry, starts, runs)
             for at, end in spans:
                 if covered.find(1, at, end) == -1 and (cuts is None or cuts.find(1, at + 1, end) == -1):
@@ -429,6 +443,14 @@ class KnownValues:
             for at in starts:
                 if at >= last and text.startswith(entry.original, at):
                     last = at + len(entry.original)
+                    spans.append((at, last))
+        elif entry.kind == "encoded":
+            pattern = self._encoded.get(entry.chars)
+            if pattern is None:
+                pattern = self._encoded[entry.chars] = encoded_pattern(entry.chars)
+            for at in starts:
+                if at >= last and pattern.match(text, at):
+                    last = at + len(entry.chars)
                     spans.append((at, last))
         elif entry.kind == "spelled":
             cores = [_SEP_RX[sep] for sep in entry.seps]
