@@ -171,6 +171,31 @@ def test_a_mixture_closed_by_aclose_refuses_later_calls_at_once(tmp_path: Path) 
     assert "rows [('ok', 200)]" in out
 
 
+def test_aclose_after_async_calls_closes_their_connections(tmp_path: Path) -> None:
+    """The calls ran on the API's private loop: `aclose` from the caller's loop left those sessions open."""
+    done = run_child(tmp_path, """
+    with StubServer(Script(reply="hello")) as s:
+        m = Mixture.from_config(mix_file(s.url), store=TelemetryStore("sqlite:///" + DB))
+        async def main():
+            r = await m.achat.completions.create(model="moai/default", messages=HI)
+            print("first", r.choices[0].message.content)
+            stream = await m.achat.completions.create(model="moai/default", messages=HI, stream=True)
+            print("streamed", "".join([c.choices[0].delta.content or "" async for c in stream if c.choices]))
+            await m.aclose()
+            try:
+                await m.achat.completions.create(model="moai/default", messages=HI)
+            except openai.APIConnectionError:
+                print("after: APIConnectionError")
+        asyncio.run(main())
+        gc.collect()
+        print("rows", rows())
+    """)
+    out = done.stdout
+    assert "first hello" in out and "streamed hello" in out and "after: APIConnectionError" in out, out
+    assert "rows [('ok', 200), ('ok', 200)]" in out
+    assert "Unclosed" not in done.stderr, done.stderr[-3000:]
+
+
 # ---------------------------------------------------------------- interpreter exit and abandoned streams
 
 

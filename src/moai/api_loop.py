@@ -354,6 +354,15 @@ def _take_over(mixture: Mixture) -> None:
                                          on_spool=writer.on_spool, commit_timeout_s=writer.commit_timeout_s)
 
 
+def runs_elsewhere(mixture: Mixture) -> bool:
+    """Whether the Mixture's Python-API calls run on a private loop that is not the caller's: its connections
+    belong to that loop, and only ``shutdown`` (which closes them there) can close them."""
+    with _LOOPS_LOCK:
+        runner = _LOOPS.get(mixture)
+    return (runner is not None and not runner.closed and runner._thread is not None
+            and threading.current_thread() is not runner._thread)
+
+
 def shutdown(mixture: Mixture) -> None:
     """Close the Mixture's connections, flush its telemetry and stop its private loop (done at exit anyway).
 

@@ -447,7 +447,13 @@ class Mixture(SessionMemory, Recording):
     async def aclose(self) -> None:
         """Close the connections and flush the telemetry. The Mixture is closed for good: the Python API refuses
         later calls at once, as after ``moai.api.shutdown`` (they found the telemetry writer stopped and waited
-        for ever)."""
+        for ever). Used through ``m.chat`` / ``m.achat``, its connections live on the API's private loop: they are
+        closed there, as ``moai.api.shutdown`` does (they were left open, and aiohttp warned of unclosed sessions)."""
+        from moai.api_loop import runs_elsewhere, shutdown
+
+        if runs_elsewhere(self):
+            await asyncio.to_thread(shutdown, self)  # which comes back here, on that loop
+            return
         self.closed = True
         await self.registry.aclose()
         if self.writer is not None:
