@@ -73,7 +73,8 @@ def _write_output(path: str, write: Callable[[Path], object]) -> None:
 
 @app.command()
 def serve(
-    config: str | None = typer.Option(None, "--config", "-c", help="Mix instructions YAML (default: embedded)."),
+    config: str | None = typer.Option(None, "--config", "-c",
+                                      help="Mix instructions YAML (default: MOAI_CONFIG, else embedded)."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0: every interface)."),
     port: int = typer.Option(8000, min=1, max=65535, help="Port."),
     database_url: str | None = typer.Option(
