@@ -7,9 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_config_checks import error_of
 from typer.testing import CliRunner
 
-from moai.config import ConfigError, parse_config
+from moai.config import parse_config
 
 BASE = """\
 models:
@@ -21,12 +22,6 @@ mixes:
 """
 
 
-def error_of(text: str) -> str:
-    with pytest.raises(ConfigError) as e:
-        parse_config(text, "mix.yaml")
-    msg = str(e.value)
-    assert "\n" not in msg
-    return msg
 
 
 # ---------------------------------------------------------------- fallbacks left empty

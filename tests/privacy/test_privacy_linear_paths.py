@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import copy
 import random
-import sys
 from collections.abc import Callable, Iterator
-from types import ModuleType
 from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
+from line_count import lines_run
 from test_redaction_scaling import assert_same
 
 from moai.gate import privacy
@@ -40,29 +39,6 @@ class Counted(str):
         out = str.__add__(self, other)
         Counted.copied += len(out)
         return Counted(out)
-
-
-def lines_run(call: Callable[[], Any], *modules: ModuleType) -> int:
-    """How many lines of `modules` run during `call`: their work in Python, counted, not timed."""
-    files = {m.__file__ for m in modules}
-    count = 0
-
-    def local(frame: Any, event: str, arg: Any) -> Any:
-        nonlocal count
-        if event == "line":
-            count += 1
-        return local
-
-    def calls(frame: Any, event: str, arg: Any) -> Any:
-        return local if frame.f_code.co_filename in files else None
-
-    previous = sys.gettrace()
-    sys.settrace(calls)
-    try:
-        call()
-    finally:
-        sys.settrace(previous)
-    return count
 
 
 def emails(n: int) -> list[str]:
