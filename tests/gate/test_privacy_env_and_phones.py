@@ -196,3 +196,44 @@ def test_a_spelled_out_email_is_found(text: str, value: str, address: str) -> No
 ])
 def test_prose_example_domains_and_role_accounts_stay_clean(text: str) -> None:
     assert found(text, "contact") == []
+
+
+# ------------------------------------------------------------------ what these rules must leave alone
+
+
+@pytest.mark.parametrize("text", [
+    "Check section 3.2 at docs.python.org for details",
+    "Please send the invoice to Bob at Acme.io before Friday.",
+    "Contact Sarah at Google.com for the API quota",
+    "My colleague works at gmail.com's spam team",
+    "The v2 at github.io is outdated",
+    "Run test_2 at ci.example.de nightly",
+    "reach the on-call engineer at pagerduty.com",
+])
+def test_a_person_or_a_version_at_a_web_address_is_no_email(text: str) -> None:
+    assert found(text, "contact") == []
+
+
+def test_a_name_at_a_mail_provider_is_still_an_email() -> None:
+    text = "write to jane.roe at gmail.com tonight"
+    assert found(text, "contact") == [("jane.roe at gmail.com", "EMAIL")]
+
+
+@pytest.mark.parametrize("text", [
+    "eos_token: 100257", "pad_token = 128001", "next_token=1714560000", "account_key: 0x7fffffff",
+    "token: 2024-06-01T12:00:00Z", "token: v1.2.3-rc1", "sync_token=482913 refreshed",
+])
+def test_ids_times_and_versions_under_a_token_name_are_no_secret(text: str) -> None:
+    assert found(text, "secret") == []
+
+
+def test_a_query_string_secret_stops_at_the_next_parameter() -> None:
+    text = f"GET /v1/items?api_key={TOKEN}&limit=50"
+    assert found(text, "secret") == [(TOKEN, "SECRET")]
+
+
+def test_numbers_with_words_after_them_are_not_joined_into_a_card() -> None:
+    """A total then an order number in the next message passed the Luhn check as one card."""
+    messages = [{"role": "user", "content": "Total: 2358 1240 items"},
+                {"role": "user", "content": "4789 8442 more items arrived"}]
+    assert not detect(messages).sensitive

@@ -447,6 +447,11 @@ _CHECKED = frozenset({"payment_card", "iban"})
 _STRIP = " .,;:!?\n"
 _SHAPED = (find_cards, find_national_ids, find_ibans)
 _LEAD = re.compile(rf"[^\d\n]{{0,{_LONG_GAP}}}(?=\d)")  # words before the first digits of the next text
+# Words after the first piece's digits must speak of the value's pieces ("... digits, and the rest"): "Total: 2358
+# 1240 items" then "4789 8442 more items arrived" passed the Luhn check as a card.
+_PIECE_CUE = re.compile(r"\b(?:card|visa|master\s?card|amex|digits?|numbers?|iban|account|carte|num[ée]ros?|chiffres?|"
+                        r"karte|ziffern?|nummer|konto|tarjeta|d[íi]gitos?|n[úu]meros?|cuenta|compte|rest|first|last|"
+                        r"premiers?|derniers?|ersten|letzten|primeros?|[úu]ltimos?)\b", re.I)
 _COUNTS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}
 
 Slot = tuple[int, int | None]  # (message index, content part index or None for a string content)
@@ -553,7 +558,9 @@ def _join(items: Sequence[tuple[Slot, str]]) -> _Run:
         words = 0
         trail = _trail(left.folded[left.lo:left.hi])
         lead = _LEAD.match(right.folded)
-        if trail is not None and lead is not None and trail + lead.end() <= _LONG_GAP:
+        if trail is not None and lead is not None and trail + lead.end() <= _LONG_GAP and (
+                trail == 0
+                or _PIECE_CUE.search(left.folded[left.hi - trail:left.hi] + " " + right.folded[:lead.end()])):
             left.hi -= trail
             right.lo = lead.end()
             words = trail + lead.end()

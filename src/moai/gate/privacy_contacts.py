@@ -57,6 +57,7 @@ gmail googlemail yahoo ymail hotmail outlook live msn icloud aol proton protonma
 posteo mailbox fastmail zoho yandex tutanota tuta hey orange wanadoo free sfr laposte bbox numericable libero
 telefonica movistar terra
 """)
+_SP_PLAIN_NAME = re.compile(r"[A-Za-z]+(?:[._-][A-Za-z]+)+\d{0,4}")  # jane.roe, j_roe2: a mailbox's name
 _SP_NOT_A_NAME = words("me us him her them it you this that here there look moi nous lui eux mich uns ihn mí nos")
 _SP_EMAIL_WORD = re.compile(
     r"\b(?:e-?mail|mail|courriel|correo|adresse|address|dirección|direccion|write|écri\w*|schreib\w*|escr[ií]b\w*|"
@@ -127,11 +128,17 @@ def _spelled_emails(text: str, evidence: bool = True) -> Iterator[tuple[int, int
         domain = _SP_DOT_WORDS.sub(".", domain)
         if evidence and tok in ("at", "chez", "bei"):
             name = domain.rsplit(".", 1)[0].rsplit(".", 1)[-1].lower()
+            if local.lower() in _SP_NOT_A_NAME:
+                continue
+            if not (_SP_DOT_WORDS.search(loc.group()) or _SP_DOT_WORDS.search(dom.group())):
+                # nothing spelled out but the "at": a person or a version "at" a web address ("Contact Sarah at
+                # Google.com", "section 3.2 at docs.python.org") unless a name like jane.roe is at a mail provider
+                if not (_SP_PLAIN_NAME.fullmatch(local) and name in _SP_PROVIDERS):
+                    continue
             # (an email word before a French "chez" or a German "bei" is not enough: "envoie le colis chez Paul
             # point de retrait")
-            if local.lower() in _SP_NOT_A_NAME or not (
-                    re.search(r"[._\d]", local) or name in _SP_PROVIDERS
-                    or (tok == "at" and _SP_EMAIL_WORD.search(text, max(0, loc.start() - 40), loc.start()))):
+            elif not (re.search(r"[._\d]", local) or name in _SP_PROVIDERS
+                      or (tok == "at" and _SP_EMAIL_WORD.search(text, max(0, loc.start() - 40), loc.start()))):
                 continue
         yield loc.start(), dom.end(), f"{local}@{domain}"
 

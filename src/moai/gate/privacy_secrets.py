@@ -201,14 +201,16 @@ _CLI_CRED = gated(re.compile(
 ), anchors_only=True, finds=[("-u", False, [0, -1]), ("--password", False, [0]), ("--http-password", False, [0])])
 # "my login is mlefebvre and password X", "mon identifiant est jdupont et mon mot de passe X": "is" may stand
 # between each key and its value, and "my"/"the" before the password key.
-_CRED_IS = r"(?:\s+(?:is|est|ist|lautet|es))?"
+# Every run of spaces is taken whole (possessive): a run can be followed by one thing only, and "login" before
+# 32,000 spaces made the engine try each split of them (7 s holding the server).
+_CRED_IS = r"(?:\s++(?:is|est|ist|lautet|es))?"
 _CRED_PAIR = gated(re.compile(
     r"\b(?:user(?:name)?|login|identifiant|utilisateur|benutzer(?:name)?|usuario|nom d'utilisateur)" + _CRED_IS +
-    r"\s*[:=]?\s*[^\s,;/|]{2,40}\s*(?:[,;/|-]|\b(?:and|et|und|y)\b)?\s*"
-    r"(?:(?:my|the|mon|ma|le|mein|das|mi|la)\s+)?"
+    r"\s*+[:=]?\s*+[^\s,;/|]{2,40}\s*+(?:[,;/|-]|\b(?:and|et|und|y)\b)?\s*+"
+    r"(?:(?:my|the|mon|ma|le|mein|das|mi|la)\s++)?"
     # German compounds: Startpasswort, Initialkennwort
     r"(?:pass(?:word)?|pwd|mot de passe|mdp|\w*passwort|\w*kennwort|contraseña|contrasena|clave|pin)\b" + _CRED_IS +
-    r"\s*[:=]?\s*(?P<v>[^\s\"'`]{3,64})",
+    r"\s*+[:=]?\s*+(?P<v>[^\s\"'`]{3,64})",
     _I,
 ))
 # define('DB_PASS', 'x'), ("SMTP_PASSWORD", "x"), "api_token": "x": a quoted secret-named key, then its value.
@@ -249,6 +251,7 @@ _ENV_NAME = (
     r"(?:private|access|encryption|signing|master|hmac|auth|app|account|subscription|license)[_.-]?key|"
     r"pass(?:word|wd|phrase|code)?|pwd|credentials?"
 )
+_NOT_A_KEY = re.compile(r"^(?:\d+|0x[0-9a-f]+|v?\d+(?:\.\d+)+(?:[-+.][\w.]+)?|\d{4}-\d\d-\d\d(?:[t ][\d:.]+z?)?)$", _I)
 _ENV_PAIR = gated(re.compile(
     r"(?<![^\W_])(?P<name>" + _ENV_NAME + r")[\"']?[ \t]*(?P<sep>=>?|:(?![:=]))[ \t]*"
     r"(?P<q>[\"'`])?(?P<v>[^\s\"'`]{1,200})(?(q)(?P=q))",
@@ -376,6 +379,12 @@ def find_secrets(text: str) -> Iterator[Hit]:
     for m in scan.finditer(_ENV_PAIR, text):
         v = m.group("v") if m.group("q") else m.group("v").rstrip(".,;:!?)]}")
         name = m.group("name").lower()
+        if not m.group("q") and "&" in v and "=" in m.group("sep"):  # a query string: `page_token=20240501&limit=50`
+            v = v.split("&", 1)[0]
+        # a token or key named so is no password: digits alone are an id, a cursor or a time (`eos_token: 100257`,
+        # `next_token=1714560000`), and so are a hex number, a version or a date (`0x7fffffff`, `v1.2.3-rc1`)
+        if not name.startswith(("pass", "pwd")) and _NOT_A_KEY.match(v):
+            continue
         # a segment of a path or a type (`arn:…:secret:…`, `AWS::IAM::AccessKey`), not a name given a value
         if m.start() and text[m.start() - 1] in ":/" and not text.endswith("env:", 0, m.start()):
             continue
