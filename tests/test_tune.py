@@ -332,10 +332,14 @@ mixes:
     <<: *base
     max_tokens: 100
   alias: *base
+  plain: &p {strategy: route, weights: {quality: 1, cost: 0.3}}
+  from_plain:
+    <<: *p
+    max_tokens: 50
 """
 
 
-@pytest.mark.parametrize("mix", ["cheap", "other", "base", "merged", "alias"])
+@pytest.mark.parametrize("mix", ["cheap", "other", "base", "merged", "alias", "plain", "from_plain"])
 def test_tuning_one_mix_never_changes_another_that_shares_its_yaml_anchor(mix: str) -> None:
     before = parse_config(SHARED)
     after = parse_config(set_mix_value(SHARED, mix, "weights.cost", 0.9))

@@ -49,7 +49,8 @@ def _references(root: Any, target: Any) -> int:
     count, seen, todo = 0, {id(root)}, [root]
     while todo:
         node = todo.pop()
-        for child in node.values() if isinstance(node, dict) else node:
+        merged = list(getattr(node, "merge", None) or ()) if isinstance(node, dict) else []  # `<<: *d` holds d
+        for child in [*node.values(), *merged] if isinstance(node, dict) else node:
             if child is target:
                 count += 1
             if isinstance(child, dict | list) and id(child) not in seen:
