@@ -237,3 +237,13 @@ def test_numbers_with_words_after_them_are_not_joined_into_a_card() -> None:
     messages = [{"role": "user", "content": "Total: 2358 1240 items"},
                 {"role": "user", "content": "4789 8442 more items arrived"}]
     assert not detect(messages).sensitive
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("write to josé.garcía@correo.es now", "josé.garcía@correo.es"),
+    ("mail müller@web.de ok", "müller@web.de"),
+    ("mail ivan@почта.рф ok", "ivan@почта.рф"),
+])
+def test_an_email_with_letters_beyond_ascii_is_found_whole(text: str, value: str) -> None:
+    """An accented mailbox was missed, or only its ASCII tail (`ller@web.de`) replaced."""
+    assert found(text, "contact") == [(value, "EMAIL")]

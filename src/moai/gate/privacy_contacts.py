@@ -18,8 +18,9 @@ _I = re.IGNORECASE
 
 
 # Emails are found from their "@" outwards: a plain regex scan is quadratic on long runs like "a.a.a.a...".
-_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9._%+-]{1,64}$")
-_EMAIL_DOMAIN = re.compile(r"(?:[A-Za-z0-9-]{1,63}\.){1,8}[A-Za-z]{2,24}\b")
+# Letters of any script, as mailboxes and domains may hold them (josé.garcía@correo.es, müller@web.de, почта.рф).
+_EMAIL_LOCAL = re.compile(r"[\w.%+-]{1,64}$")
+_EMAIL_DOMAIN = re.compile(r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.){1,8}[^\W\d_]{2,24}\b")
 
 
 def _emails(text: str) -> Iterator[tuple[int, int]]:
