@@ -70,30 +70,26 @@ def sent(params: ChatParams) -> str:
     return json.dumps(params.messages, ensure_ascii=False)
 
 
-@pytest.mark.parametrize("value", CARDS.values(), ids=CARDS.keys())
-def test_a_card_number_hidden_in_unicode_is_found_and_wholly_redacted(value: str) -> None:
-    before, after = "Please charge my card ", " tomorrow."
+def found_whole(before: str, value: str, after: str, kind: str, token: str) -> None:
+    """`value` between `before` and `after` is found as written, and redaction replaces all of it."""
     text = before + value + after
     report = detect(text)
-    assert report.kinds == ["payment_card"]
+    assert report.kinds == [kind]
     [d] = report.detections
     assert (d.start, d.end) == (len(before), len(before) + len(value))  # the span is the value as written
     redacted, mapping = redact(text, report)
-    assert redacted == before + "[CARD_1]" + after
-    assert mapping == {"[CARD_1]": value}
+    assert redacted == before + token + after
+    assert mapping == {token: value}
+
+
+@pytest.mark.parametrize("value", CARDS.values(), ids=CARDS.keys())
+def test_a_card_number_hidden_in_unicode_is_found_and_wholly_redacted(value: str) -> None:
+    found_whole("Please charge my card ", value, " tomorrow.", "payment_card", "[CARD_1]")
 
 
 @pytest.mark.parametrize("value", EMAILS.values(), ids=EMAILS.keys())
 def test_an_email_hidden_in_unicode_is_found_and_wholly_redacted(value: str) -> None:
-    before, after = "You can write to me at ", " any time."
-    text = before + value + after
-    report = detect(text)
-    assert report.kinds == ["contact"]
-    [d] = report.detections
-    assert (d.start, d.end) == (len(before), len(before) + len(value))
-    redacted, mapping = redact(text, report)
-    assert redacted == before + "[EMAIL_1]" + after
-    assert mapping == {"[EMAIL_1]": value}
+    found_whole("You can write to me at ", value, " any time.", "contact", "[EMAIL_1]")
 
 
 def test_a_local_only_mix_keeps_a_unicode_hidden_card_local() -> None:
