@@ -308,7 +308,7 @@ def _fold(text: str) -> tuple[str, np.ndarray | None]:
         return text, None
     t = _tables()
     if len(text) < scan.LONG and t.odd.search(text) is None:
-        return _unconfuse(text.translate(t.one)), None
+        return _unconfuse(text.translate(t.one), None)
     codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     hi = np.flatnonzero(codes >= 0x80)
     c = codes[hi]
@@ -339,11 +339,11 @@ def _fold(text: str) -> tuple[str, np.ndarray | None]:
         ascii_base = ok & ((out[base] < 0x80) | in_multi)
         gone[hidden[mark[hidden] & ascii_base]] = True
     if not gone.any() and not multi.any():
-        return _unconfuse(out.tobytes().decode("utf-32-le", "surrogatepass")), None
+        return _unconfuse(out.tobytes().decode("utf-32-le", "surrogatepass"), None)
     if not multi.any():
         keep = np.ones(len(codes), dtype=bool)
         keep[hi[gone]] = False
-        return _unconfuse(out[keep].tobytes().decode("utf-32-le", "surrogatepass")), np.flatnonzero(keep)
+        return _unconfuse(out[keep].tobytes().decode("utf-32-le", "surrogatepass"), np.flatnonzero(keep))
     lengths = np.ones(len(codes), dtype=np.int64)
     lengths[hi[gone]] = 0
     rows = target[multi]
@@ -355,32 +355,64 @@ def _fold(text: str) -> tuple[str, np.ndarray | None]:
     for j in range(t.multi.shape[1]):
         sel = t.multi_len[rows] > j
         folded[starts[hi[multi][sel]] + j] = t.multi[rows[sel], j]
-    return _unconfuse(folded.tobytes().decode("utf-32-le", "surrogatepass")), np.repeat(np.arange(len(codes)), lengths)
+    return _unconfuse(folded.tobytes().decode("utf-32-le", "surrogatepass"), np.repeat(np.arange(len(codes)), lengths))
 
 
 _fold_short = functools.lru_cache(maxsize=8192)(_fold)  # the ends of a chat's texts, read again every turn
 
 
-def _unconfuse(text: str) -> str:
+def _unconfuse(text: str, pos: np.ndarray | None) -> tuple[str, np.ndarray | None]:
     """Cyrillic and Greek look-alikes inside an email that has Latin letters read as the Latin letters
-    ("jаne@…" with a Cyrillic "а" is jane's address to the model). One for one: offsets stay."""
+    ("jаne@…" with a Cyrillic "а" is jane's address to the model), one for one; a mark on such a letter
+    ("jа́ne@…", U+0301 on the "а") then sits on a Latin letter and goes, as marks on ASCII letters do in
+    `_fold`. `text` is folded and `pos` its offsets (see `_fold`), both returned with the marks gone."""
     if "@" not in text or _LOOKALIKE.search(text) is None:
-        return text
+        return text, pos
+    marks = _marks()
     out: list[str] = []
+    gone: list[int] = []  # offsets in `text` of marks that go
     done = 0
     for at in _mixed_ats(text):
         if at < done:
             continue
         lo = at
-        while lo > max(done, at - 64) and (text[lo - 1].isalnum() or text[lo - 1] in "._%+-"):
+        while lo > max(done, at - 64) and (text[lo - 1].isalnum() or text[lo - 1] in "._%+-"
+                                           or marks.match(text, lo - 1)):
             lo -= 1
-        domain = _AT_DOMAIN.match(text, at + 1)
+        domain = _marked_domain().match(text, at + 1)
         hi = domain.end() if domain else at + 1
         token = text[lo:hi]
         if _LOOKALIKE.search(token) and _LATIN.search(token):
-            out += [text[done:lo], token.translate(_LOOKALIKES)]
+            fixed = token.translate(_LOOKALIKES)
+            out += [text[done:lo], fixed]
             done = hi
-    return "".join(out) + text[done:] if out else text
+            for m in marks.finditer(token):
+                base = m.start() - 1
+                while base >= 0 and marks.match(token, base):
+                    base -= 1
+                if base >= 0 and fixed[base] != token[base]:  # on a look-alike read as Latin
+                    gone.append(lo + m.start())
+    if not out:
+        return text, pos
+    fixed_text = "".join(out) + text[done:]
+    if not gone:
+        return fixed_text, pos
+    keep = np.ones(len(text), dtype=bool)
+    keep[gone] = False
+    codes = np.frombuffer(fixed_text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)[keep]
+    return codes.tobytes().decode("utf-32-le", "surrogatepass"), (np.arange(len(text)) if pos is None else pos)[keep]
+
+
+@functools.cache
+def _marks() -> re.Pattern[str]:
+    """One combining mark (what `_fold` takes for a mark): built from its tables, on first need."""
+    return re.compile(_char_class(np.flatnonzero(_tables().kind == _MARK).tolist()))
+
+
+@functools.cache
+def _marked_domain() -> re.Pattern[str]:
+    """An email's domain after its "@", as `_AT_DOMAIN`, with marks on its letters (`xа́mple.com`)."""
+    return re.compile(r"(?:[\w.-]|" + _marks().pattern + "){1,255}")
 
 
 def _mixed_ats(text: str) -> list[int]:
