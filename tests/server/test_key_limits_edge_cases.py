@@ -89,13 +89,13 @@ def test_a_refused_hold_takes_back_its_count_from_the_minute_it_was_counted_in(t
     assert window == Window(3, 2, 70)
     held = replica.hold(key, 10.0, admitted)  # another request takes the whole budget meanwhile
     assert held is not None
-    with pytest.raises(Denied) as denied:  # held in the next minute: refused, and its count is taken back
+    with pytest.raises(Denied) as denied:  # held in the next minute: refused, and nothing counted for it
         keeper.hold(key, 1.0, datetime.fromtimestamp(T0 + 70, UTC), counted=window)
     assert denied.value.code == "insufficient_quota"
     assert denied.value.window == Window(3, 3, 0)  # the window as if it never came
     with store.engine.connect() as conn:
         rows = dict(conn.execute(select(RateWindow.minute, RateWindow.count).where(RateWindow.key_id == key.id)).all())
-    assert rows == {int(T0 // 60): 0}
+    assert not any(rows.values())
     replica.release(held)
     assert keeper.authorize(key, "default", datetime.fromtimestamp(T0 + 71, UTC)) == Window(3, 2, 109)
 

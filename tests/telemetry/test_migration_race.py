@@ -42,7 +42,7 @@ def migrate_together(url: str, n: int = 3) -> list[str]:
 def assert_migrated(url: str) -> None:
     engine = create_engine(url)
     try:
-        assert current(engine) == "0007"
+        assert current(engine) == "0008"
         assert {"requests", "calls", "feedback", "api_keys", "rate_windows"} <= set(inspect(engine).get_table_names())
     finally:
         engine.dispose()

@@ -136,7 +136,7 @@ def test_upgrading_a_populated_database_keeps_its_rows(tmp_path: Path) -> None:
                                                      "http_status": 200, "stream": False, "api_key": "k"}])
     engine.dispose()
     store = TelemetryStore(url)
-    assert current(store.engine) == "0007"
+    assert current(store.engine) == "0008"
     names = {ix["name"] for ix in inspect(store.engine).get_indexes("requests")}
     assert {"ix_requests_api_key_created_at", "ix_requests_session_api_key_created_at"} <= names
     assert not {"ix_requests_api_key", "ix_requests_session"} & names

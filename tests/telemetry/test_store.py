@@ -29,7 +29,7 @@ def request(i: int, model: str = "m") -> RequestRecord:
 
 def roundtrip(url: str) -> None:
     store = TelemetryStore(url)
-    assert current(store.engine) == "0007"
+    assert current(store.engine) == "0008"
     tables = set(inspect(store.engine).get_table_names())
     assert {"requests", "calls", "feedback", "api_keys", "rate_windows", "alembic_version"} <= tables
     store.write_many([request(i) for i in range(3)])

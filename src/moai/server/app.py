@@ -302,8 +302,10 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
                 prep = mix.prepare(body, api_key=api_key, session=session, session_model=session_model,
                                    budgeted=budgeted)
         except UnknownModel as e:
+            await keeper.acount_unheld(key, window)  # a budgeted key's count waits for its hold: there is none
             return err(404, str(e), param="model", code="model_not_found", headers=limits or None)
         except Exception as e:  # noqa: BLE001 - refused before any model ran: recorded like every request
+            await keeper.acount_unheld(key, window)
             try:
                 request_id = await mix.record_refusal(body, e, api_key, session, started)
             except SQLAlchemyError as db_error:
@@ -323,7 +325,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         request.state.moai_request_id = prep.id  # for the 503 of a request the shutdown stops (serve_process.Stoppable)
         hold = None
         if key is not None and has_budget(key):  # its worst case counts against the key's budget until it is recorded
-            try:  # refused, it is taken back from the key's RPM window (a 429 does not use the limit up)
+            try:  # its RPM count is made with the hold: refused, it counts nothing (a 429 does not use it up)
                 hold = await keeper.ahold(key, worst_case_usd(prep.ctx, prep.plan), counted=window)
             except Denied as e:
                 return denied(e)

@@ -3,7 +3,9 @@
 Keys live hashed in the telemetry database (shared by replicas). Authentication is required as soon as
 one key was created, revoked ones included (revoking the last key closes the gateway, never opens it).
 Budgets are checked against the spend recorded in the database (per UTC day and month); requests-per-minute
-limits are counted in the same database (``rate_limit``), so they hold across replicas too.
+limits are counted in the same database (``rate_limit``), so they hold across replicas too. A budgeted key's
+request is counted against its RPM limit in the transaction of its budget hold (``hold``), not at admission, which
+only checks that it fits: a request the hold refuses never counts, not even while it waits for its hold.
 
 When the database cannot be read, the key set read last is used for a short while (``grace_s``: a restart or a
 fail-over of the database does not lock every caller out); after that, and whenever no key set was ever read,
@@ -18,6 +20,7 @@ it does return, what it counted for the refused request is taken back (``Abandon
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import secrets
@@ -35,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from moai.bounded import BoundedSteps, GaveUp
 from moai.server import spend_holds
-from moai.server.rate_limit import Window, peek, tally, withdraw
+from moai.server.rate_limit import Window, check, count_admitted, count_in, peek, tally, uncount, withdraw
 from moai.telemetry.store import ApiKey, RateWindow, RequestRecord, TelemetryStore, driver_reason
 
 PREFIX = "moai-sk-"
@@ -271,11 +274,29 @@ class Gatekeeper:
 
     async def ahold(self, key: ApiKey, usd: float, counted: Window | None = None) -> spend_holds.Hold | None:
         """``hold`` off the event loop and bounded as the other checks of a limited key are: a hold taken after its
-        request was answered 503 is released, and the request's RPM count (``counted``) taken back."""
+        request was answered 503 is released, and the request's RPM count (made with it, or ``counted``) taken
+        back."""
         def undo(late: spend_holds.Hold | None) -> None:
             self.release(late)
-            self._withdraw(key, counted)
+            if late is not None and late.rpm_minute is not None and self.store is not None:
+                uncount(self.store, key.id, late.rpm_minute)
+            else:
+                self._withdraw(key, counted)
         return await self._bounded(lambda: self.hold(key, usd, counted=counted), undo, key)
+
+    async def acount_unheld(self, key: ApiKey | None, window: Window | None) -> None:
+        """Count a request admitted with a ``pending`` RPM window (a budgeted key's) and refused before its budget
+        hold (a bad option, an unknown model): admitted, it uses the limit up like any other request. A database
+        that fails or hangs now leaves it uncounted (logged): its refusal is answered all the same."""
+        if key is None or window is None or not window.pending or self.store is None:
+            return
+        store, key_id = self.store, key.id
+        try:
+            await self.limit_checks.run(lambda: count_admitted(store, key_id), lambda _late: None)
+        except (GaveUp, SQLAlchemyError) as e:
+            self._failed(e)
+            log.warning("a refused request of key %s was not counted against its RPM limit: %s", key_id,
+                        "the database did not answer in time" if isinstance(e, GaveUp) else driver_reason(e))
 
     def authorize(self, key: ApiKey | None, mix: str, now: datetime | None = None) -> Window | None:
         """Mix allowed, within budget, under the rate limit — or Denied (503 when the limits cannot be read).
@@ -321,22 +342,34 @@ class Gatekeeper:
     def hold(self, key: ApiKey | None, usd: float, now: datetime | None = None,
              counted: Window | None = None) -> spend_holds.Hold | None:
         """Hold a budgeted key's request's worst-case cost until it is recorded (``spend_holds``), or 429 when
-        the key's spend and the holds of its other running requests have reached its budget; ``counted``: the RPM
-        window its admission counted it in, taken back on that 429. None: nothing held (no budget, or nothing to
-        cost)."""
-        if self.store is None or not has_budget(key) or usd <= 0:
+        the key's spend and the holds of its other running requests have reached its budget. ``counted``: the RPM
+        window of its admission; a ``pending`` one (a key with an RPM limit) is counted here, in the hold's
+        transaction, so that a refused hold counts nothing (429 ``rate_limit_exceeded`` when the window filled up
+        since the admission, the hold then not taken either); one counted at admission is taken back on the 429.
+        None: nothing held nor counted (no budget, or nothing to cost and no count pending)."""
+        pending = key is not None and bool(key.rpm) and counted is not None and counted.pending
+        if self.store is None or not has_budget(key) or (usd <= 0 and not pending):
             return None
         assert key is not None
         now = now or datetime.now(UTC)
         try:
             self.store.check_file()
             try:
-                with self.store.engine.begin() as conn:  # a Denied rolls the hold back
-                    h = spend_holds.add(conn, key.id, usd, now.timestamp())
-                    self._over_budget(conn, key, now, holding=usd)
-                    return h
+                with self.store.engine.begin() as conn:  # a Denied rolls the hold, and the count, back
+                    h = spend_holds.Hold(key.id, int(now.timestamp() // 60), 0.0)  # nothing to cost: no hold
+                    if usd > 0:
+                        h = spend_holds.add(conn, key.id, usd, now.timestamp())
+                        self._over_budget(conn, key, now, holding=usd)
+                    if not pending:
+                        return h
+                    assert key.rpm
+                    window = count_in(conn, key.id, key.rpm, now.timestamp())
+                    if window.retry_after is not None:
+                        raise self._rate_limited(key, window)
+                    return dataclasses.replace(h, rpm_minute=window.counted_minute)
             except Denied as e:
-                e.window = self._told(key, now, counted)
+                if e.window is None:  # the budget's refusal: the RPM window as it stands, without this request
+                    e.window = self._told(key, now, counted)
                 raise
         except SQLAlchemyError as e:
             self._failed(e)
@@ -345,7 +378,7 @@ class Gatekeeper:
 
     def release(self, hold: spend_holds.Hold | None) -> None:
         """Give a hold back once its request is recorded; a database that fails now lets it fade instead."""
-        if hold is None or self.store is None:
+        if hold is None or self.store is None or hold.usd <= 0:  # nothing held (only counted)
             return
         try:
             spend_holds.release(self.store, hold)
@@ -365,9 +398,13 @@ class Gatekeeper:
                 e.window = self._told(key, now)
                 raise
         if key.rpm and self.store is not None:
-            window = tally(self.store, key.id, key.rpm, now.timestamp())
+            # a budgeted key's request is counted with its hold (``hold``): here only whether it fits
+            window = (check if has_budget(key) else tally)(self.store, key.id, key.rpm, now.timestamp())
             if window.retry_after is not None:
-                raise Denied(429, f"Rate limit of {key.rpm} requests per minute reached for this key.",
-                             "rate_limit_exceeded", retry_after=window.retry_after, window=window)
+                raise self._rate_limited(key, window)
             return window
         return None
+
+    def _rate_limited(self, key: ApiKey, window: Window) -> Denied:
+        return Denied(429, f"Rate limit of {key.rpm} requests per minute reached for this key.",
+                      "rate_limit_exceeded", retry_after=window.retry_after, window=window)

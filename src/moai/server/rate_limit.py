@@ -4,8 +4,13 @@ Each key has one counter per UTC minute. The rate over the last 60 s is estimate
 count plus the previous minute's, weighted by the share of it still inside the window (the sliding-window
 counter of Cloudflare's and Redis-based limiters: two rows per key, no row per request). A request is
 counted by an atomic upsert and withdrawn when it would break the limit, so replicas racing for the last
-slot can only be stricter than the limit, never looser. A counted request refused later on (its key's budget
-holds nothing more for it) is withdrawn too (``withdraw``): a request refused with 429 does not use the limit up.
+slot can only be stricter than the limit, never looser. A counted request refused later on is withdrawn too
+(``withdraw``): a request refused with 429 does not use the limit up.
+
+A key with a budget is counted with its request's budget hold, in the hold's transaction (``count_in``): its
+admission only checks that the window has room (``check``, a ``pending`` window). So a request the hold refuses is
+never counted, not even for the moment between its admission and its hold, when it would have refused a
+concurrent request of the key early.
 
 What the counters say is also told to the client, as OpenAI's ``x-ratelimit-*-requests`` headers (``Window``).
 """
@@ -94,6 +99,10 @@ class Window:
     retry_after: float | None = None
     # the UTC minute a counted request was counted in: where ``withdraw`` takes it back (the clock may have moved on)
     counted_minute: int | None = field(default=None, compare=False)
+    # checked, not counted yet: counted with its budget hold (``count_in``), or when refused before it
+    # (``count_admitted``).
+    # What it tells is the window as it will be once counted.
+    pending: bool = field(default=False, compare=False)
 
     def headers(self) -> dict[str, str]:
         return dict(zip(RATE_LIMIT_HEADERS, (str(self.limit), str(self.remaining), duration(self.reset_s)),
@@ -108,19 +117,60 @@ def tally(store: TelemetryStore, key_id: str, rpm: int, now: float | None = None
     """Count one request of the key when it is within `rpm` (else not, and ``retry_after`` is set), and tell the
     window after it."""
     now = time.time() if now is None else now
+    with store.engine.begin() as conn:
+        return count_in(conn, key_id, rpm, now)
+
+
+def _fits(count: int, previous: int, rpm: int, elapsed: float) -> bool:
+    return count + previous * (WINDOW_S - elapsed) / WINDOW_S <= rpm
+
+
+def count_in(conn: Connection, key_id: str, rpm: int, now: float) -> Window:
+    """``tally`` inside the caller's transaction (a budget hold's: both are kept or rolled back together)."""
     minute, elapsed = int(now // WINDOW_S), now % WINDOW_S
     this = (_T.c.key_id == key_id) & (_T.c.minute == minute)
+    count = _count_one(conn, key_id, minute)
+    previous = _previous(conn, key_id, minute)
+    if _fits(count, previous, rpm, elapsed):
+        if count == 1:  # first request of a minute: older counters are no longer read
+            conn.execute(delete(_T).where((_T.c.key_id == key_id) & (_T.c.minute < minute - 1)))
+        return Window(rpm, remaining(count, previous, rpm, elapsed), full_reset(count, previous, elapsed),
+                      counted_minute=minute)
+    conn.execute(update(_T).where(this).values(count=_T.c.count - 1))
+    wait = retry_after(count - 1, previous, rpm, elapsed)
+    return Window(rpm, 0, wait, retry_after=wait)
+
+
+def check(store: TelemetryStore, key_id: str, rpm: int, now: float | None = None) -> Window:
+    """Whether one more request of the key fits now, nothing counted: a ``pending`` window telling what the window
+    will be once it is counted, or a refusal (``retry_after`` set). Replicas racing for the last slot may all pass
+    here: the count that follows (``count_in``) refuses the ones too many."""
+    now = time.time() if now is None else now
+    minute, elapsed = int(now // WINDOW_S), now % WINDOW_S
+    current, previous = _counts(store, key_id, minute)
+    if _fits(current + 1, previous, rpm, elapsed):
+        return Window(rpm, remaining(current + 1, previous, rpm, elapsed), full_reset(current + 1, previous, elapsed),
+                      pending=True)
+    wait = retry_after(current, previous, rpm, elapsed)
+    return Window(rpm, 0, wait, retry_after=wait)
+
+
+def count_admitted(store: TelemetryStore, key_id: str, now: float | None = None) -> int:
+    """Count a request whose count was pending and that was refused before its budget hold (a bad request): it
+    was admitted, and uses the limit up like any other; whether it still fits does not matter now. The minute."""
+    now = time.time() if now is None else now
+    minute = int(now // WINDOW_S)
     with store.engine.begin() as conn:
-        count = _count_one(conn, key_id, minute)
-        previous = _previous(conn, key_id, minute)
-        if count + previous * (WINDOW_S - elapsed) / WINDOW_S <= rpm:
-            if count == 1:  # first request of a minute: older counters are no longer read
-                conn.execute(delete(_T).where((_T.c.key_id == key_id) & (_T.c.minute < minute - 1)))
-            return Window(rpm, remaining(count, previous, rpm, elapsed), full_reset(count, previous, elapsed),
-                          counted_minute=minute)
-        conn.execute(update(_T).where(this).values(count=_T.c.count - 1))
-        wait = retry_after(count - 1, previous, rpm, elapsed)
-        return Window(rpm, 0, wait, retry_after=wait)
+        _count_one(conn, key_id, minute)
+    return minute
+
+
+def _counts(store: TelemetryStore, key_id: str, minute: int) -> tuple[int, int]:
+    """The key's counts of ``minute`` and of the one before."""
+    with store.engine.connect() as conn:
+        counts = dict(conn.execute(select(_T.c.minute, _T.c.count).where(
+            (_T.c.key_id == key_id) & _T.c.minute.in_((minute - 1, minute)))).all())
+    return counts.get(minute, 0), counts.get(minute - 1, 0)
 
 
 def take(store: TelemetryStore, key_id: str, rpm: int, now: float | None = None) -> float | None:
@@ -132,18 +182,20 @@ def withdraw(store: TelemetryStore, key_id: str, counted: Window, now: float | N
     """Take back a request ``tally`` counted, which was then refused (a 429 must not use the limit up), and tell
     the window after it. Nothing to take back when it was not counted, or its minute's counter is gone."""
     if counted.counted_minute is not None:
-        where = (_T.c.key_id == key_id) & (_T.c.minute == counted.counted_minute) & (_T.c.count > 0)
-        with store.engine.begin() as conn:
-            conn.execute(update(_T).where(where).values(count=_T.c.count - 1))
+        uncount(store, key_id, counted.counted_minute)
     return peek(store, key_id, counted.limit, now)
+
+
+def uncount(store: TelemetryStore, key_id: str, minute: int) -> None:
+    """Take one request back from the key's counter of ``minute`` (nothing when the counter is gone)."""
+    where = (_T.c.key_id == key_id) & (_T.c.minute == minute) & (_T.c.count > 0)
+    with store.engine.begin() as conn:
+        conn.execute(update(_T).where(where).values(count=_T.c.count - 1))
 
 
 def peek(store: TelemetryStore, key_id: str, rpm: int, now: float | None = None) -> Window:
     """The key's window now, nothing counted (for a request refused before its turn was counted)."""
     now = time.time() if now is None else now
     minute, elapsed = int(now // WINDOW_S), now % WINDOW_S
-    with store.engine.connect() as conn:
-        counts = dict(conn.execute(select(_T.c.minute, _T.c.count).where(
-            (_T.c.key_id == key_id) & _T.c.minute.in_((minute - 1, minute)))).all())
-    current, previous = counts.get(minute, 0), counts.get(minute - 1, 0)
+    current, previous = _counts(store, key_id, minute)
     return Window(rpm, remaining(current, previous, rpm, elapsed), full_reset(current, previous, elapsed))

@@ -35,6 +35,9 @@ class Hold:
     key_id: str
     minute: int
     usd: float
+    # the UTC minute its request was counted in against the key's RPM limit, in the hold's transaction (None: not
+    # counted with it); taken back with the hold when that was given up on (``Gatekeeper.ahold``)
+    rpm_minute: int | None = None
 
 
 def _minute(now: float) -> int:

@@ -113,7 +113,9 @@ def add_status_routes(app: FastAPI, mix: Mixture, config: Config, keeper: Gateke
     async def stats(request: Request) -> Any:
         """Live per-model statistics and circuit-breaker states, as the gate sees them now. Once keys exist it
         takes one, and shows the models and mixes that key may call, of this deployment only (the shared
-        database also holds other deployments' models)."""
+        database also holds other deployments' models); a model's ``calls`` are then that key's own (through
+        this process), never the model's traffic, which other tenants make too. Health (error rate, latency,
+        breaker) is the gate's view of the model, shared by all."""
         try:
             key = await keeper.check(request.headers.get("authorization"))
         except Denied as e:
@@ -123,7 +125,11 @@ def add_status_routes(app: FastAPI, mix: Mixture, config: Config, keeper: Gateke
         tuning = {name: {"target": str(t.target), "knob": t.knob, "value": t.value,
                          "observed": t.pending, "changes": [dataclasses.asdict(c) for c in t.changes[-50:]]}
                   for name, t in mix.tuners.items() if name in mixes}
-        return {"models": {m: {**v, "breaker": mix.stats.state(m), "calls": mix.stats.models[m].calls}
+        if key is None:  # an open gateway: the calls behind each model's statistics
+            calls = {m: st.calls for m, st in mix.stats.models.items()}
+        else:
+            calls = mix.stats.key_calls.get(key.id, {})
+        return {"models": {m: {**v, "breaker": mix.stats.state(m), "calls": calls.get(m, 0)}
                            for m, v in snap.items() if m in models}, "tuning": tuning}
 
     @app.get("/metrics")

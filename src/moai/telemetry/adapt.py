@@ -195,6 +195,9 @@ class LiveStats:
     feedback_per_key: bool = True
     # api key id → model → (ratings, Σ residual): the keyed ratings (the keyless ones are in ``models``)
     keyed: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    # api key id → model → the calls (answered or failed) its requests made through this process: what
+    # /moai/stats tells a key, which must not learn the others' traffic from a shared model's count
+    key_calls: dict[str, dict[str, int]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _refresh_lock: threading.Lock = field(default_factory=threading.Lock)
     # running totals per (api key id, or None for keyless requests and when ratings are not per key; model)
@@ -214,9 +217,14 @@ class LiveStats:
         return self.models[model]
 
     def observe(self, model: str, ok: bool, latency_s: float, ttft_s: float | None = None,
-                output_tokens: int = 0, now: float | None = None, prompt_tokens: int | None = None) -> None:
-        """One call's outcome; ``prompt_tokens`` (None: not known) sets its prefill apart from other prompts'."""
+                output_tokens: int = 0, now: float | None = None, prompt_tokens: int | None = None,
+                api_key: str | None = None) -> None:
+        """One call's outcome; ``prompt_tokens`` (None: not known) sets its prefill apart from other prompts';
+        ``api_key``: the id of the key whose request made it (counted in ``key_calls``)."""
         with self._lock:
+            if api_key is not None:
+                mine = self.key_calls.setdefault(api_key, {})
+                mine[model] = mine.get(model, 0) + 1
             self._get(model).observe(ok, latency_s, ttft_s, output_tokens, now or time.time(),
                                      self.failure_threshold, self.error_half_life_s, prompt_tokens)
 

@@ -8,11 +8,14 @@ A record counts as acknowledged once committed; a killed process loses nothing a
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import math
 import os
 import re
+import secrets
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -178,6 +181,15 @@ class RateWindow(Base):
     count: Mapped[int] = mapped_column(Integer)
 
 
+class Setting(Base):
+    """A setting every replica sharing the database shares (``session_secret``: see ``session_digest``)."""
+
+    __tablename__ = "settings"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
 @dataclass(frozen=True)
 class Rating:
     """A stored rating: the row, whether it replaced the request's earlier one, and what answered the request."""
@@ -187,6 +199,7 @@ class Rating:
     model: str | None
     decision: dict[str, Any] | None
     api_key: str | None = None  # the id of the key that made the request
+    previous_score: float | None = None  # the score of the rating it replaced (the latest, were there several)
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -429,13 +442,47 @@ def check_score(score: float) -> None:
                          "(-1..1 thumbs, 0..1, or a 0-10 rating)")
 
 
-def session_digest(session: str | None) -> str | None:
-    """What the database keeps of a conversation's name: a digest. The name is often the OpenAI ``user`` field,
-    which may identify a person (an email); stickiness only needs to find the same name again. Its length is
-    fixed too, whatever the client sent (the column holds 128 characters)."""
+SESSION_SECRET = "session_secret"  # the settings row that keys session digests
+SESSION_SECRET_ENV = "MOAI_SESSION_SECRET"  # when set, the key instead (every replica must set the same)
+
+
+def session_digest(session: str | None, secret: bytes) -> str | None:
+    """What the database keeps of a conversation's name: an HMAC-SHA256 digest under the deployment's secret
+    (``TelemetryStore.session_secret``). The name is often the OpenAI ``user`` field, which may identify a person
+    (an email); stickiness only needs to find the same name again, and without the secret a list of candidate
+    names cannot be tested against the stored digests. Its length is fixed too, whatever the client sent (the
+    column holds 128 characters)."""
     if not session:
         return None
+    return "hmac-sha256:" + hmac.new(secret, session.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+
+def legacy_session_digest(session: str) -> str:
+    """The unkeyed digest older versions stored, looked up so that their sessions stay sticky (never written)."""
     return "sha256:" + hashlib.sha256(session.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _stored_secret(engine: Engine) -> str:
+    """The shared session secret in the settings table. The migration that made the table wrote it; a database
+    without the row (it was deleted) gets one here, race-safe: replicas adding it at once all keep the first."""
+    row = select(Setting.value).where(Setting.name == SESSION_SECRET)
+    with engine.connect() as conn:
+        found = conn.scalar(row)
+    if found:
+        return found
+    values = {"name": SESSION_SECRET, "value": secrets.token_hex(32)}
+    with engine.begin() as conn:
+        upsert = _UPSERT.get(conn.dialect.name)
+        if upsert is not None:
+            conn.execute(upsert(Setting.__table__).values(**values).on_conflict_do_nothing())
+        else:
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(Setting.__table__).values(**values))
+            except IntegrityError:
+                pass  # another replica's came first
+        return str(conn.scalar(row))
+
 
 class TelemetryStore:
     """Writes and reads records; safe to share across threads (one engine, short sessions)."""
@@ -460,11 +507,29 @@ class TelemetryStore:
             _pg_session_limits(self.engine)
         self._file = _sqlite_file(self.url)
         self._file_id: tuple[int, int] | None = None
+        self._session_secret: bytes | None = None
+        self._secret_lock = threading.Lock()
         if migrate:
             self.migrate()
+            self.session_secret()  # read now, so that recording a request never waits for the database
         if self._file is not None and self._file.exists():
             st = self._file.stat()
             self._file_id = (st.st_dev, st.st_ino)
+
+    def session_secret(self) -> bytes:
+        """The key of session digests: ``MOAI_SESSION_SECRET`` when set, else the one stored in the database,
+        which every replica sharing it reads (so sticky sessions hold across replicas and restarts). Read once."""
+        if self._session_secret is None:
+            with self._secret_lock:
+                if self._session_secret is None:
+                    env = os.environ.get(SESSION_SECRET_ENV)
+                    value = env if env else _stored_secret(self.engine)
+                    self._session_secret = value.encode("utf-8", "surrogatepass")
+        return self._session_secret
+
+    def session_digest(self, session: str | None) -> str | None:
+        """What this database keeps of a conversation's name (``session_digest`` under this store's secret)."""
+        return session_digest(session, self.session_secret()) if session else None
 
     def check_file(self) -> None:
         """For a SQLite file database, raise ``DatabaseFileGone`` (an outage) when the file is no longer there:
@@ -577,19 +642,29 @@ class TelemetryStore:
             req = s.get(RequestRecord, request_id, with_for_update=True)
             if req is None:
                 raise UnknownRequest(request_id)
-            gone = s.execute(delete(FeedbackRecord).where(FeedbackRecord.request_id == request_id))
+            # the scores replaced, read by the DELETE itself where the database can (the metrics take them back)
+            mine = FeedbackRecord.request_id == request_id
+            if self.engine.dialect.delete_returning:
+                gone = s.execute(delete(FeedbackRecord).where(mine).returning(FeedbackRecord.id,
+                                                                              FeedbackRecord.score)).all()
+            else:
+                gone = s.execute(select(FeedbackRecord.id, FeedbackRecord.score).where(mine)).all()
+                s.execute(delete(FeedbackRecord).where(mine))
             fb = FeedbackRecord(request_id=request_id, score=score, comment=comment)
             s.add(fb)
-            return Rating(fb, bool(gone.rowcount), req.model, req.decision, req.api_key)
+            previous = max(gone)[1] if gone else None
+            return Rating(fb, bool(gone), req.model, req.decision, req.api_key, previous)
 
     def session_model(self, session: str, mix: str, api_key: str | None = None) -> str | None:
         """The model that answered this session's latest successful request in this mix (any replica), among
         the requests of this API key (id); ``None``: among the keyless ones. One tenant's session name is no
         handle on another's conversation."""
         owner = RequestRecord.api_key.is_(None) if api_key is None else RequestRecord.api_key == api_key
+        # rows older versions wrote keep their unkeyed digest: found too, so an upgrade leaves sessions sticky
+        digests = (self.session_digest(session), legacy_session_digest(session))
         with Session(self.engine) as s:
             return s.scalar(select(RequestRecord.model)
-                            .where(RequestRecord.session == session_digest(session), RequestRecord.mix == mix, owner,
+                            .where(RequestRecord.session.in_(digests), RequestRecord.mix == mix, owner,
                                    RequestRecord.status == "ok")
                             .order_by(RequestRecord.created_at.desc()).limit(1))
 
