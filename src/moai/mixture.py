@@ -43,7 +43,7 @@ from moai.strategies.executor import (
 )
 from moai.strategies.plan import Plan
 from moai.strategies.privacy_guard import privacy_guard, stricter
-from moai.strategies.route import session_notes
+from moai.strategies.route import gate_reasons, session_notes
 from moai.telemetry.adapt import LiveStats
 from moai.telemetry.carbon import CarbonModel
 from moai.telemetry.metrics import Metrics
@@ -330,7 +330,7 @@ class Mixture(SessionMemory, Recording):
             "strategy": plan.strategy,
             "sensitive": bool(report and report.sensitive),
             "kinds": report.kinds if report else [],
-            "reasons": (d.reasons if d else []) + prep.ctx.notes + plan.notes,
+            "reasons": list(dict.fromkeys((d.reasons if d else []) + prep.ctx.notes + plan.notes)),
             "scores": {k: round(v, 4) for k, v in (d.probabilities if d else {}).items()},
             "plan": [{"step": st.id, "role": st.role, "models": st.models} for st in plan.steps],
             "decision": d.to_json() if d else None,
@@ -397,10 +397,11 @@ class Mixture(SessionMemory, Recording):
             for a in r.attempts:  # failed tries the upstream billed all the same
                 if a.get("tokens"):
                     count(a["model"], attempt_spend(a))
-        reasons = list(d.reasons) if d else []
+        reasons = gate_reasons(prep.ctx, ex.plan.strategy, ex.answer.model, ex.results)
         # notes may quote an upstream's error (a step that failed): told as an error body tells it
         reasons += [public(n, self.config) for n in session_notes(prep.ctx, ex.answer.model, ex.results)
                     + ex.plan.notes]
+        reasons = list(dict.fromkeys(reasons))  # each once: steps (roles filled alike, layers) note the same
         return {
             "id": prep.id,
             "mix": prep.ctx.mix_name,
@@ -436,7 +437,8 @@ class Mixture(SessionMemory, Recording):
         if rating.model and not rating.replaced:
             self.stats.observe_feedback(rating.model, score, predicted_quality(rating.decision, rating.model),
                                         api_key=rating.api_key)
-            self.metrics.observe_feedback(rating.model, score)
+        if rating.model:  # a replacement too: the metrics take the replaced score back
+            self.metrics.observe_feedback(rating.model, score, rating.previous_score)
         return {"object": "feedback", "id": rating.feedback.id, "request_id": request_id, "score": shown,
                 "scale": scale, "model": rating.model}
 

@@ -19,9 +19,9 @@ from moai.refusals import UnknownModel, refusal
 from moai.strategies.executor import Execution, Executor, Spend, attempt_spend, total_spend
 from moai.telemetry.adapt import LiveStats
 from moai.telemetry.metrics import Metrics
-from moai.telemetry.store import CallRecord, RequestRecord, TelemetryStore, session_digest
+from moai.telemetry.store import CallRecord, RequestRecord, TelemetryStore
 from moai.telemetry.writer import TelemetryWriter
-from moai.tuning.live import LiveTuner
+from moai.tuning.live import LiveTuner, not_decided_by_knob
 from moai.upstream_errors import redacted
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class Recording:
             ttft_ms=(final.start + final.ttft_s - prep.started) * 1000 if final and final.ttft_s else None,
             cost_usd=total.cost_usd, energy_kwh=total.energy_kwh, co2_g=total.co2_g, error=self._stored(error),
             decision=prep.ctx.decision.to_json() if prep.ctx.decision else None, api_key=prep.api_key,
-            session=session_digest(prep.ctx.session),
+            session=self.store.session_digest(prep.ctx.session) if self.store is not None else None,
         )
         for r in results:
             # a row per model call (a provider's retries in place are part of their call), each with what the
@@ -87,8 +87,8 @@ class Recording:
                     cost_usd=spent.cost_usd, energy_kwh=spent.energy_kwh, co2_g=spent.co2_g,
                     retry_after_s=a.get("retry_after_s") if status == "rate_limited" else None,
                 ))
-            if r.status == "failed" and r.attempts:
-                continue
+            if (r.status == "failed" and r.attempts) or r.status in ("skipped", "passthrough"):
+                continue  # its calls are its attempts' rows; a skipped step, or one reusing an answer, made none
             answered.add(Spend(r.usage, r.cost_usd, r.energy_kwh, r.co2_g))
             rec.calls.append(CallRecord(
                 step=r.step, role=r.role, model=r.model, status=r.status, started_at=r.start, ended_at=r.end,
@@ -117,10 +117,10 @@ class Recording:
                 if failed and a.get("status") == ProviderRateLimited.status:
                     continue
                 if failed or a.get("model") != r.model:
-                    self.stats.observe(a["model"], not failed, a.get("latency_ms", 0) / 1000)
+                    self.stats.observe(a["model"], not failed, a.get("latency_ms", 0) / 1000, api_key=prep.api_key)
             if r.model and r.status == "ok":
                 self.stats.observe(r.model, True, r.latency_ms / 1000, r.ttft_s, r.usage.completion_tokens,
-                                   prompt_tokens=r.usage.prompt_tokens)
+                                   prompt_tokens=r.usage.prompt_tokens, api_key=prep.api_key)
             elif r.model and r.status == "cancelled":
                 self.stats.observe_cancelled(r.model)
         decided = prep.ctx.decision.model if prep.ctx.decision else None
@@ -141,11 +141,11 @@ class Recording:
 
     def _tune(self, prep: Prepared, results: list[Any]) -> None:
         """Feed a served request to its mix's live tuner; a change replaces the mix for the next requests. A request
-        that chose its own models or weights is left out: the knob did not decide it (ten requests pinned to the
-        cheapest model read as a cost share of 1 and tripled the mix's cost weight)."""
+        the knob did not decide is left out (``not_decided_by_knob``: its own models or weights, a session's model,
+        its privacy): ten requests pinned to the cheapest model read as a cost share of 1, tripling the cost weight."""
         name = prep.ctx.mix_name
         tuner = self.tuners.get(name)
-        if tuner is None or prep.ctx.steered:
+        if tuner is None or not_decided_by_knob(prep.ctx):
             return
         ok = [r for r in results if r.status == "ok" and r.model]
         if not ok:
@@ -212,7 +212,7 @@ class Recording:
                 id=request_id, mix=mix_name, strategy=mix.strategy, model=None, status=status,
                 http_status=http_status, stream=bool(body.stream), prompt_tokens=0, completion_tokens=0,
                 latency_ms=(time.time() - started) * 1000, cost_usd=0.0, energy_kwh=0.0, co2_g=0.0, error=message,
-                api_key=api_key, session=session_digest(session) if mix.sessions != "off" else None,
+                api_key=api_key, session=self.store.session_digest(session) if mix.sessions != "off" else None,
             ))
         return request_id
 

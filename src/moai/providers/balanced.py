@@ -27,6 +27,8 @@ from moai.providers.base import (
     ProviderError,
     ProviderRateLimited,
     note_retried,
+    queue_entered,
+    queue_left,
 )
 
 FAILED_BACK_S = 30.0  # how long a deployment that failed is tried after the others
@@ -110,7 +112,10 @@ class BalancedProvider(Provider):
             dep.in_flight += 1
             t0 = time.perf_counter()
             try:
+                queue_entered()  # a deployment with every slot taken: the wait is not its latency
                 async with dep.limit:
+                    queue_left()
+                    t0 = time.perf_counter()
                     out = await dep.provider.complete(params)
                 self._answered(dep, t0)
                 out.model = self.name
@@ -134,7 +139,10 @@ class BalancedProvider(Provider):
             dep.in_flight += 1
             t0 = time.perf_counter()
             try:
+                queue_entered()
                 async with dep.limit:
+                    queue_left()
+                    t0 = time.perf_counter()
                     async for d in dep.provider.stream(params):
                         started = started or bool(d.text or d.tool_calls or d.refusal)
                         yield d

@@ -240,14 +240,63 @@ def note_retried(error: ProviderError) -> None:
         seen.append(error)
 
 
+@dataclass
+class Queued:
+    """How long a call waited for its model before the model began on it (a local model generating for another
+    request, a deployment's slots all taken): the model's own latency is the rest, and a call cut short while
+    ``waiting`` was never served, so it is no verdict on the model."""
+
+    seconds: float = 0.0
+    since: float | None = None  # waiting now, since then (time.monotonic())
+
+    @property
+    def waiting(self) -> bool:
+        return self.since is not None
+
+    def enter(self) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+
+    def leave(self) -> None:
+        if self.since is not None:
+            self.seconds += time.monotonic() - self.since
+            self.since = None
+
+    def so_far(self) -> float:
+        """Seconds waited until now, a wait still running included."""
+        return self.seconds + (time.monotonic() - self.since if self.since is not None else 0.0)
+
+
+# The wait of the call in flight, told by the provider that queues it (``queued``); None: nobody watches.
+_QUEUED: ContextVar[Queued | None] = ContextVar("moai_queued", default=None)
+
+
+def queue_entered() -> None:
+    """The call now waits for its model (a lock, a slot): that time is not the model's."""
+    q = _QUEUED.get()
+    if q is not None:
+        q.enter()
+
+
+def queue_left() -> None:
+    """The model has begun on the call."""
+    q = _QUEUED.get()
+    if q is not None:
+        q.leave()
+
+
 @contextlib.contextmanager
-def watch_retries(seen: list[ProviderError]) -> Iterator[None]:
-    """Collect into ``seen`` the tries that providers called in this block retry (``note_retried``). Keep the
-    block free of ``yield``: a context variable does not follow a generator from one task to another."""
+def watch_retries(seen: list[ProviderError], queued: Queued | None = None) -> Iterator[None]:
+    """Collect into ``seen`` the tries that providers called in this block retry (``note_retried``), and into
+    ``queued`` the time they wait for their model. Keep the block free of ``yield``: a context variable does not
+    follow a generator from one task to another."""
     token = _RETRIED.set(seen)
+    waits = _QUEUED.set(queued) if queued is not None else None
     try:
         yield
     finally:
+        if waits is not None:
+            _QUEUED.reset(waits)
         _RETRIED.reset(token)
 
 
@@ -268,12 +317,13 @@ async def answered(model: str, call: Awaitable[Completion]) -> Completion:
         raise unexpected(model, e) from e
 
 
-async def watched(deltas: AsyncIterator[Delta], seen: list[ProviderError], model: str) -> AsyncIterator[Delta]:
-    """``deltas``, with the tries retried while each piece is awaited collected into ``seen``; an unexpected
-    exception is that model's failure (``unexpected``)."""
+async def watched(deltas: AsyncIterator[Delta], seen: list[ProviderError], model: str,
+                  queued: Queued | None = None) -> AsyncIterator[Delta]:
+    """``deltas``, with the tries retried while each piece is awaited collected into ``seen`` (and the time waited
+    for the model into ``queued``); an unexpected exception is that model's failure (``unexpected``)."""
     it = aiter(deltas)
     while True:
-        with watch_retries(seen):
+        with watch_retries(seen, queued):
             try:
                 d = await anext(it)
             except StopAsyncIteration:
@@ -357,8 +407,15 @@ class Provider(ABC):
         yield Delta()  # pragma: no cover
 
     async def complete(self, params: ChatParams) -> Completion:
-        """Default: drain the stream. Providers with a cheaper non-streaming call override this."""
+        """Default: drain the stream. Providers with a cheaper non-streaming call override this. Its times leave
+        out a wait for the model (``queue_entered``): they are the model's own."""
         start = time.perf_counter()
+        waits = _QUEUED.get()
+        waited0 = waits.so_far() if waits is not None else 0.0
+
+        def waited() -> float:
+            return waits.so_far() - waited0 if waits is not None else 0.0
+
         ttft: float | None = None
         from moai.providers.tool_calls import merge_tool_call_deltas
 
@@ -371,7 +428,7 @@ class Provider(ABC):
         fingerprint: str | None = None
         async for d in self.stream(params):
             if ttft is None and (d.text or d.tool_calls or d.refusal):
-                ttft = time.perf_counter() - start
+                ttft = max(0.0, time.perf_counter() - start - waited())
             parts.append(d.text)
             refusal.append(d.refusal)
             for call in d.tool_calls or ():  # streamed calls come in pieces: one names a call, the rest add to it
@@ -390,7 +447,7 @@ class Provider(ABC):
             usage=usage or Usage(),
             tool_calls=tool_calls or None,
             refusal="".join(refusal) or None,
-            latency_s=time.perf_counter() - start,
+            latency_s=max(0.0, time.perf_counter() - start - waited()),
             ttft_s=ttft,
             cpu_s=cpu_s,
             system_fingerprint=fingerprint,

@@ -18,6 +18,7 @@ import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from moai.catalog import ModelCard
@@ -27,8 +28,11 @@ from moai.providers.base import (
     Provider,
     ProviderError,
     ProviderRequestError,
+    ProviderServerError,
     ProviderUnavailable,
     Usage,
+    queue_entered,
+    queue_left,
 )
 from moai.providers.tool_calls import merge_tool_call_deltas, parse_tool_calls
 
@@ -40,6 +44,8 @@ _active_lock = threading.Lock()
 _active_calls = 0
 _load_lock = threading.Lock()
 _models: dict[str, Any] = {}  # path -> Llama, shared by every provider instance in the process
+# from the worker: it waits for the model (another call may hold it), then holds it; that wait is not its latency
+WAITING, SERVING = object(), object()
 
 
 @atexit.register
@@ -146,6 +152,82 @@ def _complete_json(text: str) -> bool:
     return True
 
 
+SCHEMA_TRIES = 3  # answers generated at most for a json_schema request: the first, then two shown what was wrong
+SCHEMA_PROBLEMS_SHOWN = 3  # schema violations named in an error (and in what a retry is told)
+
+
+@dataclass(frozen=True)
+class SchemaCheck:
+    """The ``json_schema`` a local answer must match, checked after generation.
+
+    llama.cpp's grammar enforces a schema's shape (types, required keys, string lengths, patterns, enums) but
+    silently drops other keywords: ``minimum``/``maximum`` and their exclusive forms, ``multipleOf``,
+    ``uniqueItems``, ``not``, ``format``... So an answer can parse yet break the schema (``{"age": 4000}`` for
+    ``maximum: 120``). ``strict`` is OpenAI's flag: with it the answer is guaranteed to follow the schema;
+    without it (OpenAI's default) the schema guides the model on a best-effort basis.
+    """
+
+    model: str
+    name: str
+    strict: bool
+    validator: Any  # a jsonschema validator for the schema
+
+    def problems(self, text: str) -> str | None:
+        """Why ``text`` does not match the schema, or None when it does."""
+        from referencing.exceptions import Unresolvable
+
+        try:
+            value = json.loads(text)
+        except ValueError as e:
+            return f"it is not JSON ({e})"
+        try:
+            errors = sorted(self.validator.iter_errors(value), key=lambda e: (list(map(str, e.path)), e.message))
+        except Unresolvable as e:  # a $ref to another document: never fetched from here
+            raise ProviderRequestError(self.model, f"response_format's JSON schema has a $ref that cannot be "
+                                                   f"resolved within it: {e}", param="response_format") from e
+        if not errors:
+            return None
+        shown = [f"{e.message} (at {e.json_path})" for e in errors[:SCHEMA_PROBLEMS_SHOWN]]
+        more = len(errors) - len(shown)
+        return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
+
+    def feedback(self, text: str, problem: str) -> list[dict[str, Any]]:
+        """The turns that show the model its answer and what is wrong with it, for the next try."""
+        return [{"role": "assistant", "content": text},
+                {"role": "user", "content": f"That JSON does not match the required JSON schema: {problem}. "
+                                            "Answer again with JSON that matches the schema."}]
+
+    def failure(self, problem: str, tries: int, usage: Usage) -> ProviderServerError:
+        """The call's error when no answer matched: the model failed, so the mix's next model may answer."""
+        e = ProviderServerError(self.model, f"its answer does not match the response_format JSON schema "
+                                            f"{self.name!r} after {tries} tr{'y' if tries == 1 else 'ies'}: {problem}")
+        e.usage = usage
+        return e
+
+
+def schema_check(model: str, fmt: dict[str, Any] | None) -> SchemaCheck | None:
+    """The check for a ``json_schema`` response format with a schema (None for any other format). A schema that is
+    not valid JSON Schema is the request's fault, found before the model is loaded. ``$ref``s resolve only within
+    the schema: a client's schema never makes the gateway fetch a URL."""
+    if not fmt or fmt.get("type") != "json_schema":
+        return None
+    spec = fmt.get("json_schema") or {}
+    schema = spec.get("schema")
+    if not isinstance(schema, dict) or not schema:
+        return None
+    import jsonschema
+    from referencing import Registry
+
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except jsonschema.SchemaError as e:
+        raise ProviderRequestError(model, f"response_format's JSON schema is not valid: {e.message}",
+                                   param="response_format") from e
+    validator = cls(schema, registry=Registry(), format_checker=cls.FORMAT_CHECKER)
+    return SchemaCheck(model, str(spec.get("name") or "schema"), spec.get("strict") is True, validator)
+
+
 def resolve_path(card: ModelCard) -> str:
     """The GGUF file for a card: an explicit path, or the zoo entry (which must be pulled)."""
     from moai import local_models
@@ -219,16 +301,16 @@ class LlamaCppProvider(Provider):
         except Exception as e:  # noqa: BLE001 - surfaced to the caller as a provider error
             emit(e if isinstance(e, ProviderUnavailable) else ProviderUnavailable(self.name, str(e)))
             return
+        emit(WAITING)
         with llm.lock:  # the model's own: every provider (two Mixtures, two cards of one file) shares the model
             if cancel.is_set():  # its caller left (or timed out) while it waited for the model: read nothing
                 emit(None)
                 return
+            emit(SERVING)
             with _active_lock:
                 _active_calls += 1
             try:
                 import llama_cpp
-
-                from moai.providers.llama_prefill import Cancelled
 
                 llm.begin(cancel)  # a prompt is read in steps this event stops between
                 n = _threads_for_call(self.card)
@@ -238,55 +320,93 @@ class LlamaCppProvider(Provider):
                     # enough to sample another answer. A seeded call reads its prompt afresh, to be reproducible.
                     llm.reset()
                 cpu0 = time.process_time()
-                chunks: Iterator[dict[str, Any]] = llm.create_chat_completion(stream=True, **self._kwargs(params))
-                n_out = 0
-                finish = "stop"
+                kw = self._kwargs(params)
                 tools = offers_tools(params)
-                held: list[str] = []  # with tools offered, the answer may be a call: hold text until the end
-                called: list[dict[str, Any]] = []  # calls llama.cpp made itself (a named tool_choice's grammar)
-                try:
-                    for chunk in chunks:
-                        if cancel.is_set():  # the caller went away: stop spending CPU on it
-                            finish = "cancelled"
-                            break
-                        choice = chunk["choices"][0]
-                        delta = choice.get("delta", {})
-                        text = delta.get("content") or ""
-                        tool_calls = delta.get("tool_calls")
-                        if text or tool_calls:
-                            n_out += 1
-                            if tools:
-                                held.append(text)
-                                merge_tool_call_deltas(called, tool_calls or [])
-                            elif n_out == 1:  # the prompt's exact size is known now: a stream cut short keeps it
-                                emit(Delta(text=text, usage=Usage(llm.prompt_tokens, llm.completion_tokens)))
-                            else:
-                                emit(Delta(text=text))
-                        if choice.get("finish_reason"):
-                            finish = choice["finish_reason"]
-                except Cancelled:  # stopped between two steps of its prompt (or of a token): the model is free
-                    finish = "cancelled"
-                if tools and finish != "cancelled":
-                    if called:  # arguments cut short by max_tokens are not a finished call
-                        done = all(_complete_json(c["function"]["arguments"]) for c in called)
-                        calls: list[dict[str, Any]] | None = called
-                        finish = "tool_calls" if done else "length"
-                    else:
-                        calls = parse_tool_calls("".join(held), params.tools)
-                        if calls:
-                            finish = "tool_calls"
-                    emit(Delta(text="" if calls else "".join(held), tool_calls=calls))
+                # a required call is the answer (its grammar replaced the response format): no schema to check
+                check = None if tools and params.tool_choice == "required" else schema_check(self.name,
+                                                                                           params.response_format)
                 # counted as the model read and generated them: the context's size less the streamed pieces is off
                 # by the last sampled token (never evaluated) and by the tokens a stop sequence held back
-                usage = Usage(llm.prompt_tokens, llm.completion_tokens)
+                usage = Usage()
+                tries = 0
+                answers: list[str] = []  # answers that broke the schema, each shown to the next try
+                problem: str | None = None
+                while True:
+                    try:
+                        text, calls, finish = self._generate(llm, kw, params, emit, cancel, hold=check is not None)
+                    except ValueError as e:
+                        if not answers or not _CONTEXT_OVERFLOW.search(str(e)):
+                            raise
+                        break  # the turns shown to a retry do not fit the context: the last answer's problem stands
+                    tries += 1
+                    usage.add(Usage(llm.prompt_tokens, llm.completion_tokens))
+                    # an answer cut short (length) or abandoned is not judged: its finish reason says so
+                    problem = check.problems(text) if check and finish == "stop" and not calls else None
+                    if problem is None or tries >= SCHEMA_TRIES or text in answers:  # a repeat: the model is stuck
+                        break
+                    answers.append(text)
+                    assert check is not None
+                    kw = {**kw, "messages": [*kw["messages"], *check.feedback(text, problem)]}
+                if problem is not None and check is not None and check.strict:
+                    raise check.failure(problem, tries, usage)  # never an answer that breaks a strict schema
+                if (tools or check) and finish != "cancelled":
+                    emit(Delta(text="" if calls else text, tool_calls=calls))
                 emit(Delta(finish_reason=finish, usage=usage, cpu_s=time.process_time() - cpu0))
             except Exception as e:  # noqa: BLE001
-                emit(generation_error(self.name, e))
+                emit(e if isinstance(e, ProviderError) else generation_error(self.name, e))
             finally:
                 llm.begin(None)
                 with _active_lock:
                     _active_calls -= 1
                 emit(None)
+
+    def _generate(self, llm: Any, kw: dict[str, Any], params: ChatParams, emit: Any, cancel: threading.Event,
+                  hold: bool) -> tuple[str, list[dict[str, Any]] | None, str]:
+        """One generation (under the model's lock): its text streamed out as it comes, or held back when tools are
+        offered (the answer may be a call) or ``hold`` (it is checked first). Returns the held text, the calls
+        made, and the finish reason."""
+        from moai.providers.llama_prefill import Cancelled
+
+        chunks: Iterator[dict[str, Any]] = llm.create_chat_completion(stream=True, **kw)
+        n_out = 0
+        finish = "stop"
+        tools = offers_tools(params)
+        hold = hold or tools
+        held: list[str] = []
+        called: list[dict[str, Any]] = []  # calls llama.cpp made itself (a named tool_choice's grammar)
+        try:
+            for chunk in chunks:
+                if cancel.is_set():  # the caller went away: stop spending CPU on it
+                    finish = "cancelled"
+                    break
+                choice = chunk["choices"][0]
+                delta = choice.get("delta", {})
+                text = delta.get("content") or ""
+                tool_calls = delta.get("tool_calls")
+                if text or tool_calls:
+                    n_out += 1
+                    if hold:
+                        held.append(text)
+                        merge_tool_call_deltas(called, tool_calls or [])
+                    elif n_out == 1:  # the prompt's exact size is known now: a stream cut short keeps it
+                        emit(Delta(text=text, usage=Usage(llm.prompt_tokens, llm.completion_tokens)))
+                    else:
+                        emit(Delta(text=text))
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+        except Cancelled:  # stopped between two steps of its prompt (or of a token): the model is free
+            finish = "cancelled"
+        calls: list[dict[str, Any]] | None = None
+        if tools and finish != "cancelled":
+            if called:  # arguments cut short by max_tokens are not a finished call
+                done = all(_complete_json(c["function"]["arguments"]) for c in called)
+                calls = called
+                finish = "tool_calls" if done else "length"
+            else:
+                calls = parse_tool_calls("".join(held), params.tools)
+                if calls:
+                    finish = "tool_calls"
+        return "".join(held), calls, finish
 
     async def stream(self, params: ChatParams) -> AsyncIterator[Delta]:
         loop = asyncio.get_running_loop()
@@ -301,11 +421,18 @@ class LlamaCppProvider(Provider):
                 loop.call_soon_threadsafe(queue.put_nowait, item)
 
         text_messages(self.name, params.messages)  # refuse what a text-only model cannot read before loading it
+        schema_check(self.name, params.response_format)  # and a response format's schema that is not one
         worker = threading.Thread(target=self._run, args=(params, emit, cancel), daemon=True)
         worker.start()
         try:
             while True:
                 item = await queue.get()
+                if item is WAITING:
+                    queue_entered()
+                    continue
+                if item is SERVING:
+                    queue_left()
+                    continue
                 if item is None:
                     break
                 if isinstance(item, Exception):

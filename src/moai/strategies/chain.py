@@ -2,14 +2,15 @@
 
 Each step falls back as the mix says (the gate's next model with ``fallbacks: gate``). A step that fails all
 the same is passed over: the next one refines the newest answer there is, and when the last step fails, that
-answer is returned rather than nothing.
+answer is returned rather than nothing. A chain whose first link no model could answer stops once its next links
+have no model left that has not already failed in the request: they would ask the same models the same question.
 """
 
 from __future__ import annotations
 
 from moai.strategies.context import RequestContext
 from moai.strategies.moa import with_fallbacks
-from moai.strategies.plan import Plan, Step, StepResult
+from moai.strategies.plan import Plan, Skip, Step, StepResult
 from moai.strategies.roles import fill, unfilled, with_messages
 
 # what a refining link must write: the client reads its text as the whole answer
@@ -26,19 +27,25 @@ def plan(ctx: RequestContext) -> Plan:
     steps: list[Step] = []
     ids: list[str] = []
     specs = ctx.mix.steps or []
+    failed: dict[str, bool] = {}  # the plan's: models that failed earlier in the request (the executor's)
     for i, spec in enumerate(specs):
         models = fill(ctx, spec.model)
         if not models:
             raise unfilled(ctx, f"chain step {i + 1}", spec.model)
         sid = f"step{i + 1}"
         earlier = list(ids)
+        models = with_fallbacks(ctx, models)
 
         def build(results: dict[str, StepResult], earlier: list[str] = earlier, instruction: str = spec.instruction,
-                  sid: str = sid):  # type: ignore[no-untyped-def]
+                  sid: str = sid, models: list[str] = models):  # type: ignore[no-untyped-def]
             if not earlier:
                 system = {"role": "system", "content": instruction}
                 return with_messages(ctx, [system, *ctx.params.messages])
             previous = _latest(results, earlier)
+            if previous is None and all(m in failed for m in models):
+                # no link answered, and this one would ask the models that just failed at it: the chain stops
+                return Skip(f"chain: no model could answer {earlier[0]}, and every model of {sid} failed already; "
+                            "the chain stopped")
             if previous is None or previous.step != earlier[-1]:
                 ctx.notes.append(f"chain: {earlier[-1]} failed; {sid} " + (
                     f"refined {previous.step}'s answer" if previous else "answered the request itself"))
@@ -52,8 +59,8 @@ def plan(ctx: RequestContext) -> Plan:
 
         last = i == len(specs) - 1
         # a link whose every model failed is passed over: the next one refines the newest answer there is
-        steps.append(Step(sid, "drafter" if not earlier else "reviser", with_fallbacks(ctx, models), build,
+        steps.append(Step(sid, "drafter" if not earlier else "reviser", models, build,
                           deps=earlier[-1:], optional=not last, after_failure=True))  # it reads one answer
         ids.append(sid)
     assert ids
-    return Plan("chain", steps, final=ids[-1], rescue=lambda results: _latest(results, ids[:-1]))
+    return Plan("chain", steps, final=ids[-1], rescue=lambda results: _latest(results, ids[:-1]), failed=failed)

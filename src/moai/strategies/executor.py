@@ -16,8 +16,26 @@ from typing import Any
 
 from moai.catalog import ModelCard
 from moai.config import Config
-from moai.providers import ChatParams, Delta, Provider, ProviderError, ProviderRateLimited, Usage, make_provider
-from moai.providers.base import answered, is_refusal, prompt_usage, watch_retries, watched, with_estimates
+from moai.providers import (
+    ChatParams,
+    Delta,
+    Provider,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderUnavailable,
+    Usage,
+    make_provider,
+)
+from moai.providers.base import (
+    ProviderAuthError,
+    Queued,
+    answered,
+    is_refusal,
+    prompt_usage,
+    watch_retries,
+    watched,
+    with_estimates,
+)
 from moai.providers.tool_calls import merge_tool_call_deltas
 from moai.strategies.plan import Built, Passthrough, Plan, Skip, Step, StepResult
 from moai.strategies.stragglers import finished_in_share, share_end
@@ -154,16 +172,68 @@ def _restored_calls(redactor: Any, calls: list[dict[str, Any]] | None) -> list[d
     return out
 
 
-def _failed_attempt(model: str, e: ProviderError, t0: float) -> dict[str, Any]:
-    """A failed try, for the trace and telemetry: its status tells a refused request from a failing model."""
-    attempt: dict[str, Any] = {"model": model, "error": str(e), "status": e.status, "start": t0,
-                               "latency_ms": (time.time() - t0) * 1000}
+def _served_from(t0: float, queued: Queued | None) -> float:
+    """When the model began on a call sent at ``t0``: the time it waited for the model (its concurrency limit, a
+    local model busy with another request) is the queue's, not the model's latency."""
+    return t0 + (queued.so_far() if queued is not None else 0.0)
+
+
+def _failed_attempt(model: str, e: ProviderError, t0: float, queued: Queued | None = None) -> dict[str, Any]:
+    """A failed try, for the trace and telemetry: its status tells a refused request from a failing model. Its
+    start and latency are the model's own; a wait for the model before it is ``queue_ms``."""
+    start = _served_from(t0, queued)
+    attempt: dict[str, Any] = {"model": model, "error": str(e), "status": e.status, "start": start,
+                               "latency_ms": max(0.0, time.time() - start) * 1000}
+    if start > t0:
+        attempt["queue_ms"] = round((start - t0) * 1000, 1)
     code = getattr(e, "code", None)
     if code:
         attempt.update(code=code, param=getattr(e, "param", None))
     if isinstance(e, ProviderRateLimited) and e.retry_after is not None:
         attempt["retry_after_s"] = e.retry_after
     return attempt
+
+
+def worth_another_try(e: ProviderError) -> bool:
+    """Whether a model that failed with ``e`` may answer a later step of the same request when that step has no
+    other model: a timeout, a 5xx or a 429 may pass; an unreachable model (connection refused, not found upstream,
+    not loadable) or a rejected key will not within one request."""
+    return not isinstance(e, ProviderUnavailable | ProviderAuthError)
+
+
+def _answer_to_build_on(step: Step, results: dict[str, StepResult]) -> bool:
+    """Whether the step asks something new: it has no inputs, or one of them answered. A chain's link after a
+    failed one (or a cascade's try after a failed try) asks what the models before it just failed at."""
+    return not step.deps or any(results[d].ok for d in step.deps if d in results)
+
+
+def usable(plan: Plan | None, step: Step, results: dict[str, StepResult]) -> list[str]:
+    """The models a step may call: those that did not fail earlier in this request (``Plan.failed``; a refusal of
+    the request itself is not such a failure). Models that did are called again only when the step has no other,
+    their failure was worth another try, and the step has an answer to build on: otherwise the request would pay
+    for the same failure once a step."""
+    if plan is None or not plan.failed:
+        return list(step.models)
+    fresh = [m for m in step.models if m not in plan.failed]
+    if fresh or not _answer_to_build_on(step, results):
+        return fresh
+    return [m for m in step.models if plan.failed[m]]
+
+
+def _note_left_out(plan: Plan | None, step: Step, models: list[str]) -> None:
+    """Say once per model that later steps left it out for failing earlier in the request."""
+    if plan is None:
+        return
+    for m in step.models:
+        note = f"{m} failed earlier in this request: later steps did not call it again"
+        if m not in models and m in plan.failed and note not in plan.notes:
+            plan.notes.append(note)
+
+
+def _not_called(step: Step, now: float) -> StepResult:
+    """A step left with no model to call: every one of them failed earlier in this request."""
+    return StepResult(step.id, step.role, None, "skipped", start=now, end=now,
+                      error=f"not called: {', '.join(dict.fromkeys(step.models))} failed earlier in this request")
 
 
 class ProviderRegistry:
@@ -246,11 +316,14 @@ class Executor:
             card, res.usage.prompt_tokens, res.usage.completion_tokens, res.latency_ms / 1000, res.cpu_s
         )
 
-    def _candidates(self, step: Step) -> Iterator[str]:
-        """Models to try, in order. Health is asked just before each try (asking may reserve a circuit's
-        probe), and models with an open circuit or a rate limit still running are tried last rather than never."""
+    def _candidates(self, step: Step, plan: Plan | None = None) -> Iterator[str]:
+        """Models to try, in order (``usable``: not those that failed earlier in the request). Health is asked just
+        before each try (asking may reserve a circuit's probe), and models with an open circuit or a rate limit
+        still running are tried last rather than never."""
+        models = usable(plan, step, plan.results) if plan is not None else list(step.models)
+        _note_left_out(plan, step, models)
         skipped = []
-        for m in step.models:
+        for m in models:
             if self.registry.health(m):
                 yield m
             else:
@@ -265,22 +338,42 @@ class Executor:
         assert group is not None
         if group not in left_out:
             models = dict.fromkeys(m for s in plan.steps if s.group == group for m in s.models)
-            health = {m: self.registry.health(m) for m in models}
+            failed = {m for m in models if m in plan.failed}  # earlier in this request: as good as an open circuit
+            health = {m: m not in failed and self.registry.health(m) for m in models}
             spared = {m for m, ok in health.items() if not ok} if any(health.values()) else set()
             left_out[group] = spared
-            note = (f"breaker: left out {', '.join(sorted(spared))} (circuit open or rate limited; the rest of the "
+            broken = spared - failed
+            note = (f"breaker: left out {', '.join(sorted(broken))} (circuit open or rate limited; the rest of the "
                     f"{step.role}s are healthy)")
-            if spared and note not in plan.notes:  # said once, however many layers leave the same models out
+            if broken and note not in plan.notes:  # said once, however many layers leave the same models out
                 plan.notes.append(note)
+            for m in sorted(spared & failed):
+                note = f"{m} failed earlier in this request: later steps did not call it again"
+                if note not in plan.notes:
+                    plan.notes.append(note)
         return left_out[group]
 
     def _failed(self, model: str, e: ProviderError, t0: float, retried: list[ProviderError],
-                billed: bool = True) -> dict[str, Any]:
-        """The failed attempt; a 429 is reported to the registry before the next model is tried. ``billed``:
-        the error's own usage counts (not for a stream that broke mid-answer: the step's usage has it)."""
+                billed: bool = True, plan: Plan | None = None, queued: Queued | None = None) -> dict[str, Any]:
+        """The failed attempt; a 429 is reported to the registry before the next model is tried, and a failure of
+        the model (not a refusal of the request itself) to the plan, whose later steps leave the model out.
+        ``billed``: the error's own usage counts (not for a stream that broke mid-answer: the step's usage has
+        it)."""
         if isinstance(e, ProviderRateLimited):
             self.registry.rate_limited(model, e.retry_after)
-        return self._tries(_failed_attempt(model, e, t0), model, [*retried, e] if billed else retried, retried)
+        if plan is not None and not is_refusal(e.status):
+            plan.failed[model] = plan.failed.get(model, True) and worth_another_try(e)
+        return self._tries(_failed_attempt(model, e, t0, queued), model, [*retried, e] if billed else retried,
+                           retried)
+
+    @staticmethod
+    def _unserved(res: StepResult, model: str, t0: float, queued: Queued) -> None:
+        """A call cut short (its time ran out, its client left) while it still waited for its model: the model
+        never began on it, so it is no verdict on the model (a busy local model is not a failing one), and no
+        prompt was read."""
+        res.status, res.end = "cancelled", time.time()
+        res.start, res.queue_s, res.usage = res.end, queued.so_far(), Usage()
+        res.error = f"cut short after {res.queue_s:.1f}s waiting for {model} (busy): never served"
 
     def _cut_short(self, res: StepResult, model: str, t0: float, retried: list[ProviderError]) -> None:
         """A call cut short (its client left, its time ran out) after its provider had retried in place: the tries
@@ -291,10 +384,10 @@ class Executor:
             if retried[-1].last_sent:  # cut while waiting to retry: no try in flight, the step ended with that one
                 res.usage, res.error, res.end = Usage(), str(retried[-1]), time.time()
 
-    def _answered(self, model: str, t0: float, retried: list[ProviderError]) -> dict[str, Any]:
-        """The attempt that answered, with the tries it took."""
-        return self._tries({"model": model, "start": t0, "latency_ms": (time.time() - t0) * 1000}, model, retried,
-                           retried)
+    def _answered(self, model: str, start: float, retried: list[ProviderError]) -> dict[str, Any]:
+        """The attempt that answered (from when its model began on it), with the tries it took."""
+        return self._tries({"model": model, "start": start, "latency_ms": (time.time() - start) * 1000}, model,
+                           retried, retried)
 
     def _tries(self, attempt: dict[str, Any], model: str, billed: list[ProviderError],
                retried: list[ProviderError]) -> dict[str, Any]:
@@ -333,32 +426,41 @@ class Executor:
         """Non-streamed call with fallbacks along ``step.models``, kept in ``res`` as it goes (a request cut short
         records the model in flight and every failed try)."""
         res = res or StepResult(step=step.id, role=step.role, model=None, status="failed", start=time.time())
-        for model in self._candidates(step):
+        for model in self._candidates(step, plan):
             t0 = time.time()
             res.model, res.start = model, t0  # the try in flight
             redactor = self._redactor(plan, model)
             retried: list[ProviderError] = []
+            queued = Queued()
             try:
                 sent = redactor.apply(params, model) if redactor else params  # may refuse to send it
+                queued.enter()  # the model's concurrency limit: waiting for it is not the model's latency
                 async with self.registry.limit(model):
+                    queued.leave()
                     res.usage = prompt_usage(sent)  # sent: what a request cut short now is billed for it
-                    with watch_retries(retried):
+                    with watch_retries(retried, queued):
                         out = await answered(model, self.registry.get(model).complete(sent))
                 if redactor:
                     out.text = redactor.restore(out.text)
                     out.tool_calls = _restored_calls(redactor, out.tool_calls)
             except asyncio.CancelledError:
                 self._cut_short(res, model, t0, retried)
+                if queued.waiting:
+                    self._unserved(res, model, t0, queued)
                 raise
             except ProviderError as e:
                 res.usage = Usage()  # what the failed try was billed is its attempt's
-                res.attempts.append(self._failed(model, e, t0, retried))
+                res.attempts.append(self._failed(model, e, t0, retried, plan=plan, queued=queued))
                 res.model, res.error = model, str(e)  # a failed step names the last model tried, as streamed
                 if not e.retryable:
                     break
                 continue
-            res.attempts.append(self._answered(model, t0, retried))
-            res.start = t0  # the answering model's own call: failed attempts are recorded on their own
+            served = _served_from(t0, queued)
+            res.attempts.append(self._answered(model, served, retried))
+            if plan is not None:
+                plan.failed.pop(model, None)  # it answers again
+            # the answering model's own call, from when it began on it: failed attempts are recorded on their own
+            res.start, res.queue_s = served, served - t0
             res.model, res.status, res.text, res.error = model, "ok", out.text, None
             res.usage = with_estimates(out.usage, sent, _generated(out.text, out.refusal, out.tool_calls))
             res.ttft_s, res.cpu_s = out.ttft_s, out.cpu_s
@@ -407,6 +509,9 @@ class Executor:
                                error=built.reason if built else None)
             elif isinstance(built, Passthrough):
                 r = _passed(step, built, results, now)
+            elif step.models and not usable(plan, step, results):
+                _note_left_out(plan, step, [])
+                r = _not_called(step, now)
             else:
                 results[step.id] = _running(step)
                 call = self._call(step, built, plan, results[step.id])
@@ -447,6 +552,24 @@ class Executor:
                 raise PlanFailed(f"every input of {final.id} failed" + (f" ({why})" if why else ""),
                                  list(results.values()), inputs)
         built = await _build(final, results)
+        if isinstance(built, Skip) or (isinstance(built, ChatParams) and final.models
+                                       and not usable(plan, final, results)):
+            # nothing to ask (a chain whose first link no model could answer), or no model left to ask it
+            _note_left_out(plan, final, [])
+            results[final.id] = left = (_not_called(final, time.time()) if not isinstance(built, Skip) else
+                                        StepResult(final.id, final.role, None, "skipped", start=time.time(),
+                                                   end=time.time(), error=built.reason))
+            rescued = plan.rescue(results) if plan.rescue else None
+            if rescued is None:  # the status of the failures that left it so (every model rate limited: a 429)
+                raise PlanFailed(f"final step {final.id} ({final.role}): {left.error}", list(results.values()),
+                                 [r for r in results.values() if r.status == "failed"])
+            plan.rescued = rescued
+            plan.notes.append(f"{final.role} {left.error}; answered with {rescued.step}'s answer")
+            yield Delta(text=rescued.text, tool_calls=_indexed(rescued.tool_calls),
+                        system_fingerprint=rescued.system_fingerprint)
+            yield Delta(finish_reason="tool_calls" if rescued.tool_calls else "stop")
+            yield Execution(plan, rescued, list(results.values()))
+            return
         if isinstance(built, Passthrough) or built is None:
             now = time.time()
             ans = (_passed(final, built, results, now) if isinstance(built, Passthrough)
@@ -500,7 +623,7 @@ class Executor:
         leaves the step at zero tokens, and what its try was billed (a prompt that timed out) to its attempt, as
         unstreamed.
         """
-        for model in self._candidates(step):
+        for model in self._candidates(step, plan):
             t0 = time.time()
             started = False
             parts: list[str] = []
@@ -511,11 +634,14 @@ class Executor:
             held_calls: list[dict[str, Any]] = []  # under redaction: pieces merged, placeholders restored at the end
             ans.model, ans.system_fingerprint = model, None
             retried: list[ProviderError] = []
+            queued = Queued()
             try:
                 sent = redactor.apply(params, model) if redactor else params  # may refuse to send it
+                queued.enter()
                 async with self.registry.limit(model):
+                    queued.leave()
                     ans.usage = prompt_usage(sent)  # counted as it streams, exact at the end
-                    async for d in watched(self.registry.get(model).stream(sent), retried, model):
+                    async for d in watched(self.registry.get(model).stream(sent), retried, model, queued):
                         if restorer is not None:
                             d.text = restorer.feed(d.text) + (restorer.flush() if d.finish_reason else "")
                             if d.tool_calls:  # a placeholder may straddle two pieces of the arguments
@@ -525,7 +651,7 @@ class Executor:
                                 d.tool_calls = _restored_calls(redactor, held_calls)
                         if d.text or d.tool_calls or d.refusal:
                             if not started:
-                                ans.ttft_s = time.time() - t0
+                                ans.ttft_s = time.time() - _served_from(t0, queued)
                             started = True
                             parts.append(d.text)
                             refusal.append(d.refusal)
@@ -545,9 +671,12 @@ class Executor:
                         yield d
             except asyncio.CancelledError:
                 self._cut_short(ans, model, t0, retried)
+                if queued.waiting:
+                    self._unserved(ans, model, t0, queued)
                 raise
             except ProviderError as e:
-                ans.attempts.append(self._failed(model, e, t0, retried, billed=not started))
+                ans.attempts.append(self._failed(model, e, t0, retried, billed=not started, plan=plan,
+                                                 queued=queued))
                 ans.error = str(e)
                 if not started:  # nothing was generated: what the try was billed is its attempt's
                     ans.usage, ans.cpu_s = Usage(), None
@@ -555,8 +684,11 @@ class Executor:
                     ans.end = time.time()
                     raise
                 continue
-            ans.attempts.append(self._answered(model, t0, retried))
-            ans.start = t0
+            served = _served_from(t0, queued)
+            ans.attempts.append(self._answered(model, served, retried))
+            if plan is not None:
+                plan.failed.pop(model, None)
+            ans.start, ans.queue_s = served, served - t0
             ans.model, ans.status, ans.error = model, "ok", None
             ans.text, ans.tool_calls, ans.refusal = "".join(parts), tool_calls or None, "".join(refusal) or None
             ans.end = time.time()

@@ -13,7 +13,7 @@ from moai.strategies.moa import (
     rescue,
     with_fallbacks,
 )
-from moai.strategies.plan import Passthrough, Plan, Step, StepResult
+from moai.strategies.plan import Passthrough, Plan, Skip, Step, StepResult
 from moai.strategies.prompts import judge_messages, judge_verdict
 from moai.strategies.roles import fill, unfilled, with_messages
 
@@ -46,8 +46,8 @@ def plan(ctx: RequestContext) -> Plan:
 
     def build_judge(results: dict[str, StepResult]):  # type: ignore[no-untyped-def]
         answers = ok_answers(results, last)
-        if len(answers) < 2:
-            return None  # nothing to choose between
+        if len(answers) < 2:  # the pick passes the one answer on: no call, no call row
+            return Skip(f"{len(answers)} answer(s) came back: nothing to judge between")
         return with_messages(ctx, judge_messages(ctx.params.messages, [a.text for a in answers]), max_tokens=8,
                              temperature=0.0)
 

@@ -56,6 +56,9 @@ class StepResult:
     system_fingerprint: str | None = None  # the answering upstream's, as OpenAI's response field
     energy_kwh: float = 0.0
     co2_g: float = 0.0
+    # seconds the answering call waited for its model before it was served (a local model busy with another
+    # request, the model's concurrency limit): not the model's latency, so ``start`` is when it began serving
+    queue_s: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -85,6 +88,8 @@ class StepResult:
             "energy_kwh": self.energy_kwh,
             "co2_g": self.co2_g,
         }
+        if self.queue_s:
+            entry["queue_ms"] = round(self.queue_s * 1000, 1)
         if self.error:
             entry["error"] = self.error
         if len(self.attempts) > 1 or (self.attempts and self.attempts[0].get("error")):
@@ -137,6 +142,10 @@ class Plan:
     # time.monotonic() at which the request's limit runs out (settings.request_timeout_s): layers of proposers
     # get a share of what is left (``stragglers``)
     deadline: float | None = None
+    # models that failed in this request (not a refusal of the request itself), each with whether one more try is
+    # worth it (a timeout, a 5xx, a 429) when a later step has no other model; an unreachable model (connection
+    # refused, not found, bad key) is not. Later steps leave them out (``Executor``).
+    failed: dict[str, bool] = field(default_factory=dict)
 
     def answering(self) -> StepResult | None:
         """The result whose answer is being returned: the final step's, or the earlier answer that rescued it."""

@@ -1,0 +1,231 @@
+"""A local model's answer to a ``json_schema`` response format matches the schema, or the call fails.
+
+llama.cpp's grammar enforces a schema's shape but not keywords such as ``minimum``/``maximum``; each answer is
+validated, a violation regenerated with what was wrong shown to the model, and a strict schema never answered
+with JSON that breaks it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from stub_openai import Script, StubServer
+
+from moai.catalog import ModelCard, complete_card
+from moai.providers import ChatParams, ProviderRequestError, ProviderServerError
+from moai.providers import llama_cpp as lc
+from moai.providers.llama_cpp import LlamaCppProvider
+
+AGE = {"type": "object", "properties": {"age": {"type": "integer", "minimum": 0, "maximum": 120}},
+       "required": ["age"]}
+
+
+def age_format(strict: bool | None = True) -> dict[str, Any]:
+    spec: dict[str, Any] = {"name": "person", "schema": AGE}
+    if strict is not None:
+        spec["strict"] = strict
+    return {"type": "json_schema", "json_schema": spec}
+
+
+class ScriptedLlama:
+    """Stands in for a loaded GGUF model: answers in turn from ``answers`` and keeps the messages of each call."""
+
+    def __init__(self, answers: list[str], finish: str = "stop") -> None:
+        self.answers = answers
+        self.finish = finish
+        self.lock = threading.Lock()
+        self.calls: list[list[dict[str, Any]]] = []
+        self.prompt_tokens = self.completion_tokens = 0
+
+        class Ctx:
+            ctx = None
+
+        self._ctx = Ctx()
+
+    def begin(self, cancel: threading.Event | None) -> None:
+        self.prompt_tokens = self.completion_tokens = 0
+
+    def reset(self) -> None:
+        """Nothing cached to drop."""
+
+    def create_chat_completion(self, stream: bool, messages: list[dict[str, Any]], **kw: Any) -> Iterator[dict]:
+        assert stream and kw["response_format"]["type"] == "json_object"
+        self.calls.append(messages)
+        answer = self.answers[min(len(self.calls), len(self.answers)) - 1]
+        self.prompt_tokens, self.completion_tokens = 10 * len(messages), 5
+        for piece in (answer[: len(answer) // 2], answer[len(answer) // 2:]):
+            yield {"choices": [{"delta": {"content": piece}, "finish_reason": None}]}
+        yield {"choices": [{"delta": {}, "finish_reason": self.finish}]}
+
+
+@pytest.fixture
+def scripted(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Installs a ScriptedLlama as the model every local card loads."""
+    import llama_cpp
+
+    monkeypatch.setattr(llama_cpp, "llama_set_n_threads", lambda *a: None)
+
+    def install(answers: list[str], finish: str = "stop") -> ScriptedLlama:
+        llm = ScriptedLlama(answers, finish)
+        monkeypatch.setattr(lc, "load_llama", lambda card: llm)
+        return llm
+
+    return install
+
+
+def provider() -> LlamaCppProvider:
+    return LlamaCppProvider(ModelCard(name="tiny", provider="local", path="/nonexistent.gguf", privacy="local"))
+
+
+def ask(fmt: dict[str, Any] | None = None) -> ChatParams:
+    return ChatParams(messages=[{"role": "user", "content": "How old is she?"}], max_tokens=20,
+                      response_format=fmt or age_format())
+
+
+async def test_an_answer_out_of_bounds_is_regenerated_with_the_problem_shown(scripted: Any) -> None:
+    llm = scripted(['{"age": 4000}', '{"age": 40}'])
+    out = await provider().complete(ask())
+    assert json.loads(out.text) == {"age": 40} and out.finish_reason == "stop"
+    assert len(llm.calls) == 2
+    retry = llm.calls[1]
+    assert retry[:1] == llm.calls[0]  # the same conversation, then the rejected answer and why
+    assert retry[1] == {"role": "assistant", "content": '{"age": 4000}'}
+    assert retry[2]["role"] == "user" and "4000 is greater than the maximum of 120" in retry[2]["content"]
+    assert "$.age" in retry[2]["content"]
+    assert (out.usage.prompt_tokens, out.usage.completion_tokens) == (10 + 30, 5 + 5)  # both tries are counted
+
+
+async def test_a_strict_schema_still_broken_after_the_tries_fails_the_call(scripted: Any) -> None:
+    llm = scripted(['{"age": 4000}', '{"age": -1}', '{"age": 200}'])
+    with pytest.raises(ProviderServerError) as e:
+        await provider().complete(ask())
+    assert len(llm.calls) == 3
+    message = str(e.value)
+    assert "'person'" in message and "after 3 tries" in message and "200 is greater than the maximum of 120" in message
+    assert e.value.usage is not None and e.value.usage.completion_tokens == 15
+    assert e.value.retryable and e.value.status == 502  # the model failed: the mix's next model may answer
+
+
+async def test_a_stream_shows_no_text_before_the_answer_is_checked(scripted: Any) -> None:
+    scripted(['{"age": 4000}'])
+    seen: list[str] = []
+    with pytest.raises(ProviderServerError):
+        async for d in provider().stream(ask()):
+            seen.append(d.text)
+    assert "".join(seen) == ""
+
+
+async def test_a_repeated_answer_ends_the_tries(scripted: Any) -> None:
+    llm = scripted(['{"age": 4000}'])
+    with pytest.raises(ProviderServerError, match="after 2 tries"):
+        await provider().complete(ask())
+    assert len(llm.calls) == 2  # a third try would only cost time: the model is stuck on its answer
+
+
+@pytest.mark.parametrize("strict", [False, None], ids=["strict-false", "strict-absent"])
+async def test_without_strict_the_schema_is_best_effort(scripted: Any, strict: bool | None) -> None:
+    """OpenAI guarantees adherence only with ``strict: true``; otherwise the last answer is returned after the tries."""
+    llm = scripted(['{"age": 4000}', '{"age": 300}', '{"age": 200}'])
+    out = await provider().complete(ask(age_format(strict)))
+    assert json.loads(out.text) == {"age": 200} and len(llm.calls) == 3
+
+
+async def test_an_answer_cut_short_is_not_judged(scripted: Any) -> None:
+    llm = scripted(['{"age": 4'], finish="length")
+    out = await provider().complete(ask())
+    assert out.text == '{"age": 4' and out.finish_reason == "length" and len(llm.calls) == 1
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "object", "properties": {"n": {"type": "number", "exclusiveMinimum": 0}}},
+    {"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 5}}},
+    {"type": "object", "properties": {"tags": {"type": "array", "uniqueItems": True}}},
+    {"type": "object", "properties": {"day": {"type": "string", "format": "date"}}},
+])
+def test_keywords_the_grammar_drops_are_checked(schema: dict[str, Any]) -> None:
+    check = lc.schema_check("m", {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+    assert check is not None
+    bad = {"n": 0} if "n" in schema["properties"] else {"tags": [1, 1]} if "tags" in schema["properties"] \
+        else {"day": "soon"}
+    if schema["properties"].get("n", {}).get("multipleOf"):
+        bad = {"n": 7}
+    assert check.problems(json.dumps(bad)) is not None
+    assert check.problems("{}") is None
+
+
+def test_only_a_json_schema_format_with_a_schema_is_checked() -> None:
+    assert lc.schema_check("m", None) is None and lc.schema_check("m", {"type": "json_object"}) is None
+    assert lc.schema_check("m", {"type": "json_schema", "json_schema": {"name": "x"}}) is None
+    check = lc.schema_check("m", age_format(None))
+    assert check is not None and not check.strict and check.name == "person"
+
+
+async def test_a_schema_that_is_not_json_schema_is_the_requests_fault(tmp_path: Path) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "whole number"}}}
+    card = ModelCard(name="ghost", provider="local", path=str(tmp_path / "ghost.gguf"), privacy="local")
+    with pytest.raises(ProviderRequestError) as e:  # before the (missing) model file is looked for
+        await LlamaCppProvider(card).complete(ask(fmt))
+    assert e.value.param == "response_format" and "not valid" in str(e.value)
+
+
+def test_a_ref_to_another_document_is_never_fetched() -> None:
+    schema = {"type": "object", "properties": {"a": {"$ref": "http://127.0.0.1:9/schema.json"}}}
+    check = lc.schema_check("m", {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+    assert check is not None
+    with pytest.raises(ProviderRequestError, match="cannot be resolved"):
+        check.problems('{"a": 1}')
+
+
+# ---------------------------------------------------------------------------------------------- real models
+
+def smol() -> LlamaCppProvider:
+    card = complete_card("smollm2-135m", ModelCard(provider="local", package="smollm2-135m", privacy="local",
+                                                   context=2048))
+    return LlamaCppProvider(card)
+
+
+TREE = [{"role": "user", "content": "The tree is 4000 years old. How old is it?"}]
+
+
+@pytest.mark.integration
+async def test_a_real_model_never_returns_json_that_breaks_a_strict_schema(smollm_path: Path) -> None:
+    """The grammar lets SmolLM2 write 4000 for ``maximum: 120`` (it does, every time, at temperature 0)."""
+    with pytest.raises(ProviderServerError) as e:
+        await smol().complete(ChatParams(messages=TREE, max_tokens=40, response_format=age_format()))
+    assert "4000 is greater than the maximum of 120" in str(e.value)
+    ok = await smol().complete(ChatParams(messages=[{"role": "user", "content": "How old is a newborn baby?"}],
+                                          max_tokens=40, response_format=age_format()))
+    assert 0 <= json.loads(ok.text)["age"] <= 120
+
+
+@pytest.mark.integration
+async def test_the_mix_answers_from_its_next_model_when_the_local_one_breaks_the_schema(
+        smollm_path: Path, tmp_path: Path) -> None:
+    from moai import Mixture
+    from moai.api import shutdown
+
+    with StubServer(Script(reply='{"age": 117}')) as stub:
+        path = tmp_path / "mix.yaml"
+        path.write_text(f"""
+models:
+  smol: {{provider: local, package: smollm2-135m, privacy: local, context: 2048}}
+  cloud: {{provider: openai_compat, endpoint: "{stub.url}", model: stub, privacy: cloud,
+          price: {{input_per_mtok: 1, output_per_mtok: 1}}}}
+mixes:
+  default: {{strategy: route, max_tokens: 40, weights: {{quality: 0, cost: 1}}, fallbacks: [smol, cloud]}}
+""")
+        m = Mixture.from_config(str(path))
+        try:
+            r = m.chat.completions.create(model="moai/default", messages=TREE, response_format=age_format())
+        finally:
+            shutdown(m)
+    trace = r.moai  # type: ignore[attr-defined]
+    assert json.loads(r.choices[0].message.content) == {"age": 117} and trace["model"] == "cloud", trace
+    assert stub.script.calls == 1
+    smol_try = trace["trace"][0]["attempts"][0]  # the gate's pick (free) was tried first, and failed
+    assert smol_try["model"] == "smol" and smol_try["status"] == 502 and "maximum of 120" in smol_try["error"]

@@ -1,0 +1,102 @@
+"""What ``moai.reason`` and the telemetry say of a collaboration: the gate's route pick is not presented as the
+answer's model when it took no part, a note is said once, and a step that made no call (a judge with one answer
+to judge, the pick that passes that answer on) has no call row."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+
+from stub_openai import Script, StubServer
+from test_plan_fallbacks import ask, setup
+
+from moai.config import parse_config
+from moai.gate.decision import RouteDecision
+from moai.mixture import Mixture
+from moai.telemetry.store import TelemetryStore
+
+
+class Gate:
+    """Ranks models in a fixed order and gives the gate policy's first reason line (its pick's utility)."""
+
+    name = "fixed"
+
+    def __init__(self, order: list[str]) -> None:
+        self.order = order
+
+    def decide(self, messages, cards, weights, live=None):  # type: ignore[no-untyped-def]
+        names = [n for n in self.order if n in {c.name for c in cards}]
+        return RouteDecision(model=names[0], ranking=names, probabilities={n: 1 / len(names) for n in names},
+                             quality={n: 0.5 for n in names},
+                             reasons=[f"{names[0]}: utility 0.500 = quality 0.500 - cost $0.00000 (weighted)"])
+
+
+async def reasons_of(mix: str, scripts: dict[str, Script], order: list[str]) -> list[str]:
+    with ExitStack() as st:
+        m = Mixture(parse_config(setup(st, scripts, mix)), chooser=Gate(order))
+        try:
+            _, summary, _ = await ask(m)
+        finally:
+            await m.aclose()
+    return summary["reason"]
+
+
+async def test_a_gate_pick_that_took_no_part_is_not_the_first_reason() -> None:
+    """The gate ranks ``top`` first, but the fan-out's proposers and aggregator are other models: the first line
+    says that ``top`` took no part, and which model answered."""
+    scripts = {"top": Script(reply="top"), "a": Script(reply="from a"), "b": Script(reply="from b"),
+               "agg": Script(reply="merged")}
+    reasons = await reasons_of("  m: {strategy: fanout, proposers: [a, b], aggregator: agg}\n", scripts,
+                               ["top", "a", "b", "agg"])
+    assert scripts["top"].calls == 0
+    assert not reasons[0].startswith("top: "), reasons
+    assert reasons[0].startswith("gate: ranked top first (utility 0.500") and "took no part in this fanout" in \
+        reasons[0] and reasons[0].endswith("agg answered"), reasons
+
+
+async def test_a_gate_pick_that_took_part_keeps_its_reason() -> None:
+    scripts = {"a": Script(reply="from a"), "b": Script(reply="from b"), "agg": Script(reply="merged")}
+    reasons = await reasons_of("  m: {strategy: moa, proposers: [a, b], aggregator: agg}\n", scripts,
+                               ["a", "b", "agg"])
+    assert reasons[0].startswith("a: utility 0.500"), reasons
+
+
+async def test_a_note_is_said_once() -> None:
+    """Two links pinned to the same ineligible model noted its exclusion, and the gate's stand-in, twice each."""
+    with ExitStack() as st:
+        lines = ["models:"]
+        for n, tier in (("a", "private"), ("x", "cloud")):
+            url = st.enter_context(StubServer(Script(reply=f"from {n}"))).url
+            lines.append(f"  {n}: {{provider: openai_compat, endpoint: '{url}', privacy: {tier}, max_retries: 0}}")
+        cfg = "\n".join(lines) + ("\nmixes:\n  m: {strategy: chain, constraints: {max_privacy: private}, "
+                                  "steps: [{model: x, instruction: D}, {model: x, instruction: F}]}\n")
+        m = Mixture(parse_config(cfg), chooser=Gate(["a", "x"]))
+        try:
+            _, summary, _ = await ask(m)
+        finally:
+            await m.aclose()
+    reasons = summary["reason"]
+    assert len(reasons) == len(set(reasons)), reasons
+    assert "role: the gate chose a instead" in reasons
+
+
+async def test_a_judge_with_one_answer_makes_no_call_row(tmp_path: Path) -> None:
+    """Two of three proposers fail: the judge is not asked and the pick passes the one answer on. Neither made a
+    call, so neither has a row among the request's calls (the pick's read as a 0-token call of the proposer's
+    model); the judge's trace entry says why it was skipped."""
+    store = TelemetryStore(f"sqlite:///{tmp_path / 'r.db'}")
+    mix = "  m: {strategy: fanout, proposers: [a, b, c], judge: j}\n"
+    with ExitStack() as st:
+        scripts = {"a": Script(reply="from a"), "b": Script(fail_times=99), "c": Script(fail_times=99),
+                   "j": Script(reply="1")}
+        m = Mixture(parse_config(setup(st, scripts, mix)), store=store, chooser=Gate(["a", "b", "c", "j"]))
+        try:
+            ex, summary, _ = await ask(m)
+        finally:
+            await m.aclose()
+    assert ex.answer.text == "from a" and scripts["j"].calls == 0
+    (req,) = store.requests()
+    rows = [(c.step, c.model, c.status) for c in req.calls]
+    assert sorted(rows) == [("p1.1", "a", "ok"), ("p1.2", "b", "failed"), ("p1.3", "c", "failed")], rows
+    judge = next(t for t in summary["trace"] if t["step"] == "judge")
+    assert judge["status"] == "skipped" and "nothing to judge" in judge["error"]
