@@ -97,6 +97,18 @@ class Settings(BaseModel):
     cache: CacheSettings | None = None  # response cache (default: off, or the MOAI_CACHE variables)
     # browser origins allowed to call the API (CORS), e.g. ["https://chat.example.com"] or ["*"]; none by default
     cors_origins: list[str] = Field(default_factory=list)
+    # the environment variable holding a bearer token that GET /metrics then requires (each model's traffic is
+    # there, for anyone who can reach the port otherwise); unset: /metrics stays open to scrapers
+    metrics_token_env: str | None = None
+
+    @field_validator("metrics_token_env")
+    @classmethod
+    def _metrics_token_env(cls, v: str | None) -> str | None:
+        """A variable's name, never the token itself (the mix instructions are no place for a secret)."""
+        if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError(f"{'this value' if len(v) > 12 else repr(v)} is not an environment variable's name: "
+                             "name the variable that holds the token (e.g. MOAI_METRICS_TOKEN), not the token")
+        return v
 
     @field_validator("database_url")
     @classmethod

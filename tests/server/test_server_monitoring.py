@@ -382,7 +382,9 @@ def test_without_keys_a_request_keeps_its_latest_rating(tmp_path: Path) -> None:
             r = client.post("/v1/feedback", json={"id": request_id, "score": score, "comment": comment})
             assert r.status_code == 200
         assert [(f.score, f.comment) for f in store.feedback_for(request_id)] == [(-1, "wrong after all")]
-        assert samples(client, "moai_feedback") == {(("model", "m0"),): 1}  # one rating, however often replaced
+        # the database keeps one rating, however often replaced; the metrics count every rating received
+        assert samples(client, "moai_feedback") == {(("model", "m0"),): 3}
+        assert samples(client, "moai_feedback_replaced") == {(("model", "m0"),): 2}
         store.add_feedback(request_id, 8)  # `moai feedback` writes through the same path
         assert [f.score for f in store.feedback_for(request_id)] == [8]
 

@@ -1,6 +1,6 @@
-"""Prometheus feedback counters when a request is rated again: the database and routing keep the latest rating only,
-and the exported counters let the standing scores be read exactly (counters never go down: what a new rating
-replaced is counted apart)."""
+"""Prometheus feedback counters are plain event counters: every rating received (first ones and replacements) is
+counted with its score, so that increase(score) / increase(feedback) is the mean rating given over any window,
+across restarts too. The mean of the ratings standing (a request keeps its latest) is the database's."""
 
 from __future__ import annotations
 
@@ -27,35 +27,54 @@ def totals(text: str) -> dict[str, float]:
             if s.name == f.name + "_total" and s.labels.get("model") == "m"}
 
 
-def standing(seen: dict[str, float]) -> tuple[float, float]:
-    """(rated requests, sum of their standing scores), as a dashboard computes them from the counters."""
-    return (seen["moai_feedback"],
-            seen["moai_feedback_score"] - seen.get("moai_feedback_replaced_score", 0.0))
-
-
-def test_a_replaced_rating_leaves_its_score_out_of_the_standing_sum() -> None:
+def test_every_rating_received_is_counted_with_its_score() -> None:
     metrics = Metrics()
     metrics.observe_feedback("m", 1.0)  # first rating: a thumbs-up
-    metrics.observe_feedback("m", -1.0, replaced=1.0)  # the client changes its mind: thumbs-down
+    metrics.observe_feedback("m", -1.0, replaced=True)  # the client changes its mind: thumbs-down
     metrics.observe_feedback("m", 0.5)  # another request
     seen = totals(metrics.render().decode())
-    assert standing(seen) == (2, pytest.approx(0.0 + 0.5))
+    assert seen["moai_feedback"] == 3
+    assert seen["moai_feedback_score"] == pytest.approx(1.0 + 0.0 + 0.5)
     assert seen["moai_feedback_replaced"] == 1
-    assert seen["moai_feedback_score"] == pytest.approx(1.0 + 0.0 + 0.5)  # a counter: it never went down
+    assert "moai_feedback_replaced_score" not in seen  # no counter invites a standing mean it cannot give
 
 
-def test_the_store_says_which_score_a_rating_replaced(tmp_path: Path) -> None:
-    store = TelemetryStore(f"sqlite:///{tmp_path / 'moai.db'}")
+def test_the_mean_rating_of_a_window_stays_in_range_after_a_restart() -> None:
+    """A replacement after a restart (its first rating counted by the process before) is one more rating given:
+    the window's increase of the counters gives a mean in 0..1, never a negative or undefined one."""
+    before = Metrics()
+    for score in (1.0, 1.0):
+        before.observe_feedback("m", score)
+    after = Metrics()  # restarted: the counters start from zero
+    after.observe_feedback("m", -1.0, replaced=True)
+    after.observe_feedback("m", 1.0, replaced=True)
+    seen = totals(after.render().decode())
+    assert seen["moai_feedback"] == 2 and seen["moai_feedback_replaced"] == 2
+    assert seen["moai_feedback_score"] / seen["moai_feedback"] == pytest.approx(0.5)  # (0 + 1) / 2
+
+
+def _replaced(store: TelemetryStore) -> None:
     store.write(RequestRecord(id="r1", mix="default", strategy="route", model="m", status="ok"))
-    first = store.rate("r1", 8)
-    assert (first.replaced, first.previous_score) == (False, None)
-    again = store.rate("r1", 2)
-    assert (again.replaced, again.previous_score) == (True, 8)
+    assert not store.rate("r1", 8).replaced
+    assert store.rate("r1", 2).replaced
     assert [f.score for f in store.feedback_for("r1")] == [2]
 
 
+def test_the_store_says_whether_a_rating_replaced_one(tmp_path: Path) -> None:
+    _replaced(TelemetryStore(f"sqlite:///{tmp_path / 'moai.db'}"))
+
+
 @pytest.mark.integration
-def test_feedback_over_http_exports_the_latest_rating(tmp_path: Path) -> None:
+def test_the_store_says_whether_a_rating_replaced_one_on_postgresql(fresh_postgres: str) -> None:
+    store = TelemetryStore(fresh_postgres)
+    try:
+        _replaced(store)
+    finally:
+        store.close()
+
+
+@pytest.mark.integration
+def test_feedback_over_http_counts_every_rating_and_the_database_keeps_the_latest(tmp_path: Path) -> None:
     with StubServer(Script()) as stub:
         config = parse_config(f"""
 models:
@@ -71,6 +90,7 @@ mixes:
                 assert client.post("/v1/feedback", json={"id": rid, "score": score}).status_code == 200
             seen = totals(client.get("/metrics").text)
         store.close()
-    assert [f.score for f in store.feedback_for(rid)] == [0.25]
-    assert standing(seen) == (1, pytest.approx(0.25))  # what the database holds: one rating, its latest
+    assert [f.score for f in store.feedback_for(rid)] == [0.25]  # the standing rating: the database's
+    assert seen["moai_feedback"] == 3
+    assert seen["moai_feedback_score"] == pytest.approx(1.0 + 1.0 + 0.25)
     assert seen["moai_feedback_replaced"] == 2

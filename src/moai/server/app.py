@@ -90,6 +90,8 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         retainer = None
         if mix.store is not None and config.settings.retention_days is not None:
             retainer = asyncio.create_task(retain_forever(mix.store, config.settings.retention_days))
+        if mix.store is not None and mix.store.session_secret_source is not None:  # read when the store opened
+            log.info("session digests keyed with %s", mix.store.session_secret_source)
         await asyncio.to_thread(load_privacy_model)  # ~0.7 s, paid here rather than by the first request
         warm = getattr(mix.chooser, "warm", None)
         if warm is not None:
@@ -104,6 +106,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             key_reader.cancel()
             if retainer is not None:
                 retainer.cancel()
+            await keeper.aclose()  # RPM counts of refused requests still running
             await mix.aclose()  # flushes queued telemetry
 
     app = FastAPI(title="moai", version=__version__, lifespan=lifespan)
@@ -288,7 +291,9 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
                 mix.metrics.observe_refusal(mix_name, "error", DATABASE_UNAVAILABLE, time.time() - started)
             return denied(e)
         api_key, session = key.id if key is not None else None, request.headers.get("x-moai-session")
-        limits = window.headers() if window is not None else {}  # this request was counted: told on every answer
+        # told on every answer: the window with this request counted (a budgeted key's: as its admission checked
+        # it, until its hold counts it and tells the window then)
+        limits = window.headers() if window is not None else {}
         try:
             if option_error is not None:
                 raise option_error
@@ -302,10 +307,10 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
                 prep = mix.prepare(body, api_key=api_key, session=session, session_model=session_model,
                                    budgeted=budgeted)
         except UnknownModel as e:
-            await keeper.acount_unheld(key, window)  # a budgeted key's count waits for its hold: there is none
+            keeper.count_unheld(key, window)  # a budgeted key's count waits for its hold: there is none
             return err(404, str(e), param="model", code="model_not_found", headers=limits or None)
         except Exception as e:  # noqa: BLE001 - refused before any model ran: recorded like every request
-            await keeper.acount_unheld(key, window)
+            keeper.count_unheld(key, window)
             try:
                 request_id = await mix.record_refusal(body, e, api_key, session, started)
             except SQLAlchemyError as db_error:
@@ -329,6 +334,8 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
                 hold = await keeper.ahold(key, worst_case_usd(prep.ctx, prep.plan), counted=window)
             except Denied as e:
                 return denied(e)
+            if hold is not None and hold.rpm is not None:  # counted now: the window as it is with this request
+                headers.update(hold.rpm.headers())
         try:
             response = await answer(request, body, prep, headers)
         except BaseException:

@@ -14,7 +14,8 @@ database: it gets that 503 at once. One read of the key table runs at a time: wh
 that hangs), other requests use the key set read last, within the same grace, instead of each starting a read.
 A limited key's check (its budget, its RPM count, its budget hold) that the database leaves hanging is answered
 503 after ``limits_timeout_s``, and while it has not returned the next such checks are answered 503 at once; when
-it does return, what it counted for the refused request is taken back (``Abandonable``).
+it does return, what it counted for the refused request is taken back (``Abandonable``). A budgeted key's request
+refused before its hold is counted in the background (``count_unheld``): its refusal does not wait for the database.
 """
 
 from __future__ import annotations
@@ -141,6 +142,7 @@ class Gatekeeper:
         self._reading = threading.Lock()  # held while the key table is read: one read at a time
         self._read_started = 0.0  # when the read in flight began (monotonic)
         self.limit_checks = BoundedSteps(LIMITS_TIMEOUT_S, LIMIT_CHECKS_AT_ONCE)
+        self._counting: set[asyncio.Task[None]] = set()  # background RPM counts (``count_unheld``)
 
     def _failed(self, e: Exception) -> None:
         if self.on_error is not None:
@@ -232,8 +234,8 @@ class Gatekeeper:
         return (await self.admit(authorization, mix))[0]
 
     async def admit(self, authorization: str | None, mix: str | None = None) -> tuple[ApiKey | None, Window | None]:
-        """``check``, also giving the key's RPM window after this request (None without a limit or a mix), without
-        a thread hop when the answer is in memory (the common case: keys cached, no budget to look up)."""
+        """``check``, also giving the key's RPM window as ``authorize`` returns it (None without a limit or a mix),
+        without a thread hop when the answer is in memory (the common case: keys cached, no budget to look up)."""
         if self._stale():
             # a read in flight, and a key set read lately: that set stands in. One older (the server was idle, or
             # the reads stopped) is waited past, or a key revoked since would still be let in
@@ -284,23 +286,64 @@ class Gatekeeper:
                 self._withdraw(key, counted)
         return await self._bounded(lambda: self.hold(key, usd, counted=counted), undo, key)
 
-    async def acount_unheld(self, key: ApiKey | None, window: Window | None) -> None:
+    def count_unheld(self, key: ApiKey | None, window: Window | None) -> None:
         """Count a request admitted with a ``pending`` RPM window (a budgeted key's) and refused before its budget
-        hold (a bad option, an unknown model): admitted, it uses the limit up like any other request. A database
-        that fails or hangs now leaves it uncounted (logged): its refusal is answered all the same."""
+        hold (a bad option, an unknown model): admitted, it uses the limit up like any other request. The count
+        runs in the background, so that the refusal is answered at once whatever the database does; ``aclose``
+        waits for the counts still running. Bounded as the other checks of a limited key are
+        (``limits_timeout_s``): a count the database fails, or that never started (the database taken to hang, or
+        no slot free in time), is lost and logged; one that runs past the bound is logged and still lands when the
+        database answers (a thread is not stopped midway)."""
         if key is None or window is None or not window.pending or self.store is None:
             return
-        store, key_id = self.store, key.id
+        task = asyncio.get_running_loop().create_task(self._count_unheld(self.store, key.id))
+        self._counting.add(task)
+        task.add_done_callback(self._counting.discard)
+
+    async def _count_unheld(self, store: TelemetryStore, key_id: str) -> None:
+        started = threading.Event()
+
+        def count() -> int:
+            started.set()
+            return count_admitted(store, key_id)
+
+        def late(_minute: int) -> None:
+            log.info("a refused request of key %s was counted against its RPM limit late", key_id)
+
         try:
-            await self.limit_checks.run(lambda: count_admitted(store, key_id), lambda _late: None)
-        except (GaveUp, SQLAlchemyError) as e:
+            await self.limit_checks.run(count, late)
+        except GaveUp as e:
+            self._failed(e)
+            if started.is_set():
+                log.warning("a refused request of key %s is not counted against its RPM limit yet: the database did "
+                            "not answer within %gs (it is counted when it does)", key_id, self.limit_checks.timeout_s)
+            else:
+                log.warning("a refused request of key %s was not counted against its RPM limit: the database is "
+                            "not answering", key_id)
+        except SQLAlchemyError as e:
             self._failed(e)
             log.warning("a refused request of key %s was not counted against its RPM limit: %s", key_id,
-                        "the database did not answer in time" if isinstance(e, GaveUp) else driver_reason(e))
+                        driver_reason(e))
+
+    async def aclose(self, timeout_s: float | None = None) -> None:
+        """Wait for the background counts still running (``count_unheld``), at most ``timeout_s`` (default: the
+        limits' bound), so that a shutdown does not drop them; those still waiting then are given up on (logged;
+        one whose statement is running still lands when the database answers)."""
+        if not self._counting:
+            return
+        _done, waiting = await asyncio.wait(set(self._counting), timeout=timeout_s or self.limit_checks.timeout_s)
+        if waiting:
+            log.warning("%d refused request(s) not counted against their key's RPM limit by the shutdown: the "
+                        "database did not answer in time", len(waiting))
+            for task in waiting:
+                task.cancel()
 
     def authorize(self, key: ApiKey | None, mix: str, now: datetime | None = None) -> Window | None:
         """Mix allowed, within budget, under the rate limit — or Denied (503 when the limits cannot be read).
-        Returns the key's RPM window after this request (None when it has no limit)."""
+        Returns the key's RPM window (None when it has no limit): a key without a budget is counted here, and the
+        window is the one with this request counted; a budgeted key's request is only checked, and its window is
+        ``pending`` (the counts read now plus this one), counted later with its hold (``hold``), whose window is
+        the one to tell."""
         if key is None:
             return None
         if key.allowed_mixes is not None and mix not in key.allowed_mixes:
@@ -345,7 +388,8 @@ class Gatekeeper:
         the key's spend and the holds of its other running requests have reached its budget. ``counted``: the RPM
         window of its admission; a ``pending`` one (a key with an RPM limit) is counted here, in the hold's
         transaction, so that a refused hold counts nothing (429 ``rate_limit_exceeded`` when the window filled up
-        since the admission, the hold then not taken either); one counted at admission is taken back on the 429.
+        since the admission, the hold then not taken either), and the window with it counted is the hold's ``rpm``,
+        which its answer's x-ratelimit-* headers tell; one counted at admission is taken back on the 429.
         None: nothing held nor counted (no budget, or nothing to cost and no count pending)."""
         pending = key is not None and bool(key.rpm) and counted is not None and counted.pending
         if self.store is None or not has_budget(key) or (usd <= 0 and not pending):
@@ -366,7 +410,7 @@ class Gatekeeper:
                     window = count_in(conn, key.id, key.rpm, now.timestamp())
                     if window.retry_after is not None:
                         raise self._rate_limited(key, window)
-                    return dataclasses.replace(h, rpm_minute=window.counted_minute)
+                    return dataclasses.replace(h, rpm=window)
             except Denied as e:
                 if e.window is None:  # the budget's refusal: the RPM window as it stands, without this request
                     e.window = self._told(key, now, counted)

@@ -99,9 +99,9 @@ class Window:
     retry_after: float | None = None
     # the UTC minute a counted request was counted in: where ``withdraw`` takes it back (the clock may have moved on)
     counted_minute: int | None = field(default=None, compare=False)
-    # checked, not counted yet: counted with its budget hold (``count_in``), or when refused before it
-    # (``count_admitted``).
-    # What it tells is the window as it will be once counted.
+    # checked, not counted yet: counted with its budget hold (``count_in``, whose window is the one told then), or
+    # when refused before it (``count_admitted``). What it tells is the window as the check read it, plus this
+    # request: concurrent requests of the key counted meanwhile are not in it.
     pending: bool = field(default=False, compare=False)
 
     def headers(self) -> dict[str, str]:
@@ -142,9 +142,11 @@ def count_in(conn: Connection, key_id: str, rpm: int, now: float) -> Window:
 
 
 def check(store: TelemetryStore, key_id: str, rpm: int, now: float | None = None) -> Window:
-    """Whether one more request of the key fits now, nothing counted: a ``pending`` window telling what the window
-    will be once it is counted, or a refusal (``retry_after`` set). Replicas racing for the last slot may all pass
-    here: the count that follows (``count_in``) refuses the ones too many."""
+    """Whether one more request of the key fits now, nothing counted: a ``pending`` window (the counts read now
+    plus this request: requests of the key checked at the same moment each see the same, and the count that
+    follows, ``count_in``, tells the window as it really is then), or a refusal (``retry_after`` set). Requests
+    racing for the last slot, on one replica or several, may all pass here: ``count_in`` refuses the ones too
+    many."""
     now = time.time() if now is None else now
     minute, elapsed = int(now // WINDOW_S), now % WINDOW_S
     current, previous = _counts(store, key_id, minute)

@@ -13,12 +13,13 @@ the budget. A hold whose request never ended (its process killed) no longer coun
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
+from moai.server.rate_limit import Window
 from moai.telemetry.store import SpendHold, TelemetryStore
 
 HOLD_TTL_MIN = 15  # minutes: longer than any request may run (a killed process's holds fade after this)
@@ -35,9 +36,15 @@ class Hold:
     key_id: str
     minute: int
     usd: float
-    # the UTC minute its request was counted in against the key's RPM limit, in the hold's transaction (None: not
-    # counted with it); taken back with the hold when that was given up on (``Gatekeeper.ahold``)
-    rpm_minute: int | None = None
+    # the key's RPM window with its request counted in it, in the hold's transaction (None: not counted with it):
+    # what its answer's x-ratelimit-* headers tell, and where the count is taken back when the hold was given up on
+    # (``Gatekeeper.ahold``)
+    rpm: Window | None = field(default=None, compare=False)
+
+    @property
+    def rpm_minute(self) -> int | None:
+        """The UTC minute its request was counted in (None: not counted with the hold)."""
+        return self.rpm.counted_minute if self.rpm is not None else None
 
 
 def _minute(now: float) -> int:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hmac
 import logging
+import os
 import time
 import weakref
 from typing import Any
@@ -132,9 +134,43 @@ def add_status_routes(app: FastAPI, mix: Mixture, config: Config, keeper: Gateke
         return {"models": {m: {**v, "breaker": mix.stats.state(m), "calls": calls.get(m, 0)}
                            for m, v in snap.items() if m in models}, "tuning": tuning}
 
+    metrics_token = _metrics_token(config.settings.metrics_token_env)
+
     @app.get("/metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics. Each model's whole traffic is there: with ``settings.metrics_token_env`` set, only a
+        scraper sending the token in that variable gets them (401 otherwise; 503 while the variable is empty)."""
+        if metrics_token is not None:
+            refused = _metrics_refusal(metrics_token, request.headers.get("authorization"))
+            if refused is not None:
+                return refused
         return Response(mix.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def _metrics_token(env: str | None) -> bytes | None:
+    """The token /metrics requires (read once, at start), b"" when the variable that should hold it is empty (then
+    /metrics is refused to everyone, never left open), None when none is required."""
+    if env is None:
+        return None
+    token = os.environ.get(env, "").strip()
+    if not token:
+        log.error("settings.metrics_token_env names %s, which is not set: GET /metrics answers 503 until the "
+                  "server is restarted with it", env)
+    return token.encode("utf-8", "surrogatepass")
+
+
+def _metrics_refusal(token: bytes, authorization: str | None) -> JSONResponse | None:
+    """None when ``authorization`` carries the metrics token; else the 401 (or 503 without a token to compare)."""
+    if not token:
+        return JSONResponse(error_body("The metrics token is not configured on this server.", "server_error",
+                                       code="metrics_token_unset"), status_code=503)
+    sent = authorization[7:].strip() if authorization and authorization.lower().startswith("bearer ") else None
+    if sent is not None and hmac.compare_digest(sent.encode("utf-8", "surrogatepass"), token):
+        return None
+    message, code = (("GET /metrics requires a token: send 'Authorization: Bearer <token>'.", "missing_api_key")
+                     if sent is None else ("Incorrect metrics token provided.", "invalid_api_key"))
+    return JSONResponse(error_body(message, "authentication_error", code=code), status_code=401,
+                        headers={"www-authenticate": "Bearer"})
 
 
 _PINGS: weakref.WeakKeyDictionary[TelemetryStore, asyncio.Future[None]] = weakref.WeakKeyDictionary()

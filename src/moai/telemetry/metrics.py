@@ -6,7 +6,6 @@ embedded use — never collide.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -63,18 +62,16 @@ class Metrics:
         self.rejected = Counter("moai_rejected_requests", "Chat requests refused before any mix ran",
                                 ["status", "code"], registry=r)
         self.decisions = Counter("moai_gate_decisions", "Gate choices", ["mix", "model"], registry=r)
-        # a request keeps one rating, its latest: moai_feedback counts rated requests (a new rating of one is not
-        # another), moai_feedback_score every rating's 0..1 score, a replacement's included, and the two
-        # moai_feedback_replaced counters what replacements took back (counters never go down). The scores of the
-        # ratings standing: moai_feedback_score_total - moai_feedback_replaced_score_total
-        self.feedback = Counter("moai_feedback", "Requests rated (a new rating of one replaces the old)", ["model"],
+        # plain event counters of the ratings received: increase(moai_feedback_score_total) /
+        # increase(moai_feedback_total) is the mean rating given in a window, over any window and across restarts.
+        # A request keeps one rating, its latest (the database and routing read that one): the mean of the ratings
+        # standing is the database's (``moai report``), which no counter of one process can give
+        self.feedback = Counter("moai_feedback", "Ratings received (first ones and replacements)", ["model"],
                                 registry=r)
-        self.feedback_score = Counter("moai_feedback_score", "Sum of every rating's score normalised to 0..1, "
-                                      "replacements included", ["model"], registry=r)
+        self.feedback_score = Counter("moai_feedback_score", "Sum of the ratings' scores normalised to 0..1",
+                                      ["model"], registry=r)
         self.feedback_replaced = Counter("moai_feedback_replaced", "Ratings that replaced a request's earlier one",
                                          ["model"], registry=r)
-        self.feedback_replaced_score = Counter("moai_feedback_replaced_score", "Sum of the normalised scores "
-                                               "replaced by a newer rating", ["model"], registry=r)
         self.cache = Counter("moai_cache", "Response cache lookups", ["mix", "result"], registry=r)
         self.knob = Gauge("moai_mix_knob", "Current value of a live-tuned mix knob", ["mix", "knob"], registry=r)
         self.knob_changes = Counter("moai_mix_knob_changes", "Live tuning changes", ["mix", "knob"], registry=r)
@@ -140,20 +137,15 @@ class Metrics:
     def observe_database_error(self, operation: str, n: int = 1) -> None:
         self.database_errors.labels(operation).inc(n)
 
-    def observe_feedback(self, model: str | None, score: float, replaced: float | None = None) -> None:
-        """A stored rating; ``replaced``: the score of the request's earlier rating it replaced. That one is taken
-        back through the replaced counters, so that the standing scores' sum stays exact (the database and
-        routing read the latest rating only)."""
+    def observe_feedback(self, model: str | None, score: float, replaced: bool = False) -> None:
+        """A stored rating, counted as the event it is; ``replaced``: it replaced the request's earlier rating."""
         from moai.telemetry.feedback import normalise_score
 
         label = model or "none"
+        self.feedback.labels(label).inc()
         self.feedback_score.labels(label).inc(normalise_score(score))
-        if replaced is None:
-            self.feedback.labels(label).inc()
-            return
-        self.feedback_replaced.labels(label).inc()
-        if not math.isnan(replaced):  # a row no check guarded (written by hand) takes nothing back
-            self.feedback_replaced_score.labels(label).inc(normalise_score(replaced))
+        if replaced:
+            self.feedback_replaced.labels(label).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

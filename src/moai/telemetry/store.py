@@ -199,7 +199,6 @@ class Rating:
     model: str | None
     decision: dict[str, Any] | None
     api_key: str | None = None  # the id of the key that made the request
-    previous_score: float | None = None  # the score of the rating it replaced (the latest, were there several)
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -509,6 +508,7 @@ class TelemetryStore:
         self._file_id: tuple[int, int] | None = None
         self._session_secret: bytes | None = None
         self._secret_lock = threading.Lock()
+        self._secret_source: str | None = None
         if migrate:
             self.migrate()
             self.session_secret()  # read now, so that recording a request never waits for the database
@@ -518,14 +518,24 @@ class TelemetryStore:
 
     def session_secret(self) -> bytes:
         """The key of session digests: ``MOAI_SESSION_SECRET`` when set, else the one stored in the database,
-        which every replica sharing it reads (so sticky sessions hold across replicas and restarts). Read once."""
+        which every replica sharing it reads (so sticky sessions hold across replicas and restarts). Read once;
+        where from is told (``session_secret_source``): a change of secret unpins every conversation, and only one
+        kept outside the database protects the digests of a leaked dump."""
         if self._session_secret is None:
             with self._secret_lock:
                 if self._session_secret is None:
                     env = os.environ.get(SESSION_SECRET_ENV)
                     value = env if env else _stored_secret(self.engine)
                     self._session_secret = value.encode("utf-8", "surrogatepass")
+                    self._secret_source = (f"{SESSION_SECRET_ENV} (kept outside the database)" if env else
+                                           f"the secret in the database's settings table (set {SESSION_SECRET_ENV} "
+                                           "to keep it outside)")
         return self._session_secret
+
+    @property
+    def session_secret_source(self) -> str | None:
+        """Where the key of session digests came from, as the server logs it at start (None: not read yet)."""
+        return self._secret_source
 
     def session_digest(self, session: str | None) -> str | None:
         """What this database keeps of a conversation's name (``session_digest`` under this store's secret)."""
@@ -642,18 +652,10 @@ class TelemetryStore:
             req = s.get(RequestRecord, request_id, with_for_update=True)
             if req is None:
                 raise UnknownRequest(request_id)
-            # the scores replaced, read by the DELETE itself where the database can (the metrics take them back)
-            mine = FeedbackRecord.request_id == request_id
-            if self.engine.dialect.delete_returning:
-                gone = s.execute(delete(FeedbackRecord).where(mine).returning(FeedbackRecord.id,
-                                                                              FeedbackRecord.score)).all()
-            else:
-                gone = s.execute(select(FeedbackRecord.id, FeedbackRecord.score).where(mine)).all()
-                s.execute(delete(FeedbackRecord).where(mine))
+            gone = s.execute(delete(FeedbackRecord).where(FeedbackRecord.request_id == request_id))
             fb = FeedbackRecord(request_id=request_id, score=score, comment=comment)
             s.add(fb)
-            previous = max(gone)[1] if gone else None
-            return Rating(fb, bool(gone), req.model, req.decision, req.api_key, previous)
+            return Rating(fb, bool(gone.rowcount), req.model, req.decision, req.api_key)
 
     def session_model(self, session: str, mix: str, api_key: str | None = None) -> str | None:
         """The model that answered this session's latest successful request in this mix (any replica), among
