@@ -195,8 +195,11 @@ class LiveStats:
     feedback_per_key: bool = True
     # api key id → model → (ratings, Σ residual): the keyed ratings (the keyless ones are in ``models``)
     keyed: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
-    # api key id → model → the calls (answered or failed) its requests made through this process: what
-    # /moai/stats tells a key, which must not learn the others' traffic from a shared model's count
+    # api key id → model → the calls of its requests, through this process since it started, that fed the model's
+    # live statistics (``observe``): each step the model answered, each answer of it a step set aside for another
+    # model's, and each failed attempt at it (a provider's retries in place make one); not the attempts a model
+    # refused (400/422) or throttled (429), nor calls cancelled, nor cache hits. What /moai/stats tells a key,
+    # which must not learn the others' traffic from a shared model's count
     key_calls: dict[str, dict[str, int]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _refresh_lock: threading.Lock = field(default_factory=threading.Lock)
