@@ -12,6 +12,7 @@ from stub_openai import Script, StubServer
 
 HI = [{"role": "user", "content": "Prove it step by step: derive the equation, solve it, then implement the "
                                  "algorithm as a Python function."}]
+EASY = [{"role": "user", "content": "hi"}]
 IBAN = [{"role": "user", "content": "My IBAN is DE44-5001-0517-5407-3249-31 and I was charged twice. Prove "
                                    "step by step that the refund equation holds, then implement it in Python."}]
 
@@ -63,11 +64,23 @@ def ask(m: Any, messages: list[dict[str, Any]], **kw: Any) -> str:
     return m.chat.completions.create(model="moai/default", messages=messages, **kw).moai["model"]
 
 
-def test_a_conversations_sticky_turns_do_not_move_the_knob(stub: StubServer, mixture: Any) -> None:
-    """Its first turn is the knob's choice; the turns kept on that model are the session's."""
+def test_sticky_turns_on_the_gates_own_pick_move_the_knob(stub: StubServer, mixture: Any) -> None:
+    """Sessions are on by default: a client that sends the same ``user`` every time has every turn after its first
+    kept on its model. When that model is the gate's own pick for the turn, the knob chose it all the same: the
+    turns count (were all left out, and the tuner never moved for such a client)."""
     m = mixture(mix_yaml(stub.url))
     tuner = m.tuners["default"]
-    answered = [ask(m, HI, user="alice") for _ in range(6)]
+    assert [ask(m, HI, user="alice") for _ in range(3)] == ["big"] * 3
+    assert tuner.changes and tuner.changes[0].n == 3 and tuner.changes[0].measured == pytest.approx(1.0)
+
+
+def test_sticky_turns_kept_against_the_gate_do_not_move_the_knob(stub: StubServer, mixture: Any) -> None:
+    """Its first turn is the knob's choice; easy follow-ups the gate would send to ``small`` stay on ``big`` for the
+    session's sake: those are not the knob's doing."""
+    m = mixture(mix_yaml(stub.url))
+    tuner = m.tuners["default"]
+    assert m.route(EASY)["model"] == "small"  # the gate's pick for an easy turn, outside a conversation
+    answered = [ask(m, HI, user="bob")] + [ask(m, EASY, user="bob") for _ in range(5)]
     assert answered == ["big"] * 6
     assert tuner.changes == [] and tuner.pending == 1 and m.config.mixes["default"].weights.cost == 0
     for _ in range(2):  # requests outside any conversation count: the third one judges, at a share of 1
@@ -116,7 +129,15 @@ def test_why_a_request_is_left_out() -> None:
     assert not_decided_by_knob(SimpleNamespace(**base)) is None
     assert "own models" in str(not_decided_by_knob(SimpleNamespace(**{**base, "steered": True})))
     assert "kept on big" in str(not_decided_by_knob(SimpleNamespace(**{**base, "session_pick": "big"})))
-    out = {"big": "privacy tier cloud not allowed (max private)"}
+    gate = SimpleNamespace(model="small")
+    kept = not_decided_by_knob(SimpleNamespace(**{**base, "session_pick": "big", "decision": gate}))
+    assert "kept on big, not the gate's small" in str(kept)
+    same = SimpleNamespace(**{**base, "session_pick": "small", "decision": gate})  # the gate's own pick
+    assert not_decided_by_knob(same) is None
+    from moai.strategies.context import eligible
+
+    _, out = eligible(config, config.mixes["default"], 10, max_privacy="private")  # the reason it writes
+    assert set(out) == {"big"}
     assert "kept big out" in str(not_decided_by_knob(SimpleNamespace(**{**base, "excluded": out})))
     other = {"big": "prompt ~9000 tokens exceeds context 8192"}  # the mix's own limits are the knob's frame
     assert not_decided_by_knob(SimpleNamespace(**{**base, "excluded": other})) is None

@@ -146,3 +146,69 @@ async def test_a_request_timed_out_while_queued_is_no_failure_of_the_local_model
     st = m.stats.models["slow"]
     assert st.error_rate == 0.0 and st.consecutive_failures == 0
     assert m.stats.healthy("slow")
+
+
+async def test_a_call_that_did_not_wait_shows_no_queue_time(local_model: tuple[str, SlowLlama]) -> None:
+    """``queue_ms`` is there only when a call really waited (it read 0.0 on almost every entry)."""
+    m = mixture(local_model[0])
+    try:
+        prep = m.prepare(body())
+        trace = m.summary(prep, await m.run(prep))["trace"]
+    finally:
+        await m.aclose()
+    assert trace[0]["status"] == "ok" and "queue_ms" not in trace[0], trace
+
+
+async def cut_by_the_limit(m: Mixture, busy_for: float, limit_s: float) -> Any:
+    """Run a request that finds the model busy for about ``busy_for`` more seconds, under a limit of ``limit_s``:
+    its step once the limit cut it."""
+    busy = asyncio.ensure_future(m.run(m.prepare(body())))
+    await asyncio.sleep(10 * WORD_S - busy_for)
+    prep = m.prepare(body())
+    deadline.start(prep, limit_s)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(limit_s):
+            await m.run(prep)
+    await deadline.record(m, prep, limit_s)
+    await busy
+    (late,) = prep.plan.results.values()
+    return late
+
+
+async def test_a_call_the_limit_cut_after_a_long_wait_is_no_verdict_on_the_model(
+        local_model: tuple[str, SlowLlama], tmp_path: Path) -> None:
+    """The rule: cut by the request's limit after waiting for its model longer than the model then had on it, a
+    call is recorded ``cancelled`` (its time mostly went to the queue), timed from when the model began; the
+    model's error rate stays 0. Waited ~0.85 s, served ~0.45 s: it was recorded failed, its latency ~1.3 s."""
+    local_model[1].words = 10
+    store = TelemetryStore(f"sqlite:///{tmp_path / 'moai.db'}")
+    m = mixture(local_model[0], store=store)
+    try:
+        late = await cut_by_the_limit(m, busy_for=0.85, limit_s=1.3)
+    finally:
+        await m.aclose()
+    assert late.status == "cancelled" and "no verdict" in (late.error or ""), late
+    assert 0.6 < late.queue_s < 1.1 and late.latency_ms < 700, (late.queue_s, late.latency_ms)
+    with Session(store.engine) as s:
+        rows = s.execute(select(CallRecord.status, CallRecord.latency_ms)).all()
+    assert sorted(r.status for r in rows) == ["cancelled", "ok"], rows
+    assert all(r.latency_ms < 1100 for r in rows), rows
+    m.stats.refresh(store)
+    assert m.stats.models["slow"].error_rate == 0.0 and m.stats.healthy("slow")
+
+
+async def test_a_call_the_limit_cut_after_a_short_wait_is_the_models_failure_timed_from_its_start(
+        local_model: tuple[str, SlowLlama], tmp_path: Path) -> None:
+    """Waited ~0.2 s, then the model had ~0.6 s and did not finish: too slow for the limit, a failure, but its
+    latency is the model's own (~0.6 s, not ~0.8 s)."""
+    local_model[1].words = 10
+    store = TelemetryStore(f"sqlite:///{tmp_path / 'moai.db'}")
+    m = mixture(local_model[0], store=store)
+    try:
+        late = await cut_by_the_limit(m, busy_for=0.2, limit_s=0.8)
+    finally:
+        await m.aclose()
+    assert late.status == "failed" and 0.1 < late.queue_s < 0.4, (late.status, late.queue_s)
+    with Session(store.engine) as s:
+        (row,) = s.execute(select(CallRecord.status, CallRecord.latency_ms).where(CallRecord.status != "ok")).all()
+    assert row.status == "failed" and 400 < row.latency_ms < 720, row

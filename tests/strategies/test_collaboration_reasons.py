@@ -100,3 +100,79 @@ async def test_a_judge_with_one_answer_makes_no_call_row(tmp_path: Path) -> None
     assert sorted(rows) == [("p1.1", "a", "ok"), ("p1.2", "b", "failed"), ("p1.3", "c", "failed")], rows
     judge = next(t for t in summary["trace"] if t["step"] == "judge")
     assert judge["status"] == "skipped" and "nothing to judge" in judge["error"]
+
+
+def stub_models(st: ExitStack, scripts: dict[str, Script], sizes: dict[str, float] | None = None) -> str:
+    lines = ["models:"]
+    for n, s in scripts.items():
+        url = st.enter_context(StubServer(s)).url
+        size = f", params_b: {sizes[n]}" if sizes and n in sizes else ""
+        lines.append(f"  {n}: {{provider: openai_compat, endpoint: '{url}', privacy: private, max_retries: 0{size}}}")
+    return "\n".join(lines) + "\n"
+
+
+async def test_the_rule_based_choosers_pick_is_not_presented_as_the_answers_model() -> None:
+    """The shipped rule-based chooser (what mixes of other models get) picks ``top``, a small model for an easy
+    query; the fan-out's roles are other models. Its line for the pick says ``top`` took no part."""
+    from moai.gate.rules import RuleChooser
+
+    scripts = {"top": Script(reply="top"), "a": Script(reply="from a"), "b": Script(reply="from b"),
+               "agg": Script(reply="merged")}
+    with ExitStack() as st:
+        cfg = stub_models(st, scripts, {"top": 1, "a": 70, "b": 70, "agg": 70})
+        cfg += "mixes:\n  m: {strategy: fanout, proposers: [a, b], aggregator: agg}\n"
+        m = Mixture(parse_config(cfg), chooser=RuleChooser())
+        try:
+            ex, summary, _ = await ask(m)
+        finally:
+            await m.aclose()
+    assert ex.answer.model == "agg" and scripts["top"].calls == 0
+    reasons = summary["reason"]
+    assert not any(r.startswith("top: ") or r.startswith("chose top") for r in reasons), reasons
+    line = next(r for r in reasons if r.startswith("gate: ranked top first"))
+    assert "highest utility" in line and "took no part in this fanout" in line and line.endswith("agg answered")
+
+
+async def test_the_learned_gates_pick_is_not_presented_as_the_answers_model() -> None:
+    """The shipped gate opens its reasons with its source ("gate default"), its pick's line second: the MoA's
+    roles, the two other models, leave its pick out, and that line says so."""
+    from moai.gate.runtime import DEFAULT_GATE_DIR, load_gate_dir
+
+    gate = load_gate_dir(DEFAULT_GATE_DIR)
+    names = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
+    scripts = {n: Script(reply=f"from {n}") for n in names}
+    with ExitStack() as st:
+        cfg = stub_models(st, scripts)
+        probe = parse_config(cfg + "mixes:\n  m: {strategy: route}\n")
+        pick = gate.decide([{"role": "user", "content": "q"}], list(probe.models.values()),
+                           probe.mixes["m"].weights).model
+        others = [n for n in names if n != pick]
+        cfg += f"mixes:\n  m: {{strategy: moa, proposers: [{others[0]}, {others[1]}], aggregator: {others[1]}}}\n"
+        m = Mixture(parse_config(cfg), chooser=gate)
+        try:
+            _, summary, _ = await ask(m)
+        finally:
+            await m.aclose()
+    reasons = summary["reason"]
+    assert reasons[0] == "gate default" and scripts[pick].calls == 0, reasons
+    assert not any(r.startswith(f"{pick}: ") for r in reasons), reasons
+    line = next(r for r in reasons if r.startswith(f"gate: ranked {pick} first (utility "))
+    assert "took no part in this moa" in line and line.endswith(f"{others[1]} answered"), line
+
+
+async def test_a_proposer_whose_model_failed_in_an_earlier_layer_says_so() -> None:
+    """``b`` fails in layer 1 (a 500): its layer-2 proposer is left out for that, not for a circuit or a rate
+    limit (its circuit is closed)."""
+    scripts = {"b": Script(fail_times=1, reply="from b"), "c": Script(reply="from c"), "d": Script(reply="from d")}
+    with ExitStack() as st:
+        cfg = setup(st, scripts, "  m: {strategy: moa, layers: 2, proposers: [b, c, d], aggregator: d, "
+                                 "fallbacks: []}\n")
+        m = Mixture(parse_config(cfg), chooser=Gate(["b", "c", "d"]))
+        try:
+            _, summary, _ = await ask(m)
+        finally:
+            await m.aclose()
+    entry = next(t for t in summary["trace"] if t["step"] == "p2.1")
+    assert entry["status"] == "skipped" and entry["model"] == "b", entry
+    assert entry["error"] == "left out: b failed earlier in this request", entry
+    assert scripts["b"].calls == 1

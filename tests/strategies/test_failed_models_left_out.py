@@ -5,7 +5,9 @@ model is unreachable."""
 
 from __future__ import annotations
 
+import contextlib
 from contextlib import ExitStack
+from typing import Any
 
 import pytest
 from stub_openai import Script, StubServer, free_port
@@ -112,3 +114,110 @@ async def test_an_unreachable_model_is_not_tried_again_by_a_step_with_no_other()
     agg = next(r for r in ex.results if r.step == "aggregate")
     assert agg.status == "skipped" and not agg.attempts and "dead failed earlier" in (agg.error or "")
     assert any("answered with p1.2's answer" in r for r in reasons), reasons
+
+
+class ResettingProxy:
+    """Forwards loopback TCP to ``port``, but resets the first ``resets`` connections once their request is read
+    (an upstream whose connection dropped: a transient failure)."""
+
+    def __init__(self, port: int, resets: int = 1) -> None:
+        import socket
+        import threading
+
+        self.target, self.resets, self.seen = port, resets, 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import socket
+        import struct
+        import threading
+
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.seen += 1
+            if self.seen <= self.resets:
+                c.settimeout(2)
+                with contextlib.suppress(OSError):
+                    c.recv(65536)
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+                c.close()
+                continue
+            u = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: Any, b: Any) -> None:
+        import socket
+
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["unstreamed", "streamed"])
+async def test_a_model_whose_connection_was_reset_is_asked_again_by_a_step_with_no_other(stream: bool) -> None:
+    """The aggregator's only model lost its connection once as a proposer (a reset, not a refusal): that may pass,
+    so it is asked to aggregate (it was left out after the one reset)."""
+    with ExitStack() as st:
+        a = st.enter_context(StubServer(Script(reply="from a")))
+        b = st.enter_context(StubServer(Script(reply="from b")))
+        proxy = ResettingProxy(a.port)
+        st.callback(proxy.close)
+        cfg = (f"models:\n  a: {{provider: openai_compat, endpoint: '{proxy.url}', privacy: private, max_retries: 0}}\n"
+               f"  b: {{provider: openai_compat, endpoint: '{b.url}', privacy: private, max_retries: 0}}\n"
+               "mixes:\n  m: {strategy: moa, proposers: [a, b], aggregator: a, fallbacks: []}\n")
+        m = Mixture(parse_config(cfg), chooser=Fixed(["a", "b"]))
+        try:
+            prep = m.prepare(ChatCompletionRequest.model_validate(
+                {"model": "moai/m", "stream": stream, "messages": [{"role": "user", "content": "q"}]}))
+            items = [i async for i in m.stream(prep, live=stream)]
+        finally:
+            await m.aclose()
+    ex = items[-1]
+    assert isinstance(ex, Execution)
+    first = next(r for r in ex.results if r.step == "p1.1")
+    assert first.status == "failed" and first.attempts[0]["status"] == 503, first
+    assert ex.answer.step == "aggregate" and ex.answer.model == "a" and ex.answer.text == "from a"
+    assert proxy.seen == 2
+
+
+def test_which_unavailable_models_are_final_within_a_request() -> None:
+    """A refused connection, a name that does not resolve, a 404 or a model that cannot be loaded will fail
+    again; a reset, a drop mid-answer or an overloaded upstream may pass."""
+    import socket
+
+    from moai.providers import ProviderUnavailable
+    from moai.providers.openai_compat import UpstreamStatus
+    from moai.strategies.executor import worth_another_try
+
+    def caused(cause: BaseException | None, message: str = "connection failed") -> ProviderUnavailable:
+        try:
+            raise ProviderUnavailable("m", message) from cause
+        except ProviderUnavailable as e:
+            return e
+
+    final = [caused(ConnectionRefusedError(111, "refused")), caused(socket.gaierror(-2, "unknown name")),
+             caused(UpstreamStatus(404, b"no such model"), "not found upstream"),
+             caused(None, "model file not found"), ProviderUnavailable("m", "x", final=True)]
+    passing = [caused(ConnectionResetError(104, "reset")), caused(OSError("Connection lost mid-stream")),
+               caused(UpstreamStatus(529, b"overloaded"), "overloaded"),
+               ProviderUnavailable("m", "generation failed", final=False)]
+    assert [worth_another_try(e) for e in final] == [False] * len(final)
+    assert [worth_another_try(e) for e in passing] == [True] * len(passing)

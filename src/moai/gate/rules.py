@@ -72,6 +72,7 @@ class RuleChooser:
             utilities=utilities,
             quality=qualities,
             difficulty=d,
-            reasons=[f"rule-based: estimated difficulty {d:.2f}", f"chose {ranking[0]} (highest utility)"],
+            reasons=[f"rule-based: estimated difficulty {d:.2f}",
+                     f"{ranking[0]}: highest utility {utilities[ranking[0]]:.3f}"],
             chooser=self.name,
         )

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import errno
 import logging
 import math
+import socket
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
@@ -43,9 +45,46 @@ class ProviderTimeout(ProviderError):
 
 
 class ProviderUnavailable(ProviderError):
-    """Connection refused/reset, or the model cannot be loaded."""
+    """The model could not be reached or used. ``final`` tells the two kinds apart: a refused connection (or a
+    host that does not resolve), a model not found upstream or not loadable will fail the same way again within
+    a request; a connection reset, a stream dropped mid-answer, an upstream overloaded, a local generation that
+    broke may well pass on the next try."""
 
     status = 503
+
+    def __init__(self, model: str, message: str, final: bool | None = None) -> None:
+        super().__init__(model, message)
+        self._final = final  # None: read from the error's cause (``unreachable``) when asked
+
+    @property
+    def final(self) -> bool:
+        return self._final if self._final is not None else unreachable(self)
+
+
+NOT_FOUND = 404
+
+
+def unreachable(e: BaseException) -> bool:
+    """Whether an error, by its chain of causes, says its model cannot be reached at all: a refused connection, a
+    name that does not resolve, or an upstream status 404 (no such model). Another connection error (reset,
+    dropped, closed mid-answer) or another status (an overloaded upstream's 529) may pass. With no cause at all
+    (a model file missing, a library not installed) the error is the model's state: final."""
+    seen: set[int] = set()
+    cause = e.__cause__ or e.__context__
+    transient = False
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ProviderUnavailable):  # raised again by a provider that wraps another
+            return cause.final
+        if isinstance(cause, ConnectionRefusedError | socket.gaierror) or (
+                isinstance(cause, OSError) and cause.errno == errno.ECONNREFUSED):
+            return True
+        status = getattr(cause, "status_code", None) or getattr(cause, "status", None)
+        if isinstance(status, int) and not isinstance(status, bool) and status >= 400:
+            return status == NOT_FOUND
+        transient = True  # some connection error: a reset, a drop, a disconnect
+        cause = cause.__cause__ or cause.__context__
+    return not transient
 
 
 class ProviderRateLimited(ProviderError):

@@ -28,7 +28,6 @@ from moai.providers.base import (
     Provider,
     ProviderError,
     ProviderRequestError,
-    ProviderServerError,
     ProviderUnavailable,
     Usage,
     queue_entered,
@@ -136,7 +135,7 @@ def generation_error(model: str, e: Exception) -> ProviderError:
     if isinstance(e, jinja2.TemplateError):  # the conversation, not the model: another request may render
         return ProviderRequestError(model, f"its chat template cannot render these messages: {e}",
                                     code="unsupported_request", param="messages")
-    return ProviderUnavailable(model, f"generation failed: {e}")
+    return ProviderUnavailable(model, f"generation failed: {e}", final=False)
 
 
 def offers_tools(params: ChatParams) -> bool:
@@ -154,6 +153,80 @@ def _complete_json(text: str) -> bool:
 
 SCHEMA_TRIES = 3  # answers generated at most for a json_schema request: the first, then two shown what was wrong
 SCHEMA_PROBLEMS_SHOWN = 3  # schema violations named in an error (and in what a retry is told)
+# a client's schema is read (checked as JSON Schema, its $refs resolved) before any generation: bounded, so that
+# one request cannot hold a worker for seconds (20,000 properties took 3.9 s to check)
+SCHEMA_MAX_OBJECTS = 10_000
+SCHEMA_MAX_DEPTH = 64
+PATTERN_TIMEOUT_S = 0.25  # one match of a client's regular expression against the answer, at most
+INVALID_SCHEMA = "invalid_json_schema"  # the error code of a schema refused as the request's fault
+SCHEMA_UNMET = "json_schema_unmet"  # the error code of a strict schema no answer of the model matched
+
+
+class SchemaUnmet(ProviderRequestError):
+    """No answer of the model matched a strict ``json_schema``. What the request asks is beyond this model, which
+    says nothing of its health: like a refusal it neither counts against the model (error rate, breaker, the
+    request's later steps) nor stops the mix's next model from answering; when none can, the client gets a 422."""
+
+    status = 422
+
+
+def _schema_error(model: str, message: str) -> ProviderRequestError:
+    """The request's fault, found in its schema (OpenAI's ``param`` for it, and a code)."""
+    return ProviderRequestError(model, f"response_format's JSON schema {message}", code=INVALID_SCHEMA,
+                                param="response_format")
+
+
+def _search(model: str, pattern: str, text: str) -> bool:
+    """``re.search`` for a client's pattern, with a time limit: Python's ``re`` may take exponential time
+    (``^(a+)+$``) and never lets go of the interpreter meanwhile, under the model's lock. A pattern that
+    overruns is the request's fault."""
+    import regex
+
+    try:
+        return regex.search(pattern, text, timeout=PATTERN_TIMEOUT_S) is not None
+    except TimeoutError as e:
+        raise _schema_error(model, f"has a pattern, {pattern!r}, that took over {PATTERN_TIMEOUT_S}s to match "
+                                   f"a {len(text)}-character string: rewrite it without nested repetition") from e
+    except regex.error as e:
+        raise _schema_error(model, f"has a pattern, {pattern!r}, that cannot be read: {e}") from e
+
+
+def _time_limited(cls: Any, model: str) -> Any:
+    """The validator class ``cls`` with every keyword that matches a client's pattern against the answer
+    (``pattern``, ``patternProperties``, and ``additionalProperties``, which looks them up) run by ``_search``."""
+    import jsonschema
+
+    def pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Iterator[Any]:
+        if validator.is_type(instance, "string") and not _search(model, patrn, instance):
+            yield jsonschema.ValidationError(f"{instance!r} does not match {patrn!r}")
+
+    def matched(patterns: Any, key: str) -> bool:
+        return any(_search(model, p, key) for p in patterns)
+
+    def pattern_properties(validator: Any, patterns: Any, instance: Any, schema: Any) -> Iterator[Any]:
+        if not validator.is_type(instance, "object"):
+            return
+        for patrn, subschema in patterns.items():
+            for k, v in instance.items():
+                if _search(model, patrn, k):
+                    yield from validator.descend(v, subschema, path=k, schema_path=patrn)
+
+    def additional_properties(validator: Any, ap: Any, instance: Any, schema: Any) -> Iterator[Any]:
+        if not validator.is_type(instance, "object"):
+            return
+        properties, patterns = schema.get("properties", {}), schema.get("patternProperties", {})
+        extras = [k for k in instance if k not in properties and not matched(patterns, k)]
+        if validator.is_type(ap, "object"):
+            for extra in extras:
+                yield from validator.descend(instance[extra], ap, path=extra)
+        elif not ap and extras:
+            names = ", ".join(map(repr, sorted(extras)))
+            verb = "was" if len(extras) == 1 else "were"
+            yield jsonschema.ValidationError(f"Additional properties are not allowed ({names} {verb} unexpected)")
+
+    keywords = {"pattern": pattern, "patternProperties": pattern_properties,
+                "additionalProperties": additional_properties}
+    return jsonschema.validators.extend(cls, {k: v for k, v in keywords.items() if k in cls.VALIDATORS})
 
 
 @dataclass(frozen=True)
@@ -170,21 +243,16 @@ class SchemaCheck:
     model: str
     name: str
     strict: bool
-    validator: Any  # a jsonschema validator for the schema
+    validator: Any  # a jsonschema validator for the schema, its patterns matched under a time limit
 
     def problems(self, text: str) -> str | None:
-        """Why ``text`` does not match the schema, or None when it does."""
-        from referencing.exceptions import Unresolvable
-
+        """Why ``text`` does not match the schema, or None when it does. A pattern of the schema too costly to
+        match raises the request's error (``_search``)."""
         try:
             value = json.loads(text)
         except ValueError as e:
             return f"it is not JSON ({e})"
-        try:
-            errors = sorted(self.validator.iter_errors(value), key=lambda e: (list(map(str, e.path)), e.message))
-        except Unresolvable as e:  # a $ref to another document: never fetched from here
-            raise ProviderRequestError(self.model, f"response_format's JSON schema has a $ref that cannot be "
-                                                   f"resolved within it: {e}", param="response_format") from e
+        errors = sorted(self.validator.iter_errors(value), key=lambda e: (list(map(str, e.path)), e.message))
         if not errors:
             return None
         shown = [f"{e.message} (at {e.json_path})" for e in errors[:SCHEMA_PROBLEMS_SHOWN]]
@@ -197,34 +265,107 @@ class SchemaCheck:
                 {"role": "user", "content": f"That JSON does not match the required JSON schema: {problem}. "
                                             "Answer again with JSON that matches the schema."}]
 
-    def failure(self, problem: str, tries: int, usage: Usage) -> ProviderServerError:
-        """The call's error when no answer matched: the model failed, so the mix's next model may answer."""
-        e = ProviderServerError(self.model, f"its answer does not match the response_format JSON schema "
-                                            f"{self.name!r} after {tries} tr{'y' if tries == 1 else 'ies'}: {problem}")
+    def failure(self, problem: str, tries: int, usage: Usage) -> SchemaUnmet:
+        """The call's error when no answer matched: the request asked more than this model gives, so the mix's
+        next model may answer (``SchemaUnmet``)."""
+        e = SchemaUnmet(self.model, f"its answer does not match the response_format JSON schema {self.name!r} "
+                                    f"after {tries} tr{'y' if tries == 1 else 'ies'}: {problem}",
+                        code=SCHEMA_UNMET, param="response_format")
         e.usage = usage
         return e
 
 
-def schema_check(model: str, fmt: dict[str, Any] | None) -> SchemaCheck | None:
-    """The check for a ``json_schema`` response format with a schema (None for any other format). A schema that is
-    not valid JSON Schema is the request's fault, found before the model is loaded. ``$ref``s resolve only within
-    the schema: a client's schema never makes the gateway fetch a URL."""
+def schema_of(fmt: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The JSON schema of a ``json_schema`` response format, if it has one."""
     if not fmt or fmt.get("type") != "json_schema":
         return None
-    spec = fmt.get("json_schema") or {}
-    schema = spec.get("schema")
-    if not isinstance(schema, dict) or not schema:
+    schema = (fmt.get("json_schema") or {}).get("schema")
+    return schema if isinstance(schema, dict) and schema else None
+
+
+def _bounded(model: str, schema: dict[str, Any]) -> None:
+    """Refuse a schema too large or too deep to check in reasonable time (``SCHEMA_MAX_OBJECTS``, ``_DEPTH``);
+    read without recursion."""
+    objects, stack = 0, [(schema, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > SCHEMA_MAX_DEPTH:
+            raise _schema_error(model, f"is nested more than {SCHEMA_MAX_DEPTH} levels deep")
+        if isinstance(node, dict):
+            objects += 1
+            if objects > SCHEMA_MAX_OBJECTS:
+                raise _schema_error(model, f"has more than {SCHEMA_MAX_OBJECTS:,} objects: too large to check")
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
+def _unresolvable_ref(schema: dict[str, Any]) -> str | None:
+    """The first ``$ref`` (or ``$dynamicRef``) of the schema that does not resolve within it (another document,
+    a URL, a path to nothing), found before any generation: nothing is ever fetched."""
+    from referencing import Registry
+    from referencing.exceptions import Unresolvable
+    from referencing.jsonschema import DRAFT202012, specification_with
+
+    spec = specification_with(str(schema.get("$schema", "")), default=DRAFT202012)
+    root = spec.create_resource(schema)
+    stack = [(root, Registry().resolver_with_root(root))]
+    while stack:
+        resource, resolver = stack.pop()
+        contents = resource.contents
+        if isinstance(contents, dict):
+            for keyword in ("$ref", "$dynamicRef"):
+                ref = contents.get(keyword)
+                if isinstance(ref, str):
+                    try:
+                        resolver.lookup(ref)
+                    except Unresolvable:
+                        return ref
+        for sub in resource.subresources():
+            stack.append((sub, resolver.in_subresource(sub)))
+    return None
+
+
+def _uses(schema: Any, keyword: str) -> bool:
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if keyword in node:
+                return True
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
+def schema_check(model: str, fmt: dict[str, Any] | None) -> SchemaCheck | None:
+    """The check for a ``json_schema`` response format with a schema (None for any other format), made once per
+    call, off the event loop (it can take a second on a large schema). A schema that is not valid JSON Schema,
+    is too large to check, or has a ``$ref`` that does not resolve within it (nothing is fetched) is the
+    request's fault (400, ``param: response_format``), found before any generation."""
+    schema = schema_of(fmt)
+    if schema is None:
         return None
     import jsonschema
-    from referencing import Registry
 
+    _bounded(model, schema)
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
         cls.check_schema(schema)
     except jsonschema.SchemaError as e:
-        raise ProviderRequestError(model, f"response_format's JSON schema is not valid: {e.message}",
-                                   param="response_format") from e
-    validator = cls(schema, registry=Registry(), format_checker=cls.FORMAT_CHECKER)
+        raise _schema_error(model, f"is not valid: {e.message}") from e
+    ref = _unresolvable_ref(schema)
+    if ref is not None:
+        raise _schema_error(model, f"has a $ref, {ref!r}, that does not resolve within it (no schema is fetched)")
+    if _uses(schema, "unevaluatedProperties") and _uses(schema, "patternProperties"):
+        # which keys patternProperties evaluated is found with Python's re, with no time limit (``_search``)
+        raise _schema_error(model, "combines unevaluatedProperties with patternProperties, which local models' "
+                                   "answers cannot be checked against")
+    from referencing import Registry
+
+    spec = (fmt or {}).get("json_schema") or {}
+    validator = _time_limited(cls, model)(schema, registry=Registry(), format_checker=cls.FORMAT_CHECKER)
     return SchemaCheck(model, str(spec.get("name") or "schema"), spec.get("strict") is True, validator)
 
 
@@ -293,8 +434,10 @@ class LlamaCppProvider(Provider):
             kw["response_format"] = response_format
         return kw
 
-    def _run(self, params: ChatParams, emit: Any, cancel: threading.Event) -> None:
-        """Worker thread: generate, pushing (delta | exception | None) to ``emit``."""
+    def _run(self, params: ChatParams, emit: Any, cancel: threading.Event, check: SchemaCheck | None = None,
+             ) -> None:
+        """Worker thread: generate, pushing (delta | exception | None) to ``emit``; ``check``: the response
+        format's schema, made once for the call (``schema_check``)."""
         global _active_calls
         try:
             llm = load_llama(self.card)
@@ -322,9 +465,8 @@ class LlamaCppProvider(Provider):
                 cpu0 = time.process_time()
                 kw = self._kwargs(params)
                 tools = offers_tools(params)
-                # a required call is the answer (its grammar replaced the response format): no schema to check
-                check = None if tools and params.tool_choice == "required" else schema_check(self.name,
-                                                                                           params.response_format)
+                if tools and params.tool_choice == "required":
+                    check = None  # a required call is the answer (its grammar replaced the response format)
                 # counted as the model read and generated them: the context's size less the streamed pieces is off
                 # by the last sampled token (never evaluated) and by the tokens a stop sequence held back
                 usage = Usage()
@@ -421,8 +563,10 @@ class LlamaCppProvider(Provider):
                 loop.call_soon_threadsafe(queue.put_nowait, item)
 
         text_messages(self.name, params.messages)  # refuse what a text-only model cannot read before loading it
-        schema_check(self.name, params.response_format)  # and a response format's schema that is not one
-        worker = threading.Thread(target=self._run, args=(params, emit, cancel), daemon=True)
+        # and a response format's schema that is not one: read off the loop (a large one takes a while), once
+        check = (await asyncio.to_thread(schema_check, self.name, params.response_format)
+                 if schema_of(params.response_format) is not None else None)
+        worker = threading.Thread(target=self._run, args=(params, emit, cancel, check), daemon=True)
         worker.start()
         try:
             while True:

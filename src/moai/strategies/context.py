@@ -78,6 +78,14 @@ class RequestContext:
         return decision
 
 
+PRIVACY_LIMITED = "privacy tier"  # opens the reason of a model a privacy limit left out (``privacy_limited``)
+
+
+def privacy_limited(why: str) -> bool:
+    """Whether ``why`` (a reason in ``RequestContext.excluded``) is a privacy limit's, set by ``eligible``."""
+    return why.startswith(PRIVACY_LIMITED)
+
+
 def eligible(config: Config, mix: Mix, prompt_tokens: int, needs_tools: bool = False,
              max_privacy: str | None = None, output_tokens: int = 0) -> tuple[list[ModelCard], dict[str, str]]:
     """Apply the hard constraints that do not depend on the gate: pool, privacy, context, tools, and the cost and
@@ -88,7 +96,7 @@ def eligible(config: Config, mix: Mix, prompt_tokens: int, needs_tools: bool = F
     limit = min(limits, key=lambda t: PRIVACY_RANK[t]) if limits else None  # the stricter one wins
     for card in config.pool(mix):
         if limit is not None and PRIVACY_RANK[card.privacy] > PRIVACY_RANK[limit]:
-            excluded[card.name] = f"privacy tier {card.privacy} not allowed (max {limit})"
+            excluded[card.name] = f"{PRIVACY_LIMITED} {card.privacy} not allowed (max {limit})"
         elif prompt_tokens > card.context:
             excluded[card.name] = f"prompt ~{prompt_tokens} tokens exceeds context {card.context}"
         elif needs_tools and not card.supports_tools:

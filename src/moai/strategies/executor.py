@@ -37,7 +37,7 @@ from moai.providers.base import (
     with_estimates,
 )
 from moai.providers.tool_calls import merge_tool_call_deltas
-from moai.strategies.plan import Built, Passthrough, Plan, Skip, Step, StepResult
+from moai.strategies.plan import QUEUE_SHOWN_S, Built, Passthrough, Plan, Skip, Step, StepResult
 from moai.strategies.stragglers import finished_in_share, share_end
 from moai.telemetry.carbon import CarbonModel
 
@@ -137,7 +137,9 @@ class PlanFailed(RuntimeError):
     sent to text-only models): the caller must change the request, retrying it elsewhere will not help; 422
     when every one was untrusted with what an earlier step wrote (``no_trusted_model``, as a sensitive query
     gets before any call).
-    ``code`` and ``param`` are then the refusals' own when they all agree (``context_length_exceeded``).
+    ``code`` and ``param`` are then the refusals' own when they all agree (``context_length_exceeded`` on
+    ``messages``; a refusal with a ``param`` and no code, such as an invalid ``response_format``, keeps its
+    ``param`` under the default code).
     ``status`` is 429 when every model tried was rate limited: the client may retry after ``retry_after``
     seconds (the soonest any of them said), as it would with the provider itself.
     """
@@ -156,7 +158,7 @@ class PlanFailed(RuntimeError):
         code, param = causes.pop() if refused and len(causes) == 1 else (None, None)
         default = {400: "unsupported_request", 429: "rate_limit_exceeded"}.get(self.status, "upstream_failed")
         self.code: str = code or default
-        self.param: str | None = param if code else None
+        self.param: str | None = param
 
 
 def _restored_calls(redactor: Any, calls: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
@@ -184,7 +186,7 @@ def _failed_attempt(model: str, e: ProviderError, t0: float, queued: Queued | No
     start = _served_from(t0, queued)
     attempt: dict[str, Any] = {"model": model, "error": str(e), "status": e.status, "start": start,
                                "latency_ms": max(0.0, time.time() - start) * 1000}
-    if start > t0:
+    if start - t0 >= QUEUE_SHOWN_S:  # a real wait; not the instant between sending and the model's gate
         attempt["queue_ms"] = round((start - t0) * 1000, 1)
     code = getattr(e, "code", None)
     if code:
@@ -196,9 +198,12 @@ def _failed_attempt(model: str, e: ProviderError, t0: float, queued: Queued | No
 
 def worth_another_try(e: ProviderError) -> bool:
     """Whether a model that failed with ``e`` may answer a later step of the same request when that step has no
-    other model: a timeout, a 5xx or a 429 may pass; an unreachable model (connection refused, not found upstream,
-    not loadable) or a rejected key will not within one request."""
-    return not isinstance(e, ProviderUnavailable | ProviderAuthError)
+    other model: a timeout, a 5xx, a 429, a connection reset or a stream dropped mid-answer may pass; a refused
+    connection, a model not found upstream or not loadable (``ProviderUnavailable.final``) or a rejected key will
+    not within one request."""
+    if isinstance(e, ProviderAuthError):
+        return False
+    return not (isinstance(e, ProviderUnavailable) and e.final)
 
 
 def _answer_to_build_on(step: Step, results: dict[str, StepResult]) -> bool:
@@ -228,6 +233,17 @@ def _note_left_out(plan: Plan | None, step: Step, models: list[str]) -> None:
         note = f"{m} failed earlier in this request: later steps did not call it again"
         if m not in models and m in plan.failed and note not in plan.notes:
             plan.notes.append(note)
+
+
+def _why_spared(plan: Plan, step: Step) -> str:
+    """Why a step of a group (a layer's proposer) was left out: its models failed earlier in this request, or
+    their circuit is open or they are rate limited."""
+    models = list(dict.fromkeys(step.models))
+    failed = [m for m in models if m in plan.failed]
+    broken = [m for m in models if m not in plan.failed]
+    why = [f"{', '.join(failed)} failed earlier in this request"] if failed else []
+    why += [f"{', '.join(broken)}: circuit open or rate limited"] if broken else []
+    return "left out: " + "; ".join(why)
 
 
 def _not_called(step: Step, now: float) -> StepResult:
@@ -375,6 +391,26 @@ class Executor:
         res.start, res.queue_s, res.usage = res.end, queued.so_far(), Usage()
         res.error = f"cut short after {res.queue_s:.1f}s waiting for {model} (busy): never served"
 
+    @staticmethod
+    def _cut_when_served(res: StepResult, model: str, t0: float, queued: Queued) -> None:
+        """A call cut short (the request's time limit, its client leaving) after its model had begun on it,
+        following a wait for the model: its start and latency are the model's own, the wait its ``queue_s``.
+
+        The rule: when the call waited for its model longer than the model then had on it, the cut is the
+        queue's doing (most of the request's time went to waiting behind other requests), so it is recorded
+        ``cancelled``, no verdict on the model (no error rate, no breaker). A call that waited less was the model
+        too slow for the time it had: it stays a failure, timed from when the model began."""
+        waited = queued.so_far()
+        if res.end or res.status != "failed" or waited < QUEUE_SHOWN_S:
+            return  # ended already (cut while waiting to retry), or no wait to speak of
+        now = time.time()
+        res.start, res.queue_s = t0 + waited, waited
+        served = now - res.start
+        if waited > served:
+            res.status, res.end = "cancelled", now
+            res.error = (f"cut short {served:.1f}s into {model}'s answer, after {waited:.1f}s waiting for it "
+                         "(busy): no verdict on the model")
+
     def _cut_short(self, res: StepResult, model: str, t0: float, retried: list[ProviderError]) -> None:
         """A call cut short (its client left, its time ran out) after its provider had retried in place: the tries
         before the one in flight were sent, and what they were billed (a prompt that timed out) would be lost
@@ -447,6 +483,8 @@ class Executor:
                 self._cut_short(res, model, t0, retried)
                 if queued.waiting:
                     self._unserved(res, model, t0, queued)
+                else:
+                    self._cut_when_served(res, model, t0, queued)
                 raise
             except ProviderError as e:
                 res.usage = Usage()  # what the failed try was billed is its attempt's
@@ -500,7 +538,7 @@ class Executor:
                 return r
             if step.group is not None and step.models and set(step.models) <= self._spared(plan, step, left_out):
                 r = StepResult(step.id, step.role, step.models[0], "skipped", start=now, end=now,
-                               error="left out: circuit open or rate limited")
+                               error=_why_spared(plan, step))
                 results[step.id] = r
                 return r
             built = await _build(step, results)
@@ -673,6 +711,8 @@ class Executor:
                 self._cut_short(ans, model, t0, retried)
                 if queued.waiting:
                     self._unserved(ans, model, t0, queued)
+                else:
+                    self._cut_when_served(ans, model, t0, queued)
                 raise
             except ProviderError as e:
                 ans.attempts.append(self._failed(model, e, t0, retried, billed=not started, plan=plan,

@@ -14,6 +14,8 @@ from typing import Any
 
 from moai.providers.base import ChatParams, Usage
 
+# a wait for a model shorter than this is no wait (taking a free model's gate): shown as no ``queue_ms``
+QUEUE_SHOWN_S = 0.001
 
 @dataclass
 class Passthrough:
@@ -88,7 +90,7 @@ class StepResult:
             "energy_kwh": self.energy_kwh,
             "co2_g": self.co2_g,
         }
-        if self.queue_s:
+        if self.queue_s >= QUEUE_SHOWN_S:  # a real wait, not the instant of taking a free model
             entry["queue_ms"] = round(self.queue_s * 1000, 1)
         if self.error:
             entry["error"] = self.error
@@ -142,9 +144,10 @@ class Plan:
     # time.monotonic() at which the request's limit runs out (settings.request_timeout_s): layers of proposers
     # get a share of what is left (``stragglers``)
     deadline: float | None = None
-    # models that failed in this request (not a refusal of the request itself), each with whether one more try is
-    # worth it (a timeout, a 5xx, a 429) when a later step has no other model; an unreachable model (connection
-    # refused, not found, bad key) is not. Later steps leave them out (``Executor``).
+    # models that failed in this request (not a refusal of the request itself, nor a strict schema they could not
+    # meet), each with whether one more try is worth it (a timeout, a 5xx, a 429, a connection reset or dropped)
+    # when a later step has no other model; an unreachable model (connection refused, not found, not loadable, a
+    # rejected key) is not (``executor.worth_another_try``). Later steps leave them out (``Executor``).
     failed: dict[str, bool] = field(default_factory=dict)
 
     def answering(self) -> StepResult | None:

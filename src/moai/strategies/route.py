@@ -116,20 +116,23 @@ COLLABORATIONS = ("moa", "fanout", "chain", "critique")  # plans whose roles, no
 
 def gate_reasons(ctx: RequestContext, strategy: str, answered: str | None,
                  results: Sequence[StepResult]) -> list[str]:
-    """The gate's reasons as the answer bears them out. Their first line names the gate's pick (a route's
-    answer); a collaboration's roles are filled by their own picks, so when the gate's pick took no part (no step
-    called it), the line says so rather than read as the model behind the answer."""
+    """The gate's reasons as the answer bears them out. Every chooser gives its pick a line of its own that
+    opens with the model's name ("m: utility …" from the learned gate's policy, "m: highest utility …" from the
+    rule-based one), after a line that names the chooser ("gate default", "rule-based: …"). That line reads as
+    the model behind a route's answer; a collaboration's roles are filled by their own picks, so when the gate's
+    pick took no part (no step called it), its line says so instead."""
     d, kind = ctx.decision, strategy.rsplit("/", 1)[-1]  # an auto mix's collaboration is "auto/moa"
     reasons = list(d.reasons) if d else []
     if d is None or not d.model or not reasons or kind not in COLLABORATIONS:
         return reasons
     called = {r.model for r in results if r.status != "skipped"} | {a.get("model") for r in results
                                                                    for a in r.attempts}
-    if d.model in called or not reasons[0].startswith(f"{d.model}: "):
+    if d.model in called:
         return reasons
-    reasons[0] = (f"gate: ranked {d.model} first ({reasons[0].removeprefix(f'{d.model}: ')}), but it took no "
-                  f"part in this {kind}" + (f"; {answered} answered" if answered else ""))
-    return reasons
+    pick = f"{d.model}: "
+    return [f"gate: ranked {d.model} first ({line.removeprefix(pick)}), but it took no part in this {kind}"
+            + (f"; {answered} answered" if answered else "") if line.startswith(pick) else line
+            for line in reasons]
 
 
 def plan(ctx: RequestContext) -> Plan:

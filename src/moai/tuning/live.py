@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from moai.catalog import PRIVACY_RANK
+from moai.strategies.context import privacy_limited
 from moai.tuning.targets import Target
 
 log = logging.getLogger("moai.tuning.live")
@@ -201,18 +202,23 @@ def not_decided_by_knob(ctx: Any) -> str | None:
     """Why a request's model was not the mix's knob's choice (None: it was, and its tuner counts the request).
 
     ``ctx`` is the request's ``RequestContext``. A request that chose its own models or weights, a conversation's
-    turn kept on (or escalated from) its earlier model, and a request held on trusted models by a privacy limit of
-    its own (its sensitive data under the mix's policy, a part no scan can read, or the client's ``moai.privacy``)
-    were decided by something else: counted, they read as the knob's doing (a run of sticky turns on the dearest
-    model, or of private requests on free local ones, moved the knob with no change in the mix's own choices)."""
+    turn kept on its earlier model where the gate would have picked another, and a request held on trusted models
+    by a privacy limit of its own (its sensitive data under the mix's policy, a part no scan can read, or the
+    client's ``moai.privacy``) were decided by something else: counted, they read as the knob's doing (a run of
+    sticky turns on the dearest model, or of private requests on free local ones, moved the knob with no change in
+    the mix's own choices). A sticky turn whose model is the gate's own pick (or one escalated to it) is the
+    knob's choice all the same, and counts: with sessions on by default, a client that always sends its ``user``
+    would otherwise never be counted."""
     if ctx.steered:
         return "the request chose its own models or weights"
-    if ctx.session_pick is not None:
-        return f"its conversation was kept on {ctx.session_pick}"
+    pick = ctx.session_pick
+    decision = getattr(ctx, "decision", None)
+    if pick is not None and (decision is None or pick != decision.model):
+        return f"its conversation was kept on {pick}" + (f", not the gate's {decision.model}" if decision else "")
     own = ctx.mix.constraints.max_privacy  # the mix's own limit leaves the same models out of every request
     for name, why in ctx.excluded.items():
         card = ctx.config.models.get(name)
-        if card is None or not why.startswith("privacy tier"):
+        if card is None or not privacy_limited(why):
             continue
         if own is None or PRIVACY_RANK[card.privacy] <= PRIVACY_RANK[own]:
             return f"its privacy limit kept {name} out"
