@@ -3,8 +3,11 @@ under `sensitive_data: redact`: the privacy check, then the rewrite of the call 
 
 Run: `.venv/bin/python benchmarks/redaction.py [--sizes 500,1000,2000,4000,8000] [--kinds email,card,iban] [--chain]`.
 The rewrite must grow with the text and the values, not with their product: 8,000 values should cost about
-sixteen times 500, not 256 times. `--chain` times values that are prefixes of one another instead (60 passwords
-`aaaa…ab` of lengths 5 to 64 in 32 KB of "a"), against a search for each in turn: no slower than that.
+sixteen times 500, not 256 times. `--chain` times chains of values instead, in 32 KB of "a": 60 passwords
+`aaaa…ab` of lengths 5 to 64 that share ever longer prefixes and are not written there (found in time linear in
+the text), and 60 passwords `aaaaa` to `a`×64, each a prefix of the next and written at every offset (every value a
+candidate at every offset: time grows with those candidates), each against a search for each value in turn (every
+occurrence as written, then its percent-encoded forms, as `KnownValues.spans` finds them).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from moai.providers.base import ChatParams
-from moai.strategies.known_values import KnownValues
+from moai.strategies.known_values import KnownValues, encoded_forms, encoded_pattern
 from moai.strategies.privacy_guard import privacy_guard
 
 DOMAINS = ["fastmail.com", "orange.fr", "gmx.de", "proton.me", "web.de", "free.fr", "posteo.net"]
@@ -44,20 +47,35 @@ def values(kind: str, n: int) -> list[str]:
     return [luhn_card(i) for i in range(n)] if kind == "card" else [iban(i) for i in range(n)]
 
 
+def one_by_one(mapping: dict[str, str], text: str) -> int:
+    """A search for each value in turn: every occurrence as written (`str.find` after each), then those of its
+    percent-encoded forms; the number found."""
+    found = 0
+    for token, value in mapping.items():
+        at = text.find(value)
+        while at != -1:
+            found += 1
+            at = text.find(value, at + len(value))
+        for form in encoded_forms(token[1:].rsplit("_", 1)[0], value):
+            found += sum(1 for _ in encoded_pattern(form).finditer(text))
+    return found
+
+
 def chain() -> None:
-    """The search for a chain of values each a prefix of the next, in a text that holds none of them."""
-    table = Table("values", "text KB", "search s", "one by one s")
-    mapping = {f"[PASSWORD_{k}]": "a" * (k - 1) + "b" for k in range(5, 65)}
+    """The search for two chains of values in 32 KB of "a", the index's and one value after another."""
+    table = Table("values", "written in the text", "text KB", "search s", "one by one s")
     text = "a" * 32768
-    known = KnownValues()
-    known.sync(mapping)
-    start = time.perf_counter()
-    known.spans(mapping, text, [])
-    search = time.perf_counter() - start
-    start = time.perf_counter()
-    for value in mapping.values():
-        text.find(value)
-    table.add_row(str(len(mapping)), "32", f"{search:.3f}", f"{time.perf_counter() - start:.3f}")
+    for written, mapping in ((False, {f"[PASSWORD_{k}]": "a" * (k - 1) + "b" for k in range(5, 65)}),
+                             (True, {f"[PASSWORD_{k}]": "a" * k for k in range(5, 65)})):
+        known = KnownValues()
+        known.sync(mapping)
+        start = time.perf_counter()
+        known.spans(mapping, text, [])
+        search = time.perf_counter() - start
+        start = time.perf_counter()
+        one_by_one(mapping, text)
+        table.add_row(str(len(mapping)), "every offset" if written else "none", "32", f"{search:.3f}",
+                      f"{time.perf_counter() - start:.3f}")
     Console().print(table)
 
 

@@ -386,10 +386,11 @@ def _unconfuse(text: str, pos: np.ndarray | None) -> tuple[str, np.ndarray | Non
             fixed = token.translate(_LOOKALIKES)
             out += [text[done:lo], fixed]
             done = hi
-            for m in marks.finditer(token):
-                base = m.start() - 1
-                while base >= 0 and marks.match(token, base):
-                    base -= 1
+            base, run_end = -1, -1  # the letter under the run of marks being read, and where the run ends
+            for m in marks.finditer(token):  # one pass: a run of 250 marks read once, not once per mark in it
+                if m.start() != run_end:
+                    base = m.start() - 1
+                run_end = m.end()
                 if base >= 0 and fixed[base] != token[base]:  # on a look-alike read as Latin
                     gone.append(lo + m.start())
     if not out:

@@ -245,11 +245,40 @@ def _quoted_starts(ix: scan.Index) -> Iterator[int]:
                 yield i - 1
 
 
+# The pattern reads a quoted name whole and what follows it, and takes none of it: whether the name is secret-named
+# is `_secret_name`'s to say. A key inside the pattern (`["'](?:\w*[_-])?KEY(?:[_-]\w*)?["']`) was tried after
+# each "_" of a long glued name, each try reading the rest of it (`'A_TOKEN_A_TOKEN_…`: 6 s at 64 KB).
 _QUOTED_PAIR = gated(re.compile(
-    r"[\"'](?:\w*[_-])?" + _QUOTED_KEY + r"(?:[_-]\w*)?[\"']\s*[,:=]>?\s*"
-    r"[\"'](?P<v>[^\"'\s]{3,64})[\"']",
+    r"[\"'](?=(?P<name>[\w-]++)[\"']\s*+[,:=]>?\s*+[\"'](?P<v>[^\"'\s]{3,64})[\"'])",
     _I,
 ), anchors_only=True, extra=_quoted_starts)
+_QUOTED_KEY_AT = re.compile(_QUOTED_KEY, _I)
+_NAME_SEPARATOR = re.compile(r"[_-]")
+
+
+def _secret_name(name: str) -> bool:
+    """Whether a quoted name is secret-named: a key alone or after a `\\w*[_-]` prefix, before a `[_-]\\w*`
+    suffix or none (`DB_PASS`, `x-api-key`, `SMTP_PASSWORD_FILE`; not `passport`, `bypass`, `my-db-pass`). One
+    pass: each place after a separator is tried once (a key that matches reads a few characters)."""
+    first_dash, last_dash = name.find("-"), name.rfind("-")
+    starts = [0] + [m.end() for m in _NAME_SEPARATOR.finditer(name)]
+    for p in starts:
+        if first_dash != -1 and first_dash < p - 1:  # the prefix's `\w*` would hold a "-"
+            break
+        key = _QUOTED_KEY_AT.match(name, p)
+        if key is not None:
+            q = key.end()  # the suffix is nothing, or a separator and `\w*` (no "-" after it)
+            if q == len(name) or (name[q] in "_-" and last_dash <= q):
+                return True
+    return False
+
+
+def _token_name(name: str) -> bool:
+    """A name of a token only (`api_token`, `csrfToken`), none of a password, secret or key."""
+    low = name.lower()
+    return "token" in low and not any(word in low for word in ("pass", "pwd", "secret", "key"))
+
+
 _SECRET_KEY = gated(re.compile(
     r"\b(?:api[_ -]?key|secret(?:[_ -]?key)?|access[_ -]?token|auth[_ -]?token|bearer|token|clé api|clé secrète|"
     r"api-schlüssel|clave api|clave secreta)\s*(?:is|est|ist|es|[:=])\s*[\"'`]?(?P<v>[A-Za-z0-9_\-./+=]{20,})",
@@ -290,20 +319,31 @@ _URL_OR_PATH = re.compile(
 )
 
 
-# A regular expression literal (`token: /^[a-z0-9]{32}$/`, `password: /^(?=.*\d).{8,}$/i` in a YAML or JS
-# validation rule): the shape a value must have, not a value. Its body may hold spaces and "/" inside a class.
-_REGEX_LITERAL = re.compile(r"/(?![/*])(?:[^/\\\[\n]|\\.|\[(?:[^\]\\\n]|\\.)*\])+/(?P<flags>[dgimsuvy]*)(?![\w/])")
-# What only a pattern writes: an anchor at either end, a class, a group, a counted repeat, an escape.
-_REGEX_SYNTAX = re.compile(r"^/\^|\$/|\[[^\]]*\]|\([^)]*\)|\{\d+(?:,\d*)?\}|\\[dDwWsSbB.\\/()\[\]{}+*?|^$-]")
+# A regular expression literal under a token's name (`token: /^[a-z]+$/`, `API_TOKEN=/[0-9a-f]+/i` in a YAML or
+# JS validation rule): the shape a token must have, not one. Only a token's: under a password, secret or key name
+# (`password: /^(?=.*\d).{8,}$/`) such a literal stays a secret, since a password may be any string, slashes
+# and dollars included (`/Tr0ub4dor&3/i`), and a pattern taken for one costs a placeholder, a password taken
+# for a pattern a leak. Read from the value's first "/" within `_REGEX_MAX` characters: a space only inside a
+# class (`[a-z ]`), a class of at most 64 characters, so one value never reads on to a later "/" of its line.
+_REGEX_LITERAL = re.compile(r"/(?![/*])(?:[^\s/\\\[]|\\\S|\[(?:[^\]\\\n]|\\.){1,64}\])+/[dgimsuvy]*")
+# What no token holds: a class or a class escape under a quantifier (`[a-z]+`, `\d{6}`, `[0-9a-f]?`).
+_QUANTIFIED_CLASS = re.compile(r"(?:\[(?:[^\]\\\n]|\\.){1,64}\]|\\[dDwWsS])(?:[+*?]|\{\d+(?:,\d*)?\})")
+_REGEX_MAX = 256
 
 
-def _regex_literal(text: str, at: int) -> bool:
-    """Whether the value at `at` is a regular expression literal: `/…/` with flags or with pattern syntax (a
-    password merely wrapped in slashes, `/Zx81kq!Wm2/`, has neither and stays one)."""
-    if not text.startswith("/", at):
+def _regex_literal(text: str, start: int, end: int) -> bool:
+    """Whether the value `text[start:end]` is a regular expression literal, `/…/` and its flags, holding a
+    quantified class (a token wrapped in slashes, `/Zx81(kq)!/`, `/^hunter2$/`, has none and stays a secret).
+    The literal must end where the value does, or run on past it only through a class holding a space
+    (`/^[a-z ]+$/`, whose value ends at that space): `/K7MDENG/g+PxRf…` is one base64 value, not `/K7MDENG/g`."""
+    if not text.startswith("/", start):
         return False
-    m = _REGEX_LITERAL.match(text, at)
-    return m is not None and (bool(m["flags"]) or _REGEX_SYNTAX.search(m.group()) is not None)
+    m = _REGEX_LITERAL.match(text, start, min(len(text), start + _REGEX_MAX))
+    if m is None or m.end() < end or (m.end() > end and not text[end].isspace()):
+        return False
+    if m.end() < len(text) and (text[m.end()].isalnum() or text[m.end()] in "_/"):
+        return False
+    return _QUANTIFIED_CLASS.search(text, start, m.end()) is not None
 
 
 def _looks_like_secret(v: str) -> bool:
@@ -380,8 +420,7 @@ def find_secrets(text: str) -> Iterator[Hit]:
             v = v[:-1]  # a closing quote after the value, not part of it
         end = m.start("v") + len(v)
         line = text.rfind("\n", 0, m.start()) + 1  # the line up to the key, read in place (not copied)
-        if _looks_like_password(v) and not _regex_literal(text, m.start("v")) and not scan.search(
-                FICTION, text, line, m.start()) and (
+        if _looks_like_password(v) and not scan.search(FICTION, text, line, m.start()) and (
                 m.group("own") or m.group("q") or _STRONG.search(v)
                 or ((m.group("det") or not m.group("verb")) and _ALONE.match(text, end))):
             yield Hit("secret", m.start("v"), end, "PASSWORD", "password given in context")
@@ -400,7 +439,10 @@ def find_secrets(text: str) -> Iterator[Hit]:
             yield Hit("secret", m.start("v"), m.start("v") + len(v), "PASSWORD", "login and password given together")
     for m in scan.finditer(_QUOTED_PAIR, text):
         v = m.group("v")
-        if _looks_like_password(v) and _STRONG.search(v) and not _regex_literal(text, m.start("v")):
+        if not _secret_name(m.group("name")):
+            continue
+        if _looks_like_password(v) and _STRONG.search(v) and not (
+                _token_name(m.group("name")) and _regex_literal(text, m.start("v"), m.end("v"))):
             yield Hit("secret", m.start("v"), m.end("v"), "PASSWORD", "secret value under a secret-named key")
     for m in scan.finditer(_SECRET_KEY, text):
         v = m.group("v")
@@ -423,6 +465,7 @@ def find_secrets(text: str) -> Iterator[Hit]:
             continue
         line = text.rfind("\n", 0, m.start()) + 1
         if (_looks_like_secret(v) and not _ENV_PLACEHOLDER.search(m.group("v"))  # `sk-...` before the cut
-                and not _regex_literal(text, m.start("v")) and not scan.search(FICTION, text, line, m.start())):
+                and not (name == "token" and _regex_literal(text, m.start("v"), m.start("v") + len(v)))
+                and not scan.search(FICTION, text, line, m.start())):
             label = "PASSWORD" if name.startswith("pass") or name == "pwd" else "SECRET"
             yield Hit("secret", m.start("v"), m.start("v") + len(v), label, "secret assigned to a secret-named name")

@@ -1,9 +1,9 @@
-"""Finding the values a request already revealed wherever a later call writes them, in one pass over the text.
+"""Finding the values a request already revealed wherever a later call writes them: in time that grows with the text.
 
 A request may carry thousands of values (an address book pasted into the prompt), and every call to an untrusted
 model is searched for all of them (`redaction.Redactor`). One search per value costs values × text: 4,571 emails in
-64 KB held the event loop for 4 s. Here the values sit in tries whose heads an Aho-Corasick automaton finds
-in one pass over a text.
+64 KB held the event loop for 4 s. Here the values sit in tries that a text is walked through, from each offset,
+or whose heads a few Aho-Corasick automata find where a walk could read long chains of values (see `_Trie`).
 """
 
 from __future__ import annotations
@@ -37,13 +37,15 @@ _DOT = r"\s*(?:" + _DOT_CORE + r")\s*"
 # case-folded (`_fold`): it holds every value as written, and every email as its words with a spelled-out "@"
 # or "." between them (`_AT`, `_DOT`). The other is read over the text's letters and digits alone, from the
 # start of each run of them: it holds the letters and digits of each card, IBAN or id, whose separators may be
-# anything. The head of each path (a value, an email's first word) is found by an Aho-Corasick automaton
-# (pyahocorasick) in one pass, whatever values are prefixes of others: walking the trie from each offset cost
-# the text's length times the longest chain of such values (60 passwords "aaaa…ab" of lengths 5 to 64 took
-# 0.46 s in 32 KB of "a"). Only an email's spelled-out rest is walked, from where its first word was found.
+# anything. Each is walked from each offset, or each run's start; where values share ever longer prefixes a
+# walk would read the text's length times the longest chain of them (60 passwords "aaaa…ab" of lengths 5 to 64
+# took 0.46 s in 32 KB of "a"), and the head of each path (a value, an email's first word) is found by
+# Aho-Corasick automata (pyahocorasick) instead; only an email's spelled-out rest is walked from there.
 # A trie only says where a value may be: each candidate is then checked as the value's own pattern
 # (`KnownValues.form`) would match it there, so the replacements are those of one search per value, found in
-# time that grows with the text, the values and the candidates, not their product.
+# time that grows with the text, the values and the candidates, not their product. The candidates are many
+# only where a chain of values, each a prefix of the next, is written at every offset: each value is one at
+# each offset (60 such passwords in 32 KB of "a": about 1 s, against 0.01 s for a search value by value).
 
 # Characters that re.IGNORECASE takes for one another beyond what `str.lower` maps together (Python's
 # `re._casefix`): folded to one of them, so that a walk through a folded text misses no spelling that a
@@ -68,6 +70,8 @@ _SEP_RX = (_AT_RX, _DOT_RX)  # a spelled-out "@" (0) and "." (1)
 _SEP_START = "@\uff20.\uff0e[(<{"  # what a spelled-out separator may start with, but for spaces
 _MAX_WORDS = 64  # an email of more words than this (dots) is searched with its own pattern
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")  # a percent-encoded byte: its hex digits in either case
+_WALK_STEPS = 16  # nodes per offset of a text that a walk through a trie may read, or automata read it (`_Trie`)
+_BUILD_COST = 10  # characters walked through a trie in the time a head is built into an automaton (`_Trie`)
 
 
 def encoded_forms(label: str, value: str) -> list[str]:
@@ -184,10 +188,20 @@ class _Trie:
     -> the next one at the same node, or -1). No object per node: the garbage collector walks every tracked
     object on a full collection, and a request's values may make a million nodes.
 
-    The head of each path (its leading string) is also a key of an Aho-Corasick automaton, whose value is the
-    node the head ends at (`heads`). Values are added as a request goes on, and an automaton cannot grow once
-    built: new heads make a new, small one, merged with the last ones while they are no more than twice its
-    size (`automata`), so each head is built into one O(log heads) times and a text is read by few."""
+    A text is walked through the trie from each offset (`_trie_hits`), at a cost of the nodes read from it: a
+    few for most values, but each value of a chain whose values are prefixes of one another ("aaaaa",
+    "aaaaaa", …), or that share ever longer prefixes ("aaaab", "aaaaab", …), is a node of its own, read again
+    from every offset of a text that holds the chain. So where a walk could read more than `_WALK_STEPS`
+    nodes (`below`, kept as paths are added: the most nodes under each node through string edges), the head
+    of each path (its leading string) is found by Aho-Corasick automata instead (`automata`; the value of a
+    key is the node its head ends at, in `heads`), without walking. Values are added as a request goes on, and
+    an automaton cannot grow once built: new heads make a new, small one, merged with the last ones while they
+    are no more than twice its size, so each head is built into one O(log heads) times, and a text is read by
+    each of them (about log2 of the heads added one by one: a dozen). The automata also read the texts once
+    these are long enough to pay for them (`automata_pay`): a walk reads a character in Python, an automaton
+    in C, but building 50,000 random values (a trie 7 nodes deep) into automata took 0.2–0.5 s and 30 MB
+    more, for a first 32 KB text that a walk reads in 0.1 s.
+    """
 
     def __init__(self) -> None:
         self.edges: list[dict[str, int]] = [{}]
@@ -196,9 +210,21 @@ class _Trie:
         self.first: dict[int, int] = {}
         self.after: list[int] = []
         self.entries: list[_Entry] = []
+        self.below = array("i", [0])  # per node, the most nodes a walk reads from it through string edges
+        self.read = 0  # the characters of the texts read through it
         self.heads: dict[str, int] = {}  # head -> the node it ends at
         self._levels: list[tuple[ahocorasick.Automaton, list[str]]] = []
         self._pending: list[str] = []  # heads in no automaton yet
+
+    def deep(self) -> bool:
+        """Whether a walk from one offset may read more than `_WALK_STEPS` nodes (see above)."""
+        return self.below[0] > _WALK_STEPS
+
+    def automata_pay(self) -> bool:
+        """Whether the automata should read the texts: the trie is deep, or the texts read through it are long
+        enough that building its heads costs less than walking them (a head's building takes about as long as
+        walking `_BUILD_COST` characters; a walk of a character costs some 15 times the automata's read)."""
+        return self.deep() or self.read > _BUILD_COST * len(self.heads)
 
     def automata(self) -> list[ahocorasick.Automaton]:
         """The automata that together hold every head, the new ones built in."""
@@ -216,6 +242,7 @@ class _Trie:
     def _node(self, label: str) -> int:
         self.edges.append({})
         self.label.append(label)
+        self.below.append(0)
         return len(self.label) - 1
 
     def insert(self, path: Sequence[str | int], entry: _Entry) -> None:
@@ -223,6 +250,7 @@ class _Trie:
         node = 0
         head: list[str] = []  # the strings before the first separator
         head_node = -1  # the node they end at
+        trail = [0]  # the nodes the head passes, from the root
         for item in path:
             if isinstance(item, int):
                 if head_node == -1:
@@ -240,6 +268,8 @@ class _Trie:
                 if child is None:
                     child = self.edges[node][item[i]] = self._node(item[i:])
                     node = child
+                    if head_node == -1:
+                        trail.append(node)
                     break
                 label = self.label[child]
                 k = len(label)
@@ -251,8 +281,14 @@ class _Trie:
                     middle = self.edges[node][item[i]] = self._node(label[:k])
                     self.label[child] = label[k:]
                     self.edges[middle][label[k]] = child
+                    self.below[middle] = self.below[child] + 1
                     child = middle
                 node, i = child, i + k
+                if head_node == -1:
+                    trail.append(node)
+        below = self.below
+        for up, down in zip(reversed(trail[:-1]), reversed(trail[1:]), strict=True):
+            below[up] = max(below[up], below[down] + 1)
         key = "".join(head)
         if key and key not in self.heads:  # an empty head is never read in a text: nothing to find
             self.heads[key] = node if head_node == -1 else head_node
@@ -264,42 +300,54 @@ class _Trie:
 
 def _trie_hits(text: str, trie: _Trie) -> dict[int, list[int]]:
     """For each entry of `trie` (by number), the offsets (in order) where its path is read in `text` folded:
-    where its value may start. The automata find each head where it is written; from there only the
-    spelled-out separators are followed (a longer head is a key of its own), each place one may end in, and
-    the rest of the path after them."""
+    where its value may start. The trie is walked from each offset, or, where that could read a long chain
+    (see `_Trie`), the automata find each head where it is written and only what follows a spelled-out
+    separator is walked; a separator may end in several places, each followed."""
     folded = _fold(text)
+    trie.read += len(folded)
+    if not trie.automata_pay():
+        top, label = trie.edges[0].get, trie.label
+        return _follow(text, folded, trie, ((i, node, i + len(label[node])) for i, node in enumerate(map(top, folded))
+                                            if node is not None and folded.startswith(label[node], i)), walk=True)
+    return _follow(text, folded, trie, ((last + 1 - length, node, last + 1) for automaton in trie.automata()
+                                        for last, (node, length) in automaton.iter(folded)), walk=False)
+
+
+def _follow(text: str, folded: str, trie: _Trie, starts: Iterator[tuple[int, int, int]],
+            walk: bool) -> dict[int, list[int]]:
+    """The hits of `_trie_hits` from where paths start (offset, node, where the node's label ends), following
+    edges (`walk`) or only spelled-out separators and what follows them (from a head an automaton found: a
+    longer head is a key of its own)."""
     size = len(folded)
     edges, label, first, after, seps = trie.edges, trie.label, trie.first, trie.after, trie.seps
     hits: dict[int, list[int]] = {}
     ends: dict[tuple[int, int], tuple[int, ...]] = {}
-    for automaton in trie.automata():
-        for last, (node, length) in automaton.iter(folded):
-            i, pos = last + 1 - length, last + 1
-            todo: list[tuple[int, int]] = []
-            head = True
-            while True:
-                e = first.get(node, -1)
-                while e != -1:
-                    got = hits.setdefault(e, [])
-                    if not got or got[-1] != i:
-                        got.append(i)
-                    e = after[e]
-                if (node in seps[0] or node in seps[1]) and pos < size and (
-                        text[pos] in _SEP_START or text[pos].isspace()):
-                    for sep, children in enumerate(seps):
-                        if node in children:
-                            if (sep, pos) not in ends:
-                                ends[sep, pos] = tuple(set(_sep_ends(text, pos, _SEP_RX[sep])))
-                            todo += [(children[node], end) for end in ends[sep, pos]]
-                if pos < size and not head:
-                    child = edges[node].get(folded[pos])
-                    if child is not None and folded.startswith(label[child], pos):
-                        node, pos = child, pos + len(label[child])
-                        continue
-                if not todo:
-                    break
-                node, pos = todo.pop()
-                head = False
+    for i, node, pos in starts:
+        todo: list[tuple[int, int]] = []
+        follow = walk
+        while True:
+            e = first.get(node, -1)
+            while e != -1:
+                got = hits.setdefault(e, [])
+                if not got or got[-1] != i:
+                    got.append(i)
+                e = after[e]
+            if (node in seps[0] or node in seps[1]) and pos < size and (
+                    text[pos] in _SEP_START or text[pos].isspace()):
+                for sep, children in enumerate(seps):
+                    if node in children:
+                        if (sep, pos) not in ends:
+                            ends[sep, pos] = tuple(set(_sep_ends(text, pos, _SEP_RX[sep])))
+                        todo += [(children[node], end) for end in ends[sep, pos]]
+            if pos < size and follow:
+                child = edges[node].get(folded[pos])
+                if child is not None and folded.startswith(label[child], pos):
+                    node, pos = child, pos + len(label[child])
+                    continue
+            if not todo:
+                break
+            node, pos = todo.pop()
+            follow = True
     return hits
 
 
@@ -318,20 +366,38 @@ class _Runs:
         self.letters = _fold(_NOT_RUN.sub("", text))
 
     def hits(self, trie: _Trie) -> dict[int, list[int]]:
-        """For each entry of `trie` (by number), the runs (in order) from whose start its letters are read."""
+        """For each entry of `trie` (by number), the runs (in order) from whose start its letters are read.
+
+        A walk from each run's start reads at most the trie's depth (`_Trie.below`). The automata read every
+        place of the letters instead, and report what starts inside a run as well, to be thrown away (a run
+        of 32,000 "1"s and 60 ids of "1"s took 0.2 s so): they read them only where the trie is deep and its
+        depth times the runs is more than the letters (many short runs)."""
         hits: dict[int, list[int]] = {}
+        letters, size = self.letters, len(self.letters)
         first, after = trie.first, trie.after
-        run: dict[int, int] | None = None  # a run's offset in `letters` -> its number, read on the first find
-        for automaton in trie.automata():
-            for last, (node, length) in automaton.iter(self.letters):
-                if run is None:
-                    run = {at: r for r, at in enumerate(self.offsets[:-1])}
-                r = run.get(last + 1 - length, -1)
-                if r != -1:
-                    e = first.get(node, -1)
-                    while e != -1:
-                        hits.setdefault(e, []).append(r)
-                        e = after[e]
+        runs = len(self.offsets) - 1
+        if trie.deep() and runs * trie.below[0] > size:
+            run = {at: r for r, at in enumerate(self.offsets[:-1])}  # a run's offset in `letters` -> its number
+            for automaton in trie.automata():
+                for last, (node, length) in automaton.iter(letters):
+                    r = run.get(last + 1 - length, -1)
+                    if r != -1:
+                        e = first.get(node, -1)
+                        while e != -1:
+                            hits.setdefault(e, []).append(r)
+                            e = after[e]
+            return hits
+        edges, label = trie.edges, trie.label
+        top = edges[0].get
+        for r, at in enumerate(self.offsets[:-1]):
+            node = top(letters[at]) if at < size else None
+            while node is not None and letters.startswith(label[node], at):
+                at += len(label[node])
+                e = first.get(node, -1)
+                while e != -1:
+                    hits.setdefault(e, []).append(r)
+                    e = after[e]
+                node = edges[node].get(letters[at]) if at < size else None
         return hits
 
 
