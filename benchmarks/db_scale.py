@@ -32,9 +32,10 @@ from sqlalchemy import func, insert, select
 
 from moai.server.auth import period_starts, spend
 from moai.telemetry.adapt import LiveStats
+from moai.telemetry.records import CallRecord, FeedbackRecord, RequestRecord
 from moai.telemetry.report import build_report
 from moai.telemetry.retention import prune
-from moai.telemetry.store import CallRecord, FeedbackRecord, RequestRecord, TelemetryStore
+from moai.telemetry.store import TelemetryStore
 
 MODELS = [f"model-{i}" for i in range(8)]
 BUSY_KEY = "mk_busy"

@@ -353,7 +353,8 @@ def components(n: int = 2000) -> dict[str, Any]:
 
 
 def _telemetry_costs(tmp: Path, n: int) -> dict[str, Any]:
-    from moai.telemetry.store import CallRecord, RequestRecord, TelemetryStore
+    from moai.telemetry.records import CallRecord, RequestRecord
+    from moai.telemetry.store import TelemetryStore
 
     store = TelemetryStore(f"sqlite:///{tmp / 'bench.db'}")
 

@@ -27,7 +27,8 @@ from stub_openai import Script, StubServer, free_port  # noqa: E402
 from moai.config import parse_config  # noqa: E402
 from moai.mixture import Mixture  # noqa: E402
 from moai.server.openai_schema import ChatCompletionRequest  # noqa: E402
-from moai.telemetry.store import CallRecord, RequestRecord, TelemetryStore  # noqa: E402
+from moai.telemetry.records import CallRecord, RequestRecord  # noqa: E402
+from moai.telemetry.store import TelemetryStore  # noqa: E402
 from moai.telemetry.writer import TelemetryWriter  # noqa: E402
 
 

@@ -346,7 +346,7 @@ def test_every_model_rate_limited_raises_the_clients_rate_limit_error() -> None:
     """The Python API answers like the server: a 429 (openai.RateLimitError), not a 502, when every model tried
     was rate limited."""
     from moai.api_errors import translate
-    from moai.strategies.executor import PlanFailed
+    from moai.strategies.outcome import PlanFailed
     from moai.strategies.plan import StepResult
 
     step = StepResult(step="answer", role="answer", model="b", status="failed", start=0.0)
@@ -365,7 +365,7 @@ def test_every_model_untrusted_with_the_call_is_a_422_no_trusted_model() -> None
     fails as the request's own privacy refusal does: 422 no_trusted_model. Mixed with a plain refusal it is a 400;
     with a failing model, a 502."""
     from moai.api_errors import translate
-    from moai.strategies.executor import PlanFailed
+    from moai.strategies.outcome import PlanFailed
     from moai.strategies.plan import StepResult
     from moai.strategies.redaction import SensitiveHeldBack
 

@@ -11,7 +11,9 @@ from typer.testing import CliRunner
 from moai.cli import app
 from moai.config import ConfigError, load_config, parse_config
 from moai.server.auth import list_keys
-from moai.telemetry.store import DatabaseUnavailable, RequestRecord, TelemetryStore
+from moai.telemetry.database import DatabaseUnavailable
+from moai.telemetry.records import RequestRecord
+from moai.telemetry.store import TelemetryStore
 
 LOCAL = """\
 models:

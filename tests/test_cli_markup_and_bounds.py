@@ -16,8 +16,9 @@ from typer.testing import CliRunner
 from moai.cli import app
 from moai.config import ConfigError, parse_config
 from moai.server.auth import list_keys
+from moai.telemetry.records import RequestRecord
 from moai.telemetry.retention import retain
-from moai.telemetry.store import RequestRecord, TelemetryStore
+from moai.telemetry.store import TelemetryStore
 
 REMOTE = 'models:\n  m: {provider: openai_compat, endpoint: "http://127.0.0.1:9/v1", privacy: private}\n'
 MIXES = "mixes:\n  d: {strategy: route}\n"

@@ -265,7 +265,8 @@ def test_live_tuner_polls_telemetry_store(tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
     from moai.config import Mix
-    from moai.telemetry.store import RequestRecord, TelemetryStore
+    from moai.telemetry.records import RequestRecord
+    from moai.telemetry.store import TelemetryStore
 
     store = TelemetryStore(f"sqlite:///{tmp_path / 't.db'}")
     t0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -83,7 +83,7 @@ def translate(e: Exception, request_id: str | None = None) -> Exception:
     from moai.mixture import BadRequest, UnknownModel
     from moai.providers.base import ProviderError, is_refusal
     from moai.strategies.context import NoEligibleModel
-    from moai.strategies.executor import PlanFailed
+    from moai.strategies.outcome import PlanFailed
 
     ids = {"x-request-id": request_id, "x-moai-request-id": request_id} if request_id else {}
     if isinstance(e, ValidationError):

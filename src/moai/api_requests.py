@@ -21,7 +21,7 @@ from moai.api_errors import http, request, timed_out, translate
 
 if TYPE_CHECKING:
     from moai.mixture import Mixture, Prepared
-    from moai.strategies.executor import Execution
+    from moai.strategies.outcome import Execution
 
 T = TypeVar("T")
 # the OpenAI client's "not sent" markers (Omit is missing from older openai releases)
@@ -145,7 +145,7 @@ async def _response(mixture: Mixture, prep: Prepared, first: Any) -> http.Respon
     """The response the server opens this stream with (its status and headers: request id, mix, the model whose
     answer streams, the cache's verdict), as ``openai.Stream.response`` has it; the chunks are not its body."""
     from moai.server.headers import header_value
-    from moai.strategies.executor import Execution
+    from moai.strategies.outcome import Execution
 
     headers = {"content-type": "text/event-stream; charset=utf-8", "x-moai-mix": header_value(prep.ctx.mix_name),
                "x-moai-request-id": prep.id, "x-request-id": prep.id}
@@ -166,7 +166,7 @@ async def chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: bo
     ``moai``), [usage]."""
     from moai.providers.base import Delta
     from moai.server.openai_schema import chunk_delta, fingerprint_field
-    from moai.strategies.executor import Execution
+    from moai.strategies.outcome import Execution
 
     base = {"id": prep.id, "object": "chat.completion.chunk", "created": int(prep.started), "model": model}
 

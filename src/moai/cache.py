@@ -48,7 +48,7 @@ from moai.lookalike import content_words, expression_of, lookalike, numbers_of
 
 if TYPE_CHECKING:
     from moai.mixture import Prepared
-    from moai.strategies.executor import Execution
+    from moai.strategies.outcome import Execution
 
 __all__ = [
     "DEFAULT_THRESHOLD", "SEMANTIC_MAX_CHARS", "CacheEntry", "Embed", "Lookup", "Mode", "ResponseCache", "Status",
@@ -363,7 +363,7 @@ class ResponseCache:
     def replay(self, prep: Prepared, look: Lookup) -> Iterator[Any]:
         """The cached answer as the engine's own stream: deltas, then an Execution costing nothing."""
         from moai.providers.base import Delta
-        from moai.strategies.executor import Execution
+        from moai.strategies.outcome import Execution
         from moai.strategies.plan import StepResult
 
         entry = look.entry

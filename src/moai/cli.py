@@ -157,7 +157,7 @@ def chat(
     from moai.providers.base import Delta, ProviderError
     from moai.server.openai_schema import ChatCompletionRequest
     from moai.strategies.context import NoEligibleModel
-    from moai.strategies.executor import Execution, PlanFailed
+    from moai.strategies.outcome import Execution, PlanFailed
 
     cfg = open_config(config or os.environ.get("MOAI_CONFIG"))  # as serve: the same mix instructions answer
     check_cache(cfg)
@@ -259,6 +259,7 @@ def report(
     config: str | None = config_db_option(),
 ) -> None:
     """Usage per model and mix: requests, tokens, p50/p95 latency, cost, energy, CO2, feedback."""
+    from moai.telemetry.database import default_database_url, safe_url
     from moai.telemetry.report import (
         build_report,
         missing_sqlite_file,
@@ -268,7 +269,6 @@ def report(
         write_html,
         write_plot,
     )
-    from moai.telemetry.store import default_database_url, safe_url
 
     try:
         start = parse_since(since)

@@ -61,7 +61,8 @@ def open_config(path: str | None) -> Config:
 
 def open_store(url: str | None) -> TelemetryStore:
     """Open (and migrate) the telemetry database; a bad or unreachable URL is one line, not a traceback."""
-    from moai.telemetry.store import DatabaseUnavailable, TelemetryStore
+    from moai.telemetry.database import DatabaseUnavailable
+    from moai.telemetry.store import TelemetryStore
 
     try:
         return TelemetryStore(url)
@@ -74,8 +75,8 @@ def open_existing_store(url: str | None, config: str | None = None, looking_for:
     """Open the telemetry database a command only reads (or changes rows of): a SQLite file that does not exist is
     one line (after ``looking_for``, what the command would have found there), not a new empty database (a mistyped
     path used to become one, listing no keys)."""
+    from moai.telemetry.database import default_database_url, safe_url
     from moai.telemetry.report import missing_sqlite_file
-    from moai.telemetry.store import default_database_url, safe_url
 
     url = resolve_database_url(url, config) or default_database_url()
     if (path := missing_sqlite_file(url)) is not None:

@@ -19,7 +19,7 @@ MAX_RETENTION_DAYS = 36_500  # about a century: today minus that many days is st
 def _masked(url: str) -> str:
     """A database URL as it may be printed: masked as the commands that open it mask it (``user:pw@`` and secret
     query parameters such as ``?password=``), so that ``config check`` shows no more than they do."""
-    from moai.telemetry.store import safe_url
+    from moai.telemetry.database import safe_url
 
     return safe_url(url)
 

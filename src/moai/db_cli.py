@@ -16,9 +16,9 @@ def db_prune(
     database_url: str | None = db_option(), config: str | None = config_db_option(),
 ) -> None:
     """Delete requests older than an age, with their calls and feedback (what `settings.retention_days` does)."""
+    from moai.telemetry.database import default_database_url, safe_url
     from moai.telemetry.report import missing_sqlite_file
     from moai.telemetry.retention import RetentionRefused, check_budgets, count_older, cutoff, prune
-    from moai.telemetry.store import default_database_url, safe_url
 
     try:
         before = cutoff(older_than)

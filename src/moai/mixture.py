@@ -26,6 +26,7 @@ from moai.catalog import PRIVACY_RANK, ModelCard
 from moai.config import Config, Mix, Weights, load_config
 from moai.gate.rules import RuleChooser, message_text
 from moai.providers.base import ChatParams, Delta, ProviderError
+from moai.providers.registry import ProviderRegistry
 from moai.recording import Recording
 from moai.refusals import BadRequest, UnknownModel, refusal
 from moai.session_memory import SessionMemory
@@ -33,14 +34,8 @@ from moai.strategies import builder
 from moai.strategies.auto import collaboration
 from moai.strategies.budget import one_model, within_budget
 from moai.strategies.context import Chooser, NoEligibleModel, RequestContext, eligible, no_trusted_model
-from moai.strategies.executor import (
-    Execution,
-    Executor,
-    PlanFailed,
-    ProviderRegistry,
-    Spend,
-    attempt_spend,
-)
+from moai.strategies.executor import Executor
+from moai.strategies.outcome import Execution, PlanFailed, Spend, attempt_spend
 from moai.strategies.plan import Plan
 from moai.strategies.privacy_guard import privacy_guard, stricter
 from moai.strategies.route import gate_reasons, session_notes

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any
 from moai.config import Config
 from moai.providers.base import ProviderRateLimited, is_refusal
 from moai.refusals import UnknownModel, refusal
-from moai.strategies.executor import Execution, Executor, Spend, attempt_spend, total_spend
+from moai.strategies.executor import Executor
+from moai.strategies.outcome import Execution, Spend, attempt_spend, total_spend
 from moai.telemetry.adapt import LiveStats
 from moai.telemetry.metrics import Metrics
-from moai.telemetry.store import CallRecord, RequestRecord, TelemetryStore
+from moai.telemetry.records import CallRecord, RequestRecord
+from moai.telemetry.store import TelemetryStore
 from moai.telemetry.writer import TelemetryWriter
 from moai.tuning.live import LiveTuner, not_decided_by_knob
 from moai.upstream_errors import redacted

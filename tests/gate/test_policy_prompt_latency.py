@@ -14,7 +14,8 @@ from moai.gate.decision import RouteDecision
 from moai.gate.policy import Weights, choose
 from moai.mixture import Mixture
 from moai.server.openai_schema import ChatCompletionRequest
-from moai.telemetry.store import CallRecord, RequestRecord, TelemetryStore
+from moai.telemetry.records import CallRecord, RequestRecord
+from moai.telemetry.store import TelemetryStore
 
 CONFIG = """
 models:

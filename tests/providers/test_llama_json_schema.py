@@ -21,7 +21,8 @@ from stub_openai import Script, StubServer
 from moai.catalog import ModelCard, complete_card
 from moai.providers import ChatParams, ProviderRequestError
 from moai.providers import llama_cpp as lc
-from moai.providers.llama_cpp import LlamaCppProvider, SchemaUnmet
+from moai.providers.json_schema_check import SchemaUnmet, schema_check
+from moai.providers.llama_cpp import LlamaCppProvider
 
 AGE = {"type": "object", "properties": {"age": {"type": "integer", "minimum": 0, "maximum": 120}},
        "required": ["age"]}
@@ -152,7 +153,7 @@ async def test_an_answer_cut_short_is_not_judged(scripted: Any) -> None:
     {"type": "object", "properties": {"day": {"type": "string", "format": "date"}}},
 ])
 def test_keywords_the_grammar_drops_are_checked(schema: dict[str, Any]) -> None:
-    check = lc.schema_check("m", {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+    check = schema_check("m", {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
     assert check is not None
     bad = {"n": 0} if "n" in schema["properties"] else {"tags": [1, 1]} if "tags" in schema["properties"] \
         else {"day": "soon"}
@@ -163,9 +164,9 @@ def test_keywords_the_grammar_drops_are_checked(schema: dict[str, Any]) -> None:
 
 
 def test_only_a_json_schema_format_with_a_schema_is_checked() -> None:
-    assert lc.schema_check("m", None) is None and lc.schema_check("m", {"type": "json_object"}) is None
-    assert lc.schema_check("m", {"type": "json_schema", "json_schema": {"name": "x"}}) is None
-    check = lc.schema_check("m", age_format(None))
+    assert schema_check("m", None) is None and schema_check("m", {"type": "json_object"}) is None
+    assert schema_check("m", {"type": "json_schema", "json_schema": {"name": "x"}}) is None
+    check = schema_check("m", age_format(None))
     assert check is not None and not check.strict and check.name == "person"
 
 
@@ -281,7 +282,7 @@ async def test_a_strict_schema_the_model_cannot_meet_is_no_mark_on_its_health(sc
 
 async def test_a_schema_no_model_of_the_mix_meets_is_a_422_about_response_format(scripted: Any,
                                                                                   tmp_path: Path) -> None:
-    from moai.strategies.executor import PlanFailed
+    from moai.strategies.outcome import PlanFailed
 
     scripted(['{"age": 4000}', '{"age": 200}', '{"age": 300}'])
     m = local_mix(tmp_path)
@@ -295,7 +296,7 @@ async def test_a_schema_no_model_of_the_mix_meets_is_a_422_about_response_format
 
 async def test_an_invalid_schema_is_a_400_that_names_response_format(scripted: Any, tmp_path: Path) -> None:
     """The refusal keeps its ``param`` (it was dropped for want of a code) and has a code of its own."""
-    from moai.strategies.executor import PlanFailed
+    from moai.strategies.outcome import PlanFailed
 
     llm = scripted(['{"age": 4}'])
     m = local_mix(tmp_path)
@@ -331,7 +332,7 @@ async def test_a_ref_that_does_not_resolve_within_the_schema_is_refused_before_g
     {"type": "object", "properties": {"$ref": {"type": "string"}}},  # a property named "$ref" is no reference
 ])
 def test_refs_within_the_schema_are_accepted(schema: dict[str, Any]) -> None:
-    assert lc.schema_check("m", {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+    assert schema_check("m", {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
 
 
 async def test_a_schema_too_large_to_check_is_refused_at_once(scripted: Any) -> None:
@@ -355,7 +356,7 @@ async def test_reading_a_large_schema_leaves_the_event_loop_free_and_is_done_onc
 
     scripted(['{"p1": "x"}'])
     made: list[int] = []
-    check = lc.schema_check
+    check = schema_check
     monkeypatch.setattr(lc, "schema_check", lambda *a: made.append(1) or check(*a))
     schema = {"type": "object", "properties": {f"p{i}": {"type": "string", "maxLength": 9} for i in range(3_000)}}
     gaps: list[float] = []
@@ -384,7 +385,7 @@ def test_a_clients_pattern_runs_with_a_time_limit() -> None:
 
     spec = {"name": "x", "strict": True, "schema": {"type": "object", "required": ["s"], "properties": {
         "s": {"type": "string", "not": {"pattern": "^(a+)+$"}}}}}
-    check = lc.schema_check("m", {"type": "json_schema", "json_schema": spec})
+    check = schema_check("m", {"type": "json_schema", "json_schema": spec})
     assert check is not None
     t0 = time.perf_counter()
     assert check.problems(json.dumps({"s": "a" * 26 + "!"})) is None
@@ -403,7 +404,7 @@ def test_a_pattern_too_costly_to_match_is_the_requests_fault(where: str) -> None
     else:
         schema = {"type": "object", "patternProperties": {costly: {"type": "integer"}}, "additionalProperties": False}
         answer = {"a" * 24 + "!": 1}
-    check = lc.schema_check("m", {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+    check = schema_check("m", {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
     assert check is not None
     t0 = time.perf_counter()
     with pytest.raises(ProviderRequestError, match="pattern") as e:

@@ -23,8 +23,9 @@ from moai.config import parse_config
 from moai.mixture import Mixture
 from moai.providers import llama_cpp
 from moai.server.openai_schema import ChatCompletionRequest
-from moai.strategies.executor import Execution
-from moai.telemetry.store import CallRecord, TelemetryStore
+from moai.strategies.outcome import Execution
+from moai.telemetry.records import CallRecord
+from moai.telemetry.store import TelemetryStore
 
 WORD_S = 0.1  # the stand-in model's time per word
 

@@ -16,7 +16,8 @@ from stub_openai import Script, StubServer
 
 from moai.server import spend_holds
 from moai.server.auth import Denied, Gatekeeper, create_key
-from moai.telemetry.store import RequestRecord, TelemetryStore
+from moai.telemetry.records import RequestRecord
+from moai.telemetry.store import TelemetryStore
 
 # $1 per token both ways: the stub answers 7 prompt + 2 completion tokens ($9); a "hi" with max_tokens 8 is
 # estimated at 1 + 8 tokens ($9), so the worst case held is the real cost

@@ -21,7 +21,8 @@ from test_budget_holds import holds_left
 from moai.server import spend_holds
 from moai.server.auth import Denied, Gatekeeper, create_key
 from moai.server.rate_limit import Window
-from moai.telemetry.store import RateWindow, RequestRecord, TelemetryStore
+from moai.telemetry.records import RateWindow, RequestRecord
+from moai.telemetry.store import TelemetryStore
 
 T0 = 1_800_000_000.0 - 1_800_000_000.0 % 60  # the start of a UTC minute
 REMAINING = "x-ratelimit-remaining-requests"

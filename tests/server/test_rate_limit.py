@@ -11,7 +11,8 @@ from sqlalchemy import select
 
 from moai.server.auth import Denied, Gatekeeper, create_key
 from moai.server.rate_limit import retry_after, take
-from moai.telemetry.store import RateWindow, TelemetryStore
+from moai.telemetry.records import RateWindow
+from moai.telemetry.store import TelemetryStore
 
 T0 = 1_800_000_000.0 - 1_800_000_000.0 % 60  # the start of a UTC minute
 

@@ -21,7 +21,8 @@ from moai.server import auth
 from moai.server.app import create_app
 from moai.server.auth import Denied, Gatekeeper, create_key
 from moai.server.rate_limit import Window, duration, full_reset, peek, remaining, take, tally
-from moai.telemetry.store import RateWindow, TelemetryStore
+from moai.telemetry.records import RateWindow
+from moai.telemetry.store import TelemetryStore
 
 T0 = 1_800_000_000.0 - 1_800_000_000.0 % 60  # the start of a UTC minute
 LIMIT, REMAINING, RESET = "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"

@@ -22,7 +22,8 @@ from moai.mixture import Mixture
 from moai.server import app as server_app
 from moai.server.app import create_app, without_addresses
 from moai.server.auth import create_key
-from moai.telemetry.store import TelemetryStore, driver_reason
+from moai.telemetry.database import driver_reason
+from moai.telemetry.store import TelemetryStore
 
 CONFIG = """
 models:

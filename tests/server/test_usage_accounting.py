@@ -21,8 +21,9 @@ from moai.config import parse_config
 from moai.gate.rules import RuleChooser
 from moai.mixture import Mixture, Prepared
 from moai.server.openai_schema import ChatCompletionRequest
-from moai.strategies.executor import Execution
-from moai.telemetry.store import RequestRecord, TelemetryStore
+from moai.strategies.outcome import Execution
+from moai.telemetry.records import RequestRecord
+from moai.telemetry.store import TelemetryStore
 
 PROMPT = "word " * 80  # 400 characters in one message: ~4 characters a token, plus 4 for the message, is 104
 PROMPT_ESTIMATE = 104

@@ -10,7 +10,7 @@ from stub_openai import Script, StubServer, free_port
 from moai.config import parse_config
 from moai.mixture import Mixture
 from moai.server.openai_schema import ChatCompletionRequest
-from moai.strategies.executor import Execution
+from moai.strategies.outcome import Execution
 from moai.telemetry.store import TelemetryStore
 
 

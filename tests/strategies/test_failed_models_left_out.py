@@ -16,7 +16,7 @@ from test_plan_fallbacks import Fixed
 from moai.config import parse_config
 from moai.mixture import Mixture
 from moai.server.openai_schema import ChatCompletionRequest
-from moai.strategies.executor import Execution, PlanFailed
+from moai.strategies.outcome import Execution, PlanFailed
 
 NAMES = ["a", "b", "c", "d", "e"]
 MIXES = {
@@ -205,7 +205,7 @@ def test_which_unavailable_models_are_final_within_a_request() -> None:
 
     from moai.providers import ProviderUnavailable
     from moai.providers.openai_compat import UpstreamStatus
-    from moai.strategies.executor import worth_another_try
+    from moai.strategies.failed_models import worth_another_try
 
     def caused(cause: BaseException | None, message: str = "connection failed") -> ProviderUnavailable:
         try:

@@ -15,7 +15,7 @@ from test_role_prompts import Fixed
 from moai.config import parse_config
 from moai.mixture import Mixture
 from moai.server.openai_schema import ChatCompletionRequest
-from moai.strategies.executor import Execution
+from moai.strategies.outcome import Execution
 
 
 def failing_on(name: str, calls: set[int], seen: list[dict[str, Any]]) -> FastAPI:

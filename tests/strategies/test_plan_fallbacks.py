@@ -17,7 +17,7 @@ from moai.gate.decision import RouteDecision
 from moai.mixture import Mixture
 from moai.providers.base import Delta
 from moai.server.openai_schema import ChatCompletionRequest
-from moai.strategies.executor import Execution
+from moai.strategies.outcome import Execution
 
 WEATHER = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
                                               "parameters": {"type": "object",

@@ -8,7 +8,7 @@ from moai.config import parse_config
 from moai.mixture import Mixture
 from moai.providers.base import Delta
 from moai.server.openai_schema import ChatCompletionRequest
-from moai.strategies.executor import Execution
+from moai.strategies.outcome import Execution
 
 
 def config(primary: str, backup: str) -> str:

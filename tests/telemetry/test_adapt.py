@@ -7,7 +7,8 @@ from pathlib import Path
 
 from moai.telemetry.adapt import LiveStats
 from moai.telemetry.feedback import normalise_score
-from moai.telemetry.store import CallRecord, FeedbackRecord, RequestRecord, TelemetryStore
+from moai.telemetry.records import CallRecord, FeedbackRecord, RequestRecord
+from moai.telemetry.store import TelemetryStore
 
 
 def test_ewma_latency_follows_a_slowdown() -> None:

@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 from test_store import broken, request
 
+from moai.telemetry import database
 from moai.telemetry import spool as spool_module
-from moai.telemetry import store as store_module
+from moai.telemetry.database import DatabaseFileGone
 from moai.telemetry.spool import MAX_FILE_TRIES, Spool
-from moai.telemetry.store import DatabaseFileGone, TelemetryStore
+from moai.telemetry.store import TelemetryStore
 from moai.telemetry.writer import TelemetryWriter
 
 
@@ -171,7 +172,7 @@ def test_closing_while_a_write_hangs_returns_once_it_is_spooled(tmp_path: Path) 
 
 
 def test_a_postgresql_server_that_never_answers_fails_to_connect_in_bounded_time(monkeypatch: Any) -> None:
-    monkeypatch.setattr(store_module, "PG_CONNECT_TIMEOUT_S", 2)
+    monkeypatch.setattr(database, "PG_CONNECT_TIMEOUT_S", 2)
     with socket.socket() as listener:  # accepts TCP connections (the kernel does), never says a word
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)

@@ -10,7 +10,8 @@ from cli_support import one_line_error, record_serving
 from typer.testing import CliRunner
 
 from moai.cli import app
-from moai.telemetry.store import DatabaseUnavailable, TelemetryStore, safe_url
+from moai.telemetry.database import DatabaseUnavailable, safe_url
+from moai.telemetry.store import TelemetryStore
 
 SECRET = "s3cretQ"
 

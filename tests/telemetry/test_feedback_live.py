@@ -11,7 +11,8 @@ from sqlalchemy import delete, func, insert, select, update
 
 from moai.telemetry.adapt import FEEDBACK_TAIL, LiveStats
 from moai.telemetry.feedback import SCALES, normalise_score, stored_score
-from moai.telemetry.store import FeedbackRecord, RequestRecord, TelemetryStore
+from moai.telemetry.records import FeedbackRecord, RequestRecord
+from moai.telemetry.store import TelemetryStore
 
 # ------------------------------------------------------------------------------------------ normalisation
 

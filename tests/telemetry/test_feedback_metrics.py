@@ -16,7 +16,8 @@ from moai.gate.rules import RuleChooser
 from moai.mixture import Mixture
 from moai.server.app import create_app
 from moai.telemetry.metrics import Metrics
-from moai.telemetry.store import RequestRecord, TelemetryStore
+from moai.telemetry.records import RequestRecord
+from moai.telemetry.store import TelemetryStore
 
 USER = [{"role": "user", "content": "hi"}]
 

@@ -19,10 +19,11 @@ from sqlalchemy.exc import OperationalError
 from test_store import request
 
 from moai.server.auth import Denied, Gatekeeper
-from moai.telemetry import store as store_module
+from moai.telemetry import database
+from moai.telemetry.database import connect_args
 from moai.telemetry.migrations import PG_LOCK_KEY
 from moai.telemetry.spool import is_outage
-from moai.telemetry.store import TelemetryStore, _connect_args
+from moai.telemetry.store import TelemetryStore
 from moai.telemetry.writer import TelemetryWriter
 
 SETTINGS = ("statement_timeout", "lock_timeout", "tcp_keepalives_idle", "tcp_keepalives_interval",
@@ -92,29 +93,29 @@ def with_query(url: str, **params: str) -> str:
 
 
 def test_urls_without_libpq_get_no_connection_parameters() -> None:
-    assert _connect_args("sqlite:///x.db") == {}
-    assert _connect_args("sqlite://") == {}
-    assert _connect_args("postgresql+pg8000://u@h/db") == {}
+    assert connect_args("sqlite:///x.db") == {}
+    assert connect_args("sqlite://") == {}
+    assert connect_args("postgresql+pg8000://u@h/db") == {}
 
 
 def test_psycopg_connections_are_bounded_and_kept_alive() -> None:
     keepalives = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
                   "keepalives_count": 3}
     for url in ("postgresql+psycopg://u@h/db", "postgresql+psycopg2://u@h/db", "postgresql://u@h/db"):
-        args = _connect_args(url)
+        args = connect_args(url)
         assert keepalives.items() <= args.items(), url
         assert set(args) - set(keepalives) <= {"tcp_user_timeout"}, url  # nothing server-side: no options
-    if store_module._libpq_version("psycopg") >= 120000:  # unacknowledged data gives up as keepalives do
-        assert _connect_args("postgresql+psycopg://u@h/db")["tcp_user_timeout"] == 25_000
+    if database._libpq_version("psycopg") >= 120000:  # unacknowledged data gives up as keepalives do
+        assert connect_args("postgresql+psycopg://u@h/db")["tcp_user_timeout"] == 25_000
 
 
 def test_what_the_url_sets_is_neither_overridden_nor_repeated() -> None:
     url = with_query("postgresql+psycopg://u@h/db", connect_timeout="9", keepalives_idle="60",
                      tcp_user_timeout="0", options="-c search_path=x")
-    args = _connect_args(url)
+    args = connect_args(url)
     assert not {"connect_timeout", "keepalives_idle", "tcp_user_timeout", "options"} & set(args)
     assert args["keepalives"] == 1 and args["keepalives_interval"] == 5 and args["keepalives_count"] == 3
-    off = _connect_args("postgresql+psycopg2://u@h/db?keepalives=0")  # turned off: none of their settings either
+    off = connect_args("postgresql+psycopg2://u@h/db?keepalives=0")  # turned off: none of their settings either
     assert not {k for k in off if k.startswith("keepalives")}
 
 
@@ -134,7 +135,7 @@ def test_sessions_get_the_timeouts_and_keepalives(fresh_postgres: str) -> None:
 @pytest.mark.integration
 def test_a_write_blocked_by_a_lock_fails_as_an_outage_within_the_lock_timeout(fresh_postgres: str,
                                                                               monkeypatch: Any) -> None:
-    monkeypatch.setattr(store_module, "PG_LOCK_TIMEOUT_S", 1, raising=False)
+    monkeypatch.setattr(database, "PG_LOCK_TIMEOUT_S", 1, raising=False)
     store = TelemetryStore(fresh_postgres)
     with locked(fresh_postgres, "requests"):
         error, took = bounded(lambda: store.write(request(1)), 8)
@@ -147,7 +148,7 @@ def test_a_write_blocked_by_a_lock_fails_as_an_outage_within_the_lock_timeout(fr
 
 @pytest.mark.integration
 def test_a_statement_running_too_long_is_cancelled(fresh_postgres: str, monkeypatch: Any) -> None:
-    monkeypatch.setattr(store_module, "PG_STATEMENT_TIMEOUT_S", 1, raising=False)
+    monkeypatch.setattr(database, "PG_STATEMENT_TIMEOUT_S", 1, raising=False)
     store = TelemetryStore(fresh_postgres)
 
     def sleep() -> None:
@@ -163,7 +164,7 @@ def test_a_statement_running_too_long_is_cancelled(fresh_postgres: str, monkeypa
 @pytest.mark.integration
 def test_the_writer_spools_a_record_blocked_by_a_lock_and_replays_it_after(fresh_postgres: str, tmp_path: Path,
                                                                           monkeypatch: Any) -> None:
-    monkeypatch.setattr(store_module, "PG_LOCK_TIMEOUT_S", 1, raising=False)
+    monkeypatch.setattr(database, "PG_LOCK_TIMEOUT_S", 1, raising=False)
     store = TelemetryStore(fresh_postgres)
     writer = TelemetryWriter(store, spool_dir=tmp_path / "spool", replay_s=0.2, commit_timeout_s=60)
     try:
@@ -183,7 +184,7 @@ def test_the_writer_spools_a_record_blocked_by_a_lock_and_replays_it_after(fresh
 
 @pytest.mark.integration
 def test_a_key_check_blocked_by_a_lock_answers_503(fresh_postgres: str, monkeypatch: Any) -> None:
-    monkeypatch.setattr(store_module, "PG_LOCK_TIMEOUT_S", 1, raising=False)
+    monkeypatch.setattr(database, "PG_LOCK_TIMEOUT_S", 1, raising=False)
     store = TelemetryStore(fresh_postgres)
     gate = Gatekeeper(store, grace_s=30)
     with locked(fresh_postgres, "api_keys"):
@@ -196,8 +197,8 @@ def test_a_key_check_blocked_by_a_lock_answers_503(fresh_postgres: str, monkeypa
 @pytest.mark.integration
 def test_a_migration_waits_for_another_replicas_migration_as_long_as_it_takes(fresh_postgres: str,
                                                                              monkeypatch: Any) -> None:
-    monkeypatch.setattr(store_module, "PG_LOCK_TIMEOUT_S", 0.3, raising=False)
-    monkeypatch.setattr(store_module, "PG_STATEMENT_TIMEOUT_S", 0.3, raising=False)
+    monkeypatch.setattr(database, "PG_LOCK_TIMEOUT_S", 0.3, raising=False)
+    monkeypatch.setattr(database, "PG_STATEMENT_TIMEOUT_S", 0.3, raising=False)
     other = create_engine(fresh_postgres)
     with other.connect() as replica:  # migrating: holds the migration lock for longer than either timeout
         replica.execute(text("SELECT pg_advisory_lock(:key)"), {"key": PG_LOCK_KEY})
@@ -219,7 +220,7 @@ def test_a_migration_waits_for_another_replicas_migration_as_long_as_it_takes(fr
 @pytest.mark.integration
 def test_settings_the_server_refuses_leave_the_database_usable(fresh_postgres: str, monkeypatch: Any,
                                                                caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(store_module, "PG_LOCK_TIMEOUT_S", -1, raising=False)  # outside lock_timeout's range
+    monkeypatch.setattr(database, "PG_LOCK_TIMEOUT_S", -1, raising=False)  # outside lock_timeout's range
     store = TelemetryStore(fresh_postgres)
     store.write(request(1))
     assert [r.id for r in store.requests()] == ["chatcmpl-1"]

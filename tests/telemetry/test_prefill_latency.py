@@ -12,7 +12,8 @@ from moai.config import parse_config
 from moai.mixture import Mixture
 from moai.server.openai_schema import ChatCompletionRequest
 from moai.telemetry.adapt import LiveStats
-from moai.telemetry.store import CallRecord, RequestRecord, TelemetryStore
+from moai.telemetry.records import CallRecord, RequestRecord
+from moai.telemetry.store import TelemetryStore
 
 SHORT, LONG = 20, 1566  # prompt tokens
 SPT = 0.02  # seconds per generated token

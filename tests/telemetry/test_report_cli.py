@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 
 from moai.cli import app
 from moai.telemetry.feedback import normalise_score
+from moai.telemetry.records import CallRecord, FeedbackRecord, RequestRecord
 from moai.telemetry.report import Report, build_report, load_rows, parse_since
-from moai.telemetry.store import CallRecord, FeedbackRecord, RequestRecord, TelemetryStore
+from moai.telemetry.store import TelemetryStore
 
 T0 = datetime(2026, 12, 6, 13, 26, tzinfo=UTC)
 

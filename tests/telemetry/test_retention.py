@@ -19,8 +19,9 @@ from moai.server.app import create_app
 from moai.server.auth import Gatekeeper, create_key, delete_key, list_keys, period_starts, revoke_key
 from moai.telemetry.adapt import LiveStats, _models_called
 from moai.telemetry.migrations import current, upgrade
+from moai.telemetry.records import CallRecord, FeedbackRecord, RateWindow, RequestRecord
 from moai.telemetry.retention import RetentionRefused, parse_age, prune, retain
-from moai.telemetry.store import CallRecord, FeedbackRecord, RateWindow, RequestRecord, TelemetryStore
+from moai.telemetry.store import TelemetryStore
 
 NOW = datetime.now(UTC)
 

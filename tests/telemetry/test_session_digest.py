@@ -20,13 +20,9 @@ from moai.gate.rules import RuleChooser
 from moai.mixture import Mixture
 from moai.server.app import create_app
 from moai.telemetry import store as store_module
-from moai.telemetry.store import (
-    SESSION_SECRET_ENV,
-    RequestRecord,
-    Setting,
-    TelemetryStore,
-    legacy_session_digest,
-)
+from moai.telemetry.records import RequestRecord, Setting
+from moai.telemetry.session_digest import SESSION_SECRET_ENV, legacy_session_digest
+from moai.telemetry.store import TelemetryStore
 
 EMAIL = "alice@example.com"
 

@@ -11,7 +11,8 @@ from starlette.testclient import TestClient
 
 from moai.config import parse_config
 from moai.server.app import create_app
-from moai.telemetry.store import SESSION_SECRET_ENV, TelemetryStore
+from moai.telemetry.session_digest import SESSION_SECRET_ENV
+from moai.telemetry.store import TelemetryStore
 
 CONFIG = """
 models:

@@ -14,8 +14,9 @@ from test_store import request
 
 from moai.telemetry import spool as spool_module
 from moai.telemetry import store as store_module
+from moai.telemetry.records import RequestRecord
 from moai.telemetry.spool import Spool
-from moai.telemetry.store import RequestRecord, TelemetryStore
+from moai.telemetry.store import TelemetryStore
 
 
 def statements(store: TelemetryStore) -> list[str]:

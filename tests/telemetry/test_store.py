@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import create_engine, inspect
 
 from moai.telemetry.migrations import current
+from moai.telemetry.records import CallRecord, RequestRecord
 from moai.telemetry.spool import Spool
-from moai.telemetry.store import CallRecord, RequestRecord, TelemetryStore, UnknownRequest
+from moai.telemetry.store import TelemetryStore, UnknownRequest
 from moai.telemetry.writer import TelemetryWriter
 
 

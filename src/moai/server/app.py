@@ -45,7 +45,7 @@ from moai.server.status import add_status_routes
 from moai.server.streaming import EventStream, prepend, releasing, sse
 from moai.strategies.budget import worst_case_usd
 from moai.strategies.context import NoEligibleModel
-from moai.strategies.executor import Execution, PlanFailed
+from moai.strategies.outcome import Execution, PlanFailed
 from moai.telemetry.store import TelemetryStore, UnknownRequest
 
 log = logging.getLogger("moai.server")

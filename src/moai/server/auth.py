@@ -40,7 +40,9 @@ from sqlalchemy.orm import Session
 from moai.bounded import BoundedSteps, GaveUp
 from moai.server import spend_holds
 from moai.server.rate_limit import Window, check, count_admitted, count_in, peek, tally, uncount, withdraw
-from moai.telemetry.store import ApiKey, RateWindow, RequestRecord, TelemetryStore, driver_reason
+from moai.telemetry.database import driver_reason
+from moai.telemetry.records import ApiKey, RateWindow, RequestRecord
+from moai.telemetry.store import TelemetryStore
 
 PREFIX = "moai-sk-"
 DATABASE_UNAVAILABLE = "database_unavailable"

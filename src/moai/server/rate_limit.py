@@ -25,7 +25,8 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
 
-from moai.telemetry.store import RateWindow, TelemetryStore
+from moai.telemetry.records import RateWindow
+from moai.telemetry.store import TelemetryStore
 
 WINDOW_S = 60
 RATE_LIMIT_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests")

@@ -20,7 +20,8 @@ from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from moai.server.rate_limit import Window
-from moai.telemetry.store import SpendHold, TelemetryStore
+from moai.telemetry.records import SpendHold
+from moai.telemetry.store import TelemetryStore
 
 HOLD_TTL_MIN = 15  # minutes: longer than any request may run (a killed process's holds fade after this)
 # dollars: below this, what is left of a row once its holds are all released is float noise (0.1 + 0.2 - 0.1 - 0.2

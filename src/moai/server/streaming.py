@@ -20,7 +20,7 @@ from moai.server.auth import DATABASE_UNAVAILABLE, Gatekeeper
 from moai.server.errors import public
 from moai.server.openai_schema import chunk_delta, error_body, fingerprint_field, usage_object
 from moai.server.spend_holds import Hold
-from moai.strategies.executor import Execution
+from moai.strategies.outcome import Execution
 
 
 class EventStream(StreamingResponse):

@@ -10,24 +10,18 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from moai.catalog import ModelCard
-from moai.config import Config
 from moai.providers import (
     ChatParams,
     Delta,
-    Provider,
     ProviderError,
     ProviderRateLimited,
-    ProviderUnavailable,
     Usage,
-    make_provider,
 )
 from moai.providers.base import (
-    ProviderAuthError,
     Queued,
     answered,
     is_refusal,
@@ -36,51 +30,14 @@ from moai.providers.base import (
     watched,
     with_estimates,
 )
+from moai.providers.registry import ProviderRegistry
 from moai.providers.tool_calls import merge_tool_call_deltas
-from moai.strategies.plan import QUEUE_SHOWN_S, Built, Passthrough, Plan, Skip, Step, StepResult
+from moai.strategies.attempts import cut_when_served, failed_attempt, served_from, unserved
+from moai.strategies.failed_models import not_called, note_left_out, usable, why_spared, worth_another_try
+from moai.strategies.outcome import Execution, PlanFailed
+from moai.strategies.plan import Built, Passthrough, Plan, Skip, Step, StepResult
 from moai.strategies.stragglers import finished_in_share, share_end
 from moai.telemetry.carbon import CarbonModel
-
-
-@dataclass
-class Spend:
-    """Tokens and what they cost (money, energy, emissions): of a failed try, a step, or a whole request."""
-
-    usage: Usage = field(default_factory=Usage)
-    cost_usd: float = 0.0
-    energy_kwh: float = 0.0
-    co2_g: float = 0.0
-
-    def add(self, other: Spend) -> None:
-        self.usage.add(other.usage)
-        self.cost_usd += other.cost_usd
-        self.energy_kwh += other.energy_kwh
-        self.co2_g += other.co2_g
-
-
-def attempt_spend(attempt: dict[str, Any]) -> Spend:
-    """What the upstream billed for an attempt's failed tries (a prompt that timed out, an answer without choices,
-    retried in place or not); the answer itself is the step's own usage."""
-    tokens = attempt.get("tokens") or {}
-    return Spend(Usage(tokens.get("input", 0), tokens.get("output", 0), estimated=bool(attempt.get("estimated"))),
-                 attempt.get("cost_usd", 0.0), attempt.get("energy_kwh", 0.0), attempt.get("co2_g", 0.0))
-
-
-def step_spend(r: StepResult) -> Spend:
-    """A step's own usage and cost, and its billed failed tries: everything the step was charged."""
-    total = Spend(Usage(), r.cost_usd, r.energy_kwh, r.co2_g)
-    total.usage.add(r.usage)
-    for a in r.attempts:
-        total.add(attempt_spend(a))
-    return total
-
-
-def total_spend(results: Sequence[StepResult]) -> Spend:
-    """What a request was charged, over every step and every billed failed try."""
-    total = Spend()
-    for r in results:
-        total.add(step_spend(r))
-    return total
 
 
 def _generated(text: str, refusal: str | None, tool_calls: list[dict[str, Any]] | None) -> str:
@@ -130,37 +87,6 @@ def _indexed(calls: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
     return [{"index": i, **c} for i, c in enumerate(calls)] if calls else None
 
 
-class PlanFailed(RuntimeError):
-    """No model could produce the final answer; carries the trace of what was tried.
-
-    ``status`` is 400 when every model tried for the failing step refused the request itself (e.g. an image
-    sent to text-only models): the caller must change the request, retrying it elsewhere will not help; 422
-    when every one was untrusted with what an earlier step wrote (``no_trusted_model``, as a sensitive query
-    gets before any call).
-    ``code`` and ``param`` are then the refusals' own when they all agree (``context_length_exceeded`` on
-    ``messages``; a refusal with a ``param`` and no code, such as an invalid ``response_format``, keeps its
-    ``param`` under the default code).
-    ``status`` is 429 when every model tried was rate limited: the client may retry after ``retry_after``
-    seconds (the soonest any of them said), as it would with the provider itself.
-    """
-
-    def __init__(self, message: str, results: list[StepResult], failed: Sequence[StepResult] = ()) -> None:
-        super().__init__(message)
-        self.results = results
-        tried = [a for r in failed for a in r.attempts if a.get("error")]
-        statuses = {a.get("status") for a in tried}
-        refused = bool(tried) and all(is_refusal(s) for s in statuses)
-        self.status = ((next(iter(statuses)) if len(statuses) == 1 else 400) if refused
-                       else 429 if tried and statuses == {429} else 502)
-        waits = [a["retry_after_s"] for a in tried if a.get("retry_after_s") is not None]
-        self.retry_after: float | None = min(waits) if self.status == 429 and waits else None
-        causes = {(a.get("code"), a.get("param")) for a in tried}
-        code, param = causes.pop() if refused and len(causes) == 1 else (None, None)
-        default = {400: "unsupported_request", 429: "rate_limit_exceeded"}.get(self.status, "upstream_failed")
-        self.code: str = code or default
-        self.param: str | None = param
-
-
 def _restored_calls(redactor: Any, calls: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
     """Tool calls an untrusted model wrote with placeholders, with the original values back in their arguments."""
     if not calls or redactor is None:
@@ -172,153 +98,6 @@ def _restored_calls(redactor: Any, calls: list[dict[str, Any]] | None) -> list[d
             fn["arguments"] = redactor.restore_arguments(fn["arguments"])
         out.append({**c, "function": fn})
     return out
-
-
-def _served_from(t0: float, queued: Queued | None) -> float:
-    """When the model began on a call sent at ``t0``: the time it waited for the model (its concurrency limit, a
-    local model busy with another request) is the queue's, not the model's latency."""
-    return t0 + (queued.so_far() if queued is not None else 0.0)
-
-
-def _failed_attempt(model: str, e: ProviderError, t0: float, queued: Queued | None = None) -> dict[str, Any]:
-    """A failed try, for the trace and telemetry: its status tells a refused request from a failing model. Its
-    start and latency are the model's own; a wait for the model before it is ``queue_ms``."""
-    start = _served_from(t0, queued)
-    attempt: dict[str, Any] = {"model": model, "error": str(e), "status": e.status, "start": start,
-                               "latency_ms": max(0.0, time.time() - start) * 1000}
-    if start - t0 >= QUEUE_SHOWN_S:  # a real wait; not the instant between sending and the model's gate
-        attempt["queue_ms"] = round((start - t0) * 1000, 1)
-    code = getattr(e, "code", None)
-    if code:
-        attempt.update(code=code, param=getattr(e, "param", None))
-    if isinstance(e, ProviderRateLimited) and e.retry_after is not None:
-        attempt["retry_after_s"] = e.retry_after
-    return attempt
-
-
-def worth_another_try(e: ProviderError) -> bool:
-    """Whether a model that failed with ``e`` may answer a later step of the same request when that step has no
-    other model: a timeout, a 5xx, a 429, a connection reset or a stream dropped mid-answer may pass; a refused
-    connection, a model not found upstream or not loadable (``ProviderUnavailable.final``) or a rejected key will
-    not within one request."""
-    if isinstance(e, ProviderAuthError):
-        return False
-    return not (isinstance(e, ProviderUnavailable) and e.final)
-
-
-def _answer_to_build_on(step: Step, results: dict[str, StepResult]) -> bool:
-    """Whether the step asks something new: it has no inputs, or one of them answered. A chain's link after a
-    failed one (or a cascade's try after a failed try) asks what the models before it just failed at."""
-    return not step.deps or any(results[d].ok for d in step.deps if d in results)
-
-
-def usable(plan: Plan | None, step: Step, results: dict[str, StepResult]) -> list[str]:
-    """The models a step may call: those that did not fail earlier in this request (``Plan.failed``; a refusal of
-    the request itself is not such a failure). Models that did are called again only when the step has no other,
-    their failure was worth another try, and the step has an answer to build on: otherwise the request would pay
-    for the same failure once a step."""
-    if plan is None or not plan.failed:
-        return list(step.models)
-    fresh = [m for m in step.models if m not in plan.failed]
-    if fresh or not _answer_to_build_on(step, results):
-        return fresh
-    return [m for m in step.models if plan.failed[m]]
-
-
-def _note_left_out(plan: Plan | None, step: Step, models: list[str]) -> None:
-    """Say once per model that later steps left it out for failing earlier in the request."""
-    if plan is None:
-        return
-    for m in step.models:
-        note = f"{m} failed earlier in this request: later steps did not call it again"
-        if m not in models and m in plan.failed and note not in plan.notes:
-            plan.notes.append(note)
-
-
-def _why_spared(plan: Plan, step: Step) -> str:
-    """Why a step of a group (a layer's proposer) was left out: its models failed earlier in this request, or
-    their circuit is open or they are rate limited."""
-    models = list(dict.fromkeys(step.models))
-    failed = [m for m in models if m in plan.failed]
-    broken = [m for m in models if m not in plan.failed]
-    why = [f"{', '.join(failed)} failed earlier in this request"] if failed else []
-    why += [f"{', '.join(broken)}: circuit open or rate limited"] if broken else []
-    return "left out: " + "; ".join(why)
-
-
-def _not_called(step: Step, now: float) -> StepResult:
-    """A step left with no model to call: every one of them failed earlier in this request."""
-    return StepResult(step.id, step.role, None, "skipped", start=now, end=now,
-                      error=f"not called: {', '.join(dict.fromkeys(step.models))} failed earlier in this request")
-
-
-class ProviderRegistry:
-    """One provider and one concurrency gate per model, created on first use."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self._providers: dict[str, Provider] = {}
-        self._limits: dict[str, asyncio.Semaphore] = {}
-        self.health: Callable[[str], bool] = lambda _name: True  # replaced by live statistics
-        # told at once of a 429 (model, Retry-After), so concurrent and later requests try other models first
-        self.rate_limited: Callable[[str, float | None], None] = lambda _name, _retry_after: None
-
-    def card(self, name: str) -> ModelCard:
-        return self.config.models[name]
-
-    def get(self, name: str) -> Provider:
-        if name not in self._providers:
-            self._providers[name] = make_provider(self.card(name))
-        return self._providers[name]
-
-    def limit(self, name: str) -> asyncio.Semaphore:
-        if name not in self._limits:
-            self._limits[name] = asyncio.Semaphore(self.card(name).max_concurrency)
-        return self._limits[name]
-
-    async def aclose(self) -> None:
-        for p in self._providers.values():
-            await p.aclose()
-
-
-@dataclass
-class Execution:
-    """What happened: the answer, and one result per step in the order they were run."""
-
-    plan: Plan
-    answer: StepResult
-    results: list[StepResult] = field(default_factory=list)
-
-    @property
-    def usage(self) -> Usage:
-        """Every call's tokens (billed failed tries included), and each usage detail summed over the calls that
-        reported it."""
-        return total_spend(self.results).usage
-
-    @property
-    def system_fingerprint(self) -> str | None:
-        """The fingerprint of the upstream that wrote the answer (None when it sent none, or from the cache)."""
-        return self.answer.system_fingerprint
-
-    @property
-    def cost_usd(self) -> float:
-        return total_spend(self.results).cost_usd
-
-    @property
-    def energy_kwh(self) -> float:
-        return total_spend(self.results).energy_kwh
-
-    @property
-    def co2_g(self) -> float:
-        return total_spend(self.results).co2_g
-
-    @property
-    def models_used(self) -> list[str]:
-        seen: list[str] = []
-        for r in self.results:
-            if r.status == "ok" and r.model and r.model not in seen:
-                seen.append(r.model)
-        return seen
 
 
 class Executor:
@@ -337,7 +116,7 @@ class Executor:
         before each try (asking may reserve a circuit's probe), and models with an open circuit or a rate limit
         still running are tried last rather than never."""
         models = usable(plan, step, plan.results) if plan is not None else list(step.models)
-        _note_left_out(plan, step, models)
+        note_left_out(plan, step, models)
         skipped = []
         for m in models:
             if self.registry.health(m):
@@ -379,44 +158,15 @@ class Executor:
             self.registry.rate_limited(model, e.retry_after)
         if plan is not None and not is_refusal(e.status):
             plan.failed[model] = plan.failed.get(model, True) and worth_another_try(e)
-        return self._tries(_failed_attempt(model, e, t0, queued), model, [*retried, e] if billed else retried,
+        return self._tries(failed_attempt(model, e, t0, queued), model, [*retried, e] if billed else retried,
                            retried)
-
-    @staticmethod
-    def _unserved(res: StepResult, model: str, t0: float, queued: Queued) -> None:
-        """A call cut short (its time ran out, its client left) while it still waited for its model: the model
-        never began on it, so it is no verdict on the model (a busy local model is not a failing one), and no
-        prompt was read."""
-        res.status, res.end = "cancelled", time.time()
-        res.start, res.queue_s, res.usage = res.end, queued.so_far(), Usage()
-        res.error = f"cut short after {res.queue_s:.1f}s waiting for {model} (busy): never served"
-
-    @staticmethod
-    def _cut_when_served(res: StepResult, model: str, t0: float, queued: Queued) -> None:
-        """A call cut short (the request's time limit, its client leaving) after its model had begun on it,
-        following a wait for the model: its start and latency are the model's own, the wait its ``queue_s``.
-
-        The rule: when the call waited for its model longer than the model then had on it, the cut is the
-        queue's doing (most of the request's time went to waiting behind other requests), so it is recorded
-        ``cancelled``, no verdict on the model (no error rate, no breaker). A call that waited less was the model
-        too slow for the time it had: it stays a failure, timed from when the model began."""
-        waited = queued.so_far()
-        if res.end or res.status != "failed" or waited < QUEUE_SHOWN_S:
-            return  # ended already (cut while waiting to retry), or no wait to speak of
-        now = time.time()
-        res.start, res.queue_s = t0 + waited, waited
-        served = now - res.start
-        if waited > served:
-            res.status, res.end = "cancelled", now
-            res.error = (f"cut short {served:.1f}s into {model}'s answer, after {waited:.1f}s waiting for it "
-                         "(busy): no verdict on the model")
 
     def _cut_short(self, res: StepResult, model: str, t0: float, retried: list[ProviderError]) -> None:
         """A call cut short (its client left, its time ran out) after its provider had retried in place: the tries
         before the one in flight were sent, and what they were billed (a prompt that timed out) would be lost
         with the local list. They become one failed attempt; the try in flight stays the step's own."""
         if retried:
-            res.attempts.append(self._tries(_failed_attempt(model, retried[-1], t0), model, retried, retried[:-1]))
+            res.attempts.append(self._tries(failed_attempt(model, retried[-1], t0), model, retried, retried[:-1]))
             if retried[-1].last_sent:  # cut while waiting to retry: no try in flight, the step ended with that one
                 res.usage, res.error, res.end = Usage(), str(retried[-1]), time.time()
 
@@ -482,9 +232,9 @@ class Executor:
             except asyncio.CancelledError:
                 self._cut_short(res, model, t0, retried)
                 if queued.waiting:
-                    self._unserved(res, model, t0, queued)
+                    unserved(res, model, t0, queued)
                 else:
-                    self._cut_when_served(res, model, t0, queued)
+                    cut_when_served(res, model, t0, queued)
                 raise
             except ProviderError as e:
                 res.usage = Usage()  # what the failed try was billed is its attempt's
@@ -493,7 +243,7 @@ class Executor:
                 if not e.retryable:
                     break
                 continue
-            served = _served_from(t0, queued)
+            served = served_from(t0, queued)
             res.attempts.append(self._answered(model, served, retried))
             if plan is not None:
                 plan.failed.pop(model, None)  # it answers again
@@ -538,7 +288,7 @@ class Executor:
                 return r
             if step.group is not None and step.models and set(step.models) <= self._spared(plan, step, left_out):
                 r = StepResult(step.id, step.role, step.models[0], "skipped", start=now, end=now,
-                               error=_why_spared(plan, step))
+                               error=why_spared(plan, step))
                 results[step.id] = r
                 return r
             built = await _build(step, results)
@@ -548,8 +298,8 @@ class Executor:
             elif isinstance(built, Passthrough):
                 r = _passed(step, built, results, now)
             elif step.models and not usable(plan, step, results):
-                _note_left_out(plan, step, [])
-                r = _not_called(step, now)
+                note_left_out(plan, step, [])
+                r = not_called(step, now)
             else:
                 results[step.id] = _running(step)
                 call = self._call(step, built, plan, results[step.id])
@@ -593,8 +343,8 @@ class Executor:
         if isinstance(built, Skip) or (isinstance(built, ChatParams) and final.models
                                        and not usable(plan, final, results)):
             # nothing to ask (a chain whose first link no model could answer), or no model left to ask it
-            _note_left_out(plan, final, [])
-            results[final.id] = left = (_not_called(final, time.time()) if not isinstance(built, Skip) else
+            note_left_out(plan, final, [])
+            results[final.id] = left = (not_called(final, time.time()) if not isinstance(built, Skip) else
                                         StepResult(final.id, final.role, None, "skipped", start=time.time(),
                                                    end=time.time(), error=built.reason))
             rescued = plan.rescue(results) if plan.rescue else None
@@ -689,7 +439,7 @@ class Executor:
                                 d.tool_calls = _restored_calls(redactor, held_calls)
                         if d.text or d.tool_calls or d.refusal:
                             if not started:
-                                ans.ttft_s = time.time() - _served_from(t0, queued)
+                                ans.ttft_s = time.time() - served_from(t0, queued)
                             started = True
                             parts.append(d.text)
                             refusal.append(d.refusal)
@@ -710,9 +460,9 @@ class Executor:
             except asyncio.CancelledError:
                 self._cut_short(ans, model, t0, retried)
                 if queued.waiting:
-                    self._unserved(ans, model, t0, queued)
+                    unserved(ans, model, t0, queued)
                 else:
-                    self._cut_when_served(ans, model, t0, queued)
+                    cut_when_served(ans, model, t0, queued)
                 raise
             except ProviderError as e:
                 ans.attempts.append(self._failed(model, e, t0, retried, billed=not started, plan=plan,
@@ -724,7 +474,7 @@ class Executor:
                     ans.end = time.time()
                     raise
                 continue
-            served = _served_from(t0, queued)
+            served = served_from(t0, queued)
             ans.attempts.append(self._answered(model, served, retried))
             if plan is not None:
                 plan.failed.pop(model, None)

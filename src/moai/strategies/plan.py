@@ -147,7 +147,7 @@ class Plan:
     # models that failed in this request (not a refusal of the request itself, nor a strict schema they could not
     # meet), each with whether one more try is worth it (a timeout, a 5xx, a 429, a connection reset or dropped)
     # when a later step has no other model; an unreachable model (connection refused, not found, not loadable, a
-    # rejected key) is not (``executor.worth_another_try``). Later steps leave them out (``Executor``).
+    # rejected key) is not (``failed_models.worth_another_try``). Later steps leave them out (``Executor``).
     failed: dict[str, bool] = field(default_factory=dict)
 
     def answering(self) -> StepResult | None:

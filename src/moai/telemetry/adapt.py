@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 
 from moai.providers.base import MAX_RETRY_AFTER_S, RATE_LIMIT_COOLDOWN_S
 from moai.telemetry.feedback import normalise_score, predicted_quality
-from moai.telemetry.store import CallRecord, FeedbackRecord, RequestRecord, TelemetryStore
+from moai.telemetry.records import CallRecord, FeedbackRecord, RequestRecord
+from moai.telemetry.store import TelemetryStore
 
 PRIOR_STRENGTH = 10.0  # feedback pseudo-counts behind the gate's own estimate
 FEEDBACK_GAP_SPAN = 1000  # feedback ids missing this close below the newest one are looked for again

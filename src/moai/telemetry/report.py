@@ -25,7 +25,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from moai.telemetry.feedback import normalise_score
-from moai.telemetry.store import CallRecord, FeedbackRecord, RequestRecord, TelemetryStore
+from moai.telemetry.records import CallRecord, FeedbackRecord, RequestRecord
+from moai.telemetry.store import TelemetryStore
 
 _SINCE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, func, or_, select
 
 from moai.server.auth import period_starts
-from moai.telemetry.store import ApiKey, CallRecord, FeedbackRecord, RequestRecord, TelemetryStore
+from moai.telemetry.records import ApiKey, CallRecord, FeedbackRecord, RequestRecord
+from moai.telemetry.store import TelemetryStore
 
 BATCH = 1_000  # requests per transaction: each holds the write lock for milliseconds, not seconds
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(h|d|w)\s*$", re.IGNORECASE)

@@ -27,15 +27,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from moai.telemetry.store import (
-    CallRecord,
-    FeedbackRecord,
-    RequestRecord,
-    SpooledRequest,
-    as_row,
-    driver_reason,
-    row_of,
-)
+from moai.telemetry.database import driver_reason
+from moai.telemetry.records import CallRecord, FeedbackRecord, RequestRecord
+from moai.telemetry.store import SpooledRequest, as_row, row_of
 
 log = logging.getLogger("moai.telemetry")
 MAX_FILE_TRIES = 3  # a spool file that fails this many replays for a reason other than an outage is set aside

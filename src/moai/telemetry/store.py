@@ -3,191 +3,46 @@
 SQLite (WAL) by default; any SQLAlchemy URL (PostgreSQL) via ``MOAI_DATABASE_URL``. The schema is owned
 by Alembic migrations (``telemetry/migrations``), applied on start-up, so upgrades never need a manual step.
 A record counts as acknowledged once committed; a killed process loses nothing acknowledged.
+The tables are in ``telemetry.records``; opening the database (URLs, connection settings) in ``telemetry.database``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import logging
 import math
 import os
-import re
 import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    DateTime,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
-    create_engine,
-    delete,
-    event,
-    insert,
-    select,
-    text,
-)
+from sqlalchemy import DateTime, create_engine, delete, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.pool import NullPool
 
-log = logging.getLogger("moai.telemetry")
+from moai.telemetry.database import (
+    URL_EXAMPLE,
+    DatabaseFileGone,
+    DatabaseUnavailable,
+    connect_args,
+    default_database_url,
+    driver_reason,
+    parse_database_url,
+    pg_session_limits,
+    safe_url,
+    sqlite_file,
+    sqlite_pragmas,
+)
+from moai.telemetry.records import Base, CallRecord, FeedbackRecord, RequestRecord, Setting
+from moai.telemetry.session_digest import SESSION_SECRET, SESSION_SECRET_ENV, legacy_session_digest, session_digest
+
 FEEDBACK_MIN, FEEDBACK_MAX = -1.0, 10.0  # the widest accepted scales: -1..1 thumbs and 0-10 ratings
-# PostgreSQL: a new connection to a server that does not answer (hung, paused, packets dropped) fails after this
-# many seconds instead of waiting for ever (libpq's connect_timeout; a URL that sets its own keeps it)
-PG_CONNECT_TIMEOUT_S = 5
-# A statement running or waiting this long is cancelled by the server (an OperationalError: the writer spools, key
-# checks answer 503) instead of holding its thread and pooled connection for good. Generous, so that no normal work
-# is cut: a report over millions of rows reads far faster; migrations run on a connection without it.
-PG_STATEMENT_TIMEOUT_S = 300
-# A wait for a lock gives up sooner: moai's own transactions hold theirs for milliseconds, so a longer wait means
-# the holder is stuck (another session's lock, a replica's migration altering a table).
-PG_LOCK_TIMEOUT_S = 10
-# TCP keepalives on both ends: a peer that vanished without closing the connection (host down, NAT state dropped) is
-# noticed after idle + interval * count seconds, not the system's two hours; the server then also releases the
-# locks of a client that vanished. Data sent and never acknowledged gives up after as long (libpq tcp_user_timeout).
-PG_KEEPALIVE_IDLE_S, PG_KEEPALIVE_INTERVAL_S, PG_KEEPALIVE_COUNT = 10, 5, 3
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class RequestRecord(Base):
-    __tablename__ = "requests"
-
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
-    mix: Mapped[str] = mapped_column(String(128), index=True)
-    strategy: Mapped[str] = mapped_column(String(32))
-    model: Mapped[str | None] = mapped_column(String(128), index=True)  # the model whose answer was returned
-    # ok | error | cancelled | refused (before any model ran: a privacy refusal, no eligible model, a bad option)
-    status: Mapped[str] = mapped_column(String(16))
-    http_status: Mapped[int] = mapped_column(Integer, default=200)
-    stream: Mapped[bool] = mapped_column(Boolean, default=False)
-    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
-    ttft_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
-    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
-    energy_kwh: Mapped[float] = mapped_column(Float, default=0.0)
-    co2_g: Mapped[float] = mapped_column(Float, default=0.0)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    decision: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    api_key: Mapped[str | None] = mapped_column(String(64), nullable=True)  # indexed with created_at (budgets)
-    session: Mapped[str | None] = mapped_column(String(128), nullable=True)  # indexed with api_key, created_at
-
-    calls: Mapped[list[CallRecord]] = relationship(back_populates="request", cascade="all, delete-orphan")
-    feedback: Mapped[list[FeedbackRecord]] = relationship(back_populates="request", cascade="all, delete-orphan")
-
-    __table_args__ = (Index("ix_requests_api_key_created_at", "api_key", "created_at"),
-                      Index("ix_requests_session_api_key_created_at", "session", "api_key", "created_at"))
-
-
-class CallRecord(Base):
-    __tablename__ = "calls"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"), index=True)
-    step: Mapped[str] = mapped_column(String(64))
-    role: Mapped[str] = mapped_column(String(32))
-    model: Mapped[str | None] = mapped_column(String(128))  # indexed with ended_at (live statistics)
-    status: Mapped[str] = mapped_column(String(16))
-    started_at: Mapped[float] = mapped_column(Float)
-    ended_at: Mapped[float] = mapped_column(Float)
-    latency_ms: Mapped[float] = mapped_column(Float)
-    ttft_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
-    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
-    energy_kwh: Mapped[float] = mapped_column(Float, default=0.0)
-    co2_g: Mapped[float] = mapped_column(Float, default=0.0)
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    retry_after_s: Mapped[float | None] = mapped_column(Float, nullable=True)  # a 429's Retry-After, when it had one
-
-    request: Mapped[RequestRecord] = relationship(back_populates="calls")
-
-    __table_args__ = (Index("ix_calls_model_ended_at", "model", "ended_at"),
-                      # the last minute's 429s, read by every process (a cool-down holds for every replica)
-                      Index("ix_calls_rate_limited", "ended_at", sqlite_where=text("status = 'rate_limited'"),
-                            postgresql_where=text("status = 'rate_limited'")))
-
-
-class FeedbackRecord(Base):
-    __tablename__ = "feedback"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"), index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
-    score: Mapped[float] = mapped_column(Float)
-    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
-
-    request: Mapped[RequestRecord] = relationship(back_populates="feedback")
-
-
-class ApiKey(Base):
-    """A gateway key: only its hash is stored; the secret is shown once at creation."""
-
-    __tablename__ = "api_keys"
-
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # public id, e.g. mk_3f2a9c1d
-    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    name: Mapped[str] = mapped_column(String(128))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    allowed_mixes: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
-    budget_day_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
-    budget_month_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
-    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
-
-
-class SpendHold(Base):
-    """The worst-case cost of a budgeted key's requests still running, admitted in one UTC minute: counted
-    against the key's budget until each is recorded with its real cost (see ``server/spend_holds.py``)."""
-
-    __tablename__ = "spend_holds"
-
-    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    minute: Mapped[int] = mapped_column(Integer, primary_key=True)
-    usd: Mapped[float] = mapped_column(Float)
-
-
-class RateWindow(Base):
-    """Requests a key made in one UTC minute (unix time // 60): the shared state of its RPM limit."""
-
-    __tablename__ = "rate_windows"
-
-    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    minute: Mapped[int] = mapped_column(Integer, primary_key=True)
-    count: Mapped[int] = mapped_column(Integer)
-
-
-class Setting(Base):
-    """A setting every replica sharing the database shares (``session_secret``: see ``session_digest``)."""
-
-    __tablename__ = "settings"
-
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
 
 
 @dataclass(frozen=True)
@@ -199,47 +54,6 @@ class Rating:
     model: str | None
     decision: dict[str, Any] | None
     api_key: str | None = None  # the id of the key that made the request
-
-
-class DatabaseUnavailable(RuntimeError):
-    """The telemetry database URL is malformed, names a missing driver, or cannot be opened; one line."""
-
-
-# Query parameters whose value is a secret: libpq takes ``?password=`` and ``?sslpassword=`` as well as ``user:pw@``
-# (passfile, sslkey and the like name files, and are kept: they say which file was used).
-_SECRET_QUERY = re.compile(r"([?&][^=&#]*(?:password|passwd|pwd|secret|token)[^=&#]*=)[^&#]*", re.IGNORECASE)
-_URL_EXAMPLE = "expected e.g. sqlite:///path/moai.db or postgresql+psycopg://..."
-
-
-def safe_url(url: str) -> str:
-    """The URL as it may be printed (errors, logs): any password replaced by ``***``, whether written as
-    ``user:pw@`` or as a query parameter, since SQLAlchemy's own rendering hides only the first."""
-    try:
-        shown = make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):  # unparseable (a bad port): mask what looks like a password
-        shown = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-    return _SECRET_QUERY.sub(r"\1***", shown)
-
-
-def parse_database_url(url: str) -> URL:
-    """The parsed URL, or ``DatabaseUnavailable`` in one line: SQLAlchemy raises a bare ``ValueError`` for a port
-    that is not a number (``host:abc``, ``host:``, an unclosed IPv6 bracket), which no command expects."""
-    try:
-        return make_url(url)
-    except ArgumentError:
-        raise DatabaseUnavailable(f"bad database URL {safe_url(url)!r} ({_URL_EXAMPLE})") from None
-    except ValueError:
-        hint = "an IPv6 host goes in brackets, e.g. [::1]:5432; " if "[" in url else ""
-        raise DatabaseUnavailable(f"bad database URL {safe_url(url)!r}: the port is empty or not a number "
-                                  f"({hint}{_URL_EXAMPLE})") from None
-
-
-def driver_reason(e: BaseException) -> str:
-    """Why the database failed, in one line: the driver's own first line, without SQLAlchemy's statement, bound
-    parameters (row data) and link, so that logs stay one line per event and hold no recorded values."""
-    cause = getattr(e, "orig", None) or e
-    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
-    return (lines[0] if lines else type(cause).__name__)[:300]
 
 
 class UnknownRequest(LookupError):
@@ -331,134 +145,11 @@ def _replace_rows(conn: Connection, model: type[Base], rows: Mapping[str, list[d
         conn.execute(insert(table), new)
 
 
-def default_database_url() -> str:
-    if url := os.environ.get("MOAI_DATABASE_URL"):
-        return url
-    home = Path(os.environ.get("MOAI_HOME", Path.home() / ".cache" / "moai"))
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / 'moai.db'}"
-
-
-def _sqlite_pragmas(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode: a commit survives the process being killed (kill -9); only an OS crash
-        # could lose the last transactions. FULL would fsync every commit for that last case.
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=5000")
-        cur.close()
-
-
-def _libpq_version(driver: str) -> int:
-    """The version of the libpq a psycopg driver uses (e.g. 170002), 0 when it cannot be told."""
-    try:
-        if driver == "psycopg":
-            from psycopg import pq
-
-            return int(pq.version())
-        import psycopg2.extensions
-
-        return int(psycopg2.extensions.libpq_version())
-    except (ImportError, AttributeError, OSError):
-        return 0
-
-
-def _connect_args(url: str) -> dict[str, Any]:
-    """libpq's connection parameters for a psycopg or psycopg2 URL: a bounded connect, TCP keepalives and a bound on
-    unacknowledged data. SQLAlchemy lets these override the URL's query, so any parameter the URL names is left out:
-    the URL's own value stands. The server-side timeouts are set per session instead (``_pg_session_settings``)."""
-    parsed = make_url(url)
-    driver = parsed.get_driver_name()
-    if parsed.get_backend_name() != "postgresql" or driver not in ("psycopg", "psycopg2"):
-        return {}
-    args: dict[str, Any] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
-    if parsed.query.get("keepalives") not in ("0", ("0",)):  # a URL that turns them off means it
-        args |= {"keepalives": 1, "keepalives_idle": PG_KEEPALIVE_IDLE_S,
-                 "keepalives_interval": PG_KEEPALIVE_INTERVAL_S, "keepalives_count": PG_KEEPALIVE_COUNT}
-    if _libpq_version(driver) >= 120000:  # an older libpq refuses to connect with a parameter it does not know
-        args["tcp_user_timeout"] = 1000 * (PG_KEEPALIVE_IDLE_S + PG_KEEPALIVE_INTERVAL_S * PG_KEEPALIVE_COUNT)
-    return {k: v for k, v in args.items() if k not in parsed.query}
-
-
-def _pg_session_settings() -> dict[str, str]:
-    """The server settings every pooled PostgreSQL session gets (read when the store opens its engine)."""
-    return {"statement_timeout": f"{round(PG_STATEMENT_TIMEOUT_S * 1000)}ms",
-            "lock_timeout": f"{round(PG_LOCK_TIMEOUT_S * 1000)}ms",
-            "tcp_keepalives_idle": str(PG_KEEPALIVE_IDLE_S),
-            "tcp_keepalives_interval": str(PG_KEEPALIVE_INTERVAL_S),
-            "tcp_keepalives_count": str(PG_KEEPALIVE_COUNT)}
-
-
-def _pg_session_limits(engine: Engine) -> None:
-    """Give each new PostgreSQL connection ``_pg_session_settings`` where nothing else set them.
-
-    Set after connecting rather than through the ``options`` startup parameter: PgBouncer refuses a connection whose
-    ``options`` set parameters it does not track (statement_timeout among them). Only a setting still at the
-    server's built-in default is changed, so the server's configuration, ``ALTER ROLE/DATABASE ... SET`` and the
-    URL's own ``options`` (``?options=-c statement_timeout=0``) all win; a URL's options that set other parameters
-    leave these defaults in place. One round trip per new connection, none per checkout. A server that refuses them
-    (a PostgreSQL look-alike without ``pg_settings``) is used without them, with a warning."""
-    values = ", ".join(f"('{name}', '{value}')" for name, value in _pg_session_settings().items())
-    sql = ("SELECT set_config(s.name, v.value, false) FROM pg_settings s "
-           f"JOIN (VALUES {values}) AS v(name, value) ON v.name = s.name WHERE s.source = 'default'")
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        cur = dbapi_conn.cursor()
-        try:
-            cur.execute(sql)
-        except engine.dialect.loaded_dbapi.Error as e:
-            dbapi_conn.rollback()
-            log.warning("PostgreSQL session timeouts and keepalives not set: %s", driver_reason(e))
-            return
-        finally:
-            cur.close()
-        dbapi_conn.commit()  # a session-level setting made in a transaction that rolls back would be undone
-
-
-def _sqlite_file(url: str) -> Path | None:
-    """The file of a SQLite file database (None for anything else)."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:") or parsed.query.get("uri"):
-        return None
-    return Path(parsed.database).absolute()
-
-
-class DatabaseFileGone(OperationalError):
-    """The SQLite file was removed (or its folder): what is written through open connections would be lost."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__("check the database file", None, FileNotFoundError(f"database file {path} is gone"))
-
-
-
 def check_score(score: float) -> None:
     """ValueError for a feedback score off every accepted scale (it would skew the model's feedback mean for good)."""
     if not (math.isfinite(score) and FEEDBACK_MIN <= score <= FEEDBACK_MAX):
         raise ValueError(f"feedback score {score:g} is outside {FEEDBACK_MIN:g}..{FEEDBACK_MAX:g} "
                          "(-1..1 thumbs, 0..1, or a 0-10 rating)")
-
-
-SESSION_SECRET = "session_secret"  # the settings row that keys session digests
-SESSION_SECRET_ENV = "MOAI_SESSION_SECRET"  # when set, the key instead (every replica must set the same)
-
-
-def session_digest(session: str | None, secret: bytes) -> str | None:
-    """What the database keeps of a conversation's name: an HMAC-SHA256 digest under the deployment's secret
-    (``TelemetryStore.session_secret``). The name is often the OpenAI ``user`` field, which may identify a person
-    (an email); stickiness only needs to find the same name again, and without the secret a list of candidate
-    names cannot be tested against the stored digests. Its length is fixed too, whatever the client sent (the
-    column holds 128 characters)."""
-    if not session:
-        return None
-    return "hmac-sha256:" + hmac.new(secret, session.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
-
-
-def legacy_session_digest(session: str) -> str:
-    """The unkeyed digest older versions stored, looked up so that their sessions stay sticky (never written)."""
-    return "sha256:" + hashlib.sha256(session.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _stored_secret(engine: Engine) -> str:
@@ -490,21 +181,21 @@ class TelemetryStore:
         self.url = url or default_database_url()
         parsed = parse_database_url(self.url)
         try:
-            self.engine = create_engine(self.url, future=True, pool_pre_ping=True, connect_args=_connect_args(self.url))
+            self.engine = create_engine(self.url, future=True, pool_pre_ping=True, connect_args=connect_args(self.url))
         except NoSuchModuleError:
             raise DatabaseUnavailable(f"cannot use database URL {safe_url(self.url)!r}: unknown database kind "
                                       f"{parsed.drivername!r}") from None
         except ArgumentError:
-            raise DatabaseUnavailable(f"bad database URL {safe_url(self.url)!r} ({_URL_EXAMPLE})") from None
+            raise DatabaseUnavailable(f"bad database URL {safe_url(self.url)!r} ({URL_EXAMPLE})") from None
         except ValueError as e:  # a query option the dialect cannot convert (sqlite's ?timeout=abc)
             raise DatabaseUnavailable(f"bad database URL {safe_url(self.url)!r}: {driver_reason(e)}") from None
         except (SQLAlchemyError, ImportError) as e:  # unknown dialect, or its driver is not installed
             raise DatabaseUnavailable(f"cannot use database URL {safe_url(self.url)!r}: {driver_reason(e)}") from None
         if self.engine.dialect.name == "sqlite":
-            _sqlite_pragmas(self.engine)
+            sqlite_pragmas(self.engine)
         elif self.engine.dialect.name == "postgresql":
-            _pg_session_limits(self.engine)
-        self._file = _sqlite_file(self.url)
+            pg_session_limits(self.engine)
+        self._file = sqlite_file(self.url)
         self._file_id: tuple[int, int] | None = None
         self._session_secret: bytes | None = None
         self._secret_lock = threading.Lock()
@@ -566,7 +257,7 @@ class TelemetryStore:
         engine = self.engine
         try:
             if engine.dialect.name == "postgresql":
-                engine = create_engine(self.url, poolclass=NullPool, connect_args=_connect_args(self.url))
+                engine = create_engine(self.url, poolclass=NullPool, connect_args=connect_args(self.url))
             upgrade(engine)
         except (SQLAlchemyError, OSError) as e:  # refused, unreachable, bad credentials, unwritable file
             self.engine.dispose()

@@ -30,8 +30,10 @@ from typing import Any
 
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from moai.telemetry.database import driver_reason
+from moai.telemetry.records import RequestRecord
 from moai.telemetry.spool import Spool, default_spool_dir, is_outage
-from moai.telemetry.store import RequestRecord, TelemetryStore, driver_reason
+from moai.telemetry.store import TelemetryStore
 
 log = logging.getLogger("moai.telemetry")
 _STOP = object()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from moai.telemetry.store import Base
+from moai.telemetry.records import Base
 
 config = context.config
 connection = config.attributes.get("connection")
