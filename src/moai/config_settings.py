@@ -98,7 +98,8 @@ class Settings(BaseModel):
     # browser origins allowed to call the API (CORS), e.g. ["https://chat.example.com"] or ["*"]; none by default
     cors_origins: list[str] = Field(default_factory=list)
     # the environment variable holding a bearer token that GET /metrics then requires (each model's traffic is
-    # there, for anyone who can reach the port otherwise); unset: /metrics stays open to scrapers
+    # there, for anyone who can reach the port otherwise; printable ASCII, else /metrics answers 503); unset: /metrics
+    # stays open to scrapers
     metrics_token_env: str | None = None
 
     @field_validator("metrics_token_env")

@@ -63,3 +63,27 @@ def test_the_setting_takes_a_variable_name_not_a_token(value: str) -> None:
         parse_config(config(f"settings: {{metrics_token_env: {value!r}}}"))
     if len(value) > 12:
         assert value not in str(e.value)
+
+
+@pytest.mark.parametrize("sent_as", ["utf-8", "latin-1"])
+def test_a_token_that_is_not_ascii_is_refused_at_start(monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture, sent_as: str) -> None:
+    """A header carries no encoding: a non-ASCII token could never be matched, so it closes /metrics with a 503
+    that says why (logged at start, naming the variable, not the value) instead of 401s no scraper can pass."""
+    monkeypatch.setenv(ENV, "t\u00f6k-secret")
+    with client_for(f"settings: {{metrics_token_env: {ENV}}}") as client:
+        refused = client.get("/metrics", headers={"authorization": "Bearer t\u00f6k-secret".encode(sent_as)})
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "metrics_token_invalid"
+    assert "moai_requests" not in refused.text
+    assert ENV in caplog.text and "ASCII" in caplog.text and "t\u00f6k" not in caplog.text
+
+
+@pytest.mark.parametrize("header", ["Bearer\t" + TOKEN, "bearer \t " + TOKEN, "BEARER   " + TOKEN + " "])
+def test_any_spaces_or_tabs_may_follow_the_scheme(monkeypatch: pytest.MonkeyPatch, header: str) -> None:
+    monkeypatch.setenv(ENV, TOKEN)
+    with client_for(f"settings: {{metrics_token_env: {ENV}}}") as client:
+        right = client.get("/metrics", headers={"authorization": header})
+        wrong = client.get("/metrics", headers={"authorization": header.replace(TOKEN, "nope")})
+    assert right.status_code == 200 and "moai_requests" in right.text
+    assert (wrong.status_code, wrong.json()["error"]["code"]) == (401, "invalid_api_key")

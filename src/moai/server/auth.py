@@ -24,6 +24,7 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
+import re
 import secrets
 import threading
 import time
@@ -50,6 +51,17 @@ LIMITS_TIMEOUT_S = 5.0  # how long a limited key's check waits for the database 
 LIMIT_CHECKS_AT_ONCE = 4  # limited keys' checks waiting on the database at once (a hung one holds its thread)
 log = logging.getLogger("moai.server")
 T = TypeVar("T")
+
+
+_BEARER = re.compile(r"bearer[ \t]+(.*)", re.IGNORECASE | re.DOTALL)
+
+
+def bearer_credentials(authorization: str | None) -> str | None:
+    """What follows ``Bearer`` in an Authorization header (stripped), or None without the header, with another
+    scheme, or with nothing after it. Any run of spaces or tabs may follow the scheme: clients and proxies write
+    both, and the gateway's keys and the metrics token must read the same header the same way."""
+    match = _BEARER.fullmatch(authorization.strip()) if authorization else None
+    return match.group(1).strip() if match else None
 
 
 def hash_secret(secret: str) -> str:
@@ -210,10 +222,11 @@ class Gatekeeper:
         whose keys were all revoked stays closed: revoking the last key must not let everybody in."""
         if not self._keys and not self._closed:
             return None, None
-        if not authorization or not authorization.lower().startswith("bearer "):
+        sent = bearer_credentials(authorization)
+        if sent is None:
             raise Denied(401, "This gateway requires an API key: send 'Authorization: Bearer <key>'.",
                          "missing_api_key")
-        digest = hash_secret(authorization[7:].strip())
+        digest = hash_secret(sent)
         return self._keys.get(digest), digest
 
     def authenticate(self, authorization: str | None) -> ApiKey | None:
@@ -319,9 +332,12 @@ class Gatekeeper:
             if started.is_set():
                 log.warning("a refused request of key %s is not counted against its RPM limit yet: the database did "
                             "not answer within %gs (it is counted when it does)", key_id, self.limit_checks.timeout_s)
-            else:
+            elif self.limit_checks.hanging():
                 log.warning("a refused request of key %s was not counted against its RPM limit: the database is "
-                            "not answering", key_id)
+                            "not answering (an earlier check of a limited key has not returned)", key_id)
+            else:  # the slots were all taken by checks still running, none of them past its bound
+                log.warning("a refused request of key %s was not counted against its RPM limit: the database is "
+                            "busy (no slot for the count came free within %gs)", key_id, self.limit_checks.timeout_s)
         except SQLAlchemyError as e:
             self._failed(e)
             log.warning("a refused request of key %s was not counted against its RPM limit: %s", key_id,

@@ -21,7 +21,7 @@ from moai import __version__
 from moai.catalog import missing_files
 from moai.config import Config
 from moai.mixture import Mixture
-from moai.server.auth import DATABASE_UNAVAILABLE, Denied, Gatekeeper, driver_reason
+from moai.server.auth import DATABASE_UNAVAILABLE, Denied, Gatekeeper, bearer_credentials, driver_reason
 from moai.server.errors import denied
 from moai.server.openai_schema import error_body
 from moai.telemetry.adapt import LiveStats
@@ -116,8 +116,9 @@ def add_status_routes(app: FastAPI, mix: Mixture, config: Config, keeper: Gateke
         """Live per-model statistics and circuit-breaker states, as the gate sees them now. Once keys exist it
         takes one, and shows the models and mixes that key may call, of this deployment only (the shared
         database also holds other deployments' models); a model's ``calls`` are then that key's own (through
-        this process), never the model's traffic, which other tenants make too. Health (error rate, latency,
-        breaker) is the gate's view of the model, shared by all."""
+        this process), never the model's traffic, which other tenants make too. An open gateway (no key yet) shows
+        every model's calls to anyone. Health (error rate, latency, breaker) is the gate's view of the model,
+        shared by all."""
         try:
             key = await keeper.check(request.headers.get("authorization"))
         except Denied as e:
@@ -139,7 +140,8 @@ def add_status_routes(app: FastAPI, mix: Mixture, config: Config, keeper: Gateke
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
         """Prometheus metrics. Each model's whole traffic is there: with ``settings.metrics_token_env`` set, only a
-        scraper sending the token in that variable gets them (401 otherwise; 503 while the variable is empty)."""
+        scraper sending the token in that variable gets them (401 otherwise; 503 while the variable is empty or holds
+        no bearer token)."""
         if metrics_token is not None:
             refused = _metrics_refusal(metrics_token, request.headers.get("authorization"))
             if refused is not None:
@@ -147,25 +149,42 @@ def add_status_routes(app: FastAPI, mix: Mixture, config: Config, keeper: Gateke
         return Response(mix.metrics.render(), media_type=CONTENT_TYPE)
 
 
-def _metrics_token(env: str | None) -> bytes | None:
-    """The token /metrics requires (read once, at start), b"" when the variable that should hold it is empty (then
-    /metrics is refused to everyone, never left open), None when none is required."""
+@dataclasses.dataclass(frozen=True)
+class MetricsToken:
+    """The token /metrics requires, read once at start; ``token`` is b"" when the variable gives none to compare
+    (then /metrics is refused to everyone with 503 ``code``, never left open)."""
+
+    token: bytes
+    code: str = "metrics_token_unset"
+
+
+def _metrics_token(env: str | None) -> MetricsToken | None:
+    """The token /metrics requires, None when none is required. A value with other characters than printable
+    ASCII is refused: RFC 6750's bearer tokens are ASCII (token68), and a header carries no encoding to tell how a
+    scraper sent anything else, so such a token could never be matched."""
     if env is None:
         return None
     token = os.environ.get(env, "").strip()
     if not token:
         log.error("settings.metrics_token_env names %s, which is not set: GET /metrics answers 503 until the "
                   "server is restarted with it", env)
-    return token.encode("utf-8", "surrogatepass")
+        return MetricsToken(b"")
+    if not all(" " <= c <= "~" for c in token):
+        log.error("settings.metrics_token_env names %s, whose value is not a bearer token: it must be printable "
+                  "ASCII (RFC 6750's token68: letters, digits and -._~+/=); GET /metrics answers 503 until the "
+                  "server is restarted with one", env)
+        return MetricsToken(b"", "metrics_token_invalid")
+    return MetricsToken(token.encode("ascii"))
 
 
-def _metrics_refusal(token: bytes, authorization: str | None) -> JSONResponse | None:
+def _metrics_refusal(required: MetricsToken, authorization: str | None) -> JSONResponse | None:
     """None when ``authorization`` carries the metrics token; else the 401 (or 503 without a token to compare)."""
-    if not token:
-        return JSONResponse(error_body("The metrics token is not configured on this server.", "server_error",
-                                       code="metrics_token_unset"), status_code=503)
-    sent = authorization[7:].strip() if authorization and authorization.lower().startswith("bearer ") else None
-    if sent is not None and hmac.compare_digest(sent.encode("utf-8", "surrogatepass"), token):
+    if not required.token:
+        message = ("The metrics token is not configured on this server." if required.code == "metrics_token_unset"
+                   else "The metrics token configured on this server is not a valid bearer token.")
+        return JSONResponse(error_body(message, "server_error", code=required.code), status_code=503)
+    sent = bearer_credentials(authorization)
+    if sent is not None and sent.isascii() and hmac.compare_digest(sent.encode("ascii"), required.token):
         return None
     message, code = (("GET /metrics requires a token: send 'Authorization: Bearer <token>'.", "missing_api_key")
                      if sent is None else ("Incorrect metrics token provided.", "invalid_api_key"))
