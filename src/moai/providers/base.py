@@ -12,6 +12,7 @@ import errno
 import logging
 import math
 import socket
+import ssl
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
@@ -46,9 +47,9 @@ class ProviderTimeout(ProviderError):
 
 class ProviderUnavailable(ProviderError):
     """The model could not be reached or used. ``final`` tells the two kinds apart: a refused connection (or a
-    host that does not resolve), a model not found upstream or not loadable will fail the same way again within
-    a request; a connection reset, a stream dropped mid-answer, an upstream overloaded, a local generation that
-    broke may well pass on the next try."""
+    host that does not resolve, a certificate that does not verify), a model not found upstream or not loadable
+    will fail the same way again within a request; a connection reset, a stream dropped mid-answer, a resolver
+    that failed for now, an upstream overloaded, a local generation that broke may well pass on the next try."""
 
     status = 503
 
@@ -62,29 +63,70 @@ class ProviderUnavailable(ProviderError):
 
 
 NOT_FOUND = 404
+MODEL_NOT_FOUND = "model_not_found"  # OpenAI's error code for a model the upstream does not know, whatever the status
+
+
+def _error_code(e: BaseException) -> str | None:
+    """The upstream's error ``code`` an exception carries (an SDK's ``code``, or the JSON body it kept)."""
+    code = getattr(e, "code", None)
+    if isinstance(code, str):
+        return code
+    body = getattr(e, "body", None)
+    if isinstance(body, bytes | str):
+        import json
+
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return None
+    error = body.get("error") if isinstance(body, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None
+
+
+def _final_cause(cause: BaseException) -> bool | None:
+    """What one exception of a chain says on its own: True (final), False (may pass), None (nothing: read its
+    cause). An exception group (several addresses tried at once, as anyio does) is final when each of its
+    members is."""
+    if isinstance(cause, ProviderUnavailable):  # raised again by a provider that wraps another
+        return cause.final
+    if isinstance(cause, BaseExceptionGroup):
+        return all(_chain_final(member) for member in cause.exceptions)
+    if isinstance(cause, socket.gaierror):  # a name that does not resolve, unless the resolver could not say now
+        return cause.errno != socket.EAI_AGAIN
+    if isinstance(cause, ssl.SSLCertVerificationError):  # the same certificate is presented again
+        return True
+    if isinstance(cause, ConnectionRefusedError) or (isinstance(cause, OSError) and cause.errno == errno.ECONNREFUSED):
+        return True
+    status = getattr(cause, "status_code", None) or getattr(cause, "status", None)
+    if isinstance(status, int) and not isinstance(status, bool) and status >= 400:
+        return status == NOT_FOUND or _error_code(cause) == MODEL_NOT_FOUND
+    return None
+
+
+def _chain_final(e: BaseException) -> bool:
+    """Whether ``e``, read with its chain of causes, says its model cannot be reached: some exception on the way
+    says so (``_final_cause``); a chain that ends without a verdict is some connection error (a reset, a drop)."""
+    seen: set[int] = set()
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        verdict = _final_cause(cause)
+        if verdict is not None:
+            return verdict
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def unreachable(e: BaseException) -> bool:
-    """Whether an error, by its chain of causes, says its model cannot be reached at all: a refused connection, a
-    name that does not resolve, or an upstream status 404 (no such model). Another connection error (reset,
-    dropped, closed mid-answer) or another status (an overloaded upstream's 529) may pass. With no cause at all
-    (a model file missing, a library not installed) the error is the model's state: final."""
-    seen: set[int] = set()
+    """Whether an error, by its chain of causes, says its model cannot be reached at all: a refused connection
+    (on every address tried, when several were), a name that does not resolve (not a temporary resolver failure,
+    ``EAI_AGAIN``), a TLS certificate that fails verification, or an upstream that does not know the model (a
+    404, or any status with the code ``model_not_found``). Another connection error (reset, dropped, closed
+    mid-answer) or another status (an overloaded upstream's 529) may pass. With no cause at all (a model file
+    missing, a library not installed) the error is the model's state: final."""
     cause = e.__cause__ or e.__context__
-    transient = False
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if isinstance(cause, ProviderUnavailable):  # raised again by a provider that wraps another
-            return cause.final
-        if isinstance(cause, ConnectionRefusedError | socket.gaierror) or (
-                isinstance(cause, OSError) and cause.errno == errno.ECONNREFUSED):
-            return True
-        status = getattr(cause, "status_code", None) or getattr(cause, "status", None)
-        if isinstance(status, int) and not isinstance(status, bool) and status >= 400:
-            return status == NOT_FOUND
-        transient = True  # some connection error: a reset, a drop, a disconnect
-        cause = cause.__cause__ or cause.__context__
-    return not transient
+    return True if cause is None else _chain_final(cause)
 
 
 class ProviderRateLimited(ProviderError):

@@ -8,7 +8,10 @@ worker; what it finds wrong is the request's fault (``INVALID_SCHEMA``) or beyon
 
 from __future__ import annotations
 
+import datetime
+import functools
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +24,11 @@ SCHEMA_PROBLEMS_SHOWN = 3  # schema violations named in an error (and in what a 
 SCHEMA_MAX_OBJECTS = 10_000
 SCHEMA_MAX_DEPTH = 64
 PATTERN_TIMEOUT_S = 0.25  # one match of a client's regular expression against the answer, at most
+SCHEMA_CACHE_SIZE = 16  # schemas kept read: a retry, a fallback, the client's next request do not read it again
+# the ``format``s checked, the same whatever is installed (jsonschema checks others only when some package is):
+# those jsonschema reads with the standard library, and RFC 3339 dates and times read here. Any other
+# (uri, hostname, duration...) is an annotation, as JSON Schema's default has it.
+CHECKED_FORMATS = ("date", "date-time", "time", "email", "idn-email", "ipv4", "ipv6", "uuid", "regex")
 INVALID_SCHEMA = "invalid_json_schema"  # the error code of a schema refused as the request's fault
 SCHEMA_UNMET = "json_schema_unmet"  # the error code of a strict schema no answer of the model matched
 
@@ -39,39 +47,94 @@ def _schema_error(model: str, message: str) -> ProviderRequestError:
                                 param="response_format")
 
 
-def _search(model: str, pattern: str, text: str) -> bool:
+class _TooSlow(Exception):  # noqa: N818 - an outcome of a check, not an error of the code
+    """A client's pattern overran its time limit on one string of the answer: that answer cannot be checked."""
+
+    def __init__(self, pattern: str, length: int) -> None:
+        super().__init__(pattern)
+        self.pattern, self.length = pattern, length
+
+
+class _BadPattern(Exception):  # noqa: N818 - see _TooSlow
+    """A client's pattern that cannot be read: the request's fault."""
+
+
+def _search(pattern: str, text: str) -> bool:
     """``re.search`` for a client's pattern, with a time limit: Python's ``re`` may take exponential time
-    (``^(a+)+$``) and never lets go of the interpreter meanwhile, under the model's lock. A pattern that
-    overruns is the request's fault."""
+    (``^(a+)+$``) and never lets go of the interpreter meanwhile, under the model's lock. An overrun says
+    nothing of the pattern's worth (``[a-z]+\\d`` takes 1.2 s on 16,000 letters): it is that answer that cannot
+    be checked (``_TooSlow``), which ends its check at once."""
     import regex
 
     try:
         return regex.search(pattern, text, timeout=PATTERN_TIMEOUT_S) is not None
     except TimeoutError as e:
-        raise _schema_error(model, f"has a pattern, {pattern!r}, that took over {PATTERN_TIMEOUT_S}s to match "
-                                   f"a {len(text)}-character string: rewrite it without nested repetition") from e
+        raise _TooSlow(pattern, len(text)) from e
     except regex.error as e:
-        raise _schema_error(model, f"has a pattern, {pattern!r}, that cannot be read: {e}") from e
+        raise _BadPattern(f"has a pattern, {pattern!r}, that cannot be read: {e}") from e
 
 
-def _time_limited(cls: Any, model: str) -> Any:
+_DATE = r"(\d{4})-(\d{2})-(\d{2})"
+_TIME = r"(\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:[Zz]|[+-](\d{2}):(\d{2}))"
+_RFC3339_DATE_TIME = re.compile(f"{_DATE}[Tt]{_TIME}", re.ASCII)
+_RFC3339_TIME = re.compile(_TIME, re.ASCII)
+
+
+def _good_time(hour: str, minute: str, second: str, off_hour: str | None, off_minute: str | None) -> bool:
+    return (int(hour) < 24 and int(minute) < 60 and int(second) <= 60  # 60: a leap second
+            and (off_hour is None or (int(off_hour) < 24 and int(off_minute or 0) < 60)))
+
+
+def _date_time(value: object) -> bool:
+    """RFC 3339's ``date-time``, as OpenAI's structured outputs take it: a time zone offset is required."""
+    if not isinstance(value, str):
+        return True
+    m = _RFC3339_DATE_TIME.fullmatch(value)
+    if m is None:
+        return False
+    try:
+        datetime.date(int(m[1]), int(m[2]), int(m[3]))
+    except ValueError:
+        return False
+    return _good_time(*m.groups()[3:])
+
+
+def _time(value: object) -> bool:
+    """RFC 3339's ``full-time``: a time zone offset is required."""
+    if not isinstance(value, str):
+        return True
+    m = _RFC3339_TIME.fullmatch(value)
+    return m is not None and _good_time(*m.groups())
+
+
+def format_checker() -> Any:
+    """The format checker for every schema: ``CHECKED_FORMATS``, whatever is installed."""
+    import jsonschema
+
+    checker = jsonschema.FormatChecker(formats=[f for f in CHECKED_FORMATS if f not in ("date-time", "time")])
+    checker.checks("date-time")(_date_time)
+    checker.checks("time")(_time)
+    return checker
+
+
+def _time_limited(cls: Any) -> Any:
     """The validator class ``cls`` with every keyword that matches a client's pattern against the answer
     (``pattern``, ``patternProperties``, and ``additionalProperties``, which looks them up) run by ``_search``."""
     import jsonschema
 
     def pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Iterator[Any]:
-        if validator.is_type(instance, "string") and not _search(model, patrn, instance):
+        if validator.is_type(instance, "string") and not _search(patrn, instance):
             yield jsonschema.ValidationError(f"{instance!r} does not match {patrn!r}")
 
     def matched(patterns: Any, key: str) -> bool:
-        return any(_search(model, p, key) for p in patterns)
+        return any(_search(p, key) for p in patterns)
 
     def pattern_properties(validator: Any, patterns: Any, instance: Any, schema: Any) -> Iterator[Any]:
         if not validator.is_type(instance, "object"):
             return
         for patrn, subschema in patterns.items():
             for k, v in instance.items():
-                if _search(model, patrn, k):
+                if _search(patrn, k):
                     yield from validator.descend(v, subschema, path=k, schema_path=patrn)
 
     def additional_properties(validator: Any, ap: Any, instance: Any, schema: Any) -> Iterator[Any]:
@@ -109,13 +172,22 @@ class SchemaCheck:
     validator: Any  # a jsonschema validator for the schema, its patterns matched under a time limit
 
     def problems(self, text: str) -> str | None:
-        """Why ``text`` does not match the schema, or None when it does. A pattern of the schema too costly to
-        match raises the request's error (``_search``)."""
+        """Why ``text`` does not match the schema, or None when it does. A pattern too slow to match on the
+        answer (``_TooSlow``) leaves it unchecked: a strict schema is not met by it (that try fails), a schema
+        followed at best effort takes it. A pattern that cannot be read raises the request's error."""
         try:
             value = json.loads(text)
         except ValueError as e:
             return f"it is not JSON ({e})"
-        errors = sorted(self.validator.iter_errors(value), key=lambda e: (list(map(str, e.path)), e.message))
+        try:
+            errors = sorted(self.validator.iter_errors(value), key=lambda e: (list(map(str, e.path)), e.message))
+        except _TooSlow as e:
+            if not self.strict:
+                return None
+            return (f"the pattern {e.pattern!r} took over {PATTERN_TIMEOUT_S}s to match a {e.length}-character "
+                    "string of it: too slow to check")
+        except _BadPattern as e:
+            raise _schema_error(self.model, str(e)) from e
         if not errors:
             return None
         shown = [f"{e.message} (at {e.json_path})" for e in errors[:SCHEMA_PROBLEMS_SHOWN]]
@@ -163,16 +235,29 @@ def _bounded(model: str, schema: dict[str, Any]) -> None:
             stack.extend((v, depth + 1) for v in node)
 
 
-def _unresolvable_ref(schema: dict[str, Any]) -> str | None:
-    """The first ``$ref`` (or ``$dynamicRef``) of the schema that does not resolve within it (another document,
-    a URL, a path to nothing), found before any generation: nothing is ever fetched."""
-    from referencing import Registry
-    from referencing.exceptions import Unresolvable
+def _root(schema: dict[str, Any]) -> Any:
     from referencing.jsonschema import DRAFT202012, specification_with
 
-    spec = specification_with(str(schema.get("$schema", "")), default=DRAFT202012)
-    root = spec.create_resource(schema)
-    stack = [(root, Registry().resolver_with_root(root))]
+    return specification_with(str(schema.get("$schema", "")), default=DRAFT202012).create_resource(schema)
+
+
+def _registry(schema: dict[str, Any]) -> Any:
+    """The schema's resources (each subschema with an ``$id``), found in one crawl: an uncrawled registry
+    crawls the whole schema again for each ``$ref`` it resolves (800 ``$id``s took 10 s, 3,000 took 150 s)."""
+    from referencing import Registry
+
+    root = _root(schema)
+    return Registry().with_resource(root.id() or "", root).crawl()
+
+
+def _unresolvable_ref(schema: dict[str, Any], registry: Any = None) -> str | None:
+    """The first ``$ref`` (or ``$dynamicRef``) of the schema that does not resolve within it (another document,
+    a URL, a path to nothing), found before any generation: nothing is ever fetched."""
+    from referencing.exceptions import Unresolvable
+
+    registry = registry if registry is not None else _registry(schema)
+    root = _root(schema)
+    stack = [(root, registry.resolver(root.id() or ""))]
     while stack:
         resource, resolver = stack.pop()
         contents = resource.contents
@@ -202,31 +287,56 @@ def _uses(schema: Any, keyword: str) -> bool:
     return False
 
 
-def schema_check(model: str, fmt: dict[str, Any] | None) -> SchemaCheck | None:
-    """The check for a ``json_schema`` response format with a schema (None for any other format), made once per
-    call, off the event loop (it can take a second on a large schema). A schema that is not valid JSON Schema,
-    is too large to check, or has a ``$ref`` that does not resolve within it (nothing is fetched) is the
-    request's fault (400, ``param: response_format``), found before any generation."""
-    schema = schema_of(fmt)
-    if schema is None:
-        return None
+@dataclass(frozen=True)
+class _Read:
+    """A schema as read once: its validator, or why it is refused (``_schema_error``'s message)."""
+
+    validator: Any
+    refusal: str | None = None
+
+
+def _read(schema: dict[str, Any]) -> _Read:
     import jsonschema
 
-    _bounded(model, schema)
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
         cls.check_schema(schema)
     except jsonschema.SchemaError as e:
-        raise _schema_error(model, f"is not valid: {e.message}") from e
-    ref = _unresolvable_ref(schema)
+        return _Read(None, f"is not valid: {e.message}")
+    registry = _registry(schema)
+    ref = _unresolvable_ref(schema, registry)
     if ref is not None:
-        raise _schema_error(model, f"has a $ref, {ref!r}, that does not resolve within it (no schema is fetched)")
+        return _Read(None, f"has a $ref, {ref!r}, that does not resolve within it (no schema is fetched)")
     if _uses(schema, "unevaluatedProperties") and _uses(schema, "patternProperties"):
         # which keys patternProperties evaluated is found with Python's re, with no time limit (``_search``)
-        raise _schema_error(model, "combines unevaluatedProperties with patternProperties, which local models' "
-                                   "answers cannot be checked against")
-    from referencing import Registry
+        return _Read(None, "combines unevaluatedProperties with patternProperties, which local models' answers "
+                           "cannot be checked against")
+    return _Read(_time_limited(cls)(schema, registry=registry, format_checker=format_checker()))
 
+
+@functools.lru_cache(maxsize=SCHEMA_CACHE_SIZE)
+def _read_text(text: str) -> _Read:
+    """``_read`` for a schema as JSON text, kept: a validator holds no state of its own between checks."""
+    return _read(json.loads(text))
+
+
+def schema_check(model: str, fmt: dict[str, Any] | None) -> SchemaCheck | None:
+    """The check for a ``json_schema`` response format with a schema (None for any other format), made off the
+    event loop (it can take a second on a large schema) and kept for the same schema (``SCHEMA_CACHE_SIZE``). A
+    schema that is not valid JSON Schema, is too large to check, or has a ``$ref`` that does not resolve within
+    it (nothing is fetched) is the request's fault (400, ``param: response_format``), found before any
+    generation."""
+    schema = schema_of(fmt)
+    if schema is None:
+        return None
+    _bounded(model, schema)
+    try:
+        text = json.dumps(schema, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):  # no JSON text (a value JSON does not have): read as it is, not kept
+        read = _read(schema)
+    else:
+        read = _read_text(text)
+    if read.refusal is not None:
+        raise _schema_error(model, read.refusal)
     spec = (fmt or {}).get("json_schema") or {}
-    validator = _time_limited(cls, model)(schema, registry=Registry(), format_checker=cls.FORMAT_CHECKER)
-    return SchemaCheck(model, str(spec.get("name") or "schema"), spec.get("strict") is True, validator)
+    return SchemaCheck(model, str(spec.get("name") or "schema"), spec.get("strict") is True, read.validator)

@@ -237,6 +237,9 @@ class LlamaCppProvider(Provider):
             emit(SERVING)
             with _active_lock:
                 _active_calls += 1
+            # counted as the model read and generated them: the context's size less the streamed pieces is off
+            # by the last sampled token (never evaluated) and by the tokens a stop sequence held back
+            usage = Usage()
             try:
                 import llama_cpp
 
@@ -252,9 +255,6 @@ class LlamaCppProvider(Provider):
                 tools = offers_tools(params)
                 if tools and params.tool_choice == "required":
                     check = None  # a required call is the answer (its grammar replaced the response format)
-                # counted as the model read and generated them: the context's size less the streamed pieces is off
-                # by the last sampled token (never evaluated) and by the tokens a stop sequence held back
-                usage = Usage()
                 tries = 0
                 answers: list[str] = []  # answers that broke the schema, each shown to the next try
                 problem: str | None = None
@@ -280,7 +280,10 @@ class LlamaCppProvider(Provider):
                     emit(Delta(text="" if calls else text, tool_calls=calls))
                 emit(Delta(finish_reason=finish, usage=usage, cpu_s=time.process_time() - cpu0))
             except Exception as e:  # noqa: BLE001
-                emit(e if isinstance(e, ProviderError) else generation_error(self.name, e))
+                error = e if isinstance(e, ProviderError) else generation_error(self.name, e)
+                if error.usage is None and usage.total_tokens:  # the tries made before it are billed all the same
+                    error.usage = usage
+                emit(error)
             finally:
                 llm.begin(None)
                 with _active_lock:
