@@ -5,10 +5,9 @@ each key and read the rest of the name from it: 6 s at 64 KB), and the secret af
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from line_count import lines_run
+from scan_timing import scan_seconds
 
 from moai.gate import privacy_secrets
 from moai.gate.privacy import detect_text
@@ -25,21 +24,11 @@ def test_a_name_of_many_glued_keys_is_read_in_linear_work(piece: str) -> None:
     assert work[10000] < 3 * work[5000], work  # twice the name: about twice the work, not four times
 
 
-def _seconds(text: str) -> float:
-    """The best of three reads of `text` by the secret finders (the pattern engine's own work included)."""
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        list(find_secrets(text))
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 @pytest.mark.parametrize("piece", ["A_TOKEN_", "MY_PASSWORD_", "X-API-KEY-"])
 def test_a_quoted_name_of_many_glued_keys_is_read_in_linear_time(piece: str) -> None:
     """Timed, not counted: the work was the pattern's backtracking, which no count of Python lines sees. Four
     times the name: about four times the time (it was sixteen)."""
-    seconds = {n: _seconds("'" + (piece * (n // len(piece)))[:n - 1]) for n in (8192, 32768)}
+    seconds = {n: scan_seconds("'" + (piece * (n // len(piece)))[:n - 1]) for n in (8192, 32768)}
     assert seconds[32768] < 8 * seconds[8192] + 0.05, seconds
 
 

@@ -5,29 +5,17 @@ read back over the marks before it: 0.54 s at 32 KB)."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from line_count import lines_run
+from scan_timing import scan_seconds
 
 from moai.gate import privacy
-from moai.gate.privacy_secrets import find_secrets
-
-
-def _seconds(text: str) -> float:
-    """The best of three reads of `text` by the secret finders (the pattern engine's own work included)."""
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        list(find_secrets(text))
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 @pytest.mark.parametrize("piece", ["token: /[Zx81kq!9 ", "API_TOKEN=/[Zx81kq!Wm2 ", "'api_token': '/[Zx81kq!9' "])
 def test_values_opening_a_class_on_one_long_line_are_read_in_linear_time(piece: str) -> None:
     """Four times the line: about four times the time (it was sixteen). Timed: the work is the pattern's."""
-    seconds = {n: _seconds((piece * (n // len(piece) + 1))[:n]) for n in (8192, 32768)}
+    seconds = {n: scan_seconds((piece * (n // len(piece) + 1))[:n]) for n in (8192, 32768)}
     assert seconds[32768] < 8 * seconds[8192] + 0.05, seconds
 
 

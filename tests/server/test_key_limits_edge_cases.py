@@ -81,7 +81,7 @@ def test_requests_the_budget_hold_refuses_do_not_use_the_rate_limit_up(tmp_path:
             stop(srv.proc)
 
 
-def test_a_refused_hold_takes_back_its_count_from_the_minute_it_was_counted_in(tmp_path: Path) -> None:
+def test_a_hold_refused_in_the_next_minute_counts_the_request_in_no_minute(tmp_path: Path) -> None:
     store = TelemetryStore(f"sqlite:///{tmp_path / 'moai.db'}")
     key, _ = create_key(store, "k", budget_day=10.0, rpm=3)
     keeper, replica = Gatekeeper(store), Gatekeeper(TelemetryStore(store.url))

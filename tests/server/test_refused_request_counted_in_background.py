@@ -5,34 +5,23 @@ the limits' bound still lands (and the log says so)."""
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from budgeted_key import budgeted_gateway, counted
 from starlette.testclient import TestClient
 from stub_openai import Script, StubServer
 
-from moai.config import parse_config
-from moai.gate.rules import RuleChooser
 from moai.mixture import Mixture
 from moai.server import auth
 from moai.server.app import create_app
-from moai.server.auth import create_key
 from moai.telemetry.store import TelemetryStore
 
 USER = [{"role": "user", "content": "hi"}]
 BAD = {"model": "moai/default", "messages": USER, "moai": {"bogus_option": 1}}
 SLOW_S = 1.5
-
-
-def counted(store: TelemetryStore, key_id: str) -> int:
-    path = store.engine.url.database
-    assert path
-    with sqlite3.connect(path) as conn:
-        return conn.execute("select coalesce(sum(count), 0) from rate_windows where key_id = ?",
-                            (key_id,)).fetchone()[0]
 
 
 @pytest.fixture
@@ -54,16 +43,8 @@ def stub_url() -> Iterator[str]:
 
 
 def _setup(tmp_path: Path, url: str) -> tuple[TelemetryStore, str, str, Mixture]:
-    config = parse_config(f"""
-models:
-  m: {{provider: openai_compat, endpoint: "{url}", privacy: private, max_retries: 0,
-      price: {{input_per_mtok: 1, output_per_mtok: 1}}}}
-mixes:
-  default: {{strategy: route, models: [m], max_tokens: 8}}
-""")
-    store = TelemetryStore(f"sqlite:///{tmp_path / 'moai.db'}")
-    key, secret = create_key(store, "k", budget_day=1.0, rpm=5)
-    return store, key.id, secret, Mixture(config, store=store, chooser=RuleChooser())
+    _config, store, key_id, secret, mixture = budgeted_gateway(tmp_path, url)
+    return store, key_id, secret, mixture
 
 
 @pytest.mark.integration

@@ -4,18 +4,15 @@ request refused before its hold (a bad option, an unknown model) still uses the 
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from budgeted_key import budgeted_gateway, counted
 from starlette.testclient import TestClient
 from stub_openai import Script, StubServer
 
-from moai.config import parse_config
-from moai.gate.rules import RuleChooser
-from moai.mixture import Mixture
 from moai.server import spend_holds
 from moai.server.app import create_app
 from moai.server.auth import Denied, Gatekeeper, create_key
@@ -24,15 +21,6 @@ from moai.telemetry.store import TelemetryStore
 
 T0 = 1_800_000_000.0 - 1_800_000_000.0 % 60  # the start of a UTC minute
 AT = datetime.fromtimestamp(T0 + 10, UTC)
-
-
-def counted(store: TelemetryStore, key_id: str) -> int:
-    """Requests the key's RPM window holds, over all its minutes."""
-    path = store.engine.url.database
-    assert path
-    with sqlite3.connect(path) as conn:
-        return conn.execute("select coalesce(sum(count), 0) from rate_windows where key_id = ?",
-                            (key_id,)).fetchone()[0]
 
 
 def test_a_request_waiting_for_a_hold_that_is_refused_does_not_refuse_another(tmp_path: Path) -> None:
@@ -86,16 +74,7 @@ def test_nothing_to_cost_is_still_counted_and_holds_nothing(tmp_path: Path) -> N
 
 def test_requests_refused_before_their_hold_use_the_limit_up(tmp_path: Path) -> None:
     with StubServer(Script()) as stub:
-        config = parse_config(f"""
-models:
-  m: {{provider: openai_compat, endpoint: "{stub.url}", privacy: private, max_retries: 0,
-      price: {{input_per_mtok: 1, output_per_mtok: 1}}}}
-mixes:
-  default: {{strategy: route, models: [m], max_tokens: 8}}
-""")
-        store = TelemetryStore(f"sqlite:///{tmp_path / 'moai.db'}")
-        key, secret = create_key(store, "k", budget_day=1.0, rpm=5)
-        mixture = Mixture(config, store=store, chooser=RuleChooser())
+        config, store, key_id, secret, mixture = budgeted_gateway(tmp_path, stub.url)
         auth = {"authorization": f"Bearer {secret}"}
         user = [{"role": "user", "content": "hi"}]
         with TestClient(create_app(config, store, mixture=mixture)) as client:
@@ -103,10 +82,10 @@ mixes:
                               json={"model": "moai/default", "messages": user, "moai": {"bogus_option": 1}})
             unknown = client.post("/v1/chat/completions", headers=auth, json={"model": "nope", "messages": user})
             deadline = time.monotonic() + 10  # their counts are made in the background
-            while counted(store, key.id) < 2 and time.monotonic() < deadline:
+            while counted(store, key_id) < 2 and time.monotonic() < deadline:
                 time.sleep(0.02)
             ok = client.post("/v1/chat/completions", headers=auth, json={"model": "moai/default", "messages": user})
         store.close()
     assert (bad.status_code, unknown.status_code, ok.status_code) == (400, 404, 200)
-    assert counted(store, key.id) == 3
+    assert counted(store, key_id) == 3
     assert ok.headers["x-ratelimit-remaining-requests"] == "2"

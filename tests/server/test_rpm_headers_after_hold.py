@@ -13,12 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
+from budgeted_key import budgeted_gateway
 from starlette.testclient import TestClient
 from stub_openai import Script, StubServer
 
-from moai.config import parse_config
-from moai.gate.rules import RuleChooser
-from moai.mixture import Mixture
 from moai.server.app import create_app
 from moai.server.auth import Gatekeeper, create_key
 from moai.server.rate_limit import peek
@@ -72,16 +70,7 @@ def _admitted_together(keeper: Gatekeeper, n: int) -> None:
 @pytest.mark.parametrize("stream", [False, True])
 def test_concurrent_answers_tell_each_its_own_remaining_count(tmp_path: Path, stream: bool) -> None:
     with StubServer(Script()) as stub:
-        config = parse_config(f"""
-models:
-  m: {{provider: openai_compat, endpoint: "{stub.url}", privacy: private, max_retries: 0,
-      price: {{input_per_mtok: 1, output_per_mtok: 1}}}}
-mixes:
-  default: {{strategy: route, models: [m], max_tokens: 8}}
-""")
-        store = TelemetryStore(f"sqlite:///{tmp_path / 'moai.db'}")
-        key, secret = create_key(store, "k", budget_day=1000.0, rpm=AT_ONCE)
-        mixture = Mixture(config, store=store, chooser=RuleChooser())
+        config, store, _key_id, secret, mixture = budgeted_gateway(tmp_path, stub.url, 1000.0, AT_ONCE)
         app = create_app(config, store, mixture=mixture)
         _admitted_together(app.state.keeper, AT_ONCE)
         body = {"model": "moai/default", "messages": USER, "stream": stream}
