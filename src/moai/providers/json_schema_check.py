@@ -1,4 +1,5 @@
-"""Checking a local model's answer against a client's ``json_schema`` response format.
+"""Checking a local model's answer against a client's ``json_schema`` response format, and the arguments of its
+tool calls against the ``parameters`` of functions declared ``strict``.
 
 llama.cpp's grammar enforces only part of a JSON schema, so a local answer is checked after generation. The
 check is its own concept because the schema is the client's: it is read under bounds (size, depth, ``$ref``s
@@ -31,6 +32,9 @@ SCHEMA_CACHE_SIZE = 16  # schemas kept read: a retry, a fallback, the client's n
 CHECKED_FORMATS = ("date", "date-time", "time", "email", "idn-email", "ipv4", "ipv6", "uuid", "regex")
 INVALID_SCHEMA = "invalid_json_schema"  # the error code of a schema refused as the request's fault
 SCHEMA_UNMET = "json_schema_unmet"  # the error code of a strict schema no answer of the model matched
+INVALID_PARAMETERS = "invalid_function_parameters"  # a strict function's parameters schema refused (OpenAI's code)
+TOOL_ARGUMENTS_UNMET = "tool_arguments_unmet"  # the error code of calls to strict functions no answer made right
+RESPONSE_FORMAT = "response_format's JSON schema"  # what a response format's schema is called in errors
 
 
 class SchemaUnmet(ProviderRequestError):
@@ -41,10 +45,19 @@ class SchemaUnmet(ProviderRequestError):
     status = 422
 
 
-def _schema_error(model: str, message: str) -> ProviderRequestError:
+@dataclass(frozen=True)
+class _Source:
+    """Where a schema comes from in the request, to name it in its errors: what it is called, OpenAI's ``param``
+    for it, and the code of its refusal."""
+
+    about: str = RESPONSE_FORMAT
+    param: str = "response_format"
+    code: str = INVALID_SCHEMA
+
+
+def _schema_error(model: str, message: str, source: _Source = _Source()) -> ProviderRequestError:
     """The request's fault, found in its schema (OpenAI's ``param`` for it, and a code)."""
-    return ProviderRequestError(model, f"response_format's JSON schema {message}", code=INVALID_SCHEMA,
-                                param="response_format")
+    return ProviderRequestError(model, f"{source.about} {message}", code=source.code, param=source.param)
 
 
 class _TooSlow(Exception):  # noqa: N818 - an outcome of a check, not an error of the code
@@ -170,6 +183,7 @@ class SchemaCheck:
     name: str
     strict: bool
     validator: Any  # a jsonschema validator for the schema, its patterns matched under a time limit
+    source: _Source = _Source()
 
     def problems(self, text: str) -> str | None:
         """Why ``text`` does not match the schema, or None when it does. A pattern too slow to match on the
@@ -187,7 +201,7 @@ class SchemaCheck:
             return (f"the pattern {e.pattern!r} took over {PATTERN_TIMEOUT_S}s to match a {e.length}-character "
                     "string of it: too slow to check")
         except _BadPattern as e:
-            raise _schema_error(self.model, str(e)) from e
+            raise _schema_error(self.model, str(e), self.source) from e
         if not errors:
             return None
         shown = [f"{e.message} (at {e.json_path})" for e in errors[:SCHEMA_PROBLEMS_SHOWN]]
@@ -218,18 +232,19 @@ def schema_of(fmt: dict[str, Any] | None) -> dict[str, Any] | None:
     return schema if isinstance(schema, dict) and schema else None
 
 
-def _bounded(model: str, schema: dict[str, Any]) -> None:
+def _bounded(model: str, schema: dict[str, Any], source: _Source) -> None:
     """Refuse a schema too large or too deep to check in reasonable time (``SCHEMA_MAX_OBJECTS``, ``_DEPTH``);
     read without recursion."""
     objects, stack = 0, [(schema, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > SCHEMA_MAX_DEPTH:
-            raise _schema_error(model, f"is nested more than {SCHEMA_MAX_DEPTH} levels deep")
+            raise _schema_error(model, f"is nested more than {SCHEMA_MAX_DEPTH} levels deep", source)
         if isinstance(node, dict):
             objects += 1
             if objects > SCHEMA_MAX_OBJECTS:
-                raise _schema_error(model, f"has more than {SCHEMA_MAX_OBJECTS:,} objects: too large to check")
+                raise _schema_error(model, f"has more than {SCHEMA_MAX_OBJECTS:,} objects: too large to check",
+                                    source)
             stack.extend((v, depth + 1) for v in node.values())
         elif isinstance(node, list):
             stack.extend((v, depth + 1) for v in node)
@@ -329,7 +344,15 @@ def schema_check(model: str, fmt: dict[str, Any] | None) -> SchemaCheck | None:
     schema = schema_of(fmt)
     if schema is None:
         return None
-    _bounded(model, schema)
+    spec = (fmt or {}).get("json_schema") or {}
+    return SchemaCheck(model, str(spec.get("name") or "schema"), spec.get("strict") is True,
+                       _validator(model, schema, _Source()))
+
+
+def _validator(model: str, schema: dict[str, Any], source: _Source) -> Any:
+    """The validator for a client's schema, read under bounds and kept (``_read_text``); a schema that cannot be
+    checked is the request's fault, named after ``source``."""
+    _bounded(model, schema, source)
     try:
         text = json.dumps(schema, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError):  # no JSON text (a value JSON does not have): read as it is, not kept
@@ -337,6 +360,86 @@ def schema_check(model: str, fmt: dict[str, Any] | None) -> SchemaCheck | None:
     else:
         read = _read_text(text)
     if read.refusal is not None:
-        raise _schema_error(model, read.refusal)
-    spec = (fmt or {}).get("json_schema") or {}
-    return SchemaCheck(model, str(spec.get("name") or "schema"), spec.get("strict") is True, read.validator)
+        raise _schema_error(model, read.refusal, source)
+    return read.validator
+
+
+def strict_functions(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The ``function`` of each offered tool declared ``strict: true``: its calls' arguments must match its
+    ``parameters`` (the others' are followed at best effort, unchecked)."""
+    return [t["function"] for t in tools or [] if isinstance(t, dict) and t.get("type", "function") == "function"
+            and isinstance(t.get("function"), dict) and t["function"].get("strict") is True]
+
+
+def _call_text(call: dict[str, Any]) -> str:
+    """A call as the model would write it (Hermes style, which templates and ``parse_tool_calls`` read)."""
+    fn = call.get("function") or {}
+    args = fn.get("arguments") or ""
+    try:
+        value: Any = json.loads(args)
+    except ValueError:
+        value = args
+    return f"<tool_call>\n{json.dumps({'name': fn.get('name'), 'arguments': value})}\n</tool_call>"
+
+
+@dataclass(frozen=True)
+class ToolArgumentsCheck:
+    """The ``parameters`` schemas that calls to strict functions must match, checked after generation.
+
+    With ``strict: true`` on a function OpenAI guarantees that a call's arguments follow its ``parameters``; a
+    local model's tool-call grammar, like its ``json_schema`` one, drops keywords such as ``minimum``/``maximum``,
+    so each call to a strict function is validated as a ``json_schema`` answer is (``SchemaCheck``), and a call
+    still breaking it fails the call (``SchemaUnmet``, ``param: tools``). Calls to other functions are unchecked.
+    """
+
+    model: str
+    checks: dict[str, SchemaCheck]  # by function name: only strict functions
+    strict: bool = True  # only strict functions are checked, so a call still wrong is never returned
+
+    def shown(self, calls: list[dict[str, Any]]) -> str:
+        """The calls as one text: shown to the next try, and compared to tell a model stuck on its answer."""
+        return "\n".join(map(_call_text, calls))
+
+    def problems(self, calls: list[dict[str, Any]]) -> str | None:
+        """Why the calls to strict functions break their ``parameters``, or None when none does."""
+        found = []
+        for i, call in enumerate(calls):
+            fn = call.get("function") or {}
+            check = self.checks.get(fn.get("name"))
+            problem = check.problems(fn.get("arguments") or "{}") if check is not None else None
+            if problem is not None:
+                found.append(f"the arguments of call {i + 1} (to {fn.get('name')!r}): {problem}")
+        return "; ".join(found) or None
+
+    def feedback(self, text: str, problem: str) -> list[dict[str, Any]]:
+        """The turns that show the model its calls and what is wrong with them, for the next try."""
+        return [{"role": "assistant", "content": text},
+                {"role": "user", "content": f"Those tool call arguments do not match the function's parameters "
+                                            f"schema: {problem}. Call again with arguments that match the schema."}]
+
+    def failure(self, problem: str, tries: int, usage: Usage) -> SchemaUnmet:
+        """The call's error when no answer's calls matched: as for a strict ``json_schema``, the mix's next model
+        may answer (``SchemaUnmet``), and when none can the client gets a 422 about ``tools``."""
+        e = SchemaUnmet(self.model, f"its tool calls do not match the parameters of strict functions after {tries} "
+                                    f"tr{'y' if tries == 1 else 'ies'}: {problem}",
+                        code=TOOL_ARGUMENTS_UNMET, param="tools")
+        e.usage = usage
+        return e
+
+
+def tool_arguments_check(model: str, tools: list[dict[str, Any]] | None) -> ToolArgumentsCheck | None:
+    """The check for the calls to the strict functions of ``tools`` (None when there are none), made off the event
+    loop and kept as a response format's schema is (``schema_check``). A ``parameters`` schema that cannot be
+    checked is the request's fault (400, ``param: tools``), found before any generation; a strict function
+    without one takes an object."""
+    checks: dict[str, SchemaCheck] = {}
+    for fn in strict_functions(tools):
+        name = str(fn.get("name") or "")
+        source = _Source(f"tools' function {name!r} parameters schema", "tools", INVALID_PARAMETERS)
+        schema = fn.get("parameters")
+        if schema is None or schema == {}:
+            schema = {"type": "object"}
+        if not isinstance(schema, dict):
+            raise _schema_error(model, "is not an object", source)
+        checks.setdefault(name, SchemaCheck(model, name, True, _validator(model, schema, source), source))
+    return ToolArgumentsCheck(model, checks) if checks else None

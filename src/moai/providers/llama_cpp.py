@@ -32,7 +32,14 @@ from moai.providers.base import (
     queue_entered,
     queue_left,
 )
-from moai.providers.json_schema_check import SchemaCheck, schema_check, schema_of
+from moai.providers.json_schema_check import (
+    SchemaCheck,
+    ToolArgumentsCheck,
+    schema_check,
+    schema_of,
+    strict_functions,
+    tool_arguments_check,
+)
 from moai.providers.tool_calls import merge_tool_call_deltas, parse_tool_calls
 
 # llama.cpp's OpenMP threads spin while waiting; with any other load on a small machine that collapses
@@ -151,7 +158,8 @@ def _complete_json(text: str) -> bool:
     return True
 
 
-SCHEMA_TRIES = 3  # answers generated at most for a json_schema request: the first, then two shown what was wrong
+SCHEMA_TRIES = 3  # answers generated at most for a json_schema request (or calls to strict functions): the first,
+# then two shown what was wrong
 
 
 def resolve_path(card: ModelCard) -> str:
@@ -220,9 +228,10 @@ class LlamaCppProvider(Provider):
         return kw
 
     def _run(self, params: ChatParams, emit: Any, cancel: threading.Event, check: SchemaCheck | None = None,
-             ) -> None:
+             tool_check: ToolArgumentsCheck | None = None) -> None:
         """Worker thread: generate, pushing (delta | exception | None) to ``emit``; ``check``: the response
-        format's schema, made once for the call (``schema_check``)."""
+        format's schema, ``tool_check``: the strict functions' parameters, each made once for the call
+        (``schema_check``, ``tool_arguments_check``)."""
         global _active_calls
         try:
             llm = load_llama(self.card)
@@ -258,6 +267,7 @@ class LlamaCppProvider(Provider):
                 tries = 0
                 answers: list[str] = []  # answers that broke the schema, each shown to the next try
                 problem: str | None = None
+                judge: SchemaCheck | ToolArgumentsCheck | None = None  # the check the last answer broke
                 while True:
                     try:
                         text, calls, finish = self._generate(llm, kw, params, emit, cancel, hold=check is not None)
@@ -268,14 +278,18 @@ class LlamaCppProvider(Provider):
                     tries += 1
                     usage.add(Usage(llm.prompt_tokens, llm.completion_tokens))
                     # an answer cut short (length) or abandoned is not judged: its finish reason says so
-                    problem = check.problems(text) if check and finish == "stop" and not calls else None
-                    if problem is None or tries >= SCHEMA_TRIES or text in answers:  # a repeat: the model is stuck
+                    shown, problem, judge = text, None, None
+                    if calls and tool_check is not None and finish == "tool_calls":
+                        shown, problem, judge = tool_check.shown(calls), tool_check.problems(calls), tool_check
+                    elif check is not None and finish == "stop" and not calls:
+                        problem, judge = check.problems(text), check
+                    if problem is None or tries >= SCHEMA_TRIES or shown in answers:  # a repeat: the model is stuck
                         break
-                    answers.append(text)
-                    assert check is not None
-                    kw = {**kw, "messages": [*kw["messages"], *check.feedback(text, problem)]}
-                if problem is not None and check is not None and check.strict:
-                    raise check.failure(problem, tries, usage)  # never an answer that breaks a strict schema
+                    answers.append(shown)
+                    assert judge is not None
+                    kw = {**kw, "messages": [*kw["messages"], *judge.feedback(shown, problem)]}
+                if problem is not None and judge is not None and judge.strict:
+                    raise judge.failure(problem, tries, usage)  # never an answer that breaks a strict schema
                 if (tools or check) and finish != "cancelled":
                     emit(Delta(text="" if calls else text, tool_calls=calls))
                 emit(Delta(finish_reason=finish, usage=usage, cpu_s=time.process_time() - cpu0))
@@ -354,7 +368,9 @@ class LlamaCppProvider(Provider):
         # and a response format's schema that is not one: read off the loop (a large one takes a while), once
         check = (await asyncio.to_thread(schema_check, self.name, params.response_format)
                  if schema_of(params.response_format) is not None else None)
-        worker = threading.Thread(target=self._run, args=(params, emit, cancel, check), daemon=True)
+        tool_check = (await asyncio.to_thread(tool_arguments_check, self.name, params.tools)
+                      if offers_tools(params) and strict_functions(params.tools) else None)
+        worker = threading.Thread(target=self._run, args=(params, emit, cancel, check, tool_check), daemon=True)
         worker.start()
         try:
             while True:
