@@ -10,12 +10,13 @@ any generation, and reading it never holds up the event loop.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import scripted_llama
+from scripted_llama import install_scripted, local_provider
 from stub_openai import Script, StubServer
 
 from moai.catalog import ModelCard, complete_card
@@ -35,54 +36,30 @@ def age_format(strict: bool | None = True) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": spec}
 
 
-class ScriptedLlama:
-    """Stands in for a loaded GGUF model: answers in turn from ``answers`` and keeps the messages of each call."""
+class ScriptedLlama(scripted_llama.ScriptedLlama):
+    """Answers a ``json_schema`` request (turned into llama.cpp's ``json_object`` with a schema) with text."""
 
     def __init__(self, answers: list[str], finish: str = "stop") -> None:
-        self.answers = answers
+        super().__init__(answers)
         self.finish = finish
-        self.lock = threading.Lock()
-        self.calls: list[list[dict[str, Any]]] = []
-        self.prompt_tokens = self.completion_tokens = 0
-
-        class Ctx:
-            ctx = None
-
-        self._ctx = Ctx()
-
-    def begin(self, cancel: threading.Event | None) -> None:
-        self.prompt_tokens = self.completion_tokens = 0
-
-    def reset(self) -> None:
-        """Nothing cached to drop."""
 
     def create_chat_completion(self, stream: bool, messages: list[dict[str, Any]], **kw: Any) -> Iterator[dict]:
         assert stream and kw["response_format"]["type"] == "json_object"
-        self.calls.append(messages)
-        answer = self.answers[min(len(self.calls), len(self.answers)) - 1]
-        self.prompt_tokens, self.completion_tokens = 10 * len(messages), 5
-        for piece in (answer[: len(answer) // 2], answer[len(answer) // 2:]):
-            yield {"choices": [{"delta": {"content": piece}, "finish_reason": None}]}
-        yield {"choices": [{"delta": {}, "finish_reason": self.finish}]}
+        yield from self.text_chunks(self.next_answer(messages), self.finish)
 
 
 @pytest.fixture
 def scripted(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Installs a ScriptedLlama as the model every local card loads."""
-    import llama_cpp
-
-    monkeypatch.setattr(llama_cpp, "llama_set_n_threads", lambda *a: None)
 
     def install(answers: list[str], finish: str = "stop") -> ScriptedLlama:
-        llm = ScriptedLlama(answers, finish)
-        monkeypatch.setattr(lc, "load_llama", lambda card: llm)
-        return llm
+        return install_scripted(monkeypatch, ScriptedLlama(answers, finish))
 
     return install
 
 
 def provider() -> LlamaCppProvider:
-    return LlamaCppProvider(ModelCard(name="tiny", provider="local", path="/nonexistent.gguf", privacy="local"))
+    return local_provider()
 
 
 def ask(fmt: dict[str, Any] | None = None) -> ChatParams:

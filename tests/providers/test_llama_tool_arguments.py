@@ -9,16 +9,16 @@ next model may answer). Calls to functions not declared strict are followed at b
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import scripted_llama
+from scripted_llama import install_scripted, local_provider
 from stub_openai import Script, StubServer
 
 from moai.providers import ChatParams, ProviderRequestError
-from moai.providers import llama_cpp as lc
 from moai.providers.json_schema_check import SchemaUnmet
 from moai.providers.llama_cpp import LlamaCppProvider
 
@@ -38,64 +38,40 @@ def call(age: int) -> str:
     return f'<tool_call>\n{{"name": "set_age", "arguments": {{"age": {age}}}}}\n</tool_call>'
 
 
-class ScriptedLlama:
-    """Stands in for a loaded GGUF model: answers in turn from ``answers`` (text, or for ``named`` the arguments
-    of a call llama.cpp makes itself under a named tool_choice) and keeps the messages of each call."""
+class ScriptedLlama(scripted_llama.ScriptedLlama):
+    """Answers with text, or for ``named`` with the arguments of a call llama.cpp makes itself under a named
+    tool_choice."""
 
     def __init__(self, answers: list[str], named: bool = False) -> None:
-        self.answers, self.named = answers, named
-        self.lock = threading.Lock()
-        self.calls: list[list[dict[str, Any]]] = []
-        self.prompt_tokens = self.completion_tokens = 0
-
-        class Ctx:
-            ctx = None
-
-        self._ctx = Ctx()
-
-    def begin(self, cancel: threading.Event | None) -> None:
-        self.prompt_tokens = self.completion_tokens = 0
-
-    def reset(self) -> None:
-        """Nothing cached to drop."""
+        super().__init__(answers)
+        self.named = named
 
     def create_chat_completion(self, stream: bool, messages: list[dict[str, Any]], **kw: Any) -> Iterator[dict]:
         assert stream and kw["tools"]
-        self.calls.append(messages)
-        answer = self.answers[min(len(self.calls), len(self.answers)) - 1]
-        self.prompt_tokens, self.completion_tokens = 10 * len(messages), 5
-        if self.named:
-            assert kw["tool_choice"]["function"]["name"] == "set_age"
-            first = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "set_age", "arguments": ""}}
-            yield {"choices": [{"delta": {"tool_calls": [first]}, "finish_reason": None}]}
-            yield {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": answer}}]},
-                                "finish_reason": None}]}
-            yield {"choices": [{"delta": {}, "finish_reason": "tool_calls"}]}
+        answer = self.next_answer(messages)
+        if not self.named:
+            yield from self.text_chunks(answer)
             return
-        for piece in (answer[: len(answer) // 2], answer[len(answer) // 2:]):
-            yield {"choices": [{"delta": {"content": piece}, "finish_reason": None}]}
-        yield {"choices": [{"delta": {}, "finish_reason": "stop"}]}
+        assert kw["tool_choice"]["function"]["name"] == "set_age"
+        first = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "set_age", "arguments": ""}}
+        yield {"choices": [{"delta": {"tool_calls": [first]}, "finish_reason": None}]}
+        yield {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": answer}}]},
+                            "finish_reason": None}]}
+        yield {"choices": [{"delta": {}, "finish_reason": "tool_calls"}]}
 
 
 @pytest.fixture
 def scripted(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Installs a ScriptedLlama as the model every local card loads."""
-    import llama_cpp
-
-    monkeypatch.setattr(llama_cpp, "llama_set_n_threads", lambda *a: None)
 
     def install(answers: list[str], named: bool = False) -> ScriptedLlama:
-        llm = ScriptedLlama(answers, named)
-        monkeypatch.setattr(lc, "load_llama", lambda card: llm)
-        return llm
+        return install_scripted(monkeypatch, ScriptedLlama(answers, named))
 
     return install
 
 
 def provider() -> LlamaCppProvider:
-    from moai.catalog import ModelCard
-
-    return LlamaCppProvider(ModelCard(name="tiny", provider="local", path="/nonexistent.gguf", privacy="local"))
+    return local_provider()
 
 
 def ask(tools: list[dict[str, Any]] | None = None, tool_choice: Any = None) -> ChatParams:
