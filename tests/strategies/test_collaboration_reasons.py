@@ -8,27 +8,20 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from stub_openai import Script, StubServer
-from test_plan_fallbacks import ask, setup
+from test_plan_fallbacks import Fixed, ask, setup
 
 from moai.config import parse_config
-from moai.gate.decision import RouteDecision
 from moai.mixture import Mixture
 from moai.telemetry.store import TelemetryStore
 
 
-class Gate:
+class Gate(Fixed):
     """Ranks models in a fixed order and gives the gate policy's first reason line (its pick's utility)."""
 
-    name = "fixed"
-
-    def __init__(self, order: list[str]) -> None:
-        self.order = order
-
     def decide(self, messages, cards, weights, live=None):  # type: ignore[no-untyped-def]
-        names = [n for n in self.order if n in {c.name for c in cards}]
-        return RouteDecision(model=names[0], ranking=names, probabilities={n: 1 / len(names) for n in names},
-                             quality={n: 0.5 for n in names},
-                             reasons=[f"{names[0]}: utility 0.500 = quality 0.500 - cost $0.00000 (weighted)"])
+        decision = super().decide(messages, cards, weights, live)
+        decision.reasons = [f"{decision.model}: utility 0.500 = quality 0.500 - cost $0.00000 (weighted)"]
+        return decision
 
 
 async def reasons_of(mix: str, scripts: dict[str, Script], order: list[str]) -> list[str]:

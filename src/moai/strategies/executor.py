@@ -87,6 +87,15 @@ def _indexed(calls: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
     return [{"index": i, **c} for i, c in enumerate(calls)] if calls else None
 
 
+def _answered_with(plan: Plan, rescued: StepResult, results: dict[str, StepResult]) -> Iterator[Delta | Execution]:
+    """What the final step yields when an earlier answer stands in for its own (``Plan.rescue``)."""
+    plan.rescued = rescued
+    yield Delta(text=rescued.text, tool_calls=_indexed(rescued.tool_calls),
+                system_fingerprint=rescued.system_fingerprint)
+    yield Delta(finish_reason="tool_calls" if rescued.tool_calls else "stop")
+    yield Execution(plan, rescued, list(results.values()))
+
+
 def _restored_calls(redactor: Any, calls: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
     """Tool calls an untrusted model wrote with placeholders, with the original values back in their arguments."""
     if not calls or redactor is None:
@@ -351,12 +360,9 @@ class Executor:
             if rescued is None:  # the status of the failures that left it so (every model rate limited: a 429)
                 raise PlanFailed(f"final step {final.id} ({final.role}): {left.error}", list(results.values()),
                                  [r for r in results.values() if r.status == "failed"])
-            plan.rescued = rescued
             plan.notes.append(f"{final.role} {left.error}; answered with {rescued.step}'s answer")
-            yield Delta(text=rescued.text, tool_calls=_indexed(rescued.tool_calls),
-                        system_fingerprint=rescued.system_fingerprint)
-            yield Delta(finish_reason="tool_calls" if rescued.tool_calls else "stop")
-            yield Execution(plan, rescued, list(results.values()))
+            for item in _answered_with(plan, rescued, results):
+                yield item
             return
         if isinstance(built, Passthrough) or built is None:
             now = time.time()
@@ -390,12 +396,9 @@ class Executor:
             if rescued is not None:
                 if empty:
                     ans.error = "empty answer"
-                plan.rescued = rescued
                 plan.notes.append(f"{final.role} failed ({ans.error}); answered with {rescued.step}'s answer")
-                yield Delta(text=rescued.text, tool_calls=_indexed(rescued.tool_calls),
-                            system_fingerprint=rescued.system_fingerprint)
-                yield Delta(finish_reason="tool_calls" if rescued.tool_calls else "stop")
-                yield Execution(plan, rescued, list(results.values()))
+                for item in _answered_with(plan, rescued, results):
+                    yield item
                 return
         if not live:
             yield Delta(text=ans.text, tool_calls=ans.tool_calls, refusal=ans.refusal or "",
