@@ -110,9 +110,11 @@ async def test_time_waiting_for_a_busy_local_model_is_not_its_latency(
         await m.aclose()
     service = 4 * WORD_S * 1000
     assert all(t["status"] == "ok" for t in traces)
-    assert all(t["latency_ms"] < service + 200 for t in traces), traces  # was ~800 ms for the one that waited
+    # halfway between the model's own time and its time plus the wait (~800 ms for the one that waited, before):
+    # a busy machine slows both calls, not only the one it measures
+    assert all(t["latency_ms"] < 1.5 * service for t in traces), traces
     assert max(t.get("queue_ms", 0.0) for t in traces) > service - 150, traces
-    assert observed and all(s < (service + 200) / 1000 for s in observed), observed
+    assert observed and all(s < 1.5 * service / 1000 for s in observed), observed
     waited = max(traces, key=lambda t: t.get("queue_ms", 0.0))
     assert waited["end"] - waited["start"] == pytest.approx(waited["latency_ms"] / 1000, abs=0.01)
     ttfts = [ex.answer.ttft_s for ex in runs]  # the first word, WORD_S into the model's own time
