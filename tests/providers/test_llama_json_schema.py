@@ -508,3 +508,22 @@ def test_the_checked_formats_are_a_fixed_set() -> None:
     check = schema_check("m", {"type": "json_schema", "json_schema": {"name": "f", "schema": schema}})
     assert check is not None
     assert check.problems(json.dumps({k: "not one at all!" for k in schema["properties"]})) is None
+
+
+async def test_a_request_every_model_refuses_says_why_each_did(scripted: Any, tmp_path: Path) -> None:
+    """The local model's answers break the schema (422) and the cloud model refuses the request (400): the client
+    is told both, not only the last model's reason."""
+    from moai.strategies.outcome import PlanFailed
+
+    scripted(['{"age": 4000}', '{"age": 200}', '{"age": 300}'])
+    with StubServer(Script(fail_times=99, fail_status=400)) as stub:
+        m = local_mix(tmp_path, stub.url)
+        try:
+            with pytest.raises(PlanFailed) as e:
+                await m.run(m.prepare(body(age_format())))
+        finally:
+            await m.aclose()
+    message = str(e.value)
+    assert "tiny: its answer does not match the response_format JSON schema" in message, message
+    assert "cloud: upstream refused the request (400): scripted failure" in message, message
+    assert e.value.status == 400

@@ -60,3 +60,14 @@ async def test_a_failed_aggregator_adds_no_tokens_when_streamed(tmp_path: Path) 
     assert row is not None and row.stream
     assert (row.prompt_tokens, row.completion_tokens) == (14, 4)
     store.close()
+
+
+def test_a_failed_step_gives_each_models_reason_once_and_counts_the_rest() -> None:
+    from moai.strategies.outcome import why_failed
+    from moai.strategies.plan import StepResult
+
+    r = StepResult(step="answer", role="final", model="m6", status="failed", error="m6: down")
+    r.attempts = [{"model": f"m{i}", "error": f"m{i}: down"} for i in [1, 2, 3, 4, 5, 6, 1]]
+    assert why_failed(r) == "m1: down; m2: down; m3: down; m4: down; and 2 more"
+    r.attempts = [{"model": "m1", "error": "m1: down"}, {"model": "m1", "error": "m1: down"}]
+    assert why_failed(r) == "m6: down"  # one reason: the step's own, as before

@@ -34,7 +34,7 @@ from moai.providers.registry import ProviderRegistry
 from moai.providers.tool_calls import merge_tool_call_deltas
 from moai.strategies.attempts import cut_when_served, failed_attempt, served_from, unserved
 from moai.strategies.failed_models import not_called, note_left_out, usable, why_spared, worth_another_try
-from moai.strategies.outcome import Execution, PlanFailed
+from moai.strategies.outcome import Execution, PlanFailed, why_failed
 from moai.strategies.plan import Built, Passthrough, Plan, Skip, Step, StepResult
 from moai.strategies.stragglers import finished_in_share, share_end
 from moai.telemetry.carbon import CarbonModel
@@ -330,7 +330,7 @@ class Executor:
         for step in plan.steps:
             r = results.get(step.id)
             if r is not None and r.status == "failed" and not step.optional:
-                raise PlanFailed(f"step {step.id} ({step.role}) failed: {r.error}", list(results.values()), [r])
+                raise PlanFailed(f"step {step.id} ({step.role}) failed: {why_failed(r)}", list(results.values()), [r])
 
     async def stream(self, plan: Plan, live: bool = True) -> AsyncIterator[Delta | Execution]:
         """Run the plan; yield the final answer's deltas, then one ``Execution``.
@@ -392,7 +392,7 @@ class Executor:
         if not ans.ok or empty:
             rescued = plan.rescue(results) if plan.rescue else None
             if rescued is None and not empty:
-                raise PlanFailed(f"final step {final.id} failed: {ans.error}", list(results.values()), [ans])
+                raise PlanFailed(f"final step {final.id} failed: {why_failed(ans)}", list(results.values()), [ans])
             if rescued is not None:
                 if empty:
                     ans.error = "empty answer"

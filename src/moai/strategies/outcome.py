@@ -57,6 +57,20 @@ def total_spend(results: Sequence[StepResult]) -> Spend:
     return total
 
 
+SHOWN_FAILURES = 4  # models whose own reason a failed step's message gives; the rest are counted
+
+
+def why_failed(r: StepResult) -> str:
+    """Why a step failed, from each model it tried: the last model's reason alone hid the others' (a cloud model's
+    400 about the request behind a local model's 422 about its answer), so a client could not tell what to fix."""
+    reasons = list(dict.fromkeys(a["error"] for a in r.attempts if a.get("error")))
+    if len(reasons) < 2:
+        return r.error or (reasons[0] if reasons else "failed")
+    shown = "; ".join(reasons[:SHOWN_FAILURES])
+    more = len(reasons) - SHOWN_FAILURES
+    return f"{shown}; and {more} more" if more > 0 else shown
+
+
 class PlanFailed(RuntimeError):
     """No model could produce the final answer; carries the trace of what was tried.
 
