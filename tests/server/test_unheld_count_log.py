@@ -42,13 +42,13 @@ def test_a_count_with_no_free_slot_on_a_busy_database_says_so(tmp_path: Path,
             await asyncio.sleep(0.01)
         other.cancel()
         assert not keeper.limit_checks.hanging()
-        await keeper._count_unheld(store, key_id)
+        await keeper._count_refused(store, key_id, 1)
         done.set()
 
     with caplog.at_level(logging.WARNING, logger="moai.server"):
         asyncio.run(scenario())
     store.close()
-    assert "was not counted against its RPM limit: the database is busy" in caplog.text
+    assert "not counted against its RPM limit: the database is busy" in caplog.text
     assert "not answering" not in caplog.text
 
 
@@ -60,11 +60,47 @@ def test_a_count_given_up_on_a_hanging_database_says_so(tmp_path: Path, caplog: 
         with pytest.raises(TimeoutError):  # a check that ran past its bound: the database is taken to hang
             await keeper.limit_checks.run(lambda: done.wait(10), lambda _r: None)
         assert keeper.limit_checks.hanging()
-        await keeper._count_unheld(store, key_id)
+        await keeper._count_refused(store, key_id, 1)
         done.set()
 
     with caplog.at_level(logging.WARNING, logger="moai.server"):
         asyncio.run(scenario())
     store.close()
-    assert "was not counted against its RPM limit: the database is not answering" in caplog.text
+    assert "not counted against its RPM limit: the database is not answering" in caplog.text
     assert "busy" not in caplog.text
+
+
+def test_a_burst_of_refused_requests_of_one_key_is_counted_together(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """300 refused requests of one key while the database is slow: one background task and a few statements count
+    them all (each used to take a task, and a database slot, of its own)."""
+    import time
+
+    from moai.server import auth
+    from moai.server.rate_limit import Window, peek
+
+    store = TelemetryStore(f"sqlite:///{tmp_path / 'moai.db'}")
+    key, _secret = create_key(store, "k", budget_day=1.0, rpm=1000)
+    keeper = Gatekeeper(store)
+    real = auth.count_admitted
+    statements: list[int] = []
+
+    def slow(store: TelemetryStore, key_id: str, now: float | None = None, n: int = 1) -> int:
+        time.sleep(0.05)
+        statements.append(n)
+        return real(store, key_id, now, n)
+
+    monkeypatch.setattr(auth, "count_admitted", slow)
+    tasks: list[int] = []
+
+    async def scenario() -> None:
+        for _ in range(300):
+            keeper.count_unheld(key, Window(1000, 999, 60.0, pending=True))
+            tasks.append(len(keeper._counting))
+            await asyncio.sleep(0)
+        await keeper.aclose(5.0)
+
+    asyncio.run(scenario())
+    assert max(tasks) == 1 and sum(statements) == 300 and len(statements) < 10, (max(tasks), statements)
+    assert peek(store, key.id, 1000).remaining == 700
+    store.close()

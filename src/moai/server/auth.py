@@ -156,7 +156,9 @@ class Gatekeeper:
         self._reading = threading.Lock()  # held while the key table is read: one read at a time
         self._read_started = 0.0  # when the read in flight began (monotonic)
         self.limit_checks = BoundedSteps(LIMITS_TIMEOUT_S, LIMIT_CHECKS_AT_ONCE)
-        self._counting: set[asyncio.Task[None]] = set()  # background RPM counts (``count_unheld``)
+        self._counting: set[asyncio.Task[None]] = set()  # background RPM counts (``count_unheld``), one per key
+        self._counting_keys: set[str] = set()  # the keys with such a task running
+        self._unheld: dict[str, int] = {}  # refused requests of each key waiting for their task to count them
 
     def _failed(self, e: Exception) -> None:
         if self.on_error is not None:
@@ -305,42 +307,62 @@ class Gatekeeper:
         """Count a request admitted with a ``pending`` RPM window (a budgeted key's) and refused before its budget
         hold (a bad option, an unknown model): admitted, it uses the limit up like any other request. The count
         runs in the background, so that the refusal is answered at once whatever the database does; ``aclose``
-        waits for the counts still running. Bounded as the other checks of a limited key are
+        waits for the counts still running. A key's refused requests are counted together: one task and one
+        statement per key at a time, however many arrive while it runs (a burst of bad requests took every
+        database slot the key checks share, one count each). Bounded as the other checks of a limited key are
         (``limits_timeout_s``): a count the database fails, or that never started (the database taken to hang, or
         no slot free in time), is lost and logged; one that runs past the bound is logged and still lands when the
         database answers (a thread is not stopped midway)."""
         if key is None or window is None or not window.pending or self.store is None:
             return
+        waiting = self._unheld.get(key.id, 0)
+        self._unheld[key.id] = waiting + 1
+        if key.id in self._counting_keys:  # its task counts this one with the others when its statement is done
+            return
+        self._counting_keys.add(key.id)
         task = asyncio.get_running_loop().create_task(self._count_unheld(self.store, key.id))
         self._counting.add(task)
         task.add_done_callback(self._counting.discard)
 
     async def _count_unheld(self, store: TelemetryStore, key_id: str) -> None:
+        """Count the key's refused requests waiting, until none is left."""
+        try:
+            while n := self._unheld.pop(key_id, 0):
+                await self._count_refused(store, key_id, n)
+        finally:
+            self._counting_keys.discard(key_id)
+            lost = self._unheld.pop(key_id, 0)  # cancelled by a shutdown with more waiting
+            if lost:
+                log.warning("%d refused request(s) of key %s not counted against its RPM limit by the shutdown",
+                            lost, key_id)
+
+    async def _count_refused(self, store: TelemetryStore, key_id: str, n: int) -> None:
         started = threading.Event()
 
         def count() -> int:
             started.set()
-            return count_admitted(store, key_id)
+            return count_admitted(store, key_id, n=n)
 
         def late(_minute: int) -> None:
-            log.info("a refused request of key %s was counted against its RPM limit late", key_id)
+            log.info("%d refused request(s) of key %s were counted against its RPM limit late", n, key_id)
 
         try:
             await self.limit_checks.run(count, late)
         except GaveUp as e:
             self._failed(e)
             if started.is_set():
-                log.warning("a refused request of key %s is not counted against its RPM limit yet: the database did "
-                            "not answer within %gs (it is counted when it does)", key_id, self.limit_checks.timeout_s)
+                log.warning("%d refused request(s) of key %s not counted against its RPM limit yet: the database did "
+                            "not answer within %gs (counted when it does)", n, key_id, self.limit_checks.timeout_s)
             elif self.limit_checks.hanging():
-                log.warning("a refused request of key %s was not counted against its RPM limit: the database is "
-                            "not answering (an earlier check of a limited key has not returned)", key_id)
+                log.warning("%d refused request(s) of key %s not counted against its RPM limit: the database is "
+                            "not answering (an earlier check of a limited key has not returned)", n, key_id)
             else:  # the slots were all taken by checks still running, none of them past its bound
-                log.warning("a refused request of key %s was not counted against its RPM limit: the database is "
-                            "busy (no slot for the count came free within %gs)", key_id, self.limit_checks.timeout_s)
+                log.warning("%d refused request(s) of key %s not counted against its RPM limit: the database is "
+                            "busy (no slot for the count came free within %gs)", n, key_id,
+                            self.limit_checks.timeout_s)
         except SQLAlchemyError as e:
             self._failed(e)
-            log.warning("a refused request of key %s was not counted against its RPM limit: %s", key_id,
+            log.warning("%d refused request(s) of key %s not counted against its RPM limit: %s", n, key_id,
                         driver_reason(e))
 
     async def aclose(self, timeout_s: float | None = None) -> None:

@@ -33,21 +33,21 @@ RATE_LIMIT_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-reque
 _T = RateWindow.__table__
 
 
-def _count_one(conn: Connection, key_id: str, minute: int) -> int:
-    """Add this request to the key's counter for `minute`; the new count."""
+def _count_one(conn: Connection, key_id: str, minute: int, n: int = 1) -> int:
+    """Add this request (or ``n`` of them) to the key's counter for `minute`; the new count."""
     dialect = conn.dialect.name
     if dialect in ("sqlite", "postgresql"):
         if dialect == "sqlite":
             from sqlalchemy.dialects.sqlite import insert as upsert
         else:
             from sqlalchemy.dialects.postgresql import insert as upsert
-        stmt: Any = upsert(_T).values(key_id=key_id, minute=minute, count=1)
+        stmt: Any = upsert(_T).values(key_id=key_id, minute=minute, count=n)
         stmt = stmt.on_conflict_do_update(index_elements=[_T.c.key_id, _T.c.minute],
-                                          set_={"count": _T.c.count + 1}).returning(_T.c.count)
+                                          set_={"count": _T.c.count + n}).returning(_T.c.count)
         return int(conn.execute(stmt).scalar_one())
     where = (_T.c.key_id == key_id) & (_T.c.minute == minute)
-    if conn.execute(update(_T).where(where).values(count=_T.c.count + 1)).rowcount == 0:
-        conn.execute(insert(_T).values(key_id=key_id, minute=minute, count=1))  # a racing insert fails loudly
+    if conn.execute(update(_T).where(where).values(count=_T.c.count + n)).rowcount == 0:
+        conn.execute(insert(_T).values(key_id=key_id, minute=minute, count=n))  # a racing insert fails loudly
     return int(conn.execute(select(_T.c.count).where(where)).scalar_one())
 
 
@@ -158,13 +158,14 @@ def check(store: TelemetryStore, key_id: str, rpm: int, now: float | None = None
     return Window(rpm, 0, wait, retry_after=wait)
 
 
-def count_admitted(store: TelemetryStore, key_id: str, now: float | None = None) -> int:
-    """Count a request whose count was pending and that was refused before its budget hold (a bad request): it
-    was admitted, and uses the limit up like any other; whether it still fits does not matter now. The minute."""
+def count_admitted(store: TelemetryStore, key_id: str, now: float | None = None, n: int = 1) -> int:
+    """Count a request (or ``n``) whose count was pending and that was refused before its budget hold (a bad
+    request): it was admitted, and uses the limit up like any other; whether it still fits does not matter now.
+    The minute."""
     now = time.time() if now is None else now
     minute = int(now // WINDOW_S)
     with store.engine.begin() as conn:
-        _count_one(conn, key_id, minute)
+        _count_one(conn, key_id, minute, n)
     return minute
 
 
