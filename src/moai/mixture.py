@@ -432,8 +432,8 @@ class Mixture(SessionMemory, Recording):
         if rating.model and not rating.replaced:
             self.stats.observe_feedback(rating.model, score, predicted_quality(rating.decision, rating.model),
                                         api_key=rating.api_key)
-        if rating.model:  # a replacement too: the metrics count ratings received
-            self.metrics.observe_feedback(rating.model, score, replaced=rating.replaced)
+        # every rating received, a replacement too, and one of a request no model answered (model "none")
+        self.metrics.observe_feedback(rating.model, score, replaced=rating.replaced)
         return {"object": "feedback", "id": rating.feedback.id, "request_id": request_id, "score": shown,
                 "scale": scale, "model": rating.model}
 

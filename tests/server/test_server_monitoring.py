@@ -441,3 +441,40 @@ def test_a_rescued_streams_model_header_names_the_proposer_whose_answer_streams(
                            if line.startswith("data: {") and json.loads(line[6:])["choices"])
             model = r.headers["x-moai-model"]
             assert model in {"m0", "m1"} and text == f"from {model}"
+
+
+def test_a_model_that_failed_before_another_answered_is_a_failed_call(tmp_path: Path) -> None:
+    """m0 fails (500) and m1 answers the step: m0's call is a failed call in /metrics, as in the database (only a
+    step that failed outright was counted)."""
+    with ExitStack() as stack:
+        down, up = (stack.enter_context(StubServer(s)) for s in (Script(fail_times=10**6), Script()))
+        config = parse_config(f"""models:
+  m0: {{provider: openai_compat, endpoint: "{down.url}", privacy: private, max_retries: 0,
+        price: {{input_per_mtok: 1, output_per_mtok: 1}}}}
+  m1: {{provider: openai_compat, endpoint: "{up.url}", privacy: private, max_retries: 0,
+        price: {{input_per_mtok: 9, output_per_mtok: 9}}}}
+mixes:
+  fb: {{strategy: route, models: [m0, m1], fallbacks: [m0, m1], weights: {{quality: 0, cost: 1}}}}
+""")
+        store = TelemetryStore(f"sqlite:///{tmp_path / 'moai.db'}")
+        mixture = Mixture(config, store=store, chooser=RuleChooser())
+        client = stack.enter_context(TestClient(create_app(config, store, mixture=mixture)))
+        assert client.post("/v1/chat/completions", json={"model": "moai/fb", "messages": USER}).status_code == 200
+        errors = samples(client, "moai_errors")
+    rows = [(c.model, c.status) for r in store.requests() for c in r.calls]  # the app's shutdown wrote them
+    store.close()
+    assert errors == {(("kind", "call"), ("model", "m0")): 1, (("kind", "attempt"), ("model", "m0")): 1}
+    assert sorted(rows) == [("m0", "failed"), ("m1", "ok")]
+
+
+def test_a_rating_of_a_request_no_model_answered_is_counted(tmp_path: Path) -> None:
+    """A rating of a refused request is stored: /metrics counts it too, under model "none"."""
+    with serve(tmp_path, Script()) as (client, store, _):
+        r = client.post("/v1/chat/completions", json={"model": "moai/default", "messages": USER,
+                                                      "moai": {"models": ["nope"]}})
+        assert r.status_code in (400, 422), r.text
+        request_id = r.headers["x-request-id"]
+        rated = client.post("/v1/feedback", json={"id": request_id, "score": -1})
+        assert rated.status_code == 200 and rated.json()["model"] is None
+        assert len(store.feedback_for(request_id)) == 1
+        assert samples(client, "moai_feedback") == {(("model", "none"),): 1}

@@ -1,9 +1,11 @@
 """Energy (kWh) and CO2e (g) per model call.
 
 Local models: what this machine actually spent — measured CPU time × the card's power draw — times the
-grid intensity of the configured zone. Remote models: EcoLogits' per-provider/model impact estimate from
+grid intensity of the configured zone. Remote models: EcoLogits' per-provider/model energy estimate from
 output tokens and latency; for models EcoLogits does not know, a size-based estimate (energy per token
-grows roughly linearly with active parameters).
+grows roughly linearly with active parameters). Every call's CO2e is its energy times the zone's grid intensity:
+the use phase only, on one basis for every model (EcoLogits' total adds the hardware's manufacturing share, about
+70% of a cloud call's, which a local call never carried: the carbon weight compared models on different scopes).
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ def grid_g_per_kwh(zone: str) -> float:
 
 
 @lru_cache(maxsize=256)
-def _ecologits(provider: str, model: str, output_tokens: int, latency_s: float, zone: str) -> tuple[
-        float, float] | None:
+def _ecologits(provider: str, model: str, output_tokens: int, latency_s: float, zone: str) -> float | None:
+    """The call's energy (kWh) as EcoLogits estimates it, or None when it cannot place the model."""
     try:
         from ecologits.tracers.utils import llm_impacts
 
@@ -50,7 +52,7 @@ def _ecologits(provider: str, model: str, output_tokens: int, latency_s: float, 
             return (float(value.min) + float(value.max)) / 2
         return float(value)  # type: ignore[arg-type]
 
-    return mid(impacts.energy), mid(impacts.gwp) * 1000.0
+    return mid(impacts.energy)
 
 
 class CarbonModel:
@@ -72,8 +74,8 @@ class CarbonModel:
             return kwh, kwh * self.grid
         provider = ECOLOGITS_PROVIDERS.get(card.provider)
         if provider and output_tokens > 0:
-            found = _ecologits(provider, card.upstream_model, output_tokens, round(max(latency_s, 0.01), 2), self.zone)
-            if found is not None:
-                return found
+            kwh = _ecologits(provider, card.upstream_model, output_tokens, round(max(latency_s, 0.01), 2), self.zone)
+            if kwh is not None:
+                return kwh, kwh * self.grid
         kwh = KWH_PER_TOKEN_PER_B * (card.params_b or 70.0) * (output_tokens + input_tokens / 10)
         return kwh, kwh * self.grid

@@ -28,11 +28,14 @@ def _error_kind(failed: dict[str, Any]) -> str:
     return "refused" if is_refusal(failed.get("status")) else "rate_limited" if _limited(failed) else "attempt"
 
 
-def _model_failed(attempts: list[dict[str, Any]]) -> bool:
-    """Whether a failed step counts as a failed call: not when every model only refused the request itself or
-    answered 429 (each such attempt is counted under kind "refused" or "rate_limited")."""
-    errors = [a for a in attempts if a.get("error")]
-    return not errors or not all(is_refusal(a.get("status")) or _limited(a) for a in errors)
+def _failed_calls(r: Any) -> list[str]:
+    """The models of a step's failed calls, one per call the database stores as ``failed``: each failed attempt that
+    was not a refusal of the request itself nor a 429 (those are counted under kind "refused" or "rate_limited"),
+    or the step itself when it failed without any attempt on record. A model that failed before another answered
+    the step is a failed call too (it was counted only when the whole step failed)."""
+    failed = [a["model"] for a in r.attempts if a.get("error") and a.get("model")
+              and not is_refusal(a.get("status")) and not _limited(a)]
+    return failed if r.attempts else ([r.model] if r.status == "failed" else [])
 
 
 class Metrics:
@@ -95,8 +98,8 @@ class Metrics:
                     self._spent(mix, attempt["model"], attempt_spend(attempt))
             if r.model is None:
                 continue
-            if r.status == "failed" and _model_failed(r.attempts):
-                self.errors.labels(r.model, "call").inc()
+            for model in _failed_calls(r):
+                self.errors.labels(model, "call").inc()
             # what a model was sent and generated was paid for, also when its stream broke or its client left
             spent = r.status in ("failed", "cancelled") and r.usage.total_tokens > 0
             if r.status != "ok" and not spent:
