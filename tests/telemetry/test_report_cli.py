@@ -216,3 +216,33 @@ def test_unanswered_requests_and_models_read_as_such(store: TelemetryStore) -> N
     models = {r["model"]: r for r in rep.model_rows()}
     assert models["broken"]["p50_ms"] is None and models["m"]["p50_ms"] is not None
     assert rep.mix_rows()[0]["routes"] == {"m": 1, "(failed)": 1, "(cancelled)": 1}
+
+
+def test_a_request_its_client_left_is_no_error_of_the_mix(store: TelemetryStore) -> None:
+    broken = request(1, calls=("failed",))
+    broken.status, broken.model = "error", None
+    left = request(2)
+    left.status, left.model, left.http_status = "cancelled", None, 499
+    store.write_many([request(0), broken, left])
+    (row,) = build_report(store, None).mix_rows()
+    assert (row["requests"], row["errors"], row["cancelled"]) == (3, 1, 1)
+
+
+def test_a_plot_of_one_request_shows_it(store: TelemetryStore) -> None:
+    """One request is one point on the cumulative cost and CO2 curves (a line of one point drew nothing)."""
+    import io
+
+    import matplotlib.image
+
+    from moai.telemetry.report import plot_png
+
+    store.write_many([request(0)])
+    image = matplotlib.image.imread(io.BytesIO(plot_png(build_report(store, None))), format="png")
+    h, w = image.shape[:2]
+
+    def pixels(quadrant: Any, rgb: tuple[float, float, float]) -> int:
+        return int((np.abs(quadrant[..., :3] - np.array(rgb)).max(axis=-1) < 0.08).sum())
+
+    blue, green = (0.122, 0.467, 0.706), (0.173, 0.627, 0.173)  # tab:blue, tab:green
+    assert pixels(image[: h // 2, : w // 2], blue) > 0
+    assert pixels(image[: h // 2, w // 2:], green) > 0

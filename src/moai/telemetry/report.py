@@ -209,7 +209,10 @@ class Report:
             routes: dict[str, int] = defaultdict(int)
             for r in reqs:
                 routes[r.model or _unanswered(r.status)] += 1
-            rows.append({"mix": mix, "requests": len(reqs), "errors": sum(r.status != "ok" for r in reqs),
+            # a request its client walked away from (cancelled, 499) is no error of the mix: counted apart
+            rows.append({"mix": mix, "requests": len(reqs),
+                         "errors": sum(r.status not in ("ok", "cancelled") for r in reqs),
+                         "cancelled": sum(r.status == "cancelled" for r in reqs),
                          "tokens": sum(r.prompt_tokens + r.completion_tokens for r in reqs),
                          "p50_ms": _pct(lat, 50), "p95_ms": _pct(lat, 95),
                          "cost_usd": sum(r.cost_usd for r in reqs), "kwh": sum(r.energy_kwh for r in reqs),
@@ -287,6 +290,9 @@ def write_plot(report: Report, path: str | Path) -> None:
     Path(path).write_bytes(plot_png(report, fmt))
 
 
+POINTS_MARKED = 200  # up to this many requests, each is marked on the cumulative curves
+
+
 def plot_png(report: Report, fmt: str = "png") -> bytes:
     """One image (PNG unless ``fmt`` names another format matplotlib writes): cumulative spend and CO2 over time,
     latency distribution per model, route shares."""
@@ -300,12 +306,14 @@ def plot_png(report: Report, fmt: str = "png") -> bytes:
     times = [r.created_at for r in reqs]
     ax = axes[0][0]
     if reqs:
-        ax.plot(times, np.cumsum([r.cost_usd for r in reqs]), color="tab:blue")
+        ax.plot(times, np.cumsum([r.cost_usd for r in reqs]), color="tab:blue", drawstyle="steps-post",
+                marker="." if len(reqs) <= POINTS_MARKED else None)  # one request is a point, not an empty line
     ax.set_title("cumulative cost (USD)")
     ax.tick_params(axis="x", rotation=30)
     ax = axes[0][1]
     if reqs:
-        ax.plot(times, np.cumsum([r.co2_g for r in reqs]), color="tab:green")
+        ax.plot(times, np.cumsum([r.co2_g for r in reqs]), color="tab:green", drawstyle="steps-post",
+                marker="." if len(reqs) <= POINTS_MARKED else None)
     ax.set_title("cumulative CO2e (g)")
     ax.tick_params(axis="x", rotation=30)
     ax = axes[1][0]
@@ -322,11 +330,13 @@ def plot_png(report: Report, fmt: str = "png") -> bytes:
     shares: dict[str, int] = defaultdict(int)
     for r in reqs:
         shares[r.model or _unanswered(r.status)] += 1
-    if shares:
-        ax.bar(range(len(shares)), list(shares.values()), color="tab:orange")
+    shares = dict(sorted(shares.items(), key=lambda kv: kv[0].startswith("(")))  # answered first, in order met
+    if shares:  # the models that answered, then the requests none answered (in brackets, in grey)
+        ax.bar(range(len(shares)), list(shares.values()),
+               color=["tab:gray" if m.startswith("(") else "tab:orange" for m in shares])
         ax.set_xticks(range(len(shares)), [_plain(m) for m in shares])
         ax.tick_params(axis="x", rotation=20)
-    ax.set_title("route shares (requests answered)")
+    ax.set_title("requests by the model that answered")
     fig.suptitle(f"moai usage — {len(reqs)} requests")
     fig.tight_layout()
     buf = io.BytesIO()
