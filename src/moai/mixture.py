@@ -221,10 +221,13 @@ class Mixture(SessionMemory, Recording):
             if not opts.models:
                 raise BadRequest("moai.models is empty: name at least one model, or leave it out", "moai.models")
         tool_tokens = estimate_tokens(json.dumps(body.tools)) if body.tools else 0  # sent with the prompt
-        if prompt_tokens + tool_tokens > max((c.context for c in self.config.pool(mix)), default=prompt_tokens):
+        answer_tokens = body.completion_budget or 0  # the room the client asked for its answer: in the context too
+        asked = f" with max_tokens {answer_tokens}" if answer_tokens else ""
+        if prompt_tokens + tool_tokens + answer_tokens > max((c.context for c in self.config.pool(mix)),
+                                                             default=prompt_tokens):
             # no model could read it, whatever the scan below found: refused before scanning a prompt that long
-            raise BadRequest(f"This request is about {prompt_tokens + tool_tokens} tokens, more than any model's "
-                             "context allows", "messages", "context_length_exceeded")
+            raise BadRequest(f"This request is about {prompt_tokens + tool_tokens} tokens{asked}, more than any "
+                             "model's context allows", "messages", "context_length_exceeded")
         # an auto mix may hand the request to its collaboration mixes: the strictest policy along them holds
         chain = collaboration(self.config, mix)
         policy = stricter(chain[-1][1].constraints.sensitive_data if chain else mix.constraints.sensitive_data,
@@ -238,8 +241,9 @@ class Mixture(SessionMemory, Recording):
 
         def candidates(m: Mix) -> tuple[list[ModelCard], dict[str, str]]:
             """The models of ``m`` this request may use: its constraints, then the request's own filters."""
-            cards, excluded = eligible(self.config, m, prompt_tokens, needs_tools=bool(body.tools),
-                                       max_privacy=max_tier, output_tokens=body.completion_budget or m.max_tokens)
+            cards, excluded = eligible(self.config, m, prompt_tokens + tool_tokens, needs_tools=bool(body.tools),
+                                       max_privacy=max_tier, output_tokens=body.completion_budget or m.max_tokens,
+                                       answer_tokens=answer_tokens)
             if opts and opts.models is not None:
                 for c in cards:
                     if c.name not in opts.models:
@@ -256,8 +260,8 @@ class Mixture(SessionMemory, Recording):
         if not cards:
             if excluded and all("exceeds context" in why for why in excluded.values()):
                 raise BadRequest(
-                    f"This request is about {prompt_tokens} tokens, more than any model's context allows",
-                    "messages", "context_length_exceeded",
+                    f"This request is about {prompt_tokens + tool_tokens} tokens{asked}, more than any model's "
+                    "context allows", "messages", "context_length_exceeded",
                 )
             if guard.report.sensitive and guard.max_tier is not None:
                 raise no_trusted_model(guard.report.kinds, mix_name, guard.max_tier, excluded)

@@ -87,9 +87,12 @@ def privacy_limited(why: str) -> bool:
 
 
 def eligible(config: Config, mix: Mix, prompt_tokens: int, needs_tools: bool = False,
-             max_privacy: str | None = None, output_tokens: int = 0) -> tuple[list[ModelCard], dict[str, str]]:
+             max_privacy: str | None = None, output_tokens: int = 0,
+             answer_tokens: int = 0) -> tuple[list[ModelCard], dict[str, str]]:
     """Apply the hard constraints that do not depend on the gate: pool, privacy, context, tools, and the cost and
-    latency limits at the completion budget (the worst case, as a plan's budget is checked)."""
+    latency limits at the completion budget (the worst case, as a plan's budget is checked). ``answer_tokens``:
+    the answer the client asked room for (its ``max_tokens``), which a card's context holds with the prompt: a
+    model whose context the two overflow would refuse the call, or cut the answer short."""
     excluded: dict[str, str] = {}
     kept: list[ModelCard] = []
     limits = [t for t in (max_privacy, mix.constraints.max_privacy) if t is not None]
@@ -97,8 +100,9 @@ def eligible(config: Config, mix: Mix, prompt_tokens: int, needs_tools: bool = F
     for card in config.pool(mix):
         if limit is not None and PRIVACY_RANK[card.privacy] > PRIVACY_RANK[limit]:
             excluded[card.name] = f"{PRIVACY_LIMITED} {card.privacy} not allowed (max {limit})"
-        elif prompt_tokens > card.context:
-            excluded[card.name] = f"prompt ~{prompt_tokens} tokens exceeds context {card.context}"
+        elif prompt_tokens + answer_tokens > card.context:
+            asked = f" + max_tokens {answer_tokens}" if answer_tokens else ""
+            excluded[card.name] = f"prompt ~{prompt_tokens} tokens{asked} exceeds context {card.context}"
         elif needs_tools and not card.supports_tools:
             excluded[card.name] = "does not support tools"
         elif (mix.constraints.max_cost_usd is not None
