@@ -27,6 +27,7 @@ from moai.cli_common import (
     open_store,
     resolve_database_url,
     say,
+    warn,
 )
 from moai.config import Config
 from moai.config_cli import config_app
@@ -216,8 +217,12 @@ def route(
     config: str | None = typer.Option(None, "--config", "-c",
                                       help="Mix instructions (default: MOAI_CONFIG, else embedded)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    database_url: str | None = typer.Option(
+        None, "--database-url", help="Where the live statistics are read (default: the config's, else "
+        "MOAI_DATABASE_URL, else the local SQLite: the database `moai serve` records to)."),
 ) -> None:
-    """Show the gate's decision for a prompt — model, strategy, sensitivity, reasons — calling no model."""
+    """Show the gate's decision for a prompt — model, strategy, sensitivity, reasons — calling no model, weighing
+    what the server weighs: the latency, failures and feedback recorded in its database."""
     from pydantic import ValidationError
 
     from moai.mixture import BadRequest, Mixture, UnknownModel
@@ -228,8 +233,10 @@ def route(
     check_privacy_model()
     if not prompt.strip():
         fail("the prompt is empty")
+    mixture = Mixture(cfg)
+    _read_live_stats(mixture, database_url or cfg.settings.database_url)
     try:
-        decision = Mixture(cfg).route([{"role": "user", "content": prompt}], mix=mix)
+        decision = mixture.route([{"role": "user", "content": prompt}], mix=mix)
     except UnknownModel:
         fail(_unknown_mix(mix, cfg))
         return
@@ -244,6 +251,30 @@ def route(
         console.print_json(json.dumps(decision))
     if decision["model"] is None:
         raise typer.Exit(1)
+
+
+def _read_live_stats(mixture: Any, database_url: str | None) -> None:
+    """The live statistics the server routes by, read from its database: without them the decision shown was the
+    cards' alone, not the server's. A database not created yet has none; one that cannot be read is a warning."""
+    from moai.telemetry.database import DatabaseUnavailable, default_database_url, safe_url
+    from moai.telemetry.report import missing_sqlite_file
+    from moai.telemetry.store import TelemetryStore
+
+    url = database_url or default_database_url()
+    if missing_sqlite_file(url) is not None:
+        return
+    try:
+        store = TelemetryStore(url)
+    except DatabaseUnavailable as e:
+        warn(f"live statistics not read, the decision weighs the model cards alone: {e}")
+        return
+    try:
+        mixture.stats.refresh(store)
+    except Exception as e:  # noqa: BLE001 - a diagnostic: the cards' decision is still worth showing
+        warn(f"live statistics not read from {safe_url(url)!r}, the decision weighs the model cards alone: "
+             f"{type(e).__name__}")
+    finally:
+        store.close()
 
 
 # ---------------------------------------------------------------------------- monitoring

@@ -323,13 +323,17 @@ class Mixture(SessionMemory, Recording):
                     "scores": {}, "refused": True}
         plan, d, report = prep.plan, prep.ctx.decision, prep.ctx.privacy
         final = plan.step(plan.final)
-        model = final.models[0] if final.models else (d.model if d else None)
+        # as the executor tries them: a model whose circuit is open (or rate limited) after the others
+        held = {m: why for m in final.models if (why := self.stats.held_back(m)) is not None}
+        order = [m for m in final.models if m not in held] + [m for m in final.models if m in held]
+        model = order[0] if order else (d.model if d else None)
+        passed = [f"{m}: {why}, tried after the others" for m, why in held.items() if len(held) < len(order)]
         return {
             "model": model,
             "strategy": plan.strategy,
             "sensitive": bool(report and report.sensitive),
             "kinds": report.kinds if report else [],
-            "reasons": list(dict.fromkeys((d.reasons if d else []) + prep.ctx.notes + plan.notes)),
+            "reasons": list(dict.fromkeys((d.reasons if d else []) + prep.ctx.notes + plan.notes + passed)),
             "scores": {k: round(v, 4) for k, v in (d.probabilities if d else {}).items()},
             "plan": [{"step": st.id, "role": st.role, "models": st.models} for st in plan.steps],
             "decision": d.to_json() if d else None,

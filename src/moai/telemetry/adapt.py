@@ -290,6 +290,21 @@ class LiveStats:
                 return True
             return False
 
+    def held_back(self, model: str, now: float | None = None) -> str | None:
+        """Why ``healthy`` would say no now (its circuit open and cooling off, or a rate limit running), without
+        reserving a probe: what a decision shown, not acted on, may ask. None: it would be called."""
+        now = now or time.time()
+        with self._lock:
+            st = self.models.get(model)
+            if st is not None and st.limited_until is not None and now < st.limited_until:
+                return f"rate limited for {st.limited_until - now:.0f}s more"
+            if st is None or st.opened_at is None:
+                return None
+            stuck = st.probing and st.probe_at is not None and now - st.probe_at >= self.cooldown_s
+            if now - st.opened_at >= self.cooldown_s and (not st.probing or stuck):
+                return None
+            return "circuit open"
+
     def state(self, model: str) -> str:
         st = self.models.get(model)
         if st is None or st.opened_at is None:
