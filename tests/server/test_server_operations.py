@@ -239,3 +239,11 @@ def test_too_many_tools_or_biases_are_refused_at_once() -> None:
         r = client.post("/v1/chat/completions", json={"model": "moai/default", "logit_bias": bias,
                                                       "messages": [{"role": "user", "content": "hi"}]})
         assert r.status_code == 400 and "2000 token biases" in r.json()["error"]["message"]
+
+
+def test_an_error_no_model_answered_names_no_model() -> None:
+    """x-moai-model names the model that answered: a 502 had the gate's pick there, which had failed."""
+    with TestClient(create_app(config(free_port()))) as client:
+        r = client.post("/v1/chat/completions",
+                        json={"model": "moai/default", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 502 and "x-moai-model" not in r.headers and r.headers["x-moai-mix"] == "default"

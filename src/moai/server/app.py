@@ -350,9 +350,9 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         return response
 
     async def answer(request: Request, body: ChatCompletionRequest, prep: Prepared, headers: dict[str, str]) -> Any:
-        """Run a prepared request, streamed or not, to its response (recorded by then, or for a stream at its end)."""
-        if prep.ctx.decision:
-            headers["x-moai-model"] = header_value(prep.ctx.decision.model)
+        """Run a prepared request, streamed or not, to its response (recorded by then, or for a stream at its end).
+        ``x-moai-model`` names the model that answers: an error no model answered carries none (it named the
+        gate's pick, which may have failed, or taken no part in a collaboration)."""
         if mix.cache.enabled:  # looked up now (memoised on prep) so that a stream's headers can say it too
             look = await mix.cache.alookup(prep)
             headers["x-moai-cache"] = "hit" if look.status == "semantic" else look.status
@@ -368,8 +368,10 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
                 first = await unless_gone(request, anext(items, None), client_left)
                 # the model whose answer streams is known now (an aggregator, a reviser: not the gate's pick)
                 answering = first.answer if isinstance(first, Execution) else prep.plan.answering()
-                if answering is not None and answering.model:
-                    headers["x-moai-model"] = header_value(answering.model)
+                streaming = answering.model if answering is not None and answering.model else (
+                    prep.ctx.decision.model if prep.ctx.decision else None)
+                if streaming:
+                    headers["x-moai-model"] = header_value(streaming)
                 return EventStream(
                     sse(mix, prep, body.model, include_usage, prepend(first, items), request_timeout_s),
                     client_left, media_type="text/event-stream", headers=headers,
