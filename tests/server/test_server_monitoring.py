@@ -305,7 +305,13 @@ def test_a_sqlite_database_whose_folder_is_removed_is_not_ready_and_records_are_
     ({"bogus_option": 1}, "moai.bogus_option"),
     ({"weights": {"cost": -1}}, "moai.weights.cost"),
     ("str", "moai"),
-], ids=["privacy", "models", "unknown", "negative-weight", "not-an-object"])
+    ({"weights": {"cost": "1"}}, "moai.weights.cost"),
+    ({"weights": {"quality": True}}, "moai.weights.quality"),
+    ({"max_cost_usd": "0.5"}, "moai.max_cost_usd"),
+    ({"cache": 0}, "moai.cache"),
+    ({"cache": "no"}, "moai.cache"),
+], ids=["privacy", "models", "unknown", "negative-weight", "not-an-object", "weight-string", "weight-bool",
+        "cost-string", "cache-int", "cache-string"])
 def test_a_bad_moai_option_is_refused_recorded_and_counted(tmp_path: Path, moai: Any, param: str) -> None:
     with serve(tmp_path, Script()) as (client, _, (stub,)):
         r = client.post("/v1/chat/completions", json={"model": "moai/default", "messages": USER, "moai": moai})

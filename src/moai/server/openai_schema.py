@@ -81,7 +81,9 @@ class StreamOptions(BaseModel):
 class MoaiOptions(BaseModel):
     """Per-request narrowing of the mix (never widening): extra body field ``moai``."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict, as the request's own fields: "0.5" for a cost cap, true for a weight or 0 for cache are 400s, not
+    # guesses (cache: "no" was read as false, weights.cost: true as 1)
+    model_config = ConfigDict(extra="forbid", strict=True)
     models: list[str] | None = None
     exclude: list[str] | None = None
     max_cost_usd: float | None = Field(None, gt=0)
