@@ -293,10 +293,10 @@ def report(
     from moai.telemetry.database import default_database_url, safe_url
     from moai.telemetry.report import (
         build_report,
-        missing_sqlite_file,
         parse_since,
         plot_format,
         print_tables,
+        sqlite_file_problem,
         write_html,
         write_plot,
     )
@@ -309,8 +309,8 @@ def report(
         fail(str(e))
         return
     url = resolve_database_url(database_url, config) or default_database_url()
-    if (path := missing_sqlite_file(url)) is not None:  # a report reads: it must not create a database
-        fail(f"cannot open database {safe_url(url)!r}: unable to open database file: {path} does not exist "
+    if (problem := sqlite_file_problem(url)) is not None:  # a report reads: it must not create a database
+        fail(f"cannot open database {safe_url(url)!r}: unable to open database file: {problem} "
              "(`moai serve` creates it when it records the first request)")
     rep = build_report(open_store(url), start)
     print_tables(rep, console)

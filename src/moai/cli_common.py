@@ -72,16 +72,16 @@ def open_store(url: str | None) -> TelemetryStore:
 
 
 def open_existing_store(url: str | None, config: str | None = None, looking_for: str = "") -> TelemetryStore:
-    """Open the telemetry database a command only reads (or changes rows of): a SQLite file that does not exist is
-    one line (after ``looking_for``, what the command would have found there), not a new empty database (a mistyped
-    path used to become one, listing no keys)."""
+    """Open the telemetry database a command only reads (or changes rows of): a SQLite file that does not exist, or
+    is empty (0 bytes), is one line (after ``looking_for``, what the command would have found there), not a new
+    empty database (a mistyped path used to become one, listing no keys; an empty file got the whole schema)."""
     from moai.telemetry.database import default_database_url, safe_url
-    from moai.telemetry.report import missing_sqlite_file
+    from moai.telemetry.report import sqlite_file_problem
 
     url = resolve_database_url(url, config) or default_database_url()
-    if (path := missing_sqlite_file(url)) is not None:
+    if (problem := sqlite_file_problem(url)) is not None:
         fail(f"{looking_for}{': ' if looking_for else ''}cannot open database {safe_url(url)!r}: unable to open "
-             f"database file: {path} does not exist (`moai serve` and `moai keys create` create it)")
+             f"database file: {problem} (`moai serve` and `moai keys create` create it)")
     return open_store(url)
 
 

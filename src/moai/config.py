@@ -530,14 +530,14 @@ def load_config(path: str | Path | None = None) -> Config:
 
 def _check_records(cfg: Config, data: Any) -> None:
     """A replay model answers only from its records files: one that does not exist used to be a warning, then
-    /readyz said ready and every request to the model failed (502)."""
+    /readyz said ready and every request to the model failed (502); one with a bad line failed each request."""
+    from moai.config_checks import replay_records_problem
+
     for name, card in cfg.models.items():
         if card.provider != "replay":
             continue
-        for i, file in enumerate(card.records):
-            if not Path(file).expanduser().is_file():
-                problem = "is not a file" if Path(file).expanduser().exists() else "does not exist"
-                loc = ("models", name, "records", i)
-                line = _line_of(data, loc) or 1
-                raise ConfigError(f"{cfg.source}:{line}: {_one_line('.'.join(map(str, loc)))}: {file} {problem}; "
-                                  "a replay model answers only from its records")
+        if (found := replay_records_problem(card)) is not None:
+            i, problem = found
+            loc = ("models", name, "records", i)
+            line = _line_of(data, loc) or 1
+            raise ConfigError(f"{cfg.source}:{line}: {_one_line('.'.join(map(str, loc)))}: {_one_line(problem)}")

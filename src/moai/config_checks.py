@@ -230,3 +230,25 @@ def annotation_forms(tp: Any) -> list[Any]:
     if origin in (Union, types.UnionType):
         return [form for arg in get_args(tp) for form in annotation_forms(arg)]
     return [tp]
+
+
+def replay_records_problem(card: ModelCard) -> tuple[int, str] | None:
+    """``(index in records, problem)`` for a replay model's records file that is not there or has a line that is
+    not a routing record (``file:line: problem``), else None. A bad line used to pass the check and then fail
+    every request to the model with a traceback."""
+    from pathlib import Path
+
+    from moai.bench.datasets import RecordError
+    from moai.providers.replay import load_replay_index
+
+    paths = [Path(file).expanduser() for file in card.records]
+    for i, (file, path) in enumerate(zip(card.records, paths, strict=True)):
+        if not path.is_file():
+            problem = "is not a file" if path.exists() else "does not exist"
+            return i, f"{file} {problem}; a replay model answers only from its records"
+    try:
+        load_replay_index(card.records)
+    except RecordError as e:
+        at = next((i for i, path in enumerate(paths) if str(path) == e.path), 0)
+        return at, str(e)
+    return None

@@ -17,7 +17,7 @@ def db_prune(
 ) -> None:
     """Delete requests older than an age, with their calls and feedback (what `settings.retention_days` does)."""
     from moai.telemetry.database import default_database_url, safe_url
-    from moai.telemetry.report import missing_sqlite_file
+    from moai.telemetry.report import sqlite_file_problem
     from moai.telemetry.retention import RetentionRefused, check_budgets, count_older, cutoff, prune
 
     try:
@@ -26,8 +26,8 @@ def db_prune(
         fail(f"--older-than: {e}")
         return
     url = resolve_database_url(database_url, config) or default_database_url()
-    if (path := missing_sqlite_file(url)) is not None:  # nothing to prune: do not create a database
-        fail(f"cannot open database {safe_url(url)!r}: {path} does not exist")
+    if (problem := sqlite_file_problem(url)) is not None:  # nothing to prune: do not create a database
+        fail(f"cannot open database {safe_url(url)!r}: {problem}")
     store = open_store(url)
     try:
         check_budgets(store, before)

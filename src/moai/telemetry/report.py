@@ -65,11 +65,8 @@ def parse_since(spec: str | None) -> datetime | None:
         raise ValueError(f"--since {spec!r}: out of range in UTC") from None
 
 
-def missing_sqlite_file(url: str) -> str | None:
-    """The path of a SQLite database file that does not exist (None for anything else).
-
-    Reading a report must not create a database: a mistyped path would otherwise become an empty database
-    and a report saying "no requests recorded"."""
+def _sqlite_file(url: str) -> str | None:
+    """The file a SQLite URL names (None for another database, an in-memory one or a ``file:`` URI)."""
     try:
         u = make_url(url)
     except (ArgumentError, ValueError):
@@ -79,7 +76,41 @@ def missing_sqlite_file(url: str) -> str | None:
     db = u.database or ""
     if db in ("", ":memory:") or db.startswith("file:"):
         return None
-    return None if Path(db).exists() else db
+    return db
+
+
+def _never_written(path: Path) -> bool:
+    """An empty file (0 bytes, no write-ahead log beside it): SQLite writes its header on the first table, and a
+    WAL database's on opening, so no database was ever made there (a ``touch``, a temporary file's name)."""
+    try:
+        if not path.is_file() or path.stat().st_size:
+            return False
+        wal = path.with_name(path.name + "-wal")
+        return not wal.exists() or wal.stat().st_size == 0
+    except OSError:
+        return False  # SQLite says what is wrong with it
+
+
+def sqlite_file_problem(url: str) -> str | None:
+    """Why a command that only reads finds no database at a SQLite URL: ``<path> does not exist``, ``<path> is an
+    empty file (0 bytes), not a database``; None for anything else (a database file, another backend).
+
+    Reading must not create a database: a mistyped path would otherwise become an empty database and a report
+    saying "no requests recorded"; an empty file read the same, and came out holding the whole schema."""
+    db = _sqlite_file(url)
+    if db is None:
+        return None
+    if not Path(db).exists():
+        return f"{db} does not exist"
+    if _never_written(Path(db)):
+        return f"{db} is an empty file (0 bytes), not a database"
+    return None
+
+
+def missing_sqlite_file(url: str) -> str | None:
+    """The path of a SQLite database file that does not exist, or is empty (see ``sqlite_file_problem``, which says
+    which); None for anything else."""
+    return _sqlite_file(url) if sqlite_file_problem(url) is not None else None
 
 
 @dataclass(slots=True)
