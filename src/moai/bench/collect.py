@@ -55,7 +55,7 @@ __all__ = [
     "QuestionFormatError", "Summary", "Task", "build_records", "check_out", "check_resumable", "check_writable",
     "collect", "grade", "interleave", "journal_path", "load_questions", "main_guard", "mend_journal",
     "parse_entry", "parse_question", "per_file_limits", "read_journal", "regrade", "resolve_models", "run_pairs",
-    "select_questions", "write_records",
+    "select_questions", "stop_local_generations", "write_records",
 ]
 
 
@@ -299,10 +299,20 @@ def collect(
         )
     except KeyboardInterrupt:
         summary.interrupted = True
+        stop_local_generations()
         raise
     finally:
         write_records(out, read_journal(journal))
     return summary
+
+
+def stop_local_generations() -> None:
+    """Stop the local models' generations an interrupted run left behind, and wait for them to leave llama.cpp:
+    ``asyncio.run`` returns without waiting for their threads, and a process that exits under a running decode
+    crashes (SIGSEGV) instead of exiting 130 (``moai.providers.llama_cpp.stop_generations``)."""
+    local = sys.modules.get("moai.providers.llama_cpp")  # not loaded: no local model ran
+    if local is not None:
+        local.stop_generations()
 
 
 def main_guard() -> None:  # pragma: no cover - helper for `python -m moai.bench.collect`

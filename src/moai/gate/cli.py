@@ -107,6 +107,10 @@ def train(
                 from moai.scale import train_with_ray
 
                 gate = train_with_ray(records, cfg, address=ray)
+        except KeyboardInterrupt:  # Ctrl-C: say so (typer would exit 130 silently), and that nothing was saved
+            undo()
+            typer.echo(f"interrupted: training stopped, nothing written to {out}", err=True)
+            raise typer.Exit(130) from None
         except BaseException:
             undo()
             raise

@@ -4,7 +4,8 @@ llama.cpp is synchronous and not thread-safe per model, so each model gets a loc
 thread; streamed tokens cross back to the event loop through a queue. When several local models generate
 at once they share the CPU: each call gets ``cores // active_calls`` threads (one each on 2 cores), since
 oversubscribing halves everyone's speed. A call whose caller went away (or timed out) stops between two
-short steps of its prompt, or is skipped if it is still waiting for the model (see ``llama_prefill``).
+short steps of its prompt, or is skipped if it is still waiting for the model (see ``llama_prefill``). A process
+that exits stops its calls and waits for their threads to leave llama.cpp first (``stop_generations``).
 """
 
 from __future__ import annotations
@@ -52,14 +53,45 @@ _load_lock = threading.Lock()
 _models: dict[str, Any] = {}  # path -> Llama, shared by every provider instance in the process
 # from the worker: it waits for the model (another call may hold it), then holds it; that wait is not its latency
 WAITING, SERVING = object(), object()
+_calls_lock = threading.Lock()
+_calls: dict[threading.Thread, threading.Event] = {}  # generation threads not yet finished, and what stops each
+# How long an exiting process waits for its generations to stop. A cancelled call leaves llama.cpp after the token or
+# 64-token prompt step in progress (about a second for the 1.5B model on 2 cores); the margin is for a loaded machine.
+STOP_WAIT_S = 15.0
+
+
+def stop_generations(timeout: float = STOP_WAIT_S) -> bool:
+    """Cancel every local generation in flight (or waiting for its model) and wait, ``timeout`` seconds at most in
+    all, for their threads to leave llama.cpp. An interrupted run must do this before it exits: its worker threads
+    outlive the event loop, and the interpreter's exit frees the models under a running decode (SIGSEGV).
+    Returns whether every thread has left."""
+    with _calls_lock:
+        calls = list(_calls.items())
+    for _, cancel in calls:
+        cancel.set()
+    deadline = time.monotonic() + timeout
+    for thread, _ in calls:
+        if thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
+    return not any(thread.is_alive() for thread, _ in calls)
 
 
 @atexit.register
 def _close_models() -> None:
-    """Free llama.cpp models while the interpreter is intact (their finalizers fail during teardown)."""
-    for llm in _models.values():
-        with contextlib.suppress(Exception):
-            llm.close()
+    """Free llama.cpp models while the interpreter is intact (their finalizers fail during teardown): after the
+    generations still running have stopped, and never one still in use (freeing it under a decode crashes the
+    process; left alone, it goes with the process)."""
+    stop_generations()
+    for llm in list(_models.values()):
+        lock = getattr(llm, "lock", None)
+        if lock is not None and not lock.acquire(timeout=1.0):
+            continue
+        try:
+            with contextlib.suppress(Exception):
+                llm.close()
+        finally:
+            if lock is not None:
+                lock.release()
     _models.clear()
 
 
@@ -229,7 +261,16 @@ class LlamaCppProvider(Provider):
 
     def _run(self, params: ChatParams, emit: Any, cancel: threading.Event, check: SchemaCheck | None = None,
              tool_check: ToolArgumentsCheck | None = None) -> None:
-        """Worker thread: generate, pushing (delta | exception | None) to ``emit``; ``check``: the response
+        """Worker thread: the call (``_call``), then forgotten by ``stop_generations``."""
+        try:
+            self._call(params, emit, cancel, check, tool_check)
+        finally:
+            with _calls_lock:
+                _calls.pop(threading.current_thread(), None)
+
+    def _call(self, params: ChatParams, emit: Any, cancel: threading.Event, check: SchemaCheck | None,
+              tool_check: ToolArgumentsCheck | None) -> None:
+        """Generate, pushing (delta | exception | None) to ``emit``; ``check``: the response
         format's schema, ``tool_check``: the strict functions' parameters, each made once for the call
         (``schema_check``, ``tool_arguments_check``)."""
         global _active_calls
@@ -370,8 +411,16 @@ class LlamaCppProvider(Provider):
                  if schema_of(params.response_format) is not None else None)
         tool_check = (await asyncio.to_thread(tool_arguments_check, self.name, params.tools)
                       if offers_tools(params) and strict_functions(params.tools) else None)
+        # daemon: a call stuck in llama.cpp cannot hold the process open (an exit waits for it, a bounded time)
         worker = threading.Thread(target=self._run, args=(params, emit, cancel, check, tool_check), daemon=True)
-        worker.start()
+        with _calls_lock:
+            _calls[worker] = cancel  # before it runs: stop_generations must see every call that may enter llama.cpp
+        try:
+            worker.start()
+        except BaseException:
+            with _calls_lock:
+                _calls.pop(worker, None)
+            raise
         try:
             while True:
                 item = await queue.get()
