@@ -488,3 +488,18 @@ mixes:
         shutdown(m)
     assert text == "hello from the stub"
     assert headers["x-moai-mix"] == "%E9%BB%98%E8%AE%A4" and headers["x-moai-model"] == "%E6%A8%A1%E5%9E%8B"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_upstreams_address_is_not_in_the_error(tmp_path: Path, stream: bool) -> None:
+    """As over HTTP: an application logs ``str(e)``; the upstream's host and port are not in it."""
+    from stub_openai import free_port
+
+    port = free_port()  # nothing listens there
+    m = Mixture.from_config(config(tmp_path, f"http://127.0.0.1:{port}/v1"))
+    try:
+        with pytest.raises(openai.InternalServerError) as e:
+            m.chat.completions.create(model="moai/default", messages=HI, stream=stream)
+    finally:
+        shutdown(m)
+    assert "no model could answer" in str(e.value) and str(port) not in str(e.value), str(e.value)

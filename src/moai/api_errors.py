@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from moai import deadline
 
 if TYPE_CHECKING:
+    from moai.config import Config
     from moai.mixture import Mixture, Prepared
 
 try:  # the openai SDK's own HTTP library: its exceptions want a response object of that type
@@ -78,12 +79,18 @@ async def timed_out(mixture: Mixture, prep: Prepared, timeout_s: float | None) -
     return RequestTimeout(timeout_s)
 
 
-def translate(e: Exception, request_id: str | None = None) -> Exception:
-    """Engine exceptions -> openai exceptions, with the statuses and headers the HTTP server uses."""
+def translate(e: Exception, request_id: str | None = None, config: Config | None = None) -> Exception:
+    """Engine exceptions -> openai exceptions, with the statuses, headers and messages the HTTP server uses: an
+    upstream's error is told as ``upstream_errors.public`` tells it (redacted, without the upstreams' addresses),
+    since an application logs or shows ``str(e)`` as readily as a client reads a response."""
     from moai.mixture import BadRequest, UnknownModel
     from moai.providers.base import ProviderError, is_refusal
     from moai.strategies.context import NoEligibleModel
     from moai.strategies.outcome import PlanFailed
+    from moai.upstream_errors import public
+
+    def told(upstream: Exception) -> str:
+        return public(str(upstream), config) if config is not None else str(upstream)
 
     ids = {"x-request-id": request_id, "x-moai-request-id": request_id} if request_id else {}
     if isinstance(e, ValidationError):
@@ -100,16 +107,16 @@ def translate(e: Exception, request_id: str | None = None) -> Exception:
         return status_error(422, f"{e} ({detail})", param="model", code=getattr(e, "code", "no_eligible_model"),
                             headers=ids)
     if isinstance(e, PlanFailed) and is_refusal(e.status):
-        return status_error(e.status, f"no model accepts this request: {e}", param=e.param, code=e.code,
+        return status_error(e.status, f"no model accepts this request: {told(e)}", param=e.param, code=e.code,
                             headers=ids)
     if isinstance(e, PlanFailed) and e.status == 429:  # Retry-After: the OpenAI client backs off and retries
         wait = {"retry-after": str(math.ceil(e.retry_after))} if e.retry_after is not None else {}
-        return status_error(429, f"every model of this mix is rate limited: {e}", "rate_limit_error", code=e.code,
-                            headers={**ids, **wait})
+        return status_error(429, f"every model of this mix is rate limited: {told(e)}", "rate_limit_error",
+                            code=e.code, headers={**ids, **wait})
     if isinstance(e, PlanFailed):
-        return status_error(502, f"no model could answer: {e}", "server_error", code="upstream_failed",
+        return status_error(502, f"no model could answer: {told(e)}", "server_error", code="upstream_failed",
                             headers=ids)
     if isinstance(e, ProviderError):
-        return status_error(e.status if e.status >= 500 else 502, f"stream failed: {e}", "server_error",
+        return status_error(e.status if e.status >= 500 else 502, f"stream failed: {told(e)}", "server_error",
                             headers=ids)
     return e

@@ -124,7 +124,7 @@ async def prepare(mixture: Mixture, payload: dict[str, Any], session: str | None
         raise translate(e) from e
     except Exception as e:  # noqa: BLE001
         request_id = await mixture.record_refusal(body, e, session=session, started=started)
-        raise translate(e, request_id) from e
+        raise translate(e, request_id, mixture.config) from e
 
 
 async def complete(mixture: Mixture, call: _Call) -> ChatCompletion:
@@ -137,7 +137,7 @@ async def complete(mixture: Mixture, call: _Call) -> ChatCompletion:
     except TimeoutError:
         raise await timed_out(mixture, prep, limit) from None
     except Exception as e:  # noqa: BLE001
-        raise translate(e, prep.id) from e
+        raise translate(e, prep.id, mixture.config) from e
     return completion(mixture, prep, call.payload["model"], ex)
 
 
@@ -181,7 +181,7 @@ async def chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: bo
     except TimeoutError:
         raise await timed_out(mixture, prep, limit) from None
     except Exception as e:  # noqa: BLE001
-        raise translate(e, prep.id) from e
+        raise translate(e, prep.id, mixture.config) from e
 
     async def items() -> AsyncIterator[Any]:
         if first is not None:
@@ -206,4 +206,4 @@ async def chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: bo
     except TimeoutError:
         raise await timed_out(mixture, prep, limit) from None
     except Exception as e:  # noqa: BLE001
-        raise translate(e, prep.id) from e
+        raise translate(e, prep.id, mixture.config) from e
