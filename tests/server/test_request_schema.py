@@ -66,10 +66,17 @@ def test_a_lone_surrogate_is_a_400_not_a_crash() -> None:
 def test_top_level_cache_opt_out() -> None:
     assert parse().moai is None
     assert parse(cache=True).moai is None
-    for off in (False, {"no-cache": True}):
+    for off in (False, {"no-cache": True}, {"no-store": True}):
         r = parse(cache=off, moai={"models": ["smollm2-135m"]})
         assert r.moai is not None and r.moai.cache is False and r.moai.models == ["smollm2-135m"]
+    assert parse(cache={"no-cache": False, "no-store": False}).moai is None
     assert refused(cache="no")[1] is not None
+
+
+@pytest.mark.parametrize("controls", [{"ttl": 10}, {"s-maxage": 60}, {"namespace": "a"}, {"no-store": "yes"}])
+def test_cache_controls_moai_does_not_honour_are_refused(controls: dict[str, object]) -> None:
+    """Stored for a day when the client asked for ten seconds, or served whatever its age: refused instead."""
+    assert refused(cache=controls)[1] is not None
 
 
 @pytest.mark.parametrize("score", [-1, 0, 0.5, 1, 7, 10])

@@ -78,6 +78,9 @@ class StreamOptions(BaseModel):
         return _null_is_default(cls, v, info)
 
 
+CACHE_CONTROLS = ("no-cache", "no-store")  # LiteLLM's per-request cache controls moai takes (either skips it)
+
+
 class MoaiOptions(BaseModel):
     """Per-request narrowing of the mix (never widening): extra body field ``moai``."""
 
@@ -191,8 +194,25 @@ class ChatCompletionRequest(BaseModel):
     user: str | None = None  # moai's session key; not sent on (it may identify a person)
     moai: MoaiOptions | None = None
     # the response cache's per-request opt-out also at the top level: `cache: false`, or LiteLLM's
-    # `cache: {"no-cache": true}`; folded into moai.cache
+    # `cache: {"no-cache": true}` / `{"no-store": true}`; folded into moai.cache
     cache: StrictBool | dict[str, Any] | None = None
+
+    @field_validator("cache")
+    @classmethod
+    def _cache_controls(cls, v: bool | dict[str, Any] | None) -> bool | dict[str, Any] | None:
+        """LiteLLM's cache controls that moai honours, as booleans; the others (a per-request ``ttl``,
+        ``s-maxage``, a ``namespace``) are refused, not ignored: an answer stored or served against what the
+        client asked is worse than a 400 that says so."""
+        if not isinstance(v, dict):
+            return v
+        other = sorted(set(v) - set(CACHE_CONTROLS))
+        if other:
+            raise ValueError(f"cache control(s) {', '.join(map(repr, other))} not supported (moai takes "
+                             f"{' and '.join(map(repr, CACHE_CONTROLS))}: both skip the cache for this request)")
+        wrong = [k for k, flag in v.items() if not isinstance(flag, bool)]
+        if wrong:
+            raise ValueError(f"cache control {wrong[0]!r} must be true or false")
+        return v
 
     @field_validator("stream", "n", mode="before")
     @classmethod
@@ -236,7 +256,7 @@ class ChatCompletionRequest(BaseModel):
 
     @model_validator(mode="after")
     def _cache_opt_out(self) -> ChatCompletionRequest:
-        off = self.cache is False or (isinstance(self.cache, dict) and bool(self.cache.get("no-cache")))
+        off = self.cache is False or (isinstance(self.cache, dict) and any(self.cache.values()))
         if off:
             self.moai = (self.moai or MoaiOptions()).model_copy(update={"cache": False})
         return self
