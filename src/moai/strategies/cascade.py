@@ -4,7 +4,9 @@ The scorer is either the gate (its predicted quality of that model on this query
 answer is not empty or truncated) or a judge model grading the answer 0–10. An accepted answer ends the
 cascade; a failed or rejected one escalates to the next model. The last model's step is the final one and is
 streamed when reached. With the gate as scorer, a model predicted below the threshold is not called at all
-(its answer could never be accepted), unless the last model fails: then it is the last model's fallback.
+(its answer could never be accepted), unless the last model fails: then the skipped models are the last model's
+fallbacks, the strongest (highest predicted quality) first. ``moai.reason`` tells what the run did (``settle``):
+the models skipped and not called after all, a try that failed, and who answered in a failed last model's place.
 """
 
 from __future__ import annotations
@@ -64,13 +66,20 @@ def plan(ctx: RequestContext) -> Plan:
         q = decision.quality.get(model) if decision.quality else None
         return q if q is not None else decision.probabilities.get(model, 0.0)
 
+    def skipped(ms: list[str]) -> str:
+        return ("cascade: skipped " + ", ".join(f"{m} (predicted quality {predicted(m):.2f})" for m in ms)
+                + f": below the threshold {threshold:g}, " + ("its answer" if len(ms) == 1 else "their answers")
+                + " could not be accepted")
+
     hopeless: list[str] = []
+    written = list(models)
     if ctx.mix.scorer == "gate":  # known before any call: skip the tries that could not be accepted
-        hopeless = [m for m in models[:-1] if predicted(m) < threshold]
+        # the last model's stand-ins, should it fail: the strongest (highest predicted quality) first, of two
+        # alike the later in the cascade
+        hopeless = sorted((m for m in models[:-1] if predicted(m) < threshold),
+                          key=lambda m: (predicted(m), written.index(m)), reverse=True)
         if hopeless:
-            notes.append("cascade: skipped " + ", ".join(f"{m} (predicted quality {predicted(m):.2f})"
-                                                         for m in hopeless)
-                         + f": below the threshold {threshold:g}, its answer could not be accepted")
+            notes.append(skipped([m for m in models if m in hopeless]))
             models = [m for m in models[:-1] if m not in hopeless] + models[-1:]
 
     def accepted(results: dict[str, StepResult], sid: str) -> bool:
@@ -101,7 +110,7 @@ def plan(ctx: RequestContext) -> Plan:
         chain = [model]
         if last:
             tried = set(models[:-1])
-            chain = [m for m in with_fallbacks(ctx, [model, *reversed(hopeless)]) if m not in tried]
+            chain = [m for m in with_fallbacks(ctx, [model, *hopeless]) if m not in tried]
         steps.append(Step(sid, "answer", chain, build, deps=deps, optional=not last, after_failure=True))
         if judge and not last:
             def build_grade(results: dict[str, StepResult], sid: str = sid):  # type: ignore[no-untyped-def]
@@ -118,4 +127,36 @@ def plan(ctx: RequestContext) -> Plan:
         done = [results[t] for t in tries[:-1] if t in results and results[t].status == "ok" and results[t].answered]
         return done[-1] if done else None
 
-    return Plan("cascade", steps, final=tries[-1], rescue=rescue, notes=notes)
+    def settle(results: dict[str, StepResult]) -> None:
+        """The notes as the run bore them out: a skipped model called after all (the last one failed) is no
+        longer said to be skipped, and what failed and who answered in the last model's place is said."""
+        for t in tries[:-1]:
+            r = results.get(t)
+            note = f"cascade: {r.model} ({t}) failed ({r.error}); the cascade escalated" if r else ""
+            if r is not None and r.status == "failed" and note not in notes:
+                notes.append(note)
+        final = results.get(tries[-1])
+        if final is None:
+            return
+        called = [a["model"] for a in final.attempts]
+        if hopeless and (said := skipped([m for m in written if m in hopeless])) in notes:
+            still = [m for m in written if m in hopeless and m not in called]
+            notes[notes.index(said):notes.index(said) + 1] = [skipped(still)] if still else []
+        answerer = final.model if final.status == "ok" else None
+        if answerer == models[-1] or (answerer is None and not any(a.get("error") for a in final.attempts)):
+            return  # the last model answered, an earlier answer was accepted, or no model was left to call
+        what = [f"{a['model']} failed ({a['error']})" for a in final.attempts if a.get("error")]
+        if models[-1] not in called:
+            what.insert(0, f"{models[-1]} was not called (circuit open, rate limited, or failed earlier)")
+        if answerer is None:
+            what.append("no model answered in its place")
+        elif answerer in hopeless:
+            what.append(f"{answerer} answered in its place, though predicted {predicted(answerer):.2f} (below the "
+                        "threshold): better than no answer")
+        else:
+            what.append(f"{answerer} answered in its place")
+        note = f"cascade: the last model {'; '.join(what)}"
+        if note not in notes:
+            notes.append(note)
+
+    return Plan("cascade", steps, final=tries[-1], rescue=rescue, notes=notes, settle=settle)

@@ -87,13 +87,20 @@ def _indexed(calls: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
     return [{"index": i, **c} for i, c in enumerate(calls)] if calls else None
 
 
+def _executed(plan: Plan, answer: StepResult, results: dict[str, StepResult]) -> Execution:
+    """The outcome, once the plan has set right what only its run could tell (``Plan.settle``)."""
+    if plan.settle is not None:
+        plan.settle(results)
+    return Execution(plan, answer, list(results.values()))
+
+
 def _answered_with(plan: Plan, rescued: StepResult, results: dict[str, StepResult]) -> Iterator[Delta | Execution]:
     """What the final step yields when an earlier answer stands in for its own (``Plan.rescue``)."""
     plan.rescued = rescued
     yield Delta(text=rescued.text, tool_calls=_indexed(rescued.tool_calls),
                 system_fingerprint=rescued.system_fingerprint)
     yield Delta(finish_reason="tool_calls" if rescued.tool_calls else "stop")
-    yield Execution(plan, rescued, list(results.values()))
+    yield _executed(plan, rescued, results)
 
 
 def _restored_calls(redactor: Any, calls: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
@@ -373,7 +380,7 @@ class Executor:
                 yield Delta(text=ans.text, tool_calls=_indexed(ans.tool_calls),
                             system_fingerprint=ans.system_fingerprint)
             yield Delta(finish_reason=ans.finish_reason)
-            yield Execution(plan, ans, list(results.values()))
+            yield _executed(plan, ans, results)
             return
         end: Delta | None = None  # the stream's last delta, held until the answer is known not to be empty
         if live:
@@ -404,7 +411,7 @@ class Executor:
             yield Delta(text=ans.text, tool_calls=ans.tool_calls, refusal=ans.refusal or "",
                         system_fingerprint=ans.system_fingerprint)
         yield end or Delta(finish_reason=ans.finish_reason)
-        yield Execution(plan, ans, list(results.values()))
+        yield _executed(plan, ans, results)
 
     async def _stream_final(self, step: Step, params: ChatParams, ans: StepResult,
                             plan: Plan | None = None) -> AsyncIterator[Delta]:

@@ -7,9 +7,11 @@ from moai.strategies.context import RequestContext
 from moai.strategies.moa import (
     aggregator_step,
     best_of,
+    no_answer,
     ok_answers,
     one_proposer,
     proposer_layers,
+    read_answers,
     rescue,
     with_fallbacks,
 )
@@ -45,7 +47,7 @@ def plan(ctx: RequestContext) -> Plan:
     steps, (last,) = proposer_layers(ctx, 1, proposers)
 
     def build_judge(results: dict[str, StepResult]):  # type: ignore[no-untyped-def]
-        answers = ok_answers(results, last)
+        answers = read_answers(ctx, results, last)  # says who answered with no text
         if len(answers) < 2:  # the pick passes the one answer on: no call, no call row
             return Skip(f"{len(answers)} answer(s) came back: nothing to judge between")
         return with_messages(ctx, judge_messages(ctx.params.messages, [a.text for a in answers]), max_tokens=8,
@@ -55,8 +57,8 @@ def plan(ctx: RequestContext) -> Plan:
 
     def build_final(results: dict[str, StepResult]):  # type: ignore[no-untyped-def]
         answers = ok_answers(results, last)
-        if not answers:
-            return None
+        if not answers:  # none with text: no pick (not an empty answer), as when every proposer failed
+            return Skip(no_answer(results, last))
         pick, note = judge_verdict(results.get("judge"), len(answers))
         if note:  # the judge failed or its verdict names no answer: the gate's favourite answers instead
             ctx.notes.append(note)

@@ -5,8 +5,10 @@ answers (Aggregate-and-Synthesize prompt) and answer again; one aggregator synth
 A failed proposer only shrinks its layer, and one whose circuit is open is not called while others of its layer
 are healthy; a layer whose every proposer failed is passed over (the next layer, or the aggregator, reads the
 newest layer that answered), and a failed or empty aggregation falls back to the best proposer answer of that
-layer. A plan left with one proposer (of several asked for) and one layer has it answer directly: an aggregator
-would only rewrite the one answer.
+layer. A proposer that answers with no text (a tool call, a refusal, nothing) gave nothing to build on: it is
+left out as a failed one is, saying so, and with no text from any proposer nothing is aggregated (the request
+fails as when every proposer failed). A plan left with one proposer (of several asked for) and one layer has it
+answer directly: an aggregator would only rewrite the one answer.
 """
 
 from __future__ import annotations
@@ -16,13 +18,43 @@ from collections.abc import Callable, Sequence
 from moai.config import Role
 from moai.strategies.budget import fit_budget
 from moai.strategies.context import RequestContext
-from moai.strategies.plan import Plan, Step, StepResult
+from moai.strategies.plan import Plan, Skip, Step, StepResult
 from moai.strategies.prompts import aggregate_messages
 from moai.strategies.roles import fill, repeat_temperature, role_size, unfilled, with_messages
 
 
 def ok_answers(results: dict[str, StepResult], ids: list[str]) -> list[StepResult]:
+    """The proposals of ``ids`` that later steps read: those with text (``read_answers`` says who had none)."""
     return [results[i] for i in ids if i in results and results[i].status == "ok" and results[i].text.strip()]
+
+
+def _held(r: StepResult) -> str:
+    """What an answer without text held instead."""
+    return "a tool call" if r.tool_calls else "a refusal" if r.refusal else "an empty answer"
+
+
+def read_answers(ctx: RequestContext, results: dict[str, StepResult], ids: list[str]) -> list[StepResult]:
+    """``ok_answers``, saying which proposers answered with no text (a tool call, a refusal, nothing): such an
+    answer is none to aggregate or judge, and its trace entry (``error``, the call stays ``ok``: the model did
+    answer) and a ``moai.reason`` line say why it was left out, rather than leaving it out unsaid."""
+    for i in ids:
+        r = results.get(i)
+        if r is None or r.status != "ok" or r.text.strip():
+            continue
+        why = f"answered with no text ({_held(r)}): not an answer to build on, left out"
+        r.error = r.error or why
+        note = f"{ctx.mix.strategy}: {r.step} ({r.model}) {why}"
+        if note not in ctx.notes:  # once, however many steps read it
+            ctx.notes.append(note)
+    return ok_answers(results, ids)
+
+
+def no_answer(results: dict[str, StepResult], ids: Sequence[str]) -> str:
+    """Why no proposer of ``ids`` gave an answer to build on: each one's outcome (as ``Skip``'s reason, which a
+    failed request's message repeats)."""
+    told = [f"{i} ({r.model}): {_held(r) if r.status == 'ok' else r.status}" for i in ids
+            if (r := results.get(i)) is not None]
+    return "no proposer answered with text" + (f" ({'; '.join(told)})" if told else "")
 
 
 def best_of(ctx: RequestContext, answers: list[StepResult]) -> StepResult | None:
@@ -42,11 +74,17 @@ def newest_answers(results: dict[str, StepResult], layers: Sequence[list[str]]) 
 
 
 def _read(ctx: RequestContext, results: dict[str, StepResult], layers: Sequence[list[str]], reader: str) -> list[str]:
-    """The texts ``reader`` builds on (``newest_answers``), saying so when the layer before it gave none."""
+    """The texts ``reader`` builds on (``newest_answers``), saying so when the layer before it gave none, and
+    which proposers answered with no text (``read_answers``). Empty when no proposer wrote any: the reader then
+    makes no call (its builder's ``Skip``), as when every proposer failed."""
+    for ids in layers:
+        read_answers(ctx, results, ids)
     answers = newest_answers(results, layers)
     if answers and answers[0].step not in layers[-1]:
         read = next(i for i, ids in enumerate(layers, 1) if answers[0].step in ids)
-        note = f"moa: every proposer of layer {len(layers)} failed; {reader} read layer {read}'s answers"
+        textless = any(results[i].status == "ok" for i in layers[-1] if i in results)
+        how = "failed or answered with no text" if textless else "failed"
+        note = f"moa: every proposer of layer {len(layers)} {how}; {reader} read layer {read}'s answers"
         if note not in ctx.notes:  # once, not once a proposer of the layer
             ctx.notes.append(note)
     return [r.text for r in answers]
@@ -69,6 +107,8 @@ def proposer_layers(ctx: RequestContext, layers: int, proposers: list[str], pref
                 if not prev:
                     return with_messages(ctx, ctx.params.messages, temperature=t)
                 answers = _read(ctx, results, prev, reader)
+                if not answers:
+                    return Skip(no_answer(results, [i for ids in prev for i in ids]))
                 return with_messages(ctx, aggregate_messages(ctx.params.messages, answers), temperature=t)
 
             # one layer's proposers stand in for each other: one with an open circuit is left out (executor)
@@ -80,9 +120,13 @@ def proposer_layers(ctx: RequestContext, layers: int, proposers: list[str], pref
 
 
 def aggregator_step(ctx: RequestContext, models: list[str], layers: list[list[str]]) -> Step:
-    """The aggregator, on the newest layer that answered: it runs while any proposer of any layer did."""
+    """The aggregator, on the newest layer that answered: it runs while any proposer of any layer answered with
+    text."""
     def build(results: dict[str, StepResult]):  # type: ignore[no-untyped-def]
         answers = _read(ctx, results, layers, "the aggregator")
+        if not answers:  # an aggregation of nothing would be made up: no call, and (no answer to rescue with)
+            # the request fails as when every proposer failed
+            return Skip(no_answer(results, [i for ids in layers for i in ids]))
         return with_messages(ctx, aggregate_messages(ctx.params.messages, answers))
 
     return Step("aggregate", "aggregator", models, build, deps=[d for ids in layers for d in ids])

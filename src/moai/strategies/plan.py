@@ -76,7 +76,13 @@ class StepResult:
         return max(0.0, (self.end - self.start) * 1000)
 
     def trace(self) -> dict[str, Any]:
-        """The entry that goes into the response's ``moai.trace`` list."""
+        """The entry that goes into the response's ``moai.trace`` list. Its tokens, cost, energy and emissions are
+        everything the step was charged (``outcome.step_spend``): its answer's, and what the upstream billed its
+        failed tries (a prompt read before a timeout), as its call rows and the response's usage count them, so
+        that the entries add up to the request; ``attempts`` shows each try's own share."""
+        from moai.strategies.outcome import step_spend  # outcome reads plans: imported when first asked
+
+        spent = step_spend(self)
         entry: dict[str, Any] = {
             "step": self.step,
             "role": self.role,
@@ -85,10 +91,10 @@ class StepResult:
             "start": round(self.start, 4),
             "end": round(self.end, 4),
             "latency_ms": round(self.latency_ms, 1),
-            "tokens": {"input": self.usage.prompt_tokens, "output": self.usage.completion_tokens},
-            "cost_usd": round(self.cost_usd, 8),
-            "energy_kwh": self.energy_kwh,
-            "co2_g": self.co2_g,
+            "tokens": {"input": spent.usage.prompt_tokens, "output": spent.usage.completion_tokens},
+            "cost_usd": round(spent.cost_usd, 8),
+            "energy_kwh": spent.energy_kwh,
+            "co2_g": spent.co2_g,
         }
         if self.queue_s >= QUEUE_SHOWN_S:  # a real wait, not the instant of taking a free model
             entry["queue_ms"] = round(self.queue_s * 1000, 1)
@@ -149,6 +155,9 @@ class Plan:
     # when a later step has no other model; an unreachable model (connection refused, not found, not loadable, a
     # rejected key) is not (``failed_models.worth_another_try``). Later steps leave them out (``Executor``).
     failed: dict[str, bool] = field(default_factory=dict)
+    # sets right, once the plan has run, what its notes said before it did (a cascade's skipped model that was
+    # called after all, when its last model failed): the executor calls it before it tells the outcome
+    settle: Callable[[dict[str, StepResult]], None] | None = None
 
     def answering(self) -> StepResult | None:
         """The result whose answer is being returned: the final step's, or the earlier answer that rescued it."""
