@@ -103,17 +103,20 @@ async def test_every_deployment_rate_limited_makes_the_model_rate_limited_until_
 async def test_a_call_a_refusal_and_the_model_id_come_through_as_from_one_endpoint(stream: bool) -> None:
     """A balanced model answers as a single-endpoint one: a tool call whole (not its streamed pieces), a refusal
     as a refusal, and its deployments are asked for the card's model, not their own names."""
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    params = ChatParams(messages=PARAMS.messages, max_tokens=4, tools=[weather])  # a call needs its function offered
+
     async def ask(script: Script) -> tuple[Any, Script]:
         with StubServer(script) as a:
             p = make_provider(card([a.url]))
             if stream:
-                deltas = [d async for d in p.stream(PARAMS)]
+                deltas = [d async for d in p.stream(params)]
                 calls: list[dict[str, Any]] = []
                 for d in deltas:
                     merge_tool_call_deltas(calls, d.tool_calls or [])
                 out = ("".join(d.text for d in deltas), calls, "".join(d.refusal for d in deltas))
             else:
-                c = await p.complete(PARAMS)
+                c = await p.complete(params)
                 assert c.model == "m"
                 out = (c.text, c.tool_calls or [], c.refusal or "")
             await p.aclose()

@@ -33,9 +33,12 @@ from moai.providers.base import (
     ProviderUnavailable,
     Usage,
     parse_retry_after,
+    prompt_usage,
+    retries_in_place,
     retry_in_place,
     token_count,
 )
+from moai.providers.tool_calls import check_offered
 
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
 UNASKED_MAX_TOKENS = 4096  # the limit sent when the client asked for none (the API requires one)
@@ -305,23 +308,32 @@ class AnthropicProvider(Provider):
 
     def __init__(self, card: ModelCard) -> None:
         super().__init__(card)
-        self._client: _Client | None = None
+        # made with the provider (by the server before its first request, off the event loop), not by the first
+        # call: loading its TLS certificates takes ~40 ms, which would block the loop and count in that call
+        self._client: _Client | None = self._new_client()
+
+    def _new_client(self) -> _Client:
+        key = os.environ.get(self.card.api_key_env or DEFAULT_KEY_ENV, "")
+        base = (self.card.endpoint or DEFAULT_ENDPOINT).rstrip("/").removesuffix("/v1")
+        return _Client(base_url=base, api_key=key or "not-needed", timeout=self.card.timeout_s,
+                       max_retries=self.card.max_retries)
 
     @property
     def client(self) -> anthropic.AsyncAnthropic:
-        if self._client is None:  # created lazily: never at import or config load
-            key = os.environ.get(self.card.api_key_env or DEFAULT_KEY_ENV, "")
-            base = (self.card.endpoint or DEFAULT_ENDPOINT).rstrip("/").removesuffix("/v1")
-            self._client = _Client(
-                base_url=base, api_key=key or "not-needed", timeout=self.card.timeout_s,
-                max_retries=self.card.max_retries,
-            )
+        if self._client is None:  # closed (aclose): a later call gets a new one
+            self._client = self._new_client()
         return self._client
+
+    def _for_call(self) -> anthropic.AsyncAnthropic:
+        """The client for the call in flight: without retries in place for a model tried as a last resort."""
+        if retries_in_place(self.card.max_retries) < self.card.max_retries:
+            return self.client.with_options(max_retries=0)
+        return self.client
 
     async def complete(self, params: ChatParams) -> Completion:
         start = time.perf_counter()
         try:
-            msg = await self.client.messages.create(**request_kwargs(params, self.card.upstream_model))
+            msg = await self._for_call().messages.create(**request_kwargs(params, self.card.upstream_model))
         except anthropic.AnthropicError as e:
             raise translate_error(self.name, e) from e
         texts: list[str] = []
@@ -331,6 +343,11 @@ class AnthropicProvider(Provider):
                 texts.append(block.text)
             elif block.type == "tool_use":
                 calls.append(tool_call(block.id, block.name, block.input))
+        try:
+            check_offered(self.name, calls, params.tools)
+        except ProviderServerError as e:  # the upstream generated it, and bills it
+            e.usage = _usage(msg.usage)
+            raise
         elapsed = time.perf_counter() - start
         text = "".join(texts)
         refused = msg.stop_reason == "refusal"  # whatever the model said is its refusal (OpenAI's message.refusal)
@@ -347,7 +364,7 @@ class AnthropicProvider(Provider):
         A refusal is known only at the end, after any text went out as content: it then comes as a ``refusal``
         piece of its own, so that clients still see ``message.refusal``."""
         try:
-            events = await self.client.messages.create(**request_kwargs(params, self.card.upstream_model),
+            events = await self._for_call().messages.create(**request_kwargs(params, self.card.upstream_model),
                                                        stream=True)
             prompt = output = 0
             cached: dict[str, int] | None = None
@@ -363,6 +380,11 @@ class AnthropicProvider(Provider):
                     prompt, output, cached = u.prompt_tokens, u.completion_tokens, u.prompt_details
                 elif ev.type == "content_block_start" and ev.content_block.type == "tool_use":
                     b = ev.content_block
+                    try:  # before the call goes out: the next model may still answer
+                        check_offered(self.name, [{"function": {"name": b.name}}], params.tools)
+                    except ProviderServerError as e:
+                        e.usage = Usage(prompt, output, cached) if prompt else prompt_usage(params)
+                        raise
                     tools[ev.index] = {"id": b.id, "name": b.name, "json": [], "input": b.input}
                 elif ev.type == "content_block_start" and ev.content_block.type == "text" and ev.content_block.text:
                     yield Delta(text=ev.content_block.text)

@@ -314,6 +314,18 @@ def with_estimates(usage: Usage, params: ChatParams, generated: str) -> Usage:
 _RETRIED: ContextVar[list[ProviderError] | None] = ContextVar("moai_retried_tries", default=None)
 
 
+# Set for a call to a model tried only as a last resort (its circuit open, or a rate limit still running): that call
+# makes one try, not its card's ``max_retries`` more in place. The model is failing: the try is a last chance for
+# the request, not the time to wait on the model (nor to send it the same request again).
+_ONE_TRY: ContextVar[bool] = ContextVar("moai_one_try", default=False)
+
+
+def retries_in_place(max_retries: int) -> int:
+    """How many times the call in flight may be retried on the same model: its card's ``max_retries``, or none
+    when its model is tried as a last resort (``watch_retries(..., one_try=True)``)."""
+    return 0 if _ONE_TRY.get() else max_retries
+
+
 def note_retried(error: ProviderError) -> None:
     """Report a failed try that is retried rather than raised, so that it is not lost to metrics and spend."""
     seen = _RETRIED.get()
@@ -367,15 +379,17 @@ def queue_left() -> None:
 
 
 @contextlib.contextmanager
-def watch_retries(seen: list[ProviderError], queued: Queued | None = None) -> Iterator[None]:
+def watch_retries(seen: list[ProviderError], queued: Queued | None = None, one_try: bool = False) -> Iterator[None]:
     """Collect into ``seen`` the tries that providers called in this block retry (``note_retried``), and into
-    ``queued`` the time they wait for their model. Keep the block free of ``yield``: a context variable does not
-    follow a generator from one task to another."""
+    ``queued`` the time they wait for their model; ``one_try``: they retry nothing in place (``retries_in_place``).
+    Keep the block free of ``yield``: a context variable does not follow a generator from one task to another."""
     token = _RETRIED.set(seen)
     waits = _QUEUED.set(queued) if queued is not None else None
+    once = _ONE_TRY.set(one_try)
     try:
         yield
     finally:
+        _ONE_TRY.reset(once)
         if waits is not None:
             _QUEUED.reset(waits)
         _RETRIED.reset(token)
@@ -399,12 +413,13 @@ async def answered(model: str, call: Awaitable[Completion]) -> Completion:
 
 
 async def watched(deltas: AsyncIterator[Delta], seen: list[ProviderError], model: str,
-                  queued: Queued | None = None) -> AsyncIterator[Delta]:
+                  queued: Queued | None = None, one_try: bool = False) -> AsyncIterator[Delta]:
     """``deltas``, with the tries retried while each piece is awaited collected into ``seen`` (and the time waited
-    for the model into ``queued``); an unexpected exception is that model's failure (``unexpected``)."""
+    for the model into ``queued``; ``one_try`` as for ``watch_retries``); an unexpected exception is that model's
+    failure (``unexpected``)."""
     it = aiter(deltas)
     while True:
-        with watch_retries(seen, queued):
+        with watch_retries(seen, queued, one_try):
             try:
                 d = await anext(it)
             except StopAsyncIteration:

@@ -39,10 +39,13 @@ from moai.providers.base import (
     note_retried,
     parse_retry_after,
     prompt_usage,
+    retries_in_place,
     retry_in_place,
     token_count,
     token_details,
+    with_estimates,
 )
+from moai.providers.tool_calls import check_offered
 
 DEFAULT_ENDPOINTS = {"openai": "https://api.openai.com/v1"}
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -211,7 +214,7 @@ class OpenAICompatProvider(Provider):
                     raise error from cause
                 if not retry_in_place(hint):
                     raise error from cause  # another model answers now; waiting here would hold the request
-            if attempt >= self.card.max_retries:
+            if attempt >= retries_in_place(self.card.max_retries):
                 raise error from cause
             note_retried(error)
             try:
@@ -245,13 +248,20 @@ class OpenAICompatProvider(Provider):
             raise _malformed(self.name, "choices is not a list")
         choice = _dict(self.name, choices[0], "a choice")
         message = _dict(self.name, choice.get("message"), "the message")
+        calls = _calls(self.name, message.get("tool_calls"))
+        try:
+            check_offered(self.name, calls, params.tools)
+        except ProviderServerError as e:  # the upstream generated it, and bills it
+            generated = "".join(json.dumps(c.get("function")) for c in calls or ())
+            e.usage = with_estimates(_usage(data.get("usage")) or Usage(), params, generated)
+            raise
         elapsed = time.perf_counter() - start
         return Completion(
             model=self.name,
             text=_text(self.name, message.get("content"), "the content"),
             finish_reason=_finish(choice.get("finish_reason")) or "stop",
             usage=_usage(data.get("usage")) or Usage(),
-            tool_calls=_calls(self.name, message.get("tool_calls")),
+            tool_calls=calls,
             refusal=_text(self.name, message.get("refusal"), "the refusal") or None,
             latency_s=elapsed,
             ttft_s=elapsed,
@@ -293,6 +303,11 @@ class OpenAICompatProvider(Provider):
                     d = _dict(self.name, choice.get("delta"), "the delta")
                     text = _text(self.name, d.get("content"), "the content")
                     calls = _calls(self.name, d.get("tool_calls"))
+                    try:  # before the call goes out: the next model may still answer
+                        check_offered(self.name, calls, params.tools, pieces=True)
+                    except ProviderServerError as e:
+                        e.usage = prompt_usage(params)  # sent and read; what it generated is not reported yet
+                        raise
                     refusal = _text(self.name, d.get("refusal"), "the refusal")
                     if text or calls or refusal:
                         yield Delta(text=text, tool_calls=calls, refusal=refusal, system_fingerprint=fingerprint)

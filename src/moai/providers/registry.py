@@ -7,11 +7,14 @@ and rate-limit hooks let live statistics steer every request. The executor reads
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 from moai.catalog import ModelCard
 from moai.config import Config
 from moai.providers import Provider, make_provider
+
+log = logging.getLogger(__name__)
 
 
 class ProviderRegistry:
@@ -32,6 +35,17 @@ class ProviderRegistry:
         if name not in self._providers:
             self._providers[name] = make_provider(self.card(name))
         return self._providers[name]
+
+    def prepare(self) -> None:
+        """Make every model's provider before the first request (the server's start-up, in a thread): making the
+        first of a protocol imports its library (aiohttp ~0.1 s, Anthropic's SDK ~1 s), which on the event loop
+        would stall every request in flight and count in that call's latency. One that cannot be made is left
+        to its first call to report."""
+        for name in self.config.models:
+            try:
+                self.get(name)
+            except Exception as e:  # noqa: BLE001 - reported by the call that needs it, as without this
+                log.debug("provider of %s not made at start-up: %s", name, e)
 
     def limit(self, name: str) -> asyncio.Semaphore:
         if name not in self._limits:

@@ -106,3 +106,31 @@ def merge_tool_call_deltas(calls: list[dict[str, Any]], deltas: list[dict[str, A
 
 def _malformed_call(model: str, what: str) -> ProviderServerError:
     return ProviderServerError(model, f"malformed response: {what}")
+
+
+def offered_functions(tools: list[dict[str, Any]] | None) -> set[str]:
+    """The names of the functions a request offered (the only kind of tool in the chat-completions API)."""
+    return {fn["name"] for t in tools or () if isinstance(t, dict) and t.get("type", "function") == "function"
+            and isinstance(fn := t.get("function"), dict) and isinstance(fn.get("name"), str)}
+
+
+def check_offered(model: str, calls: list[dict[str, Any]] | None, tools: list[dict[str, Any]] | None,
+                  pieces: bool = False) -> None:
+    """Refuse a reply that calls a function the request did not offer: a call when no tools were offered, or to a
+    name not among them. The client could not run it (a client that sent no tools expects text, and gets no
+    answer at all), so it breaks the protocol as a malformed reply does: ProviderServerError, and the request
+    moves on to the next model. ``pieces``: streamed pieces, checked one by one as they come; only the piece
+    that opens a call names it, the rest (no name) extend its arguments. A whole call must name its function."""
+    if not calls:
+        return
+    offered = offered_functions(tools)
+    for call in calls:
+        fn = call.get("function") if isinstance(call, dict) else None
+        name = fn.get("name") if isinstance(fn, dict) else None
+        shown = f" {name[:64]!r}" if isinstance(name, str) and name else ""
+        if not offered:
+            raise _malformed_call(model, f"called function{shown}, but the request offered no tools")
+        if (name is None or name == "") and pieces:
+            continue
+        if not isinstance(name, str) or name not in offered:
+            raise _malformed_call(model, f"called function{shown or ' (no name)'}, which the request did not offer")

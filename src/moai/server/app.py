@@ -93,6 +93,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         if mix.store is not None and mix.store.session_secret_source is not None:  # read when the store opened
             log.info("session digests keyed with %s", mix.store.session_secret_source)
         await asyncio.to_thread(load_privacy_model)  # ~0.7 s, paid here rather than by the first request
+        await asyncio.to_thread(mix.registry.prepare)  # the protocols' libraries, imported off the event loop
         warm = getattr(mix.chooser, "warm", None)
         if warm is not None:
             try:

@@ -127,10 +127,10 @@ class Executor:
             card, res.usage.prompt_tokens, res.usage.completion_tokens, res.latency_ms / 1000, res.cpu_s
         )
 
-    def _candidates(self, step: Step, plan: Plan | None = None) -> Iterator[str]:
+    def _candidates(self, step: Step, plan: Plan | None = None, last: set[str] | None = None) -> Iterator[str]:
         """Models to try, in order (``usable``: not those that failed earlier in the request). Health is asked just
         before each try (asking may reserve a circuit's probe), and models with an open circuit or a rate limit
-        still running are tried last rather than never."""
+        still running are tried last rather than never, and put in ``last``: each gets one try, no retry in place."""
         models = usable(plan, step, plan.results) if plan is not None else list(step.models)
         note_left_out(plan, step, models)
         skipped = []
@@ -139,6 +139,8 @@ class Executor:
                 yield m
             else:
                 skipped.append(m)
+        if last is not None:
+            last.update(skipped)
         yield from skipped
 
     def _spared(self, plan: Plan, step: Step, left_out: dict[str, set[str]]) -> set[str]:
@@ -228,7 +230,8 @@ class Executor:
         """Non-streamed call with fallbacks along ``step.models``, kept in ``res`` as it goes (a request cut short
         records the model in flight and every failed try)."""
         res = res or StepResult(step=step.id, role=step.role, model=None, status="failed", start=time.time())
-        for model in self._candidates(step, plan):
+        last_resort: set[str] = set()
+        for model in self._candidates(step, plan, last_resort):
             t0 = time.time()
             res.model, res.start = model, t0  # the try in flight
             redactor = self._redactor(plan, model)
@@ -240,7 +243,7 @@ class Executor:
                 async with self.registry.limit(model):
                     queued.leave()
                     res.usage = prompt_usage(sent)  # sent: what a request cut short now is billed for it
-                    with watch_retries(retried, queued):
+                    with watch_retries(retried, queued, one_try=model in last_resort):
                         out = await answered(model, self.registry.get(model).complete(sent))
                 if redactor:
                     out.text = redactor.restore(out.text)
@@ -421,7 +424,8 @@ class Executor:
         leaves the step at zero tokens, and what its try was billed (a prompt that timed out) to its attempt, as
         unstreamed.
         """
-        for model in self._candidates(step, plan):
+        last_resort: set[str] = set()
+        for model in self._candidates(step, plan, last_resort):
             t0 = time.time()
             started = False
             parts: list[str] = []
@@ -439,7 +443,8 @@ class Executor:
                 async with self.registry.limit(model):
                     queued.leave()
                     ans.usage = prompt_usage(sent)  # counted as it streams, exact at the end
-                    async for d in watched(self.registry.get(model).stream(sent), retried, model, queued):
+                    async for d in watched(self.registry.get(model).stream(sent), retried, model, queued,
+                                           one_try=model in last_resort):
                         if restorer is not None:
                             d.text = restorer.feed(d.text) + (restorer.flush() if d.finish_reason else "")
                             if d.tool_calls:  # a placeholder may straddle two pieces of the arguments
