@@ -395,7 +395,10 @@ class Mixture(SessionMemory, Recording):
             u["cost_usd"] += spent.cost_usd
 
         for r in ex.results:
-            if r.model and r.status == "ok":
+            # what a model was sent and generated is paid for also when its stream broke or its step was left
+            # behind (as usage, the metrics and the database count it)
+            spent = r.status in ("failed", "cancelled") and r.usage.total_tokens > 0
+            if r.model and (r.status == "ok" or spent):
                 count(r.model, Spend(r.usage, r.cost_usd))
             for a in r.attempts:  # failed tries the upstream billed all the same
                 if a.get("tokens"):

@@ -118,3 +118,15 @@ def test_stages_of_a_wide_deep_plan_are_counted_at_once() -> None:
     started = clock.perf_counter()
     assert [stages_after(plan, plan.steps[i]) for i in (0, 30, 120)] == [5, 4, 1]
     assert clock.perf_counter() - started < 1.0
+
+
+def test_a_proposer_left_behind_is_in_usage_by_model(tmp_path: Path) -> None:
+    """The prompt sent to a proposer left behind is billed (usage, its call row): usage_by_model counts it too, so
+    that it adds up to usage."""
+    moa = "{strategy: moa, proposers: [a, slow], aggregator: agg, fallbacks: []}"
+    with mixture(tmp_path, {"a": 0.0, "slow": 4.0}, moa, limit_s=3.0) as (m, _db):
+        r = m.chat.completions.create(model="moai/m", messages=HI)
+    summary = r.model_extra["moai"]
+    by_model = summary["usage_by_model"]
+    assert by_model["slow"]["input"] > 0, by_model
+    assert sum(u["input"] for u in by_model.values()) == r.usage.prompt_tokens
