@@ -130,3 +130,22 @@ def test_a_proposer_left_behind_is_in_usage_by_model(tmp_path: Path) -> None:
     by_model = summary["usage_by_model"]
     assert by_model["slow"]["input"] > 0, by_model
     assert sum(u["input"] for u in by_model.values()) == r.usage.prompt_tokens
+
+
+def test_a_proposer_is_not_left_behind_for_a_peer_that_said_nothing(tmp_path: Path) -> None:
+    """``a`` answers at once with nothing: ``slow``, past its share of the time, is still the one answer to
+    aggregate, and is waited for (it was cut, and the request failed for want of any text)."""
+    moa = "{strategy: moa, proposers: [a, slow], aggregator: agg, fallbacks: []}"
+    with contextlib.ExitStack() as stack:
+        urls = {"a": stack.enter_context(StubServer(Script(reply=""))).url,
+                "slow": stack.enter_context(StubServer(Script(reply="slow says hi", delay_s=2.0))).url,
+                "agg": stack.enter_context(StubServer(Script(reply="agg says hi"))).url}
+        cards = "\n".join(f'  {n}: {{provider: openai_compat, endpoint: "{u}", privacy: private, max_retries: 0}}'
+                          for n, u in urls.items())
+        m = Mixture(parse_config(f"models:\n{cards}\nmixes:\n  m: {moa}\nsettings: {{request_timeout_s: 3.0}}\n"))
+        try:
+            r = m.chat.completions.create(model="moai/m", messages=HI)
+        finally:
+            shutdown(m)
+    assert r.choices[0].message.content == "agg says hi"
+    assert [t["status"] for t in r.model_extra["moai"]["trace"] if t["model"] == "slow"] == ["ok"]

@@ -54,8 +54,8 @@ async def finished_in_share(call: Awaitable[StepResult], step: Step, plan: Plan,
     task = asyncio.ensure_future(call)
     group = [s.id for s in plan.steps if s.group == step.group and s.id != step.id and s.id in peers]
 
-    def answered() -> bool:
-        return any(sid in results and results[sid].ok for sid in group)
+    def answered() -> bool:  # with text: a peer that said nothing (an empty answer, a refusal) leaves nothing to use
+        return any(sid in results and results[sid].ok and results[sid].text.strip() for sid in group)
 
     try:
         await asyncio.wait({task}, timeout=max(0.0, until - time.monotonic()))
