@@ -46,7 +46,7 @@ parent's sockets from the child would disturb the parent's calls); a stream open
 
 from __future__ import annotations
 
-import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from openai.types.chat import ChatCompletion
@@ -54,11 +54,13 @@ from openai.types.chat import ChatCompletion
 from moai.api_errors import RequestTimeout
 from moai.api_errors import status_error as status_error
 from moai.api_loop import loop_for, shutdown
-from moai.api_requests import chunks, complete, parse_call, prepare
+from moai.api_requests import answer, chunks, parse_call, prepare
 from moai.api_requests import completion as completion
 from moai.api_streams import AsyncChunkStream, ChunkStream
 
 if TYPE_CHECKING:
+    from moai.api_loop import LoopThread
+    from moai.api_requests import _Call
     from moai.mixture import Mixture
 
 __all__ = ["AsyncChat", "AsyncChunkStream", "Chat", "ChunkStream", "RequestTimeout", "shutdown"]
@@ -70,9 +72,22 @@ class _Completions:
         self._runner = loop_for(mixture)
 
 
-def _left(timeout: float | None, began: float) -> float | None:
-    """What remains of ``timeout=`` for the first chunk: it bounds the wait for the response, as over HTTP."""
-    return None if timeout is None else max(0.0, timeout - (time.monotonic() - began))
+async def _complete(runner: LoopThread, m: Mixture, call: _Call) -> ChatCompletion:
+    """Prepare and answer in one task, so that a call given up on while it is prepared is still stopped and
+    recorded as cancelled; the request is noted for shutdown (a call answered and recorded returns its answer)."""
+    prep = await prepare(m, call.payload, call.session)
+    runner.prepared(prep)
+    return await answer(m, call, prep)
+
+
+async def _streamed(runner: LoopThread, m: Mixture, call: _Call) -> AsyncIterator[Any]:
+    """A stream's items (see ``chunks``), prepared in the same task as ``_complete``: a ``timeout=`` passing while
+    the request is prepared (a first call's imports) stops it and has it recorded, as a plain call's."""
+    prep = await prepare(m, call.payload, call.session)
+    runner.prepared(prep)
+    include = bool((call.payload.get("stream_options") or {}).get("include_usage"))
+    async for item in chunks(m, prep, call.payload["model"], include):
+        yield item
 
 
 class Completions(_Completions):
@@ -82,11 +97,9 @@ class Completions(_Completions):
         call = parse_call("Completions.create", model, messages, stream, timeout, kwargs)
         m, run = self._mixture, self._runner
         if not call.payload["stream"]:
-            return run.run(complete(m, call), call.timeout)
-        began = time.monotonic()
-        prep = run.run(prepare(m, call.payload, call.session), call.timeout)
-        include = bool((call.payload.get("stream_options") or {}).get("include_usage"))
-        return ChunkStream(run, chunks(m, prep, model, include), call.timeout)._ready(_left(call.timeout, began))
+            return run.run(_complete(run, m, call), call.timeout)
+        # ``timeout=`` bounds the wait for the first chunk, preparing included, as over HTTP
+        return ChunkStream(run, _streamed(run, m, call), call.timeout)._ready(call.timeout)
 
 
 class AsyncCompletions(_Completions):
@@ -96,12 +109,8 @@ class AsyncCompletions(_Completions):
         call = parse_call("AsyncCompletions.create", model, messages, stream, timeout, kwargs)
         m, run = self._mixture, self._runner
         if not call.payload["stream"]:
-            return await run.arun(complete(m, call), call.timeout)
-        began = time.monotonic()
-        prep = await run.arun(prepare(m, call.payload, call.session), call.timeout)
-        include = bool((call.payload.get("stream_options") or {}).get("include_usage"))
-        stream = AsyncChunkStream(run, chunks(m, prep, model, include), call.timeout)
-        return await stream._ready(_left(call.timeout, began))
+            return await run.arun(_complete(run, m, call), call.timeout)
+        return await AsyncChunkStream(run, _streamed(run, m, call), call.timeout)._ready(call.timeout)
 
 
 class Chat:

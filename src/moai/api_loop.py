@@ -23,7 +23,7 @@ from moai.api_errors import URL, forked, http, shut_down
 
 if TYPE_CHECKING:
     from moai.api_streams import AsyncChunkStream, ChunkStream
-    from moai.mixture import Mixture
+    from moai.mixture import Mixture, Prepared
 
 T = TypeVar("T")
 
@@ -42,6 +42,8 @@ class LoopThread:
         # every coroutine running on the loop, held strongly (an abandoned stream's task is not collected while
         # its model call runs) so that shutdown can stop them and have them recorded as cancelled
         self._tasks: set[asyncio.Task[Any]] = set()
+        # the request each running call prepared: shutdown lets one whose answer is already recorded finish
+        self._requests: dict[asyncio.Task[Any], Prepared] = {}
         self._streams: weakref.WeakSet[ChunkStream | AsyncChunkStream] = weakref.WeakSet()
 
     @property
@@ -85,11 +87,27 @@ class LoopThread:
     async def _tracked(self, coro: Coroutine[Any, Any, T]) -> T:
         task = asyncio.current_task()
         assert task is not None
+        if self.closed:  # submitted as shutdown began and not started before it stopped the others: refused
+            coro.close()
+            raise shut_down()
         self._tasks.add(task)
         try:
             return await coro
         finally:
             self._tasks.discard(task)
+            self._requests.pop(task, None)
+
+    def prepared(self, prep: Prepared) -> None:
+        """Note the request the running call prepared (called from that call, on the loop): shutdown then knows
+        whether its answer is already recorded (see ``_drain``)."""
+        task = asyncio.current_task()
+        if task is not None and task in self._tasks:
+            self._requests[task] = prep
+
+    def refuse_own_thread(self) -> None:
+        """A sync call from the loop's own thread would wait for ever on work that thread should do."""
+        if self._thread is not None and threading.current_thread() is self._thread:
+            raise RuntimeError("the sync API cannot be called from the engine's own loop; use achat")
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         try:
@@ -104,9 +122,11 @@ class LoopThread:
             self._streams.add(stream)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        if self._thread is not None and threading.current_thread() is self._thread:
+        try:
+            self.refuse_own_thread()
+        except RuntimeError:
             coro.close()
-            raise RuntimeError("the sync API cannot be called from the engine's own loop; use achat")
+            raise
         fut = self.submit(coro)
         try:
             return fut.result(timeout)
@@ -134,8 +154,9 @@ class LoopThread:
             raise
 
     def close(self, mixture: Mixture, timeout: float = 30) -> None:
-        """Refuse new calls, end open streams with an error, stop running calls (recorded as cancelled), then
-        close the Mixture's connections and flush its telemetry, and stop the loop."""
+        """Refuse new calls, end open streams with an error, stop running calls (recorded as cancelled, 503) but
+        let those whose answer is already recorded return it, then close the Mixture's connections and flush its
+        telemetry, and stop the loop."""
         with self._lock:
             if self.closed:
                 return
@@ -164,9 +185,15 @@ class LoopThread:
         # at interpreter exit the standard thread pools take no more work, and closing the Mixture hands its
         # telemetry flush to a thread: give the loop one that starts a thread per call instead
         asyncio.get_running_loop().set_default_executor(_ThreadPerCall())
+        # a call stopped now is recorded as the server records a request its shutdown stops: cancelled, 503
+        mixture.stopping = lambda: True
         running = [t for t in self._tasks if t is not asyncio.current_task()]
         for t in running:
-            t.cancel()
+            prep = self._requests.get(t)
+            # answered and recorded as such (its record being committed): stopping it now would leave a success
+            # on record that its caller never got; it returns its answer instead, in the moments it takes
+            if prep is None or not prep.recorded:
+                t.cancel()
         if running:
             await asyncio.wait(running, timeout=10)
         await mixture.aclose()
@@ -205,6 +232,7 @@ class LoopThread:
         self._lock = threading.Lock()  # another thread of the parent may have held it at the fork
         self._loop = self._thread = None
         self._tasks = set()
+        self._requests = {}
         streams, self._streams = list(self._streams), weakref.WeakSet()
         for stream in streams:
             stream._orphan(forked())
@@ -366,10 +394,11 @@ def runs_elsewhere(mixture: Mixture) -> bool:
 def shutdown(mixture: Mixture) -> None:
     """Close the Mixture's connections, flush its telemetry and stop its private loop (done at exit anyway).
 
-    Calls still running are stopped and recorded as cancelled, and an open stream raises
-    ``openai.APIConnectionError`` at its next chunk. The Mixture is closed for good: every later call raises
-    ``openai.APIConnectionError`` at once, as the OpenAI client does after ``close()``. Calling it again does
-    nothing."""
+    Calls still running are stopped: they raise ``openai.APIConnectionError`` and are recorded as cancelled with
+    status 503, as the server records the requests its shutdown stops; a call whose answer was complete and recorded
+    returns it. An open stream raises ``openai.APIConnectionError`` at its next chunk. The Mixture is closed for
+    good: every later call raises ``openai.APIConnectionError`` at once, as the OpenAI client does after
+    ``close()``. Calling it again does nothing."""
     with _LOOPS_LOCK:
         runner = _LOOPS.get(mixture)
         if runner is None:  # never used through this API: nothing of it to close, only later calls to refuse

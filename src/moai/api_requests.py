@@ -127,8 +127,9 @@ async def prepare(mixture: Mixture, payload: dict[str, Any], session: str | None
         raise translate(e, request_id, mixture.config) from e
 
 
-async def complete(mixture: Mixture, call: _Call) -> ChatCompletion:
-    prep = await prepare(mixture, call.payload, call.session)
+async def answer(mixture: Mixture, call: _Call, prep: Prepared) -> ChatCompletion:
+    """Run a prepared call to its ``ChatCompletion``, within ``settings.request_timeout_s`` (prepared apart, so that
+    the Python API can tell shutdown which request each call runs)."""
     limit = mixture.config.settings.request_timeout_s
     deadline.start(prep, limit)
     try:

@@ -35,6 +35,7 @@ class ChunkStream:
     response: http.Response
 
     def __init__(self, runner: LoopThread, source: AsyncIterator[Any], timeout: float | None = None) -> None:
+        runner.refuse_own_thread()
         q: queue.Queue[Any] = queue.Queue()
 
         async def pump() -> None:  # holds no reference to the stream, so an abandoned one is collected (and closed)
@@ -51,8 +52,10 @@ class ChunkStream:
         self._error: BaseException | None = None
         self._head: Any = None
         self.response = http.Response(200, request=request())  # until the server's is known (``_ready``)
-        self._future = runner.submit(pump())
+        self._future: concurrent.futures.Future[None] = _cancelled()
+        # tracked before it runs: a shutdown beginning meanwhile either ends it or refuses it (``submit`` raises)
         runner.track(self)
+        self._future = runner.submit(pump())
 
     def _abort(self, error: BaseException) -> None:
         """End the stream with ``error`` (the Mixture is shutting down); a waiting reader wakes up."""
@@ -141,7 +144,11 @@ class AsyncChunkStream:
     async def _ready(self, wait: float | None = None) -> AsyncChunkStream:
         """Wait for the first chunk (see ``ChunkStream._ready``)."""
         self._queue = self._start()
-        item = await self._get(wait)
+        try:
+            item = await self._get(wait)
+        except BaseException:  # the caller's task cancelled while it waits: stop the call (recorded as cancelled)
+            self._cancel()
+            raise
         _take_first(self, item)
         return self
 
@@ -168,9 +175,9 @@ class AsyncChunkStream:
             except BaseException as e:  # noqa: BLE001
                 post(e)
 
-        self._caller = caller
+        self._caller, self._queue = caller, q  # where ``_abort`` puts its error
+        self._runner.track(self)  # before it runs, as ``ChunkStream``'s
         self._future = self._runner.submit(pump())
-        self._runner.track(self)
         return q
 
     def _abort(self, error: BaseException) -> None:
