@@ -212,7 +212,11 @@ def test_exit_with_streams_left_open_ends_and_records_them_cancelled(tmp_path: P
     """)
     assert "leaving" in done.stdout
     assert "Event loop is closed" not in done.stderr and "was destroyed but it is pending" not in done.stderr
-    assert db_rows(tmp_path) == [("cancelled", 503), ("cancelled", 503)], done.stderr[-3000:]
+    rows = db_rows(tmp_path)
+    # the stream left open at exit is stopped by the shutdown (503); the async one, whose loop closed first, may
+    # already be recorded as abandoned by its reader (499) when the exit comes
+    assert len(rows) == 2 and ("cancelled", 503) in rows, (rows, done.stderr[-3000:])
+    assert set(rows) <= {("cancelled", 503), ("cancelled", 499)}, rows
 
 
 def test_exit_with_a_stream_open_and_no_store_does_not_hang(tmp_path: Path) -> None:
