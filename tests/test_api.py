@@ -503,3 +503,7 @@ def test_an_upstreams_address_is_not_in_the_error(tmp_path: Path, stream: bool) 
     finally:
         shutdown(m)
     assert "no model could answer" in str(e.value) and str(port) not in str(e.value), str(e.value)
+    import traceback
+
+    logged = "".join(traceback.format_exception(e.value))  # as logging.exception writes it, causes included
+    assert str(port) not in logged, logged[-2000:]

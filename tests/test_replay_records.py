@@ -80,6 +80,14 @@ def test_records_without_ids_and_blank_lines_still_answer(tmp_path: Path) -> Non
     assert "Traceback" not in r.output
 
 
+@pytest.mark.parametrize("nulls", ['"id": null', '"scores": null', '"id": null, "scores": null'])
+def test_records_with_a_null_id_or_scores_still_answer(tmp_path: Path, nulls: str) -> None:
+    """A replay needs the prompt and the responses: a null ``id`` or ``scores`` loaded before, and still does."""
+    path, _ = _config(tmp_path, f'{{{nulls}, "prompt": "hi", "responses": {{"a": "hello there"}}}}\n')
+    r = CliRunner().invoke(app, ["chat", "hi", "-c", str(path)])
+    assert r.exit_code == 0 and "hello there" in r.output, r.output
+
+
 def _ask(provider: Any, prompt: str = "hi") -> str:
     return asyncio.run(provider.complete(ChatParams(messages=[{"role": "user", "content": prompt}]))).text
 

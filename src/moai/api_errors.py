@@ -82,7 +82,8 @@ async def timed_out(mixture: Mixture, prep: Prepared, timeout_s: float | None) -
 def translate(e: Exception, request_id: str | None = None, config: Config | None = None) -> Exception:
     """Engine exceptions -> openai exceptions, with the statuses, headers and messages the HTTP server uses: an
     upstream's error is told as ``upstream_errors.public`` tells it (redacted, without the upstreams' addresses),
-    since an application logs or shows ``str(e)`` as readily as a client reads a response."""
+    since an application logs or shows ``str(e)`` as readily as a client reads a response. Callers raise it
+    ``from None``: a logged traceback would show the engine's exception, unredacted, as its cause."""
     from moai.mixture import BadRequest, UnknownModel
     from moai.providers.base import ProviderError, is_refusal
     from moai.strategies.context import NoEligibleModel

@@ -117,14 +117,14 @@ async def prepare(mixture: Mixture, payload: dict[str, Any], session: str | None
     try:
         body = ChatCompletionRequest.model_validate(payload)
     except Exception as e:  # noqa: BLE001 - re-raised as the openai client's exception
-        raise translate(e) from e
+        raise translate(e) from None
     try:
         return mixture.prepare(body, session=session)
     except UnknownModel as e:
-        raise translate(e) from e
+        raise translate(e) from None
     except Exception as e:  # noqa: BLE001
         request_id = await mixture.record_refusal(body, e, session=session, started=started)
-        raise translate(e, request_id, mixture.config) from e
+        raise translate(e, request_id, mixture.config) from None
 
 
 async def answer(mixture: Mixture, call: _Call, prep: Prepared) -> ChatCompletion:
@@ -138,7 +138,7 @@ async def answer(mixture: Mixture, call: _Call, prep: Prepared) -> ChatCompletio
     except TimeoutError:
         raise await timed_out(mixture, prep, limit) from None
     except Exception as e:  # noqa: BLE001
-        raise translate(e, prep.id, mixture.config) from e
+        raise translate(e, prep.id, mixture.config) from None
     return completion(mixture, prep, call.payload["model"], ex)
 
 
@@ -182,7 +182,7 @@ async def chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: bo
     except TimeoutError:
         raise await timed_out(mixture, prep, limit) from None
     except Exception as e:  # noqa: BLE001
-        raise translate(e, prep.id, mixture.config) from e
+        raise translate(e, prep.id, mixture.config) from None
 
     async def items() -> AsyncIterator[Any]:
         if first is not None:
@@ -207,4 +207,4 @@ async def chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: bo
     except TimeoutError:
         raise await timed_out(mixture, prep, limit) from None
     except Exception as e:  # noqa: BLE001
-        raise translate(e, prep.id, mixture.config) from e
+        raise translate(e, prep.id, mixture.config) from None

@@ -104,3 +104,38 @@ def test_a_burst_of_refused_requests_of_one_key_is_counted_together(tmp_path: Pa
     assert max(tasks) == 1 and sum(statements) == 300 and len(statements) < 10, (max(tasks), statements)
     assert peek(store, key.id, 1000).remaining == 700
     store.close()
+
+
+def test_a_shutdown_tells_how_many_refused_requests_it_left_uncounted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """One statement (1 request) in flight when the shutdown stops waiting, 9 more waiting behind it: the log says
+    9 of the key's requests were never sent (it said 1, the number of tasks, one per key)."""
+    import time
+
+    from moai.server import auth
+    from moai.server.rate_limit import Window
+
+    store = TelemetryStore(f"sqlite:///{tmp_path / 'moai.db'}")
+    key, _secret = create_key(store, "k", budget_day=1.0, rpm=1000)
+    keeper = Gatekeeper(store)
+    real = auth.count_admitted
+
+    def slow(store: TelemetryStore, key_id: str, now: float | None = None, n: int = 1) -> int:
+        time.sleep(0.5)
+        return real(store, key_id, now, n)
+
+    monkeypatch.setattr(auth, "count_admitted", slow)
+
+    async def scenario() -> None:
+        keeper.count_unheld(key, Window(1000, 999, 60.0, pending=True))
+        await asyncio.sleep(0.05)  # its statement is running
+        for _ in range(9):
+            keeper.count_unheld(key, Window(1000, 999, 60.0, pending=True))
+        await keeper.aclose(0.1)
+        await asyncio.sleep(0.6)  # the statement in flight lands
+
+    with caplog.at_level(logging.WARNING, logger="moai.server"):
+        asyncio.run(scenario())
+    store.close()
+    assert "RPM counts of 1 key(s)' refused requests" in caplog.text
+    assert f"9 refused request(s) of key {key.id} not counted against its RPM limit by the shutdown" in caplog.text

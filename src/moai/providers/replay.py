@@ -63,8 +63,11 @@ def _read(files: Sequence[str]) -> dict[str, Recorded]:
     for file in files:
         path = Path(file).expanduser()
         for ln, obj in read_json_lines(path, lambda ln, reason, path=path: RecordError(path, ln, reason)):
-            if isinstance(obj, dict) and "id" not in obj:
-                obj = {**obj, "id": f"line {ln}"}
+            if isinstance(obj, dict):  # a replay finds a record by its prompt: no id, or no scores, is fine
+                if obj.get("id") is None:
+                    obj = {**obj, "id": f"line {ln}"}
+                if obj.get("scores", {}) is None:
+                    obj = {**obj, "scores": {}}
             rec = _parse(obj, path, ln, need_scores=False)
             responses = obj.get("responses")
             responses = {} if responses is None else responses

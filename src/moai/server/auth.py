@@ -372,9 +372,9 @@ class Gatekeeper:
         if not self._counting:
             return
         _done, waiting = await asyncio.wait(set(self._counting), timeout=timeout_s or self.limit_checks.timeout_s)
-        if waiting:
-            log.warning("%d refused request(s) not counted against their key's RPM limit by the shutdown: the "
-                        "database did not answer in time", len(waiting))
+        if waiting:  # one task per key: each says, as it stops, how many of its key's requests it never sent
+            log.warning("the shutdown stopped waiting for the RPM counts of %d key(s)' refused requests: the database "
+                        "did not answer in time (a count already sent still lands when it does)", len(waiting))
             for task in waiting:
                 task.cancel()
 
