@@ -222,12 +222,10 @@ class Mixture(SessionMemory, Recording):
                 raise BadRequest("moai.models is empty: name at least one model, or leave it out", "moai.models")
         tool_tokens = estimate_tokens(json.dumps(body.tools)) if body.tools else 0  # sent with the prompt
         answer_tokens = body.completion_budget or 0  # the room the client asked for its answer: in the context too
-        asked = f" with max_tokens {answer_tokens}" if answer_tokens else ""
-        if prompt_tokens + tool_tokens + answer_tokens > max((c.context for c in self.config.pool(mix)),
-                                                             default=prompt_tokens):
+        if prompt_tokens + tool_tokens > max((c.context for c in self.config.pool(mix)), default=prompt_tokens):
             # no model could read it, whatever the scan below found: refused before scanning a prompt that long
-            raise BadRequest(f"This request is about {prompt_tokens + tool_tokens} tokens{asked}, more than any "
-                             "model's context allows", "messages", "context_length_exceeded")
+            raise BadRequest(f"This request is about {prompt_tokens + tool_tokens} tokens, more than any model's "
+                             "context allows", "messages", "context_length_exceeded")
         # an auto mix may hand the request to its collaboration mixes: the strictest policy along them holds
         chain = collaboration(self.config, mix)
         policy = stricter(chain[-1][1].constraints.sensitive_data if chain else mix.constraints.sensitive_data,
@@ -240,28 +238,36 @@ class Mixture(SessionMemory, Recording):
         max_tier = min(tiers, key=lambda t: PRIVACY_RANK[t]) if tiers else None
 
         def candidates(m: Mix) -> tuple[list[ModelCard], dict[str, str]]:
-            """The models of ``m`` this request may use: its constraints, then the request's own filters."""
-            cards, excluded = eligible(self.config, m, prompt_tokens + tool_tokens, needs_tools=bool(body.tools),
-                                       max_privacy=max_tier, output_tokens=body.completion_budget or m.max_tokens,
-                                       answer_tokens=answer_tokens)
-            if opts and opts.models is not None:
-                for c in cards:
-                    if c.name not in opts.models:
-                        excluded[c.name] = "not in the request's moai.models"
-                cards = [c for c in cards if c.name in opts.models]
-            if opts and opts.exclude:
-                for c in cards:
-                    if c.name in opts.exclude:
-                        excluded[c.name] = "excluded by the request"
-                cards = [c for c in cards if c.name not in opts.exclude]
-            return cards, excluded
+            """The models of ``m`` this request may use: its constraints, then the request's own filters. Those
+            with room for the answer asked (``max_tokens``) when there are any; else those the prompt fits, whose
+            answer is then cut at their context (as a local model's is: llama.cpp caps it at the room left), since
+            a client's large ``max_tokens`` is most often a ceiling, not a length it needs."""
+
+            def fitting(room: int) -> tuple[list[ModelCard], dict[str, str]]:
+                cards, excluded = eligible(self.config, m, prompt_tokens + tool_tokens, needs_tools=bool(body.tools),
+                                           max_privacy=max_tier, output_tokens=body.completion_budget or m.max_tokens,
+                                           answer_tokens=room)
+                if opts and opts.models is not None:
+                    for c in cards:
+                        if c.name not in opts.models:
+                            excluded[c.name] = "not in the request's moai.models"
+                    cards = [c for c in cards if c.name in opts.models]
+                if opts and opts.exclude:
+                    for c in cards:
+                        if c.name in opts.exclude:
+                            excluded[c.name] = "excluded by the request"
+                    cards = [c for c in cards if c.name not in opts.exclude]
+                return cards, excluded
+
+            cards, excluded = fitting(answer_tokens)
+            return fitting(0) if not cards and answer_tokens else (cards, excluded)
 
         cards, excluded = candidates(mix)
         if not cards:
             if excluded and all("exceeds context" in why for why in excluded.values()):
                 raise BadRequest(
-                    f"This request is about {prompt_tokens + tool_tokens} tokens{asked}, more than any model's "
-                    "context allows", "messages", "context_length_exceeded",
+                    f"This request is about {prompt_tokens + tool_tokens} tokens, more than any model's context "
+                    "allows", "messages", "context_length_exceeded",
                 )
             if guard.report.sensitive and guard.max_tier is not None:
                 raise no_trusted_model(guard.report.kinds, mix_name, guard.max_tier, excluded)

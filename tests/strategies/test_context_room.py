@@ -1,5 +1,6 @@
 """A card's context holds the prompt and the answer together: a request whose prompt and ``max_tokens`` overflow a
-model's context is never sent to it, and one that overflows every model's is a 400 ``context_length_exceeded``."""
+model's context goes to a model with room for both when there is one; when none has, to those its prompt fits (a
+large ``max_tokens`` is most often a ceiling: the answer is cut at the context, as llama.cpp cuts it)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,31 @@ def test_a_short_answer_still_fits_the_short_model(tmp_path: Path) -> None:
     assert {c.name for c in prep.ctx.candidates} == {"short", "roomy"}
 
 
-def test_an_answer_no_model_has_room_for_is_a_400(tmp_path: Path) -> None:
+def test_an_answer_no_model_has_room_for_goes_where_the_prompt_fits(tmp_path: Path) -> None:
+    prep = prepared(tmp_path, max_tokens=30_000)
+    assert {c.name for c in prep.ctx.candidates} == {"short", "roomy"}
+
+
+def test_a_model_named_by_the_request_is_kept_when_none_of_its_choice_has_room(tmp_path: Path) -> None:
+    prep = prepared(tmp_path, max_tokens=1000, moai={"models": ["short"]})
+    assert [c.name for c in prep.ctx.candidates] == ["short"]
+
+
+def test_a_prompt_no_model_can_read_is_still_a_400(tmp_path: Path) -> None:
+    m = Mixture(parse_config(CONFIG))
     with pytest.raises(BadRequest) as e:
-        prepared(tmp_path, max_tokens=30_000)
-    assert e.value.code == "context_length_exceeded" and "max_tokens 30000" in str(e.value)
+        m.prepare(ChatCompletionRequest.model_validate(
+            {"model": "moai/m", "messages": [{"role": "user", "content": "lorem " * 9000}], "max_tokens": 10}))
+    assert e.value.code == "context_length_exceeded"
+
+
+def test_the_embedded_default_takes_a_short_prompt_with_a_large_max_tokens() -> None:
+    """Its local models' context is 8,192: a client sending max_tokens 8,192 (or 16,384) was refused with a 400."""
+    from moai.config import load_config
+
+    m = Mixture(load_config(None))
+    for field, budget in (("max_tokens", 8192), ("max_completion_tokens", 16384)):
+        prep = m.prepare(ChatCompletionRequest.model_validate(
+            {"model": "moai/default", "messages": [{"role": "user", "content": "Say hello in three words."}],
+             field: budget}))
+        assert prep.ctx.candidates, prep.ctx.excluded
