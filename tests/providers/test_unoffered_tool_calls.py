@@ -103,3 +103,26 @@ def test_streamed_pieces_without_a_name_extend_a_call() -> None:
         check_offered("m", [{"index": 0, "function": {"arguments": "{}"}}], tools)
     with pytest.raises(ProviderServerError):
         check_offered("m", [{"index": 0, "function": {"arguments": "{}"}}], None, pieces=True)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize(("choice", "why"), [
+    ("none", "tool_choice is 'none'"),
+    ({"type": "function", "function": {"name": "other"}}, "tool_choice names 'other'"),
+], ids=["none", "named-other"])
+async def test_a_call_against_the_tool_choice_fails_the_try(stream: bool, choice: Any, why: str) -> None:
+    """Both functions offered, but the request's tool_choice rules this call out: no call, or another one."""
+    params = replace(PARAMS, tools=[tool("other"), tool("zzz")], tool_choice=choice)
+    with StubServer(Script(tool_call=("zzz", '{"x": 1}'))) as s:
+        got, error = await _answer(provider(s.url, retries=0), params, stream)
+    assert error is not None and error.retryable and why in str(error), error
+    assert not any(d.tool_calls for d in got)
+
+
+async def test_a_call_to_the_function_the_tool_choice_names_is_returned() -> None:
+    """Guard."""
+    params = replace(PARAMS, tools=[tool("other"), tool("zzz")],
+                     tool_choice={"type": "function", "function": {"name": "zzz"}})
+    with StubServer(Script(tool_call=("zzz", '{"x": 1}'))) as s:
+        out = await provider(s.url, retries=0).complete(params)
+    assert out.tool_calls and out.tool_calls[0]["function"]["name"] == "zzz"

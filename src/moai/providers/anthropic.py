@@ -344,7 +344,7 @@ class AnthropicProvider(Provider):
             elif block.type == "tool_use":
                 calls.append(tool_call(block.id, block.name, block.input))
         try:
-            check_offered(self.name, calls, params.tools)
+            check_offered(self.name, calls, params.tools, tool_choice=params.tool_choice)
         except ProviderServerError as e:  # the upstream generated it, and bills it
             e.usage = _usage(msg.usage)
             raise
@@ -381,7 +381,8 @@ class AnthropicProvider(Provider):
                 elif ev.type == "content_block_start" and ev.content_block.type == "tool_use":
                     b = ev.content_block
                     try:  # before the call goes out: the next model may still answer
-                        check_offered(self.name, [{"function": {"name": b.name}}], params.tools)
+                        check_offered(self.name, [{"function": {"name": b.name}}], params.tools,
+                                      tool_choice=params.tool_choice)
                     except ProviderServerError as e:
                         e.usage = Usage(prompt, output, cached) if prompt else prompt_usage(params)
                         raise

@@ -250,7 +250,7 @@ class OpenAICompatProvider(Provider):
         message = _dict(self.name, choice.get("message"), "the message")
         calls = _calls(self.name, message.get("tool_calls"))
         try:
-            check_offered(self.name, calls, params.tools)
+            check_offered(self.name, calls, params.tools, tool_choice=params.tool_choice)
         except ProviderServerError as e:  # the upstream generated it, and bills it
             generated = "".join(json.dumps(c.get("function")) for c in calls or ())
             e.usage = with_estimates(_usage(data.get("usage")) or Usage(), params, generated)
@@ -304,7 +304,8 @@ class OpenAICompatProvider(Provider):
                     text = _text(self.name, d.get("content"), "the content")
                     calls = _calls(self.name, d.get("tool_calls"))
                     try:  # before the call goes out: the next model may still answer
-                        check_offered(self.name, calls, params.tools, pieces=True)
+                        check_offered(self.name, calls, params.tools, pieces=True,
+                                      tool_choice=params.tool_choice)
                     except ProviderServerError as e:
                         e.usage = prompt_usage(params)  # sent and read; what it generated is not reported yet
                         raise

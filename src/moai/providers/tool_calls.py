@@ -114,23 +114,37 @@ def offered_functions(tools: list[dict[str, Any]] | None) -> set[str]:
             and isinstance(fn := t.get("function"), dict) and isinstance(fn.get("name"), str)}
 
 
+def _chosen_function(tool_choice: Any) -> str | None:
+    """The function a ``tool_choice`` names (``{"type": "function", "function": {"name": ...}}``), else None."""
+    fn = tool_choice.get("function") if isinstance(tool_choice, dict) else None
+    name = fn.get("name") if isinstance(fn, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
 def check_offered(model: str, calls: list[dict[str, Any]] | None, tools: list[dict[str, Any]] | None,
-                  pieces: bool = False) -> None:
+                  pieces: bool = False, tool_choice: Any = None) -> None:
     """Refuse a reply that calls a function the request did not offer: a call when no tools were offered, or to a
-    name not among them. The client could not run it (a client that sent no tools expects text, and gets no
-    answer at all), so it breaks the protocol as a malformed reply does: ProviderServerError, and the request
-    moves on to the next model. ``pieces``: streamed pieces, checked one by one as they come; only the piece
-    that opens a call names it, the rest (no name) extend its arguments. A whole call must name its function."""
+    name not among them, or against its ``tool_choice`` (``"none"``: no call; a named function: that one only).
+    The client could not run it (a client that sent no tools expects text, and gets no answer at all), so it
+    breaks the protocol as a malformed reply does: ProviderServerError, and the request moves on to the next model.
+    ``pieces``: streamed pieces, checked one by one as they come; only the piece that opens a call names it, the
+    rest (no name) extend its arguments. A whole call must name its function."""
     if not calls:
         return
     offered = offered_functions(tools)
+    chosen = _chosen_function(tool_choice)
     for call in calls:
         fn = call.get("function") if isinstance(call, dict) else None
         name = fn.get("name") if isinstance(fn, dict) else None
         shown = f" {name[:64]!r}" if isinstance(name, str) and name else ""
         if not offered:
             raise _malformed_call(model, f"called function{shown}, but the request offered no tools")
+        if tool_choice == "none":
+            raise _malformed_call(model, f"called function{shown}, but the request's tool_choice is 'none'")
         if (name is None or name == "") and pieces:
             continue
+        if chosen is not None and name != chosen:
+            raise _malformed_call(model, f"called function{shown or ' (no name)'}, but the request's tool_choice "
+                                         f"names {chosen[:64]!r}")
         if not isinstance(name, str) or name not in offered:
             raise _malformed_call(model, f"called function{shown or ' (no name)'}, which the request did not offer")
