@@ -52,8 +52,8 @@ def read_answers(ctx: RequestContext, results: dict[str, StepResult], ids: list[
 def no_answer(results: dict[str, StepResult], ids: Sequence[str]) -> str:
     """Why no proposer of ``ids`` gave an answer to build on: each one's outcome (as ``Skip``'s reason, which a
     failed request's message repeats)."""
-    told = [f"{i} ({r.model}): {_held(r) if r.status == 'ok' else r.status}" for i in ids
-            if (r := results.get(i)) is not None]
+    told = [f"{i}{f' ({r.model})' if r.model else ''}: {_held(r) if r.status == 'ok' else r.status}" for i in ids
+            if (r := results.get(i)) is not None]  # a step skipped before any model was picked names none
     return "no proposer answered with text" + (f" ({'; '.join(told)})" if told else "")
 
 
