@@ -53,3 +53,17 @@ def test_route_reads_the_failures_the_server_recorded(tmp_path: Path) -> None:
     assert routed(tmp_path) == "cheap"  # no database of its own yet: the cards alone
     assert routed(tmp_path, "--database-url", url) == "dear"
     assert not (tmp_path / "home" / "moai.db").exists()  # reading none creates none
+
+
+def test_route_leaves_a_database_without_moais_tables_as_it_found_it(tmp_path: Path) -> None:
+    """A database moai never wrote to (another program's, or PostgreSQL's empty one) has no statistics: reading
+    them must not create moai's tables there (opening a store migrates)."""
+    import sqlite3
+
+    db = tmp_path / "other.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("create table notes (x text)")
+    assert routed(tmp_path, "--database-url", f"sqlite:///{db}") == "cheap"
+    with sqlite3.connect(db) as conn:
+        tables = {r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")}
+    assert tables == {"notes"}

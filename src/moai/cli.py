@@ -264,6 +264,8 @@ def _read_live_stats(mixture: Any, database_url: str | None) -> None:
     if missing_sqlite_file(url) is not None:
         return
     try:
+        if not _has_calls_table(url):  # an empty database (PostgreSQL): nothing to read, no schema to create there
+            return
         store = TelemetryStore(url)
     except DatabaseUnavailable as e:
         warn(f"live statistics not read, the decision weighs the model cards alone: {e}")
@@ -275,6 +277,26 @@ def _read_live_stats(mixture: Any, database_url: str | None) -> None:
              f"{type(e).__name__}")
     finally:
         store.close()
+
+
+def _has_calls_table(url: str) -> bool:
+    """Whether the database holds moai's tables, looked at without creating them (opening a ``TelemetryStore``
+    migrates). Raises ``DatabaseUnavailable`` when it cannot be reached."""
+    from sqlalchemy import create_engine, inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from moai.telemetry.database import DatabaseUnavailable, safe_url
+
+    try:
+        engine = create_engine(url, connect_args={"connect_timeout": 5} if url.startswith("postgresql") else {})
+    except Exception as e:  # noqa: BLE001 - a bad URL or a missing driver: as TelemetryStore tells it
+        raise DatabaseUnavailable(f"cannot open database {safe_url(url)!r}: {e}") from None
+    try:
+        return inspect(engine).has_table("calls")
+    except SQLAlchemyError as e:
+        raise DatabaseUnavailable(f"cannot open database {safe_url(url)!r}: {type(e).__name__}") from None
+    finally:
+        engine.dispose()
 
 
 # ---------------------------------------------------------------------------- monitoring
