@@ -70,3 +70,12 @@ def test_the_embedded_default_takes_a_short_prompt_with_a_large_max_tokens() -> 
             {"model": "moai/default", "messages": [{"role": "user", "content": "Say hello in three words."}],
              field: budget}))
         assert prep.ctx.candidates, prep.ctx.excluded
+
+
+@pytest.mark.parametrize("text", ["中" * 2000, "😀" * 2000], ids=["cjk", "emoji"])
+def test_a_prompt_of_wide_characters_is_counted_a_token_each(text: str) -> None:
+    """2,000 Chinese characters (or emoji) are 2,000 tokens and more: not for the 1,024-token model (at 4
+    characters a token they counted as 500, and were sent there)."""
+    prep = Mixture(parse_config(CONFIG)).prepare(ChatCompletionRequest.model_validate(
+        {"model": "moai/m", "messages": [{"role": "user", "content": text}]}))
+    assert [c.name for c in prep.ctx.candidates] == ["roomy"], prep.ctx.excluded
