@@ -69,10 +69,6 @@ class LoopThread:
                     if mixture is not None and _inherited(mixture, self._home):
                         _take_over(mixture)
                     self._home = pid
-                if self._loop is None and (mixture := self._mixture()) is not None:
-                    # as the server's start-up: the providers' libraries imported here, not on the loop inside
-                    # the first call (which was charged their import, ~0.1-1 s, as the model's latency)
-                    mixture.registry.prepare()
                 loop = asyncio.new_event_loop()
                 started = threading.Event()
                 self._thread = threading.Thread(target=self._serve, args=(loop, started), name="moai-api-loop",
