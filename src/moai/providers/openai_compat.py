@@ -176,6 +176,11 @@ class OpenAICompatProvider(Provider):
         body = {"model": self.card.upstream_model, **params.openai_kwargs()}
         if self.card.provider == "openai" and "max_tokens" in body:  # OpenAI's current name; its reasoning models
             body["max_completion_tokens"] = body.pop("max_tokens")  # take no other
+        if self.card.provider != "openai" and any(m.get("role") == "developer" for m in body["messages"]):
+            # OpenAI's newer name for system instructions: llama.cpp's server (and others) refuse the role (500),
+            # which failed every such request and counted against the model's health
+            body["messages"] = [{**m, "role": "system"} if m.get("role") == "developer" else m
+                                for m in body["messages"]]
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}

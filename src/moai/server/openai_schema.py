@@ -37,7 +37,14 @@ class ChatMessage(BaseModel):
             raise ValueError(f"a {self.role} message needs non-empty content")
         if self.role == "tool" and not self.tool_call_id:
             raise ValueError("a tool message needs tool_call_id")
+        if self.role == "assistant" and self.content is None and not self.tool_calls and not self._refusal():
+            raise ValueError("an assistant message needs content, tool_calls or a refusal")  # as OpenAI says
         return self
+
+    def _refusal(self) -> str | None:
+        """The refusal of an assistant message sent back as the model gave it (``content: null``)."""
+        refusal = (self.model_extra or {}).get("refusal")
+        return refusal if isinstance(refusal, str) and refusal else None
 
     def _media(self) -> bool:
         """Whether a user message carries a part other than text (an image, audio, a file): content on its own,
@@ -54,10 +61,18 @@ class ChatMessage(BaseModel):
         is not sent on: no scan for sensitive data reads it, so it must not reach a model unread."""
         data = self.model_dump(exclude_none=True)
         out = {k: v for k, v in data.items() if k in MESSAGE_FIELDS}
+        if self.role == "assistant" and self.content is None and (refusal := self._refusal()):
+            out["content"] = refusal  # what the model said, as text every upstream takes (and the scan reads)
         if isinstance(out.get("content"), list):
-            out["content"] = [{k: v for k, v in p.items() if k == "type" or k in PART_FIELDS.get(p["type"], ())}
-                              for p in out["content"]]
+            out["content"] = [_part(p) for p in out["content"]]
         return out
+
+
+def _part(p: dict[str, Any]) -> dict[str, Any]:
+    """A content part as sent on: its kind's fields only; a refusal part (an assistant's) as the text it is."""
+    if p["type"] == "refusal" and isinstance(p.get("refusal"), str):
+        return {"type": "text", "text": p["refusal"]}
+    return {k: v for k, v in p.items() if k == "type" or k in PART_FIELDS.get(p["type"], ())}
 
 
 def _null_is_default(model: type[BaseModel], v: Any, info: ValidationInfo) -> Any:
