@@ -249,9 +249,9 @@ class Mixture(SessionMemory, Recording):
 
         def candidates(m: Mix) -> tuple[list[ModelCard], dict[str, str]]:
             """The models of ``m`` this request may use: its constraints, then the request's own filters. Those
-            with room for the answer asked (``max_tokens``) when there are any; else those the prompt fits, whose
-            answer is then cut at their context (as a local model's is: llama.cpp caps it at the room left), since
-            a client's large ``max_tokens`` is most often a ceiling, not a length it needs."""
+            with room for the answer asked (``max_tokens``) when there are any; else the local ones the prompt fits,
+            whose answer llama.cpp stops at the room left (a client's large ``max_tokens`` is most often a ceiling,
+            not a length it needs); a remote model refuses a limit past its context, so it is left out."""
 
             def fitting(room: int) -> tuple[list[ModelCard], dict[str, str]]:
                 cards, excluded = eligible(self.config, m, prompt_tokens + tool_tokens, needs_tools=bool(body.tools),
@@ -270,13 +270,17 @@ class Mixture(SessionMemory, Recording):
                 return cards, excluded
 
             cards, excluded = fitting(answer_tokens)
-            return fitting(0) if not cards and answer_tokens else (cards, excluded)
+            if cards or not answer_tokens:
+                return cards, excluded
+            roomless, _ = fitting(0)
+            return [c for c in roomless if c.provider == "local"], excluded
 
         cards, excluded = candidates(mix)
         if not cards:
             if excluded and all("exceeds context" in why for why in excluded.values()):
                 raise BadRequest(
-                    f"This request is about {prompt_tokens + tool_tokens} tokens, more than any model's context "
+                    f"This request is about {prompt_tokens + tool_tokens} tokens"
+                    f"{f' with max_tokens {answer_tokens}' if answer_tokens else ''}, more than any model's context "
                     "allows", "messages", "context_length_exceeded",
                 )
             if guard.report.sensitive and guard.max_tier is not None:

@@ -42,14 +42,24 @@ def test_a_short_answer_still_fits_the_short_model(tmp_path: Path) -> None:
     assert {c.name for c in prep.ctx.candidates} == {"short", "roomy"}
 
 
-def test_an_answer_no_model_has_room_for_goes_where_the_prompt_fits(tmp_path: Path) -> None:
-    prep = prepared(tmp_path, max_tokens=30_000)
-    assert {c.name for c in prep.ctx.candidates} == {"short", "roomy"}
+def test_an_answer_no_remote_model_has_room_for_is_a_400(tmp_path: Path) -> None:
+    """A remote model refuses a limit past its context (its server says so, after a billed round trip)."""
+    with pytest.raises(BadRequest) as e:
+        prepared(tmp_path, max_tokens=30_000)
+    assert e.value.code == "context_length_exceeded" and "max_tokens 30000" in str(e.value)
 
 
-def test_a_model_named_by_the_request_is_kept_when_none_of_its_choice_has_room(tmp_path: Path) -> None:
-    prep = prepared(tmp_path, max_tokens=1000, moai={"models": ["short"]})
-    assert [c.name for c in prep.ctx.candidates] == ["short"]
+def test_an_answer_no_model_has_room_for_goes_to_a_local_model_the_prompt_fits(tmp_path: Path) -> None:
+    """llama.cpp stops a local model's answer at the room its context leaves: the ceiling is no reason to refuse,
+    and its cost and latency are those of the answer the context can hold (a cap on either refused it)."""
+    local = CONFIG.replace("mixes:", f"  tiny: {{provider: local, path: '{tmp_path / 'tiny.gguf'}', context: 2048}}\n"
+                           "mixes:").replace("models: [short, roomy]", "models: [short, roomy, tiny]")
+    local = local.replace("weights: {quality: 0, cost: 1}", "weights: {quality: 0, cost: 1}, "
+                          "constraints: {max_latency_s: 120}")
+    m = Mixture(parse_config(local))
+    prep = m.prepare(ChatCompletionRequest.model_validate(
+        {"model": "moai/m", "messages": [{"role": "user", "content": "lorem " * 600}], "max_tokens": 30_000}))
+    assert [c.name for c in prep.ctx.candidates] == ["tiny"], prep.ctx.excluded
 
 
 def test_a_prompt_no_model_can_read_is_still_a_400(tmp_path: Path) -> None:

@@ -97,7 +97,10 @@ def eligible(config: Config, mix: Mix, prompt_tokens: int, needs_tools: bool = F
     kept: list[ModelCard] = []
     limits = [t for t in (max_privacy, mix.constraints.max_privacy) if t is not None]
     limit = min(limits, key=lambda t: PRIVACY_RANK[t]) if limits else None  # the stricter one wins
+    ceiling = output_tokens
     for card in config.pool(mix):
+        # no model writes past its context: a large ceiling costs (and takes) what the context leaves at most
+        output_tokens = max(1, min(ceiling, card.context - prompt_tokens))
         if limit is not None and PRIVACY_RANK[card.privacy] > PRIVACY_RANK[limit]:
             excluded[card.name] = f"{PRIVACY_LIMITED} {card.privacy} not allowed (max {limit})"
         elif prompt_tokens + answer_tokens > card.context:
