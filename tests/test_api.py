@@ -507,3 +507,18 @@ def test_an_upstreams_address_is_not_in_the_error(tmp_path: Path, stream: bool) 
 
     logged = "".join(traceback.format_exception(e.value))  # as logging.exception writes it, causes included
     assert str(port) not in logged, logged[-2000:]
+
+
+def test_a_fault_of_moais_own_keeps_its_cause(mix: Mixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception the API does not translate (no upstream's error, a bug) is raised as it is, cause and all."""
+
+    async def broken(*_a: object, **_k: object) -> None:
+        try:
+            raise KeyError("the root")
+        except KeyError as e:
+            raise RuntimeError("a fault") from e
+
+    monkeypatch.setattr(mix, "run", broken)
+    with pytest.raises(RuntimeError, match="a fault") as e:
+        mix.chat.completions.create(model="moai/default", messages=HI)
+    assert isinstance(e.value.__cause__, KeyError)

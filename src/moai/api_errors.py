@@ -6,7 +6,7 @@ returns for it, so code written against that client handles the Python API uncha
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import openai
 from pydantic import ValidationError
@@ -79,11 +79,21 @@ async def timed_out(mixture: Mixture, prep: Prepared, timeout_s: float | None) -
     return RequestTimeout(timeout_s)
 
 
+def raise_translated(e: Exception, request_id: str | None = None, config: Config | None = None) -> NoReturn:
+    """Raise ``e`` as the openai client's exception (``translate``) without the engine's exception as its cause (a
+    logged traceback would show it, unredacted); one ``translate`` leaves as it is (a fault of moai's own) is
+    re-raised with its own cause chain."""
+    out = translate(e, request_id, config)
+    if out is e:
+        raise e
+    raise out from None
+
+
 def translate(e: Exception, request_id: str | None = None, config: Config | None = None) -> Exception:
     """Engine exceptions -> openai exceptions, with the statuses, headers and messages the HTTP server uses: an
     upstream's error is told as ``upstream_errors.public`` tells it (redacted, without the upstreams' addresses),
-    since an application logs or shows ``str(e)`` as readily as a client reads a response. Callers raise it
-    ``from None``: a logged traceback would show the engine's exception, unredacted, as its cause."""
+    since an application logs or shows ``str(e)`` as readily as a client reads a response (``raise_translated``
+    raises it without the engine's exception as its cause)."""
     from moai.mixture import BadRequest, UnknownModel
     from moai.providers.base import ProviderError, is_refusal
     from moai.strategies.context import NoEligibleModel

@@ -17,7 +17,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import BaseModel, ValidationError
 
 from moai import deadline
-from moai.api_errors import http, request, timed_out, translate
+from moai.api_errors import http, raise_translated, request, timed_out
 
 if TYPE_CHECKING:
     from moai.mixture import Mixture, Prepared
@@ -117,14 +117,14 @@ async def prepare(mixture: Mixture, payload: dict[str, Any], session: str | None
     try:
         body = ChatCompletionRequest.model_validate(payload)
     except Exception as e:  # noqa: BLE001 - re-raised as the openai client's exception
-        raise translate(e) from None
+        raise_translated(e)
     try:
         return mixture.prepare(body, session=session)
     except UnknownModel as e:
-        raise translate(e) from None
+        raise_translated(e)
     except Exception as e:  # noqa: BLE001
         request_id = await mixture.record_refusal(body, e, session=session, started=started)
-        raise translate(e, request_id, mixture.config) from None
+        raise_translated(e, request_id, mixture.config)
 
 
 async def answer(mixture: Mixture, call: _Call, prep: Prepared) -> ChatCompletion:
@@ -138,7 +138,7 @@ async def answer(mixture: Mixture, call: _Call, prep: Prepared) -> ChatCompletio
     except TimeoutError:
         raise await timed_out(mixture, prep, limit) from None
     except Exception as e:  # noqa: BLE001
-        raise translate(e, prep.id, mixture.config) from None
+        raise_translated(e, prep.id, mixture.config)
     return completion(mixture, prep, call.payload["model"], ex)
 
 
@@ -182,7 +182,7 @@ async def chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: bo
     except TimeoutError:
         raise await timed_out(mixture, prep, limit) from None
     except Exception as e:  # noqa: BLE001
-        raise translate(e, prep.id, mixture.config) from None
+        raise_translated(e, prep.id, mixture.config)
 
     async def items() -> AsyncIterator[Any]:
         if first is not None:
@@ -207,4 +207,4 @@ async def chunks(mixture: Mixture, prep: Prepared, model: str, include_usage: bo
     except TimeoutError:
         raise await timed_out(mixture, prep, limit) from None
     except Exception as e:  # noqa: BLE001
-        raise translate(e, prep.id, mixture.config) from None
+        raise_translated(e, prep.id, mixture.config)
