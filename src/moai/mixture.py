@@ -311,6 +311,9 @@ class Mixture(SessionMemory, Recording):
         ctx.collaborators = {name: (m, *candidates(m)) for name, m in chain}
         ctx.steered = bool(opts and (opts.models is not None or opts.exclude or opts.weights))
         ctx.notes.extend(guard.notes)
+        if ignored := body.ignored_fields():
+            shown = ", ".join(ignored[:10]) + (f" and {len(ignored) - 10} more" if len(ignored) > 10 else "")
+            ctx.notes.append(f"request field(s) not read, neither OpenAI's nor moai's: {shown[:300]}")
         session = session or body.user
         if session and mix.sessions != "off":
             ctx.session = session

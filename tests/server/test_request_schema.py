@@ -122,3 +122,27 @@ def test_openai_ranges_and_new_fields() -> None:
 def test_deprecated_function_calling_is_refused_with_a_pointer_to_tools(field: str, value: Any) -> None:
     msg, param = refused(**{field: value})
     assert param == field and "'tools'" in msg
+
+
+@pytest.mark.parametrize("extra", [
+    {"modalities": ["text", "audio"]}, {"audio": {"voice": "alloy", "format": "wav"}},
+    {"web_search_options": {}}, {"prediction": {"type": "content", "content": "x"}},
+    {"stream_options": {"include_usage": True}},
+], ids=["modalities", "audio", "web-search", "prediction", "stream-options-unstreamed"])
+def test_fields_asking_for_what_is_not_served_are_refused(extra: dict[str, Any]) -> None:
+    """A text answer without the audio, the search or the stream asked for would pass for what was asked."""
+    message, _param = refused(**extra)
+    assert next(iter(extra)) in message, message
+
+
+def test_unknown_fields_are_taken_and_named() -> None:
+    body = parse(max_token=5, temprature=0.2, store=True, metadata={"a": "b"}, modalities=["text"])
+    assert body.ignored_fields() == ["max_token", "temprature"]
+
+
+def test_unknown_fields_are_told_in_the_answers_reasons() -> None:
+    from moai.config import load_config
+    from moai.mixture import Mixture
+
+    prep = Mixture(load_config(None)).prepare(parse(model="moai/default", max_token=5))
+    assert any("not read" in n and "max_token" in n for n in prep.ctx.notes), prep.ctx.notes

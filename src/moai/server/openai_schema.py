@@ -1,7 +1,8 @@
 """OpenAI's chat-completions request, as a strict-enough pydantic model, and its error body.
 
-Strict where a wrong value would silently change behaviour (roles, types, ranges); lenient with unknown
-top-level fields, as OpenAI's own API is, so that newer clients keep working.
+Strict where a wrong value would silently change behaviour (roles, types, ranges); fields asking for what moai
+does not serve (audio, web search) are refused; other unknown top-level fields are taken, so that newer clients
+keep working, and named in the answer's ``moai.reason`` (a typo there would otherwise go unnoticed).
 """
 
 from __future__ import annotations
@@ -172,6 +173,12 @@ def _unencodable(value: Any, path: str) -> str | None:
 MAX_COMPLETION_TOKENS = 1 << 20
 
 
+# OpenAI fields for answers moai does not give: refused rather than answered in plain text
+UNSERVED_FIELDS = {"audio": "no audio output", "web_search_options": "no web search",
+                   "prediction": "no predicted outputs"}
+# OpenAI fields that do not change the answer, taken and not sent on (no stored completions, one service tier)
+READ_ELSEWHERE = frozenset({"store", "metadata", "service_tier", "prompt_cache_key", "safety_identifier",
+                            "modalities"})
 MAX_TOOLS = 128  # tool definitions per request, as OpenAI allows
 MAX_LOGIT_BIAS = 1024  # token biases per request (OpenAI's own limit is lower): each is checked and sent on
 
@@ -268,6 +275,27 @@ class ChatCompletionRequest(BaseModel):
             if name not in {t["function"]["name"] for t in tools}:
                 raise ValueError(f"names function {name!r}, which is not among the tools")
         return v
+
+    @model_validator(mode="after")
+    def _answerable(self) -> ChatCompletionRequest:
+        """OpenAI fields asking for an answer moai cannot give (audio, a web search, a predicted output) are 400s:
+        a text answer without them would pass for what was asked. ``stream_options`` needs ``stream``, as at
+        OpenAI."""
+        extra = self.model_extra or {}
+        modalities = extra.get("modalities")
+        if modalities is not None and (not isinstance(modalities, list) or set(modalities) - {"text"}):
+            raise ValueError("modalities: only [\"text\"] is served here (no audio output)")
+        for name in UNSERVED_FIELDS:
+            if extra.get(name) is not None:
+                raise ValueError(f"{name}: not supported here ({UNSERVED_FIELDS[name]})")
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options: only allowed when stream is true")
+        return self
+
+    def ignored_fields(self) -> list[str]:
+        """Top-level fields neither OpenAI's chat completions nor moai read (a typo such as ``max_token``, another
+        gateway's option): taken, as newer clients' fields must be, and told in ``moai.reason``."""
+        return sorted(k for k in (self.model_extra or {}) if k not in READ_ELSEWHERE)
 
     @model_validator(mode="after")
     def _cache_opt_out(self) -> ChatCompletionRequest:
