@@ -122,8 +122,8 @@ def text_messages(model: str, messages: list[dict[str, Any]]) -> list[dict[str, 
             for part in content:
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
                 if kind != "text":
-                    raise ProviderRequestError(model, f"reads text only; the request has a {kind!r} content part",
-                                               code="unsupported_request", param="messages")
+                    raise ProviderRequestError(model, f"reads text only; the request has a content part of type "
+                                                      f"{kind!r}", code="unsupported_request", param="messages")
                 texts.append(str(part.get("text") or ""))
             m = {**m, "content": "\n".join(texts)}
         out.append(m)
