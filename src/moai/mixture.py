@@ -12,7 +12,6 @@ import functools
 import json
 import logging
 import os
-import re
 import time
 import uuid
 from collections import OrderedDict
@@ -26,7 +25,7 @@ from moai.cache import ResponseCache
 from moai.catalog import PRIVACY_RANK, ModelCard
 from moai.config import Config, Mix, Weights, load_config
 from moai.gate.rules import RuleChooser, message_text
-from moai.providers.base import ChatParams, Delta, ProviderError
+from moai.providers.base import ChatParams, Delta, ProviderError, text_tokens
 from moai.providers.registry import ProviderRegistry
 from moai.recording import Recording
 from moai.refusals import BadRequest, UnknownModel, refusal
@@ -53,18 +52,12 @@ NO_TOOLS = frozenset({"moa", "fanout", "chain", "critique"})  # strategies whose
 log = logging.getLogger("moai")
 
 
-# characters that take a token or more each in common tokenizers: CJK ideographs and syllabaries, Hangul,
-# full-width forms, and everything beyond the Basic Multilingual Plane (emoji)
-_WIDE = re.compile("[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef\U00010000-\U0010ffff]")
-
-
 def estimate_tokens(text: str) -> int:
-    """Tokens before any model is chosen, for the context checks: ~4 ASCII characters a token, a token for each CJK
-    character or emoji, ~2 other characters a token (accented, Cyrillic, Greek). At 4 characters a token for all,
-    12,000 Chinese characters (12,000 tokens and more) passed as 3,000 and were sent to a 4,096-token model."""
-    ascii_chars = len(text.encode("ascii", "ignore"))
-    wide = len(_WIDE.findall(text)) if ascii_chars < len(text) else 0
-    return ascii_chars // 4 + wide + (len(text) - ascii_chars - wide) // 2 + 1
+    """Tokens before any model is chosen, for the context checks: ~4 ASCII characters a token and a token for any
+    other character (``text_tokens``, as a call without usage is billed). It errs high for accented or Cyrillic
+    text, low for scripts that take several tokens a character in some tokenizers (Thai, Hindi); at 4 characters
+    a token for all, 12,000 Chinese characters passed as 3,000 and were sent to a 4,096-token model."""
+    return text_tokens(text) + 1
 
 
 @dataclass
@@ -249,9 +242,10 @@ class Mixture(SessionMemory, Recording):
 
         def candidates(m: Mix) -> tuple[list[ModelCard], dict[str, str]]:
             """The models of ``m`` this request may use: its constraints, then the request's own filters. Those
-            with room for the answer asked (``max_tokens``) when there are any; else the local ones the prompt fits,
-            whose answer llama.cpp stops at the room left (a client's large ``max_tokens`` is most often a ceiling,
-            not a length it needs); a remote model refuses a limit past its context, so it is left out."""
+            with room for the answer asked (``max_tokens``) when there are any; else those the prompt fits, as
+            before: a client's large ``max_tokens`` is most often a ceiling, not a length it needs (llama.cpp, and
+            Ollama, stop the answer at the room left; a server that refuses such a limit says so, and the next
+            model is tried; a remote card's ``context`` left at its default says little of the model's own)."""
 
             def fitting(room: int) -> tuple[list[ModelCard], dict[str, str]]:
                 cards, excluded = eligible(self.config, m, prompt_tokens + tool_tokens, needs_tools=bool(body.tools),
@@ -270,10 +264,7 @@ class Mixture(SessionMemory, Recording):
                 return cards, excluded
 
             cards, excluded = fitting(answer_tokens)
-            if cards or not answer_tokens:
-                return cards, excluded
-            roomless, _ = fitting(0)
-            return [c for c in roomless if c.provider == "local"], excluded
+            return fitting(0) if not cards and answer_tokens else (cards, excluded)
 
         cards, excluded = candidates(mix)
         if not cards:
@@ -311,9 +302,10 @@ class Mixture(SessionMemory, Recording):
         ctx.collaborators = {name: (m, *candidates(m)) for name, m in chain}
         ctx.steered = bool(opts and (opts.models is not None or opts.exclude or opts.weights))
         ctx.notes.extend(guard.notes)
-        if ignored := body.ignored_fields():
-            shown = ", ".join(ignored[:10]) + (f" and {len(ignored) - 10} more" if len(ignored) > 10 else "")
-            ctx.notes.append(f"request field(s) not read, neither OpenAI's nor moai's: {shown[:300]}")
+        if ignored := body.ignored_fields():  # names a client chose: shown escaped and cut, a few of them
+            names = [ascii(n[:40])[1:-1] + ("…" if len(n) > 40 else "") for n in ignored[:10]]
+            more = f" and {len(ignored) - 10} more" if len(ignored) > 10 else ""
+            ctx.notes.append(f"request field(s) not read, neither OpenAI's nor moai's: {', '.join(names)}{more}")
         session = session or body.user
         if session and mix.sessions != "off":
             ctx.session = session

@@ -144,5 +144,30 @@ def test_unknown_fields_are_told_in_the_answers_reasons() -> None:
     from moai.config import load_config
     from moai.mixture import Mixture
 
-    prep = Mixture(load_config(None)).prepare(parse(model="moai/default", max_token=5))
-    assert any("not read" in n and "max_token" in n for n in prep.ctx.notes), prep.ctx.notes
+    prep = Mixture(load_config(None)).prepare(parse(model="moai/default", max_token=5, verbosity="low"))
+    assert any("not read" in n and "max_token" in n and "verbosity" not in n for n in prep.ctx.notes), prep.ctx.notes
+    hostile = {"a\x1b[31mRED\x07\n<b>x</b>": 1, "y" * 5000: 2}
+    prep = Mixture(load_config(None)).prepare(parse(model="moai/default", **hostile))
+    (note,) = [n for n in prep.ctx.notes if "not read" in n]
+    assert "\x1b" not in note and "\n" not in note and "\\x1b" in note, note  # escaped, not sent raw
+    assert "y" * 40 + "…" in note and "y" * 41 not in note, note
+
+
+@pytest.mark.parametrize(("message", "sent"), [
+    ({"role": "assistant", "content": "", "refusal": "No."}, "No."),
+    ({"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "refusal", "refusal": "No."}]}, None),
+], ids=["empty-content-and-refusal", "user-refusal-part"])
+def test_refusals_in_the_history(message: dict[str, Any], sent: str | None) -> None:
+    """An assistant's refusal goes as its text when its content is empty too; a user's refusal part is no text."""
+    body = parse(messages=[{"role": "user", "content": "hi"}, message, {"role": "user", "content": "ok"}])
+    out = body.messages[1].to_provider()
+    if sent is not None:
+        assert out["content"] == sent
+    else:
+        assert {"type": "text", "text": "No."} not in out["content"]
+
+
+def test_a_legacy_function_call_message_is_pointed_to_tool_calls() -> None:
+    message, _ = refused(messages=[{"role": "user", "content": "hi"},
+                                   {"role": "assistant", "content": None, "function_call": {"name": "f"}}])
+    assert "function_call" in message and "tool_calls" in message

@@ -42,11 +42,29 @@ def test_a_short_answer_still_fits_the_short_model(tmp_path: Path) -> None:
     assert {c.name for c in prep.ctx.candidates} == {"short", "roomy"}
 
 
-def test_an_answer_no_remote_model_has_room_for_is_a_400(tmp_path: Path) -> None:
-    """A remote model refuses a limit past its context (its server says so, after a billed round trip)."""
-    with pytest.raises(BadRequest) as e:
-        prepared(tmp_path, max_tokens=30_000)
-    assert e.value.code == "context_length_exceeded" and "max_tokens 30000" in str(e.value)
+def test_an_answer_no_model_has_room_for_goes_where_the_prompt_fits(tmp_path: Path) -> None:
+    """A large max_tokens is most often a ceiling: with no model room for it, those the prompt fits, as before (a
+    server that refuses such a limit says so, and the next model is tried)."""
+    prep = prepared(tmp_path, max_tokens=30_000)
+    assert {c.name for c in prep.ctx.candidates} == {"short", "roomy"}
+
+
+def test_a_local_models_worst_case_is_the_answer_its_context_can_hold(tmp_path: Path) -> None:
+    """A plan's cost and time are worked out at what each step can write: a local model stops at its context's
+    room, so a ceiling of 30,000 tokens is not 30,000 tokens of its time (a remote card's ceiling stands)."""
+    from moai.strategies.budget import estimate
+
+    cfg = f"""models:
+  tiny: {{provider: local, path: '{tmp_path / 'tiny.gguf'}', context: 2048, params_b: 0.5}}
+mixes:
+  m: {{strategy: route, models: [tiny]}}
+"""
+    m = Mixture(parse_config(cfg))
+    prep = m.prepare(ChatCompletionRequest.model_validate(
+        {"model": "moai/m", "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 30_000}))
+    _usd, seconds = estimate(prep.ctx, prep.plan)
+    card = m.config.models["tiny"]
+    assert seconds <= card.expected_latency_s(2048) < card.expected_latency_s(30_000) / 5, seconds
 
 
 def test_an_answer_no_model_has_room_for_goes_to_a_local_model_the_prompt_fits(tmp_path: Path) -> None:
@@ -82,10 +100,11 @@ def test_the_embedded_default_takes_a_short_prompt_with_a_large_max_tokens() -> 
         assert prep.ctx.candidates, prep.ctx.excluded
 
 
-@pytest.mark.parametrize("text", ["中" * 2000, "😀" * 2000], ids=["cjk", "emoji"])
+@pytest.mark.parametrize("text", ["中" * 2000, "😀" * 2000, "क" * 2000, "ไ" * 2000],
+                         ids=["cjk", "emoji", "devanagari", "thai"])
 def test_a_prompt_of_wide_characters_is_counted_a_token_each(text: str) -> None:
-    """2,000 Chinese characters (or emoji) are 2,000 tokens and more: not for the 1,024-token model (at 4
-    characters a token they counted as 500, and were sent there)."""
+    """2,000 Chinese, Hindi or Thai characters (or emoji) are 2,000 tokens and more: not for the 1,024-token model
+    (at 4 characters a token they counted as 500, and were sent there)."""
     prep = Mixture(parse_config(CONFIG)).prepare(ChatCompletionRequest.model_validate(
         {"model": "moai/m", "messages": [{"role": "user", "content": text}]}))
     assert [c.name for c in prep.ctx.candidates] == ["roomy"], prep.ctx.excluded

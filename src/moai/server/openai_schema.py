@@ -39,7 +39,9 @@ class ChatMessage(BaseModel):
         if self.role == "tool" and not self.tool_call_id:
             raise ValueError("a tool message needs tool_call_id")
         if self.role == "assistant" and self.content is None and not self.tool_calls and not self._refusal():
-            raise ValueError("an assistant message needs content, tool_calls or a refusal")  # as OpenAI says
+            legacy = " (its function_call is OpenAI's deprecated form: send tool_calls)" if (
+                self.model_extra or {}).get("function_call") else ""
+            raise ValueError(f"an assistant message needs content, tool_calls or a refusal{legacy}")  # as at OpenAI
         return self
 
     def _refusal(self) -> str | None:
@@ -62,16 +64,16 @@ class ChatMessage(BaseModel):
         is not sent on: no scan for sensitive data reads it, so it must not reach a model unread."""
         data = self.model_dump(exclude_none=True)
         out = {k: v for k, v in data.items() if k in MESSAGE_FIELDS}
-        if self.role == "assistant" and self.content is None and (refusal := self._refusal()):
+        if self.role == "assistant" and not self.content and (refusal := self._refusal()):
             out["content"] = refusal  # what the model said, as text every upstream takes (and the scan reads)
         if isinstance(out.get("content"), list):
-            out["content"] = [_part(p) for p in out["content"]]
+            out["content"] = [_part(p, self.role) for p in out["content"]]
         return out
 
 
-def _part(p: dict[str, Any]) -> dict[str, Any]:
-    """A content part as sent on: its kind's fields only; a refusal part (an assistant's) as the text it is."""
-    if p["type"] == "refusal" and isinstance(p.get("refusal"), str):
+def _part(p: dict[str, Any], role: str) -> dict[str, Any]:
+    """A content part as sent on: its kind's fields only; an assistant's refusal part as the text it is."""
+    if role == "assistant" and p["type"] == "refusal" and isinstance(p.get("refusal"), str):
         return {"type": "text", "text": p["refusal"]}
     return {k: v for k, v in p.items() if k == "type" or k in PART_FIELDS.get(p["type"], ())}
 
@@ -177,8 +179,8 @@ MAX_COMPLETION_TOKENS = 1 << 20
 UNSERVED_FIELDS = {"audio": "no audio output", "web_search_options": "no web search",
                    "prediction": "no predicted outputs"}
 # OpenAI fields that do not change the answer, taken and not sent on (no stored completions, one service tier)
-READ_ELSEWHERE = frozenset({"store", "metadata", "service_tier", "prompt_cache_key", "safety_identifier",
-                            "modalities"})
+READ_ELSEWHERE = frozenset({"store", "metadata", "service_tier", "prompt_cache_key", "prompt_cache_retention",
+                            "prompt_cache_options", "safety_identifier", "modalities", "verbosity", "moderation"})
 MAX_TOOLS = 128  # tool definitions per request, as OpenAI allows
 MAX_LOGIT_BIAS = 1024  # token biases per request (OpenAI's own limit is lower): each is checked and sent on
 

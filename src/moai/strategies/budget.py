@@ -20,7 +20,7 @@ from typing import Any
 
 from moai.providers.base import ChatParams, text_tokens
 from moai.strategies import prompts
-from moai.strategies.context import RequestContext
+from moai.strategies.context import RequestContext, most_written
 from moai.strategies.plan import Plan, Step, StepResult
 
 # a fan-out judge answers with one line, 'BEST: n' (as ``fanout`` asks it)
@@ -108,6 +108,8 @@ def step_calls(ctx: RequestContext, plan: Plan) -> tuple[dict[str, tuple[int, in
             tokens = (prompt_tokens(built.messages), built.max_tokens)
             if checked and s.role == "reviser":  # or written from the program, whose run decides
                 tokens = (max(tokens[0], any_instruction(ctx, answers)), tokens[1])
+        # the longest answer any of its models can write (a local one stops at its context's room)
+        tokens = (tokens[0], max(most_written(ctx.config.models[m], tokens[0], tokens[1]) for m in s.models))
         calls[s.id] = tokens
         results[s.id] = worst_answer(s.id, tokens[1])
     return calls, level
@@ -126,6 +128,7 @@ def estimate(ctx: RequestContext, plan: Plan) -> tuple[float, float]:
             continue
         card = cards[s.models[0]]
         prompt, out = calls[s.id]
+        out = most_written(card, prompt, out)
         cost += card.cost_usd(prompt, out)
         local = sum(1 for t in plan.steps if t.id in calls and level[t.id] == level[s.id]
                     and cards[t.models[0]].provider == "local")
@@ -143,7 +146,11 @@ def worst_case_usd(ctx: RequestContext, plan: Plan) -> float:
     every fallback's prompt, for a rare failure, would hold several times what a request nearly always costs."""
     cards = ctx.config.models
     calls, _ = step_calls(ctx, plan)
-    return sum(max(cards[m].cost_usd(*calls[s.id]) for m in s.models) for s in plan.steps if s.id in calls)
+    def dearest(s: Step) -> float:
+        prompt, out = calls[s.id]
+        return max(cards[m].cost_usd(prompt, most_written(cards[m], prompt, out)) for m in s.models)
+
+    return sum(dearest(s) for s in plan.steps if s.id in calls)
 
 
 def plan_estimate(ctx: RequestContext, proposers: list[str], aggregator: str | None, layers: int) -> tuple[

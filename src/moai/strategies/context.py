@@ -86,6 +86,18 @@ def privacy_limited(why: str) -> bool:
     return why.startswith(PRIVACY_LIMITED)
 
 
+def most_written(card: ModelCard, prompt_tokens: int, ceiling: int) -> int:
+    """The most a call can write under a ``ceiling`` (its ``max_tokens``): a local model stops at the room its
+    context leaves (llama.cpp runs it with that context), so a large ceiling costs and takes no more than that; a
+    remote card's ``context`` may be a default that says little of the model's own, so its ceiling stands (a cost
+    cap, a budget's hold, must not count on an answer shorter than the one that may be billed), as does a prompt
+    the context cannot hold."""
+    room = card.context - prompt_tokens
+    if card.provider != "local" or room <= 0:  # a prompt past the context: no room to reason about, the worst kept
+        return ceiling
+    return min(ceiling, room)
+
+
 def eligible(config: Config, mix: Mix, prompt_tokens: int, needs_tools: bool = False,
              max_privacy: str | None = None, output_tokens: int = 0,
              answer_tokens: int = 0) -> tuple[list[ModelCard], dict[str, str]]:
@@ -99,8 +111,7 @@ def eligible(config: Config, mix: Mix, prompt_tokens: int, needs_tools: bool = F
     limit = min(limits, key=lambda t: PRIVACY_RANK[t]) if limits else None  # the stricter one wins
     ceiling = output_tokens
     for card in config.pool(mix):
-        # no model writes past its context: a large ceiling costs (and takes) what the context leaves at most
-        output_tokens = max(1, min(ceiling, card.context - prompt_tokens))
+        output_tokens = most_written(card, prompt_tokens, ceiling)
         if limit is not None and PRIVACY_RANK[card.privacy] > PRIVACY_RANK[limit]:
             excluded[card.name] = f"{PRIVACY_LIMITED} {card.privacy} not allowed (max {limit})"
         elif prompt_tokens + answer_tokens > card.context:
