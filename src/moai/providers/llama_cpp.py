@@ -130,6 +130,69 @@ def text_messages(model: str, messages: list[dict[str, Any]]) -> list[dict[str, 
     return out
 
 
+# regex classes llama.cpp's grammars lack, as the classes they stand for: outside brackets, and inside them
+_CLASSES = {"d": "[0-9]", "w": "[a-zA-Z0-9_]", "s": "[ \\t\\n\\r]"}
+_IN_CLASS = {"d": "0-9", "w": "a-zA-Z0-9_", "s": " \\t\\n\\r"}
+_PLAIN = {".": "[.]", "-": "-", "/": "/", "$": "[$]"}
+
+
+def _grammar_pattern(pattern: str) -> str | None:
+    """``pattern`` as llama.cpp's grammar takes it: ``\\d``, ``\\w``, ``\\s`` spelled out as classes; None when
+    another escape or a group construct (``(?``) is left, which its grammar parser cannot read (an unknown escape
+    made it fail, and llama-cpp-python then crashed the process: one request took the server down). The schema
+    check after generation holds the answer to the pattern as written."""
+    out: list[str] = []
+    i, in_class = 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            nxt = pattern[i + 1]
+            table = _IN_CLASS if in_class else _CLASSES
+            if nxt in table:
+                out.append(table[nxt])
+            elif not in_class and nxt in "+*?()[]{}|":
+                out.append(c + nxt)  # escaped outside brackets: the converter reads these as literals
+            elif not in_class and nxt in _PLAIN:
+                out.append(_PLAIN[nxt])  # which it would copy with their backslash, an escape its grammar lacks
+            else:
+                return None
+            i += 2
+            continue
+        if c == "[" and not in_class:
+            in_class = True
+        elif c == "]" and in_class:
+            in_class = False
+        elif c == "(" and pattern.startswith("(?", i):
+            return None
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def grammar_schema(schema: Any) -> Any:
+    """A JSON schema as llama.cpp's grammar may be built from it: each ``pattern`` it cannot read rewritten or
+    left out (``_grammar_pattern``); the schema check after generation still holds the answer to the original."""
+    if isinstance(schema, list):
+        return [grammar_schema(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: grammar_schema(v) for k, v in schema.items() if k != "pattern"}
+    pattern = schema.get("pattern")
+    if isinstance(pattern, str) and (readable := _grammar_pattern(pattern)) is not None:
+        out["pattern"] = readable
+    elif "pattern" in schema and not isinstance(pattern, str):
+        out["pattern"] = pattern
+    return out
+
+
+def _grammar_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """A tool whose parameters llama.cpp may build a grammar from (``grammar_schema``)."""
+    fn = tool.get("function")
+    if not isinstance(fn, dict) or "parameters" not in fn:
+        return tool
+    return {**tool, "function": {**fn, "parameters": grammar_schema(fn["parameters"])}}
+
+
 def llama_response_format(fmt: dict[str, Any] | None) -> dict[str, Any] | None:
     """OpenAI's ``response_format`` as llama-cpp-python takes it: it constrains output to JSON (to a schema
     when one is given) for ``{"type": "json_object", "schema": ...}``, but ignores OpenAI's ``json_schema``
@@ -138,7 +201,9 @@ def llama_response_format(fmt: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     if fmt.get("type") == "json_schema":
         schema = (fmt.get("json_schema") or {}).get("schema")
-        return {"type": "json_object", **({"schema": schema} if schema else {})}
+        return {"type": "json_object", **({"schema": grammar_schema(schema)} if schema else {})}
+    if isinstance(fmt.get("schema"), dict):
+        return {**fmt, "schema": grammar_schema(fmt["schema"])}
     return fmt
 
 
@@ -151,7 +216,7 @@ def required_call_format(tools: list[dict[str, Any]]) -> dict[str, Any]:
     the offered functions with arguments in its schema (llama-cpp-python constrains only a named choice)."""
     calls = [{"type": "object", "required": ["name", "arguments"],
               "properties": {"name": {"const": t["function"].get("name")},
-                             "arguments": t["function"].get("parameters") or {"type": "object"}}}
+                             "arguments": grammar_schema(t["function"].get("parameters") or {"type": "object"})}}
              for t in function_tools(tools)]
     return {"type": "json_object", "schema": calls[0] if len(calls) == 1 else {"anyOf": calls}}
 
@@ -247,7 +312,7 @@ class LlamaCppProvider(Provider):
             kw["stop"] = stop
         response_format = llama_response_format(params.response_format)
         if offers_tools(params):  # with "none" the template does not show them: the model must answer in text
-            kw["tools"] = params.tools
+            kw["tools"] = [_grammar_tool(t) for t in params.tools]
             functions = function_tools(params.tools)
             if params.tool_choice == "required" and len(functions) == 1:
                 kw["tool_choice"] = {"type": "function", "function": {"name": functions[0]["function"].get("name")}}
