@@ -53,3 +53,16 @@ def test_a_real_model_takes_a_schema_with_digit_patterns(smollm_path: Path, tmp_
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0 and "ANSWERED" in done.stdout, (done.returncode, done.stderr[-2000:])
+
+
+def test_an_earlier_tool_calls_arguments_reach_the_template_as_an_object() -> None:
+    """OpenAI sends them as a JSON string; templates such as Qwen's ``tojson`` them, so a string was encoded
+    twice and the model saw its own call garbled."""
+    from moai.providers.llama_cpp import text_messages
+
+    call = {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}
+    odd = {"id": "c2", "type": "function", "function": {"name": "weather", "arguments": "not json"}}
+    (m,) = text_messages("m", [{"role": "assistant", "content": None, "tool_calls": [call, odd]}])
+    assert m["tool_calls"][0]["function"]["arguments"] == {"city": "Paris"}
+    assert m["tool_calls"][1]["function"]["arguments"] == "not json"  # left as it is
+    assert call["function"]["arguments"] == '{"city": "Paris"}'  # the request's own message is not changed

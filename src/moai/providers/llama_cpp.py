@@ -126,8 +126,25 @@ def text_messages(model: str, messages: list[dict[str, Any]]) -> list[dict[str, 
                                                       f"{kind!r}", code="unsupported_request", param="messages")
                 texts.append(str(part.get("text") or ""))
             m = {**m, "content": "\n".join(texts)}
+        if m.get("tool_calls"):
+            m = {**m, "tool_calls": [_templated_call(c) for c in m["tool_calls"]]}
         out.append(m)
     return out
+
+
+def _templated_call(call: Any) -> Any:
+    """An earlier tool call as chat templates show it: its ``arguments`` an object, as the model wrote them (OpenAI
+    sends them as a JSON string, which templates such as Qwen's ``tojson`` a second time: the model then saw its
+    own call double-encoded, and echoed it or called again instead of answering)."""
+    fn = call.get("function") if isinstance(call, dict) else None
+    args = fn.get("arguments") if isinstance(fn, dict) else None
+    if not isinstance(args, str):
+        return call
+    try:
+        parsed = json.loads(args)
+    except ValueError:
+        return call
+    return {**call, "function": {**fn, "arguments": parsed}} if isinstance(parsed, dict) else call
 
 
 # regex classes llama.cpp's grammars lack, as the classes they stand for: outside brackets, and inside them
