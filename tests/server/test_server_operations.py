@@ -247,3 +247,16 @@ def test_an_error_no_model_answered_names_no_model() -> None:
         r = client.post("/v1/chat/completions",
                         json={"model": "moai/default", "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 502 and "x-moai-model" not in r.headers and r.headers["x-moai-mix"] == "default"
+
+
+def test_a_models_created_time_is_the_same_on_every_listing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenAI's ``created`` is a fixed date per model; it was the time of each request."""
+    import time as clock
+
+    with TestClient(create_app(config())) as client:
+        first = {m["id"]: m["created"] for m in client.get("/v1/models").json()["data"]}
+        later = clock.time() + 5
+        monkeypatch.setattr(clock, "time", lambda: later)
+        again = {m["id"]: m["created"] for m in client.get("/v1/models").json()["data"]}
+        one = client.get("/v1/models/moai/default").json()
+    assert first == again and one["created"] == first["moai/default"]

@@ -195,13 +195,15 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         except LookupError as e:
             return err(409, str(e))
 
+    started = int(time.time())
+
     def model_objects(allowed: list[str] | None) -> list[dict[str, Any]]:
         """What a key may call: every mix (as ``moai/<mix>``) and model, or only the names it allows.
 
         A key's allowed names are checked against the resolved request name, so a model named there is callable
         directly and must be listed too.
         """
-        now = int(time.time())
+        now = started  # when this server took its mix instructions: the same on every listing, as OpenAI's is
         data = [
             {"id": f"moai/{name}", "object": "model", "created": now, "owned_by": "moai",
              "moai": {"kind": "mix", "strategy": m.strategy, "description": m.description}}
