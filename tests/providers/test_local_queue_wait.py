@@ -215,3 +215,29 @@ async def test_a_call_the_limit_cut_after_a_short_wait_is_the_models_failure_tim
     with Session(store.engine) as s:
         (row,) = s.execute(select(CallRecord.status, CallRecord.latency_ms).where(CallRecord.status != "ok")).all()
     assert row.status == "failed" and 400 < row.latency_ms < 720, row
+
+
+def test_an_unstreamed_call_cut_short_is_billed_what_it_had_generated(local_model: tuple[str, SlowLlama],
+                                                                     tmp_path: Path) -> None:
+    """Cut after about 3 of its words (a client that left): its record keeps them, as a stream's does (it kept
+    the prompt alone, 0 completion tokens, and the energy of what was generated went unbilled)."""
+    path, llm = local_model
+    llm.words = 20
+    store = TelemetryStore(f"sqlite:///{tmp_path / 'm.db'}")
+    m = mixture(path, store=store)
+
+    async def scenario() -> None:
+        prep = m.prepare(body())
+        task = asyncio.ensure_future(m.run(prep))
+        await asyncio.sleep(WORD_S * 3.5)
+        prep.client_gone = True
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await m.aclose()
+
+    asyncio.run(scenario())
+    with Session(store.engine) as s:
+        rows = s.execute(select(CallRecord.status, CallRecord.completion_tokens)).all()
+    store.close()
+    assert len(rows) == 1 and rows[0][0] == "cancelled" and 2 <= rows[0][1] <= 5, rows

@@ -341,6 +341,9 @@ class Queued:
 
     seconds: float = 0.0
     since: float | None = None  # waiting now, since then (time.monotonic())
+    # pieces of the answer generated so far by an unstreamed call (``Provider.complete`` drains a stream): what a
+    # call cut short before its answer was whole had generated, and is billed for
+    pieces: int = 0
 
     @property
     def waiting(self) -> bool:
@@ -523,8 +526,11 @@ class Provider(ABC):
         cpu_s: float | None = None
         fingerprint: str | None = None
         async for d in self.stream(params):
-            if ttft is None and (d.text or d.tool_calls or d.refusal):
-                ttft = max(0.0, time.perf_counter() - start - waited())
+            if d.text or d.tool_calls or d.refusal:
+                if ttft is None:
+                    ttft = max(0.0, time.perf_counter() - start - waited())
+                if waits is not None:
+                    waits.pieces += 1
             parts.append(d.text)
             refusal.append(d.refusal)
             for call in d.tool_calls or ():  # streamed calls come in pieces: one names a call, the rest add to it

@@ -249,6 +249,8 @@ class Executor:
                     out.text = redactor.restore(out.text)
                     out.tool_calls = _restored_calls(redactor, out.tool_calls)
             except asyncio.CancelledError:
+                # what it had generated when cut (a piece a token, as a stream counts them), with its prompt
+                res.usage.completion_tokens = max(res.usage.completion_tokens, queued.pieces)
                 self._cut_short(res, model, t0, retried)
                 if queued.waiting:
                     unserved(res, model, t0, queued)
