@@ -182,7 +182,8 @@ def test_an_assistant_turn_without_content_reaches_the_template_as_text() -> Non
     msgs = text_messages("m", [{"role": "user", "content": "hi"},
                                {"role": "assistant", "content": None, "tool_calls": [call]},
                                {"role": "assistant", "content": None, "refusal": "I cannot help with that."}])
-    assert msgs[1] == {"role": "assistant", "content": "", "tool_calls": [call]}
+    templated = {**call, "function": {"name": "get_weather", "arguments": {}}}  # as templates show arguments
+    assert msgs[1] == {"role": "assistant", "content": "", "tool_calls": [templated]}
     assert msgs[2]["content"] == "I cannot help with that."
 
 
