@@ -312,8 +312,9 @@ def report(
     config: str | None = config_db_option(),
 ) -> None:
     """Usage per model and mix: requests, tokens, p50/p95 latency, cost, energy, CO2, feedback."""
-    from moai.telemetry.database import default_database_url, safe_url
+    from moai.telemetry.database import DatabaseUnavailable, default_database_url, safe_url
     from moai.telemetry.report import (
+        Report,
         build_report,
         parse_since,
         plot_format,
@@ -334,7 +335,12 @@ def report(
     if (problem := sqlite_file_problem(url)) is not None:  # a report reads: it must not create a database
         fail(f"cannot open database {safe_url(url)!r}: unable to open database file: {problem} "
              "(`moai serve` creates it when it records the first request)")
-    rep = build_report(open_store(url), start)
+    try:
+        recorded = _has_calls_table(url)
+    except DatabaseUnavailable:
+        recorded = True  # opening it says why, in one line
+    # a database moai never wrote to (PostgreSQL's empty one) has nothing to report: read, not given moai's tables
+    rep = build_report(open_store(url), start) if recorded else Report(start, [])
     print_tables(rep, console)
     if not rep.requests:
         say("no requests recorded" + (f" since {since}" if since else ""))

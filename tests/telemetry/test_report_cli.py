@@ -246,3 +246,17 @@ def test_a_plot_of_one_request_shows_it(store: TelemetryStore) -> None:
     blue, green = (0.122, 0.467, 0.706), (0.173, 0.627, 0.173)  # tab:blue, tab:green
     assert pixels(image[: h // 2, : w // 2], blue) > 0
     assert pixels(image[: h // 2, w // 2:], green) > 0
+
+
+def test_a_report_on_a_database_moai_never_wrote_to_leaves_it_as_it_was(tmp_path: Path) -> None:
+    """PostgreSQL's empty database (or another program's SQLite file): nothing recorded, and no tables made there
+    (opening a store migrates it)."""
+    import sqlite3
+
+    db = tmp_path / "other.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("create table notes (x text)")
+    r = CliRunner().invoke(app, ["report", "--database-url", f"sqlite:///{db}"])
+    assert r.exit_code == 0 and "no requests recorded" in r.output, r.output
+    with sqlite3.connect(db) as conn:
+        assert {t for (t,) in conn.execute("select name from sqlite_master where type = 'table'")} == {"notes"}
