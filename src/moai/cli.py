@@ -285,10 +285,10 @@ def _has_calls_table(url: str) -> bool:
     from sqlalchemy import create_engine, inspect
     from sqlalchemy.exc import SQLAlchemyError
 
-    from moai.telemetry.database import DatabaseUnavailable, safe_url
+    from moai.telemetry.database import DatabaseUnavailable, connect_args, safe_url
 
     try:
-        engine = create_engine(url, connect_args={"connect_timeout": 5} if url.startswith("postgresql") else {})
+        engine = create_engine(url, connect_args=connect_args(url))  # a bounded connect, as the store's
     except Exception as e:  # noqa: BLE001 - a bad URL or a missing driver: as TelemetryStore tells it
         raise DatabaseUnavailable(f"cannot open database {safe_url(url)!r}: {e}") from None
     try:

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
@@ -156,8 +156,7 @@ class Gatekeeper:
         self._reading = threading.Lock()  # held while the key table is read: one read at a time
         self._read_started = 0.0  # when the read in flight began (monotonic)
         self.limit_checks = BoundedSteps(LIMITS_TIMEOUT_S, LIMIT_CHECKS_AT_ONCE)
-        self._counting: set[asyncio.Task[None]] = set()  # background RPM counts (``count_unheld``), one per key
-        self._counting_keys: set[str] = set()  # the keys with such a task running
+        self._counting: dict[str, asyncio.Task[None]] = {}  # background RPM counts (``count_unheld``), by key
         self._unheld: dict[str, int] = {}  # refused requests of each key waiting for their task to count them
 
     def _failed(self, e: Exception) -> None:
@@ -317,12 +316,11 @@ class Gatekeeper:
             return
         waiting = self._unheld.get(key.id, 0)
         self._unheld[key.id] = waiting + 1
-        if key.id in self._counting_keys:  # its task counts this one with the others when its statement is done
+        if key.id in self._counting:  # its task counts this one with the others when its statement is done
             return
-        self._counting_keys.add(key.id)
         task = asyncio.get_running_loop().create_task(self._count_unheld(self.store, key.id))
-        self._counting.add(task)
-        task.add_done_callback(self._counting.discard)
+        self._counting[key.id] = task
+        task.add_done_callback(lambda t, k=key.id: self._forget(k, t))  # also one cancelled before it began
 
     async def _count_unheld(self, store: TelemetryStore, key_id: str) -> None:
         """Count the key's refused requests waiting, until none is left."""
@@ -330,11 +328,15 @@ class Gatekeeper:
             while n := self._unheld.pop(key_id, 0):
                 await self._count_refused(store, key_id, n)
         finally:
-            self._counting_keys.discard(key_id)
+            self._forget(key_id, asyncio.current_task())  # at once: a request refused from now on starts a task
             lost = self._unheld.pop(key_id, 0)  # cancelled by a shutdown with more waiting
             if lost:
                 log.warning("%d refused request(s) of key %s not counted against its RPM limit by the shutdown",
                             lost, key_id)
+
+    def _forget(self, key_id: str, task: asyncio.Task[Any] | None) -> None:
+        if self._counting.get(key_id) is task:
+            del self._counting[key_id]
 
     async def _count_refused(self, store: TelemetryStore, key_id: str, n: int) -> None:
         started = threading.Event()
@@ -371,7 +373,8 @@ class Gatekeeper:
         one whose statement is running still lands when the database answers)."""
         if not self._counting:
             return
-        _done, waiting = await asyncio.wait(set(self._counting), timeout=timeout_s or self.limit_checks.timeout_s)
+        _done, waiting = await asyncio.wait(set(self._counting.values()),
+                                            timeout=timeout_s or self.limit_checks.timeout_s)
         if waiting:  # one task per key: each says, as it stops, how many of its key's requests it never sent
             log.warning("the shutdown stopped waiting for the RPM counts of %d key(s)' refused requests: the database "
                         "did not answer in time (a count already sent still lands when it does)", len(waiting))

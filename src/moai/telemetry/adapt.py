@@ -273,37 +273,35 @@ class LiveStats:
             mine[model] = (n + 1, total + residual)
             self.keyed = {**self.keyed, api_key: mine}
 
+    def _held(self, st: ModelStats | None, now: float) -> tuple[str | None, bool]:
+        """(why the model is held back now, None when it is not; whether calling it now is its circuit's probe)."""
+        if st is not None and st.limited_until is not None and now < st.limited_until:
+            return f"rate limited for {st.limited_until - now:.0f}s more", False
+        if st is None or st.opened_at is None:
+            return None, False
+        # a probe with no verdict after a whole cool-down (its call lost on the way) is no longer waited for
+        stuck = st.probing and st.probe_at is not None and now - st.probe_at >= self.cooldown_s
+        if now - st.opened_at >= self.cooldown_s and (not st.probing or stuck):
+            return None, True
+        return "circuit open", False
+
     def healthy(self, model: str, now: float | None = None) -> bool:
         """Closed: yes. Open: no, until the cool-down passes; then one probe call is let through. Rate limited:
         no, until its ``Retry-After`` has passed (asked first, so that no probe is reserved for a call not sent)."""
         now = now or time.time()
         with self._lock:
             st = self.models.get(model)
-            if st is not None and st.limited_until is not None and now < st.limited_until:
-                return False
-            if st is None or st.opened_at is None:
-                return True
-            # a probe with no verdict after a whole cool-down (its call lost on the way) is no longer waited for
-            stuck = st.probing and st.probe_at is not None and now - st.probe_at >= self.cooldown_s
-            if now - st.opened_at >= self.cooldown_s and (not st.probing or stuck):
+            why, probe = self._held(st, now)
+            if probe and st is not None:
                 st.probing, st.probe_at = True, now
-                return True
-            return False
+            return why is None
 
     def held_back(self, model: str, now: float | None = None) -> str | None:
         """Why ``healthy`` would say no now (its circuit open and cooling off, or a rate limit running), without
         reserving a probe: what a decision shown, not acted on, may ask. None: it would be called."""
         now = now or time.time()
         with self._lock:
-            st = self.models.get(model)
-            if st is not None and st.limited_until is not None and now < st.limited_until:
-                return f"rate limited for {st.limited_until - now:.0f}s more"
-            if st is None or st.opened_at is None:
-                return None
-            stuck = st.probing and st.probe_at is not None and now - st.probe_at >= self.cooldown_s
-            if now - st.opened_at >= self.cooldown_s and (not st.probing or stuck):
-                return None
-            return "circuit open"
+            return self._held(self.models.get(model), now)[0]
 
     def state(self, model: str) -> str:
         st = self.models.get(model)
