@@ -66,3 +66,8 @@ def test_an_earlier_tool_calls_arguments_reach_the_template_as_an_object() -> No
     assert m["tool_calls"][0]["function"]["arguments"] == {"city": "Paris"}
     assert m["tool_calls"][1]["function"]["arguments"] == "not json"  # left as it is
     assert call["function"]["arguments"] == '{"city": "Paris"}'  # the request's own message is not changed
+
+
+def test_a_property_named_pattern_is_read_as_the_schema_it_is() -> None:
+    schema = {"type": "object", "properties": {"pattern": {"type": "string", "pattern": r"^\d+$"}}}
+    assert grammar_schema(schema)["properties"]["pattern"] == {"type": "string", "pattern": "^[0-9]+$"}

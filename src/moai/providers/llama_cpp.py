@@ -197,8 +197,8 @@ def grammar_schema(schema: Any) -> Any:
     pattern = schema.get("pattern")
     if isinstance(pattern, str) and (readable := _grammar_pattern(pattern)) is not None:
         out["pattern"] = readable
-    elif "pattern" in schema and not isinstance(pattern, str):
-        out["pattern"] = pattern
+    elif "pattern" in schema and not isinstance(pattern, str):  # a property named "pattern": a schema of its own
+        out["pattern"] = grammar_schema(pattern)
     return out
 
 
