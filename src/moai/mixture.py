@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from types import EllipsisType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moai import deadline
 from moai.cache import ResponseCache
@@ -48,6 +48,9 @@ from moai.tuning.live import LiveTuner, knob_value
 from moai.tuning.targets import parse_target
 from moai.upstream_errors import public, public_trace
 
+if TYPE_CHECKING:
+    from moai.server.openai_schema import MoaiOptions
+
 NO_TOOLS = frozenset({"moa", "fanout", "chain", "critique"})  # strategies whose answer is synthesised text
 log = logging.getLogger("moai")
 
@@ -58,6 +61,23 @@ def estimate_tokens(text: str) -> int:
     text, low for scripts that take several tokens a character in some tokenizers (Thai, Hindi); at 4 characters
     a token for all, 12,000 Chinese characters passed as 3,000 and were sent to a 4,096-token model."""
     return text_tokens(text) + 1
+
+
+def narrowed(cards: list[ModelCard], excluded: dict[str, str],
+             opts: MoaiOptions | None) -> tuple[list[ModelCard], dict[str, str]]:
+    """``cards`` less those the request's own ``moai.models`` and ``moai.exclude`` leave out (said in
+    ``excluded``)."""
+    if opts and opts.models is not None:
+        for c in cards:
+            if c.name not in opts.models:
+                excluded[c.name] = "not in the request's moai.models"
+        cards = [c for c in cards if c.name in opts.models]
+    if opts and opts.exclude:
+        for c in cards:
+            if c.name in opts.exclude:
+                excluded[c.name] = "excluded by the request"
+        cards = [c for c in cards if c.name not in opts.exclude]
+    return cards, excluded
 
 
 @dataclass
@@ -248,20 +268,9 @@ class Mixture(SessionMemory, Recording):
             model is tried; a remote card's ``context`` left at its default says little of the model's own)."""
 
             def fitting(room: int) -> tuple[list[ModelCard], dict[str, str]]:
-                cards, excluded = eligible(self.config, m, prompt_tokens + tool_tokens, needs_tools=bool(body.tools),
-                                           max_privacy=max_tier, output_tokens=body.completion_budget or m.max_tokens,
-                                           answer_tokens=room)
-                if opts and opts.models is not None:
-                    for c in cards:
-                        if c.name not in opts.models:
-                            excluded[c.name] = "not in the request's moai.models"
-                    cards = [c for c in cards if c.name in opts.models]
-                if opts and opts.exclude:
-                    for c in cards:
-                        if c.name in opts.exclude:
-                            excluded[c.name] = "excluded by the request"
-                    cards = [c for c in cards if c.name not in opts.exclude]
-                return cards, excluded
+                return narrowed(*eligible(self.config, m, prompt_tokens + tool_tokens, needs_tools=bool(body.tools),
+                                          max_privacy=max_tier, output_tokens=body.completion_budget or m.max_tokens,
+                                          answer_tokens=room), opts)
 
             cards, excluded = fitting(answer_tokens)
             return fitting(0) if not cards and answer_tokens else (cards, excluded)
@@ -410,10 +419,7 @@ class Mixture(SessionMemory, Recording):
             u["cost_usd"] += spent.cost_usd
 
         for r in ex.results:
-            # what a model was sent and generated is paid for also when its stream broke or its step was left
-            # behind (as usage, the metrics and the database count it)
-            spent = r.status in ("failed", "cancelled") and r.usage.total_tokens > 0
-            if r.model and (r.status == "ok" or spent):
+            if r.model and r.charged:  # also a step that broke off or was left behind, as usage counts it
                 count(r.model, Spend(r.usage, r.cost_usd))
             for a in r.attempts:  # failed tries the upstream billed all the same
                 if a.get("tokens"):

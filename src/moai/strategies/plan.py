@@ -67,6 +67,12 @@ class StepResult:
         return self.status in ("ok", "passthrough")
 
     @property
+    def charged(self) -> bool:
+        """Whether the step's own usage was paid for: it answered, or it broke off after its model had been sent
+        the prompt (a stream that failed, a call its client left or its time cut)."""
+        return self.status == "ok" or (self.status in ("failed", "cancelled") and self.usage.total_tokens > 0)
+
+    @property
     def answered(self) -> bool:
         """Ok with something to say: text, tool calls or a refusal (an empty answer is no answer)."""
         return self.ok and bool(self.text.strip() or self.tool_calls or self.refusal)

@@ -100,9 +100,7 @@ class Metrics:
                 continue
             for model in _failed_calls(r):
                 self.errors.labels(model, "call").inc()
-            # what a model was sent and generated was paid for, also when its stream broke or its client left
-            spent = r.status in ("failed", "cancelled") and r.usage.total_tokens > 0
-            if r.status != "ok" and not spent:
+            if not r.charged:  # paid for also when its stream broke or its client left
                 continue
             self._spent(mix, r.model, Spend(r.usage, r.cost_usd, r.energy_kwh, r.co2_g))
             if r.status != "ok":
