@@ -295,6 +295,16 @@ def test_feedback_on_a_declared_scale_is_stored_as_its_quality(db: str) -> None:
     one_line_error(runner.invoke(app, ["feedback", "chatcmpl-a", "7", "--scale", "thumbs"]), "thumbs scale")
 
 
+def test_feedback_takes_a_responses_id_for_its_completion(db: str) -> None:
+    """`POST /v1/responses` answers as resp_<hex>: the same answer as chatcmpl-<hex>, rated by either id."""
+    store = TelemetryStore(db)
+    store.write(RequestRecord(id="chatcmpl-abc", mix="default", strategy="route", model="m", status="ok",
+                              http_status=200, stream=False, prompt_tokens=3, completion_tokens=2, latency_ms=5.0))
+    assert CliRunner().invoke(app, ["feedback", "resp_abc", "-1"]).exit_code == 0
+    assert [f.score for f in store.feedback_for("chatcmpl-abc")] == [-1.0]
+    one_line_error(CliRunner().invoke(app, ["feedback", "resp_nope", "1"]), "resp_nope")
+
+
 def test_route_and_chat_read_moai_config_as_serve_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tmp_path / "mix.yaml"
     cfg.write_text('models:\n  far: {provider: openai_compat, endpoint: "http://127.0.0.1:9/v1", max_retries: 0}\n'

@@ -355,7 +355,8 @@ def report(
 # a negative score is an argument as written (`moai feedback ID -1`), not an unknown option "-1"
 @app.command(context_settings={"ignore_unknown_options": True})
 def feedback(
-    request_id: str = typer.Argument(..., help="The chat completion id (chatcmpl-...)."),
+    request_id: str = typer.Argument(
+        ..., help="The answer's id: chatcmpl-... (chat completions) or resp_... (responses)."),
     score: float = typer.Argument(..., help="-1..1 (thumbs), 0..1, or above 1 a 0-10 rating (see --scale)."),
     comment: str | None = typer.Option(None, help="Free text."),
     scale: str | None = typer.Option(
@@ -399,9 +400,11 @@ def feedback(
     except ValueError as e:  # a score off every accepted scale
         fail(str(e))
         return
+    from moai.server.responses import chat_id
+
     store = open_existing_store(database_url, config, looking_for=f"no chat completion with id {request_id!r}")
     try:
-        store.add_feedback(request_id, stored, comment)
+        store.add_feedback(chat_id(request_id), stored, comment)
     except UnknownRequest:
         fail(f"no chat completion with id {request_id!r} in the telemetry database")
     say(f"recorded feedback {score:g} for {request_id}")

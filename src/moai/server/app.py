@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,6 +27,7 @@ from moai.config import Config
 from moai.gate.privacy_learned import load_model as load_privacy_model
 from moai.mixture import BadRequest, Mixture, Prepared, UnknownModel, refusal
 from moai.providers.base import ProviderError, is_refusal
+from moai.server import responses
 from moai.server.auth import DATABASE_UNAVAILABLE, Denied, Gatekeeper, has_budget
 from moai.server.connection import ClientGone, read_body, unless_gone
 from moai.server.errors import denied, err, error_code, public, without_addresses
@@ -148,8 +149,8 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         type_ = "not_found_error" if e.status_code == 404 else "invalid_request_error"
         message = str(e.detail)
         if e.status_code == 404 and e.detail == "Not Found":  # e.g. an OpenAI endpoint not served (embeddings)
-            message = (f"{req.url.path} is not served here: moai serves POST /v1/chat/completions, GET /v1/models "
-                       "and POST /v1/feedback")
+            message = (f"{req.url.path} is not served here: moai serves POST /v1/chat/completions, "
+                       "POST /v1/responses, GET /v1/models and POST /v1/feedback")
         # the exception's headers (a 405's Allow), and an id to quote, as on every answer to a chat request
         return err(e.status_code, message, type_, headers={"x-request-id": fresh_request_id(), **(e.headers or {})})
 
@@ -180,6 +181,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             return err(400, message, param=param)
         shown = body.id if len(body.id) <= 100 else body.id[:100] + "..."
         unknown = err(404, f"No chat completion with id '{shown}'", "not_found_error", "id", "unknown_id")
+        body.id = responses.chat_id(body.id)  # a response's id (resp_...) names its chat completion
         try:
             if key is not None and mix.store is not None:  # another key's request is not this one's to see
                 made = await asyncio.to_thread(mix.store.get, body.id)
@@ -247,8 +249,16 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(request: Request) -> Any:
+        return await answered(request, chat_request)
+
+    @app.post("/v1/responses", response_model=None)
+    async def responses_endpoint(request: Request) -> Any:
+        """OpenAI's Responses API, answered by the chat path (``responses``: the translation both ways)."""
+        return await answered(request, responses_request)
+
+    async def answered(request: Request, handle: Callable[[Request], Awaitable[Any]]) -> Any:
         try:
-            response = await chat_request(request)
+            response = await handle(request)
         except Exception as e:  # noqa: BLE001 - answered here: raised on, the server would close the connection too
             log.error("chat request failed", exc_info=e)
             response = await _crash(request, e)
@@ -260,13 +270,13 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             response.headers["x-request-id"] = fresh_request_id()
         return response
 
-    async def chat_request(request: Request) -> Any:
-        started = time.time()
+    async def read_payload(request: Request) -> tuple[dict[str, Any], int] | JSONResponse:
+        """A request's JSON object and its size in bytes, or the answer refusing it (no key, too large, no JSON)."""
         try:  # the key first (held in memory): a caller without one is not worth reading megabytes for
             await keeper.admit(request.headers.get("authorization"))
         except Denied as e:
             if e.status == 401:
-                return denied(e)  # anything else (the keys unreadable) is answered, and counted, below
+                return denied(e)  # anything else (the keys unreadable) is answered, and counted, in chat_payload
         raw = await read_body(request, max_body)
         if isinstance(raw, JSONResponse):
             return raw
@@ -276,6 +286,29 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             return err(400, f"We could not parse the JSON body of your request: {e}", code="invalid_json")
         if not isinstance(payload, dict):
             return err(400, "the request body must be a JSON object")
+        return payload, len(raw)
+
+    async def chat_request(request: Request) -> Any:
+        started = time.time()
+        read = await read_payload(request)
+        if isinstance(read, JSONResponse):
+            return read
+        return await chat_payload(request, *read, started)
+
+    async def responses_request(request: Request) -> Any:
+        started = time.time()
+        read = await read_payload(request)
+        if isinstance(read, JSONResponse):
+            return read
+        payload, size = read
+        try:
+            translated = responses.to_chat(payload)
+        except responses.Unsupported as e:
+            return err(400, str(e), param=e.param, code=e.code)
+        return responses.translate(await chat_payload(request, translated, size, started), payload)
+
+    async def chat_payload(request: Request, payload: dict[str, Any], size: int, started: float) -> Any:
+        """A chat request from its parsed JSON (``size``: its body's bytes) to its answer."""
         option_error: BadRequest | None = None  # a bad `moai` option: refused as prepare refuses one, and recorded
         try:
             body = ChatCompletionRequest.model_validate(payload)
@@ -303,7 +336,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             # the session's model, looked up off the event loop (a database that hangs must not freeze the server)
             session_model = await mix.asession_model(body, session, api_key)
             budgeted = key is not None and has_budget(key)  # its hold assumes the mix's max_tokens: sent upstream
-            if len(raw) > OFFLOAD_BODY_BYTES:  # its sensitive-data scan takes milliseconds per 10 KB: not on the loop
+            if size > OFFLOAD_BODY_BYTES:  # its sensitive-data scan takes milliseconds per 10 KB: not on the loop
                 prep = await asyncio.to_thread(mix.prepare, body, api_key=api_key, session=session,
                                                session_model=session_model, budgeted=budgeted)
             else:

@@ -1,0 +1,449 @@
+"""OpenAI's Responses API (``POST /v1/responses``) over the chat-completions path.
+
+A Responses request is translated into the chat-completions payload it means, answered by the very code that
+answers ``POST /v1/chat/completions`` (keys, limits, privacy, the gate, recording, metrics, headers), and the
+answer translated back. moai keeps no response objects: what refers to a stored one (``previous_response_id``, a
+``conversation``, ``item_reference``) is refused with what to send instead, as is anything else it cannot supply
+(built-in tools, background runs, reasoning summaries, ``include`` items); a wrong type is a 400 naming its param.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from starlette.responses import Response
+
+CHAT_PREFIX = "chatcmpl-"
+RESPONSE_PREFIX = "resp_"
+
+# chat-completions names a Responses request spells otherwise: refused with the Responses name (taken, they would
+# either clash with the translation or be honoured under a name no Responses client sends)
+CHAT_NAMES = {"messages": "input", "max_tokens": "max_output_tokens", "max_completion_tokens": "max_output_tokens",
+              "response_format": "text.format", "functions": "tools", "function_call": "tool_choice",
+              "reasoning_effort": "reasoning.effort"}
+# Responses fields that ask for what moai cannot give, and what to send instead
+UNSERVED = {
+    "previous_response_id": "moai keeps no responses: send the earlier turns in `input` (with store: false "
+                            "clients, append each response's `output` items to the next request's `input`)",
+    "conversation": "moai keeps no conversations: send the earlier turns in `input`",
+    "prompt": "moai keeps no prompt templates: send the prompt's text as `instructions` or in `input`",
+    "max_tool_calls": "not supported (a response here is one model turn: send `parallel_tool_calls: false` for "
+                      "at most one call)",
+    "background": "background responses are not supported: send the request without `background` (or stream it)",
+}
+# Responses fields read here or that change nothing moai does (it stores nothing; one service tier)
+TRANSLATED = frozenset({"model", "input", "instructions", "max_output_tokens", "temperature", "top_p", "tools",
+                        "tool_choice", "parallel_tool_calls", "text", "stream", "stream_options", "metadata",
+                        "user", "store", "moai", "reasoning", "include", "top_logprobs", "truncation",
+                        *UNSERVED})
+EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+# chat error params (400s of the chat path) as the Responses request names them
+PARAM_NAMES = {"messages": "input", "max_tokens": "max_output_tokens", "response_format": "text.format",
+               "reasoning_effort": "reasoning.effort"}
+
+
+class Unsupported(ValueError):
+    """A Responses request moai cannot translate: a 400 with OpenAI's ``param``."""
+
+    def __init__(self, message: str, param: str | None, code: str = "invalid_request_error") -> None:
+        super().__init__(f"{param}: {message}" if param else message)
+        self.param, self.code = param, code
+
+
+def chat_id(request_id: str) -> str:
+    """The chat completion id a response id (``resp_<hex>``) stands for; other ids as they are."""
+    if request_id.startswith(RESPONSE_PREFIX):
+        return CHAT_PREFIX + request_id.removeprefix(RESPONSE_PREFIX)
+    return request_id
+
+
+def response_id(completion_id: str) -> str:
+    """``resp_`` and the chat completion id's suffix: the same request, quotable to ``POST /v1/feedback``."""
+    return RESPONSE_PREFIX + completion_id.removeprefix(CHAT_PREFIX)
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
+        type(value), "a number")
+
+
+def _expect(value: Any, types: type, param: str, what: str) -> Any:
+    if not isinstance(value, types):
+        raise Unsupported(f"must be {what}, not {_kind(value)}", param)
+    return value
+
+
+# ------------------------------------------------------------------ request
+
+
+def to_chat(payload: dict[str, Any]) -> dict[str, Any]:
+    """The chat-completions payload a Responses request means. Raises ``Unsupported`` (a 400) for what cannot be
+    translated. Fields neither API has are passed on as they are, so that the chat path treats them as it treats
+    its own unknown fields (taken, and named in ``moai.reason``)."""
+    for name, instead in CHAT_NAMES.items():
+        if name in payload:
+            raise Unsupported(f"a chat-completions field; the Responses API's is `{instead}`", name,
+                              "unsupported_parameter")
+    for name, why in UNSERVED.items():
+        value = payload.get(name)
+        if value is not None and value is not False:
+            raise Unsupported(why, name, "unsupported_parameter")
+    chat: dict[str, Any] = {k: v for k, v in payload.items() if k not in TRANSLATED}
+    if "model" in payload:
+        chat["model"] = payload["model"]
+    messages: list[dict[str, Any]] = []
+    instructions = payload.get("instructions")
+    if instructions is not None:
+        _expect(instructions, str, "instructions", "a string")
+        if instructions.strip():
+            messages.append({"role": "system", "content": instructions})
+    if "input" not in payload:
+        raise Unsupported("required", "input")
+    messages += input_messages(payload["input"])
+    chat["messages"] = messages
+    if (limit := payload.get("max_output_tokens")) is not None:
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise Unsupported(f"must be a positive integer, not {limit!r}"[:120], "max_output_tokens")
+        chat["max_tokens"] = limit
+    for name in ("temperature", "top_p", "parallel_tool_calls", "user", "moai"):
+        if payload.get(name) is not None:
+            chat[name] = payload[name]
+    if (stream := payload.get("stream")) is not None:
+        chat["stream"] = stream
+        if stream is True:  # usage arrives in a chunk of its own only when asked for: response.completed carries it
+            chat["stream_options"] = {"include_usage": True}
+    if payload.get("tools") is not None:
+        chat["tools"] = [_chat_tool(t, i) for i, t in enumerate(_expect(payload["tools"], list, "tools",
+                                                                         "an array"))]
+    if payload.get("tool_choice") is not None:
+        chat["tool_choice"] = _chat_tool_choice(payload["tool_choice"])
+    if payload.get("text") is not None:
+        fmt = _response_format(_expect(payload["text"], dict, "text", "an object").get("format"))
+        if fmt is not None:
+            chat["response_format"] = fmt
+    if payload.get("reasoning") is not None:
+        effort = _reasoning(_expect(payload["reasoning"], dict, "reasoning", "an object"))
+        if effort is not None:
+            chat["reasoning_effort"] = effort
+    _check_read_elsewhere(payload)
+    return chat
+
+
+# ``include`` items asking for parts no answer here has (moai returns no reasoning items): the answer without them is
+# what was asked, so agents that send them on every turn are served
+NOTHING_TO_INCLUDE = frozenset({"reasoning.encrypted_content"})
+
+
+def _check_read_elsewhere(payload: dict[str, Any]) -> None:
+    """Fields taken without changing the answer, checked for their types; ``include`` and ``top_logprobs`` ask for
+    what no answer here carries."""
+    if (metadata := payload.get("metadata")) is not None:
+        _expect(metadata, dict, "metadata", "an object")
+        for k, v in metadata.items():
+            _expect(v, str, f"metadata.{k}"[:80], "a string")
+    if payload.get("store") is not None:
+        _expect(payload["store"], bool, "store", "a boolean")
+    if (include := payload.get("include")) is not None:
+        for i, item in enumerate(_expect(include, list, "include", "an array")):
+            if item in NOTHING_TO_INCLUDE:
+                continue
+            raise Unsupported(f"{str(item)[:60]!r} cannot be supplied here (moai's answers carry no logprobs, "
+                              "reasoning or tool-call outputs): send the request without it", f"include[{i}]",
+                              "unsupported_parameter")
+    top = payload.get("top_logprobs")
+    if top is not None and top != 0:
+        raise Unsupported("token log-probabilities are not supported (an answer may be written by several models)",
+                          "top_logprobs", "unsupported_parameter")
+
+
+def _reasoning(reasoning: dict[str, Any]) -> str | None:
+    """``reasoning.effort`` as chat's ``reasoning_effort``; summaries are refused (no answer here carries one)."""
+    for name in ("summary", "generate_summary"):
+        if reasoning.get(name) is not None:
+            raise Unsupported("reasoning summaries are not supported: send the request without them",
+                              f"reasoning.{name}", "unsupported_parameter")
+    effort = reasoning.get("effort")
+    if effort is None:
+        return None
+    if effort not in EFFORTS:
+        raise Unsupported(f"must be one of {', '.join(map(repr, EFFORTS))}", "reasoning.effort")
+    return str(effort)
+
+
+def input_messages(value: Any) -> list[dict[str, Any]]:
+    """``input`` (a string, or a list of items) as chat messages."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise Unsupported("must not be empty", "input")
+        return [{"role": "user", "content": value}]
+    items = _expect(value, list, "input", "a string or an array of input items")
+    if not items:
+        raise Unsupported("must not be empty", "input")
+    messages: list[dict[str, Any]] = []
+    for i, item in enumerate(items):
+        param = f"input[{i}]"
+        _expect(item, dict, param, "an input item (an object)")
+        kind = item.get("type", "message")
+        if kind == "message" or (kind is None and "role" in item):
+            messages.append(_message(item, param))
+        elif kind == "function_call":
+            call = {"id": _text_field(item, "call_id", param), "type": "function",
+                    "function": {"name": _text_field(item, "name", param),
+                                 "arguments": _text_field(item, "arguments", param)}}
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant":  # its text, or calls made alongside: one turn
+                last.setdefault("tool_calls", []).append(call)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            output = item.get("output")
+            content = output if isinstance(output, str) else _parts(output, f"{param}.output", "tool")
+            messages.append({"role": "tool", "tool_call_id": _text_field(item, "call_id", param), "content": content})
+        elif kind == "reasoning":
+            continue  # a model's private reasoning replayed from another service: no chat upstream takes it
+        elif kind == "item_reference":
+            raise Unsupported("moai keeps no items: send the item itself", f"{param}.type", "unsupported_parameter")
+        else:
+            raise Unsupported(f"input items of type {str(kind)[:40]!r} are not supported (moai takes messages, "
+                              "function_call and function_call_output items)", f"{param}.type",
+                              "unsupported_parameter")
+    return messages
+
+
+def _text_field(item: dict[str, Any], name: str, param: str) -> str:
+    return _expect(item.get(name), str, f"{param}.{name}", "a string")
+
+
+def _message(item: dict[str, Any], param: str) -> dict[str, Any]:
+    role = item.get("role")
+    if role not in ("user", "system", "developer", "assistant"):
+        raise Unsupported(f"must be 'user', 'system', 'developer' or 'assistant', not {str(role)[:40]!r}",
+                          f"{param}.role")
+    content = item.get("content")
+    if isinstance(content, str):
+        return {"role": role, "content": content}
+    parts = _parts(content, f"{param}.content", role)
+    if role == "assistant":  # an earlier answer: its text (chat assistant messages take text only)
+        return {"role": role, "content": "".join(p["text"] for p in parts)}
+    return {"role": role, "content": parts}
+
+
+def _parts(content: Any, param: str, role: str) -> list[dict[str, Any]]:
+    """Content parts in chat's form: text, and (for a user) images and files sent inline or by URL."""
+    parts = []
+    for j, part in enumerate(_expect(content, list, param, "a string or an array of content parts")):
+        where = f"{param}[{j}]"
+        _expect(part, dict, where, "a content part (an object)")
+        kind = part.get("type")
+        if kind in ("input_text", "output_text", "text"):
+            parts.append({"type": "text", "text": _text_field(part, "text", where)})
+        elif kind == "refusal" and role == "assistant":
+            parts.append({"type": "text", "text": _text_field(part, "refusal", where)})
+        elif kind == "input_image" and role == "user":
+            if part.get("file_id") is not None:
+                raise Unsupported("moai keeps no files: send the image as image_url (a URL or a data: URL)",
+                                  f"{where}.file_id", "unsupported_parameter")
+            image = {"url": _text_field(part, "image_url", where)}
+            if part.get("detail") is not None:
+                image["detail"] = part["detail"]
+            parts.append({"type": "image_url", "image_url": image})
+        elif kind == "input_file" and role == "user":
+            if part.get("file_data") is None:
+                raise Unsupported("moai keeps no files and fetches none: send the file inline as file_data",
+                                  f"{where}.file_data", "unsupported_parameter")
+            file = {"file_data": _text_field(part, "file_data", where)}
+            if part.get("filename") is not None:
+                file["filename"] = _text_field(part, "filename", where)
+            parts.append({"type": "file", "file": file})
+        else:
+            raise Unsupported(f"content parts of type {str(kind)[:40]!r} are not supported in a {role} message",
+                              f"{where}.type", "unsupported_parameter")
+    return parts
+
+
+def _chat_tool(tool: Any, i: int) -> dict[str, Any]:
+    """A function tool in chat's form; any other kind (web_search, file_search, ...) is refused by name."""
+    param = f"tools[{i}]"
+    _expect(tool, dict, param, "a tool (an object)")
+    kind = tool.get("type")
+    if kind != "function":
+        raise Unsupported(f"tools of type {str(kind)[:40]!r} are not supported: moai serves function tools only "
+                          "(run the tool yourself and define it as a function)", f"{param}.type",
+                          "unsupported_parameter")
+    if isinstance(tool.get("function"), dict):  # already in chat's form
+        return tool
+    spec = {"name": _text_field(tool, "name", param)}
+    for name in ("description", "parameters", "strict"):
+        if tool.get(name) is not None:
+            spec[name] = tool[name]
+    return {"type": "function", "function": spec}
+
+
+def _chat_tool_choice(choice: Any) -> str | dict[str, Any]:
+    if isinstance(choice, str):
+        return choice  # checked by the chat path: "auto", "none" or "required"
+    _expect(choice, dict, "tool_choice", "a string or an object")
+    if choice.get("type") != "function":
+        raise Unsupported(f"tool choices of type {str(choice.get('type'))[:40]!r} are not supported (send 'auto', "
+                          "'none', 'required' or {\"type\": \"function\", \"name\": ...})", "tool_choice.type",
+                          "unsupported_parameter")
+    if isinstance(choice.get("function"), dict):
+        return choice
+    return {"type": "function", "function": {"name": _text_field(choice, "name", "tool_choice")}}
+
+
+def _response_format(fmt: Any) -> dict[str, Any] | None:
+    """``text.format`` as chat's ``response_format``."""
+    if fmt is None:
+        return None
+    _expect(fmt, dict, "text.format", "an object")
+    kind = fmt.get("type")
+    if kind in ("text", "json_object"):
+        return {"type": kind}
+    if kind != "json_schema":
+        raise Unsupported(f"type must be 'text', 'json_object' or 'json_schema', not {str(kind)[:40]!r}",
+                          "text.format.type")
+    spec: dict[str, Any] = {"name": _text_field(fmt, "name", "text.format"),
+                            "schema": _expect(fmt.get("schema"), dict, "text.format.schema", "a JSON Schema object")}
+    for name in ("description", "strict"):
+        if fmt.get(name) is not None:
+            spec[name] = fmt[name]
+    return {"type": "json_schema", "json_schema": spec}
+
+
+# ------------------------------------------------------------------ response
+
+
+def echo(payload: dict[str, Any]) -> dict[str, Any]:
+    """What a response object repeats of its request (as OpenAI's do), tools in the Responses form."""
+    tools = []
+    for t in payload.get("tools") or []:
+        fn = t.get("function") if isinstance(t.get("function"), dict) else t
+        tools.append({"type": "function", "name": fn.get("name"), "description": fn.get("description"),
+                      "parameters": fn.get("parameters"), "strict": fn.get("strict")})
+    text = payload.get("text") or {}
+    effort = (payload.get("reasoning") or {}).get("effort")
+    return {
+        "instructions": payload.get("instructions"),
+        "max_output_tokens": payload.get("max_output_tokens"),
+        "temperature": payload.get("temperature"),
+        "top_p": payload.get("top_p"),
+        "tools": tools,
+        "tool_choice": payload.get("tool_choice") or "auto",
+        "parallel_tool_calls": payload.get("parallel_tool_calls") is not False,
+        "text": {**text, "format": text.get("format") or {"type": "text"}},
+        "metadata": payload.get("metadata") or {},
+        "reasoning": {"effort": effort, "summary": None},
+        "previous_response_id": None,
+        "store": False,  # nothing is kept to retrieve
+        "truncation": "disabled",
+        "background": False,
+        "user": payload.get("user"),
+    }
+
+
+def skeleton(rid: str, created: float, model: Any, payload: dict[str, Any], status: str) -> dict[str, Any]:
+    """A response object before its output: what ``response.created`` carries and the final object starts from."""
+    return {"id": rid, "object": "response", "created_at": created, "status": status, "error": None,
+            "incomplete_details": None, "model": model, "output": [], "usage": None, **echo(payload)}
+
+
+def finish(obj: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
+    """Status from the chat finish reason: cut at the limit (or filtered) is ``incomplete``."""
+    reason = {"length": "max_output_tokens", "content_filter": "content_filter"}.get(finish_reason or "")
+    obj["status"] = "incomplete" if reason else "completed"
+    obj["incomplete_details"] = {"reason": reason} if reason else None
+    if not reason:
+        obj["completed_at"] = time.time()
+    return obj
+
+
+def usage(u: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Chat usage as the Responses API counts it."""
+    if u is None:
+        return None
+    cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    reasoning = (u.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
+    return {"input_tokens": u.get("prompt_tokens", 0), "input_tokens_details": {"cached_tokens": cached},
+            "output_tokens": u.get("completion_tokens", 0), "output_tokens_details": {"reasoning_tokens": reasoning},
+            "total_tokens": u.get("total_tokens", 0)}
+
+
+def message_item(item_id: str, text: str | None, refusal: str | None, status: str) -> dict[str, Any]:
+    content: list[dict[str, Any]] = []
+    if text or not refusal:
+        content.append({"type": "output_text", "text": text or "", "annotations": [], "logprobs": []})
+    if refusal:
+        content.append({"type": "refusal", "refusal": refusal})
+    return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
+
+
+def call_item(item_id: str, call_id: str, name: str, arguments: str, status: str = "completed") -> dict[str, Any]:
+    return {"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": arguments,
+            "status": status}
+
+
+def from_completion(completion: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    """A chat completion (as the chat endpoint answers) as a response object."""
+    suffix = completion["id"].removeprefix(CHAT_PREFIX)
+    choice = completion["choices"][0]
+    message = choice["message"]
+    obj = skeleton(response_id(completion["id"]), completion["created"], completion["model"], payload, "completed")
+    finish(obj, choice.get("finish_reason"))
+    status = "incomplete" if obj["status"] == "incomplete" else "completed"
+    calls = message.get("tool_calls") or []
+    if message.get("content") or message.get("refusal") or not calls:
+        obj["output"].append(message_item(f"msg_{suffix}", message.get("content"), message.get("refusal"), status))
+    for i, call in enumerate(calls):
+        fn = call.get("function") or {}
+        obj["output"].append(call_item(f"fc_{suffix}_{i}", call.get("id") or f"call_{suffix}_{i}",
+                                       fn.get("name") or "", fn.get("arguments") or ""))
+    obj["usage"] = usage(completion.get("usage"))
+    if "moai" in completion:
+        obj["moai"] = completion["moai"]
+    return obj
+
+
+def _rename_param(error: dict[str, Any]) -> bool:
+    """A chat 400's ``param`` (and its message's lead) under the Responses request's name; whether it changed."""
+    param = error.get("param")
+    if not isinstance(param, str):
+        return False
+    head = param.split(".")[0].split("[")[0]
+    if head not in PARAM_NAMES:
+        return False
+    renamed = PARAM_NAMES[head] if head == "messages" else PARAM_NAMES[head] + param[len(head):]
+    message = error.get("message")
+    if isinstance(message, str) and message.startswith(param + ":"):
+        error["message"] = renamed + message[len(param):]
+    error["param"] = renamed
+    return True
+
+
+def translate(response: Response, payload: dict[str, Any]) -> Response:
+    """The chat path's answer as the Responses API gives it, headers kept: a completion as a response object, a
+    stream as typed events (``responses_stream``); an error as it is, a chat param named as the request names it."""
+    from moai.server.responses_stream import events
+
+    body = getattr(response, "body_iterator", None)
+    if body is not None:
+        rid = response.headers.get("x-moai-request-id") or ""
+        response.body_iterator = events(body, payload, response_id(rid))
+        return response
+    try:
+        data = json.loads(bytes(response.body))
+    except ValueError:
+        return response
+    if response.status_code >= 400:
+        error = data.get("error") if isinstance(data, dict) else None
+        if not (response.status_code == 400 and isinstance(error, dict) and _rename_param(error)):
+            return response
+    elif response.status_code == 200 and isinstance(data, dict) and data.get("object") == "chat.completion":
+        data = from_completion(data, payload)
+    else:
+        return response
+    response.body = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    response.headers["content-length"] = str(len(response.body))
+    return response
