@@ -33,6 +33,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("moai")
 
 
+def _model_cut_short(prep: Prepared, results: list[Any]) -> str | None:
+    """The model a cancelled request was being answered by, as its row and ``/metrics`` name it (its calls name
+    it too: a request filed under no model hid which model its clients walk away from): the final step's, once
+    it had started, else the model of the call started last, a call still running before one that had answered.
+    None when no model had been called."""
+    called = [r for r in results if r.model and r.status not in ("skipped", "passthrough")]
+    final = next((r for r in called if r.step == prep.plan.final), None)
+    if final is not None:
+        return final.model
+    return max(called, key=lambda r: (r.status != "ok", r.start)).model if called else None
+
+
 class Recording:
     """The recording of a Mixture's requests (its ``config``, ``executor``, ``store``, ``writer``, ``stats``,
     ``metrics``, ``tuners``, ``stopping`` and ``resolve``)."""
@@ -252,13 +264,14 @@ class Recording:
             elif r.status == "failed" and not r.end:  # waiting for its model: it ends here, with nothing sent
                 r.status, r.end = "cancelled", time.time()
                 self._bill_running(r)
-        self._observe_safely(prep, "cancelled", results, None)
+        model = _model_cut_short(prep, results)
+        self._observe_safely(prep, "cancelled", results, model)
         if self.writer is not None:
             # stopped by the shutdown (its client is answered 503: another replica may take it), or its client left
             # (also while the server drains: that client is answered nothing)
             stopped = self.stopping() and not prep.client_gone
             why, status = ("server shutting down", 503) if stopped else ("client disconnected", 499)
-            rec = self._record(prep, "cancelled", why, results, None, status)
+            rec = self._record(prep, "cancelled", why, results, model, status)
             try:
                 self.writer.submit_nowait(rec)
             except queue.Full:  # the task is being cancelled and cannot wait: a thread waits for room instead

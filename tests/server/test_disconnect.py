@@ -44,7 +44,7 @@ mixes:
         finally:
             stop(srv.proc)
     assert agg.script.calls == 1  # the request that stayed, only
-    assert row == [("cancelled", 499, None)]
+    assert len(row) == 1 and row[0][:2] == ("cancelled", 499) and row[0][2] in ("a", "b")  # a proposer was running
     assert completed.status_code == 200
 
 
