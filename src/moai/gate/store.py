@@ -9,9 +9,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import pickle
+import secrets
+import signal
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -55,19 +59,19 @@ class Gate:
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
+        """Write the gate to ``directory`` so that it never holds half a gate (Ctrl-C, a full disk or a crash
+        mid-save left a new gate.pkl beside an old or a truncated gate.json): see ``write_gate_files``."""
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
         enc, self.featurizer.encoder = self.featurizer.encoder, None
         try:
             blob = pickle.dumps({"featurizer": self.featurizer, "head": self.head, "cost": self.cost})
         finally:
             self.featurizer.encoder = enc
-        (d / "gate.pkl").write_bytes(blob)
         meta = {
             "format": FORMAT_VERSION, "saved_at": time.time(), "models": self.head.models,
             "config": asdict(self.config), **{k: v for k, v in self.meta.items() if k != "models"},
         }
-        (d / "gate.json").write_text(json.dumps(meta, indent=2))
+        write_gate_files(d, {"gate.pkl": blob, "gate.json": json.dumps(meta, indent=2).encode()})
         return d
 
     @classmethod
@@ -196,6 +200,86 @@ class Gate:
         latency = {n: v for n, v in lat.items() if v is not None} | dict(observed_latency or {})
         return choose(quality, card_map, w, constraints, n_tok, out_tok, observed_costs, live_stats,
                       observed_latency=latency)
+
+
+SAVING = ".saving-"  # a file being saved: ".<name>.saving-<pid>-<random>", in the gate's folder
+
+
+def write_gate_files(directory: Path, files: Mapping[str, bytes]) -> None:
+    """Write a gate's files so that ``directory`` holds either the complete old gate (or none) or the complete new
+    one: each file is written and synced under a name no loader reads, then all are renamed into place together,
+    with Ctrl-C held off for those few renames (only a crash in that instant could part them). Files a killed save
+    left are removed by the next save."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _clear_leftovers(directory)
+    token = f"{SAVING}{os.getpid()}-{secrets.token_hex(4)}"
+    written: list[tuple[Path, Path]] = []
+    try:
+        for name, data in files.items():
+            part = directory / f".{name}{token}"
+            written.append((part, directory / name))
+            with part.open("wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        with _interrupts_held():
+            for part, final in written:
+                os.replace(part, final)
+        _sync_dir(directory)
+    finally:
+        for part, _ in written:
+            part.unlink(missing_ok=True)
+
+
+def _sync_dir(path: Path) -> None:
+    """A folder's entries on disk (a rename is durable only then); not every system can open a folder."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _clear_leftovers(directory: Path) -> None:
+    """Remove the files of saves whose process is gone (killed mid-save): never loaded, they only take room."""
+    for p in directory.iterdir():
+        pid = p.name.partition(SAVING)[2].partition("-")[0]
+        if p.name.startswith(".") and pid and not _running(pid):
+            p.unlink(missing_ok=True)
+
+
+def _running(pid_text: str) -> bool:
+    """Whether the process that named a save's file may still be writing it (this process's own: no, its saves
+    clean up after themselves)."""
+    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    if os.name != "posix":
+        return True  # no cheap check: left alone
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's
+    return True
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Ctrl-C during a few renames takes effect once they are done, so that it cannot leave a gate half in
+    place (only the main thread can set a signal handler; elsewhere nothing is held)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)
 
 
 @functools.cache
