@@ -302,6 +302,8 @@ class Mixture(SessionMemory, Recording):
             logit_bias=body.logit_bias,
             parallel_tool_calls=body.parallel_tool_calls,
             reasoning_effort=body.reasoning_effort,
+            user=body.user,
+            safety_identifier=body.safety_identifier,
         )
         ctx = RequestContext(self.config, mix_name, mix, params, self.chooser, weights, cards, excluded,
                              live=self.stats.snapshot(min(params.max_tokens, 256), api_key=api_key,

@@ -38,10 +38,12 @@ from moai.providers.base import (
     retry_in_place,
     token_count,
 )
+from moai.providers.openai_compat import end_user
 from moai.providers.tool_calls import check_offered
 
 DEFAULT_ENDPOINT = "https://api.anthropic.com"
 UNASKED_MAX_TOKENS = 4096  # the limit sent when the client asked for none (the API requires one)
+MAX_USER_ID = 256  # metadata.user_id's limit: a longer one is not sent (the API would refuse the request)
 DEFAULT_KEY_ENV = ANTHROPIC_KEY_ENV
 
 STOP_REASONS = {
@@ -233,8 +235,9 @@ def to_anthropic_tool_choice(choice: Any, parallel_tool_calls: bool | None = Non
     return out
 
 
-def request_kwargs(params: ChatParams, model: str) -> dict[str, Any]:
-    """The Messages API arguments for one call."""
+def request_kwargs(params: ChatParams, model: str, privacy: str = "cloud") -> dict[str, Any]:
+    """The Messages API arguments for one call (``privacy``: the model's tier, for what may be sent of the end
+    user)."""
     system, messages = to_anthropic_messages(params.messages)
     if params.response_format and params.response_format.get("type") in ("json_object", "json_schema"):
         system = f"{system}\n\n{JSON_HINT}" if system else JSON_HINT  # Anthropic has no JSON mode
@@ -260,6 +263,12 @@ def request_kwargs(params: ChatParams, model: str) -> dict[str, Any]:
         choice = to_anthropic_tool_choice(params.tool_choice, params.parallel_tool_calls)
         if choice:
             kw["tool_choice"] = choice
+    # Anthropic's end-user id for its abuse monitoring (at most 256 characters): OpenAI's safety_identifier, made
+    # for that, else its user
+    ids = (end_user(v, privacy) for v in (params.safety_identifier, params.user))
+    user_id = next((v for v in ids if v is not None and len(v) <= MAX_USER_ID), None)
+    if user_id is not None:
+        kw["metadata"] = {"user_id": user_id}
     return kw
 
 
@@ -330,10 +339,13 @@ class AnthropicProvider(Provider):
             return self.client.with_options(max_retries=0)
         return self.client
 
+    def _kwargs(self, params: ChatParams) -> dict[str, Any]:
+        return request_kwargs(params, self.card.upstream_model, self.card.privacy)
+
     async def complete(self, params: ChatParams) -> Completion:
         start = time.perf_counter()
         try:
-            msg = await self._for_call().messages.create(**request_kwargs(params, self.card.upstream_model))
+            msg = await self._for_call().messages.create(**self._kwargs(params))
         except anthropic.AnthropicError as e:
             raise translate_error(self.name, e) from e
         texts: list[str] = []
@@ -364,8 +376,7 @@ class AnthropicProvider(Provider):
         A refusal is known only at the end, after any text went out as content: it then comes as a ``refusal``
         piece of its own, so that clients still see ``message.refusal``."""
         try:
-            events = await self._for_call().messages.create(**request_kwargs(params, self.card.upstream_model),
-                                                       stream=True)
+            events = await self._for_call().messages.create(**self._kwargs(params), stream=True)
             prompt = output = 0
             cached: dict[str, int] | None = None
             started: Any = None  # message_start's usage, for the cache counts message_delta leaves out

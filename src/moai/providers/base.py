@@ -220,6 +220,10 @@ class ChatParams:
     logit_bias: dict[str, float] | None = None
     parallel_tool_calls: bool | None = None  # only sent with tools (OpenAI refuses it without)
     reasoning_effort: str | None = None
+    # the end user as the client named them (OpenAI's ``user`` and ``safety_identifier``): upstreams use them to
+    # monitor abuse. Sent on by the providers whose API takes them, as providers.openai_compat.end_user allows
+    user: str | None = None
+    safety_identifier: str | None = None
 
     def openai_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"messages": self.messages}

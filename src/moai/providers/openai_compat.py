@@ -86,6 +86,21 @@ def status_error(model: str, status: int, headers: Mapping[str, str], body: byte
                                 param=param if isinstance(param, str) else None)
 
 
+def end_user(value: str | None, privacy: str) -> str | None:
+    """An end-user identifier (``user``, ``safety_identifier``) as an upstream may get it: as the client gave it,
+    except that a cloud model gets none in which moai's privacy scan finds something (an email address, a phone
+    number, a key): OpenAI and Anthropic ask for an opaque id (a hash), and a value that would be redacted from
+    the request's text is not sent beside it. A private or local model gets it whatever it holds."""
+    if not value:
+        return None
+    if privacy == "cloud":
+        from moai.gate.privacy import detect_text
+
+        if detect_text(value):
+            return None
+    return value
+
+
 def _usage(raw: Any) -> Usage | None:
     """The upstream's usage; a count that is missing or unusable (negative, not a number) reads 0, as not
     reported, and is then estimated: a broken upstream's figures are never billed (nor fail the request)."""
@@ -181,6 +196,9 @@ class OpenAICompatProvider(Provider):
             # which failed every such request and counted against the model's health
             body["messages"] = [{**m, "role": "system"} if m.get("role") == "developer" else m
                                 for m in body["messages"]]
+        for name in ("user", "safety_identifier"):  # for the upstream's abuse monitoring, as LiteLLM sends them
+            if (value := end_user(getattr(params, name), self.card.privacy)) is not None:
+                body[name] = value
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}

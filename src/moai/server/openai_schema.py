@@ -180,7 +180,7 @@ UNSERVED_FIELDS = {"audio": "no audio output", "web_search_options": "no web sea
                    "prediction": "no predicted outputs"}
 # OpenAI fields that do not change the answer, taken and not sent on (no stored completions, one service tier)
 READ_ELSEWHERE = frozenset({"store", "metadata", "service_tier", "prompt_cache_key", "prompt_cache_retention",
-                            "prompt_cache_options", "safety_identifier", "modalities", "verbosity", "moderation"})
+                            "prompt_cache_options", "modalities", "verbosity", "moderation"})
 MAX_TOOLS = 128  # tool definitions per request, as OpenAI allows
 MAX_LOGIT_BIAS = 1024  # token biases per request (OpenAI's own limit is lower): each is checked and sent on
 
@@ -215,7 +215,9 @@ class ChatCompletionRequest(BaseModel):
     # dropping them and answering in text, would both mislead a client written for them)
     functions: Any = None
     function_call: Any = None
-    user: str | None = None  # moai's session key; not sent on (it may identify a person)
+    # the end user (``user`` is also moai's session key): sent on as providers.openai_compat.end_user allows
+    user: str | None = None
+    safety_identifier: str | None = Field(None, strict=True)
     moai: MoaiOptions | None = None
     # the response cache's per-request opt-out also at the top level: `cache: false`, or LiteLLM's
     # `cache: {"no-cache": true}` / `{"no-store": true}`; folded into moai.cache
@@ -342,10 +344,10 @@ class ChatCompletionRequest(BaseModel):
             raise ValueError("deprecated function calling is not supported: send 'tools' and 'tool_choice'")
         return v
 
-    @field_validator("user")
+    @field_validator("user", "safety_identifier")
     @classmethod
     def _user(cls, v: str | None) -> str | None:
-        return no_nul(v)  # it is stored (the session)
+        return no_nul(v)  # stored (the session) and sent on
 
     @field_validator("response_format")
     @classmethod
