@@ -14,6 +14,7 @@ import asyncio
 import atexit
 import contextlib
 import json
+import logging
 import os
 import re
 import threading
@@ -42,6 +43,8 @@ from moai.providers.json_schema_check import (
     tool_arguments_check,
 )
 from moai.providers.tool_calls import merge_tool_call_deltas, parse_tool_calls
+
+log = logging.getLogger(__name__)
 
 # llama.cpp's OpenMP threads spin while waiting; with any other load on a small machine that collapses
 # throughput (measured: 0.5 vs 41 tok/s on 2 busy cores). Passive waiting must be set before libllama loads.
@@ -309,8 +312,61 @@ def load_llama(card: ModelCard) -> Any:
         return _models[path]
 
 
+def call_kwargs(model: str, params: ChatParams) -> dict[str, Any]:
+    """What ``create_chat_completion`` is called with for ``params``: the messages as the chat template reads them,
+    the tools it shows, the sampling and the constraints."""
+    kw: dict[str, Any] = {"messages": text_messages(model, params.messages), "max_tokens": params.max_tokens}
+    kw["temperature"] = 0.0 if params.temperature is None else params.temperature
+    for name in ("top_p", "frequency_penalty", "presence_penalty", "seed"):
+        value = getattr(params, name)
+        if value is not None:
+            kw[name] = value
+    stop = [s for s in params.stop or [] if s]  # an empty stop string matches at once: no answer at all
+    if stop:
+        kw["stop"] = stop
+    response_format = llama_response_format(params.response_format)
+    if offers_tools(params):  # with "none" the template does not show them: the model must answer in text
+        kw["tools"] = [_grammar_tool(t) for t in params.tools]
+        functions = function_tools(params.tools)
+        if params.tool_choice == "required" and len(functions) == 1:
+            kw["tool_choice"] = {"type": "function", "function": {"name": functions[0]["function"].get("name")}}
+        elif params.tool_choice == "required" and functions:
+            response_format = required_call_format(functions)  # a call is the answer the client asked for
+        elif params.tool_choice is not None:
+            kw["tool_choice"] = params.tool_choice
+    if response_format is not None:
+        kw["response_format"] = response_format
+    return kw
+
+
+def prompt_tokens(card: ModelCard, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
+                  tool_choice: Any = None) -> int | None:
+    """The prompt's tokens as this model reads it (``local_tokens``: the file's tokenizer and chat template), for the
+    context check before routing; None when it cannot be counted (no file, a vocabulary that does not load, a part
+    it cannot read, a template that cannot render the messages): the caller's estimate stands."""
+    from moai.providers import local_tokens
+
+    try:
+        path = resolve_path(card)
+        kw = call_kwargs(card.name, ChatParams(messages=messages, tools=tools, tool_choice=tool_choice))
+        tok = local_tokens.tokenizer(path)
+        return tok.count(kw["messages"], kw.get("tools"), kw.get("tool_choice")) if tok is not None else None
+    except Exception as e:  # noqa: BLE001 - the call would fail the same way, and say why
+        log.debug("prompt for %s not counted: %s", card.name, e)
+        return None
+
+
 class LlamaCppProvider(Provider):
     """A GGUF model run in this process."""
+
+    def __init__(self, card: ModelCard) -> None:
+        super().__init__(card)
+        # its vocabulary, for the context check before routing (``prompt_tokens``): loaded now in a thread of its
+        # own, as a server makes every provider at start, so that no request waits for it on the event loop
+        from moai.providers import local_tokens
+
+        with contextlib.suppress(ProviderError):
+            local_tokens.load_soon(resolve_path(card))
 
     async def warm(self) -> None:
         """Load the GGUF file now; a missing file is left for the call itself to report."""
@@ -318,28 +374,7 @@ class LlamaCppProvider(Provider):
             await asyncio.to_thread(load_llama, self.card)
 
     def _kwargs(self, params: ChatParams) -> dict[str, Any]:
-        kw: dict[str, Any] = {"messages": text_messages(self.name, params.messages), "max_tokens": params.max_tokens}
-        kw["temperature"] = 0.0 if params.temperature is None else params.temperature
-        for name in ("top_p", "frequency_penalty", "presence_penalty", "seed"):
-            value = getattr(params, name)
-            if value is not None:
-                kw[name] = value
-        stop = [s for s in params.stop or [] if s]  # an empty stop string matches at once: no answer at all
-        if stop:
-            kw["stop"] = stop
-        response_format = llama_response_format(params.response_format)
-        if offers_tools(params):  # with "none" the template does not show them: the model must answer in text
-            kw["tools"] = [_grammar_tool(t) for t in params.tools]
-            functions = function_tools(params.tools)
-            if params.tool_choice == "required" and len(functions) == 1:
-                kw["tool_choice"] = {"type": "function", "function": {"name": functions[0]["function"].get("name")}}
-            elif params.tool_choice == "required" and functions:
-                response_format = required_call_format(functions)  # a call is the answer the client asked for
-            elif params.tool_choice is not None:
-                kw["tool_choice"] = params.tool_choice
-        if response_format is not None:
-            kw["response_format"] = response_format
-        return kw
+        return call_kwargs(self.name, params)
 
     def _run(self, params: ChatParams, emit: Any, cancel: threading.Event, check: SchemaCheck | None = None,
              tool_check: ToolArgumentsCheck | None = None) -> None:
