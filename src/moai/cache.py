@@ -234,7 +234,8 @@ class ResponseCache:
                        "response_format": p.response_format,
                        # only when set, so that keys stored before these options existed still match
                        **{k: v for k in ("frequency_penalty", "presence_penalty", "logit_bias", "parallel_tool_calls",
-                                         "reasoning_effort") if (v := getattr(p, k)) is not None}},
+                                         "reasoning_effort") if (v := getattr(p, k)) is not None},
+                       **p.sampling_extras()},
         }
         key = _sha(_canonical({**base, "messages": p.messages}))
         last = p.messages[-1] if p.messages else {}

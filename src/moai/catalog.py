@@ -108,6 +108,15 @@ class Deployment(BaseModel):
 ROLES = ("proposer", "aggregator", "writer", "drafter", "critic", "judge")
 
 
+# sampling fields beyond OpenAI's that a request may carry (vLLM's names), and what an OpenAI-compatible card's
+# ``sampling_extras`` may list: the name each is sent under and the request field it carries. llama.cpp's server
+# reads ``repeat_penalty`` only; vLLM reads ``repetition_penalty``. A real OpenAI endpoint refuses
+# any of them (400), so none is sent to an upstream whose card does not list it
+SAMPLING_EXTRAS = ("top_k", "min_p", "repetition_penalty", "typical_p")
+CARD_SAMPLING_EXTRAS = {"top_k": "top_k", "min_p": "min_p", "repetition_penalty": "repetition_penalty",
+                        "repeat_penalty": "repetition_penalty", "typical_p": "typical_p"}
+
+
 MAX_PARAMS_B = 100_000  # billions of parameters: 100 trillion
 MAX_CONTEXT = 100_000_000  # tokens
 
@@ -144,6 +153,9 @@ class ModelCard(BaseModel):
     threads: int | None = Field(None, ge=1)  # local models: llama.cpp threads (None: all cores)
     deployments: list[Deployment] = Field(default_factory=list)  # several endpoints serving this model
     balance: Literal["least_busy", "latency"] = "least_busy"
+    # the sampling extras an OpenAI-compatible upstream takes (``CARD_SAMPLING_EXTRAS``), sent when a request asks
+    # for them; none by default (a real OpenAI endpoint refuses them)
+    sampling_extras: list[str] = Field(default_factory=list)
 
     @field_validator("endpoint")
     @classmethod
@@ -164,6 +176,20 @@ class ModelCard(BaseModel):
                 raise ValueError(f"unknown role {role!r} (roles: {', '.join(ROLES)}){hint}")
         return v
 
+    @field_validator("sampling_extras")
+    @classmethod
+    def _sampling_extras(cls, v: list[str]) -> list[str]:
+        """Only names some server reads: a typo (``topk``) would otherwise never be sent, unsaid."""
+        import difflib
+
+        known = list(CARD_SAMPLING_EXTRAS)
+        for name in v:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"unknown sampling extra {name!r} (known: {', '.join(known)}){hint}")
+        return v
+
     @model_validator(mode="after")
     def _provider_fields(self) -> ModelCard:
         """A field the provider never reads is a mistake to point out, not to ignore (a working endpoint beside
@@ -179,6 +205,9 @@ class ModelCard(BaseModel):
             if getattr(self, name):
                 raise ValueError(f"{name!r} is not used by provider {self.provider}"
                                  + (" (it is read for local models only)" if name in ("threads", "power_w") else ""))
+        if self.sampling_extras and self.provider not in ("openai_compat", "openai"):
+            raise ValueError(f"'sampling_extras' is not used by provider {self.provider} (it is read for "
+                             "openai_compat and openai models; local models take every one, Anthropic top_k)")
         if self.provider == "local" and self.package and self.path:
             raise ValueError("give either 'package' (a zoo model) or 'path' (a GGUF file), not both")
         if self.provider in ("openai_compat",) and not self.endpoint and not self.deployments:
@@ -196,6 +225,17 @@ class ModelCard(BaseModel):
         if self.deployments:
             return sum(d.concurrency for d in self.deployments)
         return 4 if self.provider == "local" else 64
+
+    @property
+    def sampling_fields(self) -> frozenset[str]:
+        """The request's sampling extras (``SAMPLING_EXTRAS``) this model is sent: every one to a local model
+        (llama-cpp-python takes them all), ``top_k`` to Anthropic's API, those its card lists to an
+        OpenAI-compatible server; a replay model answers as recorded, whatever was asked."""
+        if self.provider in ("local", "replay"):
+            return frozenset(SAMPLING_EXTRAS)
+        if self.provider == "anthropic":
+            return frozenset({"top_k"})
+        return frozenset(CARD_SAMPLING_EXTRAS[name] for name in self.sampling_extras)
 
     @property
     def upstream_model(self) -> str:

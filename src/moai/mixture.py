@@ -25,7 +25,7 @@ from moai.cache import ResponseCache
 from moai.catalog import PRIVACY_RANK, ModelCard
 from moai.config import Config, Mix, Weights, load_config
 from moai.gate.rules import RuleChooser, message_text
-from moai.providers.base import ChatParams, Delta, ProviderError, text_tokens
+from moai.providers.base import ChatParams, Delta, ProviderError, dropped_extras, text_tokens
 from moai.providers.registry import ProviderRegistry
 from moai.recording import Recording
 from moai.refusals import BadRequest, UnknownModel, refusal
@@ -371,6 +371,10 @@ class Mixture(SessionMemory, Recording):
             reasoning_effort=body.reasoning_effort,
             user=body.user,
             safety_identifier=body.safety_identifier,
+            top_k=body.top_k_asked,
+            min_p=body.min_p,
+            repetition_penalty=body.repetition_penalty,
+            typical_p=body.typical_p,
         )
         ctx = RequestContext(self.config, mix_name, mix, params, self.chooser, weights, cards, excluded,
                              live=self.stats.snapshot(min(params.max_tokens, 256), api_key=api_key,
@@ -499,6 +503,8 @@ class Mixture(SessionMemory, Recording):
         # notes may quote an upstream's error (a step that failed): told as an error body tells it
         reasons += [public(n, self.config) for n in session_notes(prep.ctx, ex.answer.model, ex.results)
                     + ex.plan.notes]
+        reasons += dropped_extras(prep.ctx.params, (self.config.models[m] for m in ex.models_used
+                                                    if m in self.config.models))
         reasons = list(dict.fromkeys(reasons))  # each once: steps (roles filled alike, layers) note the same
         return {
             "id": prep.id,

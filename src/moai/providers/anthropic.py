@@ -253,6 +253,8 @@ def request_kwargs(params: ChatParams, model: str, privacy: str = "cloud") -> di
         sampling["temperature"] = min(params.temperature, 1.0)  # Anthropic's range is 0..1, OpenAI's 0..2
     if params.top_p is not None:
         sampling["top_p"] = params.top_p
+    if params.top_k:  # the one sampling extra the Messages API takes; "off" (0) is its default: none sent
+        sampling["top_k"] = params.top_k
     if sampling:
         kw["extra_body"] = sampling
     if params.stop:

@@ -15,12 +15,12 @@ import socket
 import ssl
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from moai.catalog import ModelCard
+from moai.catalog import SAMPLING_EXTRAS, ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +224,17 @@ class ChatParams:
     # monitor abuse. Sent on by the providers whose API takes them, as providers.openai_compat.end_user allows
     user: str | None = None
     safety_identifier: str | None = None
+    # sampling beyond OpenAI's, as vLLM and llama.cpp's server take it (``SAMPLING_EXTRAS``); None: not
+    # asked for. ``top_k`` 0 is "off" (every token), whichever of 0 and -1 the client sent
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    typical_p: float | None = None
+
+    def sampling_extras(self) -> dict[str, float | int]:
+        """The extras asked for (not OpenAI's: never sent on by ``openai_kwargs``; each provider sends those its
+        model takes)."""
+        return {name: value for name in SAMPLING_EXTRAS if (value := getattr(self, name)) is not None}
 
     def openai_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"messages": self.messages}
@@ -237,6 +248,19 @@ class ChatParams:
         if self.tools and self.parallel_tool_calls is not None:
             kw["parallel_tool_calls"] = self.parallel_tool_calls
         return kw
+
+
+def dropped_extras(params: ChatParams, cards: Iterable[ModelCard]) -> list[str]:
+    """``moai.reason`` lines for the sampling extras asked for that a model which answered was not sent (its API
+    or its card does not take them, ``ModelCard.sampling_fields``): dropped, not a reason to pass the model over."""
+    notes = []
+    for card in cards:
+        dropped = [name for name in params.sampling_extras() if name not in card.sampling_fields]
+        if dropped:
+            why = ("Anthropic's API takes top_k only" if card.provider == "anthropic"
+                   else "its card's sampling_extras does not list them")
+            notes.append(f"request field(s) {', '.join(dropped)} not sent to {card.name} ({why})")
+    return notes
 
 
 @dataclass

@@ -312,6 +312,9 @@ def load_llama(card: ModelCard) -> Any:
         return _models[path]
 
 
+LLAMA_NAMES = {"repetition_penalty": "repeat_penalty"}  # llama-cpp-python's names for the request's fields
+
+
 def call_kwargs(model: str, params: ChatParams) -> dict[str, Any]:
     """What ``create_chat_completion`` is called with for ``params``: the messages as the chat template reads them,
     the tools it shows, the sampling and the constraints."""
@@ -321,6 +324,10 @@ def call_kwargs(model: str, params: ChatParams) -> dict[str, Any]:
         value = getattr(params, name)
         if value is not None:
             kw[name] = value
+    # the sampling extras only when asked for: llama-cpp-python's own defaults (top_k 40, min_p 0.05, no repeat
+    # penalty) stand otherwise. top_k 0 is "off" there too (llama.cpp's top-k sampler passes every token for k <= 0)
+    for name, value in params.sampling_extras().items():
+        kw[LLAMA_NAMES.get(name, name)] = value
     stop = [s for s in params.stop or [] if s]  # an empty stop string matches at once: no answer at all
     if stop:
         kw["stop"] = stop

@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from moai.catalog import ModelCard
+from moai.catalog import CARD_SAMPLING_EXTRAS, ModelCard
 from moai.providers.base import (
     ChatParams,
     Completion,
@@ -99,6 +99,19 @@ def end_user(value: str | None, privacy: str) -> str | None:
         if detect_text(value):
             return None
     return value
+
+
+def sampling_extras(params: ChatParams, listed: list[str]) -> dict[str, float | int]:
+    """The sampling extras asked for that the card lists (``listed``, names as its server reads them), under those
+    names; the others are not sent (a real OpenAI endpoint refuses any field it does not know with a 400). top_k
+    "off" goes as -1: vLLM's "disable" (older releases refuse 0), which llama.cpp's server reads as off too."""
+    asked = params.sampling_extras()
+    out: dict[str, float | int] = {}
+    for name in listed:
+        value = asked.get(CARD_SAMPLING_EXTRAS[name])
+        if value is not None:
+            out[name] = -1 if name == "top_k" and value == 0 else value
+    return out
 
 
 def _usage(raw: Any) -> Usage | None:
@@ -199,6 +212,7 @@ class OpenAICompatProvider(Provider):
         for name in ("user", "safety_identifier"):  # for the upstream's abuse monitoring, as LiteLLM sends them
             if (value := end_user(getattr(params, name), self.card.privacy)) is not None:
                 body[name] = value
+        body.update(sampling_extras(params, self.card.sampling_extras))
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}

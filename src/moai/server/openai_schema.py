@@ -182,6 +182,8 @@ UNSERVED_FIELDS = {"audio": "no audio output", "web_search_options": "no web sea
 READ_ELSEWHERE = frozenset({"store", "metadata", "service_tier", "prompt_cache_key", "prompt_cache_retention",
                             "prompt_cache_options", "modalities", "verbosity", "moderation"})
 MAX_TOOLS = 128  # tool definitions per request, as OpenAI allows
+MAX_TOP_K = (1 << 31) - 1  # the int32 llama.cpp and vLLM hold it in
+MAX_REPETITION_PENALTY = 100.0  # a multiplier on logits (1 is none, 1.1-1.3 usual): far above any sensible one
 MAX_LOGIT_BIAS = 1024  # token biases per request (OpenAI's own limit is lower): each is checked and sent on
 
 
@@ -218,6 +220,14 @@ class ChatCompletionRequest(BaseModel):
     # the end user (``user`` is also moai's session key): sent on as providers.openai_compat.end_user allows
     user: str | None = None
     safety_identifier: str | None = Field(None, strict=True)
+    # sampling beyond OpenAI's, under vLLM's names, as vLLM, llama.cpp's server and others take it: sent to
+    # the models that take it (``ModelCard.sampling_fields``), named in moai.reason where dropped. top_k 0 and -1
+    # both mean off (llama.cpp's and vLLM's conventions); llama.cpp's name ``repeat_penalty`` is taken too
+    top_k: int | None = Field(None, ge=-1, le=MAX_TOP_K, strict=True)
+    min_p: float | None = Field(None, ge=0, le=1, strict=True)
+    repetition_penalty: float | None = Field(None, gt=0, le=MAX_REPETITION_PENALTY, strict=True)
+    repeat_penalty: float | None = Field(None, gt=0, le=MAX_REPETITION_PENALTY, strict=True)
+    typical_p: float | None = Field(None, ge=0, le=1, strict=True)
     moai: MoaiOptions | None = None
     # the response cache's per-request opt-out also at the top level: `cache: false`, or LiteLLM's
     # `cache: {"no-cache": true}` / `{"no-store": true}`; folded into moai.cache
@@ -307,6 +317,28 @@ class ChatCompletionRequest(BaseModel):
         if off:
             self.moai = (self.moai or MoaiOptions()).model_copy(update={"cache": False})
         return self
+
+    @field_validator("repeat_penalty")
+    @classmethod
+    def _one_repetition_penalty(cls, v: float | None, info: ValidationInfo) -> float | None:
+        """llama.cpp's ``repeat_penalty`` is vLLM's ``repetition_penalty`` (read as it, ``_repetition_penalty``):
+        a 400 when both are sent with different values, one of which would be dropped unsaid."""
+        other = info.data.get("repetition_penalty")
+        if v is not None and other is not None and other != v:
+            raise ValueError(f"{v:g} differs from repetition_penalty {other:g} (the same option under llama.cpp's "
+                             "and vLLM's names: send one)")
+        return v
+
+    @model_validator(mode="after")
+    def _repetition_penalty(self) -> ChatCompletionRequest:
+        if self.repeat_penalty is not None:
+            self.repetition_penalty = self.repeat_penalty
+        return self
+
+    @property
+    def top_k_asked(self) -> int | None:
+        """``top_k`` with "off" as 0, whether the client said 0 (llama.cpp, Hugging Face) or -1 (vLLM)."""
+        return None if self.top_k is None else max(self.top_k, 0)
 
     @field_validator("stop")
     @classmethod

@@ -150,7 +150,7 @@ def with_messages(ctx: RequestContext, messages: list[dict[str, Any]], **changes
                       top_p=p.top_p, frequency_penalty=p.frequency_penalty, presence_penalty=p.presence_penalty,
                       stop=p.stop, seed=p.seed, tools=None, tool_choice=None, response_format=p.response_format,
                       logit_bias=p.logit_bias, parallel_tool_calls=p.parallel_tool_calls,
-                      reasoning_effort=p.reasoning_effort)
+                      reasoning_effort=p.reasoning_effort, **p.sampling_extras())
     fields.update(user=p.user, safety_identifier=p.safety_identifier)  # every call is made for the same end user
     fields.update(changes)
     return ChatParams(**fields)
