@@ -104,7 +104,8 @@ def serve(
         "--limit-concurrency)."
     ),
 ) -> None:
-    """Serve the OpenAI-compatible API (POST /v1/chat/completions, GET /v1/models, POST /v1/feedback)."""
+    """Serve the OpenAI-compatible API (POST /v1/chat/completions, POST /v1/responses, GET /v1/models,
+    POST /v1/feedback)."""
     log_level = check_log_level(log_level)
     if not host.strip():  # uvicorn would listen on every interface, and the banner would read http://:PORT
         fail("--host must not be empty (0.0.0.0 listens on every interface)")

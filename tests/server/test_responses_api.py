@@ -33,6 +33,14 @@ WEATHER = {"type": "function", "name": "get_weather", "description": "Current we
                           "required": ["city", "unit"], "additionalProperties": False}, "strict": True}
 
 
+def nested(levels: int) -> Any:
+    """A value ``levels`` arrays deep."""
+    value: Any = "y"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 class Place(BaseModel):
     city: str
 
@@ -268,6 +276,16 @@ def test_stream_failure_after_the_start_is_response_failed(rig: Rig) -> None:
     ({"tool_choice": {"type": "web_search"}}, "tool_choice.type", "'web_search'"),
     ({"max_tokens": 10}, "max_tokens", "max_output_tokens"),
     ({"temperature": 5}, "temperature", "temperature"),  # checked by the chat path, under the same name
+    # the chat endpoint's checks, on what the translation would drop or send on unchecked
+    ({"input": [{"role": "user", "content": "x", "extra": nested(70)}]},
+     "input[0].extra" + "[0]" * 61, "nested more than 64 levels deep"),
+    ({"stream_options": {"include_obfuscation": False}}, "stream_options", "only allowed when stream is true"),
+    ({"tools": [{**WEATHER, "strict": "yes"}]}, "tools[0].strict", "a boolean"),
+    ({"tools": [{**WEATHER, "parameters": "x"}]}, "tools[0].parameters", "a JSON Schema object"),
+    ({"text": {"verbosity": 5}}, "text.verbosity", "'low', 'medium', 'high'"),
+    ({"truncation": 5}, "truncation", "'auto', 'disabled'"),
+    ({"input": [{"role": "user", "content": "x"}] * 1024, "instructions": "sys"}, "input",
+     "the instructions count as one"),
 ])
 def test_what_cannot_be_served_is_a_400_naming_its_param(rig: Rig, body: dict[str, Any], param: str,
                                                           says: str) -> None:
@@ -280,6 +298,17 @@ def test_what_cannot_be_served_is_a_400_naming_its_param(rig: Rig, body: dict[st
     assert rig.scripts["talker"].calls == calls  # refused before any model ran
     with pytest.raises(openai.BadRequestError):
         rig.client().responses.create(model="moai/default", input="hi", extra_body=body)
+
+
+def test_echoed_settings_and_fields_taken_but_not_applied(rig: Rig) -> None:
+    r = rig.post({"model": "moai/default", "input": "hi", "truncation": "auto", "text": {"verbosity": "low"}})
+    assert r.status_code == 200, r.text
+    resp = r.json()
+    assert isinstance(resp["completed_at"], int) and resp["completed_at"] >= resp["created_at"]
+    assert resp["truncation"] == "auto" and resp["text"]["verbosity"] == "low"
+    assert any(reason.startswith("request field text.verbosity taken but not applied")
+               for reason in resp["moai"]["reason"])
+    assert "verbosity" not in rig.seen("talker")
 
 
 def metric(rig: Rig, name: str, **labels: str) -> float:

@@ -10,10 +10,13 @@ answer translated back. moai keeps no response objects: what refers to a stored 
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
 from starlette.responses import Response
+
+from moai.server.openai_schema import MAX_DEPTH, _unencodable
 
 CHAT_PREFIX = "chatcmpl-"
 RESPONSE_PREFIX = "resp_"
@@ -39,6 +42,16 @@ TRANSLATED = frozenset({"model", "input", "instructions", "max_output_tokens", "
                         "user", "store", "moai", "reasoning", "include", "top_logprobs", "truncation",
                         *UNSERVED})
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+MAX_INPUT_ITEMS = 1024  # as the chat endpoint's messages (the instructions, a message of their own, count too)
+ITEM_STATUSES = ("in_progress", "completed", "incomplete")
+IMAGE_DETAILS = ("low", "high", "auto")  # chat's image_url.detail: what the upstream is sent
+VERBOSITIES = ("low", "medium", "high")
+TRUNCATIONS = ("auto", "disabled")
+NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # OpenAI's rule for function and response-format names
+# Responses fields taken as valid but not applied to the answer: told in ``moai.reason`` (as the chat endpoint
+# tells the fields it does not read)
+NOT_APPLIED = {("text", "verbosity"): "request field text.verbosity taken but not applied (no model here is sent "
+                                      "a verbosity)"}
 # chat error params (400s of the chat path) as the Responses request names them
 PARAM_NAMES = {"messages": "input", "max_tokens": "max_output_tokens", "response_format": "text.format",
                "reasoning_effort": "reasoning.effort"}
@@ -75,6 +88,38 @@ def _expect(value: Any, types: type, param: str, what: str) -> Any:
     return value
 
 
+def _one_of(value: Any, allowed: tuple[str, ...], param: str) -> Any:
+    """``value`` when null or one of ``allowed`` (a wrong value would be sent on, or echoed, as if valid)."""
+    if value is not None and (not isinstance(value, str) or value not in allowed):
+        shown = repr(value[:40]) if isinstance(value, str) else _kind(value)
+        raise Unsupported(f"must be one of {', '.join(map(repr, allowed))}, not {shown}", param)
+    return value
+
+
+def _name(source: dict[str, Any], param: str) -> str:
+    name = _text_field(source, "name", param)
+    if not NAME.fullmatch(name):
+        raise Unsupported(f"must be 1 to 64 letters, digits, underscores or dashes, not {name[:40]!r}",
+                          f"{param}.name")
+    return name
+
+
+def _well_formed(payload: dict[str, Any]) -> None:
+    """The chat endpoint's checks of a whole body, made on the Responses request itself (its translation drops
+    what it does not read, an item's extra fields among them): nesting past ``MAX_DEPTH`` and lone surrogates are
+    400s naming where, as the request names it."""
+    too_deep = f": nested more than {MAX_DEPTH} levels deep"
+    try:
+        where = _unencodable(payload, "")
+    except ValueError as e:
+        message = str(e)
+        if message.endswith(too_deep):
+            raise Unsupported(too_deep.removeprefix(": "), message.removesuffix(too_deep)) from None
+        raise Unsupported(message, None) from None
+    if where is not None:
+        raise Unsupported("text is not valid Unicode (a lone surrogate escape such as \\ud800)", where)
+
+
 # ------------------------------------------------------------------ request
 
 
@@ -82,6 +127,7 @@ def to_chat(payload: dict[str, Any]) -> dict[str, Any]:
     """The chat-completions payload a Responses request means. Raises ``Unsupported`` (a 400) for what cannot be
     translated. Fields neither API has are passed on as they are, so that the chat path treats them as it treats
     its own unknown fields (taken, and named in ``moai.reason``)."""
+    _well_formed(payload)
     for name, instead in CHAT_NAMES.items():
         if name in payload:
             raise Unsupported(f"a chat-completions field; the Responses API's is `{instead}`", name,
@@ -102,6 +148,10 @@ def to_chat(payload: dict[str, Any]) -> dict[str, Any]:
     if "input" not in payload:
         raise Unsupported("required", "input")
     messages += input_messages(payload["input"])
+    if len(messages) > MAX_INPUT_ITEMS:  # the client's items are within it: the instructions made one more
+        raise Unsupported(f"{len(messages) - 1} input items and the instructions make {len(messages)} messages, "
+                          f"more than the {MAX_INPUT_ITEMS} a request may hold (the instructions count as one)",
+                          "input")
     chat["messages"] = messages
     if (limit := payload.get("max_output_tokens")) is not None:
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
@@ -110,6 +160,12 @@ def to_chat(payload: dict[str, Any]) -> dict[str, Any]:
     for name in ("temperature", "top_p", "parallel_tool_calls", "user", "moai"):
         if payload.get(name) is not None:
             chat[name] = payload[name]
+    if (options := payload.get("stream_options")) is not None:  # as the chat endpoint checks its own
+        _expect(options, dict, "stream_options", "an object")
+        if options.get("include_obfuscation") is not None:
+            _expect(options["include_obfuscation"], bool, "stream_options.include_obfuscation", "a boolean")
+        if payload.get("stream") is not True:
+            raise Unsupported("only allowed when stream is true", "stream_options")
     if (stream := payload.get("stream")) is not None:
         chat["stream"] = stream
         if stream is True:  # usage arrives in a chunk of its own only when asked for: response.completed carries it
@@ -120,7 +176,9 @@ def to_chat(payload: dict[str, Any]) -> dict[str, Any]:
     if payload.get("tool_choice") is not None:
         chat["tool_choice"] = _chat_tool_choice(payload["tool_choice"])
     if payload.get("text") is not None:
-        fmt = _response_format(_expect(payload["text"], dict, "text", "an object").get("format"))
+        text = _expect(payload["text"], dict, "text", "an object")
+        _one_of(text.get("verbosity"), VERBOSITIES, "text.verbosity")
+        fmt = _response_format(text.get("format"))
         if fmt is not None:
             chat["response_format"] = fmt
     if payload.get("reasoning") is not None:
@@ -145,9 +203,10 @@ def _check_read_elsewhere(payload: dict[str, Any]) -> None:
             _expect(v, str, f"metadata.{k}"[:80], "a string")
     if payload.get("store") is not None:
         _expect(payload["store"], bool, "store", "a boolean")
+    _one_of(payload.get("truncation"), TRUNCATIONS, "truncation")
     if (include := payload.get("include")) is not None:
         for i, item in enumerate(_expect(include, list, "include", "an array")):
-            if item in NOTHING_TO_INCLUDE:
+            if isinstance(item, str) and item in NOTHING_TO_INCLUDE:  # a list or an object is no item: refused
                 continue
             raise Unsupported(f"{str(item)[:60]!r} cannot be supplied here (moai's answers carry no logprobs, "
                               "reasoning or tool-call outputs): send the request without it", f"include[{i}]",
@@ -181,11 +240,16 @@ def input_messages(value: Any) -> list[dict[str, Any]]:
     items = _expect(value, list, "input", "a string or an array of input items")
     if not items:
         raise Unsupported("must not be empty", "input")
+    if len(items) > MAX_INPUT_ITEMS:
+        raise Unsupported(f"{len(items)} items is more than the {MAX_INPUT_ITEMS} a request may hold", "input")
     messages: list[dict[str, Any]] = []
     for i, item in enumerate(items):
         param = f"input[{i}]"
         _expect(item, dict, param, "an input item (an object)")
         kind = item.get("type", "message")
+        if kind in ("message", "function_call", "function_call_output", "reasoning") or (
+                kind is None and "role" in item):
+            _item_fields(item, param)
         if kind == "message" or (kind is None and "role" in item):
             messages.append(_message(item, param))
         elif kind == "function_call":
@@ -214,6 +278,13 @@ def input_messages(value: Any) -> list[dict[str, Any]]:
 
 def _text_field(item: dict[str, Any], name: str, param: str) -> str:
     return _expect(item.get(name), str, f"{param}.{name}", "a string")
+
+
+def _item_fields(item: dict[str, Any], param: str) -> None:
+    """An item's ``id`` and ``status`` (an earlier response's output items carry them), checked though not sent on."""
+    if item.get("id") is not None:
+        _expect(item["id"], str, f"{param}.id", "a string")
+    _one_of(item.get("status"), ITEM_STATUSES, f"{param}.status")
 
 
 def _message(item: dict[str, Any], param: str) -> dict[str, Any]:
@@ -247,9 +318,13 @@ def _parts(content: Any, param: str, role: str) -> list[dict[str, Any]]:
                                   f"{where}.file_id", "unsupported_parameter")
             image = {"url": _text_field(part, "image_url", where)}
             if part.get("detail") is not None:
-                image["detail"] = part["detail"]
+                image["detail"] = _one_of(part["detail"], IMAGE_DETAILS, f"{where}.detail")
             parts.append({"type": "image_url", "image_url": image})
         elif kind == "input_file" and role == "user":
+            for name, why in (("file_id", "moai keeps no files"), ("file_url", "moai fetches no files")):
+                if part.get(name) is not None:
+                    raise Unsupported(f"{why}: send the file inline as file_data", f"{where}.{name}",
+                                      "unsupported_parameter")
             if part.get("file_data") is None:
                 raise Unsupported("moai keeps no files and fetches none: send the file inline as file_data",
                                   f"{where}.file_data", "unsupported_parameter")
@@ -272,13 +347,20 @@ def _chat_tool(tool: Any, i: int) -> dict[str, Any]:
         raise Unsupported(f"tools of type {str(kind)[:40]!r} are not supported: moai serves function tools only "
                           "(run the tool yourself and define it as a function)", f"{param}.type",
                           "unsupported_parameter")
-    if isinstance(tool.get("function"), dict):  # already in chat's form
+    if isinstance(tool.get("function"), dict):  # already in chat's form: checked as such, sent as it is
+        _function_spec(tool["function"], f"{param}.function")
         return tool
-    spec = {"name": _text_field(tool, "name", param)}
-    for name in ("description", "parameters", "strict"):
-        if tool.get(name) is not None:
-            spec[name] = tool[name]
-    return {"type": "function", "function": spec}
+    return {"type": "function", "function": _function_spec(tool, param)}
+
+
+def _function_spec(source: dict[str, Any], param: str) -> dict[str, Any]:
+    """A function's definition as chat's ``function``, each field checked under the request's name for it."""
+    spec: dict[str, Any] = {"name": _name(source, param)}
+    for name, types, what in (("description", str, "a string"), ("parameters", dict, "a JSON Schema object"),
+                              ("strict", bool, "a boolean")):
+        if source.get(name) is not None:
+            spec[name] = _expect(source[name], types, f"{param}.{name}", what)
+    return spec
 
 
 def _chat_tool_choice(choice: Any) -> str | dict[str, Any]:
@@ -305,11 +387,11 @@ def _response_format(fmt: Any) -> dict[str, Any] | None:
     if kind != "json_schema":
         raise Unsupported(f"type must be 'text', 'json_object' or 'json_schema', not {str(kind)[:40]!r}",
                           "text.format.type")
-    spec: dict[str, Any] = {"name": _text_field(fmt, "name", "text.format"),
+    spec: dict[str, Any] = {"name": _name(fmt, "text.format"),
                             "schema": _expect(fmt.get("schema"), dict, "text.format.schema", "a JSON Schema object")}
-    for name in ("description", "strict"):
+    for name, types, what in (("description", str, "a string"), ("strict", bool, "a boolean")):
         if fmt.get(name) is not None:
-            spec[name] = fmt[name]
+            spec[name] = _expect(fmt[name], types, f"text.format.{name}", what)
     return {"type": "json_schema", "json_schema": spec}
 
 
@@ -338,7 +420,7 @@ def echo(payload: dict[str, Any]) -> dict[str, Any]:
         "reasoning": {"effort": effort, "summary": None},
         "previous_response_id": None,
         "store": False,  # nothing is kept to retrieve
-        "truncation": "disabled",
+        "truncation": payload.get("truncation") or "disabled",
         "background": False,
         "user": payload.get("user"),
     }
@@ -356,7 +438,7 @@ def finish(obj: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
     obj["status"] = "incomplete" if reason else "completed"
     obj["incomplete_details"] = {"reason": reason} if reason else None
     if not reason:
-        obj["completed_at"] = time.time()
+        obj["completed_at"] = int(time.time())  # whole seconds, as created_at
     return obj
 
 
@@ -402,8 +484,18 @@ def from_completion(completion: dict[str, Any], payload: dict[str, Any]) -> dict
                                        fn.get("name") or "", fn.get("arguments") or ""))
     obj["usage"] = usage(completion.get("usage"))
     if "moai" in completion:
-        obj["moai"] = completion["moai"]
+        obj["moai"] = noted(completion["moai"], payload)
     return obj
+
+
+def noted(summary: Any, payload: dict[str, Any]) -> Any:
+    """The ``moai`` object with the Responses fields taken but not applied (``NOT_APPLIED``) in its ``reason``."""
+    notes = [note for (field, sub), note in NOT_APPLIED.items()
+             if isinstance(payload.get(field), dict) and payload[field].get(sub) is not None]
+    if not notes or not isinstance(summary, dict):
+        return summary
+    reasons = summary.get("reason") if isinstance(summary.get("reason"), list) else []
+    return {**summary, "reason": [*reasons, *(n for n in notes if n not in reasons)]}
 
 
 def _rename_param(error: dict[str, Any]) -> bool:

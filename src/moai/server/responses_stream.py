@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from moai.server.responses import call_item, finish, skeleton, usage
+from moai.server.responses import call_item, finish, noted, skeleton, usage
 
 FAILURE_CODES = frozenset({"rate_limit_exceeded"})  # told as they are; every other failure is a server_error
 
@@ -155,13 +155,14 @@ class _Events:
     def chunk(self, obj: dict[str, Any]) -> list[str]:
         if self.over:
             return []
-        if "error" in obj and "choices" not in obj:
-            return self.failed(obj["error"])
-        out = self.start(obj)
-        if obj.get("moai") is not None:
-            self.moai = obj["moai"]
+        failure = "error" in obj and "choices" not in obj
+        out = [] if failure else self.start(obj)
+        if obj.get("moai") is not None:  # the finish chunk's (or an error event's, where it carries one)
+            self.moai = noted(obj["moai"], self.payload)
         if obj.get("usage"):
             self.usage = obj["usage"]
+        if failure:
+            return self.failed(obj["error"])
         for choice in obj.get("choices") or []:
             delta = choice.get("delta") or {}
             if choice.get("finish_reason"):
@@ -175,13 +176,16 @@ class _Events:
         return out
 
     def failed(self, error: dict[str, Any]) -> list[str]:
-        """A failure after the stream started (the chat stream's in-band error event): ``response.failed``."""
+        """A failure after the stream started (the chat stream's in-band error event): ``response.failed``, with
+        what ``done`` would carry of it: the ``moai`` object and the usage, where the chat stream gave them (before
+        its error event, or in it): a failed request may still be billed for what was generated."""
         out = self.start({})
         self.over = True
         obj = self.response("failed")
         code = error.get("code") if error.get("code") in FAILURE_CODES else "server_error"
         obj["error"] = {"code": code, "message": error.get("message") or "the stream failed"}
         obj["output"] = self.items
+        obj["usage"] = usage(self.usage)
         out.append(self.emit("response.failed", response=obj))
         return out
 
