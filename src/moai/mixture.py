@@ -63,6 +63,13 @@ def estimate_tokens(text: str) -> int:
     return text_tokens(text) + 1
 
 
+def call_tokens(messages: list[dict[str, Any]]) -> int:
+    """The estimate of the tool calls earlier turns made (their names and arguments are read with the prompt, but
+    are no message text): an agent's history may be mostly calls."""
+    return sum(estimate_tokens(json.dumps(m["tool_calls"], ensure_ascii=False)) for m in messages
+               if m.get("tool_calls"))
+
+
 # Where a local model's own count replaces the estimate (``counted_eligible``). A byte-level tokenizer spends at most
 # a token a byte, and the estimate counts a quarter token an ASCII byte and a token a character of 2-4 bytes: a prompt
 # is never more than UNDER times the estimate, plus its chat template's framing (SmolLM2's adds a 30-token system
@@ -225,6 +232,12 @@ class Mixture(SessionMemory, Recording):
         return cls(config, **kw)
 
     @functools.cached_property
+    def counts_locally(self) -> bool:
+        """Whether a request may be counted by a local model's tokenizer before routing (``undecided``): a few
+        milliseconds per 10 KB, so its preparation is better off the event loop."""
+        return any(c.provider == "local" and not c.deployments for c in self.config.models.values())
+
+    @functools.cached_property
     def chat(self) -> Any:
         """``m.chat.completions.create(...)``: the OpenAI client's surface, in process (see moai.api)."""
         from moai.api import Chat
@@ -263,7 +276,7 @@ class Mixture(SessionMemory, Recording):
                 "written from several models' texts. Use a route, cascade or auto mix for requests with tools.",
                 "tools", "tools_not_supported")
         messages = [m.to_provider() for m in body.messages]
-        prompt_tokens = estimate_tokens(message_text(messages))
+        prompt_tokens = estimate_tokens(message_text(messages)) + call_tokens(messages)
         opts = body.moai
         if opts and opts.max_cost_usd is not None:  # a request may tighten the mix's cap, never loosen it
             cap = min(opts.max_cost_usd, mix.constraints.max_cost_usd or opts.max_cost_usd)
@@ -298,6 +311,9 @@ class Mixture(SessionMemory, Recording):
             tell whether they fit its context (``undecided``); None elsewhere, or when it cannot count them."""
             if not undecided(card, estimate, answer_tokens, len(messages)):
                 return None
+            if (body.tools and not card.supports_tools) or (opts is not None and (
+                    (opts.models is not None and card.name not in opts.models) or card.name in (opts.exclude or []))):
+                return None  # not one the request may use: left out whatever its count
             if card.name not in counts:
                 from moai.providers.llama_cpp import prompt_tokens as local_count
 
@@ -310,8 +326,8 @@ class Mixture(SessionMemory, Recording):
             return f"about {estimate} tokens" + (f" ({exact})" if exact else "")
 
         pool = self.config.pool(mix)
-        if estimate > max((c.context for c in pool), default=estimate) and not any(
-                (n := counted(c)) is not None and n <= c.context for c in pool):
+        if estimate >= max((c.context for c in pool), default=estimate + 1) and not any(
+                (n := counted(c)) is not None and n < c.context for c in pool):
             # no model could read it, whatever the scan below found: refused before scanning a prompt that long
             raise BadRequest(f"This request is {size()}, more than any model's context allows", "messages",
                              "context_length_exceeded")

@@ -182,3 +182,26 @@ def test_ctrl_c_between_the_renames_of_a_save_waits_for_them(gate: Gate, tmp_pat
     loaded = Gate.load(out)
     assert loaded.meta["mark"] == loaded.head.mark == "new"
     assert sorted(p.name for p in out.iterdir()) == ["gate.json", "gate.pkl"]
+
+
+def test_saves_from_two_threads_of_one_process_do_not_remove_each_other_s_files(gate: Gate, tmp_path: Path) -> None:
+    """A save's files being written are no leftovers to another save of the same process."""
+    import threading
+
+    out, errors = tmp_path / "g", []
+
+    def save_many() -> None:
+        try:
+            for _ in range(8):
+                gate.save(out)
+        except Exception as e:  # noqa: BLE001 - collected for the assertion
+            errors.append(e)
+
+    threads = [threading.Thread(target=save_many) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(p.name for p in out.iterdir()) == ["gate.json", "gate.pkl"]
+    Gate.load(out)

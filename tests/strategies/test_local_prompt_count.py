@@ -118,3 +118,86 @@ async def test_the_count_is_the_prompt_llama_cpp_reads(smollm_path: Path) -> Non
     counted = prompt_tokens(card, messages, tools)
     done = await LlamaCppProvider(card).complete(ChatParams(messages=messages, max_tokens=1, tools=tools))
     assert counted == done.usage.prompt_tokens
+
+
+def test_the_tool_calls_of_earlier_turns_are_counted_with_the_prompt() -> None:
+    """An agent's history may be mostly calls: Qwen's template renders their arguments into the prompt, though
+    they are no message text (4,568 tokens here, where the text alone seems 10)."""
+    from moai import local_models
+
+    qwen = local_models.pull("qwen2.5-coder-0.5b")
+    m = Mixture(parse_config(f"""models:
+  qwen: {{provider: local, path: '{qwen}', context: 4096, supports_tools: true}}
+  cloud: {{provider: openai_compat, endpoint: "http://127.0.0.1:9/v1", privacy: cloud, context: 128000}}
+mixes:
+  both: {{strategy: route, models: [qwen, cloud], weights: {{quality: 0, latency: 1}}}}
+"""))
+    args = '{"rows": "' + "7, " * 1500 + '"}'
+    body = {"model": "moai/both", "messages": [
+        {"role": "user", "content": "Sum the rows."},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "sum_rows", "arguments": args}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "done"},
+        {"role": "user", "content": "And now?"}]}
+    prep = m.prepare(ChatCompletionRequest.model_validate(body))
+    assert [c.name for c in prep.ctx.candidates] == ["cloud"]
+    found = re.fullmatch(r"prompt (\d+) tokens by its own tokenizer exceeds context 4096", prep.ctx.excluded["qwen"])
+    assert found and int(found[1]) > 4500, prep.ctx.excluded
+
+
+def test_a_prompt_that_fills_the_context_leaves_no_room_to_answer(smollm_path: Path) -> None:
+    """llama.cpp refuses a prompt as long as its context (nothing could be written): such a model is no choice."""
+    from moai.providers.llama_cpp import prompt_tokens
+
+    card = complete_card("smol", ModelCard(provider="local", path=str(smollm_path), privacy="local", context=8192))
+    text = "apple " * 7900
+    n = prompt_tokens(card, [{"role": "user", "content": text}])
+    assert n is not None and n < 8192
+    text += "apple " * (8192 - n)  # one token an "apple ": the prompt is now the whole context
+    assert prompt_tokens(card, [{"role": "user", "content": text}]) == 8192
+    prep = prepared(mixture(smollm_path), "both", text)
+    assert [c.name for c in prep.ctx.candidates] == ["cloud"]
+    assert prep.ctx.excluded["smol"] == "prompt 8192 tokens by its own tokenizer exceeds context 8192"
+    with pytest.raises(BadRequest, match="more than any model's context"):
+        prepared(mixture(smollm_path), "solo", text)
+
+
+def test_models_the_request_cannot_use_are_not_counted(smollm_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from moai.providers import local_tokens
+
+    counts: list[int] = []
+    real_count = local_tokens.Tokenizer.count
+
+    def spy_count(self: Any, *args: Any, **kw: Any) -> int:
+        counts.append(1)
+        return real_count(self, *args, **kw)
+
+    monkeypatch.setattr(local_tokens.Tokenizer, "count", spy_count)
+    m = mixture(smollm_path)
+    assert [c.name for c in prepared(m, "both", APPLES, moai={"models": ["cloud"]}).ctx.candidates] == ["cloud"]
+    assert [c.name for c in prepared(m, "both", APPLES, moai={"exclude": ["smol"]}).ctx.candidates] == ["cloud"]
+    assert counts == []
+    prepared(m, "both", APPLES)
+    assert counts == [1]
+
+
+def test_a_vocabulary_replaced_on_disk_frees_the_old_one_and_a_closed_one_is_never_read(smollm_path: Path,
+                                                                                       tmp_path: Path) -> None:
+    import os
+
+    from moai.providers import local_tokens
+
+    copy = tmp_path / "smol.gguf"
+    os.link(smollm_path, copy) if os.stat(smollm_path).st_dev == os.stat(tmp_path).st_dev else copy.symlink_to(
+        smollm_path)
+    first = local_tokens.tokenizer(str(copy))
+    assert first is not None and first.count([{"role": "user", "content": "hi"}]) > 0
+    st = os.stat(copy)
+    os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # "a new version" of the file
+    second = local_tokens.tokenizer(str(copy))
+    assert second is not None and second is not first
+    assert [k for k in local_tokens._tokenizers if k[0] == str(copy)] == [local_tokens._key(str(copy))]
+    assert first.model is None  # freed
+    with pytest.raises(RuntimeError, match="closed"):
+        first.count([{"role": "user", "content": "hi"}])  # not a read of freed memory
+    assert second.count([{"role": "user", "content": "hi"}]) > 0

@@ -250,10 +250,12 @@ def _clear_leftovers(directory: Path) -> None:
 
 
 def _running(pid_text: str) -> bool:
-    """Whether the process that named a save's file may still be writing it (this process's own: no, its saves
-    clean up after themselves)."""
-    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+    """Whether the process that named a save's file may still be writing it (this process's own: yes, another
+    thread's save may be; each save removes its own files)."""
+    if not pid_text.isdigit():
         return False
+    if int(pid_text) == os.getpid():
+        return True
     if os.name != "posix":
         return True  # no cheap check: left alone
     try:

@@ -53,9 +53,11 @@ class Tokenizer:
 
     def tokens(self, text: str, add_bos: bool, special: bool) -> int:
         """How many tokens ``text`` is, as ``Llama.tokenize`` would make it (llama.cpp tells the count of a text
-        it has no room to write)."""
+        it has no room to write). Called with ``lock`` held; a closed vocabulary is never read (freed memory)."""
         import llama_cpp
 
+        if self.model is None:
+            raise RuntimeError("the vocabulary was closed")
         data = text.encode("utf-8")
         n = llama_cpp.llama_tokenize(self.vocab, data, len(data), None, 0, add_bos, special)
         return -n if n < 0 else n
@@ -83,7 +85,7 @@ class Tokenizer:
         with self.lock:
             if self.model is not None:
                 llama_cpp.llama_model_free(self.model)
-                self.model = None
+                self.model = self.vocab = None
 
 
 _lock = threading.Lock()
@@ -152,8 +154,13 @@ def tokenizer(path: str) -> Tokenizer | None:
             log.warning("cannot load the vocabulary of %s; its prompts are counted by the estimate: %s", path, e)
             tok = None
         with _lock:
+            # an earlier version of the file (replaced on disk) is not read again: its vocabulary is freed
+            stale = [k for k in _tokenizers if k[0] == path and k != key]
+            old = [t for k in stale if (t := _tokenizers.pop(k)) is not None]
             _tokenizers[key] = tok
             _loads.pop(key, None)
+        for t in old:
+            t.close()  # a count running on it finishes first (its lock)
         return tok
 
 

@@ -114,7 +114,7 @@ def eligible(config: Config, mix: Mix, prompt_tokens: int, needs_tools: bool = F
         output_tokens = most_written(card, prompt_tokens, ceiling)
         if limit is not None and PRIVACY_RANK[card.privacy] > PRIVACY_RANK[limit]:
             excluded[card.name] = f"{PRIVACY_LIMITED} {card.privacy} not allowed (max {limit})"
-        elif prompt_tokens + answer_tokens > card.context:
+        elif prompt_tokens + max(answer_tokens, 1) > card.context:  # a prompt filling it leaves no room to answer
             asked = f" + max_tokens {answer_tokens}" if answer_tokens else ""
             excluded[card.name] = f"prompt ~{prompt_tokens} tokens{asked} exceeds context {card.context}"
         elif needs_tools and not card.supports_tools:
