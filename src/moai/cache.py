@@ -45,6 +45,7 @@ from pydantic import ValidationError
 from moai.catalog import PRIVACY_RANK
 from moai.config import CacheSettings, ConfigError
 from moai.lookalike import content_words, expression_of, lookalike, numbers_of
+from moai.strategies.plan import REVIEW_ROLES
 
 if TYPE_CHECKING:
     from moai.mixture import Prepared
@@ -305,7 +306,7 @@ class ResponseCache:
         ans = ex.answer
         if ans.status not in ("ok", "passthrough") or ans.step != ex.plan.final or not (ans.text or ans.tool_calls):
             return False
-        unvetted = prep.ctx.unvetted or any(r.status == "failed" and r.role in ("judge", "critic") for r in ex.results)
+        unvetted = prep.ctx.unvetted or any(r.status == "failed" and r.role in REVIEW_ROLES for r in ex.results)
         if ans.status == "passthrough" and unvetted:
             return False
         vector = look.vector

@@ -36,7 +36,7 @@ from moai.strategies.budget import one_model, within_budget
 from moai.strategies.context import Chooser, NoEligibleModel, RequestContext, eligible, no_trusted_model
 from moai.strategies.executor import Executor
 from moai.strategies.outcome import Execution, PlanFailed, Spend, attempt_spend
-from moai.strategies.plan import Plan
+from moai.strategies.plan import REVIEW_ROLES, Plan
 from moai.strategies.privacy_guard import privacy_guard, stricter
 from moai.strategies.route import gate_reasons, session_notes
 from moai.telemetry.adapt import LiveStats
@@ -519,8 +519,9 @@ class Mixture(SessionMemory, Recording):
         # notes may quote an upstream's error (a step that failed): told as an error body tells it
         reasons += [public(n, self.config) for n in session_notes(prep.ctx, ex.answer.model, ex.results)
                     + ex.plan.notes]
-        reasons += dropped_extras(prep.ctx.params, (self.config.models[m] for m in ex.models_used
-                                                    if m in self.config.models))
+        writers = dict.fromkeys(r.model for r in ex.results if r.status == "ok" and r.model in self.config.models
+                                and r.role not in REVIEW_ROLES)  # a judge or critic is sent none of them
+        reasons += dropped_extras(prep.ctx.params, (self.config.models[m] for m in writers))
         reasons = list(dict.fromkeys(reasons))  # each once: steps (roles filled alike, layers) note the same
         return {
             "id": prep.id,

@@ -205,3 +205,15 @@ def test_saves_from_two_threads_of_one_process_do_not_remove_each_other_s_files(
     assert errors == []
     assert sorted(p.name for p in out.iterdir()) == ["gate.json", "gate.pkl"]
     Gate.load(out)
+
+
+def test_a_leftover_named_with_this_process_s_pid_is_removed_when_no_save_of_it_runs(gate: Gate,
+                                                                                      tmp_path: Path) -> None:
+    """A killed process's pid comes round again (a container's server is always pid 1): its file is no save of
+    this process unless one is in progress."""
+    out = tmp_path / "g"
+    gate.save(out)
+    stale = out / f".gate.pkl.saving-{os.getpid()}-deadbeef"
+    stale.write_bytes(b"half a gate")
+    gate.save(out)
+    assert sorted(p.name for p in out.iterdir()) == ["gate.json", "gate.pkl"]

@@ -227,3 +227,18 @@ def test_a_cached_answer_is_not_served_for_other_sampling() -> None:
 
         assert [ask(), ask(top_k=1), ask(top_k=1), ask(min_p=0.2), ask()] == ["miss", "miss", "hit", "miss", "hit"]
         assert plain.script.calls == 3
+
+
+def test_a_judge_or_critic_is_not_named_for_extras_it_is_never_sent() -> None:
+    """Review steps run with moai's own options: that they got no extras is no news, and no card's fault."""
+    with (StubServer() as vllm, StubServer() as plain,
+          _served(LISTED.format(vllm=vllm.url, llama=vllm.url) + f"""\
+  plain: {{provider: openai_compat, endpoint: "{plain.url}", privacy: private, max_retries: 0}}
+""", """\
+  review: {strategy: critique, writer: vllm, critic: plain, rounds: 1}
+""", vllm=vllm, plain=plain) as up):
+        r = up.ask("review", **EXTRAS)
+        assert r.status_code == 200, r.text
+        assert [m["model"] for m in r.json()["moai"]["trace"]].count("plain") >= 1  # the critic ran
+        assert not _sent(plain) and _sent(vllm) == EXTRAS
+        assert not any("not sent to" in line for line in r.json()["moai"]["reason"]), r.json()["moai"]["reason"]

@@ -203,6 +203,8 @@ class Gate:
 
 
 SAVING = ".saving-"  # a file being saved: ".<name>.saving-<pid>-<random>", in the gate's folder
+_saving: set[str] = set()  # this process's saves in progress (their tokens)
+_saving_lock = threading.Lock()
 
 
 def write_gate_files(directory: Path, files: Mapping[str, bytes]) -> None:
@@ -211,8 +213,10 @@ def write_gate_files(directory: Path, files: Mapping[str, bytes]) -> None:
     with Ctrl-C held off for those few renames (only a crash in that instant could part them). Files a killed save
     left are removed by the next save."""
     directory.mkdir(parents=True, exist_ok=True)
-    _clear_leftovers(directory)
     token = f"{SAVING}{os.getpid()}-{secrets.token_hex(4)}"
+    with _saving_lock:
+        _saving.add(token)
+    _clear_leftovers(directory)
     written: list[tuple[Path, Path]] = []
     try:
         for name, data in files.items():
@@ -229,6 +233,8 @@ def write_gate_files(directory: Path, files: Mapping[str, bytes]) -> None:
     finally:
         for part, _ in written:
             part.unlink(missing_ok=True)
+        with _saving_lock:
+            _saving.discard(token)
 
 
 def _sync_dir(path: Path) -> None:
@@ -242,20 +248,23 @@ def _sync_dir(path: Path) -> None:
 
 
 def _clear_leftovers(directory: Path) -> None:
-    """Remove the files of saves whose process is gone (killed mid-save): never loaded, they only take room."""
+    """Remove the files of saves that are not running (killed mid-save): never loaded, they only take room. A file
+    named with this process's pid is another thread's save only while its token is in ``_saving`` (a killed
+    process's pid comes round again: a container's server is always pid 1)."""
     for p in directory.iterdir():
-        pid = p.name.partition(SAVING)[2].partition("-")[0]
-        if p.name.startswith(".") and pid and not _running(pid):
-            p.unlink(missing_ok=True)
+        if not p.name.startswith(".") or SAVING not in p.name:
+            continue
+        token = SAVING + p.name.partition(SAVING)[2]
+        pid = token.removeprefix(SAVING).partition("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and _running(pid):
+            continue  # another process's save, still running
+        with _saving_lock:  # a save adds its token before it writes a file
+            if token not in _saving:
+                p.unlink(missing_ok=True)
 
 
 def _running(pid_text: str) -> bool:
-    """Whether the process that named a save's file may still be writing it (this process's own: yes, another
-    thread's save may be; each save removes its own files)."""
-    if not pid_text.isdigit():
-        return False
-    if int(pid_text) == os.getpid():
-        return True
+    """Whether another process that named a save's file may still be writing it."""
     if os.name != "posix":
         return True  # no cheap check: left alone
     try:

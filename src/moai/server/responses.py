@@ -10,7 +10,6 @@ answer translated back. moai keeps no response objects: what refers to a stored 
 from __future__ import annotations
 
 import json
-import re
 import time
 from typing import Any
 
@@ -44,10 +43,9 @@ TRANSLATED = frozenset({"model", "input", "instructions", "max_output_tokens", "
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 MAX_INPUT_ITEMS = 1024  # as the chat endpoint's messages (the instructions, a message of their own, count too)
 ITEM_STATUSES = ("in_progress", "completed", "incomplete")
-IMAGE_DETAILS = ("low", "high", "auto")  # chat's image_url.detail: what the upstream is sent
+IMAGE_DETAILS = ("low", "high", "auto", "original")  # chat's image_url.detail: what the upstream is sent
 VERBOSITIES = ("low", "medium", "high")
 TRUNCATIONS = ("auto", "disabled")
-NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # OpenAI's rule for function and response-format names
 # Responses fields taken as valid but not applied to the answer: told in ``moai.reason`` (as the chat endpoint
 # tells the fields it does not read)
 NOT_APPLIED = {("text", "verbosity"): "request field text.verbosity taken but not applied (no model here is sent "
@@ -97,11 +95,10 @@ def _one_of(value: Any, allowed: tuple[str, ...], param: str) -> Any:
 
 
 def _name(source: dict[str, Any], param: str) -> str:
-    name = _text_field(source, "name", param)
-    if not NAME.fullmatch(name):
-        raise Unsupported(f"must be 1 to 64 letters, digits, underscores or dashes, not {name[:40]!r}",
-                          f"{param}.name")
-    return name
+    """A function's or a format's name: a string, as the chat endpoint takes it (the upstream holds it to its own
+    rule; OpenAI's is 1-64 letters, digits, underscores or dashes, which ``responses.parse`` of a generic model,
+    ``Page[Item]``, does not keep)."""
+    return _text_field(source, "name", param)
 
 
 def _well_formed(payload: dict[str, Any]) -> None:

@@ -34,6 +34,10 @@ class Passthrough:
         return cls(result.text, result.step, result.tool_calls, finish)
 
 
+# steps that review what others wrote (``prompts.ReviewPrompt``): run with moai's own options, not the user's
+REVIEW_ROLES = frozenset({"judge", "critic"})
+
+
 @dataclass
 class StepResult:
     """One step's outcome. ``model`` is the model that answered; on a failed step, the last one tried (its
