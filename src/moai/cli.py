@@ -105,7 +105,7 @@ def serve(
     ),
 ) -> None:
     """Serve the OpenAI-compatible API (POST /v1/chat/completions, POST /v1/responses, GET /v1/models,
-    POST /v1/feedback)."""
+    POST /v1/feedback) and Anthropic's Messages API (POST /v1/messages)."""
     log_level = check_log_level(log_level)
     if not host.strip():  # uvicorn would listen on every interface, and the banner would read http://:PORT
         fail("--host must not be empty (0.0.0.0 listens on every interface)")
@@ -357,7 +357,7 @@ def report(
 @app.command(context_settings={"ignore_unknown_options": True})
 def feedback(
     request_id: str = typer.Argument(
-        ..., help="The answer's id: chatcmpl-... (chat completions) or resp_... (responses)."),
+        ..., help="The answer's id: chatcmpl-... (chat completions), resp_... (responses) or msg_... (messages)."),
     score: float = typer.Argument(..., help="-1..1 (thumbs), 0..1, or above 1 a 0-10 rating (see --scale)."),
     comment: str | None = typer.Option(None, help="Free text."),
     scale: str | None = typer.Option(

@@ -27,7 +27,7 @@ from moai.config import Config
 from moai.gate.privacy_learned import load_model as load_privacy_model
 from moai.mixture import BadRequest, Mixture, Prepared, UnknownModel, refusal
 from moai.providers.base import ProviderError, is_refusal
-from moai.server import responses
+from moai.server import messages, responses
 from moai.server.auth import DATABASE_UNAVAILABLE, Denied, Gatekeeper, has_budget
 from moai.server.connection import ClientGone, read_body, unless_gone
 from moai.server.errors import denied, err, error_code, public, without_addresses
@@ -153,7 +153,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         message = str(e.detail)
         if e.status_code == 404 and e.detail == "Not Found":  # e.g. an OpenAI endpoint not served (embeddings)
             message = (f"{req.url.path} is not served here: moai serves POST /v1/chat/completions, "
-                       "POST /v1/responses, GET /v1/models and POST /v1/feedback")
+                       "POST /v1/responses, POST /v1/messages, GET /v1/models and POST /v1/feedback")
         # the exception's headers (a 405's Allow), and an id to quote, as on every answer to a chat request
         return err(e.status_code, message, type_, headers={"x-request-id": fresh_request_id(), **(e.headers or {})})
 
@@ -259,6 +259,25 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         """OpenAI's Responses API, answered by the chat path (``responses``: the translation both ways)."""
         return await answered(request, responses_request)
 
+    @app.post("/v1/messages", response_model=None)
+    async def messages_endpoint(request: Request) -> Any:
+        """Anthropic's Messages API, answered by the chat path (``messages``: the translation both ways), its
+        errors in Anthropic's envelope."""
+        await messages.loaded()
+        return messages.anthropic(await answered(request, messages_request))
+
+    @app.post("/v1/messages/count_tokens", response_model=None)
+    async def count_tokens_endpoint(request: Request) -> Any:
+        """Anthropic's token count: moai's estimate of the prompt (the one it routes by); nothing is run or
+        recorded. A key may count for the models it may call."""
+        await messages.loaded()
+        try:
+            response = await count_tokens_request(request)
+        except Exception as e:  # noqa: BLE001 - answered here, as a chat request's crash is
+            log.error("token count failed", exc_info=e)
+            response = await _crash(request, e)
+        return messages.anthropic(response)
+
     async def answered(request: Request, handle: Callable[[Request], Awaitable[Any]]) -> Any:
         try:
             response = await handle(request)
@@ -276,7 +295,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
     async def read_payload(request: Request) -> tuple[dict[str, Any], int] | JSONResponse:
         """A request's JSON object and its size in bytes, or the answer refusing it (no key, too large, no JSON)."""
         try:  # the key first (held in memory): a caller without one is not worth reading megabytes for
-            await keeper.admit(request.headers.get("authorization"))
+            await keeper.admit(_authorization(request))
         except Denied as e:
             if e.status == 401:
                 return denied(e)  # anything else (the keys unreadable) is answered, and counted, in chat_payload
@@ -310,6 +329,40 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             return err(400, str(e), param=e.param, code=e.code)
         return responses.translate(await chat_payload(request, translated, size, started), payload)
 
+    async def messages_request(request: Request) -> Any:
+        started = time.time()
+        read = await read_payload(request)
+        if isinstance(read, JSONResponse):
+            return read
+        payload, size = read
+        try:
+            translated = messages.to_chat(payload)
+        except responses.Unsupported as e:
+            return err(400, str(e), param=e.param, code=e.code)
+        return messages.translate(await chat_payload(request, translated, size, started), payload, translated)
+
+    async def count_tokens_request(request: Request) -> Any:
+        read = await read_payload(request)
+        if isinstance(read, JSONResponse):
+            return read
+        try:
+            key = await keeper.check(_authorization(request))
+        except Denied as e:
+            return denied(e)
+        try:
+            body = ChatCompletionRequest.model_validate(messages.to_chat(read[0], counting=True))
+        except responses.Unsupported as e:
+            return err(400, str(e), param=e.param, code=e.code)
+        except ValidationError as e:
+            message, param = validation_message(e)
+            return err(400, message, param=param)
+        name = _mix_name(mix, body.model)
+        if name is None or (key is not None and key.allowed_mixes is not None and name not in key.allowed_mixes):
+            return err(404, f"The model {body.model!r} does not exist", "not_found_error", "model",
+                       "model_not_found")
+        chat = {"messages": [m.to_provider() for m in body.messages], "tools": body.tools}
+        return JSONResponse({"input_tokens": messages.count_tokens(chat)})
+
     async def chat_payload(request: Request, payload: dict[str, Any], size: int, started: float) -> Any:
         """A chat request from its parsed JSON (``size``: its body's bytes) to its answer."""
         option_error: BadRequest | None = None  # a bad `moai` option: refused as prepare refuses one, and recorded
@@ -324,7 +377,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         try:
             known = _mix_name(mix, body.model)
             mix_name = known or body.model
-            key, window = await keeper.admit(request.headers.get("authorization"), mix_name)
+            key, window = await keeper.admit(_authorization(request), mix_name)
         except Denied as e:
             if e.code == DATABASE_UNAVAILABLE and known is not None:  # a request lost: count it
                 mix.metrics.observe_refusal(mix_name, "error", DATABASE_UNAVAILABLE, time.time() - started)
@@ -449,6 +502,11 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
 
     _document_bodies(app, {"/v1/chat/completions": ChatCompletionRequest, "/v1/feedback": FeedbackRequest})
     return app
+
+
+def _authorization(request: Request) -> str | None:
+    """The Authorization header a request's key is read from (on the Messages API, also Anthropic's x-api-key)."""
+    return messages.authorization(request.url.path, request.headers)
 
 
 def _mix_name(mix: Mixture, model: str) -> str | None:

@@ -19,6 +19,9 @@ from moai.server.openai_schema import MAX_DEPTH, _unencodable
 
 CHAT_PREFIX = "chatcmpl-"
 RESPONSE_PREFIX = "resp_"
+MESSAGE_PREFIX = "msg_"  # Anthropic's Messages API (``messages``)
+# the ids the other APIs' answers carry: a prefix and the chat completion id's suffix, each naming its request
+ANSWER_PREFIXES = (RESPONSE_PREFIX, MESSAGE_PREFIX)
 
 # chat-completions names a Responses request spells otherwise: refused with the Responses name (taken, they would
 # either clash with the translation or be honoured under a name no Responses client sends)
@@ -64,9 +67,11 @@ class Unsupported(ValueError):
 
 
 def chat_id(request_id: str) -> str:
-    """The chat completion id a response id (``resp_<hex>``) stands for; other ids as they are."""
-    if request_id.startswith(RESPONSE_PREFIX):
-        return CHAT_PREFIX + request_id.removeprefix(RESPONSE_PREFIX)
+    """The chat completion id a response id (``resp_<hex>``) or a message id (``msg_<hex>``) stands for; other ids
+    as they are."""
+    for prefix in ANSWER_PREFIXES:
+        if request_id.startswith(prefix):
+            return CHAT_PREFIX + request_id.removeprefix(prefix)
     return request_id
 
 
