@@ -25,7 +25,7 @@ from moai.cache import ResponseCache
 from moai.catalog import PRIVACY_RANK, ModelCard
 from moai.config import Config, Mix, Weights, load_config
 from moai.gate.rules import RuleChooser, message_text
-from moai.providers.base import ChatParams, Delta, ProviderError, dropped_extras, text_tokens
+from moai.providers.base import ChatParams, Delta, ProviderError, call_tokens, dropped_extras, text_tokens
 from moai.providers.registry import ProviderRegistry
 from moai.recording import Recording
 from moai.refusals import BadRequest, UnknownModel, refusal
@@ -61,13 +61,6 @@ def estimate_tokens(text: str) -> int:
     text, low for scripts that take several tokens a character in some tokenizers (Thai, Hindi); at 4 characters
     a token for all, 12,000 Chinese characters passed as 3,000 and were sent to a 4,096-token model."""
     return text_tokens(text) + 1
-
-
-def call_tokens(messages: list[dict[str, Any]]) -> int:
-    """The estimate of the tool calls earlier turns made (their names and arguments are read with the prompt, but
-    are no message text): an agent's history may be mostly calls."""
-    return sum(estimate_tokens(json.dumps(m["tool_calls"], ensure_ascii=False)) for m in messages
-               if m.get("tool_calls"))
 
 
 # Where a local model's own count replaces the estimate (``counted_eligible``). A byte-level tokenizer spends at most

@@ -312,6 +312,19 @@ def test_unserved_paths_name_the_messages_endpoint(rig: Rig) -> None:
     assert r.status_code == 404 and "POST /v1/messages" in r.json()["error"]["message"]
 
 
+@pytest.mark.parametrize(("method", "path", "status", "kind"), [
+    ("GET", "/messages", 405, "invalid_request_error"),
+    ("GET", "/messages/count_tokens", 405, "invalid_request_error"),
+    ("POST", "/messages/batches", 404, "not_found_error"),
+])
+def test_what_the_messages_paths_do_not_serve_is_told_in_anthropic_s_envelope(rig: Rig, method: str, path: str,
+                                                                               status: int, kind: str) -> None:
+    r = httpx.request(method, rig.server.url + path, json={})
+    body = r.json()
+    assert r.status_code == status and body["type"] == "error" and body["error"]["type"] == kind, body
+    assert body["request_id"] == r.headers["request-id"] == r.headers["x-request-id"]
+
+
 def test_gateway_keys_as_x_api_key_and_their_rate_limit(rig: Rig) -> None:
     """Last in this module: once a key exists, every request needs one."""
     store = TelemetryStore(f"sqlite:///{rig.server.db}")
@@ -329,6 +342,13 @@ def test_gateway_keys_as_x_api_key_and_their_rate_limit(rig: Rig) -> None:
     assert rows(rig.server.db, "select count(*) from requests r join api_keys k on r.api_key = k.id "
                                "where k.name='ci'") == [(1,)]
     assert rig.client(api_key=secret).messages.count_tokens(model="moai/default", messages=HI).input_tokens > 0
+    _, narrow = create_key(store, "narrow", mixes=["other"])
+    time.sleep(2.5)
+    for call in (lambda c: c.messages.create(model="moai/default", max_tokens=10, messages=HI),
+                 lambda c: c.messages.count_tokens(model="moai/default", messages=HI)):
+        with pytest.raises(anthropic.PermissionDeniedError) as denied:  # a mix the key may not use: 403 both ways
+            call(rig.client(api_key=narrow))
+        assert "may not use mix 'default'" in denied.value.message
     # a bearer key is read as on the chat endpoint
     r = rig.post({"model": "moai/default", "max_tokens": 10, "messages": HI}, authorization=f"Bearer {secret}")
     assert r.status_code == 200, r.text

@@ -86,6 +86,9 @@ def test_documents_as_file_and_text_parts() -> None:
     ({"metadata": {"user_id": 5}}, "metadata.user_id"),
     ({"service_tier": "priority"}, "service_tier"),
     ({"thinking": {"type": "enabled", "budget_tokens": "lots"}}, "thinking.budget_tokens"),
+    ({"thinking": {"type": "enabled"}}, "thinking.budget_tokens"),  # Anthropic's rules, though it is not applied
+    ({"thinking": {"type": "enabled", "budget_tokens": 1000}}, "thinking.budget_tokens"),
+    ({"max_tokens": 2000, "thinking": {"type": "enabled", "budget_tokens": 2000}}, "thinking.budget_tokens"),
     ({"container": "c1"}, "container"),
     ({"max_completion_tokens": 5}, "max_completion_tokens"),
     ({"messages": [{"role": "user", "content": "x", "note": "\ud800"}]}, "messages[0].note"),

@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import errno
+import json
 import logging
 import math
 import socket
 import ssl
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -310,9 +311,27 @@ def text_tokens(text: str) -> int:
 
 
 def estimate_prompt_tokens(params: ChatParams) -> int:
-    """``text_tokens`` of every message, plus each message's framing: what a call is billed for when its upstream
-    reports no usage, and what a try billed without an answer (timed out, cut short) is counted at."""
-    return sum(text_tokens(str(m.get("content") or "")) for m in params.messages) + 4 * len(params.messages)
+    """``text_tokens`` of every message, the tool calls earlier turns made and the tools offered (all read with the
+    prompt: an agent's may be mostly tools), plus each message's framing: what a call is billed for when its
+    upstream reports no usage, and what a try billed without an answer (timed out, cut short) is counted at."""
+    tools = text_tokens(json.dumps(params.tools, ensure_ascii=False)) if params.tools else 0
+    return message_tokens(params.messages) + tools
+
+
+def message_tokens(messages: Sequence[dict[str, Any]]) -> int:
+    """``text_tokens`` of the messages' text (text parts only: an attached image is not priced by its base64
+    length) and of the tool calls earlier turns made, plus 4 a message: a call's prompt as billed without usage,
+    and as a plan's worst case counts it."""
+    from moai.strategies.prompts import text_of
+
+    return (sum(text_tokens(text_of(m.get("content"))) for m in messages) + 4 * len(messages)
+            + call_tokens(messages))
+
+
+def call_tokens(messages: Sequence[dict[str, Any]]) -> int:
+    """``text_tokens`` of the tool calls earlier turns made: their names and arguments are read with the prompt,
+    though they are no message text."""
+    return sum(text_tokens(json.dumps(m["tool_calls"], ensure_ascii=False)) for m in messages if m.get("tool_calls"))
 
 
 def estimate_completion_tokens(generated: str) -> int:

@@ -28,7 +28,7 @@ from moai.gate.privacy_learned import load_model as load_privacy_model
 from moai.mixture import BadRequest, Mixture, Prepared, UnknownModel, refusal
 from moai.providers.base import ProviderError, is_refusal
 from moai.server import messages, responses
-from moai.server.auth import DATABASE_UNAVAILABLE, Denied, Gatekeeper, has_budget
+from moai.server.auth import DATABASE_UNAVAILABLE, Denied, Gatekeeper, check_mix, has_budget
 from moai.server.connection import ClientGone, read_body, unless_gone
 from moai.server.errors import denied, err, error_code, public, without_addresses
 from moai.server.headers import HeadAsGet, fresh_request_id, header_value
@@ -155,7 +155,12 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             message = (f"{req.url.path} is not served here: moai serves POST /v1/chat/completions, "
                        "POST /v1/responses, POST /v1/messages, GET /v1/models and POST /v1/feedback")
         # the exception's headers (a 405's Allow), and an id to quote, as on every answer to a chat request
-        return err(e.status_code, message, type_, headers={"x-request-id": fresh_request_id(), **(e.headers or {})})
+        response = err(e.status_code, message, type_, headers={"x-request-id": fresh_request_id(),
+                                                                **(e.headers or {})})
+        if req.url.path == messages.PATHS[0] or req.url.path.startswith(messages.PATHS[0] + "/"):
+            await messages.loaded()  # Anthropic's clients there read Anthropic's envelope (a GET, /batches)
+            return messages.anthropic(response)
+        return response
 
     @app.exception_handler(Exception)
     async def _crash(req: Request, e: Exception) -> JSONResponse:  # last resort: never a traceback
@@ -357,9 +362,13 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             message, param = validation_message(e)
             return err(400, message, param=param)
         name = _mix_name(mix, body.model)
-        if name is None or (key is not None and key.allowed_mixes is not None and name not in key.allowed_mixes):
+        if name is None:
             return err(404, f"The model {body.model!r} does not exist", "not_found_error", "model",
                        "model_not_found")
+        try:
+            check_mix(key, name)  # as a message to it would be answered
+        except Denied as e:
+            return denied(e)
         chat = {"messages": [m.to_provider() for m in body.messages], "tools": body.tools}
         return JSONResponse({"input_tokens": messages.count_tokens(chat)})
 

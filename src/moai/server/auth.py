@@ -135,6 +135,13 @@ class Denied(Exception):
     window: Window | None = None  # the key's RPM window, told in x-ratelimit-* headers (keys with a limit only)
 
 
+def check_mix(key: ApiKey | None, mix: str) -> None:
+    """Denied (403) when ``key`` may not use ``mix``; no key, or one without a mix list, may use any."""
+    if key is not None and key.allowed_mixes is not None and mix not in key.allowed_mixes:
+        raise Denied(403, f"This key may not use mix '{mix}' (allowed: {', '.join(key.allowed_mixes)}).",
+                     "model_not_allowed")
+
+
 class Gatekeeper:
     """Checks a request's key against the database (cached briefly) and its limits.
 
@@ -389,9 +396,7 @@ class Gatekeeper:
         the one to tell."""
         if key is None:
             return None
-        if key.allowed_mixes is not None and mix not in key.allowed_mixes:
-            raise Denied(403, f"This key may not use mix '{mix}' (allowed: {', '.join(key.allowed_mixes)}).",
-                         "model_not_allowed")
+        check_mix(key, mix)
         try:
             return self._limits(key, now or datetime.now(UTC))
         except SQLAlchemyError as e:

@@ -58,6 +58,7 @@ TRANSLATED = frozenset({"model", "messages", "system", "max_tokens", "temperatur
                         "moai", *UNSERVED})
 SERVICE_TIERS = ("auto", "standard_only")
 THINKING = ("enabled", "disabled", "adaptive")
+MIN_THINKING = 1024  # Anthropic's least thinking budget
 THINKING_NOTE = ("request field thinking taken but not applied (no model here is sent a thinking budget; the answer "
                  "has no thinking blocks)")
 CLIENT_TOOL_TYPES = (None, "custom")  # every other tool type (web_search_20250305, bash_..., ...) is a server tool
@@ -157,11 +158,13 @@ def to_chat(payload: dict[str, Any], counting: bool = False) -> dict[str, Any]:
             if not counting:
                 chat["user"] = user
     _one_of(payload.get("service_tier"), SERVICE_TIERS, "service_tier")
-    _thinking(payload.get("thinking"))
+    _thinking(payload.get("thinking"), None if counting else limit)
     return chat
 
 
-def _thinking(thinking: Any) -> None:
+def _thinking(thinking: Any, max_tokens: int | None) -> None:
+    """Checked as Anthropic checks it, though not applied: an "enabled" one names a budget of at least
+    ``MIN_THINKING`` tokens, under ``max_tokens`` (a client that gets it past moai would be refused elsewhere)."""
     if thinking is None:
         return
     _expect(thinking, dict, "thinking", "an object")
@@ -169,8 +172,13 @@ def _thinking(thinking: Any) -> None:
     if thinking.get("type") is None:
         raise Unsupported("required", "thinking.type")
     budget = thinking.get("budget_tokens")
-    if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 1):
-        raise Unsupported(f"must be a positive integer, not {budget!r}"[:120], "thinking.budget_tokens")
+    if budget is None and thinking["type"] == "enabled":
+        raise Unsupported("required when thinking is enabled", "thinking.budget_tokens")
+    if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < MIN_THINKING):
+        raise Unsupported(f"must be an integer of at least {MIN_THINKING}, not {budget!r}"[:120],
+                          "thinking.budget_tokens")
+    if budget is not None and max_tokens is not None and budget >= max_tokens:
+        raise Unsupported(f"must be less than max_tokens ({max_tokens}), not {budget}", "thinking.budget_tokens")
 
 
 def thinking_asked(payload: dict[str, Any]) -> bool:
@@ -521,7 +529,8 @@ def count_tokens(chat: dict[str, Any]) -> int:
     """The prompt's tokens as moai estimates them before routing (its messages' text, tool calls and tools: the
     figure its context checks use), not a model's tokenizer count."""
     from moai.gate.rules import message_text
-    from moai.mixture import call_tokens, estimate_tokens
+    from moai.mixture import estimate_tokens
+    from moai.providers.base import call_tokens
 
     messages = chat["messages"]
     tools = estimate_tokens(json.dumps(chat["tools"])) if chat.get("tools") else 0

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from moai.providers.base import ChatParams, text_tokens
+from moai.providers.base import ChatParams, message_tokens
 from moai.strategies import prompts
 from moai.strategies.context import RequestContext, most_written
 from moai.strategies.plan import Plan, Step, StepResult
@@ -28,9 +28,8 @@ JUDGE_MAX_TOKENS = 8
 
 
 def prompt_tokens(messages: Sequence[dict[str, Any]]) -> int:
-    """A prompt's tokens as the executor counts a call its provider reports no usage for (``text_tokens``) plus
-    4 a message (text parts only: an attached image is not priced by its base64 length)."""
-    return sum(text_tokens(prompts.text_of(m.get("content"))) for m in messages) + 4 * len(messages)
+    """A prompt's tokens as the executor counts a call its provider reports no usage for (``message_tokens``)."""
+    return message_tokens(messages)
 
 
 def worst_answer(step_id: str, tokens: int) -> StepResult:
