@@ -401,7 +401,7 @@ def feedback(
     except ValueError as e:  # a score off every accepted scale
         fail(str(e))
         return
-    from moai.server.responses import chat_id
+    from moai.server.translation import chat_id
 
     store = open_existing_store(database_url, config, looking_for=f"no chat completion with id {request_id!r}")
     try:

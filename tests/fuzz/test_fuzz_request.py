@@ -115,15 +115,22 @@ def strict_json(text: str) -> Any:
     return json.loads(text, parse_constant=refuse)
 
 
-def check_response(status: int, text: str, content_type: str) -> None:
-    STATUSES[status] = STATUSES.get(status, 0) + 1
+def refused_well(status: int, text: str, seen: dict[int, int]) -> bool:
+    """Counts ``status`` in ``seen``; never a 5xx; whether it was a refusal, then with OpenAI's error envelope."""
+    seen[status] = seen.get(status, 0) + 1
     assert status < 500, text
-    if status >= 400:
-        err = strict_json(text)["error"]
-        assert set(err) == {"message", "type", "param", "code"}, err
-        assert isinstance(err["message"], str) and err["message"]
+    if status < 400:
+        assert status == 200, text
+        return False
+    err = strict_json(text)["error"]
+    assert set(err) == {"message", "type", "param", "code"}, err
+    assert isinstance(err["message"], str) and err["message"]
+    return True
+
+
+def check_response(status: int, text: str, content_type: str) -> None:
+    if refused_well(status, text, STATUSES):
         return
-    assert status == 200, text
     if content_type.startswith("text/event-stream"):
         lines = [ln for ln in text.split("\n") if ln]
         assert lines[-1] == "data: [DONE]", lines[-3:]

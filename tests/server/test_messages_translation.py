@@ -13,9 +13,10 @@ import pytest
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 
-from moai.server import messages, responses
+from moai.server import messages
 from moai.server.messages import Unsupported, anthropic, authorization, from_completion, to_chat
 from moai.server.messages_stream import events
+from moai.server.translation import chat_id
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -127,7 +128,7 @@ def test_a_completion_as_a_message() -> None:
 
 
 def test_message_ids_name_their_chat_completion() -> None:
-    assert responses.chat_id("msg_abc") == "chatcmpl-abc" == responses.chat_id("resp_abc")
+    assert chat_id("msg_abc") == "chatcmpl-abc" == chat_id("resp_abc")
     assert messages.message_id("chatcmpl-abc") == "msg_abc"
 
 

@@ -5,10 +5,8 @@ and not."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +16,9 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
-from servers import MoaiServer, start_moai, stop
-from stub_openai import Script, StubServer
+from servers import MoaiServer
+from stub_openai import Script
+from translated_support import recorded, rows, served
 from typer.testing import CliRunner
 
 from moai.cli import app as cli
@@ -68,35 +67,9 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
                "cutter": Script(reply="one two three", finish_reason="length"),
                "jsoner": Script(reply='{"city": "Paris"}'),
                "dying": Script(reply="one two three four five", die_after_words=2)}
-    with ExitStack() as stack:
-        urls = {name: stack.enter_context(StubServer(s)).url for name, s in scripts.items()}
-        models = "".join(f'  {n}: {{provider: openai_compat, endpoint: "{u}", privacy: private, max_retries: 0, '
-                         f'supports_tools: true, price: {{input_per_mtok: 1, output_per_mtok: 2}}}}\n'
-                         for n, u in urls.items())
-        mixes = {"default": "talker", "tools": "caller", "cut": "cutter", "json": "jsoner", "dies": "dying"}
-        cfg = "models:\n" + models + "mixes:\n" + "".join(
-            f"  {mix}: {{strategy: route, models: [{model}], fallbacks: []}}\n" for mix, model in mixes.items())
-        server = start_moai(cfg, Path(tmp_path_factory.mktemp("responses")))
-        try:
-            yield Rig(server, scripts)
-        finally:
-            stop(server.proc)
-
-
-def rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(sql, args).fetchall()
-
-
-def recorded(db: Path, request_id: str) -> list[tuple[Any, ...]]:
-    """The request's row, waited for (a stream's record is written as it ends)."""
-    deadline = time.time() + 10
-    while True:
-        found = rows(db, "select mix, model, status, prompt_tokens, completion_tokens from requests where id=?",
-                     request_id)
-        if found or time.time() > deadline:
-            return found
-        time.sleep(0.1)
+    mixes = {"default": "talker", "tools": "caller", "cut": "cutter", "json": "jsoner", "dies": "dying"}
+    with served(scripts, mixes, Path(tmp_path_factory.mktemp("responses"))) as server:
+        yield Rig(server, scripts)
 
 
 def test_text_in_and_out_recorded_as_a_chat_request(rig: Rig) -> None:

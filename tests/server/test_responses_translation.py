@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from moai.server import responses
 from moai.server.responses import Unsupported, to_chat
 from moai.server.responses_stream import events
+from moai.server.translation import chat_id
 
 
 def chunk(delta: dict[str, Any] | None = None, finish: str | None = None, **extra: Any) -> str:
@@ -165,7 +166,7 @@ def test_chat_errors_name_the_responses_param() -> None:
 
 def test_feedback_ids() -> None:
     assert responses.response_id("chatcmpl-abc") == "resp_abc"
-    assert responses.chat_id("resp_abc") == "chatcmpl-abc" and responses.chat_id("chatcmpl-x") == "chatcmpl-x"
+    assert chat_id("resp_abc") == "chatcmpl-abc" and chat_id("chatcmpl-x") == "chatcmpl-x"
 
 
 def test_completion_with_text_calls_or_a_refusal_as_output_items() -> None:

@@ -44,6 +44,7 @@ from moai.server.openai_schema import (
 from moai.server.rate_limit import RATE_LIMIT_HEADERS
 from moai.server.status import add_status_routes
 from moai.server.streaming import EventStream, prepend, releasing, sse
+from moai.server.translation import Unsupported, chat_id
 from moai.strategies.budget import worst_case_usd
 from moai.strategies.context import NoEligibleModel
 from moai.strategies.outcome import Execution, PlanFailed
@@ -189,7 +190,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             return err(400, message, param=param)
         shown = body.id if len(body.id) <= 100 else body.id[:100] + "..."
         unknown = err(404, f"No chat completion with id '{shown}'", "not_found_error", "id", "unknown_id")
-        body.id = responses.chat_id(body.id)  # a response's id (resp_...) names its chat completion
+        body.id = chat_id(body.id)  # a response's id (resp_...) names its chat completion
         try:
             if key is not None and mix.store is not None:  # another key's request is not this one's to see
                 made = await asyncio.to_thread(mix.store.get, body.id)
@@ -323,28 +324,26 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         return await chat_payload(request, *read, started)
 
     async def responses_request(request: Request) -> Any:
-        started = time.time()
-        read = await read_payload(request)
-        if isinstance(read, JSONResponse):
-            return read
-        payload, size = read
-        try:
-            translated = responses.to_chat(payload)
-        except responses.Unsupported as e:
-            return err(400, str(e), param=e.param, code=e.code)
-        return responses.translate(await chat_payload(request, translated, size, started), payload)
+        return await translated_request(request, responses.to_chat,
+                                        lambda answer, payload, _chat: responses.translate(answer, payload))
 
     async def messages_request(request: Request) -> Any:
+        return await translated_request(request, messages.to_chat, messages.translate)
+
+    async def translated_request(request: Request, to_chat: Callable[[dict[str, Any]], dict[str, Any]],
+                                 back: Callable[[Any, dict[str, Any], dict[str, Any]], Any]) -> Any:
+        """Another API's request (``to_chat``: as a chat request) answered by the chat path, its answer put back
+        into that API's shape (``back``: with the request and its chat translation)."""
         started = time.time()
         read = await read_payload(request)
         if isinstance(read, JSONResponse):
             return read
         payload, size = read
         try:
-            translated = messages.to_chat(payload)
-        except responses.Unsupported as e:
+            chat = to_chat(payload)
+        except Unsupported as e:
             return err(400, str(e), param=e.param, code=e.code)
-        return messages.translate(await chat_payload(request, translated, size, started), payload, translated)
+        return back(await chat_payload(request, chat, size, started), payload, chat)
 
     async def count_tokens_request(request: Request) -> Any:
         read = await read_payload(request)
@@ -356,7 +355,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             return denied(e)
         try:
             body = ChatCompletionRequest.model_validate(messages.to_chat(read[0], counting=True))
-        except responses.Unsupported as e:
+        except Unsupported as e:
             return err(400, str(e), param=e.param, code=e.code)
         except ValidationError as e:
             message, param = validation_message(e)

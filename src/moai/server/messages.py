@@ -27,16 +27,18 @@ from starlette.responses import Response
 
 from moai.server.auth import bearer_credentials
 from moai.server.headers import fresh_request_id
-from moai.server.responses import (
+from moai.server.translation import (
     CHAT_PREFIX,
     MESSAGE_PREFIX,
     Unsupported,
-    _expect,
-    _kind,
-    _name,
-    _one_of,
-    _text_field,
-    _well_formed,
+    expect,
+    kind_of,
+    named,
+    one_of,
+    text_field,
+    translated,
+    well_formed,
+    with_body,
 )
 
 PROVIDER = "moai.providers.anthropic"
@@ -106,7 +108,7 @@ def to_chat(payload: dict[str, Any], counting: bool = False) -> dict[str, Any]:
     """The chat-completions payload a Messages request means (``counting``: a count_tokens request, which has no
     ``max_tokens``). Raises ``Unsupported`` (a 400) for what cannot be translated; fields neither API has are
     passed on, so that the chat path treats them as its own unknown fields (taken, named in ``moai.reason``)."""
-    _well_formed(payload)
+    well_formed(payload)
     for name, instead in CHAT_NAMES.items():
         if name in payload:
             raise Unsupported(f"a chat-completions field; the Messages API's is `{instead}`", name,
@@ -133,8 +135,8 @@ def to_chat(payload: dict[str, Any], counting: bool = False) -> dict[str, Any]:
         if payload.get(name) is not None and not counting:
             chat[name] = payload[name]
     if (stops := payload.get("stop_sequences")) is not None:
-        for i, stop in enumerate(_expect(stops, list, "stop_sequences", "an array of strings")):
-            _expect(stop, str, f"stop_sequences[{i}]", "a string")
+        for i, stop in enumerate(expect(stops, list, "stop_sequences", "an array of strings")):
+            expect(stop, str, f"stop_sequences[{i}]", "a string")
         if stops and not counting:
             chat["stop"] = stops
     if (stream := payload.get("stream")) is not None and not counting:
@@ -142,7 +144,7 @@ def to_chat(payload: dict[str, Any], counting: bool = False) -> dict[str, Any]:
         if stream is True:  # usage arrives in a chunk of its own only when asked for: message_delta carries it
             chat["stream_options"] = {"include_usage": True}
     if payload.get("tools") is not None:
-        tools = [_chat_tool(t, i) for i, t in enumerate(_expect(payload["tools"], list, "tools", "an array"))]
+        tools = [_chat_tool(t, i) for i, t in enumerate(expect(payload["tools"], list, "tools", "an array"))]
         if tools:
             chat["tools"] = tools
     if payload.get("tool_choice") is not None:
@@ -152,12 +154,12 @@ def to_chat(payload: dict[str, Any], counting: bool = False) -> dict[str, Any]:
             if parallel is False and chat.get("tools"):
                 chat["parallel_tool_calls"] = False
     if (metadata := payload.get("metadata")) is not None:
-        _expect(metadata, dict, "metadata", "an object")
+        expect(metadata, dict, "metadata", "an object")
         if metadata.get("user_id") is not None:
-            user = _expect(metadata["user_id"], str, "metadata.user_id", "a string")
+            user = expect(metadata["user_id"], str, "metadata.user_id", "a string")
             if not counting:
                 chat["user"] = user
-    _one_of(payload.get("service_tier"), SERVICE_TIERS, "service_tier")
+    one_of(payload.get("service_tier"), SERVICE_TIERS, "service_tier")
     _thinking(payload.get("thinking"), None if counting else limit)
     return chat
 
@@ -167,8 +169,8 @@ def _thinking(thinking: Any, max_tokens: int | None) -> None:
     ``MIN_THINKING`` tokens, under ``max_tokens`` (a client that gets it past moai would be refused elsewhere)."""
     if thinking is None:
         return
-    _expect(thinking, dict, "thinking", "an object")
-    _one_of(thinking.get("type"), THINKING, "thinking.type")
+    expect(thinking, dict, "thinking", "an object")
+    one_of(thinking.get("type"), THINKING, "thinking.type")
     if thinking.get("type") is None:
         raise Unsupported("required", "thinking.type")
     budget = thinking.get("budget_tokens")
@@ -194,25 +196,25 @@ def system_messages(system: Any) -> list[dict[str, Any]]:
     if isinstance(system, str):
         return [{"role": "system", "content": system}] if system.strip() else []
     parts = []
-    for i, block in enumerate(_expect(system, list, "system", "a string or an array of text blocks")):
+    for i, block in enumerate(expect(system, list, "system", "a string or an array of text blocks")):
         where = f"system[{i}]"
-        _expect(block, dict, where, "a text block (an object)")
+        expect(block, dict, where, "a text block (an object)")
         if block.get("type") != "text":
             raise Unsupported(f"must be 'text', not {str(block.get('type'))[:40]!r}", f"{where}.type")
-        parts.append({"type": "text", "text": _text_field(block, "text", where)})
+        parts.append({"type": "text", "text": text_field(block, "text", where)})
     return [{"role": "system", "content": parts}] if any(p["text"].strip() for p in parts) else []
 
 
 def turns(value: Any) -> list[dict[str, Any]]:
     """``messages`` (user and assistant turns) as chat messages: a user turn's tool results are tool messages of
     their own, sent first (chat wants them right after the assistant's calls), then the rest of its content."""
-    items = _expect(value, list, "messages", "an array of messages")
+    items = expect(value, list, "messages", "an array of messages")
     if not items:
         raise Unsupported("must not be empty", "messages")
     out: list[dict[str, Any]] = []
     for i, item in enumerate(items):
         param = f"messages[{i}]"
-        _expect(item, dict, param, "a message (an object)")
+        expect(item, dict, param, "a message (an object)")
         role = item.get("role")
         if role not in ("user", "assistant"):
             raise Unsupported(f"must be 'user' or 'assistant', not {str(role)[:40]!r} (the system prompt is the "
@@ -221,14 +223,14 @@ def turns(value: Any) -> list[dict[str, Any]]:
         if isinstance(content, str):
             out.append({"role": role, "content": content})
             continue
-        blocks = _expect(content, list, f"{param}.content", "a string or an array of content blocks")
+        blocks = expect(content, list, f"{param}.content", "a string or an array of content blocks")
         out += _assistant(blocks, f"{param}.content") if role == "assistant" else _user(blocks, f"{param}.content")
     return out
 
 
 def _block(blocks: list[Any], j: int, param: str) -> tuple[dict[str, Any], str, Any]:
     where = f"{param}[{j}]"
-    block = _expect(blocks[j], dict, where, "a content block (an object)")
+    block = expect(blocks[j], dict, where, "a content block (an object)")
     return block, where, block.get("type")
 
 
@@ -255,10 +257,10 @@ def _assistant(blocks: list[Any], param: str) -> list[dict[str, Any]]:
     for j in range(len(blocks)):
         block, where, kind = _block(blocks, j, param)
         if kind == "text":
-            texts.append(_text_field(block, "text", where))
+            texts.append(text_field(block, "text", where))
         elif kind == "tool_use":
-            call_input = _expect(block.get("input"), dict, f"{where}.input", "an object")
-            calls.append(provider().tool_call(_text_field(block, "id", where), _name(block, where),
+            call_input = expect(block.get("input"), dict, f"{where}.input", "an object")
+            calls.append(provider().tool_call(text_field(block, "id", where), named(block, where),
                                               call_input))
         elif kind in ("thinking", "redacted_thinking"):
             continue  # a model's private reasoning replayed from another service: no chat upstream takes it
@@ -275,29 +277,29 @@ def _assistant(blocks: list[Any], param: str) -> list[dict[str, Any]]:
 def _part(block: dict[str, Any], where: str, kind: Any) -> dict[str, Any]:
     """A user content block (text, image, document) as a chat content part."""
     if kind == "text":
-        return {"type": "text", "text": _text_field(block, "text", where)}
+        return {"type": "text", "text": text_field(block, "text", where)}
     if kind == "image":
-        source = _expect(block.get("source"), dict, f"{where}.source", "an object")
+        source = expect(block.get("source"), dict, f"{where}.source", "an object")
         if source.get("type") == "file":
             raise Unsupported("moai keeps no files: send the image as base64 or by URL", f"{where}.source.type",
                               "unsupported_parameter")
-        _one_of(source.get("type"), IMAGE_SOURCES, f"{where}.source.type")
+        one_of(source.get("type"), IMAGE_SOURCES, f"{where}.source.type")
         if source.get("type") == "url":
-            return {"type": "image_url", "image_url": {"url": _text_field(source, "url", f"{where}.source")}}
-        media = _text_field(source, "media_type", f"{where}.source")
-        data = _text_field(source, "data", f"{where}.source")
+            return {"type": "image_url", "image_url": {"url": text_field(source, "url", f"{where}.source")}}
+        media = text_field(source, "media_type", f"{where}.source")
+        data = text_field(source, "data", f"{where}.source")
         return {"type": "image_url", "image_url": {"url": f"data:{media};base64,{data}"}}
     if kind == "document":
-        source = _expect(block.get("source"), dict, f"{where}.source", "an object")
+        source = expect(block.get("source"), dict, f"{where}.source", "an object")
         if source.get("type") == "text":
-            return {"type": "text", "text": _text_field(source, "data", f"{where}.source")}
+            return {"type": "text", "text": text_field(source, "data", f"{where}.source")}
         if source.get("type") != "base64":
             raise Unsupported("moai keeps no files and fetches none: send the document as base64 or text",
                               f"{where}.source.type", "unsupported_parameter")
-        media = _text_field(source, "media_type", f"{where}.source")
-        file = {"file_data": f"data:{media};base64,{_text_field(source, 'data', f'{where}.source')}"}
+        media = text_field(source, "media_type", f"{where}.source")
+        file = {"file_data": f"data:{media};base64,{text_field(source, 'data', f'{where}.source')}"}
         if block.get("title") is not None:
-            file["filename"] = _text_field(block, "title", where)
+            file["filename"] = text_field(block, "title", where)
         return {"type": "file", "file": file}
     raise Unsupported(f"content blocks of type {str(kind)[:40]!r} are not supported in a user turn (moai takes "
                       "text, image, document and tool_result blocks)", f"{where}.type", "unsupported_parameter")
@@ -305,14 +307,14 @@ def _part(block: dict[str, Any], where: str, kind: Any) -> dict[str, Any]:
 
 def _tool_result(block: dict[str, Any], where: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A tool result as a chat tool message (an error's text marked as one), and the images it held."""
-    call_id = _text_field(block, "tool_use_id", where)
+    call_id = text_field(block, "tool_use_id", where)
     content = block.get("content")
     images: list[dict[str, Any]] = []
     if content is None or isinstance(content, str):
         text = content or ""
     else:
         texts = []
-        blocks = _expect(content, list, f"{where}.content", "a string or an array of content blocks")
+        blocks = expect(content, list, f"{where}.content", "a string or an array of content blocks")
         for j in range(len(blocks)):
             inner, at, kind = _block(blocks, j, f"{where}.content")
             if kind not in ("text", "image", "document"):
@@ -323,7 +325,7 @@ def _tool_result(block: dict[str, Any], where: str) -> tuple[dict[str, Any], lis
             else:
                 images.append(part)
         text = "\n".join(texts)
-    if block.get("is_error") is not None and _expect(block["is_error"], bool, f"{where}.is_error", "a boolean"):
+    if block.get("is_error") is not None and expect(block["is_error"], bool, f"{where}.is_error", "a boolean"):
         text = f"Error: {text}" if text else "Error"
     return {"role": "tool", "tool_call_id": call_id, "content": text}, images
 
@@ -332,42 +334,42 @@ def _chat_tool(tool: Any, i: int) -> dict[str, Any]:
     """A client tool as a chat function tool; a server tool (run by Anthropic: web search, bash, computer use, the
     text editor, code execution, ...) is refused by its type."""
     param = f"tools[{i}]"
-    _expect(tool, dict, param, "a tool (an object)")
+    expect(tool, dict, param, "a tool (an object)")
     kind = tool.get("type")
     if kind not in CLIENT_TOOL_TYPES:
         raise Unsupported(f"server tools such as {str(kind)[:40]!r} are run by Anthropic's servers and are not "
                           "supported here: moai serves client tools only (define the tool with name, description "
                           "and input_schema, and run it yourself)", f"{param}.type", "unsupported_parameter")
-    spec: dict[str, Any] = {"name": _name(tool, param),
-                            "parameters": _expect(tool.get("input_schema"), dict, f"{param}.input_schema",
+    spec: dict[str, Any] = {"name": named(tool, param),
+                            "parameters": expect(tool.get("input_schema"), dict, f"{param}.input_schema",
                                                   "a JSON Schema object")}
     for name, types, what in (("description", str, "a string"), ("strict", bool, "a boolean")):
         if tool.get(name) is not None:
-            spec[name] = _expect(tool[name], types, f"{param}.{name}", what)
+            spec[name] = expect(tool[name], types, f"{param}.{name}", what)
     return {"type": "function", "function": spec}
 
 
 def _chat_tool_choice(choice: Any) -> tuple[str | dict[str, Any], bool | None]:
     """``tool_choice`` as chat's, and ``parallel_tool_calls`` (False where parallel calls are disabled): the
     inverse of the provider's ``to_anthropic_tool_choice``."""
-    _expect(choice, dict, "tool_choice", "an object")
+    expect(choice, dict, "tool_choice", "an object")
     kind = choice.get("type")
     named = {provider().to_anthropic_tool_choice(c)["type"]: c for c in ("auto", "required", "none")}
     if kind == "tool":
         chat: str | dict[str, Any] = {"type": "function",
-                                      "function": {"name": _text_field(choice, "name", "tool_choice")}}
+                                      "function": {"name": text_field(choice, "name", "tool_choice")}}
     elif isinstance(kind, str) and kind in named:
         chat = named[kind]
     else:
         raise Unsupported(f"must be 'auto', 'any', 'tool' or 'none', not {_shown(kind)}", "tool_choice.type")
     disable = choice.get("disable_parallel_tool_use")
     if disable is not None:
-        _expect(disable, bool, "tool_choice.disable_parallel_tool_use", "a boolean")
+        expect(disable, bool, "tool_choice.disable_parallel_tool_use", "a boolean")
     return chat, (False if disable and kind != "none" else None)
 
 
 def _shown(value: Any) -> str:
-    return repr(value[:40]) if isinstance(value, str) else _kind(value)
+    return repr(value[:40]) if isinstance(value, str) else kind_of(value)
 
 
 # ------------------------------------------------------------------ response
@@ -440,46 +442,9 @@ def translate(response: Response, payload: dict[str, Any], chat: dict[str, Any])
     request names it."""
     from moai.server.messages_stream import events
 
-    body = getattr(response, "body_iterator", None)
-    if body is not None:
-        rid = response.headers.get("x-moai-request-id") or ""
-        response.body_iterator = events(body, payload, message_id(rid), count_tokens(chat))
-        return response
-    try:
-        data = json.loads(bytes(response.body))
-    except ValueError:
-        return response
-    if response.status_code >= 400:
-        error = data.get("error") if isinstance(data, dict) else None
-        if not (response.status_code == 400 and isinstance(error, dict) and _rename_param(error)):
-            return response
-    elif response.status_code == 200 and isinstance(data, dict) and data.get("object") == "chat.completion":
-        data = from_completion(data, payload)
-    else:
-        return response
-    return _with_body(response, data)
-
-
-def _rename_param(error: dict[str, Any]) -> bool:
-    """A chat 400's ``param`` (and its message's lead) under the Messages request's name; whether it changed."""
-    param = error.get("param")
-    if not isinstance(param, str):
-        return False
-    head = param.split(".")[0].split("[")[0]
-    if head not in PARAM_NAMES:
-        return False
-    renamed = PARAM_NAMES[head] if head == "messages" else PARAM_NAMES[head] + param[len(head):]
-    message = error.get("message")
-    if isinstance(message, str) and message.startswith(param + ":"):
-        error["message"] = renamed + message[len(param):]
-    error["param"] = renamed
-    return True
-
-
-def _with_body(response: Response, data: Any) -> Response:
-    response.body = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-    response.headers["content-length"] = str(len(response.body))
-    return response
+    mid = message_id(response.headers.get("x-moai-request-id") or "")
+    return translated(response, lambda body: events(body, payload, mid, count_tokens(chat)), PARAM_NAMES,
+                      lambda data: from_completion(data, payload))
 
 
 # ------------------------------------------------------------------ errors
@@ -519,7 +484,7 @@ def anthropic(response: Response) -> Response:
         data = None
     error = data.get("error") if isinstance(data, dict) else None
     body = {"type": "error", "error": error_object(error, response.status_code), "request_id": request_id}
-    return _with_body(response, body)
+    return with_body(response, body)
 
 
 # ------------------------------------------------------------------ count_tokens

@@ -17,6 +17,7 @@ from typing import Any
 
 from moai import deadline
 from moai.server.messages import TOOL_ID_PREFIX, noted, skeleton, stop_reason, usage
+from moai.server.stream_relay import StreamTranslation, relay
 
 # in-stream failures (the chat stream's error codes) and Anthropic's type for each; any other is an api_error
 FAILURE_TYPES = {"rate_limit_exceeded": "rate_limit_error", deadline.CODE: "timeout_error"}
@@ -26,22 +27,19 @@ def event(kind: str, **fields: Any) -> str:
     return f"event: {kind}\ndata: {json.dumps({'type': kind, **fields}, ensure_ascii=False)}\n\n"
 
 
-class _Events:
+class _Events(StreamTranslation):
     """The state of one message being streamed: its content blocks, as they are so far."""
 
     def __init__(self, payload: dict[str, Any], mid: str, input_tokens: int) -> None:
-        self.payload, self.mid, self.input_tokens = payload, mid, input_tokens
+        super().__init__(payload)
+        self.mid, self.input_tokens = mid, input_tokens
         self.suffix = mid.removeprefix("msg_")
         self.started = False
         self.model: Any = payload.get("model")
         self.blocks: list[dict[str, Any]] = []
         self.open: int | None = None  # the index of the block deltas now go to
         self.calls: dict[Any, int] = {}  # a chat tool call's index: its block's index
-        self.finish_reason: str | None = None
         self.refused = False
-        self.usage: dict[str, Any] | None = None
-        self.moai: Any = None
-        self.over = False
 
     def start(self, chunk: dict[str, Any]) -> list[str]:
         if self.started:
@@ -95,31 +93,15 @@ class _Events:
                              delta={"type": "input_json_delta", "partial_json": fn["arguments"]}))
         return out
 
-    # ---------------------------------------------------------------- chunks
+    def refusal(self, delta: str) -> list[str]:
+        """Told as text: the stop reason says it was a refusal."""
+        self.refused = True
+        return self.text(delta)
 
-    def chunk(self, obj: dict[str, Any]) -> list[str]:
-        if self.over:
-            return []
-        failure = "error" in obj and "choices" not in obj
-        out = [] if failure else self.start(obj)
-        if obj.get("moai") is not None:  # the finish chunk's
-            self.moai = noted(obj["moai"], self.payload)
-        if obj.get("usage"):
-            self.usage = obj["usage"]
-        if failure:
-            return self.failed(obj["error"])
-        for choice in obj.get("choices") or []:
-            delta = choice.get("delta") or {}
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
-            if delta.get("content"):
-                out += self.text(delta["content"])
-            if delta.get("refusal"):  # told as text: the stop reason says it was a refusal
-                self.refused = True
-                out += self.text(delta["refusal"])
-            for tc in delta.get("tool_calls") or []:
-                out += self.call(tc)
-        return out
+    # ---------------------------------------------------------------- the end
+
+    def noted(self, summary: Any) -> Any:
+        return noted(summary, self.payload)
 
     def failed(self, error: dict[str, Any]) -> list[str]:
         """A failure after the stream started (the chat stream's in-band error event): Anthropic's ``error``
@@ -145,23 +127,7 @@ class _Events:
         return out
 
 
-async def events(chunks: AsyncIterator[Any], payload: dict[str, Any], mid: str,
-                 input_tokens: int = 0) -> AsyncIterator[str]:
-    """Anthropic's events for the chat stream ``chunks`` (read to its end, so that whatever it does when it ends,
-    recording and releasing a budget hold, is done); ``input_tokens``: the estimate ``message_start`` tells."""
-    state = _Events(payload, mid, input_tokens)
-    try:
-        async for raw in chunks:
-            text = raw.decode() if isinstance(raw, bytes) else raw
-            for line in text.split("\n"):
-                if not line.startswith("data: "):
-                    continue
-                data = line.removeprefix("data: ")
-                for out in state.done() if data == "[DONE]" else state.chunk(json.loads(data)):
-                    yield out
-        for out in state.done():  # a stream that ended without [DONE]
-            yield out
-    finally:
-        close = getattr(chunks, "aclose", None)
-        if close is not None:
-            await close()
+def events(chunks: AsyncIterator[Any], payload: dict[str, Any], mid: str,
+           input_tokens: int = 0) -> AsyncIterator[str]:
+    """Anthropic's events for the chat stream ``chunks``; ``input_tokens``: the estimate ``message_start`` tells."""
+    return relay(chunks, _Events(payload, mid, input_tokens))

@@ -9,19 +9,22 @@ answer translated back. moai keeps no response objects: what refers to a stored 
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 from starlette.responses import Response
 
-from moai.server.openai_schema import MAX_DEPTH, _unencodable
-
-CHAT_PREFIX = "chatcmpl-"
-RESPONSE_PREFIX = "resp_"
-MESSAGE_PREFIX = "msg_"  # Anthropic's Messages API (``messages``)
-# the ids the other APIs' answers carry: a prefix and the chat completion id's suffix, each naming its request
-ANSWER_PREFIXES = (RESPONSE_PREFIX, MESSAGE_PREFIX)
+from moai.server.translation import (
+    CHAT_PREFIX,
+    RESPONSE_PREFIX,
+    Unsupported,
+    expect,
+    named,
+    one_of,
+    text_field,
+    translated,
+    well_formed,
+)
 
 # chat-completions names a Responses request spells otherwise: refused with the Responses name (taken, they would
 # either clash with the translation or be honoured under a name no Responses client sends)
@@ -58,68 +61,9 @@ PARAM_NAMES = {"messages": "input", "max_tokens": "max_output_tokens", "response
                "reasoning_effort": "reasoning.effort"}
 
 
-class Unsupported(ValueError):
-    """A Responses request moai cannot translate: a 400 with OpenAI's ``param``."""
-
-    def __init__(self, message: str, param: str | None, code: str = "invalid_request_error") -> None:
-        super().__init__(f"{param}: {message}" if param else message)
-        self.param, self.code = param, code
-
-
-def chat_id(request_id: str) -> str:
-    """The chat completion id a response id (``resp_<hex>``) or a message id (``msg_<hex>``) stands for; other ids
-    as they are."""
-    for prefix in ANSWER_PREFIXES:
-        if request_id.startswith(prefix):
-            return CHAT_PREFIX + request_id.removeprefix(prefix)
-    return request_id
-
-
 def response_id(completion_id: str) -> str:
     """``resp_`` and the chat completion id's suffix: the same request, quotable to ``POST /v1/feedback``."""
     return RESPONSE_PREFIX + completion_id.removeprefix(CHAT_PREFIX)
-
-
-def _kind(value: Any) -> str:
-    return "null" if value is None else {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
-        type(value), "a number")
-
-
-def _expect(value: Any, types: type, param: str, what: str) -> Any:
-    if not isinstance(value, types):
-        raise Unsupported(f"must be {what}, not {_kind(value)}", param)
-    return value
-
-
-def _one_of(value: Any, allowed: tuple[str, ...], param: str) -> Any:
-    """``value`` when null or one of ``allowed`` (a wrong value would be sent on, or echoed, as if valid)."""
-    if value is not None and (not isinstance(value, str) or value not in allowed):
-        shown = repr(value[:40]) if isinstance(value, str) else _kind(value)
-        raise Unsupported(f"must be one of {', '.join(map(repr, allowed))}, not {shown}", param)
-    return value
-
-
-def _name(source: dict[str, Any], param: str) -> str:
-    """A function's or a format's name: a string, as the chat endpoint takes it (the upstream holds it to its own
-    rule; OpenAI's is 1-64 letters, digits, underscores or dashes, which ``responses.parse`` of a generic model,
-    ``Page[Item]``, does not keep)."""
-    return _text_field(source, "name", param)
-
-
-def _well_formed(payload: dict[str, Any]) -> None:
-    """The chat endpoint's checks of a whole body, made on the Responses request itself (its translation drops
-    what it does not read, an item's extra fields among them): nesting past ``MAX_DEPTH`` and lone surrogates are
-    400s naming where, as the request names it."""
-    too_deep = f": nested more than {MAX_DEPTH} levels deep"
-    try:
-        where = _unencodable(payload, "")
-    except ValueError as e:
-        message = str(e)
-        if message.endswith(too_deep):
-            raise Unsupported(too_deep.removeprefix(": "), message.removesuffix(too_deep)) from None
-        raise Unsupported(message, None) from None
-    if where is not None:
-        raise Unsupported("text is not valid Unicode (a lone surrogate escape such as \\ud800)", where)
 
 
 # ------------------------------------------------------------------ request
@@ -129,7 +73,7 @@ def to_chat(payload: dict[str, Any]) -> dict[str, Any]:
     """The chat-completions payload a Responses request means. Raises ``Unsupported`` (a 400) for what cannot be
     translated. Fields neither API has are passed on as they are, so that the chat path treats them as it treats
     its own unknown fields (taken, and named in ``moai.reason``)."""
-    _well_formed(payload)
+    well_formed(payload)
     for name, instead in CHAT_NAMES.items():
         if name in payload:
             raise Unsupported(f"a chat-completions field; the Responses API's is `{instead}`", name,
@@ -144,7 +88,7 @@ def to_chat(payload: dict[str, Any]) -> dict[str, Any]:
     messages: list[dict[str, Any]] = []
     instructions = payload.get("instructions")
     if instructions is not None:
-        _expect(instructions, str, "instructions", "a string")
+        expect(instructions, str, "instructions", "a string")
         if instructions.strip():
             messages.append({"role": "system", "content": instructions})
     if "input" not in payload:
@@ -163,9 +107,9 @@ def to_chat(payload: dict[str, Any]) -> dict[str, Any]:
         if payload.get(name) is not None:
             chat[name] = payload[name]
     if (options := payload.get("stream_options")) is not None:  # as the chat endpoint checks its own
-        _expect(options, dict, "stream_options", "an object")
+        expect(options, dict, "stream_options", "an object")
         if options.get("include_obfuscation") is not None:
-            _expect(options["include_obfuscation"], bool, "stream_options.include_obfuscation", "a boolean")
+            expect(options["include_obfuscation"], bool, "stream_options.include_obfuscation", "a boolean")
         if payload.get("stream") is not True:
             raise Unsupported("only allowed when stream is true", "stream_options")
     if (stream := payload.get("stream")) is not None:
@@ -173,18 +117,18 @@ def to_chat(payload: dict[str, Any]) -> dict[str, Any]:
         if stream is True:  # usage arrives in a chunk of its own only when asked for: response.completed carries it
             chat["stream_options"] = {"include_usage": True}
     if payload.get("tools") is not None:
-        chat["tools"] = [_chat_tool(t, i) for i, t in enumerate(_expect(payload["tools"], list, "tools",
+        chat["tools"] = [_chat_tool(t, i) for i, t in enumerate(expect(payload["tools"], list, "tools",
                                                                          "an array"))]
     if payload.get("tool_choice") is not None:
         chat["tool_choice"] = _chat_tool_choice(payload["tool_choice"])
     if payload.get("text") is not None:
-        text = _expect(payload["text"], dict, "text", "an object")
-        _one_of(text.get("verbosity"), VERBOSITIES, "text.verbosity")
+        text = expect(payload["text"], dict, "text", "an object")
+        one_of(text.get("verbosity"), VERBOSITIES, "text.verbosity")
         fmt = _response_format(text.get("format"))
         if fmt is not None:
             chat["response_format"] = fmt
     if payload.get("reasoning") is not None:
-        effort = _reasoning(_expect(payload["reasoning"], dict, "reasoning", "an object"))
+        effort = _reasoning(expect(payload["reasoning"], dict, "reasoning", "an object"))
         if effort is not None:
             chat["reasoning_effort"] = effort
     _check_read_elsewhere(payload)
@@ -200,14 +144,14 @@ def _check_read_elsewhere(payload: dict[str, Any]) -> None:
     """Fields taken without changing the answer, checked for their types; ``include`` and ``top_logprobs`` ask for
     what no answer here carries."""
     if (metadata := payload.get("metadata")) is not None:
-        _expect(metadata, dict, "metadata", "an object")
+        expect(metadata, dict, "metadata", "an object")
         for k, v in metadata.items():
-            _expect(v, str, f"metadata.{k}"[:80], "a string")
+            expect(v, str, f"metadata.{k}"[:80], "a string")
     if payload.get("store") is not None:
-        _expect(payload["store"], bool, "store", "a boolean")
-    _one_of(payload.get("truncation"), TRUNCATIONS, "truncation")
+        expect(payload["store"], bool, "store", "a boolean")
+    one_of(payload.get("truncation"), TRUNCATIONS, "truncation")
     if (include := payload.get("include")) is not None:
-        for i, item in enumerate(_expect(include, list, "include", "an array")):
+        for i, item in enumerate(expect(include, list, "include", "an array")):
             if isinstance(item, str) and item in NOTHING_TO_INCLUDE:  # a list or an object is no item: refused
                 continue
             raise Unsupported(f"{str(item)[:60]!r} cannot be supplied here (moai's answers carry no logprobs, "
@@ -239,7 +183,7 @@ def input_messages(value: Any) -> list[dict[str, Any]]:
         if not value.strip():
             raise Unsupported("must not be empty", "input")
         return [{"role": "user", "content": value}]
-    items = _expect(value, list, "input", "a string or an array of input items")
+    items = expect(value, list, "input", "a string or an array of input items")
     if not items:
         raise Unsupported("must not be empty", "input")
     if len(items) > MAX_INPUT_ITEMS:
@@ -247,7 +191,7 @@ def input_messages(value: Any) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     for i, item in enumerate(items):
         param = f"input[{i}]"
-        _expect(item, dict, param, "an input item (an object)")
+        expect(item, dict, param, "an input item (an object)")
         kind = item.get("type", "message")
         if kind in ("message", "function_call", "function_call_output", "reasoning") or (
                 kind is None and "role" in item):
@@ -255,9 +199,9 @@ def input_messages(value: Any) -> list[dict[str, Any]]:
         if kind == "message" or (kind is None and "role" in item):
             messages.append(_message(item, param))
         elif kind == "function_call":
-            call = {"id": _text_field(item, "call_id", param), "type": "function",
-                    "function": {"name": _text_field(item, "name", param),
-                                 "arguments": _text_field(item, "arguments", param)}}
+            call = {"id": text_field(item, "call_id", param), "type": "function",
+                    "function": {"name": text_field(item, "name", param),
+                                 "arguments": text_field(item, "arguments", param)}}
             last = messages[-1] if messages else None
             if last is not None and last["role"] == "assistant":  # its text, or calls made alongside: one turn
                 last.setdefault("tool_calls", []).append(call)
@@ -266,7 +210,7 @@ def input_messages(value: Any) -> list[dict[str, Any]]:
         elif kind == "function_call_output":
             output = item.get("output")
             content = output if isinstance(output, str) else _parts(output, f"{param}.output", "tool")
-            messages.append({"role": "tool", "tool_call_id": _text_field(item, "call_id", param), "content": content})
+            messages.append({"role": "tool", "tool_call_id": text_field(item, "call_id", param), "content": content})
         elif kind == "reasoning":
             continue  # a model's private reasoning replayed from another service: no chat upstream takes it
         elif kind == "item_reference":
@@ -278,15 +222,11 @@ def input_messages(value: Any) -> list[dict[str, Any]]:
     return messages
 
 
-def _text_field(item: dict[str, Any], name: str, param: str) -> str:
-    return _expect(item.get(name), str, f"{param}.{name}", "a string")
-
-
 def _item_fields(item: dict[str, Any], param: str) -> None:
     """An item's ``id`` and ``status`` (an earlier response's output items carry them), checked though not sent on."""
     if item.get("id") is not None:
-        _expect(item["id"], str, f"{param}.id", "a string")
-    _one_of(item.get("status"), ITEM_STATUSES, f"{param}.status")
+        expect(item["id"], str, f"{param}.id", "a string")
+    one_of(item.get("status"), ITEM_STATUSES, f"{param}.status")
 
 
 def _message(item: dict[str, Any], param: str) -> dict[str, Any]:
@@ -306,21 +246,21 @@ def _message(item: dict[str, Any], param: str) -> dict[str, Any]:
 def _parts(content: Any, param: str, role: str) -> list[dict[str, Any]]:
     """Content parts in chat's form: text, and (for a user) images and files sent inline or by URL."""
     parts = []
-    for j, part in enumerate(_expect(content, list, param, "a string or an array of content parts")):
+    for j, part in enumerate(expect(content, list, param, "a string or an array of content parts")):
         where = f"{param}[{j}]"
-        _expect(part, dict, where, "a content part (an object)")
+        expect(part, dict, where, "a content part (an object)")
         kind = part.get("type")
         if kind in ("input_text", "output_text", "text"):
-            parts.append({"type": "text", "text": _text_field(part, "text", where)})
+            parts.append({"type": "text", "text": text_field(part, "text", where)})
         elif kind == "refusal" and role == "assistant":
-            parts.append({"type": "text", "text": _text_field(part, "refusal", where)})
+            parts.append({"type": "text", "text": text_field(part, "refusal", where)})
         elif kind == "input_image" and role == "user":
             if part.get("file_id") is not None:
                 raise Unsupported("moai keeps no files: send the image as image_url (a URL or a data: URL)",
                                   f"{where}.file_id", "unsupported_parameter")
-            image = {"url": _text_field(part, "image_url", where)}
+            image = {"url": text_field(part, "image_url", where)}
             if part.get("detail") is not None:
-                image["detail"] = _one_of(part["detail"], IMAGE_DETAILS, f"{where}.detail")
+                image["detail"] = one_of(part["detail"], IMAGE_DETAILS, f"{where}.detail")
             parts.append({"type": "image_url", "image_url": image})
         elif kind == "input_file" and role == "user":
             for name, why in (("file_id", "moai keeps no files"), ("file_url", "moai fetches no files")):
@@ -330,9 +270,9 @@ def _parts(content: Any, param: str, role: str) -> list[dict[str, Any]]:
             if part.get("file_data") is None:
                 raise Unsupported("moai keeps no files and fetches none: send the file inline as file_data",
                                   f"{where}.file_data", "unsupported_parameter")
-            file = {"file_data": _text_field(part, "file_data", where)}
+            file = {"file_data": text_field(part, "file_data", where)}
             if part.get("filename") is not None:
-                file["filename"] = _text_field(part, "filename", where)
+                file["filename"] = text_field(part, "filename", where)
             parts.append({"type": "file", "file": file})
         else:
             raise Unsupported(f"content parts of type {str(kind)[:40]!r} are not supported in a {role} message",
@@ -343,7 +283,7 @@ def _parts(content: Any, param: str, role: str) -> list[dict[str, Any]]:
 def _chat_tool(tool: Any, i: int) -> dict[str, Any]:
     """A function tool in chat's form; any other kind (web_search, file_search, ...) is refused by name."""
     param = f"tools[{i}]"
-    _expect(tool, dict, param, "a tool (an object)")
+    expect(tool, dict, param, "a tool (an object)")
     kind = tool.get("type")
     if kind != "function":
         raise Unsupported(f"tools of type {str(kind)[:40]!r} are not supported: moai serves function tools only "
@@ -357,43 +297,43 @@ def _chat_tool(tool: Any, i: int) -> dict[str, Any]:
 
 def _function_spec(source: dict[str, Any], param: str) -> dict[str, Any]:
     """A function's definition as chat's ``function``, each field checked under the request's name for it."""
-    spec: dict[str, Any] = {"name": _name(source, param)}
+    spec: dict[str, Any] = {"name": named(source, param)}
     for name, types, what in (("description", str, "a string"), ("parameters", dict, "a JSON Schema object"),
                               ("strict", bool, "a boolean")):
         if source.get(name) is not None:
-            spec[name] = _expect(source[name], types, f"{param}.{name}", what)
+            spec[name] = expect(source[name], types, f"{param}.{name}", what)
     return spec
 
 
 def _chat_tool_choice(choice: Any) -> str | dict[str, Any]:
     if isinstance(choice, str):
         return choice  # checked by the chat path: "auto", "none" or "required"
-    _expect(choice, dict, "tool_choice", "a string or an object")
+    expect(choice, dict, "tool_choice", "a string or an object")
     if choice.get("type") != "function":
         raise Unsupported(f"tool choices of type {str(choice.get('type'))[:40]!r} are not supported (send 'auto', "
                           "'none', 'required' or {\"type\": \"function\", \"name\": ...})", "tool_choice.type",
                           "unsupported_parameter")
     if isinstance(choice.get("function"), dict):
         return choice
-    return {"type": "function", "function": {"name": _text_field(choice, "name", "tool_choice")}}
+    return {"type": "function", "function": {"name": text_field(choice, "name", "tool_choice")}}
 
 
 def _response_format(fmt: Any) -> dict[str, Any] | None:
     """``text.format`` as chat's ``response_format``."""
     if fmt is None:
         return None
-    _expect(fmt, dict, "text.format", "an object")
+    expect(fmt, dict, "text.format", "an object")
     kind = fmt.get("type")
     if kind in ("text", "json_object"):
         return {"type": kind}
     if kind != "json_schema":
         raise Unsupported(f"type must be 'text', 'json_object' or 'json_schema', not {str(kind)[:40]!r}",
                           "text.format.type")
-    spec: dict[str, Any] = {"name": _name(fmt, "text.format"),
-                            "schema": _expect(fmt.get("schema"), dict, "text.format.schema", "a JSON Schema object")}
+    spec: dict[str, Any] = {"name": named(fmt, "text.format"),
+                            "schema": expect(fmt.get("schema"), dict, "text.format.schema", "a JSON Schema object")}
     for name, types, what in (("description", str, "a string"), ("strict", bool, "a boolean")):
         if fmt.get(name) is not None:
-            spec[name] = _expect(fmt[name], types, f"text.format.{name}", what)
+            spec[name] = expect(fmt[name], types, f"text.format.{name}", what)
     return {"type": "json_schema", "json_schema": spec}
 
 
@@ -500,44 +440,11 @@ def noted(summary: Any, payload: dict[str, Any]) -> Any:
     return {**summary, "reason": [*reasons, *(n for n in notes if n not in reasons)]}
 
 
-def _rename_param(error: dict[str, Any]) -> bool:
-    """A chat 400's ``param`` (and its message's lead) under the Responses request's name; whether it changed."""
-    param = error.get("param")
-    if not isinstance(param, str):
-        return False
-    head = param.split(".")[0].split("[")[0]
-    if head not in PARAM_NAMES:
-        return False
-    renamed = PARAM_NAMES[head] if head == "messages" else PARAM_NAMES[head] + param[len(head):]
-    message = error.get("message")
-    if isinstance(message, str) and message.startswith(param + ":"):
-        error["message"] = renamed + message[len(param):]
-    error["param"] = renamed
-    return True
-
-
 def translate(response: Response, payload: dict[str, Any]) -> Response:
     """The chat path's answer as the Responses API gives it, headers kept: a completion as a response object, a
     stream as typed events (``responses_stream``); an error as it is, a chat param named as the request names it."""
     from moai.server.responses_stream import events
 
-    body = getattr(response, "body_iterator", None)
-    if body is not None:
-        rid = response.headers.get("x-moai-request-id") or ""
-        response.body_iterator = events(body, payload, response_id(rid))
-        return response
-    try:
-        data = json.loads(bytes(response.body))
-    except ValueError:
-        return response
-    if response.status_code >= 400:
-        error = data.get("error") if isinstance(data, dict) else None
-        if not (response.status_code == 400 and isinstance(error, dict) and _rename_param(error)):
-            return response
-    elif response.status_code == 200 and isinstance(data, dict) and data.get("object") == "chat.completion":
-        data = from_completion(data, payload)
-    else:
-        return response
-    response.body = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-    response.headers["content-length"] = str(len(response.body))
-    return response
+    rid = response_id(response.headers.get("x-moai-request-id") or "")
+    return translated(response, lambda body: events(body, payload, rid), PARAM_NAMES,
+                      lambda data: from_completion(data, payload))

@@ -15,15 +15,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from moai.server.responses import call_item, finish, noted, skeleton, usage
+from moai.server.stream_relay import StreamTranslation, relay
 
 FAILURE_CODES = frozenset({"rate_limit_exceeded"})  # told as they are; every other failure is a server_error
 
 
-class _Events:
+class _Events(StreamTranslation):
     """The state of one response being streamed: its items, as they are so far."""
 
     def __init__(self, payload: dict[str, Any], rid: str) -> None:
-        self.payload, self.rid = payload, rid
+        super().__init__(payload)
+        self.rid = rid
         self.suffix = rid.removeprefix("resp_")
         self.seq = 0
         self.started = False
@@ -33,10 +35,6 @@ class _Events:
         self.closed: set[int] = set()
         self.open: int | None = None  # the output index of the item deltas now go to
         self.calls: dict[Any, int] = {}  # a chat tool call's index: its output index
-        self.finish_reason: str | None = None
-        self.usage: dict[str, Any] | None = None
-        self.moai: Any = None
-        self.over = False
 
     def emit(self, kind: str, **fields: Any) -> str:
         data = json.dumps({"type": kind, "sequence_number": self.seq, **fields}, ensure_ascii=False)
@@ -150,30 +148,10 @@ class _Events:
                                  delta=fn["arguments"]))
         return out
 
-    # ---------------------------------------------------------------- chunks
+    # ---------------------------------------------------------------- the end
 
-    def chunk(self, obj: dict[str, Any]) -> list[str]:
-        if self.over:
-            return []
-        failure = "error" in obj and "choices" not in obj
-        out = [] if failure else self.start(obj)
-        if obj.get("moai") is not None:  # the finish chunk's (or an error event's, where it carries one)
-            self.moai = noted(obj["moai"], self.payload)
-        if obj.get("usage"):
-            self.usage = obj["usage"]
-        if failure:
-            return self.failed(obj["error"])
-        for choice in obj.get("choices") or []:
-            delta = choice.get("delta") or {}
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
-            if delta.get("content"):
-                out += self.text(delta["content"])
-            if delta.get("refusal"):
-                out += self.refusal(delta["refusal"])
-            for tc in delta.get("tool_calls") or []:
-                out += self.call(tc)
-        return out
+    def noted(self, summary: Any) -> Any:
+        return noted(summary, self.payload)
 
     def failed(self, error: dict[str, Any]) -> list[str]:
         """A failure after the stream started (the chat stream's in-band error event): ``response.failed``, with
@@ -207,23 +185,6 @@ class _Events:
         return out
 
 
-async def events(chunks: AsyncIterator[Any], payload: dict[str, Any], rid: str) -> AsyncIterator[str]:
-    """The Responses API's events for the chat stream ``chunks`` (read to its end, so that whatever it does when
-    it ends, recording and releasing a budget hold, is done)."""
-    state = _Events(payload, rid)
-    try:
-        async for raw in chunks:
-            text = raw.decode() if isinstance(raw, bytes) else raw
-            for line in text.split("\n"):
-                if not line.startswith("data: "):
-                    continue
-                data = line.removeprefix("data: ")
-                out = state.done() if data == "[DONE]" else state.chunk(json.loads(data))
-                for event in out:
-                    yield event
-        for event in state.done():  # a stream that ended without [DONE]
-            yield event
-    finally:
-        close = getattr(chunks, "aclose", None)
-        if close is not None:
-            await close()
+def events(chunks: AsyncIterator[Any], payload: dict[str, Any], rid: str) -> AsyncIterator[str]:
+    """The Responses API's events for the chat stream ``chunks``."""
+    return relay(chunks, _Events(payload, rid))
