@@ -26,13 +26,17 @@ SEEN: dict[str, int] = {}
 
 @schemathesis.check
 def openai_error_envelope(ctx: Any, response: Any, case: Any) -> bool | None:
-    """Every 4xx from moai carries ``{"error": {"message", "type", "param", "code"}}`` with a message."""
+    """Every 4xx from moai carries ``{"error": {"message", "type", "param", "code"}}`` with a message; on the
+    Messages endpoints Anthropic's ``{"type": "error", "error": {"type", "message"}, "request_id"}``."""
     SEEN[str(response.status_code)] = SEEN.get(str(response.status_code), 0) + 1
     if 400 <= response.status_code < 500:
         body = response.json()
         err = body.get("error") if isinstance(body, dict) else None
-        assert isinstance(err, dict), f"not an OpenAI error body: {body!r}"
-        assert set(err) >= {"message", "type", "param", "code"}, err
+        assert isinstance(err, dict), f"not an error body: {body!r}"
+        if case.path.startswith("/v1/messages"):
+            assert body["type"] == "error" and set(err) == {"type", "message"} and body["request_id"], body
+        else:
+            assert set(err) >= {"message", "type", "param", "code"}, err
         assert isinstance(err["message"], str) and err["message"], err
     return None
 
@@ -77,7 +81,8 @@ def fuzz_operation(op: Any, mode: GenerationMode) -> int:
     def run(case: Any) -> None:
         nonlocal sent
         sent += 1
-        if mode is GenerationMode.POSITIVE and isinstance(case.body, dict) and "messages" in case.body and sent % 3:
+        if (mode is GenerationMode.POSITIVE and isinstance(case.body, dict) and {"messages", "input"} & set(case.body)
+                and sent % 3):
             case.body["model"] = "moai/default"  # reach routing and the model call, not just the 404
         case.call_and_validate(checks=[not_a_server_error, openai_error_envelope], timeout=30)
 
@@ -94,5 +99,7 @@ def test_every_endpoint_never_5xx(moai_schema: Any, mode: GenerationMode) -> Non
     cases = {f"{op.method.upper()} {op.path}": fuzz_operation(op, mode)
              for op in (r.ok() for r in moai_schema.get_all_operations())}
     print(f"\n{mode.value}: cases per operation: {cases}")
-    assert {"POST /v1/chat/completions", "POST /v1/feedback", "GET /readyz", "GET /healthz"} <= set(cases)
-    assert cases["POST /v1/chat/completions"] >= min(EXAMPLES, 10)
+    assert {"POST /v1/chat/completions", "POST /v1/responses", "POST /v1/messages", "POST /v1/feedback",
+            "GET /readyz", "GET /healthz"} <= set(cases)
+    for body in ("POST /v1/chat/completions", "POST /v1/responses", "POST /v1/messages"):
+        assert cases[body] >= min(EXAMPLES, 10), cases

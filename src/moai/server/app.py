@@ -59,8 +59,9 @@ OFFLOAD_BODY_BYTES = 32 << 10
 COUNTED_BODY_BYTES = 1 << 10
 
 
-def _document_bodies(app: FastAPI, bodies: dict[str, type[BaseModel]]) -> None:
-    """Describe request bodies that the handlers read raw (for their own 413/400 handling) in /openapi.json."""
+def _document_bodies(app: FastAPI, bodies: dict[str, type[BaseModel] | tuple[str, dict[str, Any]]]) -> None:
+    """Describe request bodies that the handlers read raw (for their own 413/400 handling) in /openapi.json: a
+    pydantic model's schema, or a (name, JSON Schema) outline of a body translated by hand (Responses, Messages)."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -69,10 +70,13 @@ def _document_bodies(app: FastAPI, bodies: dict[str, type[BaseModel]]) -> None:
         schema = generate()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for path, model in bodies.items():
-            js = model.model_json_schema(ref_template="#/components/schemas/{model}")
-            components.update(js.pop("$defs", {}))
-            components[model.__name__] = js
-            ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+            if isinstance(model, tuple):
+                name, js = model
+            else:
+                name, js = model.__name__, model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(js.pop("$defs", {}))
+            components[name] = js
+            ref = {"$ref": f"#/components/schemas/{name}"}
             schema["paths"][path]["post"]["requestBody"] = {"required": True,
                                                             "content": {"application/json": {"schema": ref}}}
         return schema
@@ -508,7 +512,10 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
                         "x-moai-cost-usd": f"{ex.cost_usd:.8f}"})
         return JSONResponse(_completion(prep, body.model, ex, summary), headers=headers)
 
-    _document_bodies(app, {"/v1/chat/completions": ChatCompletionRequest, "/v1/feedback": FeedbackRequest})
+    _document_bodies(app, {"/v1/chat/completions": ChatCompletionRequest, "/v1/feedback": FeedbackRequest,
+                           "/v1/responses": ("ResponsesRequest", responses.REQUEST_SCHEMA),
+                           "/v1/messages": ("MessagesRequest", messages.REQUEST_SCHEMA),
+                           "/v1/messages/count_tokens": ("CountTokensRequest", messages.COUNT_SCHEMA)})
     return app
 
 

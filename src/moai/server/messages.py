@@ -41,6 +41,23 @@ from moai.server.translation import (
     with_body,
 )
 
+_MESSAGE = {"type": "object", "required": ["role", "content"],
+            "properties": {"role": {"type": "string", "enum": ["user", "assistant"]},
+                           "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]}}}
+# the requests' outlines in /openapi.json (what clients and fuzzers read; ``to_chat`` checks every field it takes)
+COUNT_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["model", "messages"], "additionalProperties": True,
+    "properties": {"model": {"type": "string"}, "messages": {"type": "array", "items": _MESSAGE},
+                   "system": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+                   "tools": {"type": "array", "items": {"type": "object"}}, "tool_choice": {"type": "object"}},
+}
+REQUEST_SCHEMA: dict[str, Any] = {
+    **COUNT_SCHEMA, "required": ["model", "messages", "max_tokens"],
+    "properties": {**COUNT_SCHEMA["properties"], "max_tokens": {"type": "integer", "minimum": 1},
+                   "stream": {"type": "boolean"}, "temperature": {"type": "number"}, "top_p": {"type": "number"},
+                   "top_k": {"type": "integer"}, "stop_sequences": {"type": "array", "items": {"type": "string"}},
+                   "metadata": {"type": "object"}, "thinking": {"type": "object"}, "moai": {"type": "object"}},
+}
 PROVIDER = "moai.providers.anthropic"
 PATHS = ("/v1/messages", "/v1/messages/count_tokens")
 API_KEY_HEADER = "x-api-key"  # where Anthropic's clients send their key

@@ -61,6 +61,22 @@ PARAM_NAMES = {"messages": "input", "max_tokens": "max_output_tokens", "response
                "reasoning_effort": "reasoning.effort"}
 
 
+# the request's outline in /openapi.json (what clients and fuzzers read; ``to_chat`` checks every field it takes)
+REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["model", "input"], "additionalProperties": True,
+    "properties": {
+        "model": {"type": "string"},
+        "input": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+        "instructions": {"type": "string"}, "max_output_tokens": {"type": "integer", "minimum": 1},
+        "temperature": {"type": "number"}, "top_p": {"type": "number"}, "stream": {"type": "boolean"},
+        "tools": {"type": "array", "items": {"type": "object"}}, "tool_choice": {},
+        "parallel_tool_calls": {"type": "boolean"}, "text": {"type": "object"}, "reasoning": {"type": "object"},
+        "metadata": {"type": "object", "additionalProperties": {"type": "string"}}, "store": {"type": "boolean"},
+        "user": {"type": "string"}, "moai": {"type": "object"},
+    },
+}
+
+
 def response_id(completion_id: str) -> str:
     """``resp_`` and the chat completion id's suffix: the same request, quotable to ``POST /v1/feedback``."""
     return RESPONSE_PREFIX + completion_id.removeprefix(CHAT_PREFIX)
