@@ -171,3 +171,27 @@ def test_a_per_token_figure_in_a_per_million_field_is_warned_about_not_refused(t
     assert len(warned) == 1 and warned[0].startswith("models.m.price.input_per_mtok: 2.5e-06"), warned
     assert "per million tokens" in warned[0] and "write 2.5" in warned[0], warned
     assert CliRunner().invoke(app, ["config", "check", path]).exit_code == 0
+
+
+def test_a_budget_hold_counts_the_tools_offered_as_the_call_is_billed() -> None:
+    """Tool definitions are read with the prompt and billed with it (estimated where the upstream reports no usage):
+    the hold covers them too, or a budgeted key could overspend on tool-heavy requests."""
+    from moai.providers.base import estimate_prompt_tokens
+    from moai.strategies.budget import worst_case_usd
+
+    tools = [{"type": "function", "function": {"name": f"tool_{i}", "description": "Does a thing. " * 40,
+                                               "parameters": {"type": "object", "properties": {}}}}
+             for i in range(5)]
+    with ExitStack() as st:
+        cfg = setup(st, {"a": Script(reply="ok")}, "  m: {strategy: route, models: [a], max_tokens: 50}\n",
+                    {"a": 1.0}).replace("privacy: private,", "privacy: private, supports_tools: true,")
+        m = Mixture(parse_config(cfg), chooser=Fixed(["a"]))
+        held = {}
+        for name, extra in (("bare", {}), ("tools", {"tools": tools})):
+            prep = m.prepare(ChatCompletionRequest.model_validate(
+                {"model": "moai/m", "messages": [{"role": "user", "content": "q"}], **extra}))
+            held[name] = worst_case_usd(prep.ctx, prep.plan)
+        billed_tools = estimate_prompt_tokens(prep.ctx.params) - estimate_prompt_tokens(
+            prep.ctx.params.__class__(messages=prep.ctx.params.messages))
+    assert billed_tools > 5 * 100
+    assert held["tools"] - held["bare"] == pytest.approx(billed_tools * 1.0 / 1e6)

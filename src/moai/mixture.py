@@ -224,11 +224,21 @@ class Mixture(SessionMemory, Recording):
             kw["store"] = TelemetryStore(url)
         return cls(config, **kw)
 
-    @functools.cached_property
-    def counts_locally(self) -> bool:
-        """Whether a request may be counted by a local model's tokenizer before routing (``undecided``): a few
-        milliseconds per 10 KB, so its preparation is better off the event loop."""
-        return any(c.provider == "local" and not c.deployments for c in self.config.models.values())
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - one per mix name, for the Mixture's lifetime
+    def counted_from(self, model: str) -> int | None:
+        """The body size (bytes) from which a request to ``model`` (a mix, or a model) may be counted by a local
+        model's tokenizer before routing (``undecided``, a few milliseconds per 10 KB: its preparation is then
+        better off the event loop); None when no local model of its mix (or those it hands requests to) counts.
+        A byte holds at most half a token of the estimate, and a prompt is counted from a quarter of the smallest
+        local context on (the answer's room aside)."""
+        try:
+            _, mix = self.resolve(model)
+        except UnknownModel:
+            return None
+        pools = [mix, *(m for _, m in collaboration(self.config, mix))]
+        contexts = [c.context for m in pools for c in self.config.pool(m)
+                    if c.provider == "local" and not c.deployments]
+        return 2 * max(0, (min(contexts) - FRAMING - FRAMING_EACH) // UNDER) if contexts else None
 
     @functools.cached_property
     def chat(self) -> Any:

@@ -45,22 +45,30 @@ def threads_preparing(config_text: str, monkeypatch: pytest.MonkeyPatch, *texts:
     return seen
 
 
+def config(stub: StubServer, smol: Path, context: int, pool: str) -> str:
+    return f"""models:
+  smol: {{provider: local, path: '{smol}', context: {context}}}
+  far: {{provider: openai_compat, endpoint: "{stub.url}", max_retries: 0}}
+mixes:
+  default: {{models: [{pool}]}}
+"""
+
+
 def test_a_prompt_a_local_model_may_count_is_prepared_off_the_loop(stub: StubServer, smollm_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    config = f"""models:
-  smol: {{provider: local, path: '{smollm_path}', context: 2048}}
-  far: {{provider: openai_compat, endpoint: "{stub.url}", max_retries: 0}}
-mixes:
-  default: {{models: [smol, far]}}
-"""
-    assert threads_preparing(config, monkeypatch, "Say hi.", "apple " * 400) == [True, False]
+    assert threads_preparing(config(stub, smollm_path, 2048, "smol, far"), monkeypatch,
+                             "Say hi.", "apple " * 400) == [True, False]
 
 
-def test_without_local_models_a_2_kb_prompt_stays_on_the_loop(stub: StubServer,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    config = f"""models:
-  far: {{provider: openai_compat, endpoint: "{stub.url}", max_retries: 0}}
-mixes:
-  default: {{models: [far]}}
-"""
-    assert threads_preparing(config, monkeypatch, "Say hi.", "apple " * 400) == [True, True]
+def test_a_prompt_too_short_for_the_local_context_to_be_in_doubt_stays_on_the_loop(
+        stub: StubServer, smollm_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """2.4 KB is at most ~1,200 tokens of the estimate: no count for an 8,192-token model."""
+    assert threads_preparing(config(stub, smollm_path, 8192, "smol, far"), monkeypatch,
+                             "apple " * 400) == [True]
+
+
+def test_a_mix_without_local_models_keeps_its_prompts_on_the_loop(stub: StubServer, smollm_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local model elsewhere in the instructions does not count this mix's prompts."""
+    assert threads_preparing(config(stub, smollm_path, 2048, "far"), monkeypatch,
+                             "Say hi.", "apple " * 400) == [True, True]

@@ -1,6 +1,7 @@
 """A chat request's end user (OpenAI's ``user`` and ``safety_identifier``) reaches the upstream, which uses it to
-monitor abuse: as given to OpenAI-compatible servers, as ``metadata.user_id`` to Anthropic; on every call of a mix,
-and beside a redacted request. A value moai's privacy scan flags (an email address) is kept from cloud models."""
+monitor abuse: as given to OpenAI, as ``metadata.user_id`` to Anthropic; on every call of a mix, and beside a
+redacted request. A value moai's privacy scan flags (an email address) is kept from cloud models. Other
+OpenAI-compatible servers get neither (some refuse fields they do not know)."""
 
 from __future__ import annotations
 
@@ -24,9 +25,9 @@ EMAIL_USER = "alice.smith@acme-corp.com"
 
 
 class Upstreams:
-    def __init__(self, cloud: StubServer, own: StubServer, claude: StubAnthropic,
+    def __init__(self, cloud: StubServer, own: StubServer, compat: StubServer, claude: StubAnthropic,
                  client: TestClient) -> None:
-        self.cloud, self.own, self.claude, self.client = cloud, own, claude, client
+        self.cloud, self.own, self.compat, self.claude, self.client = cloud, own, compat, claude, client
 
     def ask(self, mix: str, text: str = "Hi!", **fields: Any) -> Any:
         body = {"model": f"moai/{mix}", "messages": [{"role": "user", "content": text}], **fields}
@@ -35,22 +36,24 @@ class Upstreams:
 
 @pytest.fixture(scope="module")
 def up() -> Iterator[Upstreams]:
-    with StubServer() as cloud, StubServer() as own, StubAnthropic() as claude:
+    with StubServer() as cloud, StubServer() as own, StubServer() as compat, StubAnthropic() as claude:
         config = parse_config(f"""
 models:
-  gpt: {{provider: openai_compat, endpoint: "{cloud.url}", model: stub, privacy: cloud, max_retries: 0}}
-  own: {{provider: openai_compat, endpoint: "{own.url}", privacy: private, max_retries: 0}}
+  gpt: {{provider: openai, endpoint: "{cloud.url}", model: stub, privacy: cloud, max_retries: 0}}
+  own: {{provider: openai, endpoint: "{own.url}", privacy: private, max_retries: 0}}
+  compat: {{provider: openai_compat, endpoint: "{compat.url}", privacy: private, max_retries: 0}}
   claude: {{provider: anthropic, endpoint: "{claude.url}", model: claude-test, privacy: cloud, max_retries: 0}}
 mixes:
   cloud: {{strategy: route, models: [gpt], constraints: {{sensitive_data: redact}}}}
   own: {{strategy: route, models: [own]}}
+  compat: {{strategy: route, models: [compat]}}
   claude: {{strategy: route, models: [claude]}}
   panel: {{strategy: moa, proposers: [gpt, own], aggregator: gpt}}
 """)
         m = Mixture(config, chooser=RuleChooser())
         try:
             with TestClient(create_app(m.config, mixture=m)) as client:
-                yield Upstreams(cloud, own, claude, client)
+                yield Upstreams(cloud, own, compat, claude, client)
         finally:
             shutdown(m)
 
@@ -60,7 +63,7 @@ def _last(stub: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-def test_an_openai_compatible_upstream_gets_user_and_safety_identifier(up: Upstreams, stream: bool) -> None:
+def test_openai_gets_user_and_safety_identifier(up: Upstreams, stream: bool) -> None:
     r = up.ask("cloud", user="u-42", safety_identifier="sid-9f3c", stream=stream)
     assert r.status_code == 200
     sent = _last(up.cloud)
@@ -105,3 +108,9 @@ def test_anthropic_gets_the_user_as_metadata_user_id(up: Upstreams, stream: bool
 def test_a_safety_identifier_that_is_not_a_string_is_refused(up: Upstreams) -> None:
     r = up.ask("cloud", safety_identifier=42)
     assert r.status_code == 400 and "safety_identifier" in r.text
+
+
+def test_another_openai_compatible_server_gets_neither(up: Upstreams) -> None:
+    """Mistral's API, for one, refuses a request with a field it does not know (422)."""
+    assert up.ask("compat", user="u-42", safety_identifier="sid-9f3c").status_code == 200
+    assert "user" not in _last(up.compat) and "safety_identifier" not in _last(up.compat)

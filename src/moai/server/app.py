@@ -54,9 +54,6 @@ log = logging.getLogger("moai.server")
 # a chat request body larger than this is prepared (parsed messages scanned, routed) off the event loop, so that a
 # long prompt does not stall every other client and the health probes; smaller ones skip the thread hop
 OFFLOAD_BODY_BYTES = 32 << 10
-# a body whose prompt a local model's tokenizer may count before routing (``Mixture.counts_locally``): one estimated
-# at a quarter of the smallest local context (2,048 tokens) or more, ~500 tokens, which takes 1 KB at the least
-COUNTED_BODY_BYTES = 1 << 10
 
 
 def _document_bodies(app: FastAPI, bodies: dict[str, type[BaseModel] | tuple[str, dict[str, Any]]]) -> None:
@@ -405,7 +402,8 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
             session_model = await mix.asession_model(body, session, api_key)
             budgeted = key is not None and has_budget(key)  # its hold assumes the mix's max_tokens: sent upstream
             # its sensitive-data scan, or a local model's count of it, takes milliseconds per 10 KB: not on the loop
-            if size > OFFLOAD_BODY_BYTES or (size > COUNTED_BODY_BYTES and mix.counts_locally):
+            counted = mix.counted_from(body.model)
+            if size > OFFLOAD_BODY_BYTES or (counted is not None and size >= counted):
                 prep = await asyncio.to_thread(mix.prepare, body, api_key=api_key, session=session,
                                                session_model=session_model, budgeted=budgeted)
             else:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from moai.providers.base import ChatParams, message_tokens
+from moai.providers.base import ChatParams, estimate_prompt_tokens, message_tokens
 from moai.strategies import prompts
 from moai.strategies.context import RequestContext, most_written
 from moai.strategies.plan import Plan, Step, StepResult
@@ -104,7 +104,7 @@ def step_calls(ctx: RequestContext, plan: Plan) -> tuple[dict[str, tuple[int, in
         if built is None:
             tokens = (any_instruction(ctx, answers), max(ctx.params.max_tokens, ctx.mix.max_tokens))
         else:
-            tokens = (prompt_tokens(built.messages), built.max_tokens)
+            tokens = (estimate_prompt_tokens(built), built.max_tokens)  # its tools too, as a call is billed
             if checked and s.role == "reviser":  # or written from the program, whose run decides
                 tokens = (max(tokens[0], any_instruction(ctx, answers)), tokens[1])
         # the longest answer any of its models can write (a local one stops at its context's room)
