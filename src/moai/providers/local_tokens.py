@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import logging
 import os
 import threading
@@ -72,8 +73,6 @@ class Tokenizer:
             if self.formatter is not None:
                 rendered = self.formatter(messages=messages, tools=tools, tool_choice=tool_choice)
                 return self.tokens(rendered.prompt, add_bos=not rendered.added_special, special=True)
-            import json
-
             text = "".join(f"{m.get('role', '')}\n{m.get('content') or ''}\n" for m in messages)
             if tools:
                 text += json.dumps(tools)

@@ -159,7 +159,7 @@ def create_app(config: Config, store: TelemetryStore | None = None, mixture: Mix
         # the exception's headers (a 405's Allow), and an id to quote, as on every answer to a chat request
         response = err(e.status_code, message, type_, headers={"x-request-id": fresh_request_id(),
                                                                 **(e.headers or {})})
-        if req.url.path == messages.PATHS[0] or req.url.path.startswith(messages.PATHS[0] + "/"):
+        if req.url.path == messages.MESSAGES_PATH or req.url.path.startswith(messages.MESSAGES_PATH + "/"):
             await messages.loaded()  # Anthropic's clients there read Anthropic's envelope (a GET, /batches)
             return messages.anthropic(response)
         return response

@@ -31,6 +31,7 @@ from moai.server.translation import (
     CHAT_PREFIX,
     MESSAGE_PREFIX,
     Unsupported,
+    answer_id,
     expect,
     kind_of,
     named,
@@ -39,6 +40,7 @@ from moai.server.translation import (
     translated,
     well_formed,
     with_body,
+    with_notes,
 )
 
 _MESSAGE = {"type": "object", "required": ["role", "content"],
@@ -59,7 +61,8 @@ REQUEST_SCHEMA: dict[str, Any] = {
                    "metadata": {"type": "object"}, "thinking": {"type": "object"}, "moai": {"type": "object"}},
 }
 PROVIDER = "moai.providers.anthropic"
-PATHS = ("/v1/messages", "/v1/messages/count_tokens")
+MESSAGES_PATH = "/v1/messages"
+PATHS = (MESSAGES_PATH, f"{MESSAGES_PATH}/count_tokens")
 API_KEY_HEADER = "x-api-key"  # where Anthropic's clients send their key
 MISSING_KEY = "This gateway requires an API key: send 'x-api-key: <key>' (or 'Authorization: Bearer <key>')."
 
@@ -114,8 +117,8 @@ def authorization(path: str, headers: Mapping[str, str]) -> str | None:
 
 
 def message_id(completion_id: str) -> str:
-    """``msg_`` and the chat completion id's suffix: the same request, quotable to ``POST /v1/feedback``."""
-    return MESSAGE_PREFIX + completion_id.removeprefix(CHAT_PREFIX)
+    """The message's id: ``msg_`` and the chat completion id's suffix."""
+    return answer_id(MESSAGE_PREFIX, completion_id)
 
 
 # ------------------------------------------------------------------ request
@@ -446,10 +449,7 @@ def from_completion(completion: dict[str, Any], payload: dict[str, Any]) -> dict
 
 def noted(summary: Any, payload: dict[str, Any]) -> Any:
     """The ``moai`` object with ``thinking`` (taken but not applied) in its ``reason``."""
-    if not thinking_asked(payload) or not isinstance(summary, dict):
-        return summary
-    reasons = summary.get("reason") if isinstance(summary.get("reason"), list) else []
-    return {**summary, "reason": [*reasons, THINKING_NOTE] if THINKING_NOTE not in reasons else reasons}
+    return with_notes(summary, [THINKING_NOTE] if thinking_asked(payload) else [])
 
 
 def translate(response: Response, payload: dict[str, Any], chat: dict[str, Any]) -> Response:

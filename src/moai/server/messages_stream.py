@@ -18,6 +18,7 @@ from typing import Any
 from moai import deadline
 from moai.server.messages import TOOL_ID_PREFIX, noted, skeleton, stop_reason, usage
 from moai.server.stream_relay import StreamTranslation, relay
+from moai.server.translation import MESSAGE_PREFIX
 
 # in-stream failures (the chat stream's error codes) and Anthropic's type for each; any other is an api_error
 FAILURE_TYPES = {"rate_limit_exceeded": "rate_limit_error", deadline.CODE: "timeout_error"}
@@ -33,7 +34,7 @@ class _Events(StreamTranslation):
     def __init__(self, payload: dict[str, Any], mid: str, input_tokens: int) -> None:
         super().__init__(payload)
         self.mid, self.input_tokens = mid, input_tokens
-        self.suffix = mid.removeprefix("msg_")
+        self.suffix = mid.removeprefix(MESSAGE_PREFIX)
         self.started = False
         self.model: Any = payload.get("model")
         self.blocks: list[dict[str, Any]] = []

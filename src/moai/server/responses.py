@@ -18,12 +18,14 @@ from moai.server.translation import (
     CHAT_PREFIX,
     RESPONSE_PREFIX,
     Unsupported,
+    answer_id,
     expect,
     named,
     one_of,
     text_field,
     translated,
     well_formed,
+    with_notes,
 )
 
 # chat-completions names a Responses request spells otherwise: refused with the Responses name (taken, they would
@@ -78,8 +80,8 @@ REQUEST_SCHEMA: dict[str, Any] = {
 
 
 def response_id(completion_id: str) -> str:
-    """``resp_`` and the chat completion id's suffix: the same request, quotable to ``POST /v1/feedback``."""
-    return RESPONSE_PREFIX + completion_id.removeprefix(CHAT_PREFIX)
+    """The response's id: ``resp_`` and the chat completion id's suffix."""
+    return answer_id(RESPONSE_PREFIX, completion_id)
 
 
 # ------------------------------------------------------------------ request
@@ -448,12 +450,8 @@ def from_completion(completion: dict[str, Any], payload: dict[str, Any]) -> dict
 
 def noted(summary: Any, payload: dict[str, Any]) -> Any:
     """The ``moai`` object with the Responses fields taken but not applied (``NOT_APPLIED``) in its ``reason``."""
-    notes = [note for (field, sub), note in NOT_APPLIED.items()
-             if isinstance(payload.get(field), dict) and payload[field].get(sub) is not None]
-    if not notes or not isinstance(summary, dict):
-        return summary
-    reasons = summary.get("reason") if isinstance(summary.get("reason"), list) else []
-    return {**summary, "reason": [*reasons, *(n for n in notes if n not in reasons)]}
+    return with_notes(summary, [note for (field, sub), note in NOT_APPLIED.items()
+                                if isinstance(payload.get(field), dict) and payload[field].get(sub) is not None])
 
 
 def translate(response: Response, payload: dict[str, Any]) -> Response:

@@ -16,6 +16,7 @@ from typing import Any
 
 from moai.server.responses import call_item, finish, noted, skeleton, usage
 from moai.server.stream_relay import StreamTranslation, relay
+from moai.server.translation import RESPONSE_PREFIX
 
 FAILURE_CODES = frozenset({"rate_limit_exceeded"})  # told as they are; every other failure is a server_error
 
@@ -26,7 +27,7 @@ class _Events(StreamTranslation):
     def __init__(self, payload: dict[str, Any], rid: str) -> None:
         super().__init__(payload)
         self.rid = rid
-        self.suffix = rid.removeprefix("resp_")
+        self.suffix = rid.removeprefix(RESPONSE_PREFIX)
         self.seq = 0
         self.started = False
         self.created: float = int(time.time())

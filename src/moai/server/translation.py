@@ -35,6 +35,20 @@ def chat_id(request_id: str) -> str:
     return request_id
 
 
+def answer_id(prefix: str, completion_id: str) -> str:
+    """``prefix`` and the chat completion id's suffix: the same request, quotable to ``POST /v1/feedback``."""
+    return prefix + completion_id.removeprefix(CHAT_PREFIX)
+
+
+def with_notes(summary: Any, notes: list[str]) -> Any:
+    """The ``moai`` object with ``notes`` (what the request asked that was taken but not applied) in its
+    ``reason``, each once."""
+    if not notes or not isinstance(summary, dict):
+        return summary
+    reasons = summary.get("reason") if isinstance(summary.get("reason"), list) else []
+    return {**summary, "reason": [*reasons, *(n for n in notes if n not in reasons)]}
+
+
 def kind_of(value: Any) -> str:
     return "null" if value is None else {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
         type(value), "a number")
@@ -62,7 +76,7 @@ def named(source: dict[str, Any], param: str) -> str:
 
 
 def well_formed(payload: dict[str, Any]) -> None:
-    """The chat endpoint's checks of a whole body, made on the Responses request itself (its translation drops
+    """The chat endpoint's checks of a whole body, made on the translated request itself (its translation drops
     what it does not read, an item's extra fields among them): nesting past ``MAX_DEPTH`` and lone surrogates are
     400s naming where, as the request names it."""
     too_deep = f": nested more than {MAX_DEPTH} levels deep"
