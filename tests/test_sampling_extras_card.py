@@ -27,6 +27,7 @@ def check(tmp_path: Path, card: str) -> object:
     f"{{provider: openai_compat, {EP}, sampling_extras: [top_k, repeat_penalty]}}",
     "{provider: openai, api_key_env: OPENAI_API_KEY, sampling_extras: [top_k]}",
     f"{{provider: openai_compat, {EP}, sampling_extras: []}}",
+    f"{{provider: openai_compat, {EP}, send_end_user: true}}",
 ])
 def test_config_check_takes_the_field(tmp_path: Path, card: str) -> None:
     r = check(tmp_path, card)
@@ -40,6 +41,9 @@ def test_config_check_takes_the_field(tmp_path: Path, card: str) -> None:
     ("{provider: local, package: smollm2-135m, sampling_extras: [top_k]}",
      ("'sampling_extras' is not used by provider local",)),
     ("{provider: anthropic, sampling_extras: [min_p]}", ("'sampling_extras' is not used by provider anthropic",)),
+    ("{provider: local, package: smollm2-135m, send_end_user: true}",
+     ("'send_end_user' is not used by provider local",)),
+    (f"{{provider: openai_compat, {EP}, send_end_user: sometimes}}", ("models.x.send_end_user",)),
 ])
 def test_config_check_refuses_a_bad_value_with_its_line(tmp_path: Path, card: str, needles: tuple[str, ...]) -> None:
     line = one_line_error(check(tmp_path, card), *needles, code=2)

@@ -156,6 +156,10 @@ class ModelCard(BaseModel):
     # the sampling extras an OpenAI-compatible upstream takes (``CARD_SAMPLING_EXTRAS``), sent when a request asks
     # for them; none by default (a real OpenAI endpoint refuses them)
     sampling_extras: list[str] = Field(default_factory=list)
+    # whether the request's end user (``user``, ``safety_identifier``) is sent on for the upstream's abuse
+    # monitoring: by default to OpenAI (and Anthropic, as metadata.user_id), not to other OpenAI-compatible servers,
+    # some of which refuse fields they do not know (Mistral's API answers 422); vLLM's takes ``user``
+    send_end_user: bool | None = None
 
     @field_validator("endpoint")
     @classmethod
@@ -208,6 +212,9 @@ class ModelCard(BaseModel):
         if self.sampling_extras and self.provider not in ("openai_compat", "openai"):
             raise ValueError(f"'sampling_extras' is not used by provider {self.provider} (it is read for "
                              "openai_compat and openai models; local models take every one, Anthropic top_k)")
+        if self.send_end_user is not None and self.provider not in ("openai_compat", "openai"):
+            raise ValueError(f"'send_end_user' is not used by provider {self.provider} (it is read for openai_compat "
+                             "and openai models; Anthropic's always gets metadata.user_id)")
         if self.provider == "local" and self.package and self.path:
             raise ValueError("give either 'package' (a zoo model) or 'path' (a GGUF file), not both")
         if self.provider in ("openai_compat",) and not self.endpoint and not self.deployments:
@@ -225,6 +232,11 @@ class ModelCard(BaseModel):
         if self.deployments:
             return sum(d.concurrency for d in self.deployments)
         return 4 if self.provider == "local" else 64
+
+    @property
+    def sends_end_user(self) -> bool:
+        """Whether an OpenAI-compatible call carries the request's ``user`` and ``safety_identifier``."""
+        return self.send_end_user if self.send_end_user is not None else self.provider == "openai"
 
     @property
     def sampling_fields(self) -> frozenset[str]:

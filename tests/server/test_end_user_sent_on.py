@@ -26,8 +26,9 @@ EMAIL_USER = "alice.smith@acme-corp.com"
 
 class Upstreams:
     def __init__(self, cloud: StubServer, own: StubServer, compat: StubServer, claude: StubAnthropic,
-                 client: TestClient) -> None:
+                 client: TestClient, vllm: StubServer) -> None:
         self.cloud, self.own, self.compat, self.claude, self.client = cloud, own, compat, claude, client
+        self.vllm = vllm
 
     def ask(self, mix: str, text: str = "Hi!", **fields: Any) -> Any:
         body = {"model": f"moai/{mix}", "messages": [{"role": "user", "content": text}], **fields}
@@ -36,24 +37,27 @@ class Upstreams:
 
 @pytest.fixture(scope="module")
 def up() -> Iterator[Upstreams]:
-    with StubServer() as cloud, StubServer() as own, StubServer() as compat, StubAnthropic() as claude:
+    with (StubServer() as cloud, StubServer() as own, StubServer() as compat, StubServer() as vllm,
+          StubAnthropic() as claude):
         config = parse_config(f"""
 models:
   gpt: {{provider: openai, endpoint: "{cloud.url}", model: stub, privacy: cloud, max_retries: 0}}
   own: {{provider: openai, endpoint: "{own.url}", privacy: private, max_retries: 0}}
   compat: {{provider: openai_compat, endpoint: "{compat.url}", privacy: private, max_retries: 0}}
+  vllm: {{provider: openai_compat, endpoint: "{vllm.url}", privacy: private, max_retries: 0, send_end_user: true}}
   claude: {{provider: anthropic, endpoint: "{claude.url}", model: claude-test, privacy: cloud, max_retries: 0}}
 mixes:
   cloud: {{strategy: route, models: [gpt], constraints: {{sensitive_data: redact}}}}
   own: {{strategy: route, models: [own]}}
   compat: {{strategy: route, models: [compat]}}
+  vllm: {{strategy: route, models: [vllm]}}
   claude: {{strategy: route, models: [claude]}}
   panel: {{strategy: moa, proposers: [gpt, own], aggregator: gpt}}
 """)
         m = Mixture(config, chooser=RuleChooser())
         try:
             with TestClient(create_app(m.config, mixture=m)) as client:
-                yield Upstreams(cloud, own, compat, claude, client)
+                yield Upstreams(cloud, own, compat, claude, client, vllm)
         finally:
             shutdown(m)
 
@@ -114,3 +118,9 @@ def test_another_openai_compatible_server_gets_neither(up: Upstreams) -> None:
     """Mistral's API, for one, refuses a request with a field it does not know (422)."""
     assert up.ask("compat", user="u-42", safety_identifier="sid-9f3c").status_code == 200
     assert "user" not in _last(up.compat) and "safety_identifier" not in _last(up.compat)
+
+
+def test_a_server_whose_card_says_it_takes_them_gets_them(up: Upstreams) -> None:
+    """vLLM's OpenAI server takes ``user``: its card says so (``send_end_user: true``)."""
+    assert up.ask("vllm", user="u-42", safety_identifier="sid-9f3c").status_code == 200
+    assert (_last(up.vllm)["user"], _last(up.vllm)["safety_identifier"]) == ("u-42", "sid-9f3c")

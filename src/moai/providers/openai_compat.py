@@ -209,9 +209,9 @@ class OpenAICompatProvider(Provider):
             # which failed every such request and counted against the model's health
             body["messages"] = [{**m, "role": "system"} if m.get("role") == "developer" else m
                                 for m in body["messages"]]
-        # for OpenAI's abuse monitoring; other OpenAI-compatible servers may refuse fields they do not know
-        # (Mistral's API answers 422), so they get neither
-        for name in ("user", "safety_identifier") if self.card.provider == "openai" else ():
+        # for the upstream's abuse monitoring: OpenAI's, and a server whose card says it takes them (others may
+        # refuse fields they do not know: Mistral's API answers 422)
+        for name in ("user", "safety_identifier") if self.card.sends_end_user else ():
             if (value := end_user(getattr(params, name), self.card.privacy)) is not None:
                 body[name] = value
         body.update(sampling_extras(params, self.card.sampling_extras))
