@@ -64,6 +64,13 @@ def estimate_tokens(text: str) -> int:
     return text_tokens(text) + 1
 
 
+def request_tokens(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> int:
+    """A request's prompt as estimated before any model is chosen: its messages' text, the tool calls of earlier
+    turns and the tools offered (sent with the prompt), the figure the context checks read."""
+    tool_tokens = estimate_tokens(json.dumps(tools)) if tools else 0
+    return estimate_tokens(message_text(messages)) + call_tokens(messages) + tool_tokens
+
+
 def narrowed(cards: list[ModelCard], excluded: dict[str, str],
              opts: MoaiOptions | None) -> tuple[list[ModelCard], dict[str, str]]:
     """``cards`` less those the request's own ``moai.models`` and ``moai.exclude`` leave out (said in
@@ -235,7 +242,6 @@ class Mixture(SessionMemory, Recording):
                 "written from several models' texts. Use a route, cascade or auto mix for requests with tools.",
                 "tools", "tools_not_supported")
         messages = [m.to_provider() for m in body.messages]
-        prompt_tokens = estimate_tokens(message_text(messages)) + call_tokens(messages)
         opts = body.moai
         if opts and opts.max_cost_usd is not None:  # a request may tighten the mix's cap, never loosen it
             cap = min(opts.max_cost_usd, mix.constraints.max_cost_usd or opts.max_cost_usd)
@@ -260,9 +266,8 @@ class Mixture(SessionMemory, Recording):
                                  "/v1/models)", "moai.models")
             if not opts.models:
                 raise BadRequest("moai.models is empty: name at least one model, or leave it out", "moai.models")
-        tool_tokens = estimate_tokens(json.dumps(body.tools)) if body.tools else 0  # sent with the prompt
         answer_tokens = body.completion_budget or 0  # the room the client asked for its answer: in the context too
-        estimate = prompt_tokens + tool_tokens
+        estimate = request_tokens(messages, body.tools)
         counts: dict[str, int | None] = {}
 
         def counted(card: ModelCard) -> int | None:
@@ -353,7 +358,7 @@ class Mixture(SessionMemory, Recording):
         )
         ctx = RequestContext(self.config, mix_name, mix, params, self.chooser, weights, cards, excluded,
                              live=self.stats.snapshot(min(params.max_tokens, 256), api_key=api_key,
-                                                      prompt_tokens=prompt_tokens + tool_tokens),
+                                                      prompt_tokens=estimate),
                              privacy=guard.report,
                              trusted_tier=guard.max_tier if guard.report.sensitive else None)
         ctx.collaborators = {name: (m, *candidates(m)) for name, m in chain}

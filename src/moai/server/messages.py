@@ -32,13 +32,13 @@ from moai.server.translation import (
     MESSAGE_PREFIX,
     Unsupported,
     answer_id,
+    chat_start,
     expect,
     kind_of,
     named,
     one_of,
     text_field,
     translated,
-    well_formed,
     with_body,
     with_notes,
 )
@@ -128,17 +128,7 @@ def to_chat(payload: dict[str, Any], counting: bool = False) -> dict[str, Any]:
     """The chat-completions payload a Messages request means (``counting``: a count_tokens request, which has no
     ``max_tokens``). Raises ``Unsupported`` (a 400) for what cannot be translated; fields neither API has are
     passed on, so that the chat path treats them as its own unknown fields (taken, named in ``moai.reason``)."""
-    well_formed(payload)
-    for name, instead in CHAT_NAMES.items():
-        if name in payload:
-            raise Unsupported(f"a chat-completions field; the Messages API's is `{instead}`", name,
-                              "unsupported_parameter")
-    for name, why in UNSERVED.items():
-        if payload.get(name) is not None:
-            raise Unsupported(why, name, "unsupported_parameter")
-    chat: dict[str, Any] = {k: v for k, v in payload.items() if k not in TRANSLATED}
-    if "model" in payload:
-        chat["model"] = payload["model"]
+    chat = chat_start(payload, "the Messages API's", CHAT_NAMES, UNSERVED, TRANSLATED)
     messages = system_messages(payload.get("system"))
     if "messages" not in payload:
         raise Unsupported("required", "messages")
@@ -510,10 +500,6 @@ def anthropic(response: Response) -> Response:
 def count_tokens(chat: dict[str, Any]) -> int:
     """The prompt's tokens as moai estimates them before routing (its messages' text, tool calls and tools: the
     figure its context checks use), not a model's tokenizer count."""
-    from moai.gate.rules import message_text
-    from moai.mixture import estimate_tokens
-    from moai.providers.base import call_tokens
+    from moai.mixture import request_tokens
 
-    messages = chat["messages"]
-    tools = estimate_tokens(json.dumps(chat["tools"])) if chat.get("tools") else 0
-    return estimate_tokens(message_text(messages)) + call_tokens(messages) + tools
+    return request_tokens(chat["messages"], chat.get("tools"))

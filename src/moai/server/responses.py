@@ -19,12 +19,12 @@ from moai.server.translation import (
     RESPONSE_PREFIX,
     Unsupported,
     answer_id,
+    chat_start,
     expect,
     named,
     one_of,
     text_field,
     translated,
-    well_formed,
     with_notes,
 )
 
@@ -91,18 +91,7 @@ def to_chat(payload: dict[str, Any]) -> dict[str, Any]:
     """The chat-completions payload a Responses request means. Raises ``Unsupported`` (a 400) for what cannot be
     translated. Fields neither API has are passed on as they are, so that the chat path treats them as it treats
     its own unknown fields (taken, and named in ``moai.reason``)."""
-    well_formed(payload)
-    for name, instead in CHAT_NAMES.items():
-        if name in payload:
-            raise Unsupported(f"a chat-completions field; the Responses API's is `{instead}`", name,
-                              "unsupported_parameter")
-    for name, why in UNSERVED.items():
-        value = payload.get(name)
-        if value is not None and value is not False:
-            raise Unsupported(why, name, "unsupported_parameter")
-    chat: dict[str, Any] = {k: v for k, v in payload.items() if k not in TRANSLATED}
-    if "model" in payload:
-        chat["model"] = payload["model"]
+    chat = chat_start(payload, "the Responses API's", CHAT_NAMES, UNSERVED, TRANSLATED, off_is_absent=True)
     messages: list[dict[str, Any]] = []
     instructions = payload.get("instructions")
     if instructions is not None:

@@ -49,6 +49,26 @@ def with_notes(summary: Any, notes: list[str]) -> Any:
     return {**summary, "reason": [*reasons, *(n for n in notes if n not in reasons)]}
 
 
+def chat_start(payload: dict[str, Any], api: str, chat_names: Mapping[str, str], unserved: Mapping[str, str],
+               translated: frozenset[str], off_is_absent: bool = False) -> dict[str, Any]:
+    """The checks every translated request opens with (a well-formed body, no chat-completions names, nothing
+    moai cannot serve: ``unserved``, each with what to send instead; ``off_is_absent``: one set to false is as
+    absent), and the chat payload begun: the fields neither API reads (``translated`` are read by hand), passed on
+    so that the chat path treats them as its own unknown fields, and the model."""
+    well_formed(payload)
+    for name, instead in chat_names.items():
+        if name in payload:
+            raise Unsupported(f"a chat-completions field; {api} is `{instead}`", name, "unsupported_parameter")
+    for name, why in unserved.items():
+        value = payload.get(name)
+        if value is not None and not (off_is_absent and value is False):
+            raise Unsupported(why, name, "unsupported_parameter")
+    chat: dict[str, Any] = {k: v for k, v in payload.items() if k not in translated}
+    if "model" in payload:
+        chat["model"] = payload["model"]
+    return chat
+
+
 def kind_of(value: Any) -> str:
     return "null" if value is None else {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
         type(value), "a number")
